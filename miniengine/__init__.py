@@ -1,0 +1,149 @@
+"""miniengine: a durable workflow engine for Python.
+
+Decorate functions with ``@calcfunction``/``@workfunction`` and run them; every call is recorded in
+a provenance graph in one sqlite file.  The public names are imported lazily, so that
+``import miniengine`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0.dev0"
+
+_EXPORTS: dict[str, str] = {
+    # launching
+    "run": "miniengine.runtime.launch",
+    "run_get_node": "miniengine.runtime.launch",
+    "run_get_pk": "miniengine.runtime.launch",
+    "arun": "miniengine.runtime.launch",
+    "arun_get_node": "miniengine.runtime.launch",
+    "find_processes": "miniengine.runtime.launch",
+    "load_node": "miniengine.runtime.nodes",
+    # nodes
+    "ProcessNode": "miniengine.runtime.nodes",
+    "CalcFunctionNode": "miniengine.runtime.nodes",
+    "WorkFunctionNode": "miniengine.runtime.nodes",
+    "WorkChainNode": "miniengine.runtime.nodes",
+    # processes
+    "calcfunction": "miniengine.runtime.functions",
+    "workfunction": "miniengine.runtime.functions",
+    "ExitCode": "miniengine.core.exit_code",
+    "ProcessState": "miniengine.core.states",
+    # data
+    "Data": "miniengine.core.data",
+    "Int": "miniengine.core.data",
+    "Float": "miniengine.core.data",
+    "Str": "miniengine.core.data",
+    "Bool": "miniengine.core.data",
+    "Dict": "miniengine.core.data",
+    "List": "miniengine.core.data",
+    # errors
+    "MiniengineError": "miniengine.exceptions",
+    "InputValidationError": "miniengine.exceptions",
+    "OutputValidationError": "miniengine.exceptions",
+    "InvalidOperation": "miniengine.exceptions",
+    "InvalidTransition": "miniengine.exceptions",
+    "ModificationNotAllowed": "miniengine.exceptions",
+    "NotExistent": "miniengine.exceptions",
+    "EventLoopError": "miniengine.exceptions",
+    "ProcessKilledError": "miniengine.exceptions",
+    "CheckpointError": "miniengine.exceptions",
+    "UnknownDataTypeError": "miniengine.exceptions",
+    "StoreError": "miniengine.exceptions",
+    "IncompatibleDatabaseError": "miniengine.exceptions",
+    "DatabaseLockedError": "miniengine.exceptions",
+    "LeaseLostError": "miniengine.exceptions",
+}
+
+__all__ = [
+    "Bool",
+    "CalcFunctionNode",
+    "CheckpointError",
+    "Data",
+    "DatabaseLockedError",
+    "Dict",
+    "EventLoopError",
+    "ExitCode",
+    "Float",
+    "IncompatibleDatabaseError",
+    "InputValidationError",
+    "Int",
+    "InvalidOperation",
+    "InvalidTransition",
+    "LeaseLostError",
+    "List",
+    "MiniengineError",
+    "ModificationNotAllowed",
+    "NotExistent",
+    "OutputValidationError",
+    "ProcessKilledError",
+    "ProcessNode",
+    "ProcessState",
+    "StoreError",
+    "Str",
+    "UnknownDataTypeError",
+    "WorkChainNode",
+    "WorkFunctionNode",
+    "arun",
+    "arun_get_node",
+    "calcfunction",
+    "find_processes",
+    "load_node",
+    "run",
+    "run_get_node",
+    "run_get_pk",
+    "workfunction",
+]
+
+if TYPE_CHECKING:
+    from miniengine.core.data import Bool, Data, Dict, Float, Int, List, Str
+    from miniengine.core.exit_code import ExitCode
+    from miniengine.core.states import ProcessState
+    from miniengine.exceptions import (
+        CheckpointError,
+        DatabaseLockedError,
+        EventLoopError,
+        IncompatibleDatabaseError,
+        InputValidationError,
+        InvalidOperation,
+        InvalidTransition,
+        LeaseLostError,
+        MiniengineError,
+        ModificationNotAllowed,
+        NotExistent,
+        OutputValidationError,
+        ProcessKilledError,
+        StoreError,
+        UnknownDataTypeError,
+    )
+    from miniengine.runtime.functions import calcfunction, workfunction
+    from miniengine.runtime.launch import (
+        arun,
+        arun_get_node,
+        find_processes,
+        run,
+        run_get_node,
+        run_get_pk,
+    )
+    from miniengine.runtime.nodes import (
+        CalcFunctionNode,
+        ProcessNode,
+        WorkChainNode,
+        WorkFunctionNode,
+        load_node,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'miniengine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

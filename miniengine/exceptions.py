@@ -1,0 +1,94 @@
+"""The exception tree of miniengine.
+
+Every error the engine raises derives from :class:`MiniengineError` and, where AiiDA raises a
+built-in exception in the same situation, from that built-in too, so that code written against
+``aiida.engine`` (``except ValueError``) keeps working.  Low-level errors (``sqlite3``, ``msgpack``)
+are mapped to these classes at the IO boundary; a user never sees them bare.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DatabaseLockedError",
+    "EventLoopError",
+    "IncompatibleDatabaseError",
+    "InputValidationError",
+    "InvalidOperation",
+    "InvalidTransition",
+    "LeaseLostError",
+    "MiniengineError",
+    "ModificationNotAllowed",
+    "NotExistent",
+    "OutputValidationError",
+    "ProcessKilledError",
+    "StoreError",
+    "UnknownDataTypeError",
+]
+
+
+class MiniengineError(Exception):
+    """Base class of every error raised by miniengine."""
+
+
+class InvalidTransition(MiniengineError, RuntimeError):
+    """A process was asked to make a state change that the transition table does not allow."""
+
+
+class InputValidationError(MiniengineError, ValueError):
+    """An input is missing, unknown, of the wrong type, or rejected by a validator.
+
+    Raised before any node is created, and the message names the port.
+    """
+
+
+class OutputValidationError(MiniengineError, ValueError):
+    """An output is undeclared, of the wrong type, or a process returned the wrong kind of data."""
+
+
+class InvalidOperation(MiniengineError, ValueError):
+    """An operation that the process model forbids, e.g. a calcfunction calling another process."""
+
+
+class ModificationNotAllowed(MiniengineError):
+    """A stored (and therefore immutable) node was asked to change."""
+
+
+class NotExistent(MiniengineError):
+    """No node matches the given pk or uuid."""
+
+
+class EventLoopError(MiniengineError, RuntimeError):
+    """A blocking call was made where it would block or nest a running event loop."""
+
+
+class ProcessKilledError(MiniengineError):
+    """The process was killed (by a user, a parent, or Ctrl-C) before it finished."""
+
+
+class CheckpointError(MiniengineError, ValueError):
+    """A value cannot be encoded into, or decoded from, a checkpoint."""
+
+
+class UnknownDataTypeError(CheckpointError):
+    """Stored data names a Data type that is not registered in this interpreter."""
+
+
+class StoreError(MiniengineError):
+    """The database could not be opened, read or written."""
+
+
+class IncompatibleDatabaseError(StoreError):
+    """The file is not a miniengine database, or was written by a newer miniengine."""
+
+
+class DatabaseLockedError(StoreError):
+    """The database stayed locked by another connection beyond every retry."""
+
+
+class LeaseLostError(StoreError):
+    """This owner no longer holds the lease of a process; its write was refused whole.
+
+    This is the fencing guarantee: a stale owner (paused, partitioned, or presumed dead) can never
+    overwrite the work of the owner that took the process over.
+    """

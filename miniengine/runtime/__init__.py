@@ -1,0 +1,1 @@
+"""The runtime: processes, process functions, the runner and the launch functions."""

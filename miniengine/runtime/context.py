@@ -1,0 +1,71 @@
+"""Which process is running here, and which store a launch uses.
+
+The running process is kept in a context variable: a child launched from a body (in the same
+thread, or in a task or worker thread that copied the context) finds its parent there, and with it
+the parent's store.  A top-level launch resolves the database from its argument or
+``$MINIENGINE_DB`` each time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from miniengine.storage.paths import resolve_db_path
+from miniengine.storage.store import Store, shared_store
+
+__all__ = ["RunningProcess", "current_process", "current_store", "store_for"]
+
+
+@dataclass
+class RunningProcess:
+    """What children need to know about the process whose body is running."""
+
+    store: Store
+    pk: int | None  # None when the process is not stored (store_provenance=False)
+    epoch: int
+    kind: str  # "calcfunction", "workfunction" or "workchain"
+    label: str
+    call_count: int = field(default=0)
+    node: Any = None
+
+    @property
+    def parent_fence(self) -> tuple[int, str, int] | None:
+        """``(pk, owner, epoch)`` that a child's creation checks, or None if not stored."""
+        if self.pk is None:
+            return None
+        return self.pk, self.store.owner, self.epoch
+
+
+_current: contextvars.ContextVar[RunningProcess | None] = contextvars.ContextVar(
+    "miniengine_current_process", default=None
+)
+
+
+def current_process() -> RunningProcess | None:
+    return _current.get()
+
+
+def set_current(process: RunningProcess | None) -> contextvars.Token[RunningProcess | None]:
+    return _current.set(process)
+
+
+def reset_current(token: contextvars.Token[RunningProcess | None]) -> None:
+    _current.reset(token)
+
+
+def store_for(db: Store | str | os.PathLike[str] | None = None) -> Store:
+    """The store for an explicit ``db`` (a Store or a path), else the default database."""
+    if isinstance(db, Store):
+        return db
+    return shared_store(resolve_db_path(db))
+
+
+def current_store() -> Store:
+    """The store of the running process, else the default database."""
+    process = _current.get()
+    if process is not None:
+        return process.store
+    return store_for(None)

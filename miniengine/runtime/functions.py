@@ -1,0 +1,344 @@
+"""``@calcfunction`` and ``@workfunction``: plain functions that run as recorded processes.
+
+A calcfunction creates data (CREATE links) and may not call other processes; a workfunction
+returns data that already exists (RETURN links) and may call calcfunctions and workfunctions.
+Calling one synchronously runs its body in the calling thread; ``await f.arun(...)`` runs it on
+the event loop (a ``def`` body in a worker thread).  The lifecycle -- create and start in one
+transaction, run the body, terminate in a second transaction -- is written once, in
+:func:`_lifecycle`, and driven by :mod:`miniengine.runtime.driver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from miniengine.core.data import Data
+from miniengine.core.exit_code import ExitCode
+from miniengine.core.function_spec import FunctionSpec, Metadata
+from miniengine.core.ids import new_uuid
+from miniengine.core.links import LinkType
+from miniengine.core.ports import NAMESPACE_SEPARATOR
+from miniengine.core.states import ProcessEvent, ProcessState, transition
+from miniengine.exceptions import (
+    EventLoopError,
+    InvalidOperation,
+    OutputValidationError,
+    ProcessKilledError,
+)
+from miniengine.runtime import context
+from miniengine.runtime.context import RunningProcess
+from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
+from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
+from miniengine.storage import rows
+from miniengine.storage.store import Store
+
+__all__ = ["ProcessFunction", "calcfunction", "workfunction"]
+
+_KINDS = {
+    "calcfunction": (
+        CalcFunctionNode,
+        LinkType.INPUT_CALC,
+        LinkType.CREATE,
+        LinkType.CALL_CALC,
+    ),
+    "workfunction": (
+        WorkFunctionNode,
+        LinkType.INPUT_WORK,
+        LinkType.RETURN,
+        LinkType.CALL_WORK,
+    ),
+}
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class ProcessFunction:
+    """A function decorated with ``@calcfunction`` or ``@workfunction``."""
+
+    is_process_function = True
+
+    def __init__(self, func: Callable[..., Any], kind: str) -> None:
+        if kind not in _KINDS:
+            raise ValueError(f"unknown process function kind {kind!r}")
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.kind = kind
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.process_label: str = func.__name__
+        self.process_type = f"{func.__module__}.{func.__qualname__}"
+        self.node_class, self._input_link, self._output_link, self.call_link_type = _KINDS[kind]
+        self._spec: FunctionSpec | None = None
+
+    def spec(self) -> FunctionSpec:
+        """The inputs and outputs of this function (built on first use)."""
+        if self._spec is None:
+            self._spec = FunctionSpec(self.func, self.process_label)
+        return self._spec
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.process_type}>"
+
+    # launching -------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function and return its ``result`` (or the mapping of its outputs)."""
+        return self.run_get_node(*args, **kwargs)[0]
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run_get_node(*args, **kwargs)[0]
+
+    def run_get_pk(self, *args: Any, **kwargs: Any) -> tuple[Any, int | None]:
+        result, node = self.run_get_node(*args, **kwargs)
+        return result, node.pk
+
+    def run_get_node(self, *args: Any, **kwargs: Any) -> tuple[Any, ProcessNode]:
+        if _loop_running():
+            call = f"{self.process_label}.arun(...)"
+            raise EventLoopError(
+                f"{self.process_label}() was called synchronously in a thread that runs an event "
+                f"loop, which would block the loop; use `await {call}` there instead"
+            )
+        result: tuple[Any, ProcessNode] = drive_sync(self._start(args, kwargs, db=None))
+        return result
+
+    async def arun(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function on the running event loop and return its result."""
+        return (await self.arun_get_node(*args, **kwargs))[0]
+
+    async def arun_get_node(self, *args: Any, **kwargs: Any) -> tuple[Any, ProcessNode]:
+        return await drive_async(self._start(args, kwargs, db=None))
+
+    def _start(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], db: Any
+    ) -> Lifecycle[tuple[Any, ProcessNode]]:
+        """Validate everything (raising before any write), then return the lifecycle to drive."""
+        parent = context.current_process()
+        if parent is not None and parent.kind == "calcfunction":
+            raise InvalidOperation(
+                f"the calcfunction {parent.label} tried to call {self.process_label}: a "
+                "calcfunction creates data and cannot call other processes; use a workfunction"
+            )
+        inputs, metadata = self.spec().bind(args, kwargs)
+        store = parent.store if parent is not None else context.store_for(db)
+        return self._lifecycle(store, parent, inputs, metadata)
+
+    # the lifecycle ---------------------------------------------------------------------------
+
+    def _lifecycle(
+        self,
+        store: Store,
+        parent: RunningProcess | None,
+        inputs: dict[str, Data],
+        metadata: Metadata,
+    ) -> Lifecycle[tuple[Any, ProcessNode]]:
+        state = transition(ProcessState.CREATED, ProcessEvent.START)
+        node_uuid = new_uuid()
+        stored = metadata.store_provenance
+        flat_inputs = [(label, data) for label, data in _flatten(inputs)]
+        pk: int | None = None
+        epoch = 0
+        if stored:
+            new = rows.NewProcess(
+                uuid=node_uuid,
+                node_type=f"process.{self.kind}",
+                process_type=self.process_type,
+                process_label=self.process_label,
+                process_state=state.value,
+                label=metadata.label,
+                description=metadata.description,
+                inputs=flat_inputs,
+                input_link_type=self._input_link.value,
+                owner=store.owner,
+                lease_expires=store.lease_expiry(),
+                parent=parent.parent_fence if parent is not None else None,
+                call_link_type=self.call_link_type.value,
+                call_link_label=metadata.call_link_label,
+            )
+            pk, input_pks = yield Write(store, rows.begin_process_tx, new)
+            epoch = 1
+            for (_, data), input_pk in zip(flat_inputs, input_pks, strict=True):
+                if data.pk is None:
+                    data._set_stored(input_pk, data.uuid, store)
+            if parent is not None:
+                parent.call_count += 1
+        row = _memory_row(pk, node_uuid, self, state, metadata)
+        node = self.node_class(store if stored else None, row)
+        running = RunningProcess(store, pk, epoch, self.kind, self.process_label, node=node)
+
+        def terminate(event: ProcessEvent, **fields: Any) -> Write:
+            assert pk is not None
+            finish = rows.FinishProcess(
+                pk=pk, owner=store.owner, epoch=epoch, process_state=transition(state, event).value
+            )
+            for name, value in fields.items():
+                setattr(finish, name, value)
+            return Write(store, rows.finish_process_tx, finish)
+
+        if stored:
+            store.leases_taken()
+        try:
+            call_args, call_kwargs = self.spec().call_arguments(inputs)
+            token = context.set_current(running)
+            try:
+                returned = yield Body(self.func, call_args, call_kwargs, self.is_async)
+            finally:
+                context.reset_current(token)
+            outputs, exit_code = self._collect_outputs(returned)
+        except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
+            if stored:
+                message = _kill_message(exc)
+                yield terminate(ProcessEvent.KILL, process_status=message, log=("REPORT", message))
+            raise
+        except BaseException as exc:
+            if stored:
+                formatted = "".join(traceback.format_exception(exc))
+                yield terminate(ProcessEvent.EXCEPT, exception=formatted, log=("ERROR", formatted))
+            raise
+        finally:
+            if stored:
+                store.leases_released()
+        final_state = transition(state, ProcessEvent.FINISH)
+        link_type = self._output_link.value
+        flat_outputs = [(label, data, link_type) for label, data in _flatten(outputs)]
+        if stored:
+            output_pks = yield terminate(
+                ProcessEvent.FINISH,
+                exit_status=exit_code.status,
+                exit_message=exit_code.message,
+                outputs=flat_outputs,
+            )
+            for (_, data, _), output_pk in zip(flat_outputs, output_pks, strict=True):
+                if data.pk is None:
+                    data._set_stored(output_pk, data.uuid, store)
+        else:
+            node._row = _memory_row(None, node_uuid, self, final_state, metadata, exit_code)
+            node._memory_outputs = {label: data for label, data, _ in flat_outputs}
+        if len(outputs) == 1 and "result" in outputs:
+            return outputs["result"], node
+        return outputs, node
+
+    def _collect_outputs(self, returned: Any) -> tuple[dict[str, Any], ExitCode]:
+        """Check what the body returned and turn it into outputs and an exit code."""
+        if returned is None:
+            return {}, ExitCode(0)
+        if isinstance(returned, ExitCode):
+            return {}, returned
+        if isinstance(returned, Data):
+            outputs: dict[str, Any] = {"result": returned}
+        elif isinstance(returned, Mapping):
+            outputs = _nest_dotted(returned)
+        else:
+            raise OutputValidationError(
+                f"{self.process_label} returned a {type(returned).__name__}; a process function "
+                "must return a Data node, a dict of Data nodes, an ExitCode or None"
+            )
+        for label, data in _flatten(outputs):
+            if not isinstance(data, Data):
+                raise OutputValidationError(
+                    f"{self.process_label} returned the output '{label}' of type "
+                    f"{type(data).__name__}, which is not Data"
+                )
+            if self.kind == "calcfunction" and data.is_stored:
+                raise OutputValidationError(
+                    f"the calcfunction {self.process_label} returned the already stored node "
+                    f"{data.pk} as '{label}': a calcfunction must create its outputs; return a "
+                    "new node (e.g. a copy made with .clone())"
+                )
+            if self.kind == "workfunction" and not data.is_stored:
+                raise OutputValidationError(
+                    f"the workfunction {self.process_label} returned the unstored node '{label}': "
+                    "a workfunction cannot create data; create it in a calcfunction and return "
+                    "that calcfunction's output"
+                )
+        return outputs, ExitCode(0)
+
+
+def _kill_message(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "Killed by Ctrl-C (KeyboardInterrupt)"
+    if isinstance(exc, ProcessKilledError) and str(exc):
+        return f"Killed: {exc}"
+    return "Killed: the task running it was cancelled"
+
+
+def _memory_row(
+    pk: int | None,
+    node_uuid: str,
+    function: ProcessFunction,
+    state: ProcessState,
+    metadata: Metadata,
+    exit_code: ExitCode | None = None,
+) -> tuple[Any, ...]:
+    """A node row for a process that has not been (or will not be) read back from the store."""
+    import time
+
+    now = time.time()
+    return (
+        pk,
+        node_uuid,
+        f"process.{function.kind}",
+        function.process_type,
+        function.process_label,
+        state.value,
+        None,
+        exit_code.status if exit_code else None,
+        exit_code.message if exit_code else None,
+        None,
+        0,
+        metadata.label,
+        metadata.description,
+        None,
+        None,
+        1,
+        None,
+        now,
+        now,
+    )
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    flat: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        label = f"{prefix}{NAMESPACE_SEPARATOR}{key}" if prefix else key
+        if isinstance(value, Mapping) and not isinstance(value, Data):
+            flat.extend(_flatten(value, label))
+        else:
+            flat.append((label, value))
+    return flat
+
+
+def _nest_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'a.b': x, 'c': {'d': y}}`` -> ``{'a': {'b': x}, 'c': {'d': y}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise OutputValidationError(f"output labels must be strings, not {key!r}")
+        if isinstance(value, Mapping) and not isinstance(value, Data):
+            value = _nest_dotted(value)
+        parts = key.split(".")
+        target = nested
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return nested
+
+
+def calcfunction(func: Callable[..., Any]) -> ProcessFunction:
+    """Make ``func`` a calculation: its call is recorded, it creates its outputs."""
+    return ProcessFunction(func, "calcfunction")
+
+
+def workfunction(func: Callable[..., Any]) -> ProcessFunction:
+    """Make ``func`` a workflow: its call is recorded; it returns data made by its calls."""
+    return ProcessFunction(func, "workfunction")

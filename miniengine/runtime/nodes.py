@@ -1,0 +1,489 @@
+"""Process nodes as users see them, and loading any node from the database.
+
+A :class:`ProcessNode` is a view of one row: identity fields are read once, while the fields that
+change while a process runs (state, exit status, status text) are read from the database at every
+access, so ``while not node.is_terminated`` works as in AiiDA.  Inputs, outputs and links are read
+on access through the node's store.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from miniengine.core import data as data_module
+from miniengine.core.data import Data, load_data_from_attributes
+from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES, LinkType
+from miniengine.core.ports import NAMESPACE_SEPARATOR
+from miniengine.core.states import ProcessState
+from miniengine.exceptions import NotExistent
+from miniengine.storage import rows
+from miniengine.storage.store import Store
+
+__all__ = [
+    "CalcFunctionNode",
+    "LinkTriple",
+    "LogEntry",
+    "ProcessNode",
+    "WorkChainNode",
+    "WorkFunctionNode",
+    "load_node",
+    "node_from_row",
+]
+
+# column positions in rows.NODE_COLUMNS
+(
+    _PK,
+    _UUID,
+    _NODE_TYPE,
+    _PROCESS_TYPE,
+    _LABEL_P,
+    _STATE,
+    _STATUS,
+    _EXIT_STATUS,
+    _EXIT_MESSAGE,
+    _EXCEPTION,
+    _PAUSED,
+    _LABEL,
+    _DESCRIPTION,
+    _ATTRIBUTES,
+    _OWNER,
+    _EPOCH,
+    _EXPIRES,
+    _CTIME,
+    _MTIME,
+) = range(19)
+
+
+class LinkTriple(NamedTuple):
+    """A link seen from one node: the node at the other end, the link type and its label."""
+
+    node: Any
+    link_type: LinkType
+    link_label: str
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of a process's log (``self.report``, an exception, a kill)."""
+
+    pk: int
+    node_pk: int
+    time: datetime.datetime
+    levelname: str
+    message: str
+
+
+def _link_types(link_type: Any) -> list[str] | None:
+    if link_type is None:
+        return None
+    items = link_type if isinstance(link_type, tuple | list | set | frozenset) else (link_type,)
+    return [item.value if isinstance(item, LinkType) else str(item) for item in items]
+
+
+class LinkManager(Sequence[LinkTriple]):
+    """The links of one node in one direction, as AiiDA's ``LinkManager``."""
+
+    def __init__(self, triples: list[LinkTriple]) -> None:
+        self._triples = triples
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._triples[index]
+
+    def __len__(self) -> int:
+        return len(self._triples)
+
+    def all(self) -> list[LinkTriple]:
+        return list(self._triples)
+
+    def all_nodes(self) -> list[Any]:
+        return [triple.node for triple in self._triples]
+
+    def all_link_labels(self) -> list[str]:
+        return [triple.link_label for triple in self._triples]
+
+    def first(self) -> LinkTriple | None:
+        return self._triples[0] if self._triples else None
+
+    def one(self) -> LinkTriple:
+        if len(self._triples) != 1:
+            raise ValueError(f"expected exactly one link, found {len(self._triples)}")
+        return self._triples[0]
+
+    def get_node_by_label(self, label: str) -> Any:
+        matches = [triple.node for triple in self._triples if triple.link_label == label]
+        if len(matches) != 1:
+            raise NotExistent(f"no single link with the label {label!r} ({len(matches)} found)")
+        return matches[0]
+
+
+class NodeLinks:
+    """``node.base.links``: the incoming and outgoing links of a stored node."""
+
+    def __init__(self, store: Store, pk: int) -> None:
+        self._store = store
+        self._pk = pk
+
+    def _get(self, incoming: bool, link_type: Any, link_label_filter: str | None) -> LinkManager:
+        links = self._store.read(rows.read_links, self._pk, incoming, _link_types(link_type))
+        if link_label_filter is not None:
+            import fnmatch
+
+            pattern = link_label_filter.replace("%", "*").replace("_", "?")
+            links = [link for link in links if fnmatch.fnmatchcase(link[2], pattern)]
+        nodes = load_nodes(self._store, [link[0] for link in links])
+        return LinkManager(
+            [LinkTriple(nodes[pk], LinkType(kind), label) for pk, kind, label in links]
+        )
+
+    def get_incoming(
+        self, link_type: Any = None, link_label_filter: str | None = None
+    ) -> LinkManager:
+        return self._get(True, link_type, link_label_filter)
+
+    def get_outgoing(
+        self, link_type: Any = None, link_label_filter: str | None = None
+    ) -> LinkManager:
+        return self._get(False, link_type, link_label_filter)
+
+
+class NodeBase:
+    """``node.base``: the namespace of AiiDA's less common node methods."""
+
+    def __init__(self, store: Store, pk: int) -> None:
+        self.links = NodeLinks(store, pk)
+
+
+class NodeLinksNamespace(Mapping[str, Any]):
+    """``node.inputs`` / ``node.outputs``: attribute, item and ``in`` access by link label.
+
+    Nested namespaces (labels joined with ``__``) appear as nested namespaces.
+    """
+
+    def __init__(self, content: dict[str, Any], owner: str) -> None:
+        self._content = content
+        self._owner = owner
+
+    @classmethod
+    def from_labels(cls, flat: Mapping[str, Any], owner: str) -> NodeLinksNamespace:
+        nested: dict[str, Any] = {}
+        for label, node in flat.items():
+            parts = label.split(NAMESPACE_SEPARATOR)
+            target = nested
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = node
+        return cls._wrap(nested, owner)
+
+    @classmethod
+    def _wrap(cls, nested: dict[str, Any], owner: str) -> NodeLinksNamespace:
+        return cls(
+            {k: cls._wrap(v, owner) if isinstance(v, dict) else v for k, v in nested.items()},
+            owner,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        content = self.__dict__.get("_content", {})
+        if name in content:
+            return content[name]
+        raise AttributeError(f"{self.__dict__.get('_owner', 'the node')} has no link {name!r}")
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._content[name]
+        except KeyError:
+            raise KeyError(f"{self._owner} has no link {name!r}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._content)
+
+    def __len__(self) -> int:
+        return len(self._content)
+
+    def __dir__(self) -> list[str]:
+        return list(self._content)
+
+    def __repr__(self) -> str:
+        return f"NodeLinksNamespace({sorted(self._content)!r})"
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {
+            k: v._as_dict() if isinstance(v, NodeLinksNamespace) else v
+            for k, v in self._content.items()
+        }
+
+
+def _datetime(timestamp: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+
+
+class ProcessNode:
+    """The record of one process: its state, inputs, outputs, logs and place in the call tree."""
+
+    def __init__(self, store: Store | None, row: tuple[Any, ...]) -> None:
+        self._store = store
+        self._row = row
+        self._memory_outputs: dict[str, Any] | None = None
+
+    # identity --------------------------------------------------------------------------------
+
+    @property
+    def pk(self) -> int | None:
+        return self._row[_PK]  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> int | None:
+        return self.pk
+
+    @property
+    def uuid(self) -> str:
+        return self._row[_UUID]  # type: ignore[no-any-return]
+
+    @property
+    def node_type(self) -> str:
+        return self._row[_NODE_TYPE]  # type: ignore[no-any-return]
+
+    @property
+    def process_type(self) -> str:
+        return self._row[_PROCESS_TYPE]  # type: ignore[no-any-return]
+
+    @property
+    def process_label(self) -> str:
+        return self._row[_LABEL_P]  # type: ignore[no-any-return]
+
+    @property
+    def label(self) -> str:
+        return self._row[_LABEL]  # type: ignore[no-any-return]
+
+    @property
+    def description(self) -> str:
+        return self._row[_DESCRIPTION]  # type: ignore[no-any-return]
+
+    @property
+    def ctime(self) -> datetime.datetime:
+        return _datetime(self._row[_CTIME])
+
+    @property
+    def is_stored(self) -> bool:
+        return self._row[_PK] is not None
+
+    @property
+    def store(self) -> Store | None:
+        """The store this node lives in (``None`` when provenance was not stored)."""
+        return self._store
+
+    # live fields -----------------------------------------------------------------------------
+
+    def _fresh(self) -> tuple[Any, ...]:
+        if self._store is not None and self._row[_PK] is not None:
+            self._row = self._store.read(rows.read_node_row, self._row[_PK])
+        return self._row
+
+    @property
+    def process_state(self) -> ProcessState | None:
+        state = self._fresh()[_STATE]
+        return ProcessState(state) if state is not None else None
+
+    @property
+    def process_status(self) -> str | None:
+        return self._fresh()[_STATUS]  # type: ignore[no-any-return]
+
+    @property
+    def exit_status(self) -> int | None:
+        return self._fresh()[_EXIT_STATUS]  # type: ignore[no-any-return]
+
+    @property
+    def exit_message(self) -> str | None:
+        return self._fresh()[_EXIT_MESSAGE]  # type: ignore[no-any-return]
+
+    @property
+    def exception(self) -> str | None:
+        """The formatted traceback of an excepted process."""
+        return self._fresh()[_EXCEPTION]  # type: ignore[no-any-return]
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._fresh()[_PAUSED])
+
+    @property
+    def mtime(self) -> datetime.datetime:
+        return _datetime(self._fresh()[_MTIME])
+
+    @property
+    def lease(self) -> tuple[str | None, int, float | None]:
+        """``(owner, epoch, expires)`` of the lease on this process."""
+        row = self._fresh()
+        return row[_OWNER], row[_EPOCH], row[_EXPIRES]
+
+    @property
+    def is_terminated(self) -> bool:
+        state = self.process_state
+        return state is not None and state.is_terminal
+
+    @property
+    def is_finished(self) -> bool:
+        return self.process_state is ProcessState.FINISHED
+
+    @property
+    def is_finished_ok(self) -> bool:
+        row = self._fresh()
+        return bool(row[_STATE] == ProcessState.FINISHED.value and row[_EXIT_STATUS] == 0)
+
+    @property
+    def is_failed(self) -> bool:
+        row = self._fresh()
+        return bool(row[_STATE] == ProcessState.FINISHED.value and row[_EXIT_STATUS] != 0)
+
+    @property
+    def is_excepted(self) -> bool:
+        return self.process_state is ProcessState.EXCEPTED
+
+    @property
+    def is_killed(self) -> bool:
+        return self.process_state is ProcessState.KILLED
+
+    @property
+    def is_sealed(self) -> bool:
+        return self.is_terminated
+
+    # graph -----------------------------------------------------------------------------------
+
+    def _stored(self) -> tuple[Store, int]:
+        if self._store is None or self._row[_PK] is None:
+            raise NotExistent(f"{self.process_label} was run with store_provenance=False")
+        return self._store, self._row[_PK]
+
+    @property
+    def base(self) -> NodeBase:
+        return NodeBase(*self._stored())
+
+    def _linked(self, incoming: bool, link_types: Sequence[str]) -> list[tuple[str, Any]]:
+        store, pk = self._stored()
+        links = store.read(rows.read_links, pk, incoming, link_types)
+        nodes = load_nodes(store, [link[0] for link in links])
+        return [(label, nodes[other]) for other, _, label in links]
+
+    @property
+    def inputs(self) -> NodeLinksNamespace:
+        return NodeLinksNamespace.from_labels(
+            dict(self._linked(True, INPUT_LINK_TYPES)), f"the inputs of {self.process_label}"
+        )
+
+    @property
+    def outputs(self) -> NodeLinksNamespace:
+        owner = f"the outputs of {self.process_label}"
+        if self._memory_outputs is not None:
+            return NodeLinksNamespace.from_labels(self._memory_outputs, owner)
+        return NodeLinksNamespace.from_labels(dict(self._linked(False, OUTPUT_LINK_TYPES)), owner)
+
+    @property
+    def called(self) -> list[ProcessNode]:
+        """Every process this one called, whatever its state, oldest first."""
+        if self._store is None or self._row[_PK] is None:
+            return []
+        return [node for _, node in self._linked(False, CALL_LINK_TYPES)]
+
+    @property
+    def caller(self) -> ProcessNode | None:
+        if self._store is None or self._row[_PK] is None:
+            return None
+        callers = [node for _, node in self._linked(True, CALL_LINK_TYPES)]
+        return callers[0] if callers else None
+
+    @property
+    def logs(self) -> list[LogEntry]:
+        if self._store is None or self._row[_PK] is None:
+            return []
+        return [
+            LogEntry(pk, node_pk, _datetime(time), levelname, message)
+            for pk, node_pk, time, levelname, message in self._store.read(
+                rows.read_logs, self._row[_PK]
+            )
+        ]
+
+    # display ---------------------------------------------------------------------------------
+
+    def __str__(self) -> str:
+        pk = self.pk if self.pk is not None else "unstored"
+        return f"uuid: {self.uuid} (pk: {pk}) ({self.process_type})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProcessNode) and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+
+class CalcFunctionNode(ProcessNode):
+    """The node of a ``@calcfunction`` run."""
+
+
+class WorkFunctionNode(ProcessNode):
+    """The node of a ``@workfunction`` run."""
+
+
+class WorkChainNode(ProcessNode):
+    """The node of a WorkChain run."""
+
+
+NODE_CLASSES: dict[str, type[ProcessNode]] = {
+    "process.calcfunction": CalcFunctionNode,
+    "process.workfunction": WorkFunctionNode,
+    "process.workchain": WorkChainNode,
+}
+
+
+def node_from_row(store: Store, row: tuple[Any, ...]) -> Any:
+    """Build the Data or ProcessNode object for a row."""
+    node_type: str = row[_NODE_TYPE]
+    if node_type.startswith("process."):
+        return NODE_CLASSES.get(node_type, ProcessNode)(store, row)
+    return load_data_from_attributes(
+        node_type,
+        rows.unpack_attributes(row[_ATTRIBUTES]),
+        row[_PK],
+        row[_UUID],
+        row[_LABEL],
+        row[_DESCRIPTION],
+        store,
+    )
+
+
+def load_nodes(store: Store, pks: Sequence[int]) -> dict[int, Any]:
+    found = store.read(rows.read_node_rows, list(dict.fromkeys(pks)))
+    return {pk: node_from_row(store, row) for pk, row in found.items()}
+
+
+def load_node(identifier: int | str, *, db: Any = None) -> Any:
+    """Load a node (Data or process) by pk or uuid from ``db`` (default: ``$MINIENGINE_DB``)."""
+    from miniengine.runtime.context import store_for
+
+    if isinstance(identifier, bool) or not isinstance(identifier, int | str):
+        raise TypeError(f"load_node needs a pk (int) or a uuid (str), not {identifier!r}")
+    store = store_for(db)
+    return node_from_row(store, store.read(rows.read_node_row, identifier))
+
+
+class _Backend:
+    """Stores Data for ``Data.store()``: in the running process's store, else the default."""
+
+    def store_data(self, data: Data) -> None:
+        from miniengine.runtime.context import current_store
+
+        store = current_store()
+        pk = store.write_sync(rows.store_data_tx, data)
+        data._set_stored(pk, data.uuid, store)
+
+    def node_base(self, data: Data) -> NodeBase:
+        from miniengine.runtime.context import current_store
+
+        assert data.pk is not None
+        return NodeBase(data._store or current_store(), data.pk)
+
+
+data_module.set_backend(_Backend())

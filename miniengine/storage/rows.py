@@ -1,0 +1,298 @@
+"""The SQL of the provenance graph: transaction bodies and read queries.
+
+Each ``*_tx`` function is the body of one transaction, run by :meth:`Store.write` on the writer
+connection; each ``read_*`` function is a query run on a reader connection.  Writes made for a
+process check its ``owner`` and ``lease_epoch`` in the same transaction and raise
+:class:`LeaseLostError` (rolling everything back) when they no longer match.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from miniengine.core.data import Data
+from miniengine.exceptions import LeaseLostError, NotExistent
+
+__all__ = [
+    "NODE_COLUMNS",
+    "FinishProcess",
+    "NewProcess",
+    "begin_process_tx",
+    "finish_process_tx",
+    "pack_attributes",
+    "unpack_attributes",
+]
+
+
+def pack_attributes(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack_attributes(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+NODE_COLUMNS = (
+    "pk, uuid, node_type, process_type, process_label, process_state, process_status, "
+    "exit_status, exit_message, exception, paused, label, description, attributes, owner, "
+    "lease_epoch, lease_expires, ctime, mtime"
+)
+
+_INSERT_DATA = (
+    "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
+    """Insert one unstored Data node and return its pk (the caller marks it stored on commit)."""
+    cursor = connection.execute(
+        _INSERT_DATA,
+        (
+            data.uuid,
+            data.type_name,
+            data.label,
+            data.description,
+            pack_attributes(data._to_attributes()),
+            now,
+            now,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def store_data_tx(connection: sqlite3.Connection, data: Data) -> int:
+    return insert_data(connection, data, time.time())
+
+
+def check_lease(connection: sqlite3.Connection, pk: int, owner: str, epoch: int) -> None:
+    """Raise ``LeaseLostError`` unless ``owner`` still holds process ``pk`` at ``epoch``."""
+    row = connection.execute("SELECT owner, lease_epoch FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    if row is None or row[0] != owner or row[1] != epoch:
+        raise LeaseLostError(
+            f"process {pk} is no longer owned by {owner} at epoch {epoch}"
+            + (f" (owner now {row[0]}, epoch {row[1]})" if row else " (no such process)")
+        )
+
+
+@dataclass
+class NewProcess:
+    """Everything one transaction needs to create a process node and start it."""
+
+    uuid: str
+    node_type: str
+    process_type: str
+    process_label: str
+    process_state: str
+    label: str
+    description: str
+    inputs: Sequence[tuple[str, Data]]
+    input_link_type: str
+    owner: str | None
+    lease_expires: float | None
+    parent: tuple[int, str, int] | None = None  # (pk, owner, epoch) of the calling process
+    call_link_type: str = ""
+    call_link_label: str = "CALL"
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[int, list[int]]:
+    """Create (and start) a process with its inputs and links; return its pk and the input pks."""
+    now = time.time()
+    if new.parent is not None:
+        check_lease(connection, *new.parent)
+    input_pks = [
+        data.pk if data.pk is not None else insert_data(connection, data, now)
+        for _, data in new.inputs
+    ]
+    cursor = connection.execute(
+        "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
+        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.uuid,
+            new.node_type,
+            new.process_type,
+            new.process_label,
+            new.process_state,
+            new.label,
+            new.description,
+            pack_attributes(new.attributes) if new.attributes else None,
+            new.owner,
+            1 if new.owner is not None else 0,
+            new.lease_expires,
+            now,
+            now,
+        ),
+    )
+    pk = cursor.lastrowid
+    assert pk is not None
+    links: list[tuple[int, int, str, str]] = [
+        (input_pk, pk, new.input_link_type, label)
+        for input_pk, (label, _) in zip(input_pks, new.inputs, strict=True)
+    ]
+    if new.parent is not None:
+        links.append((new.parent[0], pk, new.call_link_type, new.call_link_label))
+    _insert_links(connection, links)
+    return pk, input_pks
+
+
+@dataclass
+class FinishProcess:
+    """A process's terminal write: state, exit status, new and returned outputs, a log line."""
+
+    pk: int
+    owner: str
+    epoch: int
+    process_state: str
+    exit_status: int | None = None
+    exit_message: str | None = None
+    exception: str | None = None
+    process_status: str | None = None
+    outputs: Sequence[tuple[str, Data, str]] = ()  # (link label, data, link type)
+    log: tuple[str, str] | None = None  # (levelname, message)
+
+
+def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
+    """Terminate a process (fenced by its lease) and link its outputs; return the output pks."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET process_state = ?, exit_status = ?, exit_message = ?, exception = ?, "
+        "process_status = ?, owner = NULL, lease_expires = NULL, mtime = ? "
+        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (
+            finish.process_state,
+            finish.exit_status,
+            finish.exit_message,
+            finish.exception,
+            finish.process_status,
+            now,
+            finish.pk,
+            finish.owner,
+            finish.epoch,
+        ),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, finish.pk, finish.owner, finish.epoch)
+    output_pks = [
+        data.pk if data.pk is not None else insert_data(connection, data, now)
+        for _, data, _ in finish.outputs
+    ]
+    _insert_links(
+        connection,
+        [
+            (finish.pk, out_pk, link_type, label)
+            for out_pk, (label, _, link_type) in zip(output_pks, finish.outputs, strict=True)
+        ],
+    )
+    if finish.log is not None:
+        connection.execute(
+            "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+            (finish.pk, now, *finish.log),
+        )
+    connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
+    return output_pks
+
+
+def add_log_tx(connection: sqlite3.Connection, pk: int, levelname: str, message: str) -> None:
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+        (pk, time.time(), levelname, message),
+    )
+
+
+def _insert_links(
+    connection: sqlite3.Connection, links: Iterable[tuple[int, int, str, str]]
+) -> None:
+    connection.executemany(
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)", links
+    )
+
+
+# reads -----------------------------------------------------------------------------------------
+
+
+def read_node_row(connection: sqlite3.Connection, identifier: int | str) -> tuple[Any, ...]:
+    """The row of a node by pk or uuid (a uuid prefix of 8+ characters is accepted)."""
+    if isinstance(identifier, int):
+        row = connection.execute(
+            f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ?", (identifier,)
+        ).fetchone()
+    else:
+        rows = connection.execute(
+            f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = ? OR (length(?) >= 8 AND uuid LIKE ?) "
+            "LIMIT 2",
+            (identifier, identifier, identifier + "%"),
+        ).fetchall()
+        if len(rows) > 1:
+            raise NotExistent(f"the uuid prefix {identifier!r} matches more than one node")
+        row = rows[0] if rows else None
+    if row is None:
+        raise NotExistent(
+            f"no node with the {'pk' if isinstance(identifier, int) else 'uuid'} {identifier!r}"
+        )
+    return tuple(row)
+
+
+def read_node_rows(
+    connection: sqlite3.Connection, pks: Sequence[int]
+) -> dict[int, tuple[Any, ...]]:
+    if not pks:
+        return {}
+    marks = ",".join("?" * len(pks))
+    rows = connection.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk IN ({marks})", tuple(pks))
+    return {row[0]: tuple(row) for row in rows}
+
+
+def read_links(
+    connection: sqlite3.Connection, pk: int, incoming: bool, link_types: Sequence[str] | None = None
+) -> list[tuple[int, str, str]]:
+    """``(other pk, link type, label)`` for the links into (or out of) node ``pk``, oldest first."""
+    mine, other = ("out_pk", "in_pk") if incoming else ("in_pk", "out_pk")
+    query = f"SELECT {other}, link_type, label FROM links WHERE {mine} = ?"
+    params: list[Any] = [pk]
+    if link_types:
+        query += f" AND link_type IN ({','.join('?' * len(link_types))})"
+        params.extend(link_types)
+    query += " ORDER BY pk"
+    return [tuple(row) for row in connection.execute(query, params)]
+
+
+def read_process_rows(
+    connection: sqlite3.Connection,
+    states: Sequence[str] | None,
+    process_label: str | None,
+    limit: int | None,
+) -> list[tuple[Any, ...]]:
+    query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE process_state IS NOT NULL"
+    params: list[Any] = []
+    if states:
+        query += f" AND process_state IN ({','.join('?' * len(states))})"
+        params.extend(states)
+    if process_label is not None:
+        query += " AND process_label = ?"
+        params.append(process_label)
+    query += " ORDER BY pk DESC"
+    if limit is not None:
+        query += " LIMIT ?"
+        params.append(int(limit))
+    return [tuple(row) for row in connection.execute(query, params)]
+
+
+def read_logs(connection: sqlite3.Connection, pk: int) -> list[tuple[Any, ...]]:
+    return [
+        tuple(row)
+        for row in connection.execute(
+            "SELECT pk, node_pk, time, levelname, message FROM logs WHERE node_pk = ? ORDER BY pk",
+            (pk,),
+        )
+    ]

@@ -1,0 +1,214 @@
+"""The database schema, its version, and opening a file safely.
+
+A miniengine database is recognised by ``PRAGMA application_id``; its schema version lives in
+``PRAGMA user_version``.  Opening never writes to a file until it is known to be either empty or a
+miniengine database of this or an older version, so a foreign file is left untouched.  Creation and
+migrations run under ``BEGIN IMMEDIATE`` and re-check the version inside the lock, which makes them
+idempotent when several processes open a new (or 0-byte) file at the same moment.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from miniengine.exceptions import DatabaseLockedError, IncompatibleDatabaseError, StoreError
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
+
+#: "MiNi" in ASCII: marks a sqlite file as a miniengine database.
+APPLICATION_ID = 0x4D694E69
+
+_SCHEMA_V1 = """
+CREATE TABLE nodes (
+    pk             INTEGER PRIMARY KEY,
+    uuid           TEXT NOT NULL UNIQUE,
+    node_type      TEXT NOT NULL,
+    process_type   TEXT,
+    process_label  TEXT,
+    process_state  TEXT,
+    process_status TEXT,
+    exit_status    INTEGER,
+    exit_message   TEXT,
+    exception      TEXT,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    label          TEXT NOT NULL DEFAULT '',
+    description    TEXT NOT NULL DEFAULT '',
+    attributes     BLOB,
+    owner          TEXT,
+    lease_epoch    INTEGER NOT NULL DEFAULT 0,
+    lease_expires  REAL,
+    ctime          REAL NOT NULL,
+    mtime          REAL NOT NULL
+);
+CREATE INDEX nodes_process_label ON nodes (process_label) WHERE process_label IS NOT NULL;
+CREATE INDEX nodes_active ON nodes (process_state)
+    WHERE process_state IN ('created', 'running', 'waiting');
+
+CREATE TABLE links (
+    pk         INTEGER PRIMARY KEY,
+    in_pk      INTEGER NOT NULL REFERENCES nodes (pk),
+    out_pk     INTEGER NOT NULL REFERENCES nodes (pk),
+    link_type  TEXT NOT NULL,
+    label      TEXT NOT NULL
+);
+CREATE INDEX links_in ON links (in_pk);
+CREATE INDEX links_out ON links (out_pk);
+
+CREATE TABLE logs (
+    pk         INTEGER PRIMARY KEY,
+    node_pk    INTEGER NOT NULL REFERENCES nodes (pk),
+    time       REAL NOT NULL,
+    levelname  TEXT NOT NULL,
+    message    TEXT NOT NULL
+);
+CREATE INDEX logs_node ON logs (node_pk);
+
+CREATE TABLE checkpoints (
+    node_pk    INTEGER PRIMARY KEY REFERENCES nodes (pk),
+    seq        INTEGER NOT NULL,
+    data       BLOB NOT NULL
+);
+"""
+
+#: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.
+MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RETRY_SECONDS = 30.0
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+def retry_busy(action: Callable[[], object], path: Path, what: str) -> None:
+    """Run ``action``, retrying while the database is locked by another connection."""
+    deadline = time.monotonic() + _RETRY_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise StoreError(f"{path}: cannot {what}: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise DatabaseLockedError(
+                    f"{path}: cannot {what}: the database stayed locked for {_RETRY_SECONDS:.0f} s"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def create_file(path: Path) -> None:
+    """Create the parent folder and an empty file readable only by this user, if missing."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:  # another process made it first
+        pass
+
+
+def connect(
+    path: Path,
+    *,
+    synchronous: str = "NORMAL",
+    busy_timeout_ms: int = 10_000,
+    readonly: bool = False,
+) -> sqlite3.Connection:
+    """Open a connection with the engine's pragmas, in autocommit mode (we issue BEGIN)."""
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}?mode=rw"
+    try:
+        connection = sqlite3.connect(
+            uri,
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout_ms / 1e3,
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if not readonly:
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+    return connection
+
+
+def _header(connection: sqlite3.Connection) -> tuple[int, int, int]:
+    app_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    return app_id, version, tables
+
+
+def _check_header(path: Path, app_id: int, version: int, tables: int) -> bool:
+    """Raise for a foreign or newer database; return True when the schema needs work."""
+    if app_id == 0 and tables == 0:
+        return True
+    if app_id != APPLICATION_ID:
+        raise IncompatibleDatabaseError(
+            f"{path} is not a miniengine database (it is a sqlite file of another program); "
+            "it was left untouched"
+        )
+    if version > SCHEMA_VERSION:
+        raise IncompatibleDatabaseError(
+            f"{path} was written by a newer miniengine (schema version {version}, this version "
+            f"understands up to {SCHEMA_VERSION}); upgrade miniengine to open it"
+        )
+    return version < SCHEMA_VERSION
+
+
+def ensure_schema(connection: sqlite3.Connection, path: Path) -> None:
+    """Validate the file, then create or migrate the schema and switch to WAL, idempotently."""
+    header: tuple[int, int, int] = (0, 0, 0)
+
+    def read_header() -> None:
+        nonlocal header
+        header = _header(connection)
+
+    try:
+        retry_busy(read_header, path, "read the database header")
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        raise IncompatibleDatabaseError(
+            f"{path} is not a sqlite database ({exc}); it was left untouched"
+        ) from exc
+    needs_work = _check_header(path, *header)
+    if needs_work:
+        retry_busy(lambda: _create_or_migrate(connection, path), path, "create the schema")
+    retry_busy(lambda: _enable_wal(connection, path), path, "switch to WAL mode")
+
+
+def _create_or_migrate(connection: sqlite3.Connection, path: Path) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        app_id, version, tables = _header(connection)
+        if _check_header(path, app_id, version, tables):
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _enable_wal(connection: sqlite3.Connection, path: Path) -> None:
+    mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: cannot switch to WAL mode (journal mode is {mode})")
