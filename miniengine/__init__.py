@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "arun_get_node": "miniengine.runtime.launch",
     "find_processes": "miniengine.runtime.launch",
     "load_node": "miniengine.runtime.nodes",
+    "resume": "miniengine.runtime.launch",
     # nodes
     "ProcessNode": "miniengine.runtime.nodes",
     "CalcFunctionNode": "miniengine.runtime.nodes",
@@ -29,6 +30,13 @@ _EXPORTS: dict[str, str] = {
     # processes
     "calcfunction": "miniengine.runtime.functions",
     "workfunction": "miniengine.runtime.functions",
+    "WorkChain": "miniengine.runtime.workchain",
+    "ToContext": "miniengine.core.awaitables",
+    "append_": "miniengine.core.awaitables",
+    "assign_": "miniengine.core.awaitables",
+    "if_": "miniengine.core.outline",
+    "while_": "miniengine.core.outline",
+    "return_": "miniengine.core.outline",
     "ExitCode": "miniengine.core.exit_code",
     "ProcessState": "miniengine.core.states",
     # data
@@ -83,23 +91,33 @@ __all__ = [
     "ProcessState",
     "StoreError",
     "Str",
+    "ToContext",
     "UnknownDataTypeError",
+    "WorkChain",
     "WorkChainNode",
     "WorkFunctionNode",
+    "append_",
     "arun",
     "arun_get_node",
+    "assign_",
     "calcfunction",
     "find_processes",
+    "if_",
     "load_node",
+    "resume",
+    "return_",
     "run",
     "run_get_node",
     "run_get_pk",
+    "while_",
     "workfunction",
 ]
 
 if TYPE_CHECKING:
+    from miniengine.core.awaitables import ToContext, append_, assign_
     from miniengine.core.data import Bool, Data, Dict, Float, Int, List, Str
     from miniengine.core.exit_code import ExitCode
+    from miniengine.core.outline import if_, return_, while_
     from miniengine.core.states import ProcessState
     from miniengine.exceptions import (
         CheckpointError,
@@ -123,6 +141,7 @@ if TYPE_CHECKING:
         arun,
         arun_get_node,
         find_processes,
+        resume,
         run,
         run_get_node,
         run_get_pk,
@@ -134,6 +153,7 @@ if TYPE_CHECKING:
         WorkFunctionNode,
         load_node,
     )
+    from miniengine.runtime.workchain import WorkChain
 
 
 def __getattr__(name: str) -> Any:

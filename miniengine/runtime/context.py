@@ -30,6 +30,7 @@ class RunningProcess:
     label: str
     call_count: int = field(default=0)
     node: Any = None
+    tree: Any = None  # the run-mode process tree (task group) of a WorkChain
 
     @property
     def parent_fence(self) -> tuple[int, str, int] | None:

@@ -1,12 +1,17 @@
 """Drive a process lifecycle written once, from a plain thread or from an event loop.
 
-A lifecycle is a generator that yields *operations* -- a database transaction (:class:`Write`) or
-user code (:class:`Body`) -- and receives their results.  :func:`drive_sync` performs them in the
-calling thread (a script, or a worker thread whose body called a child synchronously); the child's
-body therefore runs in the thread that is already blocked on it, and only its transactions go to
-the store's writer thread.  :func:`drive_async` performs them on the event loop: transactions are
-awaited, ``async def`` bodies are awaited, and ``def`` bodies run in a worker thread taken from the
-runner's own limiter.  No path ever nests an event loop.
+A lifecycle is a generator that yields *operations* -- a database transaction (:class:`Write`),
+user code (:class:`Body`), or something only the event loop can wait for (:class:`Await`) -- and
+receives their results.
+
+:func:`drive_sync` performs them in the calling thread (a script, or a worker thread whose body
+called a child synchronously): the child's body runs in the thread that is already blocked on it
+and its transactions are run by that thread too.  :func:`drive_async` performs them for a
+coroutine: transactions and ``async def`` bodies on the loop; for a ``def`` body it moves the
+lifecycle into a worker thread (from the runner's own limiter) and keeps driving it *there*
+through following transactions and ``def`` bodies, coming back to the loop only for an ``async``
+body or an :class:`Await`.  A WorkChain whose steps are all ``def`` therefore costs one thread
+hop per wait, not one per step.  No path ever nests an event loop.
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from miniengine.runtime import context
 from miniengine.storage.store import Store
 
-__all__ = ["Body", "Lifecycle", "Write", "drive_async", "drive_sync", "step_limiter"]
+__all__ = ["Await", "Body", "Lifecycle", "Write", "drive_async", "drive_sync", "step_limiter"]
 
 T = TypeVar("T")
 
@@ -43,25 +49,54 @@ class Write:
 
 
 class Body:
-    """Call user code ``fn(*args, **kwargs)``; ``is_async`` when it returns a coroutine."""
+    """Call user code ``fn(*args, **kwargs)`` with ``process`` as the running process."""
 
-    __slots__ = ("args", "fn", "is_async", "kwargs")
+    __slots__ = ("args", "fn", "is_async", "kwargs", "process")
 
     def __init__(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], is_async: bool
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_async: bool,
+        process: context.RunningProcess | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.is_async = is_async
+        self.process = process
 
 
-Lifecycle = Generator[Write | Body, Any, T]
+class Await:
+    """Await ``factory()`` on the event loop (waiting for children, for instance)."""
+
+    __slots__ = ("factory",)
+
+    def __init__(self, factory: Callable[[], Awaitable[Any]]) -> None:
+        self.factory = factory
+
+
+Operation = Write | Body | Await
+Lifecycle = Generator[Operation, Any, T]
 
 # True while this context runs inside a worker thread started by drive_async.
 _in_worker_thread: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "miniengine_in_worker_thread", default=False
 )
+
+
+def in_worker_thread() -> bool:
+    """True in a worker thread that drive_async started for a ``def`` body or step."""
+    return _in_worker_thread.get()
+
+
+def _call_body(body: Body) -> Any:
+    token = context.set_current(body.process)
+    try:
+        return body.fn(*body.args, **body.kwargs)
+    finally:
+        context.reset_current(token)
 
 
 def drive_sync(lifecycle: Lifecycle[T]) -> T:
@@ -87,10 +122,12 @@ def drive_sync(lifecycle: Lifecycle[T]) -> T:
                 value, interrupted = operation.store.write_sync_deferring_interrupt(
                     operation.fn, *operation.args
                 )
+            elif isinstance(operation, Await):
+                raise RuntimeError("this process needs an event loop; launch it with arun()")
             elif operation.is_async:
                 value = _run_coroutine_from_thread(operation)
             else:
-                value = operation.fn(*operation.args, **operation.kwargs)
+                value = _call_body(operation)
         except BaseException as exc:
             error = exc
 
@@ -100,7 +137,11 @@ def _run_coroutine_from_thread(body: Body) -> Any:
     there is one, else on a fresh loop in this (loop-less) thread."""
 
     async def call() -> Any:
-        return await body.fn(*body.args, **body.kwargs)
+        token = context.set_current(body.process)
+        try:
+            return await body.fn(*body.args, **body.kwargs)
+        finally:
+            context.reset_current(token)
 
     if _in_worker_thread.get():
         return anyio.from_thread.run(call)
@@ -121,33 +162,67 @@ def step_limiter() -> anyio.CapacityLimiter:
     return limiter
 
 
-def _call_in_worker(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+_DONE = object()
+
+
+def _drive_in_thread(lifecycle: Lifecycle[Any], first: Body) -> tuple[Any, Any, Any]:
+    """Run ``first`` and keep driving in this worker thread while the operations allow it.
+
+    Returns ``(_DONE, value, None)`` when the lifecycle finished, or ``(operation, value, error)``
+    for the first operation that needs the loop, which the loop then performs.
+    """
     _in_worker_thread.set(True)
-    return fn(*args, **kwargs)
+    operation: Operation = first
+    while True:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            if isinstance(operation, Write):
+                value = operation.store.write_sync(operation.fn, *operation.args)
+            else:
+                value = _call_body(operation)  # type: ignore[arg-type]
+        except BaseException as exc:
+            error = exc
+        try:
+            following = lifecycle.send(value) if error is None else lifecycle.throw(error)
+        except StopIteration as stop:
+            return _DONE, stop.value, None
+        if isinstance(following, Await) or (isinstance(following, Body) and following.is_async):
+            return following, None, None
+        operation = following
 
 
 async def drive_async(lifecycle: Lifecycle[T]) -> T:
-    """Run a lifecycle on the running event loop without ever blocking it."""
+    """Run a lifecycle for the running event loop without ever blocking it."""
     value: Any = None
     error: BaseException | None = None
+    operation: Any = None
     while True:
-        try:
-            operation = lifecycle.send(value) if error is None else lifecycle.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        if operation is None:
+            try:
+                operation = lifecycle.send(value) if error is None else lifecycle.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
         value, error = None, None
         try:
             if isinstance(operation, Write):
                 value = await operation.store.write(operation.fn, *operation.args)
+            elif isinstance(operation, Await):
+                value = await operation.factory()
             elif operation.is_async:
-                value = await operation.fn(*operation.args, **operation.kwargs)
+                token = context.set_current(operation.process)
+                try:
+                    value = await operation.fn(*operation.args, **operation.kwargs)
+                finally:
+                    context.reset_current(token)
             else:
-                value = await anyio.to_thread.run_sync(
-                    _call_in_worker,
-                    operation.fn,
-                    operation.args,
-                    operation.kwargs,
-                    limiter=step_limiter(),
+                following, result, _ = await anyio.to_thread.run_sync(
+                    _drive_in_thread, lifecycle, operation, limiter=step_limiter()
                 )
+                if following is _DONE:
+                    return result  # type: ignore[no-any-return]
+                operation = following
+                continue
         except BaseException as exc:
             error = exc
+        operation = None

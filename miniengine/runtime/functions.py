@@ -25,8 +25,10 @@ from miniengine.core.links import LinkType
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
+    DatabaseLockedError,
     EventLoopError,
     InvalidOperation,
+    LeaseLostError,
     OutputValidationError,
     ProcessKilledError,
 )
@@ -189,11 +191,7 @@ class ProcessFunction:
             store.leases_taken()
         try:
             call_args, call_kwargs = self.spec().call_arguments(inputs)
-            token = context.set_current(running)
-            try:
-                returned = yield Body(self.func, call_args, call_kwargs, self.is_async)
-            finally:
-                context.reset_current(token)
+            returned = yield Body(self.func, call_args, call_kwargs, self.is_async, running)
             outputs, exit_code = self._collect_outputs(returned)
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
             if stored:
@@ -212,17 +210,27 @@ class ProcessFunction:
         link_type = self._output_link.value
         flat_outputs = [(label, data, link_type) for label, data in _flatten(outputs)]
         if stored:
-            output_pks = yield terminate(
-                ProcessEvent.FINISH,
-                exit_status=exit_code.status,
-                exit_message=exit_code.message,
-                outputs=flat_outputs,
-            )
+            try:
+                output_pks = yield terminate(
+                    ProcessEvent.FINISH,
+                    exit_status=exit_code.status,
+                    exit_message=exit_code.message,
+                    outputs=flat_outputs,
+                )
+            except (LeaseLostError, DatabaseLockedError):
+                raise  # not ours to write any more, or the file is unusable: nothing to record
+            except Exception as exc:
+                # The outputs could not be stored (e.g. a user Data type whose content msgpack
+                # cannot encode): the process must not stay RUNNING, so it is EXCEPTED.
+                formatted = "".join(traceback.format_exception(exc))
+                yield terminate(ProcessEvent.EXCEPT, exception=formatted, log=("ERROR", formatted))
+                raise
             for (_, data, _), output_pk in zip(flat_outputs, output_pks, strict=True):
                 if data.pk is None:
                     data._set_stored(output_pk, data.uuid, store)
         else:
             node._row = _memory_row(None, node_uuid, self, final_state, metadata, exit_code)
+            node._memory_inputs = dict(flat_inputs)
             node._memory_outputs = {label: data for label, data, _ in flat_outputs}
         if len(outputs) == 1 and "result" in outputs:
             return outputs["result"], node
@@ -243,6 +251,7 @@ class ProcessFunction:
                 f"{self.process_label} returned a {type(returned).__name__}; a process function "
                 "must return a Data node, a dict of Data nodes, an ExitCode or None"
             )
+        created: dict[int, str] = {}
         for label, data in _flatten(outputs):
             if not isinstance(data, Data):
                 raise OutputValidationError(
@@ -255,6 +264,14 @@ class ProcessFunction:
                     f"{data.pk} as '{label}': a calcfunction must create its outputs; return a "
                     "new node (e.g. a copy made with .clone())"
                 )
+            if self.kind == "calcfunction":
+                first = created.setdefault(id(data), label)
+                if first != label:
+                    raise OutputValidationError(
+                        f"the calcfunction {self.process_label} returned the same new node as "
+                        f"'{first}' and '{label}': a node is created once, by one CREATE link; "
+                        "return a copy (.clone()) for the second output"
+                    )
             if self.kind == "workfunction" and not data.is_stored:
                 raise OutputValidationError(
                     f"the workfunction {self.process_label} returned the unstored node '{label}': "

@@ -7,10 +7,14 @@ and the queries ``load_node`` and ``find_processes``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
 
+import anyio.from_thread
+
+from miniengine.core.builder import ProcessBuilder
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import EventLoopError
 from miniengine.runtime.context import store_for
@@ -19,25 +23,61 @@ from miniengine.runtime.nodes import ProcessNode, node_from_row
 from miniengine.storage import rows
 from miniengine.storage.store import Store
 
-__all__ = ["arun", "arun_get_node", "find_processes", "run", "run_get_node", "run_get_pk"]
+__all__ = [
+    "arun",
+    "arun_get_node",
+    "find_processes",
+    "resume",
+    "run",
+    "run_get_node",
+    "run_get_pk",
+]
 
 
-def _launchable(process: Any) -> ProcessFunction:
-    if isinstance(process, ProcessFunction):
-        return process
-    raise TypeError(
-        f"cannot launch {process!r}: pass a @calcfunction or @workfunction (or a process class)"
+def _split(process: Any, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Accept ``run(builder)`` and ``run(builder, **more)`` as well as a class or function."""
+    if isinstance(process, ProcessBuilder):
+        return process.process_class, {**process._inputs(prune=True), **inputs}
+    return process, inputs
+
+
+def _is_workchain(process: Any) -> bool:
+    from miniengine.runtime.workchain import WorkChain
+
+    return isinstance(process, type) and issubclass(process, WorkChain)
+
+
+def _unknown(process: Any) -> TypeError:
+    return TypeError(
+        f"cannot launch {process!r}: pass a @calcfunction or @workfunction, a WorkChain class or "
+        "a builder"
     )
 
 
 def run_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessNode]:
-    """Run ``process`` to completion in this thread and return ``(result, node)``."""
+    """Run ``process`` to completion and return ``(result, node)``.
+
+    A process function runs in this thread; a WorkChain gets an event loop of its own for the
+    duration (or, from a worker thread of a running loop, runs on that loop).
+    """
     if _loop_running():
         raise EventLoopError(
             "run() was called in a thread whose event loop is running, which would block it; "
             "use `await arun(...)` (or `await arun_get_node(...)`) there instead"
         )
-    return _launchable(process).run_get_node(*args, **inputs)
+    process, inputs = _split(process, inputs)
+    if isinstance(process, ProcessFunction):
+        return process.run_get_node(*args, **inputs)
+    if _is_workchain(process):
+        if args:
+            raise TypeError("a WorkChain takes its inputs as keyword arguments")
+        from miniengine.runtime.driver import in_worker_thread
+        from miniengine.runtime.workchain import launch
+
+        if in_worker_thread():
+            return anyio.from_thread.run(launch, process, inputs)
+        return asyncio.run(launch(process, inputs))
+    raise _unknown(process)
 
 
 def run_get_pk(process: Any, *args: Any, **inputs: Any) -> tuple[Any, int | None]:
@@ -64,12 +104,34 @@ run = _Run()
 
 async def arun_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessNode]:
     """Run ``process`` on the running event loop and return ``(result, node)``."""
-    return await _launchable(process).arun_get_node(*args, **inputs)
+    process, inputs = _split(process, inputs)
+    if isinstance(process, ProcessFunction):
+        return await process.arun_get_node(*args, **inputs)
+    if _is_workchain(process):
+        if args:
+            raise TypeError("a WorkChain takes its inputs as keyword arguments")
+        from miniengine.runtime.workchain import launch
+
+        return await launch(process, inputs)
+    raise _unknown(process)
 
 
 async def arun(process: Any, *args: Any, **inputs: Any) -> Any:
     """Run ``process`` on the running event loop and return its result."""
     return (await arun_get_node(process, *args, **inputs))[0]
+
+
+async def resume(
+    pk: int, *, db: Store | str | os.PathLike[str] | None = None, timeout: float | None = None
+) -> tuple[Any, ProcessNode]:
+    """Continue the WorkChain ``pk`` from its last checkpoint and return ``(outputs, node)``.
+
+    Its lease is taken over only once its previous owner's lease has expired (waiting for that,
+    at most ``timeout`` seconds).
+    """
+    from miniengine.runtime.workchain import resume as resume_workchain
+
+    return await resume_workchain(pk, db=db, timeout=timeout)
 
 
 def find_processes(

@@ -160,6 +160,7 @@ class FinishProcess:
     process_status: str | None = None
     outputs: Sequence[tuple[str, Data, str]] = ()  # (link label, data, link type)
     log: tuple[str, str] | None = None  # (levelname, message)
+    logs: Sequence[tuple[str, str]] = ()  # more (levelname, message), written before ``log``
 
 
 def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
@@ -194,10 +195,11 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
             for out_pk, (label, _, link_type) in zip(output_pks, finish.outputs, strict=True)
         ],
     )
-    if finish.log is not None:
-        connection.execute(
+    logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
+    if logs:
+        connection.executemany(
             "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
-            (finish.pk, now, *finish.log),
+            [(finish.pk, now, level, message) for level, message in logs],
         )
     connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
     return output_pks

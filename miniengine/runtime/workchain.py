@@ -1,0 +1,1038 @@
+"""The WorkChain: a process whose steps follow an outline, checkpointed after every step.
+
+A WorkChain class declares its ports, exit codes and outline in ``define(cls, spec)``; the spec is
+built on first use.  Running one goes through a lifecycle generator (see
+:mod:`miniengine.runtime.driver`) held by an :class:`_Executor`, so that the WorkChain instance
+that steps see keeps a small attribute namespace: ``ctx``, ``inputs``, ``node``, ``out``,
+``out_many``, ``report``, ``submit``, ``to_context``, ``exposed_inputs``, ``exposed_outputs``,
+``exit_codes``.  Every step ends with one transaction that writes the state, the checkpoint, the
+outputs and the reports of that step, fenced by the lease epoch.
+
+In run mode, children started with ``self.submit`` run as tasks of the tree's task group; a parent
+waiting on them is woken by their completion, never by polling.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import inspect
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from miniengine.core import codec
+from miniengine.core.attribute_dict import AttributeDict, FrozenAttributeDict
+from miniengine.core.awaitables import ContextAction
+from miniengine.core.builder import ProcessBuilder
+from miniengine.core.data import Data
+from miniengine.core.exit_code import ExitCode, ExitCodesNamespace
+from miniengine.core.function_spec import Metadata, parse_metadata
+from miniengine.core.ids import new_uuid
+from miniengine.core.links import LinkType
+from miniengine.core.outline import (
+    OutlineMismatch,
+    Return,
+    Step,
+    first_step,
+    instruction_at,
+    next_step,
+    step_names,
+)
+from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace
+from miniengine.core.spec import ProcessSpec
+from miniengine.core.states import ProcessEvent, ProcessState, transition
+from miniengine.exceptions import (
+    CheckpointError,
+    InputValidationError,
+    InvalidOperation,
+    MiniengineError,
+    OutputValidationError,
+    ProcessKilledError,
+)
+from miniengine.runtime import context
+from miniengine.runtime.context import RunningProcess
+from miniengine.runtime.driver import Await, Body, Lifecycle, Write, drive_async
+from miniengine.runtime.nodes import (
+    CalcFunctionNode,
+    ProcessNode,
+    WorkChainNode,
+    WorkFunctionNode,
+    load_nodes,
+)
+from miniengine.storage import checkpoint_rows, rows
+from miniengine.storage.store import Store
+
+__all__ = ["WorkChain", "WorkChainDefinitionError", "class_path", "import_process_class"]
+
+#: Step names AiiDA reserves, plus ``step`` (AiiDA's silent pitfall).
+RESERVED_STEP_NAMES = frozenset({"run", "on_run", "to_context", "on_exiting", "on_wait", "step"})
+
+#: Engine methods a subclass is expected to override.
+OVERRIDABLE = frozenset({"define"})
+
+
+class WorkChainDefinitionError(MiniengineError, TypeError):
+    """A WorkChain class is malformed: a reserved step name, an outline naming a missing method."""
+
+
+def class_path(cls: type) -> str:
+    """``module:qualname``, how a checkpoint names its process class."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_process_class(path: str) -> type[WorkChain]:
+    """Import the process class named by ``module:qualname``; a clear error if that fails."""
+    module_name, _, qualname = path.partition(":")
+    if "<locals>" in qualname:
+        raise MiniengineError(
+            f"the process class {path} was defined inside a function, so it cannot be imported "
+            "again; define it at module level in an importable module"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise MiniengineError(f"cannot import the process class {path}: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, WorkChain)):
+        raise MiniengineError(f"{path} is not a WorkChain class")
+    return obj
+
+
+class _ExitCodes:
+    """``Proc.exit_codes`` on the class and on instances."""
+
+    def __get__(self, instance: Any, owner: type[WorkChain]) -> ExitCodesNamespace:
+        return ExitCodesNamespace(owner.spec().exit_codes)
+
+
+class WorkChain:
+    """Base class of workflows made of steps; subclass it and implement ``define``."""
+
+    exit_codes = _ExitCodes()
+
+    _me: _Executor
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__:
+            if name in OVERRIDABLE or name.startswith("__"):
+                continue
+            if name in RESERVED_STEP_NAMES or name in _ENGINE_NAMES:
+                raise WorkChainDefinitionError(
+                    f"{cls.__qualname__} defines {name!r}, which is reserved by the WorkChain "
+                    "engine; rename that method (any other name, e.g. 'setup', 'finalize', "
+                    "'result', works)"
+                )
+
+    @classmethod
+    def define(cls, spec: ProcessSpec) -> None:
+        """Declare ports, exit codes and the outline; call ``super().define(spec)`` first."""
+        spec.exit_code(1, "ERROR_UNSPECIFIED", "The process has failed with an unspecified error.")
+        spec.exit_code(
+            10, "ERROR_INVALID_OUTPUT", "The process returned an invalid output: {message}"
+        )
+        spec.exit_code(
+            11, "ERROR_MISSING_OUTPUT", "The process did not register a required output."
+        )
+
+    @classmethod
+    def spec(cls) -> ProcessSpec:
+        """The spec of this class, built on first use and kept."""
+        spec: ProcessSpec | None = cls.__dict__.get("_me_spec")
+        if spec is None:
+            spec = ProcessSpec()
+            cls.define(spec)
+            outline = spec.get_outline()
+            if outline is None:
+                raise WorkChainDefinitionError(f"{cls.__qualname__}.define() set no outline")
+            for name in sorted(step_names(outline)):
+                if not callable(getattr(cls, name, None)):
+                    raise WorkChainDefinitionError(
+                        f"the outline of {cls.__qualname__} names {name!r}, which is not a "
+                        "method of the class"
+                    )
+            type.__setattr__(cls, "_me_spec", spec)
+        return spec
+
+    @classmethod
+    def get_builder(cls) -> ProcessBuilder:
+        """A builder for this class's inputs: ``builder.x = Int(1); run(builder)``."""
+        return ProcessBuilder(cls)
+
+    # the API of steps ------------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> AttributeDict:
+        """The context: what steps keep for later steps (checkpointed after every step)."""
+        return self._me.ctx
+
+    @property
+    def inputs(self) -> FrozenAttributeDict:
+        """The inputs, read-only."""
+        return self._me.inputs
+
+    @property
+    def node(self) -> WorkChainNode:
+        return self._me.node
+
+    def out(self, name: str, value: Any) -> None:
+        """Attach an output (validated now; stored, if needed, when the step ends)."""
+        self._me.add_output(name, value)
+
+    def out_many(self, values: Mapping[str, Any]) -> None:
+        """Attach several outputs."""
+        for name, value in values.items():
+            self._me.add_output(name, value)
+
+    def report(self, message: str) -> None:
+        """Log a message on this process (``process report``), written when the step ends."""
+        self._me.report(str(message))
+
+    def submit(self, process: Any, *args: Any, **inputs: Any) -> ProcessNode:
+        """Launch a child process and return its node at once; wait for it with ToContext."""
+        return self._me.submit(process, args, inputs)
+
+    def to_context(self, **awaitables: Any) -> None:
+        """Wait for these children at the end of the step and put their nodes in the context."""
+        self._me.to_context(awaitables)
+
+    def exposed_inputs(
+        self, process_class: Any, namespace: str | None = None, agglomerate: bool = True
+    ) -> AttributeDict:
+        """The inputs of this process that were exposed from ``process_class``."""
+        return self._me.exposed_inputs(process_class, namespace, agglomerate)
+
+    def exposed_outputs(
+        self,
+        node: ProcessNode,
+        process_class: Any,
+        namespace: str | None = None,
+        agglomerate: bool = True,
+    ) -> AttributeDict:
+        """The outputs of ``node`` (a finished ``process_class``) as exposed by this process."""
+        return self._me.exposed_outputs(node, process_class, namespace, agglomerate)
+
+
+_ENGINE_NAMES = frozenset(
+    name for name in WorkChain.__dict__ if not name.startswith("__") and name not in OVERRIDABLE
+) | {"ctx", "_me"}
+
+
+# launching ---------------------------------------------------------------------------------
+
+
+def _flatten_data(
+    values: Mapping[str, Any], ports: PortNamespace | None, prefix: str = ""
+) -> list[tuple[str, Data]]:
+    """The Data inputs with their link labels (non-db ports such as ``metadata`` are skipped)."""
+    flat: list[tuple[str, Data]] = []
+    for key, value in values.items():
+        port = ports.ports.get(key) if ports is not None else None
+        if port is not None and port.non_db:
+            continue
+        label = f"{prefix}{NAMESPACE_SEPARATOR}{key}" if prefix else key
+        if isinstance(value, Data):
+            flat.append((label, value))
+        elif isinstance(value, Mapping):
+            sub = port if isinstance(port, PortNamespace) else None
+            flat.extend(_flatten_data(value, sub, label))
+    return flat
+
+
+def bind_inputs(cls: type[WorkChain], raw: Mapping[str, Any]) -> tuple[dict[str, Any], Metadata]:
+    """Fill defaults, run serializers, validate: ``InputValidationError`` names the port."""
+    spec = cls.spec()
+    if isinstance(raw, ProcessBuilder):
+        raw = raw._inputs(prune=True)
+    inputs = spec.inputs.pre_process(dict(raw))
+    message = spec.inputs.validate(inputs)
+    if message:
+        raise InputValidationError(f"{cls.__qualname__}: {message}")
+    metadata = parse_metadata(inputs.get("metadata"), cls.__qualname__)
+    if not metadata.store_provenance:
+        raise InvalidOperation(
+            f"{cls.__qualname__}: a WorkChain must store its provenance (store_provenance=False "
+            "is only for process functions), because its checkpoints refer to stored nodes"
+        )
+    return inputs, metadata
+
+
+def process_type(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def new_process_row(
+    cls: type[WorkChain],
+    store: Store,
+    inputs: dict[str, Any],
+    metadata: Metadata,
+    parent: RunningProcess | None,
+    state: ProcessState,
+) -> rows.NewProcess:
+    claimed = state is not ProcessState.CREATED
+    return rows.NewProcess(
+        uuid=new_uuid(),
+        node_type="process.workchain",
+        process_type=process_type(cls),
+        process_label=cls.__name__,
+        process_state=state.value,
+        label=metadata.label,
+        description=metadata.description,
+        inputs=_flatten_data(inputs, cls.spec().inputs),
+        input_link_type=LinkType.INPUT_WORK.value,
+        owner=store.owner if claimed else None,
+        lease_expires=store.lease_expiry() if claimed else None,
+        parent=parent.parent_fence if parent is not None else None,
+        call_link_type=LinkType.CALL_WORK.value,
+        call_link_label=metadata.call_link_label,
+    )
+
+
+class ProcessTree:
+    """The task group that runs the children of one launched process tree (run mode)."""
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self.task_group = task_group
+
+
+@dataclass
+class _Child:
+    """A child started by this process in run mode."""
+
+    node: ProcessNode
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope | None = None
+
+
+# checkpointed process nodes ----------------------------------------------------------------
+
+_node_resolver: contextvars.ContextVar[Callable[[int], Any] | None] = contextvars.ContextVar(
+    "miniengine_node_resolver", default=None
+)
+
+
+def _load_process_node(pk: int) -> Any:
+    resolve = _node_resolver.get()
+    if resolve is None:
+        return codec.NodeRef(pk)
+    return resolve(pk)
+
+
+for _tag, _cls in enumerate((ProcessNode, CalcFunctionNode, WorkFunctionNode, WorkChainNode)):
+    codec.register_type(_cls, 120 + _tag, lambda node: node.pk, _load_process_node)
+
+
+# the executor ------------------------------------------------------------------------------
+
+
+class _Executor:
+    """Everything about one running WorkChain that its steps must not see directly."""
+
+    def __init__(
+        self,
+        instance: WorkChain,
+        store: Store,
+        tree: ProcessTree,
+        inputs: dict[str, Any],
+        node: WorkChainNode,
+        epoch: int,
+    ) -> None:
+        cls = type(instance)
+        self.cls = cls
+        self.instance = instance
+        self.store = store
+        self.tree = tree
+        self.spec = cls.spec()
+        outline = self.spec.get_outline()
+        assert outline is not None
+        self.outline = outline
+        self.raw_inputs = inputs
+        self.inputs = FrozenAttributeDict(inputs)
+        self.node = node
+        self.pk: int = node.pk  # type: ignore[assignment]
+        self.epoch = epoch
+        self.ctx = AttributeDict()
+        self.seq = 0
+        self.cursor: tuple[int, ...] | None = None
+        self.outputs: dict[str, Data] = {}
+        self.new_outputs: list[tuple[str, Data]] = []
+        self.logs: list[tuple[str, str]] = []
+        self.awaiting: list[tuple[str, bool, ProcessNode]] = []
+        self.children: dict[int, _Child] = {}
+        self.new_children: list[tuple[type[WorkChain], ProcessNode, dict[str, Any]]] = []
+        self.step_name = ""
+        self.in_step = False
+        self.process = RunningProcess(
+            store, self.pk, epoch, "workchain", cls.__name__, node=node, tree=tree
+        )
+        instance._me = self
+
+    # step API ------------------------------------------------------------------------------
+
+    def _check_in_step(self, what: str) -> None:
+        if not self.in_step:
+            raise InvalidOperation(f"{what} can only be called from a step of {self.cls.__name__}")
+
+    def add_output(self, name: str, value: Any) -> None:
+        if isinstance(value, Mapping) and not isinstance(value, Data):
+            for key, item in value.items():
+                self.add_output(f"{name}.{key}", item)
+            return
+        label = name.replace(".", NAMESPACE_SEPARATOR)
+        try:
+            port = self.spec.outputs.get_port(name)
+        except ValueError:
+            port = None
+            namespace = self.spec.outputs
+            for part in name.split(".")[:-1]:
+                sub = namespace.ports.get(part)
+                if not isinstance(sub, PortNamespace):
+                    namespace = None  # type: ignore[assignment]
+                    break
+                namespace = sub
+            if namespace is None or not namespace.dynamic:
+                raise OutputValidationError(
+                    f"{self.cls.__name__}: the output '{name}' is not declared in the spec "
+                    "(declare it with spec.output, or make its namespace dynamic)"
+                ) from None
+            if namespace.valid_type is not None and not isinstance(value, namespace.valid_type):
+                raise OutputValidationError(
+                    f"{self.cls.__name__}: invalid type for output '{name}': got "
+                    f"{type(value).__name__}"
+                ) from None
+        if port is not None:
+            message = port.validate(value, name)
+            if message:
+                raise OutputValidationError(f"{self.cls.__name__}: {message}")
+        if not isinstance(value, Data):
+            raise OutputValidationError(
+                f"{self.cls.__name__}: the output '{name}' must be Data, not {type(value).__name__}"
+            )
+        if label in self.outputs:
+            raise OutputValidationError(f"{self.cls.__name__}: the output '{name}' is already set")
+        self.outputs[label] = value
+        self.new_outputs.append((label, value))
+
+    def report(self, message: str) -> None:
+        self.logs.append(("REPORT", f"[{self.pk}|{self.cls.__name__}|{self.step_name}]: {message}"))
+
+    def to_context(self, awaitables: Mapping[str, Any]) -> None:
+        for key, value in awaitables.items():
+            append = isinstance(value, ContextAction) and value.append
+            target = value.target if isinstance(value, ContextAction) else value
+            if not isinstance(target, ProcessNode):
+                raise InvalidOperation(
+                    f"ToContext({key}=...) needs the node of a launched process "
+                    f"(from self.submit), got {type(target).__name__}"
+                )
+            self.awaiting.append((key, append, target))
+
+    def submit(self, process: Any, args: tuple[Any, ...], inputs: dict[str, Any]) -> ProcessNode:
+        self._check_in_step("self.submit()")
+        if isinstance(process, ProcessBuilder):
+            inputs = {**process._inputs(prune=True), **inputs}
+            process = process.process_class
+        if not (isinstance(process, type) and issubclass(process, WorkChain)):
+            raise InvalidOperation(
+                f"self.submit() launches WorkChain classes, not {process!r}; call process "
+                "functions directly inside the step"
+            )
+        if args:
+            raise TypeError("self.submit() takes the inputs as keyword arguments")
+        bound, metadata = bind_inputs(process, inputs)
+        new = new_process_row(
+            process, self.store, bound, metadata, self.process, ProcessState.CREATED
+        )
+        pk, input_pks = self.store.write_sync(rows.begin_process_tx, new)
+        _mark_stored(new.inputs, input_pks, self.store)
+        node = WorkChainNode(self.store, self.store.read(rows.read_node_row, pk))
+        self.new_children.append((process, node, bound))
+        return node
+
+    def exposed_inputs(
+        self, process_class: Any, namespace: str | None, agglomerate: bool
+    ) -> AttributeDict:
+        namespaces: list[str | None] = [namespace]
+        if agglomerate and namespace:
+            parts = namespace.split(".")
+            namespaces = [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
+        result = AttributeDict()
+        for space in namespaces:
+            names = self.spec.exposed_inputs.get(space, {}).get(process_class)
+            if names is None:
+                continue
+            values: Any = self.raw_inputs
+            for part in (space or "").split(".") if space else []:
+                values = values.get(part, {}) if isinstance(values, Mapping) else {}
+            for name in names:
+                if isinstance(values, Mapping) and name in values:
+                    result[name] = values[name]
+        return result
+
+    def exposed_outputs(
+        self, node: ProcessNode, process_class: Any, namespace: str | None, agglomerate: bool
+    ) -> AttributeDict:
+        namespaces: list[str | None] = [namespace]
+        if agglomerate and namespace:
+            parts = namespace.split(".")
+            namespaces = [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
+        outputs = node.outputs
+        result = AttributeDict()
+        for space in namespaces:
+            names = self.spec.exposed_outputs.get(space, {}).get(process_class)
+            if names is None:
+                continue
+            for name in names:
+                if name in outputs:
+                    value = outputs[name]
+                    if hasattr(value, "_as_dict"):
+                        value = value._as_dict()
+                    result[f"{space}.{name}" if space else name] = value
+        return result
+
+    # checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> bytes:
+        """Encode the state; a ctx value that cannot be checkpointed is reported by its key."""
+        state = {
+            "p": class_path(self.cls),
+            "c": list(self.cursor) if self.cursor is not None else None,
+            "s": self.seq,
+            "x": _plain_dicts(self.ctx),
+            "w": [(key, append, node.pk) for key, append, node in self.awaiting],
+            "i": self.raw_inputs,
+            "o": {label: data.pk for label, data in self.outputs.items() if data.is_stored},
+        }
+        try:
+            return codec.encode(state)
+        except CheckpointError:
+            for key, value in self.ctx.items():
+                codec.check_encodable(value, f"ctx.{key}")
+            codec.check_encodable(self.raw_inputs, "inputs")
+            raise
+
+    def restore(self, blob: bytes) -> None:
+        """Load a checkpoint written by :meth:`checkpoint` (the class is already imported)."""
+
+        def resolve(pk: int) -> Any:
+            return load_nodes(self.store, [pk])[pk]
+
+        token = _node_resolver.set(resolve)
+        try:
+            state = codec.decode(blob, resolve_pk=resolve)
+        finally:
+            _node_resolver.reset(token)
+        if state.get("p") != class_path(self.cls):
+            raise OutlineMismatch(f"the checkpoint belongs to {state.get('p')}, not {self.cls}")
+        self.cursor = tuple(state["c"]) if state["c"] is not None else None
+        if self.cursor is not None:
+            instruction_at(self.outline, self.cursor)
+            if state.get("n") not in (
+                None,
+                getattr(instruction_at(self.outline, self.cursor), "name", None),
+            ):
+                raise OutlineMismatch("the step at the checkpoint's cursor was renamed")
+        self.seq = state["s"]
+        self.ctx = AttributeDict(_attribute_dicts(state["x"]))
+        pks = [pk for _, _, pk in state["w"]]
+        nodes = load_nodes(self.store, pks)
+        self.awaiting = [(key, append, nodes[pk]) for key, append, pk in state["w"]]
+        stored = load_nodes(self.store, list(state["o"].values()))
+        self.outputs = {label: stored[pk] for label, pk in state["o"].items()}
+
+    # the lifecycle ----------------------------------------------------------------------------
+
+    def _evaluate(self, predicate: str) -> Any:
+        return getattr(self.instance, predicate)()
+
+    def _advance(self) -> tuple[int, ...] | None:
+        if self.cursor is None:
+            return first_step(self.outline, self._evaluate)
+        return next_step(self.outline, self.cursor, self._evaluate)
+
+    def _run_step(self, name: str) -> Any:
+        self.step_name = name
+        self.in_step = True
+        try:
+            return getattr(self.instance, name)()
+        finally:
+            self.in_step = False
+
+    async def _run_step_async(self, name: str) -> Any:
+        self.step_name = name
+        self.in_step = True
+        try:
+            return await getattr(self.instance, name)()
+        finally:
+            self.in_step = False
+
+    def _commit(self, state: ProcessState, status: str | None) -> Write:
+        commit = checkpoint_rows.StepCommit(
+            pk=self.pk,
+            owner=self.store.owner,
+            epoch=self.epoch,
+            process_state=state.value,
+            process_status=status,
+            seq=self.seq,
+            checkpoint=self.checkpoint(),
+            outputs=self.new_outputs,
+            logs=self.logs,
+        )
+        return Write(self.store, checkpoint_rows.step_commit_tx, commit)
+
+    def _after_commit(self, output_pks: list[int]) -> None:
+        _mark_stored(self.new_outputs, output_pks, self.store)
+        self.new_outputs = []
+        self.logs = []
+
+    def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
+        finish = rows.FinishProcess(
+            pk=self.pk,
+            owner=self.store.owner,
+            epoch=self.epoch,
+            process_state=transition(state, event).value,
+            outputs=[(label, data, LinkType.RETURN.value) for label, data in self.new_outputs],
+            logs=list(self.logs),
+        )
+        for name, value in fields.items():
+            setattr(finish, name, value)
+        return Write(self.store, rows.finish_process_tx, finish)
+
+    def _start_children(self) -> None:
+        for child_cls, node, inputs in self.new_children:
+            child = _Child(node)
+            self.children[node.pk] = child  # type: ignore[index]
+            self.tree.task_group.start_soon(
+                _run_child, child, child_cls, inputs, self.store, self.tree
+            )
+        self.new_children = []
+
+    async def _wait_for_children(self) -> None:
+        self._start_children()
+        for _, _, node in self.awaiting:
+            child = self.children.get(node.pk)  # type: ignore[arg-type]
+            if child is not None:
+                await child.done.wait()
+            elif not node.is_terminated:
+                raise MiniengineError(
+                    f"child process {node.pk} is not running here and has not terminated; "
+                    "resume it first"
+                )
+
+    async def _kill_children(self) -> None:
+        with anyio.CancelScope(shield=True):
+            self._start_children()  # children created by the failed step must not be orphans
+            for child in self.children.values():
+                if not child.done.is_set() and child.scope is not None:
+                    child.scope.cancel()
+            for child in self.children.values():
+                await child.done.wait()
+
+    def _resolve_awaited(self) -> None:
+        for key, append, node in self.awaiting:
+            _set_context(self.ctx, key, node, append)
+        self.awaiting = []
+
+    def lifecycle(self, state: ProcessState) -> Lifecycle[tuple[dict[str, Any], WorkChainNode]]:
+        """Run the outline from wherever the executor stands (fresh or restored)."""
+        exit_code = ExitCode(0)
+        try:
+            if self.awaiting:
+                state = ProcessState.WAITING
+                yield Await(self._wait_for_children)
+                self._resolve_awaited()
+            state = transition(
+                state, ProcessEvent.RESUME if state is ProcessState.WAITING else ProcessEvent.START
+            )
+            self.cursor = yield Body(self._advance, (), {}, False, self.process)
+            while self.cursor is not None:
+                instruction = instruction_at(self.outline, self.cursor)
+                if isinstance(instruction, Return):
+                    exit_code = _as_exit_code(instruction.exit_code) or ExitCode(0)
+                    break
+                assert isinstance(instruction, Step)
+                self.seq += 1
+                method = getattr(self.instance, instruction.name)
+                if inspect.iscoroutinefunction(method):
+                    result = yield Body(
+                        self._run_step_async, (instruction.name,), {}, True, self.process
+                    )
+                else:
+                    result = yield Body(
+                        self._run_step, (instruction.name,), {}, False, self.process
+                    )
+                stop = self._interpret(result)
+                if stop is not None:
+                    exit_code = stop
+                    break
+                if self.awaiting or self.new_children:
+                    waiting = transition(state, ProcessEvent.WAIT)
+                    pks = ", ".join(str(node.pk) for _, _, node in self.awaiting)
+                    status = f"Waiting for child processes: {pks}" if pks else None
+                    self._after_commit((yield self._commit(waiting, status)))
+                    state = waiting
+                    yield Await(self._wait_for_children)
+                    self._resolve_awaited()
+                    state = transition(state, ProcessEvent.RESUME)
+                else:
+                    self._after_commit((yield self._commit(state, None)))
+                self.cursor = yield Body(self._advance, (), {}, False, self.process)
+            if exit_code.status == 0:
+                problem = self._validate_outputs()
+                if problem is not None:
+                    exit_code = problem
+        except (KeyboardInterrupt, anyio.get_cancelled_exc_class(), ProcessKilledError) as exc:
+            yield Await(self._kill_children)
+            message = (
+                "Killed by Ctrl-C (KeyboardInterrupt)"
+                if isinstance(exc, KeyboardInterrupt)
+                else f"Killed: {exc}"
+                if isinstance(exc, ProcessKilledError) and str(exc)
+                else "Killed: the task running it was cancelled"
+            )
+            self.logs.append(("REPORT", message))
+            yield self._terminate(ProcessEvent.KILL, state, process_status=message)
+            raise
+        except BaseException as exc:
+            yield Await(self._kill_children)
+            formatted = "".join(traceback.format_exception(exc))
+            self.logs.append(("ERROR", formatted))
+            self.new_outputs = []
+            yield self._terminate(ProcessEvent.EXCEPT, state, exception=formatted)
+            raise
+        yield Await(self._kill_children)  # a child nobody waited for must not outlive its parent
+        output_pks = yield self._terminate(
+            ProcessEvent.FINISH,
+            state,
+            exit_status=exit_code.status,
+            exit_message=exit_code.message,
+        )
+        _mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
+        return _nest(self.outputs), self.node
+
+    def _interpret(self, result: Any) -> ExitCode | None:
+        if isinstance(result, ExitCode):
+            return result
+        if isinstance(result, int) and not isinstance(result, bool):
+            return ExitCode(result) if result != 0 else None
+        if isinstance(result, Mapping):
+            self.to_context(result)
+        return None
+
+    def _validate_outputs(self) -> ExitCode | None:
+        nested = _nest(self.outputs)
+        codes = self.spec.exit_codes
+        for name, port in self.spec.outputs.ports.items():
+            if (
+                port.required
+                and name not in nested
+                and not (
+                    isinstance(port, PortNamespace)
+                    and not any(p.required for p in port.ports.values())
+                )
+            ):
+                return codes["ERROR_MISSING_OUTPUT"].format()
+        message = self.spec.outputs.validate(nested)
+        if message:
+            if "required value was not provided" in message:
+                return codes["ERROR_MISSING_OUTPUT"]
+            return codes["ERROR_INVALID_OUTPUT"].format(message=message)
+        return None
+
+
+def _as_exit_code(value: ExitCode | int | None) -> ExitCode | None:
+    if value is None:
+        return None
+    if isinstance(value, ExitCode):
+        return value
+    return ExitCode(int(value))
+
+
+def _plain_dicts(value: Any) -> Any:
+    """The context with every (attribute) dict made a plain dict, as the codec wants."""
+    if isinstance(value, dict):
+        return {k: _plain_dicts(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_plain_dicts(v) for v in value]
+    return value
+
+
+def _attribute_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return AttributeDict({k: _attribute_dicts(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_attribute_dicts(v) for v in value]
+    return value
+
+
+def _set_context(ctx: AttributeDict, key: str, node: ProcessNode, append: bool) -> None:
+    parts = key.split(".")
+    target: Any = ctx
+    for index, part in enumerate(parts[:-1]):
+        existing = target.get(part)
+        if existing is None:
+            existing = target[part] = AttributeDict()
+        elif not isinstance(existing, dict):
+            raise InvalidOperation(
+                f"cannot put a node in the context at '{key}': '{'.'.join(parts[: index + 1])}' "
+                f"holds a {type(existing).__name__}, not a namespace"
+            )
+        target = existing
+    last = parts[-1]
+    if append:
+        existing = target.get(last)
+        if existing is None:
+            target[last] = [node]
+        elif isinstance(existing, list):
+            existing.append(node)
+        else:
+            raise InvalidOperation(
+                f"cannot append to the context key '{key}': it holds a {type(existing).__name__}"
+            )
+    else:
+        target[last] = node
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for label, value in flat.items():
+        parts = label.split(NAMESPACE_SEPARATOR)
+        target = nested
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return nested
+
+
+def _mark_stored(items: Any, pks: list[int], store: Store) -> None:
+    for (_, data), pk in zip(items, pks, strict=True):
+        if data.pk is None:
+            data._set_stored(pk, data.uuid, store)
+
+
+async def _run_child(
+    child: _Child, cls: type[WorkChain], inputs: dict[str, Any], store: Store, tree: ProcessTree
+) -> None:
+    """Run a submitted child to its end; its fate is recorded on its node, not raised here."""
+    try:
+        with anyio.CancelScope() as scope:
+            child.scope = scope
+            node = child.node
+            assert node.pk is not None
+            epoch = await store.write(
+                checkpoint_rows.claim_process_tx,
+                node.pk,
+                store.owner,
+                store.lease_expiry(),
+                ProcessState.RUNNING.value,
+            )
+            instance = cls.__new__(cls)
+            executor = _Executor(instance, store, tree, inputs, node, epoch)  # type: ignore[arg-type]
+            store.leases_taken()
+            try:
+                await drive_async(executor.lifecycle(ProcessState.CREATED))
+            except Exception:
+                pass  # the child's node is EXCEPTED; its parent decides what that means
+            finally:
+                store.leases_released()
+    finally:
+        child.done.set()
+
+
+def root_lifecycle(
+    cls: type[WorkChain],
+    store: Store,
+    tree: ProcessTree,
+    inputs: dict[str, Any],
+    metadata: Metadata,
+    parent: RunningProcess | None,
+) -> Lifecycle[tuple[dict[str, Any], WorkChainNode]]:
+    """Create the node (running, with its lease) and run the outline."""
+    new = new_process_row(cls, store, inputs, metadata, parent, ProcessState.RUNNING)
+    pk, input_pks = yield Write(store, rows.begin_process_tx, new)
+    _mark_stored(new.inputs, input_pks, store)
+    if parent is not None:
+        parent.call_count += 1
+    node = WorkChainNode(store, store.read(rows.read_node_row, pk))
+    instance = cls.__new__(cls)
+    executor = _Executor(instance, store, tree, inputs, node, 1)
+    store.leases_taken()
+    try:
+        return (yield from executor.lifecycle(ProcessState.CREATED))
+    finally:
+        store.leases_released()
+
+
+async def launch(
+    cls: type[WorkChain], raw_inputs: Mapping[str, Any], db: Any = None
+) -> tuple[dict[str, Any], WorkChainNode]:
+    """Run a WorkChain to its end on the running loop (the process tree owns a task group)."""
+    inputs, metadata = bind_inputs(cls, raw_inputs)
+    parent = context.current_process()
+    if parent is not None and parent.kind == "calcfunction":
+        raise InvalidOperation(
+            f"the calcfunction {parent.label} tried to run {cls.__name__}: a calcfunction "
+            "cannot call other processes"
+        )
+    store = parent.store if parent is not None else context.store_for(db)
+    result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(
+        lambda tree: root_lifecycle(cls, store, tree, inputs, metadata, parent)
+    )
+    return result
+
+
+async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]]) -> Any:
+    error: BaseException | None = None
+    result: Any = None
+    async with anyio.create_task_group() as task_group:
+        try:
+            result = await drive_async(make(ProcessTree(task_group)))
+        except BaseException as exc:
+            error = exc
+            task_group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return result
+
+
+async def resume(
+    pk: int, *, db: Any = None, timeout: float | None = None
+) -> tuple[dict[str, Any], WorkChainNode]:
+    """Continue a WorkChain from its last checkpoint, once its previous owner's lease expired."""
+    store = context.store_for(db)
+    node = load_nodes(store, [pk]).get(pk)
+    if not isinstance(node, WorkChainNode):
+        raise MiniengineError(f"node {pk} is not a WorkChain process")
+    if node.is_terminated:
+        return _nest(_output_map(node)), node
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        owner, _, expires = node.lease
+        now = time.time()
+        if owner is None or owner == store.owner or expires is None or expires < now:
+            break
+        wait = expires - now + 0.01
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise MiniengineError(
+                f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
+            )
+        await anyio.sleep(wait)
+    checkpoint = store.read(checkpoint_rows.read_checkpoint, pk)
+    try:
+        cls = import_process_class(_class_path_of(node, checkpoint))
+        epoch = await store.write(
+            checkpoint_rows.claim_process_tx,
+            pk,
+            store.owner,
+            store.lease_expiry(),
+            ProcessState.RUNNING.value,
+        )
+    except MiniengineError as exc:
+        await _except_unowned(store, pk, f"cannot resume: {exc}")
+        raise
+
+    def make(tree: ProcessTree) -> Lifecycle[Any]:
+        instance = cls.__new__(cls)
+        inputs = _inputs_from_checkpoint(store, checkpoint) if checkpoint else None
+        executor = _Executor(instance, store, tree, inputs or {}, node, epoch)
+        if checkpoint is not None:
+            executor.restore(checkpoint[1])
+            executor.raw_inputs = inputs or {}
+            executor.inputs = FrozenAttributeDict(executor.raw_inputs)
+        return _resumed(executor, store)
+
+    try:
+        result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(make)
+        return result
+    except (CheckpointError, OutlineMismatch) as exc:
+        await _except_owned(store, pk, epoch, f"cannot resume from the checkpoint: {exc}")
+        raise
+
+
+def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:
+    store.leases_taken()
+    try:
+        for _, _, child in executor.awaiting:
+            if not child.is_terminated and child.pk is not None:
+                executor.children[child.pk] = _Child(child)
+                executor.tree.task_group.start_soon(
+                    _resume_child, executor.children[child.pk], store
+                )
+        return (yield from executor.lifecycle(ProcessState.RUNNING))
+    finally:
+        store.leases_released()
+
+
+async def _resume_child(child: _Child, store: Store) -> None:
+    try:
+        with anyio.CancelScope() as scope:
+            child.scope = scope
+            try:
+                await resume(child.node.pk, db=store)  # type: ignore[arg-type]
+            except Exception:
+                pass
+    finally:
+        child.done.set()
+
+
+def _class_path_of(node: WorkChainNode, checkpoint: tuple[int, bytes] | None) -> str:
+    if checkpoint is None:
+        module, _, name = node.process_type.rpartition(".")
+        return f"{module}:{name}"
+    state = codec.decode(checkpoint[1])
+    return str(state["p"])
+
+
+def _inputs_from_checkpoint(store: Store, checkpoint: tuple[int, bytes]) -> dict[str, Any]:
+    def resolve(pk: int) -> Any:
+        return load_nodes(store, [pk])[pk]
+
+    token = _node_resolver.set(resolve)
+    try:
+        state = codec.decode(checkpoint[1], resolve_pk=resolve)
+    finally:
+        _node_resolver.reset(token)
+    return state["i"]  # type: ignore[no-any-return]
+
+
+def _output_map(node: ProcessNode) -> dict[str, Any]:
+    store = node.store
+    assert store is not None and node.pk is not None
+    links = store.read(rows.read_links, node.pk, False, ["return", "create"])
+    nodes = load_nodes(store, [link[0] for link in links])
+    return {label: nodes[pk] for pk, _, label in links}
+
+
+async def _except_unowned(store: Store, pk: int, message: str) -> None:
+    """Mark a process whose lease we could take as EXCEPTED with ``message``."""
+    try:
+        epoch = await store.write(
+            checkpoint_rows.claim_process_tx,
+            pk,
+            store.owner,
+            store.lease_expiry(),
+            ProcessState.RUNNING.value,
+        )
+    except MiniengineError:
+        return
+    await _except_owned(store, pk, epoch, message)
+
+
+async def _except_owned(store: Store, pk: int, epoch: int, message: str) -> None:
+    await store.write(
+        rows.finish_process_tx,
+        rows.FinishProcess(
+            pk=pk,
+            owner=store.owner,
+            epoch=epoch,
+            process_state=ProcessState.EXCEPTED.value,
+            exception=message,
+            log=("ERROR", message),
+        ),
+    )

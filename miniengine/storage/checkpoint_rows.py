@@ -1,0 +1,104 @@
+"""The SQL of long-running processes: claiming a lease, committing a step, reading a checkpoint.
+
+A step's commit is one transaction: the process's state and status, the checkpoint, the outputs
+the step attached (stored if needed, with their RETURN links) and the reports it made, all fenced
+by the lease epoch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from miniengine.core.data import Data
+from miniengine.exceptions import LeaseLostError
+from miniengine.storage.rows import check_lease, insert_data
+
+__all__ = ["StepCommit", "claim_process_tx", "read_checkpoint", "step_commit_tx"]
+
+
+def claim_process_tx(
+    connection: sqlite3.Connection, pk: int, owner: str, expires: float, state: str
+) -> int:
+    """Take the lease of process ``pk`` (free, expired, or already ours): return the new epoch.
+
+    Bumping the epoch fences off any previous owner: its next write fails whole.
+    """
+    now = time.time()
+    row = connection.execute(
+        "UPDATE nodes SET owner = ?, lease_epoch = lease_epoch + 1, lease_expires = ?, "
+        "process_state = ?, mtime = ? "
+        "WHERE pk = ? AND process_state IN ('created', 'running', 'waiting') "
+        "AND (owner IS NULL OR owner = ? OR lease_expires < ?) RETURNING lease_epoch",
+        (owner, expires, state, now, pk, owner, now),
+    ).fetchone()
+    if row is None:
+        current = connection.execute(
+            "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (pk,)
+        ).fetchone()
+        if current is None:
+            raise LeaseLostError(f"there is no process with pk {pk}")
+        state_now, holder, until = current
+        if state_now not in ("created", "running", "waiting"):
+            raise LeaseLostError(f"process {pk} has already terminated ({state_now})")
+        raise LeaseLostError(
+            f"process {pk} is owned by {holder} until {time.ctime(until) if until else '?'}"
+        )
+    return int(row[0])
+
+
+@dataclass
+class StepCommit:
+    """What one WorkChain step writes when it ends."""
+
+    pk: int
+    owner: str
+    epoch: int
+    process_state: str
+    process_status: str | None
+    seq: int
+    checkpoint: bytes
+    outputs: Sequence[tuple[str, Data]] = ()
+    logs: Sequence[tuple[str, str]] = field(default_factory=list)
+
+
+def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> list[int]:
+    """Write a step's state, checkpoint, outputs and logs (fenced); return the output pks."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET process_state = ?, process_status = ?, mtime = ? "
+        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (commit.process_state, commit.process_status, now, commit.pk, commit.owner, commit.epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, commit.pk, commit.owner, commit.epoch)
+    output_pks = [
+        data.pk if data.pk is not None else insert_data(connection, data, now)
+        for _, data in commit.outputs
+    ]
+    connection.executemany(
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, 'return', ?)",
+        [
+            (commit.pk, out_pk, label)
+            for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
+        ],
+    )
+    connection.executemany(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+        [(commit.pk, now, level, message) for level, message in commit.logs],
+    )
+    connection.execute(
+        "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+        (commit.pk, commit.seq, commit.checkpoint),
+    )
+    return output_pks
+
+
+def read_checkpoint(connection: sqlite3.Connection, pk: int) -> tuple[int, bytes] | None:
+    row = connection.execute(
+        "SELECT seq, data FROM checkpoints WHERE node_pk = ?", (pk,)
+    ).fetchone()
+    return (int(row[0]), bytes(row[1])) if row else None
