@@ -121,10 +121,34 @@ def register_type(
         )
     if cls in _BUILTIN_TYPES:
         raise CheckpointError(f"checkpoints already support {cls.__qualname__}")
-    if isinstance(tag, bool) or not isinstance(tag, int) or tag not in USER_TAGS:
+    _register(cls, tag, to_plain, from_plain, USER_TAGS)
+
+
+#: Extension codes for the engine's own non-Data types (process nodes in a context).
+ENGINE_TAGS: Final = range(16, 32)
+
+
+def register_engine_type(
+    cls: type[_T],
+    tag: int,
+    to_plain: Callable[[_T], Any],
+    from_plain: Callable[[Any], _T],
+) -> None:
+    """:func:`register_type` for miniengine's own runtime types, with tags in ENGINE_TAGS."""
+    _register(cls, tag, to_plain, from_plain, ENGINE_TAGS)
+
+
+def _register(
+    cls: type[_T],
+    tag: int,
+    to_plain: Callable[[_T], Any],
+    from_plain: Callable[[Any], _T],
+    tags: range,
+) -> None:
+    if isinstance(tag, bool) or not isinstance(tag, int) or tag not in tags:
         raise CheckpointError(
             f"cannot register {cls.__qualname__} with tag {tag!r}: tags must be integers from "
-            f"{USER_TAGS.start} to {USER_TAGS.stop - 1} (lower ones are reserved for miniengine)"
+            f"{tags.start} to {tags.stop - 1} (lower ones are reserved for miniengine)"
         )
     by_tag = _user_types_by_tag.get(tag)
     if by_tag is not None and not _same_class(by_tag.cls, cls):

@@ -51,6 +51,8 @@ class DataBackend(Protocol):
 
     def node_base(self, data: Data) -> Any: ...
 
+    def update_label(self, data: Data, label: str, description: str) -> None: ...
+
 
 _backend: DataBackend | None = None
 
@@ -89,8 +91,8 @@ class Data:
         self._pk: int | None = None
         self._uuid: str | None = None  # drawn on first use: most intermediate values never need one
         self._store: Any = None  # the store it was stored in or loaded from (opaque here)
-        self.label = label
-        self.description = description
+        self._label = label
+        self._description = description
 
     # identity --------------------------------------------------------------------------------
 
@@ -112,6 +114,27 @@ class Data:
     @property
     def is_stored(self) -> bool:
         return self._pk is not None
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @label.setter
+    def label(self, value: str) -> None:
+        # As in AiiDA, label and description stay editable once stored (the content does not).
+        if getattr(self, "_pk", None) is not None:
+            _get_backend().update_label(self, value, self._description)
+        self._label = value
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @description.setter
+    def description(self, value: str) -> None:
+        if getattr(self, "_pk", None) is not None:
+            _get_backend().update_label(self, self._label, value)
+        self._description = value
 
     @property
     def node_type(self) -> str:
@@ -206,6 +229,11 @@ class BaseType(Data, type_name="core.base"):
     @property
     def value(self) -> Any:
         return self._value
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self._check_mutable()
+        self._value = type(self)(value)._value  # the constructor's checks (Int(2.5) raises)
 
     def _to_attributes(self) -> Any:
         return self._value
@@ -320,6 +348,10 @@ class NumericType(BaseType, type_name="core.numeric"):
     __hash__ = BaseType.__hash__
 
 
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
 class Int(NumericType, type_name="core.int"):
     """An integer."""
 
@@ -332,6 +364,13 @@ class Int(NumericType, type_name="core.int"):
 
     def __index__(self) -> int:
         return int(self._value)
+
+    def _to_attributes(self) -> Any:
+        # msgpack holds 64-bit integers; a larger one is kept as its decimal string, which
+        # ``_from_attributes`` turns back into the int (``int("...")``).
+        if not _INT64_MIN <= self._value <= _UINT64_MAX:
+            return str(self._value)
+        return self._value
 
 
 class Float(NumericType, type_name="core.float"):

@@ -9,6 +9,7 @@ before any node exists, with errors that name the argument.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
@@ -89,6 +90,8 @@ def valid_type_from_annotation(annotation: Any) -> type | tuple[type, ...] | Non
         return tuple(dict.fromkeys(members))
     if annotation in _PLAIN_TO_DATA:
         return _PLAIN_TO_DATA[annotation]
+    if origin in (dict, list):  # typing.Dict, typing.List, dict[str, int], list[int]
+        return _PLAIN_TO_DATA[origin]
     if isinstance(annotation, type) and issubclass(annotation, Data):
         return annotation
     return None
@@ -109,8 +112,25 @@ class FunctionSpec:
         self.positional: list[str] = []
         self.var_positional: str | None = None
         self.var_keyword: str | None = None
+        # A ``metadata`` parameter is not an input: its default (a dict, as in AiiDA) holds the
+        # default label, description, ... of every run.
+        self.default_metadata: dict[str, Any] = {}
         for parameter in self.signature.parameters.values():
             kind = parameter.kind
+            if parameter.name == "metadata" and kind not in (
+                parameter.VAR_POSITIONAL,
+                parameter.VAR_KEYWORD,
+            ):
+                if kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                    self.positional.append(parameter.name)
+                if isinstance(parameter.default, Mapping):
+                    message = metadata_namespace().validate(parameter.default, "metadata")
+                    if message:
+                        raise InputValidationError(
+                            f"{name}(): the default of the metadata parameter is invalid: {message}"
+                        )
+                    self.default_metadata = dict(parameter.default)
+                continue
             if kind is parameter.VAR_POSITIONAL:
                 self.var_positional = parameter.name
                 continue
@@ -169,7 +189,15 @@ class FunctionSpec:
             if key in raw:
                 raise TypeError(f"{self.name}() got multiple values for argument {key!r}")
             raw[key] = value
-        metadata = parse_metadata(raw.pop("metadata", None), f"{self.name}()")
+        given_metadata = raw.pop("metadata", None)
+        if isinstance(given_metadata, Mapping):
+            given_metadata = {**self.default_metadata, **given_metadata}
+        elif given_metadata is None and self.default_metadata:
+            given_metadata = self.default_metadata
+        metadata = parse_metadata(given_metadata, f"{self.name}()")
+        if not isinstance(given_metadata, Mapping) or "label" not in given_metadata:
+            # As in AiiDA, a process function's node is labelled with the function's name.
+            metadata = dataclasses.replace(metadata, label=self.name)
         inputs: dict[str, Any] = {}
         for key, value in raw.items():
             port = self.inputs.ports.get(key)
@@ -180,6 +208,11 @@ class FunctionSpec:
                 )
             if value is None and port is not None and not port.required:
                 continue  # an explicit None for an optional parameter means "not given"
+            if port is None and isinstance(value, Mapping) and not isinstance(value, Data):
+                # A mapping given to **kwargs is a nested namespace, as in AiiDA: its leaves
+                # must already be Data (plain values are wrapped only at the top level).
+                inputs[key] = self._check_namespace(value, key)
+                continue
             try:
                 inputs[key] = to_data(value)
             except TypeError as exc:
@@ -199,6 +232,27 @@ class FunctionSpec:
         if message:
             raise InputValidationError(f"{self.name}(): {message}")
         return inputs, metadata
+
+    def _check_namespace(self, values: Mapping[str, Any], breadcrumb: str) -> dict[str, Any]:
+        """Check a nested namespace given to ``**kwargs``: string keys and Data leaves."""
+        checked: dict[str, Any] = {}
+        for key, value in values.items():
+            where = f"{breadcrumb}.{key}"
+            if not isinstance(key, str):
+                raise InputValidationError(
+                    f"{self.name}(): the names in the namespace '{breadcrumb}' must be strings"
+                )
+            if isinstance(value, Mapping) and not isinstance(value, Data):
+                checked[key] = self._check_namespace(value, where)
+            elif isinstance(value, Data):
+                checked[key] = value
+            else:
+                raise InputValidationError(
+                    f"{self.name}(): the input '{where}' is of type {type(value).__name__}, "
+                    "not Data: plain values are wrapped only at the top level; pass a Data node "
+                    "in a nested namespace"
+                )
+        return checked
 
     def call_arguments(self, inputs: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The ``(args, kwargs)`` to call the function with, from bound inputs."""

@@ -95,7 +95,18 @@ class ProcessFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function and return its ``result`` (or the mapping of its outputs)."""
-        return self.run_get_node(*args, **kwargs)[0]
+        # Calls drive_sync itself rather than run_get_node: nested calls recurse through here,
+        # and every frame saved per level is depth gained before Python's recursion limit.
+        if _loop_running():
+            raise self._loop_error()
+        return drive_sync(self._start(args, kwargs, db=None))[0]
+
+    def _loop_error(self) -> EventLoopError:
+        call = f"{self.process_label}.arun(...)"
+        return EventLoopError(
+            f"{self.process_label}() was called synchronously in a thread that runs an event "
+            f"loop, which would block the loop; use `await {call}` there instead"
+        )
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         return self.run_get_node(*args, **kwargs)[0]
@@ -106,11 +117,7 @@ class ProcessFunction:
 
     def run_get_node(self, *args: Any, **kwargs: Any) -> tuple[Any, ProcessNode]:
         if _loop_running():
-            call = f"{self.process_label}.arun(...)"
-            raise EventLoopError(
-                f"{self.process_label}() was called synchronously in a thread that runs an event "
-                f"loop, which would block the loop; use `await {call}` there instead"
-            )
+            raise self._loop_error()
         result: tuple[Any, ProcessNode] = drive_sync(self._start(args, kwargs, db=None))
         return result
 

@@ -9,6 +9,7 @@ on access through the node's store.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -112,6 +113,19 @@ class LinkManager(Sequence[LinkTriple]):
             raise ValueError(f"expected exactly one link, found {len(self._triples)}")
         return self._triples[0]
 
+    def nested(self) -> dict[str, Any]:
+        """The linked nodes by label, with ``ns__name`` labels as nested dicts (as in AiiDA)."""
+        nested: dict[str, Any] = {}
+        for triple in self._triples:
+            *namespaces, name = triple.link_label.split(NAMESPACE_SEPARATOR)
+            target = nested
+            for namespace in namespaces:
+                target = target.setdefault(namespace, {})
+            if name in target:
+                raise ValueError(f"two links share the label {triple.link_label!r}")
+            target[name] = triple.node
+        return nested
+
     def get_node_by_label(self, label: str) -> Any:
         matches = [triple.node for triple in self._triples if triple.link_label == label]
         if len(matches) != 1:
@@ -126,7 +140,9 @@ class NodeLinks:
         self._store = store
         self._pk = pk
 
-    def _get(self, incoming: bool, link_type: Any, link_label_filter: str | None) -> LinkManager:
+    def _get(
+        self, incoming: bool, node_class: Any, link_type: Any, link_label_filter: str | None
+    ) -> LinkManager:
         links = self._store.read(rows.read_links, self._pk, incoming, _link_types(link_type))
         if link_label_filter is not None:
             import fnmatch
@@ -134,19 +150,29 @@ class NodeLinks:
             pattern = link_label_filter.replace("%", "*").replace("_", "?")
             links = [link for link in links if fnmatch.fnmatchcase(link[2], pattern)]
         nodes = load_nodes(self._store, [link[0] for link in links])
-        return LinkManager(
-            [LinkTriple(nodes[pk], LinkType(kind), label) for pk, kind, label in links]
-        )
+        triples = [LinkTriple(nodes[pk], LinkType(kind), label) for pk, kind, label in links]
+        if node_class is not None:
+            triples = [triple for triple in triples if isinstance(triple.node, node_class)]
+        return LinkManager(triples)
 
     def get_incoming(
-        self, link_type: Any = None, link_label_filter: str | None = None
+        self,
+        node_class: Any = None,
+        link_type: Any = None,
+        link_label_filter: str | None = None,
     ) -> LinkManager:
-        return self._get(True, link_type, link_label_filter)
+        """Links into this node, optionally filtered by the other node's class, the link type
+        (a ``LinkType``, its value, or a tuple of them) and a label pattern (``%``, ``_``)."""
+        return self._get(True, node_class, link_type, link_label_filter)
 
     def get_outgoing(
-        self, link_type: Any = None, link_label_filter: str | None = None
+        self,
+        node_class: Any = None,
+        link_type: Any = None,
+        link_label_filter: str | None = None,
     ) -> LinkManager:
-        return self._get(False, link_type, link_label_filter)
+        """Links out of this node, with the filters of :meth:`get_incoming`."""
+        return self._get(False, node_class, link_type, link_label_filter)
 
 
 class NodeBase:
@@ -225,6 +251,7 @@ class ProcessNode:
     def __init__(self, store: Store | None, row: tuple[Any, ...]) -> None:
         self._store = store
         self._row = row
+        self._memory_inputs: dict[str, Any] | None = None  # store_provenance=False only
         self._memory_outputs: dict[str, Any] | None = None
 
     # identity --------------------------------------------------------------------------------
@@ -263,7 +290,8 @@ class ProcessNode:
 
     @property
     def ctime(self) -> datetime.datetime:
-        return _datetime(self._row[_CTIME])
+        # Read from the database: the row a launch builds in memory has its own clock reading.
+        return _datetime(self._fresh()[_CTIME])
 
     @property
     def is_stored(self) -> bool:
@@ -367,9 +395,10 @@ class ProcessNode:
 
     @property
     def inputs(self) -> NodeLinksNamespace:
-        return NodeLinksNamespace.from_labels(
-            dict(self._linked(True, INPUT_LINK_TYPES)), f"the inputs of {self.process_label}"
-        )
+        owner = f"the inputs of {self.process_label}"
+        if self._memory_inputs is not None:
+            return NodeLinksNamespace.from_labels(self._memory_inputs, owner)
+        return NodeLinksNamespace.from_labels(dict(self._linked(True, INPUT_LINK_TYPES)), owner)
 
     @property
     def outputs(self) -> NodeLinksNamespace:
@@ -469,6 +498,13 @@ def load_node(identifier: int | str, *, db: Any = None) -> Any:
     return node_from_row(store, store.read(rows.read_node_row, identifier))
 
 
+def _update_label_tx(connection: Any, pk: int, label: str, description: str) -> None:
+    connection.execute(
+        "UPDATE nodes SET label = ?, description = ?, mtime = ? WHERE pk = ?",
+        (label, description, time.time(), pk),
+    )
+
+
 class _Backend:
     """Stores Data for ``Data.store()``: in the running process's store, else the default."""
 
@@ -478,6 +514,13 @@ class _Backend:
         store = current_store()
         pk = store.write_sync(rows.store_data_tx, data)
         data._set_stored(pk, data.uuid, store)
+
+    def update_label(self, data: Data, label: str, description: str) -> None:
+        from miniengine.runtime.context import current_store
+
+        assert data.pk is not None
+        store: Store = data._store or current_store()
+        store.write_sync(_update_label_tx, data.pk, label, description)
 
     def node_base(self, data: Data) -> NodeBase:
         from miniengine.runtime.context import current_store
