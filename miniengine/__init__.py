@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "find_processes": "miniengine.runtime.launch",
     "load_node": "miniengine.runtime.nodes",
     "resume": "miniengine.runtime.launch",
+    "submit": "miniengine.runtime.submit",
+    "asubmit": "miniengine.runtime.submit",
+    "await_node": "miniengine.runtime.submit",
     # nodes
     "ProcessNode": "miniengine.runtime.nodes",
     "CalcFunctionNode": "miniengine.runtime.nodes",
@@ -60,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "CheckpointError": "miniengine.exceptions",
     "UnknownDataTypeError": "miniengine.exceptions",
     "StoreError": "miniengine.exceptions",
+    "SubmitError": "miniengine.exceptions",
     "IncompatibleDatabaseError": "miniengine.exceptions",
     "DatabaseLockedError": "miniengine.exceptions",
     "LeaseLostError": "miniengine.exceptions",
@@ -91,6 +95,7 @@ __all__ = [
     "ProcessState",
     "StoreError",
     "Str",
+    "SubmitError",
     "ToContext",
     "UnknownDataTypeError",
     "WorkChain",
@@ -100,6 +105,8 @@ __all__ = [
     "arun",
     "arun_get_node",
     "assign_",
+    "asubmit",
+    "await_node",
     "calcfunction",
     "find_processes",
     "if_",
@@ -109,6 +116,7 @@ __all__ = [
     "run",
     "run_get_node",
     "run_get_pk",
+    "submit",
     "while_",
     "workfunction",
 ]
@@ -134,6 +142,7 @@ if TYPE_CHECKING:
         OutputValidationError,
         ProcessKilledError,
         StoreError,
+        SubmitError,
         UnknownDataTypeError,
     )
     from miniengine.runtime.functions import calcfunction, workfunction
@@ -153,6 +162,7 @@ if TYPE_CHECKING:
         WorkFunctionNode,
         load_node,
     )
+    from miniengine.runtime.submit import asubmit, await_node, submit
     from miniengine.runtime.workchain import WorkChain
 
 

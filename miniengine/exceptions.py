@@ -23,6 +23,7 @@ __all__ = [
     "OutputValidationError",
     "ProcessKilledError",
     "StoreError",
+    "SubmitError",
     "UnknownDataTypeError",
 ]
 
@@ -48,6 +49,11 @@ class OutputValidationError(MiniengineError, ValueError):
 
 class InvalidOperation(MiniengineError, ValueError):
     """An operation that the process model forbids, e.g. a calcfunction calling another process."""
+
+
+class SubmitError(MiniengineError, RuntimeError):
+    """``submit()`` was refused: called inside a step (use ``self.submit``), or with
+    ``store_provenance=False``, or for a process that a daemon cannot run."""
 
 
 class ModificationNotAllowed(MiniengineError):

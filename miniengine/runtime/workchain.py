@@ -14,6 +14,7 @@ waiting on them is woken by their completion, never by polling.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib
 import inspect
@@ -64,16 +65,52 @@ from miniengine.runtime.nodes import (
     WorkFunctionNode,
     load_nodes,
 )
-from miniengine.storage import checkpoint_rows, rows
+from miniengine.storage import broker_rows, checkpoint_rows, rows
 from miniengine.storage.store import Store
 
-__all__ = ["WorkChain", "WorkChainDefinitionError", "class_path", "import_process_class"]
+__all__ = [
+    "EVICTED",
+    "NotImportableError",
+    "WorkChain",
+    "WorkChainDefinitionError",
+    "check_importable",
+    "class_path",
+    "import_process_class",
+]
 
 #: Step names AiiDA reserves, plus ``step`` (AiiDA's silent pitfall).
 RESERVED_STEP_NAMES = frozenset({"run", "on_run", "to_context", "on_exiting", "on_wait", "step"})
 
 #: Engine methods a subclass is expected to override.
 OVERRIDABLE = frozenset({"define"})
+
+
+class NotImportableError(MiniengineError, ValueError):
+    """A process class handed to the daemon cannot be imported by its module path."""
+
+
+#: What a lifecycle returns instead of outputs when the process was evicted to its checkpoint.
+EVICTED: Any = "evicted"
+
+
+def check_importable(cls: type) -> None:
+    """Refuse (before anything is stored) a class that a daemon worker could not import."""
+    path = class_path(cls)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise NotImportableError(
+            f"{cls.__qualname__} is defined in {'a function' if '<locals>' in path else '__main__'}"
+            ", so a daemon worker cannot import it; put it in a module (a .py file on the "
+            "Python path) and import it from there, or use run() instead of submit()"
+        )
+    try:
+        found = import_process_class(path)
+    except MiniengineError as exc:
+        raise NotImportableError(f"{exc}; a daemon worker must be able to import it") from None
+    if found is not cls:
+        raise NotImportableError(
+            f"importing {path} gives another class than the one submitted; a daemon worker "
+            "would run that one"
+        )
 
 
 class WorkChainDefinitionError(MiniengineError, TypeError):
@@ -274,6 +311,7 @@ def new_process_row(
     metadata: Metadata,
     parent: RunningProcess | None,
     state: ProcessState,
+    submitted: bool = False,
 ) -> rows.NewProcess:
     claimed = state is not ProcessState.CREATED
     return rows.NewProcess(
@@ -291,7 +329,45 @@ def new_process_row(
         parent=parent.parent_fence if parent is not None else None,
         call_link_type=LinkType.CALL_WORK.value,
         call_link_label=metadata.call_link_label,
+        submitted=submitted,
     )
+
+
+def _initial_checkpoint(cls: type[WorkChain], inputs: Any) -> bytes:
+    state = {"p": class_path(cls), "c": None, "s": 0, "x": {}, "w": [], "i": inputs, "o": {}}
+    return codec.encode(state)
+
+
+def _with_refs(value: Any, pks: dict[int, int]) -> Any:
+    """``value`` with the Data stored by this transaction replaced by references to their pks."""
+    if isinstance(value, Data):
+        pk = pks.get(id(value))
+        return codec.NodeRef(pk) if pk is not None else value
+    if isinstance(value, dict):
+        return {key: _with_refs(item, pks) for key, item in value.items()}
+    return value
+
+
+def create_workchain_tx(
+    connection: Any,
+    cls: type[WorkChain],
+    new: rows.NewProcess,
+    inputs: dict[str, Any],
+    enqueue: bool,
+) -> tuple[int, list[int]]:
+    """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
+    daemon, its start task: all in one transaction."""
+    pk, input_pks = rows.begin_process_tx(connection, new)
+    fresh = {
+        id(data): input_pk
+        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
+        if data.pk is None
+    }
+    blob = _initial_checkpoint(cls, _with_refs(inputs, fresh))
+    checkpoint_rows.write_checkpoint(connection, pk, 0, blob)
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return pk, input_pks
 
 
 class ProcessTree:
@@ -325,7 +401,7 @@ def _load_process_node(pk: int) -> Any:
 
 
 for _tag, _cls in enumerate((ProcessNode, CalcFunctionNode, WorkFunctionNode, WorkChainNode)):
-    codec.register_type(_cls, 120 + _tag, lambda node: node.pk, _load_process_node)
+    codec.register_engine_type(_cls, 16 + _tag, lambda node: node.pk, _load_process_node)
 
 
 # the executor ------------------------------------------------------------------------------
@@ -338,12 +414,17 @@ class _Executor:
         self,
         instance: WorkChain,
         store: Store,
-        tree: ProcessTree,
+        tree: ProcessTree | None,
         inputs: dict[str, Any],
         node: WorkChainNode,
         epoch: int,
+        *,
+        task_pk: int | None = None,
+        worker: Any = None,
     ) -> None:
         cls = type(instance)
+        self.task_pk = task_pk
+        self.worker = worker
         self.cls = cls
         self.instance = instance
         self.store = store
@@ -446,10 +527,13 @@ class _Executor:
         if args:
             raise TypeError("self.submit() takes the inputs as keyword arguments")
         bound, metadata = bind_inputs(process, inputs)
+        daemon = self.tree is None
+        if daemon:
+            check_importable(process)
         new = new_process_row(
-            process, self.store, bound, metadata, self.process, ProcessState.CREATED
+            process, self.store, bound, metadata, self.process, ProcessState.CREATED, daemon
         )
-        pk, input_pks = self.store.write_sync(rows.begin_process_tx, new)
+        pk, input_pks = self.store.write_sync(create_workchain_tx, process, new, bound, False)
         _mark_stored(new.inputs, input_pks, self.store)
         node = WorkChainNode(self.store, self.store.read(rows.read_node_row, pk))
         self.new_children.append((process, node, bound))
@@ -539,6 +623,8 @@ class _Executor:
             ):
                 raise OutlineMismatch("the step at the checkpoint's cursor was renamed")
         self.seq = state["s"]
+        self.raw_inputs = state["i"]
+        self.inputs = FrozenAttributeDict(self.raw_inputs)
         self.ctx = AttributeDict(_attribute_dicts(state["x"]))
         pks = [pk for _, _, pk in state["w"]]
         nodes = load_nodes(self.store, pks)
@@ -572,7 +658,8 @@ class _Executor:
         finally:
             self.in_step = False
 
-    def _commit(self, state: ProcessState, status: str | None) -> Write:
+    def _commit(self, state: ProcessState, status: str | None, evict: bool = False) -> Write:
+        daemon = self.tree is None
         commit = checkpoint_rows.StepCommit(
             pk=self.pk,
             owner=self.store.owner,
@@ -583,7 +670,12 @@ class _Executor:
             checkpoint=self.checkpoint(),
             outputs=self.new_outputs,
             logs=self.logs,
+            start_children=[_pk(node) for _, node, _ in self.new_children] if daemon else (),
+            wait_for=[_pk(node) for _, _, node in self.awaiting] if evict else None,
+            task_pk=self.task_pk if evict else None,
         )
+        if daemon:
+            self.new_children = []
         return Write(self.store, checkpoint_rows.step_commit_tx, commit)
 
     def _after_commit(self, output_pks: list[int]) -> None:
@@ -599,12 +691,15 @@ class _Executor:
             process_state=transition(state, event).value,
             outputs=[(label, data, LinkType.RETURN.value) for label, data in self.new_outputs],
             logs=list(self.logs),
+            task_pk=self.task_pk,
         )
         for name, value in fields.items():
             setattr(finish, name, value)
         return Write(self.store, rows.finish_process_tx, finish)
 
     def _start_children(self) -> None:
+        if self.tree is None:
+            return
         for child_cls, node, inputs in self.new_children:
             child = _Child(node)
             self.children[node.pk] = child  # type: ignore[index]
@@ -624,6 +719,18 @@ class _Executor:
                     f"child process {node.pk} is not running here and has not terminated; "
                     "resume it first"
                 )
+
+    async def _start_children_async(self) -> None:
+        self._start_children()
+
+    async def _wait_for_all_children(self) -> None:
+        self._start_children()
+        for child in list(self.children.values()):
+            await child.done.wait()
+
+    def _status(self) -> str:
+        pks = ", ".join(str(node.pk) for _, _, node in self.awaiting)
+        return f"Waiting for child processes: {pks}"
 
     async def _kill_children(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -645,7 +752,13 @@ class _Executor:
         try:
             if self.awaiting:
                 state = ProcessState.WAITING
-                yield Await(self._wait_for_children)
+                if self.tree is None:
+                    if any(not node.is_terminated for _, _, node in self.awaiting):
+                        # woken early (e.g. by recovery): go back to waiting
+                        self._after_commit((yield self._commit(state, self._status(), True)))
+                        return EVICTED, self.node
+                else:
+                    yield Await(self._wait_for_children)
                 self._resolve_awaited()
             state = transition(
                 state, ProcessEvent.RESUME if state is ProcessState.WAITING else ProcessEvent.START
@@ -671,24 +784,51 @@ class _Executor:
                 if stop is not None:
                     exit_code = stop
                     break
-                if self.awaiting or self.new_children:
+                if self.awaiting and self.tree is None:
+                    # daemon: evicted to the checkpoint, holding no slot while children run
                     waiting = transition(state, ProcessEvent.WAIT)
-                    pks = ", ".join(str(node.pk) for _, _, node in self.awaiting)
-                    status = f"Waiting for child processes: {pks}" if pks else None
-                    self._after_commit((yield self._commit(waiting, status)))
+                    self._after_commit((yield self._commit(waiting, self._status(), True)))
+                    return EVICTED, self.node
+                if self.awaiting:
+                    waiting = transition(state, ProcessEvent.WAIT)
+                    self._after_commit((yield self._commit(waiting, self._status())))
                     state = waiting
                     yield Await(self._wait_for_children)
                     self._resolve_awaited()
                     state = transition(state, ProcessEvent.RESUME)
                 else:
                     self._after_commit((yield self._commit(state, None)))
+                    if self.new_children:  # run mode: submitted but not awaited
+                        yield Await(self._start_children_async)
+                if self.worker is not None and self.worker.stopping:
+                    yield Write(
+                        self.store,
+                        checkpoint_rows.release_process_tx,
+                        self.pk,
+                        self.store.owner,
+                        self.epoch,
+                        self.task_pk,
+                    )
+                    return EVICTED, self.node
                 self.cursor = yield Body(self._advance, (), {}, False, self.process)
             if exit_code.status == 0:
                 problem = self._validate_outputs()
                 if problem is not None:
                     exit_code = problem
-        except (KeyboardInterrupt, anyio.get_cancelled_exc_class(), ProcessKilledError) as exc:
-            yield Await(self._kill_children)
+        except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
+            if self.worker is not None and self.worker.stopping:
+                # the worker is shutting down, not killing: hand the process back to the queue
+                yield Write(
+                    self.store,
+                    checkpoint_rows.release_process_tx,
+                    self.pk,
+                    self.store.owner,
+                    self.epoch,
+                    self.task_pk,
+                )
+                raise
+            if self.children or self.new_children:
+                yield Await(self._kill_children)
             message = (
                 "Killed by Ctrl-C (KeyboardInterrupt)"
                 if isinstance(exc, KeyboardInterrupt)
@@ -700,13 +840,15 @@ class _Executor:
             yield self._terminate(ProcessEvent.KILL, state, process_status=message)
             raise
         except BaseException as exc:
-            yield Await(self._kill_children)
+            if self.children or self.new_children:
+                yield Await(self._kill_children)
             formatted = "".join(traceback.format_exception(exc))
             self.logs.append(("ERROR", formatted))
             self.new_outputs = []
             yield self._terminate(ProcessEvent.EXCEPT, state, exception=formatted)
             raise
-        yield Await(self._kill_children)  # a child nobody waited for must not outlive its parent
+        if self.children or self.new_children:
+            yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)
         output_pks = yield self._terminate(
             ProcessEvent.FINISH,
             state,
@@ -744,6 +886,11 @@ class _Executor:
                 return codes["ERROR_MISSING_OUTPUT"]
             return codes["ERROR_INVALID_OUTPUT"].format(message=message)
         return None
+
+
+def _pk(node: ProcessNode) -> int:
+    assert node.pk is not None
+    return node.pk
 
 
 def _as_exit_code(value: ExitCode | int | None) -> ExitCode | None:
@@ -958,6 +1105,7 @@ async def resume(
 def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:
     store.leases_taken()
     try:
+        assert executor.tree is not None
         for _, _, child in executor.awaiting:
             if not child.is_terminated and child.pk is not None:
                 executor.children[child.pk] = _Child(child)
@@ -1024,7 +1172,9 @@ async def _except_unowned(store: Store, pk: int, message: str) -> None:
     await _except_owned(store, pk, epoch, message)
 
 
-async def _except_owned(store: Store, pk: int, epoch: int, message: str) -> None:
+async def _except_owned(
+    store: Store, pk: int, epoch: int, message: str, task_pk: int | None = None
+) -> None:
     await store.write(
         rows.finish_process_tx,
         rows.FinishProcess(
@@ -1034,5 +1184,6 @@ async def _except_owned(store: Store, pk: int, epoch: int, message: str) -> None
             process_state=ProcessState.EXCEPTED.value,
             exception=message,
             log=("ERROR", message),
+            task_pk=task_pk,
         ),
     )

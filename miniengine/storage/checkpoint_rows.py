@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError
+from miniengine.storage import broker_rows
 from miniengine.storage.rows import check_lease, insert_data
 
 __all__ = ["StepCommit", "claim_process_tx", "read_checkpoint", "step_commit_tx"]
@@ -62,6 +63,12 @@ class StepCommit:
     checkpoint: bytes
     outputs: Sequence[tuple[str, Data]] = ()
     logs: Sequence[tuple[str, str]] = field(default_factory=list)
+    #: daemon mode: children created during the step, enqueued by this commit (the outbox)
+    start_children: Sequence[int] = ()
+    #: daemon mode: the children to wait for; the process is evicted (its lease released)
+    wait_for: Sequence[int] | None = None
+    #: daemon mode: the task that ran this step, acknowledged when the process is evicted
+    task_pk: int | None = None
 
 
 def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> list[int]:
@@ -94,7 +101,62 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> list[i
         "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data",
         (commit.pk, commit.seq, commit.checkpoint),
     )
+    for child in commit.start_children:
+        broker_rows.enqueue(connection, child, f"start:{child}", now)
+    if commit.wait_for is not None:
+        connection.execute(
+            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (commit.pk,)
+        )
+        if commit.task_pk is not None:
+            broker_rows.ack_task(connection, commit.task_pk)
+        broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
     return output_pks
+
+
+def write_checkpoint(connection: sqlite3.Connection, pk: int, seq: int, blob: bytes) -> None:
+    connection.execute(
+        "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+        (pk, seq, blob),
+    )
+
+
+def release_process_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: int,
+                       task_pk: int | None) -> None:  # fmt: skip
+    """Give a live process back to the queue (a worker shutting down): lease freed, task ready."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET owner = NULL, lease_expires = NULL, mtime = ? "
+        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (now, pk, owner, epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, pk, owner, epoch)
+    if task_pk is not None:
+        connection.execute(
+            "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL WHERE pk = ?",
+            (task_pk,),
+        )
+    else:
+        broker_rows.enqueue(connection, pk, f"recover:{pk}:{epoch}", now)
+
+
+def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int,
+                          owner: str, expires: float) -> int | None:  # fmt: skip
+    """Take the lease of the task's process; ``None`` (task acknowledged) if there is nothing
+    to run: the process terminated, or another live owner holds it (a duplicate task)."""
+    now = time.time()
+    row = connection.execute(
+        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (process_pk,)
+    ).fetchone()
+    if (
+        row is None
+        or row[0] not in broker_rows.ACTIVE_STATES
+        or (row[1] is not None and row[1] != owner and (row[2] or 0) >= now)
+    ):
+        broker_rows.ack_task(connection, task_pk)
+        return None
+    return claim_process_tx(connection, process_pk, owner, expires, "running")
 
 
 def read_checkpoint(connection: sqlite3.Connection, pk: int) -> tuple[int, bytes] | None:

@@ -18,6 +18,7 @@ import msgpack
 
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError, NotExistent
+from miniengine.storage import broker_rows
 
 __all__ = [
     "NODE_COLUMNS",
@@ -103,6 +104,7 @@ class NewProcess:
     call_link_type: str = ""
     call_link_label: str = "CALL"
     attributes: dict[str, Any] = field(default_factory=dict)
+    submitted: bool = False  # run by the daemon (its recovery re-queues it instead of failing it)
 
 
 def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[int, list[int]]:
@@ -116,8 +118,8 @@ def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[i
     ]
     cursor = connection.execute(
         "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
-        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.uuid,
             new.node_type,
@@ -132,6 +134,7 @@ def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[i
             new.lease_expires,
             now,
             now,
+            int(new.submitted),
         ),
     )
     pk = cursor.lastrowid
@@ -161,6 +164,7 @@ class FinishProcess:
     outputs: Sequence[tuple[str, Data, str]] = ()  # (link label, data, link type)
     log: tuple[str, str] | None = None  # (levelname, message)
     logs: Sequence[tuple[str, str]] = ()  # more (levelname, message), written before ``log``
+    task_pk: int | None = None  # the daemon task that ran it, acknowledged in the same commit
 
 
 def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
@@ -202,6 +206,9 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
             [(finish.pk, now, level, message) for level, message in logs],
         )
     connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
+    broker_rows.notify_parents(connection, finish.pk, now)
+    if finish.task_pk is not None:
+        broker_rows.ack_task(connection, finish.task_pk)
     return output_pks
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miniengine.exceptions import DatabaseLockedError, IncompatibleDatabaseError, StoreError
+from miniengine.storage.schema_v2 import SCHEMA_V2
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -75,7 +76,7 @@ CREATE TABLE checkpoints (
 """
 
 #: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: SCHEMA_V2}
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -139,9 +140,24 @@ def connect(
         )
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open the database: {exc}") from exc
-    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    if not readonly:
-        connection.execute(f"PRAGMA synchronous = {synchronous}")
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not readonly:
+            # This pragma reads the schema, so it is the first statement to meet a foreign file,
+            # or a lock held by another process that is creating the schema right now.
+            retry_busy(
+                lambda: connection.execute(f"PRAGMA synchronous = {synchronous}"),
+                path,
+                "open the database",
+            )
+    except sqlite3.DatabaseError as exc:  # "file is not a database" (busy is retried above)
+        connection.close()
+        raise IncompatibleDatabaseError(
+            f"{path} is not a sqlite database ({exc}); it was left untouched"
+        ) from exc
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 

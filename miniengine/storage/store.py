@@ -88,6 +88,8 @@ class Store:
         self._reader_lock = threading.Lock()
         self._active_leases = 0
         self._lease_lock = threading.Lock()
+        #: more statements for the heartbeat transaction (a worker renews its tasks' leases)
+        self.heartbeat_hooks: list[Callable[[sqlite3.Connection, float], None]] = []
         self._background = BackgroundThread(
             name=f"miniengine-db:{self.path.name}",
             on_idle=self._heartbeat,
@@ -247,18 +249,29 @@ class Store:
         with self._lease_lock:
             self._active_leases -= count
 
+    def start_heartbeat(self) -> None:
+        """Start renewing leases now (a worker does, before it holds any process)."""
+        self._background.start()
+
     def _heartbeat(self) -> None:
         """Extend the leases of every live process this store owns (background thread)."""
-        if self._active_leases <= 0 or self._closed:
+        if self._closed or (self._active_leases <= 0 and not self.heartbeat_hooks):
             return
-        self.write_sync(_renew_leases, self.owner, self.lease_expiry())
+        self.write_sync(_renew_leases, self.owner, self.lease_expiry(), self.heartbeat_hooks)
 
 
-def _renew_leases(connection: sqlite3.Connection, owner: str, expires: float) -> None:
+def _renew_leases(
+    connection: sqlite3.Connection,
+    owner: str,
+    expires: float,
+    hooks: list[Callable[[sqlite3.Connection, float], None]],
+) -> None:
     connection.execute(
         "UPDATE nodes SET lease_expires = ? WHERE process_state IN (?, ?, ?) AND owner = ?",
         (expires, *_ACTIVE_STATES, owner),
     )
+    for hook in hooks:
+        hook(connection, expires)
 
 
 # the stores shared by launches in this OS process ---------------------------------------------

@@ -1,0 +1,254 @@
+"""A daemon worker: claims tasks from the queue in the database and runs their processes.
+
+``async with Worker(db=...)`` runs one on the current event loop (an app's lifespan, a test);
+``python -m miniengine.daemon worker`` runs one as an OS process for the supervisor.  A worker
+holds at most ``slots`` processes at a time.  A process that waits for children is evicted to its
+checkpoint and holds no slot; it comes back as a new task when its last child terminates.  The
+worker's heartbeat (a background thread of its store) renews the leases of its tasks and
+processes whatever user code is doing; if it dies, they expire and other workers take over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import time
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from miniengine.core.states import ProcessState
+from miniengine.exceptions import MiniengineError
+from miniengine.runtime import submit as submit_module
+from miniengine.runtime.driver import drive_async
+from miniengine.runtime.nodes import WorkChainNode
+from miniengine.runtime.workchain import _except_owned, _Executor, import_process_class
+from miniengine.storage import broker_rows, checkpoint_rows, rows
+from miniengine.storage.paths import resolve_db_path
+from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
+
+__all__ = ["DEFAULT_SLOTS", "Worker"]
+
+logger = logging.getLogger("miniengine.worker")
+
+#: Processes one worker runs at once (waiting processes do not count: they are evicted).
+DEFAULT_SLOTS = 200
+
+#: How often an idle worker looks at ``PRAGMA data_version`` for new work.
+POLL_INTERVAL = 0.01
+
+
+class Worker:
+    """Runs submitted processes on the current event loop until the ``async with`` block ends."""
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        slots: int = DEFAULT_SLOTS,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        stop_timeout: float = 10.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"a worker needs at least one slot, not {slots}")
+        self.path = resolve_db_path(db)
+        self.slots = slots
+        self.lease_timeout = lease_timeout
+        self.stop_timeout = stop_timeout
+        self.id = worker_id or f"worker:{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.busy = 0
+        self.stopping = False
+        self.processed = 0
+        self.store: Store | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._loop: Any = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self.store = store = Store(self.path, lease_timeout=self.lease_timeout, owner=self.id)
+        await store.write(_register_worker, self.id, os.getpid(), self.slots, time.time())
+        store.heartbeat_hooks.append(self._renew)
+        store.start_heartbeat()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._claim_loop)
+        self._task_group.start_soon(self._maintenance_loop)
+        submit_module.register_local_worker(self.path, self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._task_group is not None and self.store is not None
+        submit_module.unregister_local_worker(self.path, self)
+        self.stopping = True
+        self._wake.set()
+        with anyio.move_on_after(self.stop_timeout, shield=True):
+            if self.busy:
+                await self._idle.wait()
+        self._task_group.cancel_scope.cancel()
+        await self._task_group.__aexit__(None, None, None)
+        try:
+            await self.store.write(broker_rows.release_owner_tx, self.id)
+        finally:
+            self.store.close()
+
+    def wake_threadsafe(self) -> None:
+        """Look for work now (called by ``submit`` in this OS process, from any thread)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _renew(self, connection: sqlite3.Connection, expires: float) -> None:
+        connection.execute(
+            "UPDATE tasks SET lease_expires = ? WHERE status = 'leased' AND worker = ?",
+            (expires, self.id),
+        )
+        connection.execute(
+            "UPDATE workers SET heartbeat = ?, busy = ? WHERE id = ?",
+            (time.time(), self.busy, self.id),
+        )
+
+    # claiming --------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        store = self.store
+        assert store is not None and self._task_group is not None
+        while not self.stopping:
+            free = self.slots - self.busy
+            claimed: list[tuple[int, int]] = []
+            if free > 0 and store.read(_has_ready_task, time.time()):
+                claimed = await store.write(
+                    broker_rows.claim_tasks_tx,
+                    self.id,
+                    min(free, 64),
+                    store.lease_expiry(),
+                    time.time(),
+                )
+                for task_pk, process_pk in claimed:
+                    self.busy += 1
+                    self._idle = anyio.Event()
+                    self._task_group.start_soon(self._run_task, task_pk, process_pk)
+            if claimed and len(claimed) < free:
+                continue
+            await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        """Until woken locally, or another connection commits (``PRAGMA data_version``)."""
+        assert self.store is not None
+        version = _data_version(self.store)
+        self._wake = anyio.Event()
+        while not self.stopping:
+            with anyio.move_on_after(POLL_INTERVAL):
+                await self._wake.wait()
+                return
+            current = _data_version(self.store)
+            if current != version:
+                return
+
+    async def _maintenance_loop(self) -> None:
+        """Requeue what dead owners left behind (every worker does it; it is idempotent)."""
+        assert self.store is not None
+        interval = max(self.lease_timeout / 2, 0.05)
+        while True:
+            try:
+                counts = await self.store.write(broker_rows.recover_expired_tx, time.time())
+                if any(counts.values()):
+                    logger.info("recovery: %s", counts)
+                    self._wake.set()
+            except MiniengineError:
+                logger.exception("recovery failed; retrying")
+            await anyio.sleep(interval)
+
+    # running ---------------------------------------------------------------------------------
+
+    async def _run_task(self, task_pk: int, process_pk: int) -> None:
+        try:
+            await self._execute(task_pk, process_pk)
+        except Exception:
+            logger.exception("task %s for process %s failed", task_pk, process_pk)
+        finally:
+            self.busy -= 1
+            self.processed += 1
+            self._wake.set()
+            if self.busy == 0:
+                self._idle.set()
+
+    async def _execute(self, task_pk: int, process_pk: int) -> None:
+        store = self.store
+        assert store is not None
+        epoch = await store.write(
+            checkpoint_rows.claim_task_process_tx,
+            task_pk,
+            process_pk,
+            self.id,
+            store.lease_expiry(),
+        )
+        if epoch is None:
+            return  # terminated already, or a duplicate: acknowledged and dropped
+        row = store.read(rows.read_node_row, process_pk)
+        node = WorkChainNode(store, row)
+        previous_state = ProcessState(row[5]) if row[5] else ProcessState.CREATED
+        checkpoint = store.read(checkpoint_rows.read_checkpoint, process_pk)
+        try:
+            if checkpoint is None:
+                raise MiniengineError("it has no checkpoint to continue from")
+            from miniengine.core import codec
+
+            cls = import_process_class(str(codec.decode(checkpoint[1])["p"]))
+            instance = cls.__new__(cls)
+            executor = _Executor(
+                instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
+            )
+            executor.restore(checkpoint[1])
+        except MiniengineError as exc:
+            message = f"cannot be continued by the daemon: {exc}"
+            logger.error("process %s %s", process_pk, message)
+            await _except_owned(store, process_pk, epoch, message, task_pk)
+            return
+        state = ProcessState.WAITING if executor.awaiting else previous_state
+        if state is ProcessState.RUNNING and executor.cursor is None and executor.seq == 0:
+            state = ProcessState.CREATED
+        store.leases_taken()
+        try:
+            await drive_async(executor.lifecycle(state))
+        except Exception:
+            pass  # the process's fate is on its node (EXCEPTED, with the traceback)
+        finally:
+            store.leases_released()
+
+
+def _register_worker(
+    connection: sqlite3.Connection, worker_id: str, pid: int, slots: int, now: float
+) -> None:
+    connection.execute(
+        "INSERT OR REPLACE INTO workers (id, pid, hostname, slots, started, heartbeat) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (worker_id, pid, socket.gethostname(), slots, now, now),
+    )
+
+
+def _has_ready_task(connection: sqlite3.Connection, now: float) -> bool:
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE status = 'ready' AND not_before <= ? LIMIT 1", (now,)
+        ).fetchone()
+        is not None
+    )
+
+
+def _data_version(store: Store) -> int:
+    return int(store.reader().execute("PRAGMA data_version").fetchone()[0])

@@ -1,0 +1,166 @@
+"""Handing processes to the daemon: ``submit``, ``asubmit`` and ``await_node``.
+
+``submit`` validates the inputs, then stores the process as CREATED with its first checkpoint and
+enqueues its start task, all in one transaction, and returns the node at once.  A worker in this
+OS process (``async with Worker(...)``) is woken directly; workers elsewhere notice the commit
+through ``PRAGMA data_version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from miniengine.core.builder import ProcessBuilder
+from miniengine.core.states import ProcessState
+from miniengine.exceptions import EventLoopError, SubmitError
+from miniengine.runtime import context
+from miniengine.runtime.functions import ProcessFunction, _loop_running
+from miniengine.runtime.nodes import ProcessNode, WorkChainNode
+from miniengine.storage import rows
+from miniengine.storage.store import Store
+
+__all__ = ["asubmit", "await_node", "submit"]
+
+#: In-process workers by database path, woken directly when this process submits.
+_local_workers: dict[Path, set[Any]] = {}
+
+
+def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
+    from miniengine.runtime import workchain
+
+    if context.current_process() is not None:
+        raise SubmitError(
+            "submit() was called inside a running process; inside a WorkChain step use "
+            "self.submit(...), which links the child to its parent and waits for the step's commit"
+        )
+    if isinstance(process, ProcessBuilder):
+        inputs = {**process._inputs(prune=True), **inputs}
+        process = process.process_class
+    if isinstance(process, ProcessFunction):
+        raise SubmitError(
+            f"{process.process_label} is a process function: it runs where it is called and "
+            "cannot be submitted to the daemon; call it, or wrap it in a WorkChain"
+        )
+    if not (isinstance(process, type) and issubclass(process, workchain.WorkChain)):
+        raise TypeError(f"cannot submit {process!r}: pass a WorkChain class or a builder")
+    metadata = inputs.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("store_provenance") is False:
+        raise SubmitError(
+            "submit() needs store_provenance=True: the daemon works from the database"
+        )
+    workchain.check_importable(process)
+    bound, parsed = workchain.bind_inputs(process, inputs)
+    store = context.store_for(None)
+    new = workchain.new_process_row(
+        process, store, bound, parsed, None, ProcessState.CREATED, submitted=True
+    )
+    return workchain, process, store, new, bound
+
+
+def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainNode:
+    for (_, data), input_pk in zip(new.inputs, input_pks, strict=True):
+        if data.pk is None:
+            data._set_stored(input_pk, data.uuid, store)
+    for worker in list(_local_workers.get(store.path, ())):
+        worker.wake_threadsafe()
+    return WorkChainNode(store, store.read(rows.read_node_row, pk))
+
+
+def submit(process: Any, **inputs: Any) -> WorkChainNode:
+    """Store ``process`` with its inputs and enqueue it for the daemon; return its node at once."""
+    if _loop_running():
+        raise EventLoopError(
+            "submit() was called on a thread that runs an event loop; use `await asubmit(...)`"
+        )
+    workchain, cls, store, new, bound = _prepare(process, inputs)
+    pk, input_pks = store.write_sync(workchain.create_workchain_tx, cls, new, bound, True)
+    return _finish(store, new, pk, input_pks)
+
+
+async def asubmit(process: Any, **inputs: Any) -> WorkChainNode:
+    """``submit`` for async code: the same single transaction, awaited."""
+    workchain, cls, store, new, bound = _prepare(process, inputs)
+    pk, input_pks = await store.write(workchain.create_workchain_tx, cls, new, bound, True)
+    return _finish(store, new, pk, input_pks)
+
+
+#: How often a waiter looks at ``PRAGMA data_version`` (a few microseconds; no query runs
+#: unless another connection committed).
+POLL_INTERVAL = 0.005
+
+
+def _state(node: ProcessNode) -> ProcessState | None:
+    return node.process_state
+
+
+def _data_version(store: Store) -> int:
+    return int(store.reader().execute("PRAGMA data_version").fetchone()[0])
+
+
+async def _await_async(node: ProcessNode, timeout: float | None) -> ProcessNode:
+    store = node.store
+    if store is None:
+        return node
+    with anyio.fail_after(timeout):
+        version = -1
+        while True:
+            current = _data_version(store)
+            if current != version:
+                version = current
+                state = _state(node)
+                if state is not None and state.is_terminal:
+                    return node
+            await anyio.sleep(POLL_INTERVAL)
+
+
+def _await_sync(node: ProcessNode, timeout: float | None) -> ProcessNode:
+    store = node.store
+    if store is None:
+        return node
+    deadline = None if timeout is None else time.monotonic() + timeout
+    version = -1
+    while True:
+        current = _data_version(store)
+        if current != version:
+            version = current
+            state = _state(node)
+            if state is not None and state.is_terminal:
+                return node
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"process {node.pk} did not terminate within {timeout} s")
+        time.sleep(POLL_INTERVAL)
+
+
+def await_node(
+    node: ProcessNode, timeout: float | None = None
+) -> ProcessNode | Coroutine[Any, Any, ProcessNode]:
+    """Wait until ``node`` has terminated and return it.
+
+    In a thread that runs an event loop this returns an awaitable (``await await_node(node)``);
+    in a plain script it blocks.  Either way it only reads ``PRAGMA data_version`` until another
+    connection commits, so waiting costs microseconds, not queries.  ``TimeoutError`` after
+    ``timeout`` seconds.
+    """
+    if not isinstance(node, ProcessNode):
+        raise TypeError(f"await_node() needs a process node, got {node!r}")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _await_sync(node, timeout)
+    return _await_async(node, timeout)
+
+
+def register_local_worker(path: Path, worker: Any) -> None:
+    _local_workers.setdefault(path, set()).add(worker)
+
+
+def unregister_local_worker(path: Path, worker: Any) -> None:
+    workers = _local_workers.get(path)
+    if workers is not None:
+        workers.discard(worker)

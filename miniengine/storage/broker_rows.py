@@ -1,0 +1,175 @@
+"""The SQL of the broker: tasks, leases of workers, and waking parents.
+
+Tasks go ``ready`` -> ``leased`` -> ``done``.  Each carries a ``dedup_key`` (``start:<pk>``,
+``wake:<pk>:<seq>``, ``recover:<pk>:<epoch>``), so enqueueing the same work twice is a no-op, and
+a task for a process that has already terminated is acknowledged without running anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+__all__ = [
+    "ACTIVE_STATES",
+    "ack_task",
+    "claim_tasks_tx",
+    "enqueue",
+    "notify_parents",
+    "queue_depth",
+    "recover_expired_tx",
+    "release_owner_tx",
+    "wait_for_children",
+]
+
+ACTIVE_STATES = ("created", "running", "waiting")
+
+
+def enqueue(connection: sqlite3.Connection, process_pk: int, dedup_key: str, now: float,
+            not_before: float = 0.0) -> bool:  # fmt: skip
+    """Add a ready task unless one with the same key exists; True when it was added."""
+    cursor = connection.execute(
+        "INSERT OR IGNORE INTO tasks (process_pk, dedup_key, not_before, ctime) "
+        "VALUES (?, ?, ?, ?)",
+        (process_pk, dedup_key, not_before, now),
+    )
+    return cursor.rowcount == 1
+
+
+def ack_task(connection: sqlite3.Connection, task_pk: int) -> None:
+    connection.execute(
+        "UPDATE tasks SET status = 'done', worker = NULL, lease_expires = NULL WHERE pk = ?",
+        (task_pk,),
+    )
+
+
+def claim_tasks_tx(connection: sqlite3.Connection, worker: str, limit: int, expires: float,
+                   now: float) -> list[tuple[int, int]]:  # fmt: skip
+    """Lease up to ``limit`` ready tasks, oldest first: ``[(task pk, process pk)]``."""
+    return [
+        (int(task), int(process))
+        for task, process in connection.execute(
+            "UPDATE tasks SET status = 'leased', worker = ?, lease_expires = ?, "
+            "attempts = attempts + 1 WHERE pk IN (SELECT pk FROM tasks WHERE status = 'ready' "
+            "AND not_before <= ? ORDER BY pk LIMIT ?) RETURNING pk, process_pk",
+            (worker, expires, now, limit),
+        )
+    ]
+
+
+def wait_for_children(connection: sqlite3.Connection, parent_pk: int, seq: int,
+                      children: Sequence[int], now: float) -> int:  # fmt: skip
+    """Record that ``parent_pk`` waits for ``children``; return how many are still running.
+
+    When none is, the parent's continuation is enqueued at once.
+    """
+    active = [
+        pk
+        for (pk,) in connection.execute(
+            f"SELECT pk FROM nodes WHERE pk IN ({','.join('?' * len(children))}) "
+            "AND process_state IN ('created', 'running', 'waiting')",
+            tuple(children),
+        )
+    ] if children else []  # fmt: skip
+    if not active:
+        enqueue(connection, parent_pk, f"wake:{parent_pk}:{seq}", now)
+        return 0
+    connection.executemany(
+        "INSERT OR IGNORE INTO awaited (child_pk, parent_pk) VALUES (?, ?)",
+        [(child, parent_pk) for child in active],
+    )
+    connection.execute(
+        "INSERT OR REPLACE INTO waits (parent_pk, seq, outstanding) VALUES (?, ?, ?)",
+        (parent_pk, seq, len(active)),
+    )
+    return len(active)
+
+
+def notify_parents(connection: sqlite3.Connection, child_pk: int, now: float) -> None:
+    """A process terminated: decrement its waiting parents' counts and wake those at zero."""
+    parents = connection.execute(
+        "DELETE FROM awaited WHERE child_pk = ? RETURNING parent_pk", (child_pk,)
+    ).fetchall()
+    for (parent_pk,) in parents:
+        row = connection.execute(
+            "UPDATE waits SET outstanding = outstanding - 1 WHERE parent_pk = ? "
+            "RETURNING outstanding, seq",
+            (parent_pk,),
+        ).fetchone()
+        if row is not None and row[0] <= 0:
+            connection.execute("DELETE FROM waits WHERE parent_pk = ?", (parent_pk,))
+            enqueue(connection, parent_pk, f"wake:{parent_pk}:{row[1]}", now)
+
+
+def release_owner_tx(connection: sqlite3.Connection, owner: str) -> tuple[int, int]:
+    """Free everything ``owner`` held (it is known to be dead): its tasks become ready again and
+    its processes' leases expire now.  Returns (tasks, processes) released."""
+    tasks = connection.execute(
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL "
+        "WHERE status = 'leased' AND worker = ?",
+        (owner,),
+    ).rowcount
+    processes = connection.execute(
+        "UPDATE nodes SET lease_expires = 0 WHERE process_state IN ('created', 'running', "
+        "'waiting') AND owner = ?",
+        (owner,),
+    ).rowcount
+    connection.execute("DELETE FROM workers WHERE id = ?", (owner,))
+    return tasks, processes
+
+
+def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, int]:
+    """Repair what dead owners left behind, in one transaction.
+
+    - leased tasks whose lease expired become ready again;
+    - a submitted process whose owner's lease expired and that has no live task gets a
+      ``recover`` task, so it continues elsewhere from its last checkpoint;
+    - a run-mode process whose script died (lease expired, never submitted) is marked EXCEPTED:
+      nobody can continue it unless a user resumes it, and it must not look RUNNING forever.
+    """
+    requeued = connection.execute(
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL "
+        "WHERE status = 'leased' AND lease_expires < ?",
+        (now,),
+    ).rowcount
+    expired = connection.execute(
+        "SELECT pk, submitted, lease_epoch, owner FROM nodes WHERE process_state IN "
+        "('created', 'running', 'waiting') AND owner IS NOT NULL AND lease_expires < ?",
+        (now,),
+    ).fetchall()
+    recovered = excepted = 0
+    for pk, submitted, epoch, owner in expired:
+        if submitted:
+            live = connection.execute(
+                "SELECT 1 FROM tasks WHERE process_pk = ? AND status IN ('ready', 'leased')",
+                (pk,),
+            ).fetchone()
+            if live is None and enqueue(connection, pk, f"recover:{pk}:{epoch}", now):
+                recovered += 1
+            continue
+        message = (
+            f"owner lost: the process that ran this ({owner}) stopped renewing its lease; "
+            "use miniengine.resume() to continue it from its last checkpoint"
+        )
+        connection.execute(
+            "UPDATE nodes SET process_state = 'excepted', exception = ?, owner = NULL, "
+            "lease_expires = NULL, mtime = ? WHERE pk = ? AND lease_epoch = ?",
+            (message, now, pk, epoch),
+        )
+        connection.execute(
+            "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
+            (pk, now, message),
+        )
+        notify_parents(connection, pk, now)
+        excepted += 1
+    return {"requeued": requeued, "recovered": recovered, "excepted": excepted}
+
+
+def queue_depth(connection: sqlite3.Connection) -> dict[str, int]:
+    now = time.time()
+    ready = connection.execute(
+        "SELECT count(*) FROM tasks WHERE status = 'ready' AND not_before <= ?", (now,)
+    ).fetchone()[0]
+    leased = connection.execute("SELECT count(*) FROM tasks WHERE status = 'leased'").fetchone()[0]
+    return {"ready": int(ready), "leased": int(leased)}
