@@ -31,6 +31,14 @@ class RunningProcess:
     call_count: int = field(default=0)
     node: Any = None
     tree: Any = None  # the run-mode process tree (task group) of a WorkChain
+    seq: int = 0  # the step being run (WorkChains), for memoising the calls it makes
+    replayable: bool = False  # a WorkChain: its steps can be replayed from a checkpoint
+
+    def memo_key(self, fingerprint: str) -> tuple[int, int, int, str] | None:
+        """The memo key of the next call this process makes (None if it cannot be replayed)."""
+        if not self.replayable or self.pk is None:
+            return None
+        return self.pk, self.seq, self.call_count, fingerprint
 
     @property
     def parent_fence(self) -> tuple[int, str, int] | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
@@ -91,12 +93,29 @@ def in_worker_thread() -> bool:
     return _in_worker_thread.get()
 
 
+# A synchronous child runs its body in the thread of its caller, so nesting is recursion: each level
+# costs ~6 units of the interpreter's recursion limit (the body, the launch frames, this driver),
+# and the default limit of 1,000 stops a 200-level recursion.  Nested bodies therefore get a
+# larger limit, up to a depth far below where an 8 MiB C stack would overflow (~5,000 levels).
+_RECURSION_UNITS_PER_LEVEL = 16
+_MAX_GRANTED_NESTING = 1000
+_DEFAULT_RECURSION_LIMIT = 1000
+_nesting = threading.local()
+
+
 def _call_body(body: Body) -> Any:
+    depth: int = getattr(_nesting, "depth", 0)
+    if 0 < depth <= _MAX_GRANTED_NESTING:
+        needed = _DEFAULT_RECURSION_LIMIT + depth * _RECURSION_UNITS_PER_LEVEL
+        if sys.getrecursionlimit() < needed:
+            sys.setrecursionlimit(needed)
+    _nesting.depth = depth + 1
     token = context.set_current(body.process)
     try:
         return body.fn(*body.args, **body.kwargs)
     finally:
         context.reset_current(token)
+        _nesting.depth = depth
 
 
 def drive_sync(lifecycle: Lifecycle[T]) -> T:

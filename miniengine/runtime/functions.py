@@ -36,7 +36,7 @@ from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
-from miniengine.storage import rows
+from miniengine.storage import checkpoint_rows, rows
 from miniengine.storage.store import Store
 
 __all__ = ["ProcessFunction", "calcfunction", "workfunction"]
@@ -174,13 +174,22 @@ class ProcessFunction:
                 call_link_type=self.call_link_type.value,
                 call_link_label=metadata.call_link_label,
             )
-            pk, input_pks = yield Write(store, rows.begin_process_tx, new)
+            memo = None
+            if parent is not None:
+                memo = parent.memo_key(checkpoint_rows.fingerprint(self.process_type, flat_inputs))
+                parent.call_count += 1
+            if memo is None:
+                pk, input_pks = yield Write(store, rows.begin_process_tx, new)
+            else:
+                pk, input_pks, outcome = yield Write(
+                    store, checkpoint_rows.begin_memoised_tx, new, memo
+                )
+                if outcome == "finished":  # a replayed step: this call already finished
+                    return _reused(store, pk, self.node_class)
             epoch = 1
             for (_, data), input_pk in zip(flat_inputs, input_pks, strict=True):
                 if data.pk is None:
                     data._set_stored(input_pk, data.uuid, store)
-            if parent is not None:
-                parent.call_count += 1
         row = _memory_row(pk, node_uuid, self, state, metadata)
         node = self.node_class(store if stored else None, row)
         running = RunningProcess(store, pk, epoch, self.kind, self.process_label, node=node)
@@ -286,6 +295,15 @@ class ProcessFunction:
                     "that calcfunction's output"
                 )
         return outputs, ExitCode(0)
+
+
+def _reused(store: Store, pk: int, node_class: type[ProcessNode]) -> tuple[Any, ProcessNode]:
+    """The result of a finished call, read back instead of running it again."""
+    node = node_class(store, store.read(rows.read_node_row, pk))
+    outputs = node.outputs._as_dict()
+    if len(outputs) == 1 and "result" in outputs:
+        return outputs["result"], node
+    return outputs, node
 
 
 def _kill_message(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from miniengine.core import codec
 from miniengine.core.attribute_dict import AttributeDict, FrozenAttributeDict
@@ -354,10 +355,17 @@ def create_workchain_tx(
     new: rows.NewProcess,
     inputs: dict[str, Any],
     enqueue: bool,
+    memo: tuple[int, int, int, str] | None = None,
 ) -> tuple[int, list[int]]:
     """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
-    daemon, its start task: all in one transaction."""
-    pk, input_pks = rows.begin_process_tx(connection, new)
+    daemon, its start task: all in one transaction.  With ``memo``, a child that a replayed step
+    already created (and nothing started) is reused instead of duplicated."""
+    if memo is None:
+        pk, input_pks = rows.begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = checkpoint_rows.begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return pk, [data.pk for _, data in new.inputs]  # type: ignore[misc]
     fresh = {
         id(data): input_pk
         for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
@@ -383,7 +391,7 @@ class _Child:
 
     node: ProcessNode
     done: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope | None = None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 # checkpointed process nodes ----------------------------------------------------------------
@@ -450,7 +458,14 @@ class _Executor:
         self.step_name = ""
         self.in_step = False
         self.process = RunningProcess(
-            store, self.pk, epoch, "workchain", cls.__name__, node=node, tree=tree
+            store,
+            self.pk,
+            epoch,
+            "workchain",
+            cls.__name__,
+            node=node,
+            tree=tree,
+            replayable=True,
         )
         instance._me = self
 
@@ -466,28 +481,19 @@ class _Executor:
                 self.add_output(f"{name}.{key}", item)
             return
         label = name.replace(".", NAMESPACE_SEPARATOR)
-        try:
-            port = self.spec.outputs.get_port(name)
-        except ValueError:
-            port = None
-            namespace = self.spec.outputs
-            for part in name.split(".")[:-1]:
-                sub = namespace.ports.get(part)
-                if not isinstance(sub, PortNamespace):
-                    namespace = None  # type: ignore[assignment]
-                    break
-                namespace = sub
-            if namespace is None or not namespace.dynamic:
+        port, dynamic = _output_port(self.spec.outputs, name)
+        if port is None:
+            if dynamic is None:
                 raise OutputValidationError(
                     f"{self.cls.__name__}: the output '{name}' is not declared in the spec "
                     "(declare it with spec.output, or make its namespace dynamic)"
-                ) from None
-            if namespace.valid_type is not None and not isinstance(value, namespace.valid_type):
+                )
+            if dynamic.valid_type is not None and not isinstance(value, dynamic.valid_type):
                 raise OutputValidationError(
                     f"{self.cls.__name__}: invalid type for output '{name}': got "
                     f"{type(value).__name__}"
-                ) from None
-        if port is not None:
+                )
+        else:
             message = port.validate(value, name)
             if message:
                 raise OutputValidationError(f"{self.cls.__name__}: {message}")
@@ -533,7 +539,9 @@ class _Executor:
         new = new_process_row(
             process, self.store, bound, metadata, self.process, ProcessState.CREATED, daemon
         )
-        pk, input_pks = self.store.write_sync(create_workchain_tx, process, new, bound, False)
+        memo = self.process.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+        self.process.call_count += 1
+        pk, input_pks = self.store.write_sync(create_workchain_tx, process, new, bound, False, memo)
         _mark_stored(new.inputs, input_pks, self.store)
         node = WorkChainNode(self.store, self.store.read(rows.read_node_row, pk))
         self.new_children.append((process, node, bound))
@@ -567,17 +575,17 @@ class _Executor:
             parts = namespace.split(".")
             namespaces = [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
         outputs = node.outputs
-        result = AttributeDict()
+        where: dict[str, str | None] = {}  # each output goes to the most specific namespace
         for space in namespaces:
-            names = self.spec.exposed_outputs.get(space, {}).get(process_class)
-            if names is None:
-                continue
-            for name in names:
-                if name in outputs:
-                    value = outputs[name]
-                    if hasattr(value, "_as_dict"):
-                        value = value._as_dict()
-                    result[f"{space}.{name}" if space else name] = value
+            for name in self.spec.exposed_outputs.get(space, {}).get(process_class, ()):
+                where[name] = space
+        result = AttributeDict()
+        for name, space in where.items():
+            if name in outputs:
+                value = outputs[name]
+                if hasattr(value, "_as_dict"):
+                    value = value._as_dict()
+                result[f"{space}.{name}" if space else name] = value
         return result
 
     # checkpoints ---------------------------------------------------------------------------
@@ -587,6 +595,7 @@ class _Executor:
         state = {
             "p": class_path(self.cls),
             "c": list(self.cursor) if self.cursor is not None else None,
+            "n": self.step_name,
             "s": self.seq,
             "x": _plain_dicts(self.ctx),
             "w": [(key, append, node.pk) for key, append, node in self.awaiting],
@@ -642,17 +651,21 @@ class _Executor:
             return first_step(self.outline, self._evaluate)
         return next_step(self.outline, self.cursor, self._evaluate)
 
-    def _run_step(self, name: str) -> Any:
+    def _begin_step(self, name: str) -> None:
         self.step_name = name
         self.in_step = True
+        self.process.seq = self.seq
+        self.process.call_count = 0
+
+    def _run_step(self, name: str) -> Any:
+        self._begin_step(name)
         try:
             return getattr(self.instance, name)()
         finally:
             self.in_step = False
 
     async def _run_step_async(self, name: str) -> Any:
-        self.step_name = name
-        self.in_step = True
+        self._begin_step(name)
         try:
             return await getattr(self.instance, name)()
         finally:
@@ -736,7 +749,7 @@ class _Executor:
         with anyio.CancelScope(shield=True):
             self._start_children()  # children created by the failed step must not be orphans
             for child in self.children.values():
-                if not child.done.is_set() and child.scope is not None:
+                if not child.done.is_set():
                     child.scope.cancel()
             for child in self.children.values():
                 await child.done.wait()
@@ -888,6 +901,25 @@ class _Executor:
         return None
 
 
+def _output_port(outputs: PortNamespace, name: str) -> tuple[Any, PortNamespace | None]:
+    """The declared port for a dotted output name, or else the dynamic namespace that accepts
+    it (any depth below a dynamic namespace is accepted), or ``(None, None)``."""
+    namespace = outputs
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        port = namespace.ports.get(part)
+        if port is None:
+            return None, namespace if namespace.dynamic else None
+        if index == len(parts) - 1:
+            if isinstance(port, PortNamespace):
+                return None, port if port.dynamic else None
+            return port, None
+        if not isinstance(port, PortNamespace):
+            return None, None
+        namespace = port
+    return None, None
+
+
 def _pk(node: ProcessNode) -> int:
     assert node.pk is not None
     return node.pk
@@ -967,11 +999,13 @@ async def _run_child(
     child: _Child, cls: type[WorkChain], inputs: dict[str, Any], store: Store, tree: ProcessTree
 ) -> None:
     """Run a submitted child to its end; its fate is recorded on its node, not raised here."""
+    node = child.node
+    assert node.pk is not None
+    started = False
     try:
-        with anyio.CancelScope() as scope:
-            child.scope = scope
-            node = child.node
-            assert node.pk is not None
+        with child.scope:
+            await anyio.lowlevel.checkpoint()  # killed before it could start?
+            started = True
             epoch = await store.write(
                 checkpoint_rows.claim_process_tx,
                 node.pk,
@@ -988,8 +1022,33 @@ async def _run_child(
                 pass  # the child's node is EXCEPTED; its parent decides what that means
             finally:
                 store.leases_released()
+        if not started:
+            with anyio.CancelScope(shield=True):
+                await _kill_unstarted(store, node.pk, "Killed: its parent failed before it started")
     finally:
         child.done.set()
+
+
+async def _kill_unstarted(store: Store, pk: int, message: str) -> None:
+    """Record that a CREATED process was killed before anything ran it."""
+    epoch = await store.write(
+        checkpoint_rows.claim_process_tx,
+        pk,
+        store.owner,
+        store.lease_expiry(),
+        ProcessState.CREATED.value,
+    )
+    await store.write(
+        rows.finish_process_tx,
+        rows.FinishProcess(
+            pk=pk,
+            owner=store.owner,
+            epoch=epoch,
+            process_state=transition(ProcessState.CREATED, ProcessEvent.KILL).value,
+            process_status=message,
+            log=("REPORT", message),
+        ),
+    )
 
 
 def root_lifecycle(
@@ -1002,7 +1061,10 @@ def root_lifecycle(
 ) -> Lifecycle[tuple[dict[str, Any], WorkChainNode]]:
     """Create the node (running, with its lease) and run the outline."""
     new = new_process_row(cls, store, inputs, metadata, parent, ProcessState.RUNNING)
-    pk, input_pks = yield Write(store, rows.begin_process_tx, new)
+    memo = None
+    if parent is not None:
+        memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+    pk, input_pks = yield Write(store, create_workchain_tx, cls, new, inputs, False, memo)
     _mark_stored(new.inputs, input_pks, store)
     if parent is not None:
         parent.call_count += 1
@@ -1119,8 +1181,7 @@ def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:
 
 async def _resume_child(child: _Child, store: Store) -> None:
     try:
-        with anyio.CancelScope() as scope:
-            child.scope = scope
+        with child.scope:
             try:
                 await resume(child.node.pk, db=store)  # type: ignore[arg-type]
             except Exception:

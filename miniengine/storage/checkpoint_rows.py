@@ -7,6 +7,7 @@ by the lease epoch.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -15,7 +16,13 @@ from dataclasses import dataclass, field
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError
 from miniengine.storage import broker_rows
-from miniengine.storage.rows import check_lease, insert_data
+from miniengine.storage.rows import (
+    NewProcess,
+    begin_process_tx,
+    check_lease,
+    insert_data,
+    pack_attributes,
+)
 
 __all__ = ["StepCommit", "claim_process_tx", "read_checkpoint", "step_commit_tx"]
 
@@ -164,3 +171,71 @@ def read_checkpoint(connection: sqlite3.Connection, pk: int) -> tuple[int, bytes
         "SELECT seq, data FROM checkpoints WHERE node_pk = ?", (pk,)
     ).fetchone()
     return (int(row[0]), bytes(row[1])) if row else None
+
+
+def begin_memoised_tx(
+    connection: sqlite3.Connection,
+    new: NewProcess,
+    memo: tuple[int, int, int, str],
+) -> tuple[int, list[int], str]:
+    """Create a child process, unless a replayed step already created it.
+
+    ``memo`` is (parent pk, step sequence number, call index in the step, input fingerprint).
+    Returns ``(pk, input pks, outcome)`` with outcome ``"new"``; ``"finished"`` when the same
+    call of the same step already finished (reuse its outputs, run nothing); ``"created"`` when
+    it was created but never started (a ``self.submit`` child of a step cut off before its
+    commit).  An unfinished child left running by a dead owner is marked EXCEPTED ("owner
+    lost") and the call runs fresh: zero orphans, zero duplicate finished children.
+    """
+    parent_pk, seq, index, fingerprint = memo
+    if new.parent is not None:
+        check_lease(connection, *new.parent)
+    now = time.time()
+    row = connection.execute(
+        "SELECT m.child_pk, m.process_type, m.fingerprint, n.process_state FROM call_memo m "
+        "JOIN nodes n ON n.pk = m.child_pk WHERE m.parent_pk = ? AND m.seq = ? "
+        "AND m.call_index = ?",
+        (parent_pk, seq, index),
+    ).fetchone()
+    if row is not None and row[1] == new.process_type and row[2] == fingerprint:
+        child_pk, _, _, state = row
+        if state == "finished":
+            return child_pk, [], "finished"
+        if state == "created" and new.process_state == "created":
+            return child_pk, [], "created"
+        if state in broker_rows.ACTIVE_STATES:
+            message = (
+                "owner lost: the step that called this process was cut off (its worker or "
+                "script died) and is being replayed"
+            )
+            connection.execute(
+                "UPDATE nodes SET process_state = 'excepted', exception = ?, owner = NULL, "
+                "lease_expires = NULL, mtime = ? WHERE pk = ?",
+                (message, now, child_pk),
+            )
+            connection.execute(
+                "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
+                (child_pk, now, message),
+            )
+            connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (child_pk,))
+            broker_rows.notify_parents(connection, child_pk, now)
+    pk, input_pks = begin_process_tx(connection, new)
+    connection.execute(
+        "INSERT OR REPLACE INTO call_memo (parent_pk, seq, call_index, process_type, "
+        "fingerprint, child_pk) VALUES (?, ?, ?, ?, ?, ?)",
+        (parent_pk, seq, index, new.process_type, fingerprint, pk),
+    )
+    return pk, input_pks, "new"
+
+
+def fingerprint(process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
+    """A digest of a call: the process and its inputs (stored by pk, unstored by content)."""
+    digest = hashlib.blake2b(process_type.encode(), digest_size=16)
+    for label, data in inputs:
+        digest.update(label.encode())
+        if data.pk is not None:
+            digest.update(b"#%d" % data.pk)
+        else:
+            digest.update(data.type_name.encode())
+            digest.update(pack_attributes(data._to_attributes()))
+    return digest.hexdigest()

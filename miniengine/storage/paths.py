@@ -11,7 +11,9 @@ ENV_VAR = "MINIENGINE_DB"
 DEFAULT_DB_PATH = Path("~/.miniengine/engine.sqlite")
 
 
-_resolved: dict[tuple[str | None, str | None, str], Path] = {}
+# Resolution is cached per (argument, $MINIENGINE_DB, working directory, $HOME): every input that
+# can change the answer is in the key, so a launch always lands where the environment says.
+_resolved: dict[tuple[str | None, str | None, str, str | None], Path] = {}
 
 
 def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -23,6 +25,7 @@ def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
         os.fspath(explicit) if explicit is not None else None,
         os.environ.get(ENV_VAR),
         os.getcwd(),
+        os.environ.get("HOME"),
     )
     path = _resolved.get(key)
     if path is None:

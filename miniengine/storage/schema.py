@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from miniengine.exceptions import DatabaseLockedError, IncompatibleDatabaseError, StoreError
 from miniengine.storage.schema_v2 import SCHEMA_V2
@@ -129,7 +130,8 @@ def connect(
     readonly: bool = False,
 ) -> sqlite3.Connection:
     """Open a connection with the engine's pragmas, in autocommit mode (we issue BEGIN)."""
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}?mode=rw"
+    # Quoted: in a URI, "?" and "#" would end the file name and "%" would start an escape.
+    uri = f"file:{quote(os.fspath(path))}?mode={'ro' if readonly else 'rw'}"
     try:
         connection = sqlite3.connect(
             uri,
@@ -183,6 +185,37 @@ def _check_header(path: Path, app_id: int, version: int, tables: int) -> bool:
             f"understands up to {SCHEMA_VERSION}); upgrade miniengine to open it"
         )
     return version < SCHEMA_VERSION
+
+
+def refuse_without_writing(path: Path) -> None:
+    """Refuse a foreign or newer database that has a write-ahead log beside it, read-only.
+
+    Closing the last read-write connection of a WAL database checkpoints the log into the file,
+    so refusing such a file after opening it read-write would change it (a program that crashed
+    leaves such a log).  A read-only connection never writes.  Without a log there is nothing to
+    checkpoint, and :func:`ensure_schema` checks the header on the read-write connection.
+    """
+    if not Path(f"{os.fspath(path)}-wal").exists():
+        return
+    header: tuple[int, int, int] = (0, 0, 0)
+    try:
+        connection = sqlite3.connect(
+            f"file:{quote(os.fspath(path))}?mode=ro", uri=True, isolation_level=None, timeout=0
+        )
+    except sqlite3.Error:
+        return  # the read-write path reports what is wrong
+    try:
+
+        def read_header() -> None:
+            nonlocal header
+            header = _header(connection)
+
+        retry_busy(read_header, path, "read the database header")
+    except (StoreError, sqlite3.Error):
+        return
+    finally:
+        connection.close()
+    _check_header(path, *header)
 
 
 def ensure_schema(connection: sqlite3.Connection, path: Path) -> None:

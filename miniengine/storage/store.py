@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid as uuid_module
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +69,7 @@ class Store:
         self.lease_timeout = float(lease_timeout)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
         schema.create_file(self.path)
+        schema.refuse_without_writing(self.path)
         # busy_timeout 0: a locked file is reported at once and retried by us, so that a write
         # attempted inline on an event loop never sleeps there.
         connection = schema.connect(self.path, synchronous=self.synchronous, busy_timeout_ms=0)
@@ -84,7 +86,7 @@ class Store:
         self._commits = 0
         self._closed = False
         self._readers = threading.local()
-        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_connections: set[sqlite3.Connection] = set()
         self._reader_lock = threading.Lock()
         self._active_leases = 0
         self._lease_lock = threading.Lock()
@@ -219,14 +221,23 @@ class Store:
 
     def reader(self) -> sqlite3.Connection:
         """This thread's read connection (autocommit: every query sees the latest commit)."""
-        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
-        if connection is None:
+        reader: _ThreadReader | None = getattr(self._readers, "reader", None)
+        if reader is None:
             self._check_open()
-            connection = schema.connect(self.path, readonly=True)
-            self._readers.connection = connection
+            reader = _ThreadReader(schema.connect(self.path, readonly=True))
             with self._reader_lock:
-                self._reader_connections.append(connection)
-        return connection
+                self._reader_connections.add(reader.connection)
+            # Threads come and go (worker threads expire when idle): close a thread's connection
+            # when the thread ends, or a long-running process would leak one per thread.
+            weakref.finalize(
+                reader,
+                _close_reader,
+                self._reader_lock,
+                self._reader_connections,
+                reader.connection,
+            )
+            self._readers.reader = reader
+        return reader.connection
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread."""
@@ -258,6 +269,25 @@ class Store:
         if self._closed or (self._active_leases <= 0 and not self.heartbeat_hooks):
             return
         self.write_sync(_renew_leases, self.owner, self.lease_expiry(), self.heartbeat_hooks)
+
+
+class _ThreadReader:
+    """Holds one thread's read connection; dropped with the thread's locals when it ends."""
+
+    __slots__ = ("__weakref__", "connection")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+
+def _close_reader(
+    lock: threading.Lock, connections: set[sqlite3.Connection], connection: sqlite3.Connection
+) -> None:
+    with lock:
+        if connection not in connections:
+            return  # already closed with the store
+        connections.discard(connection)
+    connection.close()
 
 
 def _renew_leases(

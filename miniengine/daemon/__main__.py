@@ -1,0 +1,238 @@
+"""``python -m miniengine.daemon start|stop|status|restart|logs|incr|decr``.
+
+``start`` launches the supervisor in the background and returns once every worker is ready;
+``start --foreground`` *is* the supervisor.  Exit codes: 0 ok, 1 error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from miniengine.daemon.files import DaemonFiles, process_alive
+from miniengine.storage.paths import resolve_db_path
+
+__all__ = ["main", "start_daemon", "stop_daemon"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m miniengine.daemon", description="Run submitted processes in the background."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument(
+            "--db",
+            default=None,
+            help="database file (default: $MINIENGINE_DB or ~/.miniengine/engine.sqlite)",
+        )
+        return sub
+
+    start = add("start", "start the daemon (returns once its workers are ready)")
+    restart = add("restart", "stop the daemon, then start it again")
+    for sub in (start, restart):
+        sub.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+        sub.add_argument("--slots", type=int, default=200, help="processes per worker (200)")
+        sub.add_argument(
+            "--lease-timeout",
+            type=float,
+            default=10.0,
+            help="seconds without heartbeat before a worker's work is taken over",
+        )
+        sub.add_argument(
+            "--stop-timeout",
+            type=float,
+            default=10.0,
+            help="seconds a graceful stop waits before killing workers",
+        )
+    start.add_argument("--foreground", action="store_true", help="run the supervisor here")
+    add("stop", "stop the daemon gracefully (SIGKILL after the timeout)")
+    add("status", "show the workers, their slots and the queue")
+    logs = add("logs", "print the end of the daemon's log")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    add("incr", "add a worker")
+    add("decr", "remove a worker")
+    return parser
+
+
+def start_daemon(
+    db: Path,
+    *,
+    workers: int = 1,
+    slots: int = 200,
+    lease_timeout: float = 10.0,
+    stop_timeout: float = 10.0,
+    timeout: float = 60.0,
+) -> int:
+    """Start a supervisor in the background and wait until its workers are ready; its pid."""
+    files = DaemonFiles(db)
+    running = files.read()
+    if running is not None:
+        raise RuntimeError(f"a daemon is already running for {db} (pid {running['pid']})")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(files.log_file, "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "miniengine.daemon",
+                "start",
+                "--foreground",
+                "--db",
+                str(db),
+                "--workers",
+                str(workers),
+                "--slots",
+                str(slots),
+                "--lease-timeout",
+                str(lease_timeout),
+                "--stop-timeout",
+                str(stop_timeout),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the daemon exited at start (code {process.returncode}); see {files.log_file}"
+            )
+        state = files.read()
+        if state is not None and state.get("pid") == process.pid and state.get("state") == "ready":
+            return process.pid
+        time.sleep(0.01)
+    process.kill()
+    raise RuntimeError(f"the daemon did not become ready in {timeout:.0f} s; see {files.log_file}")
+
+
+def stop_daemon(db: Path, *, timeout: float = 20.0) -> bool:
+    """Stop the daemon of ``db`` gracefully (then SIGKILL); False if none was running."""
+    files = DaemonFiles(db)
+    state = files.read()
+    if state is None:
+        return False
+    pid = int(state["pid"])  # type: ignore[call-overload]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process_alive(pid):
+        for worker in state.get("workers", []) or []:  # type: ignore[attr-defined]
+            try:
+                os.kill(int(worker), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.kill(pid, signal.SIGKILL)
+        files.remove()
+    return True
+
+
+def _status(db: Path) -> int:
+    from miniengine.storage import broker_rows
+    from miniengine.storage.store import Store
+
+    state = DaemonFiles(db).read()
+    if state is None:
+        print(f"the daemon is not running ({db})")
+        return 1
+    print(f"daemon pid {state['pid']} ({state.get('state')}) for {db}")
+    store = Store(db)
+    try:
+        workers = store.read(
+            lambda c: c.execute(
+                "SELECT id, pid, slots, busy, heartbeat FROM workers ORDER BY started"
+            ).fetchall()
+        )
+        depth = store.read(broker_rows.queue_depth)
+    finally:
+        store.close()
+    now = time.time()
+    print(f"{'worker':<40} {'pid':>7} {'slots':>11} {'heartbeat':>10}")
+    for worker_id, pid, slots, busy, beat in workers:
+        print(f"{worker_id:<40} {pid:>7} {busy:>5} / {slots:<5} {now - beat:>8.1f} s")
+    print(f"queue: {depth['ready']} ready, {depth['leased']} running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    db = resolve_db_path(args.db)
+    files = DaemonFiles(db)
+    if args.command == "worker":  # pragma: no cover - reserved
+        return 2
+    if args.command == "start" and args.foreground:
+        from miniengine.daemon.supervisor import Supervisor
+
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        logging.basicConfig(
+            level=logging.INFO,
+            format=f"%(asctime)s supervisor {os.getpid()} %(levelname)s: %(message)s",
+            handlers=handlers,
+        )
+        running = files.read()
+        if running is not None and running.get("pid") != os.getpid():
+            print(f"a daemon is already running for {db} (pid {running['pid']})", file=sys.stderr)
+            return 1
+        return Supervisor(
+            db,
+            workers=args.workers,
+            slots=args.slots,
+            lease_timeout=args.lease_timeout,
+            stop_timeout=args.stop_timeout,
+        ).run()
+    try:
+        if args.command in ("start", "restart"):
+            if args.command == "restart":
+                stop_daemon(db, timeout=args.stop_timeout + 10)
+            pid = start_daemon(
+                db,
+                workers=args.workers,
+                slots=args.slots,
+                lease_timeout=args.lease_timeout,
+                stop_timeout=args.stop_timeout,
+            )
+            print(f"daemon started (pid {pid}, {args.workers} worker(s)) for {db}")
+            return 0
+        if args.command == "stop":
+            if stop_daemon(db):
+                print(f"daemon stopped for {db}")
+            else:
+                print(f"the daemon is not running ({db})")
+            return 0
+        if args.command == "status":
+            return _status(db)
+        if args.command == "logs":
+            try:
+                lines = files.log_file.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                print(f"no log yet at {files.log_file}", file=sys.stderr)
+                return 1
+            print("\n".join(lines[-args.lines :]))
+            return 0
+        if args.command in ("incr", "decr"):
+            state = files.read()
+            if state is None:
+                print(f"the daemon is not running ({db})", file=sys.stderr)
+                return 1
+            os.kill(int(state["pid"]), signal.SIGUSR1 if args.command == "incr" else signal.SIGUSR2)  # type: ignore[call-overload]
+            print(f"asked the daemon to {'add' if args.command == 'incr' else 'remove'} a worker")
+            return 0
+    except RuntimeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Where the daemon keeps its pid file and log: next to the database it serves."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DaemonFiles", "process_alive"]
+
+
+@dataclass(frozen=True)
+class DaemonFiles:
+    """The pid file (JSON: supervisor pid, state) and the log file of one database's daemon."""
+
+    db: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".daemon.pid")
+
+    @property
+    def log_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".daemon.log")
+
+    def read(self) -> dict[str, object] | None:
+        """The pid file's content if a live supervisor wrote it, else None (stale files go)."""
+        try:
+            content = json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        pid = content.get("pid")
+        if not isinstance(pid, int) or not process_alive(pid):
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return content  # type: ignore[no-any-return]
+
+    def write(self, **content: object) -> None:
+        """Write the pid file atomically (rename), readable only by the user."""
+        temporary = self.pid_file.with_name(self.pid_file.name + f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(content))
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, self.pid_file)
+
+    def remove(self) -> None:
+        self.pid_file.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists (and is not a zombie we could see)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

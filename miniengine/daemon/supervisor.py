@@ -1,0 +1,283 @@
+"""The supervisor: the ``daemon start --foreground`` process, which keeps the workers alive.
+
+It is a small synchronous program of our own (no circus): it starts each worker as a child
+process, waits for its ``READY`` line, and then watches them.  A worker that exits is reaped, its
+leases are released at once (so its processes continue elsewhere from their last checkpoint), and
+it is restarted with backoff.  A worker whose heartbeat in the database is older than the lease
+timeout (SIGSTOPped, wedged) is SIGKILLed.  SIGTERM stops everything gracefully; SIGUSR1 adds a
+worker and SIGUSR2 removes one (``daemon incr`` / ``decr``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from miniengine.daemon.files import DaemonFiles
+from miniengine.storage import broker_rows
+from miniengine.storage.store import Store
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("miniengine.daemon")
+
+#: Restart delays after consecutive crashes of one worker slot (seconds).
+BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+#: A worker that ran this long without crashing gets its backoff reset.
+HEALTHY_AFTER = 60.0
+
+
+@dataclass
+class _WorkerSlot:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    worker_id: str = ""
+    generation: int = 0
+    crashes: int = 0
+    started: float = 0.0
+    ready: bool = False
+    restart_at: float = 0.0
+    retiring: bool = False
+    buffer: bytes = field(default=b"")
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes of one database."""
+
+    def __init__(
+        self,
+        db: Path,
+        *,
+        workers: int = 1,
+        slots: int = 200,
+        lease_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"the daemon needs at least one worker, not {workers}")
+        self.db = db
+        self.files = DaemonFiles(db)
+        self.slots = slots
+        self.lease_timeout = lease_timeout
+        self.stop_timeout = stop_timeout
+        self.workers: list[_WorkerSlot] = [_WorkerSlot(i) for i in range(workers)]
+        self._next_index = workers
+        self._stop = False
+        self._grow = 0
+        self.store: Store | None = None
+
+    # signals ---------------------------------------------------------------------------------
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self._stop = True
+
+    def _on_incr(self, signum: int, frame: FrameType | None) -> None:
+        self._grow += 1
+
+    def _on_decr(self, signum: int, frame: FrameType | None) -> None:
+        self._grow -= 1
+
+    # the main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_incr)
+        signal.signal(signal.SIGUSR2, self._on_decr)
+        self.files.write(pid=os.getpid(), state="starting", db=str(self.db))
+        self.store = Store(self.db, owner=f"supervisor:{socket.gethostname()}:{os.getpid()}")
+        try:
+            for slot in self.workers:
+                self._spawn(slot)
+            deadline = time.monotonic() + 60
+            while not all(slot.ready for slot in self.workers):
+                if self._stop or time.monotonic() > deadline:
+                    logger.error("workers did not become ready; stopping")
+                    return 1
+                self._watch(0.05)
+            self._write_state("ready")
+            logger.info(
+                "daemon ready: %d workers with %d slots each", len(self.workers), self.slots
+            )
+            while not self._stop:
+                self._watch(0.1)
+                self._resize()
+                self._check_heartbeats()
+            return 0
+        finally:
+            self._shutdown()
+            self.store.close()
+            self.files.remove()
+            logger.info("daemon stopped")
+
+    def _write_state(self, state: str) -> None:
+        self.files.write(
+            pid=os.getpid(),
+            state=state,
+            db=str(self.db),
+            workers=[s.process.pid for s in self.workers if s.process is not None],
+            slots=self.slots,
+        )
+
+    def _spawn(self, slot: _WorkerSlot) -> None:
+        slot.generation += 1
+        slot.worker_id = (
+            f"worker:{socket.gethostname()}:{os.getpid()}:{slot.index}.{slot.generation}"
+        )
+        log = open(self.files.log_file, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            slot.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "miniengine.daemon.worker_process",
+                    "--db",
+                    str(self.db),
+                    "--slots",
+                    str(self.slots),
+                    "--lease-timeout",
+                    str(self.lease_timeout),
+                    "--stop-timeout",
+                    str(self.stop_timeout),
+                    "--worker-id",
+                    slot.worker_id,
+                    "--supervisor-pid",
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        finally:
+            log.close()
+        slot.started = time.monotonic()
+        slot.ready = False
+        slot.buffer = b""
+        logger.info("started worker %s (pid %d)", slot.worker_id, slot.process.pid)
+
+    def _watch(self, timeout: float) -> None:
+        """Read READY lines, reap exited workers, restart the ones due."""
+        pipes = {
+            slot.process.stdout.fileno(): slot
+            for slot in self.workers
+            if slot.process is not None and slot.process.stdout is not None and not slot.ready
+        }
+        if pipes:
+            try:
+                readable, _, _ = select.select(list(pipes), [], [], timeout)
+            except InterruptedError:
+                readable = []
+            for fd in readable:
+                slot = pipes[fd]
+                chunk = os.read(fd, 4096)
+                slot.buffer += chunk
+                if b"READY" in slot.buffer:
+                    slot.ready = True
+                    logger.info("worker %s is ready", slot.worker_id)
+                    self._write_state("ready" if all(s.ready for s in self.workers) else "starting")
+        else:
+            time.sleep(timeout)
+        now = time.monotonic()
+        for slot in list(self.workers):
+            process = slot.process
+            if process is not None and process.poll() is not None:
+                self._reaped(slot, process.returncode)
+            if (
+                slot.process is None
+                and not slot.retiring
+                and not self._stop
+                and now >= slot.restart_at
+            ):
+                self._spawn(slot)
+        self.workers = [s for s in self.workers if not (s.retiring and s.process is None)]
+
+    def _reaped(self, slot: _WorkerSlot, code: int) -> None:
+        assert self.store is not None
+        released = self.store.write_sync(broker_rows.release_owner_tx, slot.worker_id)
+        recovered = self.store.write_sync(broker_rows.recover_expired_tx, time.time())
+        if slot.process is not None and slot.process.stdout is not None:
+            slot.process.stdout.close()
+        slot.process = None
+        slot.ready = False
+        if slot.retiring or self._stop:
+            logger.info("worker %s stopped (exit %s)", slot.worker_id, code)
+            return
+        if time.monotonic() - slot.started > HEALTHY_AFTER:
+            slot.crashes = 0
+        delay = BACKOFF[min(slot.crashes, len(BACKOFF) - 1)]
+        slot.crashes += 1
+        slot.restart_at = time.monotonic() + delay
+        logger.warning(
+            "worker %s exited with %s; released %s tasks and %s processes, recovery %s; "
+            "restarting in %.1f s",
+            slot.worker_id,
+            code,
+            released[0],
+            released[1],
+            recovered,
+            delay,
+        )
+
+    def _resize(self) -> None:
+        while self._grow > 0:
+            self._grow -= 1
+            slot = _WorkerSlot(self._next_index)
+            self._next_index += 1
+            self.workers.append(slot)
+            self._spawn(slot)
+        while self._grow < 0:
+            self._grow += 1
+            live = [s for s in self.workers if not s.retiring]
+            if len(live) <= 1:
+                logger.warning("decr: the daemon keeps at least one worker")
+                continue
+            slot = live[-1]
+            slot.retiring = True
+            if slot.process is not None:
+                slot.process.send_signal(signal.SIGTERM)
+
+    def _check_heartbeats(self) -> None:
+        """SIGKILL a worker whose heartbeat is older than the lease timeout (e.g. SIGSTOPped)."""
+        assert self.store is not None
+        now = time.time()
+        beats = dict(
+            self.store.read(lambda c: c.execute("SELECT id, heartbeat FROM workers").fetchall())
+        )
+        grace = max(self.lease_timeout, 1.0)
+        for slot in self.workers:
+            if slot.process is None or not slot.ready:
+                continue
+            beat = beats.get(slot.worker_id)
+            if beat is not None and now - beat > grace:
+                logger.warning(
+                    "worker %s missed its heartbeat for %.1f s: killing it",
+                    slot.worker_id,
+                    now - beat,
+                )
+                slot.process.kill()
+
+    def _shutdown(self) -> None:
+        live = [s for s in self.workers if s.process is not None]
+        for slot in live:
+            assert slot.process is not None
+            slot.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout + 2
+        for slot in live:
+            assert slot.process is not None
+            try:
+                slot.process.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                logger.warning("worker %s did not stop in time: killing it", slot.worker_id)
+                slot.process.kill()
+                slot.process.wait()
+            self._reaped(slot, slot.process.returncode)
