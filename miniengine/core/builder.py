@@ -2,7 +2,8 @@
 
 A builder is a tree of namespaces mirroring the process's input ports, so that names complete in
 a shell or notebook; assigning to a port runs its serializer (only on values that are not Data
-yet), and assigning to an unknown name in a non-dynamic namespace fails at once.
+yet) and then validates the value, and assigning to an unknown name in a non-dynamic namespace
+fails at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from miniengine.core.data import Data
 from miniengine.core.ports import PortNamespace
+from miniengine.exceptions import InputValidationError
 
 __all__ = ["ProcessBuilder", "ProcessBuilderNamespace"]
 
@@ -19,12 +21,13 @@ __all__ = ["ProcessBuilder", "ProcessBuilderNamespace"]
 class ProcessBuilderNamespace(MutableMapping[str, Any]):
     """One namespace of a builder."""
 
-    def __init__(self, port_namespace: PortNamespace) -> None:
+    def __init__(self, port_namespace: PortNamespace, path: str = "") -> None:
         object.__setattr__(self, "_port_namespace", port_namespace)
+        object.__setattr__(self, "_path", path)  # the dotted name of this namespace
         data: dict[str, Any] = {}
         for name, port in port_namespace.ports.items():
             if isinstance(port, PortNamespace):
-                data[name] = ProcessBuilderNamespace(port)
+                data[name] = ProcessBuilderNamespace(port, _join(path, name))
         object.__setattr__(self, "_data", data)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -41,8 +44,10 @@ class ProcessBuilderNamespace(MutableMapping[str, Any]):
             return data[name]
         except KeyError:
             namespace = object.__getattribute__(self, "_port_namespace")
-            if name in namespace.ports:
-                return None
+            port = namespace.ports.get(name)
+            if port is not None:
+                # An unset port reads as its default, or None, as in AiiDA.
+                return port.default if port.has_default else None
             raise AttributeError(f"the namespace '{namespace.name}' has no port {name!r}") from None
 
     def __setitem__(self, name: str, value: Any) -> None:
@@ -54,7 +59,7 @@ class ProcessBuilderNamespace(MutableMapping[str, Any]):
                 if head not in namespace.ports and not namespace.dynamic:
                     raise AttributeError(f"the namespace '{namespace.name}' has no port {head!r}")
                 target = self._data[head] = ProcessBuilderNamespace(
-                    PortNamespace(head, dynamic=True)
+                    PortNamespace(head, dynamic=True), _join(self._path, head)
                 )
             if not isinstance(target, ProcessBuilderNamespace):
                 raise AttributeError(f"'{head}' is a port, not a namespace")
@@ -69,13 +74,19 @@ class ProcessBuilderNamespace(MutableMapping[str, Any]):
         if isinstance(port, PortNamespace):
             if not isinstance(value, Mapping):
                 raise ValueError(f"'{name}' is a namespace: assign a mapping to it")
-            sub = ProcessBuilderNamespace(port)
+            sub = ProcessBuilderNamespace(port, _join(self._path, name))
             for key, item in value.items():
                 sub[key] = item
             self._data[name] = sub
             return
-        if port is not None and not isinstance(value, Data):
-            value = port.serialize(value)
+        if port is not None:
+            if not isinstance(value, Data):
+                value = port.serialize(value)
+            if value is not None:
+                # Checked at once, as AiiDA's builders do; None leaves the port unset.
+                message = port.validate(value, _join(self._path, name))
+                if message:
+                    raise InputValidationError(message)
         self._data[name] = value
 
     def __getitem__(self, name: str) -> Any:
@@ -129,6 +140,10 @@ class ProcessBuilderNamespace(MutableMapping[str, Any]):
             else:
                 result[key] = value
         return result
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 class ProcessBuilder(ProcessBuilderNamespace):

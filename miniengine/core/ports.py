@@ -8,8 +8,9 @@ message naming the dotted port, so that bad input is refused before anything is 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from miniengine.core.data import Data
 
@@ -20,6 +21,7 @@ __all__ = [
     "OutputPort",
     "Port",
     "PortNamespace",
+    "copy_port",
     "flatten_namespace",
     "unflatten_namespace",
 ]
@@ -227,7 +229,7 @@ class PortNamespace(Port):
         for name, port in other.ports.items():
             if name in exclude or (include is not None and name not in include):
                 continue
-            self.ports[name] = port
+            self.ports[name] = copy_port(port)
 
     # processing values -----------------------------------------------------------------------
 
@@ -293,6 +295,18 @@ class PortNamespace(Port):
             if message:
                 return f"invalid value for '{breadcrumb or self.name}': {message}"
         return None
+
+
+P = TypeVar("P", bound=Port)
+
+
+def copy_port(port: P) -> P:
+    """A copy of ``port`` (namespaces recursively) that can be changed without changing it."""
+    duplicate = copy.copy(port)
+    if isinstance(port, PortNamespace):
+        assert isinstance(duplicate, PortNamespace)
+        duplicate.ports = {name: copy_port(sub) for name, sub in port.ports.items()}
+    return duplicate
 
 
 def _has_defaults(namespace: PortNamespace) -> bool:

@@ -14,7 +14,14 @@ from miniengine.core.data import Data
 from miniengine.core.exit_code import ExitCode
 from miniengine.core.function_spec import metadata_namespace
 from miniengine.core.outline import Block, build_outline
-from miniengine.core.ports import UNSPECIFIED, InputPort, OutputPort, Port, PortNamespace
+from miniengine.core.ports import (
+    UNSPECIFIED,
+    InputPort,
+    OutputPort,
+    Port,
+    PortNamespace,
+    copy_port,
+)
 
 __all__ = ["ProcessSpec"]
 
@@ -106,12 +113,16 @@ class ProcessSpec:
         self, status: int, label: str, message: str, invalidates_cache: bool = False
     ) -> None:
         """Declare an exit code the process can return: ``self.exit_codes.<label>``."""
-        if not isinstance(status, int) or isinstance(status, bool) or status < 0:
-            raise TypeError(f"exit code status must be a non-negative int, got {status!r}")
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise TypeError(f"exit code status must be an int, got {status!r}")
+        if status < 0:
+            raise ValueError(f"exit code status must be a non-negative int, got {status}")
         if not isinstance(label, str) or not label.isidentifier():
             raise TypeError(f"exit code label must be an identifier string, got {label!r}")
         if not isinstance(message, str):
             raise TypeError(f"exit code message must be a string, got {message!r}")
+        if not isinstance(invalidates_cache, bool):
+            raise TypeError(f"invalidates_cache must be a bool, got {invalidates_cache!r}")
         self.exit_codes[label] = ExitCode(status, message, invalidates_cache)
 
     def outline(self, *instructions: Any) -> None:
@@ -192,7 +203,9 @@ class ProcessSpec:
                 continue
             if include is not None and name not in include:
                 continue
-            target.ports[name] = port
+            # A copy, as AiiDA does: changing the exposed port (or adding ports to an exposed
+            # namespace) must not change the spec of process_class.
+            target.ports[name] = copy_port(port)
             exposed.append(name)
         if source.dynamic:
             target.dynamic = True

@@ -151,7 +151,9 @@ def _status(db: Path) -> int:
     try:
         workers = store.read(
             lambda c: c.execute(
-                "SELECT id, pid, slots, busy, heartbeat FROM workers ORDER BY started"
+                "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
+                "t.status = 'leased' AND t.worker = w.id), w.heartbeat FROM workers w "
+                "ORDER BY w.started"
             ).fetchall()
         )
         depth = store.read(broker_rows.queue_depth)

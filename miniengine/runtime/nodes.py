@@ -19,7 +19,7 @@ from miniengine.core.data import Data, load_data_from_attributes
 from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES, LinkType
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import NotExistent
+from miniengine.exceptions import MiniengineError, NotExistent
 from miniengine.storage import rows
 from miniengine.storage.store import Store
 
@@ -431,6 +431,21 @@ class ProcessNode:
                 rows.read_logs, self._row[_PK]
             )
         ]
+
+    def get_builder_restart(self) -> Any:
+        """A builder of this process's class, filled with the inputs it was run with."""
+        from miniengine.runtime.workchain import WorkChain, import_by_process_type
+
+        cls = import_by_process_type(self.process_type)
+        if not (isinstance(cls, type) and issubclass(cls, WorkChain)):
+            raise MiniengineError(
+                f"{self.process_label} is not a WorkChain: call the function again instead"
+            )
+        builder = cls.get_builder()
+        builder._update(self.inputs._as_dict())
+        if self.label or self.description:
+            builder._update({"metadata": {"label": self.label, "description": self.description}})
+        return builder
 
     # display ---------------------------------------------------------------------------------
 

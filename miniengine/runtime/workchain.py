@@ -142,6 +142,24 @@ def import_process_class(path: str) -> type[WorkChain]:
     return obj
 
 
+def import_by_process_type(process_type: str) -> Any:
+    """The class or function named by a node's ``process_type`` (``module.qualname``)."""
+    parts = process_type.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        try:
+            for part in parts[split:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    raise MiniengineError(f"cannot import {process_type}: no importable module path")
+
+
 class _ExitCodes:
     """``Proc.exit_codes`` on the class and on instances."""
 

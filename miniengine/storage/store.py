@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import socket
 import sqlite3
 import threading
@@ -40,6 +41,9 @@ DEFAULT_LEASE_TIMEOUT = 10.0
 
 #: How long a write keeps retrying while another process holds the write lock of the file.
 BUSY_RETRY_SECONDS = 30.0
+
+#: The longest sleep between two attempts to take the file's write lock.
+MAX_BUSY_SLEEP = 0.004
 
 #: Commits between two WAL checkpoints (run on the background thread, never on a loop).
 CHECKPOINT_EVERY = 1000
@@ -194,8 +198,10 @@ class Store:
                         f"{self.path}: the database stayed locked by another connection for "
                         f"{BUSY_RETRY_SECONDS:.0f} s"
                     ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                # Short, jittered sleeps: another process's transaction lasts ~0.1 ms, so a long
+                # backoff would only idle this writer after the lock is free again.
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, MAX_BUSY_SLEEP)
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: write failed: {exc}") from exc
 

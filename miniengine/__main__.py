@@ -1,0 +1,54 @@
+"""The ``miniengine`` command line (also ``python -m miniengine``).
+
+Subcommands import what they need when they run, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from miniengine import demo
+
+    return demo.main(db=args.db)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="miniengine",
+        description="miniengine: a durable workflow engine on one sqlite file.",
+    )
+    from miniengine import __version__
+
+    parser.add_argument("--version", action="version", version=f"miniengine {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="run the seed's scenario 1 and show its provenance",
+        description="Run the seed's scenario 1 (add_and_multiply(1, 2, 3) == 9) and print the "
+        "result and the provenance of the call: the workfunction node, its inputs, the "
+        "calcfunctions it called and the RETURN link.",
+    )
+    demo.add_argument(
+        "--db",
+        metavar="PATH",
+        help="database file (default: $MINIENGINE_DB, else ~/.miniengine/engine.sqlite)",
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the subcommand; returns the exit status."""
+    args = _parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
