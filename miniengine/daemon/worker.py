@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import MiniengineError
+from miniengine.exceptions import MiniengineError, StoreError
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async
 from miniengine.runtime.nodes import WorkChainNode
@@ -130,14 +130,21 @@ class Worker:
         while not self.stopping:
             free = self.slots - self.busy
             claimed: list[tuple[int, int]] = []
-            if free > 0 and store.read(_has_ready_task, time.time()):
-                claimed = await store.write(
-                    broker_rows.claim_tasks_tx,
-                    self.id,
-                    min(free, 64),
-                    store.lease_expiry(),
-                    time.time(),
-                )
+            try:
+                if free > 0 and store.read(_has_ready_task, time.time()):
+                    claimed = await store.write(
+                        broker_rows.claim_tasks_tx,
+                        self.id,
+                        min(free, 64),
+                        store.lease_expiry(),
+                        time.time(),
+                    )
+            except StoreError:
+                # e.g. another program kept the file locked beyond every retry: the worker stays
+                # up and tries again; what it holds is protected by its leases meanwhile
+                logger.exception("claiming tasks failed; retrying in 1 s")
+                await anyio.sleep(1.0)
+                continue
                 for task_pk, process_pk in claimed:
                     self.busy += 1
                     self._idle = anyio.Event()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -109,6 +110,44 @@ def retry_busy(action: Callable[[], object], path: Path, what: str) -> None:
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+#: File systems on which sqlite's WAL mode (shared memory between processes) is unsafe.
+NETWORK_FILE_SYSTEMS = frozenset(
+    {"nfs", "nfs4", "lustre", "cifs", "smb3", "smbfs", "gpfs", "beegfs", "fuse.sshfs", "9p"}
+)
+
+
+def file_system_type(path: Path) -> str | None:
+    """The type of the file system holding ``path`` (Linux: from /proc/mounts), if known."""
+    try:
+        with open("/proc/mounts") as mounts:
+            entries = [line.split() for line in mounts]
+    except OSError:
+        return None
+    target = str(path.resolve())
+    best, kind = "", None
+    for entry in entries:
+        if len(entry) < 3:
+            continue
+        mount_point = entry[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best):
+            best, kind = mount_point, entry[2]
+    return kind
+
+
+def warn_if_network_file_system(path: Path) -> None:
+    """WAL needs shared memory that network file systems do not provide: say so, loudly."""
+    kind = file_system_type(path.parent)
+    if kind in NETWORK_FILE_SYSTEMS:
+        warnings.warn(
+            f"{path} is on a {kind} file system, where sqlite's WAL mode is unsafe across "
+            "machines and can corrupt the database; put the database on a local disk (set "
+            "MINIENGINE_DB) and share results another way",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def create_file(path: Path) -> None:

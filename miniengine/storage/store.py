@@ -74,6 +74,7 @@ class Store:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
         schema.create_file(self.path)
         schema.refuse_without_writing(self.path)
+        schema.warn_if_network_file_system(self.path)
         # busy_timeout 0: a locked file is reported at once and retried by us, so that a write
         # attempted inline on an event loop never sleeps there.
         connection = schema.connect(self.path, synchronous=self.synchronous, busy_timeout_ms=0)
