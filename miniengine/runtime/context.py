@@ -65,6 +65,19 @@ def reset_current(token: contextvars.Token[RunningProcess | None]) -> None:
     _current.reset(token)
 
 
+def check_same_database(store: Store, inputs: Any, owner: str) -> None:
+    """Refuse stored Data from another database file: its pk means another node here."""
+    for label, data in inputs:
+        other = getattr(data, "_store", None)
+        if data.pk is not None and other is not None and other.path != store.path:
+            from miniengine.exceptions import InputValidationError
+
+            raise InputValidationError(
+                f"{owner}: the input '{label}' is stored in another database ({other.path}), "
+                f"not in {store.path}; pass a copy made with .clone()"
+            )
+
+
 def store_for(db: Store | str | os.PathLike[str] | None = None) -> Store:
     """The store for an explicit ``db`` (a Store or a path), else the default database."""
     if isinstance(db, Store):

@@ -140,6 +140,7 @@ class ProcessFunction:
             )
         inputs, metadata = self.spec().bind(args, kwargs)
         store = parent.store if parent is not None else context.store_for(db)
+        context.check_same_database(store, _flatten(inputs), self.process_label)
         return self._lifecycle(store, parent, inputs, metadata)
 
     # the lifecycle ---------------------------------------------------------------------------

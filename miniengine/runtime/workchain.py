@@ -333,6 +333,8 @@ def new_process_row(
     submitted: bool = False,
 ) -> rows.NewProcess:
     claimed = state is not ProcessState.CREATED
+    flat_inputs = _flatten_data(inputs, cls.spec().inputs)
+    context.check_same_database(store, flat_inputs, cls.__name__)
     return rows.NewProcess(
         uuid=new_uuid(),
         node_type="process.workchain",
@@ -341,7 +343,7 @@ def new_process_row(
         process_state=state.value,
         label=metadata.label,
         description=metadata.description,
-        inputs=_flatten_data(inputs, cls.spec().inputs),
+        inputs=flat_inputs,
         input_link_type=LinkType.INPUT_WORK.value,
         owner=store.owner if claimed else None,
         lease_expires=store.lease_expiry() if claimed else None,
