@@ -145,10 +145,10 @@ class Worker:
                 logger.exception("claiming tasks failed; retrying in 1 s")
                 await anyio.sleep(1.0)
                 continue
-                for task_pk, process_pk in claimed:
-                    self.busy += 1
-                    self._idle = anyio.Event()
-                    self._task_group.start_soon(self._run_task, task_pk, process_pk)
+            for task_pk, process_pk in claimed:
+                self.busy += 1
+                self._idle = anyio.Event()
+                self._task_group.start_soon(self._run_task, task_pk, process_pk)
             if claimed and len(claimed) < free:
                 continue
             await self._wait_for_work()

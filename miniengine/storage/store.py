@@ -197,7 +197,7 @@ class Store:
                 if time.monotonic() > deadline:
                     raise DatabaseLockedError(
                         f"{self.path}: the database stayed locked by another connection for "
-                        f"{BUSY_RETRY_SECONDS:.0f} s"
+                        f"{BUSY_RETRY_SECONDS:g} s"
                     ) from exc
                 # Short, jittered sleeps: another process's transaction lasts ~0.1 ms, so a long
                 # backoff would only idle this writer after the lock is free again.

@@ -1,0 +1,1 @@
+"""The test suite; a package so that ``tests.workchains`` is importable by module path."""
