@@ -74,6 +74,7 @@ class Supervisor:
         self._next_index = workers
         self._stop = False
         self._grow = 0
+        self._phase = "starting"
         self.store: Store | None = None
 
     # signals ---------------------------------------------------------------------------------
@@ -105,7 +106,8 @@ class Supervisor:
                     logger.error("workers did not become ready; stopping")
                     return 1
                 self._watch(0.05)
-            self._write_state("ready")
+            self._phase = "ready"
+            self._write_state()
             logger.info(
                 "daemon ready: %d workers with %d slots each", len(self.workers), self.slots
             )
@@ -120,10 +122,11 @@ class Supervisor:
             self.files.remove()
             logger.info("daemon stopped")
 
-    def _write_state(self, state: str) -> None:
+    def _write_state(self) -> None:
+        """Rewrite the pid file with the current worker pids (``stop`` may have to kill them)."""
         self.files.write(
             pid=os.getpid(),
-            state=state,
+            state=self._phase,
             db=str(self.db),
             workers=[s.process.pid for s in self.workers if s.process is not None],
             slots=self.slots,
@@ -163,6 +166,7 @@ class Supervisor:
         slot.started = time.monotonic()
         slot.ready = False
         slot.buffer = b""
+        self._write_state()
         logger.info("started worker %s (pid %d)", slot.worker_id, slot.process.pid)
 
     def _watch(self, timeout: float) -> None:
@@ -184,7 +188,6 @@ class Supervisor:
                 if b"READY" in slot.buffer:
                     slot.ready = True
                     logger.info("worker %s is ready", slot.worker_id)
-                    self._write_state("ready" if all(s.ready for s in self.workers) else "starting")
         else:
             time.sleep(timeout)
         now = time.monotonic()
@@ -209,6 +212,7 @@ class Supervisor:
             slot.process.stdout.close()
         slot.process = None
         slot.ready = False
+        self._write_state()
         if slot.retiring or self._stop:
             logger.info("worker %s stopped (exit %s)", slot.worker_id, code)
             return
@@ -267,6 +271,7 @@ class Supervisor:
                 slot.process.kill()
 
     def _shutdown(self) -> None:
+        self._phase = "stopping"
         live = [s for s in self.workers if s.process is not None]
         for slot in live:
             assert slot.process is not None

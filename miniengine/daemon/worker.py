@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import MiniengineError, StoreError
+from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async
 from miniengine.runtime.nodes import WorkChainNode
@@ -40,6 +40,9 @@ DEFAULT_SLOTS = 200
 
 #: How often an idle worker looks at ``PRAGMA data_version`` for new work.
 POLL_INTERVAL = 0.01
+
+#: Seconds before a task that a worker had to hand back is tried again.
+RETRY_DELAY = 1.0
 
 
 class Worker:
@@ -69,6 +72,8 @@ class Worker:
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._loop: Any = None
+        #: processes running in this worker now, each with the event set when its run ends
+        self._running: dict[int, anyio.Event] = {}
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -187,6 +192,7 @@ class Worker:
             await self._execute(task_pk, process_pk)
         except Exception:
             logger.exception("task %s for process %s failed", task_pk, process_pk)
+            await self._give_back(task_pk, process_pk)
         finally:
             self.busy -= 1
             self.processed += 1
@@ -195,6 +201,22 @@ class Worker:
                 self._idle.set()
 
     async def _execute(self, task_pk: int, process_pk: int) -> None:
+        # A second task for a process that this worker runs right now (a duplicate, or a wake-up
+        # that overtook the eviction of the run that enqueued it) waits for that run to end: two
+        # runs of one process in one worker would share the owner and fence each other only
+        # after both had run the step.
+        running = self._running.get(process_pk)
+        while running is not None:
+            await running.wait()
+            running = self._running.get(process_pk)
+        done = self._running[process_pk] = anyio.Event()
+        try:
+            await self._claim_and_drive(task_pk, process_pk)
+        finally:
+            del self._running[process_pk]
+            done.set()
+
+    async def _claim_and_drive(self, task_pk: int, process_pk: int) -> None:
         store = self.store
         assert store is not None
         epoch = await store.write(
@@ -215,14 +237,22 @@ class Worker:
                 raise MiniengineError("it has no checkpoint to continue from")
             from miniengine.core import codec
 
-            cls = import_process_class(str(codec.decode(checkpoint[1])["p"]))
+            state_blob = codec.decode(checkpoint[1])
+            if not isinstance(state_blob, dict) or "p" not in state_blob:
+                raise CheckpointError("corrupt checkpoint: it names no process class")
+            cls = import_process_class(str(state_blob["p"]))
             instance = cls.__new__(cls)
             executor = _Executor(
                 instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
             )
             executor.restore(checkpoint[1])
-        except MiniengineError as exc:
-            message = f"cannot be continued by the daemon: {exc}"
+        except Exception as exc:  # whatever the checkpoint or the class's import raised
+            reason = (
+                str(exc)
+                if isinstance(exc, MiniengineError)
+                else f"loading its checkpoint failed with {exc!r}"
+            )
+            message = f"cannot be continued by the daemon: {reason}"
             logger.error("process %s %s", process_pk, message)
             await _except_owned(store, process_pk, epoch, message, task_pk)
             return
@@ -232,10 +262,43 @@ class Worker:
         store.leases_taken()
         try:
             await drive_async(executor.lifecycle(state))
+        except LeaseLostError as exc:
+            # fenced off: another owner took the process over (this worker was paused or cut
+            # off longer than its lease); everything this run wrote since was refused
+            logger.warning(
+                "process %s: this worker lost its lease; run discarded (%s)", process_pk, exc
+            )
+            await self._give_back(task_pk, process_pk)
         except Exception:
-            pass  # the process's fate is on its node (EXCEPTED, with the traceback)
+            if not node.is_terminated:
+                # its last write failed (e.g. the file stayed locked): hand it back, or it would
+                # stay RUNNING with a lease this worker's heartbeat renews forever
+                logger.exception("process %s could not be written; handing it back", process_pk)
+                await self._give_back(task_pk, process_pk)
+            # else: the process's fate is on its node (EXCEPTED, with the traceback)
         finally:
             store.leases_released()
+
+    async def _give_back(self, task_pk: int, process_pk: int) -> None:
+        """Return a task that this worker could not finish to the queue (tried again after a
+        delay), with the process's lease if this worker still holds it.  While the file stays
+        locked this keeps trying: the heartbeat would otherwise renew both leases forever."""
+        assert self.store is not None
+        while True:
+            try:
+                await self.store.write(
+                    broker_rows.give_back_tx,
+                    task_pk,
+                    process_pk,
+                    self.id,
+                    time.time() + RETRY_DELAY,
+                )
+                return
+            except StoreError:
+                logger.exception("could not hand back task %s; retrying", task_pk)
+                if self.stopping:
+                    return  # the leases go with the worker (released when it stops)
+                await anyio.sleep(RETRY_DELAY)
 
 
 def _register_worker(

@@ -333,6 +333,7 @@ def new_process_row(
     submitted: bool = False,
 ) -> rows.NewProcess:
     claimed = state is not ProcessState.CREATED
+    _rebase_defaults(inputs, cls.spec().inputs, store)
     flat_inputs = _flatten_data(inputs, cls.spec().inputs)
     context.check_same_database(store, flat_inputs, cls.__name__)
     return rows.NewProcess(
@@ -352,6 +353,20 @@ def new_process_row(
         call_link_label=metadata.call_link_label,
         submitted=submitted,
     )
+
+
+def _rebase_defaults(inputs: dict[str, Any], ports: PortNamespace, store: Store) -> None:
+    """A Data default is one node shared by every run, as in AiiDA -- within one database.  A
+    default stored in another database file is replaced by a copy for this one."""
+    for name, port in ports.ports.items():
+        value = inputs.get(name)
+        if isinstance(port, PortNamespace):
+            if isinstance(value, dict):
+                _rebase_defaults(value, port, store)
+        elif value is not None and value is port.default and isinstance(value, Data):
+            other = value._store
+            if value.pk is not None and other is not None and other.path != store.path:
+                inputs[name] = value.clone()
 
 
 def _initial_checkpoint(cls: type[WorkChain], inputs: Any) -> bytes:

@@ -16,6 +16,7 @@ __all__ = [
     "ack_task",
     "claim_tasks_tx",
     "enqueue",
+    "give_back_tx",
     "notify_parents",
     "queue_depth",
     "recover_expired_tx",
@@ -117,6 +118,24 @@ def release_owner_tx(connection: sqlite3.Connection, owner: str) -> tuple[int, i
     ).rowcount
     connection.execute("DELETE FROM workers WHERE id = ?", (owner,))
     return tasks, processes
+
+
+def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, owner: str,
+                 not_before: float) -> None:  # fmt: skip
+    """A worker could not finish a task (its write failed, or it was fenced off): the task is
+    ready again from ``not_before``, and the process's lease is freed if ``owner`` still holds it.
+    Both updates are conditional, so a task or process that another owner took over is left
+    alone."""
+    connection.execute(
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL, not_before = ? "
+        "WHERE pk = ? AND status = 'leased' AND worker = ?",
+        (not_before, task_pk, owner),
+    )
+    connection.execute(
+        "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ? AND owner = ? "
+        "AND process_state IN ('created', 'running', 'waiting')",
+        (process_pk, owner),
+    )
 
 
 def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, int]:
