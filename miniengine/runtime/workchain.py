@@ -414,10 +414,21 @@ def create_workchain_tx(
 
 
 class ProcessTree:
-    """The task group that runs the children of one launched process tree (run mode)."""
+    """The task group that runs the children of one launched process tree (run mode), and
+    the executors and cancel scopes of its live processes, for control requests."""
 
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
         self.task_group = task_group
+        self.root_scope = anyio.CancelScope()
+        self.executors: dict[int, _Executor] = {}
+        self.scopes: dict[int, anyio.CancelScope] = {}
+
+    def apply_control(self, pk: int, control: str) -> bool:
+        """Act on a control request for one of this tree's processes; False if not ours."""
+        executor = self.executors.get(pk)
+        if executor is None:
+            return False
+        return executor.apply_control(control, self.scopes.get(pk))
 
 
 @dataclass
@@ -492,6 +503,11 @@ class _Executor:
         self.new_children: list[tuple[type[WorkChain], ProcessNode, dict[str, Any]]] = []
         self.step_name = ""
         self.in_step = False
+        self.kill_message: str | None = None
+        self.pause_requested = False
+        if tree is not None:
+            tree.executors[self.pk] = self
+            tree.scopes.setdefault(self.pk, tree.root_scope)
         self.process = RunningProcess(
             store,
             self.pk,
@@ -503,6 +519,27 @@ class _Executor:
             replayable=True,
         )
         instance._me = self
+
+    def apply_control(self, control: str, scope: anyio.CancelScope | None) -> bool:
+        """A control request from ``miniengine.control``: kill now, or pause at the next step."""
+        if control.startswith("kill:"):
+            self.kill_message = control[len("kill:") :] or "Killed"
+            if scope is not None:
+                scope.cancel()
+            return True
+        if control == "pause":
+            self.pause_requested = True
+            return True
+        return False
+
+    async def _wait_while_paused(self) -> None:
+        """Run mode: hold the process at its step boundary until it is played (or killed)."""
+        await self.store.write(_take_pause_request, self.pk)
+        while True:
+            row = self.store.read(rows.read_node_row, self.pk)
+            if not row[10]:  # paused
+                return
+            await anyio.sleep(0.02)
 
     # step API ------------------------------------------------------------------------------
 
@@ -726,7 +763,10 @@ class _Executor:
             self.new_children = []
         return Write(self.store, checkpoint_rows.step_commit_tx, commit)
 
-    def _after_commit(self, output_pks: list[int]) -> None:
+    def _after_commit(self, committed: tuple[list[int], bool]) -> None:
+        output_pks, paused = committed
+        if paused:
+            self.pause_requested = True
         _mark_stored(self.new_outputs, output_pks, self.store)
         self.new_outputs = []
         self.logs = []
@@ -848,6 +888,19 @@ class _Executor:
                     self._after_commit((yield self._commit(state, None)))
                     if self.new_children:  # run mode: submitted but not awaited
                         yield Await(self._start_children_async)
+                if self.pause_requested:
+                    self.pause_requested = False
+                    if self.tree is None:  # daemon: evicted; play() enqueues it again
+                        yield Write(
+                            self.store,
+                            checkpoint_rows.release_process_tx,
+                            self.pk,
+                            self.store.owner,
+                            self.epoch,
+                            self.task_pk,
+                        )
+                        return EVICTED, self.node
+                    yield Await(self._wait_while_paused)
                 if self.worker is not None and self.worker.stopping:
                     yield Write(
                         self.store,
@@ -877,7 +930,7 @@ class _Executor:
                 raise
             if self.children or self.new_children:
                 yield Await(self._kill_children)
-            message = (
+            message = self.kill_message or (
                 "Killed by Ctrl-C (KeyboardInterrupt)"
                 if isinstance(exc, KeyboardInterrupt)
                 else f"Killed: {exc}"
@@ -953,6 +1006,10 @@ def _output_port(outputs: PortNamespace, name: str) -> tuple[Any, PortNamespace 
             return None, None
         namespace = port
     return None, None
+
+
+def _take_pause_request(connection: Any, pk: int) -> None:
+    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
 
 
 def _pk(node: ProcessNode) -> int:
@@ -1049,6 +1106,7 @@ async def _run_child(
                 ProcessState.RUNNING.value,
             )
             instance = cls.__new__(cls)
+            tree.scopes[node.pk] = child.scope
             executor = _Executor(instance, store, tree, inputs, node, epoch)  # type: ignore[arg-type]
             store.leases_taken()
             try:
@@ -1126,23 +1184,54 @@ async def launch(
         )
     store = parent.store if parent is not None else context.store_for(db)
     result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(
-        lambda tree: root_lifecycle(cls, store, tree, inputs, metadata, parent)
+        lambda tree: root_lifecycle(cls, store, tree, inputs, metadata, parent), store
     )
     return result
 
 
-async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]]) -> Any:
+async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Store) -> Any:
+    """Drive a root lifecycle with its children in one task group, and a watcher that applies
+    control requests (kill, pause) made from elsewhere to this tree's processes."""
     error: BaseException | None = None
     result: Any = None
     async with anyio.create_task_group() as task_group:
+        tree = ProcessTree(task_group)
+        watcher = anyio.CancelScope()
+
+        async def watch() -> None:
+            with watcher:
+                await _watch_controls(tree, store)
+
+        task_group.start_soon(watch)
         try:
-            result = await drive_async(make(ProcessTree(task_group)))
+            with tree.root_scope:
+                result = await drive_async(make(tree))
+            if tree.root_scope.cancelled_caught:
+                raise ProcessKilledError("the process was killed")
         except BaseException as exc:
             error = exc
             task_group.cancel_scope.cancel()
+        watcher.cancel()
     if error is not None:
         raise error
     return result
+
+
+async def _watch_controls(tree: ProcessTree, store: Store) -> None:
+    from miniengine.storage import control_rows
+
+    version = -1
+    handled: set[tuple[int, str]] = set()
+    while True:
+        current = int(store.reader().execute("PRAGMA data_version").fetchone()[0])
+        if current != version:
+            version = current
+            requests = store.read(control_rows.pending_controls, store.owner)
+            handled &= set(requests)
+            for pk, control in requests:
+                if (pk, control) not in handled and tree.apply_control(pk, control):
+                    handled.add((pk, control))
+        await anyio.sleep(0.02)
 
 
 async def resume(
@@ -1192,7 +1281,7 @@ async def resume(
         return _resumed(executor, store)
 
     try:
-        result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(make)
+        result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(make, store)
         return result
     except (CheckpointError, OutlineMismatch) as exc:
         await _except_owned(store, pk, epoch, f"cannot resume from the checkpoint: {exc}")

@@ -78,13 +78,17 @@ class StepCommit:
     task_pk: int | None = None
 
 
-def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> list[int]:
-    """Write a step's state, checkpoint, outputs and logs (fenced); return the output pks."""
+def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> tuple[list[int], bool]:
+    """Write a step's state, checkpoint, outputs and logs (fenced).
+
+    Returns the output pks and whether the process has been paused meanwhile: the step
+    boundary is where a pause takes effect, so the answer comes with the commit.
+    """
     now = time.time()
     cursor = connection.execute(
-        "UPDATE nodes SET process_state = ?, process_status = ?, mtime = ? "
-        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
-        (commit.process_state, commit.process_status, now, commit.pk, commit.owner, commit.epoch),
+        "UPDATE nodes SET process_state = ?, mtime = ?, process_status = CASE WHEN paused "
+        "THEN process_status ELSE ? END WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (commit.process_state, now, commit.process_status, commit.pk, commit.owner, commit.epoch),
     )
     if cursor.rowcount != 1:
         check_lease(connection, commit.pk, commit.owner, commit.epoch)
@@ -117,7 +121,8 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> list[i
         if commit.task_pk is not None:
             broker_rows.ack_task(connection, commit.task_pk)
         broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
-    return output_pks
+    paused = connection.execute("SELECT paused FROM nodes WHERE pk = ?", (commit.pk,)).fetchone()
+    return output_pks, bool(paused and paused[0])
 
 
 def write_checkpoint(connection: sqlite3.Connection, pk: int, seq: int, blob: bytes) -> None:
@@ -133,7 +138,8 @@ def release_process_tx(connection: sqlite3.Connection, pk: int, owner: str, epoc
     """Give a live process back to the queue (a worker shutting down): lease freed, task ready."""
     now = time.time()
     cursor = connection.execute(
-        "UPDATE nodes SET owner = NULL, lease_expires = NULL, mtime = ? "
+        "UPDATE nodes SET owner = NULL, lease_expires = NULL, mtime = ?, control = CASE WHEN "
+        "control = 'pause' THEN NULL ELSE control END "
         "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
         (now, pk, owner, epoch),
     )
@@ -154,11 +160,13 @@ def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_
     to run: the process terminated, or another live owner holds it (a duplicate task)."""
     now = time.time()
     row = connection.execute(
-        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (process_pk,)
+        "SELECT process_state, owner, lease_expires, paused FROM nodes WHERE pk = ?",
+        (process_pk,),
     ).fetchone()
     if (
         row is None
         or row[0] not in broker_rows.ACTIVE_STATES
+        or row[3]  # paused: play() enqueues it again
         or (row[1] is not None and row[1] != owner and (row[2] or 0) >= now)
     ):
         broker_rows.ack_task(connection, task_pk)

@@ -172,7 +172,8 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
     now = time.time()
     cursor = connection.execute(
         "UPDATE nodes SET process_state = ?, exit_status = ?, exit_message = ?, exception = ?, "
-        "process_status = ?, owner = NULL, lease_expires = NULL, mtime = ? "
+        "process_status = ?, owner = NULL, lease_expires = NULL, control = NULL, paused = 0, "
+        "mtime = ? "
         "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
         (
             finish.process_state,

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 from miniengine.exceptions import DatabaseLockedError, IncompatibleDatabaseError, StoreError
 from miniengine.storage.schema_v2 import SCHEMA_V2
+from miniengine.storage.schema_v3 import SCHEMA_V3
+from miniengine.storage.schema_v4 import SCHEMA_V4
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -78,11 +80,26 @@ CREATE TABLE checkpoints (
 """
 
 #: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: SCHEMA_V2, 2: SCHEMA_V3, 3: SCHEMA_V4}
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RETRY_SECONDS = 30.0
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration into statements (a trigger's body holds ``;`` of its own)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip())
+    return statements
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -283,9 +300,8 @@ def _create_or_migrate(connection: sqlite3.Connection, path: Path) -> None:
         app_id, version, tables = _header(connection)
         if _check_header(path, app_id, version, tables):
             for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
+                for statement in split_statements(MIGRATIONS[step]):
+                    connection.execute(statement)
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")

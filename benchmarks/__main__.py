@@ -1,0 +1,157 @@
+"""``python -m benchmarks``: run the workloads, print the table, write the JSON.
+
+Exits 0 whenever the suite ran, targets missed or not; 1 if a workload crashed or gave a wrong
+result; 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import cpu_reference_ms, machine_info
+from benchmarks.registry import Workload
+from benchmarks.report import format_table, furthest_from_target, to_json, write_json
+from benchmarks.runner import RESULTS_DIR, ROOT, WorkloadResult, run_child, run_workload
+from benchmarks.workloads import all_workloads, select
+
+PROFILE_LINES = 25
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run the miniengine benchmark workloads and compare them with the targets "
+        "of DESIGN.md. Each repetition runs in a fresh interpreter with its own database.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller workloads, 1 repetition by default"
+    )
+    parser.add_argument("--only", metavar="W1,W2", help="comma-separated workload ids to run")
+    parser.add_argument(
+        "--repeat", type=int, metavar="N", help="repetitions per workload (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="ID",
+        help="run one workload once under cProfile, save it to benchmarks/results/ and print "
+        f"the top {PROFILE_LINES} functions by own time (no table)",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table as Markdown (for RESULTS.md)"
+    )
+    parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for workload in all_workloads().values():
+            print(f"{workload.id:<12} {workload.title}")
+        return 0
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if repeat < 1:
+        parser.error("--repeat must be at least 1")
+    try:
+        workloads = select(args.profile or args.only)
+    except KeyError as exc:
+        parser.error(str(exc.args[0]))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.profile:
+        if len(workloads) != 1:
+            parser.error("--profile takes one workload id")
+        return _profile(workloads[0], quick=args.quick, stamp=stamp)
+    return _run(
+        workloads, quick=args.quick, repeat=repeat, stamp=stamp, argv=argv, markdown=args.markdown
+    )
+
+
+def _run(
+    workloads: list[Workload],
+    *,
+    quick: bool,
+    repeat: int,
+    stamp: str,
+    argv: list[str] | None,
+    markdown: bool,
+) -> int:
+    machine = machine_info(ROOT)
+    cpu_before = cpu_reference_ms()
+    start = time.perf_counter()
+    results: list[WorkloadResult] = []
+    for index, workload in enumerate(workloads, 1):
+        position = f"{index}/{len(workloads)}"
+        results.append(run_workload(workload, quick=quick, repeat=repeat, position=position))
+    elapsed = time.perf_counter() - start
+    cpu_after = cpu_reference_ms()
+
+    print(format_table(results))
+    if markdown:
+        print("\n" + format_table(results, markdown=True))
+    furthest = furthest_from_target(results)
+    if furthest is not None:
+        print(f"\nfurthest from its target: {furthest.metric.label.strip()} ({furthest.verdict()})")
+    meta = {
+        "timestamp": stamp,
+        "command": ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)],
+        "quick": quick,
+        "repeat": repeat,
+        "elapsed_s": elapsed,
+        "machine": {**machine, "cpu_ref_ms": [cpu_before, cpu_after]},
+    }
+    path = write_json(to_json(results, meta), RESULTS_DIR, stamp)
+    print(
+        f"{machine['cpu_count']} CPUs, Python {machine['python']}, sqlite {machine['sqlite']}, "
+        f"cpu_ref {cpu_before:.0f}/{cpu_after:.0f} ms (before/after; lower is quieter), "
+        f"load {_load(machine)}; {elapsed:.0f} s; "
+        f"wrote {_relative(path)}"
+    )
+    failed = [result.workload.id for result in results if result.failed]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} crashed or gave a wrong result", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _profile(workload: Workload, *, quick: bool, stamp: str) -> int:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"profile-{workload.id}-{stamp}.prof"
+    sys.stderr.write(f"profiling {workload.id} {workload.title} ...\n")
+    report = run_child(workload, quick=quick, profile=path)
+    if report["status"] != "ok":
+        message = report.get("reason") or report.get("error")
+        print(f"{workload.id}: {report['status']}: {message}", file=sys.stderr)
+        for key in ("traceback", "stderr_tail"):
+            if report.get(key):
+                sys.stderr.write(report[key])
+        return 0 if report["status"] == "skipped" else 1
+    for metric in workload.metrics:
+        value = report["metrics"][metric.key]
+        print(f"{metric.label.strip()}: {value:,.{metric.digits}f} {metric.unit} (under cProfile)")
+    print(f"profile: {_relative(path)}\n")
+    stats = pstats.Stats(str(path), stream=sys.stdout)
+    stats.strip_dirs().sort_stats("tottime").print_stats(PROFILE_LINES)
+    return 0
+
+
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return f"{load[0]:.1f}" if load else "n/a"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Run each repetition of a workload in a fresh interpreter with its own temporary database."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.registry import Metric, Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: A repetition that takes longer than this is reported as crashed.
+CHILD_TIMEOUT_S = 900
+
+
+@dataclass
+class MetricResult:
+    """One metric over the repetitions of its workload."""
+
+    metric: Metric
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+    @property
+    def holds(self) -> bool | None:
+        target = self.metric.target
+        return None if target is None else target.holds(self.median)
+
+    def verdict(self) -> str:
+        target = self.metric.target
+        if target is None:
+            return ""
+        if target.holds(self.median):
+            return "ok"
+        return f"MISSED by {100 * target.shortfall(self.median):.0f}%"
+
+
+@dataclass
+class WorkloadResult:
+    """The repetitions of one workload and what they add up to."""
+
+    workload: Workload
+    status: str = "ok"  # ok | skipped | wrong | crashed
+    message: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[MetricResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("wrong", "crashed")
+
+
+def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -> dict[str, Any]:
+    """Run one repetition of ``workload`` in a fresh interpreter and return its report."""
+    with tempfile.TemporaryDirectory(prefix="miniengine-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        env = dict(os.environ, MINIENGINE_DB=str(Path(tmp) / "engine.sqlite"))
+        command = [sys.executable, "-m", "benchmarks.child", workload.id, "--out", str(out)]
+        if quick:
+            command.append("--quick")
+        if profile is not None:
+            command += ["--profile", str(profile)]
+        try:
+            completed = subprocess.run(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            return {"status": "crashed", "error": f"timed out after {CHILD_TIMEOUT_S} s"}
+        if out.exists():
+            report: dict[str, Any] = json.loads(out.read_text())
+        else:
+            report = {"status": "crashed", "error": f"exited {completed.returncode} with no result"}
+        if completed.returncode != 0 and report.get("status") == "ok":
+            report.update(status="crashed", error=f"exited {completed.returncode} after measuring")
+        if report["status"] in ("wrong", "crashed"):
+            report["stderr_tail"] = completed.stderr[-4000:]
+        return report
+
+
+def run_workload(workload: Workload, *, quick: bool, repeat: int, position: str) -> WorkloadResult:
+    """Run ``repeat`` repetitions (fewer if one is skipped or fails), printing progress."""
+    result = WorkloadResult(workload)
+    for rep in range(1, repeat + 1):
+        _progress(f"[{position}] {workload.id} {workload.title}: rep {rep}/{repeat} ... ")
+        start = time.perf_counter()
+        report = run_child(workload, quick=quick)
+        result.runs.append(report)
+        status = report["status"]
+        if status != "ok":
+            result.status = status
+            result.message = report.get("reason") or report.get("error")
+            _progress(f"{status}: {result.message}\n")
+            if report.get("traceback"):
+                _progress(report["traceback"])
+            if report.get("stderr_tail"):
+                _progress(report["stderr_tail"])
+            break
+        headline = workload.metrics[0]
+        value = report["metrics"][headline.key]
+        elapsed = time.perf_counter() - start
+        cpu_ref = report.get("cpu_ref_ms", 0.0)
+        _progress(
+            f"{value:,.{headline.digits}f} {headline.unit} "
+            f"({elapsed:.1f} s, cpu_ref {cpu_ref:.0f} ms)\n"
+        )
+    if result.status == "ok":
+        result.metrics = [
+            MetricResult(metric, [run["metrics"][metric.key] for run in result.runs])
+            for metric in workload.metrics
+        ]
+    return result
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()

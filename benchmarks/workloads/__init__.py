@@ -1,0 +1,43 @@
+"""The registry of workloads.  To add one, write a module here that defines ``WORKLOAD`` and add
+its name to :data:`_MODULES`; the order here is the order of the table."""
+
+from __future__ import annotations
+
+import importlib
+
+from benchmarks.registry import Workload
+
+_MODULES = (
+    "w1_calcfunction",
+    "w2_workfunction",
+    "checkpoint",
+    "import_time",
+)
+
+
+def all_workloads() -> dict[str, Workload]:
+    """Every workload by id, in table order."""
+    workloads: dict[str, Workload] = {}
+    for name in _MODULES:
+        workload: Workload = importlib.import_module(f"{__name__}.{name}").WORKLOAD
+        workloads[workload.id] = workload
+    return workloads
+
+
+def select(only: str | None) -> list[Workload]:
+    """The workloads named in ``only`` (comma-separated ids, any case), else all of them."""
+    workloads = all_workloads()
+    if not only:
+        return list(workloads.values())
+    by_key = {key.lower(): workload for key, workload in workloads.items()}
+    chosen: list[Workload] = []
+    for raw in only.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name not in by_key:
+            known = ", ".join(workloads)
+            raise KeyError(f"unknown workload {raw.strip()!r}; known: {known}")
+        if by_key[name] not in chosen:
+            chosen.append(by_key[name])
+    return chosen

@@ -1,0 +1,153 @@
+"""The SQL of process control: kill, pause and play, in the database or through the owner.
+
+A process that a live owner holds (a worker, or a script in run mode) gets a request in its
+``control`` column; the owner watches for requests of its own processes and acts at once (kill)
+or at the next step boundary (pause).  A process nobody holds -- created, evicted while waiting,
+or left by a dead owner -- is changed here directly, under the same transaction rules.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from miniengine.exceptions import NotExistent
+from miniengine.storage import broker_rows
+
+__all__ = [
+    "KILL_STATUS",
+    "PAUSE_STATUS",
+    "kill_tx",
+    "pause_tx",
+    "pending_controls",
+    "play_tx",
+]
+
+PAUSE_STATUS = "Paused through `miniengine process pause`"
+KILL_STATUS = "Killed through `miniengine process kill`"
+
+
+def _row(connection: sqlite3.Connection, pk: int) -> tuple[str | None, str | None, float | None]:
+    row = connection.execute(
+        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (pk,)
+    ).fetchone()
+    if row is None:
+        raise NotExistent(f"no process with pk {pk}")
+    if row[0] is None:
+        raise NotExistent(f"node {pk} is data, not a process")
+    return row[0], row[1], row[2]
+
+
+def _live(owner: str | None, expires: float | None, now: float) -> bool:
+    return owner is not None and expires is not None and expires >= now
+
+
+def _subtree(
+    connection: sqlite3.Connection, pk: int
+) -> list[tuple[int, str, str | None, float | None]]:
+    """The process and every descendant through CALL links that has not terminated, top first."""
+    return [
+        (int(row[0]), row[1], row[2], row[3])
+        for row in connection.execute(
+            "WITH RECURSIVE tree(pk, depth) AS (SELECT ?, 0 UNION "
+            "SELECT l.out_pk, tree.depth + 1 FROM links l JOIN tree ON l.in_pk = tree.pk "
+            "WHERE l.link_type IN ('call_calc', 'call_work')) "
+            "SELECT n.pk, n.process_state, n.owner, n.lease_expires FROM tree "
+            "JOIN nodes n ON n.pk = tree.pk "
+            "WHERE n.process_state IN ('created', 'running', 'waiting') ORDER BY tree.depth",
+            (pk,),
+        )
+    ]
+
+
+def kill_in_database(connection: sqlite3.Connection, pk: int, message: str, now: float) -> None:
+    """Terminate an unowned process as KILLED (its tasks done, its parents notified)."""
+    connection.execute(
+        "UPDATE nodes SET process_state = 'killed', process_status = ?, owner = NULL, "
+        "lease_expires = NULL, control = NULL, paused = 0, mtime = ? WHERE pk = ?",
+        (message, now, pk),
+    )
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'REPORT', ?)",
+        (pk, now, message),
+    )
+    connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (pk,))
+    connection.execute(
+        "UPDATE tasks SET status = 'done', worker = NULL WHERE process_pk = ? "
+        "AND status IN ('ready', 'leased')",
+        (pk,),
+    )
+    connection.execute("DELETE FROM awaited WHERE parent_pk = ?", (pk,))
+    connection.execute("DELETE FROM waits WHERE parent_pk = ?", (pk,))
+    broker_rows.notify_parents(connection, pk, now)
+
+
+def kill_tx(connection: sqlite3.Connection, pk: int, message: str | None) -> dict[str, object]:
+    """Kill ``pk`` and every non-terminated descendant.
+
+    Returns ``{"state": <state before>, "killed": [pks killed here], "requested": [pks whose
+    live owner was asked]}``; a terminated process is left alone (``killed`` and ``requested``
+    empty).
+    """
+    now = time.time()
+    state, _, _ = _row(connection, pk)
+    text = message or KILL_STATUS
+    killed: list[int] = []
+    requested: list[int] = []
+    if state in broker_rows.ACTIVE_STATES:
+        for node_pk, _, owner, expires in _subtree(connection, pk):
+            reason = text if node_pk == pk else f"{text} (its caller {pk} was killed)"
+            if _live(owner, expires, now):
+                connection.execute(
+                    "UPDATE nodes SET control = ? WHERE pk = ?", (f"kill:{reason}", node_pk)
+                )
+                requested.append(node_pk)
+            else:
+                kill_in_database(connection, node_pk, reason, now)
+                killed.append(node_pk)
+    return {"state": state, "killed": killed, "requested": requested}
+
+
+def pause_tx(connection: sqlite3.Connection, pk: int) -> dict[str, object]:
+    """Pause ``pk``: it keeps its state and does not run until played."""
+    now = time.time()
+    state, owner, expires = _row(connection, pk)
+    if state not in broker_rows.ACTIVE_STATES:
+        return {"state": state, "paused": False}
+    live = _live(owner, expires, now)
+    connection.execute(
+        "UPDATE nodes SET paused = 1, process_status = ?, control = CASE WHEN ? THEN 'pause' "
+        "ELSE control END WHERE pk = ?",
+        (PAUSE_STATUS, live, pk),
+    )
+    return {"state": state, "paused": True, "live": live}
+
+
+def play_tx(connection: sqlite3.Connection, pk: int) -> dict[str, object]:
+    """Un-pause ``pk``; if nobody runs it and it is not waiting for children, enqueue it."""
+    now = time.time()
+    state, owner, expires = _row(connection, pk)
+    if state not in broker_rows.ACTIVE_STATES:
+        return {"state": state, "played": False}
+    connection.execute(
+        "UPDATE nodes SET paused = 0, process_status = NULL, control = CASE WHEN control = "
+        "'pause' THEN NULL ELSE control END WHERE pk = ?",
+        (pk,),
+    )
+    submitted = connection.execute("SELECT submitted FROM nodes WHERE pk = ?", (pk,)).fetchone()[0]
+    waiting = connection.execute(
+        "SELECT outstanding FROM waits WHERE parent_pk = ?", (pk,)
+    ).fetchone()
+    if submitted and not _live(owner, expires, now) and not (waiting and waiting[0] > 0):
+        broker_rows.enqueue(connection, pk, f"play:{pk}:{now}", now)
+    return {"state": state, "played": True}
+
+
+def pending_controls(connection: sqlite3.Connection, owner: str) -> list[tuple[int, str]]:
+    """The control requests for processes that ``owner`` holds."""
+    return [
+        (int(pk), str(control))
+        for pk, control in connection.execute(
+            "SELECT pk, control FROM nodes WHERE owner = ? AND control IS NOT NULL", (owner,)
+        )
+    ]

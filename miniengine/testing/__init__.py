@@ -1,0 +1,20 @@
+"""Helpers for testing code that uses miniengine.
+
+- ``WaitingProcess`` and ``open_gate``: a process that waits until it is told to continue, so
+  pause, play and kill can be tested deterministically, without sleeps.
+- The ``miniengine_db`` pytest fixture (``pytest -p miniengine.testing`` or
+  ``pytest_plugins = ["miniengine.testing"]``): a fresh database file per test.
+"""
+
+from __future__ import annotations
+
+from miniengine.testing.gates import WaitingProcess, gate_is_open, open_gate
+
+__all__ = ["WaitingProcess", "gate_is_open", "open_gate"]
+
+try:
+    from miniengine.testing.fixtures import miniengine_db
+except ImportError:  # pytest is not installed: the fixture is not needed then
+    pass
+else:
+    __all__ += ["miniengine_db"]
