@@ -198,7 +198,11 @@ class ProcessFunction:
         def terminate(event: ProcessEvent, **fields: Any) -> Write:
             assert pk is not None
             finish = rows.FinishProcess(
-                pk=pk, owner=store.owner, epoch=epoch, process_state=transition(state, event).value
+                pk=pk,
+                owner=store.owner,
+                epoch=epoch,
+                process_state=transition(state, event).value,
+                resumable=False,
             )
             for name, value in fields.items():
                 setattr(finish, name, value)

@@ -13,7 +13,7 @@ DEFAULT_DB_PATH = Path("~/.miniengine/engine.sqlite")
 
 # Resolution is cached per (argument, $MINIENGINE_DB, working directory, $HOME): every input that
 # can change the answer is in the key, so a launch always lands where the environment says.
-_resolved: dict[tuple[str | None, str | None, str, str | None], Path] = {}
+_resolved: dict[tuple[str | None, str | None, str | None, str | None], Path] = {}
 
 
 def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -21,12 +21,12 @@ def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
     The default folder is created readable only by the user (0700).
     """
-    key = (
-        os.fspath(explicit) if explicit is not None else None,
-        os.environ.get(ENV_VAR),
-        os.getcwd(),
-        os.environ.get("HOME"),
-    )
+    given = os.fspath(explicit) if explicit is not None else None
+    from_env = os.environ.get(ENV_VAR)
+    chosen = given if given is not None else from_env
+    # the working directory matters only for a relative path (getcwd is a system call)
+    relative_to = os.getcwd() if chosen and not os.path.isabs(chosen) else None
+    key = (given, from_env, relative_to, os.environ.get("HOME"))
     path = _resolved.get(key)
     if path is None:
         path = _resolve(*key[:2])

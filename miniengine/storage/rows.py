@@ -165,6 +165,8 @@ class FinishProcess:
     log: tuple[str, str] | None = None  # (levelname, message)
     logs: Sequence[tuple[str, str]] = ()  # more (levelname, message), written before ``log``
     task_pk: int | None = None  # the daemon task that ran it, acknowledged in the same commit
+    #: False for process functions: they never have a checkpoint or a waiting parent
+    resumable: bool = True
 
 
 def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
@@ -206,8 +208,9 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
             "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
             [(finish.pk, now, level, message) for level, message in logs],
         )
-    connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
-    broker_rows.notify_parents(connection, finish.pk, now)
+    if finish.resumable:
+        connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
+        broker_rows.notify_parents(connection, finish.pk, now)
     if finish.task_pk is not None:
         broker_rows.ack_task(connection, finish.task_pk)
     return output_pks
