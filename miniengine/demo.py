@@ -1,10 +1,12 @@
 # mypy: disable-error-code="no-untyped-def"
-"""The seed's scenario 1, verbatim except for the imports, and a readable view of its provenance.
+"""The seed's scenarios, run by ``python -m miniengine demo``.
 
-``python -m miniengine demo`` runs :func:`scenario_1` and prints :func:`format_provenance` of the
-workfunction's node.  The process functions are defined at module level, exactly as in the seed, so
-their process type (``miniengine.demo.add``...) can be imported again.  (Their parameters carry no
-type hints, as in the seed: a process function's hints would become its valid input types.)
+Scenario 1 (verbatim except for the imports) runs here and :func:`format_provenance` prints the
+workfunction's node; scenario 2 (:mod:`miniengine.demo_nested`) is submitted to a daemon that the
+demo starts and stops itself.  The process functions are defined at module level, exactly as in
+the seed, so their process type (``miniengine.demo.add``...) can be imported again.  (Their
+parameters carry no type hints, as in the seed: a process function's hints would become its valid
+input types.)
 """
 
 from __future__ import annotations
@@ -108,4 +110,48 @@ def main(db: str | None = None) -> int:
     print(f"result: {result}  ((1 + 2) * 3)")
     print()
     print(format_provenance(node))
-    return 0 if node.is_finished_ok and result == 9 else 1
+    ok = node.is_finished_ok and result == 9
+    print()
+    return 0 if scenario_2(resolve_db_path()) and ok else 1
+
+
+def scenario_2(db: Any, depth: int = 5) -> bool:
+    """Submit the seed's NestedWorkChain to a daemon (started and stopped here unless one is
+    already running for ``db``), wait for it, and print its call tree and reports."""
+    import time
+
+    from miniengine import await_node, submit
+    from miniengine.daemon.__main__ import start_daemon, stop_daemon
+    from miniengine.daemon.files import DaemonFiles
+    from miniengine.demo_nested import NestedWorkChain
+
+    print(f"Seed scenario 2: submit(NestedWorkChain, inp=Int({depth})) to a daemon")
+    ours = DaemonFiles(db).read() is None
+    if ours:
+        started = time.perf_counter()
+        pid = start_daemon(db, workers=1)
+        print(f"started a daemon (pid {pid}) in {time.perf_counter() - started:.2f} s")
+    try:
+        started = time.perf_counter()
+        node = submit(NestedWorkChain, inp=Int(depth))
+        print(f"submitted: {_describe_process(node)}")
+        await_node(node, timeout=60)
+        elapsed = time.perf_counter() - started
+        output = node.outputs.output if "output" in node.outputs else None
+        print(f"finished in {elapsed * 1000:.0f} ms: output = {output}")
+        print()
+        _print_tree(node, "")
+        return bool(node.is_finished_ok and output == depth)
+    finally:
+        if ours:
+            stop_daemon(db)
+            print()
+            print("stopped the daemon")
+
+
+def _print_tree(node: Any, indent: str) -> None:
+    print(f"{indent}{_describe_process(node)}")
+    for entry in node.logs:
+        print(f"{indent}    {entry.levelname}: {entry.message}")
+    for child in node.called:
+        _print_tree(child, indent + "  ")
