@@ -45,7 +45,7 @@ from miniengine.core.outline import (
     next_step,
     step_names,
 )
-from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace
+from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_namespace
 from miniengine.core.spec import ProcessSpec
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
@@ -622,10 +622,7 @@ class _Executor:
     def exposed_inputs(
         self, process_class: Any, namespace: str | None, agglomerate: bool
     ) -> AttributeDict:
-        namespaces: list[str | None] = [namespace]
-        if agglomerate and namespace:
-            parts = namespace.split(".")
-            namespaces = [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
+        namespaces = _namespaces(namespace, agglomerate)
         result = AttributeDict()
         for space in namespaces:
             names = self.spec.exposed_inputs.get(space, {}).get(process_class)
@@ -642,10 +639,7 @@ class _Executor:
     def exposed_outputs(
         self, node: ProcessNode, process_class: Any, namespace: str | None, agglomerate: bool
     ) -> AttributeDict:
-        namespaces: list[str | None] = [namespace]
-        if agglomerate and namespace:
-            parts = namespace.split(".")
-            namespaces = [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
+        namespaces = _namespaces(namespace, agglomerate)
         outputs = node.outputs
         where: dict[str, str | None] = {}  # each output goes to the most specific namespace
         for space in namespaces:
@@ -762,6 +756,17 @@ class _Executor:
         if daemon:
             self.new_children = []
         return Write(self.store, checkpoint_rows.step_commit_tx, commit)
+
+    def _release(self) -> Write:
+        """Hand the process back to the queue at its checkpoint (pause, worker shutdown)."""
+        return Write(
+            self.store,
+            checkpoint_rows.release_process_tx,
+            self.pk,
+            self.store.owner,
+            self.epoch,
+            self.task_pk,
+        )
 
     def _after_commit(self, committed: tuple[list[int], bool]) -> None:
         output_pks, paused = committed
@@ -891,25 +896,11 @@ class _Executor:
                 if self.pause_requested:
                     self.pause_requested = False
                     if self.tree is None:  # daemon: evicted; play() enqueues it again
-                        yield Write(
-                            self.store,
-                            checkpoint_rows.release_process_tx,
-                            self.pk,
-                            self.store.owner,
-                            self.epoch,
-                            self.task_pk,
-                        )
+                        yield self._release()
                         return EVICTED, self.node
                     yield Await(self._wait_while_paused)
                 if self.worker is not None and self.worker.stopping:
-                    yield Write(
-                        self.store,
-                        checkpoint_rows.release_process_tx,
-                        self.pk,
-                        self.store.owner,
-                        self.epoch,
-                        self.task_pk,
-                    )
+                    yield self._release()
                     return EVICTED, self.node
                 self.cursor = yield Body(self._advance, (), {}, False, self.process)
             if exit_code.status == 0:
@@ -919,14 +910,7 @@ class _Executor:
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
             if self.worker is not None and self.worker.stopping:
                 # the worker is shutting down, not killing: hand the process back to the queue
-                yield Write(
-                    self.store,
-                    checkpoint_rows.release_process_tx,
-                    self.pk,
-                    self.store.owner,
-                    self.epoch,
-                    self.task_pk,
-                )
+                yield self._release()
                 raise
             if self.children or self.new_children:
                 yield Await(self._kill_children)
@@ -957,7 +941,7 @@ class _Executor:
             exit_message=exit_code.message,
         )
         _mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
-        return _nest(self.outputs), self.node
+        return unflatten_namespace(self.outputs), self.node
 
     def _interpret(self, result: Any) -> ExitCode | None:
         if isinstance(result, ExitCode):
@@ -969,7 +953,7 @@ class _Executor:
         return None
 
     def _validate_outputs(self) -> ExitCode | None:
-        nested = _nest(self.outputs)
+        nested = unflatten_namespace(self.outputs)
         codes = self.spec.exit_codes
         for name, port in self.spec.outputs.ports.items():
             if (
@@ -987,6 +971,14 @@ class _Executor:
                 return codes["ERROR_MISSING_OUTPUT"]
             return codes["ERROR_INVALID_OUTPUT"].format(message=message)
         return None
+
+
+def _namespaces(namespace: str | None, agglomerate: bool) -> list[str | None]:
+    """The namespace, and with ``agglomerate`` every enclosing one, outermost first."""
+    if not (agglomerate and namespace):
+        return [namespace]
+    parts = namespace.split(".")
+    return [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
 
 
 def _output_port(outputs: PortNamespace, name: str) -> tuple[Any, PortNamespace | None]:
@@ -1068,17 +1060,6 @@ def _set_context(ctx: AttributeDict, key: str, node: ProcessNode, append: bool) 
             )
     else:
         target[last] = node
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for label, value in flat.items():
-        parts = label.split(NAMESPACE_SEPARATOR)
-        target = nested
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = value
-    return nested
 
 
 def _mark_stored(items: Any, pks: list[int], store: Store) -> None:
@@ -1243,7 +1224,7 @@ async def resume(
     if not isinstance(node, WorkChainNode):
         raise MiniengineError(f"node {pk} is not a WorkChain process")
     if node.is_terminated:
-        return _nest(_output_map(node)), node
+        return unflatten_namespace(_output_map(node)), node
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         owner, _, expires = node.lease
