@@ -1,0 +1,142 @@
+"""Pause, play and kill (miniengine.control), in run mode and in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from miniengine import (
+    ProcessKilledError,
+    ProcessState,
+    Str,
+    arun_get_node,
+    find_processes,
+    load_node,
+    submit,
+)
+from miniengine import control
+from miniengine.storage.control_rows import KILL_STATUS, PAUSE_STATUS
+from miniengine.testing import WaitingProcess, gate_is_open, open_gate
+from tests.workchains.control_chains import ParentOfWaiting
+
+
+async def _running(label: str = "WaitingProcess", count: int = 1) -> list[int]:
+    """Wait (bounded) until ``count`` processes with ``label`` are RUNNING; their pks."""
+    for _ in range(2000):
+        nodes = find_processes(state="running", process_label=label)
+        if len(nodes) >= count:
+            return sorted(node.pk for node in nodes)  # type: ignore[misc]
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no running {label}")
+
+
+async def test_kill_a_running_run_mode_process_ends_it_killed_with_the_message():
+    task = asyncio.create_task(arun_get_node(WaitingProcess, gate=Str("never")))
+    (pk,) = await _running()
+    answer = await asyncio.to_thread(control.kill, pk, "enough", wait=True)
+    assert answer == f"killed process {pk}"
+    with pytest.raises(ProcessKilledError):
+        await task
+    node = load_node(pk)
+    assert node.process_state is ProcessState.KILLED
+    assert node.process_status == "enough"
+    assert node.exit_status is None
+    assert any(entry.message == "enough" for entry in node.logs)
+
+
+async def test_kill_cascades_to_the_running_children_of_a_run_mode_tree():
+    task = asyncio.create_task(arun_get_node(ParentOfWaiting, gate=Str("never")))
+    (child_pk,) = await _running()
+    parent_pk = load_node(child_pk).caller.pk
+    await asyncio.to_thread(control.kill, parent_pk, wait=True)
+    with pytest.raises(ProcessKilledError):
+        await task
+    assert load_node(parent_pk).process_state is ProcessState.KILLED
+    assert load_node(child_pk).process_state is ProcessState.KILLED
+
+
+async def test_pause_holds_a_run_mode_process_at_its_next_step_until_play():
+    task = asyncio.create_task(arun_get_node(WaitingProcess, gate=Str("g")))
+    (pk,) = await _running()
+    assert "paused" in await asyncio.to_thread(control.pause, pk)
+    await asyncio.to_thread(open_gate, "g")
+    # the first step ends and the process stops at the boundary: its owner takes the request
+    store = load_node(pk).store
+    assert await asyncio.to_thread(control._wait_for_control, store, pk, 10.0)
+    assert gate_is_open("g")
+    node = load_node(pk)
+    assert node.process_status == PAUSE_STATUS
+    assert node.paused and node.process_state is ProcessState.RUNNING
+    assert not task.done()
+    assert "played" in await asyncio.to_thread(control.play, pk)
+    outputs, finished = await task
+    assert finished.is_finished_ok and outputs["passed"].value is True
+    assert not load_node(pk).paused
+
+
+def test_kill_of_a_created_process_nobody_runs_is_done_in_the_database():
+    node = submit(WaitingProcess, gate=Str("never"))  # no daemon: it stays CREATED
+    assert node.process_state is ProcessState.CREATED
+    assert control.kill(node) == f"killed process {node.pk}"
+    assert node.process_state is ProcessState.KILLED
+    assert node.process_status == KILL_STATUS
+
+
+def test_killing_a_terminated_process_is_a_clear_no_op():
+    node = submit(WaitingProcess, gate=Str("never"))
+    control.kill(node)
+    answer = control.kill(node)
+    assert "already terminated" in answer and "nothing to kill" in answer
+    assert "nothing to pause" in control.pause(node)
+    assert "nothing to play" in control.play(node)
+
+
+def test_pause_and_play_of_an_unowned_process_change_the_database():
+    node = submit(WaitingProcess, gate=Str("never"))
+    control.pause(node)
+    assert node.paused and node.process_status == PAUSE_STATUS
+    control.play(node)
+    assert not node.paused and node.process_status is None
+    assert node.process_state is ProcessState.CREATED
+
+
+def test_aiida_names_accept_lists_and_all_entries():
+    first = submit(WaitingProcess, gate=Str("a"))
+    second = submit(WaitingProcess, gate=Str("b"))
+    assert len(control.pause_processes([first, second.pk])) == 2
+    assert first.paused and second.paused
+    assert len(control.play_processes(all_entries=True)) == 2
+    assert not first.paused and not second.paused
+    assert control.kill_processes([]) == []
+    messages = control.kill_processes(all_entries=True, msg_text="cleanup")
+    assert len(messages) == 2
+    assert {n.process_status for n in (first, second)} == {"cleanup"}
+    assert control.revive_processes([first]) == [f"revived process {first.pk}"]
+
+
+def test_unknown_pk_is_a_clear_error():
+    from miniengine import NotExistent
+
+    with pytest.raises(NotExistent, match="no process with pk 4242"):
+        control.kill(4242)
+
+
+def test_open_gate_releases_a_waiting_process_in_another_thread():
+    result: dict[str, object] = {}
+
+    def runner() -> None:
+        result["out"] = asyncio.run(arun_get_node(WaitingProcess, gate=Str("t")))
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    for _ in range(4000):
+        if find_processes(state="running"):
+            break
+        threading.Event().wait(0.002)
+    open_gate("t")
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    outputs, node = result["out"]  # type: ignore[misc]
+    assert node.is_finished_ok
