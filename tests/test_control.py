@@ -12,11 +12,11 @@ from miniengine import (
     ProcessState,
     Str,
     arun_get_node,
+    control,
     find_processes,
     load_node,
     submit,
 )
-from miniengine import control
 from miniengine.storage.control_rows import KILL_STATUS, PAUSE_STATUS
 from miniengine.testing import WaitingProcess, gate_is_open, open_gate
 from tests.workchains.control_chains import ParentOfWaiting
@@ -138,5 +138,5 @@ def test_open_gate_releases_a_waiting_process_in_another_thread():
     open_gate("t")
     thread.join(timeout=30)
     assert not thread.is_alive()
-    outputs, node = result["out"]  # type: ignore[misc]
+    _outputs, node = result["out"]  # type: ignore[misc]
     assert node.is_finished_ok
