@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         help="database file (default: $MINIENGINE_DB, else ~/.miniengine/engine.sqlite)",
     )
     demo.set_defaults(handler=_demo)
+
+    # `process ...` and `db ...`: the operator's commands, in miniengine.cli ----------------------
+    from miniengine.cli import register
+
+    register(commands)
+    # -------------------------------------------------------------------------------------------
     return parser
 
 

@@ -111,12 +111,18 @@ class Store:
             return
         self._closed = True
         self._background.close()
-        with self._write_lock:
-            self._writer.close()
+        # Readers first, then the writer: the last connection to close copies the WAL back
+        # into the database file, so a plain `cp` of the file afterwards has everything.
         with self._reader_lock:
             for connection in self._reader_connections:
                 connection.close()
             self._reader_connections.clear()
+        with self._write_lock:
+            try:
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # another process is using the file: its last close checkpoints instead
+            self._writer.close()
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,46 @@
+"""The operator's command line: ``miniengine process ...`` and ``miniengine db ...``.
+
+:func:`register` adds both commands to the ``miniengine`` parser (``miniengine/__main__.py``).
+Each subcommand lives in a module of this package that defines ``add_commands(subparsers)``;
+its handler imports what it needs when it runs, so that a read-only command starts without the
+engine's event-loop machinery (the read-only commands use plain ``sqlite3``).  Handlers return the
+exit status: 0 ok, 1 error (one line on stderr, see :mod:`miniengine.cli.errors`); argparse
+exits with 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_process_commands", "register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``process`` and ``db`` commands to the subparsers of the ``miniengine`` parser.
+
+    More ``process`` subcommands (pause, play, kill, watch, repair) join through
+    :func:`add_process_commands`.
+    """
+    process = commands.add_parser(
+        "process",
+        help="list, show and inspect processes",
+        description="Inspect the processes of a database (as `verdi process`).",
+    )
+    add_process_commands(
+        process.add_subparsers(dest="process_command", metavar="COMMAND", required=True)
+    )
+    db = commands.add_parser(
+        "db",
+        help="describe, migrate, vacuum or back up the database",
+        description="Look after the database file.",
+    )
+    from miniengine.cli import db as db_commands
+
+    db_commands.add_commands(db.add_subparsers(dest="db_command", metavar="COMMAND", required=True))
+
+
+def add_process_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The subcommands of ``miniengine process``: add a module's ``add_commands`` here."""
+    from miniengine.cli import process
+
+    process.add_commands(commands)

@@ -1,0 +1,310 @@
+"""``miniengine db info|migrate|vacuum|backup``: the database file as a whole.
+
+``info`` only reads.  ``migrate`` opens the file as the engine does, which migrates it.
+``vacuum`` rewrites the file and is refused while a daemon serves it.  ``backup`` copies a
+consistent snapshot with ``VACUUM INTO`` (one read transaction, so the daemon may keep writing)
+into a temporary file beside the target, checks it, and renames it into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from miniengine.cli.connection import open_readonly, require_file, schema_version
+from miniengine.cli.errors import CliError, Handler, guarded
+from miniengine.cli.options import add_db_option, add_json_option, db_path
+from miniengine.cli.table import emit, format_pairs, json_object
+from miniengine.core.states import ProcessState
+from miniengine.storage.schema import SCHEMA_VERSION
+
+__all__ = ["add_commands"]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``info``, ``migrate``, ``vacuum`` and ``backup`` to the ``db`` command."""
+    info = commands.add_parser(
+        "info",
+        help="path, size, schema version, counts, queue and daemon of the database",
+        description="Describe the database: its path and size (and its write-ahead log), "
+        "schema version, nodes and processes by state, the task queue, and whether a daemon "
+        "serves it.  Reads only.",
+    )
+    add_json_option(info)
+    _common(info, _info)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the database to this miniengine's schema version",
+        description="Open the database as the engine does, which migrates it to the schema "
+        f"version of this miniengine ({SCHEMA_VERSION}), and say from which version.",
+    )
+    _common(migrate, _migrate)
+
+    vacuum = commands.add_parser(
+        "vacuum",
+        help="rewrite the database compactly (refused while a daemon runs)",
+        description="Rebuild the database file without its free pages (sqlite's VACUUM) and "
+        "empty its write-ahead log.  Refused while a daemon serves the database: stop it "
+        "first.",
+    )
+    _common(vacuum, _vacuum)
+
+    backup = commands.add_parser(
+        "backup",
+        help="copy a consistent snapshot of the database to PATH (safe while a daemon runs)",
+        description="Write a consistent, compact copy of the database to PATH with sqlite's "
+        "VACUUM INTO, which reads one snapshot while the daemon goes on writing.  The copy is "
+        "checked before it replaces anything.",
+    )
+    backup.add_argument("path", metavar="PATH", help="the backup file to write")
+    backup.add_argument("-f", "--force", action="store_true", help="overwrite PATH if it exists")
+    _common(backup, _backup)
+
+
+def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
+    add_db_option(parser)
+    parser.set_defaults(handler=guarded(handler))
+
+
+def _size(count: int) -> str:
+    """``512 B``, ``120.0 KiB``, ``28.6 MiB``, ``1.2 GiB``."""
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _wal(path: Path) -> Path:
+    return Path(f"{os.fspath(path)}-wal")
+
+
+def _daemon(path: Path) -> dict[str, object] | None:
+    """The pid file of the daemon serving ``path`` if one is running, else None."""
+    from miniengine.daemon.files import DaemonFiles
+
+    return DaemonFiles(path).read()
+
+
+# info ------------------------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace) -> int:
+    path = db_path(args)
+    connection = open_readonly(path)
+    try:
+        version = schema_version(connection, path)
+        nodes = int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
+        counts = dict(
+            connection.execute(
+                "SELECT process_state, count(*) FROM nodes WHERE process_state IS NOT NULL "
+                "GROUP BY process_state"
+            ).fetchall()
+        )
+        paused = int(
+            connection.execute(
+                "SELECT count(*) FROM nodes WHERE process_state IN ('created', 'running', "
+                "'waiting') AND paused"
+            ).fetchone()[0]
+        )
+        queue = None
+        if version >= 2:
+            from miniengine.storage.broker_rows import queue_depth
+
+            queue = queue_depth(connection)
+    finally:
+        connection.close()
+    daemon = _daemon(path)
+    by_state = {state.value: int(counts.get(state.value, 0)) for state in ProcessState}
+    processes = sum(by_state.values())
+    if args.json:
+        emit(
+            json_object(
+                {
+                    "path": str(path),
+                    "size_bytes": _file_size(path),
+                    "wal_bytes": _file_size(_wal(path)),
+                    "schema_version": version,
+                    "current_schema_version": SCHEMA_VERSION,
+                    "nodes": nodes,
+                    "process_nodes": processes,
+                    "data_nodes": nodes - processes,
+                    "processes": by_state,
+                    "paused": paused,
+                    "queue": queue,
+                    "daemon": _daemon_json(daemon),
+                }
+            )
+        )
+        return 0
+    if version == SCHEMA_VERSION:
+        schema = f"{version} (current)"
+    else:
+        schema = f"{version} (this miniengine uses {SCHEMA_VERSION}: run `miniengine db migrate`)"
+    states = ", ".join(f"{count:,} {state}" for state, count in by_state.items() if count)
+    if paused:
+        states += f" ({paused:,} paused)"
+    pairs = [
+        ("database", str(path)),
+        ("size", f"{_size(_file_size(path))} (write-ahead log {_size(_file_size(_wal(path)))})"),
+        ("schema version", schema),
+        ("nodes", f"{nodes:,} ({processes:,} processes, {nodes - processes:,} data)"),
+        ("processes", states or "none"),
+        (
+            "queue",
+            "n/a" if queue is None else f"{queue['ready']:,} ready, {queue['leased']:,} leased",
+        ),
+        ("daemon", _daemon_text(daemon)),
+    ]
+    emit(format_pairs(pairs))
+    return 0
+
+
+def _workers(daemon: dict[str, object]) -> list[int]:
+    workers = daemon.get("workers")
+    return (
+        [int(pid) for pid in workers if isinstance(pid, int)] if isinstance(workers, list) else []
+    )
+
+
+def _daemon_json(daemon: dict[str, object] | None) -> dict[str, Any]:
+    if daemon is None:
+        return {"running": False, "pid": None, "workers": []}
+    return {"running": True, "pid": daemon.get("pid"), "workers": _workers(daemon)}
+
+
+def _daemon_text(daemon: dict[str, object] | None) -> str:
+    if daemon is None:
+        return "not running"
+    workers = _workers(daemon)
+    listed = f", worker pids {', '.join(map(str, workers))}" if workers else ""
+    return f"running (pid {daemon.get('pid')}{listed})"
+
+
+# migrate ---------------------------------------------------------------------------------------
+
+
+def _version_of(path: Path) -> int:
+    connection = open_readonly(path)
+    try:
+        return schema_version(connection, path)
+    finally:
+        connection.close()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    path = db_path(args)
+    before = _version_of(path)
+    if before == SCHEMA_VERSION:
+        emit(f"{path}: schema version {before} is current; nothing to migrate")
+        return 0
+    from miniengine.storage.store import Store
+
+    Store(path).close()  # opening migrates, under a write lock, idempotently
+    after = _version_of(path)
+    emit(f"migrated {path} from schema version {before} to {after}")
+    return 0
+
+
+# vacuum ----------------------------------------------------------------------------------------
+
+
+def _vacuum(args: argparse.Namespace) -> int:
+    path = db_path(args)
+    _version_of(path)  # one of ours, readable: never rewrite another program's file
+    daemon = _daemon(path)
+    if daemon is not None:
+        raise CliError(
+            f"a daemon (pid {daemon.get('pid')}) is running for {path}; stop it first "
+            f"(python -m miniengine.daemon stop --db {path}), then vacuum"
+        )
+    from miniengine.storage import schema
+
+    before = _file_size(path) + _file_size(_wal(path))
+    connection = schema.connect(path)
+    try:
+        connection.execute("VACUUM")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+    after = _file_size(path) + _file_size(_wal(path))
+    emit(f"vacuumed {path}: {_size(before)} -> {_size(after)}")
+    return 0
+
+
+# backup ----------------------------------------------------------------------------------------
+
+
+def _backup(args: argparse.Namespace) -> int:
+    source = db_path(args)
+    target = Path(args.path).expanduser().absolute()
+    connection = open_readonly(source)
+    try:
+        _check_target(source, target, args.force)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        # VACUUM INTO needs a missing or empty file; creating it first makes the copy 0600.
+        os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            connection.execute("VACUUM INTO ?", (os.fspath(temporary),))
+            nodes, version = _verify(temporary)
+            for suffix in ("-wal", "-shm", "-journal"):  # an old file's log must not survive
+                Path(f"{os.fspath(target)}{suffix}").unlink(missing_ok=True)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    finally:
+        connection.close()
+    emit(
+        f"backed up {source} to {target}: {nodes:,} nodes, schema version {version}, "
+        f"{_size(_file_size(target))}"
+    )
+    return 0
+
+
+def _check_target(source: Path, target: Path, force: bool) -> None:
+    if target.is_dir():
+        raise CliError(f"{target} is a folder: give the path of the backup file to write")
+    if not target.parent.is_dir():
+        raise CliError(f"cannot write {target}: the folder {target.parent} does not exist")
+    if not os.path.lexists(target):
+        return
+    if target.resolve() == source.resolve():
+        raise CliError(f"cannot back up {source} onto itself")
+    if not force:
+        raise CliError(f"{target} already exists; pass --force to overwrite it")
+    require_file(target)
+    daemon = _daemon(target)
+    if daemon is not None:
+        raise CliError(f"{target} is in use by a daemon (pid {daemon.get('pid')}); not overwriting")
+
+
+def _verify(copy: Path) -> tuple[int, int]:
+    """Check the copy's integrity and header; its node count and schema version."""
+    connection = sqlite3.connect(f"file:{quote(os.fspath(copy))}?mode=ro", uri=True)
+    try:
+        result = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise CliError(
+                f"the backup failed sqlite's integrity check ({result}); nothing written"
+            )
+        version = schema_version(connection, copy)
+        nodes = int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
+    finally:
+        connection.close()
+    return nodes, version

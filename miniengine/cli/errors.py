@@ -1,0 +1,48 @@
+"""How a command fails: one line on stderr and exit status 1, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sqlite3
+import sys
+from collections.abc import Callable
+
+from miniengine.exceptions import MiniengineError
+
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "CliError", "Handler", "guarded"]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure the user can act on; its message is printed as ``error: <message>``."""
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Wrap a command's handler so that expected failures print one line and return 1."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (CliError, MiniengineError) as exc:
+            return _fail(str(exc))
+        except sqlite3.Error as exc:  # a query failed: say which database, not where in our code
+            db = getattr(args, "db_path", None) or getattr(args, "db", None) or "the database"
+            return _fail(f"{db}: {exc}")
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            return EXIT_INTERRUPTED
+
+    return run
+
+
+def _fail(message: str) -> int:
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {message}\n")
+    return EXIT_ERROR
