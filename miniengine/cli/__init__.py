@@ -41,6 +41,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def add_process_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The subcommands of ``miniengine process``: add a module's ``add_commands`` here."""
-    from miniengine.cli import process
+    from miniengine.cli import control, process
 
     process.add_commands(commands)
+    control.add_commands(commands)

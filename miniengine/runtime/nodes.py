@@ -21,7 +21,7 @@ from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError, NotExistent
 from miniengine.storage import rows
-from miniengine.storage.store import Store
+from miniengine.storage.store import Store, shared_store
 
 __all__ = [
     "CalcFunctionNode",
@@ -249,7 +249,7 @@ class ProcessNode:
     """The record of one process: its state, inputs, outputs, logs and place in the call tree."""
 
     def __init__(self, store: Store | None, row: tuple[Any, ...]) -> None:
-        self._store = store
+        self._store_ref = store
         self._row = row
         self._memory_inputs: dict[str, Any] | None = None  # store_provenance=False only
         self._memory_outputs: dict[str, Any] | None = None
@@ -296,6 +296,14 @@ class ProcessNode:
     @property
     def is_stored(self) -> bool:
         return self._row[_PK] is not None
+
+    @property
+    def _store(self) -> Store | None:
+        """The node's store, opened again if it was closed (e.g. by ``close_all_stores``)."""
+        store = self._store_ref
+        if store is not None and store.closed:
+            store = self._store_ref = shared_store(store.path)
+        return store
 
     @property
     def store(self) -> Store | None:
