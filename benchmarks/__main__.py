@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import pstats
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare import (
+    DEFAULT_SCRIPT,
+    Comparison,
+    compare,
+    default_python,
+    format_comparison,
+    problem_with,
+)
+from benchmarks.compare import to_json as comparison_json
 from benchmarks.machine import cpu_reference_ms, machine_info
+from benchmarks.profiling import print_top
 from benchmarks.registry import Workload
-from benchmarks.report import format_table, furthest_from_target, to_json, write_json
+from benchmarks.report import (
+    format_scaling,
+    format_table,
+    furthest_from_target,
+    growing,
+    plot_scaling,
+    table_rows,
+    to_json,
+    write_json,
+)
 from benchmarks.runner import RESULTS_DIR, ROOT, WorkloadResult, run_child, run_workload
 from benchmarks.workloads import all_workloads, select
 
@@ -46,6 +64,28 @@ def _parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="also print the table as Markdown (for RESULTS.md)"
     )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    parser.add_argument(
+        "--compare",
+        choices=["aiida"],
+        help="also run the matching AiiDA workloads (run mode W1-W4) in another interpreter "
+        "and print the ratios",
+    )
+    parser.add_argument(
+        "--aiida-python",
+        metavar="PATH",
+        help="the Python of an environment with aiida-core installed (default $AIIDA_PYTHON, "
+        "else $AIIDA_VENV/bin/python)",
+    )
+    parser.add_argument(
+        "--aiida-profile", metavar="NAME", help="the AiiDA profile to use (default: its default)"
+    )
+    parser.add_argument(
+        "--aiida-script",
+        metavar="PATH",
+        type=Path,
+        default=DEFAULT_SCRIPT,
+        help=f"the peer's workload script (default {DEFAULT_SCRIPT})",
+    )
     return parser
 
 
@@ -56,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for workload in all_workloads().values():
             print(f"{workload.id:<12} {workload.title}")
         return 0
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
-    if repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     try:
         workloads = select(args.profile or args.only)
@@ -68,44 +107,62 @@ def main(argv: list[str] | None = None) -> int:
         if len(workloads) != 1:
             parser.error("--profile takes one workload id")
         return _profile(workloads[0], quick=args.quick, stamp=stamp)
-    return _run(
-        workloads, quick=args.quick, repeat=repeat, stamp=stamp, argv=argv, markdown=args.markdown
-    )
+    return _run(workloads, args, stamp=stamp, argv=argv)
 
 
 def _run(
-    workloads: list[Workload],
-    *,
-    quick: bool,
-    repeat: int,
-    stamp: str,
-    argv: list[str] | None,
-    markdown: bool,
+    workloads: list[Workload], args: argparse.Namespace, *, stamp: str, argv: list[str] | None
 ) -> int:
+    quick, markdown = args.quick, args.markdown
+    default_repeat = args.repeat if args.repeat is not None else (1 if quick else 3)
     machine = machine_info(ROOT)
     cpu_before = cpu_reference_ms()
     start = time.perf_counter()
     results: list[WorkloadResult] = []
     for index, workload in enumerate(workloads, 1):
         position = f"{index}/{len(workloads)}"
+        repeat = args.repeat or workload.repeat_for(quick, default_repeat)
         results.append(run_workload(workload, quick=quick, repeat=repeat, position=position))
+    comparisons = _compare(results, args) if args.compare else []
     elapsed = time.perf_counter() - start
     cpu_after = cpu_reference_ms()
 
-    print(format_table(results))
-    if markdown:
-        print("\n" + format_table(results, markdown=True))
+    if table_rows(results):
+        print(format_table(results))
+        if markdown:
+            print("\n" + format_table(results, markdown=True))
     furthest = furthest_from_target(results)
     if furthest is not None:
         print(f"\nfurthest from its target: {furthest.metric.label.strip()} ({furthest.verdict()})")
+    scaling = format_scaling(results)
+    if scaling:
+        print("\nScaling (medians; a cost should stay flat as the size grows)\n")
+        print(scaling)
+        if markdown:
+            print("\n" + format_scaling(results, markdown=True))
+        for curve in growing(results):
+            print(
+                f"GROWS: {curve.workload.id} {curve.series.name} rises x{curve.growth:.1f} "
+                f"over {curve.workload.scaling.x_label if curve.workload.scaling else 'size'} "
+                f"(limit x{curve.series.growth_limit:g}): a missing index or a quadratic loop"
+            )
+        for plot in plot_scaling(results, RESULTS_DIR, stamp):
+            print(f"plot: {_relative(plot)}")
+    if comparisons:
+        print("\nSide by side with AiiDA, measured in this run\n")
+        print(format_comparison(comparisons))
+        if markdown:
+            print("\n" + format_comparison(comparisons, markdown=True))
     meta = {
         "timestamp": stamp,
         "command": ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)],
         "quick": quick,
-        "repeat": repeat,
+        "repeat": default_repeat,
         "elapsed_s": elapsed,
         "machine": {**machine, "cpu_ref_ms": [cpu_before, cpu_after]},
     }
+    if args.compare:
+        meta["compare_aiida"] = comparison_json(comparisons)
     path = write_json(to_json(results, meta), RESULTS_DIR, stamp)
     print(
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, sqlite {machine['sqlite']}, "
@@ -118,6 +175,31 @@ def _run(
         print(f"FAILED: {', '.join(failed)} crashed or gave a wrong result", file=sys.stderr)
         return 1
     return 0
+
+
+def _compare(results: list[WorkloadResult], args: argparse.Namespace) -> list[Comparison]:
+    python = args.aiida_python or default_python()
+    problem = problem_with(python, args.aiida_script)
+    if problem is not None:
+        sys.stderr.write(f"[aiida] no comparison: {problem}\n")
+        return []
+    assert python is not None
+    comparisons = compare(
+        results,
+        python,
+        script=args.aiida_script,
+        quick=args.quick,
+        profile=args.aiida_profile,
+        progress=_write_progress,
+    )
+    if not comparisons:
+        sys.stderr.write("[aiida] no comparison: none of W1-W4 ran\n")
+    return comparisons
+
+
+def _write_progress(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def _profile(workload: Workload, *, quick: bool, stamp: str) -> int:
@@ -135,9 +217,11 @@ def _profile(workload: Workload, *, quick: bool, stamp: str) -> int:
     for metric in workload.metrics:
         value = report["metrics"][metric.key]
         print(f"{metric.label.strip()}: {value:,.{metric.digits}f} {metric.unit} (under cProfile)")
-    print(f"profile: {_relative(path)}\n")
-    stats = pstats.Stats(str(path), stream=sys.stdout)
-    stats.strip_dirs().sort_stats("tottime").print_stats(PROFILE_LINES)
+    print(f"profile: {_relative(path)} (every thread of the benchmark's process)")
+    print_top(path, PROFILE_LINES)
+    for daemon_profile in sorted(path.parent.glob(f"{path.stem}-*.prof")):
+        print(f"profile: {_relative(daemon_profile)} (a daemon process, every thread)")
+        print_top(daemon_profile, PROFILE_LINES)
     return 0
 
 

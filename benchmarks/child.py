@@ -59,13 +59,18 @@ def _measure(measure: Any, params: Any, profile_path: Path | None) -> Measuremen
     if profile_path is None:
         result: Measurement = measure(params)
         return result
-    import cProfile
+    import os
 
-    profiler = cProfile.Profile()
+    from benchmarks.profiling import ENV_VAR, ThreadProfiles
+
+    # daemons started by the workload profile themselves next to this file (see profiling)
+    os.environ[ENV_VAR] = str(profile_path.with_suffix(""))
+    profiles = ThreadProfiles()
+    profiles.start()
     try:
-        result = profiler.runcall(measure, params)
+        result = measure(params)
     finally:
-        profiler.dump_stats(profile_path)
+        profiles.stop(profile_path)
     return result
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Params = Mapping[str, int]
+Params = Mapping[str, Any]
 
 
 class Skipped(Exception):
@@ -46,13 +46,20 @@ class Target:
         return measured >= self.value if self.op == ">=" else measured <= self.value
 
     def shortfall(self, measured: float) -> float:
-        """How far ``measured`` misses the target, as a fraction of the target (0 if it holds)."""
+        """How far ``measured`` misses the target, as a fraction of the target (0 if it holds).
+
+        A target of 0 (``<= 0`` orphans) has no scale: the miss is the measured value itself.
+        """
         if self.holds(measured):
             return 0.0
+        if self.value == 0:
+            return abs(measured)
         return abs(measured - self.value) / self.value
 
     def distance(self, measured: float) -> float:
         """Measured over target, oriented so that > 1 means worse than the target."""
+        if self.value == 0:
+            return 1.0 if self.holds(measured) else 1.0 + abs(measured)
         if measured <= 0:
             return float("inf") if self.op == ">=" else 0.0
         return self.value / measured if self.op == ">=" else measured / self.value
@@ -75,8 +82,39 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Series:
+    """One scaling curve: a cost per item (a metric key at each size) that should stay flat.
+
+    ``growth_limit`` is how much the cost may rise from any point to a later (larger) one before
+    the table flags it ``GROWS``: a cost that grows with the size of the database or of a
+    fan-out is a missing index or a quadratic loop, a bug rather than a number.  None: no flag
+    (e.g. throughput against the number of workers, which is expected to change).
+    """
+
+    name: str
+    unit: str
+    points: tuple[tuple[int, str], ...]  # (size, metric key), sizes in increasing order
+    growth_limit: float | None = 2.0
+    digits: int = 0
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a scaling workload's metrics form curves (printed as tables, drawn when possible)."""
+
+    x_label: str
+    series: tuple[Series, ...]
+
+
+@dataclass(frozen=True)
 class Workload:
-    """A benchmark workload: run once per repetition, each time in a fresh subprocess."""
+    """A benchmark workload: run once per repetition, each time in a fresh subprocess.
+
+    ``repeat`` overrides the suite's default number of repetitions (a scaling curve is one long
+    repetition); ``--repeat`` on the command line still wins.  A workload with ``scaling`` is
+    printed as curves after the table instead of as rows in it; ``quick_params`` may leave
+    sizes out, and its metrics list every size of the full run (missing ones are skipped).
+    """
 
     id: str
     title: str
@@ -84,6 +122,13 @@ class Workload:
     measure: Callable[[Params], Measurement]
     params: Params
     quick_params: Params
+    repeat: int | None = None
+    quick_repeat: int | None = None
+    scaling: Scaling | None = None
 
     def params_for(self, quick: bool) -> Params:
         return self.quick_params if quick else self.params
+
+    def repeat_for(self, quick: bool, default: int) -> int:
+        chosen = self.quick_repeat if quick else self.repeat
+        return default if chosen is None else chosen

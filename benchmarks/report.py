@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.registry import Series, Workload
 from benchmarks.runner import MetricResult, WorkloadResult
 
 EN_DASH = "\u2013"
@@ -19,6 +21,8 @@ def _number(value: float, digits: int) -> str:
 def table_rows(results: list[WorkloadResult]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for result in results:
+        if result.workload.scaling is not None and result.status == "ok":
+            continue  # printed as curves by format_scaling
         if result.status != "ok":
             note = "skipped" if result.status == "skipped" else result.status.upper()
             label = result.workload.metrics[0].label
@@ -44,13 +48,22 @@ def table_rows(results: list[WorkloadResult]) -> list[tuple[str, ...]]:
 
 
 def format_table(results: list[WorkloadResult], *, markdown: bool = False) -> str:
-    rows = table_rows(results)
+    return render(HEADERS, table_rows(results), markdown=markdown, numeric={2, 3})
+
+
+def render(
+    headers: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    *,
+    markdown: bool = False,
+    numeric: set[int] | frozenset[int] = frozenset(),
+) -> str:
+    """A plain-text table (``numeric`` columns right-aligned), or the same as Markdown."""
     if markdown:
-        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [HEADERS, *rows]) for i in range(len(HEADERS))]
-    numeric = {2, 3}  # right-aligned columns
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
 
     def line(row: tuple[str, ...]) -> str:
         cells = [
@@ -60,7 +73,135 @@ def format_table(results: list[WorkloadResult], *, markdown: bool = False) -> st
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(HEADERS), rule, *(line(row) for row in rows)])
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+# scaling curves ------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    """One series of a scaling workload as measured: (size, median) points and their growth."""
+
+    workload: Workload
+    series: Series
+    points: list[tuple[int, float]]
+
+    @property
+    def growth(self) -> float:
+        """The largest rise of the cost from a point to any later (larger) one: 1 when flat."""
+        worst = 1.0
+        for i, (_, earlier) in enumerate(self.points):
+            for _, later in self.points[i + 1 :]:
+                if earlier > 0:
+                    worst = max(worst, later / earlier)
+        return worst
+
+    @property
+    def grows(self) -> bool:
+        limit = self.series.growth_limit
+        return limit is not None and self.growth > limit
+
+
+def curves(results: list[WorkloadResult]) -> list[Curve]:
+    found: list[Curve] = []
+    for result in results:
+        scaling = result.workload.scaling
+        if scaling is None or result.status != "ok":
+            continue
+        medians = {
+            metric_result.metric.key: metric_result.median for metric_result in result.metrics
+        }
+        for series in scaling.series:
+            points = [(size, medians[key]) for size, key in series.points if key in medians]
+            if points:
+                found.append(Curve(result.workload, series, points))
+    return found
+
+
+def format_scaling(results: list[WorkloadResult], *, markdown: bool = False) -> str:
+    """One table per scaling workload: each series' median at each size, the last over the
+    first, and ``GROWS`` where a cost rises more than its series allows."""
+    blocks: list[str] = []
+    for workload, workload_curves in _by_workload(curves(results)):
+        assert workload.scaling is not None
+        sizes = sorted({size for curve in workload_curves for size, _ in curve.points})
+        headers = ("series", "unit", *(f"{size:,}" for size in sizes), "last/first", "flat?")
+        rows: list[tuple[str, ...]] = []
+        for curve in workload_curves:
+            by_size = dict(curve.points)
+            cells = [
+                _number(by_size[size], curve.series.digits) if size in by_size else ""
+                for size in sizes
+            ]
+            first, last = curve.points[0][1], curve.points[-1][1]
+            ratio = f"x{last / first:.2f}" if first > 0 else ""
+            rows.append((curve.series.name, curve.series.unit, *cells, ratio, _verdict(curve)))
+        title = f"{workload.id}: {workload.title} (x = {workload.scaling.x_label})"
+        numeric = set(range(2, 3 + len(sizes)))
+        table = render(headers, rows, markdown=markdown, numeric=numeric)
+        blocks.append(f"**{title}**\n\n{table}" if markdown else f"{title}\n{table}")
+    return "\n\n".join(blocks)
+
+
+def growing(results: list[WorkloadResult]) -> list[Curve]:
+    """The curves whose cost grows faster than their series allows."""
+    return [curve for curve in curves(results) if curve.grows]
+
+
+def _verdict(curve: Curve) -> str:
+    limit = curve.series.growth_limit
+    if limit is None:
+        return ""
+    if curve.grows:
+        return f"GROWS x{curve.growth:.1f} (limit x{limit:g})"
+    return "ok"
+
+
+def _by_workload(found: list[Curve]) -> list[tuple[Workload, list[Curve]]]:
+    grouped: dict[str, list[Curve]] = {}
+    for curve in found:
+        grouped.setdefault(curve.workload.id, []).append(curve)
+    return [(group[0].workload, group) for group in grouped.values()]
+
+
+def plot_scaling(results: list[WorkloadResult], directory: Path, stamp: str) -> list[Path]:
+    """Draw each scaling workload as a PNG (log-log) if matplotlib is importable; the files."""
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return []
+    written: list[Path] = []
+    directory.mkdir(parents=True, exist_ok=True)
+    for workload, workload_curves in _by_workload(curves(results)):
+        assert workload.scaling is not None
+        figure, axes = plt.subplots(
+            1,
+            len(workload_curves),
+            figsize=(max(6.4, 4.4 * len(workload_curves)), 3.6),
+            squeeze=False,
+        )
+        for ax, curve in zip(axes[0], workload_curves, strict=True):
+            xs = [size for size, _ in curve.points]
+            ys = [value for _, value in curve.points]
+            ax.plot(xs, ys, marker="o", color="tab:red" if curve.grows else "tab:blue")
+            ax.set_xscale("log")
+            ax.set_ylim(bottom=0, top=max(ys) * 1.25 if max(ys) > 0 else 1)
+            ax.set_xlabel(workload.scaling.x_label)
+            ax.set_ylabel(curve.series.unit)
+            title = curve.series.name + (" (GROWS)" if curve.grows else "")
+            ax.set_title(title, fontsize=10)
+            ax.grid(True, alpha=0.3)
+        figure.suptitle(f"{workload.id}: {workload.title}", fontsize=10)
+        figure.tight_layout()
+        path = directory / f"scaling-{workload.id}-{stamp}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written
 
 
 def furthest_from_target(results: list[WorkloadResult]) -> MetricResult | None:
@@ -86,12 +227,25 @@ def to_json(results: list[WorkloadResult], meta: dict[str, Any]) -> dict[str, An
     return {
         **meta,
         "furthest_from_target": furthest.metric.key if furthest else None,
+        "scaling": [
+            {
+                "workload": curve.workload.id,
+                "series": curve.series.name,
+                "unit": curve.series.unit,
+                "points": curve.points,
+                "growth": curve.growth,
+                "growth_limit": curve.series.growth_limit,
+                "grows": curve.grows,
+            }
+            for curve in curves(results)
+        ],
         "workloads": [
             {
                 "id": result.workload.id,
                 "title": result.workload.title,
                 "status": result.status,
                 "message": result.message,
+                "elapsed_s": result.elapsed_s,
                 "metrics": [_metric_json(metric_result) for metric_result in result.metrics],
                 "runs": result.runs,
             }

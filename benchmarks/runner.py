@@ -17,6 +17,10 @@ from benchmarks.registry import Metric, Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Bytecode for the children and the daemons they start, as an installed package has it (this
+#: environment sets ``PYTHONDONTWRITEBYTECODE``, and compiling miniengine from source at each
+#: start would add 0.4-0.7 s to a daemon's start-up).
+PYCACHE_DIR = RESULTS_DIR / ".pycache"
 
 #: A repetition that takes longer than this is reported as crashed.
 CHILD_TIMEOUT_S = 900
@@ -64,17 +68,31 @@ class WorkloadResult:
     message: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     metrics: list[MetricResult] = field(default_factory=list)
+    elapsed_s: float = 0.0
 
     @property
     def failed(self) -> bool:
         return self.status in ("wrong", "crashed")
 
 
+def child_env(db: Path) -> dict[str, str]:
+    """The environment of a child: its database, this tree importable (daemon workers import
+    the benchmark WorkChains by module path), and a bytecode cache."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    python_path = [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env.update(
+        MINIENGINE_DB=str(db),
+        PYTHONPATH=os.pathsep.join(dict.fromkeys(python_path)),
+        PYTHONPYCACHEPREFIX=str(PYCACHE_DIR),
+    )
+    return env
+
+
 def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -> dict[str, Any]:
     """Run one repetition of ``workload`` in a fresh interpreter and return its report."""
     with tempfile.TemporaryDirectory(prefix="miniengine-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        env = dict(os.environ, MINIENGINE_DB=str(Path(tmp) / "engine.sqlite"))
+        env = child_env(Path(tmp) / "engine.sqlite")
         command = [sys.executable, "-m", "benchmarks.child", workload.id, "--out", str(out)]
         if quick:
             command.append("--quick")
@@ -92,6 +110,8 @@ def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -
             )
         except subprocess.TimeoutExpired:
             return {"status": "crashed", "error": f"timed out after {CHILD_TIMEOUT_S} s"}
+        finally:
+            stopped = stop_leftover_daemons(Path(tmp))
         if out.exists():
             report: dict[str, Any] = json.loads(out.read_text())
         else:
@@ -100,12 +120,51 @@ def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -
             report.update(status="crashed", error=f"exited {completed.returncode} after measuring")
         if report["status"] in ("wrong", "crashed"):
             report["stderr_tail"] = completed.stderr[-4000:]
+        if stopped:
+            report.setdefault("details", {})["leftover_daemons_killed"] = stopped
         return report
+
+
+def stop_leftover_daemons(folder: Path) -> list[int]:
+    """SIGKILL the daemons a child started in ``folder`` and left running (it crashed or timed
+    out): their supervisors run in sessions of their own and would outlive it.  Their pids are
+    in the daemon pid files next to the databases; nothing else is touched."""
+    import json
+    import signal
+
+    killed: list[int] = []
+    for pid_file in folder.glob("*.daemon.pid"):
+        try:
+            state = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        pids = [state.get("pid"), *(state.get("workers") or [])]
+        for pid in pids:
+            if not isinstance(pid, int) or not _is_ours(pid, folder):
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+            killed.append(pid)
+    return killed
+
+
+def _is_ours(pid: int, folder: Path) -> bool:
+    """True if ``pid`` is a live miniengine daemon process serving a database in ``folder``."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(str(folder).encode() in part for part in command) and any(
+        b"miniengine.daemon" in part for part in command
+    )
 
 
 def run_workload(workload: Workload, *, quick: bool, repeat: int, position: str) -> WorkloadResult:
     """Run ``repeat`` repetitions (fewer if one is skipped or fails), printing progress."""
     result = WorkloadResult(workload)
+    clock = time.perf_counter()
     for rep in range(1, repeat + 1):
         _progress(f"[{position}] {workload.id} {workload.title}: rep {rep}/{repeat} ... ")
         start = time.perf_counter()
@@ -121,19 +180,28 @@ def run_workload(workload: Workload, *, quick: bool, repeat: int, position: str)
             if report.get("stderr_tail"):
                 _progress(report["stderr_tail"])
             break
-        headline = workload.metrics[0]
-        value = report["metrics"][headline.key]
         elapsed = time.perf_counter() - start
         cpu_ref = report.get("cpu_ref_ms", 0.0)
-        _progress(
-            f"{value:,.{headline.digits}f} {headline.unit} "
-            f"({elapsed:.1f} s, cpu_ref {cpu_ref:.0f} ms)\n"
+        headline = next((m for m in workload.metrics if m.key in report["metrics"]), None)
+        shown = (
+            f"{report['metrics'][headline.key]:,.{headline.digits}f} {headline.unit}"
+            if headline is not None
+            else "no metric"
         )
+        _progress(f"{shown} ({elapsed:.1f} s, cpu_ref {cpu_ref:.0f} ms)\n")
     if result.status == "ok":
         result.metrics = [
-            MetricResult(metric, [run["metrics"][metric.key] for run in result.runs])
+            MetricResult(metric, values)
             for metric in workload.metrics
+            if (
+                values := [
+                    run["metrics"][metric.key]
+                    for run in result.runs
+                    if metric.key in run["metrics"]
+                ]
+            )
         ]
+    result.elapsed_s = time.perf_counter() - clock
     return result
 
 

@@ -1,5 +1,6 @@
 """The registry of workloads.  To add one, write a module here that defines ``WORKLOAD`` and add
-its name to :data:`_MODULES`; the order here is the order of the table."""
+its name to :data:`_MODULES` (a dotted name is a module elsewhere, e.g. ``benchmarks.cli_startup``);
+the order here is the order of the table, and the scaling workloads come last."""
 
 from __future__ import annotations
 
@@ -10,8 +11,20 @@ from benchmarks.registry import Workload
 _MODULES = (
     "w1_calcfunction",
     "w2_workfunction",
+    "w3_workchain",
+    "w4_nested",
+    "w5_daemon_nested",
+    "w6_daemon_throughput",
+    "w7_daemon_kill",
     "checkpoint",
     "import_time",
+    "daemon_start",
+    "benchmarks.cli_startup",
+    "durability",
+    "scaling_dbsize",
+    "scaling_depth",
+    "scaling_fanout",
+    "scaling_workers",
 )
 
 
@@ -19,7 +32,8 @@ def all_workloads() -> dict[str, Workload]:
     """Every workload by id, in table order."""
     workloads: dict[str, Workload] = {}
     for name in _MODULES:
-        workload: Workload = importlib.import_module(f"{__name__}.{name}").WORKLOAD
+        module = name if "." in name else f"{__name__}.{name}"
+        workload: Workload = importlib.import_module(module).WORKLOAD
         workloads[workload.id] = workload
     return workloads
 

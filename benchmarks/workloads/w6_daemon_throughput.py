@@ -1,0 +1,74 @@
+"""W6: 200 SmallWorkChains (one step that calls ``add``) submitted to a running daemon, from
+the first ``submit`` until all of them are seen terminated, with 1 worker and with 2 workers
+(AiiDA's ``daemon_workloads.py w6``).  Also the client's submit rate alone: 200 submits with no
+daemon running (each stores the process, its inputs and its task in one transaction)."""
+
+from __future__ import annotations
+
+from benchmarks.registry import Measurement, Metric, Params, Target, Workload, check
+from benchmarks.support import (
+    daemon,
+    db_path,
+    drain,
+    process_states,
+    rss_mib,
+    submit_small,
+    w6_round,
+)
+
+
+def measure(params: Params) -> Measurement:
+    db = db_path()
+    n = params["n"]
+    # the client alone: nothing claims the tasks meanwhile
+    queued, submit_s = submit_small(n, offset=0)
+    details: dict[str, object] = {"n": n, "submit_only_s": submit_s}
+    metrics: dict[str, float] = {"submits_per_s": n / submit_s}
+    offset = n
+    for workers in (1, 2):
+        with daemon(db, workers=workers) as running:
+            if queued:  # the submit-only batch is drained here, untimed (and warms the worker)
+                details["drain_queued_s"] = drain(db, queued)
+                queued = []
+            round_ = w6_round(db, n, offset=offset)
+            offset += n
+            rss = [rss_mib(pid) for pid in running.workers]
+        metrics[f"wc_per_s_{workers}w"] = round_["per_s"]
+        details[f"{workers}w"] = {
+            **round_,
+            "daemon_start_s": running.start_s,
+            "worker_rss_mib_after": rss,
+        }
+    states = process_states(db)
+    check(
+        set(states) == {"finished"},
+        f"every process should have finished, the database has {states}",
+    )
+    details["process_states"] = states
+    return Measurement(metrics=metrics, details=details)
+
+
+WORKLOAD = Workload(
+    id="W6",
+    title="200 small workchains on a daemon, 1 and 2 workers",
+    metrics=(
+        Metric(
+            "wc_per_s_1w",
+            "W6 200 small workchains, 1 worker",
+            "wc/s",
+            Target(">=", 500),
+            aiida="1.58/s",
+        ),
+        Metric("wc_per_s_2w", "  W6 with 2 workers", "wc/s", aiida="2.21/s"),
+        Metric(
+            "submits_per_s",
+            "  W6 client submit rate (no daemon)",
+            "submits/s",
+            Target(">=", 3000),
+            aiida="4.4/s",
+        ),
+    ),
+    measure=measure,
+    params={"n": 200},
+    quick_params={"n": 200},
+)
