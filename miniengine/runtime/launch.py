@@ -7,7 +7,6 @@ and the queries ``load_node`` and ``find_processes``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -76,7 +75,9 @@ def run_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessN
 
         if in_worker_thread():
             return anyio.from_thread.run(launch, process, inputs)
-        return asyncio.run(launch(process, inputs))
+        from miniengine.runtime.loop_thread import run_on_loop_thread
+
+        return run_on_loop_thread(lambda: launch(process, inputs))
     raise _unknown(process)
 
 
