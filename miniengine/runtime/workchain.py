@@ -882,6 +882,7 @@ class _Executor:
                     waiting = transition(state, ProcessEvent.WAIT)
                     self._after_commit((yield self._commit(waiting, self._status(), True)))
                     return EVICTED, self.node
+                following: tuple[int, ...] | bool | None = False  # False: not evaluated yet
                 if self.awaiting:
                     waiting = transition(state, ProcessEvent.WAIT)
                     self._after_commit((yield self._commit(waiting, self._status())))
@@ -890,6 +891,12 @@ class _Executor:
                     self._resolve_awaited()
                     state = transition(state, ProcessEvent.RESUME)
                 else:
+                    following = yield Body(self._advance, (), {}, False, self.process)
+                    if following is None and not self.new_children and not self.pause_requested:
+                        # the last step: its outputs and reports go with the terminal commit,
+                        # one transaction instead of two
+                        self.cursor = None
+                        continue
                     self._after_commit((yield self._commit(state, None)))
                     if self.new_children:  # run mode: submitted but not awaited
                         yield Await(self._start_children_async)
@@ -902,7 +909,9 @@ class _Executor:
                 if self.worker is not None and self.worker.stopping:
                     yield self._release()
                     return EVICTED, self.node
-                self.cursor = yield Body(self._advance, (), {}, False, self.process)
+                if following is False:
+                    following = yield Body(self._advance, (), {}, False, self.process)
+                self.cursor = following  # type: ignore[assignment]
             if exit_code.status == 0:
                 problem = self._validate_outputs()
                 if problem is not None:
