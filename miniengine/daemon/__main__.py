@@ -105,6 +105,12 @@ def start_daemon(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            lock = files.lock()
+            if lock is None:  # another supervisor won a race to start
+                running = files.read()
+                holder = f" (pid {running['pid']})" if running is not None else ""
+                raise RuntimeError(f"a daemon is already running for {db}{holder}")
+            lock.close()
             raise RuntimeError(
                 f"the daemon exited at start (code {process.returncode}); see {files.log_file}"
             )
@@ -182,17 +188,23 @@ def main(argv: list[str] | None = None) -> int:
             format=f"%(asctime)s supervisor {os.getpid()} %(levelname)s: %(message)s",
             handlers=handlers,
         )
-        running = files.read()
-        if running is not None and running.get("pid") != os.getpid():
-            print(f"a daemon is already running for {db} (pid {running['pid']})", file=sys.stderr)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = files.lock()
+        if lock is None:
+            running = files.read()
+            holder = f" (pid {running['pid']})" if running is not None else ""
+            print(f"a daemon is already running for {db}{holder}", file=sys.stderr)
             return 1
-        return Supervisor(
-            db,
-            workers=args.workers,
-            slots=args.slots,
-            lease_timeout=args.lease_timeout,
-            stop_timeout=args.stop_timeout,
-        ).run()
+        try:
+            return Supervisor(
+                db,
+                workers=args.workers,
+                slots=args.slots,
+                lease_timeout=args.lease_timeout,
+                stop_timeout=args.stop_timeout,
+            ).run()
+        finally:
+            lock.close()
     try:
         if args.command in ("start", "restart"):
             if args.command == "restart":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 __all__ = ["DaemonFiles", "process_alive"]
 
@@ -23,6 +25,25 @@ class DaemonFiles:
     @property
     def log_file(self) -> Path:
         return self.db.with_name(self.db.name + ".daemon.log")
+
+    @property
+    def lock_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".daemon.lock")
+
+    def lock(self) -> IO[str] | None:
+        """Take the daemon lock of this database, or None if a live supervisor holds it.
+
+        The lock (``flock`` on :attr:`lock_file`) lasts as long as the returned file stays open,
+        and the kernel drops it when its process dies, however it dies: two supervisors can never
+        serve one database, even when started at the same instant.
+        """
+        handle = open(self.lock_file, "a")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return None
+        return handle
 
     def read(self) -> dict[str, object] | None:
         """The pid file's content if a live supervisor wrote it, else None (stale files go)."""

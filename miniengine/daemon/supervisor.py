@@ -276,6 +276,7 @@ class Supervisor:
         for slot in live:
             assert slot.process is not None
             slot.process.send_signal(signal.SIGTERM)
+        self._write_state()
         deadline = time.monotonic() + self.stop_timeout + 2
         for slot in live:
             assert slot.process is not None

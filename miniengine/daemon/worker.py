@@ -102,6 +102,11 @@ class Worker:
         submit_module.unregister_local_worker(self.path, self)
         self.stopping = True
         self._wake.set()
+        logger.info(
+            "stopping: claiming nothing more; %d running process(es) go back to the queue at "
+            "their next commit",
+            self.busy,
+        )
         with anyio.move_on_after(self.stop_timeout, shield=True):
             if self.busy:
                 await self._idle.wait()
@@ -232,27 +237,25 @@ class Worker:
         node = WorkChainNode(store, row)
         previous_state = ProcessState(row[5]) if row[5] else ProcessState.CREATED
         checkpoint = store.read(checkpoint_rows.read_checkpoint, process_pk)
+        stage = "its checkpoint could not be read"
         try:
             if checkpoint is None:
-                raise MiniengineError("it has no checkpoint to continue from")
+                raise MiniengineError("there is no checkpoint to continue from")
             from miniengine.core import codec
 
             state_blob = codec.decode(checkpoint[1])
             if not isinstance(state_blob, dict) or "p" not in state_blob:
                 raise CheckpointError("corrupt checkpoint: it names no process class")
+            stage = "its process class could not be imported"
             cls = import_process_class(str(state_blob["p"]))
+            stage = "its checkpoint could not be loaded"
             instance = cls.__new__(cls)
             executor = _Executor(
                 instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
             )
             executor.restore(checkpoint[1])
-        except Exception as exc:  # whatever the checkpoint or the class's import raised
-            reason = (
-                str(exc)
-                if isinstance(exc, MiniengineError)
-                else f"loading its checkpoint failed with {exc!r}"
-            )
-            message = f"cannot be continued by the daemon: {reason}"
+        except Exception as exc:  # whatever the checkpoint or the class's module raised
+            message = f"cannot be continued by the daemon: {stage}: {type(exc).__name__}: {exc}"
             logger.error("process %s %s", process_pk, message)
             await _except_owned(store, process_pk, epoch, message, task_pk)
             return

@@ -38,15 +38,18 @@ def _die_with_parent() -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     supervisor = args.supervisor_pid
-    async with Worker(
-        args.db,
-        slots=args.slots,
-        lease_timeout=args.lease_timeout,
-        stop_timeout=args.stop_timeout,
-        worker_id=args.worker_id,
-    ) as worker:
-        print(f"READY {worker.id}", flush=True)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # Catch SIGTERM before the worker registers and claims anything: a SIGTERM that arrives
+    # while it starts (e.g. its supervisor died at that moment) must stop it gracefully too,
+    # not kill it with its row and leases left behind.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with Worker(
+            args.db,
+            slots=args.slots,
+            lease_timeout=args.lease_timeout,
+            stop_timeout=args.stop_timeout,
+            worker_id=args.worker_id,
+        ) as worker:
+            print(f"READY {worker.id}", flush=True)
             async with anyio.create_task_group() as group:
 
                 async def watch_parent() -> None:

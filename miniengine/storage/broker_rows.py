@@ -167,15 +167,17 @@ def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, 
             if live is None and enqueue(connection, pk, f"recover:{pk}:{epoch}", now):
                 recovered += 1
             continue
+        # (no advice to resume: once EXCEPTED, a process is terminated for good)
         message = (
-            f"owner lost: the process that ran this ({owner}) stopped renewing its lease; "
-            "use miniengine.resume() to continue it from its last checkpoint"
+            f"owner lost: the script or worker that ran this ({owner}) stopped renewing its "
+            "lease (it died or hung)"
         )
         connection.execute(
             "UPDATE nodes SET process_state = 'excepted', exception = ?, owner = NULL, "
             "lease_expires = NULL, mtime = ? WHERE pk = ? AND lease_epoch = ?",
             (message, now, pk, epoch),
         )
+        connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (pk,))
         connection.execute(
             "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
             (pk, now, message),
