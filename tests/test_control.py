@@ -140,3 +140,49 @@ def test_open_gate_releases_a_waiting_process_in_another_thread():
     assert not thread.is_alive()
     _outputs, node = result["out"]  # type: ignore[misc]
     assert node.is_finished_ok
+
+
+async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(4000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_kill_pause_and_play_reach_a_process_running_on_a_worker():
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=4):
+        killed = await asubmit(WaitingProcess, gate=Str("k"))
+        await _until(lambda: killed.process_state is ProcessState.RUNNING, "the worker to run it")
+        answer = await asyncio.to_thread(control.kill, killed, "stop", wait=True)
+        assert answer == f"killed process {killed.pk}"
+        assert killed.process_state is ProcessState.KILLED and killed.process_status == "stop"
+
+        paused = await asubmit(WaitingProcess, gate=Str("p"))
+        await _until(lambda: paused.process_state is ProcessState.RUNNING, "the worker to run it")
+        await asyncio.to_thread(control.pause, paused)
+        await asyncio.to_thread(open_gate, "p")
+        # at the step boundary the worker hands the paused process back and holds no lease
+        await _until(lambda: paused.lease[0] is None, "the paused process to be released")
+        assert paused.paused and paused.process_state is ProcessState.RUNNING
+        await asyncio.to_thread(control.play, paused)
+        await await_node(paused, timeout=30)
+        assert paused.is_finished_ok and paused.outputs.passed.value is True
+
+
+async def test_killing_a_waiting_parent_on_the_daemon_kills_its_running_child():
+    from miniengine import asubmit
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=4):
+        parent = await asubmit(ParentOfWaiting, gate=Str("never"))
+        await _until(lambda: parent.process_state is ProcessState.WAITING, "the parent to wait")
+        (child,) = parent.called
+        await _until(lambda: child.process_state is ProcessState.RUNNING, "the child to run")
+        await asyncio.to_thread(control.kill, parent, wait=True)
+        assert parent.process_state is ProcessState.KILLED  # evicted: killed in the database
+        await _until(lambda: child.is_terminated, "the worker to kill the child")
+        assert child.process_state is ProcessState.KILLED

@@ -251,12 +251,6 @@ def test_submit_inside_a_step_raises_submit_error(miniengine_db: Path) -> None:
     assert find_processes(process_label="LeafWorkChain") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runtime/submit.py checks for a running loop before checking for a running "
-    "process, so submit() in an async step raises EventLoopError advising `await asubmit(...)` "
-    "(which a step may not use either) instead of SubmitError naming self.submit",
-)
 def test_submit_inside_an_async_step_raises_submit_error(miniengine_db: Path) -> None:
     with pytest.raises(SubmitError, match=r"self\.submit"):
         run(SubmitInAsyncStepWorkChain)
@@ -283,13 +277,6 @@ async def test_a_parent_waiting_on_a_child_that_raises_is_woken_and_sees_it_exce
     assert parent.outputs.child_state.value == "excepted"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runtime/workchain.py, daemon mode: a step that calls self.submit() and then "
-    "raises leaves the child CREATED forever with no task (an orphan nothing runs or cleans "
-    "up); _kill_children only handles run-mode children and the EXCEPTED write ignores "
-    "new_children",
-)
 async def test_a_child_submitted_by_a_daemon_step_that_raises_is_not_left_created(
     miniengine_db: Path,
 ) -> None:

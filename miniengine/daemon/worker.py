@@ -27,7 +27,7 @@ from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async
 from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain import _except_owned, _Executor, import_process_class
-from miniengine.storage import broker_rows, checkpoint_rows, rows
+from miniengine.storage import broker_rows, checkpoint_rows, control_rows, rows
 from miniengine.storage.paths import resolve_db_path
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
 
@@ -74,6 +74,9 @@ class Worker:
         self._loop: Any = None
         #: processes running in this worker now, each with the event set when its run ends
         self._running: dict[int, anyio.Event] = {}
+        #: the executors of the processes this worker runs, for kill/pause requests
+        self._controlled: dict[int, tuple[_Executor, anyio.CancelScope]] = {}
+        self._handled: set[tuple[int, str]] = set()
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class Worker:
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._claim_loop)
         self._task_group.start_soon(self._maintenance_loop)
+        self._task_group.start_soon(self._control_loop)
         submit_module.register_local_worker(self.path, self)
         return self
 
@@ -175,6 +179,28 @@ class Worker:
             current = _data_version(self.store)
             if current != version:
                 return
+
+    async def _control_loop(self) -> None:
+        """Act on kill and pause requests for the processes this worker holds (RPC through the
+        database: a request is seen within a poll interval of its commit)."""
+        assert self.store is not None
+        version = -1
+        while True:
+            current = _data_version(self.store)
+            if current != version:
+                version = current
+                try:
+                    requests = self.store.read(control_rows.pending_controls, self.id)
+                except StoreError:
+                    logger.exception("reading control requests failed; retrying")
+                    requests = []
+                self._handled &= set(requests)
+                for pk, control in requests:
+                    controlled = self._controlled.get(pk)
+                    if controlled is not None and (pk, control) not in self._handled:
+                        self._handled.add((pk, control))
+                        controlled[0].apply_control(control, controlled[1])
+            await anyio.sleep(POLL_INTERVAL)
 
     async def _maintenance_loop(self) -> None:
         """Requeue what dead owners left behind (every worker does it; it is idempotent)."""
@@ -263,8 +289,11 @@ class Worker:
         if state is ProcessState.RUNNING and executor.cursor is None and executor.seq == 0:
             state = ProcessState.CREATED
         store.leases_taken()
+        scope = anyio.CancelScope()
+        self._controlled[process_pk] = (executor, scope)
         try:
-            await drive_async(executor.lifecycle(state))
+            with scope:
+                await drive_async(executor.lifecycle(state))
         except LeaseLostError as exc:
             # fenced off: another owner took the process over (this worker was paused or cut
             # off longer than its lease); everything this run wrote since was refused
@@ -280,6 +309,7 @@ class Worker:
                 await self._give_back(task_pk, process_pk)
             # else: the process's fate is on its node (EXCEPTED, with the traceback)
         finally:
+            self._controlled.pop(process_pk, None)
             store.leases_released()
 
     async def _give_back(self, task_pk: int, process_pk: int) -> None:

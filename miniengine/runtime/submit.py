@@ -74,7 +74,7 @@ def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainN
 
 def submit(process: Any, **inputs: Any) -> WorkChainNode:
     """Store ``process`` with its inputs and enqueue it for the daemon; return its node at once."""
-    if _loop_running():
+    if _loop_running() and context.current_process() is None:
         raise EventLoopError(
             "submit() was called on a thread that runs an event loop; use `await asubmit(...)`"
         )

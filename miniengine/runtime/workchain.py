@@ -931,7 +931,12 @@ class _Executor:
                 else "Killed: the task running it was cancelled"
             )
             self.logs.append(("REPORT", message))
-            yield self._terminate(ProcessEvent.KILL, state, process_status=message)
+            yield self._terminate(
+                ProcessEvent.KILL,
+                state,
+                process_status=message,
+                cascade=f"Killed: its caller {self.pk} was killed",
+            )
             raise
         except BaseException as exc:
             if self.children or self.new_children:
@@ -939,7 +944,12 @@ class _Executor:
             formatted = "".join(traceback.format_exception(exc))
             self.logs.append(("ERROR", formatted))
             self.new_outputs = []
-            yield self._terminate(ProcessEvent.EXCEPT, state, exception=formatted)
+            yield self._terminate(
+                ProcessEvent.EXCEPT,
+                state,
+                exception=formatted,
+                cascade=f"Killed: its caller {self.pk} excepted",
+            )
             raise
         if self.children or self.new_children:
             yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)

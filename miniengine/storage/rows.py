@@ -167,6 +167,8 @@ class FinishProcess:
     task_pk: int | None = None  # the daemon task that ran it, acknowledged in the same commit
     #: False for process functions: they never have a checkpoint or a waiting parent
     resumable: bool = True
+    #: kill every descendant that has not terminated, with this message (a failed WorkChain)
+    cascade: str | None = None
 
 
 def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
@@ -211,6 +213,16 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
     if finish.resumable:
         connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
         broker_rows.notify_parents(connection, finish.pk, now)
+    if finish.cascade is not None:
+        from miniengine.storage import control_rows
+
+        for (child,) in connection.execute(
+            "SELECT l.out_pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = ? "
+            "AND l.link_type IN ('call_calc', 'call_work') "
+            "AND n.process_state IN ('created', 'running', 'waiting')",
+            (finish.pk,),
+        ).fetchall():
+            control_rows.kill_tx(connection, child, finish.cascade)
     if finish.task_pk is not None:
         broker_rows.ack_task(connection, finish.task_pk)
     return output_pks
