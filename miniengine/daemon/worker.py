@@ -143,11 +143,11 @@ class Worker:
         assert store is not None and self._task_group is not None
         while not self.stopping:
             free = self.slots - self.busy
-            claimed: list[tuple[int, int]] = []
+            claimed: list[tuple[int, int, int | None]] = []
             try:
                 if free > 0 and store.read(_has_ready_task, time.time()):
                     claimed = await store.write(
-                        broker_rows.claim_tasks_tx,
+                        checkpoint_rows.claim_work_tx,
                         self.id,
                         min(free, 64),
                         store.lease_expiry(),
@@ -159,10 +159,10 @@ class Worker:
                 logger.exception("claiming tasks failed; retrying in 1 s")
                 await anyio.sleep(1.0)
                 continue
-            for task_pk, process_pk in claimed:
+            for task_pk, process_pk, epoch in claimed:
                 self.busy += 1
                 self._idle = anyio.Event()
-                self._task_group.start_soon(self._run_task, task_pk, process_pk)
+                self._task_group.start_soon(self._run_task, task_pk, process_pk, epoch)
             if claimed and len(claimed) < free:
                 continue
             await self._wait_for_work()
@@ -218,9 +218,10 @@ class Worker:
 
     # running ---------------------------------------------------------------------------------
 
-    async def _run_task(self, task_pk: int, process_pk: int) -> None:
+    async def _run_task(self, task_pk: int, process_pk: int, epoch: int | None) -> None:
         try:
-            await self._execute(task_pk, process_pk)
+            if epoch is not None:  # None: acknowledged and dropped in the claiming transaction
+                await self._execute(task_pk, process_pk, epoch)
         except Exception:
             logger.exception("task %s for process %s failed", task_pk, process_pk)
             await self._give_back(task_pk, process_pk)
@@ -231,7 +232,7 @@ class Worker:
             if self.busy == 0:
                 self._idle.set()
 
-    async def _execute(self, task_pk: int, process_pk: int) -> None:
+    async def _execute(self, task_pk: int, process_pk: int, epoch: int) -> None:
         # A second task for a process that this worker runs right now (a duplicate, or a wake-up
         # that overtook the eviction of the run that enqueued it) waits for that run to end: two
         # runs of one process in one worker would share the owner and fence each other only
@@ -242,21 +243,23 @@ class Worker:
             running = self._running.get(process_pk)
         done = self._running[process_pk] = anyio.Event()
         try:
-            await self._claim_and_drive(task_pk, process_pk)
+            await self._claim_and_drive(task_pk, process_pk, epoch)
         finally:
             del self._running[process_pk]
             done.set()
 
-    async def _claim_and_drive(self, task_pk: int, process_pk: int) -> None:
+    async def _claim_and_drive(self, task_pk: int, process_pk: int, claimed: int) -> None:
         store = self.store
         assert store is not None
-        epoch = await store.write(
-            checkpoint_rows.claim_task_process_tx,
-            task_pk,
-            process_pk,
-            self.id,
-            store.lease_expiry(),
-        )
+        epoch: int | None = claimed
+        if claimed == checkpoint_rows.LATER:  # its previous run here has ended meanwhile
+            epoch = await store.write(
+                checkpoint_rows.claim_task_process_tx,
+                task_pk,
+                process_pk,
+                self.id,
+                store.lease_expiry(),
+            )
         if epoch is None:
             return  # terminated already, or a duplicate: acknowledged and dropped
         row = store.read(rows.read_node_row, process_pk)

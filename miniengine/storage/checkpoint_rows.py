@@ -247,3 +247,31 @@ def fingerprint(process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
             digest.update(data.type_name.encode())
             digest.update(pack_attributes(data._to_attributes()))
     return digest.hexdigest()
+
+
+#: ``claim_work_tx`` could not take the process's lease yet: this worker runs it right now.
+LATER = -1
+
+
+def claim_work_tx(
+    connection: sqlite3.Connection, owner: str, limit: int, expires: float, now: float
+) -> list[tuple[int, int, int | None]]:
+    """Lease up to ``limit`` ready tasks and, in the same transaction, their processes.
+
+    Returns ``(task pk, process pk, epoch)``: ``epoch`` is the new lease epoch, ``None`` when the
+    task was acknowledged and dropped (terminated, paused, or held by another live owner), or
+    :data:`LATER` when this owner holds the process right now (a duplicate, or a wake-up that
+    overtook its own eviction): the worker claims it once that run has ended.
+    """
+    claimed = broker_rows.claim_tasks_tx(connection, owner, limit, expires, now)
+    result: list[tuple[int, int, int | None]] = []
+    for task_pk, process_pk in claimed:
+        row = connection.execute(
+            "SELECT owner, lease_expires FROM nodes WHERE pk = ?", (process_pk,)
+        ).fetchone()
+        if row is not None and row[0] == owner and (row[1] or 0) >= now:
+            result.append((task_pk, process_pk, LATER))
+            continue
+        epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires)
+        result.append((task_pk, process_pk, epoch))
+    return result
