@@ -186,3 +186,44 @@ async def test_killing_a_waiting_parent_on_the_daemon_kills_its_running_child():
         assert parent.process_state is ProcessState.KILLED  # evicted: killed in the database
         await _until(lambda: child.is_terminated, "the worker to kill the child")
         assert child.process_state is ProcessState.KILLED
+
+
+async def test_a_paused_process_stays_paused_across_a_worker_restart_until_played():
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=2):
+        node = await asubmit(WaitingProcess, gate=Str("restart"))
+        await _until(lambda: node.process_state is ProcessState.RUNNING, "the worker to run it")
+        await asyncio.to_thread(control.pause, node)
+        await asyncio.to_thread(open_gate, "restart")
+        await _until(lambda: node.lease[0] is None, "the paused process to be released")
+    async with Worker(slots=2) as worker:  # "the daemon restarted"
+        await _until(lambda: worker.processed >= 1 or not node.paused, "the new worker to look")
+        assert node.paused and not node.is_terminated  # its task was dropped, not run
+        await asyncio.to_thread(control.play, node)
+        await await_node(node, timeout=30)
+    assert node.is_finished_ok
+
+
+async def test_repair_finds_nothing_after_normal_work_on_a_worker(miniengine_db):
+    import subprocess
+    import sys
+
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=4):
+        nodes = [await asubmit(ParentOfWaiting, gate=Str(f"g{i}")) for i in range(3)]
+        for i in range(3):
+            await asyncio.to_thread(open_gate, f"g{i}")
+        for node in nodes:
+            await await_node(node, timeout=30)
+    assert all(node.is_finished_ok for node in nodes)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "miniengine", "process", "repair", "--db", str(miniengine_db)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "nothing to repair"
