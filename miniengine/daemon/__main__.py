@@ -78,7 +78,7 @@ def start_daemon(
     if running is not None:
         raise RuntimeError(f"a daemon is already running for {db} (pid {running['pid']})")
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(files.log_file, "ab") as log:
+    with files.open_log() as log:
         process = subprocess.Popen(
             [
                 sys.executable,

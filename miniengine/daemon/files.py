@@ -30,6 +30,12 @@ class DaemonFiles:
     def lock_file(self) -> Path:
         return self.db.with_name(self.db.name + ".daemon.lock")
 
+    def open_log(self) -> IO[bytes]:
+        """The log file for appending, created readable only by the user (it holds tracebacks)."""
+        return os.fdopen(
+            os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"
+        )
+
     def lock(self) -> IO[str] | None:
         """Take the daemon lock of this database, or None if a live supervisor holds it.
 
@@ -37,7 +43,9 @@ class DaemonFiles:
         and the kernel drops it when its process dies, however it dies: two supervisors can never
         serve one database, even when started at the same instant.
         """
-        handle = open(self.lock_file, "a")  # noqa: SIM115 - kept open while the lock is held
+        handle = os.fdopen(
+            os.open(self.lock_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a"
+        )
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -137,7 +137,7 @@ class Supervisor:
         slot.worker_id = (
             f"worker:{socket.gethostname()}:{os.getpid()}:{slot.index}.{slot.generation}"
         )
-        log = open(self.files.log_file, "ab")  # noqa: SIM115 - handed to the child
+        log = self.files.open_log()
         try:
             slot.process = subprocess.Popen(
                 [

@@ -23,6 +23,7 @@ import anyio.abc
 
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
+from miniengine.runtime import events
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async
 from miniengine.runtime.nodes import WorkChainNode
@@ -209,6 +210,7 @@ class Worker:
         while True:
             try:
                 counts = await self.store.write(broker_rows.recover_expired_tx, time.time())
+                await self.store.write(events.prune_tx, time.time())
                 if any(counts.values()):
                     logger.info("recovery: %s", counts)
                     self._wake.set()

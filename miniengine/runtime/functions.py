@@ -140,6 +140,12 @@ class ProcessFunction:
             )
         inputs, metadata = self.spec().bind(args, kwargs)
         store = parent.store if parent is not None else context.store_for(db)
+        for name, port in self.spec().inputs.ports.items():
+            value = inputs.get(name)
+            if value is not None and value is port.default and isinstance(value, Data):
+                other = value._store
+                if value.pk is not None and other is not None and other.path != store.path:
+                    inputs[name] = value.clone()  # a default node belongs to one database
         context.check_same_database(store, _flatten(inputs), self.process_label)
         return self._lifecycle(store, parent, inputs, metadata)
 

@@ -164,6 +164,9 @@ class _ExitCodes:
     """``Proc.exit_codes`` on the class and on instances."""
 
     def __get__(self, instance: Any, owner: type[WorkChain]) -> ExitCodesNamespace:
+        building: ProcessSpec | None = owner.__dict__.get("_me_spec_building")
+        if building is not None:  # read inside define(): the codes declared so far, as AiiDA
+            return ExitCodesNamespace(building.exit_codes)
         return ExitCodesNamespace(owner.spec().exit_codes)
 
 
@@ -203,7 +206,11 @@ class WorkChain:
         spec: ProcessSpec | None = cls.__dict__.get("_me_spec")
         if spec is None:
             spec = ProcessSpec()
-            cls.define(spec)
+            type.__setattr__(cls, "_me_spec_building", spec)
+            try:
+                cls.define(spec)
+            finally:
+                type.__delattr__(cls, "_me_spec_building")
             outline = spec.get_outline()
             if outline is None:
                 raise WorkChainDefinitionError(f"{cls.__qualname__}.define() set no outline")
