@@ -1131,24 +1131,11 @@ async def _run_child(
 
 async def _kill_unstarted(store: Store, pk: int, message: str) -> None:
     """Record that a CREATED process was killed before anything ran it."""
-    epoch = await store.write(
-        checkpoint_rows.claim_process_tx,
-        pk,
-        store.owner,
-        store.lease_expiry(),
-        ProcessState.CREATED.value,
-    )
-    await store.write(
-        rows.finish_process_tx,
-        rows.FinishProcess(
-            pk=pk,
-            owner=store.owner,
-            epoch=epoch,
-            process_state=transition(ProcessState.CREATED, ProcessEvent.KILL).value,
-            process_status=message,
-            log=("REPORT", message),
-        ),
-    )
+    await store.write(_kill_unstarted_tx, pk, message)
+
+
+def _kill_unstarted_tx(connection: Any, pk: int, message: str) -> None:
+    broker_rows.terminate_unowned(connection, pk, "killed", message, time.time())
 
 
 def root_lifecycle(

@@ -21,6 +21,7 @@ __all__ = [
     "queue_depth",
     "recover_expired_tx",
     "release_owner_tx",
+    "terminate_unowned",
     "wait_for_children",
 ]
 
@@ -138,6 +139,33 @@ def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, 
     )
 
 
+def terminate_unowned(
+    connection: sqlite3.Connection, pk: int, state: str, message: str, now: float
+) -> None:
+    """End a process that no live owner holds as ``excepted`` (``message`` is its exception)
+    or ``killed`` (its status): its checkpoint and tasks go, its waits are dropped and the
+    parents waiting for it are notified, all in the caller's transaction."""
+    excepted = state == "excepted"
+    connection.execute(
+        "UPDATE nodes SET process_state = ?, exception = ?, process_status = ?, owner = NULL, "
+        "lease_expires = NULL, control = NULL, paused = 0, mtime = ? WHERE pk = ?",
+        (state, message if excepted else None, None if excepted else message, now, pk),
+    )
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+        (pk, now, "ERROR" if excepted else "REPORT", message),
+    )
+    connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (pk,))
+    connection.execute(
+        "UPDATE tasks SET status = 'done', worker = NULL WHERE process_pk = ? "
+        "AND status IN ('ready', 'leased')",
+        (pk,),
+    )
+    connection.execute("DELETE FROM awaited WHERE parent_pk = ?", (pk,))
+    connection.execute("DELETE FROM waits WHERE parent_pk = ?", (pk,))
+    notify_parents(connection, pk, now)
+
+
 def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, int]:
     """Repair what dead owners left behind, in one transaction.
 
@@ -172,17 +200,7 @@ def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, 
             f"owner lost: the script or worker that ran this ({owner}) stopped renewing its "
             "lease (it died or hung)"
         )
-        connection.execute(
-            "UPDATE nodes SET process_state = 'excepted', exception = ?, owner = NULL, "
-            "lease_expires = NULL, mtime = ? WHERE pk = ? AND lease_epoch = ?",
-            (message, now, pk, epoch),
-        )
-        connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (pk,))
-        connection.execute(
-            "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
-            (pk, now, message),
-        )
-        notify_parents(connection, pk, now)
+        terminate_unowned(connection, pk, "excepted", message, now)
         excepted += 1
     return {"requeued": requeued, "recovered": recovered, "excepted": excepted}
 

@@ -216,17 +216,7 @@ def begin_memoised_tx(
                 "owner lost: the step that called this process was cut off (its worker or "
                 "script died) and is being replayed"
             )
-            connection.execute(
-                "UPDATE nodes SET process_state = 'excepted', exception = ?, owner = NULL, "
-                "lease_expires = NULL, mtime = ? WHERE pk = ?",
-                (message, now, child_pk),
-            )
-            connection.execute(
-                "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
-                (child_pk, now, message),
-            )
-            connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (child_pk,))
-            broker_rows.notify_parents(connection, child_pk, now)
+            broker_rows.terminate_unowned(connection, child_pk, "excepted", message, now)
     pk, input_pks = begin_process_tx(connection, new)
     connection.execute(
         "INSERT OR REPLACE INTO call_memo (parent_pk, seq, call_index, process_type, "

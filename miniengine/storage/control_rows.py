@@ -62,24 +62,7 @@ def _subtree(
 
 def kill_in_database(connection: sqlite3.Connection, pk: int, message: str, now: float) -> None:
     """Terminate an unowned process as KILLED (its tasks done, its parents notified)."""
-    connection.execute(
-        "UPDATE nodes SET process_state = 'killed', process_status = ?, owner = NULL, "
-        "lease_expires = NULL, control = NULL, paused = 0, mtime = ? WHERE pk = ?",
-        (message, now, pk),
-    )
-    connection.execute(
-        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'REPORT', ?)",
-        (pk, now, message),
-    )
-    connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (pk,))
-    connection.execute(
-        "UPDATE tasks SET status = 'done', worker = NULL WHERE process_pk = ? "
-        "AND status IN ('ready', 'leased')",
-        (pk,),
-    )
-    connection.execute("DELETE FROM awaited WHERE parent_pk = ?", (pk,))
-    connection.execute("DELETE FROM waits WHERE parent_pk = ?", (pk,))
-    broker_rows.notify_parents(connection, pk, now)
+    broker_rows.terminate_unowned(connection, pk, "killed", message, now)
 
 
 def kill_tx(connection: sqlite3.Connection, pk: int, message: str | None) -> dict[str, object]:
