@@ -21,6 +21,7 @@ from miniengine.exceptions import DatabaseLockedError, IncompatibleDatabaseError
 from miniengine.storage.schema_v2 import SCHEMA_V2
 from miniengine.storage.schema_v3 import SCHEMA_V3
 from miniengine.storage.schema_v4 import SCHEMA_V4
+from miniengine.storage.schema_v5 import SCHEMA_V5
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -80,7 +81,13 @@ CREATE TABLE checkpoints (
 """
 
 #: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: SCHEMA_V2, 2: SCHEMA_V3, 3: SCHEMA_V4}
+MIGRATIONS: dict[int, str] = {
+    0: _SCHEMA_V1,
+    1: SCHEMA_V2,
+    2: SCHEMA_V3,
+    3: SCHEMA_V4,
+    4: SCHEMA_V5,
+}
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
