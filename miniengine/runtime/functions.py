@@ -183,7 +183,10 @@ class ProcessFunction:
             )
             memo = None
             if parent is not None:
-                memo = parent.memo_key(checkpoint_rows.fingerprint(self.process_type, flat_inputs))
+                if parent.replayable:  # only a WorkChain's steps are replayed
+                    memo = parent.memo_key(
+                        checkpoint_rows.fingerprint(self.process_type, flat_inputs)
+                    )
                 parent.call_count += 1
             if memo is None:
                 pk, input_pks = yield Write(store, rows.begin_process_tx, new)
