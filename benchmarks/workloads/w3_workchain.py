@@ -37,7 +37,7 @@ class _Timers:
 
 def _instrument() -> _Timers:
     """Wrap the step commit (statements and whole transaction) and the checkpoint encoder."""
-    from miniengine.runtime import workchain
+    from miniengine.runtime import executor
     from miniengine.storage import checkpoint_rows
     from miniengine.storage.store import Store
 
@@ -63,7 +63,7 @@ def _instrument() -> _Timers:
         finally:
             timers.add("tx", clock() - start)
 
-    encode = workchain._Executor.checkpoint
+    encode = executor._Executor.checkpoint
 
     def timed_encode(self: Any) -> bytes:
         start = clock()
@@ -74,7 +74,7 @@ def _instrument() -> _Timers:
 
     checkpoint_rows.step_commit_tx = timed_step_commit_tx
     Store._transaction = timed_transaction  # type: ignore[method-assign]
-    workchain._Executor.checkpoint = timed_encode  # type: ignore[method-assign]
+    executor._Executor.checkpoint = timed_encode  # type: ignore[method-assign]
     return timers
 
 

@@ -26,8 +26,10 @@ from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineErr
 from miniengine.runtime import events
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async
+from miniengine.runtime.executor import _Executor
 from miniengine.runtime.nodes import WorkChainNode
-from miniengine.runtime.workchain import _except_owned, _Executor, import_process_class
+from miniengine.runtime.workchain import import_process_class
+from miniengine.runtime.workchain_launch import _except_owned
 from miniengine.storage import broker_rows, checkpoint_rows, control_rows, rows
 from miniengine.storage.paths import resolve_db_path
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store

@@ -71,7 +71,7 @@ def run_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessN
         if args:
             raise TypeError("a WorkChain takes its inputs as keyword arguments")
         from miniengine.runtime.driver import in_worker_thread
-        from miniengine.runtime.workchain import launch
+        from miniengine.runtime.workchain_launch import launch
 
         if in_worker_thread():
             return anyio.from_thread.run(launch, process, inputs)
@@ -111,7 +111,7 @@ async def arun_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, P
     if _is_workchain(process):
         if args:
             raise TypeError("a WorkChain takes its inputs as keyword arguments")
-        from miniengine.runtime.workchain import launch
+        from miniengine.runtime.workchain_launch import launch
 
         return await launch(process, inputs)
     raise _unknown(process)
@@ -130,7 +130,7 @@ async def resume(
     Its lease is taken over only once its previous owner's lease has expired (waiting for that,
     at most ``timeout`` seconds).
     """
-    from miniengine.runtime.workchain import resume as resume_workchain
+    from miniengine.runtime.workchain_launch import resume as resume_workchain
 
     return await resume_workchain(pk, db=db, timeout=timeout)
 

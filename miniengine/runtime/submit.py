@@ -32,7 +32,7 @@ _local_workers: dict[Path, set[Any]] = {}
 
 
 def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
-    from miniengine.runtime import workchain
+    from miniengine.runtime import workchain, workchain_inputs
 
     if context.current_process() is not None:
         raise SubmitError(
@@ -55,12 +55,12 @@ def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
             "submit() needs store_provenance=True: the daemon works from the database"
         )
     workchain.check_importable(process)
-    bound, parsed = workchain.bind_inputs(process, inputs)
+    bound, parsed = workchain_inputs.bind_inputs(process, inputs)
     store = context.store_for(None)
-    new = workchain.new_process_row(
+    new = workchain_inputs.new_process_row(
         process, store, bound, parsed, None, ProcessState.CREATED, submitted=True
     )
-    return workchain, process, store, new, bound
+    return process, store, new, bound
 
 
 def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainNode:
@@ -78,15 +78,19 @@ def submit(process: Any, **inputs: Any) -> WorkChainNode:
         raise EventLoopError(
             "submit() was called on a thread that runs an event loop; use `await asubmit(...)`"
         )
-    workchain, cls, store, new, bound = _prepare(process, inputs)
-    pk, input_pks = store.write_sync(workchain.create_workchain_tx, cls, new, bound, True)
+    from miniengine.runtime.workchain_inputs import create_workchain_tx
+
+    cls, store, new, bound = _prepare(process, inputs)
+    pk, input_pks = store.write_sync(create_workchain_tx, cls, new, bound, True)
     return _finish(store, new, pk, input_pks)
 
 
 async def asubmit(process: Any, **inputs: Any) -> WorkChainNode:
     """``submit`` for async code: the same single transaction, awaited."""
-    workchain, cls, store, new, bound = _prepare(process, inputs)
-    pk, input_pks = await store.write(workchain.create_workchain_tx, cls, new, bound, True)
+    from miniengine.runtime.workchain_inputs import create_workchain_tx
+
+    cls, store, new, bound = _prepare(process, inputs)
+    pk, input_pks = await store.write(create_workchain_tx, cls, new, bound, True)
     return _finish(store, new, pk, input_pks)
 
 

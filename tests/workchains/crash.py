@@ -12,7 +12,8 @@ import os
 import sys
 
 from miniengine import Int, Str
-from miniengine.runtime.workchain import import_process_class, launch
+from miniengine.runtime.workchain import import_process_class
+from miniengine.runtime.workchain_launch import launch
 from miniengine.storage.store import Store
 
 #: The lease of this process's store: heartbeats every quarter of it, expiry soon after a kill.

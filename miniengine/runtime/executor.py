@@ -1,0 +1,742 @@
+"""The executor of a WorkChain: its lifecycle from the first step to its termination.
+
+An :class:`_Executor` holds everything about one running WorkChain that its steps must not see
+(store, lease epoch, cursor, pending outputs, reports and children), so that the WorkChain
+instance keeps a small attribute namespace.  Its :meth:`_Executor.lifecycle` is a generator
+driven by :mod:`miniengine.runtime.driver`; every step ends with one transaction that writes the
+state, the checkpoint, the outputs and the reports of that step, fenced by the lease epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from miniengine.core import codec
+from miniengine.core.attribute_dict import AttributeDict, FrozenAttributeDict
+from miniengine.core.awaitables import ContextAction
+from miniengine.core.builder import ProcessBuilder
+from miniengine.core.data import Data
+from miniengine.core.exit_code import ExitCode
+from miniengine.core.links import LinkType
+from miniengine.core.outline import (
+    OutlineMismatch,
+    Return,
+    Step,
+    first_step,
+    instruction_at,
+    next_step,
+)
+from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_namespace
+from miniengine.core.states import ProcessEvent, ProcessState, transition
+from miniengine.exceptions import (
+    CheckpointError,
+    InvalidOperation,
+    MiniengineError,
+    OutputValidationError,
+    ProcessKilledError,
+)
+from miniengine.runtime.context import RunningProcess
+from miniengine.runtime.driver import Await, Body, Lifecycle, Write
+from miniengine.runtime.nodes import (
+    CalcFunctionNode,
+    ProcessNode,
+    WorkChainNode,
+    WorkFunctionNode,
+    load_nodes,
+)
+from miniengine.runtime.workchain import (
+    EVICTED,
+    WorkChain,
+    check_importable,
+    class_path,
+)
+from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
+from miniengine.storage import checkpoint_rows, rows
+from miniengine.storage.store import Store
+
+__all__ = ["ProcessTree"]
+
+
+class ProcessTree:
+    """The task group that runs the children of one launched process tree (run mode), and
+    the executors and cancel scopes of its live processes, for control requests."""
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self.task_group = task_group
+        self.root_scope = anyio.CancelScope()
+        self.executors: dict[int, _Executor] = {}
+        self.scopes: dict[int, anyio.CancelScope] = {}
+
+    def apply_control(self, pk: int, control: str) -> bool:
+        """Act on a control request for one of this tree's processes; False if not ours."""
+        executor = self.executors.get(pk)
+        if executor is None:
+            return False
+        return executor.apply_control(control, self.scopes.get(pk))
+
+
+@dataclass
+class _Child:
+    """A child started by this process in run mode."""
+
+    node: ProcessNode
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+# checkpointed process nodes ----------------------------------------------------------------
+
+_node_resolver: contextvars.ContextVar[Callable[[int], Any] | None] = contextvars.ContextVar(
+    "miniengine_node_resolver", default=None
+)
+
+
+def _load_process_node(pk: int) -> Any:
+    resolve = _node_resolver.get()
+    if resolve is None:
+        return codec.NodeRef(pk)
+    return resolve(pk)
+
+
+for _tag, _cls in enumerate((ProcessNode, CalcFunctionNode, WorkFunctionNode, WorkChainNode)):
+    codec.register_engine_type(_cls, 16 + _tag, lambda node: node.pk, _load_process_node)
+
+
+# the executor ------------------------------------------------------------------------------
+
+
+class _Executor:
+    """Everything about one running WorkChain that its steps must not see directly."""
+
+    def __init__(
+        self,
+        instance: WorkChain,
+        store: Store,
+        tree: ProcessTree | None,
+        inputs: dict[str, Any],
+        node: WorkChainNode,
+        epoch: int,
+        *,
+        task_pk: int | None = None,
+        worker: Any = None,
+    ) -> None:
+        cls = type(instance)
+        self.task_pk = task_pk
+        self.worker = worker
+        self.cls = cls
+        self.instance = instance
+        self.store = store
+        self.tree = tree
+        self.spec = cls.spec()
+        outline = self.spec.get_outline()
+        assert outline is not None
+        self.outline = outline
+        self.raw_inputs = inputs
+        self.inputs = FrozenAttributeDict(inputs)
+        self.node = node
+        self.pk: int = node.pk  # type: ignore[assignment]
+        self.epoch = epoch
+        self.ctx = AttributeDict()
+        self.seq = 0
+        self.cursor: tuple[int, ...] | None = None
+        self.outputs: dict[str, Data] = {}
+        self.new_outputs: list[tuple[str, Data]] = []
+        self.logs: list[tuple[str, str]] = []
+        self.awaiting: list[tuple[str, bool, ProcessNode]] = []
+        self.children: dict[int, _Child] = {}
+        self.new_children: list[tuple[type[WorkChain], ProcessNode, dict[str, Any]]] = []
+        self.step_name = ""
+        self.in_step = False
+        self.kill_message: str | None = None
+        self.pause_requested = False
+        if tree is not None:
+            tree.executors[self.pk] = self
+            tree.scopes.setdefault(self.pk, tree.root_scope)
+        self.process = RunningProcess(
+            store,
+            self.pk,
+            epoch,
+            "workchain",
+            cls.__name__,
+            node=node,
+            tree=tree,
+            replayable=True,
+        )
+        instance._me = self
+
+    def apply_control(self, control: str, scope: anyio.CancelScope | None) -> bool:
+        """A control request from ``miniengine.control``: kill now, or pause at the next step."""
+        if control.startswith("kill:"):
+            self.kill_message = control[len("kill:") :] or "Killed"
+            if scope is not None:
+                scope.cancel()
+            return True
+        if control == "pause":
+            self.pause_requested = True
+            return True
+        return False
+
+    async def _wait_while_paused(self) -> None:
+        """Run mode: hold the process at its step boundary until it is played (or killed)."""
+        await self.store.write(_take_pause_request, self.pk)
+        while True:
+            row = self.store.read(rows.read_node_row, self.pk)
+            if not row[10]:  # paused
+                return
+            await anyio.sleep(0.02)
+
+    # step API ------------------------------------------------------------------------------
+
+    def _check_in_step(self, what: str) -> None:
+        if not self.in_step:
+            raise InvalidOperation(f"{what} can only be called from a step of {self.cls.__name__}")
+
+    def add_output(self, name: str, value: Any) -> None:
+        if isinstance(value, Mapping) and not isinstance(value, Data):
+            for key, item in value.items():
+                self.add_output(f"{name}.{key}", item)
+            return
+        label = name.replace(".", NAMESPACE_SEPARATOR)
+        port, dynamic = _output_port(self.spec.outputs, name)
+        if port is None:
+            if dynamic is None:
+                raise OutputValidationError(
+                    f"{self.cls.__name__}: the output '{name}' is not declared in the spec "
+                    "(declare it with spec.output, or make its namespace dynamic)"
+                )
+            if dynamic.valid_type is not None and not isinstance(value, dynamic.valid_type):
+                raise OutputValidationError(
+                    f"{self.cls.__name__}: invalid type for output '{name}': got "
+                    f"{type(value).__name__}"
+                )
+        else:
+            message = port.validate(value, name)
+            if message:
+                raise OutputValidationError(f"{self.cls.__name__}: {message}")
+        if not isinstance(value, Data):
+            raise OutputValidationError(
+                f"{self.cls.__name__}: the output '{name}' must be Data, not {type(value).__name__}"
+            )
+        if label in self.outputs:
+            raise OutputValidationError(f"{self.cls.__name__}: the output '{name}' is already set")
+        self.outputs[label] = value
+        self.new_outputs.append((label, value))
+
+    def report(self, message: str) -> None:
+        self.logs.append(("REPORT", f"[{self.pk}|{self.cls.__name__}|{self.step_name}]: {message}"))
+
+    def to_context(self, awaitables: Mapping[str, Any]) -> None:
+        for key, value in awaitables.items():
+            append = isinstance(value, ContextAction) and value.append
+            target = value.target if isinstance(value, ContextAction) else value
+            if not isinstance(target, ProcessNode):
+                raise InvalidOperation(
+                    f"ToContext({key}=...) needs the node of a launched process "
+                    f"(from self.submit), got {type(target).__name__}"
+                )
+            self.awaiting.append((key, append, target))
+
+    def submit(self, process: Any, args: tuple[Any, ...], inputs: dict[str, Any]) -> ProcessNode:
+        self._check_in_step("self.submit()")
+        if isinstance(process, ProcessBuilder):
+            inputs = {**process._inputs(prune=True), **inputs}
+            process = process.process_class
+        if not (isinstance(process, type) and issubclass(process, WorkChain)):
+            raise InvalidOperation(
+                f"self.submit() launches WorkChain classes, not {process!r}; call process "
+                "functions directly inside the step"
+            )
+        if args:
+            raise TypeError("self.submit() takes the inputs as keyword arguments")
+        bound, metadata = bind_inputs(process, inputs)
+        daemon = self.tree is None
+        if daemon:
+            check_importable(process)
+        new = new_process_row(
+            process, self.store, bound, metadata, self.process, ProcessState.CREATED, daemon
+        )
+        memo = self.process.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+        self.process.call_count += 1
+        pk, input_pks = self.store.write_sync(create_workchain_tx, process, new, bound, False, memo)
+        _mark_stored(new.inputs, input_pks, self.store)
+        node = WorkChainNode(self.store, self.store.read(rows.read_node_row, pk))
+        self.new_children.append((process, node, bound))
+        return node
+
+    def exposed_inputs(
+        self, process_class: Any, namespace: str | None, agglomerate: bool
+    ) -> AttributeDict:
+        namespaces = _namespaces(namespace, agglomerate)
+        result = AttributeDict()
+        for space in namespaces:
+            names = self.spec.exposed_inputs.get(space, {}).get(process_class)
+            if names is None:
+                continue
+            values: Any = self.raw_inputs
+            for part in (space or "").split(".") if space else []:
+                values = values.get(part, {}) if isinstance(values, Mapping) else {}
+            for name in names:
+                if isinstance(values, Mapping) and name in values:
+                    result[name] = values[name]
+        return result
+
+    def exposed_outputs(
+        self, node: ProcessNode, process_class: Any, namespace: str | None, agglomerate: bool
+    ) -> AttributeDict:
+        namespaces = _namespaces(namespace, agglomerate)
+        outputs = node.outputs
+        where: dict[str, str | None] = {}  # each output goes to the most specific namespace
+        for space in namespaces:
+            for name in self.spec.exposed_outputs.get(space, {}).get(process_class, ()):
+                where[name] = space
+        result = AttributeDict()
+        for name, space in where.items():
+            if name in outputs:
+                value = outputs[name]
+                if hasattr(value, "_as_dict"):
+                    value = value._as_dict()
+                result[f"{space}.{name}" if space else name] = value
+        return result
+
+    # checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> bytes:
+        """Encode the state; a ctx value that cannot be checkpointed is reported by its key."""
+        state = {
+            "p": class_path(self.cls),
+            "c": list(self.cursor) if self.cursor is not None else None,
+            "n": self.step_name,
+            "s": self.seq,
+            "x": _plain_dicts(self.ctx),
+            "w": [(key, append, node.pk) for key, append, node in self.awaiting],
+            "i": self.raw_inputs,
+            "o": {label: data.pk for label, data in self.outputs.items() if data.is_stored},
+        }
+        try:
+            return codec.encode(state)
+        except CheckpointError:
+            for key, value in self.ctx.items():
+                codec.check_encodable(value, f"ctx.{key}")
+            codec.check_encodable(self.raw_inputs, "inputs")
+            raise
+
+    def restore(self, blob: bytes) -> None:
+        """Load a checkpoint written by :meth:`checkpoint` (the class is already imported)."""
+
+        def resolve(pk: int) -> Any:
+            return load_nodes(self.store, [pk])[pk]
+
+        token = _node_resolver.set(resolve)
+        try:
+            state = codec.decode(blob, resolve_pk=resolve)
+        finally:
+            _node_resolver.reset(token)
+        if state.get("p") != class_path(self.cls):
+            raise OutlineMismatch(f"the checkpoint belongs to {state.get('p')}, not {self.cls}")
+        self.cursor = tuple(state["c"]) if state["c"] is not None else None
+        if self.cursor is not None:
+            instruction_at(self.outline, self.cursor)
+            if state.get("n") not in (
+                None,
+                getattr(instruction_at(self.outline, self.cursor), "name", None),
+            ):
+                raise OutlineMismatch("the step at the checkpoint's cursor was renamed")
+        self.seq = state["s"]
+        self.raw_inputs = state["i"]
+        self.inputs = FrozenAttributeDict(self.raw_inputs)
+        self.ctx = AttributeDict(_attribute_dicts(state["x"]))
+        pks = [pk for _, _, pk in state["w"]]
+        nodes = load_nodes(self.store, pks)
+        self.awaiting = [(key, append, nodes[pk]) for key, append, pk in state["w"]]
+        stored = load_nodes(self.store, list(state["o"].values()))
+        self.outputs = {label: stored[pk] for label, pk in state["o"].items()}
+
+    # the lifecycle ----------------------------------------------------------------------------
+
+    def _evaluate(self, predicate: str) -> Any:
+        return getattr(self.instance, predicate)()
+
+    def _advance(self) -> tuple[int, ...] | None:
+        if self.cursor is None:
+            return first_step(self.outline, self._evaluate)
+        return next_step(self.outline, self.cursor, self._evaluate)
+
+    def _begin_step(self, name: str) -> None:
+        self.step_name = name
+        self.in_step = True
+        self.process.seq = self.seq
+        self.process.call_count = 0
+
+    def _run_step(self, name: str) -> Any:
+        self._begin_step(name)
+        try:
+            return getattr(self.instance, name)()
+        finally:
+            self.in_step = False
+
+    async def _run_step_async(self, name: str) -> Any:
+        self._begin_step(name)
+        try:
+            return await getattr(self.instance, name)()
+        finally:
+            self.in_step = False
+
+    def _commit(self, state: ProcessState, status: str | None, evict: bool = False) -> Write:
+        daemon = self.tree is None
+        commit = checkpoint_rows.StepCommit(
+            pk=self.pk,
+            owner=self.store.owner,
+            epoch=self.epoch,
+            process_state=state.value,
+            process_status=status,
+            seq=self.seq,
+            checkpoint=self.checkpoint(),
+            outputs=self.new_outputs,
+            logs=self.logs,
+            start_children=[_pk(node) for _, node, _ in self.new_children] if daemon else (),
+            wait_for=[_pk(node) for _, _, node in self.awaiting] if evict else None,
+            task_pk=self.task_pk if evict else None,
+        )
+        if daemon:
+            self.new_children = []
+        return Write(self.store, checkpoint_rows.step_commit_tx, commit)
+
+    def _release(self) -> Write:
+        """Hand the process back to the queue at its checkpoint (pause, worker shutdown)."""
+        return Write(
+            self.store,
+            checkpoint_rows.release_process_tx,
+            self.pk,
+            self.store.owner,
+            self.epoch,
+            self.task_pk,
+        )
+
+    def _after_commit(self, committed: tuple[list[int], bool]) -> None:
+        output_pks, paused = committed
+        if paused:
+            self.pause_requested = True
+        _mark_stored(self.new_outputs, output_pks, self.store)
+        self.new_outputs = []
+        self.logs = []
+
+    def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
+        finish = rows.FinishProcess(
+            pk=self.pk,
+            owner=self.store.owner,
+            epoch=self.epoch,
+            process_state=transition(state, event).value,
+            outputs=[(label, data, LinkType.RETURN.value) for label, data in self.new_outputs],
+            logs=list(self.logs),
+            task_pk=self.task_pk,
+        )
+        for name, value in fields.items():
+            setattr(finish, name, value)
+        return Write(self.store, rows.finish_process_tx, finish)
+
+    def _start_children(self) -> None:
+        from miniengine.runtime.workchain_launch import _run_child  # (it imports this module)
+
+        if self.tree is None:
+            return
+        for child_cls, node, inputs in self.new_children:
+            child = _Child(node)
+            self.children[node.pk] = child  # type: ignore[index]
+            self.tree.task_group.start_soon(
+                _run_child, child, child_cls, inputs, self.store, self.tree
+            )
+        self.new_children = []
+
+    async def _wait_for_children(self) -> None:
+        self._start_children()
+        for _, _, node in self.awaiting:
+            child = self.children.get(node.pk)  # type: ignore[arg-type]
+            if child is not None:
+                await child.done.wait()
+            elif not node.is_terminated:
+                raise MiniengineError(
+                    f"child process {node.pk} is not running here and has not terminated; "
+                    "resume it first"
+                )
+
+    async def _start_children_async(self) -> None:
+        self._start_children()
+
+    async def _wait_for_all_children(self) -> None:
+        self._start_children()
+        for child in list(self.children.values()):
+            await child.done.wait()
+
+    def _status(self) -> str:
+        pks = ", ".join(str(node.pk) for _, _, node in self.awaiting)
+        return f"Waiting for child processes: {pks}"
+
+    async def _kill_children(self) -> None:
+        with anyio.CancelScope(shield=True):
+            self._start_children()  # children created by the failed step must not be orphans
+            for child in self.children.values():
+                if not child.done.is_set():
+                    child.scope.cancel()
+            for child in self.children.values():
+                await child.done.wait()
+
+    def _resolve_awaited(self) -> None:
+        for key, append, node in self.awaiting:
+            _set_context(self.ctx, key, node, append)
+        self.awaiting = []
+
+    def lifecycle(self, state: ProcessState) -> Lifecycle[tuple[dict[str, Any], WorkChainNode]]:
+        """Run the outline from wherever the executor stands (fresh or restored)."""
+        exit_code = ExitCode(0)
+        try:
+            if self.awaiting:
+                state = ProcessState.WAITING
+                if self.tree is None:
+                    if any(not node.is_terminated for _, _, node in self.awaiting):
+                        # woken early (e.g. by recovery): go back to waiting
+                        self._after_commit((yield self._commit(state, self._status(), True)))
+                        return EVICTED, self.node
+                else:
+                    yield Await(self._wait_for_children)
+                self._resolve_awaited()
+            state = transition(
+                state, ProcessEvent.RESUME if state is ProcessState.WAITING else ProcessEvent.START
+            )
+            self.cursor = yield Body(self._advance, (), {}, False, self.process)
+            while self.cursor is not None:
+                instruction = instruction_at(self.outline, self.cursor)
+                if isinstance(instruction, Return):
+                    exit_code = _as_exit_code(instruction.exit_code) or ExitCode(0)
+                    break
+                assert isinstance(instruction, Step)
+                self.seq += 1
+                method = getattr(self.instance, instruction.name)
+                if inspect.iscoroutinefunction(method):
+                    result = yield Body(
+                        self._run_step_async, (instruction.name,), {}, True, self.process
+                    )
+                else:
+                    result = yield Body(
+                        self._run_step, (instruction.name,), {}, False, self.process
+                    )
+                stop = self._interpret(result)
+                if stop is not None:
+                    exit_code = stop
+                    break
+                if self.awaiting and self.tree is None:
+                    # daemon: evicted to the checkpoint, holding no slot while children run
+                    waiting = transition(state, ProcessEvent.WAIT)
+                    self._after_commit((yield self._commit(waiting, self._status(), True)))
+                    return EVICTED, self.node
+                following: tuple[int, ...] | bool | None = False  # False: not evaluated yet
+                if self.awaiting:
+                    waiting = transition(state, ProcessEvent.WAIT)
+                    self._after_commit((yield self._commit(waiting, self._status())))
+                    state = waiting
+                    yield Await(self._wait_for_children)
+                    self._resolve_awaited()
+                    state = transition(state, ProcessEvent.RESUME)
+                else:
+                    following = yield Body(self._advance, (), {}, False, self.process)
+                    if following is None and not self.new_children and not self.pause_requested:
+                        # the last step: its outputs and reports go with the terminal commit,
+                        # one transaction instead of two
+                        self.cursor = None
+                        continue
+                    self._after_commit((yield self._commit(state, None)))
+                    if self.new_children:  # run mode: submitted but not awaited
+                        yield Await(self._start_children_async)
+                if self.pause_requested:
+                    self.pause_requested = False
+                    if self.tree is None:  # daemon: evicted; play() enqueues it again
+                        yield self._release()
+                        return EVICTED, self.node
+                    yield Await(self._wait_while_paused)
+                if self.worker is not None and self.worker.stopping:
+                    yield self._release()
+                    return EVICTED, self.node
+                if following is False:
+                    following = yield Body(self._advance, (), {}, False, self.process)
+                self.cursor = following  # type: ignore[assignment]
+            if exit_code.status == 0:
+                problem = self._validate_outputs()
+                if problem is not None:
+                    exit_code = problem
+        except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
+            if self.worker is not None and self.worker.stopping:
+                # the worker is shutting down, not killing: hand the process back to the queue
+                yield self._release()
+                raise
+            if self.children or self.new_children:
+                yield Await(self._kill_children)
+            message = self.kill_message or (
+                "Killed by Ctrl-C (KeyboardInterrupt)"
+                if isinstance(exc, KeyboardInterrupt)
+                else f"Killed: {exc}"
+                if isinstance(exc, ProcessKilledError) and str(exc)
+                else "Killed: the task running it was cancelled"
+            )
+            self.logs.append(("REPORT", message))
+            yield self._terminate(
+                ProcessEvent.KILL,
+                state,
+                process_status=message,
+                cascade=f"Killed: its caller {self.pk} was killed",
+            )
+            raise
+        except BaseException as exc:
+            if self.children or self.new_children:
+                yield Await(self._kill_children)
+            formatted = "".join(traceback.format_exception(exc))
+            self.logs.append(("ERROR", formatted))
+            self.new_outputs = []
+            yield self._terminate(
+                ProcessEvent.EXCEPT,
+                state,
+                exception=formatted,
+                cascade=f"Killed: its caller {self.pk} excepted",
+            )
+            raise
+        if self.children or self.new_children:
+            yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)
+        output_pks = yield self._terminate(
+            ProcessEvent.FINISH,
+            state,
+            exit_status=exit_code.status,
+            exit_message=exit_code.message,
+        )
+        _mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
+        return unflatten_namespace(self.outputs), self.node
+
+    def _interpret(self, result: Any) -> ExitCode | None:
+        if isinstance(result, ExitCode):
+            return result
+        if isinstance(result, int) and not isinstance(result, bool):
+            return ExitCode(result) if result != 0 else None
+        if isinstance(result, Mapping):
+            self.to_context(result)
+        return None
+
+    def _validate_outputs(self) -> ExitCode | None:
+        nested = unflatten_namespace(self.outputs)
+        codes = self.spec.exit_codes
+        for name, port in self.spec.outputs.ports.items():
+            if (
+                port.required
+                and name not in nested
+                and not (
+                    isinstance(port, PortNamespace)
+                    and not any(p.required for p in port.ports.values())
+                )
+            ):
+                return codes["ERROR_MISSING_OUTPUT"].format()
+        message = self.spec.outputs.validate(nested)
+        if message:
+            if "required value was not provided" in message:
+                return codes["ERROR_MISSING_OUTPUT"]
+            return codes["ERROR_INVALID_OUTPUT"].format(message=message)
+        return None
+
+
+def _namespaces(namespace: str | None, agglomerate: bool) -> list[str | None]:
+    """The namespace, and with ``agglomerate`` every enclosing one, outermost first."""
+    if not (agglomerate and namespace):
+        return [namespace]
+    parts = namespace.split(".")
+    return [None, *(".".join(parts[: i + 1]) for i in range(len(parts)))]
+
+
+def _output_port(outputs: PortNamespace, name: str) -> tuple[Any, PortNamespace | None]:
+    """The declared port for a dotted output name, or else the dynamic namespace that accepts
+    it (any depth below a dynamic namespace is accepted), or ``(None, None)``."""
+    namespace = outputs
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        port = namespace.ports.get(part)
+        if port is None:
+            return None, namespace if namespace.dynamic else None
+        if index == len(parts) - 1:
+            if isinstance(port, PortNamespace):
+                return None, port if port.dynamic else None
+            return port, None
+        if not isinstance(port, PortNamespace):
+            return None, None
+        namespace = port
+    return None, None
+
+
+def _take_pause_request(connection: Any, pk: int) -> None:
+    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
+
+
+def _pk(node: ProcessNode) -> int:
+    assert node.pk is not None
+    return node.pk
+
+
+def _as_exit_code(value: ExitCode | int | None) -> ExitCode | None:
+    if value is None:
+        return None
+    if isinstance(value, ExitCode):
+        return value
+    return ExitCode(int(value))
+
+
+def _plain_dicts(value: Any) -> Any:
+    """The context with every (attribute) dict made a plain dict, as the codec wants."""
+    if isinstance(value, dict):
+        return {k: _plain_dicts(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_plain_dicts(v) for v in value]
+    return value
+
+
+def _attribute_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return AttributeDict({k: _attribute_dicts(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_attribute_dicts(v) for v in value]
+    return value
+
+
+def _set_context(ctx: AttributeDict, key: str, node: ProcessNode, append: bool) -> None:
+    parts = key.split(".")
+    target: Any = ctx
+    for index, part in enumerate(parts[:-1]):
+        existing = target.get(part)
+        if existing is None:
+            existing = target[part] = AttributeDict()
+        elif not isinstance(existing, dict):
+            raise InvalidOperation(
+                f"cannot put a node in the context at '{key}': '{'.'.join(parts[: index + 1])}' "
+                f"holds a {type(existing).__name__}, not a namespace"
+            )
+        target = existing
+    last = parts[-1]
+    if append:
+        existing = target.get(last)
+        if existing is None:
+            target[last] = [node]
+        elif isinstance(existing, list):
+            existing.append(node)
+        else:
+            raise InvalidOperation(
+                f"cannot append to the context key '{key}': it holds a {type(existing).__name__}"
+            )
+    else:
+        target[last] = node
+
+
+def _mark_stored(items: Any, pks: list[int], store: Store) -> None:
+    for (_, data), pk in zip(items, pks, strict=True):
+        if data.pk is None:
+            data._set_stored(pk, data.uuid, store)

@@ -1,0 +1,164 @@
+"""Creating a WorkChain's node: binding its inputs, and the transaction that stores it.
+
+The node, its inputs and links, its first checkpoint and (for the daemon) its start task are
+written in one transaction, so a process never exists without what it needs to be run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from miniengine.core import codec
+from miniengine.core.builder import ProcessBuilder
+from miniengine.core.data import Data
+from miniengine.core.function_spec import Metadata, parse_metadata
+from miniengine.core.ids import new_uuid
+from miniengine.core.links import LinkType
+from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace
+from miniengine.core.states import ProcessState
+from miniengine.exceptions import (
+    InputValidationError,
+    InvalidOperation,
+)
+from miniengine.runtime import context
+from miniengine.runtime.context import RunningProcess
+from miniengine.runtime.workchain import WorkChain, class_path
+from miniengine.storage import broker_rows, checkpoint_rows, rows
+from miniengine.storage.store import Store
+
+__all__ = ["bind_inputs", "create_workchain_tx", "new_process_row", "process_type"]
+
+
+# launching ---------------------------------------------------------------------------------
+
+
+def _flatten_data(
+    values: Mapping[str, Any], ports: PortNamespace | None, prefix: str = ""
+) -> list[tuple[str, Data]]:
+    """The Data inputs with their link labels (non-db ports such as ``metadata`` are skipped)."""
+    flat: list[tuple[str, Data]] = []
+    for key, value in values.items():
+        port = ports.ports.get(key) if ports is not None else None
+        if port is not None and port.non_db:
+            continue
+        label = f"{prefix}{NAMESPACE_SEPARATOR}{key}" if prefix else key
+        if isinstance(value, Data):
+            flat.append((label, value))
+        elif isinstance(value, Mapping):
+            sub = port if isinstance(port, PortNamespace) else None
+            flat.extend(_flatten_data(value, sub, label))
+    return flat
+
+
+def bind_inputs(cls: type[WorkChain], raw: Mapping[str, Any]) -> tuple[dict[str, Any], Metadata]:
+    """Fill defaults, run serializers, validate: ``InputValidationError`` names the port."""
+    spec = cls.spec()
+    if isinstance(raw, ProcessBuilder):
+        raw = raw._inputs(prune=True)
+    inputs = spec.inputs.pre_process(dict(raw))
+    message = spec.inputs.validate(inputs)
+    if message:
+        raise InputValidationError(f"{cls.__qualname__}: {message}")
+    metadata = parse_metadata(inputs.get("metadata"), cls.__qualname__)
+    if not metadata.store_provenance:
+        raise InvalidOperation(
+            f"{cls.__qualname__}: a WorkChain must store its provenance (store_provenance=False "
+            "is only for process functions), because its checkpoints refer to stored nodes"
+        )
+    return inputs, metadata
+
+
+def process_type(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def new_process_row(
+    cls: type[WorkChain],
+    store: Store,
+    inputs: dict[str, Any],
+    metadata: Metadata,
+    parent: RunningProcess | None,
+    state: ProcessState,
+    submitted: bool = False,
+) -> rows.NewProcess:
+    claimed = state is not ProcessState.CREATED
+    _rebase_defaults(inputs, cls.spec().inputs, store)
+    flat_inputs = _flatten_data(inputs, cls.spec().inputs)
+    context.check_same_database(store, flat_inputs, cls.__name__)
+    return rows.NewProcess(
+        uuid=new_uuid(),
+        node_type="process.workchain",
+        process_type=process_type(cls),
+        process_label=cls.__name__,
+        process_state=state.value,
+        label=metadata.label,
+        description=metadata.description,
+        inputs=flat_inputs,
+        input_link_type=LinkType.INPUT_WORK.value,
+        owner=store.owner if claimed else None,
+        lease_expires=store.lease_expiry() if claimed else None,
+        parent=parent.parent_fence if parent is not None else None,
+        call_link_type=LinkType.CALL_WORK.value,
+        call_link_label=metadata.call_link_label,
+        submitted=submitted,
+    )
+
+
+def _rebase_defaults(inputs: dict[str, Any], ports: PortNamespace, store: Store) -> None:
+    """A Data default is one node shared by every run, as in AiiDA -- within one database.  A
+    default stored in another database file is replaced by a copy for this one."""
+    for name, port in ports.ports.items():
+        value = inputs.get(name)
+        if isinstance(port, PortNamespace):
+            if isinstance(value, dict):
+                _rebase_defaults(value, port, store)
+        elif value is not None and value is port.default and isinstance(value, Data):
+            other = value._store
+            if value.pk is not None and other is not None and other.path != store.path:
+                inputs[name] = value.clone()
+
+
+def _initial_checkpoint(cls: type[WorkChain], inputs: Any) -> bytes:
+    state = {"p": class_path(cls), "c": None, "s": 0, "x": {}, "w": [], "i": inputs, "o": {}}
+    return codec.encode(state)
+
+
+def _with_refs(value: Any, pks: dict[int, int]) -> Any:
+    """``value`` with the Data stored by this transaction replaced by references to their pks."""
+    if isinstance(value, Data):
+        pk = pks.get(id(value))
+        return codec.NodeRef(pk) if pk is not None else value
+    if isinstance(value, dict):
+        return {key: _with_refs(item, pks) for key, item in value.items()}
+    return value
+
+
+def create_workchain_tx(
+    connection: Any,
+    cls: type[WorkChain],
+    new: rows.NewProcess,
+    inputs: dict[str, Any],
+    enqueue: bool,
+    memo: tuple[int, int, int, str] | None = None,
+) -> tuple[int, list[int]]:
+    """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
+    daemon, its start task: all in one transaction.  With ``memo``, a child that a replayed step
+    already created (and nothing started) is reused instead of duplicated."""
+    if memo is None:
+        pk, input_pks = rows.begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = checkpoint_rows.begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return pk, [data.pk for _, data in new.inputs]  # type: ignore[misc]
+    fresh = {
+        id(data): input_pk
+        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
+        if data.pk is None
+    }
+    blob = _initial_checkpoint(cls, _with_refs(inputs, fresh))
+    checkpoint_rows.write_checkpoint(connection, pk, 0, blob)
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return pk, input_pks

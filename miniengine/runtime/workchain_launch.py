@@ -1,0 +1,325 @@
+"""Running WorkChains in run mode: the process tree, launching, and resuming from a checkpoint.
+
+A launched WorkChain owns a task group for its tree: children started with ``self.submit`` run
+as its tasks and wake their waiting parent on completion, never by polling; a watcher task
+applies control requests (kill, pause) to the tree's processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from miniengine.core import codec
+from miniengine.core.attribute_dict import FrozenAttributeDict
+from miniengine.core.function_spec import Metadata
+from miniengine.core.outline import (
+    OutlineMismatch,
+)
+from miniengine.core.ports import unflatten_namespace
+from miniengine.core.states import ProcessState
+from miniengine.exceptions import (
+    CheckpointError,
+    InvalidOperation,
+    MiniengineError,
+    ProcessKilledError,
+)
+from miniengine.runtime import context
+from miniengine.runtime.context import RunningProcess
+from miniengine.runtime.driver import Lifecycle, Write, drive_async
+from miniengine.runtime.executor import (
+    ProcessTree,
+    _Child,
+    _Executor,
+    _mark_stored,
+    _node_resolver,
+)
+from miniengine.runtime.nodes import (
+    ProcessNode,
+    WorkChainNode,
+    load_nodes,
+)
+from miniengine.runtime.workchain import WorkChain, import_process_class
+from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
+from miniengine.storage import broker_rows, checkpoint_rows, rows
+from miniengine.storage.store import Store
+
+__all__ = ["launch", "resume"]
+
+
+async def _run_child(
+    child: _Child, cls: type[WorkChain], inputs: dict[str, Any], store: Store, tree: ProcessTree
+) -> None:
+    """Run a submitted child to its end; its fate is recorded on its node, not raised here."""
+    node = child.node
+    assert node.pk is not None
+    started = False
+    try:
+        with child.scope:
+            await anyio.lowlevel.checkpoint()  # killed before it could start?
+            started = True
+            epoch = await store.write(
+                checkpoint_rows.claim_process_tx,
+                node.pk,
+                store.owner,
+                store.lease_expiry(),
+                ProcessState.RUNNING.value,
+            )
+            instance = cls.__new__(cls)
+            tree.scopes[node.pk] = child.scope
+            executor = _Executor(instance, store, tree, inputs, node, epoch)  # type: ignore[arg-type]
+            store.leases_taken()
+            try:
+                await drive_async(executor.lifecycle(ProcessState.CREATED))
+            except Exception:
+                pass  # the child's node is EXCEPTED; its parent decides what that means
+            finally:
+                store.leases_released()
+        if not started:
+            with anyio.CancelScope(shield=True):
+                await _kill_unstarted(store, node.pk, "Killed: its parent failed before it started")
+    finally:
+        child.done.set()
+
+
+async def _kill_unstarted(store: Store, pk: int, message: str) -> None:
+    """Record that a CREATED process was killed before anything ran it."""
+    await store.write(_kill_unstarted_tx, pk, message)
+
+
+def _kill_unstarted_tx(connection: Any, pk: int, message: str) -> None:
+    broker_rows.terminate_unowned(connection, pk, "killed", message, time.time())
+
+
+def root_lifecycle(
+    cls: type[WorkChain],
+    store: Store,
+    tree: ProcessTree,
+    inputs: dict[str, Any],
+    metadata: Metadata,
+    parent: RunningProcess | None,
+) -> Lifecycle[tuple[dict[str, Any], WorkChainNode]]:
+    """Create the node (running, with its lease) and run the outline."""
+    new = new_process_row(cls, store, inputs, metadata, parent, ProcessState.RUNNING)
+    memo = None
+    if parent is not None:
+        memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+    pk, input_pks = yield Write(store, create_workchain_tx, cls, new, inputs, False, memo)
+    _mark_stored(new.inputs, input_pks, store)
+    if parent is not None:
+        parent.call_count += 1
+    node = WorkChainNode(store, store.read(rows.read_node_row, pk))
+    instance = cls.__new__(cls)
+    executor = _Executor(instance, store, tree, inputs, node, 1)
+    store.leases_taken()
+    try:
+        return (yield from executor.lifecycle(ProcessState.CREATED))
+    finally:
+        store.leases_released()
+
+
+async def launch(
+    cls: type[WorkChain], raw_inputs: Mapping[str, Any], db: Any = None
+) -> tuple[dict[str, Any], WorkChainNode]:
+    """Run a WorkChain to its end on the running loop (the process tree owns a task group)."""
+    inputs, metadata = bind_inputs(cls, raw_inputs)
+    parent = context.current_process()
+    if parent is not None and parent.kind == "calcfunction":
+        raise InvalidOperation(
+            f"the calcfunction {parent.label} tried to run {cls.__name__}: a calcfunction "
+            "cannot call other processes"
+        )
+    store = parent.store if parent is not None else context.store_for(db)
+    result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(
+        lambda tree: root_lifecycle(cls, store, tree, inputs, metadata, parent), store
+    )
+    return result
+
+
+async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Store) -> Any:
+    """Drive a root lifecycle with its children in one task group, and a watcher that applies
+    control requests (kill, pause) made from elsewhere to this tree's processes."""
+    error: BaseException | None = None
+    result: Any = None
+    async with anyio.create_task_group() as task_group:
+        tree = ProcessTree(task_group)
+        watcher = anyio.CancelScope()
+
+        async def watch() -> None:
+            with watcher:
+                await _watch_controls(tree, store)
+
+        task_group.start_soon(watch)
+        try:
+            with tree.root_scope:
+                result = await drive_async(make(tree))
+            if tree.root_scope.cancelled_caught:
+                raise ProcessKilledError("the process was killed")
+        except BaseException as exc:
+            error = exc
+            task_group.cancel_scope.cancel()
+        watcher.cancel()
+    if error is not None:
+        raise error
+    return result
+
+
+async def _watch_controls(tree: ProcessTree, store: Store) -> None:
+    from miniengine.storage import control_rows
+
+    version = -1
+    handled: set[tuple[int, str]] = set()
+    while True:
+        current = int(store.reader().execute("PRAGMA data_version").fetchone()[0])
+        if current != version:
+            version = current
+            requests = store.read(control_rows.pending_controls, store.owner)
+            handled &= set(requests)
+            for pk, control in requests:
+                if (pk, control) not in handled and tree.apply_control(pk, control):
+                    handled.add((pk, control))
+        await anyio.sleep(0.02)
+
+
+async def resume(
+    pk: int, *, db: Any = None, timeout: float | None = None
+) -> tuple[dict[str, Any], WorkChainNode]:
+    """Continue a WorkChain from its last checkpoint, once its previous owner's lease expired."""
+    store = context.store_for(db)
+    node = load_nodes(store, [pk]).get(pk)
+    if not isinstance(node, WorkChainNode):
+        raise MiniengineError(f"node {pk} is not a WorkChain process")
+    if node.is_terminated:
+        return unflatten_namespace(_output_map(node)), node
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        owner, _, expires = node.lease
+        now = time.time()
+        if owner is None or owner == store.owner or expires is None or expires < now:
+            break
+        wait = expires - now + 0.01
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise MiniengineError(
+                f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
+            )
+        await anyio.sleep(wait)
+    checkpoint = store.read(checkpoint_rows.read_checkpoint, pk)
+    try:
+        cls = import_process_class(_class_path_of(node, checkpoint))
+        epoch = await store.write(
+            checkpoint_rows.claim_process_tx,
+            pk,
+            store.owner,
+            store.lease_expiry(),
+            ProcessState.RUNNING.value,
+        )
+    except MiniengineError as exc:
+        await _except_unowned(store, pk, f"cannot resume: {exc}")
+        raise
+
+    def make(tree: ProcessTree) -> Lifecycle[Any]:
+        instance = cls.__new__(cls)
+        inputs = _inputs_from_checkpoint(store, checkpoint) if checkpoint else None
+        executor = _Executor(instance, store, tree, inputs or {}, node, epoch)
+        if checkpoint is not None:
+            executor.restore(checkpoint[1])
+            executor.raw_inputs = inputs or {}
+            executor.inputs = FrozenAttributeDict(executor.raw_inputs)
+        return _resumed(executor, store)
+
+    try:
+        result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(make, store)
+        return result
+    except (CheckpointError, OutlineMismatch) as exc:
+        await _except_owned(store, pk, epoch, f"cannot resume from the checkpoint: {exc}")
+        raise
+
+
+def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:
+    store.leases_taken()
+    try:
+        assert executor.tree is not None
+        for _, _, child in executor.awaiting:
+            if not child.is_terminated and child.pk is not None:
+                executor.children[child.pk] = _Child(child)
+                executor.tree.task_group.start_soon(
+                    _resume_child, executor.children[child.pk], store
+                )
+        return (yield from executor.lifecycle(ProcessState.RUNNING))
+    finally:
+        store.leases_released()
+
+
+async def _resume_child(child: _Child, store: Store) -> None:
+    try:
+        with child.scope:
+            try:
+                await resume(child.node.pk, db=store)  # type: ignore[arg-type]
+            except Exception:
+                pass
+    finally:
+        child.done.set()
+
+
+def _class_path_of(node: WorkChainNode, checkpoint: tuple[int, bytes] | None) -> str:
+    if checkpoint is None:
+        module, _, name = node.process_type.rpartition(".")
+        return f"{module}:{name}"
+    state = codec.decode(checkpoint[1])
+    return str(state["p"])
+
+
+def _inputs_from_checkpoint(store: Store, checkpoint: tuple[int, bytes]) -> dict[str, Any]:
+    def resolve(pk: int) -> Any:
+        return load_nodes(store, [pk])[pk]
+
+    token = _node_resolver.set(resolve)
+    try:
+        state = codec.decode(checkpoint[1], resolve_pk=resolve)
+    finally:
+        _node_resolver.reset(token)
+    return state["i"]  # type: ignore[no-any-return]
+
+
+def _output_map(node: ProcessNode) -> dict[str, Any]:
+    store = node.store
+    assert store is not None and node.pk is not None
+    links = store.read(rows.read_links, node.pk, False, ["return", "create"])
+    nodes = load_nodes(store, [link[0] for link in links])
+    return {label: nodes[pk] for pk, _, label in links}
+
+
+async def _except_unowned(store: Store, pk: int, message: str) -> None:
+    """Mark a process whose lease we could take as EXCEPTED with ``message``."""
+    try:
+        epoch = await store.write(
+            checkpoint_rows.claim_process_tx,
+            pk,
+            store.owner,
+            store.lease_expiry(),
+            ProcessState.RUNNING.value,
+        )
+    except MiniengineError:
+        return
+    await _except_owned(store, pk, epoch, message)
+
+
+async def _except_owned(
+    store: Store, pk: int, epoch: int, message: str, task_pk: int | None = None
+) -> None:
+    await store.write(
+        rows.finish_process_tx,
+        rows.FinishProcess(
+            pk=pk,
+            owner=store.owner,
+            epoch=epoch,
+            process_state=ProcessState.EXCEPTED.value,
+            exception=message,
+            log=("ERROR", message),
+            task_pk=task_pk,
+        ),
+    )
