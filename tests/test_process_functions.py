@@ -772,3 +772,21 @@ async def test_async_body_exception_excepts_and_propagates():
     [node] = find_processes()
     assert node.is_excepted
     assert "async failure" in node.exception
+
+
+_SHARED_DEFAULT = Int(5)
+
+
+@calcfunction
+def add_default(x, y=_SHARED_DEFAULT):
+    return Int(x + y)
+
+
+def test_a_data_default_stored_in_another_database_is_copied(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIENGINE_DB", str(tmp_path / "first.sqlite"))
+    assert add_default(1) == 6
+    assert _SHARED_DEFAULT.is_stored
+    monkeypatch.setenv("MINIENGINE_DB", str(tmp_path / "second.sqlite"))
+    result, node = add_default.run_get_node(2)
+    assert result == 7 and node.inputs.y.value == 5
+    assert node.inputs.y.uuid != _SHARED_DEFAULT.uuid  # a copy stored in the second file

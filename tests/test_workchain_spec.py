@@ -876,3 +876,18 @@ def test_agglomerated_exposed_outputs_name_each_output_once_in_the_innermost_nam
     result = run(OuterAgglomerated, a=Int(1), inner={"b": Int(2)}, deep={"child": {"a": Int(4)}})
     assert result["seen"]["keys"] == ["inner.extra", "inner.total"]
     assert result["inner"]["total"].value == 3
+
+
+def test_exit_codes_can_be_read_inside_define_as_in_aiida():
+    class EarlyReturn(WorkChain):
+        @classmethod
+        def define(cls, spec):
+            super().define(spec)
+            spec.exit_code(301, "ERROR_EARLY", message="stopped early")
+            spec.outline(cls.go, return_(cls.exit_codes.ERROR_EARLY))
+
+        def go(self):
+            pass
+
+    _, node = run_get_node(EarlyReturn)
+    assert node.exit_status == 301 and node.exit_message == "stopped early"
