@@ -26,6 +26,7 @@ class _LoopThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -45,12 +46,19 @@ class _LoopThread:
                 ready.wait()
             return self._loop
 
-    @staticmethod
-    def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
+
+        async def root() -> None:
+            # A root task run with run_until_complete, as under asyncio.run: anyio finds it once
+            # and keeps it (otherwise every to_thread call scans all tasks: O(tasks) each), and
+            # the step threads it starts live as long as it does, so runs reuse them.
+            self._stopping = asyncio.Event()
+            ready.set()
+            await self._stopping.wait()
+
         try:
-            loop.run_forever()
+            loop.run_until_complete(root())
         finally:
             loop.close()
 
@@ -59,7 +67,9 @@ class _LoopThread:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
+            stopping = self._stopping
+            if stopping is not None:
+                loop.call_soon_threadsafe(stopping.set)
             if thread is not None:
                 thread.join(timeout=5)
 
