@@ -22,7 +22,6 @@ from miniengine.exceptions import EventLoopError, SubmitError
 from miniengine.runtime import context
 from miniengine.runtime.functions import ProcessFunction, _loop_running
 from miniengine.runtime.nodes import ProcessNode, WorkChainNode
-from miniengine.storage import rows
 from miniengine.storage.store import Store
 
 __all__ = ["asubmit", "await_node", "submit"]
@@ -69,7 +68,30 @@ def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainN
             data._set_stored(input_pk, data.uuid, store)
     for worker in list(_local_workers.get(store.path, ())):
         worker.wake_threadsafe()
-    return WorkChainNode(store, store.read(rows.read_node_row, pk))
+    # The row as just written (no read-back): live fields and ctime are read on access.
+    now = time.time()
+    row = (
+        pk,
+        new.uuid,
+        new.node_type,
+        new.process_type,
+        new.process_label,
+        new.process_state,
+        None,
+        None,
+        None,
+        None,
+        0,
+        new.label,
+        new.description,
+        None,
+        None,
+        0,
+        None,
+        now,
+        now,
+    )
+    return WorkChainNode(store, row)
 
 
 def submit(process: Any, **inputs: Any) -> WorkChainNode:
