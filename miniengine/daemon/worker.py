@@ -25,7 +25,7 @@ from miniengine.core.states import ProcessState
 from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
 from miniengine.runtime import events
 from miniengine.runtime import submit as submit_module
-from miniengine.runtime.driver import drive_async
+from miniengine.runtime.driver import drive_async, set_step_threads
 from miniengine.runtime.executor import _Executor
 from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain import import_process_class
@@ -87,6 +87,7 @@ class Worker:
         import asyncio
 
         self._loop = asyncio.get_running_loop()
+        set_step_threads(self.slots)  # a def step per slot, never more
         self.store = store = Store(self.path, lease_timeout=self.lease_timeout, owner=self.id)
         await store.write(_register_worker, self.id, os.getpid(), self.slots, time.time())
         store.heartbeat_hooks.append(self._renew)

@@ -31,7 +31,16 @@ import anyio.to_thread
 from miniengine.runtime import context
 from miniengine.storage.store import Store
 
-__all__ = ["Await", "Body", "Lifecycle", "Write", "drive_async", "drive_sync", "step_limiter"]
+__all__ = [
+    "Await",
+    "Body",
+    "Lifecycle",
+    "Write",
+    "drive_async",
+    "drive_sync",
+    "set_step_threads",
+    "step_limiter",
+]
 
 T = TypeVar("T")
 
@@ -170,6 +179,11 @@ def _run_coroutine_from_thread(body: Body) -> Any:
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def set_step_threads(total: int) -> None:
+    """Size this loop's step-thread limiter (a worker: one thread per slot)."""
+    step_limiter().total_tokens = max(int(total), 1)
 
 
 def step_limiter() -> anyio.CapacityLimiter:
