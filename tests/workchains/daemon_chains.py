@@ -38,41 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GATE_TIMEOUT = 60.0
 
 
-# seed scenario 2, verbatim --------------------------------------------------------------------
+# seed scenario 2, verbatim: the copy the demo submits (miniengine/demo_nested.py) ----------
 
-
-# fmt: off
-class NestedWorkChain(WorkChain):
-    """
-    Nested workchain which creates a workflow where the nesting level is equal to its input.
-    """
-
-    @classmethod
-    def define(cls, spec):
-        super().define(spec)
-        spec.input('inp', valid_type=Int)
-        spec.outline(cls.do_submit, cls.finalize)
-        spec.output('output', valid_type=Int, required=True)
-
-    def do_submit(self):
-        if self.should_submit():
-            self.report('Submitting nested workchain.')
-            return ToContext(workchain=append_(self.submit(NestedWorkChain, inp=self.inputs.inp - 1)))  # noqa: E501
-
-    def should_submit(self):
-        return int(self.inputs.inp) > 0
-
-    def finalize(self):
-        """Attach the outputs."""
-        if self.should_submit():
-            self.report('Getting sub-workchain output.')
-            sub_workchain = self.ctx.workchain[0]
-            self.out('output', Int(sub_workchain.outputs.output + 1).store())
-        else:
-            self.report('Bottom-level workchain reached.')
-            self.out('output', Int(0).store())
-# fmt: on
-
+from miniengine.demo_nested import NestedWorkChain  # noqa: E402, F401  (re-exported)
 
 # small workloads ------------------------------------------------------------------------------
 
