@@ -121,12 +121,18 @@ async def asubmit(process: Any, **inputs: Any) -> WorkChainNode:
 POLL_INTERVAL = 0.005
 
 
-def _state(node: ProcessNode) -> ProcessState | None:
-    return node.process_state
-
-
 def _data_version(store: Store) -> int:
     return int(store.reader().execute("PRAGMA data_version").fetchone()[0])
+
+
+def _terminated_since(node: ProcessNode, store: Store, version: int) -> tuple[int, bool]:
+    """Has ``node`` terminated?  Looked up only when another connection has committed since
+    ``version`` (a ``PRAGMA data_version`` reading); returns the new reading and the answer."""
+    current = _data_version(store)
+    if current == version:
+        return version, False
+    state = node.process_state
+    return current, state is not None and state.is_terminal
 
 
 async def _await_async(node: ProcessNode, timeout: float | None) -> ProcessNode:
@@ -136,12 +142,9 @@ async def _await_async(node: ProcessNode, timeout: float | None) -> ProcessNode:
     with anyio.fail_after(timeout):
         version = -1
         while True:
-            current = _data_version(store)
-            if current != version:
-                version = current
-                state = _state(node)
-                if state is not None and state.is_terminal:
-                    return node
+            version, done = _terminated_since(node, store, version)
+            if done:
+                return node
             await anyio.sleep(POLL_INTERVAL)
 
 
@@ -152,12 +155,9 @@ def _await_sync(node: ProcessNode, timeout: float | None) -> ProcessNode:
     deadline = None if timeout is None else time.monotonic() + timeout
     version = -1
     while True:
-        current = _data_version(store)
-        if current != version:
-            version = current
-            state = _state(node)
-            if state is not None and state.is_terminal:
-                return node
+        version, done = _terminated_since(node, store, version)
+        if done:
+            return node
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"process {node.pk} did not terminate within {timeout} s")
         time.sleep(POLL_INTERVAL)

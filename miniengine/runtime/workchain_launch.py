@@ -294,18 +294,17 @@ def _output_map(node: ProcessNode) -> dict[str, Any]:
 
 
 async def _except_unowned(store: Store, pk: int, message: str) -> None:
-    """Mark a process whose lease we could take as EXCEPTED with ``message``."""
+    """Mark a process as EXCEPTED with ``message``, unless a live owner holds it."""
     try:
-        epoch = await store.write(
-            checkpoint_rows.claim_process_tx,
-            pk,
-            store.owner,
-            store.lease_expiry(),
-            ProcessState.RUNNING.value,
-        )
+        await store.write(_except_unless_owned_tx, pk, store.owner, message)
     except MiniengineError:
-        return
-    await _except_owned(store, pk, epoch, message)
+        pass  # a live owner holds it: leave it alone
+
+
+def _except_unless_owned_tx(connection: Any, pk: int, owner: str, message: str) -> None:
+    # taking the lease first refuses (LeaseLostError) a process that a live owner holds
+    checkpoint_rows.claim_process_tx(connection, pk, owner, time.time(), "running")
+    broker_rows.terminate_unowned(connection, pk, "excepted", message, time.time())
 
 
 async def _except_owned(
