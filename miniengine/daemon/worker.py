@@ -174,13 +174,13 @@ class Worker:
     async def _wait_for_work(self) -> None:
         """Until woken locally, or another connection commits (``PRAGMA data_version``)."""
         assert self.store is not None
-        version = _data_version(self.store)
+        version = self.store.data_version()
         self._wake = anyio.Event()
         while not self.stopping:
             with anyio.move_on_after(POLL_INTERVAL):
                 await self._wake.wait()
                 return
-            current = _data_version(self.store)
+            current = self.store.data_version()
             if current != version:
                 return
 
@@ -190,7 +190,7 @@ class Worker:
         assert self.store is not None
         version = -1
         while True:
-            current = _data_version(self.store)
+            current = self.store.data_version()
             if current != version:
                 version = current
                 try:
@@ -359,7 +359,3 @@ def _has_ready_task(connection: sqlite3.Connection, now: float) -> bool:
         ).fetchone()
         is not None
     )
-
-
-def _data_version(store: Store) -> int:
-    return int(store.reader().execute("PRAGMA data_version").fetchone()[0])

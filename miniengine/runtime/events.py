@@ -77,7 +77,7 @@ class Subscription:
     def poll(self) -> list[StateChange]:
         """The changes committed since the last call (an empty list if nothing changed)."""
         self._renew()
-        version = int(self.store.reader().execute("PRAGMA data_version").fetchone()[0])
+        version = self.store.data_version()
         if version == self._version:
             return []
         self._version = version

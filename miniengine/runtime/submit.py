@@ -121,14 +121,10 @@ async def asubmit(process: Any, **inputs: Any) -> WorkChainNode:
 POLL_INTERVAL = 0.005
 
 
-def _data_version(store: Store) -> int:
-    return int(store.reader().execute("PRAGMA data_version").fetchone()[0])
-
-
 def _terminated_since(node: ProcessNode, store: Store, version: int) -> tuple[int, bool]:
     """Has ``node`` terminated?  Looked up only when another connection has committed since
     ``version`` (a ``PRAGMA data_version`` reading); returns the new reading and the answer."""
-    current = _data_version(store)
+    current = store.data_version()
     if current == version:
         return version, False
     state = node.process_state

@@ -174,7 +174,7 @@ async def _watch_controls(tree: ProcessTree, store: Store) -> None:
     version = -1
     handled: set[tuple[int, str]] = set()
     while True:
-        current = int(store.reader().execute("PRAGMA data_version").fetchone()[0])
+        current = store.data_version()
         if current != version:
             version = current
             requests = store.read(control_rows.pending_controls, store.owner)

@@ -252,6 +252,11 @@ class Store:
             self._readers.reader = reader
         return reader.connection
 
+    def data_version(self) -> int:
+        """``PRAGMA data_version`` of this thread's reader: it changes whenever another
+        connection commits, so a waiter queries only after a change (a few microseconds)."""
+        return int(self.reader().execute("PRAGMA data_version").fetchone()[0])
+
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread."""
         try:

@@ -51,7 +51,7 @@ class WaitingProcess(WorkChain):
         assert store is not None
         version = -1
         while True:
-            current = int(store.reader().execute("PRAGMA data_version").fetchone()[0])
+            current = store.data_version()
             if current != version:
                 version = current
                 if gate_is_open(self.inputs.gate.value, db=store):
