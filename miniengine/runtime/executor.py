@@ -571,6 +571,8 @@ class _Executor:
                 problem = self._validate_outputs()
                 if problem is not None:
                     exit_code = problem
+        except GeneratorExit:
+            raise  # the generator is being closed (never driven again): no write can happen
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
             if self.worker is not None and self.worker.stopping:
                 # the worker is shutting down, not killing: hand the process back to the queue

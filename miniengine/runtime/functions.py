@@ -223,6 +223,8 @@ class ProcessFunction:
             call_args, call_kwargs = self.spec().call_arguments(inputs)
             returned = yield Body(self.func, call_args, call_kwargs, self.is_async, running)
             outputs, exit_code = self._collect_outputs(returned)
+        except GeneratorExit:
+            raise  # the generator is being closed (never driven again): no write can happen
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
             if stored:
                 message = _kill_message(exc)
