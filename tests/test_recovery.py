@@ -24,6 +24,10 @@ import pytest
 
 from miniengine import Int, ProcessState, Str, asubmit, await_node, load_node, submit
 from miniengine.daemon import Worker
+from miniengine.exceptions import LeaseLostError
+from miniengine.storage import checkpoint_rows
+from miniengine.storage.checkpoint_rows import StepCommit
+from miniengine.storage.store import Store
 from tests.workchains.daemon_chains import (
     ROOT,
     AddWorkChain,
@@ -193,6 +197,48 @@ def _snapshot(db: Path) -> tuple[Any, ...]:
         query(db, "SELECT * FROM logs ORDER BY pk"),
         query(db, "SELECT * FROM checkpoints"),
     )
+
+
+def _commit_under(pk: int, owner: str, epoch: int) -> StepCommit:
+    return StepCommit(
+        pk=pk,
+        owner=owner,
+        epoch=epoch,
+        process_state="running",
+        process_status=f"written under epoch {epoch}",
+        seq=1,
+        checkpoint=b"stale checkpoint",
+        outputs=[("stale", Int(1))],
+        logs=[("REPORT", f"written under epoch {epoch}")],
+    )
+
+
+def test_each_claim_bumps_the_epoch_and_fences_off_the_previous_one_even_for_the_same_owner(
+    miniengine_db: Path,
+) -> None:
+    """A worker that claims a process it already held (a takeover of its own lapsed lease, or a
+    duplicate task) gets a new epoch: the run that held the old epoch can no longer commit."""
+    node = submit(AddWorkChain, x=Int(1), y=Int(2))
+    store = Store(miniengine_db)
+    try:
+        claim = checkpoint_rows.claim_process_tx
+        first = store.write_sync(claim, node.pk, "worker-a", store.lease_expiry(), "running")
+        second = store.write_sync(claim, node.pk, "worker-a", store.lease_expiry(), "running")
+        assert second > first
+        before = _snapshot(miniengine_db)
+        with pytest.raises(LeaseLostError):
+            store.write_sync(checkpoint_rows.step_commit_tx, _commit_under(node.pk, "worker-a",
+                                                                           first))  # fmt: skip
+        assert _snapshot(miniengine_db) == before  # refused whole: no state, output or log
+
+        store.write_sync(checkpoint_rows.step_commit_tx, _commit_under(node.pk, "worker-a", second))
+        assert query(miniengine_db, "SELECT process_status, lease_epoch FROM nodes WHERE pk = ?",
+                     node.pk) == [(f"written under epoch {second}", second)]  # fmt: skip
+        assert query(miniengine_db, "SELECT data FROM checkpoints WHERE node_pk = ?", node.pk) == [
+            (b"stale checkpoint",)
+        ]
+    finally:
+        store.close()
 
 
 # memoised inline calls ----------------------------------------------------------------------

@@ -36,12 +36,17 @@ from miniengine import (
 )
 from miniengine.core import codec
 from miniengine.core.links import LinkType
-from tests.workchains.crash import LEASE_VARIABLE
+from tests.workchains.crash import LEASE_VARIABLE, offset_file
 from tests.workchains.resumable import BLOCK_AT, ITERATIONS, CountingWorkChain, ParentWorkChain
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTING = "tests.workchains.resumable:CountingWorkChain"
 PARENT = "tests.workchains.resumable:ParentWorkChain"
+CRASH = "tests.workchains.crash:InlineCallWorkChain"
+
+#: How the replay of a cut-off step ends the unfinished call it had made (the recovery of
+#: expired leases words it otherwise).
+REPLAY_OWNER_LOST = "owner lost: the step that called this process was cut off"
 
 #: The steps of an uninterrupted CountingWorkChain, as its step log shows them.
 COUNTING_STEPS = ["setup", *(f"add {i}" for i in range(ITERATIONS)), "finalize"]
@@ -193,8 +198,9 @@ def test_context_value_that_cannot_be_checkpointed_fails_at_the_step_naming_key_
 
 @pytest.mark.parametrize(
     ("block_at", "cut_off"),
-    [(3, "add 1"), (5, "finalize")],
-    ids=["in-an-async-step", "in-the-last-def-step"],
+    [(2, "add 0"), (3, "add 1"), (4, "add 2"), (5, "finalize")],
+    # killed after an odd as well as an even number of committed steps
+    ids=["after-1-step", "after-2-steps", "after-3-steps", "in-the-last-def-step"],
 )
 async def test_killed_workchain_resumes_and_reruns_only_the_cut_off_step(
     miniengine_db, tmp_path, block_at, cut_off
@@ -222,6 +228,78 @@ async def test_killed_workchain_resumes_and_reruns_only_the_cut_off_step(
     assert node.outputs.result.value == 118
     labels = node.base.links.get_outgoing(link_type=LinkType.RETURN).all_link_labels()
     assert sorted(labels) == ["iterations", "last", "result"]  # no duplicated outputs
+
+
+def _calls(node) -> list[tuple[str, ProcessState, int | None]]:
+    """The calls ``node`` made, oldest first: (label, state, pk of the first input)."""
+    return [
+        (child.process_label, child.process_state, child.inputs.x.pk)
+        for child in sorted(node.called, key=lambda child: child.pk)
+    ]
+
+
+async def test_resume_after_a_kill_inside_an_inline_call_excepts_it_and_reuses_the_finished_one(
+    miniengine_db, tmp_path
+):
+    log = tmp_path / "steps.log"
+    # compute calls double (finishes), then gated_add, inside which the script is SIGKILLed
+    gated_pk = start_and_kill(miniengine_db, CRASH, 7, log, block_at=3)
+    assert steps(log) == ["compute", "double 7", "gated_add 14 7"]
+    parent = load_node(gated_pk).caller
+    assert load_node(gated_pk).process_state is ProcessState.RUNNING
+
+    outputs, parent = await miniengine.resume(parent.pk, timeout=30)
+
+    assert parent.is_finished_ok and outputs["result"].value == 2 * 7 + 7
+    # the replay ran the step again but not the finished call: one double, reused
+    assert steps(log) == ["compute", "double 7", "gated_add 14 7", "compute", "gated_add 14 7",
+                          "finalize"]  # fmt: skip
+    (double, cut_off, again) = _calls(parent)
+    assert double[:2] == ("double", ProcessState.FINISHED)
+    assert cut_off == ("gated_add", ProcessState.EXCEPTED, double_output(parent))
+    assert again == ("gated_add", ProcessState.FINISHED, double_output(parent))
+    cut_off_node = load_node(gated_pk)
+    # written by the replay of the step that called it, not by the recovery of expired leases
+    assert cut_off_node.exception.startswith(REPLAY_OWNER_LOST)
+    assert [entry.message for entry in cut_off_node.logs if "owner lost" in entry.message] == [
+        cut_off_node.exception
+    ]
+    assert _active(miniengine_db) == 0
+
+
+async def test_a_replay_whose_calls_have_other_inputs_runs_them_fresh_and_ends_the_old_ones(
+    miniengine_db, tmp_path
+):
+    log = tmp_path / "steps.log"
+    gated_pk = start_and_kill(miniengine_db, CRASH, 7, log, block_at=3)
+    parent = load_node(gated_pk).caller
+    offset_file(Str(str(log))).write_text("100")  # the replayed step now computes other inputs
+
+    outputs, parent = await miniengine.resume(parent.pk, timeout=30)
+
+    assert parent.is_finished_ok and outputs["result"].value == 2 * 107 + 7
+    assert steps(log) == ["compute", "double 7", "gated_add 14 7", "compute", "double 107",
+                          "gated_add 214 7", "finalize"]  # fmt: skip
+    states = [(label, state) for label, state, _ in _calls(parent)]
+    assert states == [
+        ("double", ProcessState.FINISHED),  # the old call, with x = 7: not reused
+        ("gated_add", ProcessState.EXCEPTED),  # cut off; the replay did not make this call
+        ("double", ProcessState.FINISHED),
+        ("gated_add", ProcessState.FINISHED),
+    ]
+    assert load_node(gated_pk).exception.startswith(REPLAY_OWNER_LOST)
+    assert _active(miniengine_db) == 0
+
+
+def double_output(parent) -> int:
+    """The pk of the result of the last ``double`` that ``parent`` called."""
+    doubles = [child for child in parent.called if child.process_label == "double"]
+    return max(doubles, key=lambda child: child.pk).outputs.result.pk
+
+
+def _active(db: Path) -> int:
+    return db_row(db, "SELECT count(*) FROM nodes WHERE process_state IN "
+                  "('created', 'running', 'waiting')")[0]  # fmt: skip
 
 
 async def test_resume_of_a_finished_process_returns_its_outputs(tmp_path):
@@ -282,7 +360,7 @@ async def test_workchain_killed_in_its_first_step_resumes_with_its_inputs(minien
 
 
 GONE_MODULE = '''
-from tests.workchains.crash import LEASE_VARIABLE
+from tests.workchains.crash import LEASE_VARIABLE, offset_file
 from tests.workchains.resumable import CountingWorkChain
 
 
@@ -346,7 +424,7 @@ async def test_checkpoint_whose_cursor_no_longer_fits_the_outline_excepts_on_res
 
 RENAMED_MODULE = '''
 from miniengine import Int, Str, WorkChain, while_
-from tests.workchains.crash import LEASE_VARIABLE
+from tests.workchains.crash import LEASE_VARIABLE, offset_file
 from tests.workchains.resumable import CountingWorkChain
 
 

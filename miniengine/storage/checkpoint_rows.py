@@ -20,7 +20,7 @@ from miniengine.storage.rows import (
     NewProcess,
     begin_process_tx,
     check_lease,
-    insert_data,
+    insert_new_data,
     pack_attributes,
 )
 
@@ -92,10 +92,7 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> tuple[
     )
     if cursor.rowcount != 1:
         check_lease(connection, commit.pk, commit.owner, commit.epoch)
-    output_pks = [
-        data.pk if data.pk is not None else insert_data(connection, data, now)
-        for _, data in commit.outputs
-    ]
+    output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
     connection.executemany(
         "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, 'return', ?)",
         [
@@ -192,8 +189,10 @@ def begin_memoised_tx(
     Returns ``(pk, input pks, outcome)`` with outcome ``"new"``; ``"finished"`` when the same
     call of the same step already finished (reuse its outputs, run nothing); ``"created"`` when
     it was created but never started (a ``self.submit`` child of a step cut off before its
-    commit).  An unfinished child left running by a dead owner is marked EXCEPTED ("owner
-    lost") and the call runs fresh: zero orphans, zero duplicate finished children.
+    commit).  An unfinished child left by the cut-off step is marked EXCEPTED ("owner lost"),
+    with whatever it called inline, and the call runs fresh: zero orphans, zero duplicate
+    finished children.  That holds when the replay calls with other inputs too: the old child
+    is not reused then, but nobody else would ever end it.
     """
     parent_pk, seq, index, fingerprint = memo
     if new.parent is not None:
@@ -205,18 +204,15 @@ def begin_memoised_tx(
         "AND m.call_index = ?",
         (parent_pk, seq, index),
     ).fetchone()
-    if row is not None and row[1] == new.process_type and row[2] == fingerprint:
-        child_pk, _, _, state = row
-        if state == "finished":
-            return child_pk, [], "finished"
-        if state == "created" and new.process_state == "created":
-            return child_pk, [], "created"
+    if row is not None:
+        child_pk, process_type, old_fingerprint, state = row
+        if process_type == new.process_type and old_fingerprint == fingerprint:
+            if state == "finished":
+                return child_pk, [], "finished"
+            if state == "created" and new.process_state == "created":
+                return child_pk, [], "created"
         if state in broker_rows.ACTIVE_STATES:
-            message = (
-                "owner lost: the step that called this process was cut off (its worker or "
-                "script died) and is being replayed"
-            )
-            broker_rows.terminate_unowned(connection, child_pk, "excepted", message, now)
+            _except_cut_off(connection, child_pk, now)
     pk, input_pks = begin_process_tx(connection, new)
     connection.execute(
         "INSERT OR REPLACE INTO call_memo (parent_pk, seq, call_index, process_type, "
@@ -224,6 +220,26 @@ def begin_memoised_tx(
         (parent_pk, seq, index, new.process_type, fingerprint, pk),
     )
     return pk, input_pks, "new"
+
+
+def _except_cut_off(connection: sqlite3.Connection, child_pk: int, now: float) -> None:
+    """Mark a child of a cut-off step EXCEPTED ("owner lost"), and the unfinished processes it
+    called inline (not submitted to the daemon), which died with it and can never resume."""
+    message = (
+        "owner lost: the step that called this process was cut off (its worker or "
+        "script died) and is being replayed"
+    )
+    descendants = connection.execute(
+        "WITH RECURSIVE tree(pk) AS (SELECT ? UNION SELECT l.out_pk FROM links l "
+        "JOIN tree t ON l.in_pk = t.pk WHERE l.link_type IN ('call_calc', 'call_work')) "
+        "SELECT n.pk FROM nodes n JOIN tree t ON n.pk = t.pk WHERE n.pk != ? "
+        "AND n.submitted = 0 AND n.process_state IN ('created', 'running', 'waiting')",
+        (child_pk, child_pk),
+    ).fetchall()
+    broker_rows.terminate_unowned(connection, child_pk, "excepted", message, now)
+    inner = f"owner lost: it was called by process {child_pk}, which a cut-off step had called"
+    for (pk,) in descendants:
+        broker_rows.terminate_unowned(connection, pk, "excepted", inner, now)
 
 
 def fingerprint(process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
