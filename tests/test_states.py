@@ -50,6 +50,66 @@ def test_every_pair_is_either_in_the_table_or_refused(
             transition(state, event)
 
 
+#: The table, written out by hand: a change to the legal moves must change this test too.
+#: (state, event, next state), by the values stored in the database.
+LEGAL_MOVES = {
+    ("created", "start", "running"),
+    ("created", "wait", "waiting"),
+    ("created", "except", "excepted"),
+    ("created", "kill", "killed"),
+    ("running", "start", "running"),
+    ("running", "wait", "waiting"),
+    ("running", "finish", "finished"),
+    ("running", "except", "excepted"),
+    ("running", "kill", "killed"),
+    ("waiting", "start", "running"),
+    ("waiting", "resume", "running"),
+    ("waiting", "wait", "waiting"),
+    ("waiting", "finish", "finished"),
+    ("waiting", "except", "excepted"),
+    ("waiting", "kill", "killed"),
+}
+
+
+def test_the_table_is_exactly_the_legal_moves_written_out() -> None:
+    table = {
+        (state.value, event.value, target.value)
+        for state, moves in TRANSITIONS.items()
+        for event, target in moves.items()
+    }
+    assert table == LEGAL_MOVES
+    # and the function applies it: every listed move goes through, every other one is refused
+    for state in ProcessState:
+        for event in ProcessEvent:
+            legal = [to for frm, on, to in LEGAL_MOVES if (frm, on) == (state.value, event.value)]
+            if legal:
+                assert transition(state, event) is ProcessState(legal[0])
+            else:
+                with pytest.raises(InvalidTransition):
+                    transition(state, event)
+
+
+def test_the_legal_state_changes_are_exactly_these_pairs() -> None:
+    """The (from, to) pairs alone, whatever event causes them: what a reader of the database
+    may ever see a process go through."""
+    assert {(frm, to) for frm, _, to in LEGAL_MOVES} == {
+        ("created", "running"),
+        ("created", "waiting"),
+        ("created", "excepted"),
+        ("created", "killed"),
+        ("running", "running"),
+        ("running", "waiting"),
+        ("running", "finished"),
+        ("running", "excepted"),
+        ("running", "killed"),
+        ("waiting", "running"),
+        ("waiting", "waiting"),
+        ("waiting", "finished"),
+        ("waiting", "excepted"),
+        ("waiting", "killed"),
+    }
+
+
 def test_the_table_covers_every_state_and_only_states() -> None:
     assert set(TRANSITIONS) == set(ProcessState)
     for moves in TRANSITIONS.values():

@@ -427,12 +427,14 @@ _MARKERS: Final = {code: _Marker(code) for code in (_TUPLE, _EXIT_CODE, _UNSTORE
 class _Decoder:
     """The msgpack hooks of one :func:`decode` call."""
 
-    __slots__ = ("pending_markers", "resolve_pk")
+    __slots__ = ("pending_markers", "resolve_pk", "unstored")
 
     def __init__(self, resolve_pk: Callable[[int], Any] | None) -> None:
         self.resolve_pk = resolve_pk
         # Markers seen but not yet consumed at the head of an array; must end at zero.
         self.pending_markers = 0
+        # One object per unstored node: the same node twice in a state stays one node.
+        self.unstored: dict[str, Data] = {}
 
     def ext_hook(self, code: int, payload: bytes) -> Any:
         if code == _STORED_DATA:
@@ -470,7 +472,8 @@ class _Decoder:
         if code == _TUPLE:
             return tuple(items[1:])
         if code == _UNSTORED_DATA:
-            return _decode_unstored_data(items)
+            data = _decode_unstored_data(items)
+            return self.unstored.setdefault(data.uuid, data)
         if code == _EXIT_CODE:
             fields = items[1:]
             if _is_exit_code(fields):

@@ -71,6 +71,26 @@ def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
     return cursor.lastrowid
 
 
+def insert_new_data(connection: sqlite3.Connection, nodes: Iterable[Data], now: float) -> list[int]:
+    """The pk of each node in ``nodes``, inserting every unstored one once.
+
+    The same unstored object given twice (two inputs, two outputs, twice in a namespace) is one
+    node linked twice, as in AiiDA, not two rows with one uuid.  Keyed by uuid, so two copies
+    of one node (the same unstored value restored twice from a checkpoint) are one node too.
+    """
+    inserted: dict[str, int] = {}
+    pks: list[int] = []
+    for data in nodes:
+        if data.pk is not None:
+            pks.append(data.pk)
+            continue
+        pk = inserted.get(data.uuid)
+        if pk is None:
+            pk = inserted[data.uuid] = insert_data(connection, data, now)
+        pks.append(pk)
+    return pks
+
+
 def store_data_tx(connection: sqlite3.Connection, data: Data) -> int:
     return insert_data(connection, data, time.time())
 
@@ -112,10 +132,7 @@ def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[i
     now = time.time()
     if new.parent is not None:
         check_lease(connection, *new.parent)
-    input_pks = [
-        data.pk if data.pk is not None else insert_data(connection, data, now)
-        for _, data in new.inputs
-    ]
+    input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
     cursor = connection.execute(
         "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
         "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
@@ -193,10 +210,7 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
     )
     if cursor.rowcount != 1:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
-    output_pks = [
-        data.pk if data.pk is not None else insert_data(connection, data, now)
-        for _, data, _ in finish.outputs
-    ]
+    output_pks = insert_new_data(connection, (data for _, data, _ in finish.outputs), now)
     _insert_links(
         connection,
         [
