@@ -3,6 +3,7 @@ async launches and the event-loop guards (issue 3)."""
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -790,3 +791,34 @@ def test_a_data_default_stored_in_another_database_is_copied(tmp_path, monkeypat
     result, node = add_default.run_get_node(2)
     assert result == 7 and node.inputs.y.value == 5
     assert node.inputs.y.uuid != _SHARED_DEFAULT.uuid  # a copy stored in the second file
+
+
+# -- one unstored node given twice -------------------------------------------------------------
+
+
+@workfunction
+def returns_both(first, second):
+    return {"first": first, "second": second}
+
+
+def test_the_same_unstored_node_given_twice_is_stored_once_and_linked_twice(miniengine_db):
+    x = Int(7)
+    result, node = run_get_node(add, x, x)
+    assert result == 14
+    assert x.is_stored
+    links = _links(node, incoming=True, link_type=LinkType.INPUT_CALC)
+    assert sorted((label, data.pk) for _, label, data in links) == [("x", x.pk), ("y", x.pk)]
+    with sqlite3.connect(miniengine_db) as connection:
+        (count,) = connection.execute(
+            "SELECT count(*) FROM nodes WHERE uuid = ?", (x.uuid,)
+        ).fetchone()
+    assert count == 1
+
+
+def test_the_same_unstored_node_as_two_keyword_inputs_of_a_workfunction():
+    y = Int(2)
+    result, node = run_get_node(returns_both, **{"first": y, "second": y})
+    assert node.is_finished_ok and y.is_stored
+    assert result["first"].pk == result["second"].pk == y.pk
+    inputs = _links(node, incoming=True, link_type=LinkType.INPUT_WORK)
+    assert sorted(label for _, label, _ in inputs) == ["first", "second"]

@@ -958,3 +958,109 @@ def test_reports_are_stored_in_order_with_the_process_pk():
     ):
         assert f"{expected} message" in message
         assert str(node.pk) in message and step in message
+
+
+# one unstored node given twice ----------------------------------------------------------------
+
+
+class TwoInputs(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("a", valid_type=Int)
+        spec.input("b", valid_type=Int)
+        spec.input_namespace("ns", dynamic=True, required=False)
+        spec.output("sum", valid_type=Int)
+        spec.outline(cls.add_them)
+
+    def add_them(self):
+        self.out("sum", add(self.inputs.a, self.inputs.b))
+
+
+class SharesNodes(WorkChain):
+    """Gives one unstored node to two inputs of children (submitted and inline) and to two
+    outputs, and attaches a node that it also gives to a child."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.output_namespace("out", dynamic=True)
+        spec.outline(cls.submit_child, cls.call_inline, cls.output_twice, cls.output_and_input)
+
+    def submit_child(self):
+        shared = Int(3)
+        return ToContext(child=self.submit(TwoInputs, a=shared, b=shared))
+
+    def call_inline(self):
+        shared = Int(4)
+        self.ctx.inline_sum = add(shared, shared)
+        self.ctx.run_sum = run(TwoInputs, a=shared, b=shared, ns={"c": shared, "d": {"e": shared}})
+        self.ctx.shared_inline = shared
+
+    def output_twice(self):
+        shared = Int(5)
+        self.out("out.first", shared)
+        self.out("out.second", shared)
+
+    def output_and_input(self):
+        shared = Int(6)
+        self.out("out.third", shared)
+        self.ctx.last = self.submit(TwoInputs, a=shared, b=shared)
+
+
+def _input_links(node):
+    return sorted(
+        (triple.link_label, triple.node.pk)
+        for triple in node.base.links.get_incoming(link_type=LinkType.INPUT_WORK)
+    )
+
+
+def test_the_same_unstored_node_as_two_inputs_is_stored_once_and_linked_twice(miniengine_db):
+    shared = Int(1)
+    result, node = run_get_node(TwoInputs, a=shared, b=shared)
+    assert result["sum"] == 2 and shared.is_stored
+    assert _input_links(node) == [("a", shared.pk), ("b", shared.pk)]
+    other = Int(2)
+    _, node = run_get_node(
+        TwoInputs, **{"a": other, "b": other, "ns": {"c": other, "d": {"e": other}}}
+    )
+    assert _input_links(node) == [
+        ("a", other.pk),
+        ("b", other.pk),
+        ("ns__c", other.pk),
+        ("ns__d__e", other.pk),
+    ]
+    assert db_count(miniengine_db, "SELECT count(*) FROM nodes WHERE uuid = ?", other.uuid) == 1
+
+
+def test_steps_give_one_unstored_node_to_two_inputs_and_two_outputs(miniengine_db):
+    result, node = run_get_node(SharesNodes)
+    assert node.is_finished_ok
+    submitted, inline_add, inline_run, last = node.called
+    assert submitted.outputs.sum == 6 and inline_add.outputs.result == 8
+    assert inline_run.outputs.sum == 8 and last.outputs.sum == 12
+    (pk,) = {pk for _, pk in _input_links(submitted)}
+    assert _input_links(submitted) == [("a", pk), ("b", pk)]
+    assert {pk for _, pk in _input_links(inline_run)} == {inline_add.inputs.x.pk}
+    assert result["out"]["first"].pk == result["out"]["second"].pk
+    assert result["out"]["third"].pk == last.inputs.a.pk == last.inputs.b.pk
+    returned = node.base.links.get_outgoing(link_type=LinkType.RETURN).all()
+    assert sorted(triple.link_label for triple in returned) == [
+        "out__first",
+        "out__second",
+        "out__third",
+    ]
+    assert db_count(miniengine_db, "SELECT count(*) FROM nodes GROUP BY uuid ORDER BY 1 DESC") == 1
+
+
+async def test_one_unstored_node_in_the_context_twice_survives_eviction(miniengine_db):
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+    from tests.workchains.aiida_semantics import SharedNodeWorkChain
+
+    async with Worker(db=miniengine_db, lease_timeout=5.0):
+        node = await asubmit(SharedNodeWorkChain)
+        await await_node(node, timeout=60)
+    assert node.is_finished_ok, node.exception
+    assert node.outputs.first.pk == node.outputs.second.pk
+    assert node.outputs.first.value == 5
