@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DatabaseFullError",
     "DatabaseLockedError",
     "EventLoopError",
     "IncompatibleDatabaseError",
@@ -19,12 +20,15 @@ __all__ = [
     "LeaseLostError",
     "MiniengineError",
     "ModificationNotAllowed",
+    "MultipleObjectsError",
     "NotExistent",
     "OutputValidationError",
     "ProcessKilledError",
+    "ReadOnlyDatabaseError",
     "StoreError",
     "SubmitError",
     "UnknownDataTypeError",
+    "UnsafeDatabaseError",
 ]
 
 
@@ -64,6 +68,13 @@ class NotExistent(MiniengineError):
     """No node matches the given pk or uuid."""
 
 
+class MultipleObjectsError(MiniengineError):
+    """An identifier (a uuid prefix) matches more than one node: give more of it.
+
+    AiiDA's ``load_node`` raises its ``MultipleObjectsError`` in the same case.
+    """
+
+
 class EventLoopError(MiniengineError, RuntimeError):
     """A blocking call was made where it would block or nest a running event loop."""
 
@@ -90,6 +101,24 @@ class IncompatibleDatabaseError(StoreError):
 
 class DatabaseLockedError(StoreError):
     """The database stayed locked by another connection beyond every retry."""
+
+
+class ReadOnlyDatabaseError(StoreError):
+    """The database, or the folder that must hold its write-ahead log, cannot be written by
+    this user; what it holds can still be read, nothing can be added."""
+
+
+class DatabaseFullError(StoreError):
+    """A write found the disk (or the database's page limit) full; it was rolled back whole,
+    so everything stored before is intact."""
+
+
+class UnsafeDatabaseError(StoreError):
+    """The database file or its folder belongs to another user or is writable by others.
+
+    Whoever can write the file can make a worker import any module on its path, so such a file
+    is refused (as ssh refuses a key file that others can change), with the command that fixes it.
+    """
 
 
 class LeaseLostError(StoreError):

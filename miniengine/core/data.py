@@ -17,16 +17,18 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from miniengine.core.ids import new_uuid
-from miniengine.exceptions import ModificationNotAllowed, UnknownDataTypeError
+from miniengine.exceptions import MiniengineError, ModificationNotAllowed, UnknownDataTypeError
 
 if TYPE_CHECKING:
     from typing import Self
 
 __all__ = [
     "DATA_TYPES",
+    "MAX_NESTING",
     "Bool",
     "Data",
     "DataBackend",
+    "DataValueError",
     "Dict",
     "Float",
     "Int",
@@ -148,10 +150,19 @@ class Data:
 
     @property
     def base(self) -> Any:
-        """Access to links, as ``node.base.links`` in AiiDA (the node must be stored)."""
-        if self._pk is None:
-            raise ModificationNotAllowed("an unstored node has no links yet")
+        """``node.base`` as in AiiDA: ``attributes`` (on an unstored node too) and ``links``
+        (the node must be stored)."""
         return _get_backend().node_base(self)
+
+    def _attributes_view(self) -> builtins_dict[str, Any]:
+        """The content under AiiDA's attribute names, for ``node.base.attributes``: a mapping
+        content as it is, anything else under ``value``."""
+        content = self._to_attributes()
+        if content is None:
+            return {}
+        if isinstance(content, builtins_dict):
+            return _deep_copy(content)  # type: ignore[no-any-return]
+        return {"value": content}
 
     @property
     def creator(self) -> Any:
@@ -237,6 +248,9 @@ class BaseType(Data, type_name="core.base"):
 
     def _to_attributes(self) -> Any:
         return self._value
+
+    def _attributes_view(self) -> builtins_dict[str, Any]:
+        return {"value": self._value}
 
     @classmethod
     def _from_attributes(cls, attributes: Any) -> Self:
@@ -392,6 +406,10 @@ class Str(BaseType, type_name="core.str"):
 
     _value_type = str
 
+    def __init__(self, value: Any = None, **kwargs: Any) -> None:
+        super().__init__(value, **kwargs)
+        _check_text(self._value, "Str")
+
     def __len__(self) -> int:
         return len(self._value)
 
@@ -526,6 +544,9 @@ class List(Data, type_name="core.list"):
         """A deep copy of the content."""
         return _deep_copy(self._list)  # type: ignore[no-any-return]
 
+    def _attributes_view(self) -> builtins_dict[str, Any]:
+        return {"list": self.get_list()}  # AiiDA's attribute name
+
     def set_list(self, value: Any) -> None:
         self._check_mutable()
         self._list = _check_plain_sequence(value, "List")
@@ -643,9 +664,61 @@ def is_plain_value(value: Any) -> bool:
     return False
 
 
+class DataValueError(MiniengineError, ValueError):
+    """A value that a Data node cannot hold: nested deeper than :data:`MAX_NESTING`, or a
+    string that UTF-8 cannot encode (a lone surrogate).  Raised when the node is made, so
+    nothing is stored; a process that wraps a plain input reports it naming the port."""
+
+
+#: How deep the lists and dicts in a ``Dict`` or ``List`` may nest: far beyond real data, and
+#: well within what the recursive copy, Python's recursion limit and the msgpack encoder (511
+#: levels, some taken by a checkpoint's own wrapping) can take.
+MAX_NESTING = 256
+
+
+def _check_text(text: str, what: str) -> None:
+    """Refuse a string that cannot be stored as UTF-8 (it holds a lone surrogate)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataValueError(
+            f"{what} cannot hold a string with the lone surrogate U+{ord(text[exc.start]):04X} "
+            f"(at index {exc.start}), which UTF-8 cannot encode; decode bytes with "
+            "errors='replace', or keep binary data as bytes"
+        ) from None
+
+
+def _check_storable(value: Any, what: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and strings UTF-8 cannot encode.
+
+    Iterative, so that a value nested thousands deep gives this error, not ``RecursionError``.
+    """
+    stack: builtins_list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, builtins_dict | builtins_list | tuple):
+            if depth > MAX_NESTING:
+                raise DataValueError(
+                    f"{what} is nested more than {MAX_NESTING} levels deep (lists and dicts "
+                    "inside one another); flatten it, or store the parts as separate nodes"
+                )
+            if isinstance(item, builtins_dict):
+                for key, child in item.items():
+                    if isinstance(key, str):
+                        _check_text(key, what)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
 def _check_plain_mapping(value: Any, what: str) -> builtins_dict[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{what} needs a mapping, got {type(value).__name__}")
+    _check_storable(builtins_dict(value), what)
     result = {}
     for key, item in value.items():
         if not isinstance(key, str):
@@ -663,6 +736,7 @@ def _check_plain_sequence(value: Any, what: str) -> builtins_list[Any]:
     if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__iter__"):
         raise TypeError(f"{what} needs a sequence, got {type(value).__name__}")
     items = builtins_list(value)
+    _check_storable(items, what)
     for index, item in enumerate(items):
         if not is_plain_value(item):
             raise TypeError(

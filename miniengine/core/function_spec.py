@@ -17,7 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from miniengine.core.data import Bool, Data, Dict, Float, Int, List, Str, to_data
+from miniengine.core.data import (
+    Bool,
+    Data,
+    DataValueError,
+    Dict,
+    Float,
+    Int,
+    List,
+    Str,
+    to_data,
+)
 from miniengine.core.ports import UNSPECIFIED, InputPort, PortNamespace
 from miniengine.exceptions import InputValidationError, MiniengineError
 
@@ -215,6 +225,10 @@ class FunctionSpec:
                 continue
             try:
                 inputs[key] = to_data(value)
+            except DataValueError as exc:
+                raise InputValidationError(
+                    f"{self.name}(): the input '{key}' cannot be stored: {exc}"
+                ) from None
             except TypeError as exc:
                 raise InputValidationError(
                     f"{self.name}(): the input '{key}' cannot be stored: {exc}; pass a Data node "

@@ -12,7 +12,8 @@ import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from miniengine.core.data import Data
+from miniengine.core.data import Data, DataValueError
+from miniengine.exceptions import InputValidationError
 
 __all__ = [
     "NAMESPACE_SEPARATOR",
@@ -94,7 +95,10 @@ class Port:
     def serialize(self, value: Any) -> Any:
         """Apply the port's serializer, only to values that are not already Data."""
         if self.serializer is not None and not isinstance(value, Data):
-            return self.serializer(value)
+            try:
+                return self.serializer(value)
+            except DataValueError as exc:
+                raise InputValidationError(f"invalid value for '{self.name}': {exc}") from None
         return value
 
     def validate(self, value: Any, breadcrumb: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,7 +19,7 @@ from miniengine.core.data import Data, load_data_from_attributes
 from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES, LinkType
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import MiniengineError, NotExistent
+from miniengine.exceptions import MiniengineError, ModificationNotAllowed, NotExistent
 from miniengine.storage import rows
 from miniengine.storage.store import Store, shared_store
 
@@ -75,6 +75,10 @@ class LogEntry:
     time: datetime.datetime
     levelname: str
     message: str
+
+
+#: "no default given" for ``NodeAttributes.get`` (``None`` is a valid default)
+_NO_DEFAULT: Any = object()
 
 
 def _link_types(link_type: Any) -> list[str] | None:
@@ -175,11 +179,78 @@ class NodeLinks:
         return self._get(False, node_class, link_type, link_label_filter)
 
 
-class NodeBase:
-    """``node.base``: the namespace of AiiDA's less common node methods."""
+class NodeAttributes:
+    """``node.base.attributes``: a node's attributes as AiiDA names them, read-only.
 
-    def __init__(self, store: Store, pk: int) -> None:
-        self.links = NodeLinks(store, pk)
+    A Data node's attributes are its content (``{'value': 5}`` for an ``Int``, the dictionary of
+    a ``Dict``, ``{'list': [...]}`` for a ``List``); a process node's are its process fields
+    (``process_label``, ``process_state``, ``exit_status``, ...), those not set left out.  They are
+    computed on access, so a running process shows its current state.
+    """
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self._read = read
+
+    @property
+    def all(self) -> dict[str, Any]:
+        """Every attribute, as a new dictionary."""
+        return self._read()
+
+    def get(self, key: str, default: Any = _NO_DEFAULT) -> Any:
+        """The attribute ``key``; else ``default``, or ``AttributeError`` as in AiiDA."""
+        attributes = self._read()
+        if key in attributes:
+            return attributes[key]
+        if default is _NO_DEFAULT:
+            raise AttributeError(f"the node has no attribute {key!r}")
+        return default
+
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The attributes ``keys``, in order (``AttributeError`` for one that is not set)."""
+        attributes = self._read()
+        missing = [key for key in keys if key not in attributes]
+        if missing:
+            raise AttributeError(f"the node has no attribute(s) {', '.join(map(repr, missing))}")
+        return [attributes[key] for key in keys]
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._read().items())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._read()
+
+    def __repr__(self) -> str:
+        return f"NodeAttributes({self._read()!r})"
+
+
+class NodeBase:
+    """``node.base``: the namespace of AiiDA's less common node methods.
+
+    ``attributes`` work on an unstored node too; ``links`` need a stored one.
+    """
+
+    def __init__(
+        self,
+        store: Store | None,
+        pk: int | None,
+        attributes: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self._store = store
+        self._pk = pk
+        self._attributes = attributes
+
+    @property
+    def links(self) -> NodeLinks:
+        if self._store is None or self._pk is None:
+            raise ModificationNotAllowed("an unstored node has no links yet")
+        return NodeLinks(self._store, self._pk)
+
+    @property
+    def attributes(self) -> NodeAttributes:
+        return NodeAttributes(self._attributes or dict)
 
 
 class NodeLinksNamespace(Mapping[str, Any]):
@@ -393,7 +464,44 @@ class ProcessNode:
 
     @property
     def base(self) -> NodeBase:
-        return NodeBase(*self._stored())
+        store, pk = self._stored()
+        return NodeBase(store, pk, self._process_attributes)
+
+    def _process_attributes(self) -> dict[str, Any]:
+        """The process fields under AiiDA's attribute names; those not set are left out."""
+        row = self._fresh()
+        stored = rows.unpack_attributes(row[_ATTRIBUTES])
+        attributes: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}
+        state = row[_STATE]
+        fields = {
+            "process_label": row[_LABEL_P],
+            "process_state": state,
+            "process_status": row[_STATUS],
+            "exit_status": row[_EXIT_STATUS],
+            "exit_message": row[_EXIT_MESSAGE],
+            "exception": row[_EXCEPTION],
+            "paused": bool(row[_PAUSED]) or None,
+            "sealed": (state is not None and ProcessState(state).is_terminal) or None,
+        }
+        attributes.update((key, value) for key, value in fields.items() if value is not None)
+        return attributes
+
+    @property
+    def process_class(self) -> Any:
+        """The process class (or process function) that ran, imported by its recorded path.
+
+        Raises ``ValueError`` (a ``MiniengineError``) naming the path when it no longer imports.
+        """
+        from miniengine.runtime.workchain import NotImportableError, import_by_process_type
+
+        try:
+            return import_by_process_type(self.process_type)
+        except NotImportableError:
+            raise
+        except MiniengineError as exc:
+            raise NotImportableError(
+                f"cannot load the process class of {self.process_label}<{self.pk}>: {exc}"
+            ) from None
 
     def _linked(self, incoming: bool, link_types: Sequence[str]) -> list[tuple[str, Any]]:
         store, pk = self._stored()
@@ -511,13 +619,57 @@ def load_nodes(store: Store, pks: Sequence[int]) -> dict[int, Any]:
     return {pk: node_from_row(store, row) for pk, row in found.items()}
 
 
-def load_node(identifier: int | str, *, db: Any = None) -> Any:
-    """Load a node (Data or process) by pk or uuid from ``db`` (default: ``$MINIENGINE_DB``)."""
+class LoadNodeArgumentError(MiniengineError, ValueError):
+    """``load_node`` was given no identifier, or more than one (AiiDA raises ``ValueError``)."""
+
+
+class LoadNodeTypeError(MiniengineError, TypeError):
+    """``load_node`` was given an identifier of the wrong type (AiiDA raises ``TypeError``)."""
+
+
+def load_node(
+    identifier: int | str | None = None,
+    *,
+    pk: int | None = None,
+    uuid: str | None = None,
+    db: Any = None,
+) -> Any:
+    """Load a node (Data or process) from ``db`` (default: ``$MINIENGINE_DB``), as AiiDA's
+    ``load_node``: by ``identifier`` (a pk, or a uuid or unique prefix of one), ``pk=`` or
+    ``uuid=``.
+
+    A string of digits is a pk, and a uuid prefix when no node has that pk (uuids begin with
+    digits for decades).  A prefix may also be one of the random part of the uuid (from its
+    third group on), since nodes created in the same millisecond share the first two.  Raises
+    ``NotExistent`` when nothing matches and ``MultipleObjectsError`` when several nodes do.
+    """
     from miniengine.runtime.context import store_for
 
-    if isinstance(identifier, bool) or not isinstance(identifier, int | str):
-        raise TypeError(f"load_node needs a pk (int) or a uuid (str), not {identifier!r}")
+    given = [value is not None for value in (identifier, pk, uuid)].count(True)
+    if given != 1:
+        raise LoadNodeArgumentError(
+            "load_node() needs exactly one of identifier, pk= and uuid=, "
+            f"{'none was' if given == 0 else f'{given} were'} given"
+        )
+    if pk is not None and (isinstance(pk, bool) or not isinstance(pk, int)):
+        raise LoadNodeTypeError(f"load_node(pk=...) needs an int, not {pk!r}")
+    if uuid is not None and not isinstance(uuid, str):
+        raise LoadNodeTypeError(f"load_node(uuid=...) needs a str, not {uuid!r}")
+    if identifier is not None and (
+        isinstance(identifier, bool) or not isinstance(identifier, int | str)
+    ):
+        raise LoadNodeTypeError(f"load_node needs a pk (int) or a uuid (str), not {identifier!r}")
     store = store_for(db)
+    if pk is not None:
+        return node_from_row(store, store.read(rows.read_node_row, pk))
+    if uuid is not None:
+        return node_from_row(store, store.read(rows.read_node_row, uuid))
+    assert identifier is not None
+    if isinstance(identifier, str) and identifier.strip().isdecimal():
+        try:
+            return node_from_row(store, store.read(rows.read_node_row, int(identifier)))
+        except NotExistent:
+            identifier = identifier.strip()  # no such pk: a uuid prefix, perhaps
     return node_from_row(store, store.read(rows.read_node_row, identifier))
 
 
@@ -548,8 +700,9 @@ class _Backend:
     def node_base(self, data: Data) -> NodeBase:
         from miniengine.runtime.context import current_store
 
-        assert data.pk is not None
-        return NodeBase(data._store or current_store(), data.pk)
+        if data.pk is None:
+            return NodeBase(None, None, data._attributes_view)
+        return NodeBase(data._store or current_store(), data.pk, data._attributes_view)
 
 
 data_module.set_backend(_Backend())

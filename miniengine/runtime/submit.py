@@ -17,8 +17,9 @@ from typing import Any
 import anyio
 
 from miniengine.core.builder import ProcessBuilder
+from miniengine.core.data import Data
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import EventLoopError, SubmitError
+from miniengine.exceptions import EventLoopError, MiniengineError, SubmitError
 from miniengine.runtime import context
 from miniengine.runtime.functions import ProcessFunction, _loop_running
 from miniengine.runtime.nodes import ProcessNode, WorkChainNode
@@ -94,8 +95,43 @@ def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainN
     return WorkChainNode(store, row)
 
 
-def submit(process: Any, **inputs: Any) -> WorkChainNode:
-    """Store ``process`` with its inputs and enqueue it for the daemon; return its node at once."""
+def _refuse_positional(process: Any, args: tuple[Any, ...]) -> None:
+    """``submit(add, 1, 2)``: say that inputs go by keyword, with the call spelled out."""
+    if not args:
+        return
+    if isinstance(process, ProcessBuilder):
+        raise SubmitError(
+            "submit(builder) takes no positional inputs: set them on the builder, or pass them "
+            "as keywords"
+        )
+    label = getattr(process, "process_label", None) or getattr(process, "__name__", "process")
+    names: list[str] = []
+    if isinstance(process, ProcessFunction):
+        names = [name for name in process.spec().inputs.ports if name != "metadata"]
+    elif isinstance(process, type) and hasattr(process, "spec"):
+        try:
+            names = [name for name in process.spec().inputs.ports if name != "metadata"]
+        except MiniengineError:
+            names = []
+    if len(names) >= len(args) and all(not isinstance(a, Data) for a in args):
+        spelled = ", ".join(f"{name}={arg!r}" for name, arg in zip(names, args, strict=False))
+    elif names:
+        spelled = ", ".join(f"{name}=..." for name in names[: max(len(args), 1)])
+    else:
+        spelled = "name=value, ..."
+    raise SubmitError(
+        f"submit() takes the inputs as keyword arguments, as in AiiDA: "
+        f"submit({label}, {spelled}), not {len(args)} positional argument(s)"
+    )
+
+
+def submit(process: Any, *args: Any, **inputs: Any) -> WorkChainNode:
+    """Store ``process`` with its inputs and enqueue it for the daemon; return its node at once.
+
+    Inputs go by keyword only (``submit(AddWorkChain, x=1, y=2)``), as in AiiDA: a positional
+    input raises ``SubmitError`` that spells out the keyword call.
+    """
+    _refuse_positional(process, args)
     if _loop_running() and context.current_process() is None:
         raise EventLoopError(
             "submit() was called on a thread that runs an event loop; use `await asubmit(...)`"
@@ -107,8 +143,9 @@ def submit(process: Any, **inputs: Any) -> WorkChainNode:
     return _finish(store, new, pk, input_pks)
 
 
-async def asubmit(process: Any, **inputs: Any) -> WorkChainNode:
+async def asubmit(process: Any, *args: Any, **inputs: Any) -> WorkChainNode:
     """``submit`` for async code: the same single transaction, awaited."""
+    _refuse_positional(process, args)
     from miniengine.runtime.workchain_inputs import create_workchain_tx
 
     cls, store, new, bound = _prepare(process, inputs)

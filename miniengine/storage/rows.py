@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 
 from miniengine.core.data import Data
-from miniengine.exceptions import LeaseLostError, NotExistent
+from miniengine.exceptions import LeaseLostError, MultipleObjectsError, NotExistent
 from miniengine.storage import broker_rows
 
 __all__ = [
@@ -261,25 +261,82 @@ def _insert_links(
 
 
 def read_node_row(connection: sqlite3.Connection, identifier: int | str) -> tuple[Any, ...]:
-    """The row of a node by pk or uuid (a uuid prefix of 8+ characters is accepted)."""
+    """The row of a node by pk, or by uuid or a unique prefix of it (see :func:`uuid_matches`).
+
+    Raises ``NotExistent`` when nothing matches and ``MultipleObjectsError`` when a prefix
+    matches more than one node, as AiiDA's ``load_node`` does.
+    """
     if isinstance(identifier, int):
         row = connection.execute(
             f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ?", (identifier,)
         ).fetchone()
-    else:
-        rows = connection.execute(
-            f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = ? OR (length(?) >= 8 AND uuid LIKE ?) "
-            "LIMIT 2",
-            (identifier, identifier, identifier + "%"),
-        ).fetchall()
-        if len(rows) > 1:
-            raise NotExistent(f"the uuid prefix {identifier!r} matches more than one node")
-        row = rows[0] if rows else None
-    if row is None:
-        raise NotExistent(
-            f"no node with the {'pk' if isinstance(identifier, int) else 'uuid'} {identifier!r}"
-        )
-    return tuple(row)
+        if row is None:
+            raise NotExistent(f"no node with the pk {identifier}")
+        return tuple(row)
+    row = connection.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = ?", (identifier.lower(),)
+    ).fetchone()
+    if row is not None:
+        return tuple(row)
+    pks = uuid_matches(connection, identifier)
+    if not pks:
+        raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
+    if len(pks) > 1:
+        raise ambiguous_prefix(identifier, pks)
+    return tuple(
+        connection.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ?", (pks[0],)).fetchone()
+    )
+
+
+#: how many matches of an ambiguous uuid prefix an error message lists
+AMBIGUOUS_SHOWN = 5
+_UUID_DASHES = (8, 12, 16, 20)  # where a canonical uuid has its dashes (in its 32 hex digits)
+_RANDOM_DASHES = (4, 8)  # the same in the part after the 48-bit timestamp: "7xxx-vxxx-xxxx..."
+
+
+def _dashed(hex_digits: str, dashes: tuple[int, ...]) -> str:
+    parts, start = [], 0
+    for end in dashes:
+        if len(hex_digits) <= end:
+            break
+        parts.append(hex_digits[start:end])
+        start = end
+    parts.append(hex_digits[start:])
+    return "-".join(parts)
+
+
+def uuid_matches(connection: sqlite3.Connection, text: str) -> list[int]:
+    """The pks (at most ``AMBIGUOUS_SHOWN + 1``) of the nodes whose uuid starts with ``text``,
+    or whose *random part* does.
+
+    Node uuids are version 7: their first 12 hex digits are a millisecond timestamp, so the
+    prefixes of nodes created together are the same; the part after the timestamp (from the
+    third group on, ``7xxx-...``) tells them apart.  ``text`` is matched with or without its
+    dashes, in either case.  Anything that is not hex digits and dashes matches nothing.
+    """
+    hex_digits = text.replace("-", "").lower()
+    if not hex_digits or len(hex_digits) > 32 or hex_digits.strip("0123456789abcdef"):
+        return []
+    prefix = _dashed(hex_digits, _UUID_DASHES)
+    # A range on the uuid index for the whole-uuid prefix (LIKE would not use the index).
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    params: list[Any] = [prefix, upper]
+    query = "SELECT pk FROM nodes WHERE (uuid >= ? AND uuid < ?)"
+    if len(hex_digits) <= 20:
+        query += " OR substr(uuid, 15) GLOB ?"
+        params.append(_dashed(hex_digits, _RANDOM_DASHES) + "*")
+    query += f" ORDER BY pk LIMIT {AMBIGUOUS_SHOWN + 1}"
+    return [row[0] for row in connection.execute(query, params)]
+
+
+def ambiguous_prefix(text: str, pks: Sequence[int]) -> MultipleObjectsError:
+    """The error for a uuid prefix that matches several nodes, listing a few of their pks."""
+    shown = ", ".join(map(str, pks[:AMBIGUOUS_SHOWN]))
+    more = ", ..." if len(pks) > AMBIGUOUS_SHOWN else ""
+    return MultipleObjectsError(
+        f"the uuid prefix {text!r} matches more than one node (pks {shown}{more}): "
+        "give more of the uuid, or the pk"
+    )
 
 
 def read_node_rows(
