@@ -9,17 +9,19 @@ import pytest
 
 from miniengine import (
     ProcessKilledError,
+    ProcessNode,
     ProcessState,
     Str,
     arun_get_node,
     control,
     find_processes,
     load_node,
+    run,
     submit,
 )
 from miniengine.storage.control_rows import KILL_STATUS, PAUSE_STATUS
 from miniengine.testing import WaitingProcess, gate_is_open, open_gate
-from tests.workchains.control_chains import ParentOfWaiting
+from tests.workchains.control_chains import NappingChain, ParentOfWaiting
 
 
 async def _running(label: str = "WaitingProcess", count: int = 1) -> list[int]:
@@ -188,7 +190,9 @@ async def test_killing_a_waiting_parent_on_the_daemon_kills_its_running_child():
         assert child.process_state is ProcessState.KILLED
 
 
-async def test_a_paused_process_stays_paused_across_a_worker_restart_until_played():
+async def test_a_paused_process_stays_paused_across_a_worker_restart_until_played(miniengine_db):
+    import sqlite3
+
     from miniengine import asubmit, await_node
     from miniengine.daemon import Worker
 
@@ -198,8 +202,16 @@ async def test_a_paused_process_stays_paused_across_a_worker_restart_until_playe
         await asyncio.to_thread(control.pause, node)
         await asyncio.to_thread(open_gate, "restart")
         await _until(lambda: node.lease[0] is None, "the paused process to be released")
+
+    def queued() -> int:  # the tasks of the process that a worker has not dealt with yet
+        with sqlite3.connect(miniengine_db) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM tasks WHERE process_pk = ? AND status != 'done'", (node.pk,)
+            ).fetchone()[0]
+
     async with Worker(slots=2):  # "the daemon restarted"
-        await asyncio.sleep(0.05)  # give the new worker the chance to (wrongly) run it
+        # the new worker has dealt with every task of the process (dropped it, or wrongly ran it)
+        await _until(lambda: queued() == 0, "the worker to deal with the process's tasks")
         assert node.paused and not node.is_terminated
         assert node.process_state is ProcessState.RUNNING and node.lease[0] is None
         await asyncio.to_thread(control.play, node)
@@ -228,3 +240,39 @@ async def test_repair_finds_nothing_after_normal_work_on_a_worker(miniengine_db)
         text=True,
     )
     assert result.returncode == 0 and result.stdout.strip() == "nothing to repair"
+
+
+# kills and pauses of ``def`` steps, which run in a thread that cannot be interrupted ------------
+
+
+def _naps(node: ProcessNode) -> int:
+    """How many ``nap`` steps of a NappingChain have committed (each reports once)."""
+    return sum("|nap]: nap " in entry.message for entry in node.logs)
+
+
+def test_run_raises_when_a_chain_of_def_steps_is_killed_from_another_thread():
+    """The kill takes effect at the end of the running ``def`` step: run() raises with the
+    kill's message and no further step runs."""
+    answers: list[str] = []
+
+    def killer() -> None:
+        for _ in range(4000):
+            nodes = find_processes(state="running", process_label="NappingChain")
+            if nodes and _naps(nodes[0]):
+                answers.append(control.kill(nodes[0], "stop now", wait=True, timeout=60))
+                return
+            threading.Event().wait(0.005)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        with pytest.raises(ProcessKilledError, match="stop now"):
+            run(NappingChain, gate=Str("never"))
+    finally:
+        open_gate("never")  # a run that was not killed ends here instead of running for good
+        thread.join(timeout=60)
+    (node,) = find_processes(process_label="NappingChain")
+    assert answers == [f"killed process {node.pk}"]
+    assert node.process_state is ProcessState.KILLED
+    assert node.process_status == "stop now" and node.exit_status is None
+    assert "naps" not in node.outputs

@@ -7,13 +7,11 @@ and import the event-loop machinery; in WAL mode such a reader never waits for a
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from miniengine.cli.errors import CliError
-from miniengine.storage.schema import APPLICATION_ID, SCHEMA_VERSION
+from miniengine.storage.schema import APPLICATION_ID, SCHEMA_VERSION, readonly_uri
 
 __all__ = ["BUSY_TIMEOUT_MS", "open_readonly", "require_file", "schema_version"]
 
@@ -33,7 +31,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     require_file(path)
     try:
         connection = sqlite3.connect(
-            f"file:{quote(os.fspath(path))}?mode=ro",
+            readonly_uri(path),
             uri=True,
             isolation_level=None,
             timeout=BUSY_TIMEOUT_MS / 1e3,

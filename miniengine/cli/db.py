@@ -258,7 +258,14 @@ def _backup(args: argparse.Namespace) -> int:
         _check_target(source, target, args.force)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")
         # VACUUM INTO needs a missing or empty file; creating it first makes the copy 0600.
-        os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            os.close(
+                os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+            )
+        except OSError as exc:
+            raise CliError(
+                f"cannot write the backup {target}: {exc.strerror} in the folder {target.parent}"
+            ) from exc
         try:
             connection.execute("VACUUM INTO ?", (os.fspath(temporary),))
             nodes, version = _verify(temporary)

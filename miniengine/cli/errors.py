@@ -35,6 +35,9 @@ def guarded(handler: Handler) -> Handler:
         except sqlite3.Error as exc:  # a query failed: say which database, not where in our code
             db = getattr(args, "db_path", None) or getattr(args, "db", None) or "the database"
             return _fail(f"{db}: {exc}")
+        except OSError as exc:  # a file could not be read or written: name it, no traceback
+            where = exc.filename if exc.filename is not None else "a file"
+            return _fail(f"{where}: {exc.strerror or exc}")
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
             return EXIT_INTERRUPTED

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from miniengine.daemon.files import DaemonFiles, process_alive
-from miniengine.storage.paths import resolve_db_path
+from miniengine.exceptions import MiniengineError
+from miniengine.storage.paths import ensure_folder, resolve_db_path
+from miniengine.storage.permissions import check_not_shared
 
 __all__ = ["main", "start_daemon", "stop_daemon"]
 
@@ -77,7 +79,7 @@ def start_daemon(
     running = files.read()
     if running is not None:
         raise RuntimeError(f"a daemon is already running for {db} (pid {running['pid']})")
-    db.parent.mkdir(parents=True, exist_ok=True)
+    _check_database(db)
     with files.open_log() as log:
         process = subprocess.Popen(
             [
@@ -120,6 +122,19 @@ def start_daemon(
         time.sleep(0.01)
     process.kill()
     raise RuntimeError(f"the daemon did not become ready in {timeout:.0f} s; see {files.log_file}")
+
+
+def _check_database(db: Path) -> None:
+    """Open the database as the supervisor will, so that a missing folder, a file of another
+    user, a read-only file or one that is not a miniengine database is reported here, in one
+    line, before a supervisor is started (and leaves a pid file) only to exit."""
+    from miniengine.storage.store import Store
+
+    store = Store(db)
+    try:
+        store.check_writable()
+    finally:
+        store.close()
 
 
 def stop_daemon(db: Path, *, timeout: float = 20.0) -> bool:
@@ -175,7 +190,11 @@ def _status(db: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    db = resolve_db_path(args.db)
+    try:
+        db = resolve_db_path(args.db)
+    except MiniengineError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     files = DaemonFiles(db)
     if args.command == "worker":  # pragma: no cover - reserved
         return 2
@@ -188,8 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             format=f"%(asctime)s supervisor {os.getpid()} %(levelname)s: %(message)s",
             handlers=handlers,
         )
-        db.parent.mkdir(parents=True, exist_ok=True)
-        lock = files.lock()
+        try:
+            ensure_folder(db)
+            check_not_shared(db)
+            lock = files.lock()
+        except MiniengineError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
         if lock is None:
             running = files.read()
             holder = f" (pid {running['pid']})" if running is not None else ""
@@ -203,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                 lease_timeout=args.lease_timeout,
                 stop_timeout=args.stop_timeout,
             ).run()
+        except MiniengineError as exc:  # the database cannot be opened: say why, in one line
+            print(str(exc), file=sys.stderr)
+            return 1
         finally:
             lock.close()
     try:
@@ -242,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(int(state["pid"]), signal.SIGUSR1 if args.command == "incr" else signal.SIGUSR2)  # type: ignore[call-overload]
             print(f"asked the daemon to {'add' if args.command == 'incr' else 'remove'} a worker")
             return 0
-    except RuntimeError as exc:
+    except (RuntimeError, MiniengineError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
     return 2

@@ -1,4 +1,9 @@
-"""Where the daemon keeps its pid file and log: next to the database it serves."""
+"""Where the daemon keeps its pid file and log: next to the database it serves.
+
+Every one of these files is opened with ``O_NOFOLLOW`` and created 0600: a symbolic link planted
+in place of the log would otherwise make the supervisor (perhaps root) append to a file of the
+planter's choosing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from miniengine.storage.permissions import open_private
 
 __all__ = ["DaemonFiles", "process_alive"]
 
@@ -33,7 +40,8 @@ class DaemonFiles:
     def open_log(self) -> IO[bytes]:
         """The log file for appending, created readable only by the user (it holds tracebacks)."""
         return os.fdopen(
-            os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"
+            open_private(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "daemon's log"),
+            "ab",
         )
 
     def lock(self) -> IO[str] | None:
@@ -44,7 +52,8 @@ class DaemonFiles:
         serve one database, even when started at the same instant.
         """
         handle = os.fdopen(
-            os.open(self.lock_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a"
+            open_private(self.lock_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "daemon's lock"),
+            "a",
         )
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,20 +65,25 @@ class DaemonFiles:
     def read(self) -> dict[str, object] | None:
         """The pid file's content if a live supervisor wrote it, else None (stale files go)."""
         try:
-            content = json.loads(self.pid_file.read_text())
+            with os.fdopen(os.open(self.pid_file, os.O_RDONLY | os.O_NOFOLLOW), "r") as handle:
+                content = json.loads(handle.read())
         except (OSError, ValueError):
+            return None
+        if not isinstance(content, dict):
             return None
         pid = content.get("pid")
         if not isinstance(pid, int) or not process_alive(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
-        return content  # type: ignore[no-any-return]
+        return content
 
     def write(self, **content: object) -> None:
         """Write the pid file atomically (rename), readable only by the user."""
         temporary = self.pid_file.with_name(self.pid_file.name + f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(content))
-        os.chmod(temporary, 0o600)
+        temporary.unlink(missing_ok=True)  # left by a crash of a process with our pid, or planted
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        with os.fdopen(open_private(temporary, flags, "daemon's pid file"), "w") as handle:
+            handle.write(json.dumps(content))
         os.replace(temporary, self.pid_file)
 
     def remove(self) -> None:

@@ -95,8 +95,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_incr)
         signal.signal(signal.SIGUSR2, self._on_decr)
-        self.files.write(pid=os.getpid(), state="starting", db=str(self.db))
+        # the store first: a database that cannot be opened must leave no pid file behind
         self.store = Store(self.db, owner=f"supervisor:{socket.gethostname()}:{os.getpid()}")
+        self.files.write(pid=os.getpid(), state="starting", db=str(self.db))
         try:
             for slot in self.workers:
                 self._spawn(slot)

@@ -1,11 +1,21 @@
-"""Where the database lives: an explicit path, else ``$MINIENGINE_DB``, else the user default."""
+"""Where the database lives: an explicit path, else ``$MINIENGINE_DB``, else the user default.
+
+A value that is not the path of a file in an existing folder is refused rather than created: a
+mistyped ``$MINIENGINE_DB`` must not silently start a new, empty database somewhere else, and a
+URL must not become a folder named after its scheme.  Only the default folder is created (0700).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_DB_PATH", "ENV_VAR", "resolve_db_path"]
+from miniengine.exceptions import StoreError
+from miniengine.storage.permissions import os_error
+
+__all__ = ["DEFAULT_DB_PATH", "ENV_VAR", "default_db_path", "ensure_folder", "resolve_db_path"]
 
 ENV_VAR = "MINIENGINE_DB"
 DEFAULT_DB_PATH = Path("~/.miniengine/engine.sqlite")
@@ -19,7 +29,7 @@ _resolved: dict[tuple[str | None, str | None, str | None, str | None], Path] = {
 def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Resolve the database path now (each top-level launch calls this, so tests can switch).
 
-    The default folder is created readable only by the user (0700).
+    Nothing is created here (see :func:`ensure_folder`); a URL raises :class:`StoreError`.
     """
     given = os.fspath(explicit) if explicit is not None else None
     from_env = os.environ.get(ENV_VAR)
@@ -38,10 +48,69 @@ def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def _resolve(explicit: str | None, from_env: str | None) -> Path:
     if explicit is not None:
-        return Path(explicit).expanduser().absolute()
+        return _as_path(explicit, "the database path")
     if from_env:
-        return Path(from_env).expanduser().absolute()
-    path = DEFAULT_DB_PATH.expanduser().absolute()
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+        return _as_path(from_env, f"${ENV_VAR}")
+    return default_db_path()
+
+
+def default_db_path() -> Path:
+    """``~/.miniengine/engine.sqlite`` of the current ``$HOME``."""
+    return DEFAULT_DB_PATH.expanduser().absolute()
+
+
+#: ``scheme://`` at the start of a value: a URL, not a file name.
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _as_path(value: str, source: str) -> Path:
+    """``value`` as an absolute path, or StoreError for a URL (which no backend here serves)."""
+    match = _URL.match(value)
+    if match is None:
+        return Path(value).expanduser().absolute()
+    scheme = match.group(1).lower()
+    shown = _without_password(value)
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError(
+            f"{source} is {shown!r}: PostgreSQL is not supported yet; give the path of a "
+            "sqlite database file instead"
+        )
+    raise StoreError(
+        f"{source} is {shown!r}: {scheme}:// URLs are not supported; give the path of a "
+        "sqlite database file instead"
+    )
+
+
+def _without_password(url: str) -> str:
+    """The URL with a password in it replaced by ``***`` (it is printed in an error)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    return url.replace(f":{password}@", ":***@", 1)
+
+
+def ensure_folder(path: Path) -> None:
+    """Check that the folder of the database ``path`` exists; create it if it is the default.
+
+    The default folder is created readable only by the user (0700).  Any other folder must
+    exist already: a missing one is much more likely a typo than a wish for a new database.
+    """
+    folder = path.parent
+    if folder.is_dir():
+        return
+    if path == default_db_path():
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"cannot create the folder {folder} for the database") from exc
+        return
+    if folder.exists() or folder.is_symlink():
+        raise StoreError(f"{path}: {folder} is not a folder")
+    raise StoreError(
+        f"{path}: the folder {folder} does not exist; create it first (mkdir -m 700 {folder}) "
+        f"or correct --db / ${ENV_VAR}"
+    )

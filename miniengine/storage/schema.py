@@ -17,7 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from miniengine.exceptions import DatabaseLockedError, IncompatibleDatabaseError, StoreError
+from miniengine.exceptions import (
+    DatabaseFullError,
+    DatabaseLockedError,
+    IncompatibleDatabaseError,
+    ReadOnlyDatabaseError,
+    StoreError,
+)
+from miniengine.storage.paths import ensure_folder
+from miniengine.storage.permissions import check_not_shared, os_error
 from miniengine.storage.schema_v2 import SCHEMA_V2
 from miniengine.storage.schema_v3 import SCHEMA_V3
 from miniengine.storage.schema_v4 import SCHEMA_V4
@@ -127,7 +135,7 @@ def retry_busy(action: Callable[[], object], path: Path, what: str) -> None:
             return
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                raise StoreError(f"{path}: cannot {what}: {exc}") from exc
+                raise store_error(path, f"cannot {what}", exc) from exc
             if time.monotonic() > deadline:
                 raise DatabaseLockedError(
                     f"{path}: cannot {what}: the database stayed locked for {_RETRY_SECONDS:.0f} s"
@@ -175,14 +183,81 @@ def warn_if_network_file_system(path: Path) -> None:
 
 
 def create_file(path: Path) -> None:
-    """Create the parent folder and an empty file readable only by this user, if missing."""
+    """Check the folder and the file are ours alone, then create an empty 0600 file if missing.
+
+    sqlite gives the write-ahead log and shared-memory files the mode of the database file, so
+    they are 0600 too.  Only the default folder is created (see ``paths.ensure_folder``).
+    """
+    ensure_folder(path)
+    check_not_shared(path)
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
     except FileExistsError:  # another process made it first
         pass
+    except OSError as exc:
+        raise os_error(exc, f"cannot create the database {path}") from exc
+
+
+def readonly_uri(path: Path) -> str:
+    """The URI that opens ``path`` for reading only, also in a folder this user cannot write.
+
+    A WAL database needs its shared-memory file to be read; where that file is missing and
+    cannot be created (a read-only folder) and no write-ahead log exists, nobody can be writing
+    it, so it is opened ``immutable`` (no locks, no shared memory).
+    """
+    uri = f"file:{quote(os.fspath(path))}?mode=ro"
+    folder_writable = os.access(path.parent, os.W_OK | os.X_OK)
+    if not folder_writable and not any(
+        os.path.lexists(f"{os.fspath(path)}{suffix}") for suffix in ("-wal", "-shm", "-journal")
+    ):
+        uri += "&immutable=1"
+    return uri
+
+
+def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
+    """The :class:`StoreError` for a sqlite error: a full disk and a read-only file by name."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return DatabaseFullError(
+            f"{path}: {what}: the disk, or the database's size limit, is full ({exc}); the "
+            "transaction was rolled back and everything stored before is intact"
+        )
+    if code == sqlite3.SQLITE_READONLY:
+        return ReadOnlyDatabaseError(
+            f"{path}: {what}: the database is read-only for this user ({exc}); it can be read, "
+            "but nothing can be stored in it"
+        )
+    return StoreError(f"{path}: {what}: {exc}")
+
+
+def check_readable_schema(connection: sqlite3.Connection, path: Path) -> None:
+    """Check the header of a database opened read-only: ours, and current, since a read-only
+    file can be neither created nor migrated."""
+    header: tuple[int, int, int] = (0, 0, 0)
+
+    def read_header() -> None:
+        nonlocal header
+        header = _header(connection)
+
+    try:
+        retry_busy(read_header, path, "read the database header")
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        raise IncompatibleDatabaseError(
+            f"{path} is not a sqlite database ({exc}); it was left untouched"
+        ) from exc
+    app_id, version, tables = header
+    if _check_header(path, app_id, version, tables):
+        if app_id == 0 and tables == 0:
+            raise ReadOnlyDatabaseError(
+                f"{path} is empty and read-only for this user: no database can be created in it"
+            )
+        raise ReadOnlyDatabaseError(
+            f"{path} has schema version {version} and needs migrating to {SCHEMA_VERSION}, but "
+            "it is read-only for this user; run `miniengine db migrate` as a user who can write "
+            "it and its folder"
+        )
 
 
 def connect(
@@ -194,7 +269,7 @@ def connect(
 ) -> sqlite3.Connection:
     """Open a connection with the engine's pragmas, in autocommit mode (we issue BEGIN)."""
     # Quoted: in a URI, "?" and "#" would end the file name and "%" would start an escape.
-    uri = f"file:{quote(os.fspath(path))}?mode={'ro' if readonly else 'rw'}"
+    uri = readonly_uri(path) if readonly else f"file:{quote(os.fspath(path))}?mode=rw"
     try:
         connection = sqlite3.connect(
             uri,

@@ -28,9 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from miniengine.exceptions import DatabaseLockedError, StoreError
+from miniengine.exceptions import DatabaseLockedError, ReadOnlyDatabaseError, StoreError
 from miniengine.storage import schema
 from miniengine.storage.background import BackgroundThread
+from miniengine.storage.permissions import writable
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "Store", "close_all_stores", "shared_store"]
 
@@ -75,12 +76,21 @@ class Store:
         schema.create_file(self.path)
         schema.refuse_without_writing(self.path)
         schema.warn_if_network_file_system(self.path)
-        # busy_timeout 0: a locked file is reported at once and retried by us, so that a write
-        # attempted inline on an event loop never sleeps there.
-        connection = schema.connect(self.path, synchronous=self.synchronous, busy_timeout_ms=0)
+        #: True when this user cannot write the file or its folder: it is read, never changed
+        #: (no WAL switch, no migration), and every write raises ReadOnlyDatabaseError.
+        self.readonly = not writable(self.path)
+        if self.readonly:
+            connection = schema.connect(self.path, readonly=True)
+        else:
+            # busy_timeout 0: a locked file is reported at once and retried by us, so that a
+            # write attempted inline on an event loop never sleeps there.
+            connection = schema.connect(self.path, synchronous=self.synchronous, busy_timeout_ms=0)
         try:
-            schema.ensure_schema(connection, self.path)
-            connection.execute("PRAGMA wal_autocheckpoint = 0")
+            if self.readonly:
+                schema.check_readable_schema(connection, self.path)
+            else:
+                schema.ensure_schema(connection, self.path)
+                connection.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             connection.close()
             raise
@@ -119,7 +129,8 @@ class Store:
             self._reader_connections.clear()
         with self._write_lock:
             try:
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if not self.readonly:
+                    self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass  # another process is using the file: its last close checkpoints instead
             self._writer.close()
@@ -137,6 +148,20 @@ class Store:
         if self._closed:
             raise StoreError(f"{self.path}: the store is closed")
 
+    def check_writable(self) -> None:
+        """Raise :class:`ReadOnlyDatabaseError` if this user cannot write the database."""
+        if self.readonly:
+            folder = self.path.parent
+            reason = (
+                "the file is not writable"
+                if not os.access(self.path, os.W_OK)
+                else f"its folder {folder} is not writable (sqlite keeps its write-ahead log there)"
+            )
+            raise ReadOnlyDatabaseError(
+                f"{self.path} is read-only for this user ({reason}): it can be read, but "
+                "nothing can be stored in it"
+            )
+
     def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` as one transaction in this (non-loop) thread."""
         result, interrupted = self.write_sync_deferring_interrupt(fn, *args)
@@ -150,12 +175,14 @@ class Store:
         """:meth:`write_sync`, but a Ctrl-C that lands just after the commit is returned with
         the result instead of raised, so the caller learns what was committed."""
         self._check_open()
+        self.check_writable()
         with self._write_lock:
             return self._transaction(fn, args, retry=True)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` as one transaction and await its result."""
         self._check_open()
+        self.check_writable()
         if self._inline_writes and self._write_lock.acquire(blocking=False):
             try:
                 result, _ = self._transaction(fn, args, retry=False)
@@ -197,7 +224,7 @@ class Store:
                 raise
             except sqlite3.OperationalError as exc:
                 if not schema.is_busy(exc):
-                    raise StoreError(f"{self.path}: write failed: {exc}") from exc
+                    raise schema.store_error(self.path, "write failed", exc) from exc
                 if not retry:
                     raise _Busy from exc
                 if time.monotonic() > deadline:
@@ -210,7 +237,7 @@ class Store:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, MAX_BUSY_SLEEP)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: write failed: {exc}") from exc
+                raise schema.store_error(self.path, "write failed", exc) from exc
 
     def _after_commit(self) -> None:
         self._commits += 1
@@ -262,7 +289,7 @@ class Store:
         try:
             return fn(self.reader(), *args)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: read failed: {exc}") from exc
+            raise schema.store_error(self.path, "read failed", exc) from exc
 
     # leases ----------------------------------------------------------------------------------
 
