@@ -514,8 +514,11 @@ async def test_the_worker_keeps_going_after_another_program_held_the_write_lock(
             # the step ends now, and its commit (and the worker's heartbeats) meet the lock,
             # held for longer than the lease
             (tmp_path / f"release.{os.getpid()}").touch()
-            await anyio.sleep(2 * LEASE)
-            assert not node.is_terminated
+            # the process's lease, which nobody can renew while the lock is held, runs out
+            expired = node.lease[2]
+            assert expired is not None
+            await until(lambda: time.time() > expired, 30, "the lease to run out")
+            assert node.lease[2] == expired and not node.is_terminated
             await _release_lock(holder, reader)
         finally:
             holder.kill()
