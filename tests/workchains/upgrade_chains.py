@@ -77,7 +77,7 @@ class WaitingParent(WorkChain):
         self.report(f"launched {self.inputs.n.value} children")
 
     def collect(self) -> None:
-        total = sum(child.outputs.tripled.value for child in self.ctx.children)
+        total = sum(child.outputs.tripled.value for child in self.ctx.get("children", []))
         self.out("total", add(Int(total), self.ctx.first))
         self.report("collected")
 
