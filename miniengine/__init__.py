@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "return_": "miniengine.core.outline",
     "ExitCode": "miniengine.core.exit_code",
     "ProcessState": "miniengine.core.states",
+    "ProcessBuilder": "miniengine.core.builder",
     # data
     "Data": "miniengine.core.data",
     "Int": "miniengine.core.data",
@@ -58,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidTransition": "miniengine.exceptions",
     "ModificationNotAllowed": "miniengine.exceptions",
     "NotExistent": "miniengine.exceptions",
+    "MultipleObjectsError": "miniengine.exceptions",
     "EventLoopError": "miniengine.exceptions",
     "ProcessKilledError": "miniengine.exceptions",
     "CheckpointError": "miniengine.exceptions",
@@ -88,8 +90,10 @@ __all__ = [
     "List",
     "MiniengineError",
     "ModificationNotAllowed",
+    "MultipleObjectsError",
     "NotExistent",
     "OutputValidationError",
+    "ProcessBuilder",
     "ProcessKilledError",
     "ProcessNode",
     "ProcessState",
@@ -123,6 +127,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from miniengine.core.awaitables import ToContext, append_, assign_
+    from miniengine.core.builder import ProcessBuilder
     from miniengine.core.data import Bool, Data, Dict, Float, Int, List, Str
     from miniengine.core.exit_code import ExitCode
     from miniengine.core.outline import if_, return_, while_
@@ -138,6 +143,7 @@ if TYPE_CHECKING:
         LeaseLostError,
         MiniengineError,
         ModificationNotAllowed,
+        MultipleObjectsError,
         NotExistent,
         OutputValidationError,
         ProcessKilledError,

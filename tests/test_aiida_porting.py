@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from miniengine import (
@@ -24,7 +27,7 @@ from miniengine import (
 from miniengine.core.data import MAX_NESTING, DataValueError
 from miniengine.exceptions import MultipleObjectsError
 from miniengine.runtime.context import store_for
-from tests.workchains.daemon_chains import AddWorkChain
+from tests.workchains.daemon_chains import AddWorkChain, python_env
 
 
 @calcfunction
@@ -175,3 +178,141 @@ def test_unstorable_data_is_refused_when_made():
     deepest = Dict(nested(MAX_NESTING))
     assert run(take, value=deepest) == 1
     assert load_node(deepest.pk).get_dict() == nested(MAX_NESTING)
+
+
+# porting by import replacement -------------------------------------------------------------------
+
+AIIDA_SCRIPT = """\
+from aiida.engine import ToContext, WorkChain, append_, calcfunction, if_, run_get_node, while_
+from aiida.engine import ExitCode, ProcessState, run, workfunction
+from aiida.orm import Dict, Int, List, WorkChainNode, load_node, to_aiida_type
+
+
+@calcfunction
+def add(x, y):
+    return x + y
+
+
+@calcfunction
+def multiply(x, y):
+    return x * y
+
+
+@workfunction
+def add_and_multiply(x, y, z):
+    return multiply(add(x, y), z)
+
+
+class CountDown(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("start", valid_type=Int, serializer=to_aiida_type)
+        spec.output("total", valid_type=Int)
+        spec.output("steps", valid_type=List)
+        spec.exit_code(400, "ERROR_NEGATIVE", message="the start is negative")
+        spec.outline(
+            if_(cls.is_negative)(cls.refuse),
+            cls.setup,
+            while_(cls.not_done)(cls.count),
+            cls.finalize,
+        )
+
+    def is_negative(self):
+        return self.inputs.start.value < 0
+
+    def refuse(self):
+        return self.exit_codes.ERROR_NEGATIVE
+
+    def setup(self):
+        self.ctx.current = self.inputs.start.value
+        self.ctx.seen = []
+
+    def not_done(self):
+        return self.ctx.current > 0
+
+    def count(self):
+        self.report(f"at {self.ctx.current}")
+        self.ctx.seen.append(self.ctx.current)
+        self.ctx.current -= 1
+        return ToContext(sums=append_(self.submit(AddOne, x=Int(self.ctx.current))))
+
+    def finalize(self):
+        total = sum(node.outputs.result.value for node in self.ctx.sums)
+        self.out("total", Int(total).store())
+        self.out("steps", List(self.ctx.seen).store())
+
+
+class AddOne(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.output("result", valid_type=Int)
+        spec.outline(cls.go)
+
+    def go(self):
+        self.out("result", add(self.inputs.x, Int(1)))
+
+
+result, node = run_get_node(add_and_multiply, Int(1), Int(2), Int(3))
+assert result == 9 and node.is_finished_ok, node
+outputs, chain = run_get_node(CountDown, start=3)
+assert isinstance(chain, WorkChainNode) and chain.process_state == ProcessState.FINISHED
+assert outputs["total"] == 1 + 2 + 3 and outputs["steps"].get_list() == [3, 2, 1]
+assert load_node(chain.pk).outputs.total.value == 6
+assert load_node(chain.uuid).base.attributes.get("exit_status") == 0
+assert run(CountDown, start=Int(-1)) == {}
+assert Dict({"a": 1}).base.attributes.all == {"a": 1} and ExitCode(0).status == 0
+print("ported", result.value, outputs["total"].value)
+"""
+
+
+def test_an_aiida_script_runs_with_only_its_imports_changed(tmp_path):
+    ported = AIIDA_SCRIPT.replace("from aiida.", "from miniengine.")
+    changed = [
+        (old, new)
+        for old, new in zip(AIIDA_SCRIPT.splitlines(), ported.splitlines(), strict=True)
+        if old != new
+    ]
+    assert changed and all(old.startswith("from aiida.") for old, _ in changed)
+    script = tmp_path / "ported.py"
+    script.write_text(ported)
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        env=python_env(tmp_path / "engine.sqlite"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "ported 9 6\n"
+
+
+def test_the_aiida_namespaces_are_lazy_and_complete():
+    import miniengine.engine
+    import miniengine.orm
+
+    for module in (miniengine.engine, miniengine.orm):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+            assert name in dir(module)
+        with pytest.raises(AttributeError):
+            module.QueryBuilder  # noqa: B018
+    assert miniengine.orm.Int is Int and miniengine.engine.submit is submit
+    probe = (
+        "import sys, miniengine.engine, miniengine.orm\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'anyio', "
+        "'aiosqlite', 'msgpack') or m.startswith(('miniengine.runtime', 'miniengine.core'))))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert completed.stdout == "[]\n"

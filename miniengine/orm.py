@@ -1,0 +1,51 @@
+"""AiiDA-shaped names for data and nodes: ``from miniengine.orm import Int, Dict, load_node``.
+
+It mirrors ``aiida.orm`` for every name miniengine has, so that porting a script means changing
+``aiida`` to ``miniengine`` in its imports.  The names are imported on first use (as in the
+package itself), so ``import miniengine.orm`` costs nothing until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # data
+    "Data": ("miniengine.core.data", "Data"),
+    "BaseType": ("miniengine.core.data", "BaseType"),
+    "NumericType": ("miniengine.core.data", "NumericType"),
+    "Int": ("miniengine.core.data", "Int"),
+    "Float": ("miniengine.core.data", "Float"),
+    "Str": ("miniengine.core.data", "Str"),
+    "Bool": ("miniengine.core.data", "Bool"),
+    "Dict": ("miniengine.core.data", "Dict"),
+    "List": ("miniengine.core.data", "List"),
+    # ``spec.input(..., serializer=to_aiida_type)`` wraps plain values in their Data type
+    "to_aiida_type": ("miniengine.core.data", "to_data"),
+    # nodes
+    "ProcessNode": ("miniengine.runtime.nodes", "ProcessNode"),
+    "CalcFunctionNode": ("miniengine.runtime.nodes", "CalcFunctionNode"),
+    "WorkFunctionNode": ("miniengine.runtime.nodes", "WorkFunctionNode"),
+    "WorkChainNode": ("miniengine.runtime.nodes", "WorkChainNode"),
+    "load_node": ("miniengine.runtime.nodes", "load_node"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    pass
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'miniengine.orm' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
