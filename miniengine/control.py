@@ -22,6 +22,7 @@ from miniengine.storage import broker_rows, control_rows, rows
 from miniengine.storage.store import Store
 
 __all__ = [
+    "Outcome",
     "kill",
     "kill_processes",
     "pause",
@@ -34,6 +35,22 @@ __all__ = [
 Db = Store | str | os.PathLike[str] | None
 
 
+class Outcome(str):
+    """What a control action did, as a sentence for people.
+
+    ``confirmed`` is False when the process's live owner was asked and the action was not seen
+    to take effect within the timeout (or the process ended otherwise first), so that a caller
+    such as ``miniengine process kill --wait`` can fail instead of reporting success.
+    """
+
+    confirmed: bool
+
+    def __new__(cls, text: str, confirmed: bool = True) -> Outcome:
+        outcome = super().__new__(cls, text)
+        outcome.confirmed = confirmed
+        return outcome
+
+
 def _pk(process: ProcessNode | int) -> int:
     pk = process.pk if isinstance(process, ProcessNode) else process
     if not isinstance(pk, int) or isinstance(pk, bool):
@@ -41,14 +58,15 @@ def _pk(process: ProcessNode | int) -> int:
     return pk
 
 
-def _wait(store: Store, pk: int, done: Any, timeout: float | None) -> bool:
+def _wait_for_end(store: Store, pk: int, timeout: float | None) -> str | None:
+    """The state the process terminated in, or None if it is still active after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        row = store.read(rows.read_node_row, pk)
-        if done(row):
-            return True
+        state: str = store.read(rows.read_node_row, pk)[5]
+        if state not in broker_rows.ACTIVE_STATES:
+            return state
         if deadline is not None and time.monotonic() > deadline:
-            return False
+            return None
         time.sleep(0.005)
 
 
@@ -73,45 +91,56 @@ def kill(
     db: Db = None,
     wait: bool = False,
     timeout: float | None = 5.0,
-) -> str:
-    """Kill a process and its non-terminated descendants; returns what happened, for people."""
+) -> Outcome:
+    """Kill a process and its non-terminated descendants; returns what happened, for people.
+
+    A process that a live owner runs is killed by that owner: at once in an ``async`` step, at
+    the end of the running step in a ``def`` one (a thread cannot be interrupted).  With
+    ``wait`` this returns once the process is KILLED, or an unconfirmed :class:`Outcome`.
+    """
     store = store_for(db)
     pk = _pk(process)
     outcome = store.write_sync(control_rows.kill_tx, pk, message)
     if outcome["state"] not in broker_rows.ACTIVE_STATES:
-        return f"process {pk} has already terminated ({outcome['state']}): nothing to kill"
-    requested = pk in outcome["requested"]  # type: ignore[operator]
-    if (
-        wait
-        and requested
-        and not _wait(store, pk, lambda row: row[5] == ProcessState.KILLED.value, timeout)
-    ):
-        return f"asked the owner of process {pk} to kill it; it has not confirmed yet"
-    return f"killed process {pk}"
+        return Outcome(f"process {pk} has already terminated ({outcome['state']}): nothing to kill")
+    if pk not in outcome["requested"]:  # type: ignore[operator]
+        return Outcome(f"killed process {pk}")
+    if not wait:
+        return Outcome(f"asked the owner of process {pk} to kill it")
+    final = _wait_for_end(store, pk, timeout)
+    if final == ProcessState.KILLED.value:
+        return Outcome(f"killed process {pk}")
+    if final is None:
+        return Outcome(
+            f"asked the owner of process {pk} to kill it; it has not confirmed yet", False
+        )
+    return Outcome(f"process {pk} ended {final} before the kill took effect", False)
 
 
 def pause(
     process: ProcessNode | int, *, db: Db = None, wait: bool = False, timeout: float | None = 5.0
-) -> str:
+) -> Outcome:
     """Pause a process: it keeps its state and runs no further step until played."""
     store = store_for(db)
     pk = _pk(process)
     outcome = store.write_sync(control_rows.pause_tx, pk)
     if not outcome["paused"]:
-        return f"process {pk} has already terminated ({outcome['state']}): nothing to pause"
+        return Outcome(
+            f"process {pk} has already terminated ({outcome['state']}): nothing to pause"
+        )
     if wait and outcome.get("live") and not _wait_for_control(store, pk, timeout):
-        return f"asked the owner of process {pk} to pause it; it is still in a step"
-    return f"paused process {pk}"
+        return Outcome(f"asked the owner of process {pk} to pause it; it is still in a step", False)
+    return Outcome(f"paused process {pk}")
 
 
-def play(process: ProcessNode | int, *, db: Db = None) -> str:
+def play(process: ProcessNode | int, *, db: Db = None) -> Outcome:
     """Let a paused process continue (enqueued again if nobody holds it)."""
     store = store_for(db)
     pk = _pk(process)
     outcome = store.write_sync(control_rows.play_tx, pk)
     if not outcome["played"]:
-        return f"process {pk} has already terminated ({outcome['state']}): nothing to play"
-    return f"played process {pk}"
+        return Outcome(f"process {pk} has already terminated ({outcome['state']}): nothing to play")
+    return Outcome(f"played process {pk}")
 
 
 def _select(
@@ -135,7 +164,7 @@ def kill_processes(
     timeout: float = 5.0,
     wait: bool = False,
     db: Db = None,
-) -> list[str]:
+) -> list[Outcome]:
     """AiiDA's ``kill_processes``: kill the given processes (or all active ones)."""
     store = store_for(db)
     chosen = _select(processes, all_entries, store, broker_rows.ACTIVE_STATES)
@@ -149,7 +178,7 @@ def pause_processes(
     timeout: float = 5.0,
     wait: bool = False,
     db: Db = None,
-) -> list[str]:
+) -> list[Outcome]:
     """AiiDA's ``pause_processes``."""
     store = store_for(db)
     chosen = _select(processes, all_entries, store, broker_rows.ACTIVE_STATES)
@@ -163,7 +192,7 @@ def play_processes(
     timeout: float = 5.0,
     wait: bool = False,
     db: Db = None,
-) -> list[str]:
+) -> list[Outcome]:
     """AiiDA's ``play_processes``."""
     store = store_for(db)
     chosen = _select(processes, all_entries, store, broker_rows.ACTIVE_STATES)

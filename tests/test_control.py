@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -39,7 +40,7 @@ async def test_kill_a_running_run_mode_process_ends_it_killed_with_the_message()
     (pk,) = await _running()
     answer = await asyncio.to_thread(control.kill, pk, "enough", wait=True)
     assert answer == f"killed process {pk}"
-    with pytest.raises(ProcessKilledError):
+    with pytest.raises(ProcessKilledError, match=r"^enough$"):
         await task
     node = load_node(pk)
     assert node.process_state is ProcessState.KILLED
@@ -276,3 +277,118 @@ def test_run_raises_when_a_chain_of_def_steps_is_killed_from_another_thread():
     assert node.process_state is ProcessState.KILLED
     assert node.process_status == "stop now" and node.exit_status is None
     assert "naps" not in node.outputs
+
+
+async def test_a_paused_chain_of_def_steps_stops_at_the_step_boundary_and_can_be_killed():
+    task = asyncio.create_task(arun_get_node(NappingChain, gate=Str("never")))
+    (pk,) = await _running("NappingChain")
+    assert "paused" in await asyncio.to_thread(control.pause, pk, wait=True, timeout=60)
+    # the owner took the request at a step boundary: no step runs until it is played
+    node = load_node(pk)
+    assert node.paused and node.process_status == PAUSE_STATUS
+    naps = _naps(node)
+    answer = await asyncio.to_thread(control.kill, pk, "paused and killed", wait=True, timeout=60)
+    assert answer == f"killed process {pk}"
+    with pytest.raises(ProcessKilledError, match="paused and killed"):
+        await task
+    node = load_node(pk)
+    assert node.process_state is ProcessState.KILLED
+    assert node.process_status == "paused and killed"
+    assert _naps(node) == naps  # killed where it was paused: no step ran in between
+
+
+async def test_kill_and_pause_reach_a_chain_of_def_steps_on_a_worker():
+    from miniengine import asubmit
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=4):
+        killed = await asubmit(NappingChain, gate=Str("never"))
+        await _until(lambda: _naps(killed) > 0, "the worker to run its steps")
+        answer = await asyncio.to_thread(control.kill, killed, "stop now", wait=True, timeout=60)
+        assert answer == f"killed process {killed.pk}"
+        assert killed.process_state is ProcessState.KILLED
+        assert killed.process_status == "stop now" and "naps" not in killed.outputs
+
+        paused = await asubmit(NappingChain, gate=Str("never"))
+        await _until(lambda: _naps(paused) > 0, "the worker to run its steps")
+        await asyncio.to_thread(control.pause, paused, wait=True, timeout=60)
+        # at the step boundary the worker hands the paused process back and holds no lease
+        await _until(lambda: paused.lease[0] is None, "the paused process to be released")
+        assert paused.paused and paused.process_state is ProcessState.RUNNING
+        naps = _naps(paused)
+        answer = await asyncio.to_thread(control.kill, paused, "paused and killed", wait=True)
+        assert answer == f"killed process {paused.pk}"  # nobody holds it: killed in the database
+        assert paused.process_state is ProcessState.KILLED
+        assert paused.process_status == "paused and killed" and _naps(paused) == naps
+
+
+def _hold_for_a_dead_owner(node: ProcessNode) -> None:
+    """Make ``node`` look held by a live owner that will never act (a worker SIGKILLed in the
+    middle of a step, before its lease was released)."""
+    store = node.store
+    assert store is not None
+    store.write_sync(
+        lambda c: c.execute(
+            "UPDATE nodes SET owner = 'worker:gone', lease_expires = ? WHERE pk = ?",
+            (time.time() + 3600, node.pk),
+        )
+    )
+
+
+def _release_the_dead_owner(node: ProcessNode) -> None:
+    """What the supervisor does when it reaps the dead worker: its leases expire now."""
+    from miniengine.storage import broker_rows
+
+    store = node.store
+    assert store is not None
+    store.write_sync(broker_rows.release_owner_tx, "worker:gone")
+
+
+async def test_a_kill_pending_when_its_owner_died_is_honoured_by_the_next_claim():
+    from miniengine import asubmit
+    from miniengine.daemon import Worker
+
+    node = await asubmit(NappingChain, gate=Str("never"))
+    _hold_for_a_dead_owner(node)
+    answer = await asyncio.to_thread(control.kill, node, "while away")
+    assert answer == f"asked the owner of process {node.pk} to kill it"
+    assert node.process_state is ProcessState.CREATED
+    _release_the_dead_owner(node)
+    async with Worker(slots=2):
+        await _until(lambda: node.is_terminated, "the worker to claim it")
+    assert node.process_state is ProcessState.KILLED
+    assert node.process_status == "while away"
+    assert not any("|setup]" in entry.message or "|nap]" in entry.message for entry in node.logs)
+
+
+async def test_a_pause_pending_when_its_owner_died_holds_the_process_until_played():
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+
+    node = await asubmit(WaitingProcess, gate=Str("pending pause"))
+    _hold_for_a_dead_owner(node)
+    await asyncio.to_thread(control.pause, node)
+    _release_the_dead_owner(node)
+    store = node.store
+    assert store is not None
+    async with Worker(slots=2) as worker:
+        # the worker's recovery queues the process again and its claim drops the task
+        await _until(
+            lambda: worker.processed > 0 and not store.read(_live_tasks, node.pk),
+            "the worker to claim and drop its task",
+        )
+        assert node.paused and node.lease[0] is None and not node.is_terminated
+        assert worker.busy == 0  # it holds no slot
+        await asyncio.to_thread(control.play, node)
+        await asyncio.to_thread(open_gate, "pending pause")
+        await await_node(node, timeout=30)
+    assert node.is_finished_ok
+
+
+def _live_tasks(connection, pk: int) -> bool:  # type: ignore[no-untyped-def]
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE process_pk = ? AND status IN ('ready', 'leased')", (pk,)
+        ).fetchone()
+        is not None
+    )

@@ -80,7 +80,8 @@ def _act(args: argparse.Namespace) -> int:
         print(message)
     if not messages:
         print(f"no active process to {args.action}")
-    return 0
+    # --wait that did not see the action take effect is a failure, not a success
+    return 0 if all(message.confirmed for message in messages) else 1
 
 
 def _watch(args: argparse.Namespace) -> int:

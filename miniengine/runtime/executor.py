@@ -83,6 +83,12 @@ class ProcessTree:
             return False
         return executor.apply_control(control, self.scopes.get(pk))
 
+    def root_kill_message(self) -> str | None:
+        """The message of the kill that reached the tree's root process (its executor is the
+        first one registered), for the error its launcher raises."""
+        root = next(iter(self.executors.values()), None)
+        return None if root is None else root.kill_message
+
 
 @dataclass
 class _Child:
@@ -184,6 +190,13 @@ class _Executor:
             self.pause_requested = True
             return True
         return False
+
+    def _stop_if_killed(self) -> None:
+        """Let a kill requested during a ``def`` step take effect at the step boundary: the
+        step's thread cannot be interrupted, so cancelling the process's scope alone is not
+        enough (the thread would drive the following steps to the end)."""
+        if self.kill_message is not None:
+            raise ProcessKilledError(self.kill_message)
 
     async def _wait_while_paused(self) -> None:
         """Run mode: hold the process at its step boundary until it is played (or killed)."""
@@ -404,7 +417,7 @@ class _Executor:
             logs=self.logs,
             start_children=[_pk(node) for _, node, _ in self.new_children] if daemon else (),
             wait_for=[_pk(node) for _, _, node in self.awaiting] if evict else None,
-            task_pk=self.task_pk if evict else None,
+            task_pk=self.task_pk,
         )
         if daemon:
             self.new_children = []
@@ -513,6 +526,7 @@ class _Executor:
             )
             self.cursor = yield Body(self._advance, (), {}, False, self.process)
             while self.cursor is not None:
+                self._stop_if_killed()
                 instruction = instruction_at(self.outline, self.cursor)
                 if isinstance(instruction, Return):
                     exit_code = _as_exit_code(instruction.exit_code) or ExitCode(0)
@@ -555,6 +569,7 @@ class _Executor:
                     self._after_commit((yield self._commit(state, None)))
                     if self.new_children:  # run mode: submitted but not awaited
                         yield Await(self._start_children_async)
+                self._stop_if_killed()
                 if self.pause_requested:
                     self.pause_requested = False
                     if self.tree is None:  # daemon: evicted; play() enqueues it again
@@ -567,6 +582,7 @@ class _Executor:
                 if following is False:
                     following = yield Body(self._advance, (), {}, False, self.process)
                 self.cursor = following  # type: ignore[assignment]
+            self._stop_if_killed()
             if exit_code.status == 0:
                 problem = self._validate_outputs()
                 if problem is not None:
@@ -574,7 +590,7 @@ class _Executor:
         except GeneratorExit:
             raise  # the generator is being closed (never driven again): no write can happen
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
-            if self.worker is not None and self.worker.stopping:
+            if self.kill_message is None and self.worker is not None and self.worker.stopping:
                 # the worker is shutting down, not killing: hand the process back to the queue
                 yield self._release()
                 raise

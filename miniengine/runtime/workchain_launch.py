@@ -158,7 +158,7 @@ async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Store) 
             with tree.root_scope:
                 result = await drive_async(make(tree))
             if tree.root_scope.cancelled_caught:
-                raise ProcessKilledError("the process was killed")
+                raise ProcessKilledError(tree.root_kill_message() or "the process was killed")
         except BaseException as exc:
             error = exc
             task_group.cancel_scope.cancel()

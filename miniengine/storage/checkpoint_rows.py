@@ -12,10 +12,11 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError
-from miniengine.storage import broker_rows
+from miniengine.storage import broker_rows, control_rows
 from miniengine.storage.rows import (
     NewProcess,
     begin_process_tx,
@@ -24,7 +25,7 @@ from miniengine.storage.rows import (
     pack_attributes,
 )
 
-__all__ = ["StepCommit", "claim_process_tx", "read_checkpoint", "step_commit_tx"]
+__all__ = ["Claim", "StepCommit", "claim_process_tx", "read_checkpoint", "step_commit_tx"]
 
 
 def claim_process_tx(
@@ -75,6 +76,7 @@ class StepCommit:
     #: daemon mode: the children to wait for; the process is evicted (its lease released)
     wait_for: Sequence[int] | None = None
     #: daemon mode: the task that ran this step, acknowledged when the process is evicted
+    #: (its count of attempts is reset: the step made progress)
     task_pk: int | None = None
 
 
@@ -111,6 +113,12 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> tuple[
     )
     for child in commit.start_children:
         broker_rows.enqueue(connection, child, f"start:{child}", now)
+    if commit.task_pk is not None:
+        # progress: the task no longer counts as one that killed its workers (no page is
+        # written unless it did)
+        connection.execute(
+            "UPDATE tasks SET attempts = 0 WHERE pk = ? AND attempts > 1", (commit.task_pk,)
+        )
     if commit.wait_for is not None:
         connection.execute(
             "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (commit.pk,)
@@ -144,7 +152,8 @@ def release_process_tx(connection: sqlite3.Connection, pk: int, owner: str, epoc
         check_lease(connection, pk, owner, epoch)
     if task_pk is not None:
         connection.execute(
-            "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL WHERE pk = ?",
+            "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL, "
+            "attempts = 0 WHERE pk = ?",
             (task_pk,),
         )
     else:
@@ -154,7 +163,8 @@ def release_process_tx(connection: sqlite3.Connection, pk: int, owner: str, epoc
 def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int,
                           owner: str, expires: float) -> int | None:  # fmt: skip
     """Take the lease of the task's process; ``None`` (task acknowledged) if there is nothing
-    to run: the process terminated, or another live owner holds it (a duplicate task)."""
+    to run: the process terminated, or another live owner holds it (a duplicate task), or it
+    is paused, or a kill request was waiting for it (it is killed here, in the database)."""
     now = time.time()
     row = connection.execute(
         "SELECT process_state, owner, lease_expires, paused FROM nodes WHERE pk = ?",
@@ -163,9 +173,15 @@ def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_
     if (
         row is None
         or row[0] not in broker_rows.ACTIVE_STATES
-        or row[3]  # paused: play() enqueues it again
         or (row[1] is not None and row[1] != owner and (row[2] or 0) >= now)
+        or control_rows.honour_pending_kill(connection, process_pk, now)  # killed here
     ):
+        broker_rows.ack_task(connection, task_pk)
+        return None
+    if row[3]:  # paused: it holds no lease and no slot; play() enqueues it again
+        connection.execute(
+            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (process_pk,)
+        )
         broker_rows.ack_task(connection, task_pk)
         return None
     return claim_process_tx(connection, process_pk, owner, expires, "running")
@@ -259,25 +275,48 @@ def fingerprint(process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
 LATER = -1
 
 
+class Claim(NamedTuple):
+    """One task leased by :func:`claim_work_tx`."""
+
+    task_pk: int
+    process_pk: int
+    #: the new lease epoch; ``None``: the task was dropped; :data:`LATER`: claim it later
+    epoch: int | None
+    #: the task's earlier workers died holding it: run it alone, claim nothing else meanwhile
+    alone: bool = False
+
+
 def claim_work_tx(
-    connection: sqlite3.Connection, owner: str, limit: int, expires: float, now: float
-) -> list[tuple[int, int, int | None]]:
+    connection: sqlite3.Connection,
+    owner: str,
+    limit: int,
+    expires: float,
+    now: float,
+    idle: bool = True,
+) -> list[Claim]:
     """Lease up to ``limit`` ready tasks and, in the same transaction, their processes.
 
-    Returns ``(task pk, process pk, epoch)``: ``epoch`` is the new lease epoch, ``None`` when the
-    task was acknowledged and dropped (terminated, paused, or held by another live owner), or
+    Each :class:`Claim` has the new lease epoch, ``None`` when the task was acknowledged and
+    dropped (terminated, paused, held by another live owner, or given up after
+    :data:`~miniengine.storage.broker_rows.MAX_ATTEMPTS` claims that each killed a worker), or
     :data:`LATER` when this owner holds the process right now (a duplicate, or a wake-up that
-    overtook its own eviction): the worker claims it once that run has ended.
+    overtook its own eviction): the worker claims it once that run has ended.  ``idle`` says
+    that the worker runs nothing, so it may take a suspect task alone.
     """
-    claimed = broker_rows.claim_tasks_tx(connection, owner, limit, expires, now)
-    result: list[tuple[int, int, int | None]] = []
-    for task_pk, process_pk in claimed:
+    claimed = broker_rows.claim_tasks_tx(connection, owner, limit, expires, now, idle)
+    result: list[Claim] = []
+    for task_pk, process_pk, attempts in claimed:
+        alone = attempts > broker_rows.SUSPECT_AFTER
+        if attempts > broker_rows.MAX_ATTEMPTS:
+            broker_rows.give_up_tx(connection, task_pk, process_pk, owner, attempts, now)
+            result.append(Claim(task_pk, process_pk, None))
+            continue
         row = connection.execute(
             "SELECT owner, lease_expires FROM nodes WHERE pk = ?", (process_pk,)
         ).fetchone()
         if row is not None and row[0] == owner and (row[1] or 0) >= now:
-            result.append((task_pk, process_pk, LATER))
+            result.append(Claim(task_pk, process_pk, LATER, alone))
             continue
         epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires)
-        result.append((task_pk, process_pk, epoch))
+        result.append(Claim(task_pk, process_pk, epoch, alone))
     return result

@@ -13,12 +13,15 @@ import time
 
 from miniengine.exceptions import NotExistent
 from miniengine.storage import broker_rows
+from miniengine.storage.rows import check_lease
 
 __all__ = [
     "KILL_STATUS",
     "PAUSE_STATUS",
+    "honour_pending_kill",
     "kill_tx",
     "pause_tx",
+    "pause_unloadable_tx",
     "pending_controls",
     "play_tx",
 ]
@@ -63,6 +66,28 @@ def _subtree(
 def kill_in_database(connection: sqlite3.Connection, pk: int, message: str, now: float) -> None:
     """Terminate an unowned process as KILLED (its tasks done, its parents notified)."""
     broker_rows.terminate_unowned(connection, pk, "killed", message, now)
+
+
+def honour_pending_kill(connection: sqlite3.Connection, pk: int, now: float) -> bool:
+    """Kill ``pk`` in the database if a kill request waits for it; True if it did.
+
+    Called by whoever claims the process: a kill asked of an owner that stopped before acting
+    (the daemon was stopped or its worker died in the middle of a step) must not be lost when
+    another owner continues the process.  Its descendants are killed as by :func:`kill_tx`.
+    """
+    row = connection.execute("SELECT control FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    if row is None or row[0] is None or not str(row[0]).startswith("kill:"):
+        return False
+    message = str(row[0])[len("kill:") :] or KILL_STATUS
+    kill_in_database(connection, pk, message, now)
+    for (child,) in connection.execute(
+        "SELECT l.out_pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = ? "
+        "AND l.link_type IN ('call_calc', 'call_work') "
+        "AND n.process_state IN ('created', 'running', 'waiting')",
+        (pk,),
+    ).fetchall():
+        kill_tx(connection, child, f"{message} (its caller {pk} was killed)")
+    return True
 
 
 def kill_tx(connection: sqlite3.Connection, pk: int, message: str | None) -> dict[str, object]:
@@ -134,3 +159,28 @@ def pending_controls(connection: sqlite3.Connection, owner: str) -> list[tuple[i
             "SELECT pk, control FROM nodes WHERE owner = ? AND control IS NOT NULL", (owner,)
         )
     ]
+
+
+def pause_unloadable_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: int,
+                        message: str, task_pk: int | None) -> None:  # fmt: skip
+    """Pause a process that its owner claimed but cannot load (its class does not import here).
+
+    Its checkpoint stays, its lease is released (it holds no slot) and its task is done;
+    ``message`` becomes its status and an ERROR log entry.  ``play`` enqueues it again, once
+    the code imports.  Fenced by the lease epoch like every write made for a process.
+    """
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET paused = 1, process_status = ?, owner = NULL, lease_expires = NULL, "
+        "mtime = ?, control = CASE WHEN control = 'pause' THEN NULL ELSE control END "
+        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (message, now, pk, owner, epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, pk, owner, epoch)
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
+        (pk, now, message),
+    )
+    if task_pk is not None:
+        broker_rows.ack_task(connection, task_pk)

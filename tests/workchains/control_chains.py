@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from miniengine import Int, Str, ToContext, WorkChain
-from miniengine.testing import WaitingProcess
+from miniengine import Int, Str, ToContext, WorkChain, while_
+from miniengine.testing import WaitingProcess, gate_is_open
 
 
 class ParentOfWaiting(WorkChain):
@@ -23,3 +24,29 @@ class ParentOfWaiting(WorkChain):
 
     def collect(self) -> None:
         self.out("seen", Int(self.ctx.child.pk))
+
+
+class NappingChain(WorkChain):
+    """Naps in plain ``def`` steps (the thread cannot be interrupted) until its gate opens; a
+    kill or a pause must take effect at a step boundary."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("gate", valid_type=Str)
+        spec.output("naps", valid_type=Int)
+        spec.outline(cls.setup, while_(cls.gate_closed)(cls.nap), cls.finish)
+
+    def setup(self) -> None:
+        self.ctx.naps = 0
+
+    def gate_closed(self) -> bool:
+        return not gate_is_open(self.inputs.gate.value, db=self.node.store)
+
+    def nap(self) -> None:
+        time.sleep(0.05)  # the work of the step: blocking, not a synchronisation
+        self.ctx.naps += 1
+        self.report(f"nap {self.ctx.naps}")
+
+    def finish(self) -> None:
+        self.out("naps", Int(self.ctx.naps))
