@@ -650,6 +650,7 @@ def test_database_is_resolved_from_the_environment_at_each_launch(tmp_path, monk
     first = os.environ["MINIENGINE_DB"]
     add(1, 2)
     second = tmp_path / "other" / "second.sqlite"
+    second.parent.mkdir()  # a folder that does not exist is refused, not created
     monkeypatch.setenv("MINIENGINE_DB", str(second))
     add(3, 4)
     add(5, 6)

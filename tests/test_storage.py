@@ -547,6 +547,7 @@ def test_any_file_name_opens_that_very_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str
 ) -> None:
     path = tmp_path / folder / "engine.sqlite"
+    path.parent.mkdir(mode=0o700)  # only the default folder is ever created by the engine
     monkeypatch.setenv(paths.ENV_VAR, str(path))
     assert run(add, 1, 2) == 3
     assert [row[1:3] for row in process_rows(path)] == [("add", "finished")]
