@@ -599,3 +599,11 @@ def test_codec_imports_nothing_that_does_io() -> None:
             imported.add(node.module.split(".")[0])
     forbidden = {"asyncio", "anyio", "sqlite3", "aiosqlite", "pickle", "yaml", "importlib", "os"}
     assert not imported & forbidden
+
+
+def test_one_unstored_node_twice_in_a_state_decodes_to_one_object():
+    shared = Int(3)
+    state = decode(encode({"a": shared, "b": [shared], "c": Int(3)}))
+    assert state["a"] is state["b"][0]
+    assert state["a"].uuid == shared.uuid and not state["a"].is_stored
+    assert state["c"] is not state["a"]
