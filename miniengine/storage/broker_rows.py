@@ -185,7 +185,8 @@ def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, 
         "('created', 'running', 'waiting') AND owner IS NOT NULL AND lease_expires < ?",
         (now,),
     ).fetchall()
-    recovered = excepted = 0
+    recovered = 0
+    excepted_pks: list[int] = []
     for pk, submitted, epoch, owner in expired:
         if submitted:
             live = connection.execute(
@@ -201,8 +202,20 @@ def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, 
             "lease (it died or hung)"
         )
         terminate_unowned(connection, pk, "excepted", message, now)
-        excepted += 1
-    return {"requeued": requeued, "recovered": recovered, "excepted": excepted}
+        excepted_pks.append(pk)
+    # A step cut off mid-way may have created children that never started (their owner was
+    # the dead script too, and they hold no lease): nobody would ever run or end them.
+    from miniengine.storage import control_rows
+
+    for pk in excepted_pks:
+        for (child,) in connection.execute(
+            "SELECT l.out_pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = ? "
+            "AND l.link_type IN ('call_calc', 'call_work') "
+            "AND n.process_state IN ('created', 'running', 'waiting')",
+            (pk,),
+        ).fetchall():
+            control_rows.kill_tx(connection, child, f"Killed: its caller {pk} excepted")
+    return {"requeued": requeued, "recovered": recovered, "excepted": len(excepted_pks)}
 
 
 def queue_depth(connection: sqlite3.Connection) -> dict[str, int]:
