@@ -1064,3 +1064,79 @@ async def test_one_unstored_node_in_the_context_twice_survives_eviction(miniengi
     assert node.is_finished_ok, node.exception
     assert node.outputs.first.pk == node.outputs.second.pk
     assert node.outputs.first.value == 5
+
+
+# what a step's return value means ----------------------------------------------------------
+
+
+class ZeroIsNotAStop(WorkChain):
+    """Steps returning zero-like results (which go on, as in AiiDA) before one that stops."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.output_namespace("seen", dynamic=True)
+        spec.exit_code(300, "ERROR_LATE", message="stopped late")
+        spec.outline(
+            cls.empty_exit_code,
+            cls.zero_with_message,
+            cls.int_zero,
+            cls.negative,
+            cls.negative_exit_code,
+            cls.stop,
+            cls.never,
+        )
+
+    def empty_exit_code(self):
+        self.out("seen.a", Int(1))
+        return ExitCode()
+
+    def zero_with_message(self):
+        self.out("seen.b", Int(2))
+        return ExitCode(0, "all fine")
+
+    def int_zero(self):
+        self.out("seen.c", Int(3))
+        return 0
+
+    def negative(self):
+        self.out("seen.d", Int(4))
+        return -1
+
+    def negative_exit_code(self):
+        self.out("seen.e", Int(5))
+        return ExitCode(-2)
+
+    def stop(self):
+        self.out("seen.f", Int(6))
+        return self.exit_codes.ERROR_LATE
+
+    def never(self):
+        self.out("seen.g", Int(7))
+
+
+def test_a_step_returning_a_zero_exit_code_or_zero_goes_on():
+    result, node = run_get_node(ZeroIsNotAStop)
+    assert sorted(result["seen"]) == ["a", "b", "c", "d", "e", "f"]
+    assert node.is_finished and node.exit_status == 300
+    assert node.exit_message == "stopped late"
+
+
+class EndsOnZeroExitCode(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.output("x", valid_type=Int)
+        spec.outline(cls.zero, cls.attach)
+
+    def zero(self):
+        return ExitCode(0)
+
+    def attach(self):
+        self.out("x", Int(1))
+
+
+def test_outputs_after_a_zero_exit_code_are_attached_and_the_process_is_ok():
+    result, node = run_get_node(EndsOnZeroExitCode)
+    assert node.is_finished_ok and node.exit_status == 0
+    assert result["x"] == 1

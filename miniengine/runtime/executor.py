@@ -636,10 +636,15 @@ class _Executor:
         return unflatten_namespace(self.outputs), self.node
 
     def _interpret(self, result: Any) -> ExitCode | None:
+        """The exit code that stops the outline, if the step's result is one.
+
+        AiiDA's rule: a positive int or an exit code with a positive status stops; ``0``,
+        ``ExitCode()`` (status 0) and negative values let the outline go on.
+        """
         if isinstance(result, ExitCode):
-            return result
+            return result if result.status > 0 else None
         if isinstance(result, int) and not isinstance(result, bool):
-            return ExitCode(result) if result != 0 else None
+            return ExitCode(result) if result > 0 else None
         if isinstance(result, Mapping):
             self.to_context(result)
         return None
