@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sqlite3
+import sys
 import time
 from types import TracebackType
 from typing import Any
@@ -80,6 +81,8 @@ class Worker:
         #: the executors of the processes this worker runs, for kill/pause requests
         self._controlled: dict[int, tuple[_Executor, anyio.CancelScope]] = {}
         self._handled: set[tuple[int, str]] = set()
+        #: a task run alone (its earlier workers died holding it) until it shows progress
+        self._alone: int | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -147,15 +150,18 @@ class Worker:
         assert store is not None and self._task_group is not None
         while not self.stopping:
             free = self.slots - self.busy
-            claimed: list[tuple[int, int, int | None]] = []
+            claimed: list[checkpoint_rows.Claim] = []
             try:
-                if free > 0 and store.read(_has_ready_task, time.time()):
+                if self._alone is not None and not store.read(_runs_alone, self._alone, self.id):
+                    self._alone = None  # it committed a step (or ended): not the killer
+                if free > 0 and self._alone is None and store.read(_has_ready_task, time.time()):
                     claimed = await store.write(
                         checkpoint_rows.claim_work_tx,
                         self.id,
                         min(free, 64),
                         store.lease_expiry(),
                         time.time(),
+                        self.busy == 0,
                     )
             except StoreError:
                 # e.g. another program kept the file locked beyond every retry: the worker stays
@@ -163,10 +169,21 @@ class Worker:
                 logger.exception("claiming tasks failed; retrying in 1 s")
                 await anyio.sleep(1.0)
                 continue
-            for task_pk, process_pk, epoch in claimed:
+            for claim in claimed:
                 self.busy += 1
                 self._idle = anyio.Event()
-                self._task_group.start_soon(self._run_task, task_pk, process_pk, epoch)
+                if claim.alone:
+                    # its earlier workers died holding it: nothing else is claimed until it
+                    # commits a step or ends, so that nothing else dies with it again
+                    logger.warning(
+                        "task %s (process %s) was held by workers that died: running it alone",
+                        claim.task_pk,
+                        claim.process_pk,
+                    )
+                    self._alone = claim.task_pk
+                self._task_group.start_soon(
+                    self._run_task, claim.task_pk, claim.process_pk, claim.epoch
+                )
             if claimed and len(claimed) < free:
                 continue
             await self._wait_for_work()
@@ -227,10 +244,12 @@ class Worker:
         try:
             if epoch is not None:  # None: acknowledged and dropped in the claiming transaction
                 await self._execute(task_pk, process_pk, epoch)
-        except Exception:
+        except (Exception, SystemExit):
             logger.exception("task %s for process %s failed", task_pk, process_pk)
             await self._give_back(task_pk, process_pk)
         finally:
+            if self._alone == task_pk:
+                self._alone = None
             self.busy -= 1
             self.processed += 1
             self._wake.set()
@@ -280,15 +299,30 @@ class Worker:
             state_blob = codec.decode(checkpoint[1])
             if not isinstance(state_blob, dict) or "p" not in state_blob:
                 raise CheckpointError("corrupt checkpoint: it names no process class")
-            stage = "its process class could not be imported"
-            cls = import_process_class(str(state_blob["p"]))
+            class_path = str(state_blob["p"])
+            stage = _IMPORT_STAGE
+            cls = import_process_class(class_path)
             stage = "its checkpoint could not be loaded"
             instance = cls.__new__(cls)
             executor = _Executor(
                 instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
             )
             executor.restore(checkpoint[1])
-        except Exception as exc:  # whatever the checkpoint or the class's module raised
+        except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
+            if stage == _IMPORT_STAGE:
+                # the code, not the process, is at fault (changed while the daemon ran, or the
+                # daemon runs from another folder): keep the process for a fixed daemon
+                message = unimportable_message(process_pk, class_path, exc)
+                logger.error("process %s %s", process_pk, message)
+                await store.write(
+                    control_rows.pause_unloadable_tx,
+                    process_pk,
+                    self.id,
+                    epoch,
+                    message,
+                    task_pk,
+                )
+                return
             message = f"cannot be continued by the daemon: {stage}: {type(exc).__name__}: {exc}"
             logger.error("process %s %s", process_pk, message)
             await _except_owned(store, process_pk, epoch, message, task_pk)
@@ -309,7 +343,7 @@ class Worker:
                 "process %s: this worker lost its lease; run discarded (%s)", process_pk, exc
             )
             await self._give_back(task_pk, process_pk)
-        except Exception:
+        except (Exception, SystemExit):  # user code may call sys.exit(): never the worker's end
             if not node.is_terminated:
                 # its last write failed (e.g. the file stayed locked): hand it back, or it would
                 # stay RUNNING with a lease this worker's heartbeat renews forever
@@ -342,6 +376,26 @@ class Worker:
                 await anyio.sleep(RETRY_DELAY)
 
 
+_IMPORT_STAGE = "its process class could not be imported"
+
+
+def unimportable_message(pk: int, class_path: str, error: BaseException) -> str:
+    """Why a process was paused instead of run: its class does not import in this worker.
+
+    It names what a user needs to find the cause (the module, the worker's folder and import
+    path) and the way out, because the process itself is intact.
+    """
+    module = class_path.partition(":")[0]
+    if isinstance(error, MiniengineError) and error.__cause__ is not None:
+        error = error.__cause__  # the module's own error, not our wrapper's
+    return (
+        f"paused: the daemon cannot import its process class {class_path} (module {module}): "
+        f"{type(error).__name__}: {error}. The worker runs in {os.getcwd()} with sys.path "
+        f"{sys.path}. Restart the daemon where that module imports, then "
+        f"`miniengine process play {pk}`"
+    )
+
+
 def _register_worker(
     connection: sqlite3.Connection, worker_id: str, pid: int, slots: int, now: float
 ) -> None:
@@ -349,6 +403,18 @@ def _register_worker(
         "INSERT OR REPLACE INTO workers (id, pid, hostname, slots, started, heartbeat) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (worker_id, pid, socket.gethostname(), slots, now, now),
+    )
+
+
+def _runs_alone(connection: sqlite3.Connection, task_pk: int, worker_id: str) -> bool:
+    """Whether ``worker_id`` still holds ``task_pk`` without progress (see ``claim_tasks_tx``)."""
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE pk = ? AND status = 'leased' AND worker = ? "
+            "AND attempts > 1",
+            (task_pk, worker_id),
+        ).fetchone()
+        is not None
     )
 
 

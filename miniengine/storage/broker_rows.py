@@ -17,6 +17,7 @@ __all__ = [
     "claim_tasks_tx",
     "enqueue",
     "give_back_tx",
+    "give_up_tx",
     "notify_parents",
     "queue_depth",
     "recover_expired_tx",
@@ -26,6 +27,14 @@ __all__ = [
 ]
 
 ACTIVE_STATES = ("created", "running", "waiting")
+
+#: Claims of a task in a row that ended with the death of its worker, after which it is run
+#: alone (by a worker that holds nothing else).
+SUSPECT_AFTER = 2
+
+#: Claims of a task in a row that ended with the death of its worker, after which its process
+#: is EXCEPTED instead of claimed again.
+MAX_ATTEMPTS = 5
 
 
 def enqueue(connection: sqlite3.Connection, process_pk: int, dedup_key: str, now: float,
@@ -47,17 +56,65 @@ def ack_task(connection: sqlite3.Connection, task_pk: int) -> None:
 
 
 def claim_tasks_tx(connection: sqlite3.Connection, worker: str, limit: int, expires: float,
-                   now: float) -> list[tuple[int, int]]:  # fmt: skip
-    """Lease up to ``limit`` ready tasks, oldest first: ``[(task pk, process pk)]``."""
+                   now: float, idle: bool = True) -> list[tuple[int, int, int]]:  # fmt: skip
+    """Lease up to ``limit`` ready tasks, oldest first: ``[(task pk, process pk, attempts)]``.
+
+    ``attempts`` counts the claims of a task since its process last made progress; a worker
+    that survives a claim (the task ends, is handed back, or a step commits) resets it.  So a
+    task claimed :data:`SUSPECT_AFTER` times or more was held each time by a worker that died:
+    it may be what kills them (``os._exit`` at import, a crash in a C extension).  Such a task
+    is leased alone, and only by an ``idle`` worker, so that nothing else dies with it again;
+    until then nothing behind it in the queue is leased either (the busy workers drain), so it
+    cannot starve.  Among the suspects at the head of the queue the least tried goes first.
+    """
+    ready = connection.execute(
+        "SELECT pk, attempts FROM tasks WHERE status = 'ready' AND not_before <= ? "
+        "ORDER BY pk LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    chosen: list[int] = []
+    for index, (task, attempts) in enumerate(ready):
+        if attempts >= SUSPECT_AFTER:
+            if not chosen and idle:
+                suspects = [row for row in ready[index:] if row[1] >= SUSPECT_AFTER]
+                chosen = [min(suspects, key=lambda row: (row[1], row[0]))[0]]
+            break
+        chosen.append(task)
+    if not chosen:
+        return []
     return [
-        (int(task), int(process))
-        for task, process in connection.execute(
+        (int(task), int(process), int(attempts))
+        for task, process, attempts in connection.execute(
             "UPDATE tasks SET status = 'leased', worker = ?, lease_expires = ?, "
-            "attempts = attempts + 1 WHERE pk IN (SELECT pk FROM tasks WHERE status = 'ready' "
-            "AND not_before <= ? ORDER BY pk LIMIT ?) RETURNING pk, process_pk",
-            (worker, expires, now, limit),
+            f"attempts = attempts + 1 WHERE pk IN ({','.join('?' * len(chosen))}) "
+            "RETURNING pk, process_pk, attempts",
+            (worker, expires, *chosen),
         )
     ]
+
+
+def give_up_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, owner: str,
+               attempts: int, now: float) -> bool:  # fmt: skip
+    """End the process of a task claimed more than :data:`MAX_ATTEMPTS` times without progress
+    as EXCEPTED, unless another live owner holds it (then only the task is dropped).
+
+    Returns True when the process was excepted.  Each of those claims ended with the death of
+    the worker that held it, so running it again would only kill another worker.
+    """
+    row = connection.execute(
+        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (process_pk,)
+    ).fetchone()
+    held_elsewhere = row is not None and row[1] not in (None, owner) and (row[2] or 0) >= now
+    if row is None or row[0] not in ACTIVE_STATES or held_elsewhere:
+        ack_task(connection, task_pk)
+        return False
+    message = (
+        f"gave up after {attempts - 1} attempts: the worker running it died each time (the "
+        "process, or a module it imports, ends the interpreter, e.g. os._exit() or a crash)"
+    )
+    terminate_unowned(connection, process_pk, "excepted", message, now)
+    ack_task(connection, task_pk)
+    return True
 
 
 def wait_for_children(connection: sqlite3.Connection, parent_pk: int, seq: int,
@@ -128,8 +185,8 @@ def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, 
     Both updates are conditional, so a task or process that another owner took over is left
     alone."""
     connection.execute(
-        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL, not_before = ? "
-        "WHERE pk = ? AND status = 'leased' AND worker = ?",
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL, not_before = ?, "
+        "attempts = 0 WHERE pk = ? AND status = 'leased' AND worker = ?",
         (not_before, task_pk, owner),
     )
     connection.execute(
