@@ -25,10 +25,16 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from miniengine import Int, ProcessState, asubmit, await_node
+from miniengine import Int, ProcessState, asubmit, await_node, load_node, submit
 from miniengine.control import play
 from miniengine.daemon import Worker
-from tests.workchains.daemon_chains import LeafWorkChain
+from miniengine.storage import broker_rows
+from tests.workchains.daemon_chains import (
+    DaemonGuard,
+    LeafWorkChain,
+    alive,
+    wait_until,
+)
 from tests.workchains.resilience_chains import (
     ExitInAsyncStepWorkChain,
     ExitInStepWorkChain,
@@ -92,6 +98,11 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield folder
     for path in folder.glob("*.py"):
         sys.modules.pop(path.stem, None)
+
+
+def process_row(db: Path, pk: int) -> tuple[Any, ...]:
+    """``(state, exception, owner, mtime)`` of process ``pk``."""
+    return query(db, "SELECT process_state, exception, owner, mtime FROM nodes WHERE pk = ?", pk)[0]
 
 
 def paused_row(db: Path, pk: int) -> tuple[Any, ...] | None:
@@ -171,3 +182,40 @@ async def test_sys_exit_in_a_step_excepts_the_process_and_the_worker_carries_on(
     assert node.process_state is ProcessState.EXCEPTED
     assert "SystemExit" in (node.exception or "")
     assert later.is_finished_ok
+
+
+# a module that ends the interpreter at import -----------------------------------------------
+
+
+def test_a_module_that_kills_its_worker_at_import_is_given_up_and_a_healthy_process_finishes(
+    miniengine_db: Path, modules: Path
+) -> None:
+    """Both are claimed in one batch by the only worker, which dies at each import of the
+    poisoned module: the supervisor restarts it, the tasks that its workers died holding are run
+    alone, the healthy process finishes, and the poisoned one is given up, not retried forever."""
+    module = ChainModule(modules, "deadly_chain", "os._exit(7)")
+    poisoned = submit(module.chain(), x=Int(1))
+    healthy = submit(LeafWorkChain, x=Int(2))
+    module.break_it()
+    log = miniengine_db.parent / f"{miniengine_db.name}.daemon.log"
+    with DaemonGuard(miniengine_db) as daemon:
+        supervisor = daemon.start("--workers", "1")
+        wait_until(
+            lambda: process_row(miniengine_db, poisoned.pk)[0] == "excepted", 120, "giving up"
+        )
+        wait_until(
+            lambda: process_row(miniengine_db, healthy.pk)[0] == "finished", 60, "the healthy one"
+        )
+        assert alive(supervisor)
+        assert daemon.state()["state"] == "ready"  # type: ignore[index]
+        assert daemon.cli("status").returncode == 0
+        later = submit(LeafWorkChain, x=Int(3))
+        wait_until(lambda: process_row(miniengine_db, later.pk)[0] == "finished", 60, "later")
+    _, exception, _, poisoned_mtime = process_row(miniengine_db, poisoned.pk)
+    assert f"gave up after {broker_rows.MAX_ATTEMPTS} attempts" in exception
+    assert "the worker running it died each time" in exception
+    # not held back: the healthy process finished while the poisoned one was still retried
+    assert process_row(miniengine_db, healthy.pk)[3] < poisoned_mtime
+    assert load_node(healthy.pk, db=miniengine_db).outputs.x.value == 2
+    assert log.read_text().count("exited with 7") == broker_rows.MAX_ATTEMPTS
+    assert query(miniengine_db, "SELECT count(*) FROM tasks WHERE status != 'done'") == [(0,)]
