@@ -11,7 +11,9 @@ import sys
 
 from miniengine.cli.connection import require_file
 from miniengine.cli.errors import CliError, guarded
+from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
 from miniengine.cli.options import add_db_option, db_path
+from miniengine.cli.table import emit
 
 __all__ = ["add_commands"]
 
@@ -25,7 +27,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("kill", "kill processes and every descendant that has not terminated"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text.capitalize() + ".")
-        sub.add_argument("pks", metavar="PK", type=int, nargs="*", help="process pks")
+        sub.add_argument(
+            "pks",
+            metavar="PROCESS",
+            type=process_identifier,
+            nargs="*",
+            help=f"the processes: each {IDENTIFIER_HELP}",
+        )
         sub.add_argument("--all", action="store_true", help="every active process")
         sub.add_argument("--wait", action="store_true", help="wait until the owner has acted")
         sub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (5)")
@@ -36,7 +44,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     watch = commands.add_parser(
         "watch", help="print the state changes of a process tree until it terminates"
     )
-    watch.add_argument("pk", metavar="PK", type=int)
+    watch.add_argument("pk", metavar="PROCESS", type=process_identifier, help=IDENTIFIER_HELP)
     watch.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
     add_db_option(watch)
     watch.set_defaults(handler=guarded(_watch))
@@ -58,7 +66,7 @@ def _act(args: argparse.Namespace) -> int:
 
     store = Store(path)
     try:
-        pks = args.pks or None
+        pks = [store.read(find_process, text).pk for text in args.pks] or None
         if args.action == "kill":
             messages = control.kill_processes(
                 pks,
@@ -77,7 +85,7 @@ def _act(args: argparse.Namespace) -> int:
     finally:
         store.close()
     for message in messages:
-        print(message)
+        emit(message)
     if not messages:
         print(f"no active process to {args.action}")
     # --wait that did not see the action take effect is a failure, not a success
@@ -96,12 +104,12 @@ def _watch(args: argparse.Namespace) -> int:
     store = Store(path)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
+        args.pk = store.read(find_process, args.pk).pk
         row = store.read(rows.read_node_row, args.pk)
-        if row[5] is None:
-            raise CliError(f"node {args.pk} is data, not a process")
         tree = {args.pk}
         labels = {args.pk: row[4]}
-        print(f"{_now()}  {args.pk:>6} {row[4]}: {row[5]}", flush=True)
+        emit(f"{_now()}  {args.pk:>6} {row[4]}: {row[5]}")
+        sys.stdout.flush()
         if row[5] in _TERMINAL:
             return 0
         with subscribe(db=store) as changes:
@@ -110,11 +118,10 @@ def _watch(args: argparse.Namespace) -> int:
                     if change.pk not in tree and not _in_tree(store, change.pk, tree, labels):
                         continue
                     came = change.from_state or "new"
-                    print(
-                        f"{_now()}  {change.pk:>6} {labels[change.pk]}: {came} -> "
-                        f"{change.to_state}",
-                        flush=True,
+                    emit(
+                        f"{_now()}  {change.pk:>6} {labels[change.pk]}: {came} -> {change.to_state}"
                     )
+                    sys.stdout.flush()
                     if change.pk == args.pk and change.to_state in (
                         "finished",
                         "excepted",

@@ -46,6 +46,8 @@ def guarded(handler: Handler) -> Handler:
 
 
 def _fail(message: str) -> int:
+    from miniengine.cli.render import printable
+
     sys.stdout.flush()
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {printable(message)}\n")
     return EXIT_ERROR

@@ -14,7 +14,8 @@ from typing import Any
 
 from miniengine.cli import queries
 from miniengine.cli.connection import open_readonly
-from miniengine.cli.errors import CliError, Handler, guarded
+from miniengine.cli.errors import Handler, guarded
+from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
 from miniengine.cli.options import add_db_option, add_json_option, db_path
 from miniengine.cli.render import plain_value, shorten, state_text, type_name, value_text
 from miniengine.cli.table import emit, format_table, json_array, json_object
@@ -85,7 +86,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "and outputs with their link labels, the processes it called, its caller and, if it "
         "excepted, the exception.",
     )
-    show.add_argument("pk", type=int, metavar="PK", help="the pk of the process")
+    show.add_argument("pk", type=process_identifier, metavar="PROCESS", help=IDENTIFIER_HELP)
     _common(show, _show)
 
     report = commands.add_parser(
@@ -94,7 +95,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Print the log messages of a process and of its descendants in time "
         "order, each indented by its depth in the call tree (as `verdi process report`).",
     )
-    report.add_argument("pk", type=int, metavar="PK", help="the pk of the process")
+    report.add_argument("pk", type=process_identifier, metavar="PROCESS", help=IDENTIFIER_HELP)
     report.add_argument(
         "-m",
         "--max-depth",
@@ -119,7 +120,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Print a process and every process it called, recursively, as an indented "
         "tree with the state of each (as `verdi process status`).",
     )
-    status.add_argument("pk", type=int, metavar="PK", help="the pk of the process")
+    status.add_argument("pk", type=process_identifier, metavar="PROCESS", help=IDENTIFIER_HELP)
     status.add_argument(
         "-m", "--max-depth", type=_count, metavar="N", help="show at most N levels below it"
     )
@@ -141,14 +142,9 @@ def _read(args: argparse.Namespace, query: Callable[[sqlite3.Connection], Any]) 
         connection.close()
 
 
-def _process(connection: sqlite3.Connection, pk: int) -> queries.NodeRow:
-    """The node ``pk``, which must be a process."""
-    row = queries.node(connection, pk)
-    if row is None:
-        raise CliError(f"no process with pk {pk}")
-    if row.process_state is None or not row.node_type.startswith("process."):
-        raise CliError(f"node {pk} is not a process (its type is {type_name(row.node_type)})")
-    return row
+def _process(connection: sqlite3.Connection, identifier: str) -> queries.NodeRow:
+    """The process named by ``identifier`` (a pk, a uuid or a unique prefix of one)."""
+    return find_process(connection, identifier)
 
 
 # list ------------------------------------------------------------------------------------------
@@ -340,8 +336,8 @@ def _show_json(row: queries.NodeRow, found: dict[str, Any]) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace) -> int:
     def query(connection: sqlite3.Connection) -> list[queries.LogLine]:
-        _process(connection, args.pk)
-        return queries.subtree_logs(connection, args.pk, args.max_depth)
+        pk = _process(connection, args.pk).pk
+        return queries.subtree_logs(connection, pk, args.max_depth)
 
     lowest = LEVELS[args.levelname]
     lines = [
@@ -371,11 +367,11 @@ def _report_lines(lines: list[queries.LogLine]) -> Iterator[str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    def query(connection: sqlite3.Connection) -> list[queries.TreeRow]:
-        _process(connection, args.pk)
-        return queries.subtree(connection, args.pk, args.max_depth)
+    def query(connection: sqlite3.Connection) -> tuple[list[queries.TreeRow], int]:
+        pk = _process(connection, args.pk).pk
+        return queries.subtree(connection, pk, args.max_depth), pk
 
-    emit("\n".join(_tree_lines(_read(args, query), args.pk)))
+    emit("\n".join(_tree_lines(*_read(args, query))))
     return 0
 
 

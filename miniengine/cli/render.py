@@ -3,9 +3,48 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-__all__ = ["plain_value", "shorten", "state_text", "type_name", "value_text"]
+__all__ = [
+    "json_safe",
+    "plain_value",
+    "printable",
+    "shorten",
+    "state_text",
+    "type_name",
+    "value_text",
+]
+
+# What must not reach a terminal raw: C0 and C1 control characters (ESC starts the sequences
+# that recolour, move the cursor or retitle the window; 0x9B is an 8-bit CSI), DEL, the bidi
+# overrides and isolates (which reorder what is shown), and lone surrogates (which the terminal's
+# encoding cannot write at all).  Labels, messages, values and tracebacks come from users.
+_OTHER_UNSAFE = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[\x00-\x1f{_OTHER_UNSAFE}]")
+_UNSAFE_IN_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f{_OTHER_UNSAFE}]")  # keeps \t and \n
+_UNSAFE_IN_JSON = re.compile(f"[{_OTHER_UNSAFE}]")  # json.dumps escapes \x00-\x1f itself
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` with its control characters shown as escapes (``\\x1b``, ``\\n``,
+    ``\\u202e``), so that it prints as the characters it holds and cannot drive the terminal.
+
+    With ``lines``, newlines and tabs are kept (a block of several lines, a traceback).
+    """
+    pattern = _UNSAFE_IN_TEXT if lines else _UNSAFE
+    return pattern.sub(_escape, text)
+
+
+def json_safe(text: str) -> str:
+    """JSON text whose strings hold no character a terminal acts on: ``json.dumps`` escapes
+    C0 controls itself; this escapes the others (``\\u009b``) the same way, still valid JSON."""
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
 
 # The registered type names of the core Data classes (miniengine.core.data) and the node classes
 # of processes (miniengine.runtime.nodes), by name: importing those modules would cost the CLI
