@@ -316,3 +316,14 @@ def test_the_aiida_namespaces_are_lazy_and_complete():
         check=True,
     )
     assert completed.stdout == "[]\n"
+
+
+def test_control_of_a_data_node_says_it_is_not_a_process():
+    from miniengine.control import kill, pause, play
+
+    data = Int(3).store()
+    for action in (kill, pause, play):
+        with pytest.raises(NotExistent, match=rf"node {data.pk} is not a process \(its type"):
+            action(data.pk)
+    with pytest.raises(NotExistent, match="no process with pk 999999"):
+        pause(999_999)

@@ -32,12 +32,12 @@ KILL_STATUS = "Killed through `miniengine process kill`"
 
 def _row(connection: sqlite3.Connection, pk: int) -> tuple[str | None, str | None, float | None]:
     row = connection.execute(
-        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (pk,)
+        "SELECT process_state, owner, lease_expires, node_type FROM nodes WHERE pk = ?", (pk,)
     ).fetchone()
     if row is None:
         raise NotExistent(f"no process with pk {pk}")
-    if row[0] is None:
-        raise NotExistent(f"node {pk} is data, not a process")
+    if row[0] is None:  # the words of the CLI: one wording for "not a process" everywhere
+        raise NotExistent(f"node {pk} is not a process (its type is {row[3]})")
     return row[0], row[1], row[2]
 
 
