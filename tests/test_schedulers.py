@@ -481,8 +481,8 @@ def test_plugins_are_found_by_name_and_by_class_path() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("core.pbs", "no scheduler plugin named 'core.pbs'"),
-        ("no.such.module:Thing", "cannot load"),
+        ("core.pbs", "no plugin named 'core.pbs'"),
+        ("no.such.module:Thing", "cannot load the plugin"),
         ("miniengine.schedulers.escaping:escape_for_bash", "not a Scheduler"),
     ],
 )
