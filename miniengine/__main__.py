@@ -18,6 +18,13 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(db=args.db)
 
 
+def _daemon(args: argparse.Namespace) -> int:
+    from miniengine.daemon.__main__ import run
+
+    args.command = args.daemon_command  # the name the daemon's own parser gives it
+    return run(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="miniengine",
@@ -47,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
 
     register(commands)
     # -------------------------------------------------------------------------------------------
+    # `daemon ...`: the same subcommands as `python -m miniengine.daemon`, from one definition
+    from miniengine.daemon.commands import DESCRIPTION
+    from miniengine.daemon.commands import add_commands as add_daemon_commands
+
+    daemon = commands.add_parser(
+        "daemon",
+        help="start, stop and look after the daemon that runs submitted processes",
+        description=DESCRIPTION,
+    )
+    add_daemon_commands(
+        daemon.add_subparsers(dest="daemon_command", metavar="COMMAND", required=True)
+    )
+    daemon.set_defaults(handler=_daemon)
     return parser
 
 

@@ -20,49 +20,13 @@ from miniengine.exceptions import MiniengineError
 from miniengine.storage.paths import ensure_folder, resolve_db_path
 from miniengine.storage.permissions import check_not_shared
 
-__all__ = ["main", "start_daemon", "stop_daemon"]
+__all__ = ["main", "run", "start_daemon", "stop_daemon"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m miniengine.daemon", description="Run submitted processes in the background."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    from miniengine.daemon.commands import parser
 
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
-        sub.add_argument(
-            "--db",
-            default=None,
-            help="database file (default: $MINIENGINE_DB or ~/.miniengine/engine.sqlite)",
-        )
-        return sub
-
-    start = add("start", "start the daemon (returns once its workers are ready)")
-    restart = add("restart", "stop the daemon, then start it again")
-    for sub in (start, restart):
-        sub.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-        sub.add_argument("--slots", type=int, default=200, help="processes per worker (200)")
-        sub.add_argument(
-            "--lease-timeout",
-            type=float,
-            default=10.0,
-            help="seconds without heartbeat before a worker's work is taken over",
-        )
-        sub.add_argument(
-            "--stop-timeout",
-            type=float,
-            default=10.0,
-            help="seconds a graceful stop waits before killing workers",
-        )
-    start.add_argument("--foreground", action="store_true", help="run the supervisor here")
-    add("stop", "stop the daemon gracefully (SIGKILL after the timeout)")
-    add("status", "show the workers, their slots and the queue")
-    logs = add("logs", "print the end of the daemon's log")
-    logs.add_argument("-n", "--lines", type=int, default=50)
-    add("incr", "add a worker")
-    add("decr", "remove a worker")
-    return parser
+    return parser()
 
 
 def start_daemon(
@@ -189,7 +153,11 @@ def _status(db: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the daemon command that ``args`` (from :mod:`miniengine.daemon.commands`) names."""
     try:
         db = resolve_db_path(args.db)
     except MiniengineError as exc:
@@ -235,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("start", "restart"):
             if args.command == "restart":
-                stop_daemon(db, timeout=args.stop_timeout + 10)
+                if stop_daemon(db, timeout=args.stop_timeout + 10):
+                    print(f"daemon stopped for {db}", flush=True)
+                else:
+                    print(f"the daemon was not running ({db})", flush=True)
             pid = start_daemon(
                 db,
                 workers=args.workers,
