@@ -3,6 +3,7 @@ outputs and errors, on a real sqlite database (a fresh file per test)."""
 
 import asyncio
 import itertools
+import logging
 import os
 import sqlite3
 import subprocess
@@ -1140,3 +1141,126 @@ def test_outputs_after_a_zero_exit_code_are_attached_and_the_process_is_ok():
     result, node = run_get_node(EndsOnZeroExitCode)
     assert node.is_finished_ok and node.exit_status == 0
     assert result["x"] == 1
+
+
+# predicates that return something other than a bool ---------------------------------------------
+
+NON_BOOL = "The conditional predicate `{}` returned `{}` instead of a bool"
+
+
+def _warnings_in_log(node):
+    return [log.message for log in node.logs if log.levelname == "WARNING"]
+
+
+def test_non_bool_predicates_of_if_elif_and_while_warn_in_aiida_words_and_still_decide():
+    from tests.workchains.aiida_semantics import NonBoolPredicateWorkChain
+
+    with pytest.warns(UserWarning) as caught:
+        result, node = run_get_node(NonBoolPredicateWorkChain)
+    assert result["path"] == "right loop2 loop1"  # truthy and falsy values still decide
+    shown = {str(warning.message).split(";")[0] for warning in caught}
+    expected = {
+        NON_BOOL.format("empty_list", "[]"),
+        NON_BOOL.format("non_empty_string", "yes"),
+        *(NON_BOOL.format("left_to_do", count) for count in (2, 1, 0)),
+    }
+    assert shown == expected
+    logged = [message.split(";")[0] for message in _warnings_in_log(node)]
+    assert logged == [
+        NON_BOOL.format("empty_list", "[]"),
+        NON_BOOL.format("non_empty_string", "yes"),
+        NON_BOOL.format("left_to_do", 2),  # once per predicate
+    ]
+
+
+async def test_non_bool_predicates_are_reported_on_the_node_under_a_daemon_worker(miniengine_db):
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+    from tests.workchains.aiida_semantics import NonBoolPredicateWorkChain
+
+    with pytest.warns(UserWarning, match="instead of a bool"):
+        async with Worker(db=miniengine_db, lease_timeout=5.0):
+            node = await asubmit(NonBoolPredicateWorkChain)
+            await await_node(node, timeout=60)
+    assert node.is_finished_ok, node.exception
+    assert node.outputs.path == "right loop2 loop1"
+    assert len(_warnings_in_log(node)) == 3
+    assert NON_BOOL.format("non_empty_string", "yes") in _warnings_in_log(node)[1]
+
+
+# self.logger and report times ------------------------------------------------------------------
+
+
+def test_self_logger_records_at_report_level_and_above_go_to_the_node_log(caplog):
+    from tests.workchains.aiida_semantics import LoggingWorkChain
+
+    with caplog.at_level(logging.DEBUG, logger="miniengine.process"):
+        _, node = run_get_node(LoggingWorkChain)
+    assert node.is_finished_ok
+    levels = [(log.levelname, log.message.splitlines()[0]) for log in node.logs]
+    assert levels == [
+        ("WARNING", "warning 1"),
+        ("ERROR", "error 2"),
+        ("REPORT", f"[{node.pk}|LoggingWorkChain|finish]: reported"),
+        ("ERROR", "caught"),
+    ]
+    assert "ValueError: boom" in node.logs[-1].message  # logger.exception keeps the traceback
+    # every record, debug included, also reaches Python's logging, tagged with the process
+    records = [r for r in caplog.records if r.name == "miniengine.process"]
+    assert [r.getMessage() for r in records] == [
+        "debug hidden",
+        "info hidden",
+        "warning 1",
+        "error 2",
+        "caught",
+    ]
+    assert all(r.process_pk == node.pk for r in records)
+    assert records[0].funcName == "write_logs"  # the step that logged, not the adapter
+
+
+class VerboseLogging(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.outline(cls.go)
+
+    def go(self):
+        assert isinstance(self.logger, logging.LoggerAdapter)
+        self.logger.setLevel("INFO")
+        self.logger.info("kept %s", "now")
+        self.logger.debug("still dropped")
+        self.logger.report("as report")
+
+
+def test_self_logger_set_level_keeps_lower_records():
+    _, node = run_get_node(VerboseLogging)
+    assert node.is_finished_ok, node.exception
+    assert [(log.levelname, log.message) for log in node.logs] == [
+        ("INFO", "kept now"),
+        ("REPORT", "as report"),
+    ]
+
+
+class TimedReports(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.outline(cls.two_reports, cls.one_more)
+
+    def two_reports(self):
+        self.report("first")
+        self.logger.warning("second")
+
+    def one_more(self):
+        self.report("third")
+
+
+def test_reports_and_log_records_are_dated_when_made_not_when_committed(monkeypatch):
+    from miniengine.runtime import executor
+
+    made = iter([1_000_000.0, 2_000_000.0, 3_000_000.0])
+    monkeypatch.setattr(executor, "clock", lambda: next(made))
+    _, node = run_get_node(TimedReports)
+    assert node.is_finished_ok
+    assert [log.time.timestamp() for log in node.logs] == [1_000_000.0, 2_000_000.0, 3_000_000.0]
+    assert node.mtime.timestamp() > 3_000_000.0  # the commits happened at the real time

@@ -431,14 +431,64 @@ def test_outline_with_a_predicate_that_is_not_a_method_is_a_type_error():
     assert find_processes() == []
 
 
-def test_missing_outline_is_a_type_error():
-    class NoOutline(WorkChain):
+class NoOutline(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+
+
+def test_a_class_without_an_outline_makes_a_builder_and_fails_only_at_launch(miniengine_db):
+    from miniengine import submit
+
+    assert "x" in NoOutline.spec().inputs
+    builder = NoOutline.get_builder()
+    builder.x = Int(1)
+    for launch in (lambda: run(builder), lambda: run(NoOutline, x=Int(2)), lambda: submit(builder)):
+        with pytest.raises(TypeError, match="NoOutline cannot be launched: .* no outline") as info:
+            launch()
+        assert isinstance(info.value, AssertionError)  # what AiiDA raises
+    assert find_processes() == []
+    assert not builder.x.is_stored
+
+
+class SubmitsNoOutline(WorkChain):
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.outline(cls.launch)
+
+    def launch(self):
+        self.submit(NoOutline, x=Int(3))
+
+
+def test_a_step_submitting_a_class_without_an_outline_excepts():
+    with pytest.raises(TypeError, match="no outline"):
+        run(SubmitsNoOutline)
+    (node,) = find_processes()
+    assert node.is_excepted and node.called == []
+
+
+def test_a_define_that_forgets_super_define_names_the_class():
+    class Forgetful(WorkChain):
+        @classmethod
+        def define(cls, spec):
+            spec.input("x", valid_type=Int)
+            spec.outline(cls.go)
+
+        def go(self): ...
+
+    class ForgetfulChild(Forgetful):
         @classmethod
         def define(cls, spec):
             super().define(spec)
 
-    with pytest.raises(TypeError, match="outline"):
-        NoOutline.spec()
+    for use in (Forgetful.spec, Forgetful.get_builder, lambda: run(Forgetful, x=Int(1))):
+        with pytest.raises(TypeError, match=r"Forgetful.define\(\) did not call super"):
+            use()
+    with pytest.raises(AssertionError, match=r"ForgetfulChild.define\(\) did not call super"):
+        ForgetfulChild.spec()
+    assert find_processes() == []
 
 
 # ports ---------------------------------------------------------------------------------------

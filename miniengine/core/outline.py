@@ -32,6 +32,7 @@ __all__ = [
     "if_",
     "instruction_at",
     "next_step",
+    "non_bool_message",
     "return_",
     "step_names",
     "while_",
@@ -172,13 +173,24 @@ def step_names(block: Block) -> set[str]:
     return names
 
 
+def non_bool_message(predicate: str, value: Any) -> str | None:
+    """The warning for a predicate that returned something other than a bool (AiiDA's words),
+    or None for a bool; the value is still used for its truth, as AiiDA does."""
+    if isinstance(value, bool):
+        return None
+    shown = str(value)
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
+    return (
+        f"The conditional predicate `{predicate}` returned `{shown}` instead of a bool; "
+        "return True or False (wrap the value in bool())"
+    )
+
+
 def _truth(value: Any, predicate: str) -> bool:
-    if not isinstance(value, bool):
-        warnings.warn(
-            f"the outline predicate {predicate} returned {type(value).__name__}, not bool",
-            UserWarning,
-            stacklevel=2,
-        )
+    message = non_bool_message(predicate, value)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=2)
     return bool(value)
 
 

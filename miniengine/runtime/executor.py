@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from miniengine.core.outline import (
     first_step,
     instruction_at,
     next_step,
+    non_bool_message,
 )
 from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_namespace
 from miniengine.core.states import ProcessEvent, ProcessState, transition
@@ -53,17 +55,22 @@ from miniengine.runtime.nodes import (
     WorkFunctionNode,
     load_nodes,
 )
+from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain import (
     EVICTED,
     WorkChain,
     check_importable,
     class_path,
+    outline_of,
 )
 from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
 from miniengine.storage import checkpoint_rows, rows
 from miniengine.storage.store import Store
 
 __all__ = ["ProcessTree"]
+
+#: The clock that dates reports and log records: the time of the call, not of the commit.
+clock: Callable[[], float] = time.time
 
 
 class ProcessTree:
@@ -143,9 +150,7 @@ class _Executor:
         self.store = store
         self.tree = tree
         self.spec = cls.spec()
-        outline = self.spec.get_outline()
-        assert outline is not None
-        self.outline = outline
+        self.outline = outline_of(cls)
         self.raw_inputs = inputs
         self.inputs = FrozenAttributeDict(inputs)
         self.node = node
@@ -156,7 +161,9 @@ class _Executor:
         self.cursor: tuple[int, ...] | None = None
         self.outputs: dict[str, Data] = {}
         self.new_outputs: list[tuple[str, Data]] = []
-        self.logs: list[tuple[str, str]] = []
+        self.logs: list[rows.LogEntry] = []
+        self.logger: ProcessLogger | None = None  # made on first use of ``self.logger``
+        self.warned_predicates: set[str] = set()
         self.awaiting: list[tuple[str, bool, ProcessNode]] = []
         self.children: dict[int, _Child] = {}
         self.new_children: list[tuple[type[WorkChain], ProcessNode, dict[str, Any]]] = []
@@ -245,7 +252,16 @@ class _Executor:
         self.new_outputs.append((label, value))
 
     def report(self, message: str) -> None:
-        self.logs.append(("REPORT", f"[{self.pk}|{self.cls.__name__}|{self.step_name}]: {message}"))
+        self.log("REPORT", f"[{self.pk}|{self.cls.__name__}|{self.step_name}]: {message}")
+
+    def log(self, levelname: str, message: str) -> None:
+        """Keep a line for the node's log, dated now; it is written with the next commit."""
+        self.logs.append((levelname, message, clock()))
+
+    def get_logger(self) -> ProcessLogger:
+        if self.logger is None:
+            self.logger = ProcessLogger(self.log, self.pk, self.cls.__name__)
+        return self.logger
 
     def to_context(self, awaitables: Mapping[str, Any]) -> None:
         for key, value in awaitables.items():
@@ -376,7 +392,13 @@ class _Executor:
     # the lifecycle ----------------------------------------------------------------------------
 
     def _evaluate(self, predicate: str) -> Any:
-        return getattr(self.instance, predicate)()
+        value = getattr(self.instance, predicate)()
+        message = non_bool_message(predicate, value)
+        if message is not None and predicate not in self.warned_predicates:
+            # the outline warns too; this line (once per predicate) is what a daemon user sees
+            self.warned_predicates.add(predicate)
+            self.log("WARNING", message)
+        return value
 
     def _advance(self) -> tuple[int, ...] | None:
         if self.cursor is None:

@@ -18,6 +18,7 @@ from miniengine.core.attribute_dict import AttributeDict, FrozenAttributeDict
 from miniengine.core.builder import ProcessBuilder
 from miniengine.core.exit_code import ExitCodesNamespace
 from miniengine.core.outline import (
+    Block,
     step_names,
 )
 from miniengine.core.spec import ProcessSpec
@@ -31,15 +32,18 @@ from miniengine.runtime.nodes import (
 
 if TYPE_CHECKING:
     from miniengine.runtime.executor import _Executor
+    from miniengine.runtime.process_logger import ProcessLogger
 
 __all__ = [
     "EVICTED",
+    "IncompleteDefinitionError",
     "NotImportableError",
     "WorkChain",
     "WorkChainDefinitionError",
     "check_importable",
     "class_path",
     "import_process_class",
+    "outline_of",
 ]
 
 #: Step names AiiDA reserves, plus ``step`` (AiiDA's silent pitfall).
@@ -79,6 +83,24 @@ def check_importable(cls: type) -> None:
 
 class WorkChainDefinitionError(MiniengineError, TypeError):
     """A WorkChain class is malformed: a reserved step name, an outline naming a missing method."""
+
+
+class IncompleteDefinitionError(WorkChainDefinitionError, AssertionError):
+    """``define()`` left out something a WorkChain needs: the call to ``super().define(spec)``,
+    or (found when the class is launched, as AiiDA does) the outline.  AiiDA raises an
+    ``AssertionError`` for both; this is one too."""
+
+
+def outline_of(cls: type[WorkChain]) -> Block:
+    """The outline of ``cls``; a class without one can be inspected and can make a builder,
+    but launching it fails here, before anything is stored."""
+    outline = cls.spec().get_outline()
+    if outline is None:
+        raise IncompleteDefinitionError(
+            f"{cls.__qualname__} cannot be launched: its define() sets no outline; call "
+            "spec.outline(...) in define() with the steps to run"
+        )
+    return outline
 
 
 def class_path(cls: type) -> str:
@@ -155,6 +177,8 @@ class WorkChain:
     @classmethod
     def define(cls, spec: ProcessSpec) -> None:
         """Declare ports, exit codes and the outline; call ``super().define(spec)`` first."""
+        if cls.__dict__.get("_me_spec_building") is spec:
+            type.__setattr__(cls, "_me_base_defined", spec)  # checked by spec()
         spec.exit_code(1, "ERROR_UNSPECIFIED", "The process has failed with an unspecified error.")
         spec.exit_code(
             10, "ERROR_INVALID_OUTPUT", "The process returned an invalid output: {message}"
@@ -172,12 +196,18 @@ class WorkChain:
             type.__setattr__(cls, "_me_spec_building", spec)
             try:
                 cls.define(spec)
+                base_defined = cls.__dict__.get("_me_base_defined") is spec
             finally:
                 type.__delattr__(cls, "_me_spec_building")
-            outline = spec.get_outline()
-            if outline is None:
-                raise WorkChainDefinitionError(f"{cls.__qualname__}.define() set no outline")
-            for name in sorted(step_names(outline)):
+                if "_me_base_defined" in cls.__dict__:
+                    type.__delattr__(cls, "_me_base_defined")
+            if not base_defined:
+                raise IncompleteDefinitionError(
+                    f"{cls.__qualname__}.define() did not call super().define(spec) (WorkChain."
+                    "define was never reached): call it first in define(), and in the define() of "
+                    "each class in between, so that the engine's own ports and exit codes exist"
+                )
+            for name in sorted(step_names(spec.get_outline() or ())):
                 if not callable(getattr(cls, name, None)):
                     raise WorkChainDefinitionError(
                         f"the outline of {cls.__qualname__} names {name!r}, which is not a "
@@ -217,8 +247,16 @@ class WorkChain:
             self._me.add_output(name, value)
 
     def report(self, message: str) -> None:
-        """Log a message on this process (``process report``), written when the step ends."""
+        """Log a message on this process (``process report``), dated now, written when the step
+        ends."""
         self._me.report(str(message))
+
+    @property
+    def logger(self) -> ProcessLogger:
+        """A ``logging.Logger``-like object: records at ``REPORT`` and above (``warning``,
+        ``error``, ...; lower ones after ``self.logger.setLevel(...)``) go to the node's log at
+        their own level, as with AiiDA's ``self.logger``."""
+        return self._me.get_logger()
 
     def submit(self, process: Any, *args: Any, **inputs: Any) -> ProcessNode:
         """Launch a child process and return its node at once; wait for it with ToContext."""

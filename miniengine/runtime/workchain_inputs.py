@@ -24,7 +24,7 @@ from miniengine.exceptions import (
 )
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
-from miniengine.runtime.workchain import WorkChain, class_path
+from miniengine.runtime.workchain import WorkChain, class_path, outline_of
 from miniengine.storage import broker_rows, checkpoint_rows, rows
 from miniengine.storage.store import Store
 
@@ -55,6 +55,7 @@ def _flatten_data(
 def bind_inputs(cls: type[WorkChain], raw: Mapping[str, Any]) -> tuple[dict[str, Any], Metadata]:
     """Fill defaults, run serializers, validate: ``InputValidationError`` names the port."""
     spec = cls.spec()
+    outline_of(cls)  # a class without an outline is refused before anything is stored
     if isinstance(raw, ProcessBuilder):
         raw = raw._inputs(prune=True)
     inputs = spec.inputs.pre_process(dict(raw))

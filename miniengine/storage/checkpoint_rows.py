@@ -18,10 +18,12 @@ from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError
 from miniengine.storage import broker_rows, control_rows
 from miniengine.storage.rows import (
+    LogEntry,
     NewProcess,
     begin_process_tx,
     check_lease,
     insert_new_data,
+    log_rows,
     pack_attributes,
 )
 
@@ -70,7 +72,7 @@ class StepCommit:
     seq: int
     checkpoint: bytes
     outputs: Sequence[tuple[str, Data]] = ()
-    logs: Sequence[tuple[str, str]] = field(default_factory=list)
+    logs: Sequence[LogEntry] = field(default_factory=list)
     #: daemon mode: children created during the step, enqueued by this commit (the outbox)
     start_children: Sequence[int] = ()
     #: daemon mode: the children to wait for; the process is evicted (its lease released)
@@ -104,7 +106,7 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> tuple[
     )
     connection.executemany(
         "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
-        [(commit.pk, now, level, message) for level, message in commit.logs],
+        log_rows(commit.pk, commit.logs, now),
     )
     connection.execute(
         "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, ?, ?) "

@@ -105,6 +105,16 @@ def check_lease(connection: sqlite3.Connection, pk: int, owner: str, epoch: int)
         )
 
 
+#: A log line: ``(levelname, message)``, or ``(levelname, message, time)`` when it was made
+#: earlier than the commit that writes it (a report keeps the time ``self.report()`` was called).
+LogEntry = tuple[str, str] | tuple[str, str, float]
+
+
+def log_rows(pk: int, logs: Iterable[LogEntry], now: float) -> list[tuple[int, float, str, str]]:
+    """``(node_pk, time, levelname, message)`` rows; an entry without a time is dated ``now``."""
+    return [(pk, entry[2] if len(entry) == 3 else now, entry[0], entry[1]) for entry in logs]
+
+
 @dataclass
 class NewProcess:
     """Everything one transaction needs to create a process node and start it."""
@@ -180,7 +190,7 @@ class FinishProcess:
     process_status: str | None = None
     outputs: Sequence[tuple[str, Data, str]] = ()  # (link label, data, link type)
     log: tuple[str, str] | None = None  # (levelname, message)
-    logs: Sequence[tuple[str, str]] = ()  # more (levelname, message), written before ``log``
+    logs: Sequence[LogEntry] = ()  # more log lines, written before ``log``
     task_pk: int | None = None  # the daemon task that ran it, acknowledged in the same commit
     #: False for process functions: they never have a checkpoint or a waiting parent
     resumable: bool = True
@@ -222,7 +232,7 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
     if logs:
         connection.executemany(
             "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
-            [(finish.pk, now, level, message) for level, message in logs],
+            log_rows(finish.pk, logs, now),
         )
     if finish.resumable:
         connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))

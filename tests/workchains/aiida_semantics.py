@@ -100,9 +100,9 @@ class LoggingWorkChain(WorkChain):
     @classmethod
     def define(cls, spec):  # type: ignore[no-untyped-def]
         super().define(spec)
-        spec.outline(cls.log, cls.finish)
+        spec.outline(cls.write_logs, cls.finish)
 
-    def log(self) -> None:
+    def write_logs(self) -> None:
         self.logger.debug("debug %s", "hidden")
         self.logger.info("info %s", "hidden")
         self.logger.warning("warning %d", 1)
