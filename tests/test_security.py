@@ -10,6 +10,7 @@ creates is private (files 0600 in a 0700 folder).
 from __future__ import annotations
 
 import ast
+import grp
 import os
 import pwd
 import stat
@@ -43,6 +44,13 @@ def _nobody() -> int:
         return pwd.getpwnam("nobody").pw_uid
     except KeyError:
         return 65534
+
+
+def _shared_group(path: Path) -> None:
+    """Give ``path`` to a group that other users are in (a private group's write is the user's)."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another group needs root")
+    os.chown(path, -1, 65534)
 
 
 def _environment(home: Path) -> dict[str, str]:
@@ -104,6 +112,8 @@ def test_a_database_others_can_write_is_refused_naming_mode_and_chmod(
 ) -> None:
     db = _private_database(tmp_path / "mine")
     db.chmod(mode)
+    if mode & 0o020:
+        _shared_group(db)
     before = db.read_bytes()
     with pytest.raises(UnsafeDatabaseError) as error:
         Store(db)
@@ -126,10 +136,26 @@ def test_a_folder_others_can_write_is_refused(tmp_path: Path, mode: int, fix: st
     folder = tmp_path / "shared"
     folder.mkdir()
     folder.chmod(mode)
+    if mode & 0o020:
+        _shared_group(folder)
     with pytest.raises(UnsafeDatabaseError) as error:
         Store(folder / "engine.sqlite")
     assert f"mode {mode & 0o7777:04o}" in str(error.value) and fix in str(error.value)
     assert list(folder.iterdir()) == []
+
+
+def test_group_write_of_the_users_private_group_is_accepted(tmp_path: Path) -> None:
+    user = pwd.getpwuid(os.geteuid())
+    group = grp.getgrgid(user.pw_gid)
+    if group.gr_name != user.pw_name or set(group.gr_mem) - {user.pw_name}:
+        pytest.skip(f"the primary group {group.gr_name!r} is not a private group of the user")
+    folder = tmp_path / "umask-002"
+    folder.mkdir()
+    folder.chmod(0o770)  # what mkdir makes under umask 002, the default of many distributions
+    db = folder / "engine.sqlite"
+    Store(db).close()
+    db.chmod(0o660)
+    Store(db).close()
 
 
 def test_daemon_start_refuses_an_unsafe_database_in_one_line(tmp_path: Path) -> None:

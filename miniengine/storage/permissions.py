@@ -10,6 +10,7 @@ a symbolic link planted in their place is refused rather than followed to someon
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import pwd
 import stat
@@ -89,8 +90,11 @@ def _check(target: Path, kind: str, database: Path) -> None:
             f"{target}: refusing to use {where}: it belongs to {_user(info.st_uid)}, not to "
             f"{_user(me)}, who can change what the engine runs; {fix}"
         )
-    if mode & 0o022:
-        who = "group and others" if mode & 0o022 == 0o022 else "group" if mode & 0o020 else "others"
+    others_write = mode & 0o022
+    if others_write & 0o020 and _private_group(info.st_gid, me):
+        others_write &= ~0o020  # the group is the user alone: group write is the user's own
+    if others_write:
+        who = {0o022: "group and others", 0o020: "its group"}.get(others_write, "others")
         if kind == "folder" and mode & stat.S_ISVTX:
             fix = "move the database to a folder of your own (mkdir -m 700 FOLDER)"
         else:
@@ -99,6 +103,19 @@ def _check(target: Path, kind: str, database: Path) -> None:
             f"{target}: refusing to use {where}: its mode {mode:04o} lets {who} write it, and "
             f"whoever can write it can change what the engine runs; {fix}"
         )
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """True for a user private group (the umask-002 convention): named after the user, the
+    user's primary group, and without other members.  Debian's ssh accepts group write there."""
+    try:
+        group = grp.getgrgid(gid)
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return (
+        group.gr_name == user.pw_name and user.pw_gid == gid and set(group.gr_mem) <= {user.pw_name}
+    )
 
 
 def writable(path: Path) -> bool:
