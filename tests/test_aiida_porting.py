@@ -327,3 +327,19 @@ def test_control_of_a_data_node_says_it_is_not_a_process():
             action(data.pk)
     with pytest.raises(NotExistent, match="no process with pk 999999"):
         pause(999_999)
+
+
+def test_a_label_or_description_with_a_lone_surrogate_names_it_and_stores_nothing():
+    before = _node_count()
+    for metadata in ({"label": "a\ud800"}, {"description": "\udc00"}):
+        key = next(iter(metadata))
+        with pytest.raises(InputValidationError, match=f"metadata.{key} cannot hold"):
+            run(take, value=1, metadata=metadata)
+        with pytest.raises(InputValidationError, match=f"metadata.{key} cannot hold"):
+            submit(AddWorkChain, x=Int(1), y=Int(2), metadata=metadata)
+    assert _node_count() == before
+    with pytest.raises(DataValueError, match="label"):
+        Int(1, label="\ud800")
+    node = Int(1).store()
+    with pytest.raises(DataValueError, match="description"):
+        node.description = "\udfff"

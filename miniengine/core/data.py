@@ -34,6 +34,7 @@ __all__ = [
     "Int",
     "List",
     "Str",
+    "check_text",
     "data_class",
     "is_plain_value",
     "set_backend",
@@ -90,6 +91,10 @@ class Data:
         DATA_TYPES[cls.type_name] = cls
 
     def __init__(self, *, label: str = "", description: str = "") -> None:
+        if label:
+            check_text(label, "a node's label")
+        if description:
+            check_text(description, "a node's description")
         self._pk: int | None = None
         self._uuid: str | None = None  # drawn on first use: most intermediate values never need one
         self._store: Any = None  # the store it was stored in or loaded from (opaque here)
@@ -124,6 +129,7 @@ class Data:
     @label.setter
     def label(self, value: str) -> None:
         # As in AiiDA, label and description stay editable once stored (the content does not).
+        check_text(value, "a node's label")
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, value, self._description)
         self._label = value
@@ -134,6 +140,7 @@ class Data:
 
     @description.setter
     def description(self, value: str) -> None:
+        check_text(value, "a node's description")
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, self._label, value)
         self._description = value
@@ -408,7 +415,7 @@ class Str(BaseType, type_name="core.str"):
 
     def __init__(self, value: Any = None, **kwargs: Any) -> None:
         super().__init__(value, **kwargs)
-        _check_text(self._value, "Str")
+        check_text(self._value, "Str")
 
     def __len__(self) -> int:
         return len(self._value)
@@ -665,8 +672,8 @@ def is_plain_value(value: Any) -> bool:
 
 
 class DataValueError(MiniengineError, ValueError):
-    """A value that a Data node cannot hold: nested deeper than :data:`MAX_NESTING`, or a
-    string that UTF-8 cannot encode (a lone surrogate).  Raised when the node is made, so
+    """A value that a Data node cannot hold: nested deeper than :data:`MAX_NESTING`, a
+    string that UTF-8 cannot encode (a lone surrogate), or an int beyond 64 bits in a container.  Raised when the node is made, so
     nothing is stored; a process that wraps a plain input reports it naming the port."""
 
 
@@ -676,7 +683,7 @@ class DataValueError(MiniengineError, ValueError):
 MAX_NESTING = 256
 
 
-def _check_text(text: str, what: str) -> None:
+def check_text(text: str, what: str) -> None:
     """Refuse a string that cannot be stored as UTF-8 (it holds a lone surrogate)."""
     if text.isascii():
         return
@@ -690,8 +697,14 @@ def _check_text(text: str, what: str) -> None:
         ) from None
 
 
+#: The ints that msgpack stores inside a ``Dict`` or ``List`` (an ``Int`` node holds any int).
+_CONTAINER_INTS = range(-(2**63), 2**64)
+
+
 def _check_storable(value: Any, what: str) -> None:
-    """Refuse nesting deeper than :data:`MAX_NESTING` and strings UTF-8 cannot encode.
+    """Refuse nesting deeper than :data:`MAX_NESTING`, strings UTF-8 cannot encode and ints
+    that msgpack cannot store (beyond 64 bits), so that they fail here, naming the input, and
+    not as a bare ``OverflowError`` when the node is stored.
 
     Iterative, so that a value nested thousands deep gives this error, not ``RecursionError``.
     """
@@ -699,7 +712,12 @@ def _check_storable(value: Any, what: str) -> None:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            _check_text(item, what)
+            check_text(item, what)
+        elif isinstance(item, int) and item not in _CONTAINER_INTS:
+            raise DataValueError(
+                f"{what} cannot hold the int {item}, which needs more than 64 bits; store it "
+                "as an Int node of its own, or as a str"
+            )
         elif isinstance(item, builtins_dict | builtins_list | tuple):
             if depth > MAX_NESTING:
                 raise DataValueError(
@@ -709,7 +727,7 @@ def _check_storable(value: Any, what: str) -> None:
             if isinstance(item, builtins_dict):
                 for key, child in item.items():
                     if isinstance(key, str):
-                        _check_text(key, what)
+                        check_text(key, what)
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in item)

@@ -26,6 +26,7 @@ from miniengine.core.data import (
     Int,
     List,
     Str,
+    check_text,
     to_data,
 )
 from miniengine.core.ports import UNSPECIFIED, InputPort, PortNamespace
@@ -81,6 +82,13 @@ def parse_metadata(value: Any, owner: str) -> Metadata:
     message = metadata_namespace().validate(value, "metadata")
     if message:
         raise InputValidationError(f"{owner}: {message}")
+    for key in ("label", "description", "call_link_label"):
+        text = value.get(key)
+        if isinstance(text, str):
+            try:
+                check_text(text, f"metadata.{key}")
+            except DataValueError as exc:
+                raise InputValidationError(f"{owner}: {exc}") from None
     return Metadata(**value)
 
 
