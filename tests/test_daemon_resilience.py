@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,14 +28,18 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from miniengine import Int, ProcessState, asubmit, await_node, load_node, submit
+from miniengine import Int, ProcessState, Str, asubmit, await_node, load_node, submit
 from miniengine.control import play
 from miniengine.daemon import Worker
 from miniengine.storage import broker_rows
 from tests.workchains.daemon_chains import (
+    ROOT,
     DaemonGuard,
+    GateWorkChain,
     LeafWorkChain,
+    LineReader,
     alive,
+    children_of,
     wait_until,
 )
 from tests.workchains.resilience_chains import (
@@ -103,6 +110,17 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def process_row(db: Path, pk: int) -> tuple[Any, ...]:
     """``(state, exception, owner, mtime)`` of process ``pk``."""
     return query(db, "SELECT process_state, exception, owner, mtime FROM nodes WHERE pk = ?", pk)[0]
+
+
+def started_pids(folder: Path) -> set[int]:
+    return {int(path.name.rsplit(".", 1)[1]) for path in folder.glob("started.*")}
+
+
+def submit_gate(folder: Path) -> int:
+    """Submit a GateWorkChain (to the test's database); its pk."""
+    node = submit(GateWorkChain, folder=Str(str(folder)))
+    assert node.pk is not None
+    return node.pk
 
 
 def paused_row(db: Path, pk: int) -> tuple[Any, ...] | None:
@@ -219,3 +237,77 @@ def test_a_module_that_kills_its_worker_at_import_is_given_up_and_a_healthy_proc
     assert load_node(healthy.pk, db=miniengine_db).outputs.x.value == 2
     assert log.read_text().count("exited with 7") == broker_rows.MAX_ATTEMPTS
     assert query(miniengine_db, "SELECT count(*) FROM tasks WHERE status != 'done'") == [(0,)]
+
+
+# the supervisor and a database it cannot write ----------------------------------------------
+
+HOLD_LOCK = ROOT / "tests" / "scripts" / "hold_write_lock.py"
+
+#: How long the other program keeps the write lock once the supervisor met it: several of the
+#: supervisor's retries, and far less than a lock that outlasts a write's own patience.
+LOCK_HELD_FOR = 5.0
+
+
+def test_the_supervisor_outlives_a_locked_database_while_it_reaps_a_dead_worker(
+    miniengine_db: Path, tmp_path: Path
+) -> None:
+    """Another program holds the write lock while a worker is SIGKILLed: the supervisor stays
+    up, says so once (no flood), starts a new worker, and releases the dead worker's process
+    once the lock is gone (with a lease of 60 s, only that release lets it continue in time)."""
+    db = miniengine_db
+    log = db.parent / f"{db.name}.daemon.log"
+    with DaemonGuard(db) as daemon:
+        supervisor = daemon.start("--workers", "1", "--lease-timeout", "60")
+        (first,) = daemon.worker_pids()
+        pk = submit_gate(tmp_path)
+        wait_until(lambda: started_pids(tmp_path) == {first}, 30, "the gate step to start")
+        holder = subprocess.Popen(
+            [sys.executable, str(HOLD_LOCK), str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            reader = LineReader(holder.stdout)
+            reader.wait_for("LOCKED", 30)
+            os.kill(first, signal.SIGKILL)
+            wait_until(
+                lambda: "cannot release" in log.read_text() or not alive(supervisor),
+                25,
+                "the supervisor to meet the lock",
+            )
+            assert alive(supervisor), log.read_text()
+            wait_until(
+                lambda: [pid for pid, _ in children_of(supervisor) if pid != first],
+                30,
+                "a new worker process",
+            )
+            time.sleep(LOCK_HELD_FOR)  # the fault lasts: the supervisor retries meanwhile
+            assert alive(supervisor), log.read_text()
+            assert holder.stdin is not None
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            reader.wait_for("RELEASED", 30)
+        finally:
+            holder.kill()
+            holder.wait()
+        (second,) = wait_until(lambda: started_pids(tmp_path) - {first}, 60, "the takeover")
+        (tmp_path / f"release.{second}").touch()
+        state = wait_until(
+            lambda: (
+                (row := query(db, "SELECT process_state FROM nodes WHERE pk = ?", pk)[0][0])
+                in ("finished", "excepted", "killed")
+                and row
+            ),
+            30,
+            "the process to end",
+        )
+        assert state == "finished"
+        assert alive(supervisor)
+        assert daemon.state()["state"] == "ready"  # type: ignore[index]
+        status = daemon.cli("status")
+        assert status.returncode == 0 and str(supervisor) in status.stdout, status.stdout
+        text = log.read_text()
+    assert text.count("cannot release") == 1, text
+    assert "released the 1 tasks and 1 processes of dead worker" in text, text
+    assert len(text.splitlines()) < 100, text

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import FrameType
 
 from miniengine.daemon.files import DaemonFiles
+from miniengine.daemon.throttle import ThrottledLog
+from miniengine.exceptions import MiniengineError
 from miniengine.storage import broker_rows
 from miniengine.storage.store import Store
 
@@ -35,6 +37,17 @@ BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 #: A worker that ran this long without crashing gets its backoff reset.
 HEALTHY_AFTER = 60.0
+
+#: How long one write of the supervisor waits for another program's write lock.  It has
+#: workers to watch, so it tries again later rather than wait the default half a minute.
+WRITE_PATIENCE = 1.0
+
+#: Seconds between two tries to release the leases of dead workers while the database refuses.
+RELEASE_RETRY = 1.0
+
+#: The same problem (a locked or full database, an unwritable pid file) is logged at most once
+#: per this many seconds, however often it recurs.
+LOG_EVERY = 30.0
 
 
 @dataclass
@@ -76,6 +89,10 @@ class Supervisor:
         self._grow = 0
         self._phase = "starting"
         self.store: Store | None = None
+        #: dead workers whose tasks and leases are not released yet (the database refused)
+        self._unreleased: list[str] = []
+        self._next_release = 0.0
+        self._log = ThrottledLog(logger, LOG_EVERY)
 
     # signals ---------------------------------------------------------------------------------
 
@@ -113,9 +130,16 @@ class Supervisor:
                 "daemon ready: %d workers with %d slots each", len(self.workers), self.slots
             )
             while not self._stop:
-                self._watch(0.1)
-                self._resize()
-                self._check_heartbeats()
+                try:
+                    self._watch(0.1)
+                    self._resize()
+                    self._check_heartbeats()
+                    self._release_dead()
+                except Exception:  # it must outlive whatever fails: the workers depend on it
+                    self._log.problem(
+                        "loop", "the supervisor's watch failed; going on", exc_info=True
+                    )
+                    time.sleep(0.1)
             return 0
         finally:
             self._shutdown()
@@ -125,20 +149,29 @@ class Supervisor:
 
     def _write_state(self) -> None:
         """Rewrite the pid file with the current worker pids (``stop`` may have to kill them)."""
-        self.files.write(
-            pid=os.getpid(),
-            state=self._phase,
-            db=str(self.db),
-            workers=[s.process.pid for s in self.workers if s.process is not None],
-            slots=self.slots,
-        )
+        try:
+            self.files.write(
+                pid=os.getpid(),
+                state=self._phase,
+                db=str(self.db),
+                workers=[s.process.pid for s in self.workers if s.process is not None],
+                slots=self.slots,
+            )
+        except OSError as exc:  # e.g. a full disk: the daemon runs on, the file is rewritten later
+            self._log.problem("pid file", f"cannot write the pid file: {exc}")
+        else:
+            self._log.solved("pid file", "the pid file is written again")
 
     def _spawn(self, slot: _WorkerSlot) -> None:
         slot.generation += 1
         slot.worker_id = (
             f"worker:{socket.gethostname()}:{os.getpid()}:{slot.index}.{slot.generation}"
         )
-        log = self.files.open_log()
+        try:
+            log = self.files.open_log()
+        except OSError as exc:
+            log = None
+            self._log.problem("log file", f"cannot open the log file: {exc}; workers log nowhere")
         try:
             slot.process = subprocess.Popen(
                 [
@@ -160,10 +193,17 @@ class Supervisor:
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=log,
+                stderr=log if log is not None else subprocess.DEVNULL,
             )
+        except OSError as exc:  # no memory or no process left: try again with backoff
+            self._log.problem("spawn", f"cannot start worker {slot.worker_id}: {exc}")
+            slot.process = None
+            slot.restart_at = time.monotonic() + BACKOFF[min(slot.crashes, len(BACKOFF) - 1)]
+            slot.crashes += 1
+            return
         finally:
-            log.close()
+            if log is not None:
+                log.close()
         slot.started = time.monotonic()
         slot.ready = False
         slot.buffer = b""
@@ -206,9 +246,8 @@ class Supervisor:
         self.workers = [s for s in self.workers if not (s.retiring and s.process is None)]
 
     def _reaped(self, slot: _WorkerSlot, code: int) -> None:
-        assert self.store is not None
-        released = self.store.write_sync(broker_rows.release_owner_tx, slot.worker_id)
-        recovered = self.store.write_sync(broker_rows.recover_expired_tx, time.time())
+        self._unreleased.append(slot.worker_id)
+        released = self._release_dead()
         if slot.process is not None and slot.process.stdout is not None:
             slot.process.stdout.close()
         slot.process = None
@@ -222,16 +261,65 @@ class Supervisor:
         delay = BACKOFF[min(slot.crashes, len(BACKOFF) - 1)]
         slot.crashes += 1
         slot.restart_at = time.monotonic() + delay
+        if released is None:
+            logger.warning(
+                "worker %s exited with %s; its tasks and processes are released once the "
+                "database can be written; restarting in %.1f s",
+                slot.worker_id,
+                code,
+                delay,
+            )
+            return
         logger.warning(
             "worker %s exited with %s; released %s tasks and %s processes, recovery %s; "
             "restarting in %.1f s",
             slot.worker_id,
             code,
-            released[0],
-            released[1],
-            recovered,
+            *released,
             delay,
         )
+
+    def _release_dead(self) -> tuple[int, int, dict[str, int]] | None:
+        """Release what the dead workers held, so that their processes continue elsewhere at
+        once; the counts (tasks, processes, recovery) when all of it is done, else None.
+
+        A write that fails (another program holds the write lock, the disk is full) is tried
+        again every :data:`RELEASE_RETRY` seconds from the main loop, and reported once per
+        :data:`LOG_EVERY`; meanwhile the leases would expire anyway, and live workers recover
+        them.
+        """
+        assert self.store is not None
+        if not self._unreleased or time.monotonic() < self._next_release:
+            return None
+        tasks = processes = 0
+        try:
+            while self._unreleased:
+                owner = self._unreleased[0]
+                released = self.store.write_sync_within(
+                    WRITE_PATIENCE, broker_rows.release_owner_tx, owner
+                )
+                tasks, processes = tasks + released[0], processes + released[1]
+                self._unreleased.pop(0)
+                if "release" in self._log:
+                    logger.info(
+                        "released the %s tasks and %s processes of dead worker %s",
+                        *released,
+                        owner,
+                    )
+            recovered = self.store.write_sync_within(
+                WRITE_PATIENCE, broker_rows.recover_expired_tx, time.time()
+            )
+        except MiniengineError as exc:
+            self._next_release = time.monotonic() + RELEASE_RETRY
+            self._log.problem(
+                "release",
+                f"cannot release the tasks and leases of dead worker(s) "
+                f"{', '.join(self._unreleased) or '(recovery only)'}: {exc}; retrying every "
+                f"{RELEASE_RETRY:g} s",
+            )
+            return None
+        self._log.solved("release", "the database can be written again")
+        return tasks, processes, recovered
 
     def _resize(self) -> None:
         while self._grow > 0:
@@ -255,9 +343,13 @@ class Supervisor:
         """SIGKILL a worker whose heartbeat is older than the lease timeout (e.g. SIGSTOPped)."""
         assert self.store is not None
         now = time.time()
-        beats = dict(
-            self.store.read(lambda c: c.execute("SELECT id, heartbeat FROM workers").fetchall())
-        )
+        try:
+            beats = dict(
+                self.store.read(lambda c: c.execute("SELECT id, heartbeat FROM workers").fetchall())
+            )
+        except MiniengineError as exc:
+            self._log.problem("heartbeats", f"cannot read the workers' heartbeats: {exc}")
+            return
         grace = max(self.lease_timeout, 1.0)
         for slot in self.workers:
             if slot.process is None or not slot.ready:

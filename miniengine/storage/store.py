@@ -179,6 +179,17 @@ class Store:
         with self._write_lock:
             return self._transaction(fn, args, retry=True)
 
+    def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`write_sync`, waiting at most ``busy_seconds`` for another connection's write
+        lock (then ``DatabaseLockedError``): for a caller with other duties, such as the
+        supervisor, which retries later instead of being stuck for the default patience."""
+        self._check_open()
+        with self._write_lock:
+            result, interrupted = self._transaction(fn, args, retry=True, busy_seconds=busy_seconds)
+        if interrupted is not None:
+            raise interrupted
+        return result
+
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` as one transaction and await its result."""
         self._check_open()
@@ -194,15 +205,22 @@ class Store:
         return await self._background.call(self.write_sync, fn, *args)
 
     def _transaction(
-        self, fn: Callable[..., T], args: tuple[Any, ...], *, retry: bool
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        *,
+        retry: bool,
+        busy_seconds: float | None = None,
     ) -> tuple[T, KeyboardInterrupt | None]:
         """Run ``fn`` inside ``BEGIN IMMEDIATE``/``COMMIT`` (the caller holds the write lock).
 
         While the file is locked by another process the whole transaction is retried with
-        backoff (``retry``), or ``_Busy`` is raised at once (not ``retry``).
+        backoff (``retry``) for ``busy_seconds`` (default :data:`BUSY_RETRY_SECONDS`), or
+        ``_Busy`` is raised at once (not ``retry``).
         """
         connection = self._writer
-        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        patience = BUSY_RETRY_SECONDS if busy_seconds is None else busy_seconds
+        deadline = time.monotonic() + patience
         delay = 0.0005
         while True:
             committed = False
@@ -230,7 +248,7 @@ class Store:
                 if time.monotonic() > deadline:
                     raise DatabaseLockedError(
                         f"{self.path}: the database stayed locked by another connection for "
-                        f"{BUSY_RETRY_SECONDS:g} s"
+                        f"{patience:g} s"
                     ) from exc
                 # Short, jittered sleeps: another process's transaction lasts ~0.1 ms, so a long
                 # backoff would only idle this writer after the lock is free again.
