@@ -445,7 +445,7 @@ def test_a_class_without_an_outline_makes_a_builder_and_fails_only_at_launch(min
     builder = NoOutline.get_builder()
     builder.x = Int(1)
     for launch in (lambda: run(builder), lambda: run(NoOutline, x=Int(2)), lambda: submit(builder)):
-        with pytest.raises(TypeError, match="NoOutline cannot be launched: .* no outline") as info:
+        with pytest.raises(TypeError, match=r"NoOutline cannot be launched: .* no outline") as info:
             launch()
         assert isinstance(info.value, AssertionError)  # what AiiDA raises
     assert find_processes() == []
