@@ -96,6 +96,21 @@ plain_values = st.recursive(
     ),
     max_leaves=8,
 )
+#: What a Dict or List may hold: ints within the 64 bits that msgpack stores in the database.
+content_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.floats(),
+        st.text(),
+        st.binary(max_size=20),
+    ),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=8,
+)
 exit_codes = st.builds(ExitCode, st.integers(), st.none() | st.text(), st.booleans())
 node_refs = st.builds(NodeRef, st.integers(min_value=1, max_value=2**62))
 labels = {"label": st.text(max_size=10), "description": st.text(max_size=10)}
@@ -104,8 +119,8 @@ unstored_data = st.one_of(
     st.builds(Float, st.floats(), **labels),
     st.builds(Str, st.text(), **labels),
     st.builds(Bool, st.booleans(), **labels),
-    st.builds(Dict, st.dictionaries(st.text(max_size=5), plain_values, max_size=4), **labels),
-    st.builds(List, st.lists(plain_values, max_size=4), **labels),
+    st.builds(Dict, st.dictionaries(st.text(max_size=5), content_values, max_size=4), **labels),
+    st.builds(List, st.lists(content_values, max_size=4), **labels),
     st.builds(Point, st.floats(), st.floats(), **labels),
 )
 intervals = st.builds(Interval, integers, integers, st.tuples(st.booleans(), st.booleans()))
