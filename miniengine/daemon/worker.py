@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from miniengine.core.states import ProcessState
+from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
 from miniengine.runtime import events
 from miniengine.runtime import submit as submit_module
@@ -83,6 +84,8 @@ class Worker:
         self._handled: set[tuple[int, str]] = set()
         #: a task run alone (its earlier workers died holding it) until it shows progress
         self._alone: int | None = None
+        #: problems that recur while they last (a locked or full file) are logged once a while
+        self._log = ThrottledLog(logger)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -166,7 +169,9 @@ class Worker:
             except StoreError:
                 # e.g. another program kept the file locked beyond every retry: the worker stays
                 # up and tries again; what it holds is protected by its leases meanwhile
-                logger.exception("claiming tasks failed; retrying in 1 s")
+                self._log.problem(
+                    "claim", "claiming tasks failed; retrying every 1 s", exc_info=True
+                )
                 await anyio.sleep(1.0)
                 continue
             for claim in claimed:
@@ -213,7 +218,9 @@ class Worker:
                 try:
                     requests = self.store.read(control_rows.pending_controls, self.id)
                 except StoreError:
-                    logger.exception("reading control requests failed; retrying")
+                    self._log.problem(
+                        "control", "reading control requests failed; retrying", exc_info=True
+                    )
                     requests = []
                 self._handled &= set(requests)
                 for pk, control in requests:
@@ -235,7 +242,7 @@ class Worker:
                     logger.info("recovery: %s", counts)
                     self._wake.set()
             except MiniengineError:
-                logger.exception("recovery failed; retrying")
+                self._log.problem("recovery", "recovery failed; retrying", exc_info=True)
             await anyio.sleep(interval)
 
     # running ---------------------------------------------------------------------------------
@@ -370,7 +377,9 @@ class Worker:
                 )
                 return
             except StoreError:
-                logger.exception("could not hand back task %s; retrying", task_pk)
+                self._log.problem(
+                    "give back", f"could not hand back task {task_pk}; retrying", exc_info=True
+                )
                 if self.stopping:
                     return  # the leases go with the worker (released when it stops)
                 await anyio.sleep(RETRY_DELAY)
