@@ -490,6 +490,14 @@ def test_a_define_that_forgets_super_define_names_the_class():
         ForgetfulChild.spec()
     assert find_processes() == []
 
+    class SkipsItsParent(Forgetful):
+        @classmethod
+        def define(cls, spec):
+            WorkChain.define(spec)  # the base's define called directly is enough
+            spec.outline(cls.go)
+
+    assert SkipsItsParent.spec().exit_codes["ERROR_MISSING_OUTPUT"].status == 11
+
 
 # ports ---------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ namespace: ``ctx``, ``inputs``, ``node``, ``out``, ``out_many``, ``report``, ``s
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +146,11 @@ def import_by_process_type(process_type: str) -> Any:
     raise MiniengineError(f"cannot import {process_type}: no importable module path")
 
 
+#: The specs that ``WorkChain.define`` has filled: a spec missing here after ``define()`` means
+#: a ``define`` did not call ``super().define(spec)`` (or ``WorkChain.define(spec)``).
+_BASE_DEFINED: weakref.WeakSet[ProcessSpec] = weakref.WeakSet()
+
+
 class _ExitCodes:
     """``Proc.exit_codes`` on the class and on instances."""
 
@@ -177,8 +183,7 @@ class WorkChain:
     @classmethod
     def define(cls, spec: ProcessSpec) -> None:
         """Declare ports, exit codes and the outline; call ``super().define(spec)`` first."""
-        if cls.__dict__.get("_me_spec_building") is spec:
-            type.__setattr__(cls, "_me_base_defined", spec)  # checked by spec()
+        _BASE_DEFINED.add(spec)  # checked by spec()
         spec.exit_code(1, "ERROR_UNSPECIFIED", "The process has failed with an unspecified error.")
         spec.exit_code(
             10, "ERROR_INVALID_OUTPUT", "The process returned an invalid output: {message}"
@@ -196,12 +201,9 @@ class WorkChain:
             type.__setattr__(cls, "_me_spec_building", spec)
             try:
                 cls.define(spec)
-                base_defined = cls.__dict__.get("_me_base_defined") is spec
             finally:
                 type.__delattr__(cls, "_me_spec_building")
-                if "_me_base_defined" in cls.__dict__:
-                    type.__delattr__(cls, "_me_base_defined")
-            if not base_defined:
+            if spec not in _BASE_DEFINED:
                 raise IncompleteDefinitionError(
                     f"{cls.__qualname__}.define() did not call super().define(spec) (WorkChain."
                     "define was never reached): call it first in define(), and in the define() of "
