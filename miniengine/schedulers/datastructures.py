@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from miniengine.core.calcinfo import CodeRunMode
+
 __all__ = [
     "CodeRunMode",
     "JobInfo",
@@ -30,13 +32,6 @@ class JobState(enum.Enum):
     RUNNING = "running"
     SUSPENDED = "suspended"
     DONE = "done"
-
-
-class CodeRunMode(enum.IntEnum):
-    """How the programs of one job run: one after the other, or all at once (then ``wait``)."""
-
-    SERIAL = 0
-    PARALLEL = 1
 
 
 class JobResource:

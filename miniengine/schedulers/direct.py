@@ -69,7 +69,9 @@ class DirectScheduler(Scheduler):
             if seconds:
                 # a watchdog in the job's own session: the kill reaches every program
                 lines.append(
-                    f"( sleep {seconds} && echo '{_WALLTIME_MESSAGE} ({seconds} s)' >&2 "
+                    "( trap 'kill $_miniengine_sleep 2> /dev/null; exit' TERM; "
+                    f"sleep {seconds} & _miniengine_sleep=$!; wait $_miniengine_sleep "
+                    f"&& echo '{_WALLTIME_MESSAGE} ({seconds} s)' >&2 "
                     "&& kill -TERM -- -$$ ) > /dev/null &"
                 )
                 lines.append("_miniengine_watchdog=$!")
