@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="database file (default: $MINIENGINE_DB, else ~/.miniengine/engine.sqlite)",
     )
-    demo.set_defaults(handler=_demo)
+    from miniengine.cli.errors import guarded
+
+    demo.set_defaults(handler=guarded(_demo))  # a database it cannot use: one line, no traceback
 
     # `process ...` and `db ...`: the operator's commands, in miniengine.cli ----------------------
     from miniengine.cli import register

@@ -247,6 +247,8 @@ def test_an_unwritable_home_is_a_store_error_naming_the_folder(
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("ReadOnlyDatabaseError: ")
     assert f"cannot create the folder {home / '.miniengine'}" in result.stdout
+    demo = as_user("-m", "miniengine", "demo", home=home).one_line_error()
+    assert f"cannot create the folder {home / '.miniengine'}" in demo
     assert not (home / ".miniengine").exists()
 
 
