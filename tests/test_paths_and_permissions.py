@@ -333,6 +333,17 @@ def test_daemon_start_on_a_file_that_is_not_a_database_says_so_and_leaves_no_pid
     assert not files.pid_file.exists()
 
 
+def test_a_supervisor_that_exits_at_start_is_reported_with_what_it_said(
+    tmp_path: Path, as_root: Runner
+) -> None:
+    db = tmp_path / "engine.sqlite"
+    _database_with_nodes(db)
+    line = as_root("-m", "miniengine.daemon", "start", "--workers", "0", "--db", str(db))
+    assert "exited at start (code 1): " in line.one_line_error()
+    assert "at least one worker" in line.stderr
+    assert not DaemonFiles(db).pid_file.exists()
+
+
 # a full disk ----------------------------------------------------------------------------------
 
 

@@ -77,8 +77,12 @@ def start_daemon(
                 holder = f" (pid {running['pid']})" if running is not None else ""
                 raise RuntimeError(f"a daemon is already running for {db}{holder}")
             lock.close()
+            files.remove()  # the supervisor may have died before it could remove its pid file
+            said = _last_log_line(files)
             raise RuntimeError(
-                f"the daemon exited at start (code {process.returncode}); see {files.log_file}"
+                f"the daemon exited at start (code {process.returncode})"
+                + (f": {said}" if said else "")
+                + f"; see {files.log_file}"
             )
         state = files.read()
         if state is not None and state.get("pid") == process.pid and state.get("state") == "ready":
@@ -86,6 +90,17 @@ def start_daemon(
         time.sleep(0.01)
     process.kill()
     raise RuntimeError(f"the daemon did not become ready in {timeout:.0f} s; see {files.log_file}")
+
+
+def _last_log_line(files: DaemonFiles) -> str:
+    """The last line of the daemon's log (what a supervisor that exited at start said)."""
+    try:
+        with open(files.log_file, "rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - 4096, 0))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def _check_database(db: Path) -> None:
