@@ -91,9 +91,9 @@ class Data:
         DATA_TYPES[cls.type_name] = cls
 
     def __init__(self, *, label: str = "", description: str = "") -> None:
-        if label:
+        if label and isinstance(label, str):
             check_text(label, "a node's label")
-        if description:
+        if description and isinstance(description, str):
             check_text(description, "a node's description")
         self._pk: int | None = None
         self._uuid: str | None = None  # drawn on first use: most intermediate values never need one
@@ -129,7 +129,8 @@ class Data:
     @label.setter
     def label(self, value: str) -> None:
         # As in AiiDA, label and description stay editable once stored (the content does not).
-        check_text(value, "a node's label")
+        if isinstance(value, str):
+            check_text(value, "a node's label")
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, value, self._description)
         self._label = value
@@ -140,7 +141,8 @@ class Data:
 
     @description.setter
     def description(self, value: str) -> None:
-        check_text(value, "a node's description")
+        if isinstance(value, str):
+            check_text(value, "a node's description")
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, self._label, value)
         self._description = value
@@ -673,8 +675,9 @@ def is_plain_value(value: Any) -> bool:
 
 class DataValueError(MiniengineError, ValueError):
     """A value that a Data node cannot hold: nested deeper than :data:`MAX_NESTING`, a
-    string that UTF-8 cannot encode (a lone surrogate), or an int beyond 64 bits in a container.  Raised when the node is made, so
-    nothing is stored; a process that wraps a plain input reports it naming the port."""
+    string that UTF-8 cannot encode (a lone surrogate), or an int beyond 64 bits in a container.
+    Raised when the node is made, so nothing is stored; a process that wraps a plain input
+    reports it naming the port."""
 
 
 #: How deep the lists and dicts in a ``Dict`` or ``List`` may nest: far beyond real data, and
