@@ -79,3 +79,13 @@ def test_daemon_start_status_restart_and_stop_under_the_main_command(tmp_path: P
         stopped = miniengine("daemon", "stop", db=db)
         assert stopped.returncode == 0 and stopped.stdout == f"daemon stopped for {db}\n"
         assert guard.state() is None
+
+
+def test_daemon_logs_escape_control_characters(tmp_path: Path) -> None:
+    db = tmp_path / "engine.sqlite"
+    log = tmp_path / "engine.sqlite.daemon.log"
+    log.write_text("worker said \x1b]0;owned\x07\x1b[2J\nnext line\n")
+    log.chmod(0o600)
+    shown = miniengine("daemon", "logs", db=db)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "worker said \\x1b]0;owned\\x07\\x1b[2J\nnext line\n"

@@ -245,7 +245,10 @@ def run(args: argparse.Namespace) -> int:
             except FileNotFoundError:
                 print(f"no log yet at {files.log_file}", file=sys.stderr)
                 return 1
-            print("\n".join(lines[-args.lines :]))
+            from miniengine.cli.render import printable
+
+            # the log holds what processes raised and reported: no raw control characters
+            print(printable("\n".join(lines[-args.lines :]), lines=True))
             return 0
         if args.command in ("incr", "decr"):
             state = files.read()
