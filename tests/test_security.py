@@ -13,6 +13,7 @@ import ast
 import grp
 import os
 import pwd
+import socket
 import stat
 import subprocess
 import sys
@@ -298,6 +299,18 @@ def test_the_daemon_opens_no_network_port(
         sockets = _socket_inodes(pid)
         assert not sockets & _inet_inodes(pid), f"process {pid} has a network socket"
         assert not sockets & _listening_unix_inodes(pid), f"process {pid} listens on a socket"
+
+
+@pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
+def test_the_socket_check_sees_a_listening_port() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert _socket_inodes(os.getpid()) & _inet_inodes(os.getpid())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as local:
+        local.bind("\0miniengine-test-" + str(os.getpid()))  # abstract: no file to clean up
+        local.listen()
+        assert _socket_inodes(os.getpid()) & _listening_unix_inodes(os.getpid())
 
 
 # nothing read from the database is turned into code ---------------------------------------------
