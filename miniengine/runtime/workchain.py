@@ -4,8 +4,8 @@ A WorkChain class declares its ports, exit codes and outline in ``define(cls, sp
 built on first use.  Running one is the job of an executor
 (:mod:`miniengine.runtime.executor`; launching and resuming: :mod:`miniengine.runtime.
 workchain_launch`), so that the WorkChain instance that steps see keeps a small attribute
-namespace: ``ctx``, ``inputs``, ``node``, ``out``, ``out_many``, ``report``, ``submit``,
-``to_context``, ``exposed_inputs``, ``exposed_outputs``, ``exit_codes``.
+namespace: ``ctx``, ``inputs``, ``node``, ``out``, ``out_many``, ``report``, ``logger``,
+``submit``, ``to_context``, ``exposed_inputs``, ``exposed_outputs``, ``exit_codes``.
 """
 
 from __future__ import annotations
