@@ -88,7 +88,7 @@ def _check(target: Path, kind: str, database: Path) -> None:
             fix = "move the database to a folder of your own (mkdir -m 700 FOLDER)"
         raise UnsafeDatabaseError(
             f"{target}: refusing to use {where}: it belongs to {_user(info.st_uid)}, not to "
-            f"{_user(me)}, who can change what the engine runs; {fix}"
+            f"you ({_user(me)}), and its owner could change what the engine runs; {fix}"
         )
     others_write = mode & 0o022
     if others_write & 0o020 and _private_group(info.st_gid, me):
