@@ -6,6 +6,10 @@ Reported: workchains lost (not finished OK at the end: a wrong result), orphans 
 of the database still created/running/waiting when the 200 have terminated), workchains with
 more than one *finished* ``add`` child (duplicate provenance), and the time from the kill until
 all 200 are seen terminated.
+
+The kill must cut into work: the workchains still in flight and those the victim held (a lease)
+are counted from the database at the moment of the kill, and the tasks claimed a second time at
+the end.  A kill that landed after everything was done proves nothing, so the workload fails then.
 """
 
 from __future__ import annotations
@@ -47,6 +51,33 @@ def crash_counts(db: Path, parents: list[int]) -> dict[str, int]:
     }
 
 
+def at_kill(db: Path, parents: list[int]) -> dict[str, int]:
+    """Read right after the SIGKILL: the workchains not yet terminated, and those of them that a
+    worker held (running with a lease, so the victim: the only worker)."""
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        in_flight, held = connection.execute(
+            "SELECT count(*), count(owner) FROM nodes WHERE pk IN "
+            f"({','.join('?' * len(parents))}) AND process_state IN "
+            f"({','.join('?' * len(ACTIVE))})",
+            (*parents, *ACTIVE),
+        ).fetchone()
+    finally:
+        connection.close()
+    return {"in_flight_at_kill": in_flight, "held_at_kill": held}
+
+
+def taken_over(db: Path) -> int:
+    """Tasks claimed more than once: what the killed worker held and another worker took."""
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(
+            connection.execute("SELECT count(*) FROM tasks WHERE attempts > 1").fetchone()[0]
+        )
+    finally:
+        connection.close()
+
+
 def measure(params: Params) -> Measurement:
     db = db_path()
     n = params["n"]
@@ -60,7 +91,7 @@ def measure(params: Params) -> Measurement:
             if "kill" not in mark:
                 if done >= n // 4:
                     os.kill(victim, signal.SIGKILL)
-                    mark.update(kill=now, done_at_kill=done)
+                    mark.update(kill=now, done_at_kill=done, **at_kill(db, parents))
                 return
             if "first_after" not in mark and done > mark["done_at_kill"]:
                 mark["first_after"] = now
@@ -78,7 +109,12 @@ def measure(params: Params) -> Measurement:
         counts = crash_counts(db, parents)
         time.sleep(1.0)
         later = crash_counts(db, parents)
+        retried = taken_over(db)
     check("kill" in mark, f"the worker was never killed (25% of {n} never done?)")
+    check(
+        mark["in_flight_at_kill"] > 0,
+        f"the kill landed after all {n} workchains had terminated: it cut into no work",
+    )
     finished_ok = sum(
         1 for i, node in enumerate(nodes) if node.is_finished_ok and node.outputs.sum == i + 1
     )
@@ -88,6 +124,9 @@ def measure(params: Params) -> Measurement:
         "orphans": float(counts["orphans"]),
         "duplicates": float(counts["duplicates"]),
         "kill_to_done_s": end - mark["kill"],
+        "in_flight_at_kill": float(mark["in_flight_at_kill"]),
+        "held_at_kill": float(mark["held_at_kill"]),
+        "taken_over": float(retried),
     }
     details = {
         "n": n,
@@ -121,6 +160,9 @@ WORKLOAD = Workload(
         Metric("lost", "  W7 workchains lost", "", Target("<=", 0), aiida="0"),
         Metric("orphans", "  W7 orphaned process nodes", "", Target("<=", 0), aiida="21"),
         Metric("duplicates", "  W7 duplicate finished add", "", Target("<=", 0), aiida="21"),
+        Metric("in_flight_at_kill", "  W7 workchains in flight at the kill", "", Target(">=", 1)),
+        Metric("held_at_kill", "  W7 of them held by the killed worker", ""),
+        Metric("taken_over", "  W7 tasks claimed again after the kill", ""),
     ),
     measure=measure,
     params={"n": 200},
