@@ -267,7 +267,8 @@ def _backup(args: argparse.Namespace) -> int:
                 f"cannot write the backup {target}: {exc.strerror} in the folder {target.parent}"
             ) from exc
         try:
-            connection.execute("VACUUM INTO ?", (os.fspath(temporary),))
+            # As a URI, so that a file name that is not UTF-8 reaches the file system intact.
+            connection.execute("VACUUM INTO ?", (f"file:{quote(os.fsencode(temporary))}",))
             nodes, version = _verify(temporary)
             for suffix in ("-wal", "-shm", "-journal"):  # an old file's log must not survive
                 Path(f"{os.fspath(target)}{suffix}").unlink(missing_ok=True)
@@ -303,7 +304,7 @@ def _check_target(source: Path, target: Path, force: bool) -> None:
 
 def _verify(copy: Path) -> tuple[int, int]:
     """Check the copy's integrity and header; its node count and schema version."""
-    connection = sqlite3.connect(f"file:{quote(os.fspath(copy))}?mode=ro", uri=True)
+    connection = sqlite3.connect(f"file:{quote(os.fsencode(copy))}?mode=ro", uri=True)
     try:
         result = connection.execute("PRAGMA quick_check").fetchone()[0]
         if result != "ok":

@@ -39,7 +39,7 @@ def _count(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
-    return value
+    return min(value, 2**63 - 1)  # what sqlite takes, and more rows than any database has
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,6 +13,9 @@ from typing import NamedTuple
 from miniengine.core.links import CALL_LINK_TYPES
 from miniengine.core.states import ProcessState
 
+#: The ints sqlite takes as parameters.
+_SQL_INTEGERS = range(-(2**63), 2**63)
+
 __all__ = [
     "LinkedNode",
     "LogLine",
@@ -141,6 +144,8 @@ def _state_literal(state: str) -> str:
 
 
 def node(connection: sqlite3.Connection, pk: int) -> NodeRow | None:
+    if pk not in _SQL_INTEGERS:  # a pk sqlite cannot even take names no node
+        return None
     row = connection.execute(
         f"SELECT {', '.join(NodeRow._fields)} FROM nodes WHERE pk = ?", (pk,)
     ).fetchone()

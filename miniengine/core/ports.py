@@ -284,6 +284,9 @@ class PortNamespace(Port):
             if not self.dynamic:
                 known = ", ".join(sorted(self.ports)) or "none"
                 return f"unexpected input '{where}' (the accepted ports are: {known})"
+            if isinstance(key, str) and not _utf8(key):
+                # it would become a link label, which the database stores as UTF-8
+                return f"invalid input name {where!r}: it holds a lone surrogate (not UTF-8)"
             if self.valid_type is not None:
                 if isinstance(item, Mapping) and not isinstance(item, Data):
                     message = PortNamespace(key, valid_type=self.valid_type).validate(item, where)
@@ -299,6 +302,14 @@ class PortNamespace(Port):
             if message:
                 return f"invalid value for '{breadcrumb or self.name}': {message}"
         return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 P = TypeVar("P", bound=Port)

@@ -13,7 +13,7 @@ import time
 
 from miniengine.exceptions import NotExistent
 from miniengine.storage import broker_rows
-from miniengine.storage.rows import check_lease
+from miniengine.storage.rows import SQL_INTEGERS, check_lease
 
 __all__ = [
     "KILL_STATUS",
@@ -31,9 +31,13 @@ KILL_STATUS = "Killed through `miniengine process kill`"
 
 
 def _row(connection: sqlite3.Connection, pk: int) -> tuple[str | None, str | None, float | None]:
-    row = connection.execute(
-        "SELECT process_state, owner, lease_expires, node_type FROM nodes WHERE pk = ?", (pk,)
-    ).fetchone()
+    row = (
+        connection.execute(
+            "SELECT process_state, owner, lease_expires, node_type FROM nodes WHERE pk = ?", (pk,)
+        ).fetchone()
+        if pk in SQL_INTEGERS
+        else None
+    )
     if row is None:
         raise NotExistent(f"no process with pk {pk}")
     if row[0] is None:  # the words of the CLI: one wording for "not a process" everywhere

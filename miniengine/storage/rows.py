@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 
+#: The ints sqlite can take as a parameter: a pk beyond them names no node (and would make the
+#: query raise a bare ``OverflowError``).
+SQL_INTEGERS = range(-(2**63), 2**63)
+
+
 def pack_attributes(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -277,9 +282,13 @@ def read_node_row(connection: sqlite3.Connection, identifier: int | str) -> tupl
     matches more than one node, as AiiDA's ``load_node`` does.
     """
     if isinstance(identifier, int):
-        row = connection.execute(
-            f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ?", (identifier,)
-        ).fetchone()
+        row = (
+            connection.execute(
+                f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ?", (identifier,)
+            ).fetchone()
+            if identifier in SQL_INTEGERS
+            else None
+        )
         if row is None:
             raise NotExistent(f"no node with the pk {identifier}")
         return tuple(row)
@@ -390,7 +399,7 @@ def read_process_rows(
     query += " ORDER BY pk DESC"
     if limit is not None:
         query += " LIMIT ?"
-        params.append(int(limit))
+        params.append(min(int(limit), SQL_INTEGERS[-1]))  # no more rows than that anyway
     return [tuple(row) for row in connection.execute(query, params)]
 
 

@@ -207,7 +207,7 @@ def readonly_uri(path: Path) -> str:
     cannot be created (a read-only folder) and no write-ahead log exists, nobody can be writing
     it, so it is opened ``immutable`` (no locks, no shared memory).
     """
-    uri = f"file:{quote(os.fspath(path))}?mode=ro"
+    uri = f"file:{quote(os.fsencode(path))}?mode=ro"
     folder_writable = os.access(path.parent, os.W_OK | os.X_OK)
     if not folder_writable and not any(
         os.path.lexists(f"{os.fspath(path)}{suffix}") for suffix in ("-wal", "-shm", "-journal")
@@ -269,7 +269,7 @@ def connect(
 ) -> sqlite3.Connection:
     """Open a connection with the engine's pragmas, in autocommit mode (we issue BEGIN)."""
     # Quoted: in a URI, "?" and "#" would end the file name and "%" would start an escape.
-    uri = readonly_uri(path) if readonly else f"file:{quote(os.fspath(path))}?mode=rw"
+    uri = readonly_uri(path) if readonly else f"file:{quote(os.fsencode(path))}?mode=rw"
     try:
         connection = sqlite3.connect(
             uri,
@@ -338,7 +338,7 @@ def refuse_without_writing(path: Path) -> None:
     header: tuple[int, int, int] = (0, 0, 0)
     try:
         connection = sqlite3.connect(
-            f"file:{quote(os.fspath(path))}?mode=ro", uri=True, isolation_level=None, timeout=0
+            f"file:{quote(os.fsencode(path))}?mode=ro", uri=True, isolation_level=None, timeout=0
         )
     except sqlite3.Error:
         return  # the read-write path reports what is wrong
