@@ -391,7 +391,7 @@ def test_squeue_output_maps_states_reasons_and_times() -> None:
 
 def test_one_squeue_covers_many_jobs_and_a_single_job_is_asked_twice() -> None:
     scheduler = SlurmScheduler()
-    assert "--jobs=1,2,3" in scheduler._get_joblist_command(jobs=["1", "2", "3"])
+    assert "--states=all --jobs=1,2,3" in scheduler._get_joblist_command(jobs=["1", "2", "3"])
     assert "--jobs=7,7" in scheduler._get_joblist_command(jobs=["7"])
     with pytest.raises(ValueError, match="not a SLURM job id"):
         scheduler._get_joblist_command(jobs=["1,2"])

@@ -51,6 +51,13 @@ _SLURM_STATES = {
     "TO": JobState.DONE,  # timeout
 }
 
+#: How a job ended, from squeue's compact state of a finished job, as CalcJob exit code labels.
+_FINAL_STATE_VERDICTS = {
+    "TO": "ERROR_SCHEDULER_OUT_OF_WALLTIME",
+    "OOM": "ERROR_SCHEDULER_OUT_OF_MEMORY",
+    "NF": "ERROR_SCHEDULER_NODE_FAILURE",
+}
+
 #: Reasons (``%r``) that mean a pending job is held rather than waiting for resources.
 _HELD_REASONS = frozenset({"Dependency", "JobHeldUser", "JobHeldAdmin", "BeginTime"})
 
@@ -176,7 +183,8 @@ class SlurmScheduler(Scheduler):
             # twice keeps a non-zero exit for real failures only
             if len(ids) == 1:
                 ids.append(ids[0])
-            command.append(f"--jobs={','.join(ids)}")
+            # --states=all keeps jobs that ended in the answer, with how they ended (TO, OOM)
+            command.append(f"--states=all --jobs={','.join(ids)}")
         return " ".join(command)
 
     def _parse_joblist_output(self, retval: int, stdout: str, stderr: str) -> list[JobInfo]:
@@ -232,8 +240,10 @@ class SlurmScheduler(Scheduler):
         stdout: str | None = None,
         stderr: str | None = None,
     ) -> str | None:
-        """``sacct``'s verdict first (it is exact), then SLURM's messages in the job's stderr."""
-        if detailed_job_info is not None:
+        """The scheduler's verdict: from ``sacct`` (``detailed_job_info['stdout']``), from the
+        final compact state squeue reported (``detailed_job_info['squeue_state']``, for clusters
+        without accounting), or from SLURM's messages in the job's stderr."""
+        if detailed_job_info is not None and "stdout" in detailed_job_info:
             output = detailed_job_info.get("stdout")
             if not isinstance(output, str):
                 raise ValueError("detailed_job_info has no 'stdout' text from sacct")
@@ -254,6 +264,9 @@ class SlurmScheduler(Scheduler):
                     return "ERROR_SCHEDULER_OUT_OF_WALLTIME"
                 if states[0] == "NODE_FAIL":
                     return "ERROR_SCHEDULER_NODE_FAILURE"
+        final_state = detailed_job_info.get("squeue_state") if detailed_job_info else None
+        if isinstance(final_state, str) and final_state in _FINAL_STATE_VERDICTS:
+            return _FINAL_STATE_VERDICTS[final_state]
         if stderr:
             lowered = stderr.lower()
             if re.search(r"exceeded.*memory limit|oom-kill", lowered):
