@@ -343,3 +343,12 @@ def test_a_label_or_description_with_a_lone_surrogate_names_it_and_stores_nothin
     node = Int(1).store()
     with pytest.raises(DataValueError, match="description"):
         node.description = "\udfff"
+
+
+def test_attributes_of_a_process_run_without_provenance():
+    _, node = run.get_node(add, 1, 2, metadata={"store_provenance": False})
+    assert not node.is_stored
+    assert node.base.attributes.get("process_state") == "finished"
+    assert node.base.attributes.get("exit_status") == 0
+    with pytest.raises(MiniengineError):
+        node.base.links  # noqa: B018

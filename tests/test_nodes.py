@@ -242,7 +242,7 @@ def test_unstored_node_has_no_links():
     _, node = add.run_get_node(1, 2, metadata={"store_provenance": False})
     assert node.called == [] and node.caller is None and node.logs == []
     with pytest.raises(NotExistent):
-        node.base  # noqa: B018
+        node.base.links  # noqa: B018
 
 
 # -- classes and queries ---------------------------------------------------------------------------

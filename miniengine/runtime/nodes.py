@@ -19,7 +19,7 @@ from miniengine.core.data import Data, load_data_from_attributes
 from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES, LinkType
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import MiniengineError, ModificationNotAllowed, NotExistent
+from miniengine.exceptions import MiniengineError, NotExistent
 from miniengine.storage import rows
 from miniengine.storage.store import Store, shared_store
 
@@ -245,7 +245,10 @@ class NodeBase:
     @property
     def links(self) -> NodeLinks:
         if self._store is None or self._pk is None:
-            raise ModificationNotAllowed("an unstored node has no links yet")
+            raise NotExistent(
+                "an unstored node has no links (it was not stored, or was run with "
+                "store_provenance=False)"
+            )
         return NodeLinks(self._store, self._pk)
 
     @property
@@ -464,8 +467,9 @@ class ProcessNode:
 
     @property
     def base(self) -> NodeBase:
-        store, pk = self._stored()
-        return NodeBase(store, pk, self._process_attributes)
+        """``attributes`` always (a run with ``store_provenance=False`` too); ``links`` of a
+        stored node."""
+        return NodeBase(self._store, self._row[_PK], self._process_attributes)
 
     def _process_attributes(self) -> dict[str, Any]:
         """The process fields under AiiDA's attribute names; those not set are left out."""
