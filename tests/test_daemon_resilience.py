@@ -311,3 +311,73 @@ def test_the_supervisor_outlives_a_locked_database_while_it_reaps_a_dead_worker(
     assert text.count("cannot release") == 1, text
     assert "released the 1 tasks and 1 processes of dead worker" in text, text
     assert len(text.splitlines()) < 100, text
+
+
+# the WAL stays bounded ----------------------------------------------------------------------
+
+
+def _insert_blob(connection: sqlite3.Connection, size: int) -> None:
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (0, 0, 'REPORT', ?)",
+        ("x" * size,),
+    )
+
+
+def test_the_wal_stays_bounded_under_load_with_readers_always_present_and_empties_when_quiet(
+    miniengine_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two reader threads keep a read transaction open most of the time (as a daemon's workers
+    and clients do), so a WAL checkpointed only PASSIVE-ly never starts over and grows with
+    every commit.  With the thresholds scaled down, the WAL must stay near them, and a store
+    that goes quiet empties it."""
+    from miniengine.storage import store as store_module
+    from miniengine.storage.store import Store
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 50)
+    monkeypatch.setattr(store_module, "WAL_RESTART_ABOVE", 1 << 20, raising=False)
+    monkeypatch.setattr(store_module, "WAL_SIZE_LIMIT", 2 << 20, raising=False)
+    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 3600.0, raising=False)
+    store = Store(miniengine_db)
+    wal = miniengine_db.with_name(miniengine_db.name + "-wal")
+    stop = False
+
+    def read_forever() -> None:
+        connection = sqlite3.connect(miniengine_db, isolation_level=None)
+        try:
+            while not stop:
+                connection.execute("BEGIN")
+                connection.execute("SELECT count(*) FROM logs").fetchone()
+                time.sleep(0.002)  # a reader at work, holding its snapshot
+                connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    import threading
+
+    readers = [threading.Thread(target=read_forever) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    peak = 0
+    try:
+        for _ in range(6000):  # about 50 MiB of log rows
+            store.write_sync(_insert_blob, 8000)
+            peak = max(peak, wal.stat().st_size)
+            time.sleep(0.0002)  # the work between two commits (a step, a query)
+    finally:
+        stop = True
+        for reader in readers:
+            reader.join()
+    try:
+        assert peak < 8 << 20, f"the WAL reached {peak / 2**20:.1f} MiB"
+        # quiet now: the next commit after the interval empties the file
+        monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 0.0, raising=False)
+
+        def emptied() -> bool:
+            if wal.stat().st_size == 0:
+                return True
+            store.write_sync(_insert_blob, 10)  # a commit, after which a quiet store checkpoints
+            return False
+
+        wait_until(emptied, 30, "the WAL of a quiet store to be emptied", interval=0.05)
+    finally:
+        store.close()

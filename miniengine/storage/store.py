@@ -28,7 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from miniengine.exceptions import DatabaseLockedError, ReadOnlyDatabaseError, StoreError
+from miniengine.exceptions import (
+    DatabaseLockedError,
+    MiniengineError,
+    ReadOnlyDatabaseError,
+    StoreError,
+)
 from miniengine.storage import schema
 from miniengine.storage.background import BackgroundThread
 from miniengine.storage.permissions import writable
@@ -47,7 +52,25 @@ BUSY_RETRY_SECONDS = 30.0
 MAX_BUSY_SLEEP = 0.004
 
 #: Commits between two WAL checkpoints (run on the background thread, never on a loop).
-CHECKPOINT_EVERY = 1000
+CHECKPOINT_EVERY = 500
+
+#: Seconds after which a store that committed anything checkpoints even if it committed less
+#: than :data:`CHECKPOINT_EVERY` times; such a quiet checkpoint also empties the WAL file, so an
+#: idle daemon's WAL shrinks back to nothing.
+CHECKPOINT_SECONDS = 5.0
+
+#: Above this size a busy store's checkpoint copies the whole WAL and makes the next commit
+#: start it over (``RESTART``), which waits for readers; below, a ``PASSIVE`` checkpoint copies
+#: what it can without waiting for anyone.
+WAL_RESTART_ABOVE = 16 * 1024 * 1024
+
+#: How long a restarting checkpoint waits for other connections (it blocks writers meanwhile,
+#: so briefly; readers that start once the WAL is copied read the database file and do not count).
+WAL_RESTART_WAIT_MS = 100
+
+#: ``journal_size_limit`` of the writer: a WAL that starts over is cut back to this size, so
+#: the file never keeps a larger size for good (smaller would cost re-growing it under load).
+WAL_SIZE_LIMIT = 32 * 1024 * 1024
 
 _ACTIVE_STATES = ("created", "running", "waiting")
 
@@ -91,6 +114,7 @@ class Store:
             else:
                 schema.ensure_schema(connection, self.path)
                 connection.execute("PRAGMA wal_autocheckpoint = 0")
+                connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except BaseException:
             connection.close()
             raise
@@ -99,6 +123,8 @@ class Store:
         # With synchronous=FULL every commit waits for the disk: never do that on a loop.
         self._inline_writes = self.synchronous == "NORMAL"
         self._commits = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_queued = False
         self._closed = False
         self._readers = threading.local()
         self._reader_connections: set[sqlite3.Connection] = set()
@@ -259,18 +285,50 @@ class Store:
 
     def _after_commit(self) -> None:
         self._commits += 1
+        if self._checkpoint_queued:
+            return  # one at a time: a thread kept from running must not pile them up
         if self._commits >= CHECKPOINT_EVERY:
-            self._commits = 0
-            self._background.submit(self._checkpoint)
+            quiet = False
+        elif time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
+            quiet = True
+        else:
+            return
+        self._commits = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_queued = True
+        self._background.submit(lambda: self._checkpoint(quiet))
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL back into the database file without blocking writers (PASSIVE)."""
+    def _checkpoint(self, quiet: bool = False) -> None:
+        """Copy the WAL back into the database file, and keep the WAL file small.
+
+        A ``PASSIVE`` checkpoint copies what it can without blocking anyone, but the WAL only
+        starts over when a writer finds it wholly copied and no reader in it, which a busy
+        daemon (several writers, readers always somewhere) almost never offers: the file grew
+        to gigabytes.  So a WAL above :data:`WAL_RESTART_ABOVE` is then checkpointed with
+        ``RESTART``, which waits briefly for the readers, so that the next commit starts the
+        WAL over (and cuts the file to :data:`WAL_SIZE_LIMIT`); if they stay, the next
+        checkpoint tries again.  It holds this store's write lock meanwhile: this store's own
+        writes, back to back under load, would otherwise keep it from ever taking the file's.
+        A ``quiet`` store (few commits lately) empties the file (``TRUNCATE``): under load that
+        would only make the file grow again.
+        """
+        self._checkpoint_queued = False
         if self._closed:
             return
-        connection = schema.connect(self.path, busy_timeout_ms=0)
+        wal = self.path.with_name(self.path.name + "-wal")
         try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:
+            connection = schema.connect(self.path, busy_timeout_ms=0)
+        except MiniengineError:
+            return  # the next checkpoint tries again
+        try:
+            _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+            if frames * page_size > WAL_RESTART_ABOVE or (quiet and os.path.getsize(wal) > 0):
+                connection.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
+                mode = "TRUNCATE" if quiet else "RESTART"
+                with self._write_lock:
+                    connection.execute(f"PRAGMA wal_checkpoint({mode})")
+        except (sqlite3.Error, OSError):
             pass  # readers or writers were busy: the next checkpoint catches up
         finally:
             connection.close()
