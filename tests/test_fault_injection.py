@@ -9,6 +9,7 @@ through a tree nobody holds, and the recovery of expired leases -- every transac
 by a counting run, and then, for every statement N of every one of them:
 
 - the N-th statement raises (a disk error), and separately the ``COMMIT`` fails;
+- (a script's run) Ctrl-C lands at statement N;
 - the OS process running it is SIGKILLed just before statement N (or before its ``COMMIT``).
 
 After each: the transaction left every table exactly as it was before it began, the file passes
@@ -148,6 +149,32 @@ def test_a_failing_statement_or_commit_rolls_the_transition_back_whole(
             assert raised is not None, f"{what}: the caller was not told"
         _check_after(db, scenario, baseline, what)
     print(f"{scenario}: {len(transactions)} transactions, {len(points)} faults injected")
+
+
+def test_ctrl_c_at_any_statement_of_a_script_run_rolls_back_and_kills_the_tree(
+    tmp_path: Path,
+) -> None:
+    """A synchronous ``run()`` runs every transaction in the script's thread, where Ctrl-C
+    lands: at whichever statement it lands, that transaction rolls back and every process of
+    the tree ends KILLED (none stays RUNNING), and the script sees the KeyboardInterrupt."""
+    template = _template(tmp_path, "function")
+    transactions = _transactions(template, tmp_path / "count", "function")
+    baseline = _baseline(template, tmp_path / "baseline", "function")
+    points = _points(transactions, "interrupt")
+    for index, injection in enumerate(points):
+        what = f"Ctrl-C in {injection.target} #{injection.occurrence} at {injection.at}"
+        db = _copy(template, tmp_path / f"run{index}")
+        raised = run_injected(db, "function", [injection])
+        assert isinstance(raised, KeyboardInterrupt), f"{what}: {raised!r}"
+        assert injection.before == injection.after, f"{what}: not rolled back whole"
+        live = _query(
+            db,
+            "SELECT pk, process_label, process_state FROM nodes "
+            "WHERE process_state IN ('created', 'running', 'waiting')",
+        )
+        assert live == [], f"{what}: left live: {live}"
+        _check_after(db, "function", baseline, what)
+    print(f"function: {len(points)} Ctrl-C points")
 
 
 def test_a_task_whose_writes_failed_is_given_back_even_when_the_give_back_fails(

@@ -251,6 +251,12 @@ class ProcessFunction:
                 )
             except (LeaseLostError, DatabaseLockedError):
                 raise  # not ours to write any more, or the file is unusable: nothing to record
+            except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+                # Ctrl-C while the terminal transaction ran: it rolled back whole, so the
+                # process would stay RUNNING; it is killed, as at any other point of its run.
+                message = _kill_message(exc)
+                yield terminate(ProcessEvent.KILL, process_status=message, log=("REPORT", message))
+                raise
             except Exception as exc:
                 # The outputs could not be stored (e.g. a user Data type whose content msgpack
                 # cannot encode): the process must not stay RUNNING, so it is EXCEPTED.

@@ -117,7 +117,8 @@ def integrity(path: str | os.PathLike[str]) -> str:
 class Injection:
     """A fault in the ``occurrence``-th transaction whose body is named ``target`` (counted from
     when the previous injection fired): ``mode`` is ``raise`` or ``kill`` at statement ``at``
-    (``kill`` at statements + 1 is at the ``COMMIT``), or ``commit``."""
+    (``kill`` at statements + 1 is at the ``COMMIT``), ``interrupt`` (a Ctrl-C) at statement
+    ``at``, or ``commit``."""
 
     target: str
     mode: str
@@ -170,6 +171,8 @@ class FaultyConnection:
             return
         if injection.mode == "kill":
             _die(injection)
+        if injection.mode == "interrupt":
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the transaction
         raise InjectedFault(f"disk I/O error (injected at statement {self.statements})")
 
     def _at_commit(self) -> None:
@@ -476,7 +479,7 @@ def run_injected(db: Path, scenario: str, injections: list[Injection]) -> BaseEx
         with Injector(injections, ignored(scenario)).installed():
             try:
                 run_scenario(scenario, db)
-            except Exception as exc:
+            except (Exception, KeyboardInterrupt) as exc:
                 return exc
             finally:
                 close_all_stores()
