@@ -380,3 +380,10 @@ class Supervisor:
                 slot.process.kill()
                 slot.process.wait()
             self._reaped(slot, slot.process.returncode)
+        if self._unreleased:
+            self._next_release = 0.0
+            if self._release_dead() is None:
+                logger.warning(
+                    "could not release what workers %s held: their leases run out instead",
+                    ", ".join(self._unreleased),
+                )
