@@ -29,6 +29,7 @@ __all__ = [
     "SubmitError",
     "UnknownDataTypeError",
     "UnsafeDatabaseError",
+    "ValidationError",
 ]
 
 
@@ -66,6 +67,11 @@ class ModificationNotAllowed(MiniengineError):
 
 class NotExistent(MiniengineError):
     """No node matches the given pk or uuid."""
+
+
+class ValidationError(MiniengineError, ValueError):
+    """A computer, code or data node with a field AiiDA refuses (a relative executable path, an
+    unknown scheduler, a label that is taken): raised before anything is stored."""
 
 
 class MultipleObjectsError(MiniengineError):

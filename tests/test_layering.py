@@ -98,7 +98,16 @@ def test_import_miniengine_is_lazy() -> None:
 
 # imports only point down ----------------------------------------------------------------------
 
-LAYERS = {"core": 1, "exceptions": 1, "storage": 2, "runtime": 3}
+LAYERS = {
+    "core": 1,
+    "exceptions": 1,
+    "plugins": 1,  # finding a plugin class by name
+    "schedulers": 1,  # sans-IO: scripts and the parsing of command output
+    "storage": 2,
+    "transports": 2,  # files and commands on a computer
+    "folders": 2,
+    "runtime": 3,
+}
 EDGE = 4  # the daemon, the CLI, testing helpers, the demo, and the package's own __init__
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from miniengine.core.ids import new_uuid
@@ -33,6 +34,7 @@ __all__ = [
     "Float",
     "Int",
     "List",
+    "StorageNeeds",
     "Str",
     "check_text",
     "data_class",
@@ -45,6 +47,21 @@ __all__ = [
 DATA_TYPES: dict[str, type[Data]] = {}
 
 _D = TypeVar("_D", bound="Data")
+
+
+@dataclass(frozen=True)
+class StorageNeeds:
+    """What a node needs in its database before its row can be inserted.
+
+    ``computer_uuid``: the computer it runs on (a code, a ``RemoteData``), which must be stored
+    in the same database.  ``object_keys``: the repository objects it refers to, which must be
+    in that database's repository; ``source_repository`` (a folder) holds them when the node's
+    content was written to another database's repository, and they are copied from there.
+    """
+
+    computer_uuid: str | None = None
+    object_keys: tuple[str, ...] = ()
+    source_repository: str | None = None
 
 
 class DataBackend(Protocol):
@@ -192,6 +209,14 @@ class Data:
         self._uuid = uuid
         self._store = store
 
+    def _storage_needs(self) -> StorageNeeds | None:
+        """What storing this node needs besides its attributes (``None``: nothing).
+
+        Codes and ``RemoteData`` name their computer, file data the repository objects that
+        must be in the database's repository before the node's row commits.
+        """
+        return None
+
     # serialisation ---------------------------------------------------------------------------
 
     def _to_attributes(self) -> Any:
@@ -222,11 +247,30 @@ class Data:
 DATA_TYPES[Data.type_name] = Data
 
 
+#: miniengine's Data types that live above the core (they use the repository or a computer),
+#: by type name: their module is imported, from this fixed table only, when a node of the type
+#: is first loaded, so ``load_node`` works without importing them first.
+_BUILT_IN_ELSEWHERE: dict[str, str] = {
+    "core.singlefile": "miniengine.runtime.file_data",
+    "core.folder": "miniengine.runtime.file_data",
+    "core.remote": "miniengine.runtime.remote_data",
+    "core.code": "miniengine.runtime.codes",
+    "core.code.installed": "miniengine.runtime.codes",
+    "core.code.portable": "miniengine.runtime.codes",
+}
+
+
 def data_class(type_name: str) -> type[Data]:
     """The registered Data class for ``type_name``; raises ``UnknownDataTypeError`` naming it."""
     try:
         return DATA_TYPES[type_name]
     except KeyError:
+        module = _BUILT_IN_ELSEWHERE.get(type_name)
+        if module is not None:
+            import importlib
+
+            importlib.import_module(module)
+            return DATA_TYPES[type_name]
         raise UnknownDataTypeError(
             f"the Data type {type_name!r} is not registered in this interpreter; import the "
             "module that defines it before loading this data"

@@ -53,13 +53,19 @@ NODE_COLUMNS = (
 )
 
 _INSERT_DATA = (
-    "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime, "
+    "computer_pk) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
     """Insert one unstored Data node and return its pk (the caller marks it stored on commit)."""
+    computer_pk = None
+    needs = data._storage_needs()  # a computer, repository objects: codes and file data
+    if needs is not None:
+        from miniengine.storage.computer_rows import check_storage_needs
+
+        computer_pk = check_storage_needs(connection, data, needs)
     cursor = connection.execute(
         _INSERT_DATA,
         (
@@ -70,6 +76,7 @@ def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
             pack_attributes(data._to_attributes()),
             now,
             now,
+            computer_pk,
         ),
     )
     assert cursor.lastrowid is not None

@@ -30,6 +30,7 @@ from miniengine.storage.schema_v2 import SCHEMA_V2
 from miniengine.storage.schema_v3 import SCHEMA_V3
 from miniengine.storage.schema_v4 import SCHEMA_V4
 from miniengine.storage.schema_v5 import SCHEMA_V5
+from miniengine.storage.schema_v6 import SCHEMA_V6
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -95,6 +96,7 @@ MIGRATIONS: dict[int, str] = {
     2: SCHEMA_V3,
     3: SCHEMA_V4,
     4: SCHEMA_V5,
+    5: SCHEMA_V6,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)
