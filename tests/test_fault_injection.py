@@ -100,13 +100,16 @@ def _check_after(db: Path, scenario: str, baseline: dict[str, Any], what: str) -
     close_all_stores()
     assert signature == baseline, what
     assert integrity(db) == "ok", what
-    live = _query(
+    assert _live(db) == [], f"{what}: processes left live: {_live(db)}"
+    assert _query(db, "SELECT pk FROM tasks WHERE status = 'leased'") == [], what
+
+
+def _live(db: Path) -> list[tuple[Any, ...]]:
+    return _query(
         db,
         "SELECT pk, process_label, process_state FROM nodes "
         "WHERE process_state IN ('created', 'running', 'waiting')",
     )
-    assert live == [], f"{what}: processes left live: {live}"
-    assert _query(db, "SELECT pk FROM tasks WHERE status = 'leased'") == [], what
 
 
 def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -147,6 +150,8 @@ def test_a_failing_statement_or_commit_rolls_the_transition_back_whole(
         assert injection.before == injection.after, f"{what}: not rolled back whole"
         if scenario != "daemon":  # a worker retries or records the failure itself
             assert raised is not None, f"{what}: the caller was not told"
+        if scenario in ("function", "workchain"):  # nobody else would ever end them
+            assert _live(db) == [], f"{what}: left live: {_live(db)}"
         _check_after(db, scenario, baseline, what)
     print(f"{scenario}: {len(transactions)} transactions, {len(points)} faults injected")
 
@@ -167,12 +172,7 @@ def test_ctrl_c_at_any_statement_of_a_script_run_rolls_back_and_kills_the_tree(
         raised = run_injected(db, "function", [injection])
         assert isinstance(raised, KeyboardInterrupt), f"{what}: {raised!r}"
         assert injection.before == injection.after, f"{what}: not rolled back whole"
-        live = _query(
-            db,
-            "SELECT pk, process_label, process_state FROM nodes "
-            "WHERE process_state IN ('created', 'running', 'waiting')",
-        )
-        assert live == [], f"{what}: left live: {live}"
+        assert _live(db) == [], f"{what}: left live: {_live(db)}"
         _check_after(db, "function", baseline, what)
     print(f"function: {len(points)} Ctrl-C points")
 

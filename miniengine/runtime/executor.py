@@ -41,7 +41,9 @@ from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
     CheckpointError,
+    DatabaseLockedError,
     InvalidOperation,
+    LeaseLostError,
     MiniengineError,
     OutputValidationError,
     ProcessKilledError,
@@ -648,14 +650,38 @@ class _Executor:
             raise
         if self.children or self.new_children:
             yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)
-        output_pks = yield self._terminate(
-            ProcessEvent.FINISH,
-            state,
-            exit_status=exit_code.status,
-            exit_message=exit_code.message,
-        )
+        try:
+            output_pks = yield self._terminate(
+                ProcessEvent.FINISH,
+                state,
+                exit_status=exit_code.status,
+                exit_message=exit_code.message,
+            )
+        except (LeaseLostError, DatabaseLockedError, GeneratorExit):
+            raise  # not ours to write any more, the file is unusable, or never driven again
+        except BaseException as exc:
+            if self.tree is None:
+                raise  # daemon: its worker hands the task back and it is run again
+            # Run mode: the terminal transaction rolled back whole, and nobody else would ever
+            # end the process, so it is ended here as it would be at any other point.
+            yield self._end_after_failed_finish(exc, state)
+            raise
         _mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
         return unflatten_namespace(self.outputs), self.node
+
+    def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:
+        self.new_outputs = []
+        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+            message = self.kill_message or (
+                "Killed by Ctrl-C (KeyboardInterrupt)"
+                if isinstance(exc, KeyboardInterrupt)
+                else "Killed: the task running it was cancelled"
+            )
+            self.logs.append(("REPORT", message))
+            return self._terminate(ProcessEvent.KILL, state, process_status=message)
+        formatted = "".join(traceback.format_exception(exc))
+        self.logs.append(("ERROR", formatted))
+        return self._terminate(ProcessEvent.EXCEPT, state, exception=formatted)
 
     def _interpret(self, result: Any) -> ExitCode | None:
         """The exit code that stops the outline, if the step's result is one.
