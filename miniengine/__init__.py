@@ -51,6 +51,15 @@ _EXPORTS: dict[str, str] = {
     "Bool": "miniengine.core.data",
     "Dict": "miniengine.core.data",
     "List": "miniengine.core.data",
+    "SinglefileData": "miniengine.runtime.file_data",
+    "FolderData": "miniengine.runtime.file_data",
+    "RemoteData": "miniengine.runtime.remote_data",
+    # computers and codes
+    "Computer": "miniengine.runtime.computers",
+    "load_computer": "miniengine.runtime.computers",
+    "InstalledCode": "miniengine.runtime.codes",
+    "PortableCode": "miniengine.runtime.codes",
+    "load_code": "miniengine.runtime.codes",
     # errors
     "MiniengineError": "miniengine.exceptions",
     "InputValidationError": "miniengine.exceptions",
@@ -64,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "ProcessKilledError": "miniengine.exceptions",
     "CheckpointError": "miniengine.exceptions",
     "UnknownDataTypeError": "miniengine.exceptions",
+    "ValidationError": "miniengine.exceptions",
     "StoreError": "miniengine.exceptions",
     "SubmitError": "miniengine.exceptions",
     "IncompatibleDatabaseError": "miniengine.exceptions",
@@ -75,14 +85,17 @@ __all__ = [
     "Bool",
     "CalcFunctionNode",
     "CheckpointError",
+    "Computer",
     "Data",
     "DatabaseLockedError",
     "Dict",
     "EventLoopError",
     "ExitCode",
     "Float",
+    "FolderData",
     "IncompatibleDatabaseError",
     "InputValidationError",
+    "InstalledCode",
     "Int",
     "InvalidOperation",
     "InvalidTransition",
@@ -93,15 +106,19 @@ __all__ = [
     "MultipleObjectsError",
     "NotExistent",
     "OutputValidationError",
+    "PortableCode",
     "ProcessBuilder",
     "ProcessKilledError",
     "ProcessNode",
     "ProcessState",
+    "RemoteData",
+    "SinglefileData",
     "StoreError",
     "Str",
     "SubmitError",
     "ToContext",
     "UnknownDataTypeError",
+    "ValidationError",
     "WorkChain",
     "WorkChainNode",
     "WorkFunctionNode",
@@ -114,6 +131,8 @@ __all__ = [
     "calcfunction",
     "find_processes",
     "if_",
+    "load_code",
+    "load_computer",
     "load_node",
     "resume",
     "return_",
@@ -150,7 +169,11 @@ if TYPE_CHECKING:
         StoreError,
         SubmitError,
         UnknownDataTypeError,
+        ValidationError,
     )
+    from miniengine.runtime.codes import InstalledCode, PortableCode, load_code
+    from miniengine.runtime.computers import Computer, load_computer
+    from miniengine.runtime.file_data import FolderData, SinglefileData
     from miniengine.runtime.functions import calcfunction, workfunction
     from miniengine.runtime.launch import (
         arun,
@@ -168,6 +191,7 @@ if TYPE_CHECKING:
         WorkFunctionNode,
         load_node,
     )
+    from miniengine.runtime.remote_data import RemoteData
     from miniengine.runtime.submit import asubmit, await_node, submit
     from miniengine.runtime.workchain import WorkChain
 

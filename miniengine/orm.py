@@ -29,6 +29,16 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "WorkFunctionNode": ("miniengine.runtime.nodes", "WorkFunctionNode"),
     "WorkChainNode": ("miniengine.runtime.nodes", "WorkChainNode"),
     "load_node": ("miniengine.runtime.nodes", "load_node"),
+    # files, computers and codes
+    "SinglefileData": ("miniengine.runtime.file_data", "SinglefileData"),
+    "FolderData": ("miniengine.runtime.file_data", "FolderData"),
+    "RemoteData": ("miniengine.runtime.remote_data", "RemoteData"),
+    "Computer": ("miniengine.runtime.computers", "Computer"),
+    "load_computer": ("miniengine.runtime.computers", "load_computer"),
+    "AbstractCode": ("miniengine.runtime.codes", "AbstractCode"),
+    "InstalledCode": ("miniengine.runtime.codes", "InstalledCode"),
+    "PortableCode": ("miniengine.runtime.codes", "PortableCode"),
+    "load_code": ("miniengine.runtime.codes", "load_code"),
 }
 
 __all__ = sorted(_EXPORTS)

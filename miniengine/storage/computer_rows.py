@@ -271,3 +271,35 @@ def check_storage_needs(
             if copied != key:
                 raise RepositoryError(f"the repository object {key} in {source.root} is corrupt")
     return computer_pk
+
+
+#: The node types of codes.
+CODE_TYPES = ("core.code.installed", "core.code.portable")
+
+
+def read_code_pks(
+    connection: sqlite3.Connection, label: str, computer_label: str | None
+) -> list[int]:
+    """The pks of the codes labelled ``label`` (on the computer ``computer_label`` if given)."""
+    query = (
+        "SELECT n.pk FROM nodes n LEFT JOIN computers c ON c.pk = n.computer_pk "
+        f"WHERE n.node_type IN ({','.join('?' * len(CODE_TYPES))}) AND n.label = ?"
+    )
+    params: list[Any] = [*CODE_TYPES, label]
+    if computer_label is not None:
+        query += " AND c.label = ?"
+        params.append(computer_label)
+    return [row[0] for row in connection.execute(query + " ORDER BY n.pk", params)]
+
+
+def read_code_rows(connection: sqlite3.Connection) -> list[tuple[int, str, str, str | None]]:
+    """``(pk, node type, label, computer label)`` of every code, oldest first."""
+    return [
+        tuple(row)
+        for row in connection.execute(
+            "SELECT n.pk, n.node_type, n.label, c.label FROM nodes n "
+            "LEFT JOIN computers c ON c.pk = n.computer_pk "
+            f"WHERE n.node_type IN ({','.join('?' * len(CODE_TYPES))}) ORDER BY n.pk",
+            CODE_TYPES,
+        )
+    ]
