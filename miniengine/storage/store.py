@@ -52,7 +52,12 @@ BUSY_RETRY_SECONDS = 30.0
 MAX_BUSY_SLEEP = 0.004
 
 #: Commits between two WAL checkpoints (run on the background thread, never on a loop).
-CHECKPOINT_EVERY = 500
+CHECKPOINT_EVERY = 1000
+
+#: Commits between two looks at the WAL file's size (one ``stat``): a WAL that grew past
+#: :data:`WAL_RESTART_ABOVE` since the last look is checkpointed at once.  A busy daemon's
+#: commit adds ~30 KiB, so this bounds the growth between two looks to a few MiB.
+WAL_LOOK_EVERY = 100
 
 #: Seconds after which a store that committed anything checkpoints even if it committed less
 #: than :data:`CHECKPOINT_EVERY` times; such a quiet checkpoint also empties the WAL file, so an
@@ -125,6 +130,11 @@ class Store:
         self._commits = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_queued = False
+        #: the background thread's connection for checkpoints, opened on first use
+        self._checkpointer: sqlite3.Connection | None = None
+        self._page_size = 4096
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._wal_size = 0  # at the last look
         self._closed = False
         self._readers = threading.local()
         self._reader_connections: set[sqlite3.Connection] = set()
@@ -147,6 +157,8 @@ class Store:
             return
         self._closed = True
         self._background.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         # Readers first, then the writer: the last connection to close copies the WAL back
         # into the database file, so a plain `cp` of the file afterwards has everything.
         with self._reader_lock:
@@ -287,7 +299,9 @@ class Store:
         self._commits += 1
         if self._checkpoint_queued:
             return  # one at a time: a thread kept from running must not pile them up
-        if self._commits >= CHECKPOINT_EVERY:
+        if self._commits >= CHECKPOINT_EVERY or (
+            self._commits % WAL_LOOK_EVERY == 0 and self._wal_grew()
+        ):
             quiet = False
         elif time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
             quiet = True
@@ -297,6 +311,17 @@ class Store:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_queued = True
         self._background.submit(lambda: self._checkpoint(quiet))
+
+    def _wal_grew(self) -> bool:
+        """Whether the WAL file is above :data:`WAL_RESTART_ABOVE` and larger than at the last
+        look (a WAL that starts over keeps its size, so only growth means new content)."""
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return False
+        grew = size > WAL_RESTART_ABOVE and size > self._wal_size
+        self._wal_size = size
+        return grew
 
     def _checkpoint(self, quiet: bool = False) -> None:
         """Copy the WAL back into the database file, and keep the WAL file small.
@@ -315,23 +340,24 @@ class Store:
         self._checkpoint_queued = False
         if self._closed:
             return
-        wal = self.path.with_name(self.path.name + "-wal")
+        connection = self._checkpointer
         try:
-            connection = schema.connect(self.path, busy_timeout_ms=0)
-        except MiniengineError:
-            return  # the next checkpoint tries again
-        try:
+            if connection is None:
+                connection = self._checkpointer = schema.connect(self.path, busy_timeout_ms=0)
+                self._page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
             _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-            if frames * page_size > WAL_RESTART_ABOVE or (quiet and os.path.getsize(wal) > 0):
+            if frames * self._page_size > WAL_RESTART_ABOVE or (
+                quiet and os.path.getsize(self._wal) > 0
+            ):
                 connection.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
                 mode = "TRUNCATE" if quiet else "RESTART"
-                with self._write_lock:
-                    connection.execute(f"PRAGMA wal_checkpoint({mode})")
-        except (sqlite3.Error, OSError):
+                try:
+                    with self._write_lock:
+                        connection.execute(f"PRAGMA wal_checkpoint({mode})")
+                finally:
+                    connection.execute("PRAGMA busy_timeout = 0")
+        except (MiniengineError, sqlite3.Error, OSError):
             pass  # readers or writers were busy: the next checkpoint catches up
-        finally:
-            connection.close()
 
     # reads -----------------------------------------------------------------------------------
 
