@@ -37,6 +37,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     from miniengine.cli import db as db_commands
 
     db_commands.add_commands(db.add_subparsers(dest="db_command", metavar="COMMAND", required=True))
+    from miniengine.cli import computers
+
+    computer = commands.add_parser(
+        "computer",
+        help="set up, configure, test and list the computers jobs run on",
+        description="Manage computers (as `verdi computer`).",
+    )
+    computers.add_computer_commands(
+        computer.add_subparsers(dest="computer_command", metavar="COMMAND", required=True)
+    )
+    code = commands.add_parser(
+        "code",
+        help="create, list and show codes",
+        description="Manage codes (as `verdi code`).",
+    )
+    computers.add_code_commands(
+        code.add_subparsers(dest="code_command", metavar="COMMAND", required=True)
+    )
 
 
 def add_process_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
