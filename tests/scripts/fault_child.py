@@ -1,4 +1,4 @@
-"""Fault injection into the transactions of miniengine, for tests/test_fault_injection.py.
+"""Fault injection into the transactions of miniengine, for the ``test_fault_injection*`` tests.
 
 Every write of miniengine is one callable run by ``Store._transaction`` between ``BEGIN
 IMMEDIATE`` and ``COMMIT`` on the store's writer connection.  :class:`Injector` wraps that method
@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
+from miniengine.storage.store import close_all_stores
 
 #: The tables that process transitions write; a failed transaction must leave them as they were.
 TABLES = (
@@ -71,6 +75,9 @@ LEASE = 1.0
 
 #: The gate the processes of the ``kill`` and ``recover`` scenarios wait at.
 GATE = "fault-gate"
+
+#: The scenarios, each a transition or a whole life of processes.
+SCENARIOS = ("function", "workchain", "daemon", "kill", "recover")
 
 
 class InjectedFault(sqlite3.OperationalError):
@@ -461,6 +468,87 @@ def _count(db: Path, sql: str) -> int:
         return int(connection.execute(sql).fetchone()[0])
     finally:
         connection.close()
+
+
+# the harness of the tests ------------------------------------------------------------------------
+
+
+def template_db(tmp_path: Path, scenario: str) -> Path:
+    """The database the scenario starts from, built once and copied for every injection."""
+    db = tmp_path / "template" / "engine.sqlite"
+    db.parent.mkdir()
+    prepare(scenario, db)
+    return db
+
+
+def copy_db(template: Path, folder: Path) -> Path:
+    folder.mkdir()
+    db = folder / "engine.sqlite"
+    shutil.copyfile(template, db)
+    return db
+
+
+def count_transactions(template: Path, folder: Path, scenario: str) -> list[tuple[str, int, int]]:
+    """``(body name, occurrence, statements)`` of every transaction of an uninjected run."""
+    db = copy_db(template, folder)
+    injector = Injector(ignore=ignored(scenario))
+    with injector.installed():
+        run_scenario(scenario, db)
+    close_all_stores()
+    seen: Counter[str] = Counter()
+    found = []
+    for name, statements in injector.transactions:
+        seen[name] += 1
+        found.append((name, seen[name], statements))
+    assert found, f"the scenario {scenario} ran no transaction"
+    return found
+
+
+def baseline_of(template: Path, folder: Path, scenario: str) -> dict[str, Any]:
+    db = copy_db(template, folder)
+    run_scenario(scenario, db)
+    signature = complete(scenario, db)
+    close_all_stores()
+    return signature
+
+
+def check_after(db: Path, scenario: str, baseline: dict[str, Any], what: str) -> None:
+    """Integrity, then recovery and a rerun give the uninjected result, leaving nothing live."""
+    assert integrity(db) == "ok", what
+    signature = complete(scenario, db)
+    close_all_stores()
+    assert signature == baseline, what
+    assert integrity(db) == "ok", what
+    assert live_processes(db) == [], f"{what}: processes left live: {live_processes(db)}"
+    assert query(db, "SELECT pk FROM tasks WHERE status = 'leased'") == [], what
+
+
+def live_processes(db: Path) -> list[tuple[Any, ...]]:
+    return query(
+        db,
+        "SELECT pk, process_label, process_state FROM nodes "
+        "WHERE process_state IN ('created', 'running', 'waiting')",
+    )
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def commit_points(transactions: list[tuple[str, int, int]], mode: str) -> list[Injection]:
+    """One injection per commit point: every statement (and the COMMIT, for a kill)."""
+    points = []
+    for name, occurrence, statements in transactions:
+        if mode == "commit":
+            points.append(Injection(name, "commit", 0, occurrence))
+            continue
+        last = statements + 1 if mode == "kill" else statements
+        points.extend(Injection(name, mode, at, occurrence) for at in range(1, last + 1))
+    return points
 
 
 def ignored(scenario: str) -> frozenset[str]:
