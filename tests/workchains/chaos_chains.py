@@ -5,13 +5,14 @@ Every WorkChain's outputs are a pure function of its inputs (``expected_outputs`
 process it calls has inputs of its own (no two calls of one parent share process type and
 inputs), so the checks can find a wrong result or a duplicated call from the database alone.
 
-- :class:`Leaf`: two steps, one inline ``add``;
+- :class:`Leaf`: two steps, one inline ``slow_add``;
 - :class:`InlineChain`: a ``while_`` loop whose every step calls ``add`` then ``mul`` inline;
 - :class:`Nested`: submits a ``Nested`` one level shallower and a ``Leaf``, waits, adds inline;
 - :class:`FanOut`: submits ``n`` ``Leaf`` children in one step, waits, adds their sum inline.
 
-Steps take a nap (``nap`` input, seconds): short enough for hundreds of processes a minute,
-long enough that a signal usually lands inside a step, an inline call or a commit.
+Steps take a nap (``nap`` input, seconds; in a thread, so it costs no CPU): short enough for
+hundreds of processes a minute, long enough that the driver's signals land while steps run,
+before and between inline calls.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ def mul(x: Int, y: Int) -> Int:
     return Int(x.value * y.value)
 
 
+@calcfunction
+def slow_add(x: Int, y: Int, nap: Float) -> Int:
+    """``add`` that takes a nap first, so that kills also land inside inline calls."""
+    time.sleep(nap.value)
+    return Int(x.value + y.value)
+
+
 def _nap(seconds: Float) -> None:
     if seconds.value > 0:
         time.sleep(seconds.value)
 
 
 class Leaf(WorkChain):
-    """``double`` (``add(x, x)`` inline), then ``finish``: output ``y == 2 * x``."""
+    """``double`` (``slow_add(x, x)`` inline), then ``finish``: output ``y == 2 * x``."""
 
     @classmethod
     def define(cls, spec):  # type: ignore[no-untyped-def]
@@ -49,8 +57,7 @@ class Leaf(WorkChain):
         spec.outline(cls.double, cls.finish)
 
     def double(self) -> None:
-        _nap(self.inputs.nap)
-        self.ctx.y = add(self.inputs.x, self.inputs.x)
+        self.ctx.y = slow_add(self.inputs.x, self.inputs.x, self.inputs.nap)
 
     def finish(self) -> None:
         self.out("y", self.ctx.y)
@@ -77,8 +84,8 @@ class InlineChain(WorkChain):
         return bool(self.ctx.k < self.inputs.n.value)
 
     def advance(self) -> None:
-        _nap(self.inputs.nap)
         total = add(self.ctx.acc, Int(self.ctx.k + 1))
+        _nap(self.inputs.nap)  # a kill here replays the step, which must reuse the finished add
         self.ctx.acc = mul(total, Int(2))
         self.ctx.k += 1
 
@@ -165,7 +172,7 @@ def expected_outputs(label: str, inputs: dict[str, Any]) -> dict[str, int]:
 def expected_calls(label: str, inputs: dict[str, Any]) -> dict[str, int]:
     """How many finished children of each process label a chaos WorkChain calls."""
     if label == "Leaf":
-        return {"add": 1}
+        return {"slow_add": 1}
     if label == "InlineChain":
         n = inputs["n"]
         return {"add": n, "mul": n} if n else {}
@@ -179,7 +186,7 @@ def expected_calls(label: str, inputs: dict[str, Any]) -> dict[str, int]:
 def process_count(label: str, inputs: dict[str, Any]) -> int:
     """Process nodes one chaos WorkChain makes when nothing is cut off (itself included)."""
     calls = expected_calls(label, inputs)
-    count = 1 + calls.get("add", 0) + calls.get("mul", 0)
+    count = 1 + sum(calls.get(name, 0) for name in ("add", "slow_add", "mul"))
     if label == "Nested":
         count += process_count("Leaf", {"x": inputs["x"]})
         if inputs["depth"] > 0:
