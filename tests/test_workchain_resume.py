@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COUNTING = "tests.workchains.resumable:CountingWorkChain"
 PARENT = "tests.workchains.resumable:ParentWorkChain"
 CRASH = "tests.workchains.crash:InlineCallWorkChain"
+NESTED_CRASH = "tests.workchains.crash:NestedInlineCallWorkChain"
 
 #: How the replay of a cut-off step ends the unfinished call it had made (the recovery of
 #: expired leases words it otherwise).
@@ -288,6 +289,31 @@ async def test_a_replay_whose_calls_have_other_inputs_runs_them_fresh_and_ends_t
         ("gated_add", ProcessState.FINISHED),
     ]
     assert load_node(gated_pk).exception.startswith(REPLAY_OWNER_LOST)
+    assert _active(miniengine_db) == 0
+
+
+async def test_resume_after_a_kill_two_calls_deep_excepts_the_cut_off_call_and_what_it_called(
+    miniengine_db, tmp_path
+):
+    log = tmp_path / "steps.log"
+    # compute calls the workfunction add_via_gate, which calls gated_add: killed in there
+    gated_pk = start_and_kill(miniengine_db, NESTED_CRASH, 7, log, block_at=2)
+    workfunction = load_node(gated_pk).caller
+    parent = workfunction.caller
+    assert workfunction.process_label == "add_via_gate"
+
+    outputs, parent = await miniengine.resume(parent.pk, timeout=30)
+
+    assert parent.is_finished_ok and outputs["result"].value == 14
+    assert steps(log) == ["compute", "gated_add 7 7", "compute", "gated_add 7 7"]
+    cut_off, inner = load_node(workfunction.pk), load_node(gated_pk)
+    assert cut_off.process_state is ProcessState.EXCEPTED
+    assert cut_off.exception.startswith(REPLAY_OWNER_LOST)
+    # nobody would ever end the inner call otherwise: its caller cannot be resumed
+    assert inner.process_state is ProcessState.EXCEPTED
+    assert inner.exception == (
+        f"owner lost: it was called by process {cut_off.pk}, which a cut-off step had called"
+    )
     assert _active(miniengine_db) == 0
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from miniengine import Int, Str, WorkChain, calcfunction
+from miniengine import Int, Str, WorkChain, calcfunction, workfunction
 from miniengine.runtime import context
 from miniengine.runtime.workchain import import_process_class
 from miniengine.runtime.workchain_launch import launch
@@ -77,6 +77,29 @@ class InlineCallWorkChain(WorkChain):
     def finalize(self) -> None:
         record(self.inputs.log, "finalize")
         self.out("result", self.ctx.result)
+
+
+@workfunction
+def add_via_gate(x: Int, y: Int, log: Str) -> Int:
+    """Call ``gated_add`` inline: killed inside it, this workfunction and its child are cut off."""
+    result: Int = gated_add(x, y, log)
+    return result
+
+
+class NestedInlineCallWorkChain(WorkChain):
+    """A step that calls a workfunction that calls ``gated_add``: ``result = 2 * x``."""
+
+    @classmethod
+    def define(cls, spec):  # type: ignore[no-untyped-def]
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.input("log", valid_type=Str)
+        spec.output("result", valid_type=Int)
+        spec.outline(cls.compute)
+
+    def compute(self) -> None:
+        record(self.inputs.log, "compute")
+        self.out("result", add_via_gate(self.inputs.x, self.inputs.x, self.inputs.log))
 
 
 def main(argv: list[str]) -> None:
