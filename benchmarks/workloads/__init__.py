@@ -16,6 +16,7 @@ _MODULES = (
     "w5_daemon_nested",
     "w6_daemon_throughput",
     "w7_daemon_kill",
+    "chaos",
     "checkpoint",
     "import_time",
     "daemon_start",
