@@ -219,6 +219,64 @@ def w6_round(db: Path, n: int, *, offset: int = 0, timeout: float = 300) -> dict
     return {"n": n, "wall_s": wall, "per_s": n / wall, "submit_s": submit_s}
 
 
+def loop_round(db: Path, n: int, steps: int, timeout: float = 600) -> dict[str, Any]:
+    """Submit ``n`` LoopWorkChains of ``steps`` iterations (one ``add`` each) to a running
+    daemon and wait for all of them: many commits, the load that used to grow the WAL."""
+    from benchmarks.workchains import LoopWorkChain
+    from miniengine import Int, submit
+
+    start = time.perf_counter()
+    nodes = [submit(LoopWorkChain, n=Int(steps)) for _ in range(n)]
+    watcher = Watcher(db, [node.pk for node in nodes])
+    try:
+        end = watcher.wait(timeout)
+    finally:
+        watcher.close()
+    expected = steps * (steps - 1) // 2
+    bad = [
+        node.pk for node in nodes if not (node.is_finished_ok and node.outputs.result == expected)
+    ]
+    check(not bad, f"{len(bad)} of {n} LoopWorkChains did not finish with {expected}: {bad[:5]}")
+    wall = end - start
+    return {"n": n, "steps": steps, "wall_s": wall, "per_s": n / wall}
+
+
+class WalSampler:
+    """The largest size the database's ``-wal`` file reaches while the ``with`` block runs,
+    sampled every few milliseconds by a thread (a checkpoint can shrink it between samples, so
+    this is a lower bound of the true peak, close at this rate)."""
+
+    def __init__(self, db: Path, interval: float = 0.005) -> None:
+        import threading
+
+        self.wal = db.with_name(db.name + "-wal")
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="wal-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, self.wal.stat().st_size)
+            except OSError:
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak / 2**20
+
+    def __enter__(self) -> WalSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def drain(db: Path, nodes: Sequence[Any], timeout: float = 300) -> float:
     """Wait (with a daemon running) until ``nodes`` terminated; the seconds it took."""
     start = time.perf_counter()

@@ -1,15 +1,22 @@
 """W6: 200 SmallWorkChains (one step that calls ``add``) submitted to a running daemon, from
 the first ``submit`` until all of them are seen terminated, with 1 worker and with 2 workers
 (AiiDA's ``daemon_workloads.py w6``).  Also the client's submit rate alone: 200 submits with no
-daemon running (each stores the process, its inputs and its task in one transaction)."""
+daemon running (each stores the process, its inputs and its task in one transaction).
+
+The peak size of the database's WAL file is sampled throughout, and through one more round on 2
+workers that commits far more (LoopWorkChains of 20 steps, one ``add`` each): with several
+writers and readers always busy, the WAL once grew to gigabytes and never shrank.  It must stay
+bounded whatever the scale; after the daemon stops it must be empty."""
 
 from __future__ import annotations
 
 from benchmarks.registry import Measurement, Metric, Params, Target, Workload, check
 from benchmarks.support import (
+    WalSampler,
     daemon,
     db_path,
     drain,
+    loop_round,
     process_states,
     rss_mib,
     submit_small,
@@ -25,20 +32,29 @@ def measure(params: Params) -> Measurement:
     details: dict[str, object] = {"n": n, "submit_only_s": submit_s}
     metrics: dict[str, float] = {"submits_per_s": n / submit_s}
     offset = n
-    for workers in (1, 2):
-        with daemon(db, workers=workers) as running:
-            if queued:  # the submit-only batch is drained here, untimed (and warms the worker)
-                details["drain_queued_s"] = drain(db, queued)
-                queued = []
-            round_ = w6_round(db, n, offset=offset)
-            offset += n
-            rss = [rss_mib(pid) for pid in running.workers]
-        metrics[f"wc_per_s_{workers}w"] = round_["per_s"]
-        details[f"{workers}w"] = {
-            **round_,
-            "daemon_start_s": running.start_s,
-            "worker_rss_mib_after": rss,
-        }
+    with WalSampler(db) as wal:
+        for workers in (1, 2):
+            with daemon(db, workers=workers) as running:
+                if queued:  # the submit-only batch is drained here, untimed (warms the worker)
+                    details["drain_queued_s"] = drain(db, queued)
+                    queued = []
+                round_ = w6_round(db, n, offset=offset)
+                offset += n
+                rss = [rss_mib(pid) for pid in running.workers]
+                if workers == 2:
+                    with WalSampler(db) as loop_wal:
+                        loop = loop_round(db, params["loop_n"], params["loop_steps"])
+                    details["loop_2w"] = {**loop, "wal_peak_mib": loop_wal.peak_mib}
+            metrics[f"wc_per_s_{workers}w"] = round_["per_s"]
+            details[f"{workers}w"] = {
+                **round_,
+                "daemon_start_s": running.start_s,
+                "worker_rss_mib_after": rss,
+            }
+    metrics["wal_peak_mib"] = wal.peak_mib
+    metrics["loop_wc_per_s_2w"] = details["loop_2w"]["per_s"]  # type: ignore[index]
+    wal_file = db.with_name(db.name + "-wal")
+    details["wal_after_stop_bytes"] = wal_file.stat().st_size if wal_file.exists() else 0
     states = process_states(db)
     check(
         set(states) == {"finished"},
@@ -61,6 +77,17 @@ WORKLOAD = Workload(
         ),
         Metric("wc_per_s_2w", "  W6 with 2 workers", "wc/s", aiida="2.21/s"),
         Metric(
+            "loop_wc_per_s_2w",
+            "  W6 20-step workchains, 2 workers",
+            "wc/s",
+        ),
+        Metric(
+            "wal_peak_mib",
+            "  W6 peak WAL size (all rounds)",
+            "MiB",
+            Target("<=", 64),
+        ),
+        Metric(
             "submits_per_s",
             "  W6 client submit rate (no daemon)",
             "submits/s",
@@ -69,6 +96,6 @@ WORKLOAD = Workload(
         ),
     ),
     measure=measure,
-    params={"n": 200},
-    quick_params={"n": 200},
+    params={"n": 200, "loop_n": 600, "loop_steps": 20},
+    quick_params={"n": 200, "loop_n": 150, "loop_steps": 20},
 )
