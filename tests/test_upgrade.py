@@ -138,6 +138,18 @@ def test_previous_release_database_migrates_and_its_processes_finish(
             assert node.outputs.tripled.value == 3 * node.inputs.x.value
     assert parents == 6
 
+    for pk in finished:  # the old rows read back through the current API as well
+        node = load_node(pk)
+        assert node.is_finished_ok
+        old_reports = [row[4] for row in before["logs"] if row[1] == pk]
+        assert [entry.message for entry in node.logs] == old_reports
+        old_outputs = {
+            row[4]: row[2]
+            for row in before["links"]
+            if row[1] == pk and row[3] in ("create", "return")
+        }
+        assert {label: node.outputs[label].pk for label in old_outputs} == old_outputs
+
     after = snapshot(miniengine_db, old_columns, finished)
     assert after["nodes"] == before["nodes"]
     assert after["data"] == before["data"]
