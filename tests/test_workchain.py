@@ -1264,3 +1264,12 @@ def test_reports_and_log_records_are_dated_when_made_not_when_committed(monkeypa
     assert node.is_finished_ok
     assert [log.time.timestamp() for log in node.logs] == [1_000_000.0, 2_000_000.0, 3_000_000.0]
     assert node.mtime.timestamp() > 3_000_000.0  # the commits happened at the real time
+
+
+def test_submit_with_one_unstored_node_as_two_inputs_stores_it_once():
+    from miniengine import submit
+
+    shared = Int(9)
+    node = submit(TwoInputs, a=shared, b=shared)  # created and queued; no worker needed
+    assert node.process_state is ProcessState.CREATED
+    assert _input_links(node) == [("a", shared.pk), ("b", shared.pk)]
