@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from miniengine import ProcessState, Str, submit
@@ -92,3 +93,30 @@ def test_repair_finds_a_task_for_a_terminated_process_and_a_live_process_without
     assert f"process {other.pk} is live but has no task: enqueued" in fixed.stdout
     clean = cli(miniengine_db, "repair")
     assert clean.stdout.strip() == "nothing to repair"
+
+
+def test_kill_wait_that_the_owner_did_not_confirm_exits_non_zero(miniengine_db: Path) -> None:
+    node = submit(WaitingProcess, gate=Str("never"))
+    store = node.store
+    assert store is not None
+    # held by an owner whose lease is live but which never acts (e.g. stopped in a step)
+    store.write_sync(
+        lambda c: c.execute(
+            "UPDATE nodes SET owner = 'worker:stuck', lease_expires = ? WHERE pk = ?",
+            (time.time() + 3600, node.pk),
+        )
+    )
+    close_all_stores()
+    waited = cli(
+        miniengine_db, "kill", str(node.pk), "-m", "stop now", "--wait", "--timeout", "0.2"
+    )
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert waited.stdout.strip() == (
+        f"asked the owner of process {node.pk} to kill it; it has not confirmed yet"
+    )
+    asked = cli(miniengine_db, "kill", str(node.pk), "-m", "stop now")
+    assert asked.returncode == 0
+    assert asked.stdout.strip() == f"asked the owner of process {node.pk} to kill it"
+    assert node.process_state is ProcessState.CREATED  # only its owner can end it now
+    paused = cli(miniengine_db, "pause", str(node.pk), "--wait", "--timeout", "0.2")
+    assert paused.returncode == 1 and "still in a step" in paused.stdout

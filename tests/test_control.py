@@ -257,12 +257,15 @@ def test_run_raises_when_a_chain_of_def_steps_is_killed_from_another_thread():
     answers: list[str] = []
 
     def killer() -> None:
-        for _ in range(4000):
-            nodes = find_processes(state="running", process_label="NappingChain")
-            if nodes and _naps(nodes[0]):
-                answers.append(control.kill(nodes[0], "stop now", wait=True, timeout=60))
-                return
-            threading.Event().wait(0.005)
+        try:
+            for _ in range(4000):
+                nodes = find_processes(state="running", process_label="NappingChain")
+                if nodes and _naps(nodes[0]):
+                    answers.append(control.kill(nodes[0], "stop now", wait=True, timeout=60))
+                    return
+                threading.Event().wait(0.005)
+        finally:
+            open_gate("never")  # a run that the kill missed ends instead of running for good
 
     thread = threading.Thread(target=killer)
     thread.start()
@@ -270,8 +273,7 @@ def test_run_raises_when_a_chain_of_def_steps_is_killed_from_another_thread():
         with pytest.raises(ProcessKilledError, match="stop now"):
             run(NappingChain, gate=Str("never"))
     finally:
-        open_gate("never")  # a run that was not killed ends here instead of running for good
-        thread.join(timeout=60)
+        thread.join(timeout=120)
     (node,) = find_processes(process_label="NappingChain")
     assert answers == [f"killed process {node.pk}"]
     assert node.process_state is ProcessState.KILLED

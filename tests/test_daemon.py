@@ -450,3 +450,106 @@ def test_the_pid_file_names_the_daemon_database_and_is_private(shared_daemon: Da
     state = json.loads(pid_file.read_text())
     assert state["db"] == str(shared_daemon.db) and state["state"] == "ready"
     assert pid_file.stat().st_mode & 0o777 == 0o600
+
+
+# kills of processes in plain ``def`` steps ------------------------------------------------------
+
+
+def process_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``miniengine process ARGS`` against ``db`` as a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "miniengine", "process", *args, "--db", str(db)],
+        env=python_env(db),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def control_row(db: Path, pk: int) -> tuple[Any, ...]:
+    with sqlite3.connect(db) as connection:
+        state, status = connection.execute(
+            "SELECT process_state, process_status FROM nodes WHERE pk = ?", (pk,)
+        ).fetchone()
+        (naps,) = connection.execute(
+            "SELECT count(*) FROM logs WHERE node_pk = ? AND message LIKE '%|nap]: nap %'", (pk,)
+        ).fetchone()
+        (outputs,) = connection.execute(
+            "SELECT count(*) FROM links WHERE in_pk = ? AND link_type = 'return'", (pk,)
+        ).fetchone()
+    return state, status, naps, outputs
+
+
+def submit_napping(db: Path) -> int:
+    """Submit a NappingChain (plain ``def`` steps until its gate opens) to ``db``; its pk."""
+    from miniengine import submit
+    from miniengine.storage.store import close_all_stores
+    from tests.workchains.control_chains import NappingChain
+
+    previous = os.environ.get("MINIENGINE_DB")
+    os.environ["MINIENGINE_DB"] = str(db)
+    try:
+        node = submit(NappingChain, gate=Str("never"))
+    finally:
+        close_all_stores()
+        if previous is not None:
+            os.environ["MINIENGINE_DB"] = previous
+    assert node.pk is not None
+    return node.pk
+
+
+def test_process_kill_wait_ends_a_chain_of_def_steps_on_the_daemon(
+    shared_daemon: DaemonGuard,
+) -> None:
+    db = shared_daemon.db
+    pk = submit_napping(db)
+    wait_until(lambda: control_row(db, pk)[2] > 0, 30, "the daemon to run its steps")
+    killed = process_cli(db, "kill", str(pk), "-m", "stop now", "--wait", "--timeout", "60")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert killed.stdout.strip() == f"killed process {pk}"
+    state, status, _, outputs = control_row(db, pk)
+    assert (state, status, outputs) == ("killed", "stop now", 0)
+
+
+def test_an_unconfirmed_kill_wait_exits_non_zero_and_the_kill_ends_the_step_it_waited_for(
+    shared_daemon: DaemonGuard, tmp_path: Path
+) -> None:
+    """The gate step blocks its thread; the kill takes effect when that step ends, and the
+    next step never runs."""
+    db = shared_daemon.db
+    pk = submit_gate(db, tmp_path)
+    (pid,) = wait_until(lambda: started_pids(tmp_path), 30, "the gate step to start")
+    waited = process_cli(
+        db, "kill", str(pk), "-m", "held at the gate", "--wait", "--timeout", "0.5"
+    )
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert waited.stdout.strip() == (
+        f"asked the owner of process {pk} to kill it; it has not confirmed yet"
+    )
+    (tmp_path / f"release.{pid}").touch()
+    state, _, _ = wait_terminated(db, pk, 30)
+    assert control_row(db, pk)[:2] == ("killed", "held at the gate")
+    assert state == "killed" and steps(tmp_path) == ["setup", f"gate {pid}"]  # no finalize
+
+
+def test_a_kill_its_dead_worker_never_took_is_honoured_when_the_process_is_claimed_again(
+    tmp_path: Path,
+) -> None:
+    """The worker is SIGKILLed with the kill request pending; the supervisor releases its lease
+    and the next worker's claim kills the process instead of running it further."""
+    db = tmp_path / "pending.sqlite"
+    with DaemonGuard(db) as daemon:
+        daemon.start("--workers", "1", "--lease-timeout", "60")
+        (first,) = daemon.worker_pids()
+        pk = submit_gate(db, tmp_path)
+        wait_until(lambda: started_pids(tmp_path) == {first}, 30, "the gate step to start")
+        asked = process_cli(db, "kill", str(pk), "-m", "while it was stuck")
+        assert asked.returncode == 0
+        assert asked.stdout.strip() == f"asked the owner of process {pk} to kill it"
+        os.kill(first, signal.SIGKILL)
+        wait_terminated(db, pk, 30)
+        assert control_row(db, pk)[:2] == ("killed", "while it was stuck")
+        # the gate step was not run again by the new worker, and nothing after it ran
+        assert started_pids(tmp_path) == {first}
+        assert steps(tmp_path) == ["setup", f"gate {first}"]
