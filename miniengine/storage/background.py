@@ -1,9 +1,10 @@
 """A daemon thread for the database work that must not run on an event loop or in user code.
 
-It runs three kinds of work for a :class:`~miniengine.storage.store.Store`: a write that an event
+It runs two kinds of work for a :class:`~miniengine.storage.store.Store`: a write that an event
 loop could not do inline because the file was locked by another process (it may have to wait, so
-it waits here, not on the loop); the lease heartbeat, every ``idle_interval`` seconds whatever
-user code is doing; and WAL checkpoints, off the committing thread.
+it waits here, not on the loop); and the lease heartbeat, every ``idle_interval`` seconds whatever
+user code is doing.  (WAL checkpoints run on a short-lived thread of their own: behind queued
+writes that wait for the file's lock, they would start too late to keep the WAL small.)
 
 It is a daemon thread, so a forgotten store never keeps a script alive; stores are still closed
 properly at exit.

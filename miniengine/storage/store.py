@@ -74,8 +74,9 @@ WAL_RESTART_ABOVE = 16 * 1024 * 1024
 WAL_RESTART_WAIT_MS = 100
 
 #: ``journal_size_limit`` of the writer: a WAL that starts over is cut back to this size, so
-#: the file never keeps a larger size for good (smaller would cost re-growing it under load).
-WAL_SIZE_LIMIT = 32 * 1024 * 1024
+#: the file never keeps a larger size for good, and its growth past :data:`WAL_RESTART_ABOVE`
+#: shows new content (smaller would cost re-growing the file under load).
+WAL_SIZE_LIMIT = WAL_RESTART_ABOVE
 
 _ACTIVE_STATES = ("created", "running", "waiting")
 
@@ -125,6 +126,9 @@ class Store:
             raise
         self._writer = connection
         self._write_lock = threading.Lock()
+        #: cleared while a restarting checkpoint waits for the write lock: writers wait for it
+        self._writers_may_go = threading.Event()
+        self._writers_may_go.set()
         # With synchronous=FULL every commit waits for the disk: never do that on a loop.
         self._inline_writes = self.synchronous == "NORMAL"
         self._commits = 0
@@ -132,6 +136,7 @@ class Store:
         self._checkpoint_queued = False
         #: the background thread's connection for checkpoints, opened on first use
         self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_thread: threading.Thread | None = None
         self._page_size = 4096
         self._wal = self.path.with_name(self.path.name + "-wal")
         self._wal_size = 0  # at the last look
@@ -157,6 +162,10 @@ class Store:
             return
         self._closed = True
         self._background.close()
+        if self._checkpoint_thread is not None and self._checkpoint_thread is not (
+            threading.current_thread()
+        ):
+            self._checkpoint_thread.join()
         if self._checkpointer is not None:
             self._checkpointer.close()
         # Readers first, then the writer: the last connection to close copies the WAL back
@@ -214,6 +223,8 @@ class Store:
         the result instead of raised, so the caller learns what was committed."""
         self._check_open()
         self.check_writable()
+        if not self._writers_may_go.is_set():
+            self._writers_may_go.wait()  # a restarting checkpoint wants the lock first
         with self._write_lock:
             return self._transaction(fn, args, retry=True)
 
@@ -222,6 +233,8 @@ class Store:
         lock (then ``DatabaseLockedError``): for a caller with other duties, such as the
         supervisor, which retries later instead of being stuck for the default patience."""
         self._check_open()
+        if not self._writers_may_go.is_set():
+            self._writers_may_go.wait()
         with self._write_lock:
             result, interrupted = self._transaction(fn, args, retry=True, busy_seconds=busy_seconds)
         if interrupted is not None:
@@ -232,7 +245,11 @@ class Store:
         """Run ``fn(connection, *args)`` as one transaction and await its result."""
         self._check_open()
         self.check_writable()
-        if self._inline_writes and self._write_lock.acquire(blocking=False):
+        if (
+            self._inline_writes
+            and self._writers_may_go.is_set()
+            and self._write_lock.acquire(blocking=False)
+        ):
             try:
                 result, _ = self._transaction(fn, args, retry=False)
                 return result
@@ -310,7 +327,13 @@ class Store:
         self._commits = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_queued = True
-        self._background.submit(lambda: self._checkpoint(quiet))
+        # A thread of its own, not the background thread: under load that one has writes queued
+        # (each waiting for the file's lock), and the WAL grows while a checkpoint waits there.
+        thread = threading.Thread(
+            target=self._checkpoint, args=(quiet,), name="miniengine-checkpoint", daemon=True
+        )
+        self._checkpoint_thread = thread
+        thread.start()
 
     def _wal_grew(self) -> bool:
         """Whether the WAL file is above :data:`WAL_RESTART_ABOVE` and larger than at the last
@@ -351,10 +374,14 @@ class Store:
             ):
                 connection.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
                 mode = "TRUNCATE" if quiet else "RESTART"
+                # this store's writers (a loop, step threads waiting for the file's lock) would
+                # otherwise keep the lock from this thread for hundreds of milliseconds
+                self._writers_may_go.clear()
                 try:
                     with self._write_lock:
                         connection.execute(f"PRAGMA wal_checkpoint({mode})")
                 finally:
+                    self._writers_may_go.set()
                     connection.execute("PRAGMA busy_timeout = 0")
         except (MiniengineError, sqlite3.Error, OSError):
             pass  # readers or writers were busy: the next checkpoint catches up
