@@ -134,7 +134,7 @@ class Store:
         self._commits = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_queued = False
-        #: the background thread's connection for checkpoints, opened on first use
+        #: the connection of the checkpoint threads (one at a time), opened on first use
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_thread: threading.Thread | None = None
         self._page_size = 4096
