@@ -38,6 +38,13 @@ BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: A worker that ran this long without crashing gets its backoff reset.
 HEALTHY_AFTER = 60.0
 
+#: The longest restart delay of a worker that had reported ready and was then killed by a
+#: signal (an operator's or the OOM killer's SIGKILL, the heartbeat watchdog): the worker could
+#: start, so this is no crash loop of its own, and a task that kills every worker holding it is
+#: given up by its own attempt cap.  Without this, a few such kills within a minute left the
+#: slot empty for 30 s after each further kill.
+KILLED_WHEN_READY_DELAY = 0.5
+
 #: How long one write of the supervisor waits for another program's write lock.  It has
 #: workers to watch, so it tries again later rather than wait the default half a minute.
 WRITE_PATIENCE = 1.0
@@ -251,7 +258,7 @@ class Supervisor:
         if slot.process is not None and slot.process.stdout is not None:
             slot.process.stdout.close()
         slot.process = None
-        slot.ready = False
+        was_ready, slot.ready = slot.ready, False
         self._write_state()
         if slot.retiring or self._stop:
             logger.info("worker %s stopped (exit %s)", slot.worker_id, code)
@@ -259,6 +266,8 @@ class Supervisor:
         if time.monotonic() - slot.started > HEALTHY_AFTER:
             slot.crashes = 0
         delay = BACKOFF[min(slot.crashes, len(BACKOFF) - 1)]
+        if was_ready and code < 0:
+            delay = min(delay, KILLED_WHEN_READY_DELAY)
         slot.crashes += 1
         slot.restart_at = time.monotonic() + delay
         if released is None:
