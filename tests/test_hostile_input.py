@@ -49,6 +49,7 @@ from miniengine.exceptions import CheckpointError, IncompatibleDatabaseError, No
 from miniengine.storage.schema import SCHEMA_VERSION
 from miniengine.storage.store import Store, close_all_stores
 from miniengine.testing import open_gate
+from tests.scripts import fault_chains
 from tests.scripts.fault_chains import GatesWorkChain, StepsWorkChain
 from tests.workchains.daemon_chains import DaemonGuard, wait_until
 
@@ -282,6 +283,28 @@ def test_a_hostile_label_or_input_name_is_refused_naming_it_or_kept_as_given(
         assert result.value == 1
         incoming = load_node(node.pk).base.links.get_incoming()
         assert [link.link_label for link in incoming] == [label]
+
+
+@fuzz
+@given(
+    value=hostile
+    | st.builds(Int, huge_ints)
+    | st.builds(Dict, st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1)))
+)
+def test_a_hostile_value_in_a_workchain_context_is_checkpointed_or_refused_naming_it(
+    miniengine_db: Path, value: Any
+) -> None:
+    """The step's commit checkpoints the context: a value that cannot be checkpointed ends
+    the process EXCEPTED with an error naming ``ctx.value``; any other comes back in the next
+    step.  Either way no process is left live."""
+    fault_chains.CONTEXT_VALUE[0] = value
+    try:
+        outputs = run(fault_chains.ContextChain)
+    except MiniengineError as exc:
+        assert "ctx.value" in str(exc), str(exc)
+    else:
+        assert outputs["kept"].value == 1
+    assert find_processes(state=["created", "running", "waiting"]) == []
 
 
 def test_ints_beyond_64_bits_round_trip_as_int_and_are_refused_inside_a_dict(

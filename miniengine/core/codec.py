@@ -335,9 +335,27 @@ _SUPPORTED: Final = (
 )
 
 
+#: The scalars :func:`check_encodable` passes without a look (a str must be valid UTF-8).
+_PLAIN_SCALARS: Final = _SCALAR_TYPES - {str}
+
+
+def _check_utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Refusal(
+            f"the str holds the lone surrogate U+{ord(text[exc.start]):04X} (at index "
+            f"{exc.start}), which UTF-8 cannot encode"
+        ) from None
+
+
 def _walk(value: Any, on_path: set[int], depth: int) -> None:
     kind = type(value)
-    if kind in _SCALAR_TYPES:
+    if kind in _PLAIN_SCALARS:
+        return
+    if kind is str:
+        if not value.isascii():
+            _check_utf8(value)
         return
     if depth >= MAX_DEPTH:
         raise _Refusal(f"containers are nested more than {MAX_DEPTH} levels deep")
@@ -348,7 +366,7 @@ def _walk(value: Any, on_path: set[int], depth: int) -> None:
     depth += 1
     if kind is list or kind is tuple:
         for index, item in enumerate(value):
-            if type(item) not in _SCALAR_TYPES:
+            if type(item) not in _PLAIN_SCALARS:
                 try:
                     _walk(item, on_path, depth)
                 except _Refusal as refusal:
@@ -356,13 +374,13 @@ def _walk(value: Any, on_path: set[int], depth: int) -> None:
                     raise
     elif kind is dict:
         for key, item in value.items():
-            if type(key) not in _SCALAR_TYPES:
+            if type(key) not in _PLAIN_SCALARS:
                 try:
                     _walk(key, on_path, depth)
                 except _Refusal as refusal:
                     refusal.segments[:] = [("key", key)]
                     raise
-            if type(item) not in _SCALAR_TYPES:
+            if type(item) not in _PLAIN_SCALARS:
                 try:
                     _walk(item, on_path, depth)
                 except _Refusal as refusal:

@@ -342,22 +342,28 @@ class _Executor:
 
     def checkpoint(self) -> bytes:
         """Encode the state; a ctx value that cannot be checkpointed is reported by its key."""
-        state = {
-            "p": class_path(self.cls),
-            "c": list(self.cursor) if self.cursor is not None else None,
-            "n": self.step_name,
-            "s": self.seq,
-            "x": _plain_dicts(self.ctx),
-            "w": [(key, append, node.pk) for key, append, node in self.awaiting],
-            "i": self.raw_inputs,
-            "o": {label: data.pk for label, data in self.outputs.items() if data.is_stored},
-        }
         try:
-            return codec.encode(state)
-        except CheckpointError:
+            return codec.encode(
+                {
+                    "p": class_path(self.cls),
+                    "c": list(self.cursor) if self.cursor is not None else None,
+                    "n": self.step_name,
+                    "s": self.seq,
+                    "x": _plain_dicts(self.ctx),
+                    "w": [(key, append, node.pk) for key, append, node in self.awaiting],
+                    "i": self.raw_inputs,
+                    "o": {label: data.pk for label, data in self.outputs.items() if data.is_stored},
+                }
+            )
+        except (CheckpointError, RecursionError) as exc:
+            # (a value nested thousands deep exhausts the recursion before the codec sees it)
             for key, value in self.ctx.items():
                 codec.check_encodable(value, f"ctx.{key}")
             codec.check_encodable(self.raw_inputs, "inputs")
+            if isinstance(exc, RecursionError):
+                raise CheckpointError(
+                    "cannot checkpoint the context: it is nested too deep"
+                ) from exc
             raise
 
     def restore(self, blob: bytes) -> None:

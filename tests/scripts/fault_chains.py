@@ -89,3 +89,24 @@ class GatesWorkChain(WorkChain):
 
     def gather(self) -> None:
         self.out("passed", Int(sum(1 for child in self.ctx.waiting if child.is_finished_ok)))
+
+
+#: The value :class:`ContextChain` puts in its context (set by the test before each run).
+CONTEXT_VALUE: list[object] = [None]
+
+
+class ContextChain(WorkChain):
+    """Puts :data:`CONTEXT_VALUE` in ``self.ctx.value`` (checkpointed at the step's commit),
+    then says in a second step whether it is still there."""
+
+    @classmethod
+    def define(cls, spec):  # type: ignore[no-untyped-def]
+        super().define(spec)
+        spec.output("kept", valid_type=Int)
+        spec.outline(cls.keep, cls.report_kept)
+
+    def keep(self) -> None:
+        self.ctx.value = CONTEXT_VALUE[0]
+
+    def report_kept(self) -> None:
+        self.out("kept", Int(1 if self.ctx.value is CONTEXT_VALUE[0] else 0))
