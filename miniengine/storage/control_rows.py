@@ -1,8 +1,9 @@
 """The SQL of process control: kill, pause and play, in the database or through the owner.
 
 A process that a live owner holds (a worker, or a script in run mode) gets a request in its
-``control`` column; the owner watches for requests of its own processes and acts at once (kill)
-or at the next step boundary (pause).  A process nobody holds -- created, evicted while waiting,
+``control`` column; the owner watches for requests of its own processes and acts at once (a kill
+of an ``async`` step) or at the next step boundary (a kill of a ``def`` step, a pause).  A claim
+honours a request left by an owner that died before acting on it.  A process nobody holds -- created, evicted while waiting,
 or left by a dead owner -- is changed here directly, under the same transaction rules.
 """
 
