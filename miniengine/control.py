@@ -3,9 +3,10 @@
 A process held by a live owner (a daemon worker, or a script running it with ``run``) is asked
 through the database and its owner acts within a poll interval: a kill at once in an ``async``
 step or when the running ``def`` step ends (its thread cannot be interrupted), a pause at the
-next step boundary.  A request that a dead owner never acted on is honoured by the next claim.  A process that nobody holds -- created, waiting for children, or left by a
-dead owner -- is changed in the database directly.  Killing cascades to every descendant that has
-not terminated.  The AiiDA names (``pause_processes``, ``play_processes``, ``kill_processes``,
+next step boundary.  A request that a dead owner never acted on is honoured by the next claim.
+A process that nobody holds -- created, waiting for children, or left by a dead owner -- is
+changed in the database directly.  Killing cascades to every descendant that has not
+terminated.  The AiiDA names (``pause_processes``, ``play_processes``, ``kill_processes``,
 ``revive_processes``) work too.
 """
 
