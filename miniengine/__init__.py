@@ -34,6 +34,9 @@ _EXPORTS: dict[str, str] = {
     "calcfunction": "miniengine.runtime.functions",
     "workfunction": "miniengine.runtime.functions",
     "WorkChain": "miniengine.runtime.workchain",
+    "BaseRestartWorkChain": "miniengine.runtime.restart",
+    "process_handler": "miniengine.runtime.restart",
+    "ProcessHandlerReport": "miniengine.runtime.restart",
     "ToContext": "miniengine.core.awaitables",
     "append_": "miniengine.core.awaitables",
     "assign_": "miniengine.core.awaitables",
@@ -82,6 +85,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BaseRestartWorkChain",
     "Bool",
     "CalcFunctionNode",
     "CheckpointError",
@@ -108,6 +112,7 @@ __all__ = [
     "OutputValidationError",
     "PortableCode",
     "ProcessBuilder",
+    "ProcessHandlerReport",
     "ProcessKilledError",
     "ProcessNode",
     "ProcessState",
@@ -134,6 +139,7 @@ __all__ = [
     "load_code",
     "load_computer",
     "load_node",
+    "process_handler",
     "resume",
     "return_",
     "run",
@@ -192,6 +198,11 @@ if TYPE_CHECKING:
         load_node,
     )
     from miniengine.runtime.remote_data import RemoteData
+    from miniengine.runtime.restart import (
+        BaseRestartWorkChain,
+        ProcessHandlerReport,
+        process_handler,
+    )
     from miniengine.runtime.submit import asubmit, await_node, submit
     from miniengine.runtime.workchain import WorkChain
 

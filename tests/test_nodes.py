@@ -295,6 +295,7 @@ def test_find_processes_excludes_data():
 # -- the public names ------------------------------------------------------------------------------
 
 EXPECTED_ALL = [
+    "BaseRestartWorkChain",
     "Bool",
     "CalcFunctionNode",
     "CheckpointError",
@@ -321,6 +322,7 @@ EXPECTED_ALL = [
     "OutputValidationError",
     "PortableCode",
     "ProcessBuilder",
+    "ProcessHandlerReport",
     "ProcessKilledError",
     "ProcessNode",
     "ProcessState",
@@ -347,6 +349,7 @@ EXPECTED_ALL = [
     "load_code",
     "load_computer",
     "load_node",
+    "process_handler",
     "resume",
     "return_",
     "run",
