@@ -394,3 +394,26 @@ def _live_tasks(connection, pk: int) -> bool:  # type: ignore[no-untyped-def]
         ).fetchone()
         is not None
     )
+
+
+async def test_a_pending_kill_honoured_at_claim_kills_the_children_too():
+    from miniengine import asubmit
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=2, stop_timeout=0.1):
+        parent = await asubmit(ParentOfWaiting, gate=Str("never"))
+        await _until(lambda: parent.process_state is ProcessState.WAITING, "the parent to wait")
+        (child,) = parent.called
+        await _until(lambda: child.process_state is ProcessState.RUNNING, "the child to run")
+    # the worker stopped: both hold no lease now; make them look held by a worker that then dies
+    _hold_for_a_dead_owner(parent)
+    _hold_for_a_dead_owner(child)
+    answer = await asyncio.to_thread(control.kill, parent, "tidy up")
+    assert answer == f"asked the owner of process {parent.pk} to kill it"
+    _release_the_dead_owner(parent)
+    async with Worker(slots=2):
+        await _until(lambda: parent.is_terminated and child.is_terminated, "the kills")
+    assert (parent.process_state, parent.process_status) == (ProcessState.KILLED, "tidy up")
+    assert child.process_state is ProcessState.KILLED
+    assert child.process_status == f"tidy up (its caller {parent.pk} was killed)"
+    assert "seen" not in parent.outputs and "passed" not in child.outputs
