@@ -100,8 +100,9 @@ class GatedDoublerRestart(DoublerRestart):
 
 
 class ScriptedRestart(BaseRestartWorkChain):
-    """Four handlers that answer as the ``behaviour`` input says (``{name: 'report' | 'break' |
-    'abort'}``; absent: None); each reports ``considered <name>``."""
+    """Handlers that answer as the ``behaviour`` input says: ``{name: answer}`` or ``{name:
+    [answer of iteration 1, of iteration 2, ...]}`` with answers ``'report'``, ``'break'``,
+    ``'abort'`` or None (no report); each reports ``considered <name>``."""
 
     _process_class = Doubler
 
@@ -121,6 +122,9 @@ class ScriptedRestart(BaseRestartWorkChain):
     def _answer(self, name: str) -> ProcessHandlerReport | None:
         self.report(f"considered {name}")
         answer = self.inputs.behaviour.get_dict().get(name)
+        if isinstance(answer, list):
+            index = self.ctx.iteration - 1
+            answer = answer[index] if index < len(answer) else None
         if answer == "report":
             return ProcessHandlerReport()
         if answer == "break":
