@@ -49,6 +49,9 @@ POLL_INTERVAL = 0.01
 #: Seconds before a task that a worker had to hand back is tried again.
 RETRY_DELAY = 1.0
 
+#: Seconds before a worker claims again after a claim failed (the file stayed locked, say).
+CLAIM_RETRY_DELAY = 1.0
+
 
 class Worker:
     """Runs submitted processes on the current event loop until the ``async with`` block ends."""
@@ -172,7 +175,7 @@ class Worker:
                 self._log.problem(
                     "claim", "claiming tasks failed; retrying every 1 s", exc_info=True
                 )
-                await anyio.sleep(1.0)
+                await anyio.sleep(CLAIM_RETRY_DELAY)
                 continue
             for claim in claimed:
                 self.busy += 1

@@ -77,7 +77,7 @@ LEASE = 1.0
 GATE = "fault-gate"
 
 #: The scenarios, each a transition or a whole life of processes.
-SCENARIOS = ("function", "workchain", "daemon", "kill", "recover")
+SCENARIOS = ("function", "workchain", "daemon", "kill", "recover", "pause", "shutdown")
 
 
 class InjectedFault(sqlite3.OperationalError):
@@ -313,6 +313,13 @@ def run_scenario(name: str, db: Path) -> Any:
         return None
     if name == "kill":
         return kill(_top(db), "stopped by the fault-injection test", db=db)
+    if name == "pause":
+        from miniengine.control import pause, play
+
+        return pause(_top(db), db=db), play(_top(db), db=db)
+    if name == "shutdown":
+        anyio.run(_waiting_tree, db)
+        return None
     if name == "recover":
         from miniengine.storage import broker_rows
         from miniengine.storage.store import shared_store
@@ -388,7 +395,17 @@ def complete(name: str, db: Path) -> dict[str, Any]:
     if name == "kill":
         kill(_top(db), "stopped by the fault-injection test", db=db)
         return {"states": _states(db)}
-    if name == "recover":
+    if name == "shutdown":
+        anyio.run(_worker_until_all_terminated, db, lambda: open_gate(GATE, db=db))
+        tops = _top_nodes(db, "GatesWorkChain")
+        if not (tops and tops[0].is_finished_ok):  # not retried but reported: run it again
+            tops = [anyio.run(_gates_to_the_end, db)]
+        return {"top": _outputs(tops[0])}
+    if name in ("recover", "pause"):
+        if name == "pause":
+            from miniengine.control import play
+
+            play(_top(db), db=db)
         _recover(db, later=0.0)
         top = _top(db)
         anyio.run(_worker_until_all_terminated, db, lambda: open_gate(GATE, db=db))
@@ -408,7 +425,7 @@ def prepare(name: str, db: Path) -> None:
 
     _use(db)
     Store(db).close()
-    if name in ("kill", "recover"):
+    if name in ("kill", "recover", "pause"):
         anyio.run(_waiting_tree, db)
     if name == "recover":
         _leave_expired_leases(db)
@@ -423,14 +440,29 @@ async def _waiting_tree(db: Path) -> None:
     from tests.scripts.fault_chains import GatesWorkChain
 
     async with Worker(db=db, lease_timeout=LEASE, stop_timeout=0.2) as worker:
-        await asubmit(GatesWorkChain, gate=Str(GATE))
+        top = await asubmit(GatesWorkChain, gate=Str(GATE))
         waiting = (
             "SELECT count(*) FROM nodes WHERE process_label = 'WaitingProcess' "
             "AND process_state = 'running'"
         )
         with anyio.fail_after(30):
-            while _count(db, waiting) < 2 or worker.busy < 2:
+            # (a fault may end the parent first: then there is nothing more to wait for)
+            while (_count(db, waiting) < 2 or worker.busy < 2) and not top.is_terminated:
                 await anyio.sleep(0.01)
+
+
+async def _gates_to_the_end(db: Path) -> Any:
+    """A GatesWorkChain run to its end by a worker, its gate open."""
+    from miniengine import Str, asubmit, await_node
+    from miniengine.daemon import Worker
+    from miniengine.testing import open_gate
+    from tests.scripts.fault_chains import GatesWorkChain
+
+    open_gate(GATE, db=db)
+    async with Worker(db=db, lease_timeout=LEASE, stop_timeout=1.0):
+        node = await asubmit(GatesWorkChain, gate=Str(GATE))
+        await await_node(node, timeout=60)
+    return node
 
 
 def _leave_expired_leases(db: Path) -> None:
@@ -561,8 +593,9 @@ def run_injected(db: Path, scenario: str, injections: list[Injection]) -> BaseEx
     from miniengine.daemon import worker
     from miniengine.storage.store import close_all_stores
 
-    retry_delay = worker.RETRY_DELAY
-    worker.RETRY_DELAY = 0.05  # a task handed back is tried again soon
+    delays = worker.RETRY_DELAY, worker.CLAIM_RETRY_DELAY
+    # a task handed back, or a claim that failed, is tried again soon
+    worker.RETRY_DELAY = worker.CLAIM_RETRY_DELAY = 0.05
     try:
         with Injector(injections, ignored(scenario)).installed():
             try:
@@ -573,7 +606,7 @@ def run_injected(db: Path, scenario: str, injections: list[Injection]) -> BaseEx
                 close_all_stores()
         return None
     finally:
-        worker.RETRY_DELAY = retry_delay
+        worker.RETRY_DELAY, worker.CLAIM_RETRY_DELAY = delays
 
 
 def serve() -> None:
