@@ -25,6 +25,7 @@ from miniengine import (
     ProcessState,
     Str,
     arun_get_node,
+    await_node,
     control,
     find_processes,
     load_node,
@@ -32,7 +33,7 @@ from miniengine import (
     submit,
 )
 from miniengine.core.links import LinkType
-from miniengine.exceptions import InputValidationError, MiniengineError
+from miniengine.exceptions import InputValidationError, MiniengineError, StoreError
 from miniengine.runtime.nodes import ProcessNode
 from miniengine.runtime.restart import (
     BaseRestartWorkChain,
@@ -46,6 +47,7 @@ from tests.workchains.restart_chains import (
     Doubler,
     DoublerRestart,
     GatedDoublerRestart,
+    GatedHalveRestart,
     HalveRestart,
     NoProcessClassRestart,
     ScriptedRestart,
@@ -412,6 +414,25 @@ def test_a_calcfunction_that_raises_ends_the_work_chain_with_301():
     assert "cannot halve -2" in (child.exception or "")
 
 
+def test_a_value_restored_from_a_checkpoint_is_stored_as_the_node_it_already_is():
+    """A replayed step stores again the unstored values its cut-off attempt had stored (they
+    are checkpointed with their uuid): the node is reused, not refused as a duplicate uuid."""
+    from miniengine.core import codec
+
+    value = Dict({"a": 1})
+    restored = codec.decode(codec.encode(value))
+    assert restored.uuid == value.uuid and restored.pk is None
+    value.store()
+    assert restored.store().pk == value.pk
+    # another content under the same uuid is still refused
+    other = codec.decode(codec.encode(Dict({"a": 1})))
+    changed = codec.decode(codec.encode(other))
+    changed["a"] = 2
+    other.store()
+    with pytest.raises(StoreError, match="UNIQUE"):
+        changed.store()
+
+
 # a real daemon -------------------------------------------------------------------------------
 
 
@@ -437,9 +458,11 @@ def _submit_to(db: Path, process: type, **inputs: object) -> int:
     return node.pk
 
 
-def _terminated(db: Path, pk: int) -> ProcessNode | None:
-    node = load_node(pk, db=db)
-    return node if node.is_terminated else None
+def _await(db: Path, pk: int) -> ProcessNode:
+    """Wait (at most a minute) until the process ``pk`` has terminated; its node."""
+    node = await_node(load_node(pk, db=db), timeout=60)
+    assert isinstance(node, ProcessNode)
+    return node
 
 
 def test_a_restart_loop_runs_on_the_daemon(tmp_path: Path):
@@ -447,7 +470,7 @@ def test_a_restart_loop_runs_on_the_daemon(tmp_path: Path):
     with DaemonGuard(db) as daemon:
         daemon.start("--workers", "2")
         pk = _submit_to(db, DoublerRestart, child={"x": Int(-4), "folder": Str(str(tmp_path))})
-        node = wait_until(lambda: _terminated(db, pk), 60, "the restart work chain to end")
+        node = _await(db, pk)
     assert node.is_finished_ok, node.exception
     assert node.outputs.result.value == 4  # -4 -> -1 -> 2
     children = [child for _, child in iterations(node)]
@@ -476,7 +499,7 @@ def test_a_worker_killed_mid_loop_resumes_without_running_an_iteration_twice(tmp
             lambda: started_pids(tmp_path) - {first}, 60, "the replayed step on a new worker"
         )
         (tmp_path / f"release.{second}").touch()
-        node = wait_until(lambda: _terminated(db, pk), 60, "the restart work chain to end")
+        node = _await(db, pk)
     assert node.is_finished_ok, node.exception
     assert node.outputs.result.value == 4
     labels = [label for label, _ in iterations(node)]
@@ -492,3 +515,36 @@ def test_a_worker_killed_mid_loop_resumes_without_running_an_iteration_twice(tmp
     assert len(launches) == 2  # the cut-off step's report was never committed
     assert reports(node)[-1] == "work chain completed after 2 iterations"
     assert Doubler.exit_codes.ERROR_NEGATIVE.status == iterations(node)[0][1].exit_status
+
+
+def test_a_worker_killed_in_an_inline_calcfunction_runs_that_iteration_afresh(tmp_path: Path):
+    """The worker dies inside the calcfunction of the second iteration.  The replayed
+    ``run_process`` marks the cut-off call EXCEPTED ("owner lost") and calls it afresh; the
+    iteration counter, the context and the outputs see the second iteration once."""
+    db = tmp_path / "inline.sqlite"
+    with DaemonGuard(db) as daemon:
+        daemon.start("--workers", "1", "--lease-timeout", "60")
+        (first,) = daemon.worker_pids()
+        pk = _submit_to(db, GatedHalveRestart, x=Int(7), folder=Str(str(tmp_path)))
+        wait_until(lambda: started_pids(tmp_path) == {first}, 60, "the second iteration")
+        os.kill(first, signal.SIGKILL)
+        (second,) = wait_until(
+            lambda: started_pids(tmp_path) - {first}, 60, "the replayed call on a new worker"
+        )
+        (tmp_path / f"release.{second}").touch()
+        node = _await(db, pk)
+    assert node.is_finished_ok, node.exception
+    assert node.outputs.result.value == 4
+    assert (tmp_path / "steps").read_text().splitlines() == ["halve x=7", "halve x=8", "halve x=8"]
+    (_, odd), (_, cut_off), (_, fresh) = iterations(node)
+    assert [label for label, _ in iterations(node)] == ["iteration_01"] + ["iteration_02"] * 2
+    assert odd.exit_status == 300
+    assert cut_off.process_state is ProcessState.EXCEPTED
+    assert "owner lost" in (cut_off.exception or cut_off.process_status or "")
+    assert fresh.is_finished_ok and node.outputs.result.pk == fresh.outputs.result.pk
+    launches = [m for m in reports(node) if m.startswith("launching")]
+    assert launches == [
+        f"launching gated_halve<{odd.pk}> iteration #1",
+        f"launching gated_halve<{fresh.pk}> iteration #2",
+    ]
+    assert reports(node)[-1] == "work chain completed after 2 iterations"

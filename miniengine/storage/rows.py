@@ -59,26 +59,40 @@ _INSERT_DATA = (
 
 
 def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
-    """Insert one unstored Data node and return its pk (the caller marks it stored on commit)."""
+    """Insert one unstored Data node and return its pk (the caller marks it stored on commit).
+
+    A node with this uuid and the same type and content is already the one being stored: an
+    unstored value is checkpointed with its uuid, so a step replayed after a crash stores again
+    what the cut-off attempt had stored (e.g. as the input of an inline call).  That node's pk
+    is returned; a different node under the uuid is still refused by the UNIQUE constraint.
+    """
     computer_pk = None
     needs = data._storage_needs()  # a computer, repository objects: codes and file data
     if needs is not None:
         from miniengine.storage.computer_rows import check_storage_needs
 
         computer_pk = check_storage_needs(connection, data, needs)
+    attributes = pack_attributes(data._to_attributes())
     cursor = connection.execute(
-        _INSERT_DATA,
+        _INSERT_DATA + " ON CONFLICT (uuid) DO NOTHING",
         (
             data.uuid,
             data.type_name,
             data.label,
             data.description,
-            pack_attributes(data._to_attributes()),
+            attributes,
             now,
             now,
             computer_pk,
         ),
     )
+    if cursor.rowcount == 0:
+        existing = connection.execute(
+            "SELECT pk, node_type, attributes FROM nodes WHERE uuid = ?", (data.uuid,)
+        ).fetchone()
+        if existing is None or (existing[1], existing[2]) != (data.type_name, attributes):
+            raise sqlite3.IntegrityError("UNIQUE constraint failed: nodes.uuid")
+        return int(existing[0])
     assert cursor.lastrowid is not None
     return cursor.lastrowid
 

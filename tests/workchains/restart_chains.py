@@ -9,6 +9,7 @@
 - :class:`ScriptedRestart` has four handlers whose answers come from the ``behaviour`` input;
   each reports that it was considered, so the order shows in the node's log.
 - :class:`HalveRestart` restarts the calcfunction :func:`halve`, which fails for odd numbers.
+- :class:`GatedHalveRestart` restarts :func:`gated_halve`, which blocks in its second run.
 - :class:`WaitingRestart` restarts ``miniengine.testing.WaitingProcess`` (for a killed child).
 """
 
@@ -189,6 +190,32 @@ class HalveRestart(BaseRestartWorkChain):
     def handle_odd(self, node: ProcessNode) -> ProcessHandlerReport:
         self.ctx.inputs.x = Int(self.ctx.inputs.x.value + 1)
         return ProcessHandlerReport()
+
+
+@calcfunction
+def gated_halve(x: Int, folder: Str) -> Int | ExitCode:
+    """:func:`halve` that records each call in ``folder/steps`` and, for an even ``x``, waits at
+    the gate of ``folder`` first."""
+    record(Path(folder.value), f"halve x={x.value}")
+    if x.value % 2:
+        return ExitCode(300, "x is odd")
+    gate(Path(folder.value), "")
+    return Int(x.value // 2)
+
+
+class GatedHalveRestart(HalveRestart):
+    """Restarts :func:`gated_halve`; its second run (``x`` made even) waits at the gate."""
+
+    _process_class = gated_halve
+
+    @classmethod
+    def define(cls, spec: ProcessSpec) -> None:
+        super().define(spec)
+        spec.input("folder", valid_type=Str)
+
+    def setup(self) -> None:
+        super().setup()
+        self.ctx.inputs.folder = self.inputs.folder
 
 
 class WaitingRestart(BaseRestartWorkChain):
