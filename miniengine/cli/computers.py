@@ -1,8 +1,8 @@
 """``miniengine computer setup|configure|list|show|test|delete`` and ``miniengine code ...``.
 
 As ``verdi computer`` and ``verdi code``, without prompts: every field is a flag, and what is
-not given takes AiiDA's default.  ``configure`` has one subcommand per transport plugin, whose
-flags are that transport's settings.
+not given takes AiiDA's default.  ``configure TRANSPORT`` takes that transport plugin's
+settings as flags.
 """
 
 from __future__ import annotations
@@ -19,31 +19,33 @@ from miniengine.cli.table import emit, format_pairs, format_table, json_array, j
 
 __all__ = ["add_code_commands", "add_computer_commands"]
 
-#: The transports ``configure`` offers subcommands for (others: ``--param NAME=VALUE``).
-_TRANSPORTS = ("core.local", "core.ssh")
+
+def _run_with_store(
+    function: Callable[[argparse.Namespace, Any], int], args: argparse.Namespace, create: bool
+) -> int:
+    """Run ``function`` with the database (it must exist unless ``create``) as the current one,
+    so that nodes made by the command (a code) are stored there; close it after."""
+    import os
+
+    path = db_path(args)
+    if not create:
+        require_file(path)
+    from miniengine.runtime.context import store_for
+    from miniengine.storage.paths import ENV_VAR
+    from miniengine.storage.store import close_all_stores
+
+    os.environ[ENV_VAR] = str(path)
+    try:
+        return function(args, store_for(path))
+    finally:
+        close_all_stores()
 
 
 def _with_store(
     function: Callable[[argparse.Namespace, Any], int], create: bool = False
 ) -> Handler:
-    """A handler that runs with the database (it must exist unless ``create``) as the current
-    one, so that nodes made by the command (a code) are stored there, and closes it after."""
-
     def handler(args: argparse.Namespace) -> int:
-        import os
-
-        path = db_path(args)
-        if not create:
-            require_file(path)
-        from miniengine.runtime.context import store_for
-        from miniengine.storage.paths import ENV_VAR
-        from miniengine.storage.store import close_all_stores
-
-        os.environ[ENV_VAR] = str(path)
-        try:
-            return function(args, store_for(path))
-        finally:
-            close_all_stores()
+        return _run_with_store(function, args, create)
 
     return guarded(handler)
 
@@ -106,9 +108,19 @@ def add_computer_commands(commands: argparse._SubParsersAction[argparse.Argument
         description="Record the transport settings of a computer; settings not given take "
         "the plugin's defaults.",
     )
-    transports = configure.add_subparsers(dest="transport", metavar="TRANSPORT", required=True)
-    for name in _TRANSPORTS:
-        _add_configure(transports, name)
+    # The transport's flags are added when the command runs: building them here would import
+    # the transport plugins (and the event loop machinery) for every command line.
+    configure.add_argument(
+        "transport", metavar="TRANSPORT", help="the computer's transport: core.local, core.ssh, ..."
+    )
+    configure.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        metavar="COMPUTER [SETTINGS]",
+        help="the computer (label, pk or uuid) and the transport's settings; "
+        "`miniengine computer configure TRANSPORT --help` lists them",
+    )
+    configure.set_defaults(handler=guarded(_configure_entry))
 
     listing = commands.add_parser("list", help="list the computers")
     add_json_option(listing)
@@ -140,13 +152,15 @@ def add_computer_commands(commands: argparse._SubParsersAction[argparse.Argument
     delete.set_defaults(handler=_with_store(_delete))
 
 
-def _add_configure(
-    transports: argparse._SubParsersAction[argparse.ArgumentParser], name: str
-) -> None:
+def _configure_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``computer configure NAME``: the settings of the transport plugin ``name``."""
     from miniengine.transports.plugins import TransportFactory
 
     transport = TransportFactory(name)
-    parser = transports.add_parser(name, help=f"configure a {name} computer")
+    parser = argparse.ArgumentParser(
+        prog=f"miniengine computer configure {name}",
+        description=f"Record the settings of the {name} transport of a computer.",
+    )
     parser.add_argument("computer", metavar="COMPUTER", help="label, pk or uuid")
     for param, spec in sorted(transport.auth_params.items()):
         flag = "--" + param.replace("_", "-")
@@ -167,7 +181,15 @@ def _add_configure(
         "-n", "--non-interactive", action="store_true", help="accepted: this command never asks"
     )
     add_db_option(parser)
-    parser.set_defaults(handler=_with_store(_configure), auth_params=sorted(transport.auth_params))
+    parser.set_defaults(auth_params=sorted(transport.auth_params))
+    return parser
+
+
+def _configure_entry(args: argparse.Namespace) -> int:
+    parser = _configure_parser(args.transport)
+    rest, args.rest = args.rest, None
+    parsed = parser.parse_args(rest, namespace=args)
+    return _run_with_store(_configure, parsed, create=False)
 
 
 def _load(store: Any, identifier: str) -> Any:

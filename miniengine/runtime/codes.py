@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 
 from miniengine.core.data import StorageNeeds
 from miniengine.exceptions import MultipleObjectsError, NotExistent, ValidationError
@@ -213,9 +213,15 @@ class InstalledCode(AbstractCode, type_name="core.code.installed"):
     def can_run_on_computer(self, computer: Computer) -> bool:
         return computer.uuid == self._computer_uuid
 
-    def _storage_needs(self) -> StorageNeeds | None:
-        if self._computer is not None and not self._computer.is_stored:
+    def store(self) -> Self:
+        """Store the node, and its computer first if that is not stored yet."""
+        if self._pk is None and self._computer is not None and not self._computer.is_stored:
             self._computer.store()
+        return super().store()
+
+    def _storage_needs(self) -> StorageNeeds | None:
+        # called inside the storing transaction: it must not write (an unstored computer is
+        # refused there by name)
         return StorageNeeds(computer_uuid=self._computer_uuid)
 
     def _code_attributes(self) -> dict[str, Any]:

@@ -353,6 +353,13 @@ class RepositoryData(Data, type_name="core.repository_data"):
         obj._restore_own_attributes(content)
         return obj
 
+    def __eq__(self, other: object) -> bool:
+        """The same node (same uuid), as AiiDA compares nodes; content is not compared."""
+        return isinstance(other, Data) and type(other) is type(self) and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
     def clone(self) -> Self:
         copy = super().clone()
         copy._repository_root = str(self._repository().root)

@@ -62,6 +62,13 @@ class ComputerData(Data, type_name="core.computer_data"):
         if computer is not None:
             self.computer = computer
 
+    def __eq__(self, other: object) -> bool:
+        """The same node (same uuid), as AiiDA compares nodes; content is not compared."""
+        return isinstance(other, Data) and type(other) is type(self) and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
     @property
     def computer(self) -> Computer | None:
         """The computer (loaded from the node's database on first access)."""
@@ -77,9 +84,15 @@ class ComputerData(Data, type_name="core.computer_data"):
         self._computer = computer
         self._computer_uuid = computer.uuid if computer is not None else None
 
-    def _storage_needs(self) -> StorageNeeds | None:
-        if self._computer is not None and not self._computer.is_stored:
+    def store(self) -> Self:
+        """Store the node, and its computer first if that is not stored yet."""
+        if self._pk is None and self._computer is not None and not self._computer.is_stored:
             self._computer.store()
+        return super().store()
+
+    def _storage_needs(self) -> StorageNeeds | None:
+        # called inside the storing transaction: it must not write (an unstored computer is
+        # refused there by name)
         return StorageNeeds(computer_uuid=self._computer_uuid)
 
     def _own_attributes(self) -> dict[str, Any]:
