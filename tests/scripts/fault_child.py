@@ -9,8 +9,9 @@ statement (N = statements + 1: the ``COMMIT``) SIGKILLs this OS process (``kill`
 the transaction it takes a snapshot of every table a transition writes, and just after a failure
 another one, so the test can check that the transaction rolled back whole.
 
-The scenarios drive whole transitions through the public API (``run``, ``submit`` with a real
-:class:`~miniengine.daemon.Worker`, ``kill``, the recovery of expired leases) and, after a failed
+The scenarios (:data:`SCENARIOS`) drive whole transitions through the public API (``run``,
+``submit`` with a real :class:`~miniengine.daemon.Worker`, a worker stopping with processes it
+runs, ``kill``, ``pause`` and ``play``, the recovery of expired leases) and, after a failed
 attempt, :func:`complete` recovers and reruns them to completion and returns a signature of the
 result, which must equal the signature of an uninjected run.
 
