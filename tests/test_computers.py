@@ -139,7 +139,7 @@ def test_configure_is_checked_by_the_transport_plugin(miniengine_db: Path) -> No
         computer.configure(colour="blue")
     with pytest.raises(ValidationError, match="port"):
         computer.configure(port=70000)
-    with pytest.raises(ValidationError, match="'port'.*int"):
+    with pytest.raises(ValidationError, match=r"'port'.*int"):
         computer.configure(port="22")
     assert not load_computer("remote").is_configured
     computer.configure(username="bob", look_for_keys=False)
@@ -151,7 +151,7 @@ def test_configure_is_checked_by_the_transport_plugin(miniengine_db: Path) -> No
 
 def test_get_transport_needs_a_configuration_and_builds_the_plugin(miniengine_db: Path) -> None:
     local = Computer("local", "localhost").store()
-    with pytest.raises(ComputerNotConfiguredError, match="computer configure core.local local"):
+    with pytest.raises(ComputerNotConfiguredError, match=r"computer configure core\.local local"):
         local.get_transport()
     assert isinstance(ComputerNotConfiguredError("x"), NotExistent)
     local.configure(use_login_shell=False)
@@ -251,7 +251,7 @@ def test_delete_is_refused_while_a_code_uses_the_computer(miniengine_db: Path) -
     used = Computer("used", "h").store()
     free = Computer("free", "h").store()
     InstalledCode(computer=used, filepath_executable="/bin/true", label="t").store()
-    with pytest.raises(ComputerInUseError, match="1 core.code.installed"):
+    with pytest.raises(ComputerInUseError, match=r"1 core\.code\.installed"):
         Computer.collection.delete(used.pk)  # type: ignore[arg-type]
     Computer.collection.delete(free.pk)  # type: ignore[arg-type]
     assert [c.label for c in Computer.collection.all()] == ["used"]

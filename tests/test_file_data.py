@@ -163,7 +163,8 @@ def test_a_node_made_for_one_database_is_stored_in_another_with_its_objects(
     close_all_stores()
     out = in_another_process(
         second,
-        f"from miniengine import load_node\nprint(load_node({node.pk}).get_object_content('dir/file'))",
+        "from miniengine import load_node\n"
+        f"print(load_node({node.pk}).get_object_content('dir/file'))",
     )
     assert out == "travels\n"
 
@@ -252,7 +253,8 @@ def test_unstored_file_data_in_a_checkpoint_is_encoded_by_its_keys(
         miniengine_db,
         "from pathlib import Path\n"
         "from miniengine.core import codec\n"
-        f"node = codec.decode(Path({str(tmp_path / 'checkpoint.bin')!r}).read_bytes())['ctx']['file']\n"
+        f"blob = Path({str(tmp_path / 'checkpoint.bin')!r}).read_bytes()\n"
+        "node = codec.decode(blob)['ctx']['file']\n"
         "node.store()\n"
         "print(node.pk, len(node.get_content('rb')))\n",
     )
