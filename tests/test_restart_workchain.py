@@ -77,6 +77,7 @@ def test_a_failed_child_is_fixed_by_its_handler_and_the_last_outputs_are_attache
     assert (label1, label2) == ("iteration_01", "iteration_02")
     assert first.exit_status == 300 and first.inputs.x.value == -1
     assert second.is_finished_ok and second.inputs.x.value == 2
+    assert second.inputs.settings.get_dict() == {"retried_after": first.pk}  # wrapped in a Dict
     # the output is the last child's node, not a copy
     assert node.outputs.result.pk == second.outputs.result.pk
     assert reports(node) == [

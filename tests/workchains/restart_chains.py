@@ -3,7 +3,8 @@
 - :class:`Doubler` is the process being restarted: it doubles ``x``, fails with
   ``ERROR_NEGATIVE`` (300) for a negative ``x``, raises when ``explode`` is set, and appends a
   line to ``folder/steps`` when given a folder, so tests count how often it ran.
-- :class:`DoublerRestart` restarts it with one handler that adds 3 to ``x`` after a 300.
+- :class:`DoublerRestart` restarts it with one handler that adds 3 to ``x`` after a 300 (and
+  sets ``settings`` to a plain dict, which ``run_process`` wraps in a ``Dict``).
 - :class:`GatedDoublerRestart` blocks in ``run_process`` of its second iteration, after the
   child was submitted and before the step's commit, so a test can SIGKILL the worker there.
 - :class:`ScriptedRestart` has four handlers whose answers come from the ``behaviour`` input;
@@ -36,6 +37,7 @@ class Doubler(WorkChain):
         spec.input("x", valid_type=Int)
         spec.input("explode", valid_type=Bool, default=lambda: Bool(False))
         spec.input("folder", valid_type=Str, required=False)
+        spec.input("settings", valid_type=Dict, required=False)
         spec.output("result", valid_type=Int)
         spec.exit_code(300, "ERROR_NEGATIVE", message="x is negative: {x}")
         spec.outline(cls.compute)
@@ -85,6 +87,7 @@ class DoublerRestart(BaseRestartWorkChain):
             f"({node.exit_message}) for x={x}"
         )
         self.ctx.inputs.x = Int(x + 3)
+        self.ctx.inputs.settings = {"retried_after": node.pk}  # a plain dict: wrapped in a Dict
         return ProcessHandlerReport()
 
 
