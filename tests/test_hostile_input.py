@@ -439,6 +439,28 @@ def test_random_command_lines_exit_0_1_or_2_without_a_traceback(
         assert (out.getvalue() + err.getvalue()).strip(), (argv, "failed without a message")
 
 
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (["process", "show", "99999999999999999999999999"], 1),
+        (["process", "kill", "9223372036854775808"], 1),
+        (["process", "report", "9223372036854775808"], 1),
+        (["process", "status", "18446744073709551616"], 1),
+        (["process", "list", "-a", "-l", "99999999999999999999999999"], 0),
+    ],
+)
+def test_numbers_beyond_64_bits_on_the_command_line_are_answered_not_crashed_on(
+    miniengine_db: Path, argv: list[str], status: int
+) -> None:
+    run(echo, 1)
+    close_all_stores()
+    code, err = _cli([*argv, "--db", str(miniengine_db)])
+    assert code == status, err
+    assert "Traceback" not in err and "OverflowError" not in err
+    if status:
+        assert err.startswith("error: no process with pk "), err
+
+
 def test_a_backup_to_a_file_name_that_is_not_utf8_is_written(
     miniengine_db: Path, tmp_path: Path
 ) -> None:
