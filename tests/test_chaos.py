@@ -148,10 +148,13 @@ def drive(db: Path, size: ChaosSize, rng: random.Random, tally: Tally) -> None:
         submit_batch(jobs[:first], size, tally)
         jobs = jobs[first:]
         for event in range(size.events):
+            # the pace of events, and a batch submitted shortly before each one so that it
+            # finds work in flight: the workload's rhythm, not a synchronisation
+            time.sleep(rng.uniform(0.2, 1.0))
             batch = -(-len(jobs) // (size.events - event))
             submit_batch(jobs[:batch], size, tally)
             jobs = jobs[batch:]
-            time.sleep(rng.uniform(0.05, 0.5))  # the workload's pace, not a synchronisation
+            time.sleep(rng.uniform(0.0, 0.3))
             workers = wait_until(
                 lambda current=supervisor: live_workers(daemon, current),
                 60,
@@ -422,6 +425,7 @@ def run_chaos(db: Path, size: ChaosSize, rng_value: int) -> ChaosResult:
 def assert_survived(result: ChaosResult, size: ChaosSize) -> None:
     tally, found, summary = result.tally, result.found, result.summary
     assert tally.events >= size.events and tally.supervisor_kills >= 1, summary
+    assert tally.in_flight >= size.events // 2, f"the events mostly missed the work: {summary}"
     assert found.lost == [], summary
     assert found.orphans == [], summary
     assert found.duplicates == [], summary
