@@ -147,11 +147,8 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert "absolute" in cli("computer", "setup", "-L", "c", "-H", "h", "-w", "rel", db=db).failed()
     assert "no computer" in cli("computer", "show", "nope", db=db).failed()
     assert "core.ssh" in cli("computer", "configure", "core.ssh", "a", db=db).failed()
-    assert (
-        "port"
-        in cli("computer", "setup", "-L", "s", "-H", "h", "-T", "core.ssh", db=db).ok()
-        + cli("computer", "configure", "core.ssh", "s", "--port", "0", db=db).failed()
-    )
+    cli("computer", "setup", "-L", "s", "-H", "h", "-T", "core.ssh", db=db).ok()
+    assert "port" in cli("computer", "configure", "core.ssh", "s", "--port", "0", db=db).failed()
     assert "is not configured" in cli("computer", "test", "s", db=db).failed()
     assert "no database" in cli("computer", "list", db=tmp_path / "missing.sqlite").failed()
 
