@@ -364,3 +364,37 @@ def test_remote_data_checks_its_fields(miniengine_db: Path, tmp_path: Path) -> N
 
 def test_file_data_subclasses_are_data(miniengine_db: Path) -> None:
     assert issubclass(SinglefileData, Data) and issubclass(RemoteData, Data)
+
+
+def test_maintenance_keeps_every_object_a_node_or_checkpoint_refers_to(
+    miniengine_db: Path,
+) -> None:
+    from miniengine.runtime.context import store_for
+    from miniengine.storage.repository_rows import read_referenced_object_keys
+
+    stored = SinglefileData(io.BytesIO(b"stored"), filename="s").store()
+    folder = FolderData()
+    folder.put_object_from_filelike(io.BytesIO(b"in a folder"), "a/b")
+    folder.store()
+    SinglefileData(io.BytesIO(b"never stored"), filename="n")
+    in_checkpoint = SinglefileData(io.BytesIO(b"checkpointed"), filename="c")
+    store = store_for(miniengine_db)
+    parent = Str("a node to hang a checkpoint on").store()
+    blob = codec.encode({"ctx": {"file": in_checkpoint}})
+
+    def write_checkpoint(connection: sqlite3.Connection) -> None:
+        connection.execute(
+            "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, 1, ?)", (parent.pk, blob)
+        )
+
+    store.write_sync(write_checkpoint)
+    referenced = store.read(read_referenced_object_keys)
+    expected = {
+        stored.base.repository.get_object_key("s"),
+        folder.base.repository.get_object_key("a/b"),
+        in_checkpoint.base.repository.get_object_key("c"),
+    }
+    assert referenced == expected
+    repository = Repository.for_database(miniengine_db)
+    assert repository.maintain(referenced, grace_seconds=0) == 1  # only "never stored"
+    assert set(repository.list_objects()) == expected
