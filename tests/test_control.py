@@ -85,6 +85,7 @@ def test_kill_of_a_created_process_nobody_runs_is_done_in_the_database():
     assert control.kill(node) == f"killed process {node.pk}"
     assert node.process_state is ProcessState.KILLED
     assert node.process_status == KILL_STATUS
+    assert node.exception is None  # KILLED is not EXCEPTED: the message is its status only
 
 
 def test_killing_a_terminated_process_is_a_clear_no_op():

@@ -226,7 +226,9 @@ def test_each_claim_bumps_the_epoch_and_fences_off_the_previous_one_even_for_the
         second = store.write_sync(claim, node.pk, "worker-a", store.lease_expiry(), "running")
         assert second > first
         before = _snapshot(miniengine_db)
-        with pytest.raises(LeaseLostError):
+        # the refusal says who holds the process now
+        refused = f"owned by worker-a at epoch {first} \\(owner now worker-a, epoch {second}\\)"
+        with pytest.raises(LeaseLostError, match=refused):
             store.write_sync(checkpoint_rows.step_commit_tx, _commit_under(node.pk, "worker-a",
                                                                            first))  # fmt: skip
         assert _snapshot(miniengine_db) == before  # refused whole: no state, output or log
@@ -237,6 +239,9 @@ def test_each_claim_bumps_the_epoch_and_fences_off_the_previous_one_even_for_the
         assert query(miniengine_db, "SELECT data FROM checkpoints WHERE node_pk = ?", node.pk) == [
             (b"stale checkpoint",)
         ]
+        with pytest.raises(LeaseLostError, match=r"\(no such process\)"):
+            gone = _commit_under(node.pk + 1000, "worker-a", 1)
+            store.write_sync(checkpoint_rows.step_commit_tx, gone)
     finally:
         store.close()
 
