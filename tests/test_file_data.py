@@ -398,3 +398,11 @@ def test_maintenance_keeps_every_object_a_node_or_checkpoint_refers_to(
     repository = Repository.for_database(miniengine_db)
     assert repository.maintain(referenced, grace_seconds=0) == 1  # only "never stored"
     assert set(repository.list_objects()) == expected
+
+
+def test_names_that_utf8_cannot_encode_are_refused_when_put(miniengine_db: Path) -> None:
+    with pytest.raises(ValueError, match="surrogate"):
+        SinglefileData(io.BytesIO(b"x"), filename="bad\udcff.txt")
+    with pytest.raises(ValueError, match="surrogate"):
+        FolderData().put_object_from_filelike(io.BytesIO(b"x"), "dir\udcff/x")
+    assert not miniengine_db.exists() or nodes_in(miniengine_db) == 0

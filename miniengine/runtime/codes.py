@@ -13,7 +13,7 @@ import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Any, Self
 
-from miniengine.core.data import StorageNeeds
+from miniengine.core.data import StorageNeeds, check_text
 from miniengine.exceptions import MultipleObjectsError, NotExistent, ValidationError
 from miniengine.runtime.computers import Computer, FieldTypeError, load_computer
 from miniengine.runtime.file_data import NodeRepository, RepositoryData
@@ -62,6 +62,8 @@ class AbstractCode(RepositoryData, type_name="core.code"):
             ("use_double_quotes", use_double_quotes, (bool,)),
             ("with_mpi", with_mpi, (bool, type(None))),
         ):
+            if isinstance(value, str):
+                check_text(value, f"the code's {name}")
             if not isinstance(value, kind):
                 raise FieldTypeError(
                     f"the code's {name} must be "
@@ -180,6 +182,7 @@ class InstalledCode(AbstractCode, type_name="core.code.installed"):
         text = os.fspath(path)
         if not isinstance(text, str) or not text:
             raise ValidationError("filepath_executable must be a non-empty path")
+        check_text(text, "filepath_executable")
         if not posixpath.isabs(text):
             raise ValidationError(
                 f"the filepath_executable {text!r} of an InstalledCode must be an absolute path "

@@ -461,6 +461,9 @@ class Computer:
             raise
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"cannot configure the computer {self._label!r}: {exc}") from None
+        for name, value in params.items():
+            if isinstance(value, str):
+                check_text(value, f"the setting {name!r} of the computer {self._label!r}")
         configuration = {name: value for name, value in params.items() if value is not None}
         self._set(configuration=configuration)
         self._configuration = configuration

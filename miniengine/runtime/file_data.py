@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, Self, TypeAlias
 
-from miniengine.core.data import Data, StorageNeeds
+from miniengine.core.data import Data, StorageNeeds, check_text
 from miniengine.exceptions import MiniengineError
 from miniengine.runtime.computers import FieldTypeError
 from miniengine.storage.repository import Repository
@@ -64,6 +64,7 @@ def _parts(path: str | os.PathLike[str] | None) -> tuple[str, ...]:
     text = os.fspath(path)
     if not isinstance(text, str):
         raise RepositoryPathError(f"a repository path must be a str, not {type(text).__name__}")
+    check_text(text, "a repository path")
     pure = PurePosixPath(text)
     if pure.is_absolute():
         raise RepositoryPathError(f"the repository path {text!r} is not a relative path")

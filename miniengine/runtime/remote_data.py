@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
-from miniengine.core.data import Data, StorageNeeds
+from miniengine.core.data import Data, StorageNeeds, check_text
 from miniengine.exceptions import EventLoopError
 from miniengine.runtime.computers import Computer, FieldTypeError, load_computer
 from miniengine.transports.transport import Transport
@@ -137,6 +137,7 @@ class RemoteData(ComputerData, type_name="core.remote"):
         self._check_mutable()
         if not isinstance(path, str):
             raise FieldTypeError(f"remote_path must be a str, not {type(path).__name__}")
+        check_text(path, "remote_path")
         if not posixpath.isabs(path):
             from miniengine.exceptions import ValidationError
 
