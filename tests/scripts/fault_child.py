@@ -546,7 +546,8 @@ def baseline_of(template: Path, folder: Path, scenario: str) -> dict[str, Any]:
 
 
 def check_after(db: Path, scenario: str, baseline: dict[str, Any], what: str) -> None:
-    """Integrity, then recovery and a rerun give the uninjected result, leaving nothing live."""
+    """Integrity, then recovery and a rerun give the uninjected result, leaving nothing live,
+    no checkpoint of a terminated process and nothing for `process repair` to fix."""
     assert integrity(db) == "ok", what
     signature = complete(scenario, db)
     close_all_stores()
@@ -554,6 +555,21 @@ def check_after(db: Path, scenario: str, baseline: dict[str, Any], what: str) ->
     assert integrity(db) == "ok", what
     assert live_processes(db) == [], f"{what}: processes left live: {live_processes(db)}"
     assert query(db, "SELECT pk FROM tasks WHERE status = 'leased'") == [], what
+    leftovers = query(
+        db,
+        "SELECT c.node_pk FROM checkpoints c JOIN nodes n ON n.pk = c.node_pk "
+        "WHERE n.process_state NOT IN ('created', 'running', 'waiting')",
+    )
+    assert leftovers == [], f"{what}: checkpoints of terminated processes: {leftovers}"
+    from miniengine.storage.repair_rows import repair_tx
+    from miniengine.storage.store import Store
+
+    store = Store(db)
+    try:
+        findings = store.write_sync(repair_tx, True)  # a dry run: what repair would fix
+    finally:
+        store.close()
+    assert findings == [], f"{what}: {findings}"
 
 
 def live_processes(db: Path) -> list[tuple[Any, ...]]:
