@@ -3,8 +3,9 @@
 A process that a live owner holds (a worker, or a script in run mode) gets a request in its
 ``control`` column; the owner watches for requests of its own processes and acts at once (a kill
 of an ``async`` step) or at the next step boundary (a kill of a ``def`` step, a pause).  A claim
-honours a request left by an owner that died before acting on it.  A process nobody holds -- created, evicted while waiting,
-or left by a dead owner -- is changed here directly, under the same transaction rules.
+honours a request left by an owner that died before acting on it.  A process nobody holds --
+created, evicted while waiting, or left by a dead owner -- is changed here directly, under the
+same transaction rules.
 """
 
 from __future__ import annotations
