@@ -1,7 +1,8 @@
 """CHAOS: the chaos suite's run as a benchmark (``tests/test_chaos.py``): a mixed workload of
-WorkChains on a 2-worker daemon while worker SIGKILLs, SIGSTOP/SIGCONT and a supervisor SIGKILL
-hit it.  The full run is the long variant (about 3,000 processes, 150 events); ``--quick`` is the
-CI size.  Not in ``.ci/run``'s quick list: the test suite already runs the CI size there.
+WorkChains on a 2-worker daemon while worker SIGKILLs, SIGSTOP/SIGCONT and supervisor SIGKILLs
+hit it.  The full run is the long variant (about 3,000 processes, 150 events, 3 supervisor
+SIGKILLs); ``--quick`` is the CI size.  Not in ``.ci/run``'s quick list: the test suite already
+runs the CI size there.
 
 Reported: kills survived, processes, lost, orphans, duplicates and the wall time; any lost,
 orphaned or duplicated process or inconsistent row is a wrong result.
