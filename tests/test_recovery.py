@@ -239,6 +239,11 @@ def test_each_claim_bumps_the_epoch_and_fences_off_the_previous_one_even_for_the
         assert query(miniengine_db, "SELECT data FROM checkpoints WHERE node_pk = ?", node.pk) == [
             (b"stale checkpoint",)
         ]
+        # another owner cannot take a live lease, and the refusal names the holder
+        with pytest.raises(LeaseLostError, match=f"process {node.pk} is owned by worker-a until"):
+            store.write_sync(claim, node.pk, "worker-b", store.lease_expiry(), "running")
+        with pytest.raises(LeaseLostError, match=f"there is no process with pk {node.pk + 1000}"):
+            store.write_sync(claim, node.pk + 1000, "worker-b", store.lease_expiry(), "running")
         with pytest.raises(LeaseLostError, match=r"\(no such process\)"):
             gone = _commit_under(node.pk + 1000, "worker-a", 1)
             store.write_sync(checkpoint_rows.step_commit_tx, gone)
