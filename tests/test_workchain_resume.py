@@ -295,6 +295,29 @@ async def test_a_replay_whose_calls_have_other_inputs_runs_them_fresh_and_ends_t
     assert _active(miniengine_db) == 0
 
 
+async def test_a_replay_that_no_longer_makes_a_call_ends_the_call_its_cut_off_attempt_made(
+    miniengine_db, tmp_path
+):
+    log = tmp_path / "steps.log"
+    gated_pk = start_and_kill(miniengine_db, CRASH, 7, log, block_at=3)
+    parent = load_node(gated_pk).caller
+    Path(f"{log}.direct").touch()  # the replayed step adds by itself: no gated_add this time
+
+    outputs, parent = await miniengine.resume(parent.pk, timeout=30)
+
+    assert parent.is_finished_ok and outputs["result"].value == 2 * 7 + 7
+    assert steps(log) == ["compute", "double 7", "gated_add 14 7", "compute", "finalize"]
+    assert [(label, state) for label, state, _ in _calls(parent)] == [
+        ("double", ProcessState.FINISHED),  # reused
+        ("gated_add", ProcessState.EXCEPTED),  # nobody else would ever end it
+    ]
+    assert load_node(gated_pk).exception == (
+        "owner lost: the step that called this process was cut off (its worker or script died) "
+        "and its replay did not make this call again"
+    )
+    assert _active(miniengine_db) == 0
+
+
 async def test_resume_after_a_kill_two_calls_deep_excepts_the_cut_off_call_and_what_it_called(
     miniengine_db, tmp_path
 ):

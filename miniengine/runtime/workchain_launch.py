@@ -237,6 +237,18 @@ async def resume(
     except (CheckpointError, OutlineMismatch) as exc:
         await _except_owned(store, pk, epoch, f"cannot resume from the checkpoint: {exc}")
         raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _end_calls_not_replayed(store, pk, checkpoint[0] if checkpoint else 0)
+
+
+async def _end_calls_not_replayed(store: Store, pk: int, seq: int) -> None:
+    """End what the cut-off attempt called that the replay did not call again (best effort: a
+    failed write must not hide how the resumed run itself ended)."""
+    try:
+        await store.write(checkpoint_rows.end_calls_not_replayed_tx, pk, seq)
+    except MiniengineError:
+        pass
 
 
 def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:

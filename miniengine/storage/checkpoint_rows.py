@@ -240,13 +240,18 @@ def begin_memoised_tx(
     return pk, input_pks, "new"
 
 
-def _except_cut_off(connection: sqlite3.Connection, child_pk: int, now: float) -> None:
+#: How a call that a cut-off step had made ends when that step is replayed.
+CUT_OFF_MESSAGE = (
+    "owner lost: the step that called this process was cut off (its worker or script died) "
+    "and is being replayed"
+)
+
+
+def _except_cut_off(
+    connection: sqlite3.Connection, child_pk: int, now: float, message: str = CUT_OFF_MESSAGE
+) -> None:
     """Mark a child of a cut-off step EXCEPTED ("owner lost"), and the unfinished processes it
     called inline (not submitted to the daemon), which died with it and can never resume."""
-    message = (
-        "owner lost: the step that called this process was cut off (its worker or "
-        "script died) and is being replayed"
-    )
     descendants = connection.execute(
         "WITH RECURSIVE tree(pk) AS (SELECT ? UNION SELECT l.out_pk FROM links l "
         "JOIN tree t ON l.in_pk = t.pk WHERE l.link_type IN ('call_calc', 'call_work')) "
@@ -258,6 +263,28 @@ def _except_cut_off(connection: sqlite3.Connection, child_pk: int, now: float) -
     inner = f"owner lost: it was called by process {child_pk}, which a cut-off step had called"
     for (pk,) in descendants:
         broker_rows.terminate_unowned(connection, pk, "excepted", inner, now)
+
+
+def end_calls_not_replayed_tx(connection: sqlite3.Connection, parent_pk: int, seq: int) -> int:
+    """After ``parent_pk`` was resumed from its checkpoint of step ``seq`` and its run ended: end
+    the calls that its cut-off attempt had made after that checkpoint and that the replay did
+    not make again (a step that calls less on replay).  Every call the replay made is over by
+    then, and the daemon's recovery would end such a call, but after a run-mode resume nobody
+    else would.  Returns how many were ended."""
+    now = time.time()
+    left = connection.execute(
+        "SELECT m.child_pk FROM call_memo m JOIN nodes n ON n.pk = m.child_pk "
+        "WHERE m.parent_pk = ? AND m.seq > ? AND n.process_state IN ('created', 'running', "
+        "'waiting')",
+        (parent_pk, seq),
+    ).fetchall()
+    message = (
+        "owner lost: the step that called this process was cut off (its worker or script died) "
+        "and its replay did not make this call again"
+    )
+    for (child_pk,) in left:
+        _except_cut_off(connection, child_pk, now, message)
+    return len(left)
 
 
 def fingerprint(process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:

@@ -56,7 +56,8 @@ class InlineCallWorkChain(WorkChain):
 
     Killed inside ``gated_add``, it leaves a FINISHED ``double`` and a RUNNING ``gated_add``
     whose caller's step never committed; the replay of that step reuses the first and marks
-    the second EXCEPTED ("owner lost"), unless the inputs of the calls changed meanwhile.
+    the second EXCEPTED ("owner lost"), unless the inputs of the calls changed meanwhile.  With a
+    file ``<log>.direct``, the step adds by itself instead of calling ``gated_add``.
     """
 
     @classmethod
@@ -72,7 +73,10 @@ class InlineCallWorkChain(WorkChain):
         offset_path = offset_file(self.inputs.log)
         offset = int(offset_path.read_text()) if offset_path.exists() else 0
         doubled = double(Int(self.inputs.x.value + offset), self.inputs.log)
-        self.ctx.result = gated_add(doubled, self.inputs.x, self.inputs.log)
+        if Path(self.inputs.log.value + ".direct").exists():  # add without calling gated_add
+            self.ctx.result = Int(doubled.value + self.inputs.x.value)
+        else:
+            self.ctx.result = gated_add(doubled, self.inputs.x, self.inputs.log)
 
     def finalize(self) -> None:
         record(self.inputs.log, "finalize")
