@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import TypeVar
 
 from miniengine.exceptions import MiniengineError
@@ -27,6 +26,9 @@ def load_plugin(group: str, name: str, built_in: Mapping[str, str], base: type[_
     """The class named ``name`` in the entry point ``group``, checked to subclass ``base``."""
     target = built_in.get(name)
     if target is None:
+        # imported here: a built-in plugin needs no entry points, and the module costs ~9 ms
+        from importlib.metadata import entry_points
+
         for entry_point in entry_points(group=group, name=name):
             return _checked(group, name, entry_point.load(), base)
         if ":" not in name and ("." not in name or name.startswith("core.")):

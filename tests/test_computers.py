@@ -267,3 +267,47 @@ async def test_localhost_in_one_call_runs_commands_in_its_workdir(
         await transport.makedirs(computer.get_workdir(), ignore_existing=True)
         result = await transport.exec_command_wait("pwd", workdir=computer.get_workdir())
     assert result.stdout.strip() == str(tmp_path / "work")
+
+
+def test_a_stored_computer_in_a_checkpoint_is_named_by_its_uuid(
+    miniengine_db: Path, tmp_path: Path
+) -> None:
+    from miniengine.core import codec
+    from miniengine.exceptions import CheckpointError
+
+    computer = Computer("in-ctx", "host.example").store()
+    blob = codec.encode({"ctx": {"computer": computer}})
+    assert computer.uuid.encode() in blob and b"host.example" not in blob
+    assert codec.decode(blob)["ctx"]["computer"].hostname == "host.example"
+    with pytest.raises(CheckpointError, match="not stored"):
+        codec.check_encodable({"computer": Computer("unstored", "h")})
+    (tmp_path / "checkpoint.bin").write_bytes(blob)
+    close_all_stores()
+    # a fresh interpreter that has not imported the computers module decodes it too
+    probe = (
+        "from pathlib import Path\n"
+        "from miniengine.core import codec\n"
+        f"state = codec.decode(Path({str(tmp_path / 'checkpoint.bin')!r}).read_bytes())\n"
+        "c = state['ctx']['computer']\n"
+        "print(type(c).__name__, c.label, c.hostname, c.pk)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=python_env(miniengine_db),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert completed.stdout.split() == ["Computer", "in-ctx", "host.example", str(computer.pk)]
+
+
+def test_get_authinfo_is_a_view_of_the_configuration(miniengine_db: Path) -> None:
+    computer = Computer("auth", "localhost").store()
+    with pytest.raises(NotExistent):
+        computer.get_authinfo()
+    computer.configure(safe_interval=2.0)
+    authinfo = load_computer("auth").get_authinfo()
+    assert authinfo.get_auth_params() == {"safe_interval": 2.0}
+    assert authinfo.get_transport().safe_interval == 2.0
+    assert authinfo.computer.label == "auth" and authinfo.enabled

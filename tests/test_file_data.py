@@ -406,3 +406,18 @@ def test_names_that_utf8_cannot_encode_are_refused_when_put(miniengine_db: Path)
     with pytest.raises(ValueError, match="surrogate"):
         FolderData().put_object_from_filelike(io.BytesIO(b"x"), "dir\udcff/x")
     assert not miniengine_db.exists() or nodes_in(miniengine_db) == 0
+
+
+def test_remote_data_clean_removes_the_remote_folder(miniengine_db: Path, tmp_path: Path) -> None:
+    computer = localhost_computer(tmp_path / "work")
+    folder = tmp_path / "job"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f").write_text("x")
+    remote = RemoteData(remote_path=str(folder), computer=computer).store()
+    assert remote.get_computer_name() == "localhost"
+    load_node(remote.pk)._clean()
+    assert not folder.exists()
+    assert load_node(remote.pk).is_empty
+    load_node(remote.pk)._clean()  # a missing folder is not an error
+    with pytest.raises(ValidationError, match="root"):
+        RemoteData(remote_path="/", computer=computer)._clean()

@@ -260,6 +260,21 @@ _BUILT_IN_ELSEWHERE: dict[str, str] = {
 }
 
 
+#: The checkpoint codec's engine types that modules above the core register (a computer), by
+#: extension tag: imported from this fixed table only, when a checkpoint holding the tag is
+#: decoded in an interpreter that has not imported the module yet.
+_ENGINE_TYPES_ELSEWHERE: dict[int, str] = {31: "miniengine.runtime.computers"}
+
+
+def import_engine_type(tag: int) -> None:
+    """Import the module that registers the codec's engine type ``tag``, if it is one of ours."""
+    module = _ENGINE_TYPES_ELSEWHERE.get(tag)
+    if module is not None:
+        import importlib
+
+        importlib.import_module(module)
+
+
 def data_class(type_name: str) -> type[Data]:
     """The registered Data class for ``type_name``; raises ``UnknownDataTypeError`` naming it."""
     try:

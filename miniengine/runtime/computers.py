@@ -19,6 +19,7 @@ import shlex
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from miniengine.core import codec
 from miniengine.core.data import check_text
 from miniengine.core.ids import new_uuid
 from miniengine.exceptions import MiniengineError, NotExistent, ValidationError
@@ -32,6 +33,7 @@ from miniengine.transports.plugins import TransportFactory
 from miniengine.transports.transport import Transport
 
 __all__ = [
+    "AuthInfo",
     "Computer",
     "ComputerNotConfiguredError",
     "FieldTypeError",
@@ -232,6 +234,23 @@ class Computer:
         self._uuid = new_uuid()
         self._pk: int | None = None
         self._store: Store | None = None
+
+    @classmethod
+    def _unloaded(cls, uuid: str) -> Computer:
+        """A computer known by its uuid only (decoded from a checkpoint): its fields are loaded
+        from the current database when first used."""
+        computer = cls.__new__(cls)
+        computer.__dict__["_uuid"] = uuid
+        return computer
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for a field missing from an unloaded computer (see ``_unloaded``)
+        fields = self.__dict__
+        if name not in _ROW_FIELDS or "_uuid" not in fields or "_label" in fields:
+            raise AttributeError(f"'Computer' object has no attribute {name!r}")
+        loaded = load_computer(uuid=fields["_uuid"])
+        fields.update(loaded.__dict__)
+        return fields[name]
 
     @classmethod
     def _from_row(cls, row: ComputerRow, store: Store) -> Computer:
@@ -496,9 +515,76 @@ class Computer:
             )
         return self.transport_class()(self._hostname, **self._configuration)
 
+    def get_authinfo(self, user: Any = None) -> AuthInfo:
+        """AiiDA's ``AuthInfo`` of this computer: its configuration, and a transport from it."""
+        del user
+        if self._configuration is None:
+            self.get_transport()  # raises ComputerNotConfiguredError, naming the fix
+        return AuthInfo(self)
+
     def get_scheduler(self) -> Scheduler:
         """A new instance of the computer's scheduler plugin."""
         return SchedulerFactory(self._scheduler_type)()
+
+
+#: The fields a loaded computer has (an unloaded one has only ``_uuid``).
+_ROW_FIELDS = frozenset(
+    {
+        "_label",
+        "_hostname",
+        "_description",
+        "_transport_type",
+        "_scheduler_type",
+        "_metadata",
+        "_configuration",
+        "_pk",
+        "_store",
+    }
+)
+
+
+def _computer_to_plain(computer: Computer) -> str:
+    if not computer.is_stored:
+        from miniengine.exceptions import CheckpointError
+
+        raise CheckpointError(
+            f"the computer {computer.label!r} is not stored: store it before a checkpoint holds it"
+        )
+    return computer.uuid
+
+
+def _computer_from_plain(uuid: Any) -> Computer:
+    if not isinstance(uuid, str):
+        from miniengine.exceptions import CheckpointError
+
+        raise CheckpointError(f"corrupt checkpoint: a computer named by {uuid!r}")
+    return Computer._unloaded(uuid)
+
+
+# A stored computer in a WorkChain's context is checkpointed by its uuid, as AiiDA's checkpoints
+# hold computers; the tag is the codec's for this module (see codec._ENGINE_TYPES_ELSEWHERE).
+codec.register_engine_type(Computer, 31, _computer_to_plain, _computer_from_plain)
+
+
+class AuthInfo:
+    """What AiiDA keeps per user and computer; here a view of the computer's configuration
+    (a database has one user), for plugins that call ``computer.get_authinfo(user)``."""
+
+    def __init__(self, computer: Computer) -> None:
+        self.computer = computer
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def get_auth_params(self) -> dict[str, Any]:
+        return self.computer.get_configuration()
+
+    def get_transport(self) -> Transport:
+        return self.computer.get_transport()
+
+    def get_workdir(self) -> str:
+        return self.computer.get_workdir()
 
 
 def load_computer(

@@ -40,7 +40,7 @@ def run_with_transport(computer: Computer, action: Callable[[Transport], Awaitab
     else:
         raise EventLoopError(
             "this call opens a transport and would block the running event loop: use its "
-            "awaitable twin (alistdir, agetfile) instead"
+            "awaitable twin (alistdir, agetfile, aclean) instead"
         )
 
     async def main() -> _T:
@@ -192,6 +192,30 @@ class RemoteData(ComputerData, type_name="core.remote"):
         """Copy the remote file ``relpath`` to the local ``destpath``."""
         path = self._path(relpath)
         run_with_transport(self._require_computer(), lambda t: t.get(path, destpath))
+
+    def get_computer_name(self) -> str:
+        """The label of the computer the folder is on."""
+        return self._require_computer().label
+
+    async def aclean(self, transport: Transport | None = None) -> None:
+        """Remove the remote folder and everything in it (a missing folder is not an error),
+        through ``transport`` (open) or a transport opened for this call."""
+        path = posixpath.normpath(self.get_remote_path())
+        if path == "/":
+            from miniengine.exceptions import ValidationError
+
+            raise ValidationError("refusing to clean the root folder of a computer")
+        if transport is not None:
+            await transport.rmtree(path)
+            return
+        async with self._require_computer().get_transport() as opened:
+            await opened.rmtree(path)
+
+    def _clean(self, transport: Transport | None = None) -> None:
+        """AiiDA's name: remove the remote folder (``clean_workdir``); :meth:`aclean` in a loop."""
+        if transport is not None:
+            raise EventLoopError("an open transport is async: use 'await remote.aclean(transport)'")
+        run_with_transport(self._require_computer(), lambda opened: self.aclean(opened))
 
     @property
     def is_empty(self) -> bool:
