@@ -17,20 +17,22 @@ import os
 import posixpath
 import shlex
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from miniengine.core import codec
 from miniengine.core.data import check_text
 from miniengine.core.ids import new_uuid
 from miniengine.exceptions import MiniengineError, NotExistent, ValidationError
 from miniengine.plugins import MissingEntryPointError
-from miniengine.schedulers.plugins import SchedulerFactory
-from miniengine.schedulers.scheduler import Scheduler
 from miniengine.storage import computer_rows
 from miniengine.storage.computer_rows import ComputerRow
 from miniengine.storage.store import Store, shared_store
-from miniengine.transports.plugins import TransportFactory
-from miniengine.transports.transport import Transport
+
+if TYPE_CHECKING:
+    # The plugin packages are imported when a plugin is first needed: they cost ~15 ms, and
+    # file data and codes import this module without needing them.
+    from miniengine.schedulers.scheduler import Scheduler
+    from miniengine.transports.transport import Transport
 
 __all__ = [
     "AuthInfo",
@@ -122,8 +124,12 @@ def _check_plugin(kind: str, name: Any) -> str:
     _check_str(name, f"{kind}_type")
     try:
         if kind == "transport":
+            from miniengine.transports.plugins import TransportFactory
+
             TransportFactory(name)
         else:
+            from miniengine.schedulers.plugins import SchedulerFactory
+
             SchedulerFactory(name)
     except MissingEntryPointError as exc:
         raise ValidationError(f"the {kind}_type {name!r} is not a {kind} plugin: {exc}") from None
@@ -463,6 +469,8 @@ class Computer:
     # transport and scheduler -------------------------------------------------------------------
 
     def transport_class(self) -> type[Transport]:
+        from miniengine.transports.plugins import TransportFactory
+
         return TransportFactory(self._transport_type)
 
     def configure(self, user: Any = None, **params: Any) -> None:
@@ -524,6 +532,8 @@ class Computer:
 
     def get_scheduler(self) -> Scheduler:
         """A new instance of the computer's scheduler plugin."""
+        from miniengine.schedulers.plugins import SchedulerFactory
+
         return SchedulerFactory(self._scheduler_type)()
 
 

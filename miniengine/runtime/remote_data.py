@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Awaitable, Callable
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from miniengine.core.data import Data, StorageNeeds, check_text
 from miniengine.exceptions import EventLoopError
 from miniengine.runtime.computers import Computer, FieldTypeError, load_computer
-from miniengine.transports.transport import Transport
+
+if TYPE_CHECKING:
+    from miniengine.transports.transport import Transport
 
 __all__ = ["ComputerData", "RemoteData", "run_with_transport"]
 
