@@ -243,3 +243,14 @@ def test_the_code_label_is_checked_when_changed(localhost: Computer) -> None:
     code.label = "renamed"
     assert load_code("renamed@localhost") == code
     assert os.path.isabs(str(code.filepath_executable))
+
+
+def test_an_unstored_code_in_a_checkpoint_keeps_its_computer(localhost: Computer) -> None:
+    from miniengine.core import codec
+
+    code = InstalledCode(computer=localhost, filepath_executable="/bin/cat", label="cat")
+    decoded = codec.decode(codec.encode({"code": code}))["code"]
+    assert not decoded.is_stored and decoded.uuid == code.uuid
+    assert decoded.full_label == "cat@localhost"
+    decoded.store()
+    assert load_code("cat@localhost").computer == localhost

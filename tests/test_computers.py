@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from miniengine import Computer, InstalledCode, NotExistent, ValidationError, load_computer
+from miniengine import (
+    Computer,
+    InstalledCode,
+    NotExistent,
+    RemoteData,
+    ValidationError,
+    load_computer,
+)
 from miniengine.exceptions import MiniengineError
 from miniengine.runtime.computers import ComputerNotConfiguredError, localhost_computer
 from miniengine.schedulers.direct import DirectScheduler
@@ -253,8 +260,12 @@ def test_delete_is_refused_while_a_code_uses_the_computer(miniengine_db: Path) -
     InstalledCode(computer=used, filepath_executable="/bin/true", label="t").store()
     with pytest.raises(ComputerInUseError, match=r"1 core\.code\.installed"):
         Computer.collection.delete(used.pk)  # type: ignore[arg-type]
+    only_remote = Computer("remote-only", "h").store()
+    RemoteData(remote_path="/scratch/job", computer=only_remote).store()
+    with pytest.raises(ComputerInUseError, match=r"1 core\.remote"):
+        Computer.collection.delete(only_remote.pk)  # type: ignore[arg-type]
     Computer.collection.delete(free.pk)  # type: ignore[arg-type]
-    assert [c.label for c in Computer.collection.all()] == ["used"]
+    assert [c.label for c in Computer.collection.all()] == ["used", "remote-only"]
 
 
 async def test_localhost_in_one_call_runs_commands_in_its_workdir(
@@ -311,3 +322,34 @@ def test_get_authinfo_is_a_view_of_the_configuration(miniengine_db: Path) -> Non
     assert authinfo.get_auth_params() == {"safe_interval": 2.0}
     assert authinfo.get_transport().safe_interval == 2.0
     assert authinfo.computer.label == "auth" and authinfo.enabled
+
+
+def test_a_database_of_schema_5_gains_computers_and_keeps_its_nodes(tmp_path: Path) -> None:
+    from miniengine.storage.schema import APPLICATION_ID, MIGRATIONS, split_statements
+    from miniengine.storage.store import Store
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as connection:
+        for version in range(5):
+            for statement in split_statements(MIGRATIONS[version]):
+                connection.execute(statement)
+        connection.execute(
+            "INSERT INTO nodes (uuid, node_type, attributes, ctime, mtime) "
+            "VALUES ('0190a000-0000-7000-8000-000000000001', 'core.int', X'05', 0, 0)"
+        )
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 5")
+    connection.close()
+    store = Store(db)
+    try:
+        computer = Computer("after-migration", "h").store(store)
+        code = InstalledCode(computer=computer, filepath_executable="/bin/true", label="t")
+        assert load_computer("after-migration", db=store) == computer
+    finally:
+        store.close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert connection.execute("SELECT node_type, computer_pk FROM nodes").fetchall() == [
+            ("core.int", None)
+        ]
+    assert not code.is_stored
