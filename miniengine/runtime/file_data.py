@@ -25,14 +25,20 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Self, TypeAlias
+from typing import IO, Any, BinaryIO, Protocol, Self, TypeAlias
 
 from miniengine.core.data import Data, StorageNeeds, check_text
 from miniengine.exceptions import MiniengineError
 from miniengine.runtime.computers import FieldTypeError
 from miniengine.storage.repository import Repository
 
-__all__ = ["FolderData", "NodeRepository", "RepositoryPathError", "SinglefileData"]
+__all__ = [
+    "FolderData",
+    "NodeRepository",
+    "RepositoryHolder",
+    "RepositoryPathError",
+    "SinglefileData",
+]
 
 #: A folder of the tree: names to the key of a file (a str) or to a sub-folder (a dict).
 Tree: TypeAlias = dict[str, Any]
@@ -88,6 +94,20 @@ def _keys(tree: Tree) -> Iterator[str]:
             yield item
 
 
+class RepositoryHolder(Protocol):
+    """What :class:`NodeRepository` needs of a node: its tree, where its objects are, and
+    whether it may change.  File data implements it; a process node with files (a CalcJob's
+    submitted inputs) can too."""
+
+    _tree: Tree
+
+    def _check_mutable(self) -> None: ...
+
+    def _repository(self) -> Repository: ...
+
+    def _repository_for_writing(self) -> Repository: ...
+
+
 class NodeRepository:
     """``node.base.repository``: the files of one node, as AiiDA's ``NodeRepository``.
 
@@ -95,7 +115,7 @@ class NodeRepository:
     unstored; a stored node's files are immutable (``ModificationNotAllowed``).
     """
 
-    def __init__(self, node: RepositoryData) -> None:
+    def __init__(self, node: RepositoryHolder) -> None:
         self._node = node
 
     # reading -----------------------------------------------------------------------------------
