@@ -30,7 +30,10 @@ _EXPORTS: dict[str, str] = {
     "CalcFunctionNode": "miniengine.runtime.nodes",
     "WorkFunctionNode": "miniengine.runtime.nodes",
     "WorkChainNode": "miniengine.runtime.nodes",
+    "CalcJobNode": "miniengine.runtime.nodes",
     # processes
+    "CalcJob": "miniengine.runtime.calcjob.process",
+    "Parser": "miniengine.runtime.calcjob.parser",
     "calcfunction": "miniengine.runtime.functions",
     "workfunction": "miniengine.runtime.functions",
     "WorkChain": "miniengine.runtime.workchain",
@@ -88,6 +91,8 @@ __all__ = [
     "BaseRestartWorkChain",
     "Bool",
     "CalcFunctionNode",
+    "CalcJob",
+    "CalcJobNode",
     "CheckpointError",
     "Computer",
     "Data",
@@ -110,6 +115,7 @@ __all__ = [
     "MultipleObjectsError",
     "NotExistent",
     "OutputValidationError",
+    "Parser",
     "PortableCode",
     "ProcessBuilder",
     "ProcessHandlerReport",
@@ -177,6 +183,8 @@ if TYPE_CHECKING:
         UnknownDataTypeError,
         ValidationError,
     )
+    from miniengine.runtime.calcjob.parser import Parser
+    from miniengine.runtime.calcjob.process import CalcJob
     from miniengine.runtime.codes import InstalledCode, PortableCode, load_code
     from miniengine.runtime.computers import Computer, load_computer
     from miniengine.runtime.file_data import FolderData, SinglefileData
@@ -192,6 +200,7 @@ if TYPE_CHECKING:
     )
     from miniengine.runtime.nodes import (
         CalcFunctionNode,
+        CalcJobNode,
         ProcessNode,
         WorkChainNode,
         WorkFunctionNode,

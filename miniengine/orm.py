@@ -26,6 +26,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # nodes
     "ProcessNode": ("miniengine.runtime.nodes", "ProcessNode"),
     "CalcFunctionNode": ("miniengine.runtime.nodes", "CalcFunctionNode"),
+    "CalcJobNode": ("miniengine.runtime.nodes", "CalcJobNode"),
     "WorkFunctionNode": ("miniengine.runtime.nodes", "WorkFunctionNode"),
     "WorkChainNode": ("miniengine.runtime.nodes", "WorkChainNode"),
     "load_node": ("miniengine.runtime.nodes", "load_node"),

@@ -83,7 +83,8 @@ class Worker:
         #: processes running in this worker now, each with the event set when its run ends
         self._running: dict[int, anyio.Event] = {}
         #: the executors of the processes this worker runs, for kill/pause requests
-        self._controlled: dict[int, tuple[_Executor, anyio.CancelScope]] = {}
+        self._controlled: dict[int, tuple[Any, anyio.CancelScope]] = {}
+        self.jobs: Any = None
         self._handled: set[tuple[int, str]] = set()
         #: a task run alone (its earlier workers died holding it) until it shows progress
         self._alone: int | None = None
@@ -106,6 +107,11 @@ class Worker:
         self._task_group.start_soon(self._claim_loop)
         self._task_group.start_soon(self._maintenance_loop)
         self._task_group.start_soon(self._control_loop)
+        from miniengine.runtime.calcjob.watcher import DaemonJobWatcher
+
+        #: watches the scheduler jobs of this worker's evicted CalcJobs (and owns its transports)
+        self.jobs = DaemonJobWatcher(store, self.id)
+        await self._task_group.start(self.jobs.run)
         submit_module.register_local_worker(self.path, self)
         return self
 
@@ -313,11 +319,17 @@ class Worker:
             stage = _IMPORT_STAGE
             cls = import_process_class(class_path)
             stage = "its checkpoint could not be loaded"
-            instance = cls.__new__(cls)
-            executor = _Executor(
-                instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
-            )
-            executor.restore(checkpoint[1])
+            executor: Any
+            if state_blob.get("k") == "calcjob":
+                from miniengine.runtime.calcjob.launch import daemon_executor
+
+                executor = daemon_executor(self, cls, row, epoch, task_pk, checkpoint[1])
+            else:
+                instance = cls.__new__(cls)
+                executor = _Executor(
+                    instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
+                )
+                executor.restore(checkpoint[1])
         except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
             if stage == _IMPORT_STAGE:
                 # the code, not the process, is at fault (changed while the daemon ran, or the

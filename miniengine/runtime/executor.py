@@ -52,6 +52,7 @@ from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
 from miniengine.runtime.nodes import (
     CalcFunctionNode,
+    CalcJobNode,
     ProcessNode,
     WorkChainNode,
     WorkFunctionNode,
@@ -124,6 +125,7 @@ def _load_process_node(pk: int) -> Any:
 
 for _tag, _cls in enumerate((ProcessNode, CalcFunctionNode, WorkFunctionNode, WorkChainNode)):
     codec.register_engine_type(_cls, 16 + _tag, lambda node: node.pk, _load_process_node)
+codec.register_engine_type(CalcJobNode, 20, lambda node: node.pk, _load_process_node)
 
 
 # the executor ------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ class _Executor:
         self.warned_predicates: set[str] = set()
         self.awaiting: list[tuple[str, bool, ProcessNode]] = []
         self.children: dict[int, _Child] = {}
-        self.new_children: list[tuple[type[WorkChain], ProcessNode, dict[str, Any]]] = []
+        self.new_children: list[tuple[Any, ProcessNode, Any]] = []
         self.step_name = ""
         self.in_step = False
         self.kill_message: str | None = None
@@ -281,9 +283,17 @@ class _Executor:
         if isinstance(process, ProcessBuilder):
             inputs = {**process._inputs(prune=True), **inputs}
             process = process.process_class
+        from miniengine.runtime.calcjob.process import CalcJob
+
+        if isinstance(process, type) and issubclass(process, CalcJob):
+            if args:
+                raise TypeError("self.submit() takes the inputs as keyword arguments")
+            from miniengine.runtime.calcjob.launch import submit_child
+
+            return submit_child(self, process, inputs)
         if not (isinstance(process, type) and issubclass(process, WorkChain)):
             raise InvalidOperation(
-                f"self.submit() launches WorkChain classes, not {process!r}; call process "
+                f"self.submit() launches WorkChain and CalcJob classes, not {process!r}; call process "
                 "functions directly inside the step"
             )
         if args:
@@ -494,9 +504,10 @@ class _Executor:
         for child_cls, node, inputs in self.new_children:
             child = _Child(node)
             self.children[node.pk] = child  # type: ignore[index]
-            self.tree.task_group.start_soon(
-                _run_child, child, child_cls, inputs, self.store, self.tree
-            )
+            runner: Any = _run_child
+            if node.node_type == "process.calcjob":
+                from miniengine.runtime.calcjob.launch import run_child as runner
+            self.tree.task_group.start_soon(runner, child, child_cls, inputs, self.store, self.tree)
         self.new_children = []
 
     async def _wait_for_children(self) -> None:

@@ -46,6 +46,12 @@ def _is_workchain(process: Any) -> bool:
     return isinstance(process, type) and issubclass(process, WorkChain)
 
 
+def _is_calcjob(process: Any) -> bool:
+    from miniengine.runtime.calcjob.process import CalcJob
+
+    return isinstance(process, type) and issubclass(process, CalcJob)
+
+
 def _unknown(process: Any) -> TypeError:
     return TypeError(
         f"cannot launch {process!r}: pass a @calcfunction or @workfunction, a WorkChain class or "
@@ -78,6 +84,17 @@ def run_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessN
         from miniengine.runtime.loop_thread import run_on_loop_thread
 
         return run_on_loop_thread(lambda: launch(process, inputs))
+    if _is_calcjob(process):
+        if args:
+            raise TypeError("a CalcJob takes its inputs as keyword arguments")
+        from miniengine.runtime.calcjob.launch import launch_calcjob
+        from miniengine.runtime.driver import in_worker_thread
+
+        if in_worker_thread():
+            return anyio.from_thread.run(launch_calcjob, process, inputs)
+        from miniengine.runtime.loop_thread import run_on_loop_thread
+
+        return run_on_loop_thread(lambda: launch_calcjob(process, inputs))
     raise _unknown(process)
 
 
@@ -114,6 +131,12 @@ async def arun_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, P
         from miniengine.runtime.workchain_launch import launch
 
         return await launch(process, inputs)
+    if _is_calcjob(process):
+        if args:
+            raise TypeError("a CalcJob takes its inputs as keyword arguments")
+        from miniengine.runtime.calcjob.launch import launch_calcjob
+
+        return await launch_calcjob(process, inputs)
     raise _unknown(process)
 
 

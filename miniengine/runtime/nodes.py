@@ -25,6 +25,7 @@ from miniengine.storage.store import Store, shared_store
 
 __all__ = [
     "CalcFunctionNode",
+    "CalcJobNode",
     "LinkTriple",
     "LogEntry",
     "ProcessNode",
@@ -595,7 +596,70 @@ class WorkChainNode(ProcessNode):
     """The node of a WorkChain run."""
 
 
+class CalcJobNode(ProcessNode):
+    """The node of a CalcJob run: its options, job and folders are attributes (AiiDA's names)."""
+
+    def _attribute(self, name: str, default: Any = None) -> Any:
+        return self._process_attributes().get(name, default)
+
+    def get_option(self, name: str) -> Any:
+        """The value of ``metadata.options.<name>`` this job ran with (``None`` if unset)."""
+        return self._attribute("options", {}).get(name)
+
+    def get_options(self) -> dict[str, Any]:
+        return dict(self._attribute("options", {}))
+
+    @property
+    def computer(self) -> Any:
+        """The computer the job runs on."""
+        from miniengine.runtime.computers import load_computer
+
+        uuid = self._attribute("computer_uuid")
+        if uuid is None:
+            return None
+        return load_computer(uuid=uuid, db=self._store)
+
+    def get_job_id(self) -> str | None:
+        return self._attribute("job_id")  # type: ignore[no-any-return]
+
+    def get_scheduler_state(self) -> str | None:
+        return self._attribute("scheduler_state")  # type: ignore[no-any-return]
+
+    def get_state(self) -> str | None:
+        """The stage of the job (``uploading``, ``submitting``, ``withscheduler``, ...)."""
+        return self._attribute("state")  # type: ignore[no-any-return]
+
+    def get_remote_workdir(self) -> str | None:
+        return self._attribute("remote_workdir")  # type: ignore[no-any-return]
+
+    def get_retrieve_list(self) -> list[Any] | None:
+        return self._attribute("retrieve_list")  # type: ignore[no-any-return]
+
+    def get_retrieve_temporary_list(self) -> list[Any] | None:
+        return self._attribute("retrieve_temporary_list")  # type: ignore[no-any-return]
+
+    def get_program_exit_statuses(self) -> dict[int, int] | None:
+        """Each program's exit status, as the submit script recorded it (once retrieved)."""
+        statuses = self._attribute("program_exit_statuses")
+        return {int(k): int(v) for k, v in statuses.items()} if statuses is not None else None
+
+    @property
+    def dry_run_info(self) -> dict[str, Any] | None:
+        """For a dry run: ``{'folder': ..., 'script_filename': ...}``."""
+        return self._attribute("dry_run_info")  # type: ignore[no-any-return]
+
+    def get_parser_class(self) -> Any:
+        """The Parser class named by the ``parser_name`` option, or ``None``."""
+        name = self.get_option("parser_name")
+        if name is None:
+            return None
+        from miniengine.runtime.calcjob.parser import load_parser_class
+
+        return load_parser_class(name)
+
+
 NODE_CLASSES: dict[str, type[ProcessNode]] = {
+    "process.calcjob": CalcJobNode,
     "process.calcfunction": CalcFunctionNode,
     "process.workfunction": WorkFunctionNode,
     "process.workchain": WorkChainNode,

@@ -63,6 +63,25 @@ def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
     return process, store, new, bound
 
 
+def _calcjob_class(process: Any, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """``(CalcJob class, inputs)`` when ``process`` is a CalcJob (or its builder), else None."""
+    from miniengine.runtime.calcjob.process import CalcJob
+
+    if isinstance(process, ProcessBuilder):
+        if not issubclass(process.process_class, CalcJob):
+            return None
+        inputs = {**process._inputs(prune=True), **inputs}
+        process = process.process_class
+    if not (isinstance(process, type) and issubclass(process, CalcJob)):
+        return None
+    if context.current_process() is not None:
+        raise SubmitError(
+            "submit() was called inside a running process; inside a WorkChain step use "
+            "self.submit(...), which links the child to its parent and waits for the step's commit"
+        )
+    return process, inputs
+
+
 def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainNode:
     for (_, data), input_pk in zip(new.inputs, input_pks, strict=True):
         if data.pk is None:
@@ -138,6 +157,11 @@ def submit(process: Any, *args: Any, **inputs: Any) -> WorkChainNode:
         )
     from miniengine.runtime.workchain_inputs import create_workchain_tx
 
+    calcjob = _calcjob_class(process, inputs)
+    if calcjob is not None:
+        from miniengine.runtime.calcjob.launch import submit_calcjob
+
+        return submit_calcjob(*calcjob)  # type: ignore[return-value]
     cls, store, new, bound = _prepare(process, inputs)
     pk, input_pks = store.write_sync(create_workchain_tx, cls, new, bound, True)
     return _finish(store, new, pk, input_pks)
@@ -148,6 +172,11 @@ async def asubmit(process: Any, *args: Any, **inputs: Any) -> WorkChainNode:
     _refuse_positional(process, args)
     from miniengine.runtime.workchain_inputs import create_workchain_tx
 
+    calcjob = _calcjob_class(process, inputs)
+    if calcjob is not None:
+        from miniengine.runtime.calcjob.launch import asubmit_calcjob
+
+        return await asubmit_calcjob(*calcjob)  # type: ignore[return-value]
     cls, store, new, bound = _prepare(process, inputs)
     pk, input_pks = await store.write(create_workchain_tx, cls, new, bound, True)
     return _finish(store, new, pk, input_pks)

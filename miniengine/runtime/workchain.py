@@ -123,8 +123,10 @@ def import_process_class(path: str) -> type[WorkChain]:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise MiniengineError(f"cannot import the process class {path}: {exc}") from exc
-    if not (isinstance(obj, type) and issubclass(obj, WorkChain)):
-        raise MiniengineError(f"{path} is not a WorkChain class")
+    from miniengine.runtime.calcjob.process import CalcJob
+
+    if not (isinstance(obj, type) and issubclass(obj, WorkChain | CalcJob)):
+        raise MiniengineError(f"{path} is not a WorkChain or CalcJob class")
     return obj
 
 

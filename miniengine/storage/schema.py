@@ -31,6 +31,7 @@ from miniengine.storage.schema_v3 import SCHEMA_V3
 from miniengine.storage.schema_v4 import SCHEMA_V4
 from miniengine.storage.schema_v5 import SCHEMA_V5
 from miniengine.storage.schema_v6 import SCHEMA_V6
+from miniengine.storage.schema_v7 import SCHEMA_V7
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -97,6 +98,7 @@ MIGRATIONS: dict[int, str] = {
     3: SCHEMA_V4,
     4: SCHEMA_V5,
     5: SCHEMA_V6,
+    6: SCHEMA_V7,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)

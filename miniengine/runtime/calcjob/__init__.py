@@ -1,0 +1,1 @@
+"""CalcJobs: external programs run through a transport and a scheduler (AiiDA's model)."""

@@ -1,0 +1,352 @@
+"""Launching CalcJobs: run mode (``run``, ``arun``, a child of a run-mode WorkChain), the
+daemon (``submit``, ``self.submit``) and the worker's side, and dry runs.
+
+Creating a CalcJob writes its node (with its options and computer), inputs, links, first
+checkpoint and -- for the daemon -- its start task in one transaction, as for a WorkChain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anyio
+
+from miniengine.core import codec
+from miniengine.core.ids import new_uuid
+from miniengine.core.links import LinkType
+from miniengine.core.states import ProcessState
+from miniengine.exceptions import InvalidOperation, MiniengineError
+from miniengine.runtime import context
+from miniengine.runtime.calcjob.executor import CalcJobExecutor, prepare_folder
+from miniengine.runtime.calcjob.process import BoundCalcJob, CalcJob, bind_calcjob_inputs
+from miniengine.runtime.context import RunningProcess
+from miniengine.runtime.driver import Lifecycle, Write, drive_async
+from miniengine.runtime.nodes import CalcJobNode
+from miniengine.runtime.workchain import class_path
+from miniengine.runtime.workchain_inputs import _flatten_data, _with_refs, process_type
+from miniengine.storage import broker_rows, calcjob_rows, checkpoint_rows, rows
+from miniengine.storage.store import Store
+from miniengine.transports.pool import TransportPool
+from miniengine.transports.transport import Transport
+
+__all__ = ["launch_calcjob", "submit_calcjob"]
+
+
+def is_calcjob(process: Any) -> bool:
+    return isinstance(process, type) and issubclass(process, CalcJob)
+
+
+def new_calcjob_row(
+    cls: type[CalcJob],
+    store: Store,
+    bound: BoundCalcJob,
+    parent: RunningProcess | None,
+    state: ProcessState,
+    submitted: bool = False,
+) -> rows.NewProcess:
+    claimed = state is not ProcessState.CREATED
+    flat_inputs = _flatten_data(bound.inputs, cls.spec().inputs)
+    context.check_same_database(store, flat_inputs, cls.__name__)
+    return rows.NewProcess(
+        uuid=new_uuid(),
+        node_type="process.calcjob",
+        process_type=process_type(cls),
+        process_label=cls.__name__,
+        process_state=state.value,
+        label=bound.metadata.label,
+        description=bound.metadata.description,
+        inputs=flat_inputs,
+        input_link_type=LinkType.INPUT_CALC.value,
+        owner=store.owner if claimed else None,
+        lease_expires=store.lease_expiry() if claimed else None,
+        parent=parent.parent_fence if parent is not None else None,
+        call_link_type=LinkType.CALL_CALC.value,
+        call_link_label=bound.metadata.call_link_label,
+        attributes={"options": bound.options, "computer_uuid": bound.computer.uuid},
+        submitted=submitted,
+    )
+
+
+def create_calcjob_tx(
+    connection: Any,
+    cls: type[CalcJob],
+    new: rows.NewProcess,
+    bound: BoundCalcJob,
+    enqueue: bool,
+    memo: tuple[int, int, int, str] | None = None,
+) -> tuple[int, list[int]]:
+    """Create a CalcJob node with its inputs, computer and first checkpoint (and, for the
+    daemon, its start task) in one transaction; a memoised call of a replayed step is reused."""
+    if memo is None:
+        pk, input_pks = rows.begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = checkpoint_rows.begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return pk, [data.pk for _, data in new.inputs]  # type: ignore[misc]
+    fresh = {
+        id(data): input_pk
+        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
+        if data.pk is None
+    }
+    state = {
+        "k": "calcjob",
+        "p": class_path(cls),
+        "i": _with_refs(bound.inputs, fresh),
+        "o": bound.options,
+        "c": bound.computer.uuid,
+        "st": None,
+        "s": 0,
+    }
+    checkpoint_rows.write_checkpoint(connection, pk, 0, codec.encode(state))
+    calcjob_rows.set_computer_tx(connection, pk, bound.computer.uuid)
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return pk, input_pks
+
+
+def _mark_stored(new: rows.NewProcess, input_pks: list[int], store: Store) -> None:
+    for (_, data), pk in zip(new.inputs, input_pks, strict=True):
+        if data.pk is None:
+            data._set_stored(pk, data.uuid, store)
+
+
+def _pooled(pool: TransportPool) -> Any:
+    @contextlib.asynccontextmanager
+    async def request(computer: Any) -> AsyncIterator[Transport]:
+        async with pool.request(computer.uuid, computer.get_transport) as transport:
+            yield transport
+
+    return request
+
+
+def _executor(
+    cls: type[CalcJob],
+    store: Store,
+    tree: Any,
+    node: CalcJobNode,
+    epoch: int,
+    request: Any,
+    bound: BoundCalcJob | None = None,
+    **kwargs: Any,
+) -> CalcJobExecutor:
+    instance = cls.__new__(cls)
+    executor = CalcJobExecutor(instance, store, tree, node, epoch, request, **kwargs)
+    if bound is not None:
+        executor.raw_inputs = bound.inputs
+        from miniengine.core.attribute_dict import FrozenAttributeDict
+
+        executor.inputs = FrozenAttributeDict(bound.inputs)
+        executor.options = bound.options
+        executor.computer = bound.computer
+    return executor
+
+
+# run mode --------------------------------------------------------------------------------------
+
+
+async def launch_calcjob(
+    cls: type[CalcJob], raw_inputs: Mapping[str, Any], db: Any = None
+) -> tuple[dict[str, Any], CalcJobNode]:
+    """Run a CalcJob to its end on the running loop (``arun``; ``run`` via the loop thread)."""
+    from miniengine.runtime.workchain_launch import _in_tree
+
+    bound = bind_calcjob_inputs(cls, raw_inputs)
+    parent = context.current_process()
+    if parent is not None and parent.kind in ("calcfunction", "calcjob"):
+        raise InvalidOperation(
+            f"the {parent.kind} {parent.label} tried to run {cls.__name__}: it cannot call "
+            "other processes"
+        )
+    if bound.dry_run:
+        return await anyio.to_thread.run_sync(lambda: dry_run(cls, bound))
+    store = parent.store if parent is not None else context.store_for(db)
+
+    async with TransportPool() as pool:
+        request = _pooled(pool)
+
+        def make(tree: Any) -> Lifecycle[Any]:
+            return _root_lifecycle(cls, store, tree, bound, parent, request)
+
+        result: tuple[dict[str, Any], CalcJobNode] = await _in_tree(make, store)
+    return result
+
+
+def _root_lifecycle(
+    cls: type[CalcJob],
+    store: Store,
+    tree: Any,
+    bound: BoundCalcJob,
+    parent: RunningProcess | None,
+    request: Any,
+) -> Lifecycle[tuple[dict[str, Any], CalcJobNode]]:
+    new = new_calcjob_row(cls, store, bound, parent, ProcessState.RUNNING)
+    memo = None
+    if parent is not None:
+        memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+    pk, input_pks = yield Write(store, create_calcjob_tx, cls, new, bound, False, memo)
+    _mark_stored(new, input_pks, store)
+    if parent is not None:
+        parent.call_count += 1
+    node = CalcJobNode(store, store.read(rows.read_node_row, pk))
+    executor = _executor(cls, store, tree, node, 1, request, bound)
+    store.leases_taken()
+    try:
+        return (yield from executor.lifecycle(ProcessState.CREATED))
+    finally:
+        store.leases_released()
+
+
+async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Store, tree: Any) -> None:
+    """A CalcJob that a run-mode WorkChain submitted: run it in the parent's tree; its fate is
+    recorded on its node, not raised here."""
+    from miniengine.runtime.workchain_launch import _kill_unstarted
+
+    node = child.node
+    started = False
+    try:
+        with child.scope:
+            await anyio.lowlevel.checkpoint()
+            started = True
+            epoch = await store.write(
+                checkpoint_rows.claim_process_tx,
+                node.pk,
+                store.owner,
+                store.lease_expiry(),
+                ProcessState.RUNNING.value,
+            )
+            tree.scopes[node.pk] = child.scope
+            async with TransportPool() as pool:
+                executor = _executor(cls, store, tree, node, epoch, _pooled(pool), bound)
+                store.leases_taken()
+                try:
+                    await drive_async(executor.lifecycle(ProcessState.CREATED))
+                except Exception:
+                    pass
+                finally:
+                    store.leases_released()
+        if not started:
+            with anyio.CancelScope(shield=True):
+                await _kill_unstarted(store, node.pk, "Killed: its parent failed before it started")
+    finally:
+        child.done.set()
+
+
+def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> CalcJobNode:
+    """``self.submit(MyCalcJob, ...)`` in a WorkChain step: the node is created now, linked to
+    the parent and started by the step's commit (daemon) or in the parent's tree (run mode)."""
+    from miniengine.runtime.workchain import check_importable
+
+    bound = bind_calcjob_inputs(cls, inputs)
+    if bound.dry_run:
+        raise InvalidOperation("self.submit() cannot make a dry run; run() the CalcJob instead")
+    store = parent.store
+    daemon = parent.tree is None
+    if daemon:
+        check_importable(cls)
+    new = new_calcjob_row(cls, store, bound, parent.process, ProcessState.CREATED, daemon)
+    memo = parent.process.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+    parent.process.call_count += 1
+    pk, input_pks = store.write_sync(create_calcjob_tx, cls, new, bound, False, memo)
+    _mark_stored(new, input_pks, store)
+    node = CalcJobNode(store, store.read(rows.read_node_row, pk))
+    parent.new_children.append((cls, node, bound))
+    return node
+
+
+# the daemon --------------------------------------------------------------------------------------
+
+
+def submit_calcjob_prepare(process: type[CalcJob], inputs: Mapping[str, Any]) -> Any:
+    from miniengine.runtime.workchain import check_importable
+
+    bound = bind_calcjob_inputs(process, inputs)
+    if bound.dry_run:
+        raise InvalidOperation("submit() cannot make a dry run; use run() for metadata.dry_run")
+    check_importable(process)
+    store = context.store_for(None)
+    new = new_calcjob_row(process, store, bound, None, ProcessState.CREATED, submitted=True)
+    return store, new, bound
+
+
+def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
+    """``submit(MyCalcJob, ...)``: stored and enqueued in one transaction."""
+    from miniengine.runtime.submit import _local_workers
+
+    store, new, bound = submit_calcjob_prepare(process, inputs)
+    pk, input_pks = store.write_sync(create_calcjob_tx, process, new, bound, True)
+    _mark_stored(new, input_pks, store)
+    for worker in list(_local_workers.get(store.path, ())):
+        worker.wake_threadsafe()
+    return CalcJobNode(store, store.read(rows.read_node_row, pk))
+
+
+async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
+    from miniengine.runtime.submit import _local_workers
+
+    store, new, bound = submit_calcjob_prepare(process, inputs)
+    pk, input_pks = await store.write(create_calcjob_tx, process, new, bound, True)
+    _mark_stored(new, input_pks, store)
+    for worker in list(_local_workers.get(store.path, ())):
+        worker.wake_threadsafe()
+    return CalcJobNode(store, store.read(rows.read_node_row, pk))
+
+
+def daemon_executor(
+    worker: Any, cls: type[CalcJob], node_row: tuple[Any, ...], epoch: int, task_pk: int,
+    blob: bytes,
+) -> CalcJobExecutor:  # fmt: skip
+    """The executor a worker drives for a CalcJob task, restored from its checkpoint."""
+    store = worker.store
+    node = CalcJobNode(store, node_row)
+    executor = _executor(
+        cls, store, None, node, epoch, worker.jobs.request, task_pk=task_pk, worker=worker
+    )
+    executor.restore(blob)
+    return executor
+
+
+# dry runs ----------------------------------------------------------------------------------------
+
+
+def dry_run(cls: type[CalcJob], bound: BoundCalcJob) -> tuple[dict[str, Any], CalcJobNode]:
+    """Prepare the job in ``submit_test/<date>-<n>`` under the current folder, submit nothing;
+    the returned (unstored) node's ``dry_run_info`` says where (AiiDA's dry run)."""
+    base = os.path.join(os.getcwd(), "submit_test")
+    os.makedirs(base, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    number = 0
+    while True:
+        folder = os.path.join(base, f"{stamp}-{number:05d}")
+        try:
+            os.mkdir(folder)
+            break
+        except FileExistsError:
+            number += 1
+    store = context.store_for(None)
+    now = time.time()
+    row = (
+        None, new_uuid(), "process.calcjob", process_type(cls), cls.__name__, "finished", None,
+        0, None, None, 0, bound.metadata.label, bound.metadata.description, None, None, 0, None,
+        now, now,
+    )  # fmt: skip
+    node = CalcJobNode(None, row)
+    executor = _executor(cls, store, None, node, 0, None, bound)
+    prepared = prepare_folder(executor, folder)
+    info = {"folder": folder, "script_filename": prepared.script_filename}
+    attributes = {
+        "options": bound.options,
+        "computer_uuid": bound.computer.uuid,
+        "dry_run_info": info,
+    }
+    node._row = (*row[:13], rows.pack_attributes(attributes), *row[14:])
+    return {}, node
+
+
+def check_not_in_process(what: str) -> None:
+    if context.current_process() is not None:
+        raise MiniengineError(f"{what} inside a running process")

@@ -1,0 +1,366 @@
+"""Waiting for scheduler jobs: one query per computer per poll interval, whoever waits.
+
+:class:`LoopJobWatcher` serves run mode: the coroutines waiting for jobs of one computer elect
+one of them to query the scheduler for all of them, once per the computer's minimum poll
+interval.  :class:`DaemonJobWatcher` serves a worker: its waiting CalcJobs are evicted, so it
+watches rows of ``calcjob_jobs`` that it leases (renewed by the worker's heartbeat), queries
+each computer once per interval for all of its rows, and, when a job is done, marks the row
+and enqueues the process's continuation in one transaction.
+
+A job of ``core.direct`` on ``core.local`` is a process of this machine: its end is learnt at
+once from a pidfd (``os.pidfd_open``) that becomes readable when it exits, with no query at
+all; where pidfds are not available the scheduler is polled as for any other computer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from miniengine.schedulers.datastructures import JobInfo, JobState
+from miniengine.transports.pool import TransportPool
+from miniengine.transports.transport import Transport
+
+__all__ = ["DaemonJobWatcher", "LoopJobWatcher", "is_local_direct", "open_pidfd"]
+
+logger = logging.getLogger("miniengine.calcjob")
+
+#: How often the daemon watcher looks for new rows (``PRAGMA data_version``) when idle.
+WATCH_TICK = 0.02
+
+RequestTransport = Callable[[Any], AbstractAsyncContextManager[Transport]]
+
+
+def is_local_direct(computer: Any) -> bool:
+    return bool(
+        computer.transport_type == "core.local" and computer.scheduler_type == "core.direct"
+    )
+
+
+def open_pidfd(job_id: str) -> int | None:
+    """A pidfd for a local job, ``-1`` if the process is already gone, ``None`` if pidfds are
+    not available here (then the scheduler is polled)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or not job_id.isdigit():
+        return None
+    try:
+        return int(pidfd_open(int(job_id)))
+    except ProcessLookupError:
+        return -1
+    except OSError:
+        return None
+
+
+async def wait_for_local_exit(job_id: str) -> bool:
+    """Wait until the local process ``job_id`` exits; False if that cannot be watched."""
+    fd = open_pidfd(job_id)
+    if fd is None:
+        return False
+    if fd < 0:
+        return True
+    try:
+        await anyio.wait_readable(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+@dataclass
+class _Waiter:
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    info: JobInfo | None = None
+    done: bool = False
+
+
+@dataclass
+class _Group:
+    waiters: dict[str, _Waiter] = field(default_factory=dict)
+    leader: bool = False
+
+
+class LoopJobWatcher:
+    """Run mode: waits for jobs on the running loop, one scheduler query per computer per
+    interval for every job waited for there."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, _Group] = {}
+        #: scheduler queries made, per computer uuid (for tests and benchmarks)
+        self.queries: dict[str, int] = {}
+
+    async def wait(self, computer: Any, job_id: str, request: RequestTransport) -> JobInfo | None:
+        """Until the job is done; its last report (``None`` when it was learnt from a pidfd)."""
+        if is_local_direct(computer) and await wait_for_local_exit(job_id):
+            return None
+        group = self._groups.setdefault(computer.uuid, _Group())
+        me = group.waiters.setdefault(job_id, _Waiter())
+        try:
+            while not me.done:
+                if not group.leader:
+                    group.leader = True
+                    try:
+                        await self._lead(computer, group, me, request)
+                    finally:
+                        group.leader = False
+                        for waiter in group.waiters.values():
+                            waiter.wake.set()  # someone else leads from now on
+                else:
+                    await me.wake.wait()
+                    me.wake = anyio.Event()
+            return me.info
+        finally:
+            group.waiters.pop(job_id, None)
+            if not group.waiters:
+                self._groups.pop(computer.uuid, None)
+
+    async def _lead(
+        self, computer: Any, group: _Group, me: _Waiter, request: RequestTransport
+    ) -> None:
+        scheduler = computer.get_scheduler()
+        interval = computer.get_minimum_job_poll_interval()
+        while not me.done:
+            pending = [job for job, waiter in group.waiters.items() if not waiter.done]
+            try:
+                async with request(computer) as transport:
+                    from miniengine.runtime.calcjob.tasks import query_jobs
+
+                    self.queries[computer.uuid] = self.queries.get(computer.uuid, 0) + 1
+                    infos = await query_jobs(transport, scheduler, pending)
+            except Exception:
+                logger.warning("querying %s failed; trying again", computer.label, exc_info=True)
+                infos = {}
+            for job, info in infos.items():
+                waiter = group.waiters.get(job)
+                if waiter is not None and info.job_state is JobState.DONE:
+                    waiter.info, waiter.done = info, True
+                    waiter.wake.set()
+            if not me.done:
+                await anyio.sleep(interval)
+
+
+_loop_watchers: dict[asyncio.AbstractEventLoop, LoopJobWatcher] = {}
+
+
+def loop_watcher() -> LoopJobWatcher:
+    """The run-mode watcher of the running loop."""
+    loop = asyncio.get_running_loop()
+    for old in [other for other in _loop_watchers if other.is_closed()]:
+        del _loop_watchers[old]
+    watcher = _loop_watchers.get(loop)
+    if watcher is None:
+        watcher = _loop_watchers[loop] = LoopJobWatcher()
+    return watcher
+
+
+@contextlib.asynccontextmanager
+async def direct_transport(computer: Any) -> AsyncIterator[Transport]:
+    """A transport opened for one use (run mode without a pool)."""
+    async with computer.get_transport() as transport:
+        yield transport
+
+
+class DaemonJobWatcher:
+    """A worker's watcher of the scheduler jobs of evicted CalcJobs (rows it leases)."""
+
+    def __init__(self, store: Any, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self.pool: TransportPool | None = None
+        self._wake = anyio.Event()
+        self._computers: dict[str, Any] = {}
+        self._last_query: dict[str, float] = {}
+        self._pidfds: dict[int, tuple[int, str]] = {}  # process pk -> (fd, job id)
+        self._exited: set[int] = set()  # process pks whose local job exited
+        #: scheduler queries made, per computer uuid (for tests and benchmarks)
+        self.queries: dict[str, int] = {}
+
+    def wake(self) -> None:
+        """Look at the rows now (a job was committed in this worker, or a pidfd fired)."""
+        self._wake.set()
+
+    def _renew(self, connection: Any, expires: float) -> None:
+        from miniengine.storage.calcjob_rows import renew_jobs
+
+        renew_jobs(connection, self.owner, expires)
+
+    @contextlib.asynccontextmanager
+    async def request(self, computer: Any) -> AsyncIterator[Transport]:
+        """The worker's pooled transport for ``computer`` (one connection per computer)."""
+        assert self.pool is not None
+        async with self.pool.request(computer.uuid, computer.get_transport) as transport:
+            yield transport
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with TransportPool() as pool:
+            self.pool = pool
+            self.store.heartbeat_hooks.append(self._renew)
+            task_status.started()
+            try:
+                await self._watch()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    self._close_pidfds()
+                    if self._renew in self.store.heartbeat_hooks:
+                        self.store.heartbeat_hooks.remove(self._renew)
+                    from miniengine.storage.calcjob_rows import release_jobs_tx
+
+                    with contextlib.suppress(Exception):
+                        await self.store.write(release_jobs_tx, self.owner)
+
+    def _close_pidfds(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd, _ in self._pidfds.values():
+            loop.remove_reader(fd)
+            os.close(fd)
+        self._pidfds.clear()
+
+    def _computer(self, uuid: str) -> Any:
+        computer = self._computers.get(uuid)
+        if computer is None:
+            from miniengine.runtime.computers import load_computer
+
+            computer = self._computers[uuid] = load_computer(uuid=uuid, db=self.store)
+        return computer
+
+    async def _watch(self) -> None:
+        from miniengine.storage import calcjob_rows
+
+        version = -1
+        rows: list[calcjob_rows.JobRow] = []
+        while True:
+            current = self.store.data_version()
+            if current != version or self._wake.is_set():
+                version = current
+                self._wake = anyio.Event()
+                try:
+                    if self.store.read(calcjob_rows.has_unwatched_jobs, time.time()):
+                        await self.store.write(
+                            calcjob_rows.claim_jobs_tx,
+                            self.owner,
+                            self.store.lease_expiry(),
+                            time.time(),
+                        )
+                    rows = self.store.read(calcjob_rows.read_watched_jobs, self.owner)
+                except Exception:
+                    logger.warning("reading the watched jobs failed", exc_info=True)
+                    rows = []
+            if rows:
+                await self._check(rows)
+            with anyio.move_on_after(self._next_wait(rows)):
+                await self._wake.wait()
+
+    def _next_wait(self, rows: list[Any]) -> float:
+        wait = WATCH_TICK
+        return wait
+
+    async def _check(self, rows: list[Any]) -> None:
+        from miniengine.storage import calcjob_rows
+
+        by_computer: dict[str, list[Any]] = {}
+        for row in rows:
+            by_computer.setdefault(row.computer_uuid, []).append(row)
+        live = {row.process_pk for row in rows}
+        for pk in [pk for pk in self._pidfds if pk not in live]:
+            fd, _ = self._pidfds.pop(pk)
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        changed = False
+        for uuid, group in by_computer.items():
+            try:
+                computer = self._computer(uuid)
+            except Exception:
+                logger.warning("cannot load the computer %s", uuid, exc_info=True)
+                continue
+            finished: list[tuple[Any, JobInfo | None]] = []
+            cancel = [row for row in group if row.process_state not in _ACTIVE]
+            watch = [row for row in group if row.process_state in _ACTIVE]
+            polled = watch
+            if is_local_direct(computer):
+                polled = []
+                for row in watch:
+                    if row.process_pk in self._exited:
+                        finished.append((row, None))
+                    elif row.process_pk not in self._pidfds:
+                        fd = open_pidfd(row.job_id)
+                        if fd is None:
+                            polled.append(row)
+                        elif fd < 0:
+                            finished.append((row, None))
+                        else:
+                            self._watch_fd(row.process_pk, fd, row.job_id)
+            now = time.monotonic()
+            due = self._last_query.get(uuid, -1e9) + computer.get_minimum_job_poll_interval()
+            if polled and now >= due:
+                self._last_query[uuid] = now
+                try:
+                    from miniengine.runtime.calcjob.tasks import query_jobs
+
+                    async with self.request(computer) as transport:
+                        self.queries[uuid] = self.queries.get(uuid, 0) + 1
+                        infos = await query_jobs(
+                            transport, computer.get_scheduler(), [row.job_id for row in polled]
+                        )
+                    for row in polled:
+                        info = infos.get(row.job_id)
+                        if info is not None and info.job_state is JobState.DONE:
+                            finished.append((row, info))
+                except Exception:
+                    logger.warning("querying %s failed", computer.label, exc_info=True)
+            for row, info in finished:
+                from miniengine.runtime.calcjob.tasks import detailed_info
+
+                state = info.job_state.value if info is not None else JobState.DONE.value
+                await self.store.write(
+                    calcjob_rows.job_done_tx,
+                    row.process_pk,
+                    row.job_id,
+                    self.owner,
+                    state,
+                    detailed_info(info),
+                )
+                self._exited.discard(row.process_pk)
+                changed = True
+            for row in cancel:
+                await self._cancel(computer, row)
+                changed = True
+        if changed:
+            self._wake.set()
+
+    def _watch_fd(self, pk: int, fd: int, job_id: str) -> None:
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._pidfds.pop(pk, None)
+            self._exited.add(pk)
+            self._wake.set()
+
+        self._pidfds[pk] = (fd, job_id)
+        loop.add_reader(fd, exited)
+
+    async def _cancel(self, computer: Any, row: Any) -> None:
+        """The process was killed while its job was with the scheduler: cancel the job."""
+        from miniengine.runtime.calcjob.tasks import kill_job
+        from miniengine.storage import calcjob_rows
+
+        try:
+            async with self.request(computer) as transport:
+                await kill_job(transport, computer.get_scheduler(), row.job_id)
+        except Exception:
+            logger.warning("cancelling job %s failed", row.job_id, exc_info=True)
+            return
+        await self.store.write(calcjob_rows.drop_job_tx, row.process_pk, self.owner)
+
+
+_ACTIVE = ("created", "running", "waiting")
+

@@ -1,0 +1,304 @@
+"""The SQL of CalcJobs: their stage commits, and the scheduler jobs that workers watch.
+
+A CalcJob's stage commit is one transaction like a WorkChain step's: its state, status, node
+attributes (stage, job id, remote folder...), checkpoint, outputs and logs, fenced by the lease
+epoch.  The commit that records a job id also creates the job's ``calcjob_jobs`` row, so a job
+that the database knows of is always watched; in the daemon it also evicts the process (lease
+freed, task acknowledged).  A watcher that sees the job end marks the row done and enqueues the
+process's continuation in one transaction, under a unique task key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from miniengine.core.data import Data
+from miniengine.storage import broker_rows
+from miniengine.storage.rows import (
+    LogEntry,
+    check_lease,
+    insert_new_data,
+    log_rows,
+    pack_attributes,
+    unpack_attributes,
+)
+
+__all__ = [
+    "CalcJobCommit",
+    "JobRow",
+    "calcjob_commit_tx",
+    "claim_jobs_tx",
+    "drop_job_tx",
+    "job_done_tx",
+    "pause_stage_tx",
+    "read_job",
+    "read_watched_jobs",
+    "release_jobs_tx",
+    "renew_jobs",
+]
+
+
+@dataclass
+class CalcJobCommit:
+    """What one CalcJob stage writes when it ends."""
+
+    pk: int
+    owner: str
+    epoch: int
+    process_state: str
+    process_status: str | None
+    seq: int
+    checkpoint: bytes
+    attributes: dict[str, Any] = field(default_factory=dict)
+    outputs: Sequence[tuple[str, Data]] = ()
+    logs: Sequence[LogEntry] = ()
+    #: ``(computer uuid, job id)``: the job now with the scheduler, to be watched
+    job: tuple[str, str] | None = None
+    #: the job has been dealt with (retrieved): its row goes
+    drop_job: bool = False
+    #: daemon mode: hand the process back (no lease, no slot) until its job is done
+    evict: bool = False
+    task_pk: int | None = None
+
+
+def merge_attributes(connection: sqlite3.Connection, pk: int, values: dict[str, Any]) -> None:
+    """Set ``values`` among the node's attributes (a ``None`` value removes the key)."""
+    if not values:
+        return
+    row = connection.execute("SELECT attributes FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    current = unpack_attributes(row[0]) if row is not None else None
+    attributes: dict[str, Any] = dict(current) if isinstance(current, dict) else {}
+    for key, value in values.items():
+        if value is None:
+            attributes.pop(key, None)
+        else:
+            attributes[key] = value
+    connection.execute(
+        "UPDATE nodes SET attributes = ? WHERE pk = ?", (pack_attributes(attributes), pk)
+    )
+
+
+def calcjob_commit_tx(
+    connection: sqlite3.Connection, commit: CalcJobCommit
+) -> tuple[list[int], bool]:
+    """Write a stage's state, attributes, checkpoint, outputs (CREATE links) and logs, fenced.
+
+    Returns the output pks and whether the process has been paused meanwhile.
+    """
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET process_state = ?, mtime = ?, process_status = CASE WHEN paused "
+        "THEN process_status ELSE ? END WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (commit.process_state, now, commit.process_status, commit.pk, commit.owner, commit.epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, commit.pk, commit.owner, commit.epoch)
+    merge_attributes(connection, commit.pk, commit.attributes)
+    output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
+    connection.executemany(
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, 'create', ?)",
+        [
+            (commit.pk, out_pk, label)
+            for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
+        ],
+    )
+    connection.executemany(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+        log_rows(commit.pk, commit.logs, now),
+    )
+    connection.execute(
+        "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, ?, ?) "
+        "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+        (commit.pk, commit.seq, commit.checkpoint),
+    )
+    if commit.job is not None:
+        connection.execute(
+            "INSERT OR REPLACE INTO calcjob_jobs (process_pk, computer_uuid, job_id, created) "
+            "VALUES (?, ?, ?, ?)",
+            (commit.pk, commit.job[0], commit.job[1], now),
+        )
+    if commit.drop_job:
+        connection.execute("DELETE FROM calcjob_jobs WHERE process_pk = ?", (commit.pk,))
+    if commit.task_pk is not None:
+        connection.execute(
+            "UPDATE tasks SET attempts = 0 WHERE pk = ? AND attempts > 1", (commit.task_pk,)
+        )
+    if commit.evict:
+        connection.execute(
+            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (commit.pk,)
+        )
+        if commit.task_pk is not None:
+            broker_rows.ack_task(connection, commit.task_pk)
+        # the job may have ended (and been seen) before this commit: wake the process now
+        done = connection.execute(
+            "SELECT job_id FROM calcjob_jobs WHERE process_pk = ? AND done = 1", (commit.pk,)
+        ).fetchone()
+        if done is not None:
+            broker_rows.enqueue(connection, commit.pk, f"job:{commit.pk}:{done[0]}", now)
+    paused = connection.execute("SELECT paused FROM nodes WHERE pk = ?", (commit.pk,)).fetchone()
+    return output_pks, bool(paused and paused[0])
+
+
+def pause_stage_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: int, message: str,
+                   release: bool, task_pk: int | None) -> None:  # fmt: skip
+    """Pause a CalcJob whose transport stage kept failing; ``message`` names stage and error.
+
+    With ``release`` (the daemon) its lease is freed and its task acknowledged: it holds no slot,
+    and ``play`` enqueues it again at the same stage.  Fenced like every write for a process.
+    """
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET paused = 1, process_status = ?, mtime = ? "
+        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (message, now, pk, owner, epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, pk, owner, epoch)
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
+        (pk, now, message),
+    )
+    if release:
+        connection.execute(
+            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (pk,)
+        )
+        if task_pk is not None:
+            broker_rows.ack_task(connection, task_pk)
+
+
+class JobRow(NamedTuple):
+    """A scheduler job watched for a waiting CalcJob."""
+
+    process_pk: int
+    computer_uuid: str
+    job_id: str
+    done: bool
+    scheduler_state: str | None
+    detailed_info: Any
+    #: the process's state: a terminated one (killed while evicted) has a job to cancel
+    process_state: str | None
+
+
+_JOB_COLUMNS = (
+    "j.process_pk, j.computer_uuid, j.job_id, j.done, j.scheduler_state, j.detailed_info, "
+    "n.process_state"
+)
+
+
+def _job_row(row: Sequence[Any]) -> JobRow:
+    return JobRow(
+        int(row[0]),
+        str(row[1]),
+        str(row[2]),
+        bool(row[3]),
+        row[4],
+        unpack_attributes(row[5]),
+        row[6],
+    )
+
+
+def read_job(connection: sqlite3.Connection, pk: int) -> JobRow | None:
+    row = connection.execute(
+        f"SELECT {_JOB_COLUMNS} FROM calcjob_jobs j JOIN nodes n ON n.pk = j.process_pk "
+        "WHERE j.process_pk = ?",
+        (pk,),
+    ).fetchone()
+    return _job_row(row) if row is not None else None
+
+
+def claim_jobs_tx(connection: sqlite3.Connection, owner: str, expires: float, now: float) -> int:
+    """Take every job that nobody watches (new, or its watcher's lease expired)."""
+    return connection.execute(
+        "UPDATE calcjob_jobs SET owner = ?, lease_expires = ? WHERE done = 0 AND "
+        "(owner IS NULL OR lease_expires < ?)",
+        (owner, expires, now),
+    ).rowcount
+
+
+def has_unwatched_jobs(connection: sqlite3.Connection, now: float) -> bool:
+    """Whether a job waits for a watcher (cheap: the watcher writes only when one does)."""
+    return (
+        connection.execute(
+            "SELECT 1 FROM calcjob_jobs WHERE done = 0 AND (owner IS NULL OR lease_expires < ?) "
+            "LIMIT 1",
+            (now,),
+        ).fetchone()
+        is not None
+    )
+
+
+def read_watched_jobs(connection: sqlite3.Connection, owner: str) -> list[JobRow]:
+    """The jobs ``owner`` watches that are not known to be done."""
+    return [
+        _job_row(row)
+        for row in connection.execute(
+            f"SELECT {_JOB_COLUMNS} FROM calcjob_jobs j JOIN nodes n ON n.pk = j.process_pk "
+            "WHERE j.owner = ? AND j.done = 0 ORDER BY j.computer_uuid",
+            (owner,),
+        )
+    ]
+
+
+def job_done_tx(connection: sqlite3.Connection, pk: int, job_id: str, owner: str,
+                scheduler_state: str | None, detailed_info: Any) -> bool:  # fmt: skip
+    """The job ended: record the scheduler's last word and enqueue the process's continuation
+    (unless it is still held by the run that committed the job: it wakes itself then).  False
+    if another watcher took the row over meanwhile."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE calcjob_jobs SET done = 1, owner = NULL, lease_expires = NULL, "
+        "scheduler_state = ?, detailed_info = ? WHERE process_pk = ? AND job_id = ? "
+        "AND owner = ? AND done = 0",
+        (scheduler_state, pack_attributes(detailed_info), pk, job_id, owner),
+    )
+    if cursor.rowcount != 1:
+        return False
+    merge_attributes(connection, pk, {"scheduler_state": scheduler_state})
+    row = connection.execute(
+        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = ?", (pk,)
+    ).fetchone()
+    if row is not None and row[0] in broker_rows.ACTIVE_STATES and row[1] is None:
+        broker_rows.enqueue(connection, pk, f"job:{pk}:{job_id}", now)
+    return True
+
+
+def drop_job_tx(connection: sqlite3.Connection, pk: int, owner: str) -> None:
+    """Forget a job that its watcher cancelled (its process was killed while evicted)."""
+    connection.execute(
+        "DELETE FROM calcjob_jobs WHERE process_pk = ? AND owner = ?", (pk, owner)
+    )
+
+
+def renew_jobs(connection: sqlite3.Connection, owner: str, expires: float) -> None:
+    """Heartbeat: extend the leases of the jobs ``owner`` watches."""
+    connection.execute(
+        "UPDATE calcjob_jobs SET lease_expires = ? WHERE owner = ? AND done = 0", (expires, owner)
+    )
+
+
+def release_jobs_tx(connection: sqlite3.Connection, owner: str) -> None:
+    """A worker stops: its jobs are watched by whoever claims them next."""
+    connection.execute(
+        "UPDATE calcjob_jobs SET owner = NULL, lease_expires = NULL WHERE owner = ?", (owner,)
+    )
+
+
+def finish_calcjob_tx(connection: sqlite3.Connection, finish: Any) -> list[int]:
+    """Terminate a CalcJob (``rows.finish_process_tx``) and forget its job in the same commit."""
+    from miniengine.storage.rows import finish_process_tx
+
+    output_pks = finish_process_tx(connection, finish)
+    connection.execute("DELETE FROM calcjob_jobs WHERE process_pk = ?", (finish.pk,))
+    return output_pks
+
+
+def set_computer_tx(connection: sqlite3.Connection, pk: int, computer_uuid: str) -> None:
+    """Record the computer a CalcJob runs on (``nodes.computer_pk``)."""
+    connection.execute(
+        "UPDATE nodes SET computer_pk = (SELECT pk FROM computers WHERE uuid = ?) WHERE pk = ?",
+        (computer_uuid, pk),
+    )

@@ -1,0 +1,125 @@
+"""CalcJob and Parser plugins for the CalcJob tests, importable by daemon workers.
+
+``ArithmeticAddCalculation`` is AiiDA's classic example: the code is ``bash`` running a script that
+adds two numbers from an input file; ``ArithmeticAddParser`` reads the sum into an ``Int``.  With a
+``counter`` input (a file path), the script appends a line to that file each time it runs, so
+tests can prove that the program ran exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miniengine import ExitCode, Int, Str, WorkChain
+from miniengine.engine import CalcJob, Parser, ToContext
+from miniengine.folders import Folder
+from miniengine.core.calcinfo import CalcInfo, CodeInfo
+
+ADD_SCRIPT = """\
+set -e
+if [ -n "$COUNTER" ]; then echo ran >> "$COUNTER"; fi
+if [ -n "$GATE" ]; then while [ ! -e "$GATE" ]; do sleep 0.05; done; fi
+read x y < aiida.in
+if [ -n "$FAIL_FILE" ] && [ -e "$FAIL_FILE" ]; then rm -f "$FAIL_FILE"; echo failing >&2; exit 3; fi
+if [ "$x" = "fail" ]; then echo failing >&2; exit 3; fi
+if [ "$x" = "nooutput" ]; then exit 0; fi
+echo $((x + y)) > aiida.out
+"""
+
+
+class ArithmeticAddCalculation(CalcJob):
+    """Adds ``x`` and ``y`` with a bash script (AiiDA's ``core.arithmetic.add``)."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=(Int, Str), help="the first number (or a failure mode)")
+        spec.input("y", valid_type=Int)
+        spec.input("counter", valid_type=Str, required=False)
+        spec.input("gate", valid_type=Str, required=False)
+        spec.input("fail_file", valid_type=Str, required=False)
+        spec.input(
+            "metadata.options.parser_name",
+            valid_type=str,
+            default="tests.workchains.calcjob_plugins:ArithmeticAddParser",
+            non_db=True,
+        )
+        spec.input("metadata.options.input_filename", valid_type=str, default="aiida.in", non_db=True)
+        spec.input(
+            "metadata.options.output_filename", valid_type=str, default="aiida.out", non_db=True
+        )
+        spec.output("sum", valid_type=Int, help="x + y")
+        spec.exit_code(
+            310, "ERROR_READING_OUTPUT_FILE", message="The output file could not be read."
+        )
+        spec.exit_code(
+            320, "ERROR_INVALID_OUTPUT", message="The output file contains invalid output."
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        with folder.open(self.options.input_filename, "w") as handle:
+            handle.write(f"{self.inputs.x.value} {self.inputs.y.value}\n")
+        with folder.open("add.sh", "w") as handle:
+            handle.write(ADD_SCRIPT)
+        environment = {}
+        if "counter" in self.inputs:
+            environment["COUNTER"] = self.inputs.counter.value
+        if "gate" in self.inputs:
+            environment["GATE"] = self.inputs.gate.value
+        if "fail_file" in self.inputs:
+            environment["FAIL_FILE"] = self.inputs.fail_file.value
+        codeinfo = CodeInfo(code_uuid=self.inputs.code.uuid, cmdline_params=["add.sh"])
+        calcinfo = CalcInfo(codes_info=[codeinfo], retrieve_list=[self.options.output_filename])
+        calcinfo.job_environment = environment
+        return calcinfo
+
+
+class ArithmeticAddParser(Parser):
+    """Reads the sum from the output file."""
+
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        name = self.node.get_option("output_filename")
+        if name not in self.retrieved.list_object_names():
+            return self.exit_codes.ERROR_READING_OUTPUT_FILE
+        text = self.retrieved.get_object_content(name).strip()
+        try:
+            value = int(text)
+        except ValueError:
+            return self.exit_codes.ERROR_INVALID_OUTPUT
+        self.out("sum", Int(value))
+        return None
+
+
+class AddTwiceWorkChain(WorkChain):
+    """Submits two additions and sums their results."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("code")
+        spec.input("x", valid_type=Int)
+        spec.input("y", valid_type=Int)
+        spec.outline(cls.submit_jobs, cls.collect)
+        spec.output("total", valid_type=Int)
+
+    def submit_jobs(self) -> Any:
+        options = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
+        first = self.submit(
+            ArithmeticAddCalculation,
+            code=self.inputs.code,
+            x=self.inputs.x,
+            y=self.inputs.y,
+            metadata={"options": options},
+        )
+        second = self.submit(
+            ArithmeticAddCalculation,
+            code=self.inputs.code,
+            x=self.inputs.y,
+            y=self.inputs.y,
+            metadata={"options": options},
+        )
+        return ToContext(first=first, second=second)
+
+    def collect(self) -> Any:
+        total = self.ctx.first.outputs.sum.value + self.ctx.second.outputs.sum.value
+        self.out("total", Int(total))
