@@ -123,3 +123,49 @@ class AddTwiceWorkChain(WorkChain):
     def collect(self) -> Any:
         total = self.ctx.first.outputs.sum.value + self.ctx.second.outputs.sum.value
         self.out("total", Int(total))
+
+
+# transports for the tests -------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from miniengine.transports.errors import TransportError  # noqa: E402
+from miniengine.transports.local import LocalTransport  # noqa: E402
+from miniengine.transports.transport import CommandResult  # noqa: E402
+
+#: A file in a computer's work folder that makes :class:`FlakyTransport` fail every upload.
+BROKEN_FLAG = "TRANSPORT-BROKEN"
+#: A file in a computer's work folder where :class:`CountingTransport` logs each scheduler query.
+QUERY_LOG = "scheduler-queries.log"
+
+
+def _work_root(path: str) -> Path | None:
+    for parent in Path(path).parents:
+        if (parent / "ROOT").exists():
+            return parent
+    return None
+
+
+class FlakyTransport(LocalTransport):
+    """``core.local`` whose uploads fail while the flag file exists at the work folder's root
+    (a file named ``ROOT`` marks that root): a transport failure that a test can end."""
+
+    async def put(self, localpath: Any, remotepath: str) -> None:
+        root = _work_root(remotepath)
+        if root is not None and (root / BROKEN_FLAG).exists():
+            raise TransportError(f"{self}: the connection is broken (test flag {BROKEN_FLAG})")
+        await super().put(localpath, remotepath)
+
+
+class CountingTransport(LocalTransport):
+    """``core.local`` that logs each scheduler query (``ps``) it runs to ``QUERY_LOG`` in the
+    work folder given by its ``machine`` name (so ``core.direct`` jobs are polled, not watched
+    through pidfds, and a test can count the queries)."""
+
+    async def exec_command_wait(
+        self, command: str, *, stdin: str | bytes | None = None, workdir: str | None = None
+    ) -> CommandResult:
+        if command.startswith("ps "):
+            with open(Path(self.machine) / QUERY_LOG, "a") as stream:
+                stream.write(command + "\n")
+        return await super().exec_command_wait(command, stdin=stdin, workdir=workdir)

@@ -166,13 +166,23 @@ async def launch_calcjob(
         return await anyio.to_thread.run_sync(lambda: dry_run(cls, bound))
     store = parent.store if parent is not None else context.store_for(db)
 
+    error: BaseException | None = None
+    result: tuple[dict[str, Any], CalcJobNode] | None = None
     async with TransportPool() as pool:
         request = _pooled(pool)
 
         def make(tree: Any) -> Lifecycle[Any]:
             return _root_lifecycle(cls, store, tree, bound, parent, request)
 
-        result: tuple[dict[str, Any], CalcJobNode] = await _in_tree(make, store)
+        try:
+            result = await _in_tree(make, store)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # raised as itself, not inside the pool's exception group
+            error = exc
+    if error is not None:
+        raise error
+    assert result is not None
     return result
 
 

@@ -1,0 +1,248 @@
+"""CalcJobs in run mode, with real programs: ``core.local`` + ``core.direct`` run ``bash`` scripts
+as real subprocesses in real working folders, and the Parser reads the real output files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import miniengine
+from miniengine import (
+    CalcJob,
+    CalcJobNode,
+    Computer,
+    InputValidationError,
+    InstalledCode,
+    Int,
+    Parser,
+    Str,
+    arun_get_node,
+    find_processes,
+    run,
+)
+from miniengine.core.calcinfo import CalcInfo, CodeInfo
+from miniengine.runtime.computers import localhost_computer
+from tests.workchains.daemon_chains import wait_until
+from tests.workchains.calcjob_plugins import (
+    AddTwiceWorkChain,
+    ArithmeticAddCalculation,
+    ArithmeticAddParser,
+)
+
+RESOURCES = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+OPTIONS = {"options": {"resources": RESOURCES}}
+
+
+@pytest.fixture
+def bash(tmp_path: Path) -> InstalledCode:
+    computer = localhost_computer(tmp_path / "work")
+    (tmp_path / "work").mkdir(exist_ok=True)
+    return InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
+
+
+def test_a_job_runs_the_program_and_the_parser_reads_its_output(bash: InstalledCode) -> None:
+    result, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=OPTIONS)
+    assert result["sum"] == 9
+    assert isinstance(node, CalcJobNode) and node.is_finished_ok
+    assert set(result) == {"sum", "remote_folder", "retrieved"}
+    workdir = node.get_remote_workdir()
+    assert workdir is not None and (Path(workdir) / "aiida.out").read_text().strip() == "9"
+    assert node.outputs.remote_folder.get_remote_path() == workdir
+    assert "aiida.out" in node.outputs.retrieved.list_object_names()
+    assert node.get_job_id() is not None and node.get_job_id().isdigit()
+    assert node.get_option("output_filename") == "aiida.out"
+    assert node.get_options()["resources"] == RESOURCES
+    assert node.computer.label == "localhost"
+    assert node.get_parser_class() is ArithmeticAddParser
+    assert node.get_state() == "parsing"  # the last stage it reached
+    assert node.get_program_exit_statuses() == {0: 0}
+    assert "aiida.out" in node.get_retrieve_list()
+    assert node.inputs.code.uuid == bash.uuid
+    links = {t.link_label: t.link_type.value for t in node.base.links.get_outgoing()}
+    assert links == {"remote_folder": "create", "retrieved": "create", "sum": "create"}
+
+
+def test_a_program_that_fails_gives_the_documented_exit_code_not_an_exception(
+    bash: InstalledCode,
+) -> None:
+    class NoParser(ArithmeticAddCalculation):
+        pass
+
+    options = {"options": {"resources": RESOURCES}}
+    # the parser decides when there is one: no output file -> its own code
+    _, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Str("fail"), y=Int(1), metadata=options)
+    assert node.is_finished and node.exit_status == 310
+    # without a parser, a non-zero exit of the program is ERROR_PROGRAM_FAILED (170)
+    _, node = run.get_node(
+        ArithmeticAddCalculation,
+        code=bash,
+        x=Str("fail"),
+        y=Int(1),
+        metadata={"options": {"resources": RESOURCES, "parser_name": _NOT_A_PARSER}},
+    ) if False else (None, _run_without_parser(bash, "fail"))
+    assert node.is_finished and node.exit_status == 170
+    assert "program 0 exited with 3" in node.exit_message
+    assert node.exit_status == ArithmeticAddCalculation.exit_codes.ERROR_PROGRAM_FAILED.status
+
+
+_NOT_A_PARSER = ""
+
+
+class AddWithoutParser(CalcJob):
+    """The add job with no parser: only the program's exit status can tell a failure."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=Str)
+
+    def prepare_for_submission(self, folder: Any) -> CalcInfo:
+        with folder.open("aiida.in", "w") as handle:
+            handle.write(f"{self.inputs.x.value} 1\n")
+        from tests.workchains.calcjob_plugins import ADD_SCRIPT
+
+        with folder.open("add.sh", "w") as handle:
+            handle.write(ADD_SCRIPT)
+        return CalcInfo(
+            codes_info=[CodeInfo(code_uuid=self.inputs.code.uuid, cmdline_params=["add.sh"])],
+            retrieve_list=["aiida.out"],
+        )
+
+
+def _run_without_parser(code: InstalledCode, x: str) -> Any:
+    return run.get_node(AddWithoutParser, code=code, x=Str(x), metadata=OPTIONS)[1]
+
+
+def test_a_missing_output_file_is_the_parsers_exit_code(bash: InstalledCode) -> None:
+    _, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Str("nooutput"), y=Int(1), metadata=OPTIONS)
+    assert node.exit_status == ArithmeticAddCalculation.exit_codes.ERROR_READING_OUTPUT_FILE.status
+    assert "sum" not in node.outputs and "retrieved" in node.outputs
+    ok = _run_without_parser(bash, "2")
+    assert ok.is_finished_ok
+
+
+def test_dry_run_prepares_the_folder_and_submits_nothing(
+    bash: InstalledCode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = len(find_processes())
+    result, node = run.get_node(
+        ArithmeticAddCalculation,
+        code=bash,
+        x=Int(1),
+        y=Int(2),
+        metadata={"dry_run": True, "store_provenance": False, "options": {"resources": RESOURCES}},
+    )
+    assert result == {}
+    info = node.dry_run_info
+    folder = Path(info["folder"])
+    assert folder.parent == tmp_path / "submit_test"
+    assert (folder / "aiida.in").read_text() == "1 2\n"
+    script = (folder / info["script_filename"]).read_text()
+    assert "add.sh" in script and "/bin/bash" in script
+    assert not (folder / "aiida.out").exists()
+    assert len(find_processes()) == before  # nothing stored
+    assert not any((tmp_path / "work").rglob("aiida.in"))  # nothing uploaded
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"resources": RESOURCES, "max_wallclock_seconds": "10"}, "max_wallclock_seconds"),
+        ({"resources": RESOURCES, "max_wallclock_seconds": -1}, "max_wallclock_seconds"),
+        ({"resources": RESOURCES, "withmpi": "yes"}, "withmpi"),
+        ({"resources": {"num_machines": 1}}, "resources"),
+        ({"resources": RESOURCES, "parser_name": "no.such:Parser"}, "parser_name"),
+        ({"resources": RESOURCES, "environment_variables": {"A": 1}}, "environment_variables"),
+        ({}, "resources"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_stored(
+    bash: InstalledCode, options: dict[str, Any], error: str
+) -> None:
+    before = len(find_processes())
+    with pytest.raises(ValueError, match=error) as raised:
+        run(ArithmeticAddCalculation, code=bash, x=Int(1), y=Int(2), metadata={"options": options})
+    assert isinstance(raised.value, miniengine.MiniengineError)
+    assert len(find_processes()) == before
+
+
+def test_no_code_and_no_computer_is_refused(bash: InstalledCode) -> None:
+    with pytest.raises(InputValidationError, match="no computer"):
+        run(ArithmeticAddCalculation, x=Int(1), y=Int(2), metadata=OPTIONS)
+
+
+def test_arun_and_a_workchain_in_run_mode_submit_calcjobs(bash: InstalledCode) -> None:
+    async def main() -> Any:
+        return await arun_get_node(ArithmeticAddCalculation, code=bash, x=Int(1), y=Int(1), metadata=OPTIONS)
+
+    result, node = anyio.run(main)
+    assert result["sum"] == 2 and node.is_finished_ok
+    outputs, chain = run.get_node(AddTwiceWorkChain, code=bash, x=Int(3), y=Int(4))
+    assert outputs["total"] == 7 + 8
+    called = chain.called
+    assert len(called) == 2 and all(isinstance(c, CalcJobNode) and c.is_finished_ok for c in called)
+    assert {t.link_type.value for t in chain.base.links.get_outgoing()} >= {"call_calc"}
+
+
+def test_parse_from_node_parses_a_finished_job_again_as_a_calcfunction(bash: InstalledCode) -> None:
+    _, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Int(2), y=Int(3), metadata=OPTIONS)
+    outputs, call = ArithmeticAddParser.parse_from_node(node)
+    assert outputs["sum"] == 5
+    assert call.is_finished_ok and call.inputs.retrieved.uuid == node.outputs.retrieved.uuid
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie that nobody reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_kill_while_the_program_runs_ends_the_program(bash: InstalledCode, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    counter = tmp_path / "counter"
+
+    async def main() -> Any:
+        from miniengine.control import kill_processes
+
+        async with anyio.create_task_group() as group:
+            outcome: dict[str, Any] = {}
+
+            async def launch() -> None:
+                try:
+                    await arun_get_node(
+                        ArithmeticAddCalculation,
+                        code=bash,
+                        x=Int(1),
+                        y=Int(1),
+                        gate=Str(str(gate)),
+                        counter=Str(str(counter)),
+                        metadata=OPTIONS,
+                    )
+                except miniengine.ProcessKilledError as exc:
+                    outcome["error"] = exc
+
+            group.start_soon(launch)
+            with anyio.fail_after(30):
+                while not counter.exists():  # the program is running (waiting at its gate)
+                    await anyio.sleep(0.01)
+            (node,) = [n for n in find_processes(process_label="ArithmeticAddCalculation") if not n.is_terminated]
+            pid = int(node.get_job_id())
+            await anyio.to_thread.run_sync(lambda: kill_processes([node], wait=False))
+        return outcome, node, pid
+
+    outcome, node, pid = anyio.run(main)
+    assert "error" in outcome
+    assert node.is_killed
+    wait_until(lambda: process_gone(pid), 10, "the job's process to exit")
+    assert counter.read_text() == "ran\n"
