@@ -170,6 +170,23 @@ def pause_stage_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: i
             broker_rows.ack_task(connection, task_pk)
 
 
+def stage_status_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: int,
+                    status: str, logs: Sequence[LogEntry]) -> None:  # fmt: skip
+    """Show what a stage is doing now (a transport retry and its backoff), fenced."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET process_status = CASE WHEN paused THEN process_status ELSE ? END, "
+        "mtime = ? WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        (status, now, pk, owner, epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, pk, owner, epoch)
+    connection.executemany(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+        log_rows(pk, logs, now),
+    )
+
+
 class JobRow(NamedTuple):
     """A scheduler job watched for a waiting CalcJob."""
 

@@ -169,3 +169,109 @@ class CountingTransport(LocalTransport):
             with open(Path(self.machine) / QUERY_LOG, "a") as stream:
                 stream.write(command + "\n")
         return await super().exec_command_wait(command, stdin=stdin, workdir=workdir)
+
+
+def hold(root: Path | None, point: str) -> None:
+    """Block while ``HOLD-<point>`` exists in ``root``, after writing ``AT-<point>`` there (with
+    this process's pid), so a test can SIGKILL the worker at that point."""
+    import os
+    import time
+
+    if root is None or not (root / f"HOLD-{point}").exists():
+        return
+    (root / f"AT-{point}").write_text(str(os.getpid()))
+    while (root / f"HOLD-{point}").exists():
+        time.sleep(0.02)
+
+
+async def ahold(root: Path | None, point: str) -> None:
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(hold, root, point)
+
+
+class GatedTransport(LocalTransport):
+    """``core.local`` that can be held right after the scheduler accepted a job (``submitted``)
+    and while retrieving (``retrieve``), for tests that kill the worker there."""
+
+    async def exec_command_wait(
+        self, command: str, *, stdin: str | bytes | None = None, workdir: str | None = None
+    ) -> CommandResult:
+        result = await super().exec_command_wait(command, stdin=stdin, workdir=workdir)
+        if workdir is not None and "miniengine-submitted" in command:
+            await ahold(_work_root(workdir + "/x"), "submitted")
+        return result
+
+    async def get(self, remotepath: str, localpath: Any) -> None:
+        await ahold(_work_root(remotepath), "retrieve")
+        await super().get(remotepath, localpath)
+
+
+class GatedAddCalculation(ArithmeticAddCalculation):
+    """The add job, held in ``prepare_for_submission`` (``prepare``) and in its parser
+    (``parse``) while the test says so."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input(
+            "metadata.options.parser_name",
+            valid_type=str,
+            default="tests.workchains.calcjob_plugins:GatedAddParser",
+            non_db=True,
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        hold(Path(self.node.computer.get_workdir()), "prepare")
+        return super().prepare_for_submission(folder)
+
+
+class GatedAddParser(ArithmeticAddParser):
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        hold(Path(self.node.computer.get_workdir()), "parse")
+        return super().parse(**kwargs)
+
+
+from miniengine import BaseRestartWorkChain, ProcessHandlerReport, process_handler  # noqa: E402
+from miniengine.engine import while_  # noqa: E402
+
+
+class AddRestartWorkChain(BaseRestartWorkChain):
+    """Runs the add job until it succeeds; a job without output is run again."""
+
+    _process_class = ArithmeticAddCalculation
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("code")
+        spec.input("x", valid_type=Int)
+        spec.input("y", valid_type=Int)
+        spec.input("fail_file", valid_type=Str, required=False)
+        spec.input("counter", valid_type=Str, required=False)
+        spec.expose_outputs(ArithmeticAddCalculation, include=["sum"])
+        spec.outline(
+            cls.setup,
+            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),
+            cls.results,
+        )
+
+    def setup(self) -> None:
+        super().setup()
+        inputs: dict[str, Any] = {
+            "code": self.inputs.code,
+            "x": self.inputs.x,
+            "y": self.inputs.y,
+            "metadata": {
+                "options": {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
+            },
+        }
+        for name in ("fail_file", "counter"):
+            if name in self.inputs:
+                inputs[name] = self.inputs[name]
+        self.ctx.inputs = inputs
+
+    @process_handler(exit_codes=ArithmeticAddCalculation.exit_codes.ERROR_READING_OUTPUT_FILE)
+    def handle_missing_output(self, node: Any) -> ProcessHandlerReport:
+        self.report(f"{node.process_label}<{node.pk}> wrote no output: running it again")
+        return ProcessHandlerReport(do_break=True)

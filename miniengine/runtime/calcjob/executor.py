@@ -335,10 +335,19 @@ class CalcJobExecutor:
             except Exception as exc:
                 if attempt == attempts:
                     return _Failed(exc, attempt)
-                self.log(
-                    "WARNING",
+                message = (
                     f"transport task {name} failed (attempt {attempt} of {attempts}): "
-                    f"{type(exc).__name__}: {exc}; trying again in {interval:g} s",
+                    f"{type(exc).__name__}: {exc}; trying again in {interval:g} s"
+                )
+                # written at once: a user watching the process sees the backoff
+                await self.store.write(
+                    calcjob_rows.stage_status_tx,
+                    self.pk,
+                    self.store.owner,
+                    self.epoch,
+                    f"Waiting for transport task: {name} (attempt {attempt} of {attempts} "
+                    f"failed, next in {interval:g} s)",
+                    [("WARNING", message)],
                 )
                 await anyio.sleep(interval)
                 interval *= 2
