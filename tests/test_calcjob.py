@@ -14,11 +14,9 @@ import miniengine
 from miniengine import (
     CalcJob,
     CalcJobNode,
-    Computer,
     InputValidationError,
     InstalledCode,
     Int,
-    Parser,
     Str,
     arun_get_node,
     find_processes,
@@ -26,12 +24,12 @@ from miniengine import (
 )
 from miniengine.core.calcinfo import CalcInfo, CodeInfo
 from miniengine.runtime.computers import localhost_computer
-from tests.workchains.daemon_chains import wait_until
 from tests.workchains.calcjob_plugins import (
     AddTwiceWorkChain,
     ArithmeticAddCalculation,
     ArithmeticAddParser,
 )
+from tests.workchains.daemon_chains import wait_until
 
 RESOURCES = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
 OPTIONS = {"options": {"resources": RESOURCES}}
@@ -45,7 +43,9 @@ def bash(tmp_path: Path) -> InstalledCode:
 
 
 def test_a_job_runs_the_program_and_the_parser_reads_its_output(bash: InstalledCode) -> None:
-    result, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=OPTIONS)
+    result, node = run.get_node(
+        ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=OPTIONS
+    )
     assert result["sum"] == 9
     assert isinstance(node, CalcJobNode) and node.is_finished_ok
     assert set(result) == {"sum", "remote_folder", "retrieved"}
@@ -74,16 +74,22 @@ def test_a_program_that_fails_gives_the_documented_exit_code_not_an_exception(
 
     options = {"options": {"resources": RESOURCES}}
     # the parser decides when there is one: no output file -> its own code
-    _, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Str("fail"), y=Int(1), metadata=options)
+    _, node = run.get_node(
+        ArithmeticAddCalculation, code=bash, x=Str("fail"), y=Int(1), metadata=options
+    )
     assert node.is_finished and node.exit_status == 310
     # without a parser, a non-zero exit of the program is ERROR_PROGRAM_FAILED (170)
-    _, node = run.get_node(
-        ArithmeticAddCalculation,
-        code=bash,
-        x=Str("fail"),
-        y=Int(1),
-        metadata={"options": {"resources": RESOURCES, "parser_name": _NOT_A_PARSER}},
-    ) if False else (None, _run_without_parser(bash, "fail"))
+    _, node = (
+        run.get_node(
+            ArithmeticAddCalculation,
+            code=bash,
+            x=Str("fail"),
+            y=Int(1),
+            metadata={"options": {"resources": RESOURCES, "parser_name": _NOT_A_PARSER}},
+        )
+        if False
+        else (None, _run_without_parser(bash, "fail"))
+    )
     assert node.is_finished and node.exit_status == 170
     assert "program 0 exited with 3" in node.exit_message
     assert node.exit_status == ArithmeticAddCalculation.exit_codes.ERROR_PROGRAM_FAILED.status
@@ -118,7 +124,9 @@ def _run_without_parser(code: InstalledCode, x: str) -> Any:
 
 
 def test_a_missing_output_file_is_the_parsers_exit_code(bash: InstalledCode) -> None:
-    _, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Str("nooutput"), y=Int(1), metadata=OPTIONS)
+    _, node = run.get_node(
+        ArithmeticAddCalculation, code=bash, x=Str("nooutput"), y=Int(1), metadata=OPTIONS
+    )
     assert node.exit_status == ArithmeticAddCalculation.exit_codes.ERROR_READING_OUTPUT_FILE.status
     assert "sum" not in node.outputs and "retrieved" in node.outputs
     ok = _run_without_parser(bash, "2")
@@ -178,7 +186,9 @@ def test_no_code_and_no_computer_is_refused(bash: InstalledCode) -> None:
 
 def test_arun_and_a_workchain_in_run_mode_submit_calcjobs(bash: InstalledCode) -> None:
     async def main() -> Any:
-        return await arun_get_node(ArithmeticAddCalculation, code=bash, x=Int(1), y=Int(1), metadata=OPTIONS)
+        return await arun_get_node(
+            ArithmeticAddCalculation, code=bash, x=Int(1), y=Int(1), metadata=OPTIONS
+        )
 
     result, node = anyio.run(main)
     assert result["sum"] == 2 and node.is_finished_ok
@@ -190,7 +200,9 @@ def test_arun_and_a_workchain_in_run_mode_submit_calcjobs(bash: InstalledCode) -
 
 
 def test_parse_from_node_parses_a_finished_job_again_as_a_calcfunction(bash: InstalledCode) -> None:
-    _, node = run.get_node(ArithmeticAddCalculation, code=bash, x=Int(2), y=Int(3), metadata=OPTIONS)
+    _, node = run.get_node(
+        ArithmeticAddCalculation, code=bash, x=Int(2), y=Int(3), metadata=OPTIONS
+    )
     outputs, call = ArithmeticAddParser.parse_from_node(node)
     assert outputs["sum"] == 5
     assert call.is_finished_ok and call.inputs.retrieved.uuid == node.outputs.retrieved.uuid
@@ -236,7 +248,11 @@ def test_kill_while_the_program_runs_ends_the_program(bash: InstalledCode, tmp_p
             with anyio.fail_after(30):
                 while not counter.exists():  # the program is running (waiting at its gate)
                     await anyio.sleep(0.01)
-            (node,) = [n for n in find_processes(process_label="ArithmeticAddCalculation") if not n.is_terminated]
+            (node,) = [
+                n
+                for n in find_processes(process_label="ArithmeticAddCalculation")
+                if not n.is_terminated
+            ]
             pid = int(node.get_job_id())
             await anyio.to_thread.run_sync(lambda: kill_processes([node], wait=False))
         return outcome, node, pid

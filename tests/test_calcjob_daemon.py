@@ -28,7 +28,7 @@ from tests.workchains.calcjob_plugins import (
     ArithmeticAddCalculation,
     GatedAddCalculation,
 )
-from tests.workchains.daemon_chains import DaemonGuard, alive, kill_quietly, wait_until
+from tests.workchains.daemon_chains import DaemonGuard, alive, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses pidfds and ps")
 
@@ -161,7 +161,9 @@ def test_a_worker_killed_in_any_stage_is_followed_by_one_that_runs_the_program_o
     wait_until(lambda: not alive(worker), TIMEOUT, "the worker to die")
     hold.unlink(missing_ok=True)
     gate.touch()
-    wait_until(lambda: worker not in daemon.worker_pids() and daemon.worker_pids(), TIMEOUT, "a new worker")
+    wait_until(
+        lambda: worker not in daemon.worker_pids() and daemon.worker_pids(), TIMEOUT, "a new worker"
+    )
     await_node(node, timeout=TIMEOUT)
     node = load_node(node.pk)
     assert node.is_finished_ok, (node.process_state, node.exception, node.exit_status)
@@ -224,7 +226,9 @@ def test_a_failing_transport_backs_off_then_pauses_and_play_retries(
     assert not paused.is_terminated
     assert "upload failed 3 times" in paused.process_status
     assert "TransportError" in paused.process_status
-    retries = [log for log in paused.logs if log.levelname == "WARNING" and "attempt" in log.message]
+    retries = [
+        log for log in paused.logs if log.levelname == "WARNING" and "attempt" in log.message
+    ]
     assert len(retries) == 2  # attempts 1 and 2 were retried, the 3rd paused it
     assert paused.lease[0] is None  # it holds no worker slot while paused
     flag.unlink()
@@ -242,9 +246,7 @@ def test_kill_during_the_backoff_of_a_failing_transport_is_immediate(
     (workdir(tmp_path) / BROKEN_FLAG).touch()
     daemon.start("--workers", "1", "--lease-timeout", "2")
     node = submit(ArithmeticAddCalculation, code=code, x=Int(2), y=Int(3), metadata=OPTIONS)
-    wait_until(
-        lambda: load_node(node.pk).process_status is not None, TIMEOUT, "the first attempt"
-    )
+    wait_until(lambda: load_node(node.pk).process_status is not None, TIMEOUT, "the first attempt")
     wait_until(lambda: load_node(node.pk).lease[0] is not None, TIMEOUT, "a worker to hold it")
     kill_processes([node.pk], wait=True, timeout=TIMEOUT)
     # (``wait=True`` returned: the worker ended the backoff sleep; it would otherwise sleep 1 h)

@@ -293,7 +293,8 @@ class _Executor:
             return submit_child(self, process, inputs)
         if not (isinstance(process, type) and issubclass(process, WorkChain)):
             raise InvalidOperation(
-                f"self.submit() launches WorkChain and CalcJob classes, not {process!r}; call process "
+                f"self.submit() launches WorkChain and CalcJob classes, not {process!r}; call "
+                "process "
                 "functions directly inside the step"
             )
         if args:

@@ -285,9 +285,7 @@ def job_done_tx(connection: sqlite3.Connection, pk: int, job_id: str, owner: str
 
 def drop_job_tx(connection: sqlite3.Connection, pk: int, owner: str) -> None:
     """Forget a job that its watcher cancelled (its process was killed while evicted)."""
-    connection.execute(
-        "DELETE FROM calcjob_jobs WHERE process_pk = ? AND owner = ?", (pk, owner)
-    )
+    connection.execute("DELETE FROM calcjob_jobs WHERE process_pk = ? AND owner = ?", (pk, owner))
 
 
 def renew_jobs(connection: sqlite3.Connection, owner: str, expires: float) -> None:

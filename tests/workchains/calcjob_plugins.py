@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from miniengine import ExitCode, Int, Str, WorkChain
+from miniengine.core.calcinfo import CalcInfo, CodeInfo
 from miniengine.engine import CalcJob, Parser, ToContext
 from miniengine.folders import Folder
-from miniengine.core.calcinfo import CalcInfo, CodeInfo
 
 ADD_SCRIPT = """\
 set -e
@@ -44,7 +44,9 @@ class ArithmeticAddCalculation(CalcJob):
             default="tests.workchains.calcjob_plugins:ArithmeticAddParser",
             non_db=True,
         )
-        spec.input("metadata.options.input_filename", valid_type=str, default="aiida.in", non_db=True)
+        spec.input(
+            "metadata.options.input_filename", valid_type=str, default="aiida.in", non_db=True
+        )
         spec.input(
             "metadata.options.output_filename", valid_type=str, default="aiida.out", non_db=True
         )

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +158,7 @@ class CalcJobExecutor:
         )
         instance._me = self
 
-    # control -----------------------------------------------------------------------------------
+    # control ----------------------------------------------------------------------------------
 
     def apply_control(self, control: str, scope: anyio.CancelScope | None) -> bool:
         if control.startswith("kill:"):
@@ -171,7 +171,7 @@ class CalcJobExecutor:
             return True
         return False
 
-    # what the plugin sees ------------------------------------------------------------------------
+    # what the plugin sees ---------------------------------------------------------------------
 
     def log(self, levelname: str, message: str) -> None:
         self.logs.append((levelname, message, clock()))
@@ -184,7 +184,7 @@ class CalcJobExecutor:
             self.logger = ProcessLogger(self.log, self.pk, self.cls.__name__)
         return self.logger
 
-    # checkpoints ---------------------------------------------------------------------------------
+    # checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> bytes:
         return codec.encode(
@@ -232,7 +232,7 @@ class CalcJobExecutor:
             {int(k): int(v) for k, v in statuses.items()} if statuses is not None else None
         )
 
-    # commits -------------------------------------------------------------------------------------
+    # commits ----------------------------------------------------------------------------------
 
     @property
     def daemon(self) -> bool:
@@ -322,11 +322,9 @@ class CalcJobExecutor:
         self.logs = []
         return Write(self.store, calcjob_rows.finish_calcjob_tx, finish)
 
-    # transport stages ------------------------------------------------------------------------------
+    # transport stages -------------------------------------------------------------------------
 
-    async def _attempts(
-        self, name: str, operation: Callable[[Transport], Awaitable[Any]]
-    ) -> Any:
+    async def _attempts(self, name: str, operation: Callable[[Transport], Awaitable[Any]]) -> Any:
         interval, attempts = backoff_settings()
         for attempt in range(1, attempts + 1):
             try:
@@ -384,7 +382,7 @@ class CalcJobExecutor:
                 raise _Evicted()
             yield Await(self._wait_while_paused)
 
-    # the stages --------------------------------------------------------------------------------------
+    # the stages -------------------------------------------------------------------------------
 
     def _codes(self) -> dict[str, Any]:
         from miniengine.runtime.codes import AbstractCode
@@ -551,7 +549,7 @@ class CalcJobExecutor:
                     break
         return exit_code, outputs
 
-    # the lifecycle -------------------------------------------------------------------------------------
+    # the lifecycle ----------------------------------------------------------------------------
 
     def lifecycle(self, state: ProcessState) -> Lifecycle[tuple[dict[str, Any], CalcJobNode]]:
         """Run the stages from wherever the executor stands (fresh or restored)."""
@@ -655,9 +653,7 @@ class CalcJobExecutor:
                 yield from self._boundary()
             self.job_done = True
             if self.retrieve_temporary_list:
-                temporary = yield from self._transport_stage(
-                    "retrieve", self._retrieve_temporary
-                )
+                temporary = yield from self._transport_stage("retrieve", self._retrieve_temporary)
             exit_code, outputs = yield Body(self._parse, (temporary,), {}, False, self.process)
             if self.kill_message is not None:
                 raise ProcessKilledError(self.kill_message)
@@ -792,4 +788,3 @@ def prepare_folder(executor: CalcJobExecutor, folder_path: str | None = None) ->
         for item in calcinfo.retrieve_temporary_list or []
     ]
     return _Prepared(path, calcinfo, script_filename)
-

@@ -307,7 +307,7 @@ async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> 
 
 
 def daemon_executor(
-    worker: Any, cls: type[CalcJob], node_row: tuple[Any, ...], epoch: int, task_pk: int,
+    worker: Any, cls: type[Any], node_row: tuple[Any, ...], epoch: int, task_pk: int,
     blob: bytes,
 ) -> CalcJobExecutor:  # fmt: skip
     """The executor a worker drives for a CalcJob task, restored from its checkpoint."""

@@ -8,7 +8,6 @@ again, as a calcfunction, so that the new outputs have provenance.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -146,15 +145,14 @@ def load_parser_class(name: str) -> type[Parser]:
     return load_plugin("miniengine.parsers", name, _BUILT_IN, Parser)
 
 
-def ParserFactory(entry_point_name: str) -> type[Parser]:  # noqa: N802 (AiiDA's name)
+def ParserFactory(entry_point_name: str) -> type[Parser]:
     """AiiDA's ``ParserFactory``: the Parser plugin of that name."""
     return load_parser_class(entry_point_name)
 
 
-def CalculationFactory(entry_point_name: str) -> Any:  # noqa: N802 (AiiDA's name)
+def CalculationFactory(entry_point_name: str) -> Any:
     """AiiDA's ``CalculationFactory``: the CalcJob (or calcfunction) plugin of that name
     (group ``miniengine.calculations``, or ``module:Class``)."""
     from miniengine.runtime.calcjob.process import CalcJob
 
     return load_plugin("miniengine.calculations", entry_point_name, _BUILT_IN, CalcJob)
-

@@ -25,8 +25,8 @@ from miniengine.core.spec import ProcessSpec
 from miniengine.exceptions import InputValidationError, InvalidOperation, MiniengineError
 
 if TYPE_CHECKING:
-    from miniengine.folders import Folder
     from miniengine.core.calcinfo import CalcInfo
+    from miniengine.folders import Folder
     from miniengine.runtime.calcjob.executor import CalcJobExecutor
     from miniengine.runtime.computers import Computer
     from miniengine.runtime.nodes import CalcJobNode
@@ -53,7 +53,7 @@ OPTIONS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "append_text": (str, "", "shell text after the programs ran"),
     "custom_scheduler_commands": (str, "", "lines added to the scheduler header"),
     "environment_variables": (dict, None, "environment variables exported by the script"),
-    "environment_variables_double_quotes": (bool, False, "quote their values with \"\""),
+    "environment_variables_double_quotes": (bool, False, 'quote their values with ""'),
     "input_filename": (str, UNSPECIFIED, "the main input file (for the plugin)"),
     "output_filename": (str, UNSPECIFIED, "the main output file (for the plugin)"),
     "scheduler_stdout": (str, "_scheduler-stdout.txt", "where the job's stdout goes"),
@@ -198,9 +198,7 @@ class CalcJob:
         )
         spec.exit_code(110, "ERROR_SCHEDULER_OUT_OF_MEMORY", "The job ran out of memory.")
         spec.exit_code(120, "ERROR_SCHEDULER_OUT_OF_WALLTIME", "The job ran out of walltime.")
-        spec.exit_code(
-            131, "ERROR_SCHEDULER_INVALID_ACCOUNT", "The specified account is invalid."
-        )
+        spec.exit_code(131, "ERROR_SCHEDULER_INVALID_ACCOUNT", "The specified account is invalid.")
         spec.exit_code(140, "ERROR_SCHEDULER_NODE_FAILURE", "The node running the job failed.")
         spec.exit_code(150, "STOPPED_BY_MONITOR", "{message}")
         spec.exit_code(

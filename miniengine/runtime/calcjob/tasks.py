@@ -181,9 +181,7 @@ async def query_jobs(
     else:
         found = {
             info.job_id: info
-            for info in scheduler._parse_joblist_output(
-                result.retval, result.stdout, result.stderr
-            )
+            for info in scheduler._parse_joblist_output(result.retval, result.stdout, result.stderr)
         }
     for job_id in job_ids:
         found.setdefault(job_id, JobInfo(job_id=job_id, job_state=JobState.DONE))
@@ -255,7 +253,11 @@ async def _expand(transport: Transport, workdir: str, pattern: str) -> list[str]
     folder, _, name = pattern.rpartition("/")
     base = f"{workdir}/{folder}" if folder else workdir
     entries = await transport.listdir(base)
-    return [f"{folder}/{entry}" if folder else entry for entry in entries if fnmatch.fnmatch(entry, name)]
+    return [
+        f"{folder}/{entry}" if folder else entry
+        for entry in entries
+        if fnmatch.fnmatch(entry, name)
+    ]
 
 
 def local_files_of(path: str) -> list[Path]:

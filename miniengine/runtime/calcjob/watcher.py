@@ -199,7 +199,9 @@ class DaemonJobWatcher:
         async with self.pool.request(computer.uuid, computer.get_transport) as transport:
             yield transport
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         async with TransportPool() as pool:
             self.pool = pool
             self.store.heartbeat_hooks.append(self._renew)
@@ -290,13 +292,13 @@ class DaemonJobWatcher:
                     if row.process_pk in self._exited:
                         finished.append((row, None))
                     elif row.process_pk not in self._pidfds:
-                        fd = open_pidfd(row.job_id)
-                        if fd is None:
+                        pidfd = open_pidfd(row.job_id)
+                        if pidfd is None:
                             polled.append(row)
-                        elif fd < 0:
+                        elif pidfd < 0:
                             finished.append((row, None))
                         else:
-                            self._watch_fd(row.process_pk, fd, row.job_id)
+                            self._watch_fd(row.process_pk, pidfd, row.job_id)
             now = time.monotonic()
             due = self._last_query.get(uuid, -1e9) + computer.get_minimum_job_poll_interval()
             if polled and now >= due:
@@ -363,4 +365,3 @@ class DaemonJobWatcher:
 
 
 _ACTIVE = ("created", "running", "waiting")
-
