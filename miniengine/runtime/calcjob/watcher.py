@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -161,13 +162,6 @@ def loop_watcher() -> LoopJobWatcher:
     return watcher
 
 
-@contextlib.asynccontextmanager
-async def direct_transport(computer: Any) -> AsyncIterator[Transport]:
-    """A transport opened for one use (run mode without a pool)."""
-    async with computer.get_transport() as transport:
-        yield transport
-
-
 class DaemonJobWatcher:
     """A worker's watcher of the scheduler jobs of evicted CalcJobs (rows it leases)."""
 
@@ -180,6 +174,9 @@ class DaemonJobWatcher:
         self._last_query: dict[str, float] = {}
         self._pidfds: dict[int, tuple[int, str]] = {}  # process pk -> (fd, job id)
         self._exited: set[int] = set()  # process pks whose local job exited
+        #: when the next scheduler query is due (monotonic); rows are only looked at then, or
+        #: when something changed
+        self._next_due = math.inf
         #: scheduler queries made, per computer uuid (for tests and benchmarks)
         self.queries: dict[str, int] = {}
 
@@ -240,7 +237,8 @@ class DaemonJobWatcher:
         rows: list[calcjob_rows.JobRow] = []
         while True:
             current = self.store.data_version()
-            if current != version or self._wake.is_set():
+            changed = current != version or self._wake.is_set()
+            if changed:
                 version = current
                 self._wake = anyio.Event()
                 try:
@@ -255,18 +253,15 @@ class DaemonJobWatcher:
                 except Exception:
                     logger.warning("reading the watched jobs failed", exc_info=True)
                     rows = []
-            if rows:
+            if rows and (changed or time.monotonic() >= self._next_due):
                 await self._check(rows)
-            with anyio.move_on_after(self._next_wait(rows)):
+            with anyio.move_on_after(WATCH_TICK):
                 await self._wake.wait()
-
-    def _next_wait(self, rows: list[Any]) -> float:
-        wait = WATCH_TICK
-        return wait
 
     async def _check(self, rows: list[Any]) -> None:
         from miniengine.storage import calcjob_rows
 
+        self._next_due = math.inf
         by_computer: dict[str, list[Any]] = {}
         for row in rows:
             by_computer.setdefault(row.computer_uuid, []).append(row)
@@ -300,9 +295,13 @@ class DaemonJobWatcher:
                         else:
                             self._watch_fd(row.process_pk, pidfd, row.job_id)
             now = time.monotonic()
-            due = self._last_query.get(uuid, -1e9) + computer.get_minimum_job_poll_interval()
+            interval = computer.get_minimum_job_poll_interval()
+            due = self._last_query.get(uuid, -math.inf) + interval
+            if polled and now < due:
+                self._next_due = min(self._next_due, due)
             if polled and now >= due:
                 self._last_query[uuid] = now
+                self._next_due = min(self._next_due, now + interval)
                 try:
                     from miniengine.runtime.calcjob.tasks import query_jobs
 
