@@ -6,7 +6,10 @@ Imported on first use, so ``import miniengine.parsers`` costs nothing until ``Pa
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from miniengine.runtime.calcjob.parser import Parser
 
 __all__ = ["Parser"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from miniengine.exceptions import MiniengineError
 
-__all__ = ["CalculationFactory", "MissingEntryPointError", "ParserFactory", "load_plugin"]
+__all__ = ["MissingEntryPointError", "load_plugin"]
 
 _T = TypeVar("_T")
 
@@ -52,16 +52,3 @@ def _checked(group: str, name: str, loaded: object, base: type[_T]) -> type[_T]:
         )
     return loaded
 
-
-def CalculationFactory(entry_point_name: str) -> Any:  # noqa: N802 (AiiDA's name)
-    """The CalcJob plugin named by an entry point (``miniengine.calculations``) or class path."""
-    from miniengine.runtime.calcjob.parser import CalculationFactory as factory
-
-    return factory(entry_point_name)
-
-
-def ParserFactory(entry_point_name: str) -> Any:  # noqa: N802 (AiiDA's name)
-    """The Parser plugin named by an entry point (``miniengine.parsers``) or class path."""
-    from miniengine.runtime.calcjob.parser import ParserFactory as factory
-
-    return factory(entry_point_name)

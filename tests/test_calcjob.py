@@ -17,6 +17,9 @@ from miniengine import (
     InputValidationError,
     InstalledCode,
     Int,
+    Parser,
+    PortableCode,
+    SinglefileData,
     Str,
     arun_get_node,
     find_processes,
@@ -69,33 +72,18 @@ def test_a_job_runs_the_program_and_the_parser_reads_its_output(bash: InstalledC
 def test_a_program_that_fails_gives_the_documented_exit_code_not_an_exception(
     bash: InstalledCode,
 ) -> None:
-    class NoParser(ArithmeticAddCalculation):
-        pass
-
-    options = {"options": {"resources": RESOURCES}}
-    # the parser decides when there is one: no output file -> its own code
+    # the parser decides when there is one: no output file -> its own exit code
     _, node = run.get_node(
-        ArithmeticAddCalculation, code=bash, x=Str("fail"), y=Int(1), metadata=options
+        ArithmeticAddCalculation, code=bash, x=Str("fail"), y=Int(1), metadata=OPTIONS
     )
     assert node.is_finished and node.exit_status == 310
+    assert node.get_program_exit_statuses() == {0: 3}
     # without a parser, a non-zero exit of the program is ERROR_PROGRAM_FAILED (170)
-    _, node = (
-        run.get_node(
-            ArithmeticAddCalculation,
-            code=bash,
-            x=Str("fail"),
-            y=Int(1),
-            metadata={"options": {"resources": RESOURCES, "parser_name": _NOT_A_PARSER}},
-        )
-        if False
-        else (None, _run_without_parser(bash, "fail"))
-    )
-    assert node.is_finished and node.exit_status == 170
-    assert "program 0 exited with 3" in node.exit_message
+    node = _run_without_parser(bash, "fail")
+    assert node.is_finished and not node.is_excepted
     assert node.exit_status == ArithmeticAddCalculation.exit_codes.ERROR_PROGRAM_FAILED.status
-
-
-_NOT_A_PARSER = ""
+    assert node.exit_status == 170
+    assert "program 0 exited with 3" in node.exit_message
 
 
 class AddWithoutParser(CalcJob):
@@ -253,6 +241,9 @@ def test_kill_while_the_program_runs_ends_the_program(bash: InstalledCode, tmp_p
                 for n in find_processes(process_label="ArithmeticAddCalculation")
                 if not n.is_terminated
             ]
+            with anyio.fail_after(30):
+                while node.get_job_id() is None:  # the job id's commit follows the start
+                    await anyio.sleep(0.01)
             pid = int(node.get_job_id())
             await anyio.to_thread.run_sync(lambda: kill_processes([node], wait=False))
         return outcome, node, pid
@@ -262,3 +253,62 @@ def test_kill_while_the_program_runs_ends_the_program(bash: InstalledCode, tmp_p
     assert node.is_killed
     wait_until(lambda: process_gone(pid), 10, "the job's process to exit")
     assert counter.read_text() == "ran\n"
+
+
+class PortableAddCalculation(CalcJob):
+    """The add script as a PortableCode, its input file a SinglefileData copied in by the
+    engine (``local_copy_list``), and the input read back through the temporary retrieve list."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("numbers", valid_type=SinglefileData)
+        spec.input(
+            "metadata.options.parser_name",
+            valid_type=str,
+            default="tests.test_calcjob:PortableAddParser",
+            non_db=True,
+        )
+        spec.output("sum", valid_type=Int)
+        spec.output("echoed", valid_type=Str)
+
+    def prepare_for_submission(self, folder: Any) -> CalcInfo:
+        numbers = self.inputs.numbers
+        return CalcInfo(
+            codes_info=[CodeInfo(code_uuid=self.inputs.code.uuid)],
+            local_copy_list=[(numbers.uuid, numbers.filename, "aiida.in")],
+            retrieve_list=["aiida.out"],
+            retrieve_temporary_list=["aiida.in"],
+        )
+
+
+class PortableAddParser(Parser):
+    def parse(self, **kwargs: Any) -> Any:
+        temporary = Path(kwargs["retrieved_temporary_folder"])
+        self.out("echoed", Str((temporary / "aiida.in").read_text().strip()))
+        self.out("sum", Int(int(self.retrieved.get_object_content("aiida.out"))))
+        return None
+
+
+def test_a_portable_code_and_local_files_are_uploaded_with_the_job(
+    bash: InstalledCode, tmp_path: Path
+) -> None:
+    from tests.workchains.calcjob_plugins import ADD_SCRIPT
+
+    program = tmp_path / "program"
+    program.mkdir()
+    (program / "add.sh").write_text("#!/bin/bash\n" + ADD_SCRIPT)
+    code = PortableCode(filepath_files=program, filepath_executable="add.sh", label="add").store()
+    numbers = SinglefileData.from_string("6 7\n", filename="numbers.txt")
+    result, node = run.get_node(
+        PortableAddCalculation,
+        code=code,
+        numbers=numbers,
+        metadata={"computer": bash.computer, "options": {"resources": RESOURCES}},
+    )
+    assert node.is_finished_ok, node.exit_message
+    assert result["sum"] == 13 and result["echoed"] == "6 7"
+    workdir = Path(node.get_remote_workdir())
+    assert os.access(workdir / "add.sh", os.X_OK)
+    assert (workdir / "aiida.in").read_text() == "6 7\n"
+    assert "aiida.in" not in node.outputs.retrieved.list_object_names()  # temporary only

@@ -471,13 +471,24 @@ class CalcJobExecutor:
         """Cancel the scheduler job of a killed process (shielded: the kill must reach it)."""
         from miniengine.runtime.calcjob import tasks
 
-        if self.job_id is None or self.job_done:
+        submitting = self.stage == CalcJobState.SUBMITTING.value and self.workdir is not None
+        if self.job_done or (self.job_id is None and not submitting):
             return
         with anyio.CancelScope(shield=True):
             try:
                 with anyio.fail_after(60):
                     async with self.request(self.computer) as transport:
-                        await tasks.kill_job(transport, self.computer.get_scheduler(), self.job_id)
+                        scheduler = self.computer.get_scheduler()
+                        if self.job_id is None:
+                            # killed while submitting: the scheduler may have accepted the job
+                            # already; the marker says which
+                            assert self.workdir is not None
+                            self.job_id = await tasks.submitted_job(
+                                transport, scheduler, self.workdir
+                            )
+                            if self.job_id is None:
+                                return
+                        await tasks.kill_job(transport, scheduler, self.job_id)
                 self.log("REPORT", f"cancelled the scheduler job {self.job_id}")
             except Exception as exc:
                 self.log("WARNING", f"cancelling the scheduler job {self.job_id} failed: {exc}")

@@ -150,10 +150,9 @@ async def submit(
     :data:`SUBMITTED_MARKER` as soon as the scheduler accepted the job, so a worker killed
     between the scheduler's answer and the commit of the job id leaves the answer behind.
     """
-    marker = f"{workdir}/{SUBMITTED_MARKER}"
-    if await transport.isfile(marker):
-        answer = (await transport.read_bytes(marker)).decode(errors="replace")
-        return scheduler._parse_submit_output(0, answer, "")
+    earlier = await submitted_job(transport, scheduler, workdir)
+    if earlier is not None:
+        return earlier
     command = scheduler._get_submit_command(script_filename)
     temporary = escape_for_bash(f"{SUBMITTED_MARKER}.tmp")
     wrapped = (
@@ -165,6 +164,15 @@ async def submit(
     )
     result = await transport.exec_command_wait(wrapped, workdir=workdir)
     return scheduler._parse_submit_output(result.retval, result.stdout, result.stderr)
+
+
+async def submitted_job(transport: Transport, scheduler: Scheduler, workdir: str) -> str | None:
+    """The job an earlier submission in ``workdir`` started (from its marker), if any."""
+    marker = f"{workdir}/{SUBMITTED_MARKER}"
+    if not await transport.isfile(marker):
+        return None
+    answer = (await transport.read_bytes(marker)).decode(errors="replace")
+    return scheduler._parse_submit_output(0, answer, "")
 
 
 async def query_jobs(
