@@ -51,4 +51,3 @@ def _checked(group: str, name: str, loaded: object, base: type[_T]) -> type[_T]:
             f"{name!r} ({group}) names {loaded!r}, which is not a {base.__name__}"
         )
     return loaded
-
