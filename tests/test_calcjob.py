@@ -312,3 +312,29 @@ def test_a_portable_code_and_local_files_are_uploaded_with_the_job(
     assert os.access(workdir / "add.sh", os.X_OK)
     assert (workdir / "aiida.in").read_text() == "6 7\n"
     assert "aiida.in" not in node.outputs.retrieved.list_object_names()  # temporary only
+
+
+def test_a_restart_workchain_reruns_a_failed_job_and_cleans_the_working_folders(
+    bash: InstalledCode, tmp_path: Path
+) -> None:
+    from miniengine import Bool
+    from tests.workchains.calcjob_plugins import AddRestartWorkChain
+
+    (tmp_path / "fail-once").touch()
+    result, node = run.get_node(
+        AddRestartWorkChain,
+        code=bash,
+        x=Int(1),
+        y=Int(2),
+        fail_file=Str(str(tmp_path / "fail-once")),
+        clean_workdir=Bool(True),
+    )
+    assert result["sum"] == 3 and node.is_finished_ok
+    first, second = node.called
+    assert (first.exit_status, second.exit_status) == (310, 0)
+    for job in (first, second):
+        assert not Path(job.get_remote_workdir()).exists()
+    assert any("cleaned remote folders" in log.message for log in node.logs)
+    _, kept = run.get_node(AddRestartWorkChain, code=bash, x=Int(1), y=Int(2))
+    assert Path(kept.called[0].get_remote_workdir()).exists()
+    assert kept.logs[-1].message.endswith("remote folders will not be cleaned")

@@ -685,7 +685,23 @@ class _Executor:
             yield self._end_after_failed_finish(exc, state)
             raise
         _mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
+        if getattr(self.instance, "on_terminated", None) is not None:
+            yield from self._on_terminated()
         return unflatten_namespace(self.outputs), self.node
+
+    def _on_terminated(self) -> Lifecycle[None]:
+        """AiiDA's ``on_terminated`` hook, after a WorkChain finished (``BaseRestartWorkChain``
+        cleans its CalcJobs' working folders there).  The process has ended: a failing hook is
+        logged, never raised."""
+        self.logs = []
+        try:
+            hook = self.instance.on_terminated  # type: ignore[attr-defined]
+            yield Body(hook, (), {}, False, self.process)
+        except Exception as exc:
+            self.logs.append(("WARNING", f"on_terminated failed: {type(exc).__name__}: {exc}"))
+        if self.logs:
+            yield Write(self.store, rows.add_logs_tx, self.pk, list(self.logs))
+            self.logs = []
 
     def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:
         self.new_outputs = []

@@ -424,9 +424,7 @@ class BaseRestartWorkChain(WorkChain):
         """Clean the remote working folders of the calculation jobs this work chain called, when
         the ``clean_workdir`` input is True.
 
-        Only CalcJobs have working folders, and this engine does not run them yet, so there is
-        nothing to clean; the input is accepted (as in AiiDA) so that restart work chains and
-        their launch scripts port unchanged.  The engine does not call this hook yet either.
+        The engine calls it once the work chain has finished (not when it was killed).
         """
         parent_hook = getattr(super(), "on_terminated", None)
         if parent_hook is not None:

@@ -285,6 +285,13 @@ def add_log_tx(connection: sqlite3.Connection, pk: int, levelname: str, message:
     )
 
 
+def add_logs_tx(connection: sqlite3.Connection, pk: int, logs: Sequence[LogEntry]) -> None:
+    connection.executemany(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
+        log_rows(pk, logs, time.time()),
+    )
+
+
 def _insert_links(
     connection: sqlite3.Connection, links: Iterable[tuple[int, int, str, str]]
 ) -> None:
