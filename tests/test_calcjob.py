@@ -338,3 +338,61 @@ def test_a_restart_workchain_reruns_a_failed_job_and_cleans_the_working_folders(
     _, kept = run.get_node(AddRestartWorkChain, code=bash, x=Int(1), y=Int(2))
     assert Path(kept.called[0].get_remote_workdir()).exists()
     assert kept.logs[-1].message.endswith("remote folders will not be cleaned")
+
+
+def test_run_mode_asks_the_scheduler_once_for_all_the_jobs_it_waits_for(tmp_path: Path) -> None:
+    from miniengine import Computer
+    from tests.workchains.calcjob_plugins import QUERY_LOG
+
+    root = tmp_path / "counted"
+    root.mkdir()
+    computer = Computer(
+        "counted",
+        str(root),  # where CountingTransport logs its queries
+        transport_type="tests.workchains.calcjob_plugins:CountingTransport",
+        scheduler_type="core.direct",
+        workdir=str(root),
+    ).store()
+    computer.configure(use_login_shell=False)
+    computer.set_minimum_job_poll_interval(0.1)
+    code = InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
+    gate = tmp_path / "gate"
+    log = root / QUERY_LOG
+    count = 4
+
+    async def main() -> list[Any]:
+        nodes: list[Any] = []
+
+        async def one(x: int) -> None:
+            _, node = await arun_get_node(
+                ArithmeticAddCalculation,
+                code=code,
+                x=Int(x),
+                y=Int(1),
+                gate=Str(str(gate)),
+                metadata=OPTIONS,
+            )
+            nodes.append(node)
+
+        async with anyio.create_task_group() as group:
+            for x in range(count):
+                group.start_soon(one, x)
+            with anyio.fail_after(30):
+                while True:  # until one query named every job
+                    running = [
+                        n.get_job_id()
+                        for n in find_processes(process_label="ArithmeticAddCalculation")
+                        if not n.is_terminated and n.get_job_id()
+                    ]
+                    lines = log.read_text().splitlines() if log.exists() else []
+                    if len(running) == count and any(
+                        all(job in line for job in running) for line in lines
+                    ):
+                        break
+                    await anyio.sleep(0.02)
+            gate.touch()
+        return nodes
+
+    nodes = anyio.run(main)
+    assert len(nodes) == count and all(node.is_finished_ok for node in nodes)
+    assert sorted(node.outputs.sum.value for node in nodes) == [1, 2, 3, 4]
