@@ -155,7 +155,10 @@ async def submit(
         return earlier
     command = scheduler._get_submit_command(script_filename)
     temporary = escape_for_bash(f"{SUBMITTED_MARKER}.tmp")
+    # (a dropped connection must not stop the shell between the scheduler's answer and the
+    # marker: it ignores SIGHUP)
     wrapped = (
+        "trap '' HUP; "
         f"_miniengine_out=$({command}); _miniengine_rc=$?; "
         'if [ "$_miniengine_rc" -eq 0 ]; then '
         f"printf '%s\\n' \"$_miniengine_out\" > {temporary} && "
