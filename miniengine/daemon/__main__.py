@@ -17,6 +17,7 @@ from pathlib import Path
 
 from miniengine.daemon.files import DaemonFiles, process_alive
 from miniengine.exceptions import MiniengineError
+from miniengine.storage.broker_rows import MAX_ATTEMPTS
 from miniengine.storage.paths import ensure_folder, resolve_db_path
 from miniengine.storage.permissions import check_not_shared
 
@@ -37,6 +38,7 @@ def start_daemon(
     lease_timeout: float = 10.0,
     stop_timeout: float = 10.0,
     timeout: float = 60.0,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> int:
     """Start a supervisor in the background and wait until its workers are ready; its pid."""
     files = DaemonFiles(db)
@@ -62,6 +64,8 @@ def start_daemon(
                 str(lease_timeout),
                 "--stop-timeout",
                 str(stop_timeout),
+                "--max-attempts",
+                str(max_attempts),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -209,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
                 slots=args.slots,
                 lease_timeout=args.lease_timeout,
                 stop_timeout=args.stop_timeout,
+                max_attempts=args.max_attempts,
             ).run()
         except MiniengineError as exc:  # the database cannot be opened: say why, in one line
             print(str(exc), file=sys.stderr)
@@ -228,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 slots=args.slots,
                 lease_timeout=args.lease_timeout,
                 stop_timeout=args.stop_timeout,
+                max_attempts=args.max_attempts,
             )
             print(f"daemon started (pid {pid}, {args.workers} worker(s)) for {db}")
             return 0

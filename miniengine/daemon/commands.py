@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from miniengine.storage.broker_rows import MAX_ATTEMPTS
+
 __all__ = ["add_commands", "parser"]
 
 PROG = "python -m miniengine.daemon"
@@ -44,6 +46,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             default=10.0,
             help="seconds a graceful stop waits before killing workers",
         )
+        sub.add_argument(
+            "--max-attempts",
+            type=_at_least_one,
+            default=MAX_ATTEMPTS,
+            help="times a process is tried again after the worker running it died, before it "
+            f"is marked excepted (default {MAX_ATTEMPTS})",
+        )
     start.add_argument("--foreground", action="store_true", help="run the supervisor here")
     add("stop", "stop the daemon gracefully (SIGKILL after the timeout)")
     add("status", "show the workers, their slots and the queue")
@@ -58,3 +67,13 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     add_commands(top.add_subparsers(dest="command", metavar="COMMAND", required=True))
     return top
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

@@ -82,6 +82,7 @@ class Supervisor:
         slots: int = 200,
         lease_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        max_attempts: int = broker_rows.MAX_ATTEMPTS,
     ) -> None:
         if workers < 1:
             raise ValueError(f"the daemon needs at least one worker, not {workers}")
@@ -90,6 +91,7 @@ class Supervisor:
         self.slots = slots
         self.lease_timeout = lease_timeout
         self.stop_timeout = stop_timeout
+        self.max_attempts = max_attempts
         self.workers: list[_WorkerSlot] = [_WorkerSlot(i) for i in range(workers)]
         self._next_index = workers
         self._stop = False
@@ -193,6 +195,8 @@ class Supervisor:
                     str(self.lease_timeout),
                     "--stop-timeout",
                     str(self.stop_timeout),
+                    "--max-attempts",
+                    str(self.max_attempts),
                     "--worker-id",
                     slot.worker_id,
                     "--supervisor-pid",

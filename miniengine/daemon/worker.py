@@ -64,9 +64,14 @@ class Worker:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         stop_timeout: float = 10.0,
         worker_id: str | None = None,
+        max_attempts: int = broker_rows.MAX_ATTEMPTS,
     ) -> None:
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        #: claims of a task whose workers all died holding it, before its process is EXCEPTED
+        self.max_attempts = max_attempts
         self.path = resolve_db_path(db)
         self.slots = slots
         self.lease_timeout = lease_timeout
@@ -174,6 +179,7 @@ class Worker:
                         store.lease_expiry(),
                         time.time(),
                         self.busy == 0,
+                        self.max_attempts,
                     )
             except StoreError:
                 # e.g. another program kept the file locked beyond every retry: the worker stays

@@ -19,6 +19,7 @@ import sys
 import anyio
 
 from miniengine.daemon.worker import Worker
+from miniengine.storage.broker_rows import MAX_ATTEMPTS
 
 __all__ = ["main"]
 
@@ -48,6 +49,7 @@ async def _serve(args: argparse.Namespace) -> None:
             lease_timeout=args.lease_timeout,
             stop_timeout=args.stop_timeout,
             worker_id=args.worker_id,
+            max_attempts=args.max_attempts,
         ) as worker:
             print(f"READY {worker.id}", flush=True)
             async with anyio.create_task_group() as group:
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-timeout", type=float, default=10.0)
     parser.add_argument("--stop-timeout", type=float, default=10.0)
     parser.add_argument("--worker-id", default=None)
+    parser.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS)
     parser.add_argument("--supervisor-pid", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(

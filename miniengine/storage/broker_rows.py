@@ -33,8 +33,11 @@ ACTIVE_STATES = ("created", "running", "waiting")
 SUSPECT_AFTER = 2
 
 #: Claims of a task in a row that ended with the death of its worker, after which its process
-#: is EXCEPTED instead of claimed again.
-MAX_ATTEMPTS = 5
+#: is EXCEPTED instead of claimed again (a worker's ``max_attempts``).  High, as DBOS's and
+#: Temporal's defaults are: a worker killed from outside (an OOM killer, an operator, a crashed
+#: node) while it runs a long step is not the step's fault, and only a run of deaths this long
+#: with the task held alone is taken as proof that the task itself ends the interpreter.
+MAX_ATTEMPTS = 20
 
 
 def enqueue(connection: sqlite3.Connection, process_pk: int, dedup_key: str, now: float,
@@ -95,7 +98,7 @@ def claim_tasks_tx(connection: sqlite3.Connection, worker: str, limit: int, expi
 
 def give_up_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, owner: str,
                attempts: int, now: float) -> bool:  # fmt: skip
-    """End the process of a task claimed more than :data:`MAX_ATTEMPTS` times without progress
+    """End the process of a task claimed more than ``max_attempts`` times without progress
     as EXCEPTED, unless another live owner holds it (then only the task is dropped).
 
     Returns True when the process was excepted.  Each of those claims ended with the death of

@@ -322,12 +322,13 @@ def claim_work_tx(
     expires: float,
     now: float,
     idle: bool = True,
+    max_attempts: int = broker_rows.MAX_ATTEMPTS,
 ) -> list[Claim]:
     """Lease up to ``limit`` ready tasks and, in the same transaction, their processes.
 
     Each :class:`Claim` has the new lease epoch, ``None`` when the task was acknowledged and
     dropped (terminated, paused, held by another live owner, or given up after
-    :data:`~miniengine.storage.broker_rows.MAX_ATTEMPTS` claims that each killed a worker), or
+    ``max_attempts`` claims that each killed a worker), or
     :data:`LATER` when this owner holds the process right now (a duplicate, or a wake-up that
     overtook its own eviction): the worker claims it once that run has ended.  ``idle`` says
     that the worker runs nothing, so it may take a suspect task alone.
@@ -336,7 +337,7 @@ def claim_work_tx(
     result: list[Claim] = []
     for task_pk, process_pk, attempts in claimed:
         alone = attempts > broker_rows.SUSPECT_AFTER
-        if attempts > broker_rows.MAX_ATTEMPTS:
+        if attempts > max_attempts:
             broker_rows.give_up_tx(connection, task_pk, process_pk, owner, attempts, now)
             result.append(Claim(task_pk, process_pk, None))
             continue
