@@ -8,6 +8,7 @@ again, as a calcfunction, so that the new outputs have provenance.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +143,13 @@ def load_parser_class(name: str) -> type[Parser]:
     """The Parser named by an entry point (group ``miniengine.parsers``) or ``module:Class``."""
     if not isinstance(name, str) or not name:
         raise MiniengineError(f"a parser name must be a non-empty str, not {name!r}")
+    return _load_parser_class(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_parser_class(name: str) -> type[Parser]:
+    # cached: looking through the entry points reads every installed package's metadata
+    # (milliseconds), and every job of a worker names its parser
     return load_plugin("miniengine.parsers", name, _BUILT_IN, Parser)
 
 
