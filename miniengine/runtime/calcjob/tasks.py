@@ -8,6 +8,7 @@ looks for the marker that an earlier submission left (see :func:`submit`).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -225,7 +226,9 @@ async def retrieve(
     folder into the local folder ``target``; return the programs' exit statuses if recorded."""
     from miniengine.schedulers.scheduler import parse_exit_statuses
 
-    listing: list[str] | None = None
+    # one listing of the working folder answers for every top-level name and glob (a transport
+    # call each would cost a round trip each, over SSH too)
+    listing = set(await transport.listdir(workdir))
     for item in names:
         if isinstance(item, list | tuple):
             source, destination, _depth = item
@@ -238,19 +241,17 @@ async def retrieve(
             continue
         name = str(item)
         if any(char in name for char in "*?["):
-            if listing is None:
-                listing = await transport.listdir(workdir)
-            import fnmatch
-
-            matched = [entry for entry in listing if fnmatch.fnmatch(entry, name)]
-        else:
+            matched = sorted(entry for entry in listing if fnmatch.fnmatch(entry, name))
+        elif "/" in name.strip("/"):
             matched = [name] if await transport.path_exists(f"{workdir}/{name}") else []
+        else:
+            matched = [name] if name in listing else []
         for entry in matched:
             local = os.path.join(target, entry)
             os.makedirs(os.path.dirname(local) or target, exist_ok=True)
             await transport.get(f"{workdir}/{entry}", local)
-    status_file = f"{workdir}/{EXIT_STATUS_FILENAME}"
-    if await transport.isfile(status_file):
+    if EXIT_STATUS_FILENAME in listing:
+        status_file = f"{workdir}/{EXIT_STATUS_FILENAME}"
         text = (await transport.read_bytes(status_file)).decode(errors="replace")
         return parse_exit_statuses(text)
     return None
@@ -259,8 +260,6 @@ async def retrieve(
 async def _expand(transport: Transport, workdir: str, pattern: str) -> list[str]:
     if not any(char in pattern for char in "*?["):
         return [pattern] if await transport.path_exists(f"{workdir}/{pattern}") else []
-    import fnmatch
-
     folder, _, name = pattern.rpartition("/")
     base = f"{workdir}/{folder}" if folder else workdir
     entries = await transport.listdir(base)
