@@ -396,3 +396,18 @@ def test_run_mode_asks_the_scheduler_once_for_all_the_jobs_it_waits_for(tmp_path
     nodes = anyio.run(main)
     assert len(nodes) == count and all(node.is_finished_ok for node in nodes)
     assert sorted(node.outputs.sum.value for node in nodes) == [1, 2, 3, 4]
+
+
+class AddWithDefaultResources(ArithmeticAddCalculation):
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.inputs["metadata"]["options"]["resources"].default = RESOURCES
+
+
+def test_option_defaults_set_the_aiida_way_apply(bash: InstalledCode) -> None:
+    result, node = run.get_node(AddWithDefaultResources, code=bash, x=Int(1), y=Int(1))
+    assert result["sum"] == 2
+    assert node.get_option("resources") == RESOURCES
+    assert node.get_option("parser_name").endswith(":ArithmeticAddParser")
+    assert AddWithDefaultResources.spec_options["input_filename"].default == "aiida.in"

@@ -86,6 +86,15 @@ class Port:
     def default(self) -> Any:
         return self._default
 
+    @default.setter
+    def default(self, value: Any) -> None:
+        """Change the default of a declared port, as AiiDA plugins do in ``define``
+        (``spec.inputs['metadata']['options']['resources'].default = {...}``); a port with a
+        default is optional."""
+        self._default = value
+        if value is not UNSPECIFIED:
+            self.required = False
+
     def get_default(self) -> Any:
         """The default; a callable default is called each time (``default=lambda: Int(1)``)."""
         if callable(self._default) and not isinstance(self._default, type | Data):

@@ -38,18 +38,11 @@ class ArithmeticAddCalculation(CalcJob):
         spec.input("counter", valid_type=Str, required=False)
         spec.input("gate", valid_type=Str, required=False)
         spec.input("fail_file", valid_type=Str, required=False)
-        spec.input(
-            "metadata.options.parser_name",
-            valid_type=str,
-            default="tests.workchains.calcjob_plugins:ArithmeticAddParser",
-            non_db=True,
-        )
-        spec.input(
-            "metadata.options.input_filename", valid_type=str, default="aiida.in", non_db=True
-        )
-        spec.input(
-            "metadata.options.output_filename", valid_type=str, default="aiida.out", non_db=True
-        )
+        # AiiDA's way of setting an option's default
+        options = spec.inputs["metadata"]["options"]
+        options["parser_name"].default = "tests.workchains.calcjob_plugins:ArithmeticAddParser"
+        options["input_filename"].default = "aiida.in"
+        options["output_filename"].default = "aiida.out"
         spec.output("sum", valid_type=Int, help="x + y")
         spec.exit_code(
             310, "ERROR_READING_OUTPUT_FILE", message="The output file could not be read."

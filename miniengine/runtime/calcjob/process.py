@@ -127,6 +127,17 @@ class _ExitCodes:
 _BASE_DEFINED: weakref.WeakSet[ProcessSpec] = weakref.WeakSet()
 
 
+class _SpecOptions:
+    """``Proc.spec_options``: the ``metadata.options`` namespace (AiiDA's class property)."""
+
+    def __get__(self, instance: Any, owner: type[CalcJob]) -> PortNamespace:
+        metadata = owner.spec().inputs.ports["metadata"]
+        assert isinstance(metadata, PortNamespace)
+        options = metadata.ports["options"]
+        assert isinstance(options, PortNamespace)
+        return options
+
+
 class CalcJob:
     """Base class of processes that run an external program on a computer.
 
@@ -230,14 +241,7 @@ class CalcJob:
     def get_builder(cls) -> ProcessBuilder:
         return ProcessBuilder(cls)
 
-    @classmethod
-    def spec_options(cls) -> PortNamespace:
-        """The ``metadata.options`` namespace (AiiDA's ``spec_options``)."""
-        metadata = cls.spec().inputs.ports["metadata"]
-        assert isinstance(metadata, PortNamespace)
-        options = metadata.ports["options"]
-        assert isinstance(options, PortNamespace)
-        return options
+    spec_options = _SpecOptions()
 
     # what plugins use --------------------------------------------------------------------------
 
@@ -280,7 +284,7 @@ class BoundCalcJob:
 
 
 def _resolve_options(cls: type[CalcJob], given: Mapping[str, Any]) -> dict[str, Any]:
-    namespace = cls.spec_options()
+    namespace = cls.spec_options
     options: dict[str, Any] = {}
     for name, port in namespace.ports.items():
         if name in given:
