@@ -411,3 +411,15 @@ def test_option_defaults_set_the_aiida_way_apply(bash: InstalledCode) -> None:
     assert node.get_option("resources") == RESOURCES
     assert node.get_option("parser_name").endswith(":ArithmeticAddParser")
     assert AddWithDefaultResources.spec_options["input_filename"].default == "aiida.in"
+
+
+def test_the_submitted_input_files_are_kept_on_the_node(bash: InstalledCode) -> None:
+    _, node = run.get_node(
+        ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=OPTIONS
+    )
+    repository = node.base.repository
+    assert {"aiida.in", "add.sh", "_aiidasubmit.sh"} <= set(repository.list_object_names())
+    assert repository.get_object_content("aiida.in") == "4 5\n"
+    assert "aiida.out" not in repository.list_object_names()  # outputs are in `retrieved`
+    with pytest.raises(miniengine.ModificationNotAllowed):
+        repository.delete_object("aiida.in")

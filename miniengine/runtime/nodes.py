@@ -648,6 +648,11 @@ class CalcJobNode(ProcessNode):
         """For a dry run: ``{'folder': ..., 'script_filename': ...}``."""
         return self._attribute("dry_run_info")  # type: ignore[no-any-return]
 
+    @property
+    def base(self) -> Any:
+        """``attributes``, ``links`` and ``repository``: the input files as submitted."""
+        return _CalcJobNodeBase(super().base, self)
+
     def get_parser_class(self) -> Any:
         """The Parser class named by the ``parser_name`` option, or ``None``."""
         name = self.get_option("parser_name")
@@ -656,6 +661,32 @@ class CalcJobNode(ProcessNode):
         from miniengine.runtime.calcjob.parser import load_parser_class
 
         return load_parser_class(name)
+
+
+class _CalcJobNodeBase:
+    """``node.base`` of a CalcJobNode: that of any process node, with ``repository``."""
+
+    def __init__(self, base: NodeBase, node: CalcJobNode) -> None:
+        self._base = base
+        self._node = node
+
+    @property
+    def attributes(self) -> NodeAttributes:
+        return self._base.attributes
+
+    @property
+    def links(self) -> NodeLinks:
+        return self._base.links
+
+    @property
+    def repository(self) -> Any:
+        from miniengine.runtime.calcjob.files import node_repository
+        from miniengine.runtime.context import current_store
+        from miniengine.storage.repository import Repository
+
+        store = self._node._store or current_store()
+        tree = self._node._attribute("_repository", {})
+        return node_repository(Repository.for_database(store.path), dict(tree))
 
 
 NODE_CLASSES: dict[str, type[ProcessNode]] = {

@@ -143,6 +143,8 @@ class CalcJobExecutor:
         self.retrieve_temporary_list: list[Any] = []
         self.exit_statuses: dict[int, int] | None = None
         self.script_filename = "_aiidasubmit.sh"
+        #: the tree of the prepared input files in the repository (committed with the upload)
+        self.input_files: dict[str, Any] | None = None
         self.logs: list[rows.LogEntry] = []
         self.logger: ProcessLogger | None = None
         self.kill_message: str | None = None
@@ -588,6 +590,7 @@ class CalcJobExecutor:
                             _STATUS[CalcJobState.SUBMITTING.value],
                             outputs=[("remote_folder", remote)],
                             attributes={
+                                "_repository": self.input_files,
                                 "remote_workdir": workdir,
                                 "retrieve_list": self.retrieve_list,
                                 "retrieve_temporary_list": self.retrieve_temporary_list,
@@ -798,4 +801,13 @@ def prepare_folder(executor: CalcJobExecutor, folder_path: str | None = None) ->
         list(item) if isinstance(item, tuple) else item
         for item in calcinfo.retrieve_temporary_list or []
     ]
+    if folder_path is None:  # not a dry run: the files are kept on the node
+        from miniengine.runtime.calcjob.files import store_input_files
+        from miniengine.storage.repository import Repository
+
+        executor.input_files = store_input_files(
+            Repository.for_database(executor.store.path),
+            path,
+            calcinfo.provenance_exclude_list or [],
+        )
     return _Prepared(path, calcinfo, script_filename)
