@@ -254,7 +254,14 @@ class DaemonJobWatcher:
                     logger.warning("reading the watched jobs failed", exc_info=True)
                     rows = []
             if rows and (changed or time.monotonic() >= self._next_due):
-                await self._check(rows)
+                try:
+                    await self._check(rows)
+                except Exception:
+                    # (e.g. the file stayed locked beyond every retry): the rows stay leased and
+                    # are looked at again; the worker itself must not stop for it
+                    logger.warning("watching jobs failed; trying again in 1 s", exc_info=True)
+                    await anyio.sleep(1.0)
+                    version = -1  # read the rows again
             with anyio.move_on_after(WATCH_TICK):
                 await self._wake.wait()
 
