@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+import warnings
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -27,7 +28,11 @@ _KEY_POLICIES = ("RejectPolicy", "AutoAddPolicy")
 
 def _asyncssh() -> Any:
     try:
-        import asyncssh
+        with warnings.catch_warnings():
+            # asyncssh still names DSA keys, and newer ``cryptography`` releases warn about that
+            # at import: a library's deprecation notice, not something a user can act on
+            warnings.filterwarnings("ignore", module=r"asyncssh(\.|$)")
+            import asyncssh
     except ImportError:
         raise TransportError(
             "the core.ssh transport needs asyncssh: pip install 'miniengine[ssh]'"
