@@ -423,3 +423,54 @@ def test_the_submitted_input_files_are_kept_on_the_node(bash: InstalledCode) -> 
     assert "aiida.out" not in repository.list_object_names()  # outputs are in `retrieved`
     with pytest.raises(miniengine.ModificationNotAllowed):
         repository.delete_object("aiida.in")
+
+
+def test_a_run_mode_job_whose_script_died_is_resumed_at_its_stage(
+    bash: InstalledCode, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from miniengine import load_node, resume
+    from tests.workchains.daemon_chains import ROOT, python_env
+
+    counter, gate = tmp_path / "counter", tmp_path / "gate"
+    script = textwrap.dedent(
+        f"""
+        from miniengine import Int, Str, load_code, run
+        from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+
+        run(
+            ArithmeticAddCalculation,
+            code=load_code({bash.pk}),
+            x=Int(2),
+            y=Int(3),
+            counter=Str({str(counter)!r}),
+            gate=Str({str(gate)!r}),
+            metadata={OPTIONS!r},
+        )
+        """
+    )
+    db = Path(os.environ["MINIENGINE_DB"])
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=python_env(db))
+    try:
+        wait_until(
+            lambda: any(
+                n.get_state() == "withscheduler"
+                for n in find_processes(process_label="ArithmeticAddCalculation")
+            ),
+            60,
+            "the job to be with the scheduler",
+        )
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (node,) = find_processes(process_label="ArithmeticAddCalculation")
+    job_id = node.get_job_id()
+    gate.touch()
+    outputs, resumed = anyio.run(lambda: resume(node.pk, timeout=60))
+    assert resumed.is_finished_ok and outputs["sum"] == 5
+    assert load_node(node.pk).get_job_id() == job_id
+    assert counter.read_text() == "ran\n"

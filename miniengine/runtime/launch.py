@@ -148,12 +148,18 @@ async def arun(process: Any, *args: Any, **inputs: Any) -> Any:
 async def resume(
     pk: int, *, db: Store | str | os.PathLike[str] | None = None, timeout: float | None = None
 ) -> tuple[Any, ProcessNode]:
-    """Continue the WorkChain ``pk`` from its last checkpoint and return ``(outputs, node)``.
+    """Continue the WorkChain (or CalcJob) ``pk`` from its last checkpoint and return
+    ``(outputs, node)``.
 
     Its lease is taken over only once its previous owner's lease has expired (waiting for that,
     at most ``timeout`` seconds).
     """
+    from miniengine.runtime.calcjob.launch import resume_calcjob
+    from miniengine.runtime.nodes import CalcJobNode, load_node
     from miniengine.runtime.workchain_launch import resume as resume_workchain
+
+    if isinstance(load_node(pk, db=db), CalcJobNode):
+        return await resume_calcjob(pk, db=db, timeout=timeout)
 
     return await resume_workchain(pk, db=db, timeout=timeout)
 

@@ -268,6 +268,72 @@ def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> Cal
     return node
 
 
+async def resume_calcjob(
+    pk: int, *, db: Any = None, timeout: float | None = None
+) -> tuple[dict[str, Any], CalcJobNode]:
+    """Run mode: continue a CalcJob from its last checkpoint (its stage) once its previous
+    owner's lease expired, e.g. after the script that ran it died while its job ran."""
+    from miniengine.runtime.workchain_launch import _in_tree, _output_map
+
+    store = context.store_for(db)
+    node = CalcJobNode(store, store.read(rows.read_node_row, pk))
+    if node.is_terminated:
+        return _output_map(node), node
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        owner, _, expires = node.lease
+        now = time.time()
+        if owner is None or owner == store.owner or expires is None or expires < now:
+            break
+        wait = expires - now + 0.01
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise MiniengineError(
+                f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
+            )
+        await anyio.sleep(wait)
+    checkpoint = store.read(checkpoint_rows.read_checkpoint, pk)
+    if checkpoint is None:
+        raise MiniengineError(f"process {pk} has no checkpoint to continue from")
+    from miniengine.runtime.workchain import import_process_class
+
+    cls: Any = import_process_class(str(codec.decode(checkpoint[1])["p"]))
+    epoch = await store.write(
+        checkpoint_rows.claim_process_tx,
+        pk,
+        store.owner,
+        store.lease_expiry(),
+        ProcessState.RUNNING.value,
+    )
+    error: BaseException | None = None
+    result: tuple[dict[str, Any], CalcJobNode] | None = None
+    async with TransportPool() as pool:
+
+        def make(tree: Any) -> Lifecycle[Any]:
+            executor = _executor(cls, store, tree, node, epoch, _pooled(pool))
+            executor.restore(checkpoint[1])
+            state = ProcessState.CREATED if executor.stage is None else ProcessState.RUNNING
+            return _leased(store, executor.lifecycle(state))
+
+        try:
+            result = await _in_tree(make, store)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:
+            error = exc
+    if error is not None:
+        raise error
+    assert result is not None
+    return result
+
+
+def _leased(store: Store, lifecycle: Lifecycle[Any]) -> Lifecycle[Any]:
+    store.leases_taken()
+    try:
+        return (yield from lifecycle)
+    finally:
+        store.leases_released()
+
+
 # the daemon --------------------------------------------------------------------------------------
 
 
