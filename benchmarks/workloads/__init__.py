@@ -16,6 +16,7 @@ _MODULES = (
     "w5_daemon_nested",
     "w6_daemon_throughput",
     "w7_daemon_kill",
+    "w8_calcjobs",
     "chaos",
     "checkpoint",
     "import_time",
