@@ -234,6 +234,8 @@ class SshTransport(Transport):
                 await self._put(sftp, child, posixpath.join(target, child.name))
         else:
             await sftp.put(str(source), target)
+            # as a local copy of a folder does: a PortableCode's executable stays executable
+            await sftp.chmod(target, stat.S_IMODE(source.stat().st_mode))
 
     async def get(self, remotepath: str, localpath: str | PathLike[str]) -> None:
         sftp = await self._sftp_client()
