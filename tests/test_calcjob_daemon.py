@@ -22,6 +22,7 @@ from miniengine.control import kill_processes, play_processes
 from miniengine.runtime.computers import localhost_computer
 from tests.workchains.calcjob_plugins import (
     BROKEN_FLAG,
+    BROKEN_QUERY_FLAG,
     QUERY_LOG,
     AddRestartWorkChain,
     AddTwiceWorkChain,
@@ -202,13 +203,47 @@ def test_kill_of_a_job_with_the_scheduler_cancels_the_job(
 def flaky_computer(tmp_path: Path) -> InstalledCode:
     computer = Computer(
         "flaky",
-        "localhost",
+        str(workdir(tmp_path)),  # where FlakyTransport looks for its query flag
         transport_type="tests.workchains.calcjob_plugins:FlakyTransport",
         scheduler_type="core.direct",
         workdir=str(workdir(tmp_path)),
     ).store()
     computer.configure(use_login_shell=False)
+    computer.set_minimum_job_poll_interval(0.1)
     return InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
+
+
+def test_a_scheduler_that_cannot_be_asked_pauses_the_job_until_play(
+    daemon: DaemonGuard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINIENGINE_TRANSPORT_BACKOFF", "0.05")
+    monkeypatch.setenv("MINIENGINE_TRANSPORT_ATTEMPTS", "3")
+    code = flaky_computer(tmp_path)
+    counter, gate = tmp_path / "counter", tmp_path / "gate"
+    daemon.start("--workers", "1", "--lease-timeout", "2")
+    node = submit(
+        ArithmeticAddCalculation,
+        code=code,
+        x=Int(2),
+        y=Int(3),
+        gate=Str(str(gate)),
+        counter=Str(str(counter)),
+        metadata=OPTIONS,
+    )
+    wait_until(lambda: load_node(node.pk).get_state() == "withscheduler", TIMEOUT, "the job")
+    flag = workdir(tmp_path) / BROKEN_QUERY_FLAG
+    flag.touch()
+    gate.touch()  # the job ends, but nobody can ask the scheduler about it
+    wait_until(lambda: load_node(node.pk).paused, TIMEOUT, "the process to be paused")
+    paused = load_node(node.pk)
+    assert "update failed 3 times" in paused.process_status, paused.process_status
+    assert paused.get_state() == "withscheduler" and not paused.is_terminated
+    flag.unlink()
+    play_processes([node.pk], wait=True)
+    await_node(node, timeout=TIMEOUT)
+    node = load_node(node.pk)
+    assert node.is_finished_ok and node.outputs.sum == 5
+    assert counter.read_text() == "ran\n"
 
 
 def test_a_failing_transport_backs_off_then_pauses_and_play_retries(

@@ -236,6 +236,23 @@ def claim_jobs_tx(connection: sqlite3.Connection, owner: str, expires: float, no
     ).rowcount
 
 
+def pause_watched_tx(connection: sqlite3.Connection, pks: Sequence[int], message: str) -> None:
+    """Pause evicted CalcJobs whose scheduler could not be asked (``message`` says why); their
+    watcher leaves paused ones alone until ``play``."""
+    now = time.time()
+    for pk in pks:
+        cursor = connection.execute(
+            "UPDATE nodes SET paused = 1, process_status = ?, mtime = ? WHERE pk = ? "
+            "AND process_state IN ('created', 'running', 'waiting') AND owner IS NULL",
+            (message, now, pk),
+        )
+        if cursor.rowcount == 1:
+            connection.execute(
+                "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, 'ERROR', ?)",
+                (pk, now, message),
+            )
+
+
 def has_unwatched_jobs(connection: sqlite3.Connection, now: float) -> bool:
     """Whether a job waits for a watcher (cheap: the watcher writes only when one does)."""
     return (
@@ -254,7 +271,7 @@ def read_watched_jobs(connection: sqlite3.Connection, owner: str) -> list[JobRow
         _job_row(row)
         for row in connection.execute(
             f"SELECT {_JOB_COLUMNS} FROM calcjob_jobs j JOIN nodes n ON n.pk = j.process_pk "
-            "WHERE j.owner = ? AND j.done = 0 ORDER BY j.computer_uuid",
+            "WHERE j.owner = ? AND j.done = 0 AND n.paused = 0 ORDER BY j.computer_uuid",
             (owner,),
         )
     ]

@@ -141,9 +141,22 @@ def _work_root(path: str) -> Path | None:
     return None
 
 
+#: A file in a computer's work folder that makes :class:`FlakyTransport` fail scheduler queries.
+BROKEN_QUERY_FLAG = "QUERIES-BROKEN"
+
+
 class FlakyTransport(LocalTransport):
     """``core.local`` whose uploads fail while the flag file exists at the work folder's root
-    (a file named ``ROOT`` marks that root): a transport failure that a test can end."""
+    (a file named ``ROOT`` marks that root), and whose scheduler queries (``ps``) fail while
+    ``QUERIES-BROKEN`` exists in the folder named by the computer's hostname: transport failures
+    that a test can end."""
+
+    async def exec_command_wait(
+        self, command: str, *, stdin: str | bytes | None = None, workdir: str | None = None
+    ) -> CommandResult:
+        if command.startswith("ps ") and (Path(self.machine) / BROKEN_QUERY_FLAG).exists():
+            raise TransportError(f"{self}: the connection is broken (test flag)")
+        return await super().exec_command_wait(command, stdin=stdin, workdir=workdir)
 
     async def put(self, localpath: Any, remotepath: str) -> None:
         root = _work_root(remotepath)

@@ -640,7 +640,7 @@ class CalcJobExecutor:
                     self.scheduler_state = row.scheduler_state
                     self.detailed_info = row.detailed_info
                 else:
-                    yield Await(self._wait_for_job)
+                    yield from self._transport_stage("update", lambda _: self._wait_for_job())
                 self.stage = CalcJobState.RETRIEVING.value
             if self.stage == CalcJobState.RETRIEVING.value:
                 self.job_done = True

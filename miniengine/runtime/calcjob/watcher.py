@@ -81,6 +81,7 @@ class _Waiter:
     wake: anyio.Event = field(default_factory=anyio.Event)
     info: JobInfo | None = None
     done: bool = False
+    error: BaseException | None = None
 
 
 @dataclass
@@ -105,7 +106,7 @@ class LoopJobWatcher:
         group = self._groups.setdefault(computer.uuid, _Group())
         me = group.waiters.setdefault(job_id, _Waiter())
         try:
-            while not me.done:
+            while not me.done and me.error is None:
                 if not group.leader:
                     group.leader = True
                     try:
@@ -117,6 +118,8 @@ class LoopJobWatcher:
                 else:
                     await me.wake.wait()
                     me.wake = anyio.Event()
+            if me.error is not None:
+                raise me.error
             return me.info
         finally:
             group.waiters.pop(job_id, None)
@@ -136,9 +139,14 @@ class LoopJobWatcher:
 
                     self.queries[computer.uuid] = self.queries.get(computer.uuid, 0) + 1
                     infos = await query_jobs(transport, scheduler, pending)
-            except Exception:
-                logger.warning("querying %s failed; trying again", computer.label, exc_info=True)
-                infos = {}
+            except Exception as exc:
+                # every waiter's executor backs off (and, in the end, pauses) on its own
+                for job in pending:
+                    failed = group.waiters.get(job)
+                    if failed is not None:
+                        failed.error = exc
+                        failed.wake.set()
+                return
             for job, info in infos.items():
                 waiter = group.waiters.get(job)
                 if waiter is not None and info.job_state is JobState.DONE:
@@ -172,6 +180,8 @@ class DaemonJobWatcher:
         self._wake = anyio.Event()
         self._computers: dict[str, Any] = {}
         self._last_query: dict[str, float] = {}
+        #: consecutive failed queries per computer (backoff, then the processes are paused)
+        self._failures: dict[str, int] = {}
         self._pidfds: dict[int, tuple[int, str]] = {}  # process pk -> (fd, job id)
         self._exited: set[int] = set()  # process pks whose local job exited
         #: when the next scheduler query is due (monotonic); rows are only looked at then, or
@@ -303,6 +313,11 @@ class DaemonJobWatcher:
                             self._watch_fd(row.process_pk, pidfd, row.job_id)
             now = time.monotonic()
             interval = computer.get_minimum_job_poll_interval()
+            failures = self._failures.get(uuid, 0)
+            if failures:
+                from miniengine.runtime.calcjob.executor import backoff_settings
+
+                interval = max(interval, backoff_settings()[0] * 2 ** (failures - 1))
             due = self._last_query.get(uuid, -math.inf) + interval
             if polled and now < due:
                 self._next_due = min(self._next_due, due)
@@ -317,12 +332,13 @@ class DaemonJobWatcher:
                         infos = await query_jobs(
                             transport, computer.get_scheduler(), [row.job_id for row in polled]
                         )
+                    self._failures.pop(uuid, None)
                     for row in polled:
                         info = infos.get(row.job_id)
                         if info is not None and info.job_state is JobState.DONE:
                             finished.append((row, info))
-                except Exception:
-                    logger.warning("querying %s failed", computer.label, exc_info=True)
+                except Exception as exc:
+                    await self._query_failed(computer, polled, exc)
             for row, info in finished:
                 from miniengine.runtime.calcjob.tasks import detailed_info
 
@@ -342,6 +358,30 @@ class DaemonJobWatcher:
                 changed = True
         if changed:
             self._wake.set()
+
+    async def _query_failed(self, computer: Any, rows: list[Any], error: Exception) -> None:
+        """Back off; after the last attempt pause the processes of the jobs (``play`` makes the
+        watcher ask again), as a failing transport stage does."""
+        from miniengine.runtime.calcjob.executor import backoff_settings
+        from miniengine.storage import calcjob_rows
+
+        _, attempts = backoff_settings()
+        failures = self._failures[computer.uuid] = self._failures.get(computer.uuid, 0) + 1
+        logger.warning(
+            "querying %s failed (attempt %d of %d)", computer.label, failures, attempts,
+            exc_info=True,
+        )  # fmt: skip
+        if failures < attempts:
+            return
+        self._failures.pop(computer.uuid, None)
+        message = (
+            f"Pausing after failed transport task: update failed {failures} times: "
+            f"{type(error).__name__}: {error}"
+        )
+        await self.store.write(
+            calcjob_rows.pause_watched_tx, [row.process_pk for row in rows], message
+        )
+        self._wake.set()
 
     def _watch_fd(self, pk: int, fd: int, job_id: str) -> None:
         loop = asyncio.get_running_loop()
