@@ -55,6 +55,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     computers.add_code_commands(
         code.add_subparsers(dest="code_command", metavar="COMMAND", required=True)
     )
+    from miniengine.cli import calcjob as calcjob_commands
+
+    calcjob = commands.add_parser(
+        "calcjob",
+        help="inspect the files of CalcJobs and clean their remote working folders",
+        description="Inspect and manage CalcJobs (as `verdi calcjob`).",
+    )
+    calcjob_commands.add_commands(
+        calcjob.add_subparsers(dest="calcjob_command", metavar="COMMAND", required=True)
+    )
 
 
 def add_process_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from miniengine.cli import queries
+from miniengine.cli import calcjob, calcjob_queries, queries
 from miniengine.cli.connection import open_readonly
 from miniengine.cli.errors import Handler, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
@@ -157,9 +157,13 @@ def _list(args: argparse.Namespace) -> int:
         states = None if args.all_states else ACTIVE_STATES
     now = time.time()
     since = None if args.past is None else now - args.past
-    rows: list[queries.ProcessRow] = _read(
-        args, lambda c: queries.list_processes(c, states, since, args.limit)
-    )
+
+    def query(connection: sqlite3.Connection) -> tuple[list[queries.ProcessRow], dict[int, str]]:
+        found = queries.list_processes(connection, states, since, args.limit)
+        active = [row.pk for row in found if row.process_state in ACTIVE_STATES]
+        return found, calcjob_queries.active_stages(connection, active) if active else {}
+
+    rows, stages = _read(args, query)
     if args.json:
         emit(json_array(_process_json(row) for row in rows))
         return 0
@@ -171,7 +175,7 @@ def _list(args: argparse.Namespace) -> int:
                 age(now - row.ctime),
                 row.process_label or "",
                 state_text(row.process_state, row.exit_status, row.paused),
-                shorten(row.process_status or "", 80),
+                shorten(calcjob.list_status(row.process_status, stages.get(row.pk)), 80),
             )
             for row in rows
         ),
@@ -214,6 +218,9 @@ def _show(args: argparse.Namespace) -> int:
             "called": linked(False, CALL_LINK_TYPES),
             "caller": linked(True, CALL_LINK_TYPES),
             "logs": queries.log_count(connection, row.pk),
+            "calcjob": calcjob.calcjob_properties(connection, row.pk)
+            if row.node_type == calcjob_queries.CALCJOB_TYPE
+            else None,
         }
 
     found = _read(args, query)
@@ -232,6 +239,8 @@ def _show(args: argparse.Namespace) -> int:
         ("process label", row.process_label or ""),
         ("process type", row.process_type or ""),
     ]
+    if found["calcjob"] is not None:
+        properties += calcjob.calcjob_rows(found["calcjob"])
     if row.exit_message:
         properties.append(("exit message", shorten(row.exit_message, 100)))
     if row.process_status:
@@ -328,6 +337,7 @@ def _show_json(row: queries.NodeRow, found: dict[str, Any]) -> dict[str, Any]:
         "caller": callers[0] if callers else None,
         "exception": row.exception,
         "log_count": found["logs"],
+        **({"calcjob": found["calcjob"]} if found["calcjob"] is not None else {}),
     }
 
 
