@@ -37,10 +37,16 @@ class SlurmCluster:
         return {"SLURM_CONF": str(self.conf)}
 
 
-def require_slurm() -> None:
+def missing_slurm() -> list[str]:
+    """The SLURM programs that are not installed here (empty when it can run)."""
     missing = [name for name, path in DAEMONS.items() if not os.path.exists(path)]
     if shutil.which("sbatch") is None:
         missing.append("sbatch")
+    return missing
+
+
+def require_slurm() -> None:
+    missing = missing_slurm()
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"{', '.join(missing)} missing: .ci/run installs slurm-wlm and munge")
@@ -51,7 +57,19 @@ def require_slurm() -> None:
         pytest.skip("the private SLURM cluster runs its daemons as root")
 
 
-def _config(folder: Path, node: str, ctld_port: int, slurmd_port: int) -> str:
+def _config(
+    folder: Path, node: str, ctld_port: int, slurmd_port: int, cpus: int | None = None
+) -> str:
+    # more CPUs than the machine has: slurmd accepts the config's figure, and each scheduling
+    # pass looks at that many pending jobs (100 by default), so that many can start at once
+    overrides = (
+        []
+        if cpus is None
+        else [
+            "SlurmdParameters=config_overrides",
+            f"SchedulerParameters=default_queue_depth={cpus}",
+        ]
+    )
     return "\n".join(
         [
             "ClusterName=miniengine",
@@ -80,8 +98,9 @@ def _config(folder: Path, node: str, ctld_port: int, slurmd_port: int) -> str:
             "AccountingStorageType=accounting_storage/none",
             "JobCompType=jobcomp/none",
             "MinJobAge=600",
-            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} RealMemory=1000 "
-            "State=UNKNOWN",
+            *overrides,
+            f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus or os.cpu_count() or 1} "
+            "RealMemory=1000 State=UNKNOWN",
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
             "",
         ]
@@ -89,8 +108,12 @@ def _config(folder: Path, node: str, ctld_port: int, slurmd_port: int) -> str:
 
 
 @contextmanager
-def running_slurm(folder: Path) -> Iterator[SlurmCluster]:
-    """Start munged, slurmctld and slurmd in ``folder``; stop them (and their jobs) on exit."""
+def running_slurm(folder: Path, *, cpus: int | None = None) -> Iterator[SlurmCluster]:
+    """Start munged, slurmctld and slurmd in ``folder``; stop them (and their jobs) on exit.
+
+    ``cpus``: how many CPUs the node says it has (default: this machine's), hence how many
+    one-CPU jobs run at once; the benchmarks run hundreds of sleeping jobs together.
+    """
     require_slurm()
     for sub in ("state", "spool"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -99,7 +122,7 @@ def running_slurm(folder: Path) -> Iterator[SlurmCluster]:
     key.chmod(0o400)
     node = socket.gethostname().split(".")[0]
     conf = folder / "slurm.conf"
-    conf.write_text(_config(folder, node, free_port(), free_port()))
+    conf.write_text(_config(folder, node, free_port(), free_port(), cpus))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     processes: list[subprocess.Popen[bytes]] = []
 
