@@ -280,3 +280,19 @@ async def test_over_ssh_the_pool_opens_one_connection_for_many_jobs(sshd: SshSer
             for index in range(10):
                 group.start_soon(job, index)
         assert pool.opens("ssh") == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds sshd's connections in /proc")
+async def test_a_dropped_ssh_connection_is_reopened_with_working_file_transfers(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    transport = SshTransport(sshd.host, **{**sshd.transport_params(), "safe_interval": 0})
+    async with transport:
+        await transport.write_bytes(str(tmp_path / "before"), b"1")
+        sshd.drop_connections()
+        with anyio.fail_after(10):  # the client learns of the close from its socket
+            while transport.is_open:
+                await anyio.sleep(0.01)
+        await transport.open()
+        await transport.write_bytes(str(tmp_path / "after"), b"2")  # not the dead SFTP client
+        assert await transport.read_bytes(str(tmp_path / "after")) == b"2"

@@ -92,6 +92,8 @@ class SshTransport(Transport):
     async def open(self) -> None:
         if self.is_open:
             return
+        # a dropped connection's SFTP client is dead too: never reuse it on the new one
+        self._connection = self._sftp = None
         asyncssh = _asyncssh()
         known_hosts = self._known_hosts_path()
         try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -32,6 +33,8 @@ class SshServer:
     known_hosts: Path
     host_key: Path
     process: subprocess.Popen[bytes]
+    #: sshd's log lines so far (kept up to date by a reader thread)
+    log: list[str] = field(default_factory=list)
 
     def transport_params(self) -> dict[str, object]:
         """What ``Computer.configure`` / ``SshTransport`` need to reach this server."""
@@ -44,6 +47,33 @@ class SshServer:
             "known_hosts": str(self.known_hosts),
             "use_login_shell": False,
         }
+
+    def connection_pids(self) -> list[int]:
+        """The sshd processes serving this server's open connections (the listener's children)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            except OSError:
+                continue
+            if stat and int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                found.append(int(entry.name))
+        return found
+
+    def drop_connections(self, pids: list[int] | None = None) -> None:
+        """End the open connections (as a network failure would): their clients see them close."""
+        for pid in self.connection_pids() if pids is None else pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        """Stop the server and drop its connections, as a reboot of the host would."""
+        connections = self.connection_pids()
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.drop_connections(connections)
 
 
 def free_port() -> int:
@@ -132,7 +162,7 @@ def running_sshd(
     public = Path(f"{host_key}.pub").read_text().split()
     known_hosts.write_text(f"[127.0.0.1]:{port} {public[0]} {public[1]}\n")
     server = SshServer(
-        "127.0.0.1", port, getpass.getuser(), user_key, known_hosts, host_key, process
+        "127.0.0.1", port, getpass.getuser(), user_key, known_hosts, host_key, process, seen
     )
     try:
         yield server
