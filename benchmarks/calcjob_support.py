@@ -114,3 +114,97 @@ def cpu_snapshot(pids: Sequence[int]) -> dict[int, Cpu | None]:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def counting_wrappers(folder: Path, programs: Sequence[str]) -> tuple[Path, Path]:
+    """Scripts named like ``programs`` in ``folder/bin`` that log each call (time, program,
+    arguments) to ``folder/calls.log`` and then run the real program: put the ``bin`` folder
+    first on the ``PATH`` of the daemon to count the scheduler commands its workers run."""
+    import shutil
+
+    bin_folder = folder / "bin"
+    bin_folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "calls.log"
+    log.touch()
+    for program in programs:
+        real = shutil.which(program)
+        if real is None:
+            continue
+        script = bin_folder / program
+        script.write_text(  # bash's clock: no process forked before the time is read
+            "#!/bin/bash\n"
+            f'printf "%s {program} %s\\n" "$EPOCHREALTIME" "$*" >> {log}\n'
+            f'exec {real} "$@"\n'
+        )
+        script.chmod(0o755)
+    return bin_folder, log
+
+
+def read_calls(log: Path) -> list[tuple[float, str, str]]:
+    """The calls a :func:`counting_wrappers` log holds: (time, program, arguments)."""
+    calls = []
+    for line in log.read_text().splitlines():
+        stamp, program, *rest = line.split(" ", 2)
+        calls.append((float(stamp), program, rest[0] if rest else ""))
+    return calls
+
+
+def most_in_a_window(times: Sequence[float], window: float) -> int:
+    """The largest number of ``times`` that fall in any half-open window of ``window`` s.
+
+    Calls made once per poll interval give 1 for a window a little shorter than the interval
+    (the times are read in the called program, a fork or two after the engine decided).
+    """
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, stamp in enumerate(ordered):
+        while stamp - ordered[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+class RssSampler:
+    """The resident memory of a process, sampled by a thread every ``interval`` s while the
+    ``with`` block runs: its peak, and its value now (:meth:`now`)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import threading
+
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+
+    def now(self) -> float:
+        from benchmarks.support import rss_mib
+
+        value = rss_mib(self.pid) or 0.0
+        self.peak = max(self.peak, value)
+        return value
+
+    def _sample(self) -> None:
+        while True:
+            self.now()
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def jobs_with_scheduler(db: Path) -> int:
+    """How many CalcJobs have a job with the scheduler (rows of ``calcjob_jobs``)."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(connection.execute("SELECT count(*) FROM calcjob_jobs").fetchone()[0])
+    finally:
+        connection.close()

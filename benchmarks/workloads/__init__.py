@@ -17,6 +17,7 @@ _MODULES = (
     "w6_daemon_throughput",
     "w7_daemon_kill",
     "w8_calcjobs",
+    "w9_slurm",
     "chaos",
     "checkpoint",
     "import_time",
