@@ -274,6 +274,10 @@ def test_gotocomputer_on_core_ssh_prints_the_ssh_command(sshd: SshServer, tmp_pa
         f"-o UserKnownHostsFile={sshd.known_hosts} 'cd {remote} && bash'"
     )
     assert cli("calcjob", "gotocomputer", str(job.pk), db=db).ok() == expected + "\n"
+    # --exec runs it: ssh reaches the server and the shell starts in the working folder
+    shell = raw("calcjob", "gotocomputer", str(job.pk), "--exec", db=db, stdin=b"pwd\n")
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.decode().strip() == remote
     # remotecat goes through the same transport
     assert cli("calcjob", "remotecat", str(job.pk), db=db).ok() == "42\n"
     line = cli("calcjob", "remotecat", str(job.pk), "nothing.txt", db=db).failed()
@@ -324,6 +328,43 @@ def test_cleanworkdir_without_force_and_without_a_terminal_refuses(
     line = cli("calcjob", "cleanworkdir", *pks, db=db).failed()  # stdin is not a terminal
     assert "refusing to clean 2 remote folders without asking" in line and "-f" in line
     assert all((folder / "aiida.out").exists() for _, folder in found)
+
+
+def test_cleanworkdir_asks_on_a_terminal(fresh: tuple[Path, list[tuple[int, Path]]]) -> None:
+    import pty
+
+    db, found = fresh
+    (first, first_dir), (second, second_dir) = found
+    for answer, pk, folder in ((b"n\n", first, first_dir), (b"y\n", second, second_dir)):
+        controller, terminal = pty.openpty()
+        try:
+            os.write(controller, answer)  # typed ahead: the terminal keeps it for the question
+            env = python_env()
+            env.pop("MINIENGINE_DB", None)
+            command = ["calcjob", "cleanworkdir", str(pk), "--db", str(db)]
+            completed = subprocess.run(
+                [sys.executable, "-m", "miniengine", *command],
+                stdin=terminal,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        assert "Are you sure you want to clean the work directory of 1 calcjobs? [y/N]" in (
+            completed.stdout
+        )
+        if answer == b"n\n":
+            assert completed.returncode == 1 and "aborted: nothing cleaned" in completed.stdout
+            assert folder.exists()
+        else:
+            assert completed.returncode == 0, completed.stderr
+            assert "1 remote folder cleaned on localhost" in completed.stdout
+            assert not folder.exists()
 
 
 def test_cleanworkdir_selects_by_age_when_no_calcjob_is_named(
