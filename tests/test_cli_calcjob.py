@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -242,6 +243,37 @@ def test_gotocomputer_on_core_local_prints_a_cd_and_exec_opens_a_shell_there(job
     shell = raw("calcjob", "gotocomputer", str(jobs.add), "--exec", db=jobs.db, stdin=b"pwd\n")
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.decode().strip() == str(Path(jobs.workdir).resolve())
+
+
+def test_gotocomputer_command_quotes_what_the_shell_would_split() -> None:
+    from miniengine.cli.calcjob import gotocomputer_command
+    from miniengine.transports.local import LocalTransport
+    from miniengine.transports.ssh import SshTransport
+
+    local = LocalTransport("localhost", use_login_shell=False)
+    assert gotocomputer_command(local, "/scratch/a b") == "cd '/scratch/a b'"
+    ssh = SshTransport(
+        "login.example.org",
+        username="alice",
+        port=2222,
+        proxy_command="ssh -W %h:%p bastion",
+    )
+    words = shlex.split(gotocomputer_command(ssh, "/scratch/it's"))
+    assert words[:-1] == [
+        "ssh",
+        "-t",
+        "alice@login.example.org",
+        "-p",
+        "2222",
+        "-o",
+        "ProxyCommand=ssh -W %h:%p bastion",
+    ]
+    assert shlex.split(words[-1]) == ["cd", "/scratch/it's", "&&", "bash", "-l"]
+    jump = SshTransport("h", proxy_jump="bastion:2200", proxy_command="ignored")
+    assert (
+        gotocomputer_command(jump, "/w")
+        == "ssh -t h -p 22 -o ProxyJump=bastion:2200 'cd /w && bash -l'"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -391,6 +391,13 @@ def _gotocomputer(args: argparse.Namespace) -> int:
 
         sys.stdout.flush()
         if isinstance(transport, LocalTransport):
+            import os
+
+            if not os.path.isdir(workdir):
+                raise CliError(
+                    f"the remote working folder {workdir} of calcjob {info.pk} does not exist "
+                    "(any more)"
+                )
             shell = ["bash", "-l"] if transport.params.get("use_login_shell", True) else ["bash"]
             return subprocess.call(shell, cwd=workdir)
         return subprocess.call(command, shell=True)
@@ -461,6 +468,8 @@ def _clean(remote_pks: list[int], args: argparse.Namespace) -> Iterator[tuple[st
         for pk in remote_pks:
             remote = load_node(pk, db=store)
             computer = remote.computer
+            if computer is None:
+                raise CliError(f"the remote folder {pk} names no computer")
             computers[computer.uuid] = computer
             by_computer.setdefault(computer.uuid, []).append(remote)
         import anyio
