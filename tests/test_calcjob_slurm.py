@@ -169,14 +169,35 @@ def test_a_kill_cancels_the_slurm_job(
         assert not counter.exists()  # it never ran
 
 
-@pytest.mark.parametrize("moment", ["queued", "running"])
+def gated_slurm_code(tmp_path: Path) -> InstalledCode:
+    """``bash`` on SLURM through a ``core.local`` that can hold the worker right after sbatch
+    answered, before the job id is committed (``HOLD-submitted`` in the work folder)."""
+    workdir = tmp_path / "gated"
+    workdir.mkdir()
+    (workdir / "ROOT").touch()  # where the gated transport looks for its flags
+    computer = Computer(
+        "gated-slurm",
+        "localhost",
+        transport_type="tests.workchains.calcjob_plugins:GatedTransport",
+        scheduler_type="core.slurm",
+        workdir=str(workdir),
+    ).store()
+    computer.configure(use_login_shell=False)
+    computer.set_minimum_job_poll_interval(0.2)
+    return InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
+
+
+@pytest.mark.parametrize("moment", ["submitted", "queued", "running"])
 def test_a_sigkilled_worker_is_followed_by_one_that_neither_submits_again_nor_reruns(
     daemon: DaemonGuard, code: InstalledCode, tmp_path: Path, moment: str
 ) -> None:
     counter = tmp_path / "counter"
     gate = tmp_path / "gate"
-    if moment == "queued":
+    if moment != "running":
         gate.touch()
+    if moment == "submitted":  # SIGKILLed between sbatch's answer and the commit of the job id
+        code = gated_slurm_code(tmp_path)
+        (tmp_path / "gated" / "HOLD-submitted").touch()
     daemon.start("--workers", "1", "--lease-timeout", "1")
     node = submit(
         ArithmeticAddCalculation,
@@ -187,8 +208,13 @@ def test_a_sigkilled_worker_is_followed_by_one_that_neither_submits_again_nor_re
         gate=Str(str(gate)),
         metadata=HELD if moment == "queued" else OPTIONS,
     )
-    wait_until(lambda: load_node(node.pk).get_state() == "withscheduler", TIMEOUT, "the job")
-    job_id = load_node(node.pk).get_job_id()
+    if moment == "submitted":
+        at = tmp_path / "gated" / "AT-submitted"
+        wait_until(at.exists, TIMEOUT, "the worker to hold after sbatch")
+        job_id = None
+    else:
+        wait_until(lambda: load_node(node.pk).get_state() == "withscheduler", TIMEOUT, "the job")
+        job_id = load_node(node.pk).get_job_id()
     if moment == "running":
         wait_until(counter.exists, TIMEOUT, "the program to start")
     (worker,) = daemon.worker_pids()
@@ -197,8 +223,10 @@ def test_a_sigkilled_worker_is_followed_by_one_that_neither_submits_again_nor_re
     wait_until(
         lambda: worker not in daemon.worker_pids() and daemon.worker_pids(), TIMEOUT, "a new worker"
     )
-    if moment == "queued":
-        assert job_state(job_id) == "PD"
+    if moment == "submitted":
+        (tmp_path / "gated" / "HOLD-submitted").unlink()
+    elif moment == "queued":
+        assert job_id is not None and job_state(job_id) == "PD"
         subprocess.run(["scontrol", "release", job_id], check=True, capture_output=True)
     else:
         gate.touch()
@@ -206,6 +234,8 @@ def test_a_sigkilled_worker_is_followed_by_one_that_neither_submits_again_nor_re
     node = load_node(node.pk)
     assert node.is_finished_ok, (node.process_state, node.exception, node.exit_status)
     assert node.outputs.sum == 42
+    if job_id is None:
+        job_id = node.get_job_id()
     assert node.get_job_id() == job_id
     assert jobs_of(node) == [[job_id, "CD"]]  # submitted once
     assert counter.read_text() == "ran\n"  # the program ran once
