@@ -296,3 +296,24 @@ async def test_a_dropped_ssh_connection_is_reopened_with_working_file_transfers(
         await transport.open()
         await transport.write_bytes(str(tmp_path / "after"), b"2")  # not the dead SFTP client
         assert await transport.read_bytes(str(tmp_path / "after")) == b"2"
+
+
+async def test_over_ssh_many_concurrent_commands_share_the_servers_sessions(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """OpenSSH serves at most ``MaxSessions`` (10) channels per connection and refuses more:
+    the jobs of a worker share one connection, so their commands wait for a free session
+    rather than fail (a failed submit backs off for seconds, then pauses the job)."""
+    transport = SshTransport(sshd.host, **{**sshd.transport_params(), "safe_interval": 0})
+
+    async def command(index: int) -> None:
+        result = await transport.exec_command_wait(f"sleep 0.2; echo {index}")
+        assert result.stdout == f"{index}\n"
+
+    async with transport:
+        await transport.write_bytes(str(tmp_path / "sftp"), b"the SFTP session is open too")
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                for index in range(30):
+                    group.start_soon(command, index)
+        assert await transport.read_bytes(str(tmp_path / "sftp")) == b"the SFTP session is open too"

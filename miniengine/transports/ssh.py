@@ -17,6 +17,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
+
 from miniengine.schedulers.escaping import escape_for_bash
 from miniengine.transports.errors import TransportError, TransportFileNotFoundError
 from miniengine.transports.transport import AuthParam, CommandResult, Transport
@@ -44,6 +46,10 @@ class SshTransport(Transport):
     """A computer reached over SSH (AiiDA's ``core.ssh``, on asyncssh)."""
 
     _DEFAULT_SAFE_OPEN_INTERVAL = 5.0
+    #: Commands running at once on the connection.  OpenSSH serves at most ``MaxSessions``
+    #: channels per connection (10 by default) and refuses more, and the SFTP session is one of
+    #: them: the jobs sharing the connection wait for a free session rather than fail.
+    max_sessions: ClassVar[int] = 8
 
     auth_params: ClassVar[Mapping[str, AuthParam]] = {
         **Transport.auth_params,
@@ -78,6 +84,7 @@ class SshTransport(Transport):
         super().__init__(machine, **params)
         self._connection: Any = None
         self._sftp: Any = None
+        self._sessions = anyio.Semaphore(self.max_sessions)
 
     def __str__(self) -> str:
         user = self.params["username"]
@@ -195,13 +202,14 @@ class SshTransport(Transport):
         asyncssh = _asyncssh()
         remote_command = " ".join(escape_for_bash(arg) for arg in self._shell(command, workdir))
         try:
-            completed = await connection.run(
-                remote_command,
-                input=stdin.decode() if isinstance(stdin, bytes) else stdin,
-                check=False,
-                encoding="utf-8",
-                errors="replace",
-            )
+            async with self._sessions:
+                completed = await connection.run(
+                    remote_command,
+                    input=stdin.decode() if isinstance(stdin, bytes) else stdin,
+                    check=False,
+                    encoding="utf-8",
+                    errors="replace",
+                )
         except (OSError, asyncssh.Error) as exc:
             raise TransportError(f"{self}: running a command failed: {exc}") from exc
         retval = completed.exit_status
