@@ -110,7 +110,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     clean = commands.add_parser(
         "cleanworkdir",
-        help="empty the remote working folders of terminated CalcJobs",
+        help="remove the remote working folders of terminated CalcJobs",
         description="Remove the remote working folders of the CalcJobs given, or of every "
         "terminated CalcJob the filters select when none is given (then --past-days or "
         "--older-than is required).  Active CalcJobs are refused.  Asks first unless -f; "
@@ -137,6 +137,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-Y",
         "--computers",
         nargs="+",
+        action="extend",
         metavar="COMPUTER",
         help="only CalcJobs that ran on these computers (labels)",
     )
