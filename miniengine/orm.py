@@ -7,8 +7,9 @@ package itself), so ``import miniengine.orm`` costs nothing until one is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from miniengine._lazy import resolve
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     # data
@@ -44,18 +45,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    pass
-
 
 def __getattr__(name: str) -> Any:
-    try:
-        module, attribute = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'miniengine.orm' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value
-    return value
+    return resolve(__name__, _EXPORTS, name, globals())
 
 
 def __dir__() -> list[str]:
