@@ -14,20 +14,7 @@ from __future__ import annotations
 import logging
 
 from miniengine import ExitCode, Int, Str, ToContext, WorkChain, if_, while_
-
-
-class LeafWorkChain(WorkChain):
-    """Returns its input."""
-
-    @classmethod
-    def define(cls, spec):  # type: ignore[no-untyped-def]
-        super().define(spec)
-        spec.input("x", valid_type=Int)
-        spec.output("x", valid_type=Int)
-        spec.outline(cls.echo)
-
-    def echo(self) -> None:
-        self.out("x", self.inputs.x)
+from tests.workchains.daemon_chains import LeafWorkChain
 
 
 class SharedNodeWorkChain(WorkChain):
