@@ -133,8 +133,11 @@ async def test_a_running_job_is_cancelled_with_its_program(tmp_path: Path) -> No
     assert not finished.exists()
 
 
+@pytest.mark.long
 async def test_a_job_over_its_walltime_reads_as_out_of_walltime(tmp_path: Path) -> None:
-    """SLURM's limits have minute granularity: this job is ended about a minute in."""
+    """SLURM's limits have minute granularity: this job is ended about a minute in.  The same
+    verdict is checked end to end (a CalcJob ending with exit code 120) in the default suite by
+    test_calcjob_slurm; this scheduler-level variant runs with ``-m long``."""
     async with LocalTransport(use_login_shell=False) as transport:
         template = _template(["sleep", "600"], max_wallclock_seconds=1)
         job_id = await _submit(transport, template, tmp_path / "job")
