@@ -1,9 +1,11 @@
-"""``miniengine db info|migrate|vacuum|backup``: the database file as a whole.
+"""``miniengine db info|migrate|vacuum|backup|maintain``: the database file as a whole.
 
 ``info`` only reads.  ``migrate`` opens the file as the engine does, which migrates it.
 ``vacuum`` rewrites the file and is refused while a daemon serves it.  ``backup`` copies a
 consistent snapshot with ``VACUUM INTO`` (one read transaction, so the daemon may keep writing)
-into a temporary file beside the target, checks it, and renames it into place.
+into a temporary file beside the target, checks it, renames it into place, and copies the file
+repository's objects that the snapshot names beside it.  ``maintain`` removes repository objects
+that nothing names any more.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +29,7 @@ __all__ = ["add_commands"]
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``info``, ``migrate``, ``vacuum`` and ``backup`` to the ``db`` command."""
+    """Add ``info``, ``migrate``, ``vacuum``, ``backup`` and ``maintain`` to ``db``."""
     info = commands.add_parser(
         "info",
         help="path, size, schema version, counts, queue and daemon of the database",
@@ -59,11 +62,33 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="copy a consistent snapshot of the database to PATH (safe while a daemon runs)",
         description="Write a consistent, compact copy of the database to PATH with sqlite's "
         "VACUUM INTO, which reads one snapshot while the daemon goes on writing.  The copy is "
-        "checked before it replaces anything.",
+        "checked before it replaces anything.  The file repository's objects that the copy "
+        "names are copied beside it (PATH's name with .repository), each checked against its "
+        "hash.",
     )
     backup.add_argument("path", metavar="PATH", help="the backup file to write")
     backup.add_argument("-f", "--force", action="store_true", help="overwrite PATH if it exists")
     _common(backup, _backup)
+
+    maintain = commands.add_parser(
+        "maintain",
+        help="remove the file repository's objects that no node or checkpoint names",
+        description="Remove the objects of the file repository beside the database that no "
+        "node and no checkpoint names any more (left by a crash between writing a file and "
+        "committing the node that names it).  Objects younger than the grace period are kept: "
+        "they may belong to a transaction about to commit, so this is safe while a daemon runs.",
+    )
+    maintain.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="keep unnamed objects younger than this (default 3600)",
+    )
+    maintain.add_argument(
+        "-n", "--dry-run", action="store_true", help="only say what would be removed"
+    )
+    _common(maintain, _maintain)
 
 
 def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
@@ -272,6 +297,7 @@ def _backup(args: argparse.Namespace) -> int:
             nodes, version = _verify(temporary)
             for suffix in ("-wal", "-shm", "-journal"):  # an old file's log must not survive
                 Path(f"{os.fspath(target)}{suffix}").unlink(missing_ok=True)
+            files = _copy_repository(source, temporary, target)
             os.replace(temporary, target)
         except BaseException:
             temporary.unlink(missing_ok=True)
@@ -280,8 +306,65 @@ def _backup(args: argparse.Namespace) -> int:
         connection.close()
     emit(
         f"backed up {source} to {target}: {nodes:,} nodes, schema version {version}, "
-        f"{_size(_file_size(target))}"
+        f"{_size(_file_size(target))}" + (f", {files:,} repository objects" if files else "")
     )
+    return 0
+
+
+def _referenced_keys(database: Path) -> set[str]:
+    from miniengine.storage.repository_rows import read_referenced_object_keys
+
+    connection = sqlite3.connect(f"file:{quote(os.fsencode(database))}?mode=ro", uri=True)
+    try:
+        return read_referenced_object_keys(connection)
+    finally:
+        connection.close()
+
+
+def _copy_repository(source: Path, snapshot: Path, target: Path) -> int:
+    """Copy the objects the snapshot names from the source's repository into the target's;
+    each is re-hashed on the way, so a corrupt object stops the backup instead of spreading."""
+    from miniengine.storage.repository import Repository, RepositoryError
+
+    keys = _referenced_keys(snapshot)
+    if not keys:
+        return 0
+    origin, copy = Repository.for_database(source), Repository.for_database(target)
+    for key in sorted(keys):
+        if copy.has_object(key):
+            continue
+        try:
+            with origin.open(key) as stream:
+                stored = copy.put_object_from_filelike(stream)
+        except RepositoryError as exc:
+            raise CliError(f"cannot back up the file repository: {exc}") from exc
+        if stored != key:
+            copy.delete_objects([stored])
+            raise CliError(
+                f"the repository object {key} of {source} is corrupt (its content hashes to "
+                f"{stored}); the backup was not written"
+            )
+    return len(keys)
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    from miniengine.storage.repository import Repository
+
+    path = db_path(args)
+    _version_of(path)
+    repository = Repository.for_database(path)
+    keys = _referenced_keys(path)
+    if args.dry_run:
+        cutoff = time.time() - args.grace
+        stale = [
+            key
+            for key in repository.list_objects()
+            if key not in keys and repository.modified_before(key, cutoff)
+        ]
+        emit(f"would remove {len(stale):,} unnamed object(s) from {repository.root}")
+        return 0
+    removed = repository.maintain(keys, grace_seconds=args.grace)
+    emit(f"removed {removed:,} unnamed object(s) from {repository.root}")
     return 0
 
 

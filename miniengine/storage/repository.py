@@ -125,6 +125,10 @@ class Repository:
                 digest.update(chunk)
         return digest.hexdigest() == key
 
+    def modified_before(self, key: str, cutoff: float) -> bool:
+        """Whether the object was last written (or stored again) before ``cutoff``."""
+        return self._path(key).stat().st_mtime < cutoff
+
     def list_objects(self) -> Iterator[str]:
         if not self._objects.is_dir():
             return
@@ -152,7 +156,7 @@ class Repository:
         stale = [
             key
             for key in self.list_objects()
-            if key not in keep and self._path(key).stat().st_mtime < cutoff
+            if key not in keep and self.modified_before(key, cutoff)
         ]
         removed = self.delete_objects(stale)
         if self._tmp.is_dir():
