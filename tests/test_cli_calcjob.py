@@ -491,6 +491,10 @@ def test_an_active_calcjob_on_a_daemon(tmp_path: Path) -> None:
             )
             wait_until(lambda: load_node(node.pk).get_state() == "withscheduler", TIMEOUT, "job")
             wait_until(counter.exists, TIMEOUT, "the program to start")
+            # the watcher records that the job runs, on the node and in what list shows
+            running = "Monitoring scheduler: job state running"
+            wait_until(lambda: load_node(node.pk).process_status == running, TIMEOUT, "running")
+            assert load_node(node.pk).get_scheduler_state() == "running"
             job = load_node(node.pk)
             workdir = Path(job.get_remote_workdir())
             pk = str(node.pk)
@@ -501,7 +505,7 @@ def test_an_active_calcjob_on_a_daemon(tmp_path: Path) -> None:
             assert shown["scheduler_state"] is not None
             assert shown["remote_workdir"] == str(workdir)
             listed = cli("process", "list", db=db).ok()
-            assert "Monitoring scheduler" in listed
+            assert "job state running" in listed
 
             line = cli("calcjob", "cleanworkdir", pk, "-f", db=db).failed()
             assert f"calcjob {pk} is still active" in line

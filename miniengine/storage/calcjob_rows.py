@@ -34,6 +34,7 @@ __all__ = [
     "claim_jobs_tx",
     "drop_job_tx",
     "job_done_tx",
+    "job_states_tx",
     "pause_stage_tx",
     "read_job",
     "read_watched_jobs",
@@ -298,6 +299,29 @@ def job_done_tx(connection: sqlite3.Connection, pk: int, job_id: str, owner: str
     if row is not None and row[0] in broker_rows.ACTIVE_STATES and row[1] is None:
         broker_rows.enqueue(connection, pk, f"job:{pk}:{job_id}", now)
     return True
+
+
+def job_states_tx(connection: sqlite3.Connection, owner: str,
+                  changes: Sequence[tuple[int, str, str, str]]) -> None:  # fmt: skip
+    """Record what the scheduler says of jobs that are still running (queued -> running ...):
+    ``changes`` holds ``(process pk, job id, state, status text)``.  The state goes on the job's
+    row and on its node, and the status text (what ``process list`` shows) replaces the node's,
+    unless the process was paused or taken over meanwhile.  One transaction per poll."""
+    now = time.time()
+    for pk, job_id, state, status in changes:
+        cursor = connection.execute(
+            "UPDATE calcjob_jobs SET scheduler_state = ? WHERE process_pk = ? AND job_id = ? "
+            "AND owner = ? AND done = 0",
+            (state, pk, job_id, owner),
+        )
+        if cursor.rowcount != 1:
+            continue
+        merge_attributes(connection, pk, {"scheduler_state": state})
+        connection.execute(
+            "UPDATE nodes SET process_status = ?, mtime = ? WHERE pk = ? AND owner IS NULL "
+            "AND paused = 0 AND process_state = 'waiting'",
+            (status, now, pk),
+        )
 
 
 def drop_job_tx(connection: sqlite3.Connection, pk: int, owner: str) -> None:

@@ -100,6 +100,12 @@ _STATUS = {
     CalcJobState.PARSING.value: "Parsing the retrieved files",
 }
 
+
+def scheduler_status(job_state: str) -> str:
+    """The status text of a CalcJob whose job is with its scheduler in ``job_state``."""
+    return _STATUS[CalcJobState.WITHSCHEDULER.value].format(job_state=job_state)
+
+
 RequestTransport = Callable[[Any], contextlib.AbstractAsyncContextManager[Transport]]
 
 
@@ -606,7 +612,7 @@ class CalcJobExecutor:
                     (
                         yield self._commit(
                             CalcJobState.WITHSCHEDULER.value,
-                            _STATUS[CalcJobState.WITHSCHEDULER.value].format(job_state="queued"),
+                            scheduler_status("queued"),
                             attributes={"job_id": self.job_id, "scheduler_state": "queued"},
                             job=self.daemon,
                             evict=self.daemon,

@@ -288,6 +288,8 @@ class DaemonJobWatcher:
             asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
         changed = False
+        #: jobs whose scheduler state differs from the one recorded: (pk, job id, state, status)
+        states: list[tuple[int, str, str, str]] = []
         for uuid, group in by_computer.items():
             try:
                 computer = self._computer(uuid)
@@ -311,6 +313,8 @@ class DaemonJobWatcher:
                             finished.append((row, None))
                         else:
                             self._watch_fd(row.process_pk, pidfd, row.job_id)
+                            # the job's process exists: with core.direct that is running
+                            _note_state(states, row, JobState.RUNNING.value)
             now = time.monotonic()
             interval = computer.get_minimum_job_poll_interval()
             failures = self._failures.get(uuid, 0)
@@ -337,6 +341,8 @@ class DaemonJobWatcher:
                         info = infos.get(row.job_id)
                         if info is not None and info.job_state is JobState.DONE:
                             finished.append((row, info))
+                        elif info is not None:
+                            _note_state(states, row, info.job_state.value)
                 except Exception as exc:
                     await self._query_failed(computer, polled, exc)
             for row, info in finished:
@@ -356,6 +362,8 @@ class DaemonJobWatcher:
             for row in cancel:
                 await self._cancel(computer, row)
                 changed = True
+        if states:
+            await self.store.write(calcjob_rows.job_states_tx, self.owner, states)
         if changed:
             self._wake.set()
 
@@ -411,3 +419,12 @@ class DaemonJobWatcher:
 
 
 _ACTIVE = ("created", "running", "waiting")
+
+
+def _note_state(changes: list[tuple[int, str, str, str]], row: Any, state: str) -> None:
+    """Add ``row``'s job to ``changes`` if the scheduler's state is not the one recorded."""
+    if row.scheduler_state != state:
+        from miniengine.runtime.calcjob.executor import scheduler_status
+
+        status = scheduler_status(state)
+        changes.append((row.process_pk, row.job_id, state, status))
