@@ -25,8 +25,9 @@ from miniengine import (
     find_processes,
     run,
 )
-from miniengine.core.calcinfo import CalcInfo, CodeInfo
+from miniengine.core.calcinfo import CalcInfo, CalcJobState, CodeInfo
 from miniengine.runtime.computers import localhost_computer
+from miniengine.schedulers import JobState
 from tests.workchains.calcjob_plugins import (
     AddTwiceWorkChain,
     ArithmeticAddCalculation,
@@ -62,6 +63,8 @@ def test_a_job_runs_the_program_and_the_parser_reads_its_output(bash: InstalledC
     assert node.computer.label == "localhost"
     assert node.get_parser_class() is ArithmeticAddParser
     assert node.get_state() == "parsing"  # the last stage it reached
+    assert node.get_state() is CalcJobState.PARSING  # AiiDA's enum, equal to its value
+    assert node.get_scheduler_state() is JobState.DONE
     assert node.get_program_exit_statuses() == {0: 0}
     assert "aiida.out" in node.get_retrieve_list()
     assert node.inputs.code.uuid == bash.uuid

@@ -18,6 +18,7 @@ import pytest
 
 from miniengine import Computer, InstalledCode, Int, Str, await_node, load_node, run, submit
 from miniengine.runtime.computers import localhost_computer
+from miniengine.schedulers import JobState
 from miniengine.storage.store import close_all_stores
 from tests.services.sshd import SshServer, running_sshd
 from tests.test_cli import ROOT, cli
@@ -494,7 +495,7 @@ def test_an_active_calcjob_on_a_daemon(tmp_path: Path) -> None:
             # the watcher records that the job runs, on the node and in what list shows
             running = "Monitoring scheduler: job state running"
             wait_until(lambda: load_node(node.pk).process_status == running, TIMEOUT, "running")
-            assert load_node(node.pk).get_scheduler_state() == "running"
+            assert load_node(node.pk).get_scheduler_state() is JobState.RUNNING
             job = load_node(node.pk)
             workdir = Path(job.get_remote_workdir())
             pk = str(node.pk)

@@ -27,8 +27,10 @@ class CodeRunMode(enum.IntEnum):
     PARALLEL = 1
 
 
-class CalcJobState(enum.Enum):
-    """Where a running CalcJob is in its life: each is a checkpointed transition."""
+class CalcJobState(str, enum.Enum):
+    """Where a running CalcJob is in its life: each is a checkpointed transition.
+
+    A ``str`` too, so that it compares equal to its stored value (``"withscheduler"``)."""
 
     UPLOADING = "uploading"
     SUBMITTING = "submitting"

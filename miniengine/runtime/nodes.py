@@ -12,7 +12,7 @@ import datetime
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from miniengine.core import data as data_module
 from miniengine.core.data import Data, load_data_from_attributes
@@ -22,6 +22,10 @@ from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError, NotExistent
 from miniengine.storage import rows
 from miniengine.storage.store import Store, shared_store
+
+if TYPE_CHECKING:
+    from miniengine.core.calcinfo import CalcJobState
+    from miniengine.schedulers.datastructures import JobState
 
 __all__ = [
     "CalcFunctionNode",
@@ -622,12 +626,26 @@ class CalcJobNode(ProcessNode):
     def get_job_id(self) -> str | None:
         return self._attribute("job_id")  # type: ignore[no-any-return]
 
-    def get_scheduler_state(self) -> str | None:
-        return self._attribute("scheduler_state")  # type: ignore[no-any-return]
+    def get_scheduler_state(self) -> JobState | None:
+        """What the scheduler last said of the job, as AiiDA's ``JobState`` (also a ``str``)."""
+        from miniengine.schedulers.datastructures import JobState
 
-    def get_state(self) -> str | None:
-        """The stage of the job (``uploading``, ``submitting``, ``withscheduler``, ...)."""
-        return self._attribute("state")  # type: ignore[no-any-return]
+        value = self._attribute("scheduler_state")
+        try:
+            return JobState(value) if value is not None else None
+        except ValueError:
+            return JobState.UNDETERMINED
+
+    def get_state(self) -> CalcJobState | None:
+        """The stage of the job (``uploading``, ``submitting``, ``withscheduler``, ...), as
+        AiiDA's ``CalcJobState`` (also a ``str``)."""
+        from miniengine.core.calcinfo import CalcJobState
+
+        value = self._attribute("state")
+        try:
+            return CalcJobState(value) if value is not None else None
+        except ValueError:
+            return None
 
     def get_remote_workdir(self) -> str | None:
         return self._attribute("remote_workdir")  # type: ignore[no-any-return]

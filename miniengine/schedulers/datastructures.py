@@ -23,8 +23,11 @@ __all__ = [
 ]
 
 
-class JobState(enum.Enum):
-    """The state of a job as the scheduler reports it, mapped to AiiDA's six states."""
+class JobState(str, enum.Enum):
+    """The state of a job as the scheduler reports it, mapped to AiiDA's six states.
+
+    A ``str`` too, so that it compares equal to its value (``JobState.DONE == "done"``), which
+    is how it is stored."""
 
     UNDETERMINED = "undetermined"
     QUEUED = "queued"
