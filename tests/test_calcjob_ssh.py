@@ -27,7 +27,7 @@ from miniengine import (
     submit,
 )
 from tests.services.sshd import SshServer, running_sshd
-from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+from tests.workchains.calcjob_plugins import AddTwiceWorkChain, ArithmeticAddCalculation
 from tests.workchains.calcjob_remote_plugins import PORTABLE_SCRIPT, PortableAddCalculation
 from tests.workchains.daemon_chains import ROOT, DaemonGuard, python_env, wait_until
 
@@ -229,4 +229,16 @@ def test_a_worker_opens_one_ssh_connection_for_many_concurrent_jobs(
         node = load_node(node.pk)
         assert node.is_finished_ok, (node.process_state, node.exception, node.exit_status)
         assert node.outputs.sum == index + 1
+    assert accepted_logins(sshd) == 1, [line for line in sshd.log if "Accepted" in line]
+
+
+def test_the_calcjobs_of_a_run_mode_workchain_share_one_ssh_connection(
+    sshd: SshServer, tmp_path: Path, db: Path
+) -> None:
+    code = ssh_bash(sshd, tmp_path, db)
+    outputs, chain = run.get_node(AddTwiceWorkChain, code=code, x=Int(3), y=Int(4))
+    assert chain.is_finished_ok, (chain.process_state, chain.exception)
+    assert outputs["total"] == (3 + 4) + (4 + 4)
+    jobs = [child for child in chain.called if child.process_label == "ArithmeticAddCalculation"]
+    assert len(jobs) == 2 and all(job.is_finished_ok for job in jobs)
     assert accepted_logins(sshd) == 1, [line for line in sshd.log if "Accepted" in line]

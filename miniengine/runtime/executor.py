@@ -85,6 +85,37 @@ class ProcessTree:
         self.root_scope = anyio.CancelScope()
         self.executors: dict[int, _Executor] = {}
         self.scopes: dict[int, anyio.CancelScope] = {}
+        self._pool: Any = None
+        self._pool_scope: anyio.CancelScope | None = None
+        self._pool_ready: anyio.Event | None = None
+
+    async def transport_pool(self) -> Any:
+        """The tree's :class:`~miniengine.transports.pool.TransportPool`: every CalcJob of one
+        launched tree shares one connection per computer, as the jobs of a daemon worker do.
+        Started in the tree's task group when a CalcJob first needs it; :meth:`close` ends it."""
+        if self._pool_ready is not None:  # started, or being started by another job
+            await self._pool_ready.wait()
+            return self._pool
+        from miniengine.transports.pool import TransportPool
+
+        ready = self._pool_ready = anyio.Event()
+        pool, scope = TransportPool(), anyio.CancelScope()
+        self._pool, self._pool_scope = pool, scope
+
+        async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                async with pool:
+                    task_status.started()
+                    await anyio.sleep_forever()
+
+        await self.task_group.start(serve)
+        ready.set()
+        return pool
+
+    def close(self) -> None:
+        """The root process has ended: close the tree's connections."""
+        if self._pool_scope is not None:
+            self._pool_scope.cancel()
 
     def apply_control(self, pk: int, control: str) -> bool:
         """Act on a control request for one of this tree's processes; False if not ours."""

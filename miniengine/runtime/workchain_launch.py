@@ -162,6 +162,7 @@ async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Store) 
         except BaseException as exc:
             error = exc
             task_group.cancel_scope.cancel()
+        tree.close()
         watcher.cancel()
     if error is not None:
         raise error

@@ -31,7 +31,6 @@ from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain_inputs import _flatten_data, _with_refs, process_type
 from miniengine.storage import broker_rows, calcjob_rows, checkpoint_rows, rows
 from miniengine.storage.store import Store
-from miniengine.transports.pool import TransportPool
 from miniengine.transports.transport import Transport
 
 __all__ = ["launch_calcjob", "submit_calcjob"]
@@ -115,9 +114,13 @@ def _mark_stored(new: rows.NewProcess, input_pks: list[int], store: Store) -> No
             data._set_stored(pk, data.uuid, store)
 
 
-def _pooled(pool: TransportPool) -> Any:
+def _tree_pooled(tree: Any) -> Any:
+    """Transports from the launched tree's pool: all its CalcJobs share one connection per
+    computer (run mode's counterpart of a worker's pool)."""
+
     @contextlib.asynccontextmanager
     async def request(computer: Any) -> AsyncIterator[Transport]:
+        pool = await tree.transport_pool()
         async with pool.request(computer.uuid, computer.get_transport) as transport:
             yield transport
 
@@ -166,23 +169,10 @@ async def launch_calcjob(
         return await anyio.to_thread.run_sync(lambda: dry_run(cls, bound))
     store = parent.store if parent is not None else context.store_for(db)
 
-    error: BaseException | None = None
-    result: tuple[dict[str, Any], CalcJobNode] | None = None
-    async with TransportPool() as pool:
-        request = _pooled(pool)
+    def make(tree: Any) -> Lifecycle[Any]:
+        return _root_lifecycle(cls, store, tree, bound, parent, _tree_pooled(tree))
 
-        def make(tree: Any) -> Lifecycle[Any]:
-            return _root_lifecycle(cls, store, tree, bound, parent, request)
-
-        try:
-            result = await _in_tree(make, store)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except BaseException as exc:  # raised as itself, not inside the pool's exception group
-            error = exc
-    if error is not None:
-        raise error
-    assert result is not None
+    result: tuple[dict[str, Any], CalcJobNode] = await _in_tree(make, store)
     return result
 
 
@@ -230,15 +220,14 @@ async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Store, tr
                 ProcessState.RUNNING.value,
             )
             tree.scopes[node.pk] = child.scope
-            async with TransportPool() as pool:
-                executor = _executor(cls, store, tree, node, epoch, _pooled(pool), bound)
-                store.leases_taken()
-                try:
-                    await drive_async(executor.lifecycle(ProcessState.CREATED))
-                except Exception:
-                    pass
-                finally:
-                    store.leases_released()
+            executor = _executor(cls, store, tree, node, epoch, _tree_pooled(tree), bound)
+            store.leases_taken()
+            try:
+                await drive_async(executor.lifecycle(ProcessState.CREATED))
+            except Exception:
+                pass
+            finally:
+                store.leases_released()
         if not started:
             with anyio.CancelScope(shield=True):
                 await _kill_unstarted(store, node.pk, "Killed: its parent failed before it started")
@@ -304,25 +293,14 @@ async def resume_calcjob(
         store.lease_expiry(),
         ProcessState.RUNNING.value,
     )
-    error: BaseException | None = None
-    result: tuple[dict[str, Any], CalcJobNode] | None = None
-    async with TransportPool() as pool:
 
-        def make(tree: Any) -> Lifecycle[Any]:
-            executor = _executor(cls, store, tree, node, epoch, _pooled(pool))
-            executor.restore(checkpoint[1])
-            state = ProcessState.CREATED if executor.stage is None else ProcessState.RUNNING
-            return _leased(store, executor.lifecycle(state))
+    def make(tree: Any) -> Lifecycle[Any]:
+        executor = _executor(cls, store, tree, node, epoch, _tree_pooled(tree))
+        executor.restore(checkpoint[1])
+        state = ProcessState.CREATED if executor.stage is None else ProcessState.RUNNING
+        return _leased(store, executor.lifecycle(state))
 
-        try:
-            result = await _in_tree(make, store)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except BaseException as exc:
-            error = exc
-    if error is not None:
-        raise error
-    assert result is not None
+    result: tuple[dict[str, Any], CalcJobNode] = await _in_tree(make, store)
     return result
 
 
