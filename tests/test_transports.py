@@ -317,3 +317,24 @@ async def test_over_ssh_many_concurrent_commands_share_the_servers_sessions(
                 for index in range(30):
                     group.start_soon(command, index)
         assert await transport.read_bytes(str(tmp_path / "sftp")) == b"the SFTP session is open too"
+
+
+async def test_over_ssh_concurrent_file_transfers_start_one_sftp_session(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """The first file operations of many jobs at once on a new connection share one SFTP
+    session: one each would use up the server's sessions, and every command after them fails."""
+    transport = SshTransport(sshd.host, **{**sshd.transport_params(), "safe_interval": 0})
+
+    async def write(index: int) -> None:
+        await transport.write_bytes(str(tmp_path / f"file-{index}"), b"%d" % index)
+
+    async with transport:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                for index in range(30):
+                    group.start_soon(write, index)
+        assert (await transport.exec_command_wait("echo still")).stdout == "still\n"
+    assert sorted(path.read_bytes() for path in tmp_path.iterdir()) == sorted(
+        b"%d" % index for index in range(30)
+    )

@@ -85,6 +85,7 @@ class SshTransport(Transport):
         self._connection: Any = None
         self._sftp: Any = None
         self._sessions = anyio.Semaphore(self.max_sessions)
+        self._sftp_lock = anyio.Lock()
 
     def __str__(self) -> str:
         user = self.params["username"]
@@ -185,13 +186,16 @@ class SshTransport(Transport):
         return self._connection
 
     async def _sftp_client(self) -> Any:
-        connection = self._require_connection()
-        if self._sftp is None:
-            try:
-                self._sftp = await connection.start_sftp_client()
-            except (OSError, _asyncssh().Error) as exc:
-                raise TransportError(f"{self}: cannot start SFTP: {exc}") from exc
-        return self._sftp
+        # one SFTP session for the jobs that all need it at once on a new connection: one each
+        # would use up the server's sessions (MaxSessions) and leave none for commands
+        async with self._sftp_lock:
+            connection = self._require_connection()
+            if self._sftp is None:
+                try:
+                    self._sftp = await connection.start_sftp_client()
+                except (OSError, _asyncssh().Error) as exc:
+                    raise TransportError(f"{self}: cannot start SFTP: {exc}") from exc
+            return self._sftp
 
     # commands ---------------------------------------------------------------------------------
 
