@@ -51,10 +51,28 @@ def submit_jobs(code: Any, n: int, arguments: str | None = None) -> tuple[list[A
 
 
 def wait_jobs(nodes: Sequence[Any], timeout: float, interval: float = 0.002) -> float:
-    """Wait until every job terminated; the ``perf_counter`` time it was seen."""
+    """Wait until every job terminated; the ``perf_counter`` time it was seen.
+
+    A job the engine paused (a transport stage that kept failing) would never end: that is a
+    wrong result at once, with the first statuses, rather than a timeout.
+    """
     watcher = Watcher(db_path(), [node.pk for node in nodes])
+    next_look = time.perf_counter() + 0.5
+
+    def look_for_paused(done: int) -> None:
+        nonlocal next_look
+        if time.perf_counter() < next_look:
+            return
+        next_look = time.perf_counter() + 0.5
+        marks = ",".join("?" * len(watcher.pks))
+        paused = watcher.connection.execute(
+            f"SELECT pk, process_status FROM nodes WHERE paused = 1 AND pk IN ({marks}) LIMIT 3",
+            watcher.pks,
+        ).fetchall()
+        check(not paused, f"CalcJobs were paused (pk, status): {paused}")
+
     try:
-        return watcher.wait(timeout, interval=interval)
+        return watcher.wait(timeout, interval=interval, on_poll=look_for_paused)
     finally:
         watcher.close()
 

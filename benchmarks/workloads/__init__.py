@@ -18,6 +18,7 @@ _MODULES = (
     "w7_daemon_kill",
     "w8_calcjobs",
     "w9_slurm",
+    "w10_ssh",
     "chaos",
     "checkpoint",
     "import_time",
