@@ -1,5 +1,6 @@
 """``--compare aiida``: run AiiDA's matching run-mode workloads (W1-W4 of
-``peers/aiida/workloads.py``) in another interpreter, in the same sitting, and print the ratios.
+``peers/aiida/workloads.py``) in another interpreter, in the same sitting, and print the ratios;
+for the CalcJob workload (W8), show AiiDA's recorded figures beside ours (:data:`RECORDED`).
 
 The suite never installs aiida-core and never imports it: the given interpreter (a virtual
 environment where ``aiida-core`` is installed and a profile exists) runs the peer's script, which
@@ -39,6 +40,7 @@ class Peer:
     field: str  # the key of the peer's JSON line
     kind: Literal["rate", "time"]  # rate: higher is better; time: lower is better
     scale: float = 1.0  # multiplies the peer's value into our metric's unit
+    name: str = ""  # the row's name when not the workload id
 
 
 # AiiDA takes 250 ms per W1 call and 3.3 s per W3 workchain here: a few calls give the ratio.
@@ -58,6 +60,38 @@ PEERS = (
 )
 
 
+#: AiiDA's figures for the CalcJob workloads, as recorded with its own scripts (a daemon with
+#: RabbitMQ, a profile and a computer of its own: the suite does not set those up), the same
+#: day on this kind of machine.  The ratio is taken against AiiDA's best figure.
+RECORDED_WHEN = "2026-12-05"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    peer: Peer
+    value: float  # AiiDA's best recorded figure, in our metric's unit
+    text: str  # the recorded figures as shown
+
+
+RECORDED = (
+    Recorded(
+        Peer("W8", "jobs_per_s", (), (), "", "rate", name="W8 200 trivial CalcJobs"),
+        2.09,
+        "1.06-1.72 (2.09 without login shells)",
+    ),
+    Recorded(
+        Peer("W8", "worker_cpu_ms_per_job", (), (), "", "time", name="W8 worker CPU per job"),
+        486,
+        "676-759 (486-503 without login shells)",
+    ),
+    Recorded(
+        Peer("W8", "run_ms", (), (), "", "time", name="W8 one CalcJob in run mode"),
+        960,
+        "960 (median; 730-1,140)",
+    ),
+)
+
+
 @dataclass
 class Comparison:
     peer: Peer
@@ -66,6 +100,7 @@ class Comparison:
     theirs: float | None = None
     error: str | None = None
     seconds: float = 0.0
+    recorded: str | None = None  # AiiDA's recorded figures (not run now), as shown
 
     @property
     def ratio(self) -> float | None:
@@ -175,23 +210,46 @@ def compare(
     return comparisons
 
 
+def recorded(results: Sequence[WorkloadResult]) -> list[Comparison]:
+    """AiiDA's recorded figures beside ours, for the workloads of ``results`` that ran."""
+    ours = {
+        result.workload.id: {m.metric.key: m.median for m in result.metrics}
+        for result in results
+        if result.status == "ok"
+    }
+    return [
+        Comparison(
+            item.peer,
+            ours=ours[item.peer.workload].get(item.peer.metric),
+            theirs=item.value,
+            recorded=f"{item.text} (recorded {RECORDED_WHEN})",
+        )
+        for item in RECORDED
+        if item.peer.workload in ours and item.peer.metric in ours[item.peer.workload]
+    ]
+
+
 def format_comparison(comparisons: Sequence[Comparison], *, markdown: bool = False) -> str:
     from benchmarks.report import render
 
-    headers = ("workload", "unit", "miniengine", "AiiDA (this run)", "miniengine is")
+    headers = ("workload", "unit", "miniengine", "AiiDA 2.9.4", "miniengine is")
     rows: list[tuple[str, ...]] = []
     for comparison in comparisons:
         peer = comparison.peer
         unit = "ms" if peer.kind == "time" else "per s"
         ratio = comparison.ratio
+        if comparison.recorded is not None:
+            theirs = comparison.recorded
+        elif comparison.theirs is not None:
+            theirs = f"{comparison.theirs:,.3g} (this run)"
+        else:
+            theirs = f"failed: {comparison.error}"
         rows.append(
             (
-                peer.workload,
+                peer.name or peer.workload,
                 unit,
                 f"{comparison.ours:,.3g}" if comparison.ours is not None else "",
-                f"{comparison.theirs:,.3g}"
-                if comparison.theirs is not None
-                else f"failed: {comparison.error}",
+                theirs,
                 f"x{ratio:,.0f} faster" if ratio is not None else "",
             )
         )
@@ -208,6 +266,7 @@ def to_json(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
             "ratio": c.ratio,
             "error": c.error,
             "aiida_seconds": c.seconds,
+            "recorded": c.recorded,
         }
         for c in comparisons
     ]

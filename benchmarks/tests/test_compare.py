@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks.compare import PEERS, compare, format_comparison, problem_with
+from benchmarks.compare import PEERS, compare, format_comparison, problem_with, recorded
 from benchmarks.registry import Metric, Target, Workload
 from benchmarks.runner import MetricResult, WorkloadResult
 from benchmarks.workloads import select
@@ -180,3 +180,32 @@ def test_a_growing_cost_is_flagged() -> None:
     (curve,) = growing([steep])
     assert curve.growth == pytest.approx(6)
     assert "GROWS x6.0 (limit x2)" in format_scaling([steep])
+
+
+def test_w8_is_shown_beside_aiidas_recorded_figures_without_an_interpreter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (w8,) = select("W8")
+    metrics = {metric.key: metric for metric in w8.metrics}
+    ran = WorkloadResult(
+        w8,
+        metrics=[
+            MetricResult(metrics["jobs_per_s"], [209.0]),
+            MetricResult(metrics["worker_cpu_ms_per_job"], [4.86]),
+            MetricResult(metrics["run_ms"], [9.6]),
+        ],
+    )
+    comparisons = recorded([ran, result("W1", 2000.0)])
+    assert [c.peer.metric for c in comparisons] == ["jobs_per_s", "worker_cpu_ms_per_job", "run_ms"]
+    assert [round(c.ratio or 0) for c in comparisons] == [100, 100, 100]
+    table = format_comparison(comparisons)
+    assert "(recorded 2026-12-05)" in table and "x100 faster" in table
+
+    # the suite shows them even when no AiiDA interpreter is there
+    monkeypatch.setattr(cli, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(cli, "run_workload", lambda workload, **_: ran)
+    code = cli.main(["--only", "W8", "--compare", "aiida", "--aiida-python", "/no/python"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "no such file" in captured.err
+    assert "W8 one CalcJob in run mode" in captured.out and "x100 faster" in captured.out
