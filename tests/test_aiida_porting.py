@@ -352,3 +352,22 @@ def test_attributes_of_a_process_run_without_provenance():
     assert node.base.attributes.get("exit_status") == 0
     with pytest.raises(MiniengineError):
         node.base.links  # noqa: B018
+
+
+def test_aiida_common_names_port_by_import() -> None:
+    """``aiida.common`` helpers that plugins import, under ``miniengine.common``."""
+    import miniengine.common as common
+    from miniengine.common import datastructures, exceptions, folders
+    from miniengine.core.attribute_dict import AttributeDict
+    from miniengine.core.calcinfo import CalcInfo, CodeInfo
+    from miniengine.core.links import LinkType
+    from miniengine.exceptions import MiniengineError, NotExistent
+    from miniengine.folders import Folder, SandboxFolder
+
+    assert common.AttributeDict is AttributeDict and common.LinkType is LinkType
+    assert datastructures.CalcInfo is CalcInfo and datastructures.CodeInfo is CodeInfo
+    assert folders.Folder is Folder and folders.SandboxFolder is SandboxFolder
+    assert exceptions.AiidaException is MiniengineError
+    assert exceptions.NotExistent is NotExistent
+    for name in exceptions.__all__:
+        assert issubclass(getattr(exceptions, name), MiniengineError), name
