@@ -35,12 +35,15 @@ def installed_code(computer: Any, executable: str, label: str) -> Any:
     return InstalledCode(computer=computer, filepath_executable=executable, label=label).store()
 
 
-def submit_jobs(code: Any, n: int, arguments: str | None = None) -> tuple[list[Any], float]:
-    """Submit ``n`` CommandCalculations of ``code``; their nodes and the seconds the loop took."""
+def submit_jobs(
+    code: Any, n: int, arguments: str | None = None, **options: Any
+) -> tuple[list[Any], float]:
+    """Submit ``n`` CommandCalculations of ``code`` (``options`` added to the defaults); their
+    nodes and the seconds the loop took."""
     from benchmarks.calcjobs import OPTIONS, CommandCalculation
     from miniengine import Str, submit
 
-    inputs: dict[str, Any] = {"code": code, "metadata": {"options": OPTIONS}}
+    inputs: dict[str, Any] = {"code": code, "metadata": {"options": {**OPTIONS, **options}}}
     start = time.perf_counter()
     nodes = []
     for _ in range(n):

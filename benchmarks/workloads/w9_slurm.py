@@ -129,7 +129,12 @@ def measure(params: Params) -> Measurement:
                 with RssSampler(worker) as rss:
                     idle_rss = rss.now()
                     start = time.perf_counter()
-                    nodes, submit_s = submit_jobs(code, n, arguments=f"{seconds:g}")
+                    # no --get-user-env: SLURM would run `su - <user>` per job, a login
+                    # shell whose profile (here: pyenv's init, ~100 processes) is not the
+                    # engine's cost and drove the load past 100
+                    nodes, submit_s = submit_jobs(
+                        code, n, arguments=f"{seconds:g}", import_sys_environment=False
+                    )
                     queued = wait_until(
                         lambda: jobs_with_scheduler(db) >= n,
                         timeout=600,
