@@ -27,7 +27,7 @@ class CodeRunMode(enum.IntEnum):
     PARALLEL = 1
 
 
-class CalcJobState(str, enum.Enum):
+class CalcJobState(enum.StrEnum):
     """Where a running CalcJob is in its life: each is a checkpointed transition.
 
     A ``str`` too, so that it compares equal to its stored value (``"withscheduler"``)."""

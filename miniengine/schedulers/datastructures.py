@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """The state of a job as the scheduler reports it, mapped to AiiDA's six states.
 
     A ``str`` too, so that it compares equal to its value (``JobState.DONE == "done"``), which
