@@ -89,7 +89,10 @@ def check_jobs(nodes: Sequence[Any]) -> None:
         node = load_node(node.pk)
         outputs = set(node.outputs)
         if not (node.is_finished_ok and {"remote_folder", "retrieved"} <= outputs):
-            bad.append((node.pk, str(node.process_state), node.exit_status, sorted(outputs)))
+            reason = (node.exception or node.process_status or "").strip().splitlines()[-1:]
+            bad.append(
+                (node.pk, str(node.process_state), node.exit_status, sorted(outputs), reason)
+            )
     check(not bad, f"{len(bad)} of {len(nodes)} CalcJobs did not finish OK: {bad[:5]}")
 
 

@@ -949,3 +949,58 @@ def test_exit_codes_can_be_read_inside_define_as_in_aiida():
 
     _, node = run_get_node(EarlyReturn)
     assert node.exit_status == 301 and node.exit_message == "stopped early"
+
+
+def test_a_spec_built_from_many_threads_at_once_is_built_once() -> None:
+    """A worker's step threads may all use a class for the first time together: the spec is
+    built once and every thread gets it (before, one thread's cleanup raised in another)."""
+    import threading
+    import time
+
+    from miniengine import CalcJob
+
+    built: list[str] = []
+
+    class SlowToDefine(WorkChain):
+        @classmethod
+        def define(cls, spec):  # type: ignore[no-untyped-def]
+            super().define(spec)
+            built.append(cls.__name__)
+            time.sleep(0.05)  # widens the window in which a second thread could start building
+            spec.outline(cls.go)
+
+        def go(self) -> None:
+            pass
+
+    class SlowCalcJob(CalcJob):
+        @classmethod
+        def define(cls, spec):  # type: ignore[no-untyped-def]
+            super().define(spec)
+            built.append(cls.__name__)
+            time.sleep(0.05)
+
+    for cls in (SlowToDefine, SlowCalcJob):
+        barrier = threading.Barrier(8)
+        results: list[object] = []
+        errors: list[BaseException] = []
+
+        def use(
+            cls: type = cls,
+            barrier: threading.Barrier = barrier,
+            results: list[object] = results,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                results.append(cls.spec())  # type: ignore[attr-defined]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=use) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(results) == 8 and all(spec is results[0] for spec in results)
+    assert built == ["SlowToDefine", "SlowCalcJob"]

@@ -11,6 +11,7 @@ namespace: ``ctx``, ``inputs``, ``node``, ``out``, ``out_many``, ``report``, ``l
 from __future__ import annotations
 
 import importlib
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,11 @@ def import_by_process_type(process_type: str) -> Any:
 
 #: The specs that ``WorkChain.define`` has filled: a spec missing here after ``define()`` means
 #: a ``define`` did not call ``super().define(spec)`` (or ``WorkChain.define(spec)``).
+#: Held while a process class's spec is built: the first use of a class may come from several
+#: step threads at once (a worker claims many processes of one class together), and ``define``
+#: may build other classes' specs (``expose_inputs``), hence reentrant.
+SPEC_LOCK = threading.RLock()
+
 _BASE_DEFINED: weakref.WeakSet[ProcessSpec] = weakref.WeakSet()
 
 
@@ -198,26 +204,13 @@ class WorkChain:
     def spec(cls) -> ProcessSpec:
         """The spec of this class, built on first use and kept."""
         spec: ProcessSpec | None = cls.__dict__.get("_me_spec")
-        if spec is None:
-            spec = ProcessSpec()
-            type.__setattr__(cls, "_me_spec_building", spec)
-            try:
-                cls.define(spec)
-            finally:
-                type.__delattr__(cls, "_me_spec_building")
-            if spec not in _BASE_DEFINED:
-                raise IncompleteDefinitionError(
-                    f"{cls.__qualname__}.define() did not call super().define(spec) (WorkChain."
-                    "define was never reached): call it first in define(), and in the define() of "
-                    "each class in between, so that the engine's own ports and exit codes exist"
-                )
-            for name in sorted(step_names(spec.get_outline() or ())):
-                if not callable(getattr(cls, name, None)):
-                    raise WorkChainDefinitionError(
-                        f"the outline of {cls.__qualname__} names {name!r}, which is not a "
-                        "method of the class"
-                    )
-            type.__setattr__(cls, "_me_spec", spec)
+        if spec is not None:
+            return spec
+        with SPEC_LOCK:
+            spec = cls.__dict__.get("_me_spec")
+            if spec is None:
+                spec = _build_spec(cls)
+                type.__setattr__(cls, "_me_spec", spec)
         return spec
 
     @classmethod
@@ -290,3 +283,26 @@ class WorkChain:
 _ENGINE_NAMES = frozenset(
     name for name in WorkChain.__dict__ if not name.startswith("__") and name not in OVERRIDABLE
 ) | {"ctx", "_me"}
+
+
+def _build_spec(cls: type[WorkChain]) -> ProcessSpec:
+    """Run ``cls.define`` on a new spec and check what it declared."""
+    spec = ProcessSpec()
+    type.__setattr__(cls, "_me_spec_building", spec)
+    try:
+        cls.define(spec)
+    finally:
+        type.__delattr__(cls, "_me_spec_building")
+    if spec not in _BASE_DEFINED:
+        raise IncompleteDefinitionError(
+            f"{cls.__qualname__}.define() did not call super().define(spec) (WorkChain."
+            "define was never reached): call it first in define(), and in the define() of "
+            "each class in between, so that the engine's own ports and exit codes exist"
+        )
+    for name in sorted(step_names(spec.get_outline() or ())):
+        if not callable(getattr(cls, name, None)):
+            raise WorkChainDefinitionError(
+                f"the outline of {cls.__qualname__} names {name!r}, which is not a "
+                "method of the class"
+            )
+    return spec

@@ -23,6 +23,7 @@ from miniengine.core.function_spec import Metadata, parse_metadata
 from miniengine.core.ports import UNSPECIFIED, InputPort, PortNamespace
 from miniengine.core.spec import ProcessSpec
 from miniengine.exceptions import InputValidationError, InvalidOperation, MiniengineError
+from miniengine.runtime.workchain import SPEC_LOCK
 
 if TYPE_CHECKING:
     from miniengine.core.calcinfo import CalcInfo
@@ -222,19 +223,24 @@ class CalcJob:
     def spec(cls) -> ProcessSpec:
         """The spec of this class, built on first use and kept."""
         spec: ProcessSpec | None = cls.__dict__.get("_me_spec")
-        if spec is None:
-            spec = ProcessSpec()
-            type.__setattr__(cls, "_me_spec_building", spec)
-            try:
-                cls.define(spec)
-            finally:
-                type.__delattr__(cls, "_me_spec_building")
-            if spec not in _BASE_DEFINED:
-                raise CalcJobDefinitionError(
-                    f"{cls.__qualname__}.define() did not call super().define(spec): call it "
-                    "first, so that the code, metadata.options and the standard exit codes exist"
-                )
-            type.__setattr__(cls, "_me_spec", spec)
+        if spec is not None:
+            return spec
+        with SPEC_LOCK:  # several step threads may use a new class at once
+            spec = cls.__dict__.get("_me_spec")
+            if spec is None:
+                spec = ProcessSpec()
+                type.__setattr__(cls, "_me_spec_building", spec)
+                try:
+                    cls.define(spec)
+                finally:
+                    type.__delattr__(cls, "_me_spec_building")
+                if spec not in _BASE_DEFINED:
+                    raise CalcJobDefinitionError(
+                        f"{cls.__qualname__}.define() did not call super().define(spec): call "
+                        "it first, so that the code, metadata.options and the standard exit "
+                        "codes exist"
+                    )
+                type.__setattr__(cls, "_me_spec", spec)
         return spec
 
     @classmethod
