@@ -26,7 +26,7 @@ import uuid as uuid_module
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from miniengine.exceptions import (
     DatabaseLockedError,
@@ -37,6 +37,17 @@ from miniengine.exceptions import (
 from miniengine.storage import schema
 from miniengine.storage.background import BackgroundThread
 from miniengine.storage.permissions import writable
+from miniengine.storage.sqlite.broker import SqliteBroker
+from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
+from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
+from miniengine.storage.sqlite.computers import SqliteComputers
+from miniengine.storage.sqlite.control import SqliteControl
+from miniengine.storage.sqlite.events import SqliteEvents
+from miniengine.storage.sqlite.provenance import SqliteProvenance
+from miniengine.storage.sqlite.queries import SqliteQueries
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "Store", "close_all_stores", "shared_store"]
 
@@ -50,6 +61,9 @@ BUSY_RETRY_SECONDS = 30.0
 
 #: The longest sleep between two attempts to take the file's write lock.
 MAX_BUSY_SLEEP = 0.004
+
+#: How often :meth:`Store.wait_for_commit` looks at ``PRAGMA data_version`` (a few microseconds).
+COMMIT_POLL_INTERVAL = 0.005
 
 #: Commits between two WAL checkpoints (run on the background thread, never on a loop).
 CHECKPOINT_EVERY = 1000
@@ -153,6 +167,16 @@ class Store:
             on_idle=self._heartbeat,
             idle_interval=max(self.lease_timeout / 4, 0.05),
         )
+        # The concerns of the backend interface (miniengine.storage.interfaces), bound to this
+        # store; everything above storage reaches the database through them.
+        self.provenance = SqliteProvenance(self)
+        self.checkpoints = SqliteCheckpoints(self)
+        self.broker = SqliteBroker(self)
+        self.control = SqliteControl(self)
+        self.events = SqliteEvents(self)
+        self.queries = SqliteQueries(self)
+        self.computers = SqliteComputers(self)
+        self.calcjobs = SqliteCalcJobs(self)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -185,6 +209,11 @@ class Store:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def location(self) -> str:
+        """The database file, for messages."""
+        return str(self.path)
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r} owner={self.owner!r}>"
@@ -413,6 +442,39 @@ class Store:
         connection commits, so a waiter queries only after a change (a few microseconds)."""
         return int(self.reader().execute("PRAGMA data_version").fetchone()[0])
 
+    def commit_marker(self) -> int:
+        """:meth:`data_version`: the backend interface's "has anything committed" counter."""
+        return self.data_version()
+
+    def wait_for_commit(self, marker: int, timeout: float) -> int:
+        """Sleep in short steps until :meth:`data_version` differs from ``marker`` or
+        ``timeout`` passed; return the current value.  sqlite has no notification between
+        processes, and reading the counter costs a few microseconds, so polling every
+        :data:`COMMIT_POLL_INTERVAL` is both cheap and prompt."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.data_version()
+            if current != marker:
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return current
+            time.sleep(min(COMMIT_POLL_INTERVAL, left))
+
+    async def await_commit(self, marker: int, timeout: float) -> int:
+        """:meth:`wait_for_commit` for a coroutine (``anyio.sleep`` between looks)."""
+        import anyio  # the store is also used without an event loop; anyio is loaded anyway
+
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.data_version()
+            if current != marker:
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return current
+            await anyio.sleep(min(COMMIT_POLL_INTERVAL, left))
+
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread."""
         try:
@@ -506,3 +568,9 @@ def close_all_stores() -> None:
 
 
 atexit.register(close_all_stores)
+
+
+if TYPE_CHECKING:  # mypy checks here that the sqlite store implements the backend interface
+
+    def _is_a_backend(store: Store) -> Backend:
+        return store

@@ -1,0 +1,11 @@
+"""The calcjobs concern of a backend (see :mod:`miniengine.storage.interfaces`)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["CalcJobs"]
+
+
+class CalcJobs(Protocol):
+    """What the code above storage may ask about calcjobs."""

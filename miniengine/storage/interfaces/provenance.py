@@ -1,0 +1,11 @@
+"""The provenance concern of a backend (see :mod:`miniengine.storage.interfaces`)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["Provenance"]
+
+
+class Provenance(Protocol):
+    """What the code above storage may ask about provenance."""

@@ -1,0 +1,19 @@
+"""The control concern on sqlite."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from miniengine.storage.store import Store
+
+__all__ = ["SqliteControl"]
+
+
+class SqliteControl:
+    """:class:`miniengine.storage.interfaces.control.Control` on a sqlite :class:`Store`."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
