@@ -29,7 +29,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from miniengine.runtime import context
-from miniengine.storage.store import Store
+from miniengine.storage.interfaces import Transaction
 
 __all__ = [
     "Await",
@@ -49,13 +49,12 @@ DEFAULT_STEP_THREADS = 40
 
 
 class Write:
-    """Run ``fn(connection, *args)`` as one transaction on ``store``."""
+    """Commit ``tx(*args)``, one transaction of the backend (see :class:`Transaction`)."""
 
-    __slots__ = ("args", "fn", "store")
+    __slots__ = ("args", "tx")
 
-    def __init__(self, store: Store, fn: Callable[..., Any], *args: Any) -> None:
-        self.store = store
-        self.fn = fn
+    def __init__(self, tx: Transaction[..., Any], *args: Any) -> None:
+        self.tx = tx
         self.args = args
 
 
@@ -147,9 +146,7 @@ def drive_sync(lifecycle: Lifecycle[T]) -> T:
             continue
         try:
             if isinstance(operation, Write):
-                value, interrupted = operation.store.write_sync_deferring_interrupt(
-                    operation.fn, *operation.args
-                )
+                value, interrupted = operation.tx.deferring_interrupt(*operation.args)
             elif isinstance(operation, Await):
                 raise RuntimeError("this process needs an event loop; launch it with arun()")
             elif operation.is_async:
@@ -211,7 +208,7 @@ def _drive_in_thread(lifecycle: Lifecycle[Any], first: Body) -> tuple[Any, Any, 
         error: BaseException | None = None
         try:
             if isinstance(operation, Write):
-                value = operation.store.write_sync(operation.fn, *operation.args)
+                value = operation.tx(*operation.args)
             else:
                 value = _call_body(operation)  # type: ignore[arg-type]
         except BaseException as exc:
@@ -239,7 +236,7 @@ async def drive_async(lifecycle: Lifecycle[T]) -> T:
         value, error = None, None
         try:
             if isinstance(operation, Write):
-                value = await operation.store.write(operation.fn, *operation.args)
+                value = await operation.tx.aio(*operation.args)
             elif isinstance(operation, Await):
                 value = await operation.factory()
             elif operation.is_async:

@@ -68,6 +68,7 @@ from miniengine.runtime.workchain import (
 )
 from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
 from miniengine.storage import checkpoint_rows, rows
+from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
 
 __all__ = ["ProcessTree"]
@@ -493,13 +494,12 @@ class _Executor:
         )
         if daemon:
             self.new_children = []
-        return Write(self.store, checkpoint_rows.step_commit_tx, commit)
+        return Write(SqliteTransaction(self.store, checkpoint_rows.step_commit_tx), commit)
 
     def _release(self) -> Write:
         """Hand the process back to the queue at its checkpoint (pause, worker shutdown)."""
         return Write(
-            self.store,
-            checkpoint_rows.release_process_tx,
+            SqliteTransaction(self.store, checkpoint_rows.release_process_tx),
             self.pk,
             self.store.owner,
             self.epoch,
@@ -526,7 +526,7 @@ class _Executor:
         )
         for name, value in fields.items():
             setattr(finish, name, value)
-        return Write(self.store, rows.finish_process_tx, finish)
+        return Write(SqliteTransaction(self.store, rows.finish_process_tx), finish)
 
     def _start_children(self) -> None:
         from miniengine.runtime.workchain_launch import _run_child  # (it imports this module)
@@ -731,7 +731,7 @@ class _Executor:
         except Exception as exc:
             self.logs.append(("WARNING", f"on_terminated failed: {type(exc).__name__}: {exc}"))
         if self.logs:
-            yield Write(self.store, rows.add_logs_tx, self.pk, list(self.logs))
+            yield Write(SqliteTransaction(self.store, rows.add_logs_tx), self.pk, list(self.logs))
             self.logs = []
 
     def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:

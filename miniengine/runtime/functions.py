@@ -37,6 +37,7 @@ from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
 from miniengine.storage import checkpoint_rows, rows
+from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
 
 __all__ = ["ProcessFunction", "calcfunction", "workfunction"]
@@ -189,10 +190,10 @@ class ProcessFunction:
                     )
                 parent.call_count += 1
             if memo is None:
-                pk, input_pks = yield Write(store, rows.begin_process_tx, new)
+                pk, input_pks = yield Write(SqliteTransaction(store, rows.begin_process_tx), new)
             else:
                 pk, input_pks, outcome = yield Write(
-                    store, checkpoint_rows.begin_memoised_tx, new, memo
+                    SqliteTransaction(store, checkpoint_rows.begin_memoised_tx), new, memo
                 )
                 if outcome == "finished":  # a replayed step: this call already finished
                     return _reused(store, pk, self.node_class)
@@ -215,7 +216,7 @@ class ProcessFunction:
             )
             for name, value in fields.items():
                 setattr(finish, name, value)
-            return Write(store, rows.finish_process_tx, finish)
+            return Write(SqliteTransaction(store, rows.finish_process_tx), finish)
 
         if stored:
             store.leases_taken()

@@ -46,6 +46,7 @@ from miniengine.runtime.nodes import (
 from miniengine.runtime.workchain import WorkChain, import_process_class
 from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
 from miniengine.storage import broker_rows, checkpoint_rows, rows
+from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
 
 __all__ = ["launch", "resume"]
@@ -108,7 +109,9 @@ def root_lifecycle(
     memo = None
     if parent is not None:
         memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
-    pk, input_pks = yield Write(store, create_workchain_tx, cls, new, inputs, False, memo)
+    pk, input_pks = yield Write(
+        SqliteTransaction(store, create_workchain_tx), cls, new, inputs, False, memo
+    )
     _mark_stored(new.inputs, input_pks, store)
     if parent is not None:
         parent.call_count += 1

@@ -57,6 +57,7 @@ from miniengine.runtime.nodes import CalcJobNode, load_nodes
 from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain import EVICTED, class_path
 from miniengine.storage import calcjob_rows, rows
+from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
@@ -275,7 +276,7 @@ class CalcJobExecutor:
             task_pk=self.task_pk,
         )
         self.logs = []
-        return Write(self.store, calcjob_rows.calcjob_commit_tx, commit)
+        return Write(SqliteTransaction(self.store, calcjob_rows.calcjob_commit_tx), commit)
 
     def _after_commit(self, committed: tuple[list[int], bool]) -> None:
         if committed[1]:
@@ -299,8 +300,7 @@ class CalcJobExecutor:
         from miniengine.storage import checkpoint_rows
 
         return Write(
-            self.store,
-            checkpoint_rows.release_process_tx,
+            SqliteTransaction(self.store, checkpoint_rows.release_process_tx),
             self.pk,
             self.store.owner,
             self.epoch,
@@ -328,7 +328,7 @@ class CalcJobExecutor:
         for name, value in fields.items():
             setattr(finish, name, value)
         self.logs = []
-        return Write(self.store, calcjob_rows.finish_calcjob_tx, finish)
+        return Write(SqliteTransaction(self.store, calcjob_rows.finish_calcjob_tx), finish)
 
     # transport stages -------------------------------------------------------------------------
 
@@ -375,10 +375,9 @@ class CalcJobExecutor:
             self.log("ERROR", "".join(traceback.format_exception(error)))
             logs, self.logs = self.logs, []
             if logs:
-                yield Write(self.store, _write_logs_tx, self.pk, logs)
+                yield Write(SqliteTransaction(self.store, _write_logs_tx), self.pk, logs)
             yield Write(
-                self.store,
-                calcjob_rows.pause_stage_tx,
+                SqliteTransaction(self.store, calcjob_rows.pause_stage_tx),
                 self.pk,
                 self.store.owner,
                 self.epoch,

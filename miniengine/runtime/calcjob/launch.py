@@ -30,6 +30,7 @@ from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain_inputs import _flatten_data, _with_refs, process_type
 from miniengine.storage import broker_rows, calcjob_rows, checkpoint_rows, rows
+from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
@@ -188,7 +189,9 @@ def _root_lifecycle(
     memo = None
     if parent is not None:
         memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
-    pk, input_pks = yield Write(store, create_calcjob_tx, cls, new, bound, False, memo)
+    pk, input_pks = yield Write(
+        SqliteTransaction(store, create_calcjob_tx), cls, new, bound, False, memo
+    )
     _mark_stored(new, input_pks, store)
     if parent is not None:
         parent.call_count += 1

@@ -21,3 +21,10 @@ class Transaction(Protocol[P, R_co]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def deferring_interrupt(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[R_co, KeyboardInterrupt | None]:
+        """Call it, but a Ctrl-C that lands just after the commit is returned with the result
+        instead of raised, so the caller learns what was committed."""
+        ...

@@ -37,6 +37,12 @@ class SqliteTransaction(Generic[P, R]):
         assert not kwargs, "transactions take positional arguments"
         return await self.store.write(self.fn, *args)
 
+    def deferring_interrupt(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[R, KeyboardInterrupt | None]:
+        assert not kwargs, "transactions take positional arguments"
+        return self.store.write_sync_deferring_interrupt(self.fn, *args)
+
     def within(self, busy_seconds: float, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call it, waiting at most ``busy_seconds`` for another connection's write lock."""
         assert not kwargs, "transactions take positional arguments"
