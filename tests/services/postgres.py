@@ -1,0 +1,230 @@
+"""A private PostgreSQL cluster: Debian's ``initdb`` and ``pg_ctl`` in a temp folder.
+
+The binaries come from ``/usr/lib/postgresql/<version>/bin`` (Debian's ``postgresql`` package,
+which ``.ci/run`` installs); nothing of the machine's own clusters is read or changed.  The server
+listens on a free loopback port and on a unix socket in its own folder.  PostgreSQL refuses to run
+as root, so as root the cluster belongs to the ``postgres`` user that Debian's package creates
+(its folder is a fresh one under the system temp folder, since pytest's are private to root).
+
+Connections over TCP need the password of an ordinary role (it is in :attr:`PostgresServer.url`,
+never on a command line); the admin connection uses the socket, which only the cluster's user
+and root can reach.  Each test gets a database of its own, copied from an empty template
+(``CREATE DATABASE ... TEMPLATE``), which takes milliseconds rather than a new cluster's second.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.services.sshd import free_port
+
+#: The role the tests connect as (not a superuser: the engine needs none).
+ROLE = "miniengine"
+
+#: The empty database each test's database is copied from.
+TEMPLATE = "miniengine_template"
+
+#: Settings for a throwaway cluster: durability is not wanted, speed and connections are.
+SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "32MB",
+    "listen_addresses": "127.0.0.1",
+}
+
+
+def postgres_bin() -> Path | None:
+    """The ``bin`` folder of the newest PostgreSQL installed by Debian's packages, if any."""
+    found = []
+    for initdb in glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        version = Path(initdb).parent.parent.name
+        if re.fullmatch(r"\d+(\.\d+)?", version):
+            found.append((tuple(int(part) for part in version.split(".")), Path(initdb).parent))
+    return max(found)[1] if found else None
+
+
+def require_postgres() -> Path:
+    """The binaries' folder; skip the test (fail under ``CI``) when PostgreSQL is missing."""
+    folder = postgres_bin()
+    reason = None
+    if folder is None:
+        reason = "PostgreSQL is not installed (apt-get install postgresql)"
+    elif os.geteuid() == 0 and not _has_user("postgres"):
+        reason = "running as root needs the 'postgres' user of Debian's postgresql package"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            reason = "psycopg is not installed (pip install -e '.[postgresql]')"
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: .ci/run installs Debian's postgresql and the test extra")
+        print(f"skipped: {reason}")
+        pytest.skip(reason)
+    assert folder is not None
+    return folder
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass
+class PostgresServer:
+    """A running private cluster."""
+
+    folder: Path
+    bin: Path
+    port: int
+    socket_dir: Path
+    password: str
+    #: the OS user running the server (``None``: this user)
+    run_as: str | None
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def url(self) -> str:
+        """The URL of the role's own database (password included)."""
+        return self.database_url(ROLE)
+
+    def database_url(self, database: str) -> str:
+        return (
+            f"postgresql://{ROLE}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/"
+            f"{quote(database, safe='')}"
+        )
+
+    def admin(self, sql: str) -> None:
+        """Run ``sql`` as the cluster's superuser, over the unix socket (autocommit)."""
+        import psycopg
+
+        with psycopg.connect(
+            host=str(self.socket_dir),
+            port=self.port,
+            user=self.run_as or _user(),
+            dbname="postgres",
+            autocommit=True,
+        ) as connection:
+            connection.execute(sql.encode())
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database owned by the role (a copy of the template); its URL."""
+        if name is None:
+            name = f"test_{os.getpid()}_{next(self._names)}"
+        self.admin(f'CREATE DATABASE "{name}" OWNER {ROLE} TEMPLATE {TEMPLATE}')
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name``, ending the connections still open to it."""
+        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are ended)."""
+        _run(
+            [str(self.bin / "pg_ctl"), "stop", "-D", str(self.folder / "data"), "-m", "fast"],
+            self.run_as,
+            check=False,
+        )
+
+
+def _user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _run(
+    command: list[str], run_as: str | None, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    if run_as is not None:
+        command = ["runuser", "-u", run_as, "--", *command]
+    result = subprocess.run(
+        command, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/", check=False
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({result.returncode}): {result.stdout}{result.stderr}"
+        )
+    return result
+
+
+@contextmanager
+def running_postgres(folder: Path) -> Iterator[PostgresServer]:
+    """Start a cluster (in ``folder``, or as root in a temp folder of its own) and stop it on
+    exit; yields the server with the role, its database and the template created."""
+    bin_folder = require_postgres()
+    run_as = "postgres" if os.geteuid() == 0 else None
+    folder.mkdir(parents=True, exist_ok=True)
+    # a unix socket path has at most 107 bytes, and as root the folder must be the server's
+    owned = run_as is not None or len(str(folder)) > 60
+    base = Path(tempfile.mkdtemp(prefix="miniengine-pg-")) if owned else folder
+    try:
+        if run_as is not None:
+            entry = pwd.getpwnam(run_as)
+            os.chown(base, entry.pw_uid, entry.pw_gid)
+        os.chmod(base, 0o700)
+        password = secrets.token_urlsafe(16)
+        port = free_port()
+        server = PostgresServer(base, bin_folder, port, base, password, run_as)
+        data = base / "data"
+        _run(
+            [
+                str(bin_folder / "initdb"),
+                "-D",
+                str(data),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            run_as,
+        )
+        options = " ".join(
+            [f"-p {port}", f"-k {base}", *(f"-c {key}={value}" for key, value in SETTINGS.items())]
+        )
+        _run(
+            [
+                str(bin_folder / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(data),
+                "-l",
+                str(base / "server.log"),
+                "-o",
+                options,
+            ],
+            run_as,
+        )
+        try:
+            # the password goes over the socket, never on a command line
+            server.admin(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'")
+            server.admin(f"CREATE DATABASE {ROLE} OWNER {ROLE}")
+            server.admin(f"CREATE DATABASE {TEMPLATE} OWNER {ROLE}")
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if owned:
+            shutil.rmtree(base, ignore_errors=True)
