@@ -64,7 +64,7 @@ def _wait_for_end(store: Store, pk: int, timeout: float | None) -> str | None:
     """The state the process terminated in, or None if it is still active after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        state: str = store.read(rows.read_node_row, pk)[5]
+        state = store.read(rows.read_node_row, pk)[5]
         if state not in broker_rows.ACTIVE_STATES:
             return state
         if deadline is not None and time.monotonic() > deadline:

@@ -140,7 +140,9 @@ def _watch(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _in_tree(store: object, pk: int, tree: set[int], labels: dict[int, str]) -> bool:
+def _in_tree(
+    store: object, pk: int, tree: set[int], labels: dict[int, str | None]
+) -> bool:
     """Is ``pk`` a descendant of the watched process? (walks up its CALL links once)."""
     from miniengine.storage import rows
 

@@ -11,19 +11,31 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from miniengine.core.data import Data
-from miniengine.exceptions import LeaseLostError, MultipleObjectsError, NotExistent
+from miniengine.exceptions import LeaseLostError, NotExistent
 from miniengine.storage import broker_rows
+from miniengine.storage.interfaces.provenance import (
+    AMBIGUOUS_SHOWN,
+    FinishProcess,
+    LinkRow,
+    LogEntry,
+    LogRow,
+    NewProcess,
+    NodeRow,
+    ambiguous_prefix,
+    pack_attributes,
+    unpack_attributes,
+)
 
 __all__ = [
+    "AMBIGUOUS_SHOWN",
     "NODE_COLUMNS",
     "FinishProcess",
+    "LogEntry",
     "NewProcess",
+    "ambiguous_prefix",
     "begin_process_tx",
     "finish_process_tx",
     "pack_attributes",
@@ -34,16 +46,6 @@ __all__ = [
 #: The ints sqlite can take as a parameter: a pk beyond them names no node (and would make the
 #: query raise a bare ``OverflowError``).
 SQL_INTEGERS = range(-(2**63), 2**63)
-
-
-def pack_attributes(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def unpack_attributes(blob: bytes | None) -> Any:
-    if blob is None:
-        return None
-    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
 
 NODE_COLUMNS = (
@@ -131,36 +133,9 @@ def check_lease(connection: sqlite3.Connection, pk: int, owner: str, epoch: int)
         )
 
 
-#: A log line: ``(levelname, message)``, or ``(levelname, message, time)`` when it was made
-#: earlier than the commit that writes it (a report keeps the time ``self.report()`` was called).
-LogEntry = tuple[str, str] | tuple[str, str, float]
-
-
 def log_rows(pk: int, logs: Iterable[LogEntry], now: float) -> list[tuple[int, float, str, str]]:
     """``(node_pk, time, levelname, message)`` rows; an entry without a time is dated ``now``."""
     return [(pk, entry[2] if len(entry) == 3 else now, entry[0], entry[1]) for entry in logs]
-
-
-@dataclass
-class NewProcess:
-    """Everything one transaction needs to create a process node and start it."""
-
-    uuid: str
-    node_type: str
-    process_type: str
-    process_label: str
-    process_state: str
-    label: str
-    description: str
-    inputs: Sequence[tuple[str, Data]]
-    input_link_type: str
-    owner: str | None
-    lease_expires: float | None
-    parent: tuple[int, str, int] | None = None  # (pk, owner, epoch) of the calling process
-    call_link_type: str = ""
-    call_link_label: str = "CALL"
-    attributes: dict[str, Any] = field(default_factory=dict)
-    submitted: bool = False  # run by the daemon (its recovery re-queues it instead of failing it)
 
 
 def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[int, list[int]]:
@@ -200,28 +175,6 @@ def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[i
         links.append((new.parent[0], pk, new.call_link_type, new.call_link_label))
     _insert_links(connection, links)
     return pk, input_pks
-
-
-@dataclass
-class FinishProcess:
-    """A process's terminal write: state, exit status, new and returned outputs, a log line."""
-
-    pk: int
-    owner: str
-    epoch: int
-    process_state: str
-    exit_status: int | None = None
-    exit_message: str | None = None
-    exception: str | None = None
-    process_status: str | None = None
-    outputs: Sequence[tuple[str, Data, str]] = ()  # (link label, data, link type)
-    log: tuple[str, str] | None = None  # (levelname, message)
-    logs: Sequence[LogEntry] = ()  # more log lines, written before ``log``
-    task_pk: int | None = None  # the daemon task that ran it, acknowledged in the same commit
-    #: False for process functions: they never have a checkpoint or a waiting parent
-    resumable: bool = True
-    #: kill every descendant that has not terminated, with this message (a failed WorkChain)
-    cascade: str | None = None
 
 
 def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
@@ -278,6 +231,13 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
     return output_pks
 
 
+def update_label_tx(connection: sqlite3.Connection, pk: int, label: str, description: str) -> None:
+    connection.execute(
+        "UPDATE nodes SET label = ?, description = ?, mtime = ? WHERE pk = ?",
+        (label, description, time.time(), pk),
+    )
+
+
 def add_log_tx(connection: sqlite3.Connection, pk: int, levelname: str, message: str) -> None:
     connection.execute(
         "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
@@ -303,7 +263,7 @@ def _insert_links(
 # reads -----------------------------------------------------------------------------------------
 
 
-def read_node_row(connection: sqlite3.Connection, identifier: int | str) -> tuple[Any, ...]:
+def read_node_row(connection: sqlite3.Connection, identifier: int | str) -> NodeRow:
     """The row of a node by pk, or by uuid or a unique prefix of it (see :func:`uuid_matches`).
 
     Raises ``NotExistent`` when nothing matches and ``MultipleObjectsError`` when a prefix
@@ -319,24 +279,22 @@ def read_node_row(connection: sqlite3.Connection, identifier: int | str) -> tupl
         )
         if row is None:
             raise NotExistent(f"no node with the pk {identifier}")
-        return tuple(row)
+        return NodeRow._make(row)
     row = connection.execute(
         f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = ?", (identifier.lower(),)
     ).fetchone()
     if row is not None:
-        return tuple(row)
+        return NodeRow._make(row)
     pks = uuid_matches(connection, identifier)
     if not pks:
         raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
     if len(pks) > 1:
         raise ambiguous_prefix(identifier, pks)
-    return tuple(
+    return NodeRow._make(
         connection.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ?", (pks[0],)).fetchone()
     )
 
 
-#: how many matches of an ambiguous uuid prefix an error message lists
-AMBIGUOUS_SHOWN = 5
 _UUID_DASHES = (8, 12, 16, 20)  # where a canonical uuid has its dashes (in its 32 hex digits)
 _RANDOM_DASHES = (4, 8)  # the same in the part after the 48-bit timestamp: "7xxx-vxxx-xxxx..."
 
@@ -376,29 +334,17 @@ def uuid_matches(connection: sqlite3.Connection, text: str) -> list[int]:
     return [row[0] for row in connection.execute(query, params)]
 
 
-def ambiguous_prefix(text: str, pks: Sequence[int]) -> MultipleObjectsError:
-    """The error for a uuid prefix that matches several nodes, listing a few of their pks."""
-    shown = ", ".join(map(str, pks[:AMBIGUOUS_SHOWN]))
-    more = ", ..." if len(pks) > AMBIGUOUS_SHOWN else ""
-    return MultipleObjectsError(
-        f"the uuid prefix {text!r} matches more than one node (pks {shown}{more}): "
-        "give more of the uuid, or the pk"
-    )
-
-
-def read_node_rows(
-    connection: sqlite3.Connection, pks: Sequence[int]
-) -> dict[int, tuple[Any, ...]]:
+def read_node_rows(connection: sqlite3.Connection, pks: Sequence[int]) -> dict[int, NodeRow]:
     if not pks:
         return {}
     marks = ",".join("?" * len(pks))
     rows = connection.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk IN ({marks})", tuple(pks))
-    return {row[0]: tuple(row) for row in rows}
+    return {row[0]: NodeRow._make(row) for row in rows}
 
 
 def read_links(
     connection: sqlite3.Connection, pk: int, incoming: bool, link_types: Sequence[str] | None = None
-) -> list[tuple[int, str, str]]:
+) -> list[LinkRow]:
     """``(other pk, link type, label)`` for the links into (or out of) node ``pk``, oldest first."""
     mine, other = ("out_pk", "in_pk") if incoming else ("in_pk", "out_pk")
     query = f"SELECT {other}, link_type, label FROM links WHERE {mine} = ?"
@@ -407,7 +353,7 @@ def read_links(
         query += f" AND link_type IN ({','.join('?' * len(link_types))})"
         params.extend(link_types)
     query += " ORDER BY pk"
-    return [tuple(row) for row in connection.execute(query, params)]
+    return [LinkRow._make(row) for row in connection.execute(query, params)]
 
 
 def read_process_rows(
@@ -415,7 +361,7 @@ def read_process_rows(
     states: Sequence[str] | None,
     process_label: str | None,
     limit: int | None,
-) -> list[tuple[Any, ...]]:
+) -> list[NodeRow]:
     query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE process_state IS NOT NULL"
     params: list[Any] = []
     if states:
@@ -428,12 +374,12 @@ def read_process_rows(
     if limit is not None:
         query += " LIMIT ?"
         params.append(min(int(limit), SQL_INTEGERS[-1]))  # no more rows than that anyway
-    return [tuple(row) for row in connection.execute(query, params)]
+    return [NodeRow._make(row) for row in connection.execute(query, params)]
 
 
-def read_logs(connection: sqlite3.Connection, pk: int) -> list[tuple[Any, ...]]:
+def read_logs(connection: sqlite3.Connection, pk: int) -> list[LogRow]:
     return [
-        tuple(row)
+        LogRow._make(row)
         for row in connection.execute(
             "SELECT pk, node_pk, time, levelname, message FROM logs WHERE node_pk = ? ORDER BY pk",
             (pk,),
