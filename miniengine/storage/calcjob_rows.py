@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from miniengine.core.data import Data
-from miniengine.storage import broker_rows
+import msgpack
+
+from miniengine.storage import broker_rows, checkpoint_rows
+from miniengine.storage.interfaces.calcjobs import (
+    CalcJobCommit,
+    CalcJobInfo,
+    CleanableCalcJob,
+    JobRow,
+    JobStateChange,
+)
 from miniengine.storage.rows import (
     LogEntry,
+    NewProcess,
+    begin_process_tx,
     check_lease,
     insert_new_data,
     log_rows,
@@ -28,42 +37,29 @@ from miniengine.storage.rows import (
 )
 
 __all__ = [
+    "CALCJOB_TYPE",
     "CalcJobCommit",
     "JobRow",
+    "active_stages",
     "calcjob_commit_tx",
+    "calcjob_info",
     "claim_jobs_tx",
+    "cleanable_calcjobs",
+    "create_calcjob_tx",
     "drop_job_tx",
     "job_done_tx",
     "job_states_tx",
+    "output_tree",
     "pause_stage_tx",
     "read_job",
     "read_watched_jobs",
     "release_jobs_tx",
     "renew_jobs",
+    "take_pause_request_tx",
 ]
 
-
-@dataclass
-class CalcJobCommit:
-    """What one CalcJob stage writes when it ends."""
-
-    pk: int
-    owner: str
-    epoch: int
-    process_state: str
-    process_status: str | None
-    seq: int
-    checkpoint: bytes
-    attributes: dict[str, Any] = field(default_factory=dict)
-    outputs: Sequence[tuple[str, Data]] = ()
-    logs: Sequence[LogEntry] = ()
-    #: ``(computer uuid, job id)``: the job now with the scheduler, to be watched
-    job: tuple[str, str] | None = None
-    #: the job has been dealt with (retrieved): its row goes
-    drop_job: bool = False
-    #: daemon mode: hand the process back (no lease, no slot) until its job is done
-    evict: bool = False
-    task_pk: int | None = None
+#: The node type of CalcJobs.
+CALCJOB_TYPE = "process.calcjob"
 
 
 def merge_attributes(connection: sqlite3.Connection, pk: int, values: dict[str, Any]) -> None:
@@ -81,6 +77,34 @@ def merge_attributes(connection: sqlite3.Connection, pk: int, values: dict[str, 
     connection.execute(
         "UPDATE nodes SET attributes = ? WHERE pk = ?", (pack_attributes(attributes), pk)
     )
+
+
+def create_calcjob_tx(
+    connection: sqlite3.Connection,
+    new: NewProcess,
+    computer_uuid: str,
+    checkpoint: Callable[[list[int]], bytes],
+    enqueue: bool,
+    memo: tuple[int, int, int, str] | None = None,
+) -> tuple[int, list[int]]:
+    """Create a CalcJob node with its inputs, computer and first checkpoint (and, for the
+    daemon, its start task) in one transaction; a memoised call of a replayed step is reused."""
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = checkpoint_rows.begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return pk, [data.pk for _, data in new.inputs]  # type: ignore[misc]
+    checkpoint_rows.write_checkpoint(connection, pk, 0, checkpoint(input_pks))
+    set_computer_tx(connection, pk, computer_uuid)
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return pk, input_pks
+
+
+def take_pause_request_tx(connection: sqlite3.Connection, pk: int) -> None:
+    """Clear a pause request of process ``pk`` that its runner now honours."""
+    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
 
 
 def calcjob_commit_tx(
@@ -188,19 +212,6 @@ def stage_status_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: 
     )
 
 
-class JobRow(NamedTuple):
-    """A scheduler job watched for a waiting CalcJob."""
-
-    process_pk: int
-    computer_uuid: str
-    job_id: str
-    done: bool
-    scheduler_state: str | None
-    detailed_info: Any
-    #: the process's state: a terminated one (killed while evicted) has a job to cancel
-    process_state: str | None
-
-
 _JOB_COLUMNS = (
     "j.process_pk, j.computer_uuid, j.job_id, j.done, j.scheduler_state, j.detailed_info, "
     "n.process_state"
@@ -302,7 +313,7 @@ def job_done_tx(connection: sqlite3.Connection, pk: int, job_id: str, owner: str
 
 
 def job_states_tx(connection: sqlite3.Connection, owner: str,
-                  changes: Sequence[tuple[int, str, str, str]]) -> None:  # fmt: skip
+                  changes: Sequence[JobStateChange]) -> None:  # fmt: skip
     """Record what the scheduler says of jobs that are still running (queued -> running ...):
     ``changes`` holds ``(process pk, job id, state, status text)``.  The state goes on the job's
     row and on its node, and the status text (what ``process list`` shows) replaces the node's,
@@ -358,3 +369,91 @@ def set_computer_tx(connection: sqlite3.Connection, pk: int, computer_uuid: str)
         "UPDATE nodes SET computer_pk = (SELECT pk FROM computers WHERE uuid = ?) WHERE pk = ?",
         (computer_uuid, pk),
     )
+
+
+# what the command line shows ---------------------------------------------------------------
+
+
+def _unpack_dict(blob: bytes | None) -> dict[str, Any]:
+    if blob is None:
+        return {}
+    value = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    return value if isinstance(value, dict) else {}
+
+
+def calcjob_info(connection: sqlite3.Connection, pk: int) -> CalcJobInfo | None:
+    """The CalcJob ``pk`` with its computer, or None if ``pk`` is not a CalcJob."""
+    row = connection.execute(
+        "SELECT n.pk, n.process_state, n.mtime, n.attributes, c.pk, c.label, c.uuid "
+        "FROM nodes n LEFT JOIN computers c ON c.pk = n.computer_pk "
+        "WHERE n.pk = ? AND n.node_type = ?",
+        (pk, CALCJOB_TYPE),
+    ).fetchone()
+    if row is None:
+        return None
+    return CalcJobInfo(row[0], row[1], row[2], _unpack_dict(row[3]), row[4], row[5], row[6])
+
+
+def output_tree(connection: sqlite3.Connection, pk: int, label: str) -> dict[str, Any] | None:
+    """The file tree of the output ``label`` (``retrieved``) of ``pk``, or None if it has none."""
+    row = connection.execute(
+        "SELECT n.attributes FROM links l JOIN nodes n ON n.pk = l.out_pk "
+        "WHERE l.in_pk = ? AND l.link_type = 'create' AND l.label = ? ORDER BY l.pk LIMIT 1",
+        (pk, label),
+    ).fetchone()
+    if row is None:
+        return None
+    tree = _unpack_dict(row[0]).get("_repository")
+    return tree if isinstance(tree, dict) else {}
+
+
+def active_stages(connection: sqlite3.Connection, pks: Sequence[int]) -> dict[int, str]:
+    """The stage (``uploading``, ``withscheduler``, ...) of each CalcJob among ``pks``."""
+    stages: dict[int, str] = {}
+    for start in range(0, len(pks), 500):
+        chunk = list(pks[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        for pk, blob in connection.execute(
+            f"SELECT pk, attributes FROM nodes WHERE pk IN ({marks}) AND node_type = ?",
+            (*chunk, CALCJOB_TYPE),
+        ):
+            stage = _unpack_dict(blob).get("state")
+            if stage is not None:
+                stages[int(pk)] = str(stage)
+    return stages
+
+
+def cleanable_calcjobs(
+    connection: sqlite3.Connection,
+    pks: Sequence[int] | None,
+    newer_than: float | None,
+    older_than: float | None,
+    computers: Sequence[str] | None,
+) -> list[CleanableCalcJob]:
+    """The CalcJobs with a remote folder: those in ``pks`` (all if None), modified after
+    ``newer_than`` and before ``older_than`` (epoch seconds), on a computer whose label is in
+    ``computers``; oldest first."""
+    query = (
+        "SELECT n.pk, n.process_state, r.pk FROM nodes n "
+        "JOIN links l ON l.in_pk = n.pk AND l.link_type = 'create' AND l.label = 'remote_folder' "
+        "JOIN nodes r ON r.pk = l.out_pk LEFT JOIN computers c ON c.pk = n.computer_pk "
+        "WHERE n.node_type = ?"
+    )
+    params: list[Any] = [CALCJOB_TYPE]
+    if pks is not None:
+        query += f" AND n.pk IN ({', '.join('?' * len(pks))})"
+        params += pks
+    if newer_than is not None:
+        query += " AND n.mtime > ?"
+        params.append(newer_than)
+    if older_than is not None:
+        query += " AND n.mtime < ?"
+        params.append(older_than)
+    if computers is not None:
+        query += f" AND c.label IN ({', '.join('?' * len(computers))})"
+        params += computers
+    query += " ORDER BY n.pk"
+    return [
+        CleanableCalcJob(int(pk), state, int(remote))
+        for pk, state, remote in connection.execute(query, params)
+    ]

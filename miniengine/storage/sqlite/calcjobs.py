@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from miniengine.storage import calcjob_rows
+from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CleanableCalcJob, JobRow
+from miniengine.storage.sqlite.transaction import SqliteTransaction
 
 if TYPE_CHECKING:
     from miniengine.storage.store import Store
@@ -13,7 +20,73 @@ __all__ = ["SqliteCalcJobs"]
 class SqliteCalcJobs:
     """:class:`miniengine.storage.interfaces.calcjobs.CalcJobs` on a sqlite :class:`Store`."""
 
-    __slots__ = ("_store",)
+    __slots__ = (
+        "_store",
+        "calcjob_commit",
+        "claim_jobs",
+        "create_calcjob",
+        "drop_job",
+        "finish_calcjob",
+        "job_done",
+        "job_states",
+        "pause_stage",
+        "pause_watched",
+        "release_jobs",
+        "stage_status",
+    )
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self.create_calcjob = SqliteTransaction(store, calcjob_rows.create_calcjob_tx)
+        self.calcjob_commit = SqliteTransaction(store, calcjob_rows.calcjob_commit_tx)
+        self.stage_status = SqliteTransaction(store, calcjob_rows.stage_status_tx)
+        self.pause_stage = SqliteTransaction(store, calcjob_rows.pause_stage_tx)
+        self.finish_calcjob = SqliteTransaction(store, calcjob_rows.finish_calcjob_tx)
+        self.claim_jobs = SqliteTransaction(store, calcjob_rows.claim_jobs_tx)
+        self.job_states = SqliteTransaction(store, calcjob_rows.job_states_tx)
+        self.job_done = SqliteTransaction(store, calcjob_rows.job_done_tx)
+        self.pause_watched = SqliteTransaction(store, calcjob_rows.pause_watched_tx)
+        self.drop_job = SqliteTransaction(store, calcjob_rows.drop_job_tx)
+        self.release_jobs = SqliteTransaction(store, calcjob_rows.release_jobs_tx)
+
+    def read_job(self, pk: int) -> JobRow | None:
+        return self._store.read(calcjob_rows.read_job, pk)
+
+    def has_unwatched_jobs(self, now: float) -> bool:
+        return self._store.read(calcjob_rows.has_unwatched_jobs, now)
+
+    def read_watched_jobs(self, owner: str) -> list[JobRow]:
+        return self._store.read(calcjob_rows.read_watched_jobs, owner)
+
+    @contextlib.contextmanager
+    def renewing_jobs(self, owner: str) -> Iterator[None]:
+        def renew(connection: sqlite3.Connection, expires: float) -> None:
+            calcjob_rows.renew_jobs(connection, owner, expires)
+
+        hooks = self._store.heartbeat_hooks
+        hooks.append(renew)
+        try:
+            yield
+        finally:
+            if renew in hooks:
+                hooks.remove(renew)
+
+    def calcjob_info(self, pk: int) -> CalcJobInfo | None:
+        return self._store.read(calcjob_rows.calcjob_info, pk)
+
+    def output_tree(self, pk: int, label: str) -> dict[str, Any] | None:
+        return self._store.read(calcjob_rows.output_tree, pk, label)
+
+    def active_stages(self, pks: Sequence[int]) -> dict[int, str]:
+        return self._store.read(calcjob_rows.active_stages, pks)
+
+    def cleanable_calcjobs(
+        self,
+        pks: Sequence[int] | None,
+        newer_than: float | None,
+        older_than: float | None,
+        computers: Sequence[str] | None,
+    ) -> list[CleanableCalcJob]:
+        return self._store.read(
+            calcjob_rows.cleanable_calcjobs, pks, newer_than, older_than, computers
+        )
