@@ -319,9 +319,18 @@ def uuid_matches(connection: sqlite3.Connection, text: str) -> list[int]:
     third group on, ``7xxx-...``) tells them apart.  ``text`` is matched with or without its
     dashes, in either case.  Anything that is not hex digits and dashes matches nothing.
     """
+    query = uuid_prefix_query(text)
+    if query is None:
+        return []
+    return [row[0] for row in connection.execute(*query)]
+
+
+def uuid_prefix_query(text: str) -> tuple[str, list[Any]] | None:
+    """The query of :func:`uuid_matches` (``None``: ``text`` matches nothing), for a reader
+    that runs it elsewhere (the awaitable reads)."""
     hex_digits = text.replace("-", "").lower()
     if not hex_digits or len(hex_digits) > 32 or hex_digits.strip("0123456789abcdef"):
-        return []
+        return None
     prefix = _dashed(hex_digits, _UUID_DASHES)
     # A range on the uuid index for the whole-uuid prefix (LIKE would not use the index).
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -331,7 +340,7 @@ def uuid_matches(connection: sqlite3.Connection, text: str) -> list[int]:
         query += " OR substr(uuid, 15) GLOB ?"
         params.append(_dashed(hex_digits, _RANDOM_DASHES) + "*")
     query += f" ORDER BY pk LIMIT {AMBIGUOUS_SHOWN + 1}"
-    return [row[0] for row in connection.execute(query, params)]
+    return query, params
 
 
 def read_node_rows(connection: sqlite3.Connection, pks: Sequence[int]) -> dict[int, NodeRow]:
@@ -362,8 +371,23 @@ def read_process_rows(
     process_label: str | None,
     limit: int | None,
 ) -> list[NodeRow]:
+    query, params = process_rows_query(states, process_label, limit)
+    return [NodeRow._make(row) for row in connection.execute(query, params)]
+
+
+def process_rows_query(
+    states: Sequence[str] | None,
+    process_label: str | None,
+    limit: int | None,
+    below_pk: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The query of :func:`read_process_rows`; with ``below_pk``, only the rows below that pk
+    (the next page of a reader that pages through them, newest first)."""
     query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE process_state IS NOT NULL"
     params: list[Any] = []
+    if below_pk is not None:
+        query += " AND pk < ?"
+        params.append(below_pk)
     if states:
         query += f" AND process_state IN ({','.join('?' * len(states))})"
         params.extend(states)
@@ -374,7 +398,7 @@ def read_process_rows(
     if limit is not None:
         query += " LIMIT ?"
         params.append(min(int(limit), SQL_INTEGERS[-1]))  # no more rows than that anyway
-    return [NodeRow._make(row) for row in connection.execute(query, params)]
+    return query, params
 
 
 def read_logs(connection: sqlite3.Connection, pk: int) -> list[LogRow]:
