@@ -138,7 +138,7 @@ def test_attributes_and_process_class_of_a_process_node():
 
 def test_process_class_that_no_longer_imports_is_a_value_error():
     node = submit(AddWorkChain, x=Int(1), y=Int(2))
-    node._row = (*node._row[:3], "tests.no_such_module.Gone", *node._row[4:])
+    node._row = node._row._replace(process_type="tests.no_such_module.Gone")
     with pytest.raises(ValueError, match=r"tests\.no_such_module\.Gone") as caught:
         node.process_class  # noqa: B018
     assert isinstance(caught.value, MiniengineError)

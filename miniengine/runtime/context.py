@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from miniengine.storage.interfaces.provenance import CallMemo
 from miniengine.storage.paths import resolve_db_path
 from miniengine.storage.store import Store, shared_store
 
@@ -34,11 +35,11 @@ class RunningProcess:
     seq: int = 0  # the step being run (WorkChains), for memoising the calls it makes
     replayable: bool = False  # a WorkChain: its steps can be replayed from a checkpoint
 
-    def memo_key(self, fingerprint: str) -> tuple[int, int, int, str] | None:
+    def memo_key(self, fingerprint: str) -> CallMemo | None:
         """The memo key of the next call this process makes (None if it cannot be replayed)."""
         if not self.replayable or self.pk is None:
             return None
-        return self.pk, self.seq, self.call_count, fingerprint
+        return CallMemo(self.pk, self.seq, self.call_count, fingerprint)
 
     @property
     def parent_fence(self) -> tuple[int, str, int] | None:

@@ -36,8 +36,12 @@ from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
-from miniengine.storage import checkpoint_rows, rows
-from miniengine.storage.sqlite import SqliteTransaction
+from miniengine.storage import checkpoint_rows
+from miniengine.storage.interfaces.provenance import (
+    FinishProcess,
+    NewProcess,
+    NodeRow,
+)
 from miniengine.storage.store import Store
 
 __all__ = ["ProcessFunction", "calcfunction", "workfunction"]
@@ -166,7 +170,7 @@ class ProcessFunction:
         pk: int | None = None
         epoch = 0
         if stored:
-            new = rows.NewProcess(
+            new = NewProcess(
                 uuid=node_uuid,
                 node_type=f"process.{self.kind}",
                 process_type=self.process_type,
@@ -190,11 +194,9 @@ class ProcessFunction:
                     )
                 parent.call_count += 1
             if memo is None:
-                pk, input_pks = yield Write(SqliteTransaction(store, rows.begin_process_tx), new)
+                pk, input_pks = yield Write(store.provenance.begin_process, new)
             else:
-                pk, input_pks, outcome = yield Write(
-                    SqliteTransaction(store, checkpoint_rows.begin_memoised_tx), new, memo
-                )
+                pk, input_pks, outcome = yield Write(store.provenance.begin_memoised, new, memo)
                 if outcome == "finished":  # a replayed step: this call already finished
                     return _reused(store, pk, self.node_class)
             epoch = 1
@@ -207,7 +209,7 @@ class ProcessFunction:
 
         def terminate(event: ProcessEvent, **fields: Any) -> Write:
             assert pk is not None
-            finish = rows.FinishProcess(
+            finish = FinishProcess(
                 pk=pk,
                 owner=store.owner,
                 epoch=epoch,
@@ -216,7 +218,7 @@ class ProcessFunction:
             )
             for name, value in fields.items():
                 setattr(finish, name, value)
-            return Write(SqliteTransaction(store, rows.finish_process_tx), finish)
+            return Write(store.provenance.finish_process, finish)
 
         if stored:
             store.leases_taken()
@@ -322,7 +324,7 @@ class ProcessFunction:
 
 def _reused(store: Store, pk: int, node_class: type[ProcessNode]) -> tuple[Any, ProcessNode]:
     """The result of a finished call, read back instead of running it again."""
-    node = node_class(store, store.read(rows.read_node_row, pk))
+    node = node_class(store, store.provenance.node(pk))
     outputs = node.outputs._as_dict()
     if len(outputs) == 1 and "result" in outputs:
         return outputs["result"], node
@@ -344,31 +346,34 @@ def _memory_row(
     state: ProcessState,
     metadata: Metadata,
     exit_code: ExitCode | None = None,
-) -> tuple[Any, ...]:
-    """A node row for a process that has not been (or will not be) read back from the store."""
+) -> NodeRow:
+    """A node row for a process that has not been (or will not be) read back from the store
+    (its pk is ``None`` when its provenance is not stored)."""
     import time
 
     now = time.time()
-    return (
-        pk,
-        node_uuid,
-        f"process.{function.kind}",
-        function.process_type,
-        function.process_label,
-        state.value,
-        None,
-        exit_code.status if exit_code else None,
-        exit_code.message if exit_code else None,
-        None,
-        0,
-        metadata.label,
-        metadata.description,
-        None,
-        None,
-        1,
-        None,
-        now,
-        now,
+    return NodeRow._make(
+        (
+            pk,
+            node_uuid,
+            f"process.{function.kind}",
+            function.process_type,
+            function.process_label,
+            state.value,
+            None,
+            exit_code.status if exit_code else None,
+            exit_code.message if exit_code else None,
+            None,
+            0,
+            metadata.label,
+            metadata.description,
+            None,
+            None,
+            1,
+            None,
+            now,
+            now,
+        )
     )
 
 

@@ -9,7 +9,6 @@ on access through the node's store.
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,7 +19,7 @@ from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError, NotExistent
-from miniengine.storage import rows
+from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
 from miniengine.storage.store import Store, shared_store
 
 if TYPE_CHECKING:
@@ -38,29 +37,6 @@ __all__ = [
     "load_node",
     "node_from_row",
 ]
-
-# column positions in rows.NODE_COLUMNS
-(
-    _PK,
-    _UUID,
-    _NODE_TYPE,
-    _PROCESS_TYPE,
-    _LABEL_P,
-    _STATE,
-    _STATUS,
-    _EXIT_STATUS,
-    _EXIT_MESSAGE,
-    _EXCEPTION,
-    _PAUSED,
-    _LABEL,
-    _DESCRIPTION,
-    _ATTRIBUTES,
-    _OWNER,
-    _EPOCH,
-    _EXPIRES,
-    _CTIME,
-    _MTIME,
-) = range(19)
 
 
 class LinkTriple(NamedTuple):
@@ -152,13 +128,13 @@ class NodeLinks:
     def _get(
         self, incoming: bool, node_class: Any, link_type: Any, link_label_filter: str | None
     ) -> LinkManager:
-        links = self._store.read(rows.read_links, self._pk, incoming, _link_types(link_type))
+        links = self._store.provenance.links(self._pk, incoming, _link_types(link_type))
         if link_label_filter is not None:
             import fnmatch
 
             pattern = link_label_filter.replace("%", "*").replace("_", "?")
-            links = [link for link in links if fnmatch.fnmatchcase(link[2], pattern)]
-        nodes = load_nodes(self._store, [link[0] for link in links])
+            links = [link for link in links if fnmatch.fnmatchcase(link.label, pattern)]
+        nodes = load_nodes(self._store, [link.pk for link in links])
         triples = [LinkTriple(nodes[pk], LinkType(kind), label) for pk, kind, label in links]
         if node_class is not None:
             triples = [triple for triple in triples if isinstance(triple.node, node_class)]
@@ -328,8 +304,10 @@ class ProcessNode:
     """The record of one process: its state, inputs, outputs, logs and place in the call tree."""
 
     def __init__(self, store: Store | None, row: tuple[Any, ...]) -> None:
+        """``row`` is the node's :class:`NodeRow` (a tuple of its fields is made one); a node
+        run with ``store_provenance=False`` has one built in memory, with the pk ``None``."""
         self._store_ref = store
-        self._row = row
+        self._row = row if type(row) is NodeRow else NodeRow._make(row)
         self._memory_inputs: dict[str, Any] | None = None  # store_provenance=False only
         self._memory_outputs: dict[str, Any] | None = None
 
@@ -337,7 +315,7 @@ class ProcessNode:
 
     @property
     def pk(self) -> int | None:
-        return self._row[_PK]  # type: ignore[no-any-return]
+        return self._row.pk
 
     @property
     def id(self) -> int | None:
@@ -345,36 +323,36 @@ class ProcessNode:
 
     @property
     def uuid(self) -> str:
-        return self._row[_UUID]  # type: ignore[no-any-return]
+        return self._row.uuid
 
     @property
     def node_type(self) -> str:
-        return self._row[_NODE_TYPE]  # type: ignore[no-any-return]
+        return self._row.node_type
 
     @property
     def process_type(self) -> str:
-        return self._row[_PROCESS_TYPE]  # type: ignore[no-any-return]
+        return self._row.process_type  # type: ignore[return-value]  # set on a process node
 
     @property
     def process_label(self) -> str:
-        return self._row[_LABEL_P]  # type: ignore[no-any-return]
+        return self._row.process_label  # type: ignore[return-value]  # set on a process node
 
     @property
     def label(self) -> str:
-        return self._row[_LABEL]  # type: ignore[no-any-return]
+        return self._row.label
 
     @property
     def description(self) -> str:
-        return self._row[_DESCRIPTION]  # type: ignore[no-any-return]
+        return self._row.description
 
     @property
     def ctime(self) -> datetime.datetime:
         # Read from the database: the row a launch builds in memory has its own clock reading.
-        return _datetime(self._fresh()[_CTIME])
+        return _datetime(self._fresh().ctime)
 
     @property
     def is_stored(self) -> bool:
-        return self._row[_PK] is not None
+        return self._row.pk is not None
 
     @property
     def _store(self) -> Store | None:
@@ -391,46 +369,46 @@ class ProcessNode:
 
     # live fields -----------------------------------------------------------------------------
 
-    def _fresh(self) -> tuple[Any, ...]:
-        if self._store is not None and self._row[_PK] is not None:
-            self._row = self._store.read(rows.read_node_row, self._row[_PK])
+    def _fresh(self) -> NodeRow:
+        if self._store is not None and self._row.pk is not None:
+            self._row = self._store.provenance.node(self._row.pk)
         return self._row
 
     @property
     def process_state(self) -> ProcessState | None:
-        state = self._fresh()[_STATE]
+        state = self._fresh().process_state
         return ProcessState(state) if state is not None else None
 
     @property
     def process_status(self) -> str | None:
-        return self._fresh()[_STATUS]  # type: ignore[no-any-return]
+        return self._fresh().process_status
 
     @property
     def exit_status(self) -> int | None:
-        return self._fresh()[_EXIT_STATUS]  # type: ignore[no-any-return]
+        return self._fresh().exit_status
 
     @property
     def exit_message(self) -> str | None:
-        return self._fresh()[_EXIT_MESSAGE]  # type: ignore[no-any-return]
+        return self._fresh().exit_message
 
     @property
     def exception(self) -> str | None:
         """The formatted traceback of an excepted process."""
-        return self._fresh()[_EXCEPTION]  # type: ignore[no-any-return]
+        return self._fresh().exception
 
     @property
     def paused(self) -> bool:
-        return bool(self._fresh()[_PAUSED])
+        return bool(self._fresh().paused)
 
     @property
     def mtime(self) -> datetime.datetime:
-        return _datetime(self._fresh()[_MTIME])
+        return _datetime(self._fresh().mtime)
 
     @property
     def lease(self) -> tuple[str | None, int, float | None]:
         """``(owner, epoch, expires)`` of the lease on this process."""
         row = self._fresh()
-        return row[_OWNER], row[_EPOCH], row[_EXPIRES]
+        return row.owner, row.lease_epoch, row.lease_expires
 
     @property
     def is_terminated(self) -> bool:
@@ -444,12 +422,12 @@ class ProcessNode:
     @property
     def is_finished_ok(self) -> bool:
         row = self._fresh()
-        return bool(row[_STATE] == ProcessState.FINISHED.value and row[_EXIT_STATUS] == 0)
+        return row.process_state == ProcessState.FINISHED.value and row.exit_status == 0
 
     @property
     def is_failed(self) -> bool:
         row = self._fresh()
-        return bool(row[_STATE] == ProcessState.FINISHED.value and row[_EXIT_STATUS] != 0)
+        return row.process_state == ProcessState.FINISHED.value and row.exit_status != 0
 
     @property
     def is_excepted(self) -> bool:
@@ -466,30 +444,30 @@ class ProcessNode:
     # graph -----------------------------------------------------------------------------------
 
     def _stored(self) -> tuple[Store, int]:
-        if self._store is None or self._row[_PK] is None:
+        if self._store is None or self._row.pk is None:
             raise NotExistent(f"{self.process_label} was run with store_provenance=False")
-        return self._store, self._row[_PK]
+        return self._store, self._row.pk
 
     @property
     def base(self) -> NodeBase:
         """``attributes`` always (a run with ``store_provenance=False`` too); ``links`` of a
         stored node."""
-        return NodeBase(self._store, self._row[_PK], self._process_attributes)
+        return NodeBase(self._store, self._row.pk, self._process_attributes)
 
     def _process_attributes(self) -> dict[str, Any]:
         """The process fields under AiiDA's attribute names; those not set are left out."""
         row = self._fresh()
-        stored = rows.unpack_attributes(row[_ATTRIBUTES])
+        stored = unpack_attributes(row.attributes)
         attributes: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}
-        state = row[_STATE]
+        state = row.process_state
         fields = {
-            "process_label": row[_LABEL_P],
+            "process_label": row.process_label,
             "process_state": state,
-            "process_status": row[_STATUS],
-            "exit_status": row[_EXIT_STATUS],
-            "exit_message": row[_EXIT_MESSAGE],
-            "exception": row[_EXCEPTION],
-            "paused": bool(row[_PAUSED]) or None,
+            "process_status": row.process_status,
+            "exit_status": row.exit_status,
+            "exit_message": row.exit_message,
+            "exception": row.exception,
+            "paused": bool(row.paused) or None,
             "sealed": (state is not None and ProcessState(state).is_terminal) or None,
         }
         attributes.update((key, value) for key, value in fields.items() if value is not None)
@@ -514,9 +492,9 @@ class ProcessNode:
 
     def _linked(self, incoming: bool, link_types: Sequence[str]) -> list[tuple[str, Any]]:
         store, pk = self._stored()
-        links = store.read(rows.read_links, pk, incoming, link_types)
-        nodes = load_nodes(store, [link[0] for link in links])
-        return [(label, nodes[other]) for other, _, label in links]
+        links = store.provenance.links(pk, incoming, link_types)
+        nodes = load_nodes(store, [link.pk for link in links])
+        return [(link.label, nodes[link.pk]) for link in links]
 
     @property
     def inputs(self) -> NodeLinksNamespace:
@@ -535,26 +513,24 @@ class ProcessNode:
     @property
     def called(self) -> list[ProcessNode]:
         """Every process this one called, whatever its state, oldest first."""
-        if self._store is None or self._row[_PK] is None:
+        if self._store is None or self._row.pk is None:
             return []
         return [node for _, node in self._linked(False, CALL_LINK_TYPES)]
 
     @property
     def caller(self) -> ProcessNode | None:
-        if self._store is None or self._row[_PK] is None:
+        if self._store is None or self._row.pk is None:
             return None
         callers = [node for _, node in self._linked(True, CALL_LINK_TYPES)]
         return callers[0] if callers else None
 
     @property
     def logs(self) -> list[LogEntry]:
-        if self._store is None or self._row[_PK] is None:
+        if self._store is None or self._row.pk is None:
             return []
         return [
-            LogEntry(pk, node_pk, _datetime(time), levelname, message)
-            for pk, node_pk, time, levelname, message in self._store.read(
-                rows.read_logs, self._row[_PK]
-            )
+            LogEntry(log.pk, log.node_pk, _datetime(log.time), log.levelname, log.message)
+            for log in self._store.provenance.logs(self._row.pk)
         ]
 
     def get_builder_restart(self) -> Any:
@@ -715,24 +691,24 @@ NODE_CLASSES: dict[str, type[ProcessNode]] = {
 }
 
 
-def node_from_row(store: Store, row: tuple[Any, ...]) -> Any:
+def node_from_row(store: Store, row: NodeRow) -> Any:
     """Build the Data or ProcessNode object for a row."""
-    node_type: str = row[_NODE_TYPE]
+    node_type = row.node_type
     if node_type.startswith("process."):
         return NODE_CLASSES.get(node_type, ProcessNode)(store, row)
     return load_data_from_attributes(
         node_type,
-        rows.unpack_attributes(row[_ATTRIBUTES]),
-        row[_PK],
-        row[_UUID],
-        row[_LABEL],
-        row[_DESCRIPTION],
+        unpack_attributes(row.attributes),
+        row.pk,
+        row.uuid,
+        row.label,
+        row.description,
         store,
     )
 
 
 def load_nodes(store: Store, pks: Sequence[int]) -> dict[int, Any]:
-    found = store.read(rows.read_node_rows, list(dict.fromkeys(pks)))
+    found = store.provenance.nodes(list(dict.fromkeys(pks)))
     return {pk: node_from_row(store, row) for pk, row in found.items()}
 
 
@@ -778,23 +754,16 @@ def load_node(
         raise LoadNodeTypeError(f"load_node needs a pk (int) or a uuid (str), not {identifier!r}")
     store = store_for(db)
     if pk is not None:
-        return node_from_row(store, store.read(rows.read_node_row, pk))
+        return node_from_row(store, store.provenance.node(pk))
     if uuid is not None:
-        return node_from_row(store, store.read(rows.read_node_row, uuid))
+        return node_from_row(store, store.provenance.node(uuid))
     assert identifier is not None
     if isinstance(identifier, str) and identifier.strip().isdecimal():
         try:
-            return node_from_row(store, store.read(rows.read_node_row, int(identifier)))
+            return node_from_row(store, store.provenance.node(int(identifier)))
         except NotExistent:
             identifier = identifier.strip()  # no such pk: a uuid prefix, perhaps
-    return node_from_row(store, store.read(rows.read_node_row, identifier))
-
-
-def _update_label_tx(connection: Any, pk: int, label: str, description: str) -> None:
-    connection.execute(
-        "UPDATE nodes SET label = ?, description = ?, mtime = ? WHERE pk = ?",
-        (label, description, time.time(), pk),
-    )
+    return node_from_row(store, store.provenance.node(identifier))
 
 
 class _Backend:
@@ -804,7 +773,7 @@ class _Backend:
         from miniengine.runtime.context import current_store
 
         store = current_store()
-        pk = store.write_sync(rows.store_data_tx, data)
+        pk = store.provenance.store_data(data)
         data._set_stored(pk, data.uuid, store)
 
     def update_label(self, data: Data, label: str, description: str) -> None:
@@ -812,7 +781,7 @@ class _Backend:
 
         assert data.pk is not None
         store: Store = data._store or current_store()
-        store.write_sync(_update_label_tx, data.pk, label, description)
+        store.provenance.update_label(data.pk, label, description)
 
     def node_base(self, data: Data) -> NodeBase:
         from miniengine.runtime.context import current_store
