@@ -19,7 +19,6 @@ from miniengine.exceptions import EventLoopError
 from miniengine.runtime.context import store_for
 from miniengine.runtime.functions import ProcessFunction, _loop_running
 from miniengine.runtime.nodes import ProcessNode, node_from_row
-from miniengine.storage import rows
 from miniengine.storage.store import Store
 
 __all__ = [
@@ -182,5 +181,5 @@ def find_processes(
     store = store_for(db)
     return [
         node_from_row(store, row)
-        for row in store.read(rows.read_process_rows, states, process_label, limit)
+        for row in store.provenance.process_rows(states, process_label, limit)
     ]
