@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from miniengine.core.data import Data, StorageNeeds
 from miniengine.exceptions import MultipleObjectsError, NotExistent, ValidationError
+from miniengine.storage.interfaces.computers import (
+    CODE_TYPES,
+    CodeRow,
+    ComputerInUseError,
+    ComputerRow,
+)
 from miniengine.storage.repository import Repository, RepositoryError
 
 __all__ = [
+    "CODE_TYPES",
     "ComputerInUseError",
     "ComputerRow",
     "check_storage_needs",
     "delete_computer_tx",
     "insert_computer_tx",
+    "read_code_pks",
+    "read_code_rows",
     "read_computer",
     "read_computers",
     "update_computer_tx",
@@ -46,27 +54,6 @@ UPDATABLE = frozenset(
         "configuration",
     }
 )
-
-
-class ComputerInUseError(ValidationError):
-    """A computer that codes or ``RemoteData`` nodes refer to cannot be deleted."""
-
-
-@dataclass(frozen=True)
-class ComputerRow:
-    """One row of ``computers``; ``configuration`` is ``None`` until the computer is configured."""
-
-    pk: int
-    uuid: str
-    label: str
-    hostname: str
-    description: str
-    transport_type: str
-    scheduler_type: str
-    metadata: dict[str, Any]
-    configuration: dict[str, Any] | None
-    ctime: float
-    mtime: float
 
 
 def _pack(value: Any) -> bytes:
@@ -273,10 +260,6 @@ def check_storage_needs(
     return computer_pk
 
 
-#: The node types of codes.
-CODE_TYPES = ("core.code.installed", "core.code.portable")
-
-
 def read_code_pks(
     connection: sqlite3.Connection, label: str, computer_label: str | None
 ) -> list[int]:
@@ -292,10 +275,10 @@ def read_code_pks(
     return [row[0] for row in connection.execute(query + " ORDER BY n.pk", params)]
 
 
-def read_code_rows(connection: sqlite3.Connection) -> list[tuple[int, str, str, str | None]]:
+def read_code_rows(connection: sqlite3.Connection) -> list[CodeRow]:
     """``(pk, node type, label, computer label)`` of every code, oldest first."""
     return [
-        tuple(row)
+        CodeRow._make(row)
         for row in connection.execute(
             "SELECT n.pk, n.node_type, n.label, c.label FROM nodes n "
             "LEFT JOIN computers c ON c.pk = n.computer_pk "
