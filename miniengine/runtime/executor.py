@@ -66,8 +66,9 @@ from miniengine.runtime.workchain import (
     class_path,
     outline_of,
 )
-from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
-from miniengine.storage import checkpoint_rows, rows
+from miniengine.runtime.workchain_inputs import bind_inputs, new_process_row
+from miniengine.storage import rows
+from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
 from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
 
@@ -243,7 +244,7 @@ class _Executor:
 
     async def _wait_while_paused(self) -> None:
         """Run mode: hold the process at its step boundary until it is played (or killed)."""
-        await self.store.write(_take_pause_request, self.pk)
+        await self.store.checkpoints.take_pause_request.aio(self.pk)
         while True:
             row = self.store.read(rows.read_node_row, self.pk)
             if not row[10]:  # paused
@@ -338,9 +339,10 @@ class _Executor:
         new = new_process_row(
             process, self.store, bound, metadata, self.process, ProcessState.CREATED, daemon
         )
-        memo = self.process.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+        checkpoints = self.store.checkpoints
+        memo = self.process.memo_key(checkpoints.fingerprint(new.process_type, new.inputs))
         self.process.call_count += 1
-        pk, input_pks = self.store.write_sync(create_workchain_tx, process, new, bound, False, memo)
+        pk, input_pks = checkpoints.create_workchain(new, class_path(process), bound, False, memo)
         _mark_stored(new.inputs, input_pks, self.store)
         node = WorkChainNode(self.store, self.store.read(rows.read_node_row, pk))
         self.new_children.append((process, node, bound))
@@ -478,7 +480,7 @@ class _Executor:
 
     def _commit(self, state: ProcessState, status: str | None, evict: bool = False) -> Write:
         daemon = self.tree is None
-        commit = checkpoint_rows.StepCommit(
+        commit = StepCommit(
             pk=self.pk,
             owner=self.store.owner,
             epoch=self.epoch,
@@ -494,19 +496,19 @@ class _Executor:
         )
         if daemon:
             self.new_children = []
-        return Write(SqliteTransaction(self.store, checkpoint_rows.step_commit_tx), commit)
+        return Write(self.store.checkpoints.step_commit, commit)
 
     def _release(self) -> Write:
         """Hand the process back to the queue at its checkpoint (pause, worker shutdown)."""
         return Write(
-            SqliteTransaction(self.store, checkpoint_rows.release_process_tx),
+            self.store.checkpoints.release_process,
             self.pk,
             self.store.owner,
             self.epoch,
             self.task_pk,
         )
 
-    def _after_commit(self, committed: tuple[list[int], bool]) -> None:
+    def _after_commit(self, committed: StepCommitted) -> None:
         output_pks, paused = committed
         if paused:
             self.pause_requested = True
@@ -808,10 +810,6 @@ def _output_port(outputs: PortNamespace, name: str) -> tuple[Any, PortNamespace 
             return None, None
         namespace = port
     return None, None
-
-
-def _take_pause_request(connection: Any, pk: int) -> None:
-    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
 
 
 def _pk(node: ProcessNode) -> int:

@@ -3,7 +3,7 @@
 ``submit`` validates the inputs, then stores the process as CREATED with its first checkpoint and
 enqueues its start task, all in one transaction, and returns the node at once.  A worker in this
 OS process (``async with Worker(...)``) is woken directly; workers elsewhere notice the commit
-through ``PRAGMA data_version``.
+through the backend's "something committed" signal.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
     new = workchain_inputs.new_process_row(
         process, store, bound, parsed, None, ProcessState.CREATED, submitted=True
     )
-    return process, store, new, bound
+    return workchain.class_path(process), store, new, bound
 
 
 def _calcjob_class(process: Any, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
@@ -155,46 +155,36 @@ def submit(process: Any, *args: Any, **inputs: Any) -> WorkChainNode:
         raise EventLoopError(
             "submit() was called on a thread that runs an event loop; use `await asubmit(...)`"
         )
-    from miniengine.runtime.workchain_inputs import create_workchain_tx
-
     calcjob = _calcjob_class(process, inputs)
     if calcjob is not None:
         from miniengine.runtime.calcjob.launch import submit_calcjob
 
         return submit_calcjob(*calcjob)  # type: ignore[return-value]
-    cls, store, new, bound = _prepare(process, inputs)
-    pk, input_pks = store.write_sync(create_workchain_tx, cls, new, bound, True)
+    path, store, new, bound = _prepare(process, inputs)
+    pk, input_pks = store.checkpoints.create_workchain(new, path, bound, True, None)
     return _finish(store, new, pk, input_pks)
 
 
 async def asubmit(process: Any, *args: Any, **inputs: Any) -> WorkChainNode:
     """``submit`` for async code: the same single transaction, awaited."""
     _refuse_positional(process, args)
-    from miniengine.runtime.workchain_inputs import create_workchain_tx
-
     calcjob = _calcjob_class(process, inputs)
     if calcjob is not None:
         from miniengine.runtime.calcjob.launch import asubmit_calcjob
 
         return await asubmit_calcjob(*calcjob)  # type: ignore[return-value]
-    cls, store, new, bound = _prepare(process, inputs)
-    pk, input_pks = await store.write(create_workchain_tx, cls, new, bound, True)
+    path, store, new, bound = _prepare(process, inputs)
+    pk, input_pks = await store.checkpoints.create_workchain.aio(new, path, bound, True, None)
     return _finish(store, new, pk, input_pks)
 
 
-#: How often a waiter looks at ``PRAGMA data_version`` (a few microseconds; no query runs
-#: unless another connection committed).
-POLL_INTERVAL = 0.005
+#: The longest a waiter waits for a commit before it looks at the node again anyway.
+WAIT_STEP = 1.0
 
 
-def _terminated_since(node: ProcessNode, store: Store, version: int) -> tuple[int, bool]:
-    """Has ``node`` terminated?  Looked up only when another connection has committed since
-    ``version`` (a ``PRAGMA data_version`` reading); returns the new reading and the answer."""
-    current = store.data_version()
-    if current == version:
-        return version, False
+def _terminated(node: ProcessNode) -> bool:
     state = node.process_state
-    return current, state is not None and state.is_terminal
+    return state is not None and state.is_terminal
 
 
 async def _await_async(node: ProcessNode, timeout: float | None) -> ProcessNode:
@@ -202,12 +192,11 @@ async def _await_async(node: ProcessNode, timeout: float | None) -> ProcessNode:
     if store is None:
         return node
     with anyio.fail_after(timeout):
-        version = -1
         while True:
-            version, done = _terminated_since(node, store, version)
-            if done:
+            marker = store.commit_marker()  # before the look: a later commit changes it
+            if _terminated(node):
                 return node
-            await anyio.sleep(POLL_INTERVAL)
+            await store.await_commit(marker, WAIT_STEP)
 
 
 def _await_sync(node: ProcessNode, timeout: float | None) -> ProcessNode:
@@ -215,14 +204,16 @@ def _await_sync(node: ProcessNode, timeout: float | None) -> ProcessNode:
     if store is None:
         return node
     deadline = None if timeout is None else time.monotonic() + timeout
-    version = -1
     while True:
-        version, done = _terminated_since(node, store, version)
-        if done:
+        marker = store.commit_marker()  # before the look: a later commit changes it
+        if _terminated(node):
             return node
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"process {node.pk} did not terminate within {timeout} s")
-        time.sleep(POLL_INTERVAL)
+        wait = WAIT_STEP
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError(f"process {node.pk} did not terminate within {timeout} s")
+        store.wait_for_commit(marker, wait)
 
 
 def await_node(
@@ -231,8 +222,8 @@ def await_node(
     """Wait until ``node`` has terminated and return it.
 
     In a thread that runs an event loop this returns an awaitable (``await await_node(node)``);
-    in a plain script it blocks.  Either way it only reads ``PRAGMA data_version`` until another
-    connection commits, so waiting costs microseconds, not queries.  ``TimeoutError`` after
+    in a plain script it blocks.  Either way it looks at the node only when something has
+    committed, so waiting costs microseconds, not queries.  ``TimeoutError`` after
     ``timeout`` seconds.
     """
     if not isinstance(node, ProcessNode):

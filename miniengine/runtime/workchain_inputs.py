@@ -1,16 +1,15 @@
-"""Creating a WorkChain's node: binding its inputs, and the transaction that stores it.
+"""Creating a WorkChain's node: binding its inputs and describing the row to store.
 
 The node, its inputs and links, its first checkpoint and (for the daemon) its start task are
-written in one transaction, so a process never exists without what it needs to be run.
+written in one transaction (``store.checkpoints.create_workchain``), so a process never exists
+without what it needs to be run.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from miniengine.core import codec
 from miniengine.core.builder import ProcessBuilder
 from miniengine.core.data import Data
 from miniengine.core.function_spec import Metadata, parse_metadata
@@ -24,11 +23,11 @@ from miniengine.exceptions import (
 )
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
-from miniengine.runtime.workchain import WorkChain, class_path, outline_of
-from miniengine.storage import broker_rows, checkpoint_rows, rows
+from miniengine.runtime.workchain import WorkChain, outline_of
+from miniengine.storage import rows
 from miniengine.storage.store import Store
 
-__all__ = ["bind_inputs", "create_workchain_tx", "new_process_row", "process_type"]
+__all__ = ["bind_inputs", "new_process_row", "process_type"]
 
 
 # launching ---------------------------------------------------------------------------------
@@ -119,47 +118,3 @@ def _rebase_defaults(inputs: dict[str, Any], ports: PortNamespace, store: Store)
             other = value._store
             if value.pk is not None and other is not None and other.path != store.path:
                 inputs[name] = value.clone()
-
-
-def _initial_checkpoint(cls: type[WorkChain], inputs: Any) -> bytes:
-    state = {"p": class_path(cls), "c": None, "s": 0, "x": {}, "w": [], "i": inputs, "o": {}}
-    return codec.encode(state)
-
-
-def _with_refs(value: Any, pks: dict[int, int]) -> Any:
-    """``value`` with the Data stored by this transaction replaced by references to their pks."""
-    if isinstance(value, Data):
-        pk = pks.get(id(value))
-        return codec.NodeRef(pk) if pk is not None else value
-    if isinstance(value, dict):
-        return {key: _with_refs(item, pks) for key, item in value.items()}
-    return value
-
-
-def create_workchain_tx(
-    connection: Any,
-    cls: type[WorkChain],
-    new: rows.NewProcess,
-    inputs: dict[str, Any],
-    enqueue: bool,
-    memo: tuple[int, int, int, str] | None = None,
-) -> tuple[int, list[int]]:
-    """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
-    daemon, its start task: all in one transaction.  With ``memo``, a child that a replayed step
-    already created (and nothing started) is reused instead of duplicated."""
-    if memo is None:
-        pk, input_pks = rows.begin_process_tx(connection, new)
-    else:
-        pk, input_pks, outcome = checkpoint_rows.begin_memoised_tx(connection, new, memo)
-        if outcome != "new":
-            return pk, [data.pk for _, data in new.inputs]  # type: ignore[misc]
-    fresh = {
-        id(data): input_pk
-        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
-        if data.pk is None
-    }
-    blob = _initial_checkpoint(cls, _with_refs(inputs, fresh))
-    checkpoint_rows.write_checkpoint(connection, pk, 0, blob)
-    if enqueue:
-        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
-    return pk, input_pks

@@ -43,10 +43,10 @@ from miniengine.runtime.nodes import (
     WorkChainNode,
     load_nodes,
 )
-from miniengine.runtime.workchain import WorkChain, import_process_class
-from miniengine.runtime.workchain_inputs import bind_inputs, create_workchain_tx, new_process_row
-from miniengine.storage import broker_rows, checkpoint_rows, rows
-from miniengine.storage.sqlite import SqliteTransaction
+from miniengine.runtime.workchain import WorkChain, class_path, import_process_class
+from miniengine.runtime.workchain_inputs import bind_inputs, new_process_row
+from miniengine.storage import rows
+from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
 from miniengine.storage.store import Store
 
 __all__ = ["launch", "resume"]
@@ -63,8 +63,7 @@ async def _run_child(
         with child.scope:
             await anyio.lowlevel.checkpoint()  # killed before it could start?
             started = True
-            epoch = await store.write(
-                checkpoint_rows.claim_process_tx,
+            epoch = await store.checkpoints.claim_process.aio(
                 node.pk,
                 store.owner,
                 store.lease_expiry(),
@@ -89,11 +88,7 @@ async def _run_child(
 
 async def _kill_unstarted(store: Store, pk: int, message: str) -> None:
     """Record that a CREATED process was killed before anything ran it."""
-    await store.write(_kill_unstarted_tx, pk, message)
-
-
-def _kill_unstarted_tx(connection: Any, pk: int, message: str) -> None:
-    broker_rows.terminate_unowned(connection, pk, "killed", message, time.time())
+    await store.checkpoints.kill_unstarted.aio(pk, message)
 
 
 def root_lifecycle(
@@ -108,9 +103,9 @@ def root_lifecycle(
     new = new_process_row(cls, store, inputs, metadata, parent, ProcessState.RUNNING)
     memo = None
     if parent is not None:
-        memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+        memo = parent.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
     pk, input_pks = yield Write(
-        SqliteTransaction(store, create_workchain_tx), cls, new, inputs, False, memo
+        store.checkpoints.create_workchain, new, class_path(cls), inputs, False, memo
     )
     _mark_stored(new.inputs, input_pks, store)
     if parent is not None:
@@ -172,21 +167,27 @@ async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Store) 
     return result
 
 
+#: The shortest time between two reads of a run-mode tree's kill and pause requests.
+CONTROL_POLL = 0.02
+
+#: The longest: requests are read again after this long even if nothing seemed to commit.
+CONTROL_WAIT = 1.0
+
+
 async def _watch_controls(tree: ProcessTree, store: Store) -> None:
     from miniengine.storage import control_rows
 
-    version = -1
     handled: set[tuple[int, str]] = set()
     while True:
-        current = store.data_version()
-        if current != version:
-            version = current
-            requests = store.read(control_rows.pending_controls, store.owner)
-            handled &= set(requests)
-            for pk, control in requests:
-                if (pk, control) not in handled and tree.apply_control(pk, control):
-                    handled.add((pk, control))
-        await anyio.sleep(0.02)
+        marker = store.commit_marker()  # before the read: a later request changes it
+        requests = store.read(control_rows.pending_controls, store.owner)
+        handled &= set(requests)
+        for pk, control in requests:
+            if (pk, control) not in handled and tree.apply_control(pk, control):
+                handled.add((pk, control))
+        # a busy tree commits all the time: read the requests at most every CONTROL_POLL
+        await anyio.sleep(CONTROL_POLL)
+        await store.await_commit(marker, CONTROL_WAIT)
 
 
 async def resume(
@@ -211,11 +212,10 @@ async def resume(
                 f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
             )
         await anyio.sleep(wait)
-    checkpoint = store.read(checkpoint_rows.read_checkpoint, pk)
+    checkpoint = store.checkpoints.read_checkpoint(pk)
     try:
         cls = import_process_class(_class_path_of(node, checkpoint))
-        epoch = await store.write(
-            checkpoint_rows.claim_process_tx,
+        epoch = await store.checkpoints.claim_process.aio(
             pk,
             store.owner,
             store.lease_expiry(),
@@ -250,7 +250,7 @@ async def _end_calls_not_replayed(store: Store, pk: int, seq: int) -> None:
     """End what the cut-off attempt called that the replay did not call again (best effort: a
     failed write must not hide how the resumed run itself ended)."""
     try:
-        await store.write(checkpoint_rows.end_calls_not_replayed_tx, pk, seq)
+        await store.checkpoints.end_calls_not_replayed.aio(pk, seq)
     except MiniengineError:
         pass
 
@@ -281,7 +281,7 @@ async def _resume_child(child: _Child, store: Store) -> None:
         child.done.set()
 
 
-def _class_path_of(node: WorkChainNode, checkpoint: tuple[int, bytes] | None) -> str:
+def _class_path_of(node: WorkChainNode, checkpoint: StoredCheckpoint | None) -> str:
     if checkpoint is None:
         module, _, name = node.process_type.rpartition(".")
         return f"{module}:{name}"
@@ -289,7 +289,7 @@ def _class_path_of(node: WorkChainNode, checkpoint: tuple[int, bytes] | None) ->
     return str(state["p"])
 
 
-def _inputs_from_checkpoint(store: Store, checkpoint: tuple[int, bytes]) -> dict[str, Any]:
+def _inputs_from_checkpoint(store: Store, checkpoint: StoredCheckpoint) -> dict[str, Any]:
     def resolve(pk: int) -> Any:
         return load_nodes(store, [pk])[pk]
 
@@ -312,15 +312,9 @@ def _output_map(node: ProcessNode) -> dict[str, Any]:
 async def _except_unowned(store: Store, pk: int, message: str) -> None:
     """Mark a process as EXCEPTED with ``message``, unless a live owner holds it."""
     try:
-        await store.write(_except_unless_owned_tx, pk, store.owner, message)
+        await store.checkpoints.except_unless_owned.aio(pk, store.owner, message)
     except MiniengineError:
         pass  # a live owner holds it: leave it alone
-
-
-def _except_unless_owned_tx(connection: Any, pk: int, owner: str, message: str) -> None:
-    # taking the lease first refuses (LeaseLostError) a process that a live owner holds
-    checkpoint_rows.claim_process_tx(connection, pk, owner, time.time(), "running")
-    broker_rows.terminate_unowned(connection, pk, "excepted", message, time.time())
 
 
 async def _except_owned(

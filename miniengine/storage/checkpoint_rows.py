@@ -11,14 +11,23 @@ import hashlib
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any
 
+from miniengine.core.checkpoint import Checkpoint, with_refs
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError
 from miniengine.storage import broker_rows, control_rows
+from miniengine.storage.interfaces.checkpoints import (
+    LATER,
+    BeginOutcome,
+    Claim,
+    Created,
+    MemoKey,
+    StepCommit,
+    StepCommitted,
+    StoredCheckpoint,
+)
 from miniengine.storage.rows import (
-    LogEntry,
     NewProcess,
     begin_process_tx,
     check_lease,
@@ -27,7 +36,15 @@ from miniengine.storage.rows import (
     pack_attributes,
 )
 
-__all__ = ["Claim", "StepCommit", "claim_process_tx", "read_checkpoint", "step_commit_tx"]
+__all__ = [
+    "LATER",
+    "Claim",
+    "StepCommit",
+    "claim_process_tx",
+    "create_workchain_tx",
+    "read_checkpoint",
+    "step_commit_tx",
+]
 
 
 def claim_process_tx(
@@ -60,29 +77,7 @@ def claim_process_tx(
     return int(row[0])
 
 
-@dataclass
-class StepCommit:
-    """What one WorkChain step writes when it ends."""
-
-    pk: int
-    owner: str
-    epoch: int
-    process_state: str
-    process_status: str | None
-    seq: int
-    checkpoint: bytes
-    outputs: Sequence[tuple[str, Data]] = ()
-    logs: Sequence[LogEntry] = field(default_factory=list)
-    #: daemon mode: children created during the step, enqueued by this commit (the outbox)
-    start_children: Sequence[int] = ()
-    #: daemon mode: the children to wait for; the process is evicted (its lease released)
-    wait_for: Sequence[int] | None = None
-    #: daemon mode: the task that ran this step, acknowledged when the process is evicted
-    #: (its count of attempts is reset: the step made progress)
-    task_pk: int | None = None
-
-
-def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> tuple[list[int], bool]:
+def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> StepCommitted:
     """Write a step's state, checkpoint, outputs and logs (fenced).
 
     Returns the output pks and whether the process has been paused meanwhile: the step
@@ -129,7 +124,7 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> tuple[
             broker_rows.ack_task(connection, commit.task_pk)
         broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
     paused = connection.execute("SELECT paused FROM nodes WHERE pk = ?", (commit.pk,)).fetchone()
-    return output_pks, bool(paused and paused[0])
+    return StepCommitted(output_pks, bool(paused and paused[0]))
 
 
 def write_checkpoint(connection: sqlite3.Connection, pk: int, seq: int, blob: bytes) -> None:
@@ -189,18 +184,18 @@ def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_
     return claim_process_tx(connection, process_pk, owner, expires, "running")
 
 
-def read_checkpoint(connection: sqlite3.Connection, pk: int) -> tuple[int, bytes] | None:
+def read_checkpoint(connection: sqlite3.Connection, pk: int) -> StoredCheckpoint | None:
     row = connection.execute(
         "SELECT seq, data FROM checkpoints WHERE node_pk = ?", (pk,)
     ).fetchone()
-    return (int(row[0]), bytes(row[1])) if row else None
+    return StoredCheckpoint(int(row[0]), bytes(row[1])) if row else None
 
 
 def begin_memoised_tx(
     connection: sqlite3.Connection,
     new: NewProcess,
-    memo: tuple[int, int, int, str],
-) -> tuple[int, list[int], str]:
+    memo: MemoKey,
+) -> BeginOutcome:
     """Create a child process, unless a replayed step already created it.
 
     ``memo`` is (parent pk, step sequence number, call index in the step, input fingerprint).
@@ -226,9 +221,9 @@ def begin_memoised_tx(
         child_pk, process_type, old_fingerprint, state = row
         if process_type == new.process_type and old_fingerprint == fingerprint:
             if state == "finished":
-                return child_pk, [], "finished"
+                return BeginOutcome(child_pk, [], "finished")
             if state == "created" and new.process_state == "created":
-                return child_pk, [], "created"
+                return BeginOutcome(child_pk, [], "created")
         if state in broker_rows.ACTIVE_STATES:
             _except_cut_off(connection, child_pk, now)
     pk, input_pks = begin_process_tx(connection, new)
@@ -237,7 +232,7 @@ def begin_memoised_tx(
         "fingerprint, child_pk) VALUES (?, ?, ?, ?, ?, ?)",
         (parent_pk, seq, index, new.process_type, fingerprint, pk),
     )
-    return pk, input_pks, "new"
+    return BeginOutcome(pk, input_pks, "new")
 
 
 #: How a call that a cut-off step had made ends when that step is replayed.
@@ -300,21 +295,6 @@ def fingerprint(process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
     return digest.hexdigest()
 
 
-#: ``claim_work_tx`` could not take the process's lease yet: this worker runs it right now.
-LATER = -1
-
-
-class Claim(NamedTuple):
-    """One task leased by :func:`claim_work_tx`."""
-
-    task_pk: int
-    process_pk: int
-    #: the new lease epoch; ``None``: the task was dropped; :data:`LATER`: claim it later
-    epoch: int | None
-    #: the task's earlier workers died holding it: run it alone, claim nothing else meanwhile
-    alone: bool = False
-
-
 def claim_work_tx(
     connection: sqlite3.Connection,
     owner: str,
@@ -350,3 +330,51 @@ def claim_work_tx(
         epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires)
         result.append(Claim(task_pk, process_pk, epoch, alone))
     return result
+
+
+def create_workchain_tx(
+    connection: sqlite3.Connection,
+    new: NewProcess,
+    class_path: str,
+    inputs: dict[str, Any],
+    enqueue: bool,
+    memo: MemoKey | None = None,
+) -> Created:
+    """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
+    daemon, its start task: all in one transaction.  With ``memo``, a child that a replayed step
+    already created (and nothing started) is reused instead of duplicated."""
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return Created(pk, [data.pk for _, data in new.inputs])  # type: ignore[misc]
+    fresh = {
+        id(data): input_pk
+        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
+        if data.pk is None
+    }
+    blob = Checkpoint(class_path, with_refs(inputs, fresh)).encode()
+    write_checkpoint(connection, pk, 0, blob)
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return Created(pk, input_pks)
+
+
+def take_pause_request_tx(connection: sqlite3.Connection, pk: int) -> None:
+    """Consume the pending pause request of a process that pauses now (run mode)."""
+    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
+
+
+def kill_unstarted_tx(connection: sqlite3.Connection, pk: int, message: str) -> None:
+    """Record that a CREATED process was killed before anything ran it."""
+    broker_rows.terminate_unowned(connection, pk, "killed", message, time.time())
+
+
+def except_unless_owned_tx(
+    connection: sqlite3.Connection, pk: int, owner: str, message: str
+) -> None:
+    """Mark a process EXCEPTED with ``message``; taking the lease first refuses
+    (``LeaseLostError``) a process that a live owner holds."""
+    claim_process_tx(connection, pk, owner, time.time(), "running")
+    broker_rows.terminate_unowned(connection, pk, "excepted", message, time.time())

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from miniengine.core import codec
+from miniengine.core.checkpoint import with_refs as _with_refs
 from miniengine.core.ids import new_uuid
 from miniengine.core.links import LinkType
 from miniengine.core.states import ProcessState
@@ -28,7 +29,7 @@ from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Lifecycle, Write, drive_async
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
-from miniengine.runtime.workchain_inputs import _flatten_data, _with_refs, process_type
+from miniengine.runtime.workchain_inputs import _flatten_data, process_type
 from miniengine.storage import broker_rows, calcjob_rows, checkpoint_rows, rows
 from miniengine.storage.sqlite import SqliteTransaction
 from miniengine.storage.store import Store
