@@ -31,8 +31,9 @@ from miniengine.exceptions import (
     StoreError,
 )
 from miniengine.runtime import context
-from miniengine.storage import paths, rows, schema
+from miniengine.storage import paths, schema
 from miniengine.storage import store as store_module
+from miniengine.storage.interfaces.provenance import FinishProcess, NewProcess
 from miniengine.storage.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -637,8 +638,8 @@ def test_running_process_rows_carry_owner_and_lease(miniengine_db: Path) -> None
         assert (state, row_owner, epoch, expires) == ("finished", None, 1, None)
 
 
-def new_process(store: Store, parent: tuple[int, str, int] | None = None) -> rows.NewProcess:
-    return rows.NewProcess(
+def new_process(store: Store, parent: tuple[int, str, int] | None = None) -> NewProcess:
+    return NewProcess(
         uuid=f"fenced-{time.monotonic_ns()}",
         node_type="process.calcfunction",
         process_type="tests.fenced",
@@ -664,12 +665,12 @@ def snapshot(path: Path) -> tuple[list[tuple[Any, ...]], ...]:
 
 
 def test_fencing_refuses_a_stale_finish_and_changes_nothing(store: Store) -> None:
-    pk, _ = store.write_sync(rows.begin_process_tx, new_process(store))
+    pk, _ = store.provenance.begin_process(new_process(store))
     before = snapshot(store.path)
 
-    def finish(owner: str, epoch: int) -> rows.FinishProcess:
+    def finish(owner: str, epoch: int) -> FinishProcess:
         output: Data = Int(2)
-        return rows.FinishProcess(
+        return FinishProcess(
             pk=pk,
             owner=owner,
             epoch=epoch,
@@ -680,12 +681,12 @@ def test_fencing_refuses_a_stale_finish_and_changes_nothing(store: Store) -> Non
         )
 
     with pytest.raises(LeaseLostError, match=f"process {pk}"):
-        store.write_sync(rows.finish_process_tx, finish(store.owner, 2))
+        store.provenance.finish_process(finish(store.owner, 2))
     with pytest.raises(LeaseLostError):
-        store.write_sync(rows.finish_process_tx, finish("someone-else", 1))
+        store.provenance.finish_process(finish("someone-else", 1))
 
     async def awaited() -> None:
-        await store.write(rows.finish_process_tx, finish(store.owner, 0))
+        await store.provenance.finish_process.aio(finish(store.owner, 0))
 
     with pytest.raises(LeaseLostError) as error:
         asyncio.run(awaited())
@@ -694,11 +695,11 @@ def test_fencing_refuses_a_stale_finish_and_changes_nothing(store: Store) -> Non
 
     # a child cannot be created under a parent whose lease moved on either
     with pytest.raises(LeaseLostError):
-        store.write_sync(rows.begin_process_tx, new_process(store, parent=(pk, store.owner, 7)))
+        store.provenance.begin_process(new_process(store, parent=(pk, store.owner, 7)))
     assert snapshot(store.path) == before
 
     # the rightful owner can still finish it
-    [output_pk] = store.write_sync(rows.finish_process_tx, finish(store.owner, 1))
+    [output_pk] = store.provenance.finish_process(finish(store.owner, 1))
     with raw(store.path) as connection:
         assert connection.execute(
             "SELECT process_state, owner FROM nodes WHERE pk = ?", (pk,)
