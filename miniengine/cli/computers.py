@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniengine.cli.connection import require_file
 from miniengine.cli.errors import EXIT_ERROR, CliError, Handler, guarded
 from miniengine.cli.options import add_db_option, add_json_option, db_path
 from miniengine.cli.table import emit, format_pairs, format_table, json_array, json_object
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["add_code_commands", "add_computer_commands"]
 
@@ -381,9 +384,8 @@ def add_code_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     show.set_defaults(handler=_with_store(_code_show))
 
 
-def _code_create(args: argparse.Namespace, store: Any) -> int:
+def _code_create(args: argparse.Namespace, store: Backend) -> int:
     from miniengine.runtime.codes import InstalledCode, PortableCode
-    from miniengine.storage import computer_rows
 
     common = {
         "label": args.label,
@@ -397,13 +399,13 @@ def _code_create(args: argparse.Namespace, store: Any) -> int:
     code: Any
     if args.code_type == "core.code.installed":
         computer = _load(store, args.computer)
-        if store.read(computer_rows.read_code_pks, args.label, computer.label):
+        if store.computers.code_pks(args.label, computer.label):
             raise CliError(f"a code labelled {args.label}@{computer.label} exists already")
         code = InstalledCode(
             computer=computer, filepath_executable=args.filepath_executable, **common
         )
     else:
-        if store.read(computer_rows.read_code_pks, args.label, None):
+        if store.computers.code_pks(args.label, None):
             raise CliError(f"a code labelled {args.label!r} exists already")
         code = PortableCode(
             filepath_files=Path(args.filepath_files),
@@ -434,10 +436,8 @@ def _code_fields(code: Any) -> dict[str, Any]:
     }
 
 
-def _code_list(args: argparse.Namespace, store: Any) -> int:
-    from miniengine.storage import computer_rows
-
-    rows = store.read(computer_rows.read_code_rows)
+def _code_list(args: argparse.Namespace, store: Backend) -> int:
+    rows = store.computers.code_rows()
     if args.json:
         emit(
             json_array(

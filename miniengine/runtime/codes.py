@@ -17,7 +17,6 @@ from miniengine.core.data import StorageNeeds, check_text
 from miniengine.exceptions import MultipleObjectsError, NotExistent, ValidationError
 from miniengine.runtime.computers import Computer, FieldTypeError, load_computer
 from miniengine.runtime.file_data import NodeRepository, RepositoryData
-from miniengine.storage import computer_rows
 from miniengine.storage.store import Store
 
 __all__ = ["AbstractCode", "InstalledCode", "PortableCode", "load_code"]
@@ -356,9 +355,7 @@ def load_code(
             node = load_node(pk=text, db=store)
         elif isinstance(text, str):
             code_label, at, computer_label = text.partition("@")
-            pks = store.read(
-                computer_rows.read_code_pks, code_label, computer_label if at else None
-            )
+            pks = store.computers.code_pks(code_label, computer_label if at else None)
             if len(pks) > 1:
                 raise MultipleObjectsError(
                     f"{len(pks)} codes are labelled {text!r} (pks "

@@ -24,8 +24,7 @@ from miniengine.core.data import check_text
 from miniengine.core.ids import new_uuid
 from miniengine.exceptions import MiniengineError, NotExistent, ValidationError
 from miniengine.plugins import MissingEntryPointError
-from miniengine.storage import computer_rows
-from miniengine.storage.computer_rows import ComputerRow
+from miniengine.storage.interfaces.computers import ComputerRow
 from miniengine.storage.store import Store, shared_store
 
 if TYPE_CHECKING:
@@ -154,7 +153,7 @@ class _ComputerCollection:
     def all(self) -> list[Computer]:
         """Every stored computer, oldest first."""
         store = self._store()
-        return [Computer._from_row(row, store) for row in store.read(computer_rows.read_computers)]
+        return [Computer._from_row(row, store) for row in store.computers.read_computers()]
 
     def get(
         self, *, label: str | None = None, pk: int | None = None, uuid: str | None = None
@@ -181,7 +180,7 @@ class _ComputerCollection:
 
     def delete(self, pk: int) -> None:
         """Delete a computer; refused while codes or ``RemoteData`` use it."""
-        self._store().write_sync(computer_rows.delete_computer_tx, pk)
+        self._store().computers.delete_computer(pk)
 
     def __iter__(self) -> Iterator[Computer]:
         return iter(self.all())
@@ -317,7 +316,7 @@ class Computer:
         """Write changed columns through to the database when the computer is stored."""
         store = self.store_handle
         if self._pk is not None and store is not None:
-            store.write_sync(computer_rows.update_computer_tx, self._pk, fields)
+            store.computers.update_computer(self._pk, fields)
 
     def _set_metadata(self, key: str, value: Any) -> None:
         metadata = {**self._metadata, key: value}
@@ -451,8 +450,7 @@ class Computer:
         from miniengine.runtime.context import current_store, store_for
 
         store = store_for(db) if db is not None else current_store()
-        pk, _ = store.write_sync(
-            computer_rows.insert_computer_tx,
+        pk, _ = store.computers.insert_computer(
             self._uuid,
             self._label,
             self._hostname,
@@ -628,11 +626,11 @@ def load_computer(
     store = store_for(db) if db is not None else current_store()
     if isinstance(value, str) and identifier is not None and value.strip().isdecimal():
         try:
-            row = store.read(computer_rows.read_computer, int(value))
+            row = store.computers.read_computer(int(value))
             return Computer._from_row(row, store)
         except NotExistent:
             pass
-    row = store.read(computer_rows.read_computer, value)
+    row = store.computers.read_computer(value)
     if label is not None and row.label != label:
         raise NotExistent(f"no computer labelled {label!r}")
     return Computer._from_row(row, store)
