@@ -36,7 +36,6 @@ from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
-from miniengine.storage import checkpoint_rows
 from miniengine.storage.interfaces.provenance import (
     FinishProcess,
     NewProcess,
@@ -190,7 +189,7 @@ class ProcessFunction:
             if parent is not None:
                 if parent.replayable:  # only a WorkChain's steps are replayed
                     memo = parent.memo_key(
-                        checkpoint_rows.fingerprint(self.process_type, flat_inputs)
+                        store.checkpoints.fingerprint(self.process_type, flat_inputs)
                     )
                 parent.call_count += 1
             if memo is None:

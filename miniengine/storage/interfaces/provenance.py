@@ -18,6 +18,7 @@ from miniengine.exceptions import MultipleObjectsError
 
 if TYPE_CHECKING:
     from miniengine.core.data import Data
+    from miniengine.storage.interfaces.checkpoints import BeginOutcome
     from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = [
@@ -237,7 +238,7 @@ class Provenance(Protocol):
     @property
     def begin_memoised(
         self,
-    ) -> Transaction[[NewProcess, CallMemo], tuple[int, list[int], str]]:
+    ) -> Transaction[[NewProcess, CallMemo], BeginOutcome]:
         """:attr:`begin_process` for a call made by a step, unless a replay of that step already
         made it: returns ``(pk, input pks, outcome)``, outcome ``"new"``, or ``"finished"`` (reuse
         that child's outputs, run nothing) or ``"created"`` (a submitted child never started).
