@@ -55,7 +55,6 @@ __all__ = [
     "read_watched_jobs",
     "release_jobs_tx",
     "renew_jobs",
-    "take_pause_request_tx",
 ]
 
 #: The node type of CalcJobs.
@@ -100,11 +99,6 @@ def create_calcjob_tx(
     if enqueue:
         broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
     return pk, input_pks
-
-
-def take_pause_request_tx(connection: sqlite3.Connection, pk: int) -> None:
-    """Clear a pause request of process ``pk`` that its runner now honours."""
-    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
 
 
 def calcjob_commit_tx(

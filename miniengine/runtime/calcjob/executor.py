@@ -2,9 +2,9 @@
 
 Like a WorkChain's executor, :meth:`CalcJobExecutor.lifecycle` is a generator driven by
 :mod:`miniengine.runtime.driver`.  Each stage ends with one transaction
-(:func:`~miniengine.storage.calcjob_rows.calcjob_commit_tx`) that records the next stage on the
-node and in the checkpoint, fenced by the lease epoch, so a worker killed at any moment is
-followed by one that repeats at most the stage it was in:
+(:attr:`~miniengine.storage.interfaces.calcjobs.CalcJobs.calcjob_commit`) that records the next
+stage on the node and in the checkpoint, fenced by the lease epoch, so a worker killed at any
+moment is followed by one that repeats at most the stage it was in:
 
 - upload: ``prepare_for_submission`` in a local sandbox, the submit script, the copy into the
   working folder (repeatable: the same files again);
@@ -56,8 +56,8 @@ from miniengine.runtime.driver import Await, Body, Lifecycle, Write
 from miniengine.runtime.nodes import CalcJobNode, load_nodes
 from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain import EVICTED, class_path
-from miniengine.storage import calcjob_rows, rows
-from miniengine.storage.sqlite import SqliteTransaction
+from miniengine.storage.interfaces.calcjobs import CalcJobCommit
+from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
 from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
@@ -152,7 +152,7 @@ class CalcJobExecutor:
         self.script_filename = "_aiidasubmit.sh"
         #: the tree of the prepared input files in the repository (committed with the upload)
         self.input_files: dict[str, Any] | None = None
-        self.logs: list[rows.LogEntry] = []
+        self.logs: list[LogEntry] = []
         self.logger: ProcessLogger | None = None
         self.kill_message: str | None = None
         self.pause_requested = False
@@ -259,7 +259,7 @@ class CalcJobExecutor:
     ) -> Write:
         self.stage = stage
         self.seq += 1
-        commit = calcjob_rows.CalcJobCommit(
+        commit = CalcJobCommit(
             pk=self.pk,
             owner=self.store.owner,
             epoch=self.epoch,
@@ -276,7 +276,7 @@ class CalcJobExecutor:
             task_pk=self.task_pk,
         )
         self.logs = []
-        return Write(SqliteTransaction(self.store, calcjob_rows.calcjob_commit_tx), commit)
+        return Write(self.store.calcjobs.calcjob_commit, commit)
 
     def _after_commit(self, committed: tuple[list[int], bool]) -> None:
         if committed[1]:
@@ -297,10 +297,8 @@ class CalcJobExecutor:
             raise _Evicted()
 
     def _release(self) -> Write:
-        from miniengine.storage import checkpoint_rows
-
         return Write(
-            SqliteTransaction(self.store, checkpoint_rows.release_process_tx),
+            self.store.checkpoints.release_process,
             self.pk,
             self.store.owner,
             self.epoch,
@@ -309,15 +307,14 @@ class CalcJobExecutor:
 
     async def _wait_while_paused(self) -> None:
         """Run mode: hold the process until it is played (or killed)."""
-        await self.store.write(_take_pause_request, self.pk)
+        await self.store.checkpoints.take_pause_request.aio(self.pk)
         while True:
-            row = self.store.read(rows.read_node_row, self.pk)
-            if not row[10]:  # paused
+            if not self.store.provenance.node(self.pk).paused:
                 return
             await anyio.sleep(0.02)
 
     def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
-        finish = rows.FinishProcess(
+        finish = FinishProcess(
             pk=self.pk,
             owner=self.store.owner,
             epoch=self.epoch,
@@ -328,7 +325,7 @@ class CalcJobExecutor:
         for name, value in fields.items():
             setattr(finish, name, value)
         self.logs = []
-        return Write(SqliteTransaction(self.store, calcjob_rows.finish_calcjob_tx), finish)
+        return Write(self.store.calcjobs.finish_calcjob, finish)
 
     # transport stages -------------------------------------------------------------------------
 
@@ -346,8 +343,7 @@ class CalcJobExecutor:
                     f"{type(exc).__name__}: {exc}; trying again in {interval:g} s"
                 )
                 # written at once: a user watching the process sees the backoff
-                await self.store.write(
-                    calcjob_rows.stage_status_tx,
+                await self.store.calcjobs.stage_status.aio(
                     self.pk,
                     self.store.owner,
                     self.epoch,
@@ -375,9 +371,9 @@ class CalcJobExecutor:
             self.log("ERROR", "".join(traceback.format_exception(error)))
             logs, self.logs = self.logs, []
             if logs:
-                yield Write(SqliteTransaction(self.store, _write_logs_tx), self.pk, logs)
+                yield Write(self.store.provenance.add_logs, self.pk, logs)
             yield Write(
-                SqliteTransaction(self.store, calcjob_rows.pause_stage_tx),
+                self.store.calcjobs.pause_stage,
                 self.pk,
                 self.store.owner,
                 self.epoch,
@@ -504,7 +500,7 @@ class CalcJobExecutor:
         """The scheduler's verdict, then the Parser's (which wins when it returns one), then the
         programs' exit statuses (non-zero -> ERROR_PROGRAM_FAILED when nobody else decided)."""
         codes = self.cls.spec().exit_codes
-        node = CalcJobNode(self.store, self.store.read(rows.read_node_row, self.pk))
+        node = CalcJobNode(self.store, self.store.provenance.node(self.pk))
         outputs: list[tuple[str, Data]] = []
         if "retrieved" not in node.outputs:
             return codes["ERROR_NO_RETRIEVED_FOLDER"], outputs
@@ -625,7 +621,7 @@ class CalcJobExecutor:
                 yield from self._boundary()
             if self.stage == CalcJobState.WITHSCHEDULER.value:
                 if self.daemon:
-                    row = self.store.read(calcjob_rows.read_job, self.pk)
+                    row = self.store.calcjobs.read_job(self.pk)
                     if row is None or not row.done:
                         # woken early (recovery, play): back to waiting for the job
                         self._after_commit(
@@ -718,7 +714,7 @@ class CalcJobExecutor:
         return unflatten_namespace(dict(self._all_outputs(outputs))), self.node
 
     def _all_outputs(self, new: list[tuple[str, Data]]) -> list[tuple[str, Any]]:
-        links = self.store.read(rows.read_links, self.pk, False, ["create"])
+        links = self.store.provenance.links(self.pk, False, ["create"])
         nodes = load_nodes(self.store, [link[0] for link in links])
         return [(label, nodes[pk]) for pk, _, label in links]
 
@@ -732,17 +728,6 @@ def _read_text(folder: Any, name: str | None) -> str | None:
         return str(folder.get_object_content(name))
     except (OSError, MiniengineError, UnicodeDecodeError):
         return None
-
-
-def _take_pause_request(connection: Any, pk: int) -> None:
-    connection.execute("UPDATE nodes SET control = NULL WHERE pk = ? AND control = 'pause'", (pk,))
-
-
-def _write_logs_tx(connection: Any, pk: int, logs: list[rows.LogEntry]) -> None:
-    connection.executemany(
-        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
-        rows.log_rows(pk, logs, time.time()),
-    )
 
 
 def prepare_folder(executor: CalcJobExecutor, folder_path: str | None = None) -> _Prepared:

@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -30,8 +30,7 @@ from miniengine.runtime.driver import Lifecycle, Write, drive_async
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain_inputs import _flatten_data, process_type
-from miniengine.storage import broker_rows, calcjob_rows, checkpoint_rows, rows
-from miniengine.storage.sqlite import SqliteTransaction
+from miniengine.storage.interfaces.provenance import NewProcess, pack_attributes
 from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
@@ -49,11 +48,11 @@ def new_calcjob_row(
     parent: RunningProcess | None,
     state: ProcessState,
     submitted: bool = False,
-) -> rows.NewProcess:
+) -> NewProcess:
     claimed = state is not ProcessState.CREATED
     flat_inputs = _flatten_data(bound.inputs, cls.spec().inputs)
     context.check_same_database(store, flat_inputs, cls.__name__)
-    return rows.NewProcess(
+    return NewProcess(
         uuid=new_uuid(),
         node_type="process.calcjob",
         process_type=process_type(cls),
@@ -73,44 +72,33 @@ def new_calcjob_row(
     )
 
 
-def create_calcjob_tx(
-    connection: Any,
-    cls: type[CalcJob],
-    new: rows.NewProcess,
-    bound: BoundCalcJob,
-    enqueue: bool,
-    memo: tuple[int, int, int, str] | None = None,
-) -> tuple[int, list[int]]:
-    """Create a CalcJob node with its inputs, computer and first checkpoint (and, for the
-    daemon, its start task) in one transaction; a memoised call of a replayed step is reused."""
-    if memo is None:
-        pk, input_pks = rows.begin_process_tx(connection, new)
-    else:
-        pk, input_pks, outcome = checkpoint_rows.begin_memoised_tx(connection, new, memo)
-        if outcome != "new":
-            return pk, [data.pk for _, data in new.inputs]  # type: ignore[misc]
-    fresh = {
-        id(data): input_pk
-        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
-        if data.pk is None
-    }
-    state = {
-        "k": "calcjob",
-        "p": class_path(cls),
-        "i": _with_refs(bound.inputs, fresh),
-        "o": bound.options,
-        "c": bound.computer.uuid,
-        "st": None,
-        "s": 0,
-    }
-    checkpoint_rows.write_checkpoint(connection, pk, 0, codec.encode(state))
-    calcjob_rows.set_computer_tx(connection, pk, bound.computer.uuid)
-    if enqueue:
-        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
-    return pk, input_pks
+def first_checkpoint(
+    cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob
+) -> Callable[[list[int]], bytes]:
+    """The first checkpoint of a CalcJob being created, made once its new inputs have pks
+    (:attr:`~miniengine.storage.interfaces.calcjobs.CalcJobs.create_calcjob` calls it)."""
+
+    def checkpoint(input_pks: list[int]) -> bytes:
+        fresh = {
+            id(data): input_pk
+            for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
+            if data.pk is None
+        }
+        state = {
+            "k": "calcjob",
+            "p": class_path(cls),
+            "i": _with_refs(bound.inputs, fresh),
+            "o": bound.options,
+            "c": bound.computer.uuid,
+            "st": None,
+            "s": 0,
+        }
+        return codec.encode(state)
+
+    return checkpoint
 
 
-def _mark_stored(new: rows.NewProcess, input_pks: list[int], store: Store) -> None:
+def _mark_stored(new: NewProcess, input_pks: list[int], store: Store) -> None:
     for (_, data), pk in zip(new.inputs, input_pks, strict=True):
         if data.pk is None:
             data._set_stored(pk, data.uuid, store)
@@ -189,14 +177,19 @@ def _root_lifecycle(
     new = new_calcjob_row(cls, store, bound, parent, ProcessState.RUNNING)
     memo = None
     if parent is not None:
-        memo = parent.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+        memo = parent.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
     pk, input_pks = yield Write(
-        SqliteTransaction(store, create_calcjob_tx), cls, new, bound, False, memo
+        store.calcjobs.create_calcjob,
+        new,
+        bound.computer.uuid,
+        first_checkpoint(cls, new, bound),
+        False,
+        memo,
     )
     _mark_stored(new, input_pks, store)
     if parent is not None:
         parent.call_count += 1
-    node = CalcJobNode(store, store.read(rows.read_node_row, pk))
+    node = CalcJobNode(store, store.provenance.node(pk))
     executor = _executor(cls, store, tree, node, 1, request, bound)
     store.leases_taken()
     try:
@@ -216,8 +209,7 @@ async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Store, tr
         with child.scope:
             await anyio.lowlevel.checkpoint()
             started = True
-            epoch = await store.write(
-                checkpoint_rows.claim_process_tx,
+            epoch = await store.checkpoints.claim_process.aio(
                 node.pk,
                 store.owner,
                 store.lease_expiry(),
@@ -252,11 +244,13 @@ def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> Cal
     if daemon:
         check_importable(cls)
     new = new_calcjob_row(cls, store, bound, parent.process, ProcessState.CREATED, daemon)
-    memo = parent.process.memo_key(checkpoint_rows.fingerprint(new.process_type, new.inputs))
+    memo = parent.process.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
     parent.process.call_count += 1
-    pk, input_pks = store.write_sync(create_calcjob_tx, cls, new, bound, False, memo)
+    pk, input_pks = store.calcjobs.create_calcjob(
+        new, bound.computer.uuid, first_checkpoint(cls, new, bound), False, memo
+    )
     _mark_stored(new, input_pks, store)
-    node = CalcJobNode(store, store.read(rows.read_node_row, pk))
+    node = CalcJobNode(store, store.provenance.node(pk))
     parent.new_children.append((cls, node, bound))
     return node
 
@@ -269,7 +263,7 @@ async def resume_calcjob(
     from miniengine.runtime.workchain_launch import _in_tree, _output_map
 
     store = context.store_for(db)
-    node = CalcJobNode(store, store.read(rows.read_node_row, pk))
+    node = CalcJobNode(store, store.provenance.node(pk))
     if node.is_terminated:
         return _output_map(node), node
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -284,14 +278,13 @@ async def resume_calcjob(
                 f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
             )
         await anyio.sleep(wait)
-    checkpoint = store.read(checkpoint_rows.read_checkpoint, pk)
+    checkpoint = store.checkpoints.read_checkpoint(pk)
     if checkpoint is None:
         raise MiniengineError(f"process {pk} has no checkpoint to continue from")
     from miniengine.runtime.workchain import import_process_class
 
     cls: Any = import_process_class(str(codec.decode(checkpoint[1])["p"]))
-    epoch = await store.write(
-        checkpoint_rows.claim_process_tx,
+    epoch = await store.checkpoints.claim_process.aio(
         pk,
         store.owner,
         store.lease_expiry(),
@@ -336,22 +329,26 @@ def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJob
     from miniengine.runtime.submit import _local_workers
 
     store, new, bound = submit_calcjob_prepare(process, inputs)
-    pk, input_pks = store.write_sync(create_calcjob_tx, process, new, bound, True)
+    pk, input_pks = store.calcjobs.create_calcjob(
+        new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
+    )
     _mark_stored(new, input_pks, store)
     for worker in list(_local_workers.get(store.path, ())):
         worker.wake_threadsafe()
-    return CalcJobNode(store, store.read(rows.read_node_row, pk))
+    return CalcJobNode(store, store.provenance.node(pk))
 
 
 async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
     from miniengine.runtime.submit import _local_workers
 
     store, new, bound = submit_calcjob_prepare(process, inputs)
-    pk, input_pks = await store.write(create_calcjob_tx, process, new, bound, True)
+    pk, input_pks = await store.calcjobs.create_calcjob.aio(
+        new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
+    )
     _mark_stored(new, input_pks, store)
     for worker in list(_local_workers.get(store.path, ())):
         worker.wake_threadsafe()
-    return CalcJobNode(store, store.read(rows.read_node_row, pk))
+    return CalcJobNode(store, store.provenance.node(pk))
 
 
 def daemon_executor(
@@ -401,7 +398,7 @@ def dry_run(cls: type[CalcJob], bound: BoundCalcJob) -> tuple[dict[str, Any], Ca
         "computer_uuid": bound.computer.uuid,
         "dry_run_info": info,
     }
-    node._row = (*row[:13], rows.pack_attributes(attributes), *row[14:])
+    node._row = node._row._replace(attributes=pack_attributes(attributes))
     return {}, node
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
@@ -32,12 +32,20 @@ from miniengine.schedulers.datastructures import JobInfo, JobState
 from miniengine.transports.pool import TransportPool
 from miniengine.transports.transport import Transport
 
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
+    from miniengine.storage.interfaces.calcjobs import JobRow, JobStateChange
+    from miniengine.storage.store import Store
+
 __all__ = ["DaemonJobWatcher", "LoopJobWatcher", "is_local_direct", "open_pidfd"]
 
 logger = logging.getLogger("miniengine.calcjob")
 
-#: How often the daemon watcher looks for new rows (``PRAGMA data_version``) when idle.
+#: The daemon watcher looks at its rows at most this often (seconds), after a commit by anyone.
 WATCH_TICK = 0.02
+
+#: The longest the daemon watcher waits for a commit before it looks again anyway (seconds).
+WATCH_IDLE = 1.0
 
 RequestTransport = Callable[[Any], AbstractAsyncContextManager[Transport]]
 
@@ -173,7 +181,7 @@ def loop_watcher() -> LoopJobWatcher:
 class DaemonJobWatcher:
     """A worker's watcher of the scheduler jobs of evicted CalcJobs (rows it leases)."""
 
-    def __init__(self, store: Any, owner: str) -> None:
+    def __init__(self, store: Backend, owner: str) -> None:
         self.store = store
         self.owner = owner
         self.pool: TransportPool | None = None
@@ -194,11 +202,6 @@ class DaemonJobWatcher:
         """Look at the rows now (a job was committed in this worker, or a pidfd fired)."""
         self._wake.set()
 
-    def _renew(self, connection: Any, expires: float) -> None:
-        from miniengine.storage.calcjob_rows import renew_jobs
-
-        renew_jobs(connection, self.owner, expires)
-
     @contextlib.asynccontextmanager
     async def request(self, computer: Any) -> AsyncIterator[Transport]:
         """The worker's pooled transport for ``computer`` (one connection per computer)."""
@@ -211,19 +214,17 @@ class DaemonJobWatcher:
     ) -> None:
         async with TransportPool() as pool:
             self.pool = pool
-            self.store.heartbeat_hooks.append(self._renew)
-            task_status.started()
             try:
-                await self._watch()
+                with self.store.calcjobs.renewing_jobs(self.owner):
+                    task_status.started()
+                    try:
+                        await self._watch()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            self._close_pidfds()
             finally:
-                with anyio.CancelScope(shield=True):
-                    self._close_pidfds()
-                    if self._renew in self.store.heartbeat_hooks:
-                        self.store.heartbeat_hooks.remove(self._renew)
-                    from miniengine.storage.calcjob_rows import release_jobs_tx
-
-                    with contextlib.suppress(Exception):
-                        await self.store.write(release_jobs_tx, self.owner)
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.store.calcjobs.release_jobs.aio(self.owner)
 
     def _close_pidfds(self) -> None:
         loop = asyncio.get_running_loop()
@@ -237,29 +238,27 @@ class DaemonJobWatcher:
         if computer is None:
             from miniengine.runtime.computers import load_computer
 
-            computer = self._computers[uuid] = load_computer(uuid=uuid, db=self.store)
+            # a Computer keeps the (sqlite) store it was loaded from
+            store = cast("Store", self.store)
+            computer = self._computers[uuid] = load_computer(uuid=uuid, db=store)
         return computer
 
     async def _watch(self) -> None:
-        from miniengine.storage import calcjob_rows
-
+        jobs = self.store.calcjobs
         version = -1
-        rows: list[calcjob_rows.JobRow] = []
+        rows: list[JobRow] = []
         while True:
-            current = self.store.data_version()
+            current = self.store.commit_marker()
             changed = current != version or self._wake.is_set()
             if changed:
                 version = current
                 self._wake = anyio.Event()
                 try:
-                    if self.store.read(calcjob_rows.has_unwatched_jobs, time.time()):
-                        await self.store.write(
-                            calcjob_rows.claim_jobs_tx,
-                            self.owner,
-                            self.store.lease_expiry(),
-                            time.time(),
+                    if jobs.has_unwatched_jobs(time.time()):
+                        await jobs.claim_jobs.aio(
+                            self.owner, self.store.lease_expiry(), time.time()
                         )
-                    rows = self.store.read(calcjob_rows.read_watched_jobs, self.owner)
+                    rows = jobs.read_watched_jobs(self.owner)
                 except Exception:
                     logger.warning("reading the watched jobs failed", exc_info=True)
                     rows = []
@@ -272,12 +271,32 @@ class DaemonJobWatcher:
                     logger.warning("watching jobs failed; trying again in 1 s", exc_info=True)
                     await anyio.sleep(1.0)
                     version = -1  # read the rows again
-            with anyio.move_on_after(WATCH_TICK):
+            await self._idle(version, bool(rows))
+
+    async def _idle(self, marker: int, watching: bool) -> None:
+        """Wait for :meth:`wake`, a commit by anyone after ``marker``, or the next scheduler
+        query that is due, whichever comes first; but at least :data:`WATCH_TICK` unless woken,
+        so a busy database is looked at no more often than that."""
+        with anyio.move_on_after(WATCH_TICK):
+            await self._wake.wait()
+        if self._wake.is_set() or marker < 0:
+            return
+        timeout = WATCH_IDLE
+        if watching:
+            timeout = min(timeout, self._next_due - time.monotonic())
+        if timeout <= 0:
+            return
+        async with anyio.create_task_group() as group:
+
+            async def woken() -> None:
                 await self._wake.wait()
+                group.cancel_scope.cancel()
 
-    async def _check(self, rows: list[Any]) -> None:
-        from miniengine.storage import calcjob_rows
+            group.start_soon(woken)
+            await self.store.await_commit(marker, timeout)
+            group.cancel_scope.cancel()
 
+    async def _check(self, rows: list[JobRow]) -> None:
         self._next_due = math.inf
         by_computer: dict[str, list[Any]] = {}
         for row in rows:
@@ -288,8 +307,8 @@ class DaemonJobWatcher:
             asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
         changed = False
-        #: jobs whose scheduler state differs from the one recorded: (pk, job id, state, status)
-        states: list[tuple[int, str, str, str]] = []
+        #: jobs whose scheduler state differs from the one recorded
+        states: list[JobStateChange] = []
         for uuid, group in by_computer.items():
             try:
                 computer = self._computer(uuid)
@@ -349,8 +368,7 @@ class DaemonJobWatcher:
                 from miniengine.runtime.calcjob.tasks import detailed_info
 
                 state = info.job_state.value if info is not None else JobState.DONE.value
-                await self.store.write(
-                    calcjob_rows.job_done_tx,
+                await self.store.calcjobs.job_done.aio(
                     row.process_pk,
                     row.job_id,
                     self.owner,
@@ -363,7 +381,7 @@ class DaemonJobWatcher:
                 await self._cancel(computer, row)
                 changed = True
         if states:
-            await self.store.write(calcjob_rows.job_states_tx, self.owner, states)
+            await self.store.calcjobs.job_states.aio(self.owner, states)
         if changed:
             self._wake.set()
 
@@ -371,7 +389,6 @@ class DaemonJobWatcher:
         """Back off; after the last attempt pause the processes of the jobs (``play`` makes the
         watcher ask again), as a failing transport stage does."""
         from miniengine.runtime.calcjob.executor import backoff_settings
-        from miniengine.storage import calcjob_rows
 
         _, attempts = backoff_settings()
         failures = self._failures[computer.uuid] = self._failures.get(computer.uuid, 0) + 1
@@ -386,9 +403,7 @@ class DaemonJobWatcher:
             f"Pausing after failed transport task: update failed {failures} times: "
             f"{type(error).__name__}: {error}"
         )
-        await self.store.write(
-            calcjob_rows.pause_watched_tx, [row.process_pk for row in rows], message
-        )
+        await self.store.calcjobs.pause_watched.aio([row.process_pk for row in rows], message)
         self._wake.set()
 
     def _watch_fd(self, pk: int, fd: int, job_id: str) -> None:
@@ -407,7 +422,6 @@ class DaemonJobWatcher:
     async def _cancel(self, computer: Any, row: Any) -> None:
         """The process was killed while its job was with the scheduler: cancel the job."""
         from miniengine.runtime.calcjob.tasks import kill_job
-        from miniengine.storage import calcjob_rows
 
         try:
             async with self.request(computer) as transport:
@@ -415,16 +429,17 @@ class DaemonJobWatcher:
         except Exception:
             logger.warning("cancelling job %s failed", row.job_id, exc_info=True)
             return
-        await self.store.write(calcjob_rows.drop_job_tx, row.process_pk, self.owner)
+        await self.store.calcjobs.drop_job.aio(row.process_pk, self.owner)
 
 
 _ACTIVE = ("created", "running", "waiting")
 
 
-def _note_state(changes: list[tuple[int, str, str, str]], row: Any, state: str) -> None:
+def _note_state(changes: list[JobStateChange], row: JobRow, state: str) -> None:
     """Add ``row``'s job to ``changes`` if the scheduler's state is not the one recorded."""
     if row.scheduler_state != state:
         from miniengine.runtime.calcjob.executor import scheduler_status
+        from miniengine.storage.interfaces.calcjobs import JobStateChange
 
         status = scheduler_status(state)
-        changes.append((row.process_pk, row.job_id, state, status))
+        changes.append(JobStateChange(row.process_pk, row.job_id, state, status))
