@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 from miniengine.exceptions import StoreError
 from miniengine.storage.permissions import os_error
 
-__all__ = ["DEFAULT_DB_PATH", "ENV_VAR", "default_db_path", "ensure_folder", "resolve_db_path"]
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "ENV_VAR",
+    "default_db_path",
+    "ensure_folder",
+    "is_postgres_url",
+    "resolve_db",
+    "resolve_db_path",
+]
 
 ENV_VAR = "MINIENGINE_DB"
 DEFAULT_DB_PATH = Path("~/.miniengine/engine.sqlite")
@@ -46,6 +54,23 @@ def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
+def resolve_db(explicit: str | os.PathLike[str] | None = None) -> Path | str:
+    """:func:`resolve_db_path`, except that a PostgreSQL URL (``postgresql://...``) is
+    returned as it is: the database of a backend that is not a file (see
+    :func:`miniengine.storage.open.open_backend`).  Other URLs are refused as there."""
+    given = os.fspath(explicit) if explicit is not None else None
+    chosen = given if given is not None else os.environ.get(ENV_VAR) or None
+    if chosen is not None and is_postgres_url(chosen):
+        return chosen
+    return resolve_db_path(explicit)
+
+
+def is_postgres_url(value: str) -> bool:
+    """Whether ``value`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    match = _URL.match(value)
+    return match is not None and match.group(1).lower() in ("postgresql", "postgres")
+
+
 def _resolve(explicit: str | None, from_env: str | None) -> Path:
     if explicit is not None:
         return _as_path(explicit, "the database path")
@@ -72,8 +97,8 @@ def _as_path(value: str, source: str) -> Path:
     shown = _without_password(value)
     if scheme in ("postgresql", "postgres"):
         raise StoreError(
-            f"{source} is {shown!r}: PostgreSQL is not supported yet; give the path of a "
-            "sqlite database file instead"
+            f"{source} is {shown!r}: PostgreSQL is not supported yet here; give the path of "
+            "a sqlite database file instead"
         )
     raise StoreError(
         f"{source} is {shown!r}: {scheme}:// URLs are not supported; give the path of a "

@@ -3,6 +3,11 @@
 ``pytest -p miniengine.testing`` (or ``pytest_plugins = ["miniengine.testing"]`` in a conftest)
 provides the ``miniengine_db`` fixture: a fresh database file in a temporary folder, set as
 ``$MINIENGINE_DB`` for the test and closed afterwards, so tests never touch the user's database.
+
+``backend_db`` runs a test once per backend: on a fresh sqlite file, and on a fresh PostgreSQL
+database from the ``postgres_url`` fixture.  That one uses ``$MINIENGINE_TEST_POSTGRES`` (the URL
+of an empty database the test may fill) and skips the test without it; a conftest may override
+it to start a server of its own.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from miniengine.storage.open import close_all_backends
 from miniengine.storage.paths import ENV_VAR
-from miniengine.storage.store import close_all_stores
 
-__all__ = ["miniengine_db"]
+__all__ = ["backend_db", "miniengine_db", "postgres_url"]
+
+#: The URL of an empty PostgreSQL database that tests may use (``postgres_url``).
+TEST_POSTGRES_VAR = "MINIENGINE_TEST_POSTGRES"
 
 
 @pytest.fixture
@@ -28,7 +36,36 @@ def miniengine_db(tmp_path: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        close_all_stores()
+        close_all_backends()
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The URL of an empty PostgreSQL database for this test: ``$MINIENGINE_TEST_POSTGRES``."""
+    url = os.environ.get(TEST_POSTGRES_VAR)
+    if not url:
+        pytest.skip(f"no PostgreSQL database to test with: set ${TEST_POSTGRES_VAR} to its URL")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_db(request: pytest.FixtureRequest, miniengine_db: Path) -> Iterator[Path | str]:
+    """A fresh database of each backend in turn (a sqlite path, a PostgreSQL URL), set as
+    ``$MINIENGINE_DB`` for the test and closed afterwards."""
+    if request.param == "sqlite":
+        yield miniengine_db
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = url
+    try:
+        yield url
+    finally:
+        close_all_backends()
         if previous is None:
             os.environ.pop(ENV_VAR, None)
         else:

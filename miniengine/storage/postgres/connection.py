@@ -1,0 +1,93 @@
+"""Connecting to PostgreSQL and naming its errors.
+
+The URL is handed to libpq as it is, so its usual ways of giving a password (in the URL,
+``PGPASSWORD``, ``~/.pgpass`` or ``PGPASSFILE``) all work and none puts it on a command line;
+the URL shown in messages never contains the password.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from miniengine.exceptions import DatabaseFullError, ReadOnlyDatabaseError, StoreError
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "COMMIT_CHANNEL",
+    "connect",
+    "is_retryable",
+    "is_url",
+    "store_error",
+    "without_password",
+]
+
+#: The channel every write transaction notifies as it commits (see ``PostgresStore``).
+COMMIT_CHANNEL = "miniengine_commit"
+
+#: Seconds to wait for the server to accept a connection.
+CONNECT_TIMEOUT = 10
+
+#: SQLSTATEs after which the whole transaction may simply run again: a serialization failure
+#: and a deadlock (PostgreSQL rolled the transaction back and chose it as the victim).
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_url(value: str) -> bool:
+    """Whether ``value`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
+    return value.lower().startswith(("postgresql://", "postgres://"))
+
+
+def without_password(url: str) -> str:
+    """The URL with a password in it replaced by ``***`` (for messages and ``location``)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    return url.replace(f":{password}@", ":***@", 1)
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A new connection to ``url``; autocommit, since the store issues ``BEGIN`` itself."""
+    import psycopg
+
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="miniengine",
+        )
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"{without_password(url)}: cannot connect to the database: {_message(exc)}"
+        ) from exc
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` rolled back a transaction that may just run again."""
+    return getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def store_error(location: str, what: str, exc: Exception) -> StoreError:
+    """The :class:`StoreError` for a psycopg error: a full disk and a read-only role by name."""
+    state = getattr(exc, "sqlstate", None) or ""
+    if state == "53100":  # disk_full
+        return DatabaseFullError(
+            f"{location}: {what}: the server's disk is full ({_message(exc)}); the transaction "
+            "was rolled back and everything stored before is intact"
+        )
+    if state in ("25006", "42501"):  # read_only_sql_transaction, insufficient_privilege
+        return ReadOnlyDatabaseError(
+            f"{location}: {what}: this role may not write the database ({_message(exc)}); it can "
+            "be read, but nothing can be stored in it"
+        )
+    return StoreError(f"{location}: {what}: {_message(exc)}")
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__

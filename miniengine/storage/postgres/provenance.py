@@ -1,0 +1,19 @@
+"""The provenance concern on PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from miniengine.storage.postgres.store import PostgresStore
+
+__all__ = ["PostgresProvenance"]
+
+
+class PostgresProvenance:
+    """:class:`miniengine.storage.interfaces.provenance.Provenance` on a :class:`PostgresStore`."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store

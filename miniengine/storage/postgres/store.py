@@ -1,0 +1,458 @@
+"""The PostgreSQL store: one locked writer connection, per-thread readers, a commit listener,
+leases and heartbeat -- the same contract as the sqlite :class:`~miniengine.storage.store.Store`.
+
+Every write is one callable run as one transaction (``BEGIN`` ... ``COMMIT``) on the writer
+connection while holding the store's write lock, so the statements of different threads and
+tasks never interleave on it.  A transaction that PostgreSQL rolls back as a serialization
+failure or a deadlock victim runs again whole.  A thread commits its own transactions; a
+coroutine hands them to the store's background thread (see :class:`PostgresTransaction` for why
+not an async connection).  Reads use an autocommit connection of the calling thread, so every
+query sees the latest commit.
+
+The commit signal: every write transaction sends ``NOTIFY`` on one channel in the same round
+trip as its ``COMMIT``, and one listening connection per store counts the notifications, so
+:meth:`PostgresStore.commit_marker` costs no query and a waiter wakes as soon as any process
+commits.
+
+Every process row carries an ``owner`` and a ``lease_epoch`` (the fencing token).  The background
+thread renews the leases of this store's owner, independently of user code and of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import select
+import socket
+import threading
+import time
+import uuid as uuid_module
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from miniengine.exceptions import DatabaseLockedError, StoreError
+from miniengine.storage.background import BackgroundThread
+from miniengine.storage.postgres.broker import PostgresBroker
+from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
+from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
+from miniengine.storage.postgres.computers import PostgresComputers
+from miniengine.storage.postgres.connection import (
+    COMMIT_CHANNEL,
+    connect,
+    is_retryable,
+    store_error,
+    without_password,
+)
+from miniengine.storage.postgres.control import PostgresControl
+from miniengine.storage.postgres.events import PostgresEvents
+from miniengine.storage.postgres.provenance import PostgresProvenance
+from miniengine.storage.postgres.queries import PostgresQueries
+from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+#: How long a write keeps running again after serialization failures and deadlocks.
+RETRY_SECONDS = 30.0
+
+#: The longest sleep between two attempts of a transaction that was rolled back.
+MAX_RETRY_SLEEP = 0.05
+
+#: Sent with the ``COMMIT`` of every write transaction, in the same round trip.
+_COMMIT = f"NOTIFY {COMMIT_CHANNEL}; COMMIT".encode()
+
+#: How long the listener waits before connecting again after losing its connection.
+LISTEN_RETRY_SECONDS = 0.5
+
+_ACTIVE_STATES = ("created", "running", "waiting")
+
+
+class PostgresStore:
+    """A miniengine database on a PostgreSQL server, opened by this OS process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        owner: str | None = None,
+    ) -> None:
+        import psycopg  # only a PostgreSQL store loads the driver
+
+        self._psycopg = psycopg
+        self.url = url
+        self.lease_timeout = float(lease_timeout)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
+        #: PostgreSQL says per statement whether a role may write: no up-front check here
+        self.readonly = False
+        self._location = without_password(url)
+        self._closed = False
+        self._writer = connect(url)
+        try:
+            from miniengine.storage.postgres import schema
+
+            schema.ensure_schema(self._writer, self._location)
+        except psycopg.Error as exc:
+            self._writer.close()
+            raise store_error(self._location, "cannot prepare the database", exc) from exc
+        except BaseException:
+            self._writer.close()
+            raise
+        self._write_lock = threading.Lock()
+        self._readers = threading.local()
+        self._reader_connections: set[psycopg.Connection[Any]] = set()
+        self._reader_lock = threading.Lock()
+        self._active_leases = 0
+        self._lease_lock = threading.Lock()
+        #: more statements for the heartbeat transaction (a worker renews its tasks' leases)
+        self.heartbeat_hooks: list[Callable[[psycopg.Connection[Any], float], None]] = []
+        # the commit signal: a counter bumped by the listener thread, and who waits for it
+        self._marker = 0
+        self._marker_changed = threading.Condition()
+        self._async_waiters: set[asyncio.Future[None]] = set()
+        self._wake_read, self._wake_write = os.pipe()
+        self._listening = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, name=f"miniengine-listen:{self._location}", daemon=True
+        )
+        self._listener.start()
+        self._background = BackgroundThread(
+            name=f"miniengine-db:{self._location}",
+            on_idle=self._heartbeat,
+            idle_interval=max(self.lease_timeout / 4, 0.05),
+        )
+        # the listener is LISTENing before the store is used, so no commit goes unnoticed
+        self._listening.wait(timeout=30)
+        # The concerns of the backend interface (miniengine.storage.interfaces).
+        self.provenance = PostgresProvenance(self)
+        self.checkpoints = PostgresCheckpoints(self)
+        self.broker = PostgresBroker(self)
+        self.control = PostgresControl(self)
+        self.events = PostgresEvents(self)
+        self.queries = PostgresQueries(self)
+        self.computers = PostgresComputers(self)
+        self.calcjobs = PostgresCalcJobs(self)
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background and listener threads and close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._background.close()
+        os.write(self._wake_write, b"x")
+        if self._listener is not threading.current_thread():
+            self._listener.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        with self._reader_lock:
+            for connection in self._reader_connections:
+                connection.close()
+            self._reader_connections.clear()
+        with self._write_lock:
+            self._writer.close()
+        with self._marker_changed:  # waiters return at once
+            self._marker += 1
+            self._marker_changed.notify_all()
+        self._wake_async_waiters()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def location(self) -> str:
+        """The URL of the database without its password, for messages."""
+        return self._location
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self._location!r} owner={self.owner!r}>"
+
+    # writes ----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self._location}: the store is closed")
+
+    def check_writable(self) -> None:
+        """Nothing to check before a write: a role without the right is told by the server."""
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` as one transaction in this (non-loop) thread."""
+        result, interrupted = self.write_sync_deferring_interrupt(fn, *args)
+        if interrupted is not None:
+            raise interrupted
+        return result
+
+    def write_sync_deferring_interrupt(
+        self, fn: Callable[..., T], *args: Any
+    ) -> tuple[T, KeyboardInterrupt | None]:
+        """:meth:`write_sync`, but a Ctrl-C that lands just after the commit is returned with
+        the result instead of raised, so the caller learns what was committed."""
+        self._check_open()
+        with self._write_lock:
+            return self._transaction(fn, args)
+
+    def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`write_sync`, waiting at most ``busy_seconds`` for locks held by other
+        connections (then ``DatabaseLockedError``): for a caller with other duties, such as the
+        supervisor, which retries later instead of being stuck."""
+        self._check_open()
+        with self._write_lock:
+            result, interrupted = self._transaction(fn, args, busy_seconds=busy_seconds)
+        if interrupted is not None:
+            raise interrupted
+        return result
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` as one transaction on the background thread."""
+        self._check_open()
+        return await self._background.call(self.write_sync, fn, *args)
+
+    def _transaction(
+        self, fn: Callable[..., T], args: tuple[Any, ...], *, busy_seconds: float | None = None
+    ) -> tuple[T, KeyboardInterrupt | None]:
+        """Run ``fn`` inside ``BEGIN``/``COMMIT`` (the caller holds the write lock), again
+        whole after a serialization failure or a deadlock, for :data:`RETRY_SECONDS`."""
+        error = self._psycopg.Error
+        patience = RETRY_SECONDS if busy_seconds is None else busy_seconds
+        deadline = time.monotonic() + patience
+        delay = 0.001
+        while True:
+            connection = self._writer_connection()
+            committed = False
+            began = False
+            try:
+                connection.execute(b"BEGIN")
+                began = True
+                if busy_seconds is not None:
+                    milliseconds = max(int(busy_seconds * 1000), 1)
+                    connection.execute(f"SET LOCAL lock_timeout = {milliseconds}".encode())
+                try:
+                    result = fn(connection, *args)
+                    connection.execute(_COMMIT)
+                    committed = True
+                except BaseException:
+                    _rollback(connection)
+                    raise
+                return result, None
+            except KeyboardInterrupt as exc:
+                if committed:
+                    return result, exc
+                raise
+            except error as exc:
+                if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available
+                    raise DatabaseLockedError(
+                        f"{self._location}: rows stayed locked by another connection for "
+                        f"{patience:g} s"
+                    ) from exc
+                if not began and connection.broken:
+                    # the server restarted or dropped us while idle: nothing was sent, so
+                    # connect again and run the transaction on the new connection
+                    if time.monotonic() > deadline:
+                        raise store_error(self._location, "write failed", exc) from exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_SLEEP)
+                    continue
+                if not is_retryable(exc) or time.monotonic() > deadline:
+                    raise store_error(self._location, "write failed", exc) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, MAX_RETRY_SLEEP)
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """The writer connection, connected again if the last one was lost."""
+        if self._writer.broken or self._writer.closed:
+            self._writer.close()
+            self._writer = connect(self.url)
+        return self._writer
+
+    # reads -----------------------------------------------------------------------------------
+
+    def reader(self) -> psycopg.Connection[Any]:
+        """This thread's read connection (autocommit: every query sees the latest commit)."""
+        reader: _ThreadReader | None = getattr(self._readers, "reader", None)
+        if reader is None or reader.connection.broken:
+            self._check_open()
+            if reader is not None:
+                _close_reader(self._reader_lock, self._reader_connections, reader.connection)
+            reader = _ThreadReader(connect(self.url))
+            with self._reader_lock:
+                self._reader_connections.add(reader.connection)
+            # threads come and go: close a thread's connection when the thread ends
+            weakref.finalize(
+                reader,
+                _close_reader,
+                self._reader_lock,
+                self._reader_connections,
+                reader.connection,
+            )
+            self._readers.reader = reader
+        return reader.connection
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(read_connection, *args)`` in the calling thread (once more on a new
+        connection if the server had dropped this thread's)."""
+        error = self._psycopg.Error
+        connection = self.reader()
+        try:
+            return fn(connection, *args)
+        except error as exc:
+            if not connection.broken:
+                raise store_error(self._location, "read failed", exc) from exc
+        try:
+            return fn(self.reader(), *args)
+        except error as exc:
+            raise store_error(self._location, "read failed", exc) from exc
+
+    # something committed ---------------------------------------------------------------------
+
+    def commit_marker(self) -> int:
+        """How many commit notifications the listener has seen (no query runs)."""
+        return self._marker
+
+    def wait_for_commit(self, marker: int, timeout: float) -> int:
+        """Block until the marker differs from ``marker`` or ``timeout`` passed (the listener
+        wakes this thread as soon as a notification arrives); return the current marker."""
+        with self._marker_changed:
+            self._marker_changed.wait_for(lambda: self._marker != marker, timeout)
+            return self._marker
+
+    async def await_commit(self, marker: int, timeout: float) -> int:
+        """:meth:`wait_for_commit` for a coroutine: the listener resolves a future of its loop."""
+        if self._marker != marker or self._closed:
+            return self._marker
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._marker_changed:
+            self._async_waiters.add(future)
+            changed = self._marker != marker
+        try:
+            if not changed:
+                await asyncio.wait((future,), timeout=timeout)
+        finally:
+            with self._marker_changed:
+                self._async_waiters.discard(future)
+        return self._marker
+
+    def _listen(self) -> None:
+        """The listener thread: LISTEN on the commit channel and count what arrives."""
+        error = self._psycopg.Error
+        connection: psycopg.Connection[Any] | None = None
+        while not self._closed:
+            try:
+                if connection is None:
+                    connection = connect(self.url)
+                    connection.execute(f"LISTEN {COMMIT_CHANNEL}".encode())
+                    if self._listening.is_set():
+                        self._bump()  # commits may have gone unnoticed while reconnecting
+                    self._listening.set()
+                ready, _, _ = select.select([connection.fileno(), self._wake_read], [], [])
+                if self._wake_read in ready:
+                    break
+                if any(True for _ in connection.notifies(timeout=0)):
+                    self._bump()
+            except (error, StoreError, OSError, ValueError):
+                if connection is not None:
+                    connection.close()
+                    connection = None
+                self._listening.set()  # the store works without it; waits then time out
+                if select.select([self._wake_read], [], [], LISTEN_RETRY_SECONDS)[0]:
+                    break
+        if connection is not None:
+            connection.close()
+
+    def _bump(self) -> None:
+        with self._marker_changed:
+            self._marker += 1
+            self._marker_changed.notify_all()
+        self._wake_async_waiters()
+
+    def _wake_async_waiters(self) -> None:
+        with self._marker_changed:
+            waiters = list(self._async_waiters)
+        for future in waiters:
+            try:
+                future.get_loop().call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+
+    # leases ----------------------------------------------------------------------------------
+
+    def lease_expiry(self) -> float:
+        return time.time() + self.lease_timeout
+
+    def leases_taken(self, count: int = 1) -> None:
+        with self._lease_lock:
+            self._active_leases += count
+        self._background.start()
+
+    def leases_released(self, count: int = 1) -> None:
+        with self._lease_lock:
+            self._active_leases -= count
+
+    def start_heartbeat(self) -> None:
+        """Start renewing leases now (a worker does, before it holds any process)."""
+        self._background.start()
+
+    def _heartbeat(self) -> None:
+        """Extend the leases of every live process this store owns (background thread)."""
+        if self._closed or (self._active_leases <= 0 and not self.heartbeat_hooks):
+            return
+        self.write_sync(_renew_leases, self.owner, self.lease_expiry(), self.heartbeat_hooks)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _rollback(connection: psycopg.Connection[Any]) -> None:
+    """Roll back after a failed statement (nothing to do on a connection already lost)."""
+    if connection.broken or connection.closed:
+        return
+    try:
+        connection.execute(b"ROLLBACK")
+    except Exception:
+        pass  # the connection failed meanwhile: the server rolls back what it had
+
+
+class _ThreadReader:
+    """Holds one thread's read connection; dropped with the thread's locals when it ends."""
+
+    __slots__ = ("__weakref__", "connection")
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+
+
+def _close_reader(
+    lock: threading.Lock,
+    connections: set[psycopg.Connection[Any]],
+    connection: psycopg.Connection[Any],
+) -> None:
+    with lock:
+        if connection not in connections:
+            return  # already closed with the store
+        connections.discard(connection)
+    connection.close()
+
+
+def _renew_leases(
+    connection: psycopg.Connection[Any],
+    owner: str,
+    expires: float,
+    hooks: list[Callable[[psycopg.Connection[Any], float], None]],
+) -> None:
+    connection.execute(
+        "UPDATE nodes SET lease_expires = %s WHERE process_state IN (%s, %s, %s) AND owner = %s",
+        (expires, *_ACTIVE_STATES, owner),
+    )
+    for hook in hooks:
+        hook(connection, expires)

@@ -1,0 +1,356 @@
+"""The PostgreSQL store on a private cluster: schema, transactions, the commit signal, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniengine.exceptions import IncompatibleDatabaseError, StoreError
+from miniengine.storage.open import open_backend, shared_backend
+from miniengine.storage.paths import resolve_db
+from miniengine.storage.postgres.store import PostgresStore
+from miniengine.storage.postgres.transaction import PostgresTransaction
+from miniengine.storage.store import Store
+
+psycopg = pytest.importorskip("psycopg")
+
+Connection = Any  # psycopg.Connection[Any]
+
+
+def _put(connection: Connection, key: str, value: str) -> int:
+    connection.execute(
+        "INSERT INTO miniengine_meta (key, value) VALUES (%s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+    return 1
+
+
+def _get(connection: Connection, key: str) -> str | None:
+    row = connection.execute("SELECT value FROM miniengine_meta WHERE key = %s", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _put_then_fail(connection: Connection, key: str) -> None:
+    _put(connection, key, "never")
+    raise ValueError("the step failed")
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Any:
+    opened = PostgresStore(postgres_url)
+    yield opened
+    opened.close()
+
+
+def test_create_then_reopen(postgres_url: str) -> None:
+    from miniengine.storage.postgres.schema import SCHEMA_VERSION, read_schema_version
+
+    first = PostgresStore(postgres_url)
+    try:
+        assert first.read(read_schema_version) == SCHEMA_VERSION
+        first.write_sync(_put, "greeting", "hello")
+        assert ":***@" in first.location and "/test_" in first.location
+        assert "***" in repr(first)
+    finally:
+        first.close()
+    assert first.closed
+    with pytest.raises(StoreError, match="closed"):
+        first.write_sync(_put, "greeting", "again")
+    second = PostgresStore(postgres_url)
+    try:
+        assert second.read(_get, "greeting") == "hello"
+    finally:
+        second.close()
+
+
+def test_a_newer_schema_is_refused_without_the_password(postgres_url: str) -> None:
+    from miniengine.storage.postgres.schema import SCHEMA_VERSION
+
+    store = PostgresStore(postgres_url)
+    store.write_sync(_put, "schema_version", str(SCHEMA_VERSION + 1))
+    store.close()
+    password = psycopg.conninfo.conninfo_to_dict(postgres_url)["password"]
+    with pytest.raises(IncompatibleDatabaseError, match="newer miniengine") as error:
+        PostgresStore(postgres_url)
+    assert password not in str(error.value)
+
+
+def test_an_unreachable_server_is_a_store_error_without_the_password(postgres_url: str) -> None:
+    from tests.services.sshd import free_port
+
+    url = f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/nothing"
+    with pytest.raises(StoreError, match="cannot connect") as error:
+        PostgresStore(url)
+    assert "hunter2" not in str(error.value) and ":***@" in str(error.value)
+
+
+def test_a_transaction_commits_whole_or_not_at_all(store: PostgresStore) -> None:
+    put = PostgresTransaction(store, _put)
+    assert put("a", "1") == 1
+    assert store.read(_get, "a") == "1"
+    fail = PostgresTransaction(store, _put_then_fail)
+    with pytest.raises(ValueError, match="the step failed"):
+        fail("b")
+    assert store.read(_get, "b") is None
+    # the writer connection is usable again after the rollback
+    assert put.deferring_interrupt("c", "3") == (1, None)
+    assert store.read(_get, "c") == "3"
+    assert "_put" in repr(put)
+
+
+def test_a_sql_error_is_a_store_error_and_rolls_back(store: PostgresStore) -> None:
+    def broken(connection: Connection) -> None:
+        _put(connection, "d", "4")
+        connection.execute("SELECT no_such_column FROM miniengine_meta")
+
+    with pytest.raises(StoreError, match=r"write failed.*no_such_column"):
+        store.write_sync(broken)
+    assert store.read(_get, "d") is None
+    with pytest.raises(StoreError, match="read failed"):
+        store.read(lambda connection: connection.execute("SELECT nope").fetchone())
+
+
+async def test_aio_commits_off_the_loop(store: PostgresStore) -> None:
+    put = PostgresTransaction(store, _put)
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def put_here(connection: Connection, key: str) -> int:
+        seen.append(threading.get_ident())
+        return _put(connection, key, "async")
+
+    assert await put.aio("e", "5") == 1
+    assert await PostgresTransaction(store, put_here).aio("f") == 1
+    assert seen and seen[0] != loop_thread
+    assert store.read(_get, "e") == "5" and store.read(_get, "f") == "async"
+
+
+def test_a_commit_elsewhere_wakes_a_waiting_thread(postgres_url: str) -> None:
+    waiter = PostgresStore(postgres_url)
+    writer = PostgresStore(postgres_url)
+    try:
+        marker = waiter.commit_marker()
+        woke = threading.Event()
+        waited: list[float] = []
+
+        def wait() -> None:
+            start = time.monotonic()
+            waiter.wait_for_commit(marker, 30)
+            waited.append(time.monotonic() - start)
+            woke.set()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.05)  # let it block (an early commit would only make it return sooner)
+        committed = time.monotonic()
+        writer.write_sync(_put, "g", "7")
+        assert woke.wait(10)
+        latency = time.monotonic() - committed
+        thread.join()
+        assert waiter.commit_marker() != marker
+        assert latency < 1.0, latency  # well within 20 ms on an idle machine
+        # a timeout without any commit returns the same marker
+        marker = waiter.commit_marker()
+        assert waiter.wait_for_commit(marker, 0.05) == marker
+    finally:
+        waiter.close()
+        writer.close()
+
+
+async def test_a_commit_elsewhere_wakes_an_awaiting_task(postgres_url: str) -> None:
+    waiter = PostgresStore(postgres_url)
+    writer = PostgresStore(postgres_url)
+    try:
+        marker = waiter.commit_marker()
+        task = asyncio.create_task(waiter.await_commit(marker, 30))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        start = time.monotonic()
+        await PostgresTransaction(writer, _put).aio("h", "8")
+        assert await asyncio.wait_for(task, 10) != marker
+        assert time.monotonic() - start < 1.0
+        marker = waiter.commit_marker()
+        assert await waiter.await_commit(marker, 0.05) == marker
+    finally:
+        waiter.close()
+        writer.close()
+
+
+def test_closing_wakes_the_waiters(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    marker = store.commit_marker()
+    thread = threading.Thread(target=store.wait_for_commit, args=(marker, 30))
+    thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    store.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - start < 5
+
+
+def test_the_listener_comes_back_after_losing_its_connection(store: PostgresStore) -> None:
+    def listeners(connection: Connection) -> list[int]:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    pids = store.read(listeners)
+    assert len(pids) == 1
+    marker = store.commit_marker()
+    store.write_sync(lambda connection: connection.execute("SELECT pg_terminate_backend(%s)", pids))
+    # reconnected: the marker moves (commits may have been missed), and commits wake again
+    marker = store.wait_for_commit(marker, 10)
+    deadline = time.monotonic() + 10
+    while store.read(listeners) in ([], pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    marker = store.commit_marker()
+    store.write_sync(_put, "i", "9")
+    assert store.wait_for_commit(marker, 10) != marker
+
+
+def test_two_stores_creating_the_schema_at_once_both_succeed(postgres_url: str) -> None:
+    barrier = threading.Barrier(2)
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(PostgresStore(postgres_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == [] and len(opened) == 2
+        opened[0].write_sync(_put, "j", "10")
+        assert opened[1].read(_get, "j") == "10"
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_a_deadlock_victim_runs_again_whole(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url)
+    second = PostgresStore(postgres_url)
+    try:
+        first.write_sync(_put, "x", "0")
+        first.write_sync(_put, "y", "0")
+        both_hold_one = threading.Barrier(2, timeout=10)
+        attempts: list[str] = []
+
+        def swap(connection: Connection, mine: str, theirs: str, name: str) -> None:
+            attempts.append(name)
+            _put(connection, mine, name)
+            if attempts.count(name) == 1:
+                both_hold_one.wait()  # each holds one row lock and asks for the other's
+            _put(connection, theirs, name)
+
+        threads = [
+            threading.Thread(target=first.write_sync, args=(swap, "x", "y", "first")),
+            threading.Thread(target=second.write_sync, args=(swap, "y", "x", "second")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(attempts) == 3  # the victim ran twice, the other once
+        x, y = first.read(_get, "x"), first.read(_get, "y")
+        assert x == y and x in ("first", "second")  # one whole transaction won last
+    finally:
+        first.close()
+        second.close()
+
+
+def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:
+    from miniengine.exceptions import DatabaseLockedError
+
+    holder = PostgresStore(postgres_url)
+    other = PostgresStore(postgres_url)
+    try:
+        holder.write_sync(_put, "k", "0")
+        holding = threading.Event()
+        release = threading.Event()
+
+        def hold(connection: Connection) -> None:
+            _put(connection, "k", "held")
+            holding.set()
+            release.wait(30)
+
+        thread = threading.Thread(target=holder.write_sync, args=(hold,))
+        thread.start()
+        assert holding.wait(10)
+        start = time.monotonic()
+        with pytest.raises(DatabaseLockedError, match="locked"):
+            PostgresTransaction(other, _put).within(0.2, "k", "late")
+        assert time.monotonic() - start < 5
+        release.set()
+        thread.join()
+        assert other.read(_get, "k") == "held"
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_the_heartbeat_renews_this_owners_leases(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url, lease_timeout=0.4, owner="me")
+
+    def insert(connection: Connection, owner: str, expires: float) -> int:
+        row = connection.execute(
+            "INSERT INTO nodes (uuid, node_type, process_state, owner, lease_expires, ctime, "
+            "mtime) VALUES (gen_random_uuid()::text, 'process', 'running', %s, %s, 0, 0) "
+            "RETURNING pk",
+            (owner, expires),
+        ).fetchone()
+        return int(row[0])
+
+    def expiry(connection: Connection, pk: int) -> float:
+        row = connection.execute("SELECT lease_expires FROM nodes WHERE pk = %s", (pk,))
+        return float(row.fetchone()[0])
+
+    try:
+        mine = store.write_sync(insert, "me", 1.0)
+        theirs = store.write_sync(insert, "someone else", 1.0)
+        store.leases_taken()
+        deadline = time.monotonic() + 10
+        while store.read(expiry, mine) == 1.0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.read(expiry, mine) > time.time()
+        assert store.read(expiry, theirs) == 1.0
+        store.leases_released()
+    finally:
+        store.close()
+
+
+def test_open_backend_chooses_by_location(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite = open_backend(tmp_path / "engine.sqlite")
+    try:
+        assert isinstance(sqlite, Store)
+    finally:
+        sqlite.close()
+    postgres = open_backend(postgres_url, lease_timeout=3.0, owner="tester")
+    try:
+        assert isinstance(postgres, PostgresStore)
+        assert postgres.owner == "tester" and postgres.lease_timeout == 3.0
+    finally:
+        postgres.close()
+    monkeypatch.setenv("MINIENGINE_DB", postgres_url)
+    assert resolve_db() == postgres_url
+    shared = shared_backend()
+    assert shared is shared_backend(postgres_url) and isinstance(shared, PostgresStore)
+    with pytest.raises(StoreError, match="not supported"):
+        resolve_db("mysql://example/db")
