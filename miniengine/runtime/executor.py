@@ -67,9 +67,8 @@ from miniengine.runtime.workchain import (
     outline_of,
 )
 from miniengine.runtime.workchain_inputs import bind_inputs, new_process_row
-from miniengine.storage import rows
 from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
-from miniengine.storage.sqlite import SqliteTransaction
+from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
 from miniengine.storage.store import Store
 
 __all__ = ["ProcessTree"]
@@ -198,7 +197,7 @@ class _Executor:
         self.cursor: tuple[int, ...] | None = None
         self.outputs: dict[str, Data] = {}
         self.new_outputs: list[tuple[str, Data]] = []
-        self.logs: list[rows.LogEntry] = []
+        self.logs: list[LogEntry] = []
         self.logger: ProcessLogger | None = None  # made on first use of ``self.logger``
         self.warned_predicates: set[str] = set()
         self.awaiting: list[tuple[str, bool, ProcessNode]] = []
@@ -246,8 +245,7 @@ class _Executor:
         """Run mode: hold the process at its step boundary until it is played (or killed)."""
         await self.store.checkpoints.take_pause_request.aio(self.pk)
         while True:
-            row = self.store.read(rows.read_node_row, self.pk)
-            if not row[10]:  # paused
+            if not self.store.provenance.node(self.pk).paused:
                 return
             await anyio.sleep(0.02)
 
@@ -344,7 +342,7 @@ class _Executor:
         self.process.call_count += 1
         pk, input_pks = checkpoints.create_workchain(new, class_path(process), bound, False, memo)
         _mark_stored(new.inputs, input_pks, self.store)
-        node = WorkChainNode(self.store, self.store.read(rows.read_node_row, pk))
+        node = WorkChainNode(self.store, self.store.provenance.node(pk))
         self.new_children.append((process, node, bound))
         return node
 
@@ -517,7 +515,7 @@ class _Executor:
         self.logs = []
 
     def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
-        finish = rows.FinishProcess(
+        finish = FinishProcess(
             pk=self.pk,
             owner=self.store.owner,
             epoch=self.epoch,
@@ -528,7 +526,7 @@ class _Executor:
         )
         for name, value in fields.items():
             setattr(finish, name, value)
-        return Write(SqliteTransaction(self.store, rows.finish_process_tx), finish)
+        return Write(self.store.provenance.finish_process, finish)
 
     def _start_children(self) -> None:
         from miniengine.runtime.workchain_launch import _run_child  # (it imports this module)
@@ -733,7 +731,7 @@ class _Executor:
         except Exception as exc:
             self.logs.append(("WARNING", f"on_terminated failed: {type(exc).__name__}: {exc}"))
         if self.logs:
-            yield Write(SqliteTransaction(self.store, rows.add_logs_tx), self.pk, list(self.logs))
+            yield Write(self.store.provenance.add_logs, self.pk, list(self.logs))
             self.logs = []
 
     def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:

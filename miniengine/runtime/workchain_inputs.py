@@ -24,7 +24,7 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.workchain import WorkChain, outline_of
-from miniengine.storage import rows
+from miniengine.storage.interfaces.provenance import NewProcess
 from miniengine.storage.store import Store
 
 __all__ = ["bind_inputs", "new_process_row", "process_type"]
@@ -82,12 +82,12 @@ def new_process_row(
     parent: RunningProcess | None,
     state: ProcessState,
     submitted: bool = False,
-) -> rows.NewProcess:
+) -> NewProcess:
     claimed = state is not ProcessState.CREATED
     _rebase_defaults(inputs, cls.spec().inputs, store)
     flat_inputs = _flatten_data(inputs, cls.spec().inputs)
     context.check_same_database(store, flat_inputs, cls.__name__)
-    return rows.NewProcess(
+    return NewProcess(
         uuid=new_uuid(),
         node_type="process.workchain",
         process_type=process_type(cls),

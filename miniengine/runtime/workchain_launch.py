@@ -45,8 +45,8 @@ from miniengine.runtime.nodes import (
 )
 from miniengine.runtime.workchain import WorkChain, class_path, import_process_class
 from miniengine.runtime.workchain_inputs import bind_inputs, new_process_row
-from miniengine.storage import rows
 from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
+from miniengine.storage.interfaces.provenance import FinishProcess
 from miniengine.storage.store import Store
 
 __all__ = ["launch", "resume"]
@@ -110,7 +110,7 @@ def root_lifecycle(
     _mark_stored(new.inputs, input_pks, store)
     if parent is not None:
         parent.call_count += 1
-    node = WorkChainNode(store, store.read(rows.read_node_row, pk))
+    node = WorkChainNode(store, store.provenance.node(pk))
     instance = cls.__new__(cls)
     executor = _Executor(instance, store, tree, inputs, node, 1)
     store.leases_taken()
@@ -304,7 +304,7 @@ def _inputs_from_checkpoint(store: Store, checkpoint: StoredCheckpoint) -> dict[
 def _output_map(node: ProcessNode) -> dict[str, Any]:
     store = node.store
     assert store is not None and node.pk is not None
-    links = store.read(rows.read_links, node.pk, False, ["return", "create"])
+    links = store.provenance.links(node.pk, False, ["return", "create"])
     nodes = load_nodes(store, [link[0] for link in links])
     return {label: nodes[pk] for pk, _, label in links}
 
@@ -320,9 +320,8 @@ async def _except_unowned(store: Store, pk: int, message: str) -> None:
 async def _except_owned(
     store: Store, pk: int, epoch: int, message: str, task_pk: int | None = None
 ) -> None:
-    await store.write(
-        rows.finish_process_tx,
-        rows.FinishProcess(
+    await store.provenance.finish_process.aio(
+        FinishProcess(
             pk=pk,
             owner=store.owner,
             epoch=epoch,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 if TYPE_CHECKING:
     from miniengine.core.data import Data
     from miniengine.storage.interfaces.transaction import Transaction
-    from miniengine.storage.rows import LogEntry, NewProcess
+    from miniengine.storage.interfaces.provenance import LogEntry, NewProcess
 
 __all__ = [
     "LATER",
@@ -96,7 +96,7 @@ class Created(NamedTuple):
 
 
 class BeginOutcome(NamedTuple):
-    """A call begun under a memo key (see :attr:`Checkpoints.begin_memoised`).
+    """A call begun under a memo key (``store.provenance.begin_memoised``).
 
     ``outcome`` is ``"new"``; ``"finished"`` when the same call of the same step already
     finished (reuse its outputs, run nothing); ``"created"`` when it was created but never
@@ -172,12 +172,6 @@ class Checkpoints(Protocol):
         """After ``(parent_pk, seq)`` was resumed from its checkpoint of step ``seq`` and its run
         ended: end the calls its cut-off attempt made after that checkpoint that the replay
         did not make again.  Returns how many."""
-        ...
-
-    @property
-    def begin_memoised(self) -> Transaction[[NewProcess, MemoKey], BeginOutcome]:
-        """Create a child process, unless a replayed step already created it (an unfinished
-        child of the cut-off step is marked EXCEPTED, "owner lost", and the call runs fresh)."""
         ...
 
     @property

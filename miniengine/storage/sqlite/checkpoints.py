@@ -25,7 +25,6 @@ class SqliteCheckpoints:
 
     __slots__ = (
         "_store",
-        "begin_memoised",
         "claim_process",
         "claim_task_process",
         "claim_work",
@@ -53,7 +52,6 @@ class SqliteCheckpoints:
         self.end_calls_not_replayed = SqliteTransaction(
             store, checkpoint_rows.end_calls_not_replayed_tx
         )
-        self.begin_memoised = SqliteTransaction(store, checkpoint_rows.begin_memoised_tx)
         self.create_workchain = SqliteTransaction(store, checkpoint_rows.create_workchain_tx)
 
     def read_checkpoint(self, pk: int) -> StoredCheckpoint | None:
