@@ -10,7 +10,6 @@ import os
 import sys
 
 from miniengine.core.data import Int
-from miniengine.storage import rows
 from miniengine.storage.store import Store
 
 
@@ -19,7 +18,7 @@ def main() -> None:
     sys.stdin.readline()
     store = Store(sys.argv[1])
     try:
-        pk = store.write_sync(rows.store_data_tx, Int(os.getpid()))
+        pk = store.provenance.store_data(Int(os.getpid()))
     finally:
         store.close()
     print(f"OK {pk}", flush=True)
