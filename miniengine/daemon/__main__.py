@@ -17,7 +17,7 @@ from pathlib import Path
 
 from miniengine.daemon.files import DaemonFiles, process_alive
 from miniengine.exceptions import MiniengineError
-from miniengine.storage.broker_rows import MAX_ATTEMPTS
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 from miniengine.storage.paths import ensure_folder, resolve_db_path
 from miniengine.storage.permissions import check_not_shared
 
@@ -143,7 +143,6 @@ def stop_daemon(db: Path, *, timeout: float = 20.0) -> bool:
 
 
 def _status(db: Path) -> int:
-    from miniengine.storage import broker_rows
     from miniengine.storage.store import Store
 
     state = DaemonFiles(db).read()
@@ -153,21 +152,18 @@ def _status(db: Path) -> int:
     print(f"daemon pid {state['pid']} ({state.get('state')}) for {db}")
     store = Store(db)
     try:
-        workers = store.read(
-            lambda c: c.execute(
-                "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
-                "t.status = 'leased' AND t.worker = w.id), w.heartbeat FROM workers w "
-                "ORDER BY w.started"
-            ).fetchall()
-        )
-        depth = store.read(broker_rows.queue_depth)
+        workers = store.broker.workers()
+        depth = store.broker.queue_depth()
     finally:
         store.close()
     now = time.time()
     print(f"{'worker':<40} {'pid':>7} {'slots':>11} {'heartbeat':>10}")
-    for worker_id, pid, slots, busy, beat in workers:
-        print(f"{worker_id:<40} {pid:>7} {busy:>5} / {slots:<5} {now - beat:>8.1f} s")
-    print(f"queue: {depth['ready']} ready, {depth['leased']} running")
+    for worker in workers:
+        print(
+            f"{worker.id:<40} {worker.pid:>7} {worker.busy:>5} / {worker.slots:<5} "
+            f"{now - worker.heartbeat:>8.1f} s"
+        )
+    print(f"queue: {depth.ready} ready, {depth.leased} running")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from miniengine.storage.broker_rows import MAX_ATTEMPTS
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 
 __all__ = ["add_commands", "parser"]
 

@@ -25,7 +25,7 @@ from types import FrameType
 from miniengine.daemon.files import DaemonFiles
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import MiniengineError
-from miniengine.storage import broker_rows
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS, RecoveryCounts
 from miniengine.storage.store import Store
 
 __all__ = ["Supervisor"]
@@ -82,7 +82,7 @@ class Supervisor:
         slots: int = 200,
         lease_timeout: float = 10.0,
         stop_timeout: float = 10.0,
-        max_attempts: int = broker_rows.MAX_ATTEMPTS,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         if workers < 1:
             raise ValueError(f"the daemon needs at least one worker, not {workers}")
@@ -283,16 +283,19 @@ class Supervisor:
                 delay,
             )
             return
+        tasks, processes, recovered = released
         logger.warning(
             "worker %s exited with %s; released %s tasks and %s processes, recovery %s; "
             "restarting in %.1f s",
             slot.worker_id,
             code,
-            *released,
+            tasks,
+            processes,
+            recovered._asdict(),
             delay,
         )
 
-    def _release_dead(self) -> tuple[int, int, dict[str, int]] | None:
+    def _release_dead(self) -> tuple[int, int, RecoveryCounts] | None:
         """Release what the dead workers held, so that their processes continue elsewhere at
         once; the counts (tasks, processes, recovery) when all of it is done, else None.
 
@@ -308,10 +311,8 @@ class Supervisor:
         try:
             while self._unreleased:
                 owner = self._unreleased[0]
-                released = self.store.write_sync_within(
-                    WRITE_PATIENCE, broker_rows.release_owner_tx, owner
-                )
-                tasks, processes = tasks + released[0], processes + released[1]
+                released = self.store.broker.release_owner.within(WRITE_PATIENCE, owner)
+                tasks, processes = tasks + released.tasks, processes + released.processes
                 self._unreleased.pop(0)
                 if "release" in self._log:
                     logger.info(
@@ -319,9 +320,7 @@ class Supervisor:
                         *released,
                         owner,
                     )
-            recovered = self.store.write_sync_within(
-                WRITE_PATIENCE, broker_rows.recover_expired_tx, time.time()
-            )
+            recovered = self.store.broker.recover_expired.within(WRITE_PATIENCE, time.time())
         except MiniengineError as exc:
             self._next_release = time.monotonic() + RELEASE_RETRY
             self._log.problem(
@@ -357,9 +356,7 @@ class Supervisor:
         assert self.store is not None
         now = time.time()
         try:
-            beats = dict(
-                self.store.read(lambda c: c.execute("SELECT id, heartbeat FROM workers").fetchall())
-            )
+            beats = self.store.broker.worker_heartbeats()
         except MiniengineError as exc:
             self._log.problem("heartbeats", f"cannot read the workers' heartbeats: {exc}")
             return

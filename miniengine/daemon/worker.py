@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import sys
 import time
 from types import TracebackType
@@ -25,14 +24,14 @@ import anyio.abc
 from miniengine.core.states import ProcessState
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
-from miniengine.runtime import events
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async, set_step_threads
 from miniengine.runtime.executor import _Executor
 from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain import import_process_class
 from miniengine.runtime.workchain_launch import _except_owned
-from miniengine.storage import broker_rows, checkpoint_rows, control_rows, rows
+from miniengine.storage import checkpoint_rows, control_rows, rows
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 from miniengine.storage.paths import resolve_db_path
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
 
@@ -43,8 +42,12 @@ logger = logging.getLogger("miniengine.worker")
 #: Processes one worker runs at once (waiting processes do not count: they are evicted).
 DEFAULT_SLOTS = 200
 
-#: How often an idle worker looks at ``PRAGMA data_version`` for new work.
+#: The shortest time between two reads of the kill and pause requests for this worker's
+#: processes (a busy database commits all the time).
 POLL_INTERVAL = 0.01
+
+#: The longest an idle worker waits for a commit before it looks for ready tasks anyway.
+IDLE_WAIT = 1.0
 
 #: Seconds before a task that a worker had to hand back is tried again.
 RETRY_DELAY = 1.0
@@ -64,7 +67,7 @@ class Worker:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         stop_timeout: float = 10.0,
         worker_id: str | None = None,
-        max_attempts: int = broker_rows.MAX_ATTEMPTS,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
@@ -82,7 +85,9 @@ class Worker:
         self.processed = 0
         self.store: Store | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._wake = anyio.Event()
+        #: set by :meth:`_wake_up` (work may be ready); the wait for work it cancels, if any
+        self._woken = False
+        self._waiting: anyio.CancelScope | None = None
         self._idle = anyio.Event()
         self._loop: Any = None
         #: processes running in this worker now, each with the event set when its run ends
@@ -104,8 +109,8 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         set_step_threads(self.slots)  # a def step per slot, never more
         self.store = store = Store(self.path, lease_timeout=self.lease_timeout, owner=self.id)
-        await store.write(_register_worker, self.id, os.getpid(), self.slots, time.time())
-        store.heartbeat_hooks.append(self._renew)
+        await store.broker.register_worker.aio(self.id, os.getpid(), self.slots, time.time())
+        store.broker.renew_on_heartbeat(self.id, lambda: self.busy)
         store.start_heartbeat()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -129,7 +134,7 @@ class Worker:
         assert self._task_group is not None and self.store is not None
         submit_module.unregister_local_worker(self.path, self)
         self.stopping = True
-        self._wake.set()
+        self._wake_up()
         logger.info(
             "stopping: claiming nothing more; %d running process(es) go back to the queue at "
             "their next commit",
@@ -141,24 +146,20 @@ class Worker:
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
         try:
-            await self.store.write(broker_rows.release_owner_tx, self.id)
+            await self.store.broker.release_owner.aio(self.id)
         finally:
             self.store.close()
 
     def wake_threadsafe(self) -> None:
         """Look for work now (called by ``submit`` in this OS process, from any thread)."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._wake_up)
 
-    def _renew(self, connection: sqlite3.Connection, expires: float) -> None:
-        connection.execute(
-            "UPDATE tasks SET lease_expires = ? WHERE status = 'leased' AND worker = ?",
-            (expires, self.id),
-        )
-        connection.execute(
-            "UPDATE workers SET heartbeat = ?, busy = ? WHERE id = ?",
-            (time.time(), self.busy, self.id),
-        )
+    def _wake_up(self) -> None:
+        """Look for work now (on the worker's loop): ends the current wait for work."""
+        self._woken = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     # claiming --------------------------------------------------------------------------------
 
@@ -169,9 +170,9 @@ class Worker:
             free = self.slots - self.busy
             claimed: list[checkpoint_rows.Claim] = []
             try:
-                if self._alone is not None and not store.read(_runs_alone, self._alone, self.id):
+                if self._alone is not None and not store.broker.runs_alone(self._alone, self.id):
                     self._alone = None  # it committed a step (or ended): not the killer
-                if free > 0 and self._alone is None and store.read(_has_ready_task, time.time()):
+                if free > 0 and self._alone is None and store.broker.has_ready_task(time.time()):
                     claimed = await store.write(
                         checkpoint_rows.claim_work_tx,
                         self.id,
@@ -209,41 +210,42 @@ class Worker:
             await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
-        """Until woken locally, or another connection commits (``PRAGMA data_version``)."""
-        assert self.store is not None
-        version = self.store.data_version()
-        self._wake = anyio.Event()
-        while not self.stopping:
-            with anyio.move_on_after(POLL_INTERVAL):
-                await self._wake.wait()
-                return
-            current = self.store.data_version()
-            if current != version:
-                return
+        """Until woken locally (:meth:`_wake_up`), or another connection commits."""
+        store = self.store
+        assert store is not None
+        marker = store.commit_marker()
+        self._woken = False
+        with anyio.CancelScope() as scope:
+            self._waiting = scope
+            try:
+                while not self.stopping and not self._woken:
+                    if await store.await_commit(marker, IDLE_WAIT) != marker:
+                        return
+            finally:
+                self._waiting = None
 
     async def _control_loop(self) -> None:
         """Act on kill and pause requests for the processes this worker holds (RPC through the
         database: a request is seen within a poll interval of its commit)."""
-        assert self.store is not None
-        version = -1
+        store = self.store
+        assert store is not None
         while True:
-            current = self.store.data_version()
-            if current != version:
-                version = current
-                try:
-                    requests = self.store.read(control_rows.pending_controls, self.id)
-                except StoreError:
-                    self._log.problem(
-                        "control", "reading control requests failed; retrying", exc_info=True
-                    )
-                    requests = []
-                self._handled &= set(requests)
-                for pk, control in requests:
-                    controlled = self._controlled.get(pk)
-                    if controlled is not None and (pk, control) not in self._handled:
-                        self._handled.add((pk, control))
-                        controlled[0].apply_control(control, controlled[1])
+            marker = store.commit_marker()  # before the read: a later request changes it
+            try:
+                requests = store.read(control_rows.pending_controls, self.id)
+            except StoreError:
+                self._log.problem(
+                    "control", "reading control requests failed; retrying", exc_info=True
+                )
+                requests = []
+            self._handled &= set(requests)
+            for pk, control in requests:
+                controlled = self._controlled.get(pk)
+                if controlled is not None and (pk, control) not in self._handled:
+                    self._handled.add((pk, control))
+                    controlled[0].apply_control(control, controlled[1])
             await anyio.sleep(POLL_INTERVAL)
+            await store.await_commit(marker, IDLE_WAIT)
 
     async def _maintenance_loop(self) -> None:
         """Requeue what dead owners left behind (every worker does it; it is idempotent)."""
@@ -251,11 +253,11 @@ class Worker:
         interval = max(self.lease_timeout / 2, 0.05)
         while True:
             try:
-                counts = await self.store.write(broker_rows.recover_expired_tx, time.time())
-                await self.store.write(events.prune_tx, time.time())
-                if any(counts.values()):
-                    logger.info("recovery: %s", counts)
-                    self._wake.set()
+                counts = await self.store.broker.recover_expired.aio(time.time())
+                await self.store.events.prune.aio(time.time())
+                if any(counts):
+                    logger.info("recovery: %s", counts._asdict())
+                    self._wake_up()
             except MiniengineError:
                 self._log.problem("recovery", "recovery failed; retrying", exc_info=True)
             await anyio.sleep(interval)
@@ -274,7 +276,7 @@ class Worker:
                 self._alone = None
             self.busy -= 1
             self.processed += 1
-            self._wake.set()
+            self._wake_up()
             if self.busy == 0:
                 self._idle.set()
 
@@ -389,12 +391,8 @@ class Worker:
         assert self.store is not None
         while True:
             try:
-                await self.store.write(
-                    broker_rows.give_back_tx,
-                    task_pk,
-                    process_pk,
-                    self.id,
-                    time.time() + RETRY_DELAY,
+                await self.store.broker.give_back.aio(
+                    task_pk, process_pk, self.id, time.time() + RETRY_DELAY
                 )
                 return
             except StoreError:
@@ -423,35 +421,4 @@ def unimportable_message(pk: int, class_path: str, error: BaseException) -> str:
         f"{type(error).__name__}: {error}. The worker runs in {os.getcwd()} with sys.path "
         f"{sys.path}. Restart the daemon where that module imports, then "
         f"`miniengine process play {pk}`"
-    )
-
-
-def _register_worker(
-    connection: sqlite3.Connection, worker_id: str, pid: int, slots: int, now: float
-) -> None:
-    connection.execute(
-        "INSERT OR REPLACE INTO workers (id, pid, hostname, slots, started, heartbeat) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (worker_id, pid, socket.gethostname(), slots, now, now),
-    )
-
-
-def _runs_alone(connection: sqlite3.Connection, task_pk: int, worker_id: str) -> bool:
-    """Whether ``worker_id`` still holds ``task_pk`` without progress (see ``claim_tasks_tx``)."""
-    return (
-        connection.execute(
-            "SELECT 1 FROM tasks WHERE pk = ? AND status = 'leased' AND worker = ? "
-            "AND attempts > 1",
-            (task_pk, worker_id),
-        ).fetchone()
-        is not None
-    )
-
-
-def _has_ready_task(connection: sqlite3.Connection, now: float) -> bool:
-    return (
-        connection.execute(
-            "SELECT 1 FROM tasks WHERE status = 'ready' AND not_before <= ? LIMIT 1", (now,)
-        ).fetchone()
-        is not None
     )

@@ -19,7 +19,7 @@ import sys
 import anyio
 
 from miniengine.daemon.worker import Worker
-from miniengine.storage.broker_rows import MAX_ATTEMPTS
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 
 __all__ = ["main"]
 

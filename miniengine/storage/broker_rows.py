@@ -7,37 +7,43 @@ a task for a process that has already terminated is acknowledged without running
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from collections.abc import Sequence
 
+from miniengine.storage.interfaces.broker import (
+    ACTIVE_STATES,
+    MAX_ATTEMPTS,
+    SUSPECT_AFTER,
+    RecoveryCounts,
+    Released,
+    TaskClaim,
+    WorkerRow,
+)
+
 __all__ = [
     "ACTIVE_STATES",
+    "MAX_ATTEMPTS",
+    "SUSPECT_AFTER",
     "ack_task",
     "claim_tasks_tx",
     "enqueue",
     "give_back_tx",
     "give_up_tx",
+    "has_ready_task",
     "notify_parents",
     "queue_depth",
+    "read_workers",
     "recover_expired_tx",
+    "register_worker_tx",
     "release_owner_tx",
+    "renew_worker",
+    "runs_alone",
     "terminate_unowned",
     "wait_for_children",
+    "worker_heartbeats",
 ]
-
-ACTIVE_STATES = ("created", "running", "waiting")
-
-#: Claims of a task in a row that ended with the death of its worker, after which it is run
-#: alone (by a worker that holds nothing else).
-SUSPECT_AFTER = 2
-
-#: Claims of a task in a row that ended with the death of its worker, after which its process
-#: is EXCEPTED instead of claimed again (a worker's ``max_attempts``).  High, as DBOS's and
-#: Temporal's defaults are: a worker killed from outside (an OOM killer, an operator, a crashed
-#: node) while it runs a long step is not the step's fault, and only a run of deaths this long
-#: with the task held alone is taken as proof that the task itself ends the interpreter.
-MAX_ATTEMPTS = 20
 
 
 def enqueue(connection: sqlite3.Connection, process_pk: int, dedup_key: str, now: float,
@@ -59,8 +65,8 @@ def ack_task(connection: sqlite3.Connection, task_pk: int) -> None:
 
 
 def claim_tasks_tx(connection: sqlite3.Connection, worker: str, limit: int, expires: float,
-                   now: float, idle: bool = True) -> list[tuple[int, int, int]]:  # fmt: skip
-    """Lease up to ``limit`` ready tasks, oldest first: ``[(task pk, process pk, attempts)]``.
+                   now: float, idle: bool = True) -> list[TaskClaim]:  # fmt: skip
+    """Lease up to ``limit`` ready tasks, oldest first.
 
     ``attempts`` counts the claims of a task since its process last made progress; a worker
     that survives a claim (the task ends, is handed back, or a step commits) resets it.  So a
@@ -86,7 +92,7 @@ def claim_tasks_tx(connection: sqlite3.Connection, worker: str, limit: int, expi
     if not chosen:
         return []
     return [
-        (int(task), int(process), int(attempts))
+        TaskClaim(int(task), int(process), int(attempts))
         for task, process, attempts in connection.execute(
             "UPDATE tasks SET status = 'leased', worker = ?, lease_expires = ?, "
             f"attempts = attempts + 1 WHERE pk IN ({','.join('?' * len(chosen))}) "
@@ -164,7 +170,7 @@ def notify_parents(connection: sqlite3.Connection, child_pk: int, now: float) ->
             enqueue(connection, parent_pk, f"wake:{parent_pk}:{row[1]}", now)
 
 
-def release_owner_tx(connection: sqlite3.Connection, owner: str) -> tuple[int, int]:
+def release_owner_tx(connection: sqlite3.Connection, owner: str) -> Released:
     """Free everything ``owner`` held (it is known to be dead): its tasks become ready again and
     its processes' leases expire now.  Returns (tasks, processes) released."""
     tasks = connection.execute(
@@ -178,7 +184,7 @@ def release_owner_tx(connection: sqlite3.Connection, owner: str) -> tuple[int, i
         (owner,),
     ).rowcount
     connection.execute("DELETE FROM workers WHERE id = ?", (owner,))
-    return tasks, processes
+    return Released(tasks, processes)
 
 
 def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, owner: str,
@@ -226,7 +232,7 @@ def terminate_unowned(
     notify_parents(connection, pk, now)
 
 
-def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, int]:
+def recover_expired_tx(connection: sqlite3.Connection, now: float) -> RecoveryCounts:
     """Repair what dead owners left behind, in one transaction.
 
     - leased tasks whose lease expired become ready again;
@@ -275,7 +281,7 @@ def recover_expired_tx(connection: sqlite3.Connection, now: float) -> dict[str, 
             (pk,),
         ).fetchall():
             control_rows.kill_tx(connection, child, f"Killed: its caller {pk} excepted")
-    return {"requeued": requeued, "recovered": recovered, "excepted": len(excepted_pks)}
+    return RecoveryCounts(requeued, recovered, len(excepted_pks))
 
 
 def queue_depth(connection: sqlite3.Connection) -> dict[str, int]:
@@ -285,3 +291,69 @@ def queue_depth(connection: sqlite3.Connection) -> dict[str, int]:
     ).fetchone()[0]
     leased = connection.execute("SELECT count(*) FROM tasks WHERE status = 'leased'").fetchone()[0]
     return {"ready": int(ready), "leased": int(leased)}
+
+
+def has_ready_task(connection: sqlite3.Connection, now: float) -> bool:
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE status = 'ready' AND not_before <= ? LIMIT 1", (now,)
+        ).fetchone()
+        is not None
+    )
+
+
+# workers ----------------------------------------------------------------------------------------
+
+
+def register_worker_tx(
+    connection: sqlite3.Connection, worker_id: str, pid: int, slots: int, now: float
+) -> None:
+    connection.execute(
+        "INSERT OR REPLACE INTO workers (id, pid, hostname, slots, started, heartbeat) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (worker_id, pid, socket.gethostname(), slots, now, now),
+    )
+
+
+def renew_worker(
+    connection: sqlite3.Connection, worker_id: str, busy: int, expires: float, now: float
+) -> None:
+    """Renew the leases of the tasks ``worker_id`` holds and record its heartbeat (part of the
+    store's heartbeat transaction)."""
+    connection.execute(
+        "UPDATE tasks SET lease_expires = ? WHERE status = 'leased' AND worker = ?",
+        (expires, worker_id),
+    )
+    connection.execute(
+        "UPDATE workers SET heartbeat = ?, busy = ? WHERE id = ?", (now, busy, worker_id)
+    )
+
+
+def runs_alone(connection: sqlite3.Connection, task_pk: int, worker_id: str) -> bool:
+    """Whether ``worker_id`` still holds ``task_pk`` without progress (see ``claim_tasks_tx``)."""
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE pk = ? AND status = 'leased' AND worker = ? "
+            "AND attempts > 1",
+            (task_pk, worker_id),
+        ).fetchone()
+        is not None
+    )
+
+
+def worker_heartbeats(connection: sqlite3.Connection) -> dict[str, float]:
+    return {
+        str(worker): float(beat)
+        for worker, beat in connection.execute("SELECT id, heartbeat FROM workers")
+    }
+
+
+def read_workers(connection: sqlite3.Connection) -> list[WorkerRow]:
+    return [
+        WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat))
+        for worker, pid, slots, busy, beat in connection.execute(
+            "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
+            "t.status = 'leased' AND t.worker = w.id), w.heartbeat FROM workers w "
+            "ORDER BY w.started"
+        )
+    ]

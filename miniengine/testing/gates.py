@@ -4,33 +4,29 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING
 
 from miniengine.core.data import Bool, Str
 from miniengine.core.spec import ProcessSpec
 from miniengine.runtime import context
 from miniengine.runtime.workchain import WorkChain
-from miniengine.storage.store import Store
+
+if TYPE_CHECKING:
+    from miniengine.storage.store import Store
 
 __all__ = ["WaitingProcess", "gate_is_open", "open_gate"]
 
-
-def _open_gate_tx(connection: Any, name: str, now: float) -> None:
-    connection.execute("INSERT OR IGNORE INTO gates (name, opened) VALUES (?, ?)", (name, now))
+#: How long a waiting process sleeps between two looks at its gate when nothing commits.
+WAIT_TIMEOUT = 1.0
 
 
 def open_gate(name: str, *, db: Store | str | os.PathLike[str] | None = None) -> None:
     """Open the gate ``name``: every process waiting at it continues."""
-    context.store_for(db).write_sync(_open_gate_tx, name, time.time())
+    context.store_for(db).events.open_gate(name, time.time())
 
 
 def gate_is_open(name: str, *, db: Store | str | os.PathLike[str] | None = None) -> bool:
-    store = context.store_for(db)
-    return store.read(
-        lambda c: c.execute("SELECT 1 FROM gates WHERE name = ?", (name,)).fetchone() is not None
-    )
+    return context.store_for(db).events.gate_is_open(name)
 
 
 class WaitingProcess(WorkChain):
@@ -49,14 +45,11 @@ class WaitingProcess(WorkChain):
         self.report(f"waiting at gate {self.inputs.gate.value!r}")
         store = self.node.store
         assert store is not None
-        version = -1
         while True:
-            current = store.data_version()
-            if current != version:
-                version = current
-                if gate_is_open(self.inputs.gate.value, db=store):
-                    return
-            await anyio.sleep(0.005)
+            marker = store.commit_marker()  # before the look: a later opening changes it
+            if store.events.gate_is_open(self.inputs.gate.value):
+                return
+            await store.await_commit(marker, WAIT_TIMEOUT)
 
     def pass_gate(self) -> None:
         self.out("passed", Bool(True))

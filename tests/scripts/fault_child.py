@@ -61,7 +61,7 @@ VOLATILE = frozenset({"lease_expires"})
 BACKGROUND = frozenset(
     {
         "_renew_leases",
-        "_register_worker",
+        "register_worker_tx",
         "prune_tx",
         "_add_watcher",
         "_renew_watcher",

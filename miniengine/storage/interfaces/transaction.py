@@ -28,3 +28,9 @@ class Transaction(Protocol[P, R_co]):
         """Call it, but a Ctrl-C that lands just after the commit is returned with the result
         instead of raised, so the caller learns what was committed."""
         ...
+
+    def within(self, busy_seconds: float, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Call it, waiting at most ``busy_seconds`` for another writer (then
+        ``DatabaseLockedError``): for a caller with other duties, such as the supervisor,
+        which tries again later rather than wait the default patience."""
+        ...

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from miniengine.storage import broker_rows, repair_rows
+from miniengine.storage.interfaces.broker import QueueDepth, WorkerRow
+from miniengine.storage.sqlite.transaction import SqliteTransaction
 
 if TYPE_CHECKING:
     from miniengine.storage.store import Store
@@ -13,7 +20,55 @@ __all__ = ["SqliteBroker"]
 class SqliteBroker:
     """:class:`miniengine.storage.interfaces.broker.Broker` on a sqlite :class:`Store`."""
 
-    __slots__ = ("_store",)
+    __slots__ = (
+        "_store",
+        "ack",
+        "claim_tasks",
+        "enqueue",
+        "give_back",
+        "give_up",
+        "notify_parents",
+        "recover_expired",
+        "register_worker",
+        "release_owner",
+        "repair",
+        "terminate_unowned",
+        "wait_for_children",
+    )
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self.enqueue = SqliteTransaction(store, broker_rows.enqueue)
+        self.ack = SqliteTransaction(store, broker_rows.ack_task)
+        self.claim_tasks = SqliteTransaction(store, broker_rows.claim_tasks_tx)
+        self.give_up = SqliteTransaction(store, broker_rows.give_up_tx)
+        self.give_back = SqliteTransaction(store, broker_rows.give_back_tx)
+        self.wait_for_children = SqliteTransaction(store, broker_rows.wait_for_children)
+        self.notify_parents = SqliteTransaction(store, broker_rows.notify_parents)
+        self.terminate_unowned = SqliteTransaction(store, broker_rows.terminate_unowned)
+        self.release_owner = SqliteTransaction(store, broker_rows.release_owner_tx)
+        self.recover_expired = SqliteTransaction(store, broker_rows.recover_expired_tx)
+        self.repair = SqliteTransaction(store, repair_rows.repair_tx)
+        self.register_worker = SqliteTransaction(store, broker_rows.register_worker_tx)
+
+    def renew_on_heartbeat(self, worker: str, busy: Callable[[], int]) -> None:
+        def renew(connection: sqlite3.Connection, expires: float) -> None:
+            broker_rows.renew_worker(connection, worker, busy(), expires, time.time())
+
+        self._store.heartbeat_hooks.append(renew)
+
+    def worker_heartbeats(self) -> dict[str, float]:
+        return self._store.read(broker_rows.worker_heartbeats)
+
+    def workers(self) -> list[WorkerRow]:
+        return self._store.read(broker_rows.read_workers)
+
+    def runs_alone(self, task_pk: int, worker: str) -> bool:
+        return self._store.read(broker_rows.runs_alone, task_pk, worker)
+
+    def has_ready_task(self, now: float) -> bool:
+        return self._store.read(broker_rows.has_ready_task, now)
+
+    def queue_depth(self) -> QueueDepth:
+        depth = self._store.read(broker_rows.queue_depth)
+        return QueueDepth(depth["ready"], depth["leased"])
