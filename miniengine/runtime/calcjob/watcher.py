@@ -3,9 +3,9 @@
 :class:`LoopJobWatcher` serves run mode: the coroutines waiting for jobs of one computer elect
 one of them to query the scheduler for all of them, once per the computer's minimum poll
 interval.  :class:`DaemonJobWatcher` serves a worker: its waiting CalcJobs are evicted, so it
-watches rows of ``calcjob_jobs`` that it leases (renewed by the worker's heartbeat), queries
-each computer once per interval for all of its rows, and, when a job is done, marks the row
-and enqueues the process's continuation in one transaction.
+watches their jobs under a lease (renewed by the worker's heartbeat), queries each computer
+once per interval for all of its jobs, and, when a job is done, marks it and enqueues the
+process's continuation in one transaction.
 
 A job of ``core.direct`` on ``core.local`` is a process of this machine: its end is learnt at
 once from a pidfd (``os.pidfd_open``) that becomes readable when it exits, with no query at
