@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from miniengine.core.states import ProcessState
 from miniengine.runtime.context import store_for
 from miniengine.runtime.nodes import ProcessNode
-from miniengine.storage import broker_rows, control_rows, rows
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.store import Store
 
 __all__ = [
@@ -34,7 +33,10 @@ __all__ = [
     "revive_processes",
 ]
 
-Db = Store | str | os.PathLike[str] | None
+Db = Backend | Store | str | os.PathLike[str] | None
+
+#: The states of a process that has not terminated.
+_ACTIVE_STATES = tuple(state.value for state in ProcessState if not state.is_terminal)
 
 
 class Outcome(str):
@@ -53,6 +55,13 @@ class Outcome(str):
         return outcome
 
 
+def _backend(db: Db) -> Backend:
+    """An open database as it is, else the store of a path (or of the default database)."""
+    if db is None or isinstance(db, (str, os.PathLike, Store)):
+        return store_for(db)
+    return db
+
+
 def _pk(process: ProcessNode | int) -> int:
     pk = process.pk if isinstance(process, ProcessNode) else process
     if not isinstance(pk, int) or isinstance(pk, bool):
@@ -60,26 +69,23 @@ def _pk(process: ProcessNode | int) -> int:
     return pk
 
 
-def _wait_for_end(store: Store, pk: int, timeout: float | None) -> str | None:
+def _wait_for_end(store: Backend, pk: int, timeout: float | None) -> str | None:
     """The state the process terminated in, or None if it is still active after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        state = store.read(rows.read_node_row, pk)[5]
-        if state not in broker_rows.ACTIVE_STATES:
+        state = store.control.process_state(pk)
+        if state not in _ACTIVE_STATES:
             return state
         if deadline is not None and time.monotonic() > deadline:
             return None
         time.sleep(0.005)
 
 
-def _wait_for_control(store: Store, pk: int, timeout: float | None) -> bool:
+def _wait_for_control(store: Backend, pk: int, timeout: float | None) -> bool:
     """Wait until the owner has taken the control request (the column is cleared)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        row = store.read(
-            lambda c: c.execute("SELECT control FROM nodes WHERE pk = ?", (pk,)).fetchone()
-        )
-        if row is None or row[0] is None:
+        if store.control.control_request(pk) is None:
             return True
         if deadline is not None and time.monotonic() > deadline:
             return False
@@ -100,12 +106,12 @@ def kill(
     the end of the running step in a ``def`` one (a thread cannot be interrupted).  With
     ``wait`` this returns once the process is KILLED, or an unconfirmed :class:`Outcome`.
     """
-    store = store_for(db)
+    store = _backend(db)
     pk = _pk(process)
-    outcome = store.write_sync(control_rows.kill_tx, pk, message)
-    if outcome["state"] not in broker_rows.ACTIVE_STATES:
-        return Outcome(f"process {pk} has already terminated ({outcome['state']}): nothing to kill")
-    if pk not in outcome["requested"]:  # type: ignore[operator]
+    outcome = store.control.kill(pk, message)
+    if outcome.state not in _ACTIVE_STATES:
+        return Outcome(f"process {pk} has already terminated ({outcome.state}): nothing to kill")
+    if pk not in outcome.requested:
         return Outcome(f"killed process {pk}")
     if not wait:
         return Outcome(f"asked the owner of process {pk} to kill it")
@@ -123,39 +129,37 @@ def pause(
     process: ProcessNode | int, *, db: Db = None, wait: bool = False, timeout: float | None = 5.0
 ) -> Outcome:
     """Pause a process: it keeps its state and runs no further step until played."""
-    store = store_for(db)
+    store = _backend(db)
     pk = _pk(process)
-    outcome = store.write_sync(control_rows.pause_tx, pk)
-    if not outcome["paused"]:
-        return Outcome(
-            f"process {pk} has already terminated ({outcome['state']}): nothing to pause"
-        )
-    if wait and outcome.get("live") and not _wait_for_control(store, pk, timeout):
+    outcome = store.control.pause(pk)
+    if not outcome.paused:
+        return Outcome(f"process {pk} has already terminated ({outcome.state}): nothing to pause")
+    if wait and outcome.live and not _wait_for_control(store, pk, timeout):
         return Outcome(f"asked the owner of process {pk} to pause it; it is still in a step", False)
     return Outcome(f"paused process {pk}")
 
 
 def play(process: ProcessNode | int, *, db: Db = None) -> Outcome:
     """Let a paused process continue (enqueued again if nobody holds it)."""
-    store = store_for(db)
+    store = _backend(db)
     pk = _pk(process)
-    outcome = store.write_sync(control_rows.play_tx, pk)
-    if not outcome["played"]:
-        return Outcome(f"process {pk} has already terminated ({outcome['state']}): nothing to play")
+    outcome = store.control.play(pk)
+    if not outcome.played:
+        return Outcome(f"process {pk} has already terminated ({outcome.state}): nothing to play")
     return Outcome(f"played process {pk}")
 
 
 def _select(
     processes: Sequence[ProcessNode | int] | None,
     all_entries: bool,
-    store: Store,
+    store: Backend,
     states: Iterable[str],
 ) -> list[int]:
     if processes:
         return [_pk(process) for process in processes]
     if not all_entries:
         return []
-    return [row[0] for row in store.read(rows.read_process_rows, list(states), None, None)]
+    return [row.pk for row in store.provenance.process_rows(list(states), None, None)]
 
 
 def kill_processes(
@@ -168,8 +172,8 @@ def kill_processes(
     db: Db = None,
 ) -> list[Outcome]:
     """AiiDA's ``kill_processes``: kill the given processes (or all active ones)."""
-    store = store_for(db)
-    chosen = _select(processes, all_entries, store, broker_rows.ACTIVE_STATES)
+    store = _backend(db)
+    chosen = _select(processes, all_entries, store, _ACTIVE_STATES)
     return [kill(pk, msg_text, db=store, wait=wait, timeout=timeout) for pk in chosen]
 
 
@@ -182,8 +186,8 @@ def pause_processes(
     db: Db = None,
 ) -> list[Outcome]:
     """AiiDA's ``pause_processes``."""
-    store = store_for(db)
-    chosen = _select(processes, all_entries, store, broker_rows.ACTIVE_STATES)
+    store = _backend(db)
+    chosen = _select(processes, all_entries, store, _ACTIVE_STATES)
     return [pause(pk, db=store, wait=wait, timeout=timeout) for pk in chosen]
 
 
@@ -196,23 +200,19 @@ def play_processes(
     db: Db = None,
 ) -> list[Outcome]:
     """AiiDA's ``play_processes``."""
-    store = store_for(db)
-    chosen = _select(processes, all_entries, store, broker_rows.ACTIVE_STATES)
+    store = _backend(db)
+    chosen = _select(processes, all_entries, store, _ACTIVE_STATES)
     return [play(pk, db=store) for pk in chosen]
 
 
 def revive_processes(processes: Sequence[ProcessNode | int], *, db: Db = None) -> list[str]:
     """AiiDA's ``revive_processes``: give unowned live processes a task again, so a daemon
     continues them from their last checkpoint (what ``process repair`` does for all)."""
-    store = store_for(db)
+    store = _backend(db)
     now = time.time()
     messages = []
     for process in processes:
         pk = _pk(process)
-
-        def revive(connection: Any, pk: int = pk) -> bool:
-            return broker_rows.enqueue(connection, pk, f"revive:{pk}:{now}", now)
-
-        store.write_sync(revive)
+        store.control.revive(pk, now)
         messages.append(f"revived process {pk}")
     return messages

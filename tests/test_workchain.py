@@ -1256,7 +1256,7 @@ class TimedReports(WorkChain):
 
 
 def test_reports_and_log_records_are_dated_when_made_not_when_committed(monkeypatch):
-    from miniengine.runtime import executor
+    from miniengine.runtime.workchain import executor
 
     made = iter([1_000_000.0, 2_000_000.0, 3_000_000.0])
     monkeypatch.setattr(executor, "clock", lambda: next(made))

@@ -37,7 +37,7 @@ class _Timers:
 
 def _instrument() -> _Timers:
     """Wrap the step commit (statements and whole transaction) and the checkpoint encoder."""
-    from miniengine.runtime import executor
+    from miniengine.runtime.workchain import executor
     from miniengine.storage import checkpoint_rows
     from miniengine.storage.store import Store
 

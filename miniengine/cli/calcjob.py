@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import argparse
 import posixpath
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from miniengine.cli.calcjob_queries import CalcJobInfo, output_tree, require_calcjob
+from miniengine.cli.calcjob_queries import require_calcjob
 from miniengine.cli.connection import open_readonly
 from miniengine.cli.errors import CliError, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
 from miniengine.cli.options import add_db_option, db_path
 from miniengine.cli.render import printable
 from miniengine.cli.table import emit
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CalcJobs
+    from miniengine.storage.interfaces.queries import Reader
 
 __all__ = [
     "add_commands",
@@ -159,17 +162,14 @@ def _days(text: str) -> float:
 # reading -------------------------------------------------------------------------------------
 
 
-def _read(args: argparse.Namespace, query: Callable[[sqlite3.Connection], _T]) -> _T:
-    connection = open_readonly(db_path(args))
-    try:
-        return query(connection)
-    finally:
-        connection.close()
+def _read(args: argparse.Namespace, query: Callable[[Reader], _T]) -> _T:
+    with open_readonly(db_path(args)) as db:
+        return query(db)
 
 
-def _calcjob(connection: sqlite3.Connection, identifier: str) -> CalcJobInfo:
-    row = find_process(connection, identifier)
-    return require_calcjob(connection, row.pk, row.node_type)
+def _calcjob(db: Reader, identifier: str) -> CalcJobInfo:
+    row = find_process(db.queries, identifier)
+    return require_calcjob(db.calcjobs, row.pk, row.node_type)
 
 
 def _lookup(tree: dict[str, Any], path: str | None, what: str) -> Any:
@@ -262,11 +262,9 @@ def _inputcat(args: argparse.Namespace) -> int:
     return _cat(args, info.input_tree, path, f"input files of calcjob {info.pk}")
 
 
-def _retrieved(
-    connection: sqlite3.Connection, identifier: str
-) -> tuple[CalcJobInfo, dict[str, Any]]:
-    info = _calcjob(connection, identifier)
-    tree = output_tree(connection, info.pk, "retrieved")
+def _retrieved(db: Reader, identifier: str) -> tuple[CalcJobInfo, dict[str, Any]]:
+    info = _calcjob(db, identifier)
+    tree = db.calcjobs.output_tree(info.pk, "retrieved")
     if tree is None:
         raise CliError(
             f"calcjob {info.pk} has no 'retrieved' output: its files have not been retrieved"
@@ -417,12 +415,10 @@ def _cleanworkdir(args: argparse.Namespace) -> int:
     newer = None if args.past_days is None else now - args.past_days * SECONDS_PER_DAY
     older = None if args.older_than is None else now - args.older_than * SECONDS_PER_DAY
 
-    def query(connection: sqlite3.Connection) -> list[tuple[int, str | None, int]]:
-        from miniengine.cli.calcjob_queries import cleanable_calcjobs
-
+    def query(db: Reader) -> list[tuple[int, str | None, int]]:
         pks = None
         if args.calcjobs:
-            named = [_calcjob(connection, text) for text in args.calcjobs]
+            named = [_calcjob(db, text) for text in args.calcjobs]
             pks = [info.pk for info in named]
             active = [info.pk for info in named if info.process_state not in _TERMINAL]
             if active:
@@ -430,7 +426,7 @@ def _cleanworkdir(args: argparse.Namespace) -> int:
                     f"calcjob {', '.join(map(str, active))} is still active: its working "
                     "folder is in use (kill it first, or wait until it ends)"
                 )
-        found = cleanable_calcjobs(connection, pks, newer, older, args.computers)
+        found = db.calcjobs.cleanable_calcjobs(pks, newer, older, args.computers)
         return [row for row in found if row[1] in _TERMINAL]
 
     selected = _read(args, query)
@@ -492,12 +488,10 @@ def _clean(remote_pks: list[int], args: argparse.Namespace) -> Iterator[tuple[st
 # process show / process list -----------------------------------------------------------------
 
 
-def calcjob_properties(connection: sqlite3.Connection, pk: int) -> dict[str, Any] | None:
+def calcjob_properties(calcjobs: CalcJobs, pk: int) -> dict[str, Any] | None:
     """What ``process show`` adds for a CalcJob (None for another process): its computer,
     stage, job id, scheduler state and remote working folder."""
-    from miniengine.cli.calcjob_queries import calcjob_info
-
-    info = calcjob_info(connection, pk)
+    info = calcjobs.calcjob_info(pk)
     if info is None:
         return None
     return {

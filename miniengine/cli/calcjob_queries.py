@@ -10,10 +10,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniengine.cli.errors import CliError
 from miniengine.cli.render import type_name
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces.calcjobs import CalcJobInfo as StoredCalcJobInfo
+    from miniengine.storage.interfaces.calcjobs import CalcJobs
 
 __all__ = [
     "CALCJOB_TYPE",
@@ -92,10 +96,10 @@ def calcjob_info(connection: sqlite3.Connection, pk: int) -> CalcJobInfo | None:
     return CalcJobInfo(row[0], row[1], row[2], _unpack(row[3]), row[4], row[5], row[6])
 
 
-def require_calcjob(connection: sqlite3.Connection, pk: int, node_type: str) -> CalcJobInfo:
+def require_calcjob(calcjobs: CalcJobs, pk: int, node_type: str) -> StoredCalcJobInfo:
     """The CalcJob ``pk`` (already found as a process of ``node_type``), or the error that says
     it is another kind of process."""
-    info = calcjob_info(connection, pk) if node_type == CALCJOB_TYPE else None
+    info = calcjobs.calcjob_info(pk) if node_type == CALCJOB_TYPE else None
     if info is None:
         raise CliError(f"process {pk} is not a CalcJob (its type is {type_name(node_type)})")
     return info

@@ -1,21 +1,22 @@
-"""Opening a database for reading only: no file is created, migrated or changed.
+"""Opening the database a command works on: every command opens it through this module.
 
-The read-only commands use a plain ``sqlite3`` connection in ``mode=ro`` rather than a
-:class:`~miniengine.storage.store.Store`, which would create a missing file, migrate an old one
-and import the event-loop machinery; in WAL mode such a reader never waits for a writer.
+The read-only commands use :func:`open_readonly`, a :class:`~miniengine.storage.interfaces.
+queries.Reader` that never creates, migrates or changes a file and imports none of the
+event-loop machinery; the commands that act use :func:`open_backend`, the engine's own store.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from miniengine.cli.errors import CliError
-from miniengine.storage.schema import APPLICATION_ID, SCHEMA_VERSION, readonly_uri
 
-__all__ = ["BUSY_TIMEOUT_MS", "open_readonly", "require_file", "schema_version"]
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
+    from miniengine.storage.interfaces.queries import Reader
 
-BUSY_TIMEOUT_MS = 5000
+__all__ = ["open_backend", "open_readonly", "require_file"]
 
 
 def require_file(path: Path) -> None:
@@ -26,43 +27,18 @@ def require_file(path: Path) -> None:
         raise CliError(f"no database at {path} (pass --db PATH or set $MINIENGINE_DB)")
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the miniengine database at ``path``, its header checked."""
+def open_readonly(path: Path, *, check: bool = True) -> Reader:
+    """The database at ``path`` opened to read only, its header checked (unless ``check`` is
+    False: see :meth:`~miniengine.storage.sqlite.reader.SqliteReader.check`)."""
     require_file(path)
-    try:
-        connection = sqlite3.connect(
-            readonly_uri(path),
-            uri=True,
-            isolation_level=None,
-            timeout=BUSY_TIMEOUT_MS / 1e3,
-        )
-    except sqlite3.Error as exc:
-        raise CliError(f"{path}: cannot open the database: {exc}") from exc
-    try:
-        schema_version(connection, path)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
+    from miniengine.storage.sqlite.reader import SqliteReader
+
+    return SqliteReader(path, check=check)
 
 
-def schema_version(connection: sqlite3.Connection, path: Path) -> int:
-    """The schema version of the database, after checking that it is one of ours we can read."""
-    try:
-        app_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-        tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.OperationalError as exc:  # unreadable, or locked beyond the busy timeout
-        raise CliError(f"{path}: cannot read the database: {exc}") from exc
-    except sqlite3.DatabaseError as exc:  # "file is not a database"
-        raise CliError(f"{path} is not a sqlite database ({exc})") from exc
-    if app_id == 0 and tables == 0:
-        raise CliError(f"{path} is empty: no miniengine database was created in it yet")
-    if app_id != APPLICATION_ID:
-        raise CliError(f"{path} is not a miniengine database (a sqlite file of another program)")
-    if version > SCHEMA_VERSION:
-        raise CliError(
-            f"{path} was written by a newer miniengine (schema version {version}; this one "
-            f"understands up to {SCHEMA_VERSION}): upgrade miniengine to read it"
-        )
-    return version
+def open_backend(path: Path) -> Backend:
+    """The database at ``path`` opened as the engine opens it (which migrates an old one)."""
+    require_file(path)
+    from miniengine.storage.store import Store
+
+    return Store(path)

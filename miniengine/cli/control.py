@@ -8,12 +8,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+from typing import TYPE_CHECKING
 
-from miniengine.cli.connection import require_file
+from miniengine.cli.connection import open_backend, require_file
 from miniengine.cli.errors import CliError, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
 from miniengine.cli.options import add_db_option, db_path
 from miniengine.cli.table import emit
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["add_commands"]
 
@@ -62,11 +66,10 @@ def _act(args: argparse.Namespace) -> int:
     if not args.pks and not args.all:
         raise CliError(f"give the pks to {args.action}, or --all")
     from miniengine import control
-    from miniengine.storage.store import Store
 
-    store = Store(path)
+    store = open_backend(path)
     try:
-        pks = [store.read(find_process, text).pk for text in args.pks] or None
+        pks = [find_process(store.queries, text).pk for text in args.pks] or None
         if args.action == "kill":
             messages = control.kill_processes(
                 pks,
@@ -98,19 +101,18 @@ def _watch(args: argparse.Namespace) -> int:
     import time
 
     from miniengine.runtime.events import subscribe
-    from miniengine.storage import rows
     from miniengine.storage.store import Store
 
     store = Store(path)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
-        args.pk = store.read(find_process, args.pk).pk
-        row = store.read(rows.read_node_row, args.pk)
+        row = find_process(store.queries, args.pk)
+        args.pk = row.pk
         tree = {args.pk}
-        labels = {args.pk: row[4]}
-        emit(f"{_now()}  {args.pk:>6} {row[4]}: {row[5]}")
+        labels = {args.pk: row.process_label}
+        emit(f"{_now()}  {args.pk:>6} {row.process_label}: {row.process_state}")
         sys.stdout.flush()
-        if row[5] in _TERMINAL:
+        if row.process_state in _TERMINAL:
             return 0
         with subscribe(db=store) as changes:
             while True:
@@ -130,8 +132,7 @@ def _watch(args: argparse.Namespace) -> int:
                         return 0
                 if deadline is not None and time.monotonic() > deadline:
                     print(
-                        f"still {store.read(rows.read_node_row, args.pk)[5]} after "
-                        f"{args.timeout:g} s",
+                        f"still {store.control.process_state(args.pk)} after {args.timeout:g} s",
                         file=sys.stderr,
                     )
                     return 1
@@ -140,23 +141,19 @@ def _watch(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _in_tree(
-    store: object, pk: int, tree: set[int], labels: dict[int, str | None]
-) -> bool:
+def _in_tree(store: Backend, pk: int, tree: set[int], labels: dict[int, str | None]) -> bool:
     """Is ``pk`` a descendant of the watched process? (walks up its CALL links once)."""
-    from miniengine.storage import rows
-
     chain = [pk]
     current = pk
     while True:
-        callers = store.read(rows.read_links, current, True, ["call_calc", "call_work"])  # type: ignore[attr-defined]
+        callers = store.provenance.links(current, True, ["call_calc", "call_work"])
         if not callers:
             return False
-        current = callers[0][0]
+        current = callers[0].pk
         if current in tree:
             for member in chain:
                 tree.add(member)
-                labels[member] = store.read(rows.read_node_row, member)[4]  # type: ignore[attr-defined]
+                labels[member] = store.provenance.node(member).process_label
             return True
         chain.append(current)
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from miniengine.cli.connection import open_readonly, require_file, schema_version
+from miniengine.cli.connection import open_readonly, require_file
 from miniengine.cli.errors import CliError, Handler, guarded
 from miniengine.cli.options import add_db_option, add_json_option, db_path
 from miniengine.cli.table import emit, format_pairs, json_object
@@ -131,31 +129,12 @@ def _daemon(path: Path) -> dict[str, object] | None:
 
 def _info(args: argparse.Namespace) -> int:
     path = db_path(args)
-    connection = open_readonly(path)
-    try:
-        version = schema_version(connection, path)
-        nodes = int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
-        counts = dict(
-            connection.execute(
-                "SELECT process_state, count(*) FROM nodes WHERE process_state IS NOT NULL "
-                "GROUP BY process_state"
-            ).fetchall()
-        )
-        paused = int(
-            connection.execute(
-                "SELECT count(*) FROM nodes WHERE process_state IN ('created', 'running', "
-                "'waiting') AND paused"
-            ).fetchone()[0]
-        )
-        queue = None
-        if version >= 2:
-            from miniengine.storage.broker_rows import queue_depth
-
-            queue = queue_depth(connection)
-    finally:
-        connection.close()
+    with open_readonly(path) as db:
+        version = db.queries.schema_version()
+        counts = db.queries.counts()
+    nodes, paused, queue = counts.nodes, counts.paused, counts.queue
     daemon = _daemon(path)
-    by_state = {state.value: int(counts.get(state.value, 0)) for state in ProcessState}
+    by_state = {state.value: counts.processes.get(state.value, 0) for state in ProcessState}
     processes = sum(by_state.values())
     if args.json:
         emit(
@@ -171,7 +150,7 @@ def _info(args: argparse.Namespace) -> int:
                     "data_nodes": nodes - processes,
                     "processes": by_state,
                     "paused": paused,
-                    "queue": queue,
+                    "queue": None if queue is None else queue._asdict(),
                     "daemon": _daemon_json(daemon),
                 }
             )
@@ -192,7 +171,7 @@ def _info(args: argparse.Namespace) -> int:
         ("processes", states or "none"),
         (
             "queue",
-            "n/a" if queue is None else f"{queue['ready']:,} ready, {queue['leased']:,} leased",
+            "n/a" if queue is None else f"{queue.ready:,} ready, {queue.leased:,} leased",
         ),
         ("daemon", _daemon_text(daemon)),
     ]
@@ -225,11 +204,8 @@ def _daemon_text(daemon: dict[str, object] | None) -> str:
 
 
 def _version_of(path: Path) -> int:
-    connection = open_readonly(path)
-    try:
-        return schema_version(connection, path)
-    finally:
-        connection.close()
+    with open_readonly(path) as db:
+        return db.queries.schema_version()
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -258,15 +234,9 @@ def _vacuum(args: argparse.Namespace) -> int:
             f"a daemon (pid {daemon.get('pid')}) is running for {path}; stop it first "
             f"(python -m miniengine.daemon stop --db {path}), then vacuum"
         )
-    from miniengine.storage import schema
-
     before = _file_size(path) + _file_size(_wal(path))
-    connection = schema.connect(path)
-    try:
-        connection.execute("VACUUM")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        connection.close()
+    with open_readonly(path, check=False) as db:
+        db.vacuum()
     after = _file_size(path) + _file_size(_wal(path))
     emit(f"vacuumed {path}: {_size(before)} -> {_size(after)}")
     return 0
@@ -278,11 +248,10 @@ def _vacuum(args: argparse.Namespace) -> int:
 def _backup(args: argparse.Namespace) -> int:
     source = db_path(args)
     target = Path(args.path).expanduser().absolute()
-    connection = open_readonly(source)
-    try:
+    with open_readonly(source) as db:
         _check_target(source, target, args.force)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        # VACUUM INTO needs a missing or empty file; creating it first makes the copy 0600.
+        # The copy goes into a new empty file; creating it first makes the copy 0600.
         try:
             os.close(
                 os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
@@ -292,8 +261,7 @@ def _backup(args: argparse.Namespace) -> int:
                 f"cannot write the backup {target}: {exc.strerror} in the folder {target.parent}"
             ) from exc
         try:
-            # As a URI, so that a file name that is not UTF-8 reaches the file system intact.
-            connection.execute("VACUUM INTO ?", (f"file:{quote(os.fsencode(temporary))}",))
+            db.backup(temporary)
             nodes, version = _verify(temporary)
             for suffix in ("-wal", "-shm", "-journal"):  # an old file's log must not survive
                 Path(f"{os.fspath(target)}{suffix}").unlink(missing_ok=True)
@@ -302,8 +270,6 @@ def _backup(args: argparse.Namespace) -> int:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-    finally:
-        connection.close()
     emit(
         f"backed up {source} to {target}: {nodes:,} nodes, schema version {version}, "
         f"{_size(_file_size(target))}" + (f", {files:,} repository objects" if files else "")
@@ -312,13 +278,8 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _referenced_keys(database: Path) -> set[str]:
-    from miniengine.storage.repository_rows import read_referenced_object_keys
-
-    connection = sqlite3.connect(f"file:{quote(os.fsencode(database))}?mode=ro", uri=True)
-    try:
-        return read_referenced_object_keys(connection)
-    finally:
-        connection.close()
+    with open_readonly(database, check=False) as db:
+        return db.provenance.referenced_object_keys()
 
 
 def _copy_repository(source: Path, snapshot: Path, target: Path) -> int:
@@ -387,15 +348,12 @@ def _check_target(source: Path, target: Path, force: bool) -> None:
 
 def _verify(copy: Path) -> tuple[int, int]:
     """Check the copy's integrity and header; its node count and schema version."""
-    connection = sqlite3.connect(f"file:{quote(os.fsencode(copy))}?mode=ro", uri=True)
-    try:
-        result = connection.execute("PRAGMA quick_check").fetchone()[0]
+    with open_readonly(copy, check=False) as backup:
+        result = backup.queries.integrity_check()
         if result != "ok":
             raise CliError(
                 f"the backup failed sqlite's integrity check ({result}); nothing written"
             )
-        version = schema_version(connection, copy)
-        nodes = int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
-    finally:
-        connection.close()
+        version = backup.check()
+        nodes = backup.queries.counts().nodes
     return nodes, version

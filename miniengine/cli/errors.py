@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sqlite3
 import sys
 from collections.abc import Callable
 
 from miniengine.exceptions import MiniengineError
+from miniengine.storage.errors import driver_errors
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "CliError", "Handler", "guarded"]
 
@@ -32,7 +32,7 @@ def guarded(handler: Handler) -> Handler:
             return handler(args)
         except (CliError, MiniengineError) as exc:
             return _fail(str(exc))
-        except sqlite3.Error as exc:  # a query failed: say which database, not where in our code
+        except driver_errors() as exc:  # a query failed: say which database, not where in our code
             db = getattr(args, "db_path", None) or getattr(args, "db", None) or "the database"
             return _fail(f"{db}: {exc}")
         except OSError as exc:  # a file could not be read or written: name it, no traceback

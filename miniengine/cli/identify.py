@@ -14,11 +14,13 @@ start with ``0``); if no node has that pk, a unique uuid match is taken.
 from __future__ import annotations
 
 import argparse
-import sqlite3
+from typing import TYPE_CHECKING
 
-from miniengine.cli import queries
 from miniengine.cli.errors import CliError
 from miniengine.cli.render import type_name
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces.queries import NodeView, Queries
 
 __all__ = ["IDENTIFIER_HELP", "find_process", "process_identifier"]
 
@@ -41,20 +43,20 @@ def _is_pk(text: str) -> bool:
     return text.isdecimal() and not text.startswith("0")  # pks start at 1
 
 
-def find_process(connection: sqlite3.Connection, text: str) -> queries.NodeRow:
+def find_process(queries: Queries, text: str) -> NodeView:
     """The process that ``text`` names, or ``CliError`` in the words every command shares."""
-    row = queries.node(connection, int(text)) if _is_pk(text) else None
+    row = queries.node(int(text)) if _is_pk(text) else None
     if row is None:
-        from miniengine.storage.rows import ambiguous_prefix, uuid_matches
+        from miniengine.storage.interfaces.provenance import ambiguous_prefix
 
-        pks = uuid_matches(connection, text)
+        pks = queries.uuid_matches(text)
         if _is_pk(text) and len(pks) != 1:
             raise CliError(f"no process with pk {int(text)}")
         if not pks:
             raise CliError(f"no process with the uuid or uuid prefix {text!r}")
         if len(pks) > 1:
             raise CliError(str(ambiguous_prefix(text, pks)))
-        row = queries.node(connection, pks[0])
+        row = queries.node(pks[0])
         assert row is not None
     if row.process_state is None or not row.node_type.startswith("process."):
         raise CliError(f"node {row.pk} is not a process (its type is {type_name(row.node_type)})")

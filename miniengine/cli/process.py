@@ -1,18 +1,18 @@
 """``miniengine process list|show|report|status``: what an operator reads, without changing it.
 
-Each command opens the database read-only with plain ``sqlite3`` (no store, no event loop), runs
-a few indexed queries and prints an aligned table, or JSON with ``--json``.
+Each command opens the database to read only (no store, no event loop), runs a few indexed
+queries and prints an aligned table, or JSON with ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from miniengine.cli import calcjob, calcjob_queries, queries
+from miniengine.cli import calcjob
+from miniengine.cli.calcjob_queries import CALCJOB_TYPE
 from miniengine.cli.connection import open_readonly
 from miniengine.cli.errors import Handler, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
@@ -23,7 +23,19 @@ from miniengine.cli.timefmt import age, iso_local, iso_utc, parse_duration, repo
 from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES
 from miniengine.core.states import ProcessState
 
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces.queries import (
+        LinkedNode,
+        LogLine,
+        NodeView,
+        ProcessRow,
+        Reader,
+        TreeRow,
+    )
+
 __all__ = ["add_commands"]
+
+_T = TypeVar("_T")
 
 STATES = tuple(state.value for state in ProcessState)
 ACTIVE_STATES = tuple(state.value for state in ProcessState if not state.is_terminal)
@@ -134,17 +146,14 @@ def _common(parser: argparse.ArgumentParser, handler: Handler, with_json: bool =
     parser.set_defaults(handler=guarded(handler))
 
 
-def _read(args: argparse.Namespace, query: Callable[[sqlite3.Connection], Any]) -> Any:
-    connection = open_readonly(db_path(args))
-    try:
-        return query(connection)
-    finally:
-        connection.close()
+def _read(args: argparse.Namespace, query: Callable[[Reader], _T]) -> _T:
+    with open_readonly(db_path(args)) as db:
+        return query(db)
 
 
-def _process(connection: sqlite3.Connection, identifier: str) -> queries.NodeRow:
+def _process(db: Reader, identifier: str) -> NodeView:
     """The process named by ``identifier`` (a pk, a uuid or a unique prefix of one)."""
-    return find_process(connection, identifier)
+    return find_process(db.queries, identifier)
 
 
 # list ------------------------------------------------------------------------------------------
@@ -158,10 +167,10 @@ def _list(args: argparse.Namespace) -> int:
     now = time.time()
     since = None if args.past is None else now - args.past
 
-    def query(connection: sqlite3.Connection) -> tuple[list[queries.ProcessRow], dict[int, str]]:
-        found = queries.list_processes(connection, states, since, args.limit)
+    def query(db: Reader) -> tuple[list[ProcessRow], dict[int, str]]:
+        found = db.queries.list_processes(states, since, args.limit)
         active = [row.pk for row in found if row.process_state in ACTIVE_STATES]
-        return found, calcjob_queries.active_stages(connection, active) if active else {}
+        return found, db.calcjobs.active_stages(active) if active else {}
 
     rows, stages = _read(args, query)
     if args.json:
@@ -185,7 +194,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _process_json(row: queries.ProcessRow) -> dict[str, Any]:
+def _process_json(row: ProcessRow) -> dict[str, Any]:
     return {
         "pk": row.pk,
         "uuid": row.uuid,
@@ -203,13 +212,11 @@ def _process_json(row: queries.ProcessRow) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    def query(connection: sqlite3.Connection) -> dict[str, Any]:
-        row = _process(connection, args.pk)
+    def query(db: Reader) -> dict[str, Any]:
+        row = _process(db, args.pk)
 
-        def linked(incoming: bool, link_types: tuple[str, ...]) -> list[queries.LinkedNode]:
-            return queries.linked_nodes(
-                connection, row.pk, incoming=incoming, link_types=link_types
-            )
+        def linked(incoming: bool, link_types: tuple[str, ...]) -> list[LinkedNode]:
+            return db.queries.linked_nodes(row.pk, incoming=incoming, link_types=link_types)
 
         return {
             "row": row,
@@ -217,14 +224,14 @@ def _show(args: argparse.Namespace) -> int:
             "outputs": sorted(linked(False, OUTPUT_LINK_TYPES), key=lambda link: link.link_label),
             "called": linked(False, CALL_LINK_TYPES),
             "caller": linked(True, CALL_LINK_TYPES),
-            "logs": queries.log_count(connection, row.pk),
-            "calcjob": calcjob.calcjob_properties(connection, row.pk)
-            if row.node_type == calcjob_queries.CALCJOB_TYPE
+            "logs": db.queries.log_count(row.pk),
+            "calcjob": calcjob.calcjob_properties(db.calcjobs, row.pk)
+            if row.node_type == CALCJOB_TYPE
             else None,
         }
 
     found = _read(args, query)
-    row: queries.NodeRow = found["row"]
+    row: NodeView = found["row"]
     if args.json:
         emit(json_object(_show_json(row, found)))
         return 0
@@ -293,8 +300,8 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_json(row: queries.NodeRow, found: dict[str, Any]) -> dict[str, Any]:
-    def data(link: queries.LinkedNode) -> dict[str, Any]:
+def _show_json(row: NodeView, found: dict[str, Any]) -> dict[str, Any]:
+    def data(link: LinkedNode) -> dict[str, Any]:
         return {
             "link_label": link.link_label,
             "link_type": link.link_type,
@@ -303,7 +310,7 @@ def _show_json(row: queries.NodeRow, found: dict[str, Any]) -> dict[str, Any]:
             "value": plain_value(link.node_type, link.attributes),
         }
 
-    def process(link: queries.LinkedNode) -> dict[str, Any]:
+    def process(link: LinkedNode) -> dict[str, Any]:
         return {
             "link_label": link.link_label,
             "link_type": link.link_type,
@@ -345,9 +352,9 @@ def _show_json(row: queries.NodeRow, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    def query(connection: sqlite3.Connection) -> list[queries.LogLine]:
-        pk = _process(connection, args.pk).pk
-        return queries.subtree_logs(connection, pk, args.max_depth)
+    def query(db: Reader) -> list[LogLine]:
+        pk = _process(db, args.pk).pk
+        return db.queries.subtree_logs(pk, args.max_depth)
 
     lowest = LEVELS[args.levelname]
     lines = [
@@ -360,7 +367,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_lines(lines: list[queries.LogLine]) -> Iterator[str]:
+def _report_lines(lines: list[LogLine]) -> Iterator[str]:
     """``time [LEVEL] [pk|label]: message``, indented by depth.  A WorkChain's ``self.report``
     already starts its message with ``[pk|label|step]: `` (as in AiiDA), so that is kept as is."""
     for line in lines:
@@ -377,15 +384,15 @@ def _report_lines(lines: list[queries.LogLine]) -> Iterator[str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    def query(connection: sqlite3.Connection) -> tuple[list[queries.TreeRow], int]:
-        pk = _process(connection, args.pk).pk
-        return queries.subtree(connection, pk, args.max_depth), pk
+    def query(db: Reader) -> tuple[list[TreeRow], int]:
+        pk = _process(db, args.pk).pk
+        return db.queries.subtree(pk, args.max_depth), pk
 
     emit("\n".join(_tree_lines(*_read(args, query))))
     return 0
 
 
-def _tree_lines(rows: list[queries.TreeRow], root: int) -> Iterator[str]:
+def _tree_lines(rows: list[TreeRow], root: int) -> Iterator[str]:
     """The call tree in ASCII, children in the order they were created (iterative: a nesting
     deeper than Python's recursion limit still prints)."""
     by_pk = {row.pk: row for row in rows}

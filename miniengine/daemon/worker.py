@@ -26,12 +26,13 @@ from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async, set_step_threads
-from miniengine.runtime.executor import _Executor
 from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain import import_process_class
-from miniengine.runtime.workchain_launch import _except_owned
-from miniengine.storage import checkpoint_rows, control_rows, rows
+from miniengine.runtime.workchain.executor import _Executor
+from miniengine.runtime.workchain.launch import _except_owned
+from miniengine.storage import control_rows
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
+from miniengine.storage.interfaces.checkpoints import LATER, Claim
 from miniengine.storage.paths import resolve_db_path
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
 
@@ -168,13 +169,12 @@ class Worker:
         assert store is not None and self._task_group is not None
         while not self.stopping:
             free = self.slots - self.busy
-            claimed: list[checkpoint_rows.Claim] = []
+            claimed: list[Claim] = []
             try:
                 if self._alone is not None and not store.broker.runs_alone(self._alone, self.id):
                     self._alone = None  # it committed a step (or ended): not the killer
                 if free > 0 and self._alone is None and store.broker.has_ready_task(time.time()):
-                    claimed = await store.write(
-                        checkpoint_rows.claim_work_tx,
+                    claimed = await store.checkpoints.claim_work.aio(
                         self.id,
                         min(free, 64),
                         store.lease_expiry(),
@@ -300,27 +300,25 @@ class Worker:
         store = self.store
         assert store is not None
         epoch: int | None = claimed
-        if claimed == checkpoint_rows.LATER:  # its previous run here has ended meanwhile
-            epoch = await store.write(
-                checkpoint_rows.claim_task_process_tx,
-                task_pk,
-                process_pk,
-                self.id,
-                store.lease_expiry(),
+        if claimed == LATER:  # its previous run here has ended meanwhile
+            epoch = await store.checkpoints.claim_task_process.aio(
+                task_pk, process_pk, self.id, store.lease_expiry()
             )
         if epoch is None:
             return  # terminated already, or a duplicate: acknowledged and dropped
-        row = store.read(rows.read_node_row, process_pk)
+        row = store.provenance.node(process_pk)
         node = WorkChainNode(store, row)
-        previous_state = ProcessState(row[5]) if row[5] else ProcessState.CREATED
-        checkpoint = store.read(checkpoint_rows.read_checkpoint, process_pk)
+        previous_state = (
+            ProcessState(row.process_state) if row.process_state else ProcessState.CREATED
+        )
+        checkpoint = store.checkpoints.read_checkpoint(process_pk)
         stage = "its checkpoint could not be read"
         try:
             if checkpoint is None:
                 raise MiniengineError("there is no checkpoint to continue from")
             from miniengine.core import codec
 
-            state_blob = codec.decode(checkpoint[1])
+            state_blob = codec.decode(checkpoint.data)
             if not isinstance(state_blob, dict) or "p" not in state_blob:
                 raise CheckpointError("corrupt checkpoint: it names no process class")
             class_path = str(state_blob["p"])
@@ -331,13 +329,13 @@ class Worker:
             if state_blob.get("k") == "calcjob":
                 from miniengine.runtime.calcjob.launch import daemon_executor
 
-                executor = daemon_executor(self, cls, row, epoch, task_pk, checkpoint[1])
+                executor = daemon_executor(self, cls, row, epoch, task_pk, checkpoint.data)
             else:
                 instance = cls.__new__(cls)
                 executor = _Executor(
                     instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
                 )
-                executor.restore(checkpoint[1])
+                executor.restore(checkpoint.data)
         except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
             if stage == _IMPORT_STAGE:
                 # the code, not the process, is at fault (changed while the daemon ran, or the

@@ -76,7 +76,7 @@ def run_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessN
         if args:
             raise TypeError("a WorkChain takes its inputs as keyword arguments")
         from miniengine.runtime.driver import in_worker_thread
-        from miniengine.runtime.workchain_launch import launch
+        from miniengine.runtime.workchain.launch import launch
 
         if in_worker_thread():
             return anyio.from_thread.run(launch, process, inputs)
@@ -127,7 +127,7 @@ async def arun_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, P
     if _is_workchain(process):
         if args:
             raise TypeError("a WorkChain takes its inputs as keyword arguments")
-        from miniengine.runtime.workchain_launch import launch
+        from miniengine.runtime.workchain.launch import launch
 
         return await launch(process, inputs)
     if _is_calcjob(process):
@@ -155,7 +155,7 @@ async def resume(
     """
     from miniengine.runtime.calcjob.launch import resume_calcjob
     from miniengine.runtime.nodes import CalcJobNode, load_node
-    from miniengine.runtime.workchain_launch import resume as resume_workchain
+    from miniengine.runtime.workchain.launch import resume as resume_workchain
 
     if isinstance(load_node(pk, db=db), CalcJobNode):
         return await resume_calcjob(pk, db=db, timeout=timeout)

@@ -32,7 +32,8 @@ _local_workers: dict[Path, set[Any]] = {}
 
 
 def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
-    from miniengine.runtime import workchain, workchain_inputs
+    from miniengine.runtime import workchain
+    from miniengine.runtime.workchain import inputs as workchain_inputs
 
     if context.current_process() is not None:
         raise SubmitError(

@@ -15,24 +15,33 @@ import time
 
 from miniengine.exceptions import NotExistent
 from miniengine.storage import broker_rows
+from miniengine.storage.interfaces.control import (
+    KILL_STATUS,
+    PAUSE_STATUS,
+    ControlRequest,
+    KillOutcome,
+    PauseOutcome,
+    PlayOutcome,
+)
 from miniengine.storage.rows import SQL_INTEGERS, check_lease
 
 __all__ = [
     "KILL_STATUS",
     "PAUSE_STATUS",
+    "control_request",
     "honour_pending_kill",
+    "kill_in_database",
     "kill_tx",
     "pause_tx",
     "pause_unloadable_tx",
     "pending_controls",
     "play_tx",
+    "process_state",
+    "revive_tx",
 ]
 
-PAUSE_STATUS = "Paused through `miniengine process pause`"
-KILL_STATUS = "Killed through `miniengine process kill`"
 
-
-def _row(connection: sqlite3.Connection, pk: int) -> tuple[str | None, str | None, float | None]:
+def _row(connection: sqlite3.Connection, pk: int) -> tuple[str, str | None, float | None]:
     row = (
         connection.execute(
             "SELECT process_state, owner, lease_expires, node_type FROM nodes WHERE pk = ?", (pk,)
@@ -96,12 +105,11 @@ def honour_pending_kill(connection: sqlite3.Connection, pk: int, now: float) -> 
     return True
 
 
-def kill_tx(connection: sqlite3.Connection, pk: int, message: str | None) -> dict[str, object]:
+def kill_tx(connection: sqlite3.Connection, pk: int, message: str | None) -> KillOutcome:
     """Kill ``pk`` and every non-terminated descendant.
 
-    Returns ``{"state": <state before>, "killed": [pks killed here], "requested": [pks whose
-    live owner was asked]}``; a terminated process is left alone (``killed`` and ``requested``
-    empty).
+    Returns the state before, the pks killed here and the pks whose live owner was asked; a
+    terminated process is left alone (both lists empty).
     """
     now = time.time()
     state, _, _ = _row(connection, pk)
@@ -119,30 +127,30 @@ def kill_tx(connection: sqlite3.Connection, pk: int, message: str | None) -> dic
             else:
                 kill_in_database(connection, node_pk, reason, now)
                 killed.append(node_pk)
-    return {"state": state, "killed": killed, "requested": requested}
+    return KillOutcome(state, killed, requested)
 
 
-def pause_tx(connection: sqlite3.Connection, pk: int) -> dict[str, object]:
+def pause_tx(connection: sqlite3.Connection, pk: int) -> PauseOutcome:
     """Pause ``pk``: it keeps its state and does not run until played."""
     now = time.time()
     state, owner, expires = _row(connection, pk)
     if state not in broker_rows.ACTIVE_STATES:
-        return {"state": state, "paused": False}
+        return PauseOutcome(state, False, False)
     live = _live(owner, expires, now)
     connection.execute(
         "UPDATE nodes SET paused = 1, process_status = ?, control = CASE WHEN ? THEN 'pause' "
         "ELSE control END WHERE pk = ?",
         (PAUSE_STATUS, live, pk),
     )
-    return {"state": state, "paused": True, "live": live}
+    return PauseOutcome(state, True, live)
 
 
-def play_tx(connection: sqlite3.Connection, pk: int) -> dict[str, object]:
+def play_tx(connection: sqlite3.Connection, pk: int) -> PlayOutcome:
     """Un-pause ``pk``; if nobody runs it and it is not waiting for children, enqueue it."""
     now = time.time()
     state, owner, expires = _row(connection, pk)
     if state not in broker_rows.ACTIVE_STATES:
-        return {"state": state, "played": False}
+        return PlayOutcome(state, False)
     connection.execute(
         "UPDATE nodes SET paused = 0, process_status = NULL, control = CASE WHEN control = "
         "'pause' THEN NULL ELSE control END WHERE pk = ?",
@@ -154,13 +162,13 @@ def play_tx(connection: sqlite3.Connection, pk: int) -> dict[str, object]:
     ).fetchone()
     if submitted and not _live(owner, expires, now) and not (waiting and waiting[0] > 0):
         broker_rows.enqueue(connection, pk, f"play:{pk}:{now}", now)
-    return {"state": state, "played": True}
+    return PlayOutcome(state, True)
 
 
-def pending_controls(connection: sqlite3.Connection, owner: str) -> list[tuple[int, str]]:
+def pending_controls(connection: sqlite3.Connection, owner: str) -> list[ControlRequest]:
     """The control requests for processes that ``owner`` holds."""
     return [
-        (int(pk), str(control))
+        ControlRequest(int(pk), str(control))
         for pk, control in connection.execute(
             "SELECT pk, control FROM nodes WHERE owner = ? AND control IS NOT NULL", (owner,)
         )
@@ -190,3 +198,26 @@ def pause_unloadable_tx(connection: sqlite3.Connection, pk: int, owner: str, epo
     )
     if task_pk is not None:
         broker_rows.ack_task(connection, task_pk)
+
+
+def revive_tx(connection: sqlite3.Connection, pk: int, now: float) -> bool:
+    """Give ``pk`` a task again, so that a daemon continues it from its last checkpoint."""
+    return broker_rows.enqueue(connection, pk, f"revive:{pk}:{now}", now)
+
+
+def control_request(connection: sqlite3.Connection, pk: int) -> str | None:
+    """The request still waiting in ``pk``'s control column (None when taken or absent)."""
+    row = connection.execute("SELECT control FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def process_state(connection: sqlite3.Connection, pk: int) -> str | None:
+    """The process state of node ``pk``; ``NotExistent`` if there is no such node."""
+    row = (
+        connection.execute("SELECT process_state FROM nodes WHERE pk = ?", (pk,)).fetchone()
+        if pk in SQL_INTEGERS
+        else None
+    )
+    if row is None:
+        raise NotExistent(f"no node with the pk {pk}")
+    return None if row[0] is None else str(row[0])

@@ -1,105 +1,42 @@
-"""The read-only SQL of the process commands, on a plain ``sqlite3`` connection.
+"""The SQL of the operator's reads (:class:`~miniengine.storage.interfaces.queries.Queries`).
 
 Each function is one or two statements whose plan uses an index (see ``schema_v3``); rows come
-back as named tuples, so the commands never index into positional rows.
+back as the named tuples of the interface, so the commands never index into positional rows.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from miniengine.core.links import CALL_LINK_TYPES
 from miniengine.core.states import ProcessState
+from miniengine.storage.interfaces.queries import (
+    UNLIMITED_DEPTH,
+    LinkedNode,
+    LogLine,
+    NodeView,
+    ProcessRow,
+    TreeRow,
+)
 
 #: The ints sqlite takes as parameters.
 _SQL_INTEGERS = range(-(2**63), 2**63)
 
 __all__ = [
-    "LinkedNode",
-    "LogLine",
-    "NodeRow",
-    "ProcessRow",
-    "TreeRow",
+    "count_nodes",
+    "integrity_check",
     "linked_nodes",
     "list_processes",
     "log_count",
     "node",
+    "schema_version",
     "subtree",
     "subtree_logs",
 ]
 
 _STATES = frozenset(state.value for state in ProcessState)
 _CALL_TYPES = ", ".join(f"'{link_type}'" for link_type in CALL_LINK_TYPES)
-
-#: deeper than any real call tree: "no limit" for the recursive queries
-UNLIMITED_DEPTH = 1 << 30
-
-
-class ProcessRow(NamedTuple):
-    pk: int
-    uuid: str
-    ctime: float
-    process_label: str | None
-    process_state: str
-    exit_status: int | None
-    process_status: str | None
-    paused: bool
-    caller: int | None
-
-
-class NodeRow(NamedTuple):
-    pk: int
-    uuid: str
-    node_type: str
-    process_type: str | None
-    process_label: str | None
-    process_state: str | None
-    process_status: str | None
-    exit_status: int | None
-    exit_message: str | None
-    exception: str | None
-    paused: bool
-    label: str
-    description: str
-    ctime: float
-    mtime: float
-
-
-class LinkedNode(NamedTuple):
-    """A node at the other end of a link, with what a listing of links shows of it."""
-
-    link_label: str
-    link_type: str
-    pk: int
-    node_type: str
-    attributes: bytes | None
-    process_label: str | None
-    process_state: str | None
-    exit_status: int | None
-    paused: bool
-
-
-class TreeRow(NamedTuple):
-    pk: int
-    parent: int | None
-    depth: int
-    process_label: str | None
-    process_state: str | None
-    exit_status: int | None
-    process_status: str | None
-    paused: bool
-
-
-class LogLine(NamedTuple):
-    time: float
-    levelname: str
-    message: str
-    node_pk: int
-    depth: int
-    process_label: str | None
-
 
 _CALLER = (
     f"(SELECT l.in_pk FROM links l WHERE l.out_pk = n.pk AND l.link_type IN ({_CALL_TYPES}) "
@@ -143,13 +80,13 @@ def _state_literal(state: str) -> str:
     return f"'{state}'"
 
 
-def node(connection: sqlite3.Connection, pk: int) -> NodeRow | None:
+def node(connection: sqlite3.Connection, pk: int) -> NodeView | None:
     if pk not in _SQL_INTEGERS:  # a pk sqlite cannot even take names no node
         return None
     row = connection.execute(
-        f"SELECT {', '.join(NodeRow._fields)} FROM nodes WHERE pk = ?", (pk,)
+        f"SELECT {', '.join(NodeView._fields)} FROM nodes WHERE pk = ?", (pk,)
     ).fetchone()
-    return None if row is None else NodeRow._make(row)
+    return None if row is None else NodeView._make(row)
 
 
 def linked_nodes(
@@ -205,3 +142,32 @@ def subtree_logs(connection: sqlite3.Connection, pk: int, max_depth: int | None)
         (pk, depth),
     )
     return [LogLine._make(row) for row in rows]
+
+
+def count_nodes(connection: sqlite3.Connection) -> tuple[int, dict[str, int], int]:
+    """All nodes, the process nodes by state, and the paused processes that have not ended."""
+    nodes = int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
+    counts = {
+        str(state): int(count)
+        for state, count in connection.execute(
+            "SELECT process_state, count(*) FROM nodes WHERE process_state IS NOT NULL "
+            "GROUP BY process_state"
+        )
+    }
+    paused = int(
+        connection.execute(
+            "SELECT count(*) FROM nodes WHERE process_state IN ('created', 'running', "
+            "'waiting') AND paused"
+        ).fetchone()[0]
+    )
+    return nodes, counts, paused
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The schema version in the file's header."""
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def integrity_check(connection: sqlite3.Connection) -> str:
+    """sqlite's quick check: ``"ok"`` or its first finding."""
+    return str(connection.execute("PRAGMA quick_check").fetchone()[0])

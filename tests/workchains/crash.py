@@ -16,7 +16,7 @@ from pathlib import Path
 from miniengine import Int, Str, WorkChain, calcfunction, workfunction
 from miniengine.runtime import context
 from miniengine.runtime.workchain import import_process_class
-from miniengine.runtime.workchain_launch import launch
+from miniengine.runtime.workchain.launch import launch
 from miniengine.storage.store import Store
 from tests.workchains.resumable import announce, record, should_block
 

@@ -288,7 +288,7 @@ class RunInStepWorkChain(WorkChain):
 
 def _run_gate(db: str, folder: str) -> None:
     """Run a GateWorkChain in run mode with a lease of 0.5 s (the test SIGKILLs this script)."""
-    from miniengine.runtime.workchain_launch import launch
+    from miniengine.runtime.workchain.launch import launch
     from miniengine.storage.store import Store
 
     store = Store(db, lease_timeout=0.5)

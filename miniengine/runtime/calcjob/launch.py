@@ -29,7 +29,7 @@ from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Lifecycle, Write, drive_async
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
-from miniengine.runtime.workchain_inputs import _flatten_data, process_type
+from miniengine.runtime.workchain.inputs import _flatten_data, process_type
 from miniengine.storage.interfaces.provenance import NewProcess, pack_attributes
 from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
@@ -146,7 +146,7 @@ async def launch_calcjob(
     cls: type[CalcJob], raw_inputs: Mapping[str, Any], db: Any = None
 ) -> tuple[dict[str, Any], CalcJobNode]:
     """Run a CalcJob to its end on the running loop (``arun``; ``run`` via the loop thread)."""
-    from miniengine.runtime.workchain_launch import _in_tree
+    from miniengine.runtime.workchain.launch import _in_tree
 
     bound = bind_calcjob_inputs(cls, raw_inputs)
     parent = context.current_process()
@@ -201,7 +201,7 @@ def _root_lifecycle(
 async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Store, tree: Any) -> None:
     """A CalcJob that a run-mode WorkChain submitted: run it in the parent's tree; its fate is
     recorded on its node, not raised here."""
-    from miniengine.runtime.workchain_launch import _kill_unstarted
+    from miniengine.runtime.workchain.launch import _kill_unstarted
 
     node = child.node
     started = False
@@ -260,7 +260,7 @@ async def resume_calcjob(
 ) -> tuple[dict[str, Any], CalcJobNode]:
     """Run mode: continue a CalcJob from its last checkpoint (its stage) once its previous
     owner's lease expired, e.g. after the script that ran it died while its job ran."""
-    from miniengine.runtime.workchain_launch import _in_tree, _output_map
+    from miniengine.runtime.workchain.launch import _in_tree, _output_map
 
     store = context.store_for(db)
     node = CalcJobNode(store, store.provenance.node(pk))

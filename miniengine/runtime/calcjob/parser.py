@@ -68,7 +68,7 @@ class Parser:
 
     def out(self, link_label: str, node: Data) -> None:
         """Attach an output; it is checked against the CalcJob's spec now (``ValueError``)."""
-        from miniengine.runtime.executor import _output_port
+        from miniengine.runtime.workchain.executor import _output_port
 
         spec = self.process_class.spec()
         port, dynamic = _output_port(spec.outputs, link_label)
