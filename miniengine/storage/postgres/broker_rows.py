@@ -1,0 +1,370 @@
+"""The SQL of the broker on PostgreSQL (the port of ``storage/broker_rows.py``).
+
+Tasks go ``ready`` -> ``leased`` -> ``done`` under a unique ``dedup_key``.  Where sqlite
+serialises every writer, here several workers claim at once: ready tasks and expired leases are
+claimed with ``FOR UPDATE SKIP LOCKED``, so two claimers never take the same row and neither
+waits for the other.  ``INSERT OR IGNORE`` is ``ON CONFLICT DO NOTHING`` (a concurrent insert of
+the same key waits for the first and then does nothing); ``INSERT OR REPLACE`` is ``ON CONFLICT
+DO UPDATE`` of every column.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from miniengine.storage.interfaces.broker import (
+    ACTIVE_STATES,
+    MAX_ATTEMPTS,
+    SUSPECT_AFTER,
+    RecoveryCounts,
+    Released,
+    TaskClaim,
+    WorkerRow,
+)
+
+if TYPE_CHECKING:
+    from miniengine.storage.postgres.rows import Connection
+
+__all__ = [
+    "ACTIVE_STATES",
+    "MAX_ATTEMPTS",
+    "SUSPECT_AFTER",
+    "ack_task",
+    "claim_tasks_tx",
+    "enqueue",
+    "give_back_tx",
+    "give_up_tx",
+    "has_ready_task",
+    "notify_parents",
+    "queue_depth",
+    "read_workers",
+    "recover_expired_tx",
+    "register_worker_tx",
+    "release_owner_tx",
+    "renew_worker",
+    "runs_alone",
+    "terminate_unowned",
+    "wait_for_children",
+    "worker_heartbeats",
+]
+
+
+def enqueue(connection: Connection, process_pk: int, dedup_key: str, now: float,
+            not_before: float = 0.0) -> bool:  # fmt: skip
+    """Add a ready task unless one with the same key exists; True when it was added."""
+    cursor = connection.execute(
+        "INSERT INTO tasks (process_pk, dedup_key, not_before, ctime) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (dedup_key) DO NOTHING",
+        (process_pk, dedup_key, not_before, now),
+    )
+    return cursor.rowcount == 1
+
+
+def ack_task(connection: Connection, task_pk: int) -> None:
+    connection.execute(
+        "UPDATE tasks SET status = 'done', worker = NULL, lease_expires = NULL WHERE pk = %s",
+        (task_pk,),
+    )
+
+
+def claim_tasks_tx(connection: Connection, worker: str, limit: int, expires: float,
+                   now: float, idle: bool = True) -> list[TaskClaim]:  # fmt: skip
+    """Lease up to ``limit`` ready tasks, oldest first (see the sqlite version for ``attempts``
+    and the suspects that are leased alone, by an ``idle`` worker only).
+
+    The ready rows are locked as they are read, skipping those another claimer has locked:
+    concurrent claims get disjoint tasks without waiting.  The rows read but not chosen (the
+    ones behind a suspect) stay locked until the commit, as a claim is short.
+    """
+    ready = connection.execute(
+        "SELECT pk, attempts FROM tasks WHERE status = 'ready' AND not_before <= %s "
+        "ORDER BY pk LIMIT %s FOR UPDATE SKIP LOCKED",
+        (now, max(int(limit), 0)),
+    ).fetchall()
+    chosen: list[int] = []
+    for index, (task, attempts) in enumerate(ready):
+        if attempts >= SUSPECT_AFTER:
+            if not chosen and idle:
+                suspects = [row for row in ready[index:] if row[1] >= SUSPECT_AFTER]
+                chosen = [min(suspects, key=lambda row: (row[1], row[0]))[0]]
+            break
+        chosen.append(task)
+    if not chosen:
+        return []
+    claimed = [
+        TaskClaim(int(task), int(process), int(attempts))
+        for task, process, attempts in connection.execute(
+            "UPDATE tasks SET status = 'leased', worker = %s, lease_expires = %s, "
+            "attempts = attempts + 1 WHERE pk = ANY(%s) RETURNING pk, process_pk, attempts",
+            (worker, expires, chosen),
+        )
+    ]
+    claimed.sort()  # RETURNING has no order: oldest first, as on sqlite
+    return claimed
+
+
+def give_up_tx(connection: Connection, task_pk: int, process_pk: int, owner: str,
+               attempts: int, now: float) -> bool:  # fmt: skip
+    """End the process of a task claimed more than ``max_attempts`` times without progress
+    as EXCEPTED, unless another live owner holds it (then only the task is dropped).
+
+    Returns True when the process was excepted.
+    """
+    row = connection.execute(
+        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = %s FOR NO KEY UPDATE",
+        (process_pk,),
+    ).fetchone()
+    held_elsewhere = row is not None and row[1] not in (None, owner) and (row[2] or 0) >= now
+    if row is None or row[0] not in ACTIVE_STATES or held_elsewhere:
+        ack_task(connection, task_pk)
+        return False
+    message = (
+        f"gave up after {attempts - 1} attempts: the worker running it died each time (the "
+        "process, or a module it imports, ends the interpreter, e.g. os._exit() or a crash)"
+    )
+    terminate_unowned(connection, process_pk, "excepted", message, now)
+    ack_task(connection, task_pk)
+    return True
+
+
+def wait_for_children(connection: Connection, parent_pk: int, seq: int,
+                      children: Sequence[int], now: float) -> int:  # fmt: skip
+    """Record that ``parent_pk`` waits for ``children``; return how many are still running.
+
+    When none is, the parent's continuation is enqueued at once.  A child that terminates
+    concurrently either commits first (it is not counted here) or waits for this commit's
+    ``awaited`` rows (its ``notify_parents`` deletes them): the children's rows are locked
+    ``FOR SHARE``, which a child's terminal UPDATE waits for, so no wake-up is lost.
+    """
+    active = [
+        int(pk)
+        for (pk,) in connection.execute(
+            "SELECT pk FROM nodes WHERE pk = ANY(%s) "
+            "AND process_state IN ('created', 'running', 'waiting') FOR SHARE",
+            (list(children),),
+        )
+    ] if children else []  # fmt: skip
+    if not active:
+        enqueue(connection, parent_pk, f"wake:{parent_pk}:{seq}", now)
+        return 0
+    connection.cursor().executemany(
+        "INSERT INTO awaited (child_pk, parent_pk) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        [(child, parent_pk) for child in active],
+    )
+    connection.execute(
+        "INSERT INTO waits (parent_pk, seq, outstanding) VALUES (%s, %s, %s) "
+        "ON CONFLICT (parent_pk) DO UPDATE SET seq = excluded.seq, "
+        "outstanding = excluded.outstanding",
+        (parent_pk, seq, len(active)),
+    )
+    return len(active)
+
+
+def notify_parents(connection: Connection, child_pk: int, now: float) -> None:
+    """A process terminated: decrement its waiting parents' counts and wake those at zero."""
+    parents = connection.execute(
+        "DELETE FROM awaited WHERE child_pk = %s RETURNING parent_pk", (child_pk,)
+    ).fetchall()
+    for (parent_pk,) in parents:
+        row = connection.execute(
+            "UPDATE waits SET outstanding = outstanding - 1 WHERE parent_pk = %s "
+            "RETURNING outstanding, seq",
+            (parent_pk,),
+        ).fetchone()
+        if row is not None and row[0] <= 0:
+            connection.execute("DELETE FROM waits WHERE parent_pk = %s", (parent_pk,))
+            enqueue(connection, parent_pk, f"wake:{parent_pk}:{row[1]}", now)
+
+
+def release_owner_tx(connection: Connection, owner: str) -> Released:
+    """Free everything ``owner`` held (it is known to be dead): its tasks become ready again and
+    its processes' leases expire now.  Returns (tasks, processes) released."""
+    tasks = connection.execute(
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL "
+        "WHERE status = 'leased' AND worker = %s",
+        (owner,),
+    ).rowcount
+    processes = connection.execute(
+        "UPDATE nodes SET lease_expires = 0 WHERE process_state IN ('created', 'running', "
+        "'waiting') AND owner = %s",
+        (owner,),
+    ).rowcount
+    connection.execute("DELETE FROM workers WHERE id = %s", (owner,))
+    return Released(tasks, processes)
+
+
+def give_back_tx(connection: Connection, task_pk: int, process_pk: int, owner: str,
+                 not_before: float) -> None:  # fmt: skip
+    """A worker could not finish a task: the task is ready again from ``not_before``, and the
+    process's lease is freed if ``owner`` still holds it (both conditional)."""
+    connection.execute(
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL, "
+        "not_before = %s, attempts = 0 WHERE pk = %s AND status = 'leased' AND worker = %s",
+        (not_before, task_pk, owner),
+    )
+    connection.execute(
+        "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s AND owner = %s "
+        "AND process_state IN ('created', 'running', 'waiting')",
+        (process_pk, owner),
+    )
+
+
+def terminate_unowned(
+    connection: Connection, pk: int, state: str, message: str, now: float
+) -> None:
+    """End a process that no live owner holds as ``excepted`` (``message`` is its exception)
+    or ``killed`` (its status): its checkpoint and tasks go, its waits are dropped and the
+    parents waiting for it are notified, all in the caller's transaction."""
+    excepted = state == "excepted"
+    connection.execute(
+        "UPDATE nodes SET process_state = %s, exception = %s, process_status = %s, "
+        "owner = NULL, lease_expires = NULL, control = NULL, paused = 0, mtime = %s "
+        "WHERE pk = %s",
+        (state, message if excepted else None, None if excepted else message, now, pk),
+    )
+    connection.execute(
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)",
+        (pk, now, "ERROR" if excepted else "REPORT", message),
+    )
+    connection.execute("DELETE FROM checkpoints WHERE node_pk = %s", (pk,))
+    connection.execute(
+        "UPDATE tasks SET status = 'done', worker = NULL WHERE process_pk = %s "
+        "AND status IN ('ready', 'leased')",
+        (pk,),
+    )
+    connection.execute("DELETE FROM awaited WHERE parent_pk = %s", (pk,))
+    connection.execute("DELETE FROM waits WHERE parent_pk = %s", (pk,))
+    notify_parents(connection, pk, now)
+
+
+def recover_expired_tx(connection: Connection, now: float) -> RecoveryCounts:
+    """Repair what dead owners left behind, in one transaction (see the sqlite version).
+
+    The expired process leases are claimed ``FOR NO KEY UPDATE SKIP LOCKED`` (row locks on
+    nodes never take the KEY mode, which would block the inserts of rows that refer to them:
+    links, logs, tasks): two recoverers running
+    at once (workers on several hosts) split them, and a row another transaction is writing
+    right now (its owner renewing it) is left for the next pass.
+    """
+    requeued = connection.execute(
+        "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL "
+        "WHERE pk IN (SELECT pk FROM tasks WHERE status = 'leased' AND lease_expires < %s "
+        "FOR UPDATE SKIP LOCKED)",
+        (now,),
+    ).rowcount
+    expired = connection.execute(
+        "SELECT pk, submitted, lease_epoch, owner FROM nodes WHERE process_state IN "
+        "('created', 'running', 'waiting') AND owner IS NOT NULL AND lease_expires < %s "
+        "ORDER BY pk FOR NO KEY UPDATE SKIP LOCKED",
+        (now,),
+    ).fetchall()
+    recovered = 0
+    excepted_pks: list[int] = []
+    for pk, submitted, epoch, owner in expired:
+        if submitted:
+            live = connection.execute(
+                "SELECT 1 FROM tasks WHERE process_pk = %s AND status IN ('ready', 'leased')",
+                (pk,),
+            ).fetchone()
+            if live is None and enqueue(connection, pk, f"recover:{pk}:{epoch}", now):
+                recovered += 1
+            continue
+        # (no advice to resume: once EXCEPTED, a process is terminated for good)
+        message = (
+            f"owner lost: the script or worker that ran this ({owner}) stopped renewing its "
+            "lease (it died or hung)"
+        )
+        terminate_unowned(connection, pk, "excepted", message, now)
+        excepted_pks.append(pk)
+    # A step cut off mid-way may have created children that never started (their owner was
+    # the dead script too, and they hold no lease): nobody would ever run or end them.
+    from miniengine.storage.postgres import control_rows
+    from miniengine.storage.postgres.rows import LIVE_CALLED
+
+    for pk in excepted_pks:
+        for (child,) in connection.execute(LIVE_CALLED, (pk,)).fetchall():
+            control_rows.kill_tx(connection, child, f"Killed: its caller {pk} excepted")
+    return RecoveryCounts(requeued, recovered, len(excepted_pks))
+
+
+def queue_depth(connection: Connection) -> dict[str, int]:
+    now = time.time()
+    row = connection.execute(
+        "SELECT count(*) FILTER (WHERE status = 'ready' AND not_before <= %s), "
+        "count(*) FILTER (WHERE status = 'leased') FROM tasks "
+        "WHERE status IN ('ready', 'leased')",
+        (now,),
+    ).fetchone()
+    assert row is not None
+    return {"ready": int(row[0]), "leased": int(row[1])}
+
+
+def has_ready_task(connection: Connection, now: float) -> bool:
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE status = 'ready' AND not_before <= %s LIMIT 1", (now,)
+        ).fetchone()
+        is not None
+    )
+
+
+# workers ----------------------------------------------------------------------------------------
+
+
+def register_worker_tx(
+    connection: Connection, worker_id: str, pid: int, slots: int, now: float
+) -> None:
+    connection.execute(
+        "INSERT INTO workers (id, pid, hostname, slots, started, heartbeat) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, "
+        "hostname = excluded.hostname, slots = excluded.slots, busy = 0, "
+        "started = excluded.started, heartbeat = excluded.heartbeat",
+        (worker_id, pid, socket.gethostname(), slots, now, now),
+    )
+
+
+def renew_worker(
+    connection: Connection, worker_id: str, busy: int, expires: float, now: float
+) -> None:
+    """Renew the leases of the tasks ``worker_id`` holds and record its heartbeat (part of the
+    backend's heartbeat transaction)."""
+    connection.execute(
+        "UPDATE tasks SET lease_expires = %s WHERE status = 'leased' AND worker = %s",
+        (expires, worker_id),
+    )
+    connection.execute(
+        "UPDATE workers SET heartbeat = %s, busy = %s WHERE id = %s", (now, busy, worker_id)
+    )
+
+
+def runs_alone(connection: Connection, task_pk: int, worker_id: str) -> bool:
+    """Whether ``worker_id`` still holds ``task_pk`` without progress (see ``claim_tasks_tx``)."""
+    return (
+        connection.execute(
+            "SELECT 1 FROM tasks WHERE pk = %s AND status = 'leased' AND worker = %s "
+            "AND attempts > 1",
+            (task_pk, worker_id),
+        ).fetchone()
+        is not None
+    )
+
+
+def worker_heartbeats(connection: Connection) -> dict[str, float]:
+    return {
+        str(worker): float(beat)
+        for worker, beat in connection.execute("SELECT id, heartbeat FROM workers")
+    }
+
+
+def read_workers(connection: Connection) -> list[WorkerRow]:
+    return [
+        WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat))
+        for worker, pid, slots, busy, beat in connection.execute(
+            "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
+            "t.status = 'leased' AND t.worker = w.id), w.heartbeat FROM workers w "
+            "ORDER BY w.started"
+        )
+    ]

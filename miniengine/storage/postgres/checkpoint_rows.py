@@ -1,0 +1,352 @@
+"""The SQL of long-running processes on PostgreSQL (the port of ``storage/checkpoint_rows.py``).
+
+A step's commit is one transaction: state and status, checkpoint, outputs (stored if needed,
+with their RETURN links) and reports, fenced by the lease epoch.  The fence is the ``WHERE owner
+= ... AND lease_epoch = ...`` of the first UPDATE: under READ COMMITTED an UPDATE that waited
+for a concurrent claim re-checks its condition on the row that claim committed, so a stale
+owner's write matches nothing and the transaction is rolled back whole.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from miniengine.core.checkpoint import Checkpoint, with_refs
+from miniengine.exceptions import LeaseLostError
+from miniengine.storage.checkpoint_rows import CUT_OFF_MESSAGE, fingerprint
+from miniengine.storage.interfaces.checkpoints import (
+    LATER,
+    BeginOutcome,
+    Claim,
+    Created,
+    MemoKey,
+    StepCommit,
+    StepCommitted,
+    StoredCheckpoint,
+)
+from miniengine.storage.postgres import broker_rows, control_rows
+from miniengine.storage.postgres.rows import (
+    begin_process_tx,
+    check_lease,
+    executemany,
+    insert_new_data,
+)
+from miniengine.storage.rows import log_rows
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces.provenance import NewProcess
+    from miniengine.storage.postgres.rows import Connection
+
+__all__ = [
+    "CUT_OFF_MESSAGE",
+    "LATER",
+    "begin_memoised_tx",
+    "claim_process_tx",
+    "claim_task_process_tx",
+    "claim_work_tx",
+    "create_workchain_tx",
+    "end_calls_not_replayed_tx",
+    "except_unless_owned_tx",
+    "fingerprint",
+    "kill_unstarted_tx",
+    "read_checkpoint",
+    "release_process_tx",
+    "step_commit_tx",
+    "take_pause_request_tx",
+    "write_checkpoint",
+]
+
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (node_pk, seq, data) VALUES (%s, %s, %s) "
+    "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data"
+)
+
+
+def claim_process_tx(
+    connection: Connection, pk: int, owner: str, expires: float, state: str
+) -> int:
+    """Take the lease of process ``pk`` (free, expired, or already ours): return the new epoch.
+
+    Bumping the epoch fences off any previous owner: its next write fails whole.
+    """
+    now = time.time()
+    row = connection.execute(
+        "UPDATE nodes SET owner = %s, lease_epoch = lease_epoch + 1, lease_expires = %s, "
+        "process_state = %s, mtime = %s "
+        "WHERE pk = %s AND process_state IN ('created', 'running', 'waiting') "
+        "AND (owner IS NULL OR owner = %s OR lease_expires < %s) RETURNING lease_epoch",
+        (owner, expires, state, now, pk, owner, now),
+    ).fetchone()
+    if row is None:
+        current = connection.execute(
+            "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = %s", (pk,)
+        ).fetchone()
+        if current is None:
+            raise LeaseLostError(f"there is no process with pk {pk}")
+        state_now, holder, until = current
+        if state_now not in ("created", "running", "waiting"):
+            raise LeaseLostError(f"process {pk} has already terminated ({state_now})")
+        raise LeaseLostError(
+            f"process {pk} is owned by {holder} until {time.ctime(until) if until else '?'}"
+        )
+    return int(row[0])
+
+
+def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
+    """Write a step's state, checkpoint, outputs and logs (fenced).
+
+    Returns the output pks and whether the process has been paused meanwhile: the step
+    boundary is where a pause takes effect, so the answer comes with the commit (here from the
+    fenced UPDATE's ``RETURNING``; a later statement of this transaction changes ``paused``
+    only through ``wait_for_children``, which does not).
+    """
+    now = time.time()
+    row = connection.execute(
+        "UPDATE nodes SET process_state = %s, mtime = %s, process_status = CASE WHEN paused "
+        "<> 0 THEN process_status ELSE %s END WHERE pk = %s AND owner = %s AND lease_epoch = %s "
+        "RETURNING paused",
+        (commit.process_state, now, commit.process_status, commit.pk, commit.owner, commit.epoch),
+    ).fetchone()
+    if row is None:
+        check_lease(connection, commit.pk, commit.owner, commit.epoch)
+    output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
+    executemany(
+        connection,
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, 'return', %s)",
+        [
+            (commit.pk, out_pk, label)
+            for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
+        ],
+    )
+    executemany(
+        connection,
+        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)",
+        log_rows(commit.pk, commit.logs, now),
+    )
+    connection.execute(_UPSERT_CHECKPOINT, (commit.pk, commit.seq, commit.checkpoint))
+    for child in commit.start_children:
+        broker_rows.enqueue(connection, child, f"start:{child}", now)
+    if commit.task_pk is not None:
+        # progress: the task no longer counts as one that killed its workers
+        connection.execute(
+            "UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1", (commit.task_pk,)
+        )
+    if commit.wait_for is not None:
+        connection.execute(
+            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (commit.pk,)
+        )
+        if commit.task_pk is not None:
+            broker_rows.ack_task(connection, commit.task_pk)
+        broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
+    return StepCommitted(output_pks, bool(row and row[0]))
+
+
+def write_checkpoint(connection: Connection, pk: int, seq: int, blob: bytes) -> None:
+    connection.execute(_UPSERT_CHECKPOINT, (pk, seq, blob))
+
+
+def release_process_tx(connection: Connection, pk: int, owner: str, epoch: int,
+                       task_pk: int | None) -> None:  # fmt: skip
+    """Give a live process back to the queue (a worker shutting down): lease freed, task ready."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET owner = NULL, lease_expires = NULL, mtime = %s, control = CASE WHEN "
+        "control = 'pause' THEN NULL ELSE control END "
+        "WHERE pk = %s AND owner = %s AND lease_epoch = %s",
+        (now, pk, owner, epoch),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, pk, owner, epoch)
+    if task_pk is not None:
+        connection.execute(
+            "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL, "
+            "attempts = 0 WHERE pk = %s",
+            (task_pk,),
+        )
+    else:
+        broker_rows.enqueue(connection, pk, f"recover:{pk}:{epoch}", now)
+
+
+def claim_task_process_tx(connection: Connection, task_pk: int, process_pk: int,
+                          owner: str, expires: float) -> int | None:  # fmt: skip
+    """Take the lease of the task's process; ``None`` (task acknowledged) if there is nothing
+    to run: the process terminated, or another live owner holds it (a duplicate task), or it
+    is paused, or a kill request was waiting for it (it is killed here, in the database).
+
+    The process's row is locked as it is read, so what is decided from it holds until the
+    commit (on sqlite the write lock does that).
+    """
+    now = time.time()
+    row = connection.execute(
+        "SELECT process_state, owner, lease_expires, paused FROM nodes WHERE pk = %s "
+        "FOR NO KEY UPDATE",
+        (process_pk,),
+    ).fetchone()
+    if (
+        row is None
+        or row[0] not in broker_rows.ACTIVE_STATES
+        or (row[1] is not None and row[1] != owner and (row[2] or 0) >= now)
+        or control_rows.honour_pending_kill(connection, process_pk, now)  # killed here
+    ):
+        broker_rows.ack_task(connection, task_pk)
+        return None
+    if row[3]:  # paused: it holds no lease and no slot; play() enqueues it again
+        connection.execute(
+            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (process_pk,)
+        )
+        broker_rows.ack_task(connection, task_pk)
+        return None
+    return claim_process_tx(connection, process_pk, owner, expires, "running")
+
+
+def read_checkpoint(connection: Connection, pk: int) -> StoredCheckpoint | None:
+    row = connection.execute(
+        "SELECT seq, data FROM checkpoints WHERE node_pk = %s", (pk,)
+    ).fetchone()
+    return StoredCheckpoint(int(row[0]), bytes(row[1])) if row else None
+
+
+def begin_memoised_tx(connection: Connection, new: NewProcess, memo: MemoKey) -> BeginOutcome:
+    """Create a child process, unless a replayed step already created it (see the sqlite
+    version for the outcomes ``"new"``, ``"finished"`` and ``"created"``)."""
+    parent_pk, seq, index, fingerprint = memo
+    if new.parent is not None:
+        check_lease(connection, *new.parent)
+    now = time.time()
+    row = connection.execute(
+        "SELECT m.child_pk, m.process_type, m.fingerprint, n.process_state FROM call_memo m "
+        "JOIN nodes n ON n.pk = m.child_pk WHERE m.parent_pk = %s AND m.seq = %s "
+        "AND m.call_index = %s",
+        (parent_pk, seq, index),
+    ).fetchone()
+    if row is not None:
+        child_pk, process_type, old_fingerprint, state = row
+        if process_type == new.process_type and old_fingerprint == fingerprint:
+            if state == "finished":
+                return BeginOutcome(child_pk, [], "finished")
+            if state == "created" and new.process_state == "created":
+                return BeginOutcome(child_pk, [], "created")
+        if state in broker_rows.ACTIVE_STATES:
+            _except_cut_off(connection, child_pk, now)
+    pk, input_pks = begin_process_tx(connection, new)
+    connection.execute(
+        "INSERT INTO call_memo (parent_pk, seq, call_index, process_type, fingerprint, "
+        "child_pk) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (parent_pk, seq, call_index) "
+        "DO UPDATE SET process_type = excluded.process_type, "
+        "fingerprint = excluded.fingerprint, child_pk = excluded.child_pk",
+        (parent_pk, seq, index, new.process_type, fingerprint, pk),
+    )
+    return BeginOutcome(pk, input_pks, "new")
+
+
+def _except_cut_off(
+    connection: Connection, child_pk: int, now: float, message: str = CUT_OFF_MESSAGE
+) -> None:
+    """Mark a child of a cut-off step EXCEPTED ("owner lost"), and the unfinished processes it
+    called inline (not submitted to the daemon), which died with it and can never resume."""
+    descendants = connection.execute(
+        "WITH RECURSIVE tree(pk) AS (SELECT %s::bigint UNION SELECT l.out_pk FROM links l "
+        "JOIN tree t ON l.in_pk = t.pk WHERE l.link_type IN ('call_calc', 'call_work')) "
+        "SELECT n.pk FROM nodes n JOIN tree t ON n.pk = t.pk WHERE n.pk <> %s "
+        "AND n.submitted = 0 AND n.process_state IN ('created', 'running', 'waiting')",
+        (child_pk, child_pk),
+    ).fetchall()
+    broker_rows.terminate_unowned(connection, child_pk, "excepted", message, now)
+    inner = f"owner lost: it was called by process {child_pk}, which a cut-off step had called"
+    for (pk,) in descendants:
+        broker_rows.terminate_unowned(connection, pk, "excepted", inner, now)
+
+
+def end_calls_not_replayed_tx(connection: Connection, parent_pk: int, seq: int) -> int:
+    """End the calls that ``parent_pk``'s cut-off attempt made after its checkpoint of step
+    ``seq`` and that the replay did not make again.  Returns how many were ended."""
+    now = time.time()
+    left = connection.execute(
+        "SELECT m.child_pk FROM call_memo m JOIN nodes n ON n.pk = m.child_pk "
+        "WHERE m.parent_pk = %s AND m.seq > %s AND n.process_state IN ('created', 'running', "
+        "'waiting')",
+        (parent_pk, seq),
+    ).fetchall()
+    message = (
+        "owner lost: the step that called this process was cut off (its worker or script died) "
+        "and its replay did not make this call again"
+    )
+    for (child_pk,) in left:
+        _except_cut_off(connection, child_pk, now, message)
+    return len(left)
+
+
+def claim_work_tx(
+    connection: Connection,
+    owner: str,
+    limit: int,
+    expires: float,
+    now: float,
+    idle: bool = True,
+    max_attempts: int = broker_rows.MAX_ATTEMPTS,
+) -> list[Claim]:
+    """Lease up to ``limit`` ready tasks and, in the same transaction, their processes (see
+    the sqlite version for the meaning of a :class:`Claim`'s epoch)."""
+    claimed = broker_rows.claim_tasks_tx(connection, owner, limit, expires, now, idle)
+    result: list[Claim] = []
+    for task_pk, process_pk, attempts in claimed:
+        alone = attempts > broker_rows.SUSPECT_AFTER
+        if attempts > max_attempts:
+            broker_rows.give_up_tx(connection, task_pk, process_pk, owner, attempts, now)
+            result.append(Claim(task_pk, process_pk, None))
+            continue
+        row = connection.execute(
+            "SELECT owner, lease_expires FROM nodes WHERE pk = %s", (process_pk,)
+        ).fetchone()
+        if row is not None and row[0] == owner and (row[1] or 0) >= now:
+            result.append(Claim(task_pk, process_pk, LATER, alone))
+            continue
+        epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires)
+        result.append(Claim(task_pk, process_pk, epoch, alone))
+    return result
+
+
+def create_workchain_tx(
+    connection: Connection,
+    new: NewProcess,
+    class_path: str,
+    inputs: dict[str, Any],
+    enqueue: bool,
+    memo: MemoKey | None = None,
+) -> Created:
+    """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
+    daemon, its start task: all in one transaction (a replayed step's child is reused)."""
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return Created(pk, [data.pk for _, data in new.inputs])  # type: ignore[misc]
+    fresh = {
+        id(data): input_pk
+        for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
+        if data.pk is None
+    }
+    blob = Checkpoint(class_path, with_refs(inputs, fresh)).encode()
+    write_checkpoint(connection, pk, 0, blob)
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return Created(pk, input_pks)
+
+
+def take_pause_request_tx(connection: Connection, pk: int) -> None:
+    """Consume the pending pause request of a process that pauses now (run mode)."""
+    connection.execute("UPDATE nodes SET control = NULL WHERE pk = %s AND control = 'pause'", (pk,))
+
+
+def kill_unstarted_tx(connection: Connection, pk: int, message: str) -> None:
+    """Record that a CREATED process was killed before anything ran it."""
+    broker_rows.terminate_unowned(connection, pk, "killed", message, time.time())
+
+
+def except_unless_owned_tx(connection: Connection, pk: int, owner: str, message: str) -> None:
+    """Mark a process EXCEPTED with ``message``; taking the lease first refuses
+    (``LeaseLostError``) a process that a live owner holds."""
+    claim_process_tx(connection, pk, owner, time.time(), "running")
+    broker_rows.terminate_unowned(connection, pk, "excepted", message, time.time())

@@ -1,0 +1,374 @@
+"""The SQL of the provenance graph on PostgreSQL (the port of ``storage/rows.py``).
+
+Each function has the signature and the results of its sqlite namesake, on a psycopg 3
+connection inside a transaction that the caller opened (``*_tx``) or on any connection (reads).
+Writes made for a process check its ``owner`` and ``lease_epoch`` in the same transaction and
+raise :class:`LeaseLostError` (the caller rolls everything back) when they no longer match.
+
+Translations: ``lastrowid`` is ``RETURNING pk``; ``IN (?, ...)`` is ``= ANY(%s)`` with one array
+parameter (one statement text whatever the count, so psycopg can prepare it); sqlite's ``GLOB``
+is ``LIKE`` (both case-sensitive; a uuid holds no wildcard); a negative ``limit`` means no limit,
+as sqlite's ``LIMIT -1`` does (PostgreSQL would refuse it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.errors import UniqueViolation
+
+from miniengine.core.data import Data
+from miniengine.exceptions import LeaseLostError, NotExistent
+from miniengine.storage.interfaces.provenance import (
+    AMBIGUOUS_SHOWN,
+    FinishProcess,
+    LinkRow,
+    LogEntry,
+    LogRow,
+    NewProcess,
+    NodeRow,
+    ambiguous_prefix,
+    pack_attributes,
+)
+from miniengine.storage.postgres import broker_rows
+from miniengine.storage.rows import (
+    _RANDOM_DASHES,
+    _UUID_DASHES,
+    NODE_COLUMNS,
+    SQL_INTEGERS,
+    _dashed,
+    log_rows,
+)
+
+__all__ = [
+    "Connection",
+    "add_log_tx",
+    "add_logs_tx",
+    "begin_process_tx",
+    "check_lease",
+    "executemany",
+    "finish_process_tx",
+    "insert_data",
+    "insert_new_data",
+    "read_links",
+    "read_logs",
+    "read_node_row",
+    "read_node_rows",
+    "read_process_rows",
+    "store_data_tx",
+    "update_label_tx",
+    "uuid_matches",
+]
+
+#: A psycopg connection with the default row factory (rows are tuples).
+Connection = psycopg.Connection[Any]
+
+#: The children a process called and that have not terminated (a kill or a failure cascades).
+LIVE_CALLED = (
+    "SELECT l.out_pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = %s "
+    "AND l.link_type IN ('call_calc', 'call_work') "
+    "AND n.process_state IN ('created', 'running', 'waiting')"
+)
+
+_INSERT_LOG = "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)"
+
+
+def executemany(connection: Connection, query: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``query`` once per row (psycopg pipelines them: one round trip); nothing when empty."""
+    if rows:
+        connection.cursor().executemany(query, rows)
+
+
+def insert_data(connection: Connection, data: Data, now: float) -> int:
+    """Insert one unstored Data node and return its pk (the caller marks it stored on commit).
+
+    A node with this uuid and the same type and content is already the one being stored (a
+    step replayed after a crash stores again what the cut-off attempt had stored): its pk is
+    returned; a different node under the uuid is refused as the UNIQUE constraint would.
+    """
+    computer_pk = None
+    needs = data._storage_needs()  # a computer, repository objects: codes and file data
+    if needs is not None:
+        from miniengine.storage.postgres.computer_rows import check_storage_needs
+
+        computer_pk = check_storage_needs(connection, data, needs)
+    attributes = pack_attributes(data._to_attributes())
+    row = connection.execute(
+        "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime, "
+        "computer_pk) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (uuid) DO NOTHING RETURNING pk",
+        (
+            data.uuid,
+            data.type_name,
+            data.label,
+            data.description,
+            attributes,
+            now,
+            now,
+            computer_pk,
+        ),
+    ).fetchone()
+    if row is None:
+        existing = connection.execute(
+            "SELECT pk, node_type, attributes FROM nodes WHERE uuid = %s", (data.uuid,)
+        ).fetchone()
+        if existing is None or (existing[1], bytes(existing[2] or b"")) != (
+            data.type_name,
+            attributes,
+        ):
+            raise UniqueViolation('duplicate key value violates unique constraint "nodes_uuid_key"')
+        return int(existing[0])
+    return int(row[0])
+
+
+def insert_new_data(connection: Connection, nodes: Iterable[Data], now: float) -> list[int]:
+    """The pk of each node in ``nodes``, inserting every unstored one once (keyed by uuid)."""
+    inserted: dict[str, int] = {}
+    pks: list[int] = []
+    for data in nodes:
+        if data.pk is not None:
+            pks.append(data.pk)
+            continue
+        pk = inserted.get(data.uuid)
+        if pk is None:
+            pk = inserted[data.uuid] = insert_data(connection, data, now)
+        pks.append(pk)
+    return pks
+
+
+def store_data_tx(connection: Connection, data: Data) -> int:
+    return insert_data(connection, data, time.time())
+
+
+def check_lease(connection: Connection, pk: int, owner: str, epoch: int) -> None:
+    """Raise ``LeaseLostError`` unless ``owner`` still holds process ``pk`` at ``epoch``."""
+    row = connection.execute("SELECT owner, lease_epoch FROM nodes WHERE pk = %s", (pk,)).fetchone()
+    if row is None or row[0] != owner or row[1] != epoch:
+        raise LeaseLostError(
+            f"process {pk} is no longer owned by {owner} at epoch {epoch}"
+            + (f" (owner now {row[0]}, epoch {row[1]})" if row else " (no such process)")
+        )
+
+
+def begin_process_tx(connection: Connection, new: NewProcess) -> tuple[int, list[int]]:
+    """Create (and start) a process with its inputs and links; return its pk and the input pks."""
+    now = time.time()
+    if new.parent is not None:
+        check_lease(connection, *new.parent)
+    input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
+    row = connection.execute(
+        "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
+        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING pk",
+        (
+            new.uuid,
+            new.node_type,
+            new.process_type,
+            new.process_label,
+            new.process_state,
+            new.label,
+            new.description,
+            pack_attributes(new.attributes) if new.attributes else None,
+            new.owner,
+            1 if new.owner is not None else 0,
+            new.lease_expires,
+            now,
+            now,
+            int(new.submitted),
+        ),
+    ).fetchone()
+    assert row is not None
+    pk = int(row[0])
+    links: list[tuple[int, int, str, str]] = [
+        (input_pk, pk, new.input_link_type, label)
+        for input_pk, (label, _) in zip(input_pks, new.inputs, strict=True)
+    ]
+    if new.parent is not None:
+        links.append((new.parent[0], pk, new.call_link_type, new.call_link_label))
+    _insert_links(connection, links)
+    return pk, input_pks
+
+
+def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int]:
+    """Terminate a process (fenced by its lease) and link its outputs; return the output pks."""
+    now = time.time()
+    cursor = connection.execute(
+        "UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
+        "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
+        "control = NULL, paused = 0, mtime = %s "
+        "WHERE pk = %s AND owner = %s AND lease_epoch = %s",
+        (
+            finish.process_state,
+            finish.exit_status,
+            finish.exit_message,
+            finish.exception,
+            finish.process_status,
+            now,
+            finish.pk,
+            finish.owner,
+            finish.epoch,
+        ),
+    )
+    if cursor.rowcount != 1:
+        check_lease(connection, finish.pk, finish.owner, finish.epoch)
+    output_pks = insert_new_data(connection, (data for _, data, _ in finish.outputs), now)
+    _insert_links(
+        connection,
+        [
+            (finish.pk, out_pk, link_type, label)
+            for out_pk, (label, _, link_type) in zip(output_pks, finish.outputs, strict=True)
+        ],
+    )
+    logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
+    executemany(connection, _INSERT_LOG, log_rows(finish.pk, logs, now))
+    if finish.resumable:
+        connection.execute("DELETE FROM checkpoints WHERE node_pk = %s", (finish.pk,))
+        broker_rows.notify_parents(connection, finish.pk, now)
+    if finish.cascade is not None:
+        from miniengine.storage.postgres import control_rows
+
+        for (child,) in connection.execute(LIVE_CALLED, (finish.pk,)).fetchall():
+            control_rows.kill_tx(connection, child, finish.cascade)
+    if finish.task_pk is not None:
+        broker_rows.ack_task(connection, finish.task_pk)
+    return output_pks
+
+
+def update_label_tx(connection: Connection, pk: int, label: str, description: str) -> None:
+    connection.execute(
+        "UPDATE nodes SET label = %s, description = %s, mtime = %s WHERE pk = %s",
+        (label, description, time.time(), pk),
+    )
+
+
+def add_log_tx(connection: Connection, pk: int, levelname: str, message: str) -> None:
+    connection.execute(_INSERT_LOG, (pk, time.time(), levelname, message))
+
+
+def add_logs_tx(connection: Connection, pk: int, logs: Sequence[LogEntry]) -> None:
+    executemany(connection, _INSERT_LOG, log_rows(pk, logs, time.time()))
+
+
+def _insert_links(connection: Connection, links: Sequence[tuple[int, int, str, str]]) -> None:
+    executemany(
+        connection,
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, %s, %s)",
+        links,
+    )
+
+
+# reads -----------------------------------------------------------------------------------------
+
+
+def read_node_row(connection: Connection, identifier: int | str) -> NodeRow:
+    """The row of a node by pk, or by uuid or a unique prefix of it (see :func:`uuid_matches`).
+
+    Raises ``NotExistent`` when nothing matches and ``MultipleObjectsError`` when a prefix
+    matches more than one node, as AiiDA's ``load_node`` does.
+    """
+    if isinstance(identifier, int):
+        row = (
+            connection.execute(
+                f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = %s", (identifier,)
+            ).fetchone()
+            if identifier in SQL_INTEGERS
+            else None
+        )
+        if row is None:
+            raise NotExistent(f"no node with the pk {identifier}")
+        return NodeRow._make(row)
+    row = connection.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = %s", (identifier.lower(),)
+    ).fetchone()
+    if row is not None:
+        return NodeRow._make(row)
+    pks = uuid_matches(connection, identifier)
+    if not pks:
+        raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
+    if len(pks) > 1:
+        raise ambiguous_prefix(identifier, pks)
+    row = connection.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = %s", (pks[0],)
+    ).fetchone()
+    assert row is not None
+    return NodeRow._make(row)
+
+
+def uuid_matches(connection: Connection, text: str) -> list[int]:
+    """The pks (at most ``AMBIGUOUS_SHOWN + 1``) of the nodes whose uuid starts with ``text``,
+    or whose *random part* (after the 48-bit timestamp of a version-7 uuid) does.
+
+    ``text`` is matched with or without its dashes, in either case.  Anything that is not hex
+    digits and dashes matches nothing.
+    """
+    hex_digits = text.replace("-", "").lower()
+    if not hex_digits or len(hex_digits) > 32 or hex_digits.strip("0123456789abcdef"):
+        return []
+    prefix = _dashed(hex_digits, _UUID_DASHES)
+    # A range on the uuid index (byte order: the column is COLLATE "C") for the whole prefix.
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    params: list[Any] = [prefix, upper]
+    query = "SELECT pk FROM nodes WHERE (uuid >= %s AND uuid < %s)"
+    if len(hex_digits) <= 20:
+        query += " OR substr(uuid, 15) LIKE %s"
+        params.append(_dashed(hex_digits, _RANDOM_DASHES) + "%")
+    query += f" ORDER BY pk LIMIT {AMBIGUOUS_SHOWN + 1}"
+    return [int(row[0]) for row in connection.execute(query, params)]
+
+
+def read_node_rows(connection: Connection, pks: Sequence[int]) -> dict[int, NodeRow]:
+    if not pks:
+        return {}
+    rows = connection.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ANY(%s)",
+        ([pk for pk in pks if pk in SQL_INTEGERS],),
+    )
+    return {row[0]: NodeRow._make(row) for row in rows}
+
+
+def read_links(
+    connection: Connection, pk: int, incoming: bool, link_types: Sequence[str] | None = None
+) -> list[LinkRow]:
+    """``(other pk, link type, label)`` for the links into (or out of) node ``pk``, oldest first."""
+    mine, other = ("out_pk", "in_pk") if incoming else ("in_pk", "out_pk")
+    query = f"SELECT {other}, link_type, label FROM links WHERE {mine} = %s"
+    params: list[Any] = [pk]
+    if link_types:
+        query += " AND link_type = ANY(%s)"
+        params.append(list(link_types))
+    query += " ORDER BY pk"
+    return [LinkRow._make(row) for row in connection.execute(query, params)]
+
+
+def read_process_rows(
+    connection: Connection,
+    states: Sequence[str] | None,
+    process_label: str | None,
+    limit: int | None,
+) -> list[NodeRow]:
+    query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE process_state IS NOT NULL"
+    params: list[Any] = []
+    if states:
+        query += " AND process_state = ANY(%s)"
+        params.append(list(states))
+    if process_label is not None:
+        query += " AND process_label = %s"
+        params.append(process_label)
+    query += " ORDER BY pk DESC"
+    if limit is not None and int(limit) >= 0:
+        query += " LIMIT %s"
+        params.append(min(int(limit), SQL_INTEGERS[-1]))  # no more rows than that anyway
+    return [NodeRow._make(row) for row in connection.execute(query, params)]
+
+
+def read_logs(connection: Connection, pk: int) -> list[LogRow]:
+    return [
+        LogRow._make(row)
+        for row in connection.execute(
+            "SELECT pk, node_pk, time, levelname, message FROM logs WHERE node_pk = %s ORDER BY pk",
+            (pk,),
+        )
+    ]
