@@ -59,14 +59,14 @@ from miniengine.runtime.nodes import (
     load_nodes,
 )
 from miniengine.runtime.process_logger import ProcessLogger
-from miniengine.runtime.workchain import (
+from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
+from miniengine.runtime.workchain.process import (
     EVICTED,
     WorkChain,
     check_importable,
     class_path,
     outline_of,
 )
-from miniengine.runtime.workchain_inputs import bind_inputs, new_process_row
 from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
 from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
 from miniengine.storage.store import Store
@@ -529,7 +529,7 @@ class _Executor:
         return Write(self.store.provenance.finish_process, finish)
 
     def _start_children(self) -> None:
-        from miniengine.runtime.workchain_launch import _run_child  # (it imports this module)
+        from miniengine.runtime.workchain.launch import _run_child  # (it imports this module)
 
         if self.tree is None:
             return

@@ -23,7 +23,7 @@ from miniengine.exceptions import (
 )
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
-from miniengine.runtime.workchain import WorkChain, outline_of
+from miniengine.runtime.workchain.process import WorkChain, outline_of
 from miniengine.storage.interfaces.provenance import NewProcess
 from miniengine.storage.store import Store
 

@@ -31,20 +31,20 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Lifecycle, Write, drive_async
-from miniengine.runtime.executor import (
+from miniengine.runtime.nodes import (
+    ProcessNode,
+    WorkChainNode,
+    load_nodes,
+)
+from miniengine.runtime.workchain.executor import (
     ProcessTree,
     _Child,
     _Executor,
     _mark_stored,
     _node_resolver,
 )
-from miniengine.runtime.nodes import (
-    ProcessNode,
-    WorkChainNode,
-    load_nodes,
-)
-from miniengine.runtime.workchain import WorkChain, class_path, import_process_class
-from miniengine.runtime.workchain_inputs import bind_inputs, new_process_row
+from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
+from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
 from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
 from miniengine.storage.interfaces.provenance import FinishProcess
 from miniengine.storage.store import Store
@@ -175,12 +175,10 @@ CONTROL_WAIT = 1.0
 
 
 async def _watch_controls(tree: ProcessTree, store: Store) -> None:
-    from miniengine.storage import control_rows
-
     handled: set[tuple[int, str]] = set()
     while True:
         marker = store.commit_marker()  # before the read: a later request changes it
-        requests = store.read(control_rows.pending_controls, store.owner)
+        requests = store.control.pending_controls(store.owner)
         handled &= set(requests)
         for pk, control in requests:
             if (pk, control) not in handled and tree.apply_control(pk, control):

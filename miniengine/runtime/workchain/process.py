@@ -2,10 +2,11 @@
 
 A WorkChain class declares its ports, exit codes and outline in ``define(cls, spec)``; the spec is
 built on first use.  Running one is the job of an executor
-(:mod:`miniengine.runtime.executor`; launching and resuming: :mod:`miniengine.runtime.
-workchain_launch`), so that the WorkChain instance that steps see keeps a small attribute
-namespace: ``ctx``, ``inputs``, ``node``, ``out``, ``out_many``, ``report``, ``logger``,
-``submit``, ``to_context``, ``exposed_inputs``, ``exposed_outputs``, ``exit_codes``.
+(:mod:`miniengine.runtime.workchain.executor`; launching and resuming:
+:mod:`miniengine.runtime.workchain.launch`), so that the WorkChain instance that steps see
+keeps a small attribute namespace: ``ctx``, ``inputs``, ``node``, ``out``, ``out_many``,
+``report``, ``logger``, ``submit``, ``to_context``, ``exposed_inputs``, ``exposed_outputs``,
+``exit_codes``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from miniengine.runtime.nodes import (
 )
 
 if TYPE_CHECKING:
-    from miniengine.runtime.executor import _Executor
     from miniengine.runtime.process_logger import ProcessLogger
+    from miniengine.runtime.workchain.executor import _Executor
 
 __all__ = [
     "EVICTED",

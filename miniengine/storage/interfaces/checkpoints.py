@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from miniengine.core.data import Data
-    from miniengine.storage.interfaces.transaction import Transaction
     from miniengine.storage.interfaces.provenance import LogEntry, NewProcess
+    from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = [
     "LATER",
