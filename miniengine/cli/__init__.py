@@ -3,9 +3,9 @@
 :func:`register` adds both commands to the ``miniengine`` parser (``miniengine/__main__.py``).
 Each subcommand lives in a module of this package that defines ``add_commands(subparsers)``;
 its handler imports what it needs when it runs, so that a read-only command starts without the
-engine's event-loop machinery (the read-only commands use plain ``sqlite3``).  Handlers return the
-exit status: 0 ok, 1 error (one line on stderr, see :mod:`miniengine.cli.errors`); argparse
-exits with 2 on a usage error.
+engine's event-loop machinery (it opens the database to read only, see
+:mod:`miniengine.cli.connection`).  Handlers return the exit status: 0 ok, 1 error (one line on
+stderr, see :mod:`miniengine.cli.errors`); argparse exits with 2 on a usage error.
 """
 
 from __future__ import annotations

@@ -100,10 +100,9 @@ def _watch(args: argparse.Namespace) -> int:
     require_file(path)
     import time
 
-    from miniengine.runtime.events import subscribe
-    from miniengine.storage.store import Store
+    from miniengine.runtime.events import Subscription
 
-    store = Store(path)
+    store = open_backend(path)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
         row = find_process(store.queries, args.pk)
@@ -114,7 +113,7 @@ def _watch(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if row.process_state in _TERMINAL:
             return 0
-        with subscribe(db=store) as changes:
+        with Subscription(store, None) as changes:
             while True:
                 for change in changes.poll():
                     if change.pk not in tree and not _in_tree(store, change.pk, tree, labels):
@@ -165,12 +164,9 @@ def _now() -> str:
 def _repair(args: argparse.Namespace) -> int:
     path = db_path(args)
     require_file(path)
-    from miniengine.storage.repair_rows import repair_tx
-    from miniengine.storage.store import Store
-
-    store = Store(path)
+    store = open_backend(path)
     try:
-        found = store.write_sync(repair_tx, args.dry_run)
+        found = store.broker.repair(args.dry_run)
     finally:
         store.close()
     for line in found:
