@@ -30,7 +30,6 @@ from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain import import_process_class
 from miniengine.runtime.workchain.executor import _Executor
 from miniengine.runtime.workchain.launch import _except_owned
-from miniengine.storage import control_rows
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 from miniengine.storage.interfaces.checkpoints import LATER, Claim
 from miniengine.storage.paths import resolve_db_path
@@ -232,7 +231,7 @@ class Worker:
         while True:
             marker = store.commit_marker()  # before the read: a later request changes it
             try:
-                requests = store.read(control_rows.pending_controls, self.id)
+                requests = store.control.pending_controls(self.id)
             except StoreError:
                 self._log.problem(
                     "control", "reading control requests failed; retrying", exc_info=True
@@ -342,13 +341,8 @@ class Worker:
                 # daemon runs from another folder): keep the process for a fixed daemon
                 message = unimportable_message(process_pk, class_path, exc)
                 logger.error("process %s %s", process_pk, message)
-                await store.write(
-                    control_rows.pause_unloadable_tx,
-                    process_pk,
-                    self.id,
-                    epoch,
-                    message,
-                    task_pk,
+                await store.control.pause_unloadable.aio(
+                    process_pk, self.id, epoch, message, task_pk
                 )
                 return
             message = f"cannot be continued by the daemon: {stage}: {type(exc).__name__}: {exc}"
