@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextvars
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from miniengine.storage.interfaces.provenance import CallMemo
-from miniengine.storage.paths import resolve_db_path
+from miniengine.storage.open import shared_backend
+from miniengine.storage.paths import resolve_db
 from miniengine.storage.store import Store, shared_store
 
 __all__ = ["RunningProcess", "current_process", "current_store", "store_for"]
@@ -70,20 +71,26 @@ def check_same_database(store: Store, inputs: Any, owner: str) -> None:
     """Refuse stored Data from another database file: its pk means another node here."""
     for label, data in inputs:
         other = getattr(data, "_store", None)
-        if data.pk is not None and other is not None and other.path != store.path:
+        if data.pk is not None and other is not None and other.location != store.location:
             from miniengine.exceptions import InputValidationError
 
             raise InputValidationError(
-                f"{owner}: the input '{label}' is stored in another database ({other.path}), "
-                f"not in {store.path}; pass a copy made with .clone()"
+                f"{owner}: the input '{label}' is stored in another database ({other.location}), "
+                f"not in {store.location}; pass a copy made with .clone()"
             )
 
 
 def store_for(db: Store | str | os.PathLike[str] | None = None) -> Store:
-    """The store for an explicit ``db`` (a Store or a path), else the default database."""
+    """The store for an explicit ``db`` (a Store, a path or a PostgreSQL URL), else the
+    default database."""
     if isinstance(db, Store):
         return db
-    return shared_store(resolve_db_path(db))
+    location = resolve_db(db)
+    if isinstance(location, str):
+        # A PostgreSQL store serves the Backend part of Store, which is all the runtime may
+        # use; the cast goes once the runtime's hints name Backend.
+        return cast(Store, shared_backend(location))
+    return shared_store(location)
 
 
 def current_store() -> Store:

@@ -148,7 +148,7 @@ class ProcessFunction:
             value = inputs.get(name)
             if value is not None and value is port.default and isinstance(value, Data):
                 other = value._store
-                if value.pk is not None and other is not None and other.path != store.path:
+                if value.pk is not None and other is not None and other.location != store.location:
                     inputs[name] = value.clone()  # a default node belongs to one database
         context.check_same_database(store, _flatten(inputs), self.process_label)
         return self._lifecycle(store, parent, inputs, metadata)

@@ -116,5 +116,5 @@ def _rebase_defaults(inputs: dict[str, Any], ports: PortNamespace, store: Store)
                 _rebase_defaults(value, port, store)
         elif value is not None and value is port.default and isinstance(value, Data):
             other = value._store
-            if value.pk is not None and other is not None and other.path != store.path:
+            if value.pk is not None and other is not None and other.location != store.location:
                 inputs[name] = value.clone()
