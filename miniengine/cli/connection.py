@@ -39,6 +39,6 @@ def open_readonly(path: Path, *, check: bool = True) -> Reader:
 def open_backend(path: Path) -> Backend:
     """The database at ``path`` opened as the engine opens it (which migrates an old one)."""
     require_file(path)
-    from miniengine.storage.store import Store
+    from miniengine.storage.open import open_backend as open_database
 
-    return Store(path)
+    return open_database(path)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from miniengine.cli.connection import open_readonly, require_file
+from miniengine.cli.connection import open_backend, open_readonly, require_file
 from miniengine.cli.errors import CliError, Handler, guarded
 from miniengine.cli.options import add_db_option, add_json_option, db_path
 from miniengine.cli.table import emit, format_pairs, json_object
@@ -214,9 +214,7 @@ def _migrate(args: argparse.Namespace) -> int:
     if before == SCHEMA_VERSION:
         emit(f"{path}: schema version {before} is current; nothing to migrate")
         return 0
-    from miniengine.storage.store import Store
-
-    Store(path).close()  # opening migrates, under a write lock, idempotently
+    open_backend(path).close()  # opening migrates, under a write lock, idempotently
     after = _version_of(path)
     emit(f"migrated {path} from schema version {before} to {after}")
     return 0
