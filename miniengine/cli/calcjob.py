@@ -25,7 +25,7 @@ from miniengine.cli.render import printable
 from miniengine.cli.table import emit
 
 if TYPE_CHECKING:
-    from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CalcJobs
+    from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CalcJobs, CleanableCalcJob
     from miniengine.storage.interfaces.queries import Reader
 
 __all__ = [
@@ -415,7 +415,7 @@ def _cleanworkdir(args: argparse.Namespace) -> int:
     newer = None if args.past_days is None else now - args.past_days * SECONDS_PER_DAY
     older = None if args.older_than is None else now - args.older_than * SECONDS_PER_DAY
 
-    def query(db: Reader) -> list[tuple[int, str | None, int]]:
+    def query(db: Reader) -> list[CleanableCalcJob]:
         pks = None
         if args.calcjobs:
             named = [_calcjob(db, text) for text in args.calcjobs]
@@ -427,7 +427,7 @@ def _cleanworkdir(args: argparse.Namespace) -> int:
                     "folder is in use (kill it first, or wait until it ends)"
                 )
         found = db.calcjobs.cleanable_calcjobs(pks, newer, older, args.computers)
-        return [row for row in found if row[1] in _TERMINAL]
+        return [row for row in found if row.process_state in _TERMINAL]
 
     selected = _read(args, query)
     if not selected:
@@ -444,7 +444,7 @@ def _cleanworkdir(args: argparse.Namespace) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             emit("aborted: nothing cleaned")
             return 1
-    for label, count in _clean([remote for _, _, remote in selected], args):
+    for label, count in _clean([row.remote_folder_pk for row in selected], args):
         emit(f"{count} remote folder{'s' if count != 1 else ''} cleaned on {label}")
     return 0
 

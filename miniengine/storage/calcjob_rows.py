@@ -19,6 +19,7 @@ import msgpack
 
 from miniengine.storage import broker_rows, checkpoint_rows
 from miniengine.storage.interfaces.calcjobs import (
+    CALCJOB_TYPE,
     CalcJobCommit,
     CalcJobInfo,
     CleanableCalcJob,
@@ -56,9 +57,6 @@ __all__ = [
     "release_jobs_tx",
     "renew_jobs",
 ]
-
-#: The node type of CalcJobs.
-CALCJOB_TYPE = "process.calcjob"
 
 
 def merge_attributes(connection: sqlite3.Connection, pk: int, values: dict[str, Any]) -> None:

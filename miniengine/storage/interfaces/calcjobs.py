@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry, NewProcess
 
 __all__ = [
+    "CALCJOB_TYPE",
     "CalcJobCommit",
     "CalcJobInfo",
     "CalcJobs",
@@ -29,6 +30,9 @@ __all__ = [
     "JobRow",
     "JobStateChange",
 ]
+
+#: The node type of CalcJobs.
+CALCJOB_TYPE = "process.calcjob"
 
 
 @dataclass
