@@ -69,27 +69,35 @@ def _pk(process: ProcessNode | int) -> int:
     return pk
 
 
+#: The longest wait for a commit between two looks when waiting without a timeout.
+_LOOK_EVERY = 1.0
+
+
 def _wait_for_end(store: Backend, pk: int, timeout: float | None) -> str | None:
     """The state the process terminated in, or None if it is still active after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    marker = store.commit_marker()  # before the look: a commit after it ends the wait
     while True:
         state = store.control.process_state(pk)
         if state not in _ACTIVE_STATES:
             return state
-        if deadline is not None and time.monotonic() > deadline:
+        left = _LOOK_EVERY if deadline is None else deadline - time.monotonic()
+        if left <= 0:
             return None
-        time.sleep(0.005)
+        marker = store.wait_for_commit(marker, min(left, _LOOK_EVERY))
 
 
 def _wait_for_control(store: Backend, pk: int, timeout: float | None) -> bool:
     """Wait until the owner has taken the control request (the column is cleared)."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    marker = store.commit_marker()
     while True:
         if store.control.control_request(pk) is None:
             return True
-        if deadline is not None and time.monotonic() > deadline:
+        left = _LOOK_EVERY if deadline is None else deadline - time.monotonic()
+        if left <= 0:
             return False
-        time.sleep(0.005)
+        marker = store.wait_for_commit(marker, min(left, _LOOK_EVERY))
 
 
 def kill(
