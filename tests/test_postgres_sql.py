@@ -31,6 +31,7 @@ from miniengine.storage import (  # noqa: E402
     checkpoint_rows,
     computer_rows,
     control_rows,
+    query_rows,
     repair_rows,
     rows,
 )
@@ -44,6 +45,7 @@ from miniengine.storage.postgres import checkpoint_rows as pg_checkpoint  # noqa
 from miniengine.storage.postgres import computer_rows as pg_computer  # noqa: E402
 from miniengine.storage.postgres import control_rows as pg_control  # noqa: E402
 from miniengine.storage.postgres import event_rows as pg_events  # noqa: E402
+from miniengine.storage.postgres import query_rows as pg_query  # noqa: E402
 from miniengine.storage.postgres import repair_rows as pg_repair  # noqa: E402
 from miniengine.storage.postgres import rows as pg_rows  # noqa: E402
 from miniengine.storage.postgres import schema  # noqa: E402
@@ -297,9 +299,10 @@ class _Sqlite:
         for step in range(sqlite_schema.SCHEMA_VERSION):
             for statement in sqlite_schema.split_statements(sqlite_schema.MIGRATIONS[step]):
                 self.connection.execute(statement)
+        self.connection.execute(f"PRAGMA user_version = {sqlite_schema.SCHEMA_VERSION}")
         self.rows, self.broker, self.checkpoint = rows, broker_rows, checkpoint_rows
         self.control, self.calcjob, self.computer = control_rows, calcjob_rows, computer_rows
-        self.repair = repair_rows
+        self.repair, self.query = repair_rows, query_rows
 
     @contextmanager
     def tx(self) -> Iterator[Any]:
@@ -317,7 +320,7 @@ class _Postgres:
         self.connection = connection
         self.rows, self.broker, self.checkpoint = pg_rows, pg_broker, pg_checkpoint
         self.control, self.calcjob, self.computer = pg_control, pg_calcjob, pg_computer
-        self.repair = pg_repair
+        self.repair, self.query = pg_repair, pg_query
 
     @contextmanager
     def tx(self) -> Iterator[Any]:
@@ -418,6 +421,19 @@ def _lifecycle(db: Any) -> list[Any]:
     say(db.computer.read_computer(db.connection, "c0ffee").label)
     with db.tx() as c:
         say(db.repair.repair_tx(c, dry_run=True))
+    # the operator's reads
+    c = db.connection
+    say([row[:1] + row[3:] for row in db.query.list_processes(c, None, None, None)])
+    say([row.pk for row in db.query.list_processes(c, ["killed", "waiting"], now - 60, 1)])
+    say(db.query.node(c, 10**30))
+    say(db.query.linked_nodes(c, parent, incoming=False, link_types=["call_work", "return"]))
+    say(db.query.log_count(c, parent))
+    say(db.query.subtree(c, parent, None))
+    say(db.query.subtree(c, parent, 0))
+    say([line[1:] for line in db.query.subtree_logs(c, parent, None)])
+    say(db.query.count_nodes(c))
+    say(db.query.schema_version(c))
+    say(db.query.integrity_check(c))
     return answers
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "finish_process_tx",
     "insert_data",
     "insert_new_data",
+    "process_rows_query",
     "read_links",
     "read_logs",
     "read_node_row",
@@ -61,6 +62,7 @@ __all__ = [
     "store_data_tx",
     "update_label_tx",
     "uuid_matches",
+    "uuid_prefix_query",
 ]
 
 #: A psycopg connection with the default row factory (rows are tuples).
@@ -304,9 +306,19 @@ def uuid_matches(connection: Connection, text: str) -> list[int]:
     ``text`` is matched with or without its dashes, in either case.  Anything that is not hex
     digits and dashes matches nothing.
     """
+    built = uuid_prefix_query(text)
+    if built is None:
+        return []
+    query, params = built
+    return [int(row[0]) for row in connection.execute(query, params)]
+
+
+def uuid_prefix_query(text: str) -> tuple[str, list[Any]] | None:
+    """The query of :func:`uuid_matches` (``None``: ``text`` matches nothing), for a reader
+    that runs it elsewhere (the awaitable reads)."""
     hex_digits = text.replace("-", "").lower()
     if not hex_digits or len(hex_digits) > 32 or hex_digits.strip("0123456789abcdef"):
-        return []
+        return None
     prefix = _dashed(hex_digits, _UUID_DASHES)
     # A range on the uuid index (byte order: the column is COLLATE "C") for the whole prefix.
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -316,7 +328,7 @@ def uuid_matches(connection: Connection, text: str) -> list[int]:
         query += " OR substr(uuid, 15) LIKE %s"
         params.append(_dashed(hex_digits, _RANDOM_DASHES) + "%")
     query += f" ORDER BY pk LIMIT {AMBIGUOUS_SHOWN + 1}"
-    return [int(row[0]) for row in connection.execute(query, params)]
+    return query, params
 
 
 def read_node_rows(connection: Connection, pks: Sequence[int]) -> dict[int, NodeRow]:
@@ -349,8 +361,23 @@ def read_process_rows(
     process_label: str | None,
     limit: int | None,
 ) -> list[NodeRow]:
+    query, params = process_rows_query(states, process_label, limit)
+    return [NodeRow._make(row) for row in connection.execute(query, params)]
+
+
+def process_rows_query(
+    states: Sequence[str] | None,
+    process_label: str | None,
+    limit: int | None,
+    below_pk: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The query of :func:`read_process_rows`; with ``below_pk``, only the rows below that pk
+    (the next page of a reader that pages through them, newest first)."""
     query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE process_state IS NOT NULL"
     params: list[Any] = []
+    if below_pk is not None:
+        query += " AND pk < %s"
+        params.append(below_pk)
     if states:
         query += " AND process_state = ANY(%s)"
         params.append(list(states))
@@ -361,7 +388,7 @@ def read_process_rows(
     if limit is not None and int(limit) >= 0:
         query += " LIMIT %s"
         params.append(min(int(limit), SQL_INTEGERS[-1]))  # no more rows than that anyway
-    return [NodeRow._make(row) for row in connection.execute(query, params)]
+    return query, params
 
 
 def read_logs(connection: Connection, pk: int) -> list[LogRow]:
