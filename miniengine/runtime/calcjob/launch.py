@@ -30,7 +30,8 @@ from miniengine.runtime.driver import Lifecycle, Write, drive_async
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain.inputs import _flatten_data, process_type
-from miniengine.storage.interfaces.provenance import NewProcess, pack_attributes
+from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
+from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
 from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
@@ -54,7 +55,7 @@ def new_calcjob_row(
     context.check_same_database(store, flat_inputs, cls.__name__)
     return NewProcess(
         uuid=new_uuid(),
-        node_type="process.calcjob",
+        node_type=CALCJOB_TYPE,
         process_type=process_type(cls),
         process_label=cls.__name__,
         process_state=state.value,
@@ -384,11 +385,27 @@ def dry_run(cls: type[CalcJob], bound: BoundCalcJob) -> tuple[dict[str, Any], Ca
             number += 1
     store = context.store_for(None)
     now = time.time()
-    row = (
-        None, new_uuid(), "process.calcjob", process_type(cls), cls.__name__, "finished", None,
-        0, None, None, 0, bound.metadata.label, bound.metadata.description, None, None, 0, None,
-        now, now,
-    )  # fmt: skip
+    row = NodeRow(
+        pk=None,  # type: ignore[arg-type]  # never stored
+        uuid=new_uuid(),
+        node_type=CALCJOB_TYPE,
+        process_type=process_type(cls),
+        process_label=cls.__name__,
+        process_state="finished",
+        process_status=None,
+        exit_status=0,
+        exit_message=None,
+        exception=None,
+        paused=0,
+        label=bound.metadata.label,
+        description=bound.metadata.description,
+        attributes=None,
+        owner=None,
+        lease_epoch=0,
+        lease_expires=None,
+        ctime=now,
+        mtime=now,
+    )
     node = CalcJobNode(None, row)
     executor = _executor(cls, store, None, node, 0, None, bound)
     prepared = prepare_folder(executor, folder)
