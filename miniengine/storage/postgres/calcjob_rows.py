@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from miniengine.storage.calcjob_rows import _JOB_COLUMNS, CALCJOB_TYPE, _job_row, _unpack_dict
+from miniengine.storage.calcjob_rows import _JOB_COLUMNS, _job_row, _unpack_dict
 from miniengine.storage.interfaces.calcjobs import (
+    CALCJOB_TYPE,
     CalcJobCommit,
     CalcJobInfo,
     CleanableCalcJob,
