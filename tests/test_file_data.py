@@ -252,9 +252,9 @@ def test_unstored_file_data_in_a_checkpoint_is_encoded_by_its_keys(
     out = in_another_process(
         miniengine_db,
         "from pathlib import Path\n"
-        "from miniengine.core import codec\n"
+        "from miniengine.runtime import registry\n"
         f"blob = Path({str(tmp_path / 'checkpoint.bin')!r}).read_bytes()\n"
-        "node = codec.decode(blob)['ctx']['file']\n"
+        "node = registry.decode(blob)['ctx']['file']\n"
         "node.store()\n"
         "print(node.pk, len(node.get_content('rb')))\n",
     )

@@ -176,3 +176,23 @@ def test_imports_only_point_down() -> None:
             if layer_of(target) > layer_of(module):
                 violations.append(f"{module} (line {line}) imports {target}")
     assert violations == []
+
+
+def test_reading_types_of_the_runtime_imports_no_runtime_from_the_core() -> None:
+    # a Data type or a codec type defined above the core is known once the runtime's registry
+    # (miniengine.runtime.registry) is imported, never by the core importing a module by name
+    statement = (
+        "from miniengine.core import codec, data\n"
+        "from miniengine.exceptions import CheckpointError, UnknownDataTypeError\n"
+        "try:\n"
+        "    data.data_class('core.singlefile')\n"
+        "except UnknownDataTypeError:\n"
+        "    pass\n"
+        "import msgpack\n"
+        "blob = codec.encode(None)[:4] + msgpack.packb([msgpack.ExtType(31, b''), 'x'])\n"
+        "try:\n"
+        "    codec.decode(blob)\n"
+        "except CheckpointError:\n"
+        "    pass\n"
+    )
+    assert imported_after(statement, ("miniengine.runtime", "miniengine.storage")) == []

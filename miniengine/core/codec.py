@@ -31,7 +31,6 @@ from miniengine.core.data import (
     Data,
     Int,
     data_class,
-    import_engine_type,
     load_data_from_attributes,
 )
 from miniengine.core.exit_code import ExitCode
@@ -477,8 +476,6 @@ class _Decoder:
             return int.from_bytes(payload, "big", signed=True)
         marker = _MARKERS.get(code)
         if marker is None:
-            if code not in _user_types_by_tag:
-                import_engine_type(code)  # a tag of a runtime type whose module is not loaded
             if code not in _user_types_by_tag:
                 raise CheckpointError(
                     f"the checkpoint holds a value with extension code {code}, for which no type "

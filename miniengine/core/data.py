@@ -247,45 +247,15 @@ class Data:
 DATA_TYPES[Data.type_name] = Data
 
 
-#: miniengine's Data types that live above the core (they use the repository or a computer),
-#: by type name: their module is imported, from this fixed table only, when a node of the type
-#: is first loaded, so ``load_node`` works without importing them first.
-_BUILT_IN_ELSEWHERE: dict[str, str] = {
-    "core.singlefile": "miniengine.runtime.file_data",
-    "core.folder": "miniengine.runtime.file_data",
-    "core.remote": "miniengine.runtime.remote_data",
-    "core.code": "miniengine.runtime.codes",
-    "core.code.installed": "miniengine.runtime.codes",
-    "core.code.portable": "miniengine.runtime.codes",
-}
-
-
-#: The checkpoint codec's engine types that modules above the core register (a computer), by
-#: extension tag: imported from this fixed table only, when a checkpoint holding the tag is
-#: decoded in an interpreter that has not imported the module yet.
-_ENGINE_TYPES_ELSEWHERE: dict[int, str] = {31: "miniengine.runtime.computers"}
-
-
-def import_engine_type(tag: int) -> None:
-    """Import the module that registers the codec's engine type ``tag``, if it is one of ours."""
-    module = _ENGINE_TYPES_ELSEWHERE.get(tag)
-    if module is not None:
-        import importlib
-
-        importlib.import_module(module)
-
-
 def data_class(type_name: str) -> type[Data]:
-    """The registered Data class for ``type_name``; raises ``UnknownDataTypeError`` naming it."""
+    """The registered Data class for ``type_name``; raises ``UnknownDataTypeError`` naming it.
+
+    miniengine's own Data types above the core (files, remote folders, codes) are registered
+    by :mod:`miniengine.runtime.registry`, which the runtime imports before it reads a stored
+    node of a type it does not know yet or decodes a checkpoint."""
     try:
         return DATA_TYPES[type_name]
     except KeyError:
-        module = _BUILT_IN_ELSEWHERE.get(type_name)
-        if module is not None:
-            import importlib
-
-            importlib.import_module(module)
-            return DATA_TYPES[type_name]
         raise UnknownDataTypeError(
             f"the Data type {type_name!r} is not registered in this interpreter; import the "
             "module that defines it before loading this data"

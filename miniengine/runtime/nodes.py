@@ -8,11 +8,13 @@ on access through the node's store.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from miniengine.core import codec
 from miniengine.core import data as data_module
 from miniengine.core.data import Data, load_data_from_attributes
 from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES, LinkType
@@ -696,6 +698,8 @@ def node_from_row(store: Store, row: NodeRow) -> Any:
     node_type = row.node_type
     if node_type.startswith("process."):
         return NODE_CLASSES.get(node_type, ProcessNode)(store, row)
+    if node_type not in data_module.DATA_TYPES:
+        import miniengine.runtime.registry  # noqa: F401  (miniengine's Data types above the core)
     return load_data_from_attributes(
         node_type,
         unpack_attributes(row.attributes),
@@ -792,3 +796,24 @@ class _Backend:
 
 
 data_module.set_backend(_Backend())
+
+
+# process nodes in checkpoints ----------------------------------------------------------------
+
+#: How a process node in a checkpoint being decoded is loaded (set around a decode that resolves
+#: stored nodes); without it the node comes back as a :class:`~miniengine.core.codec.NodeRef`.
+node_resolver: contextvars.ContextVar[Callable[[int], Any] | None] = contextvars.ContextVar(
+    "miniengine_node_resolver", default=None
+)
+
+
+def _load_process_node(pk: int) -> Any:
+    resolve = node_resolver.get()
+    if resolve is None:
+        return codec.NodeRef(pk)
+    return resolve(pk)
+
+
+for _tag, _cls in enumerate((ProcessNode, CalcFunctionNode, WorkFunctionNode, WorkChainNode)):
+    codec.register_engine_type(_cls, 16 + _tag, lambda node: node.pk, _load_process_node)
+codec.register_engine_type(CalcJobNode, 20, lambda node: node.pk, _load_process_node)

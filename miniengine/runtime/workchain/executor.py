@@ -10,7 +10,6 @@ state, the checkpoint, the outputs and the reports of that step, fenced by the l
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import time
 import traceback
@@ -51,12 +50,10 @@ from miniengine.exceptions import (
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
 from miniengine.runtime.nodes import (
-    CalcFunctionNode,
-    CalcJobNode,
     ProcessNode,
     WorkChainNode,
-    WorkFunctionNode,
     load_nodes,
+    node_resolver,
 )
 from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
@@ -139,25 +136,6 @@ class _Child:
     node: ProcessNode
     done: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-
-
-# checkpointed process nodes ----------------------------------------------------------------
-
-_node_resolver: contextvars.ContextVar[Callable[[int], Any] | None] = contextvars.ContextVar(
-    "miniengine_node_resolver", default=None
-)
-
-
-def _load_process_node(pk: int) -> Any:
-    resolve = _node_resolver.get()
-    if resolve is None:
-        return codec.NodeRef(pk)
-    return resolve(pk)
-
-
-for _tag, _cls in enumerate((ProcessNode, CalcFunctionNode, WorkFunctionNode, WorkChainNode)):
-    codec.register_engine_type(_cls, 16 + _tag, lambda node: node.pk, _load_process_node)
-codec.register_engine_type(CalcJobNode, 20, lambda node: node.pk, _load_process_node)
 
 
 # the executor ------------------------------------------------------------------------------
@@ -415,11 +393,11 @@ class _Executor:
         def resolve(pk: int) -> Any:
             return load_nodes(self.store, [pk])[pk]
 
-        token = _node_resolver.set(resolve)
+        token = node_resolver.set(resolve)
         try:
             state = codec.decode(blob, resolve_pk=resolve)
         finally:
-            _node_resolver.reset(token)
+            node_resolver.reset(token)
         if state.get("p") != class_path(self.cls):
             raise OutlineMismatch(f"the checkpoint belongs to {state.get('p')}, not {self.cls}")
         self.cursor = tuple(state["c"]) if state["c"] is not None else None

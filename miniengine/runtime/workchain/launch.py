@@ -35,13 +35,13 @@ from miniengine.runtime.nodes import (
     ProcessNode,
     WorkChainNode,
     load_nodes,
+    node_resolver,
 )
 from miniengine.runtime.workchain.executor import (
     ProcessTree,
     _Child,
     _Executor,
     _mark_stored,
-    _node_resolver,
 )
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
 from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
@@ -291,11 +291,11 @@ def _inputs_from_checkpoint(store: Store, checkpoint: StoredCheckpoint) -> dict[
     def resolve(pk: int) -> Any:
         return load_nodes(store, [pk])[pk]
 
-    token = _node_resolver.set(resolve)
+    token = node_resolver.set(resolve)
     try:
         state = codec.decode(checkpoint[1], resolve_pk=resolve)
     finally:
-        _node_resolver.reset(token)
+        node_resolver.reset(token)
     return state["i"]  # type: ignore[no-any-return]
 
 
