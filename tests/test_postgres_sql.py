@@ -269,6 +269,68 @@ def test_a_stale_epoch_is_fenced_off(pg: Any) -> None:
         ) == ([], False)
 
 
+def test_a_child_ending_while_its_parent_starts_waiting_still_wakes_it(
+    pg: Any, postgres_url: str
+) -> None:
+    """On sqlite the two commits are serialised; here the parent's commit locks the rows of
+    the children it counts, so a child's terminal write waits for it and then finds the parent
+    waiting (were the child not held, each would miss the other and the parent never wake)."""
+    now = time.time()
+    with pg.transaction():
+        parent, _ = pg_rows.begin_process_tx(pg, _new_process("w1", now + 60, submitted=True))
+        child, _ = pg_rows.begin_process_tx(pg, _new_process("w2", now + 60, submitted=True))
+    finished = threading.Event()
+
+    def finish_child() -> None:
+        with _connect(postgres_url) as other, other.transaction():
+            pg_rows.finish_process_tx(other, FinishProcess(child, "w2", 1, "finished"))
+        finished.set()
+
+    ender = threading.Thread(target=finish_child)
+    with pg.transaction():
+        step = StepCommit(parent, "w1", 1, "waiting", None, 3, b"cp", wait_for=[child])
+        pg_checkpoint.step_commit_tx(pg, step)
+        ender.start()
+        assert not finished.wait(0.5)  # the child's write waits for the parent's commit
+    ender.join(timeout=60)
+    assert finished.is_set()
+    tasks = pg.execute("SELECT process_pk, dedup_key, status FROM tasks").fetchall()
+    assert tasks == [(parent, f"wake:{parent}:3", "ready")]
+    assert pg.execute("SELECT count(*) FROM waits").fetchone() == (0,)
+
+
+def test_a_job_seen_done_while_its_process_is_evicted_still_wakes_it(
+    pg: Any, postgres_url: str
+) -> None:
+    """The watcher's ``job_done_tx`` locks the node before it decides whether the process is
+    held; the stage commit that evicts it holds that row, so one of the two enqueues."""
+    now = time.time()
+    with pg.transaction():
+        pk, _ = pg_rows.begin_process_tx(pg, _new_process("w1", now + 60, submitted=True))
+        pg.execute(
+            "INSERT INTO calcjob_jobs (process_pk, computer_uuid, job_id, owner, "
+            "lease_expires, created) VALUES (%s, 'c', '7', 'watcher', %s, %s)",
+            (pk, now + 60, now),
+        )
+    seen = threading.Event()
+
+    def job_done() -> None:
+        with _connect(postgres_url) as other, other.transaction():
+            assert pg_calcjob.job_done_tx(other, pk, "7", "watcher", "done", None)
+        seen.set()
+
+    watcher = threading.Thread(target=job_done)
+    with pg.transaction():
+        stage = CalcJobCommit(pk, "w1", 1, "waiting", "with the scheduler", 2, b"cp", evict=True)
+        pg_calcjob.calcjob_commit_tx(pg, stage)
+        watcher.start()
+        assert not seen.wait(0.5)
+    watcher.join(timeout=60)
+    assert seen.is_set()
+    tasks = pg.execute("SELECT dedup_key FROM tasks").fetchall()
+    assert tasks == [(f"job:{pk}:7",)]
+
+
 def test_a_state_change_reaches_a_subscriber_as_an_event(pg: Any) -> None:
     with pg.transaction():
         pk, _ = pg_rows.begin_process_tx(pg, _new_process("me", time.time() + 60))
