@@ -212,11 +212,11 @@ def read_computers(connection: sqlite3.Connection) -> list[ComputerRow]:
     ]
 
 
-def database_path(connection: sqlite3.Connection) -> str:
-    """The file of the connection's main database."""
+def repository(connection: sqlite3.Connection) -> Repository:
+    """The repository of the connection's database: the folder beside its file."""
     for _, name, path in connection.execute("PRAGMA database_list"):
         if name == "main":
-            return str(path)
+            return Repository.for_database(str(path))
     raise RepositoryError("the connection has no main database file")  # pragma: no cover
 
 
@@ -243,18 +243,18 @@ def check_storage_needs(
             )
         computer_pk = int(found[0])
     if needs.object_keys:
-        repository = Repository.for_database(database_path(connection))
+        target = repository(connection)
         source = Repository(needs.source_repository) if needs.source_repository else None
         for key in needs.object_keys:
-            if repository.has_object(key):
+            if target.has_object(key):
                 continue
-            if source is None or source.root == repository.root or not source.has_object(key):
+            if source is None or source.root == target.root or not source.has_object(key):
                 raise RepositoryError(
                     f"{what} refers to the repository object {key}, which is in neither "
-                    f"{repository.root} nor {source.root if source else 'another repository'}"
+                    f"{target.root} nor {source.root if source else 'another repository'}"
                 )
             with source.open(key) as stream:
-                copied = repository.put_object_from_filelike(stream)
+                copied = target.put_object_from_filelike(stream)
             if copied != key:
                 raise RepositoryError(f"the repository object {key} in {source.root} is corrupt")
     return computer_pk
