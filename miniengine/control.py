@@ -20,7 +20,6 @@ from miniengine.core.states import ProcessState
 from miniengine.runtime.context import store_for
 from miniengine.runtime.nodes import ProcessNode
 from miniengine.storage.interfaces import Backend
-from miniengine.storage.store import Store
 
 __all__ = [
     "Outcome",
@@ -33,7 +32,8 @@ __all__ = [
     "revive_processes",
 ]
 
-Db = Backend | Store | str | os.PathLike[str] | None
+#: An open database (a store), a path or URL, or None for the default database.
+Db = Backend | str | os.PathLike[str] | None
 
 #: The states of a process that has not terminated.
 _ACTIVE_STATES = tuple(state.value for state in ProcessState if not state.is_terminal)
@@ -57,7 +57,7 @@ class Outcome(str):
 
 def _backend(db: Db) -> Backend:
     """An open database as it is, else the store of a path (or of the default database)."""
-    if db is None or isinstance(db, (str, os.PathLike, Store)):
+    if db is None or isinstance(db, (str, os.PathLike)):
         return store_for(db)
     return db
 

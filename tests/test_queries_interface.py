@@ -41,7 +41,8 @@ def test_a_reader_and_a_store_answer_the_same_typed_queries(miniengine_db: Path)
             shown = queries.node(node.pk)
             assert isinstance(shown, NodeView) and shown.uuid == node.uuid
             assert queries.node(2**70) is None
-            assert queries.uuid_matches(node.uuid[:13]) == [node.pk]
+            assert queries.uuid_matches(node.uuid) == [node.pk]
+            assert queries.uuid_matches(node.uuid[14:]) == [node.pk]  # after the timestamp
             assert [link.link_label for link in queries.linked_nodes(
                 node.pk, incoming=True, link_types=["input_calc"])] == ["x", "y"]  # fmt: skip
             assert [tree.pk for tree in queries.subtree(node.pk, None)] == [node.pk]
