@@ -253,6 +253,9 @@ def test_a_stale_epoch_is_fenced_off(pg: Any) -> None:
     )
     with pytest.raises(LeaseLostError, match=r"owner now new, epoch 2"), pg.transaction():
         pg_rows.finish_process_tx(pg, finish)
+    child = _new_process(parent=(pk, "old", 1), call_link_type="call_calc")
+    with pytest.raises(LeaseLostError, match="no longer owned"), pg.transaction():
+        pg_rows.begin_process_tx(pg, child)
     row = pg_rows.read_node_row(pg, pk)
     assert (row.owner, row.lease_epoch, row.process_state, row.process_status) == (
         "new",

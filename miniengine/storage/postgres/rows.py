@@ -146,8 +146,15 @@ def store_data_tx(connection: Connection, data: Data) -> int:
 
 
 def check_lease(connection: Connection, pk: int, owner: str, epoch: int) -> None:
-    """Raise ``LeaseLostError`` unless ``owner`` still holds process ``pk`` at ``epoch``."""
-    row = connection.execute("SELECT owner, lease_epoch FROM nodes WHERE pk = %s", (pk,)).fetchone()
+    """Raise ``LeaseLostError`` unless ``owner`` still holds process ``pk`` at ``epoch``.
+
+    The row is locked ``FOR SHARE`` until the commit: a claim by another owner (an UPDATE of
+    the row) waits, so the lease checked here still holds when what it fences commits (on
+    sqlite, the write lock does that).
+    """
+    row = connection.execute(
+        "SELECT owner, lease_epoch FROM nodes WHERE pk = %s FOR SHARE", (pk,)
+    ).fetchone()
     if row is None or row[0] != owner or row[1] != epoch:
         raise LeaseLostError(
             f"process {pk} is no longer owned by {owner} at epoch {epoch}"
