@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "arun_get_node": "miniengine.runtime.launch",
     "find_processes": "miniengine.runtime.launch",
     "load_node": "miniengine.runtime.nodes",
+    "aload_node": "miniengine.runtime.async_reads",
+    "afind_processes": "miniengine.runtime.async_reads",
     "resume": "miniengine.runtime.launch",
     "submit": "miniengine.runtime.submit",
     "asubmit": "miniengine.runtime.submit",
@@ -133,6 +135,8 @@ __all__ = [
     "WorkChain",
     "WorkChainNode",
     "WorkFunctionNode",
+    "afind_processes",
+    "aload_node",
     "append_",
     "arun",
     "arun_get_node",
@@ -183,6 +187,7 @@ if TYPE_CHECKING:
         UnknownDataTypeError,
         ValidationError,
     )
+    from miniengine.runtime.async_reads import afind_processes, aload_node
     from miniengine.runtime.calcjob.parser import Parser
     from miniengine.runtime.calcjob.process import CalcJob
     from miniengine.runtime.codes import InstalledCode, PortableCode, load_code

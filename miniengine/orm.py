@@ -31,6 +31,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "WorkFunctionNode": ("miniengine.runtime.nodes", "WorkFunctionNode"),
     "WorkChainNode": ("miniengine.runtime.nodes", "WorkChainNode"),
     "load_node": ("miniengine.runtime.nodes", "load_node"),
+    # the awaitable twin, for code on an event loop
+    "aload_node": ("miniengine.runtime.async_reads", "aload_node"),
     # files, computers and codes
     "SinglefileData": ("miniengine.runtime.file_data", "SinglefileData"),
     "FolderData": ("miniengine.runtime.file_data", "FolderData"),

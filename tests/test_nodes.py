@@ -340,6 +340,8 @@ EXPECTED_ALL = [
     "WorkChain",
     "WorkChainNode",
     "WorkFunctionNode",
+    "afind_processes",
+    "aload_node",
     "append_",
     "arun",
     "arun_get_node",

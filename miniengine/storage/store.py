@@ -48,6 +48,7 @@ from miniengine.storage.sqlite.queries import SqliteQueries
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
+    from miniengine.storage.sqlite.async_reads import SqliteAsyncReads
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "Store", "close_all_stores", "shared_store"]
 
@@ -177,6 +178,7 @@ class Store:
         self.queries = SqliteQueries(self)
         self.computers = SqliteComputers(self)
         self.calcjobs = SqliteCalcJobs(self)
+        self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -185,6 +187,8 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        if self._async_reads is not None:
+            self._async_reads.close_all()
         self._background.close()
         if self._checkpoint_thread is not None and self._checkpoint_thread is not (
             threading.current_thread()
@@ -209,6 +213,20 @@ class Store:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def async_reads(self) -> SqliteAsyncReads:
+        """The awaitable reads (aiosqlite, imported here on first use: ``import miniengine``
+        and a script that never awaits a read do not load it)."""
+        reads = self._async_reads
+        if reads is None:
+            from miniengine.storage.sqlite.async_reads import SqliteAsyncReads
+
+            with self._reader_lock:
+                reads = self._async_reads
+                if reads is None:
+                    reads = self._async_reads = SqliteAsyncReads(self)
+        return reads
 
     @property
     def location(self) -> str:

@@ -12,6 +12,7 @@ from miniengine.storage.interfaces.control import Control
 from miniengine.storage.interfaces.events import Events
 from miniengine.storage.interfaces.provenance import Provenance
 from miniengine.storage.interfaces.queries import Queries
+from miniengine.storage.interfaces.reads import AsyncReads
 
 __all__ = ["Backend"]
 
@@ -50,6 +51,11 @@ class Backend(Protocol):
 
     @property
     def calcjobs(self) -> CalcJobs: ...
+
+    @property
+    def async_reads(self) -> AsyncReads:
+        """Reads for coroutines of applications, which never block their event loop."""
+        ...
 
     @property
     def closed(self) -> bool: ...
