@@ -26,6 +26,7 @@ from miniengine.storage.interfaces.calcjobs import (
     JobRow,
     JobStateChange,
 )
+from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.rows import (
     LogEntry,
     NewProcess,
@@ -82,7 +83,7 @@ def create_calcjob_tx(
     computer_uuid: str,
     checkpoint: Callable[[list[int]], bytes],
     enqueue: bool,
-    memo: tuple[int, int, int, str] | None = None,
+    memo: MemoKey | None = None,
 ) -> tuple[int, list[int]]:
     """Create a CalcJob node with its inputs, computer and first checkpoint (and, for the
     daemon, its start task) in one transaction; a memoised call of a replayed step is reused."""

@@ -19,6 +19,7 @@ from miniengine.storage.interfaces.transaction import Transaction
 
 if TYPE_CHECKING:
     from miniengine.core.data import Data
+    from miniengine.storage.interfaces.checkpoints import MemoKey
     from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry, NewProcess
 
 __all__ = [
@@ -141,7 +142,7 @@ class CalcJobs(Protocol):
     def create_calcjob(
         self,
     ) -> Transaction[
-        [NewProcess, str, Callable[[list[int]], bytes], bool, tuple[int, int, int, str] | None],
+        [NewProcess, str, Callable[[list[int]], bytes], bool, MemoKey | None],
         tuple[int, list[int]],
     ]:
         """``(new, computer uuid, checkpoint, enqueue, memo)``: the node, its inputs, computer
@@ -149,7 +150,7 @@ class CalcJobs(Protocol):
 
         ``checkpoint(input pks)`` builds the first checkpoint once the inputs have pks; a
         memoised child of a replayed step (``memo``) is reused instead.  Returns the pk and the
-        input pks.  ``memo`` is (parent pk, step sequence number, call index, fingerprint)."""
+        input pks."""
         ...
 
     @property
