@@ -150,9 +150,10 @@ def wait_for_children(connection: Connection, parent_pk: int, seq: int,
     if not active:
         enqueue(connection, parent_pk, f"wake:{parent_pk}:{seq}", now)
         return 0
-    connection.cursor().executemany(
-        "INSERT INTO awaited (child_pk, parent_pk) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        [(child, parent_pk) for child in active],
+    connection.execute(  # one statement for a fan-out of any size
+        "INSERT INTO awaited (child_pk, parent_pk) SELECT unnest(%s::bigint[]), %s "
+        "ON CONFLICT DO NOTHING",
+        (active, parent_pk),
     )
     connection.execute(
         "INSERT INTO waits (parent_pk, seq, outstanding) VALUES (%s, %s, %s) "

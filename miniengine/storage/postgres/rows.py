@@ -79,8 +79,13 @@ _INSERT_LOG = "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, 
 
 
 def executemany(connection: Connection, query: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``query`` once per row (psycopg pipelines them: one round trip); nothing when empty."""
-    if rows:
+    """``query`` once per row (psycopg pipelines several: one round trip); nothing when empty.
+
+    A single row is a plain ``execute``: a pipeline costs more than it saves for one statement.
+    """
+    if len(rows) == 1:
+        connection.execute(query, rows[0])
+    elif rows:
         connection.cursor().executemany(query, rows)
 
 
