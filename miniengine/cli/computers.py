@@ -441,8 +441,13 @@ def _code_list(args: argparse.Namespace, store: Backend) -> int:
     if args.json:
         emit(
             json_array(
-                {"pk": pk, "type": kind, "label": label, "computer": computer}
-                for pk, kind, label, computer in rows
+                {
+                    "pk": code.pk,
+                    "type": code.node_type,
+                    "label": code.label,
+                    "computer": code.computer_label,
+                }
+                for code in rows
             )
         )
         return 0
@@ -453,8 +458,12 @@ def _code_list(args: argparse.Namespace, store: Backend) -> int:
         format_table(
             ("pk", "full label", "type"),
             (
-                (str(pk), f"{label}@{computer}" if computer else label, kind)
-                for pk, kind, label, computer in rows
+                (
+                    str(code.pk),
+                    f"{code.label}@{code.computer_label}" if code.computer_label else code.label,
+                    code.node_type,
+                )
+                for code in rows
             ),
             right=(0,),
         )
