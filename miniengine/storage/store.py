@@ -110,12 +110,16 @@ class Store:
         synchronous: str = "NORMAL",
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
         owner: str | None = None,
+        commit_poll_interval: float = COMMIT_POLL_INTERVAL,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.lease_timeout = float(lease_timeout)
+        #: how often :meth:`wait_for_commit` looks (a daemon worker, idle most of the time and
+        #: with several waiters, looks less often than a script waiting for its result)
+        self.commit_poll_interval = commit_poll_interval
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
         schema.create_file(self.path)
         schema.refuse_without_writing(self.path)
@@ -468,7 +472,7 @@ class Store:
         """Sleep in short steps until :meth:`data_version` differs from ``marker`` or
         ``timeout`` passed; return the current value.  sqlite has no notification between
         processes, and reading the counter costs a few microseconds, so polling every
-        :data:`COMMIT_POLL_INTERVAL` is both cheap and prompt."""
+        :attr:`commit_poll_interval` is both cheap and prompt."""
         deadline = time.monotonic() + timeout
         while True:
             current = self.data_version()
@@ -477,7 +481,7 @@ class Store:
             left = deadline - time.monotonic()
             if left <= 0:
                 return current
-            time.sleep(min(COMMIT_POLL_INTERVAL, left))
+            time.sleep(min(self.commit_poll_interval, left))
 
     async def await_commit(self, marker: int, timeout: float) -> int:
         """:meth:`wait_for_commit` for a coroutine (``anyio.sleep`` between looks)."""
@@ -491,7 +495,7 @@ class Store:
             left = deadline - time.monotonic()
             if left <= 0:
                 return current
-            await anyio.sleep(min(COMMIT_POLL_INTERVAL, left))
+            await anyio.sleep(min(self.commit_poll_interval, left))
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread."""
