@@ -33,6 +33,7 @@ from miniengine.storage import (  # noqa: E402
     control_rows,
     query_rows,
     repair_rows,
+    repository_rows,
     rows,
 )
 from miniengine.storage import schema as sqlite_schema  # noqa: E402
@@ -47,6 +48,7 @@ from miniengine.storage.postgres import control_rows as pg_control  # noqa: E402
 from miniengine.storage.postgres import event_rows as pg_events  # noqa: E402
 from miniengine.storage.postgres import query_rows as pg_query  # noqa: E402
 from miniengine.storage.postgres import repair_rows as pg_repair  # noqa: E402
+from miniengine.storage.postgres import repository_rows as pg_repository  # noqa: E402
 from miniengine.storage.postgres import rows as pg_rows  # noqa: E402
 from miniengine.storage.postgres import schema  # noqa: E402
 
@@ -368,6 +370,7 @@ class _Sqlite:
         self.rows, self.broker, self.checkpoint = rows, broker_rows, checkpoint_rows
         self.control, self.calcjob, self.computer = control_rows, calcjob_rows, computer_rows
         self.repair, self.query = repair_rows, query_rows
+        self.repository = repository_rows
 
     @contextmanager
     def tx(self) -> Iterator[Any]:
@@ -386,6 +389,7 @@ class _Postgres:
         self.rows, self.broker, self.checkpoint = pg_rows, pg_broker, pg_checkpoint
         self.control, self.calcjob, self.computer = pg_control, pg_calcjob, pg_computer
         self.repair, self.query = pg_repair, pg_query
+        self.repository = pg_repository
 
     @contextmanager
     def tx(self) -> Iterator[Any]:
@@ -502,7 +506,156 @@ def _lifecycle(db: Any) -> list[Any]:
     return answers
 
 
+def _attempt(db: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(connection, *args)`` in a transaction of its own: its answer, or the type
+    and message of what it raised (the transaction rolled back)."""
+    try:
+        with db.tx() as c:
+            return function(c, *args)
+    except Exception as exc:
+        # (without what differs between the two runs: a lease's end, the current owner)
+        return (type(exc).__name__, str(exc).split(" (owner now")[0].split(" until ")[0])
+
+
+def _recovery_and_the_rest(db: Any) -> list[Any]:
+    """Leases lost and recovered, tasks given back and given up, workers, the refusals (by
+    exception and message), computers and codes, CalcJob stages and the watcher's work."""
+    answers: list[Any] = []
+    say: Callable[[Any], None] = answers.append
+    now = time.time()
+    past = now - 100
+    key = "ab" * 32
+    with db.tx() as c:
+        run_mode, _ = db.rows.begin_process_tx(c, _new_process("dead", past))
+        submitted, _ = db.rows.begin_process_tx(c, _new_process("dead", past, submitted=True))
+        inline, _ = db.rows.begin_process_tx(
+            c, _new_process(parent=(run_mode, "dead", 1), call_link_type="call_calc")
+        )
+        say(db.rows.store_data_tx(c, Int(7)))
+        db.rows.add_log_tx(c, run_mode, "REPORT", "one")
+        db.rows.add_logs_tx(c, run_mode, [("WARNING", "two"), ("ERROR", "three", 5.0)])
+        db.rows.update_label_tx(c, run_mode, "label", "description")
+        db.checkpoint.write_checkpoint(c, submitted, 1, b"\xd9\x40" + key.encode())
+        say(db.broker.enqueue(c, inline, "start:x", now, now + 1000))
+        say(db.broker.has_ready_task(c, now))
+        db.broker.register_worker_tx(c, "w9", 99, 4, now)
+        db.broker.renew_worker(c, "w9", 2, now + 60, now)
+    say(db.repository.read_referenced_object_keys(db.connection) == {key})
+    say(sorted(db.broker.worker_heartbeats(db.connection)))
+    say([row[:4] for row in db.broker.read_workers(db.connection)])
+    say(_attempt(db, db.broker.recover_expired_tx, now))
+    say([db.control.process_state(db.connection, pk) for pk in (run_mode, submitted, inline)])
+    say(_attempt(db, db.control.process_state, 10**6))
+    say(_attempt(db, db.control.pause_tx, 10**6))
+    say(_attempt(db, db.checkpoint.claim_process_tx, run_mode, "w9", now + 60, "running"))
+    say(_attempt(db, db.checkpoint.claim_process_tx, 10**6, "w9", now + 60, "running"))
+    # the recovered submitted process: claimed, held by a live owner, handed back, claimed again
+    say(_attempt(db, db.checkpoint.claim_work_tx, "w9", 10, now + 60, now))
+    say(_attempt(db, db.checkpoint.claim_process_tx, submitted, "w8", now + 60, "running"))
+    say(_attempt(db, db.control.pause_unloadable_tx, submitted, "w9", 1, "no module", None))
+    say(_attempt(db, db.control.pause_unloadable_tx, submitted, "w9", 3, "no module", None))
+    say(db.control.control_request(db.connection, submitted))
+    say(_attempt(db, db.control.play_tx, submitted))
+    say(_attempt(db, db.control.revive_tx, submitted, 1.0))
+    say(db.broker.queue_depth(db.connection))
+    say(_attempt(db, db.broker.release_owner_tx, "w9"))
+    with db.tx() as c:
+        claimed = db.broker.claim_tasks_tx(c, "w7", 10, now + 60, now)
+        say(claimed)
+        say(db.broker.runs_alone(c, claimed[0].task_pk, "w7"))
+        db.broker.give_back_tx(c, claimed[0].task_pk, submitted, "w7", 0.0)
+    # a task whose workers kept dying: suspect, run alone, then given up
+    with db.tx() as c:
+        c.execute("UPDATE tasks SET attempts = 20, status = 'ready', worker = NULL")
+    say(_attempt(db, db.checkpoint.claim_work_tx, "w6", 10, now + 60, now, True, 20))
+    say([db.control.process_state(db.connection, pk) for pk in (run_mode, submitted, inline)])
+    # a WorkChain created with its checkpoint, killed before it ran; another excepted
+    made = []
+    for enqueue in (True, False):
+        new = _new_process()
+        made.append(_attempt(db, db.checkpoint.create_workchain_tx, new, "m:C", {}, enqueue))
+    say(made)
+    say(_attempt(db, db.checkpoint.kill_unstarted_tx, made[0].pk, "killed early"))
+    say(_attempt(db, db.checkpoint.except_unless_owned_tx, made[1].pk, "me", "broken"))
+    say(_attempt(db, db.checkpoint.take_pause_request_tx, made[1].pk))
+    say(_attempt(db, db.checkpoint.end_calls_not_replayed_tx, run_mode, 0))
+    say(list(db.rows.read_node_rows(db.connection, [made[0].pk, 10**6])))
+    say([row.message for row in db.rows.read_logs(db.connection, run_mode)])
+    say(db.rows.read_node_row(db.connection, run_mode)[11:13])
+    say(_attempt(db, db.rows.read_node_row, "zz"))
+    say(_attempt(db, db.rows.read_node_row, 10**30))
+    # computers and codes
+    uuid = "0badc0de-0000-7000-8000-000000000002"
+    say(_attempt(db, db.computer.insert_computer_tx, uuid, "far", "far.example", "", "core.ssh",
+                 "core.slurm", {}, {"user": "me"})[0])  # fmt: skip
+    say(_attempt(db, db.computer.insert_computer_tx, uuid[:-1] + "3", "far", "h", "", "t", "s",
+                 {}, None))  # fmt: skip
+    say(_attempt(db, db.computer.update_computer_tx, 1, {"hostname": "near", "metadata": {"x": 1}}))
+    say(_attempt(db, db.computer.update_computer_tx, 1, {"nope": 1}))
+    say(_attempt(db, db.computer.update_computer_tx, 99, {"hostname": "x"}))
+    say(db.computer.read_computers(db.connection)[0].metadata)
+    found = _attempt(db, db.computer.read_computer, "0badc0de")
+    say((found.label, found.hostname))
+    say(_attempt(db, db.computer.read_computer, "nothing"))
+    with db.tx() as c:
+        c.execute(
+            "INSERT INTO nodes (uuid, node_type, label, description, ctime, mtime, computer_pk) "
+            + ("VALUES (%s, %s, %s, '', 0, 0, 1)" if db.rows is pg_rows else
+               "VALUES (?, ?, ?, '', 0, 0, 1)"),
+            ("0c0de000-0000-7000-8000-000000000000", "core.code.installed", "bash"),
+        )  # fmt: skip
+    say(db.computer.read_code_pks(db.connection, "bash", "far"))
+    say(db.computer.read_code_rows(db.connection))
+    say(_attempt(db, db.computer.delete_computer_tx, 1))
+    # a CalcJob's stages and its watcher
+    with db.tx() as c:
+        job, _ = db.calcjob.create_calcjob_tx(
+            c, _new_process("w1", now + 60), uuid, lambda pks: b"first", False
+        )
+        say(db.calcjob.calcjob_info(c, job))
+        db.calcjob.stage_status_tx(c, job, "w1", 1, "retrying", [("WARNING", "retry")])
+    say(_attempt(db, db.calcjob.pause_stage_tx, job, "w1", 1, "upload failed", True, None))
+    with db.tx() as c:
+        c.execute(
+            "UPDATE nodes SET paused = 0, owner = 'w1', node_type = 'process.calcjob' "
+            + ("WHERE pk = %s" if db.rows is pg_rows else "WHERE pk = ?"),
+            (job,),
+        )
+    stage = CalcJobCommit(job, "w1", 1, "waiting", "queued", 2, b"cp", job=(uuid, "9"),
+                          outputs=[("remote_folder", Int(3))], evict=True)  # fmt: skip
+    say(_attempt(db, db.calcjob.calcjob_commit_tx, stage))
+    say(_attempt(db, db.calcjob.claim_jobs_tx, "wa", now + 60, now))
+    say(db.calcjob.has_unwatched_jobs(db.connection, now))
+    say(_attempt(db, db.calcjob.renew_jobs, "wa", now + 120))
+    say(_attempt(db, db.calcjob.job_states_tx, "wa", [(job, "9", "running", "Running")]))
+    say(db.calcjob.read_job(db.connection, job))
+    say(_attempt(db, db.calcjob.pause_watched_tx, [job], "scheduler unreachable"))
+    say(db.calcjob.read_watched_jobs(db.connection, "wa"))
+    say(_attempt(db, db.calcjob.release_jobs_tx, "wa"))
+    say(db.calcjob.active_stages(db.connection, [job]))
+    say(db.calcjob.output_tree(db.connection, job, "remote_folder"))
+    say(db.calcjob.cleanable_calcjobs(db.connection, None, None, None, ["far"]))
+    say(db.calcjob.cleanable_calcjobs(db.connection, [job], 0.0, now + 10, None))
+    say(_attempt(db, db.calcjob.drop_job_tx, job, "nobody"))
+    say(db.calcjob.read_job(db.connection, job) is not None)
+    with db.tx() as c:
+        epoch = db.checkpoint.claim_process_tx(c, job, "w2", now + 60, "running")
+    say(_attempt(db, db.calcjob.finish_calcjob_tx, FinishProcess(job, "w2", epoch, "finished")))
+    say(db.calcjob.read_job(db.connection, job))
+    say(_attempt(db, db.repair.repair_tx, False))
+    return answers
+
+
 def test_the_ports_answer_as_the_sqlite_functions_do(pg: Any) -> None:
     on_sqlite = _lifecycle(_Sqlite())
     on_postgres = _lifecycle(_Postgres(pg))
     assert on_postgres == on_sqlite
+
+
+def test_recovery_refusals_and_the_rest_answer_as_on_sqlite(postgres_url: str) -> None:
+    with _connect(postgres_url) as connection:
+        schema.ensure_schema(connection, "test")
+        on_postgres = _recovery_and_the_rest(_Postgres(connection))
+    on_sqlite = _recovery_and_the_rest(_Sqlite())
+    for index, (ours, theirs) in enumerate(zip(on_postgres, on_sqlite, strict=True)):
+        assert ours == theirs, index
