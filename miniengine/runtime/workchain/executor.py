@@ -24,6 +24,7 @@ from miniengine.core import codec
 from miniengine.core.attribute_dict import AttributeDict, FrozenAttributeDict
 from miniengine.core.awaitables import ContextAction
 from miniengine.core.builder import ProcessBuilder
+from miniengine.core.checkpoint import Checkpoint
 from miniengine.core.data import Data
 from miniengine.core.exit_code import ExitCode
 from miniengine.core.links import LinkType
@@ -49,11 +50,11 @@ from miniengine.exceptions import (
 )
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
+from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree, RunMode
 from miniengine.runtime.nodes import (
     ProcessNode,
     WorkChainNode,
     load_nodes,
-    node_resolver,
 )
 from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
@@ -68,65 +69,10 @@ from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
 from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
 from miniengine.storage.store import Store
 
-__all__ = ["ProcessTree"]
+__all__ = ["ProcessTree"]  # (defined in miniengine.runtime.mode; launchers find it here too)
 
 #: The clock that dates reports and log records: the time of the call, not of the commit.
 clock: Callable[[], float] = time.time
-
-
-class ProcessTree:
-    """The task group that runs the children of one launched process tree (run mode), and
-    the executors and cancel scopes of its live processes, for control requests."""
-
-    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
-        self.task_group = task_group
-        self.root_scope = anyio.CancelScope()
-        self.executors: dict[int, _Executor] = {}
-        self.scopes: dict[int, anyio.CancelScope] = {}
-        self._pool: Any = None
-        self._pool_scope: anyio.CancelScope | None = None
-        self._pool_ready: anyio.Event | None = None
-
-    async def transport_pool(self) -> Any:
-        """The tree's :class:`~miniengine.transports.pool.TransportPool`: every CalcJob of one
-        launched tree shares one connection per computer, as the jobs of a daemon worker do.
-        Started in the tree's task group when a CalcJob first needs it; :meth:`close` ends it."""
-        if self._pool_ready is not None:  # started, or being started by another job
-            await self._pool_ready.wait()
-            return self._pool
-        from miniengine.transports.pool import TransportPool
-
-        ready = self._pool_ready = anyio.Event()
-        pool, scope = TransportPool(), anyio.CancelScope()
-        self._pool, self._pool_scope = pool, scope
-
-        async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with scope:
-                async with pool:
-                    task_status.started()
-                    await anyio.sleep_forever()
-
-        await self.task_group.start(serve)
-        ready.set()
-        return pool
-
-    def close(self) -> None:
-        """The root process has ended: close the tree's connections."""
-        if self._pool_scope is not None:
-            self._pool_scope.cancel()
-
-    def apply_control(self, pk: int, control: str) -> bool:
-        """Act on a control request for one of this tree's processes; False if not ours."""
-        executor = self.executors.get(pk)
-        if executor is None:
-            return False
-        return executor.apply_control(control, self.scopes.get(pk))
-
-    def root_kill_message(self) -> str | None:
-        """The message of the kill that reached the tree's root process (its executor is the
-        first one registered), for the error its launcher raises."""
-        root = next(iter(self.executors.values()), None)
-        return None if root is None else root.kill_message
 
 
 @dataclass
@@ -155,10 +101,16 @@ class _Executor:
         *,
         task_pk: int | None = None,
         worker: Any = None,
+        mode: Mode | None = None,
     ) -> None:
+        """``mode`` says how the process runs; without it, run mode in ``tree``, or daemon mode
+        for ``worker`` and ``task_pk`` when ``tree`` is None."""
         cls = type(instance)
-        self.task_pk = task_pk
-        self.worker = worker
+        if mode is None:
+            mode = RunMode(tree) if tree is not None else DaemonMode(worker, task_pk)
+        self.mode: Mode = mode
+        tree = mode.tree
+        self.task_pk = mode.task_pk
         self.cls = cls
         self.instance = instance
         self.store = store
@@ -185,9 +137,7 @@ class _Executor:
         self.in_step = False
         self.kill_message: str | None = None
         self.pause_requested = False
-        if tree is not None:
-            tree.executors[self.pk] = self
-            tree.scopes.setdefault(self.pk, tree.root_scope)
+        mode.register(self.pk, self)
         self.process = RunningProcess(
             store,
             self.pk,
@@ -309,7 +259,7 @@ class _Executor:
         if args:
             raise TypeError("self.submit() takes the inputs as keyword arguments")
         bound, metadata = bind_inputs(process, inputs)
-        daemon = self.tree is None
+        daemon = self.mode.children_via_daemon
         if daemon:
             check_importable(process)
         new = new_process_row(
@@ -364,18 +314,16 @@ class _Executor:
     def checkpoint(self) -> bytes:
         """Encode the state; a ctx value that cannot be checkpointed is reported by its key."""
         try:
-            return codec.encode(
-                {
-                    "p": class_path(self.cls),
-                    "c": list(self.cursor) if self.cursor is not None else None,
-                    "n": self.step_name,
-                    "s": self.seq,
-                    "x": _plain_dicts(self.ctx),
-                    "w": [(key, append, node.pk) for key, append, node in self.awaiting],
-                    "i": self.raw_inputs,
-                    "o": {label: data.pk for label, data in self.outputs.items() if data.is_stored},
-                }
-            )
+            return Checkpoint(
+                class_path(self.cls),
+                self.raw_inputs,
+                self.cursor,
+                self.step_name,
+                self.seq,
+                _plain_dicts(self.ctx),
+                [(key, append, node.pk) for key, append, node in self.awaiting],  # type: ignore[misc]
+                {label: data.pk for label, data in self.outputs.items() if data.pk is not None},
+            ).encode()
         except (CheckpointError, RecursionError) as exc:
             # (a value nested thousands deep exhausts the recursion before the codec sees it)
             for key, value in self.ctx.items():
@@ -387,36 +335,34 @@ class _Executor:
                 ) from exc
             raise
 
-    def restore(self, blob: bytes) -> None:
-        """Load a checkpoint written by :meth:`checkpoint` (the class is already imported)."""
+    def restore(self, checkpoint: Checkpoint | bytes) -> None:
+        """Take the state of a checkpoint written by :meth:`checkpoint` (the class is already
+        imported); a blob is decoded first, resolving its nodes in this executor's store."""
+        if not isinstance(checkpoint, Checkpoint):
+            from miniengine.runtime.workchain.load import decode_checkpoint
 
-        def resolve(pk: int) -> Any:
-            return load_nodes(self.store, [pk])[pk]
-
-        token = node_resolver.set(resolve)
-        try:
-            state = codec.decode(blob, resolve_pk=resolve)
-        finally:
-            node_resolver.reset(token)
-        if state.get("p") != class_path(self.cls):
-            raise OutlineMismatch(f"the checkpoint belongs to {state.get('p')}, not {self.cls}")
-        self.cursor = tuple(state["c"]) if state["c"] is not None else None
+            checkpoint = decode_checkpoint(self.store, checkpoint)
+        if checkpoint.class_path != class_path(self.cls):
+            raise OutlineMismatch(
+                f"the checkpoint belongs to {checkpoint.class_path}, not {self.cls}"
+            )
+        self.cursor = checkpoint.cursor
         if self.cursor is not None:
             instruction_at(self.outline, self.cursor)
-            if state.get("n") not in (
+            if checkpoint.step_name not in (
                 None,
                 getattr(instruction_at(self.outline, self.cursor), "name", None),
             ):
                 raise OutlineMismatch("the step at the checkpoint's cursor was renamed")
-        self.seq = state["s"]
-        self.raw_inputs = state["i"]
+        self.seq = checkpoint.seq
+        self.raw_inputs = checkpoint.inputs
         self.inputs = FrozenAttributeDict(self.raw_inputs)
-        self.ctx = AttributeDict(_attribute_dicts(state["x"]))
-        pks = [pk for _, _, pk in state["w"]]
+        self.ctx = AttributeDict(_attribute_dicts(checkpoint.ctx))
+        pks = [pk for _, _, pk in checkpoint.awaiting]
         nodes = load_nodes(self.store, pks)
-        self.awaiting = [(key, append, nodes[pk]) for key, append, pk in state["w"]]
-        stored = load_nodes(self.store, list(state["o"].values()))
-        self.outputs = {label: stored[pk] for label, pk in state["o"].items()}
+        self.awaiting = [(key, append, nodes[pk]) for key, append, pk in checkpoint.awaiting]
+        stored = load_nodes(self.store, list(checkpoint.outputs.values()))
+        self.outputs = {label: stored[pk] for label, pk in checkpoint.outputs.items()}
 
     # the lifecycle ----------------------------------------------------------------------------
 
@@ -455,7 +401,7 @@ class _Executor:
             self.in_step = False
 
     def _commit(self, state: ProcessState, status: str | None, evict: bool = False) -> Write:
-        daemon = self.tree is None
+        daemon = self.mode.children_via_daemon
         commit = StepCommit(
             pk=self.pk,
             owner=self.store.owner,
@@ -509,15 +455,16 @@ class _Executor:
     def _start_children(self) -> None:
         from miniengine.runtime.workchain.launch import _run_child  # (it imports this module)
 
-        if self.tree is None:
-            return
+        mode = self.mode
+        if mode.children_via_daemon:
+            return  # (enqueued by the step's commit)
         for child_cls, node, inputs in self.new_children:
             child = _Child(node)
             self.children[node.pk] = child  # type: ignore[index]
             runner: Any = _run_child
             if node.node_type == "process.calcjob":
                 from miniengine.runtime.calcjob.launch import run_child as runner
-            self.tree.task_group.start_soon(runner, child, child_cls, inputs, self.store, self.tree)
+            mode.start_child(runner, child, child_cls, inputs, self.store)
         self.new_children = []
 
     async def _wait_for_children(self) -> None:
@@ -564,7 +511,7 @@ class _Executor:
         try:
             if self.awaiting:
                 state = ProcessState.WAITING
-                if self.tree is None:
+                if self.mode.evicts:
                     if any(not node.is_terminated for _, _, node in self.awaiting):
                         # woken early (e.g. by recovery): go back to waiting
                         self._after_commit((yield self._commit(state, self._status(), True)))
@@ -597,8 +544,8 @@ class _Executor:
                 if stop is not None:
                     exit_code = stop
                     break
-                if self.awaiting and self.tree is None:
-                    # daemon: evicted to the checkpoint, holding no slot while children run
+                if self.awaiting and self.mode.evicts:
+                    # evicted to the checkpoint, holding no slot while children run
                     waiting = transition(state, ProcessEvent.WAIT)
                     self._after_commit((yield self._commit(waiting, self._status(), True)))
                     return EVICTED, self.node
@@ -623,11 +570,11 @@ class _Executor:
                 self._stop_if_killed()
                 if self.pause_requested:
                     self.pause_requested = False
-                    if self.tree is None:  # daemon: evicted; play() enqueues it again
+                    if self.mode.evicts:  # evicted; play() enqueues it again
                         yield self._release()
                         return EVICTED, self.node
                     yield Await(self._wait_while_paused)
-                if self.worker is not None and self.worker.stopping:
+                if self.mode.hands_back():
                     yield self._release()
                     return EVICTED, self.node
                 if following is False:
@@ -641,7 +588,7 @@ class _Executor:
         except GeneratorExit:
             raise  # the generator is being closed (never driven again): no write can happen
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
-            if self.kill_message is None and self.worker is not None and self.worker.stopping:
+            if self.kill_message is None and self.mode.hands_back():
                 # the worker is shutting down, not killing: hand the process back to the queue
                 yield self._release()
                 raise
@@ -687,7 +634,7 @@ class _Executor:
         except (LeaseLostError, DatabaseLockedError, GeneratorExit):
             raise  # not ours to write any more, the file is unusable, or never driven again
         except BaseException as exc:
-            if self.tree is None:
+            if not self.mode.ends_after_failed_finish:
                 raise  # daemon: its worker hands the task back and it is run again
             # Run mode: the terminal transaction rolled back whole, and nobody else would ever
             # end the process, so it is ended here as it would be at any other point.

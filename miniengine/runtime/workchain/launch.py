@@ -14,8 +14,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from miniengine.core import codec
-from miniengine.core.attribute_dict import FrozenAttributeDict
+from miniengine.core.checkpoint import peek
 from miniengine.core.function_spec import Metadata
 from miniengine.core.outline import (
     OutlineMismatch,
@@ -31,19 +30,19 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Lifecycle, Write, drive_async
+from miniengine.runtime.mode import ProcessTree, RunMode
 from miniengine.runtime.nodes import (
     ProcessNode,
     WorkChainNode,
     load_nodes,
-    node_resolver,
 )
 from miniengine.runtime.workchain.executor import (
-    ProcessTree,
     _Child,
     _Executor,
     _mark_stored,
 )
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
+from miniengine.runtime.workchain.load import LoadError, load_process
 from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
 from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
 from miniengine.storage.interfaces.provenance import FinishProcess
@@ -224,13 +223,14 @@ async def resume(
         raise
 
     def make(tree: ProcessTree) -> Lifecycle[Any]:
-        instance = cls.__new__(cls)
-        inputs = _inputs_from_checkpoint(store, checkpoint) if checkpoint else None
-        executor = _Executor(instance, store, tree, inputs or {}, node, epoch)
-        if checkpoint is not None:
-            executor.restore(checkpoint[1])
-            executor.raw_inputs = inputs or {}
-            executor.inputs = FrozenAttributeDict(executor.raw_inputs)
+        if checkpoint is None:
+            executor = _Executor(cls.__new__(cls), store, tree, {}, node, epoch)
+        else:
+            try:
+                row = store.provenance.node(pk)
+                executor = load_process(store, row, epoch, checkpoint, RunMode(tree)).executor
+            except LoadError as exc:
+                raise exc.cause  # noqa: B904  (what the checkpoint raised, as before)
         return _resumed(executor, store)
 
     try:
@@ -283,20 +283,9 @@ def _class_path_of(node: WorkChainNode, checkpoint: StoredCheckpoint | None) -> 
     if checkpoint is None:
         module, _, name = node.process_type.rpartition(".")
         return f"{module}:{name}"
-    state = codec.decode(checkpoint[1])
-    return str(state["p"])
+    import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
 
-
-def _inputs_from_checkpoint(store: Store, checkpoint: StoredCheckpoint) -> dict[str, Any]:
-    def resolve(pk: int) -> Any:
-        return load_nodes(store, [pk])[pk]
-
-    token = node_resolver.set(resolve)
-    try:
-        state = codec.decode(checkpoint[1], resolve_pk=resolve)
-    finally:
-        node_resolver.reset(token)
-    return state["i"]  # type: ignore[no-any-return]
+    return peek(checkpoint.data).class_path
 
 
 def _output_map(node: ProcessNode) -> dict[str, Any]:
