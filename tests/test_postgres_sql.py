@@ -355,6 +355,33 @@ def test_a_state_change_reaches_a_subscriber_as_an_event(pg: Any) -> None:
     assert pg_events.read_events(pg, changes[-1].id) == []
 
 
+def test_event_ids_follow_the_commit_order(pg: Any, postgres_url: str) -> None:
+    """A subscriber reads the events after the last id it saw, so an id handed out before a
+    later commit must not become visible after it: event writers take turns until they
+    commit."""
+    now = time.time()
+    with pg.transaction():
+        first, _ = pg_rows.begin_process_tx(pg, _new_process("a", now + 60))
+        second, _ = pg_rows.begin_process_tx(pg, _new_process("b", now + 60))
+        watcher = pg_events.add_watcher_tx(pg, now + 60)
+    written = threading.Event()
+
+    def change_second() -> None:
+        with _connect(postgres_url) as other, other.transaction():
+            pg_rows.finish_process_tx(other, FinishProcess(second, "b", 1, "finished"))
+        written.set()
+
+    writer = threading.Thread(target=change_second)
+    with pg.transaction():
+        pg_rows.finish_process_tx(pg, FinishProcess(first, "a", 1, "finished"))
+        writer.start()
+        assert not written.wait(0.5)  # waits for this transaction's events to commit
+    writer.join(timeout=60)
+    changes = pg_events.read_events(pg, watcher.last_event)
+    assert [change.pk for change in changes] == [first, second]
+    assert changes[0].id < changes[1].id
+
+
 # the same lifecycle through both ---------------------------------------------------------------
 
 
