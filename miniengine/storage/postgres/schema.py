@@ -18,7 +18,9 @@ Where PostgreSQL differs from sqlite:
 - the flags (``paused``, ``submitted``, ``done``) stay integers 0/1, so rows read back are the
   same values as on sqlite;
 - identity values are never reused (sqlite's plain ``INTEGER PRIMARY KEY`` may reuse the pk
-  of the last row deleted; no code relies on either);
+  of the last row deleted), and an insert that ``ON CONFLICT DO NOTHING`` drops, or that rolls
+  back, uses one up: task pks (a deduplicated enqueue) and node pks have gaps.  Pks still grow
+  with time within one writer; no code relies on them being dense;
 - foreign keys are enforced (sqlite declares them but the engine does not enable them);
 - the state-change events are written by a PL/pgSQL trigger (a trigger's ``WHEN`` cannot
   hold a subquery), which takes a transaction-level advisory lock before inserting, so that
