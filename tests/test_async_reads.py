@@ -38,10 +38,12 @@ from miniengine import (
 )
 from miniengine.core.ids import new_uuid
 from miniengine.exceptions import MultipleObjectsError, NotExistent, StoreError
+from miniengine.runtime.context import store_for
 from miniengine.runtime.nodes import CalcJobNode, LoadNodeArgumentError, LoadNodeTypeError
 from miniengine.storage.interfaces.provenance import NewProcess
+from miniengine.storage.postgres import async_reads as postgres_async_reads
 from miniengine.storage.sqlite import async_reads as sqlite_async_reads
-from miniengine.storage.store import Store, shared_store
+from miniengine.storage.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +89,7 @@ def all_ended(threads: set[threading.Thread]) -> bool:
 
 def store_calcjob_node() -> int:
     """A CalcJob's node as stored (running a real CalcJob needs a computer and a code)."""
-    store = shared_store(Path(os.environ["MINIENGINE_DB"]))
+    store = store_for(None)
     new = NewProcess(
         uuid=new_uuid(),
         node_type="process.calcjob",
@@ -121,7 +123,7 @@ def assert_same_node(loaded: Any, expected: Any) -> None:
 # -- the same nodes as load_node and find_processes -----------------------------------------------
 
 
-async def test_aload_node_gives_what_load_node_gives_for_every_node_type() -> None:
+async def test_aload_node_gives_what_load_node_gives_for_every_node_type(backend_db: Any) -> None:
     _, calc = await add.arun_get_node(1, 2)
     _, work = await add_twice.arun_get_node(1, 2)
     _, chain = await miniengine.arun_get_node(Doubler, x=Int(3))
@@ -148,7 +150,7 @@ async def test_aload_node_gives_what_load_node_gives_for_every_node_type() -> No
     assert chain_again.outputs.doubled == 6 and chain_again.is_finished_ok
 
 
-async def test_aload_node_raises_what_load_node_raises() -> None:
+async def test_aload_node_raises_what_load_node_raises(backend_db: Any) -> None:
     _, first = await add.arun_get_node(1, 2)
     _, second = await add.arun_get_node(1, 2)
     with pytest.raises(NotExistent, match="no node with the pk 999"):
@@ -196,7 +198,7 @@ FILTERS: list[dict[str, Any]] = [
 
 
 async def test_afind_processes_filters_as_find_processes_across_pages(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, backend_db: Any
 ) -> None:
     for x in range(4):
         await add.arun(x, 1)
@@ -208,6 +210,7 @@ async def test_afind_processes_filters_as_find_processes_across_pages(
     assert len(expected["{}"]) == 8
     for page_rows in (256, 3, 1):  # one page, several pages (limits across pages), row by row
         monkeypatch.setattr(sqlite_async_reads, "PAGE_ROWS", page_rows)
+        monkeypatch.setattr(postgres_async_reads, "PAGE_ROWS", page_rows)
         for f in FILTERS:
             assert await listed(**f) == expected[repr(f)], (page_rows, f)
     nodes = [node async for node in afind_processes(state="excepted")]
@@ -225,9 +228,19 @@ async def test_afind_processes_checks_its_arguments_at_once() -> None:
 # -- cancellation, loops, and closing -------------------------------------------------------------
 
 
-def checkpoint_is_blocked(path: Path) -> bool:
-    """Whether a reader holds a snapshot open (a TRUNCATE checkpoint then reports busy)."""
-    connection = sqlite3.connect(path, isolation_level=None, timeout=0)
+def snapshot_held(db: Path | str) -> bool:
+    """Whether a reader holds a snapshot open: on sqlite a TRUNCATE checkpoint then reports
+    busy; on PostgreSQL a session sits idle in a transaction."""
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as connection:
+            held = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%'"
+            ).fetchone()
+        return bool(held and held[0])
+    connection = sqlite3.connect(db, isolation_level=None, timeout=0)
     try:
         busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return bool(busy)
@@ -236,9 +249,10 @@ def checkpoint_is_blocked(path: Path) -> bool:
 
 
 async def test_a_listing_cancelled_or_left_half_way_holds_nothing_open(
-    monkeypatch: pytest.MonkeyPatch, miniengine_db: Path
+    monkeypatch: pytest.MonkeyPatch, backend_db: Path | str
 ) -> None:
     monkeypatch.setattr(sqlite_async_reads, "PAGE_ROWS", 4)
+    monkeypatch.setattr(postgres_async_reads, "PAGE_ROWS", 4)
     for x in range(30):
         await add.arun(x, 1)
     started = asyncio.Event()
@@ -256,12 +270,12 @@ async def test_a_listing_cancelled_or_left_half_way_holds_nothing_open(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(seen) == 1
-    assert not checkpoint_is_blocked(miniengine_db)
+    assert not snapshot_held(backend_db)
 
     async for node in afind_processes():  # and break off half-way
         if node.pk < 20:
             break
-    assert not checkpoint_is_blocked(miniengine_db)
+    assert not snapshot_held(backend_db)
 
     # the loop's connection still serves reads
     assert len(await listed()) == 30
@@ -274,7 +288,7 @@ async def test_a_listing_cancelled_or_left_half_way_holds_nothing_open(
     assert len(await listed(limit=5)) == 5
 
 
-def test_works_in_plain_asyncio_run_and_closes_with_the_loop() -> None:
+def test_works_in_plain_asyncio_run_and_closes_with_the_loop(backend_db: Any) -> None:
     _, node = run.get_node(add, 2, 3)
 
     async def main() -> tuple[Any, list[int]]:
@@ -288,7 +302,7 @@ def test_works_in_plain_asyncio_run_and_closes_with_the_loop() -> None:
     assert all_ended(aiosqlite_threads() - before)  # closed when asyncio.run shut the loop down
 
 
-def test_works_under_uvloop() -> None:
+def test_works_under_uvloop(backend_db: Any) -> None:
     uvloop = pytest.importorskip("uvloop")
     _, node = run.get_node(add, 2, 3)
 
@@ -310,7 +324,7 @@ async def increment_loaded(x):
     return Int(loaded.value + len(listed_pks))
 
 
-def test_works_inside_bodies_that_miniengine_runs() -> None:
+def test_works_inside_bodies_that_miniengine_runs(backend_db: Any) -> None:
     add(1, 1)
     assert run(increment_loaded, Int(10).store()) == 11  # the engine's own loop thread
 
@@ -527,3 +541,32 @@ async def test_reading_a_million_rows_never_stalls_the_loop(million_nodes: Path)
 
 async def _blocking(read: Callable[[], Any]) -> Any:
     return read()
+
+
+async def test_postgres_store_closes_the_connections_of_every_loop(postgres_url: str) -> None:
+    from miniengine.storage.postgres.store import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    try:
+        assert [node async for node in afind_processes(db=postgres_url)] == []
+        reads = store.async_reads
+        assert [row async for row in reads.process_rows(None, None, None)] == []
+        other_loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=other_loop.run_forever)
+        thread.start()
+        try:
+            future = asyncio.run_coroutine_threadsafe(reads.nodes([1, 2]), other_loop)
+            assert await asyncio.wrap_future(future) == {}
+            connections = [reader.connection for reader in reads._readers.values()]
+            assert len(connections) == 2
+            store.close()
+            await asyncio.sleep(0.05)  # the other loop closes its own at its next turn
+            assert all(connection is None or connection.closed for connection in connections)
+            with pytest.raises(StoreError, match="closed"):
+                await reads.node(1)
+        finally:
+            other_loop.call_soon_threadsafe(other_loop.stop)
+            thread.join()
+            other_loop.close()
+    finally:
+        store.close()

@@ -54,6 +54,8 @@ from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT
 if TYPE_CHECKING:
     import psycopg
 
+    from miniengine.storage.postgres.async_reads import PostgresAsyncReads
+
 
 __all__ = ["PostgresStore"]
 
@@ -139,6 +141,7 @@ class PostgresStore:
         self.queries = PostgresQueries(self)
         self.computers = PostgresComputers(self)
         self.calcjobs = PostgresCalcJobs(self)
+        self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -147,6 +150,8 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        if self._async_reads is not None:
+            self._async_reads.close_all()
         self._background.close()
         os.write(self._wake_write, b"x")
         if self._listener is not threading.current_thread():
@@ -167,6 +172,19 @@ class PostgresStore:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def async_reads(self) -> PostgresAsyncReads:
+        """The awaitable reads: psycopg async connections, one per event loop."""
+        reads = self._async_reads
+        if reads is None:
+            from miniengine.storage.postgres.async_reads import PostgresAsyncReads
+
+            with self._reader_lock:
+                reads = self._async_reads
+                if reads is None:
+                    reads = self._async_reads = PostgresAsyncReads(self)
+        return reads
 
     @property
     def location(self) -> str:

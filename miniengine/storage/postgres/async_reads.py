@@ -1,0 +1,215 @@
+"""Awaitable reads on PostgreSQL: one psycopg async connection per event loop.
+
+The loop waits for the server on the connection's socket like for any other socket, so a query
+over a million rows never holds it up; rows come a page of :data:`PAGE_ROWS` per query (as on
+sqlite), so turning them into Python objects on the loop takes a fraction of a millisecond at a
+time, and no statement stays open between pages.
+
+An async connection belongs to the loop it was opened on: it is opened on the loop's first read
+and closed when the loop shuts down its async generators (``asyncio.run`` does), or when the
+store closes.  It has no thread of its own, so one left open cannot keep a script alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from miniengine.exceptions import NotExistent
+from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
+from miniengine.storage.postgres import rows
+from miniengine.storage.postgres.connection import CONNECT_TIMEOUT, store_error
+from miniengine.storage.rows import NODE_COLUMNS, SQL_INTEGERS  # the same row on every backend
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from miniengine.storage.postgres.store import PostgresStore
+
+__all__ = ["PAGE_ROWS", "PostgresAsyncReads"]
+
+#: Rows per query of a listing (see the sqlite backend's async reads).
+PAGE_ROWS = 256
+
+_NODE_BY_PK = f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = %s"
+_NODE_BY_UUID = f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = %s"
+
+
+class _LoopReader:
+    """The connection of one event loop, and what closes it with the loop."""
+
+    __slots__ = ("closer", "connection", "opening")
+
+    def __init__(self) -> None:
+        self.connection: psycopg.AsyncConnection[Any] | None = None
+        #: held while the connection opens, so that concurrent first reads open one
+        self.opening: asyncio.Lock | None = asyncio.Lock()
+        #: an async generator suspended until the loop shuts its generators down
+        self.closer: Any = None
+
+
+class PostgresAsyncReads:
+    """:class:`miniengine.storage.interfaces.reads.AsyncReads` on a :class:`PostgresStore`."""
+
+    __slots__ = ("_lock", "_readers", "_store")
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._readers: dict[asyncio.AbstractEventLoop, _LoopReader] = {}
+        self._lock = threading.Lock()  # the loops of several threads may open connections
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        loop = asyncio.get_running_loop()
+        reader = self._readers.get(loop)
+        if reader is not None and reader.connection is not None:
+            return reader.connection
+        if reader is None:
+            if self._store.closed:
+                raise store_error(self._store.location, "read failed", _Closed())
+            with self._lock:
+                reader = self._readers.setdefault(loop, _LoopReader())
+                closed = [self._readers.pop(old) for old in list(self._readers) if old.is_closed()]
+            for old_reader in closed:
+                _finish(old_reader)
+        assert reader.opening is not None
+        async with reader.opening:
+            if reader.connection is None:
+                reader.connection = await self._open()
+                reader.closer = _close_with_loop(self, loop, reader)
+                await reader.closer.asend(None)  # now the loop knows it: closed at shutdown
+                reader.opening = None  # (a lock keeps a reference to its loop)
+        return reader.connection
+
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        import psycopg
+
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._store.url,
+                autocommit=True,  # every query sees the latest commit, no snapshot held
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name="miniengine",
+            )
+        except psycopg.Error as exc:
+            raise store_error(self._store.location, "cannot connect to the database", exc) from exc
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, reader: _LoopReader) -> None:
+        with self._lock:
+            if self._readers.get(loop) is reader:
+                del self._readers[loop]
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            reader = self._readers.pop(loop, None)
+        if reader is not None and reader.closer is not None:
+            await reader.closer.aclose()
+
+    def close_all(self) -> None:
+        """Close every loop's connection, from any thread (the store is closing): on its own
+        loop's thread when that loop runs, else here."""
+        with self._lock:
+            readers = list(self._readers.items())
+            self._readers.clear()
+        for loop, reader in readers:
+            if loop.is_running() and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(_finish, reader)
+                    continue
+                except RuntimeError:
+                    pass  # closed meanwhile
+            _finish(reader)
+
+    async def _fetch(self, query: str, params: Iterable[Any]) -> list[Any]:
+        import psycopg
+
+        connection = await self._connection()
+        try:
+            cursor = await connection.execute(query, list(params))
+            return await cursor.fetchall()
+        except psycopg.Error as exc:
+            reason: Exception = _Closed() if self._store.closed else exc
+            raise store_error(self._store.location, "read failed", reason) from exc
+
+    async def node(self, identifier: int | str) -> NodeRow:
+        if isinstance(identifier, int):
+            found = (
+                await self._fetch(_NODE_BY_PK, (identifier,)) if identifier in SQL_INTEGERS else []
+            )
+            if not found:
+                raise NotExistent(f"no node with the pk {identifier}")
+            return NodeRow._make(found[0])
+        found = await self._fetch(_NODE_BY_UUID, (identifier.lower(),))
+        if found:
+            return NodeRow._make(found[0])
+        query = rows.uuid_prefix_query(identifier)
+        pks = [int(row[0]) for row in await self._fetch(*query)] if query is not None else []
+        if not pks:
+            raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
+        if len(pks) > 1:
+            raise ambiguous_prefix(identifier, pks)
+        found = await self._fetch(_NODE_BY_PK, (pks[0],))
+        if not found:  # deleted in between
+            raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
+        return NodeRow._make(found[0])
+
+    async def nodes(self, pks: Sequence[int]) -> dict[int, NodeRow]:
+        wanted = [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
+        found: dict[int, NodeRow] = {}
+        for start in range(0, len(wanted), PAGE_ROWS):
+            page = wanted[start : start + PAGE_ROWS]
+            query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ANY(%s)"
+            for row in await self._fetch(query, (page,)):
+                found[row[0]] = NodeRow._make(row)
+        return found
+
+    async def process_rows(
+        self, states: Sequence[str] | None, process_label: str | None, limit: int | None
+    ) -> AsyncIterator[NodeRow]:
+        left = limit
+        below: int | None = None
+        while left is None or left > 0:
+            size = PAGE_ROWS if left is None else min(PAGE_ROWS, left)
+            page = await self._fetch(*rows.process_rows_query(states, process_label, size, below))
+            for row in page:
+                yield NodeRow._make(row)
+            if len(page) < size:
+                return
+            below = page[-1][0]
+            if left is not None:
+                left -= len(page)
+
+
+class _Closed(Exception):
+    def __str__(self) -> str:
+        return "the store is closed"
+
+
+async def _close_with_loop(
+    reads: PostgresAsyncReads, loop: asyncio.AbstractEventLoop, reader: _LoopReader
+) -> AsyncIterator[None]:
+    """Suspended for the life of the loop's connection; the loop closes it (``aclose``) when it
+    shuts down its async generators, and then the connection."""
+    try:
+        yield
+    finally:
+        reads._forget(loop, reader)
+        connection, reader.connection = reader.connection, None
+        if connection is not None:  # else already closed with the store
+            await connection.close()
+
+
+def _finish(reader: _LoopReader) -> None:
+    """Close a loop's connection without awaiting (its socket and libpq's state), on the
+    loop's thread or once the loop stopped, and finish its closer generator."""
+    connection, closer = reader.connection, reader.closer
+    reader.connection = reader.closer = None
+    if connection is not None:
+        connection.pgconn.finish()
+    if closer is not None:
+        try:
+            closer.aclose().send(None)  # its close() finds the connection gone at once
+        except (StopIteration, RuntimeError):
+            pass  # finished, or being closed by its loop right now
