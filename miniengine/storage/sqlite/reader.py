@@ -17,13 +17,13 @@ from urllib.parse import quote
 
 from miniengine.exceptions import IncompatibleDatabaseError, ReadOnlyDatabaseError, StoreError
 from miniengine.storage.schema import APPLICATION_ID, SCHEMA_VERSION, readonly_uri
-from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
-from miniengine.storage.sqlite.provenance import SqliteProvenance
 from miniengine.storage.sqlite.queries import SqliteQueries
 
 if TYPE_CHECKING:
     from typing import Self
 
+    from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
+    from miniengine.storage.sqlite.provenance import SqliteProvenance
     from miniengine.storage.store import Store
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteReader"]
@@ -41,7 +41,7 @@ class SqliteReader:
     a fresh backup); :meth:`check` runs it later.
     """
 
-    __slots__ = ("_connection", "calcjobs", "path", "provenance", "queries")
+    __slots__ = ("_calcjobs", "_connection", "_provenance", "path", "queries")
 
     readonly = True
 
@@ -55,11 +55,28 @@ class SqliteReader:
             self._connection.close()
             raise
         self.queries = SqliteQueries(self)
-        # The concern classes only call read() for their reads and the write methods below for
-        # their transactions, which this class provides.
-        store = cast("Store", self)
-        self.provenance = SqliteProvenance(store)
-        self.calcjobs = SqliteCalcJobs(store)
+        self._provenance: SqliteProvenance | None = None
+        self._calcjobs: SqliteCalcJobs | None = None
+
+    # The other concerns are built on first use: their modules import the checkpoint codec and
+    # the data types, which a listing never needs (a read-only command starts in ~100 ms).  They
+    # only call read() for their reads and the write methods below for their transactions.
+
+    @property
+    def provenance(self) -> SqliteProvenance:
+        if self._provenance is None:
+            from miniengine.storage.sqlite.provenance import SqliteProvenance
+
+            self._provenance = SqliteProvenance(cast("Store", self))
+        return self._provenance
+
+    @property
+    def calcjobs(self) -> SqliteCalcJobs:
+        if self._calcjobs is None:
+            from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
+
+            self._calcjobs = SqliteCalcJobs(cast("Store", self))
+        return self._calcjobs
 
     @property
     def location(self) -> str:
