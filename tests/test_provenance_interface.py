@@ -1,7 +1,8 @@
 """The provenance concern of a backend (``store.provenance``): typed records in, typed records out.
 
 The runtime reads nodes, links and logs and writes processes through this interface only, so a
-second database implements the same methods; these tests pin what the records hold.
+second database implements the same methods; these tests pin what the records hold, on sqlite and
+on PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from miniengine import Int
 from miniengine.exceptions import MultipleObjectsError, NotExistent
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import (
     CallMemo,
     FinishProcess,
@@ -24,12 +26,17 @@ from miniengine.storage.interfaces.provenance import (
     NodeRow,
     unpack_attributes,
 )
-from miniengine.storage.store import Store
+from miniengine.storage.open import open_backend
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "provenance.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        location = str(tmp_path / "provenance.sqlite")
+    else:
+        pytest.importorskip("psycopg")
+        location = request.getfixturevalue("postgres_url")
+    opened = open_backend(location)
     try:
         yield opened
     finally:
@@ -37,7 +44,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def new_process(
-    store: Store, label: str = "p", parent: tuple[int, str, int] | None = None
+    store: Backend, label: str = "p", parent: tuple[int, str, int] | None = None
 ) -> NewProcess:
     return NewProcess(
         uuid=f"{time.monotonic_ns():032x}",
@@ -56,7 +63,7 @@ def new_process(
     )
 
 
-def test_a_process_begins_and_finishes_with_named_records(store: Store) -> None:
+def test_a_process_begins_and_finishes_with_named_records(store: Backend) -> None:
     pk, [input_pk] = store.provenance.begin_process(new_process(store, "first"))
     running = store.provenance.node(pk)
     assert isinstance(running, NodeRow)
@@ -99,7 +106,7 @@ def test_a_process_begins_and_finishes_with_named_records(store: Store) -> None:
     assert store.provenance.process_rows(["running"], None, None) == []
 
 
-def test_logs_and_labels_are_written_from_a_thread_and_a_loop(store: Store) -> None:
+def test_logs_and_labels_are_written_from_a_thread_and_a_loop(store: Backend) -> None:
     pk = store.provenance.store_data(Int(5))
     store.provenance.add_log(pk, "WARNING", "one")
 
@@ -117,7 +124,7 @@ def test_logs_and_labels_are_written_from_a_thread_and_a_loop(store: Store) -> N
     assert (row.label, row.description, row.node_type) == ("five", "an Int", Int(0).type_name)
 
 
-def test_nodes_are_found_by_uuid_and_prefix(store: Store) -> None:
+def test_nodes_are_found_by_uuid_and_prefix(store: Backend) -> None:
     first, second = Int(1), Int(2)
     first_pk = store.provenance.store_data(first)
     second_pk = store.provenance.store_data(second)
@@ -132,7 +139,7 @@ def test_nodes_are_found_by_uuid_and_prefix(store: Store) -> None:
             store.provenance.node(first.uuid[:4])
 
 
-def test_a_memoised_call_is_created_once(store: Store) -> None:
+def test_a_memoised_call_is_created_once(store: Backend) -> None:
     parent_pk, _ = store.provenance.begin_process(new_process(store, "parent"))
     fence = (parent_pk, store.owner, 1)
     memo = CallMemo(parent_pk, seq=3, call_index=0, fingerprint="f")
