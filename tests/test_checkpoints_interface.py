@@ -1,0 +1,207 @@
+"""The checkpoints concern of a backend (``store.checkpoints``), the checkpoint as a typed value,
+the run and daemon modes, and loading a process from its checkpoint.
+
+The WorkChain runtime and the daemon's worker reach leases, step commits and checkpoints through
+this interface only, so a second database implements the same methods; these tests pin what
+goes in and what comes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniengine import Int
+from miniengine.core import codec
+from miniengine.core.checkpoint import Checkpoint, CheckpointHead, peek, with_refs
+from miniengine.core.ids import new_uuid
+from miniengine.exceptions import CheckpointError, LeaseLostError
+from miniengine.runtime.mode import DaemonMode, RunMode
+from miniengine.runtime.workchain.load import (
+    IMPORT_STAGE,
+    READ_STAGE,
+    LoadError,
+    load_process,
+)
+from miniengine.storage.interfaces.checkpoints import (
+    Created,
+    StepCommit,
+    StepCommitted,
+    StoredCheckpoint,
+)
+from miniengine.storage.interfaces.provenance import NewProcess
+from miniengine.storage.store import Store
+
+CLASS_PATH = "tests.workchains.daemon_chains:LeafWorkChain"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / "checkpoints.sqlite", lease_timeout=0.4)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def new_workchain(store: Store, x: Int, state: str = "created") -> NewProcess:
+    claimed = state != "created"
+    return NewProcess(
+        uuid=new_uuid(),
+        node_type="process.workchain",
+        process_type="tests.workchains.daemon_chains.LeafWorkChain",
+        process_label="LeafWorkChain",
+        process_state=state,
+        label="",
+        description="",
+        inputs=[("x", x)],
+        input_link_type="input_work",
+        owner=store.owner if claimed else None,
+        lease_expires=store.lease_expiry() if claimed else None,
+        call_link_type="call_work",
+    )
+
+
+def create(store: Store, enqueue: bool = False) -> Created:
+    x = Int(4)
+    return store.checkpoints.create_workchain(
+        new_workchain(store, x), CLASS_PATH, {"x": x}, enqueue, None
+    )
+
+
+def test_create_workchain_writes_the_node_and_its_first_checkpoint(store: Store) -> None:
+    created = create(store)
+    assert isinstance(created, Created)
+    assert store.provenance.node(created.pk).process_state == "created"
+    stored = store.checkpoints.read_checkpoint(created.pk)
+    assert isinstance(stored, StoredCheckpoint) and stored.seq == 0
+    checkpoint = Checkpoint.decode(stored.data)
+    assert checkpoint.class_path == CLASS_PATH
+    assert checkpoint.inputs == {"x": codec.NodeRef(created.input_pks[0])}  # by pk, not value
+    assert (checkpoint.cursor, checkpoint.seq, checkpoint.awaiting) == (None, 0, [])
+    assert store.checkpoints.read_checkpoint(created.pk + 100) is None
+
+
+def test_claim_fences_and_a_step_commit_answers_typed(store: Store) -> None:
+    pk = create(store).pk
+    checkpoints = store.checkpoints
+    epoch = checkpoints.claim_process(pk, store.owner, store.lease_expiry(), "running")
+    with pytest.raises(LeaseLostError, match="is owned by"):
+        checkpoints.claim_process(pk, "someone-else", store.lease_expiry(), "running")
+    blob = Checkpoint(CLASS_PATH, {}, (0,), "setup", 1).encode()
+    commit = StepCommit(pk, store.owner, epoch, "running", None, 1, blob, [("out", Int(5))])
+    committed = checkpoints.step_commit(commit)
+    assert isinstance(committed, StepCommitted) and committed.paused is False
+    assert len(committed.output_pks) == 1
+    assert checkpoints.read_checkpoint(pk) == StoredCheckpoint(1, blob)
+    stale = StepCommit(pk, store.owner, epoch - 1, "running", None, 2, blob)
+    with pytest.raises(LeaseLostError):
+        checkpoints.step_commit(stale)
+    assert checkpoints.read_checkpoint(pk) == StoredCheckpoint(1, blob)  # nothing written
+
+
+def test_transactions_are_awaitable_on_a_loop(store: Store) -> None:
+    pk = create(store).pk
+
+    async def main() -> int:
+        return await store.checkpoints.claim_process.aio(
+            pk, store.owner, store.lease_expiry(), "running"
+        )
+
+    assert asyncio.run(main()) >= 1
+    assert store.provenance.node(pk).owner == store.owner
+
+
+def test_kill_unstarted_and_except_unless_owned(store: Store) -> None:
+    first, second = create(store).pk, create(store).pk
+    store.checkpoints.kill_unstarted(first, "Killed: never started")
+    killed = store.provenance.node(first)
+    assert (killed.process_state, killed.process_status) == ("killed", "Killed: never started")
+    store.checkpoints.claim_process(second, "a-live-owner", store.lease_expiry() + 60, "running")
+    with pytest.raises(LeaseLostError):
+        store.checkpoints.except_unless_owned(second, store.owner, "cannot resume")
+    assert store.provenance.node(second).process_state == "running"  # left alone
+
+
+def test_a_pause_request_is_taken_once(store: Store) -> None:
+    pk = create(store).pk
+    store.checkpoints.claim_process(pk, store.owner, store.lease_expiry(), "running")
+    assert store.control.pause(pk).live  # a live owner: a request for it to take
+
+    def request(connection: Any) -> Any:
+        return connection.execute("SELECT control FROM nodes WHERE pk = ?", (pk,)).fetchone()[0]
+
+    assert store.read(request) == "pause"
+    store.checkpoints.take_pause_request(pk)
+    assert store.read(request) is None
+    assert store.provenance.node(pk).paused  # still paused: only the request was taken
+
+
+# the checkpoint as a value ---------------------------------------------------------------------
+
+
+def test_a_checkpoint_round_trips_and_tells_its_kind() -> None:
+    value = Checkpoint(
+        "mod:Chain", {"n": 3}, (1, 0), "step", 4, {"i": 2}, [("child", True, 7)], {"out": 9}
+    )
+    assert Checkpoint.decode(value.encode()) == value
+    assert peek(value.encode()) == CheckpointHead("workchain", "mod:Chain")
+    calcjob = codec.encode({"k": "calcjob", "p": "mod:Job", "i": {}})
+    assert peek(calcjob) == CheckpointHead("calcjob", "mod:Job")
+    with pytest.raises(CheckpointError, match="names no process class"):
+        peek(codec.encode({"x": 1}))
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        Checkpoint.decode(codec.encode({"p": "mod:Chain"}))
+
+
+def test_with_refs_names_just_stored_data_by_pk() -> None:
+    fresh, other = Int(1), Int(2)
+    assert with_refs({"a": fresh, "b": {"c": other}}, {id(fresh): 11}) == {
+        "a": codec.NodeRef(11),
+        "b": {"c": other},
+    }
+
+
+# modes and loading ---------------------------------------------------------------------------
+
+
+class _Worker:
+    stopping = False
+
+
+def test_the_modes_answer_what_the_lifecycle_asks() -> None:
+    worker = _Worker()
+    daemon = DaemonMode(worker, task_pk=5)
+    assert (daemon.evicts, daemon.children_via_daemon, daemon.ends_after_failed_finish) == (
+        True,
+        True,
+        False,
+    )
+    assert (daemon.tree, daemon.task_pk, daemon.hands_back()) == (None, 5, False)
+    worker.stopping = True
+    assert daemon.hands_back()
+    tree: Any = object()
+    run = RunMode(tree)
+    assert (run.evicts, run.children_via_daemon, run.ends_after_failed_finish) == (
+        False,
+        False,
+        True,
+    )
+    assert (run.tree, run.task_pk, run.hands_back()) == (tree, None, False)
+
+
+def test_load_process_says_at_which_stage_it_failed(store: Store) -> None:
+    pk = create(store).pk
+    row = store.provenance.node(pk)
+    with pytest.raises(LoadError) as missing:
+        load_process(store, row, 1, None, DaemonMode())
+    assert missing.value.stage == READ_STAGE and missing.value.class_path is None
+    gone = StoredCheckpoint(0, Checkpoint("no_such_module_here:Chain", {}).encode())
+    with pytest.raises(LoadError) as unimportable:
+        load_process(store, row, 1, gone, DaemonMode())
+    assert unimportable.value.stage == IMPORT_STAGE
+    assert unimportable.value.class_path == "no_such_module_here:Chain"
