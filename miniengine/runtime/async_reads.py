@@ -16,12 +16,7 @@ from typing import Any
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import NotExistent
 from miniengine.runtime.context import store_for
-from miniengine.runtime.nodes import (
-    LoadNodeArgumentError,
-    LoadNodeTypeError,
-    ProcessNode,
-    node_from_row,
-)
+from miniengine.runtime.nodes import ProcessNode, node_from_row, node_lookups
 from miniengine.storage.store import Store
 
 __all__ = ["afind_processes", "aload_node"]
@@ -36,33 +31,15 @@ async def aload_node(
 ) -> Any:
     """:func:`~miniengine.load_node` for a coroutine: the same arguments, node classes and
     errors, read without blocking the event loop."""
-    given = [value is not None for value in (identifier, pk, uuid)].count(True)
-    if given != 1:
-        raise LoadNodeArgumentError(
-            "aload_node() needs exactly one of identifier, pk= and uuid=, "
-            f"{'none was' if given == 0 else f'{given} were'} given"
-        )
-    if pk is not None and (isinstance(pk, bool) or not isinstance(pk, int)):
-        raise LoadNodeTypeError(f"aload_node(pk=...) needs an int, not {pk!r}")
-    if uuid is not None and not isinstance(uuid, str):
-        raise LoadNodeTypeError(f"aload_node(uuid=...) needs a str, not {uuid!r}")
-    if identifier is not None and (
-        isinstance(identifier, bool) or not isinstance(identifier, int | str)
-    ):
-        raise LoadNodeTypeError(f"aload_node needs a pk (int) or a uuid (str), not {identifier!r}")
+    *first, last = node_lookups("aload_node", identifier, pk, uuid)
     store = store_for(db)
     reads = store.async_reads
-    if pk is not None:
-        return node_from_row(store, await reads.node(pk))
-    if uuid is not None:
-        return node_from_row(store, await reads.node(uuid))
-    assert identifier is not None
-    if isinstance(identifier, str) and identifier.strip().isdecimal():
+    for candidate in first:
         try:
-            return node_from_row(store, await reads.node(int(identifier)))
+            return node_from_row(store, await reads.node(candidate))
         except NotExistent:
-            identifier = identifier.strip()  # no such pk: a uuid prefix, perhaps
-    return node_from_row(store, await reads.node(identifier))
+            pass  # no such pk: a uuid prefix, perhaps
+    return node_from_row(store, await reads.node(last))
 
 
 def afind_processes(

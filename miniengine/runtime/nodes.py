@@ -742,32 +742,44 @@ def load_node(
     """
     from miniengine.runtime.context import store_for
 
+    *first, last = node_lookups("load_node", identifier, pk, uuid)
+    store = store_for(db)
+    for candidate in first:
+        try:
+            return node_from_row(store, store.provenance.node(candidate))
+        except NotExistent:
+            pass  # no such pk: a uuid prefix, perhaps
+    return node_from_row(store, store.provenance.node(last))
+
+
+def node_lookups(
+    caller: str, identifier: int | str | None, pk: int | None, uuid: str | None
+) -> list[int | str]:
+    """What ``load_node`` (or its awaitable twin, named by ``caller``) looks up, in order: the
+    first that exists is the node (a string of digits is a pk, else a uuid prefix).  Raises
+    for missing, extra or mistyped arguments."""
     given = [value is not None for value in (identifier, pk, uuid)].count(True)
     if given != 1:
         raise LoadNodeArgumentError(
-            "load_node() needs exactly one of identifier, pk= and uuid=, "
+            f"{caller}() needs exactly one of identifier, pk= and uuid=, "
             f"{'none was' if given == 0 else f'{given} were'} given"
         )
     if pk is not None and (isinstance(pk, bool) or not isinstance(pk, int)):
-        raise LoadNodeTypeError(f"load_node(pk=...) needs an int, not {pk!r}")
+        raise LoadNodeTypeError(f"{caller}(pk=...) needs an int, not {pk!r}")
     if uuid is not None and not isinstance(uuid, str):
-        raise LoadNodeTypeError(f"load_node(uuid=...) needs a str, not {uuid!r}")
+        raise LoadNodeTypeError(f"{caller}(uuid=...) needs a str, not {uuid!r}")
     if identifier is not None and (
         isinstance(identifier, bool) or not isinstance(identifier, int | str)
     ):
-        raise LoadNodeTypeError(f"load_node needs a pk (int) or a uuid (str), not {identifier!r}")
-    store = store_for(db)
+        raise LoadNodeTypeError(f"{caller} needs a pk (int) or a uuid (str), not {identifier!r}")
     if pk is not None:
-        return node_from_row(store, store.provenance.node(pk))
+        return [pk]
     if uuid is not None:
-        return node_from_row(store, store.provenance.node(uuid))
+        return [uuid]
     assert identifier is not None
     if isinstance(identifier, str) and identifier.strip().isdecimal():
-        try:
-            return node_from_row(store, store.provenance.node(int(identifier)))
-        except NotExistent:
-            identifier = identifier.strip()  # no such pk: a uuid prefix, perhaps
-    return node_from_row(store, store.provenance.node(identifier))
+        return [int(identifier), identifier.strip()]
+    return [identifier]
 
 
 class _Backend:
