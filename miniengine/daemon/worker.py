@@ -42,8 +42,9 @@ logger = logging.getLogger("miniengine.worker")
 #: Processes one worker runs at once (waiting processes do not count: they are evicted).
 DEFAULT_SLOTS = 200
 
-#: The shortest time between two reads of the kill and pause requests for this worker's
-#: processes (a busy database commits all the time).
+#: How often an idle worker looks whether another connection committed (on sqlite), and the
+#: shortest time between two reads of the kill and pause requests for its processes (a busy
+#: database commits all the time).
 POLL_INTERVAL = 0.01
 
 #: The longest an idle worker waits for a commit before it looks for ready tasks anyway.
@@ -109,6 +110,8 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         set_step_threads(self.slots)  # a def step per slot, never more
         self.store = store = Store(self.path, lease_timeout=self.lease_timeout, owner=self.id)
+        if isinstance(store, Store):  # it polls for commits: idle, a worker looks less often
+            store.commit_poll_interval = POLL_INTERVAL
         await store.broker.register_worker.aio(self.id, os.getpid(), self.slots, time.time())
         store.broker.renew_on_heartbeat(self.id, lambda: self.busy)
         store.start_heartbeat()
