@@ -219,6 +219,7 @@ class CalcJobExecutor:
         )
 
     def restore(self, blob: bytes) -> None:
+        import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
         from miniengine.runtime.computers import load_computer
 
         def resolve(pk: int) -> Any:

@@ -282,9 +282,10 @@ async def resume_calcjob(
     checkpoint = store.checkpoints.read_checkpoint(pk)
     if checkpoint is None:
         raise MiniengineError(f"process {pk} has no checkpoint to continue from")
+    import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
     from miniengine.runtime.workchain import import_process_class
 
-    cls: Any = import_process_class(str(codec.decode(checkpoint[1])["p"]))
+    cls: Any = import_process_class(str(codec.decode(checkpoint.data)["p"]))
     epoch = await store.checkpoints.claim_process.aio(
         pk,
         store.owner,
@@ -294,7 +295,7 @@ async def resume_calcjob(
 
     def make(tree: Any) -> Lifecycle[Any]:
         executor = _executor(cls, store, tree, node, epoch, _tree_pooled(tree))
-        executor.restore(checkpoint[1])
+        executor.restore(checkpoint.data)
         state = ProcessState.CREATED if executor.stage is None else ProcessState.RUNNING
         return _leased(store, executor.lifecycle(state))
 
@@ -334,7 +335,7 @@ def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJob
         new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
     )
     _mark_stored(new, input_pks, store)
-    for worker in list(_local_workers.get(store.path, ())):
+    for worker in list(_local_workers.get(store.location, ())):
         worker.wake_threadsafe()
     return CalcJobNode(store, store.provenance.node(pk))
 
@@ -347,7 +348,7 @@ async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> 
         new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
     )
     _mark_stored(new, input_pks, store)
-    for worker in list(_local_workers.get(store.path, ())):
+    for worker in list(_local_workers.get(store.location, ())):
         worker.wake_threadsafe()
     return CalcJobNode(store, store.provenance.node(pk))
 
