@@ -294,11 +294,11 @@ def test_a_stored_computer_in_a_checkpoint_is_named_by_its_uuid(
         codec.check_encodable({"computer": Computer("unstored", "h")})
     (tmp_path / "checkpoint.bin").write_bytes(blob)
     close_all_stores()
-    # a fresh interpreter that has not imported the computers module decodes it too
+    # a fresh interpreter decodes it as the runtime reads a checkpoint (every type registered)
     probe = (
         "from pathlib import Path\n"
-        "from miniengine.core import codec\n"
-        f"state = codec.decode(Path({str(tmp_path / 'checkpoint.bin')!r}).read_bytes())\n"
+        "from miniengine.runtime.registry import decode\n"
+        f"state = decode(Path({str(tmp_path / 'checkpoint.bin')!r}).read_bytes())\n"
         "c = state['ctx']['computer']\n"
         "print(type(c).__name__, c.label, c.hostname, c.pk)\n"
     )
