@@ -74,6 +74,9 @@ __all__ = ["ProcessTree"]  # (defined in miniengine.runtime.mode; launchers find
 #: The clock that dates reports and log records: the time of the call, not of the commit.
 clock: Callable[[], float] = time.time
 
+#: Run mode: the longest a paused process waits for a commit before it looks at its node again.
+PAUSED_LOOK_AGAIN = 1.0
+
 
 @dataclass
 class _Child:
@@ -171,11 +174,13 @@ class _Executor:
 
     async def _wait_while_paused(self) -> None:
         """Run mode: hold the process at its step boundary until it is played (or killed)."""
-        await self.store.checkpoints.take_pause_request.aio(self.pk)
+        store = self.store
+        await store.checkpoints.take_pause_request.aio(self.pk)
         while True:
-            if not self.store.provenance.node(self.pk).paused:
+            marker = store.commit_marker()  # before the look: a later play() changes it
+            if not store.provenance.node(self.pk).paused:
                 return
-            await anyio.sleep(0.02)
+            await store.await_commit(marker, PAUSED_LOOK_AGAIN)
 
     # step API ------------------------------------------------------------------------------
 
