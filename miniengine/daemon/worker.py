@@ -318,9 +318,9 @@ class Worker:
         try:
             if checkpoint is None:
                 raise MiniengineError("there is no checkpoint to continue from")
-            from miniengine.core import codec
+            from miniengine.runtime.registry import decode  # every runtime type known
 
-            state_blob = codec.decode(checkpoint.data)
+            state_blob = decode(checkpoint.data)
             if not isinstance(state_blob, dict) or "p" not in state_blob:
                 raise CheckpointError("corrupt checkpoint: it names no process class")
             class_path = str(state_blob["p"])
