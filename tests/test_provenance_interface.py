@@ -8,6 +8,7 @@ on PostgreSQL alike.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,13 @@ def test_a_memoised_call_is_created_once(store: Backend) -> None:
     assert store.provenance.links(parent_pk, False, ["call_calc"]) == [
         LinkRow(pk, "call_calc", "CALL")
     ]
+
+
+def test_the_repository_of_a_database_file_is_beside_it(store: Backend, tmp_path: Path) -> None:
+    if not store.location.endswith(".sqlite"):
+        pytest.skip("a PostgreSQL database records its repository folder instead")
+    repository = store.provenance.repository()
+    assert repository.root == tmp_path / "provenance.repository"
+    key = repository.put_object_from_filelike(io.BytesIO(b"content"))
+    with repository.open(key) as stream:
+        assert stream.read() == b"content"

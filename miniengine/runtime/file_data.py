@@ -328,12 +328,12 @@ class RepositoryData(Data, type_name="core.repository_data"):
     def _repository(self) -> Repository:
         """The repository holding this node's objects."""
         if self._store is not None:
-            return Repository.for_database(self._store.path)
+            return self._store.provenance.repository()  # type: ignore[no-any-return]
         if self._repository_root is not None:
             return Repository(self._repository_root)
         from miniengine.runtime.context import current_store
 
-        return Repository.for_database(current_store().path)
+        return current_store().provenance.repository()
 
     def _repository_for_writing(self) -> Repository:
         repository = self._repository()

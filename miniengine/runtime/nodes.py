@@ -678,11 +678,10 @@ class _CalcJobNodeBase:
     def repository(self) -> Any:
         from miniengine.runtime.calcjob.files import node_repository
         from miniengine.runtime.context import current_store
-        from miniengine.storage.repository import Repository
 
         store = self._node._store or current_store()
         tree = self._node._attribute("_repository", {})
-        return node_repository(Repository.for_database(store.path), dict(tree))
+        return node_repository(store.provenance.repository(), dict(tree))
 
 
 NODE_CLASSES: dict[str, type[ProcessNode]] = {

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from miniengine.core.data import Data
     from miniengine.storage.interfaces.checkpoints import BeginOutcome
     from miniengine.storage.interfaces.transaction import Transaction
+    from miniengine.storage.repository import Repository
 
 __all__ = [
     "AMBIGUOUS_SHOWN",
@@ -211,6 +212,11 @@ class Provenance(Protocol):
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None
     ) -> list[NodeRow]:
         """Process nodes, newest first, optionally only those in ``states`` or of one label."""
+        ...
+
+    def repository(self) -> Repository:
+        """The content-addressed folder that holds the file contents of this database's nodes
+        (beside a sqlite file; recorded in the database on PostgreSQL)."""
         ...
 
     def referenced_object_keys(self) -> set[str]:

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from miniengine.storage.interfaces.provenance import LinkRow, LogRow, NodeRow
-from miniengine.storage.postgres import checkpoint_rows, repository_rows, rows
+from miniengine.storage.postgres import checkpoint_rows, computer_rows, repository_rows, rows
 from miniengine.storage.postgres.transaction import PostgresTransaction
+from miniengine.storage.repository import Repository
 
 if TYPE_CHECKING:
     from miniengine.storage.postgres.store import PostgresStore
@@ -62,6 +63,9 @@ class PostgresProvenance:
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None
     ) -> list[NodeRow]:
         return self._store.read(rows.read_process_rows, states, process_label, limit)
+
+    def repository(self) -> Repository:
+        return self._store.read(computer_rows.repository)
 
     def referenced_object_keys(self) -> set[str]:
         return self._store.read(repository_rows.read_referenced_object_keys)

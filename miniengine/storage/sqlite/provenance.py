@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from miniengine.storage import checkpoint_rows, repository_rows, rows
 from miniengine.storage.interfaces.provenance import LinkRow, LogRow, NodeRow
+from miniengine.storage.repository import Repository
 from miniengine.storage.sqlite.transaction import SqliteTransaction
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class SqliteProvenance:
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None
     ) -> list[NodeRow]:
         return self._store.read(rows.read_process_rows, states, process_label, limit)
+
+    def repository(self) -> Repository:
+        return Repository.for_database(self._store.path)
 
     def referenced_object_keys(self) -> set[str]:
         return self._store.read(repository_rows.read_referenced_object_keys)
