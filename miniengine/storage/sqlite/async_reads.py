@@ -214,8 +214,12 @@ def _stop(reader: _LoopReader) -> None:
         # stop() looks for the current event loop, which in a main thread without one would
         # create one: ask from a short-lived thread, where it finds none and just stops.
         stopper = threading.Thread(target=connection.stop, name="aiosqlite-stop", daemon=True)
-        stopper.start()
-        stopper.join()
+        try:
+            stopper.start()
+        except RuntimeError:
+            pass  # the interpreter is finalizing: its daemon thread goes with it
+        else:
+            stopper.join()
     if closer is not None:
         try:
             closer.aclose().send(None)  # its close() finds the connection stopped at once
