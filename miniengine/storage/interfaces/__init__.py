@@ -14,7 +14,24 @@ wait for a writer); awaitable reads for applications go through the async read p
 
 from __future__ import annotations
 
-from miniengine.storage.interfaces.backend import Backend
-from miniengine.storage.interfaces.transaction import Transaction
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces.backend import Backend
+    from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = ["Backend", "Transaction"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: a module needing one concern's records imports only that concern (the command line
+    # starts faster), while ``from miniengine.storage.interfaces import Backend`` still works.
+    if name == "Backend":
+        from miniengine.storage.interfaces.backend import Backend
+
+        return Backend
+    if name == "Transaction":
+        from miniengine.storage.interfaces.transaction import Transaction
+
+        return Transaction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
