@@ -540,6 +540,8 @@ def _attempt(db: Any, function: Callable[..., Any], *args: Any) -> Any:
         with db.tx() as c:
             return function(c, *args)
     except Exception as exc:
+        if isinstance(exc, (sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+            return "the database's own unique violation"
         # (without what differs between the two runs: a lease's end, the current owner)
         return (type(exc).__name__, str(exc).split(" (owner now")[0].split(" until ")[0])
 
@@ -670,6 +672,21 @@ def _recovery_and_the_rest(db: Any) -> list[Any]:
     say(_attempt(db, db.calcjob.finish_calcjob_tx, FinishProcess(job, "w2", epoch, "finished")))
     say(db.calcjob.read_job(db.connection, job))
     say(_attempt(db, db.repair.repair_tx, False))
+    # several new values in one call, one of them twice; stored again (a replayed step): the
+    # same nodes; another value under a stored uuid: refused
+    one, two, three = Int(1), Int(2), Int(3)
+    values = [("a", one), ("b", two), ("again", one), ("c", three)]
+    say(_attempt(db, db.rows.begin_process_tx, _new_process(inputs=values)))
+    # (the process's pk differs: PostgreSQL used up identity values on the conflicts)
+    say(_attempt(db, db.rows.begin_process_tx, _new_process(inputs=values))[1])
+    impostor = Int(4)
+    impostor._uuid = two.uuid
+    say(
+        _attempt(
+            db, db.rows.begin_process_tx, _new_process(inputs=[("x", Int(9)), ("y", impostor)])
+        )
+    )
+    say(_attempt(db, db.rows.store_data_tx, impostor))
     return answers
 
 

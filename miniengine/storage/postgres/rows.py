@@ -89,13 +89,12 @@ def executemany(connection: Connection, query: str, rows: Sequence[Sequence[Any]
         connection.cursor().executemany(query, rows)
 
 
-def insert_data(connection: Connection, data: Data, now: float) -> int:
-    """Insert one unstored Data node and return its pk (the caller marks it stored on commit).
+#: The columns of a Data node's row (a process node has more).
+_DATA_COLUMNS = "uuid, node_type, label, description, attributes, ctime, mtime, computer_pk"
 
-    A node with this uuid and the same type and content is already the one being stored (a
-    step replayed after a crash stores again what the cut-off attempt had stored): its pk is
-    returned; a different node under the uuid is refused as the UNIQUE constraint would.
-    """
+
+def _data_row(connection: Connection, data: Data, now: float) -> tuple[Any, ...]:
+    """The ``nodes`` values of an unstored Data node (what storing it needs checked first)."""
     computer_pk = None
     needs = data._storage_needs()  # a computer, repository objects: codes and file data
     if needs is not None:
@@ -103,47 +102,76 @@ def insert_data(connection: Connection, data: Data, now: float) -> int:
 
         computer_pk = check_storage_needs(connection, data, needs)
     attributes = pack_attributes(data._to_attributes())
-    row = connection.execute(
-        "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime, "
-        "computer_pk) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (uuid) DO NOTHING RETURNING pk",
-        (
-            data.uuid,
-            data.type_name,
-            data.label,
-            data.description,
-            attributes,
-            now,
-            now,
-            computer_pk,
-        ),
-    ).fetchone()
-    if row is None:
-        existing = connection.execute(
-            "SELECT pk, node_type, attributes FROM nodes WHERE uuid = %s", (data.uuid,)
-        ).fetchone()
-        if existing is None or (existing[1], bytes(existing[2] or b"")) != (
-            data.type_name,
-            attributes,
-        ):
+    return (data.uuid, data.type_name, data.label, data.description, attributes, now, now,
+            computer_pk)  # fmt: skip
+
+
+def _existing(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    """The pks of nodes already stored under the uuids of ``rows``, each the same node (type
+    and content) as its row; another node under one of the uuids is refused as the UNIQUE
+    constraint would."""
+    found = {
+        str(uuid): (int(pk), node_type, bytes(attributes or b""))
+        for uuid, pk, node_type, attributes in connection.execute(
+            "SELECT uuid, pk, node_type, attributes FROM nodes WHERE uuid = ANY(%s)",
+            ([row[0] for row in rows],),
+        )
+    }
+    pks: dict[str, int] = {}
+    for row in rows:
+        existing = found.get(row[0])
+        if existing is None or existing[1:] != (row[1], row[4]):
             raise UniqueViolation('duplicate key value violates unique constraint "nodes_uuid_key"')
-        return int(existing[0])
-    return int(row[0])
+        pks[row[0]] = existing[0]
+    return pks
+
+
+def insert_data(connection: Connection, data: Data, now: float) -> int:
+    """Insert one unstored Data node and return its pk (the caller marks it stored on commit).
+
+    A node with this uuid and the same type and content is already the one being stored (a
+    step replayed after a crash stores again what the cut-off attempt had stored): its pk is
+    returned; a different node under the uuid is refused as the UNIQUE constraint would.
+    """
+    row = _data_row(connection, data, now)
+    inserted = connection.execute(
+        f"INSERT INTO nodes ({_DATA_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (uuid) DO NOTHING RETURNING pk",
+        row,
+    ).fetchone()
+    if inserted is None:
+        return _existing(connection, [row])[data.uuid]
+    return int(inserted[0])
 
 
 def insert_new_data(connection: Connection, nodes: Iterable[Data], now: float) -> list[int]:
-    """The pk of each node in ``nodes``, inserting every unstored one once (keyed by uuid)."""
-    inserted: dict[str, int] = {}
-    pks: list[int] = []
-    for data in nodes:
-        if data.pk is not None:
-            pks.append(data.pk)
-            continue
-        pk = inserted.get(data.uuid)
-        if pk is None:
-            pk = inserted[data.uuid] = insert_data(connection, data, now)
-        pks.append(pk)
-    return pks
+    """The pk of each node in ``nodes``, inserting every unstored one once (keyed by uuid).
+
+    Several new nodes go in one statement (one round trip), in the order given, so their pks
+    are those one insert after the other would give.
+    """
+    given = list(nodes)
+    new: dict[str, Data] = {}
+    for data in given:
+        if data.pk is None:
+            new.setdefault(data.uuid, data)
+    if len(new) <= 1:
+        inserted = {uuid: insert_data(connection, data, now) for uuid, data in new.items()}
+    else:
+        rows = [_data_row(connection, data, now) for data in new.values()]
+        inserted = {
+            str(uuid): int(pk)
+            for uuid, pk in connection.execute(
+                f"INSERT INTO nodes ({_DATA_COLUMNS}) SELECT {_DATA_COLUMNS} FROM unnest("
+                "%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::float8[], "
+                f"%s::float8[], %s::bigint[]) WITH ORDINALITY AS new({_DATA_COLUMNS}, position) "
+                "ORDER BY position ON CONFLICT (uuid) DO NOTHING RETURNING uuid, pk",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+        }
+        if len(inserted) < len(rows):
+            inserted.update(_existing(connection, [row for row in rows if row[0] not in inserted]))
+    return [data.pk if data.pk is not None else inserted[data.uuid] for data in given]
 
 
 def store_data_tx(connection: Connection, data: Data) -> int:
