@@ -125,8 +125,14 @@ def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
         log_rows(commit.pk, commit.logs, now),
     )
     connection.execute(_UPSERT_CHECKPOINT, (commit.pk, commit.seq, commit.checkpoint))
-    for child in commit.start_children:
-        broker_rows.enqueue(connection, child, f"start:{child}", now)
+    if commit.start_children:  # the outbox: one statement for a fan-out of any size
+        connection.execute(
+            "INSERT INTO tasks (process_pk, dedup_key, not_before, ctime) "
+            "SELECT child, 'start:' || child, 0, %s FROM unnest(%s::bigint[]) "
+            "WITH ORDINALITY AS started(child, position) ORDER BY position "
+            "ON CONFLICT (dedup_key) DO NOTHING",
+            (now, list(commit.start_children)),
+        )
     if commit.task_pk is not None:
         # progress: the task no longer counts as one that killed its workers
         connection.execute(
