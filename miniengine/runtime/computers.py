@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     # The plugin packages are imported when a plugin is first needed: they cost ~15 ms, and
     # file data and codes import this module without needing them.
     from miniengine.schedulers.scheduler import Scheduler
+    from miniengine.storage.interfaces import Backend
     from miniengine.transports.transport import Transport
 
 __all__ = [
@@ -601,7 +602,7 @@ def load_computer(
     pk: int | None = None,
     uuid: str | None = None,
     label: str | None = None,
-    db: Store | str | os.PathLike[str] | None = None,
+    db: Backend | str | os.PathLike[str] | None = None,
 ) -> Computer:
     """A stored computer by label, pk, uuid (or unique uuid prefix), as AiiDA's ``load_computer``.
 

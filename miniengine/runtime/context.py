@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import CallMemo
 from miniengine.storage.open import shared_backend
 from miniengine.storage.paths import resolve_db
@@ -80,11 +81,13 @@ def check_same_database(store: Store, inputs: Any, owner: str) -> None:
             )
 
 
-def store_for(db: Store | str | os.PathLike[str] | None = None) -> Store:
-    """The store for an explicit ``db`` (a Store, a path or a PostgreSQL URL), else the
+def store_for(db: Backend | str | os.PathLike[str] | None = None) -> Store:
+    """The store for an explicit ``db`` (an open backend, a path or a PostgreSQL URL), else the
     default database."""
     if isinstance(db, Store):
         return db
+    if hasattr(db, "provenance"):
+        return cast(Store, db)  # another backend (PostgreSQL): see below
     location = resolve_db(db)
     if isinstance(location, str):
         # A PostgreSQL store serves the Backend part of Store, which is all the runtime may

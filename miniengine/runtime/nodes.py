@@ -21,6 +21,7 @@ from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError, NotExistent
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
 from miniengine.storage.store import Store, shared_store
 
@@ -123,7 +124,7 @@ class LinkManager(Sequence[LinkTriple]):
 class NodeLinks:
     """``node.base.links``: the incoming and outgoing links of a stored node."""
 
-    def __init__(self, store: Store, pk: int) -> None:
+    def __init__(self, store: Backend, pk: int) -> None:
         self._store = store
         self._pk = pk
 
@@ -217,7 +218,7 @@ class NodeBase:
 
     def __init__(
         self,
-        store: Store | None,
+        store: Backend | None,
         pk: int | None,
         attributes: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -305,7 +306,7 @@ def _datetime(timestamp: float) -> datetime.datetime:
 class ProcessNode:
     """The record of one process: its state, inputs, outputs, logs and place in the call tree."""
 
-    def __init__(self, store: Store | None, row: tuple[Any, ...]) -> None:
+    def __init__(self, store: Backend | None, row: tuple[Any, ...]) -> None:
         """``row`` is the node's :class:`NodeRow` (a tuple of its fields is made one); a node
         run with ``store_provenance=False`` has one built in memory, with the pk ``None``."""
         self._store_ref = store
@@ -357,15 +358,15 @@ class ProcessNode:
         return self._row.pk is not None
 
     @property
-    def _store(self) -> Store | None:
+    def _store(self) -> Backend | None:
         """The node's store, opened again if it was closed (e.g. by ``close_all_stores``)."""
         store = self._store_ref
-        if store is not None and store.closed:
+        if isinstance(store, Store) and store.closed:
             store = self._store_ref = shared_store(store.path)
         return store
 
     @property
-    def store(self) -> Store | None:
+    def store(self) -> Backend | None:
         """The store this node lives in (``None`` when provenance was not stored)."""
         return self._store
 
@@ -445,7 +446,7 @@ class ProcessNode:
 
     # graph -----------------------------------------------------------------------------------
 
-    def _stored(self) -> tuple[Store, int]:
+    def _stored(self) -> tuple[Backend, int]:
         if self._store is None or self._row.pk is None:
             raise NotExistent(f"{self.process_label} was run with store_provenance=False")
         return self._store, self._row.pk
@@ -692,7 +693,7 @@ NODE_CLASSES: dict[str, type[ProcessNode]] = {
 }
 
 
-def node_from_row(store: Store, row: NodeRow) -> Any:
+def node_from_row(store: Backend, row: NodeRow) -> Any:
     """Build the Data or ProcessNode object for a row."""
     node_type = row.node_type
     if node_type.startswith("process."):
@@ -710,7 +711,7 @@ def node_from_row(store: Store, row: NodeRow) -> Any:
     )
 
 
-def load_nodes(store: Store, pks: Sequence[int]) -> dict[int, Any]:
+def load_nodes(store: Backend, pks: Sequence[int]) -> dict[int, Any]:
     found = store.provenance.nodes(list(dict.fromkeys(pks)))
     return {pk: node_from_row(store, row) for pk, row in found.items()}
 
@@ -795,7 +796,7 @@ class _Backend:
         from miniengine.runtime.context import current_store
 
         assert data.pk is not None
-        store: Store = data._store or current_store()
+        store: Backend = data._store or current_store()
         store.provenance.update_label(data.pk, label, description)
 
     def node_base(self, data: Data) -> NodeBase:

@@ -67,7 +67,7 @@ def decode_checkpoint(store: Backend, blob: bytes) -> Checkpoint:
     import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
 
     def resolve(pk: int) -> Any:
-        return load_nodes(store, [pk])[pk]  # type: ignore[arg-type]
+        return load_nodes(store, [pk])[pk]
 
     token = node_resolver.set(resolve)
     try:
@@ -107,7 +107,7 @@ def load_process(
         else:
             from miniengine.runtime.workchain.executor import _Executor
 
-            node = WorkChainNode(store, row)  # type: ignore[arg-type]
+            node = WorkChainNode(store, row)
             executor = _Executor(cls.__new__(cls), store, None, {}, node, epoch, mode=mode)  # type: ignore[arg-type]
             executor.restore(decode_checkpoint(store, checkpoint.data))
     except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
