@@ -26,6 +26,7 @@ from miniengine.storage.rows import NODE_COLUMNS, SQL_INTEGERS  # the same row o
 if TYPE_CHECKING:
     import psycopg
 
+    from miniengine.storage.interfaces.reads import AsyncReads
     from miniengine.storage.postgres.store import PostgresStore
 
 __all__ = ["PAGE_ROWS", "PostgresAsyncReads"]
@@ -213,3 +214,9 @@ def _finish(reader: _LoopReader) -> None:
             closer.aclose().send(None)  # its close() finds the connection gone at once
         except (StopIteration, RuntimeError):
             pass  # finished, or being closed by its loop right now
+
+
+if TYPE_CHECKING:  # mypy checks here that the class implements the interface
+
+    def _is_async_reads(reads: PostgresAsyncReads) -> AsyncReads:
+        return reads

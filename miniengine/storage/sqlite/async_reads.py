@@ -28,6 +28,7 @@ from miniengine.storage import rows, schema
 from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
 
 if TYPE_CHECKING:
+    from miniengine.storage.interfaces.reads import AsyncReads
     from miniengine.storage.store import Store
 
 __all__ = ["PAGE_ROWS", "SqliteAsyncReads"]
@@ -225,3 +226,9 @@ def _stop(reader: _LoopReader) -> None:
             closer.aclose().send(None)  # its close() finds the connection stopped at once
         except (StopIteration, RuntimeError):
             pass  # finished, or being closed by its loop right now
+
+
+if TYPE_CHECKING:  # mypy checks here that the class implements the interface
+
+    def _is_async_reads(reads: SqliteAsyncReads) -> AsyncReads:
+        return reads
