@@ -68,7 +68,7 @@ def reset_current(token: contextvars.Token[RunningProcess | None]) -> None:
     _current.reset(token)
 
 
-def check_same_database(store: Store, inputs: Any, owner: str) -> None:
+def check_same_database(store: Backend, inputs: Any, owner: str) -> None:
     """Refuse stored Data from another database file: its pk means another node here."""
     for label, data in inputs:
         other = getattr(data, "_store", None)

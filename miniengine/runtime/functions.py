@@ -36,6 +36,7 @@ from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import (
     FinishProcess,
     NewProcess,
@@ -321,7 +322,7 @@ class ProcessFunction:
         return outputs, ExitCode(0)
 
 
-def _reused(store: Store, pk: int, node_class: type[ProcessNode]) -> tuple[Any, ProcessNode]:
+def _reused(store: Backend, pk: int, node_class: type[ProcessNode]) -> tuple[Any, ProcessNode]:
     """The result of a finished call, read back instead of running it again."""
     node = node_class(store, store.provenance.node(pk))
     outputs = node.outputs._as_dict()

@@ -19,7 +19,7 @@ from miniengine.exceptions import EventLoopError
 from miniengine.runtime.context import store_for
 from miniengine.runtime.functions import ProcessFunction, _loop_running
 from miniengine.runtime.nodes import ProcessNode, node_from_row
-from miniengine.storage.store import Store
+from miniengine.storage.interfaces import Backend
 
 __all__ = [
     "arun",
@@ -145,7 +145,7 @@ async def arun(process: Any, *args: Any, **inputs: Any) -> Any:
 
 
 async def resume(
-    pk: int, *, db: Store | str | os.PathLike[str] | None = None, timeout: float | None = None
+    pk: int, *, db: Backend | str | os.PathLike[str] | None = None, timeout: float | None = None
 ) -> tuple[Any, ProcessNode]:
     """Continue the WorkChain (or CalcJob) ``pk`` from its last checkpoint and return
     ``(outputs, node)``.
@@ -168,7 +168,7 @@ def find_processes(
     process_label: str | None = None,
     limit: int | None = None,
     *,
-    db: Store | str | os.PathLike[str] | None = None,
+    db: Backend | str | os.PathLike[str] | None = None,
 ) -> list[ProcessNode]:
     """Process nodes, newest first, optionally filtered by state(s) and label."""
     if state is None:
