@@ -197,16 +197,27 @@ async def _close_with_loop(
         yield
     finally:
         reads._forget(loop, reader)
-        connection, reader.connection = reader.connection, None
+        connection = _take(reader)
         if connection is not None:  # else already closed with the store
             await connection.close()
+
+
+#: the store closing (any thread) and the loop shutting down may take a connection at once
+_taking = threading.Lock()
+
+
+def _take(reader: _LoopReader) -> Any:
+    """The reader's connection, now no longer its: one closer only ever gets it."""
+    with _taking:
+        connection, reader.connection = reader.connection, None
+    return connection
 
 
 def _finish(reader: _LoopReader) -> None:
     """Close a loop's connection without awaiting (its socket and libpq's state), on the
     loop's thread or once the loop stopped, and finish its closer generator."""
-    connection, closer = reader.connection, reader.closer
-    reader.connection = reader.closer = None
+    connection = _take(reader)
+    closer, reader.closer = reader.closer, None
     if connection is not None:
         connection.pgconn.finish()
     if closer is not None:

@@ -198,7 +198,7 @@ async def _close_with_loop(
         yield
     finally:
         reads._forget(loop, reader)
-        connection, reader.connection = reader.connection, None
+        connection = _take(reader)
         if connection is not None:  # else already stopped with the store
             try:
                 await connection.close()
@@ -206,11 +206,22 @@ async def _close_with_loop(
                 pass  # stopped meanwhile
 
 
+#: the store closing (any thread) and the loop shutting down may take a connection at once
+_taking = threading.Lock()
+
+
+def _take(reader: _LoopReader) -> Any:
+    """The reader's connection, now no longer its: one closer only ever gets it."""
+    with _taking:
+        connection, reader.connection = reader.connection, None
+    return connection
+
+
 def _stop(reader: _LoopReader) -> None:
     """Stop a loop's connection from any thread: its thread closes the sqlite connection and
     ends, and the closer generator is finished so that nothing runs later on the loop."""
-    connection, closer = reader.connection, reader.closer
-    reader.connection = reader.closer = None
+    connection = _take(reader)
+    closer, reader.closer = reader.closer, None
     if connection is not None:
         # stop() looks for the current event loop, which in a main thread without one would
         # create one: ask from a short-lived thread, where it finds none and just stops.
