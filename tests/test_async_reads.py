@@ -1,5 +1,6 @@
 """Awaitable reads (``aload_node``, ``afind_processes``): the same nodes as the sync reads, read
-on aiosqlite's thread so that the application's event loop never waits for the database."""
+on aiosqlite's thread (psycopg's async connection on PostgreSQL) so that the application's event
+loop never waits for the database."""
 
 from __future__ import annotations
 
@@ -216,6 +217,13 @@ async def test_afind_processes_filters_as_find_processes_across_pages(
     nodes = [node async for node in afind_processes(state="excepted")]
     assert [type(node) for node in nodes] == [CalcFunctionNode]
     assert nodes[0].process_label == "divide" and nodes[0].process_state is ProcessState.EXCEPTED
+
+
+def test_the_awaitable_reads_are_public_names() -> None:
+    import miniengine.orm
+
+    assert miniengine.orm.aload_node is aload_node
+    assert {"aload_node", "afind_processes"} <= set(miniengine.__all__)
 
 
 async def test_afind_processes_checks_its_arguments_at_once() -> None:
