@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -35,7 +35,6 @@ from miniengine.transports.transport import Transport
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
     from miniengine.storage.interfaces.calcjobs import JobRow, JobStateChange
-    from miniengine.storage.store import Store
 
 __all__ = ["DaemonJobWatcher", "LoopJobWatcher", "is_local_direct", "open_pidfd"]
 
@@ -238,9 +237,7 @@ class DaemonJobWatcher:
         if computer is None:
             from miniengine.runtime.computers import load_computer
 
-            # a Computer keeps the (sqlite) store it was loaded from
-            store = cast("Store", self.store)
-            computer = self._computers[uuid] = load_computer(uuid=uuid, db=store)
+            computer = self._computers[uuid] = load_computer(uuid=uuid, db=self.store)
         return computer
 
     async def _watch(self) -> None:
