@@ -156,17 +156,18 @@ def test_later_migration_steps_apply_in_order(
 ) -> None:
     with _connect(postgres_url) as connection:
         schema.ensure_schema(connection, "test")
+        now = schema.SCHEMA_VERSION
         steps = [
             *schema.MIGRATIONS,
-            schema.Migration(7, 8, "CREATE TABLE step_8 (a integer);"),
-            schema.Migration(8, 9, "ALTER TABLE step_8 ADD COLUMN b integer;"),
+            schema.Migration(now, now + 1, "CREATE TABLE next_step (a integer);"),
+            schema.Migration(now + 1, now + 2, "ALTER TABLE next_step ADD COLUMN b integer;"),
         ]
         monkeypatch.setattr(schema, "MIGRATIONS", steps)
-        monkeypatch.setattr(schema, "SCHEMA_VERSION", 9)
+        monkeypatch.setattr(schema, "SCHEMA_VERSION", now + 2)
         schema.ensure_schema(connection, "test")
-        assert _version(connection) == 9
+        assert _version(connection) == now + 2
         columns = connection.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'step_8' "
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'next_step' "
             "ORDER BY ordinal_position"
         ).fetchall()
         assert columns == [("a",), ("b",)]
@@ -240,6 +241,85 @@ def test_claiming_workers_take_every_task_exactly_once(pg: Any, postgres_url: st
         thread.join(timeout=120)
     everything = [pk for pks in claimed.values() for pk in pks]
     assert sorted(everything) == tasks
+
+
+def _retrying(connection: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """One transaction, run again when PostgreSQL picks it as a deadlock victim (as the
+    store's writer does)."""
+    while True:
+        try:
+            with connection.transaction():
+                return function(connection, *args)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            continue
+
+
+def test_workers_on_several_connections_run_fan_outs_to_the_end(pg: Any, postgres_url: str) -> None:
+    """Parents start their children and wait for them, the children end, the parents are
+    woken and end, all claimed by workers racing on connections of their own: every process
+    ends once, every wake-up arrives, and no task is left behind."""
+    parents, fan_out = 6, 5
+    now = time.time()
+    children: dict[int, list[int]] = {}
+    with pg.transaction():
+        for _ in range(parents):
+            parent, _ = pg_rows.begin_process_tx(pg, _new_process(submitted=True))
+            children[parent] = [
+                pg_rows.begin_process_tx(
+                    pg, _new_process(parent=None, submitted=True, call_link_type="call_work")
+                )[0]
+                for _ in range(fan_out)
+            ]
+            pg_broker.enqueue(pg, parent, f"start:{parent}", now)
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            with _connect(postgres_url) as connection:
+                deadline = time.time() + 60
+                while time.time() < deadline:
+                    now = time.time()
+                    claims = _retrying(
+                        connection, pg_checkpoint.claim_work_tx, name, 3, now + 60, now
+                    )
+                    if not claims:
+                        done = connection.execute(
+                            "SELECT count(*) FROM nodes WHERE process_state = 'finished'"
+                        ).fetchone()[0]
+                        if done == parents * (fan_out + 1):
+                            return
+                        time.sleep(0.01)
+                        continue
+                    for claim in claims:
+                        assert claim.epoch not in (None, -1), claim
+                        pk = claim.process_pk
+                        started = pg_checkpoint.read_checkpoint(connection, pk) is not None
+                        if pk in children and not started:
+                            kids = children[pk]
+                            step = StepCommit(pk, name, claim.epoch, "waiting", None, 1, b"cp",
+                                              start_children=kids, wait_for=kids,
+                                              task_pk=claim.task_pk)  # fmt: skip
+                            _retrying(connection, pg_checkpoint.step_commit_tx, step)
+                        else:
+                            end = FinishProcess(pk, name, claim.epoch, "finished", exit_status=0,
+                                                task_pk=claim.task_pk)  # fmt: skip
+                            _retrying(connection, pg_rows.finish_process_tx, end)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(f"w{index}",)) for index in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert errors == []
+    states = pg.execute("SELECT process_state, count(*) FROM nodes GROUP BY 1").fetchall()
+    assert states == [("finished", parents * (fan_out + 1))]
+    assert pg.execute("SELECT count(*) FROM tasks WHERE status <> 'done'").fetchone() == (0,)
+    wakes = pg.execute("SELECT count(*) FROM tasks WHERE dedup_key LIKE 'wake:%%'").fetchone()
+    assert wakes == (parents,)
+    assert pg.execute("SELECT count(*) FROM waits").fetchone() == (0,)
+    assert pg.execute("SELECT count(*) FROM awaited").fetchone() == (0,)
 
 
 def test_a_stale_epoch_is_fenced_off(pg: Any) -> None:
