@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path, PurePosixPath
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from miniengine.core.data import StorageNeeds, check_text
 from miniengine.exceptions import MultipleObjectsError, NotExistent, ValidationError
 from miniengine.runtime.computers import Computer, FieldTypeError, load_computer
 from miniengine.runtime.file_data import NodeRepository, RepositoryData
-from miniengine.storage.store import Store
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["AbstractCode", "InstalledCode", "PortableCode", "load_code"]
 
@@ -331,7 +333,7 @@ def load_code(
     pk: int | None = None,
     uuid: str | None = None,
     label: str | None = None,
-    db: Store | str | os.PathLike[str] | None = None,
+    db: Backend | str | os.PathLike[str] | None = None,
 ) -> AbstractCode:
     """A stored code by full label (``'label@computer'``), label (if unique), pk or uuid.
 

@@ -139,14 +139,14 @@ def _check_plugin(kind: str, name: Any) -> str:
 class _ComputerCollection:
     """``Computer.collection``: the computers of the default database (or of ``db``)."""
 
-    def __call__(self, db: Store | str | os.PathLike[str] | None = None) -> _ComputerCollection:
+    def __call__(self, db: Backend | str | os.PathLike[str] | None = None) -> _ComputerCollection:
         collection = _ComputerCollection()
         collection._db = db
         return collection
 
-    _db: Store | str | os.PathLike[str] | None = None
+    _db: Backend | str | os.PathLike[str] | None = None
 
-    def _store(self) -> Store:
+    def _store(self) -> Backend:
         from miniengine.runtime.context import current_store, store_for
 
         return store_for(self._db) if self._db is not None else current_store()
@@ -239,7 +239,7 @@ class Computer:
         self._configuration: dict[str, Any] | None = None
         self._uuid = new_uuid()
         self._pk: int | None = None
-        self._store: Store | None = None
+        self._store: Backend | None = None
 
     @classmethod
     def _unloaded(cls, uuid: str) -> Computer:
@@ -259,7 +259,7 @@ class Computer:
         return fields[name]
 
     @classmethod
-    def _from_row(cls, row: ComputerRow, store: Store) -> Computer:
+    def _from_row(cls, row: ComputerRow, store: Backend) -> Computer:
         computer = cls.__new__(cls)
         computer._label = row.label
         computer._hostname = row.hostname
@@ -292,9 +292,10 @@ class Computer:
         return self._pk is not None
 
     @property
-    def store_handle(self) -> Store | None:
-        """The store the computer lives in (``None`` while unstored)."""
-        if self._store is not None and self._store.closed:
+    def store_handle(self) -> Backend | None:
+        """The store the computer lives in (``None`` while unstored); a closed sqlite store
+        (e.g. by ``close_all_stores``) is opened again."""
+        if isinstance(self._store, Store) and self._store.closed:
             self._store = shared_store(self._store.path)
         return self._store
 
@@ -441,7 +442,7 @@ class Computer:
 
     # storing -----------------------------------------------------------------------------------
 
-    def store(self, db: Store | str | os.PathLike[str] | None = None) -> Computer:
+    def store(self, db: Backend | str | os.PathLike[str] | None = None) -> Computer:
         """Store the computer (once) in ``db`` (default: the current database) and return it.
 
         A label another computer has is refused (``ValidationError``) and nothing is stored.
@@ -641,7 +642,7 @@ def localhost_computer(
     workdir: str | os.PathLike[str],
     label: str = "localhost",
     scheduler_type: str = "core.direct",
-    db: Store | str | os.PathLike[str] | None = None,
+    db: Backend | str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> Computer:
     """This machine as a stored, configured computer (``core.local``), in one call.
