@@ -31,7 +31,7 @@ import pytest
 from miniengine import Int, ProcessState, Str, asubmit, await_node, load_node, submit
 from miniengine.control import play
 from miniengine.daemon import Worker
-from miniengine.storage import broker_rows
+from miniengine.storage.interfaces import broker
 from tests.workchains.daemon_chains import (
     ROOT,
     DaemonGuard,
@@ -210,8 +210,8 @@ GIVE_UP_AFTER = 4
 
 
 def test_the_default_cap_is_far_above_the_deaths_a_busy_daemon_sees() -> None:
-    assert broker_rows.MAX_ATTEMPTS >= 20
-    assert broker_rows.SUSPECT_AFTER < GIVE_UP_AFTER < broker_rows.MAX_ATTEMPTS
+    assert broker.MAX_ATTEMPTS >= 20
+    assert broker.SUSPECT_AFTER < GIVE_UP_AFTER < broker.MAX_ATTEMPTS
 
 
 def test_a_module_that_kills_its_worker_at_import_is_given_up_and_a_healthy_process_finishes(

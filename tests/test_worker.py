@@ -40,7 +40,6 @@ from miniengine import (
 )
 from miniengine.core import codec
 from miniengine.daemon import Worker
-from miniengine.storage import broker_rows
 from miniengine.storage.store import Store
 from tests.workchains.daemon_chains import (
     ROOT,
@@ -384,7 +383,7 @@ async def test_a_duplicate_dedup_key_is_ignored(miniengine_db: Path) -> None:
     node = await asubmit(LeafWorkChain, x=Int(5))  # no worker yet: it stays queued
     store = Store(miniengine_db)
     try:
-        added = store.write_sync(broker_rows.enqueue, node.pk, f"start:{node.pk}", time.time())
+        added = store.broker.enqueue(node.pk, f"start:{node.pk}", time.time())
     finally:
         store.close()
     assert added is False
