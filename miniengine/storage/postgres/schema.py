@@ -360,8 +360,10 @@ def ensure_schema(connection: psycopg.Connection[Any], where: str) -> None:
         if not needs_work:
             return
         with connection.transaction():
-            # the lock first: under REPEATABLE READ the snapshot is taken by the first query,
-            # which must see what a creator that held the lock before us committed
+            # READ COMMITTED whatever the server's default: each query after the lock must see
+            # what a creator that held it before us committed (a REPEATABLE READ snapshot would
+            # be taken as the lock is asked for, before that commit)
+            connection.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
             version = read_schema_version(connection)
             if not _check_version(where, version):
