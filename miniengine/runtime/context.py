@@ -26,7 +26,7 @@ __all__ = ["RunningProcess", "current_process", "current_store", "store_for"]
 class RunningProcess:
     """What children need to know about the process whose body is running."""
 
-    store: Store
+    store: Backend
     pk: int | None  # None when the process is not stored (store_provenance=False)
     epoch: int
     kind: str  # "calcfunction", "workfunction" or "workchain"
@@ -100,5 +100,5 @@ def current_store() -> Store:
     """The store of the running process, else the default database."""
     process = _current.get()
     if process is not None:
-        return process.store
+        return cast(Store, process.store)  # as in store_for
     return store_for(None)

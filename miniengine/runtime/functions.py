@@ -42,7 +42,6 @@ from miniengine.storage.interfaces.provenance import (
     NewProcess,
     NodeRow,
 )
-from miniengine.storage.store import Store
 
 __all__ = ["ProcessFunction", "calcfunction", "workfunction"]
 
@@ -158,7 +157,7 @@ class ProcessFunction:
 
     def _lifecycle(
         self,
-        store: Store,
+        store: Backend,
         parent: RunningProcess | None,
         inputs: dict[str, Data],
         metadata: Metadata,

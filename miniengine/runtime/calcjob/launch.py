@@ -158,7 +158,7 @@ async def launch_calcjob(
         )
     if bound.dry_run:
         return await anyio.to_thread.run_sync(lambda: dry_run(cls, bound))
-    store = parent.store if parent is not None else context.store_for(db)
+    store = context.store_for(parent.store if parent is not None else db)
 
     def make(tree: Any) -> Lifecycle[Any]:
         return _root_lifecycle(cls, store, tree, bound, parent, _tree_pooled(tree))

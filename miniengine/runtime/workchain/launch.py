@@ -130,7 +130,7 @@ async def launch(
             f"the calcfunction {parent.label} tried to run {cls.__name__}: a calcfunction "
             "cannot call other processes"
         )
-    store = parent.store if parent is not None else context.store_for(db)
+    store = context.store_for(parent.store if parent is not None else db)
     result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(
         lambda tree: root_lifecycle(cls, store, tree, inputs, metadata, parent), store
     )
