@@ -296,7 +296,10 @@ async def test_a_listing_cancelled_or_left_half_way_holds_nothing_open(
     assert len(await listed(limit=5)) == 5
 
 
-def test_works_in_plain_asyncio_run_and_closes_with_the_loop(backend_db: Any) -> None:
+@pytest.mark.parametrize("runner", ["asyncio", "anyio"])
+def test_works_in_plain_asyncio_run_and_closes_with_the_loop(runner: str, backend_db: Any) -> None:
+    import anyio
+
     _, node = run.get_node(add, 2, 3)
 
     async def main() -> tuple[Any, list[int]]:
@@ -304,10 +307,10 @@ def test_works_in_plain_asyncio_run_and_closes_with_the_loop(backend_db: Any) ->
         return loaded, await listed()
 
     before = aiosqlite_threads()
-    loaded, pks = asyncio.run(main())
+    loaded, pks = asyncio.run(main()) if runner == "asyncio" else anyio.run(main)
     assert_same_node(loaded, load_node(node.pk))
     assert pks == [node.pk]
-    assert all_ended(aiosqlite_threads() - before)  # closed when asyncio.run shut the loop down
+    assert all_ended(aiosqlite_threads() - before)  # closed when the run shut the loop down
 
 
 def test_works_under_uvloop(backend_db: Any) -> None:
