@@ -105,7 +105,15 @@ print("created")
 """
 
 
-def test_processes_creating_the_schema_at_once_all_succeed(postgres_url: str) -> None:
+@pytest.mark.parametrize("isolation", ["read committed", "repeatable read"])
+def test_processes_creating_the_schema_at_once_all_succeed(
+    postgres_url: str, isolation: str
+) -> None:
+    with _connect(postgres_url) as connection:  # the server's default for new sessions
+        name = connection.info.dbname
+        connection.execute(
+            f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{isolation}'"
+        )
     start = time.time() + 2.0  # every process connected and waiting by then
     creators = [
         subprocess.Popen(
