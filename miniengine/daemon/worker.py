@@ -21,15 +21,14 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from miniengine.core.states import ProcessState
 from miniengine.daemon.throttle import ThrottledLog
-from miniengine.exceptions import CheckpointError, LeaseLostError, MiniengineError, StoreError
+from miniengine.exceptions import LeaseLostError, MiniengineError, StoreError
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async, set_step_threads
+from miniengine.runtime.mode import DaemonMode
 from miniengine.runtime.nodes import WorkChainNode
-from miniengine.runtime.workchain import import_process_class
-from miniengine.runtime.workchain.executor import _Executor
 from miniengine.runtime.workchain.launch import _except_owned
+from miniengine.runtime.workchain.load import IMPORT_STAGE, LoadError, load_process
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 from miniengine.storage.interfaces.checkpoints import LATER, Claim
 from miniengine.storage.paths import resolve_db_path
@@ -310,51 +309,23 @@ class Worker:
             return  # terminated already, or a duplicate: acknowledged and dropped
         row = store.provenance.node(process_pk)
         node = WorkChainNode(store, row)
-        previous_state = (
-            ProcessState(row.process_state) if row.process_state else ProcessState.CREATED
-        )
         checkpoint = store.checkpoints.read_checkpoint(process_pk)
-        stage = "its checkpoint could not be read"
         try:
-            if checkpoint is None:
-                raise MiniengineError("there is no checkpoint to continue from")
-            from miniengine.runtime.registry import decode  # every runtime type known
-
-            state_blob = decode(checkpoint.data)
-            if not isinstance(state_blob, dict) or "p" not in state_blob:
-                raise CheckpointError("corrupt checkpoint: it names no process class")
-            class_path = str(state_blob["p"])
-            stage = _IMPORT_STAGE
-            cls = import_process_class(class_path)
-            stage = "its checkpoint could not be loaded"
-            executor: Any
-            if state_blob.get("k") == "calcjob":
-                from miniengine.runtime.calcjob.launch import daemon_executor
-
-                executor = daemon_executor(self, cls, row, epoch, task_pk, checkpoint.data)
-            else:
-                instance = cls.__new__(cls)
-                executor = _Executor(
-                    instance, store, None, {}, node, epoch, task_pk=task_pk, worker=self
-                )
-                executor.restore(checkpoint.data)
-        except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
-            if stage == _IMPORT_STAGE:
+            executor, state = load_process(store, row, epoch, checkpoint, DaemonMode(self, task_pk))
+        except LoadError as exc:
+            if exc.stage == IMPORT_STAGE and exc.class_path is not None:
                 # the code, not the process, is at fault (changed while the daemon ran, or the
                 # daemon runs from another folder): keep the process for a fixed daemon
-                message = unimportable_message(process_pk, class_path, exc)
+                message = unimportable_message(process_pk, exc.class_path, exc.cause)
                 logger.error("process %s %s", process_pk, message)
                 await store.control.pause_unloadable.aio(
                     process_pk, self.id, epoch, message, task_pk
                 )
                 return
-            message = f"cannot be continued by the daemon: {stage}: {type(exc).__name__}: {exc}"
+            message = f"cannot be continued by the daemon: {exc}"
             logger.error("process %s %s", process_pk, message)
             await _except_owned(store, process_pk, epoch, message, task_pk)
             return
-        state = ProcessState.WAITING if executor.awaiting else previous_state
-        if state is ProcessState.RUNNING and executor.cursor is None and executor.seq == 0:
-            state = ProcessState.CREATED
         store.leases_taken()
         scope = anyio.CancelScope()
         self._controlled[process_pk] = (executor, scope)
@@ -397,9 +368,6 @@ class Worker:
                 if self.stopping:
                     return  # the leases go with the worker (released when it stops)
                 await anyio.sleep(RETRY_DELAY)
-
-
-_IMPORT_STAGE = "its process class could not be imported"
 
 
 def unimportable_message(pk: int, class_path: str, error: BaseException) -> str:

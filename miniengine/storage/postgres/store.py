@@ -249,7 +249,9 @@ class PostgresStore:
             committed = False
             began = False
             try:
-                connection.execute(b"BEGIN")
+                # the row functions rely on READ COMMITTED (each statement sees the commits it
+                # waited for), whatever the server's default_transaction_isolation says
+                connection.execute(b"BEGIN ISOLATION LEVEL READ COMMITTED")
                 began = True
                 if busy_seconds is not None:
                     milliseconds = max(int(busy_seconds * 1000), 1)
