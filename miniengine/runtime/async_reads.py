@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import NotExistent
 from miniengine.runtime.context import store_for
 from miniengine.runtime.nodes import ProcessNode, node_from_row, node_lookups
-from miniengine.storage.store import Store
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["afind_processes", "aload_node"]
 
@@ -27,7 +29,7 @@ async def aload_node(
     *,
     pk: int | None = None,
     uuid: str | None = None,
-    db: Store | str | os.PathLike[str] | None = None,
+    db: Backend | str | os.PathLike[str] | None = None,
 ) -> Any:
     """:func:`~miniengine.load_node` for a coroutine: the same arguments, node classes and
     errors, read without blocking the event loop."""
@@ -47,7 +49,7 @@ def afind_processes(
     process_label: str | None = None,
     limit: int | None = None,
     *,
-    db: Store | str | os.PathLike[str] | None = None,
+    db: Backend | str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[ProcessNode]:
     """:func:`~miniengine.find_processes` for a coroutine: ``async for node in
     afind_processes(...)`` yields the process nodes, newest first, a page of rows at a time.
@@ -67,7 +69,7 @@ def afind_processes(
 
 
 async def _process_nodes(
-    store: Store, states: list[str] | None, process_label: str | None, limit: int | None
+    store: Backend, states: list[str] | None, process_label: str | None, limit: int | None
 ) -> AsyncIterator[ProcessNode]:
     async for row in store.async_reads.process_rows(states, process_label, limit):
         yield node_from_row(store, row)
