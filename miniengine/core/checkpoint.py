@@ -48,16 +48,40 @@ class Checkpoint:
     def encode(self) -> bytes:
         """The blob; :class:`~miniengine.exceptions.CheckpointError` for a value the codec
         refuses (:func:`codec.check_encodable` names its path)."""
+        return Checkpoint.encode_fields(
+            self.class_path,
+            self.inputs,
+            self.cursor,
+            self.step_name,
+            self.seq,
+            self.ctx,
+            self.awaiting,
+            self.outputs,
+        )
+
+    @staticmethod
+    def encode_fields(
+        class_path: str,
+        inputs: Any,
+        cursor: tuple[int, ...] | None,
+        step_name: str | None,
+        seq: int,
+        ctx: dict[str, Any],
+        awaiting: list[tuple[str, bool, int]],
+        outputs: dict[str, int],
+    ) -> bytes:
+        """:meth:`encode` of the checkpoint these fields make, without building it first: a
+        WorkChain encodes one after every step, and the value would cost a microsecond more."""
         return codec.encode(
             {
-                "p": self.class_path,
-                "c": list(self.cursor) if self.cursor is not None else None,
-                "n": self.step_name,
-                "s": self.seq,
-                "x": self.ctx,
-                "w": self.awaiting,
-                "i": self.inputs,
-                "o": self.outputs,
+                "p": class_path,
+                "c": list(cursor) if cursor is not None else None,
+                "n": step_name,
+                "s": seq,
+                "x": ctx,
+                "w": awaiting,
+                "i": inputs,
+                "o": outputs,
             }
         )
 

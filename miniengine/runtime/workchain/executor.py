@@ -319,7 +319,7 @@ class _Executor:
     def checkpoint(self) -> bytes:
         """Encode the state; a ctx value that cannot be checkpointed is reported by its key."""
         try:
-            return Checkpoint(
+            return Checkpoint.encode_fields(
                 class_path(self.cls),
                 self.raw_inputs,
                 self.cursor,
@@ -328,7 +328,7 @@ class _Executor:
                 _plain_dicts(self.ctx),
                 [(key, append, node.pk) for key, append, node in self.awaiting],  # type: ignore[misc]
                 {label: data.pk for label, data in self.outputs.items() if data.pk is not None},
-            ).encode()
+            )
         except (CheckpointError, RecursionError) as exc:
             # (a value nested thousands deep exhausts the recursion before the codec sees it)
             for key, value in self.ctx.items():
