@@ -330,6 +330,40 @@ def test_workers_on_several_connections_run_fan_outs_to_the_end(pg: Any, postgre
     assert pg.execute("SELECT count(*) FROM awaited").fetchone() == (0,)
 
 
+def test_watchers_and_recoverers_at_once_split_the_work(pg: Any, postgres_url: str) -> None:
+    """Two job watchers claim unwatched jobs at once, and two recoverers repair expired leases
+    at once: each row goes to one of them, and neither waits for the other."""
+    now = time.time()
+    with pg.transaction():
+        jobs = [pg_rows.begin_process_tx(pg, _new_process())[0] for _ in range(4)]
+        for pk in jobs:
+            pg.execute(
+                "INSERT INTO calcjob_jobs (process_pk, computer_uuid, job_id, created) "
+                "VALUES (%s, 'c', %s, %s)",
+                (pk, str(pk), now),
+            )
+        # run-mode and submitted processes whose owner died
+        expired = [_new_process("dead", now - 1, submitted=index % 2 == 0) for index in range(6)]
+        dead = [pg_rows.begin_process_tx(pg, new)[0] for new in expired]
+    with _connect(postgres_url) as other:
+        with pg.transaction(), other.transaction():
+            mine = pg_calcjob.claim_jobs_tx(pg, "one", now + 60, now)
+            theirs = pg_calcjob.claim_jobs_tx(other, "two", now + 60, now)
+        assert (mine, theirs) == (4, 0)  # all taken by the first; the second skipped, not waited
+        with pg.transaction(), other.transaction():
+            first = pg_broker.recover_expired_tx(pg, now)
+            second = pg_broker.recover_expired_tx(other, now)
+    assert (first.recovered + second.recovered, first.excepted + second.excepted) == (3, 3)
+    assert second == (0, 0, 0)  # the rows the first one holds are skipped
+    states = pg.execute(
+        "SELECT process_state, count(*) FROM nodes WHERE pk = ANY(%s) GROUP BY 1 ORDER BY 1",
+        (dead,),
+    ).fetchall()
+    assert states == [("created", 3), ("excepted", 3)]
+    recover = pg.execute("SELECT count(*) FROM tasks WHERE dedup_key LIKE 'recover:%%'")
+    assert recover.fetchone() == (3,)
+
+
 def test_a_stale_epoch_is_fenced_off(pg: Any) -> None:
     with pg.transaction():
         pk, _ = pg_rows.begin_process_tx(pg, _new_process("old", time.time() - 1))
