@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         LinkedNode,
         LogLine,
         NodeView,
+        ProcessOwner,
         ProcessRow,
         Reader,
         TreeRow,
@@ -225,6 +226,10 @@ def _show(args: argparse.Namespace) -> int:
             "called": linked(False, CALL_LINK_TYPES),
             "caller": linked(True, CALL_LINK_TYPES),
             "logs": db.queries.log_count(row.pk),
+            # who runs it, and on which host (daemons on several hosts share a PostgreSQL one)
+            "owner": db.queries.process_owner(row.pk)
+            if row.process_state in ACTIVE_STATES
+            else None,
             "calcjob": calcjob.calcjob_properties(db.calcjobs, row.pk)
             if row.node_type == CALCJOB_TYPE
             else None,
@@ -246,6 +251,12 @@ def _show(args: argparse.Namespace) -> int:
         ("process label", row.process_label or ""),
         ("process type", row.process_type or ""),
     ]
+    owner: ProcessOwner | None = found["owner"]
+    if owner is not None:
+        expired = owner.lease_expires is not None and owner.lease_expires < now
+        properties.append(("owner", shorten(owner.owner) + (" (lease expired)" if expired else "")))
+        if owner.host:
+            properties.append(("host", shorten(owner.host)))
     if found["calcjob"] is not None:
         properties += calcjob.calcjob_rows(found["calcjob"])
     if row.exit_message:
@@ -322,6 +333,7 @@ def _show_json(row: NodeView, found: dict[str, Any]) -> dict[str, Any]:
         }
 
     callers = [process(link) for link in found["caller"]]
+    owner: ProcessOwner | None = found["owner"]
     return {
         "pk": row.pk,
         "uuid": row.uuid,
@@ -344,6 +356,13 @@ def _show_json(row: NodeView, found: dict[str, Any]) -> dict[str, Any]:
         "caller": callers[0] if callers else None,
         "exception": row.exception,
         "log_count": found["logs"],
+        "owner": None
+        if owner is None
+        else {
+            "id": owner.owner,
+            "host": owner.host,
+            "lease_expires": None if owner.lease_expires is None else iso_utc(owner.lease_expires),
+        },
         **({"calcjob": found["calcjob"]} if found["calcjob"] is not None else {}),
     }
 

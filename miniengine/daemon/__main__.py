@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from miniengine.daemon.files import DaemonFiles, process_alive
+from miniengine.daemon.files import DaemonFiles, db_arguments, process_alive, shown
 from miniengine.exceptions import MiniengineError
+from miniengine.storage.host import current_host
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
-from miniengine.storage.paths import ensure_folder, resolve_db_path
+from miniengine.storage.paths import ensure_folder, resolve_db
 from miniengine.storage.permissions import check_not_shared
 
 __all__ = ["main", "run", "start_daemon", "stop_daemon"]
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def start_daemon(
-    db: Path,
+    db: Path | str,
     *,
     workers: int = 1,
     slots: int = 200,
@@ -44,8 +45,10 @@ def start_daemon(
     files = DaemonFiles(db)
     running = files.read()
     if running is not None:
-        raise RuntimeError(f"a daemon is already running for {db} (pid {running['pid']})")
+        raise RuntimeError(f"a daemon is already running for {shown(db)} (pid {running['pid']})")
     _check_database(db)
+    files.ensure_folder()  # once the database is known to be there
+    db_argv, environment = db_arguments(db)
     with files.open_log() as log:
         process = subprocess.Popen(
             [
@@ -54,8 +57,7 @@ def start_daemon(
                 "miniengine.daemon",
                 "start",
                 "--foreground",
-                "--db",
-                str(db),
+                *db_argv,
                 "--workers",
                 str(workers),
                 "--slots",
@@ -71,6 +73,7 @@ def start_daemon(
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env=environment,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,7 +82,7 @@ def start_daemon(
             if lock is None:  # another supervisor won a race to start
                 running = files.read()
                 holder = f" (pid {running['pid']})" if running is not None else ""
-                raise RuntimeError(f"a daemon is already running for {db}{holder}")
+                raise RuntimeError(f"a daemon is already running for {shown(db)}{holder}")
             lock.close()
             files.remove()  # the supervisor may have died before it could remove its pid file
             said = _last_log_line(files)
@@ -107,20 +110,21 @@ def _last_log_line(files: DaemonFiles) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _check_database(db: Path) -> None:
+def _check_database(db: Path | str) -> None:
     """Open the database as the supervisor will, so that a missing folder, a file of another
-    user, a read-only file or one that is not a miniengine database is reported here, in one
-    line, before a supervisor is started (and leaves a pid file) only to exit."""
-    from miniengine.storage.store import Store
+    user, a read-only file or one that is not a miniengine database (or a server that cannot be
+    reached) is reported here, in one line, before a supervisor is started (and leaves a pid
+    file) only to exit."""
+    from miniengine.storage.open import open_backend
 
-    store = Store(db)
+    store = open_backend(db)
     try:
         store.check_writable()
     finally:
         store.close()
 
 
-def stop_daemon(db: Path, *, timeout: float = 20.0) -> bool:
+def stop_daemon(db: Path | str, *, timeout: float = 20.0) -> bool:
     """Stop the daemon of ``db`` gracefully (then SIGKILL); False if none was running."""
     files = DaemonFiles(db)
     state = files.read()
@@ -142,26 +146,37 @@ def stop_daemon(db: Path, *, timeout: float = 20.0) -> bool:
     return True
 
 
-def _status(db: Path) -> int:
-    from miniengine.storage.store import Store
+def _status(db: Path | str) -> int:
+    from miniengine.storage.open import open_backend
 
-    state = DaemonFiles(db).read()
+    files = DaemonFiles(db)
+    state = files.read()
     if state is None:
-        print(f"the daemon is not running ({db})")
-        return 1
-    print(f"daemon pid {state['pid']} ({state.get('state')}) for {db}")
-    store = Store(db)
+        if isinstance(db, Path):
+            print(f"the daemon is not running ({db})")
+            return 1
+        print(f"no daemon runs on this host for {shown(db)}")
+    else:
+        print(f"daemon pid {state['pid']} ({state.get('state')}) for {shown(db)}")
+    if not isinstance(db, Path):  # its files are not beside the database: say where they are
+        print(f"host {current_host()}: daemon files in {files.folder}")
+    store = open_backend(db)
     try:
         workers = store.broker.workers()
         depth = store.broker.queue_depth()
     finally:
         store.close()
+    if state is None and not workers:
+        return 1
     now = time.time()
-    print(f"{'worker':<40} {'pid':>7} {'slots':>11} {'heartbeat':>10}")
+    # every host's workers: daemons on several hosts may serve one PostgreSQL database
+    width = max([len(worker.id) for worker in workers] + [40])
+    host_width = max([len(worker.host) for worker in workers] + [10])
+    print(f"{'worker':<{width}} {'host':<{host_width}} {'pid':>7} {'slots':>11} {'heartbeat':>10}")
     for worker in workers:
         print(
-            f"{worker.id:<40} {worker.pid:>7} {worker.busy:>5} / {worker.slots:<5} "
-            f"{now - worker.heartbeat:>8.1f} s"
+            f"{worker.id:<{width}} {worker.host or '?':<{host_width}} {worker.pid:>7} "
+            f"{worker.busy:>5} / {worker.slots:<5} {now - worker.heartbeat:>8.1f} s"
         )
     print(f"queue: {depth.ready} ready, {depth.leased} running")
     return 0
@@ -174,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the daemon command that ``args`` (from :mod:`miniengine.daemon.commands`) names."""
     try:
-        db = resolve_db_path(args.db)
+        db = resolve_db(args.db)
     except MiniengineError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -191,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
             handlers=handlers,
         )
         try:
-            ensure_folder(db)
-            check_not_shared(db)
+            if isinstance(db, Path):
+                ensure_folder(db)
+                check_not_shared(db)
+            files.ensure_folder()
             lock = files.lock()
         except MiniengineError as exc:
             print(str(exc), file=sys.stderr)
@@ -200,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         if lock is None:
             running = files.read()
             holder = f" (pid {running['pid']})" if running is not None else ""
-            print(f"a daemon is already running for {db}{holder}", file=sys.stderr)
+            print(f"a daemon is already running for {shown(db)}{holder}", file=sys.stderr)
             return 1
         try:
             return Supervisor(
@@ -220,9 +237,9 @@ def run(args: argparse.Namespace) -> int:
         if args.command in ("start", "restart"):
             if args.command == "restart":
                 if stop_daemon(db, timeout=args.stop_timeout + 10):
-                    print(f"daemon stopped for {db}", flush=True)
+                    print(f"daemon stopped for {shown(db)}", flush=True)
                 else:
-                    print(f"the daemon was not running ({db})", flush=True)
+                    print(f"the daemon was not running ({shown(db)})", flush=True)
             pid = start_daemon(
                 db,
                 workers=args.workers,
@@ -231,13 +248,13 @@ def run(args: argparse.Namespace) -> int:
                 stop_timeout=args.stop_timeout,
                 max_attempts=args.max_attempts,
             )
-            print(f"daemon started (pid {pid}, {args.workers} worker(s)) for {db}")
+            print(f"daemon started (pid {pid}, {args.workers} worker(s)) for {shown(db)}")
             return 0
         if args.command == "stop":
             if stop_daemon(db):
-                print(f"daemon stopped for {db}")
+                print(f"daemon stopped for {shown(db)}")
             else:
-                print(f"the daemon is not running ({db})")
+                print(f"the daemon is not running ({shown(db)})")
             return 0
         if args.command == "status":
             return _status(db)
@@ -255,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         if args.command in ("incr", "decr"):
             state = files.read()
             if state is None:
-                print(f"the daemon is not running ({db})", file=sys.stderr)
+                print(f"the daemon is not running ({shown(db)})", file=sys.stderr)
                 return 1
             os.kill(int(state["pid"]), signal.SIGUSR1 if args.command == "incr" else signal.SIGUSR2)  # type: ignore[call-overload]
             print(f"asked the daemon to {'add' if args.command == 'incr' else 'remove'} a worker")

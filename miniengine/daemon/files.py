@@ -1,4 +1,10 @@
-"""Where the daemon keeps its pid file and log: next to the database it serves.
+"""Where the daemon keeps its pid file, lock and log.
+
+Next to a sqlite database file, as ``<file>.daemon.pid`` etc.  A PostgreSQL database has no
+file, and daemons on several hosts serve it at once: each keeps its files in a folder of its own
+on its host, ``~/.miniengine/daemons/<host>/<database name>-<hash>/`` (0700), where ``<host>`` is
+``$MINIENGINE_HOST`` or the hostname and ``<hash>`` a short hash of the URL without its password,
+so that two databases of the same name on different servers never share a daemon.
 
 Every one of these files is opened with ``O_NOFOLLOW`` and created 0600: a symbolic link planted
 in place of the log would otherwise make the supervisor (perhaps root) append to a file of the
@@ -8,34 +14,78 @@ planter's choosing.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from miniengine.storage.permissions import open_private
+from miniengine.exceptions import StoreError
+from miniengine.storage.host import current_host
+from miniengine.storage.permissions import check_not_shared, open_private, os_error
 
-__all__ = ["DaemonFiles", "process_alive"]
+__all__ = [
+    "DAEMONS_FOLDER",
+    "DaemonFiles",
+    "db_arguments",
+    "process_alive",
+    "shown",
+    "url_without_password",
+]
+
+#: The folder under which the daemons of PostgreSQL databases keep their files, one folder per
+#: host and database.
+DAEMONS_FOLDER = Path("~/.miniengine/daemons")
 
 
 @dataclass(frozen=True)
 class DaemonFiles:
-    """The pid file (JSON: supervisor pid, state) and the log file of one database's daemon."""
+    """The pid file (JSON: supervisor pid, state), the lock and the log file of the daemon of
+    one database (a sqlite file's path, or a PostgreSQL URL) on this host."""
 
-    db: Path
+    db: Path | str
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the files: the database file's, or this host's folder of the
+        PostgreSQL database (see the module's docstring)."""
+        if isinstance(self.db, Path):
+            return self.db.parent
+        return DAEMONS_FOLDER.expanduser().absolute() / current_host() / _url_folder(self.db)
+
+    def _file(self, suffix: str) -> Path:
+        if isinstance(self.db, Path):
+            return self.db.with_name(self.db.name + ".daemon." + suffix)
+        return self.folder / ("daemon." + suffix)
 
     @property
     def pid_file(self) -> Path:
-        return self.db.with_name(self.db.name + ".daemon.pid")
+        return self._file("pid")
 
     @property
     def log_file(self) -> Path:
-        return self.db.with_name(self.db.name + ".daemon.log")
+        return self._file("log")
 
     @property
     def lock_file(self) -> Path:
-        return self.db.with_name(self.db.name + ".daemon.lock")
+        return self._file("lock")
+
+    def ensure_folder(self) -> None:
+        """Create the folder of a PostgreSQL database's daemon files (0700, only ours) if it is
+        missing; a sqlite database's folder is the database's, checked when it is opened."""
+        if isinstance(self.db, Path):
+            return
+        folder = self.folder
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"cannot create the daemon's folder {folder}") from exc
+        if not folder.is_dir() or folder.is_symlink():
+            raise StoreError(f"the daemon's folder {folder} is not a folder")
+        check_not_shared(folder / "daemon.pid")
 
     def open_log(self) -> IO[bytes]:
         """The log file for appending, created readable only by the user (it holds tracebacks)."""
@@ -103,3 +153,53 @@ def process_alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def shown(db: Path | str) -> str:
+    """The database as messages name it: a file's path, a URL without its password."""
+    return str(db) if isinstance(db, Path) else url_without_password(db)
+
+
+def db_arguments(db: Path | str) -> tuple[list[str], dict[str, str]]:
+    """How a child process (supervisor, worker) is told the database: a file's path on its
+    command line; a URL, which may hold a password, in its environment (``$MINIENGINE_DB``,
+    readable by this user only) and never on a command line, which every user can read."""
+    if isinstance(db, Path):
+        return ["--db", str(db)], dict(os.environ)
+    return [], {**os.environ, "MINIENGINE_DB": db}
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with its password (``user:password@`` or ``?password=``) replaced by ``***``:
+    what may be printed, logged, or hashed to name the daemon's folder."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<a URL that cannot be parsed>"
+    netloc = parts.netloc
+    if password:
+        user, _, host = netloc.rpartition("@")
+        netloc = user.split(":", 1)[0] + ":***@" + host
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key == "password" for key, _ in pairs):
+            query = urlencode(
+                [(key, "***" if key == "password" else value) for key, value in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _url_folder(url: str) -> str:
+    """``<database name>-<12 hex digits of the URL without password>``: one folder per database,
+    readable by a person and never the same for two servers."""
+    shown = url_without_password(url)
+    parts = urlsplit(shown)
+    name = unquote(parts.path.lstrip("/"))
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "dbname" and value:
+            name = value
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64] or "postgres"
+    digest = hashlib.sha256(shown.encode()).hexdigest()[:12]
+    return f"{name}-{digest}"

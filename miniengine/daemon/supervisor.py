@@ -14,19 +14,23 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from miniengine.daemon.files import DaemonFiles
+from miniengine.daemon.files import DaemonFiles, db_arguments
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import MiniengineError
+from miniengine.storage.host import current_host
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS, RecoveryCounts
-from miniengine.storage.store import Store
+from miniengine.storage.open import open_backend
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["Supervisor"]
 
@@ -76,7 +80,7 @@ class Supervisor:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         *,
         workers: int = 1,
         slots: int = 200,
@@ -87,6 +91,8 @@ class Supervisor:
         if workers < 1:
             raise ValueError(f"the daemon needs at least one worker, not {workers}")
         self.db = db
+        #: the host it runs on: in its workers' ids, and its files' folder on PostgreSQL
+        self.host = current_host()
         self.files = DaemonFiles(db)
         self.slots = slots
         self.lease_timeout = lease_timeout
@@ -97,7 +103,7 @@ class Supervisor:
         self._stop = False
         self._grow = 0
         self._phase = "starting"
-        self.store: Store | None = None
+        self.store: Backend | None = None
         #: dead workers whose tasks and leases are not released yet (the database refused)
         self._unreleased: list[str] = []
         self._next_release = 0.0
@@ -122,8 +128,8 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._on_incr)
         signal.signal(signal.SIGUSR2, self._on_decr)
         # the store first: a database that cannot be opened must leave no pid file behind
-        self.store = Store(self.db, owner=f"supervisor:{socket.gethostname()}:{os.getpid()}")
-        self.files.write(pid=os.getpid(), state="starting", db=str(self.db))
+        self.store = open_backend(self.db, owner=f"supervisor:{self.host}:{os.getpid()}")
+        self.files.write(pid=os.getpid(), state="starting", db=self.store.location)
         try:
             for slot in self.workers:
                 self._spawn(slot)
@@ -162,7 +168,7 @@ class Supervisor:
             self.files.write(
                 pid=os.getpid(),
                 state=self._phase,
-                db=str(self.db),
+                db=self.store.location if self.store is not None else "",
                 workers=[s.process.pid for s in self.workers if s.process is not None],
                 slots=self.slots,
             )
@@ -173,9 +179,8 @@ class Supervisor:
 
     def _spawn(self, slot: _WorkerSlot) -> None:
         slot.generation += 1
-        slot.worker_id = (
-            f"worker:{socket.gethostname()}:{os.getpid()}:{slot.index}.{slot.generation}"
-        )
+        slot.worker_id = f"worker:{self.host}:{os.getpid()}:{slot.index}.{slot.generation}"
+        db_argv, environment = db_arguments(self.db)
         try:
             log = self.files.open_log()
         except OSError as exc:
@@ -187,8 +192,7 @@ class Supervisor:
                     sys.executable,
                     "-m",
                     "miniengine.daemon.worker_process",
-                    "--db",
-                    str(self.db),
+                    *db_argv,
                     "--slots",
                     str(self.slots),
                     "--lease-timeout",
@@ -205,6 +209,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log if log is not None else subprocess.DEVNULL,
+                env=environment,
             )
         except OSError as exc:  # no memory or no process left: try again with backoff
             self._log.problem("spawn", f"cannot start worker {slot.worker_id}: {exc}")

@@ -71,7 +71,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m miniengine.daemon worker")
-    parser.add_argument("--db", required=True)
+    # a PostgreSQL URL comes in $MINIENGINE_DB instead: it may hold a password
+    parser.add_argument("--db", default=None)
     parser.add_argument("--slots", type=int, default=200)
     parser.add_argument("--lease-timeout", type=float, default=10.0)
     parser.add_argument("--stop-timeout", type=float, default=10.0)

@@ -306,12 +306,18 @@ def has_ready_task(connection: sqlite3.Connection, now: float) -> bool:
 
 
 def register_worker_tx(
-    connection: sqlite3.Connection, worker_id: str, pid: int, slots: int, now: float
+    connection: sqlite3.Connection,
+    worker_id: str,
+    pid: int,
+    slots: int,
+    now: float,
+    host: str = "",
 ) -> None:
+    """Register a worker; ``host`` is its host identity, ``hostname`` the machine's name."""
     connection.execute(
-        "INSERT OR REPLACE INTO workers (id, pid, hostname, slots, started, heartbeat) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (worker_id, pid, socket.gethostname(), slots, now, now),
+        "INSERT OR REPLACE INTO workers (id, pid, hostname, slots, started, heartbeat, host) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (worker_id, pid, socket.gethostname(), slots, now, now, host),
     )
 
 
@@ -350,10 +356,10 @@ def worker_heartbeats(connection: sqlite3.Connection) -> dict[str, float]:
 
 def read_workers(connection: sqlite3.Connection) -> list[WorkerRow]:
     return [
-        WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat))
-        for worker, pid, slots, busy, beat in connection.execute(
+        WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat), str(host))
+        for worker, pid, slots, busy, beat, host in connection.execute(
             "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
-            "t.status = 'leased' AND t.worker = w.id), w.heartbeat FROM workers w "
+            "t.status = 'leased' AND t.worker = w.id), w.heartbeat, w.host FROM workers w "
             "ORDER BY w.started"
         )
     ]

@@ -16,6 +16,7 @@ from miniengine.storage.interfaces.queries import (
     LinkedNode,
     LogLine,
     NodeView,
+    ProcessOwner,
     ProcessRow,
     TreeRow,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "list_processes",
     "log_count",
     "node",
+    "process_owner",
     "schema_version",
     "subtree",
     "subtree_logs",
@@ -87,6 +89,18 @@ def node(connection: sqlite3.Connection, pk: int) -> NodeView | None:
         f"SELECT {', '.join(NodeView._fields)} FROM nodes WHERE pk = ?", (pk,)
     ).fetchone()
     return None if row is None else NodeView._make(row)
+
+
+def process_owner(connection: sqlite3.Connection, pk: int) -> ProcessOwner | None:
+    """The lease holder of process ``pk`` and, if it is a registered worker, its host."""
+    if pk not in _SQL_INTEGERS:
+        return None
+    row = connection.execute(
+        "SELECT n.owner, n.lease_expires, w.host FROM nodes n LEFT JOIN workers w "
+        "ON w.id = n.owner WHERE n.pk = ? AND n.owner IS NOT NULL",
+        (pk,),
+    ).fetchone()
+    return None if row is None else ProcessOwner._make(row)
 
 
 def linked_nodes(

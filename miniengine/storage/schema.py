@@ -32,6 +32,7 @@ from miniengine.storage.schema_v4 import SCHEMA_V4
 from miniengine.storage.schema_v5 import SCHEMA_V5
 from miniengine.storage.schema_v6 import SCHEMA_V6
 from miniengine.storage.schema_v7 import SCHEMA_V7
+from miniengine.storage.schema_v8 import SCHEMA_V8
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -99,6 +100,7 @@ MIGRATIONS: dict[int, str] = {
     4: SCHEMA_V5,
     5: SCHEMA_V6,
     6: SCHEMA_V7,
+    7: SCHEMA_V8,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)

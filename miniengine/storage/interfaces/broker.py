@@ -85,6 +85,9 @@ class WorkerRow(NamedTuple):
     busy: int
     #: when it last renewed its leases (``time.time()``)
     heartbeat: float
+    #: the host it runs on (``$MINIENGINE_HOST`` or the hostname; empty if registered before
+    #: hosts were recorded)
+    host: str = ""
 
 
 class Broker(Protocol):
@@ -171,8 +174,9 @@ class Broker(Protocol):
     # workers ----------------------------------------------------------------------------------
 
     @property
-    def register_worker(self) -> Transaction[[str, int, int, float], None]:
-        """``(worker id, pid, slots, now)``: a worker started (it heartbeats from now on)."""
+    def register_worker(self) -> Transaction[[str, int, int, float, str], None]:
+        """``(worker id, pid, slots, now, host)``: a worker started on ``host`` (it heartbeats
+        from now on)."""
         ...
 
     def renew_on_heartbeat(self, worker: str, busy: Callable[[], int]) -> None:

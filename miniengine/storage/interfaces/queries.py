@@ -26,6 +26,7 @@ __all__ = [
     "LinkedNode",
     "LogLine",
     "NodeView",
+    "ProcessOwner",
     "ProcessRow",
     "Queries",
     "Reader",
@@ -68,6 +69,17 @@ class NodeView(NamedTuple):
     description: str
     ctime: float
     mtime: float
+
+
+class ProcessOwner(NamedTuple):
+    """Who holds the lease of a live process, and on which host (``process show``)."""
+
+    #: the lease holder's id: a daemon worker's (``worker:<host>:<pid>:...``) or a script's
+    owner: str
+    #: when the lease runs out unless renewed (``time.time()``); past: its owner is gone
+    lease_expires: float | None
+    #: the host of the worker holding it, if a registered worker does (a script is none)
+    host: str | None
 
 
 class LinkedNode(NamedTuple):
@@ -130,6 +142,10 @@ class Queries(Protocol):
 
     def node(self, pk: int) -> NodeView | None:
         """Node ``pk``, or None (also for a pk no node could have)."""
+        ...
+
+    def process_owner(self, pk: int) -> ProcessOwner | None:
+        """Who holds the lease of process ``pk`` and on which host; None when nobody does."""
         ...
 
     def uuid_matches(self, text: str) -> list[int]:

@@ -316,14 +316,15 @@ def has_ready_task(connection: Connection, now: float) -> bool:
 
 
 def register_worker_tx(
-    connection: Connection, worker_id: str, pid: int, slots: int, now: float
+    connection: Connection, worker_id: str, pid: int, slots: int, now: float, host: str = ""
 ) -> None:
+    """Register a worker; ``host`` is its host identity, ``hostname`` the machine's name."""
     connection.execute(
-        "INSERT INTO workers (id, pid, hostname, slots, started, heartbeat) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, "
+        "INSERT INTO workers (id, pid, hostname, slots, started, heartbeat, host) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, "
         "hostname = excluded.hostname, slots = excluded.slots, busy = 0, "
-        "started = excluded.started, heartbeat = excluded.heartbeat",
-        (worker_id, pid, socket.gethostname(), slots, now, now),
+        "started = excluded.started, heartbeat = excluded.heartbeat, host = excluded.host",
+        (worker_id, pid, socket.gethostname(), slots, now, now, host),
     )
 
 
@@ -362,10 +363,10 @@ def worker_heartbeats(connection: Connection) -> dict[str, float]:
 
 def read_workers(connection: Connection) -> list[WorkerRow]:
     return [
-        WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat))
-        for worker, pid, slots, busy, beat in connection.execute(
+        WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat), str(host))
+        for worker, pid, slots, busy, beat, host in connection.execute(
             "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
-            "t.status = 'leased' AND t.worker = w.id), w.heartbeat FROM workers w "
+            "t.status = 'leased' AND t.worker = w.id), w.heartbeat, w.host FROM workers w "
             "ORDER BY w.started"
         )
     ]

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from miniengine.storage.interfaces.queries import LinkedNode, LogLine, NodeView, ProcessRow, TreeRow
+from miniengine.storage.interfaces.queries import (
+    LinkedNode,
+    LogLine,
+    NodeView,
+    ProcessOwner,
+    ProcessRow,
+    TreeRow,
+)
 from miniengine.storage.postgres.schema import read_schema_version
 from miniengine.storage.query_rows import _CALL_TYPES, _CALLER, _SQL_INTEGERS, _state_literal
 from miniengine.storage.query_rows import _tree as _sqlite_tree
@@ -25,6 +32,7 @@ __all__ = [
     "list_processes",
     "log_count",
     "node",
+    "process_owner",
     "schema_version",
     "subtree",
     "subtree_logs",
@@ -66,6 +74,18 @@ def node(connection: Connection, pk: int) -> NodeView | None:
         f"SELECT {', '.join(NodeView._fields)} FROM nodes WHERE pk = %s", (pk,)
     ).fetchone()
     return None if row is None else NodeView._make(row)
+
+
+def process_owner(connection: Connection, pk: int) -> ProcessOwner | None:
+    """The lease holder of process ``pk`` and, if it is a registered worker, its host."""
+    if pk not in _SQL_INTEGERS:
+        return None
+    row = connection.execute(
+        "SELECT n.owner, n.lease_expires, w.host FROM nodes n LEFT JOIN workers w "
+        "ON w.id = n.owner WHERE n.pk = %s AND n.owner IS NOT NULL",
+        (pk,),
+    ).fetchone()
+    return None if row is None else ProcessOwner._make(row)
 
 
 def linked_nodes(

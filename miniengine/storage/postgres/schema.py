@@ -261,6 +261,12 @@ CREATE INDEX calcjob_jobs_owner ON calcjob_jobs (owner, computer_uuid);
 """
 
 
+#: Version 8 (as ``storage/schema_v8.py``): the host of each worker.
+_SCHEMA_V8 = """
+ALTER TABLE workers ADD COLUMN host text NOT NULL DEFAULT '';
+"""
+
+
 class Migration(NamedTuple):
     """One forward step: the SQL that brings a schema from ``source`` to ``target``."""
 
@@ -274,6 +280,7 @@ class Migration(NamedTuple):
 #: new sqlite schema version adds a step here of the same number.
 MIGRATIONS: list[Migration] = [
     Migration(0, 7, _SCHEMA_V7),
+    Migration(7, 8, _SCHEMA_V8),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target

@@ -12,6 +12,7 @@ from miniengine.storage.interfaces.queries import (
     LinkedNode,
     LogLine,
     NodeView,
+    ProcessOwner,
     ProcessRow,
     TreeRow,
 )
@@ -43,6 +44,9 @@ class SqliteQueries:
 
     def node(self, pk: int) -> NodeView | None:
         return self._store.read(query_rows.node, pk)
+
+    def process_owner(self, pk: int) -> ProcessOwner | None:
+        return self._store.read(query_rows.process_owner, pk)
 
     def uuid_matches(self, text: str) -> list[int]:
         from miniengine.storage.rows import uuid_matches
