@@ -354,3 +354,48 @@ def test_open_backend_chooses_by_location(
     assert shared is shared_backend(postgres_url) and isinstance(shared, PostgresStore)
     with pytest.raises(StoreError, match="not supported"):
         resolve_db("mysql://example/db")
+
+
+# the engine on both backends ------------------------------------------------------------------
+
+
+def test_run_mode_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, run
+    from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain, add
+
+    result, node = run.get_node(add, Int(1), Int(2))
+    assert result == 3 and node.is_finished_ok
+    assert node.store is not None and node.store.location == _shown(backend_db)
+    result, node = run.get_node(AddWorkChain, x=Int(4), y=Int(5))
+    assert result["result"] == 9 and node.is_finished_ok
+    assert [child.process_label for child in node.called] == ["add"]
+    result, node = run.get_node(NestedWorkChain, inp=Int(5))
+    assert node.is_finished_ok and result["output"] == 5
+
+
+async def test_a_worker_runs_what_is_submitted_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, ProcessState, asubmit, await_node
+    from miniengine.daemon import Worker
+    from tests.workchains.daemon_chains import LeafWorkChain, NestedWorkChain
+
+    async with Worker(db=backend_db, lease_timeout=5.0) as worker:
+        deadline = time.monotonic() + 10
+        while worker.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        node = await asubmit(LeafWorkChain, x=Int(7))
+        while node.process_state is ProcessState.CREATED and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        picked_up = time.perf_counter() - started
+        await await_node(node, timeout=30)
+        nested = await asubmit(NestedWorkChain, inp=Int(3))
+        await await_node(nested, timeout=60)
+    assert node.is_finished_ok and node.outputs.x.value == 7
+    assert nested.is_finished_ok
+    print(f"picked up after {picked_up * 1000:.1f} ms")
+
+
+def _shown(location: Path | str) -> str:
+    from miniengine.storage.postgres.connection import without_password
+
+    return str(location) if isinstance(location, Path) else without_password(location)

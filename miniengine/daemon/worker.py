@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -29,9 +28,11 @@ from miniengine.runtime.mode import DaemonMode
 from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain.launch import _except_owned
 from miniengine.runtime.workchain.load import IMPORT_STAGE, LoadError, load_process
+from miniengine.storage.host import current_host
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 from miniengine.storage.interfaces.checkpoints import LATER, Claim
-from miniengine.storage.paths import resolve_db_path
+from miniengine.storage.open import open_backend
+from miniengine.storage.paths import resolve_db
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
 
 __all__ = ["DEFAULT_SLOTS", "Worker"]
@@ -75,11 +76,14 @@ class Worker:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         #: claims of a task whose workers all died holding it, before its process is EXCEPTED
         self.max_attempts = max_attempts
-        self.path = resolve_db_path(db)
+        #: the database file, or the URL of a PostgreSQL database
+        self.path = resolve_db(db)
         self.slots = slots
         self.lease_timeout = lease_timeout
         self.stop_timeout = stop_timeout
-        self.id = worker_id or f"worker:{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        #: the host it runs on (``$MINIENGINE_HOST`` or the hostname), recorded with its row
+        self.host = current_host()
+        self.id = worker_id or f"worker:{self.host}:{os.getpid()}:{os.urandom(4).hex()}"
         self.busy = 0
         self.stopping = False
         self.processed = 0
@@ -108,10 +112,15 @@ class Worker:
 
         self._loop = asyncio.get_running_loop()
         set_step_threads(self.slots)  # a def step per slot, never more
-        self.store = store = Store(self.path, lease_timeout=self.lease_timeout, owner=self.id)
+        # cast: a PostgreSQL store serves the Backend part of Store, all the worker uses
+        self.store = store = cast(
+            Store, open_backend(self.path, lease_timeout=self.lease_timeout, owner=self.id)
+        )
         if isinstance(store, Store):  # it polls for commits: idle, a worker looks less often
             store.commit_poll_interval = POLL_INTERVAL
-        await store.broker.register_worker.aio(self.id, os.getpid(), self.slots, time.time())
+        await store.broker.register_worker.aio(
+            self.id, os.getpid(), self.slots, time.time(), self.host
+        )
         store.broker.renew_on_heartbeat(self.id, lambda: self.busy)
         store.start_heartbeat()
         self._task_group = anyio.create_task_group()
@@ -124,7 +133,7 @@ class Worker:
         #: watches the scheduler jobs of this worker's evicted CalcJobs (and owns its transports)
         self.jobs = DaemonJobWatcher(store, self.id)
         await self._task_group.start(self.jobs.run)
-        submit_module.register_local_worker(self.path, self)
+        submit_module.register_local_worker(store.location, self)
         return self
 
     async def __aexit__(
@@ -134,7 +143,7 @@ class Worker:
         traceback: TracebackType | None,
     ) -> None:
         assert self._task_group is not None and self.store is not None
-        submit_module.unregister_local_worker(self.path, self)
+        submit_module.unregister_local_worker(self.store.location, self)
         self.stopping = True
         self._wake_up()
         logger.info(

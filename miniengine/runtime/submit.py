@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,7 +27,7 @@ from miniengine.storage.store import Store
 __all__ = ["asubmit", "await_node", "submit"]
 
 #: In-process workers by database path, woken directly when this process submits.
-_local_workers: dict[Path, set[Any]] = {}
+_local_workers: dict[str, set[Any]] = {}
 
 
 def _prepare(process: Any, inputs: dict[str, Any]) -> Any:
@@ -87,7 +86,7 @@ def _finish(store: Store, new: Any, pk: int, input_pks: list[int]) -> WorkChainN
     for (_, data), input_pk in zip(new.inputs, input_pks, strict=True):
         if data.pk is None:
             data._set_stored(input_pk, data.uuid, store)
-    for worker in list(_local_workers.get(store.path, ())):
+    for worker in list(_local_workers.get(store.location, ())):
         worker.wake_threadsafe()
     # The row as just written (no read-back): live fields and ctime are read on access.
     now = time.time()
@@ -236,11 +235,11 @@ def await_node(
     return _await_async(node, timeout)
 
 
-def register_local_worker(path: Path, worker: Any) -> None:
-    _local_workers.setdefault(path, set()).add(worker)
+def register_local_worker(location: str, worker: Any) -> None:
+    _local_workers.setdefault(location, set()).add(worker)
 
 
-def unregister_local_worker(path: Path, worker: Any) -> None:
-    workers = _local_workers.get(path)
+def unregister_local_worker(location: str, worker: Any) -> None:
+    workers = _local_workers.get(location)
     if workers is not None:
         workers.discard(worker)

@@ -30,9 +30,9 @@ from miniengine.runtime.driver import Lifecycle, Write, drive_async
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain.inputs import _flatten_data, process_type
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
-from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
 __all__ = ["launch_calcjob", "submit_calcjob"]
@@ -44,7 +44,7 @@ def is_calcjob(process: Any) -> bool:
 
 def new_calcjob_row(
     cls: type[CalcJob],
-    store: Store,
+    store: Backend,
     bound: BoundCalcJob,
     parent: RunningProcess | None,
     state: ProcessState,
@@ -99,7 +99,7 @@ def first_checkpoint(
     return checkpoint
 
 
-def _mark_stored(new: NewProcess, input_pks: list[int], store: Store) -> None:
+def _mark_stored(new: NewProcess, input_pks: list[int], store: Backend) -> None:
     for (_, data), pk in zip(new.inputs, input_pks, strict=True):
         if data.pk is None:
             data._set_stored(pk, data.uuid, store)
@@ -120,7 +120,7 @@ def _tree_pooled(tree: Any) -> Any:
 
 def _executor(
     cls: type[CalcJob],
-    store: Store,
+    store: Backend,
     tree: Any,
     node: CalcJobNode,
     epoch: int,
@@ -169,7 +169,7 @@ async def launch_calcjob(
 
 def _root_lifecycle(
     cls: type[CalcJob],
-    store: Store,
+    store: Backend,
     tree: Any,
     bound: BoundCalcJob,
     parent: RunningProcess | None,
@@ -199,7 +199,7 @@ def _root_lifecycle(
         store.leases_released()
 
 
-async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Store, tree: Any) -> None:
+async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Backend, tree: Any) -> None:
     """A CalcJob that a run-mode WorkChain submitted: run it in the parent's tree; its fate is
     recorded on its node, not raised here."""
     from miniengine.runtime.workchain.launch import _kill_unstarted
@@ -303,7 +303,7 @@ async def resume_calcjob(
     return result
 
 
-def _leased(store: Store, lifecycle: Lifecycle[Any]) -> Lifecycle[Any]:
+def _leased(store: Backend, lifecycle: Lifecycle[Any]) -> Lifecycle[Any]:
     store.leases_taken()
     try:
         return (yield from lifecycle)
