@@ -44,6 +44,7 @@ from miniengine.runtime.workchain.executor import (
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
 from miniengine.runtime.workchain.load import LoadError, load_process
 from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
 from miniengine.storage.interfaces.provenance import FinishProcess
 from miniengine.storage.store import Store
@@ -85,7 +86,7 @@ async def _run_child(
         child.done.set()
 
 
-async def _kill_unstarted(store: Store, pk: int, message: str) -> None:
+async def _kill_unstarted(store: Backend, pk: int, message: str) -> None:
     """Record that a CREATED process was killed before anything ran it."""
     await store.checkpoints.kill_unstarted.aio(pk, message)
 
@@ -137,7 +138,7 @@ async def launch(
     return result
 
 
-async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Store) -> Any:
+async def _in_tree(make: Callable[[ProcessTree], Lifecycle[Any]], store: Backend) -> Any:
     """Drive a root lifecycle with its children in one task group, and a watcher that applies
     control requests (kill, pause) made from elsewhere to this tree's processes."""
     error: BaseException | None = None
@@ -173,7 +174,7 @@ CONTROL_POLL = 0.02
 CONTROL_WAIT = 1.0
 
 
-async def _watch_controls(tree: ProcessTree, store: Store) -> None:
+async def _watch_controls(tree: ProcessTree, store: Backend) -> None:
     handled: set[tuple[int, str]] = set()
     while True:
         marker = store.commit_marker()  # before the read: a later request changes it
@@ -244,7 +245,7 @@ async def resume(
             await _end_calls_not_replayed(store, pk, checkpoint[0] if checkpoint else 0)
 
 
-async def _end_calls_not_replayed(store: Store, pk: int, seq: int) -> None:
+async def _end_calls_not_replayed(store: Backend, pk: int, seq: int) -> None:
     """End what the cut-off attempt called that the replay did not call again (best effort: a
     failed write must not hide how the resumed run itself ended)."""
     try:
@@ -296,7 +297,7 @@ def _output_map(node: ProcessNode) -> dict[str, Any]:
     return {label: nodes[pk] for pk, _, label in links}
 
 
-async def _except_unowned(store: Store, pk: int, message: str) -> None:
+async def _except_unowned(store: Backend, pk: int, message: str) -> None:
     """Mark a process as EXCEPTED with ``message``, unless a live owner holds it."""
     try:
         await store.checkpoints.except_unless_owned.aio(pk, store.owner, message)
@@ -305,7 +306,7 @@ async def _except_unowned(store: Store, pk: int, message: str) -> None:
 
 
 async def _except_owned(
-    store: Store, pk: int, epoch: int, message: str, task_pk: int | None = None
+    store: Backend, pk: int, epoch: int, message: str, task_pk: int | None = None
 ) -> None:
     await store.provenance.finish_process.aio(
         FinishProcess(
