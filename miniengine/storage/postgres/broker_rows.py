@@ -82,7 +82,7 @@ def claim_tasks_tx(connection: Connection, worker: str, limit: int, expires: flo
     ready = connection.execute(
         "SELECT pk, attempts FROM tasks WHERE status = 'ready' AND not_before <= %s "
         "ORDER BY pk LIMIT %s FOR UPDATE SKIP LOCKED",
-        (now, max(int(limit), 0)),
+        (now, int(limit) if limit >= 0 else None),  # LIMIT NULL: all, as sqlite's LIMIT -1
     ).fetchall()
     chosen: list[int] = []
     for index, (task, attempts) in enumerate(ready):
