@@ -65,9 +65,9 @@ from miniengine.runtime.workchain.process import (
     class_path,
     outline_of,
 )
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
 from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
-from miniengine.storage.store import Store
 
 __all__ = ["ProcessTree"]  # (defined in miniengine.runtime.mode; launchers find it here too)
 
@@ -96,7 +96,7 @@ class _Executor:
     def __init__(
         self,
         instance: WorkChain,
-        store: Store,
+        store: Backend,
         tree: ProcessTree | None,
         inputs: dict[str, Any],
         node: WorkChainNode,
@@ -798,7 +798,7 @@ def _set_context(ctx: AttributeDict, key: str, node: ProcessNode, append: bool) 
         target[last] = node
 
 
-def _mark_stored(items: Any, pks: list[int], store: Store) -> None:
+def _mark_stored(items: Any, pks: list[int], store: Backend) -> None:
     for (_, data), pk in zip(items, pks, strict=True):
         if data.pk is None:
             data._set_stored(pk, data.uuid, store)

@@ -24,8 +24,8 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.workchain.process import WorkChain, outline_of
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import NewProcess
-from miniengine.storage.store import Store
 
 __all__ = ["bind_inputs", "new_process_row", "process_type"]
 
@@ -76,7 +76,7 @@ def process_type(cls: type) -> str:
 
 def new_process_row(
     cls: type[WorkChain],
-    store: Store,
+    store: Backend,
     inputs: dict[str, Any],
     metadata: Metadata,
     parent: RunningProcess | None,
@@ -106,7 +106,7 @@ def new_process_row(
     )
 
 
-def _rebase_defaults(inputs: dict[str, Any], ports: PortNamespace, store: Store) -> None:
+def _rebase_defaults(inputs: dict[str, Any], ports: PortNamespace, store: Backend) -> None:
     """A Data default is one node shared by every run, as in AiiDA -- within one database.  A
     default stored in another database file is replaced by a copy for this one."""
     for name, port in ports.ports.items():

@@ -47,13 +47,12 @@ from miniengine.runtime.workchain.process import WorkChain, class_path, import_p
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
 from miniengine.storage.interfaces.provenance import FinishProcess
-from miniengine.storage.store import Store
 
 __all__ = ["launch", "resume"]
 
 
 async def _run_child(
-    child: _Child, cls: type[WorkChain], inputs: dict[str, Any], store: Store, tree: ProcessTree
+    child: _Child, cls: type[WorkChain], inputs: dict[str, Any], store: Backend, tree: ProcessTree
 ) -> None:
     """Run a submitted child to its end; its fate is recorded on its node, not raised here."""
     node = child.node
@@ -93,7 +92,7 @@ async def _kill_unstarted(store: Backend, pk: int, message: str) -> None:
 
 def root_lifecycle(
     cls: type[WorkChain],
-    store: Store,
+    store: Backend,
     tree: ProcessTree,
     inputs: dict[str, Any],
     metadata: Metadata,
@@ -254,7 +253,7 @@ async def _end_calls_not_replayed(store: Backend, pk: int, seq: int) -> None:
         pass
 
 
-def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:
+def _resumed(executor: _Executor, store: Backend) -> Lifecycle[Any]:
     store.leases_taken()
     try:
         assert executor.tree is not None
@@ -269,7 +268,7 @@ def _resumed(executor: _Executor, store: Store) -> Lifecycle[Any]:
         store.leases_released()
 
 
-async def _resume_child(child: _Child, store: Store) -> None:
+async def _resume_child(child: _Child, store: Backend) -> None:
     try:
         with child.scope:
             try:

@@ -108,7 +108,7 @@ def load_process(
             from miniengine.runtime.workchain.executor import _Executor
 
             node = WorkChainNode(store, row)
-            executor = _Executor(cls.__new__(cls), store, None, {}, node, epoch, mode=mode)  # type: ignore[arg-type]
+            executor = _Executor(cls.__new__(cls), store, None, {}, node, epoch, mode=mode)
             executor.restore(decode_checkpoint(store, checkpoint.data))
     except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
         raise LoadError(stage, exc, class_path) from exc
