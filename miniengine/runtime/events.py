@@ -20,7 +20,6 @@ from miniengine.storage.interfaces.events import StateChange
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
-    from miniengine.storage.store import Store
 
 __all__ = ["StateChange", "Subscription", "subscribe"]
 
@@ -92,7 +91,7 @@ class Subscription:
 
 
 def subscribe(
-    pks: Iterable[int] | None = None, *, db: Store | str | os.PathLike[str] | None = None
+    pks: Iterable[int] | None = None, *, db: Backend | str | os.PathLike[str] | None = None
 ) -> Subscription:
     """Subscribe to state changes (of ``pks`` only, if given); use it as a context manager."""
     return Subscription(store_for(db), pks)

@@ -12,7 +12,7 @@ from miniengine.runtime import context
 from miniengine.runtime.workchain import WorkChain
 
 if TYPE_CHECKING:
-    from miniengine.storage.store import Store
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["WaitingProcess", "gate_is_open", "open_gate"]
 
@@ -20,12 +20,12 @@ __all__ = ["WaitingProcess", "gate_is_open", "open_gate"]
 WAIT_TIMEOUT = 1.0
 
 
-def open_gate(name: str, *, db: Store | str | os.PathLike[str] | None = None) -> None:
+def open_gate(name: str, *, db: Backend | str | os.PathLike[str] | None = None) -> None:
     """Open the gate ``name``: every process waiting at it continues."""
     context.store_for(db).events.open_gate(name, time.time())
 
 
-def gate_is_open(name: str, *, db: Store | str | os.PathLike[str] | None = None) -> bool:
+def gate_is_open(name: str, *, db: Backend | str | os.PathLike[str] | None = None) -> bool:
     return context.store_for(db).events.gate_is_open(name)
 
 
