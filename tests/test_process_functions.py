@@ -32,6 +32,9 @@ from miniengine import (
 from miniengine.core.links import LinkType
 from miniengine.exceptions import NotExistent
 
+#: every test runs on a sqlite file and on a PostgreSQL database
+pytestmark = pytest.mark.usefixtures("backend_db")
+
 # -- seed scenario 1 -------------------------------------------------------------------------------
 
 SEED_SCENARIO_1 = """\
@@ -85,6 +88,7 @@ def _links(node, incoming, link_type=None):
     return [(triple.link_type, triple.link_label, triple.node) for triple in manager]
 
 
+@pytest.mark.sqlite_only
 def test_seed_scenario_1_runs_verbatim_as_a_script(tmp_path, miniengine_db):
     script = tmp_path / "scenario1.py"
     script.write_text(SEED_SCENARIO_1)
@@ -802,6 +806,7 @@ def returns_both(first, second):
     return {"first": first, "second": second}
 
 
+@pytest.mark.sqlite_only
 def test_the_same_unstored_node_given_twice_is_stored_once_and_linked_twice(miniengine_db):
     x = Int(7)
     result, node = run_get_node(add, x, x)

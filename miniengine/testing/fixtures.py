@@ -55,10 +55,13 @@ def postgres_url() -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend_db(request: pytest.FixtureRequest, miniengine_db: Path) -> Iterator[Path | str]:
     """A fresh database of each backend in turn (a sqlite path, a PostgreSQL URL), set as
-    ``$MINIENGINE_DB`` for the test and closed afterwards."""
+    ``$MINIENGINE_DB`` for the test and closed afterwards.  A test marked ``sqlite_only`` (it
+    opens the file itself) runs on sqlite only."""
     if request.param == "sqlite":
         yield miniengine_db
         return
+    if request.node.get_closest_marker("sqlite_only") is not None:
+        pytest.skip("the test works on the sqlite file itself")
     url: str = request.getfixturevalue("postgres_url")
     previous = os.environ.get(ENV_VAR)
     os.environ[ENV_VAR] = url
