@@ -225,6 +225,9 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'miniengine' has no attribute {name!r}")
+    if module == "miniengine.core.data":
+        # the pure Data types are stored by the runtime, which the core itself never imports
+        importlib.import_module("miniengine.runtime.nodes")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

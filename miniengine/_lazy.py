@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["resolve"]
+__all__ = ["DATA_MODULE", "load_data_backend", "resolve"]
 
 
 def resolve(
@@ -22,6 +22,19 @@ def resolve(
         module, attribute = exports[name]
     except KeyError:
         raise AttributeError(f"module {namespace!r} has no attribute {name!r}") from None
+    if module == DATA_MODULE:
+        load_data_backend()
     value = getattr(importlib.import_module(module), attribute)
     scope[name] = value
     return value
+
+
+#: The pure module of the Data types: it stores nothing itself, the runtime installs the backend.
+DATA_MODULE = "miniengine.core.data"
+
+
+def load_data_backend() -> None:
+    """Import the runtime module that installs how Data is stored: a Data type taken from the
+    package (``from miniengine import Int``) can then be stored, while the pure core itself
+    never imports the runtime."""
+    importlib.import_module("miniengine.runtime.nodes")

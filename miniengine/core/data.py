@@ -84,11 +84,13 @@ def set_backend(backend: DataBackend | None) -> None:
 
 
 def _get_backend() -> DataBackend:
-    if _backend is None:  # pragma: no cover - the runtime installs it on import
-        import importlib
-
-        importlib.import_module("miniengine.runtime.nodes")
-    assert _backend is not None
+    if _backend is None:
+        # The core never imports the runtime; the package's lazy exports load it with the Data
+        # types (``from miniengine import Int``), so only a direct import of this module gets here.
+        raise RuntimeError(
+            "Data is stored by miniengine's runtime, which is not loaded: import the Data "
+            "types from miniengine or miniengine.orm (or import miniengine.runtime.nodes)"
+        )
     return _backend
 
 
