@@ -79,6 +79,34 @@ def _version(connection: Any) -> int | None:
         return schema.read_schema_version(connection)
 
 
+#: Pure Python helpers of the sqlite modules that the ports import rather than copy.
+_SHARED = {"log_rows", "fingerprint"}
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["rows", "broker_rows", "checkpoint_rows", "control_rows", "calcjob_rows", "computer_rows",
+     "repair_rows", "repository_rows", "query_rows"],
+)  # fmt: skip
+def test_every_sqlite_row_function_has_a_port_with_its_parameters(module: str) -> None:
+    import importlib
+    import inspect
+
+    sqlite_module = importlib.import_module(f"miniengine.storage.{module}")
+    port = importlib.import_module(f"miniengine.storage.postgres.{module}")
+    for name, function in vars(sqlite_module).items():
+        if name.startswith("_") or name in _SHARED or not inspect.isfunction(function):
+            continue
+        if function.__module__ != sqlite_module.__name__:
+            continue
+        ported = getattr(port, name, None)
+        assert ported is not None, f"{module}.{name} has no PostgreSQL port"
+        theirs = list(inspect.signature(function).parameters.values())
+        ours = list(inspect.signature(ported).parameters.values())
+        # the first parameter is the connection (where there is one), of another type
+        assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in theirs], name
+
+
 # the schema ------------------------------------------------------------------------------------
 
 
