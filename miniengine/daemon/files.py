@@ -30,6 +30,7 @@ from miniengine.storage.permissions import check_not_shared, open_private, os_er
 __all__ = [
     "DAEMONS_FOLDER",
     "DaemonFiles",
+    "daemon_folder",
     "db_arguments",
     "process_alive",
     "shown",
@@ -54,7 +55,7 @@ class DaemonFiles:
         PostgreSQL database (see the module's docstring)."""
         if isinstance(self.db, Path):
             return self.db.parent
-        return DAEMONS_FOLDER.expanduser().absolute() / current_host() / _url_folder(self.db)
+        return daemon_folder(self.db)
 
     def _file(self, suffix: str) -> Path:
         if isinstance(self.db, Path):
@@ -189,6 +190,13 @@ def url_without_password(url: str) -> str:
                 [(key, "***" if key == "password" else value) for key, value in pairs], safe="*"
             )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def daemon_folder(url: str, host: str | None = None, base: Path | None = None) -> Path:
+    """The folder of the daemon files of the PostgreSQL database ``url`` on ``host`` (default:
+    this one), under ``base`` (default: :data:`DAEMONS_FOLDER` of this user)."""
+    base = base if base is not None else DAEMONS_FOLDER.expanduser().absolute()
+    return base / (host if host is not None else current_host()) / _url_folder(url)
 
 
 def _url_folder(url: str) -> str:

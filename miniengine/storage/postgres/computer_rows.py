@@ -8,7 +8,9 @@ schema.REPOSITORY_KEY`), one path that every host of the database sees.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from psycopg.errors import UniqueViolation
@@ -179,15 +181,22 @@ def read_computers(connection: Connection) -> list[ComputerRow]:
     ]
 
 
+#: The repository folder of a PostgreSQL database on this host; it overrides the one recorded
+#: in the database (each host may mount the shared folder at a path of its own).
+REPOSITORY_ENV_VAR = "MINIENGINE_REPOSITORY"
+
+
 def repository(connection: Connection) -> Repository:
-    """The repository of the connection's database (recorded in ``miniengine_meta``)."""
-    root = read_meta(connection, REPOSITORY_KEY)
-    if root is None:
+    """The repository of the connection's database: ``$MINIENGINE_REPOSITORY`` if set, else
+    the folder recorded in ``miniengine_meta``."""
+    root = os.environ.get(REPOSITORY_ENV_VAR) or read_meta(connection, REPOSITORY_KEY)
+    if not root:
         raise RepositoryError(
-            "this PostgreSQL database has no repository folder recorded (miniengine_meta key "
-            f"{REPOSITORY_KEY!r}), so it cannot store file contents"
+            "this PostgreSQL database has no repository folder, so it cannot store file "
+            f"contents: set ${REPOSITORY_ENV_VAR} to a folder that every host of the database "
+            f"sees (or record one in miniengine_meta under the key {REPOSITORY_KEY!r})"
         )
-    return Repository(root)
+    return Repository(Path(root).expanduser())
 
 
 def check_storage_needs(connection: Connection, data: Data, needs: StorageNeeds) -> int | None:
