@@ -5,7 +5,8 @@
 consistent snapshot with ``VACUUM INTO`` (one read transaction, so the daemon may keep writing)
 into a temporary file beside the target, checks it, renames it into place, and copies the file
 repository's objects that the snapshot names beside it.  ``maintain`` removes repository objects
-that nothing names any more.
+that nothing names any more.  ``copy`` copies a whole database, processes in flight included,
+into an empty one of either backend (a sqlite file or a PostgreSQL URL).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["add_commands"]
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``info``, ``migrate``, ``vacuum``, ``backup`` and ``maintain`` to ``db``."""
+    """Add ``info``, ``migrate``, ``vacuum``, ``backup``, ``maintain`` and ``copy`` to ``db``."""
     info = commands.add_parser(
         "info",
         help="path, size, schema version, counts, queue and daemon of the database",
@@ -87,6 +88,34 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-n", "--dry-run", action="store_true", help="only say what would be removed"
     )
     _common(maintain, _maintain)
+
+    copy = commands.add_parser(
+        "copy",
+        help="copy the whole database SRC into the empty database DST (sqlite or PostgreSQL)",
+        description="Copy every node, link, log, checkpoint, task, computer and scheduler job of "
+        "SRC into DST, keeping pks and uuids, with the file repository's objects; each is a "
+        "sqlite file or a postgresql:// URL.  Processes in flight go on in DST: the leases of "
+        "SRC's owners are let go, so a daemon on DST claims them at once.  DST must be empty "
+        "(it is created if missing); the copy is one transaction, so an interrupted copy "
+        "leaves it empty.  Refused while a daemon serves SRC, and when SRC's schema version is "
+        f"not this miniengine's ({SCHEMA_VERSION}: run `miniengine db migrate` first).",
+    )
+    copy.add_argument("source", metavar="SRC", help="the database to copy (a path or URL)")
+    copy.add_argument("target", metavar="DST", help="the empty database to fill (a path or URL)")
+    copy.add_argument(
+        "--repository",
+        metavar="DIR",
+        help="the folder to keep file contents in, for a PostgreSQL DST that has none recorded",
+    )
+    copy.add_argument(
+        "--batch-size",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="rows read and written at a time (default 5000)",
+    )
+    add_json_option(copy)
+    copy.set_defaults(handler=guarded(_copy))
 
 
 def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
@@ -355,3 +384,61 @@ def _verify(copy: Path) -> tuple[int, int]:
         version = backup.check()
         nodes = backup.queries.counts().nodes
     return nodes, version
+
+
+# copy ------------------------------------------------------------------------------------------
+
+
+def _copy(args: argparse.Namespace) -> int:
+    import sys
+
+    from miniengine.daemon.files import DaemonFiles
+    from miniengine.storage.copy import CopyProgress, copy_database, shown_location
+    from miniengine.storage.paths import resolve_db
+
+    source, target = shown_location(args.source), shown_location(args.target)
+    args.db_path = source  # for a driver's error: the location without its password
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
+    daemon = DaemonFiles(resolve_db(args.source)).read()
+    if daemon is not None:
+        raise CliError(
+            f"a daemon (pid {daemon.get('pid')}) is running for {source}; stop it first "
+            f"(python -m miniengine.daemon stop --db {source}), then copy"
+        )
+    shown = {"at": time.monotonic() + 1.0}
+
+    def progress(step: CopyProgress) -> None:
+        # a line a second, from the first second on: small copies stay quiet
+        now = time.monotonic()
+        if now >= shown["at"]:
+            shown["at"] = now + 1.0
+            sys.stderr.write(f"copying {step.table}: {step.done:,} of {step.total:,} rows\n")
+            sys.stderr.flush()
+
+    summary = copy_database(
+        args.source,
+        args.target,
+        batch_size=args.batch_size,
+        repository=args.repository,
+        progress=progress,
+    )
+    if args.json:
+        emit(
+            json_object(
+                {
+                    "source": summary.source,
+                    "target": summary.target,
+                    "rows": summary.rows,
+                    "repository_objects": summary.objects,
+                    "seconds": round(summary.seconds, 3),
+                }
+            )
+        )
+        return 0
+    rows = sum(summary.rows.values())
+    emit(
+        f"copied {source} to {target}: {rows:,} rows ({summary.rows.get('nodes', 0):,} nodes), "
+        f"{summary.objects:,} repository objects, in {summary.seconds:.1f} s"
+    )
+    return 0
