@@ -56,9 +56,9 @@ from miniengine.runtime.driver import Await, Body, Lifecycle, Write
 from miniengine.runtime.nodes import CalcJobNode, load_nodes
 from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain import EVICTED, class_path
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CalcJobCommit
 from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
-from miniengine.storage.store import Store
 from miniengine.transports.transport import Transport
 
 __all__ = ["CalcJobExecutor", "backoff_settings"]
@@ -116,7 +116,7 @@ class CalcJobExecutor:
     def __init__(
         self,
         instance: Any,
-        store: Store,
+        store: Backend,
         tree: Any,
         node: CalcJobNode,
         epoch: int,
@@ -794,10 +794,9 @@ def prepare_folder(executor: CalcJobExecutor, folder_path: str | None = None) ->
     ]
     if folder_path is None:  # not a dry run: the files are kept on the node
         from miniengine.runtime.calcjob.files import store_input_files
-        from miniengine.storage.repository import Repository
 
         executor.input_files = store_input_files(
-            Repository.for_database(executor.store.path),
+            executor.store.provenance.repository(),
             path,
             calcinfo.provenance_exclude_list or [],
         )
