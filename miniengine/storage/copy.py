@@ -349,7 +349,8 @@ class _Objects:
         if self.target is None:
             raise CopyRefused(
                 f"the target {self._load_location} has no repository folder recorded, and the "
-                "source's nodes name files: pass the folder to keep them in (--repository DIR)"
+                "source's nodes name files: pass the folder to keep them in (--repository DIR, "
+                "recorded in the target) or set $MINIENGINE_REPOSITORY"
             )
         if self.target.has_object(key):
             return

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import StoreError
+from miniengine.storage.postgres import computer_rows
 from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
     connect,
@@ -25,11 +26,10 @@ from miniengine.storage.postgres.connection import (
 from miniengine.storage.postgres.schema import (
     REPOSITORY_KEY,
     ensure_schema,
-    read_meta,
     read_schema_version,
     write_meta_tx,
 )
-from miniengine.storage.repository import Repository
+from miniengine.storage.repository import Repository, RepositoryError
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,6 +50,17 @@ def postgres_columns(connection: psycopg.Connection[Any]) -> dict[str, tuple[str
     ):
         found.setdefault(str(table), []).append(str(column))
     return {table: tuple(columns) for table, columns in found.items()}
+
+
+def _repository(connection: psycopg.Connection[Any], location: str) -> Repository | None:
+    import psycopg
+
+    try:
+        return computer_rows.repository(connection)
+    except RepositoryError:
+        return None
+    except psycopg.Error as exc:
+        raise store_error(location, "cannot read the repository folder", exc) from exc
 
 
 class PostgresDump:
@@ -132,11 +143,8 @@ class PostgresDump:
             raise self._error(f"cannot read {table.name}", exc) from exc
 
     def repository(self) -> Repository | None:
-        try:
-            root = read_meta(self._connection, REPOSITORY_KEY)
-        except self._psycopg.Error as exc:
-            raise self._error("cannot read the repository folder", exc) from exc
-        return None if root is None else Repository(root)
+        """The repository as the engine finds it on this host (``None``: there is none)."""
+        return _repository(self._connection, self.location)
 
 
 class PostgresLoad:
@@ -178,11 +186,8 @@ class PostgresLoad:
         return held
 
     def repository(self) -> Repository | None:
-        try:
-            root = read_meta(self._connection, REPOSITORY_KEY)
-        except self._psycopg.Error as exc:
-            raise self._error("cannot read the repository folder", exc) from exc
-        return None if root is None else Repository(root)
+        """The repository as the engine finds it on this host (``None``: there is none)."""
+        return _repository(self._connection, self.location)
 
     def record_repository(self, root: Path) -> None:
         """Record ``root`` as the repository folder (in the copy's transaction)."""
