@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import BACKENDS, POSTGRESQL, SQLITE, Cluster, postgres_problem
 from benchmarks.compare import (
     DEFAULT_SCRIPT,
     Comparison,
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--markdown", action="store_true", help="also print the table as Markdown (for RESULTS.md)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=[*BACKENDS, "both"],
+        help="the database to measure on: a sqlite file, a private PostgreSQL cluster started "
+        "for the run, or both side by side (default: both when PostgreSQL's binaries and "
+        "psycopg are here, else sqlite); workloads that run on sqlite only stay sqlite-only",
+    )
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     parser.add_argument(
         "--compare",
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for workload in all_workloads().values():
-            print(f"{workload.id:<12} {workload.title}")
+            print(f"{workload.id:<12} {workload.title} [{', '.join(workload.backends)}]")
         return 0
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -104,15 +112,59 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         parser.error(str(exc.args[0]))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    if args.profile:
-        if len(workloads) != 1:
-            parser.error("--profile takes one workload id")
-        return _profile(workloads[0], quick=args.quick, stamp=stamp)
-    return _run(workloads, args, stamp=stamp, argv=argv)
+    backends = _backends(args.backend, default=SQLITE if args.profile else None)
+    if backends is None:
+        return 2
+    cluster = None
+    if POSTGRESQL in backends:
+        cluster = Cluster()
+        sys.stderr.write("starting a private PostgreSQL cluster for the run ... ")
+        start = time.perf_counter()
+        try:
+            cluster.start()
+        except Exception as exc:  # the run goes on without it, and says so
+            cluster.stop()
+            sys.stderr.write(f"failed: {exc}\n")
+            if backends == [POSTGRESQL]:
+                return 1
+            print("note: PostgreSQL could not be started; measuring on sqlite only")
+            backends, cluster = [SQLITE], None
+        else:
+            sys.stderr.write(f"{time.perf_counter() - start:.1f} s\n")
+    try:
+        if args.profile:
+            if len(workloads) != 1:
+                parser.error("--profile takes one workload id")
+            return _profile(workloads[0], quick=args.quick, stamp=stamp, cluster=cluster)
+        return _run(workloads, args, stamp=stamp, argv=argv, backends=backends, cluster=cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _backends(chosen: str | None, *, default: str | None) -> list[str] | None:
+    """The backends to measure on (None: PostgreSQL was asked for and cannot run here)."""
+    problem = postgres_problem()
+    if chosen is None:
+        chosen = default or ("both" if problem is None else SQLITE)
+        if problem is not None and default is None:
+            print(f"note: measuring on sqlite only: {problem}")
+    if chosen == SQLITE:
+        return [SQLITE]
+    if problem is not None:
+        print(f"--backend {chosen}: {problem}", file=sys.stderr)
+        return None
+    return [POSTGRESQL] if chosen == POSTGRESQL else [SQLITE, POSTGRESQL]
 
 
 def _run(
-    workloads: list[Workload], args: argparse.Namespace, *, stamp: str, argv: list[str] | None
+    workloads: list[Workload],
+    args: argparse.Namespace,
+    *,
+    stamp: str,
+    argv: list[str] | None,
+    backends: list[str],
+    cluster: Cluster | None,
 ) -> int:
     quick, markdown = args.quick, args.markdown
     default_repeat = args.repeat if args.repeat is not None else (1 if quick else 3)
@@ -123,7 +175,17 @@ def _run(
     for index, workload in enumerate(workloads, 1):
         position = f"{index}/{len(workloads)}"
         repeat = args.repeat or workload.repeat_for(quick, default_repeat)
-        results.append(run_workload(workload, quick=quick, repeat=repeat, position=position))
+        for backend in backends:  # side by side: each workload on each backend in turn
+            results.append(
+                run_workload(
+                    workload,
+                    quick=quick,
+                    repeat=repeat,
+                    position=position,
+                    backend=backend,
+                    cluster=cluster if backend == POSTGRESQL else None,
+                )
+            )
     comparisons = _compare(results, args) if args.compare else []
     elapsed = time.perf_counter() - start
     cpu_after = cpu_reference_ms()
@@ -132,9 +194,14 @@ def _run(
         print(format_table(results))
         if markdown:
             print("\n" + format_table(results, markdown=True))
-    furthest = furthest_from_target(results)
-    if furthest is not None:
-        print(f"\nfurthest from its target: {furthest.metric.label.strip()} ({furthest.verdict()})")
+    for backend in backends:
+        furthest = furthest_from_target([r for r in results if r.backend == backend])
+        if furthest is not None:
+            where = f" on {backend}" if len(backends) > 1 else ""
+            print(
+                f"\nfurthest from its target{where}: {furthest.metric.label.strip()} "
+                f"({furthest.verdict()})"
+            )
     scaling = format_scaling(results)
     if scaling:
         print("\nScaling (medians; a cost should stay flat as the size grows)\n")
@@ -147,7 +214,8 @@ def _run(
                 f"over {curve.workload.scaling.x_label if curve.workload.scaling else 'size'} "
                 f"(limit x{curve.series.growth_limit:g}): a missing index or a quadratic loop"
             )
-        for plot in plot_scaling(results, RESULTS_DIR, stamp):
+        caption = f" (load {_load(machine_info(ROOT))}, {machine['cpu_count']} CPUs)"
+        for plot in plot_scaling(results, RESULTS_DIR, stamp, caption=caption):
             print(f"plot: {_relative(plot)}")
     if comparisons:
         print(
@@ -162,6 +230,7 @@ def _run(
         "command": ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)],
         "quick": quick,
         "repeat": default_repeat,
+        "backends": backends,
         "elapsed_s": elapsed,
         "machine": {**machine, "cpu_ref_ms": [cpu_before, cpu_after]},
     }
@@ -182,6 +251,7 @@ def _run(
 
 
 def _compare(results: list[WorkloadResult], args: argparse.Namespace) -> list[Comparison]:
+    results = [result for result in results if result.backend == SQLITE]  # AiiDA's figures
     written = recorded(results)  # needs no interpreter
     python = args.aiida_python or default_python()
     problem = problem_with(python, args.aiida_script)
@@ -207,11 +277,12 @@ def _write_progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def _profile(workload: Workload, *, quick: bool, stamp: str) -> int:
+def _profile(workload: Workload, *, quick: bool, stamp: str, cluster: Cluster | None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"profile-{workload.id}-{stamp}.prof"
-    sys.stderr.write(f"profiling {workload.id} {workload.title} ...\n")
-    report = run_child(workload, quick=quick, profile=path)
+    backend = POSTGRESQL if cluster is not None else SQLITE
+    path = RESULTS_DIR / f"profile-{workload.id}-{backend}-{stamp}.prof"
+    sys.stderr.write(f"profiling {workload.id} {workload.title} ({backend}) ...\n")
+    report = run_child(workload, quick=quick, profile=path, cluster=cluster)
     if report["status"] != "ok":
         message = report.get("reason") or report.get("error")
         print(f"{workload.id}: {report['status']}: {message}", file=sys.stderr)

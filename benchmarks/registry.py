@@ -104,6 +104,8 @@ class Scaling:
 
     x_label: str
     series: tuple[Series, ...]
+    #: Draw x on a linear scale (a few small counts, such as workers), not a log scale.
+    linear_x: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class Workload:
     """A benchmark workload: run once per repetition, each time in a fresh subprocess.
 
     ``repeat`` overrides the suite's default number of repetitions (a scaling curve is one long
-    repetition); ``--repeat`` on the command line still wins.  A workload with ``scaling`` is
+    repetition); ``backends`` names the databases it is measured on (``sqlite``,
+    ``postgresql``); ``--repeat`` on the command line still wins.  A workload with ``scaling`` is
     printed as curves after the table instead of as rows in it; ``quick_params`` may leave
     sizes out, and its metrics list every size of the full run (missing ones are skipped).
     """
@@ -125,6 +128,8 @@ class Workload:
     repeat: int | None = None
     quick_repeat: int | None = None
     scaling: Scaling | None = None
+    #: The backends it runs on (``--backend both`` measures it on each of these).
+    backends: tuple[str, ...] = ("sqlite",)
 
     def params_for(self, quick: bool) -> Params:
         return self.quick_params if quick else self.params

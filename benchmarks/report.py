@@ -18,7 +18,14 @@ def _number(value: float, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
+def backends_of(results: list[WorkloadResult]) -> list[str]:
+    """The backends the results were measured on, in the order they first appear."""
+    return list(dict.fromkeys(result.backend for result in results))
+
+
 def table_rows(results: list[WorkloadResult]) -> list[tuple[str, ...]]:
+    if len(backends_of(results)) > 1:
+        return _side_by_side_rows(results)
     rows: list[tuple[str, ...]] = []
     for result in results:
         if result.workload.scaling is not None and result.status == "ok":
@@ -48,7 +55,73 @@ def table_rows(results: list[WorkloadResult]) -> list[tuple[str, ...]]:
 
 
 def format_table(results: list[WorkloadResult], *, markdown: bool = False) -> str:
+    backends = backends_of(results)
+    if len(backends) > 1:
+        headers = (
+            "workload",
+            "unit",
+            *(cell for backend in backends for cell in (backend, f"min{EN_DASH}max")),
+            "target",
+            "AiiDA 2.9.4",
+            "holds",
+        )
+        numeric = set(range(2, 2 + 2 * len(backends)))
+        return render(headers, table_rows(results), markdown=markdown, numeric=numeric)
     return render(HEADERS, table_rows(results), markdown=markdown, numeric={2, 3})
+
+
+def _side_by_side_rows(results: list[WorkloadResult]) -> list[tuple[str, ...]]:
+    """One row per metric, a median and a min-max column per backend (blank where the workload
+    does not run on that backend); ``holds`` names the backend where the verdicts differ."""
+    backends = backends_of(results)
+    by_workload: dict[str, dict[str, WorkloadResult]] = {}
+    for result in results:
+        by_workload.setdefault(result.workload.id, {})[result.backend] = result
+    rows: list[tuple[str, ...]] = []
+    for runs in by_workload.values():
+        workload = next(iter(runs.values())).workload
+        if workload.scaling is not None and all(r.status == "ok" for r in runs.values()):
+            continue  # printed as curves by format_scaling
+        notes = [
+            f"{backend}: {'skipped' if r.status == 'skipped' else r.status.upper()}: {r.message}"
+            for backend, r in runs.items()
+            if r.status != "ok" and not (r.status == "skipped" and backend not in workload.backends)
+        ]
+        for metric in workload.metrics:
+            cells: list[str] = []
+            verdicts: dict[str, str] = {}
+            for backend in backends:
+                run = runs.get(backend)
+                found = (
+                    next((m for m in run.metrics if m.metric.key == metric.key), None)
+                    if run is not None and run.status == "ok"
+                    else None
+                )
+                if found is None:
+                    cells += ["", ""]
+                    continue
+                low = _number(found.low, metric.digits)
+                high = _number(found.high, metric.digits)
+                cells += [_number(found.median, metric.digits), f"{low}{EN_DASH}{high}"]
+                verdicts[backend] = found.verdict()
+            distinct = set(verdicts.values())
+            if len(distinct) <= 1:
+                holds = next(iter(distinct), "")
+            else:
+                holds = ", ".join(f"{backend} {verdict}" for backend, verdict in verdicts.items())
+            rows.append(
+                (
+                    metric.label,
+                    metric.unit,
+                    *cells,
+                    str(metric.target) if metric.target else "",
+                    metric.aiida or "",
+                    holds,
+                )
+            )
+        for note in notes:
+            rows.append((f"  {workload.id}", "", *([""] * (2 * len(backends))), "", "", note))
+    return rows
 
 
 def render(
@@ -86,6 +159,7 @@ class Curve:
     workload: Workload
     series: Series
     points: list[tuple[int, float]]
+    backend: str = "sqlite"
 
     @property
     def growth(self) -> float:
@@ -115,7 +189,7 @@ def curves(results: list[WorkloadResult]) -> list[Curve]:
         for series in scaling.series:
             points = [(size, medians[key]) for size, key in series.points if key in medians]
             if points:
-                found.append(Curve(result.workload, series, points))
+                found.append(Curve(result.workload, series, points, result.backend))
     return found
 
 
@@ -123,6 +197,7 @@ def format_scaling(results: list[WorkloadResult], *, markdown: bool = False) -> 
     """One table per scaling workload: each series' median at each size, the last over the
     first, and ``GROWS`` where a cost rises more than its series allows."""
     blocks: list[str] = []
+    several = len(backends_of(results)) > 1
     for workload, workload_curves in _by_workload(curves(results)):
         assert workload.scaling is not None
         sizes = sorted({size for curve in workload_curves for size, _ in curve.points})
@@ -136,7 +211,8 @@ def format_scaling(results: list[WorkloadResult], *, markdown: bool = False) -> 
             ]
             first, last = curve.points[0][1], curve.points[-1][1]
             ratio = f"x{last / first:.2f}" if first > 0 else ""
-            rows.append((curve.series.name, curve.series.unit, *cells, ratio, _verdict(curve)))
+            name = f"{curve.series.name} ({curve.backend})" if several else curve.series.name
+            rows.append((name, curve.series.unit, *cells, ratio, _verdict(curve)))
         title = f"{workload.id}: {workload.title} (x = {workload.scaling.x_label})"
         numeric = set(range(2, 3 + len(sizes)))
         table = render(headers, rows, markdown=markdown, numeric=numeric)
@@ -165,8 +241,11 @@ def _by_workload(found: list[Curve]) -> list[tuple[Workload, list[Curve]]]:
     return [(group[0].workload, group) for group in grouped.values()]
 
 
-def plot_scaling(results: list[WorkloadResult], directory: Path, stamp: str) -> list[Path]:
-    """Draw each scaling workload as a PNG (log-log) if matplotlib is importable; the files."""
+def plot_scaling(
+    results: list[WorkloadResult], directory: Path, stamp: str, *, caption: str = ""
+) -> list[Path]:
+    """Draw each scaling workload as a PNG (log x) if matplotlib is importable, each backend a
+    line of its own; the files.  ``caption`` is appended to each title (e.g. the load)."""
     try:
         import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
@@ -176,26 +255,36 @@ def plot_scaling(results: list[WorkloadResult], directory: Path, stamp: str) -> 
         return []
     written: list[Path] = []
     directory.mkdir(parents=True, exist_ok=True)
+    colours = {"sqlite": "tab:blue", "postgresql": "tab:green"}
     for workload, workload_curves in _by_workload(curves(results)):
         assert workload.scaling is not None
+        panels: dict[str, list[Curve]] = {}  # a series' curves on every backend share a panel
+        for curve in workload_curves:
+            panels.setdefault(curve.series.name, []).append(curve)
         figure, axes = plt.subplots(
-            1,
-            len(workload_curves),
-            figsize=(max(6.4, 4.4 * len(workload_curves)), 3.6),
-            squeeze=False,
+            1, len(panels), figsize=(max(6.4, 4.4 * len(panels)), 3.6), squeeze=False
         )
-        for ax, curve in zip(axes[0], workload_curves, strict=True):
-            xs = [size for size, _ in curve.points]
-            ys = [value for _, value in curve.points]
-            ax.plot(xs, ys, marker="o", color="tab:red" if curve.grows else "tab:blue")
+        for ax, panel in zip(axes[0], panels.values(), strict=True):
+            top = 0.0
+            for curve in panel:
+                xs = [size for size, _ in curve.points]
+                ys = [value for _, value in curve.points]
+                top = max(top, *ys)
+                colour = "tab:red" if curve.grows else colours.get(curve.backend, "tab:gray")
+                ax.plot(xs, ys, marker="o", color=colour, label=curve.backend)
             ax.set_xscale("log")
-            ax.set_ylim(bottom=0, top=max(ys) * 1.25 if max(ys) > 0 else 1)
+            if workload.scaling.linear_x:
+                ax.set_xscale("linear")
+                ax.set_xticks(sorted({size for curve in panel for size, _ in curve.points}))
+            ax.set_ylim(bottom=0, top=top * 1.25 if top > 0 else 1)
             ax.set_xlabel(workload.scaling.x_label)
-            ax.set_ylabel(curve.series.unit)
-            title = curve.series.name + (" (GROWS)" if curve.grows else "")
-            ax.set_title(title, fontsize=10)
+            ax.set_ylabel(panel[0].series.unit)
+            grows = any(curve.grows for curve in panel)
+            ax.set_title(panel[0].series.name + (" (GROWS)" if grows else ""), fontsize=10)
             ax.grid(True, alpha=0.3)
-        figure.suptitle(f"{workload.id}: {workload.title}", fontsize=10)
+            if len(panel) > 1:
+                ax.legend(fontsize=8)
+        figure.suptitle(f"{workload.id}: {workload.title}{caption}", fontsize=10)
         figure.tight_layout()
         path = directory / f"scaling-{workload.id}-{stamp}.png"
         figure.savefig(path, dpi=100)
@@ -236,6 +325,7 @@ def to_json(results: list[WorkloadResult], meta: dict[str, Any]) -> dict[str, An
                 "growth": curve.growth,
                 "growth_limit": curve.series.growth_limit,
                 "grows": curve.grows,
+                "backend": curve.backend,
             }
             for curve in curves(results)
         ],
@@ -243,6 +333,7 @@ def to_json(results: list[WorkloadResult], meta: dict[str, Any]) -> dict[str, An
             {
                 "id": result.workload.id,
                 "title": result.workload.title,
+                "backend": result.backend,
                 "status": result.status,
                 "message": result.message,
                 "elapsed_s": result.elapsed_s,

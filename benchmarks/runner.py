@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import ENV_VAR as BACKEND_VAR
+from benchmarks.backends import POSTGRESQL, SQLITE, Cluster
 from benchmarks.registry import Metric, Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +66,7 @@ class WorkloadResult:
     """The repetitions of one workload and what they add up to."""
 
     workload: Workload
+    backend: str = SQLITE
     status: str = "ok"  # ok | skipped | wrong | crashed
     message: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -75,24 +78,42 @@ class WorkloadResult:
         return self.status in ("wrong", "crashed")
 
 
-def child_env(db: Path) -> dict[str, str]:
-    """The environment of a child: its database, this tree importable (daemon workers import
-    the benchmark WorkChains by module path), and a bytecode cache."""
+def child_env(db: Path | str, backend: str = SQLITE) -> dict[str, str]:
+    """The environment of a child: its database (a file path or a URL) and backend, this tree
+    importable (daemon workers import the benchmark WorkChains by module path), and a bytecode
+    cache."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     python_path = [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env.update(
         MINIENGINE_DB=str(db),
+        **{BACKEND_VAR: backend},
         PYTHONPATH=os.pathsep.join(dict.fromkeys(python_path)),
         PYTHONPYCACHEPREFIX=str(PYCACHE_DIR),
     )
     return env
 
 
-def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -> dict[str, Any]:
-    """Run one repetition of ``workload`` in a fresh interpreter and return its report."""
+def run_child(
+    workload: Workload,
+    *,
+    quick: bool,
+    profile: Path | None = None,
+    cluster: Cluster | None = None,
+) -> dict[str, Any]:
+    """Run one repetition of ``workload`` in a fresh interpreter and return its report: on a
+    fresh sqlite file, or on a fresh database of ``cluster`` (PostgreSQL)."""
+    if cluster is None:
+        return _run_child(workload, quick=quick, profile=profile, url=None)
+    with cluster.database() as url:
+        return _run_child(workload, quick=quick, profile=profile, url=url)
+
+
+def _run_child(
+    workload: Workload, *, quick: bool, profile: Path | None, url: str | None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="miniengine-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        env = child_env(Path(tmp) / "engine.sqlite")
+        env = child_env(Path(tmp) / "engine.sqlite") if url is None else child_env(url, POSTGRESQL)
         command = [sys.executable, "-m", "benchmarks.child", workload.id, "--out", str(out)]
         if quick:
             command.append("--quick")
@@ -111,7 +132,7 @@ def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -
         except subprocess.TimeoutExpired:
             return {"status": "crashed", "error": f"timed out after {CHILD_TIMEOUT_S} s"}
         finally:
-            stopped = stop_leftover_daemons(Path(tmp))
+            stopped = stop_leftover_daemons(Path(tmp), url)
         if out.exists():
             report: dict[str, Any] = json.loads(out.read_text())
         else:
@@ -125,22 +146,28 @@ def run_child(workload: Workload, *, quick: bool, profile: Path | None = None) -
         return report
 
 
-def stop_leftover_daemons(folder: Path) -> list[int]:
-    """SIGKILL the daemons a child started in ``folder`` and left running (it crashed or timed
-    out): their supervisors run in sessions of their own and would outlive it.  Their pids are
-    in the daemon pid files next to the databases; nothing else is touched."""
+def stop_leftover_daemons(folder: Path, url: str | None = None) -> list[int]:
+    """SIGKILL the daemons a child started in ``folder`` (or for the PostgreSQL database
+    ``url``) and left running (it crashed or timed out): their supervisors run in sessions of
+    their own and would outlive it.  Their pids are in the daemon pid files next to the
+    databases (a URL's: in this host's folder for it); nothing else is touched."""
     import json
     import signal
 
+    pid_files = list(folder.glob("*.daemon.pid"))
+    if url is not None:
+        from miniengine.daemon.files import DaemonFiles
+
+        pid_files.append(DaemonFiles(url).pid_file)
     killed: list[int] = []
-    for pid_file in folder.glob("*.daemon.pid"):
+    for pid_file in pid_files:
         try:
             state = json.loads(pid_file.read_text())
         except (OSError, ValueError):
             continue
         pids = [state.get("pid"), *(state.get("workers") or [])]
         for pid in pids:
-            if not isinstance(pid, int) or not _is_ours(pid, folder):
+            if not isinstance(pid, int) or not _is_ours(pid, None if url else folder):
                 continue
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -150,25 +177,40 @@ def stop_leftover_daemons(folder: Path) -> list[int]:
     return killed
 
 
-def _is_ours(pid: int, folder: Path) -> bool:
-    """True if ``pid`` is a live miniengine daemon process serving a database in ``folder``."""
+def _is_ours(pid: int, folder: Path | None) -> bool:
+    """True if ``pid`` is a live miniengine daemon process serving a database in ``folder``
+    (``None``: a URL's daemon, which has no database on its command line)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(str(folder).encode() in part for part in command) and any(
-        b"miniengine.daemon" in part for part in command
-    )
+    in_folder = folder is None or any(str(folder).encode() in part for part in command)
+    return in_folder and any(b"miniengine.daemon" in part for part in command)
 
 
-def run_workload(workload: Workload, *, quick: bool, repeat: int, position: str) -> WorkloadResult:
-    """Run ``repeat`` repetitions (fewer if one is skipped or fails), printing progress."""
-    result = WorkloadResult(workload)
+def run_workload(
+    workload: Workload,
+    *,
+    quick: bool,
+    repeat: int,
+    position: str,
+    backend: str = SQLITE,
+    cluster: Cluster | None = None,
+) -> WorkloadResult:
+    """Run ``repeat`` repetitions (fewer if one is skipped or fails) on ``backend``, printing
+    progress; ``cluster`` is the PostgreSQL cluster of the run (for ``postgresql``)."""
+    result = WorkloadResult(workload, backend)
     clock = time.perf_counter()
+    if backend not in workload.backends:
+        result.status = "skipped"
+        result.message = f"measured on {', '.join(workload.backends)} only"
+        return result
     for rep in range(1, repeat + 1):
-        _progress(f"[{position}] {workload.id} {workload.title}: rep {rep}/{repeat} ... ")
+        _progress(
+            f"[{position}] {workload.id} {workload.title} ({backend}): rep {rep}/{repeat} ... "
+        )
         start = time.perf_counter()
-        report = run_child(workload, quick=quick)
+        report = run_child(workload, quick=quick, cluster=cluster)
         result.runs.append(report)
         status = report["status"]
         if status != "ok":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import db_location, probe
 from benchmarks.registry import WrongResult, check
 from benchmarks.timing import latency_stats, timed
 
@@ -29,8 +30,14 @@ SYNC_SHIM = Path(__file__).resolve().parent / "_sync_shim"
 
 
 def db_path() -> Path:
-    """The database of this repetition (the runner gives each one its own temporary file)."""
-    return Path(os.environ["MINIENGINE_DB"])
+    """The database file of this repetition, for the workloads measured on sqlite only (the
+    runner gives each repetition its own temporary file)."""
+    location = db_location()
+    if not isinstance(location, Path):
+        from benchmarks.registry import Skipped
+
+        raise Skipped("this workload runs on sqlite only")
+    return location
 
 
 # the daemon ----------------------------------------------------------------------------------
@@ -38,7 +45,7 @@ def db_path() -> Path:
 
 @dataclass
 class RunningDaemon:
-    db: Path
+    db: Path | str
     pid: int
     start_s: float  # start_daemon until it returned (its workers are ready)
     workers: list[int] = field(default_factory=list)
@@ -52,7 +59,7 @@ class RunningDaemon:
 
 @contextlib.contextmanager
 def daemon(
-    db: Path, workers: int = 1, *, synchronous: str | None = None, **options: Any
+    db: Path | str, workers: int = 1, *, synchronous: str | None = None, **options: Any
 ) -> Iterator[RunningDaemon]:
     """A daemon of ``workers`` worker processes for ``db``, stopped when the block ends.
 
@@ -104,26 +111,54 @@ def rss_mib(pid: int) -> float | None:
 class Watcher:
     """Counts terminated processes among ``pks`` on a read-only connection of its own.
 
-    It looks at ``PRAGMA data_version`` (microseconds) and queries only after another
-    connection committed, as ``await_node`` does, but for many nodes at once.
+    It queries only after another connection committed, as ``await_node`` does, but for many
+    nodes at once.  On sqlite it looks at ``PRAGMA data_version`` (microseconds) every
+    ``interval``; on PostgreSQL it LISTENs on the channel every engine commit notifies, and
+    waits on the socket for at most ``interval``.
     """
 
-    def __init__(self, db: Path, pks: Sequence[int | None]) -> None:
+    def __init__(self, db: Path | str, pks: Sequence[int | None]) -> None:
         check(None not in pks, "a submitted process has no pk")
-        self.connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        self.postgres = isinstance(db, str)
+        if self.postgres:
+            import psycopg
+
+            from miniengine.storage.postgres.connection import COMMIT_CHANNEL
+
+            self.connection: Any = psycopg.connect(str(db), autocommit=True)
+            self.connection.execute(f"LISTEN {COMMIT_CHANNEL}")
+        else:
+            self.connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
         self.pks = [pk for pk in pks if pk is not None]
         marks = ",".join("?" * len(self.pks))
         self._query = (
             f"SELECT count(*) FROM nodes WHERE pk IN ({marks}) "
             f"AND process_state IN ({','.join('?' * len(TERMINAL))})"
         )
+        if self.postgres:
+            self._query = self._query.replace("?", "%s")
         self._version = -1
         self.done = 0
 
     def close(self) -> None:
         self.connection.close()
 
-    def poll(self) -> int:
+    def poll(self, wait: float = 0.0) -> int:
+        """The count of terminated processes, queried again only if something committed since
+        the last query (on PostgreSQL, waiting up to ``wait`` seconds for a commit)."""
+        if self.postgres:
+            notified = self._version < 0 or bool(
+                list(self.connection.notifies(timeout=wait, stop_after=1))
+            )
+            if notified:
+                # every notification queued so far is covered by the query that follows
+                for _ in self.connection.notifies(timeout=0):
+                    pass
+                self._version = 0
+                self.done = self.connection.execute(self._query, (*self.pks, *TERMINAL)).fetchone()[
+                    0
+                ]
+            return self.done
         version = self.connection.execute("PRAGMA data_version").fetchone()[0]
         if version != self._version:
             self._version = version
@@ -139,8 +174,9 @@ class Watcher:
     ) -> float:
         """Wait until every process has terminated; the ``perf_counter`` time it was seen."""
         deadline = time.perf_counter() + timeout
+        wait = 0.0
         while True:
-            done = self.poll()
+            done = self.poll(wait)
             now = time.perf_counter()
             if on_poll is not None:
                 on_poll(done)
@@ -150,20 +186,20 @@ class Watcher:
                 raise WrongResult(
                     f"only {done} of {len(self.pks)} processes terminated within {timeout:.0f} s"
                 )
-            time.sleep(interval)
+            if self.postgres:
+                wait = interval  # the next poll waits on the socket instead of sleeping
+            else:
+                time.sleep(interval)
 
 
-def process_states(db: Path) -> dict[str, int]:
+def process_states(db: Path | str) -> dict[str, int]:
     """How many process nodes of the database are in each state."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = connection.execute(
+    with probe(db) as connection:
+        rows = connection.all(
             "SELECT process_state, count(*) FROM nodes WHERE process_state IS NOT NULL "
             "GROUP BY process_state"
-        ).fetchall()
-    finally:
-        connection.close()
-    return dict(rows)
+        )
+    return {state: int(count) for state, count in rows}
 
 
 # W1 and W6 rounds ------------------------------------------------------------------------------
@@ -202,7 +238,7 @@ def check_small(nodes: Sequence[Any], offset: int = 0) -> None:
     check(not bad, f"{len(bad)} of {len(nodes)} workchains did not finish OK: {bad[:5]}")
 
 
-def w6_round(db: Path, n: int, *, offset: int = 0, timeout: float = 300) -> dict[str, Any]:
+def w6_round(db: Path | str, n: int, *, offset: int = 0, timeout: float = 300) -> dict[str, Any]:
     """W6 against a running daemon: submit ``n`` SmallWorkChains and wait for all of them.
 
     The clock runs from the first submit to the moment every one is seen terminated.
@@ -219,7 +255,7 @@ def w6_round(db: Path, n: int, *, offset: int = 0, timeout: float = 300) -> dict
     return {"n": n, "wall_s": wall, "per_s": n / wall, "submit_s": submit_s}
 
 
-def loop_round(db: Path, n: int, steps: int, timeout: float = 600) -> dict[str, Any]:
+def loop_round(db: Path | str, n: int, steps: int, timeout: float = 600) -> dict[str, Any]:
     """Submit ``n`` LoopWorkChains of ``steps`` iterations (one ``add`` each) to a running
     daemon and wait for all of them: many commits, the load that used to grow the WAL."""
     from benchmarks.workchains import LoopWorkChain
@@ -277,7 +313,7 @@ class WalSampler:
         self._thread.join()
 
 
-def drain(db: Path, nodes: Sequence[Any], timeout: float = 300) -> float:
+def drain(db: Path | str, nodes: Sequence[Any], timeout: float = 300) -> float:
     """Wait (with a daemon running) until ``nodes`` terminated; the seconds it took."""
     start = time.perf_counter()
     watcher = Watcher(db, [node.pk for node in nodes])

@@ -34,16 +34,14 @@ def latency_stats(samples: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def count_rows(db_path: str, table: str) -> int | None:
-    """Rows in a table of a miniengine database (a detail for the report; None if unreadable)."""
-    import sqlite3
+def count_rows(table: str) -> int | None:
+    """Rows in a table of this repetition's database (a detail for the report; None if
+    unreadable)."""
+    from benchmarks.backends import db_location, probe
 
     try:
-        connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            row = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
-        finally:
-            connection.close()
-    except sqlite3.Error:
+        with probe(db_location()) as connection:
+            (count,) = connection.one(f"SELECT count(*) FROM {table}")
+    except Exception:
         return None
-    return int(row[0])
+    return int(count)

@@ -4,14 +4,15 @@ cannot give more than 2; the client that submits competes for the same cores."""
 
 from __future__ import annotations
 
+from benchmarks.backends import db_location
 from benchmarks.registry import Measurement, Metric, Params, Scaling, Series, Workload
-from benchmarks.support import daemon, db_path, w6_round
+from benchmarks.support import daemon, w6_round
 
 WORKERS = (1, 2, 4)
 
 
 def measure(params: Params) -> Measurement:
-    db = db_path()
+    db = db_location()
     metrics: dict[str, float] = {}
     details: dict[str, object] = {}
     offset = 0
@@ -45,4 +46,5 @@ WORKLOAD = Workload(
             ),
         ),
     ),
+    backends=("sqlite", "postgresql"),
 )

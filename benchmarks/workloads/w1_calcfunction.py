@@ -3,8 +3,6 @@ does: ``add(Int(i), Int(1))`` in a loop."""
 
 from __future__ import annotations
 
-import os
-
 from benchmarks.registry import Measurement, Metric, Params, Target, Workload, WrongResult, check
 from benchmarks.timing import count_rows, latency_stats, timed
 
@@ -26,7 +24,7 @@ def measure(params: Params) -> Measurement:
     calls = WARMUP + params["n"]
     recorded = len(find_processes(process_label="add"))
     check(recorded == calls, f"{calls} calls of add recorded {recorded} process nodes")
-    nodes = count_rows(os.environ["MINIENGINE_DB"], "nodes")
+    nodes = count_rows("nodes")
     return Measurement(
         metrics={"calls_per_s": stats["per_s"]},
         details={
@@ -52,4 +50,5 @@ WORKLOAD = Workload(
     measure=measure,
     params={"n": 2000},
     quick_params={"n": 300},
+    backends=("sqlite", "postgresql"),
 )

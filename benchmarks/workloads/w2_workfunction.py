@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from benchmarks.registry import Measurement, Metric, Params, Target, Workload, WrongResult, check
 from benchmarks.timing import count_rows, latency_stats, timed
 
@@ -28,7 +26,7 @@ def measure(params: Params) -> Measurement:
     calls = WARMUP + params["n"]
     recorded = len(find_processes(process_label="add_and_multiply"))
     check(recorded == calls, f"{calls} workflows recorded {recorded} process nodes")
-    nodes = count_rows(os.environ["MINIENGINE_DB"], "nodes")
+    nodes = count_rows("nodes")
     return Measurement(
         metrics={"wf_per_s": stats["per_s"]},
         details={
@@ -54,4 +52,5 @@ WORKLOAD = Workload(
     measure=measure,
     params={"n": 1000},
     quick_params={"n": 200},
+    backends=("sqlite", "postgresql"),
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from benchmarks.backends import db_location
 from benchmarks.registry import Measurement, Metric, Params, Target, Workload, WrongResult, check
 from benchmarks.timing import latency_stats, timed
 
@@ -35,11 +36,17 @@ class _Timers:
             self.calls[key] += 1
 
 
-def _instrument() -> _Timers:
-    """Wrap the step commit (statements and whole transaction) and the checkpoint encoder."""
+def _instrument(postgres: bool) -> _Timers:
+    """Wrap the step commit (statements and whole transaction) and the checkpoint encoder, on
+    the backend of this repetition (before its store is opened, which binds the functions)."""
     from miniengine.runtime.workchain import executor
-    from miniengine.storage import checkpoint_rows
-    from miniengine.storage.store import Store
+
+    if postgres:
+        from miniengine.storage.postgres import checkpoint_rows
+        from miniengine.storage.postgres.store import PostgresStore as Store
+    else:
+        from miniengine.storage import checkpoint_rows  # type: ignore[no-redef]
+        from miniengine.storage.store import Store  # type: ignore[assignment]
 
     timers = _Timers()
     clock = time.perf_counter
@@ -54,12 +61,12 @@ def _instrument() -> _Timers:
 
     transaction = Store._transaction
 
-    def timed_transaction(self: Any, fn: Any, args: Any, *, retry: bool) -> Any:
+    def timed_transaction(self: Any, fn: Any, args: Any, **options: Any) -> Any:
         if fn is not timed_step_commit_tx:
-            return transaction(self, fn, args, retry=retry)
+            return transaction(self, fn, args, **options)
         start = clock()
         try:
-            return transaction(self, fn, args, retry=retry)
+            return transaction(self, fn, args, **options)
         finally:
             timers.add("tx", clock() - start)
 
@@ -82,7 +89,7 @@ def measure(params: Params) -> Measurement:
     from benchmarks.workchains import LoopWorkChain
     from miniengine import Int, find_processes, run
 
-    timers = _instrument()
+    timers = _instrument(isinstance(db_location(), str))
 
     def call(i: int) -> None:
         result, node = run.get_node(LoopWorkChain, n=Int(ITERATIONS))
@@ -144,4 +151,5 @@ WORKLOAD = Workload(
     measure=measure,
     params={"n": 200},
     quick_params={"n": 50},
+    backends=("sqlite", "postgresql"),
 )

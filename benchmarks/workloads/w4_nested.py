@@ -65,4 +65,5 @@ WORKLOAD = Workload(
     measure=measure,
     params={"reps": 7},
     quick_params={"reps": 3},
+    backends=("sqlite", "postgresql"),
 )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 
+from benchmarks.backends import db_location
 from benchmarks.registry import Measurement, Metric, Params, Target, Workload, check
-from benchmarks.support import Watcher, daemon, db_path, rss_mib
+from benchmarks.support import Watcher, daemon, rss_mib
 
 DEPTH = 10
 
@@ -22,7 +23,7 @@ def submit_nested(depth: int) -> float:
 
     start = time.perf_counter()
     node = submit(NestedWorkChain, inp=Int(depth))
-    watcher = Watcher(db_path(), [node.pk])
+    watcher = Watcher(db_location(), [node.pk])
     try:
         end = watcher.wait(120, interval=0.001)
     finally:
@@ -35,7 +36,7 @@ def submit_nested(depth: int) -> float:
 
 
 def measure(params: Params) -> Measurement:
-    with daemon(db_path(), workers=1) as running:
+    with daemon(db_location(), workers=1) as running:
         first = submit_nested(DEPTH)
         walls = [submit_nested(DEPTH) for _ in range(params["reps"])]
         rss = [rss_mib(pid) for pid in running.workers]
@@ -69,4 +70,5 @@ WORKLOAD = Workload(
     measure=measure,
     params={"reps": 7},
     quick_params={"reps": 3},
+    backends=("sqlite", "postgresql"),
 )

@@ -16,32 +16,31 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import db_location, probe
 from benchmarks.registry import Measurement, Metric, Params, Target, Workload, check
-from benchmarks.support import ACTIVE, Watcher, daemon, db_path, submit_small, w6_round
+from benchmarks.support import ACTIVE, Watcher, daemon, submit_small, w6_round
 
 
-def crash_counts(db: Path, parents: list[int]) -> dict[str, int]:
+def crash_counts(db: Path | str, parents: list[int]) -> dict[str, int]:
     """Orphans in the whole database, and the ``add`` children of ``parents`` by outcome."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
+    with probe(db) as connection:
         marks = ",".join("?" * len(parents))
-        orphans = connection.execute(
+        (orphans,) = connection.one(
             f"SELECT count(*) FROM nodes WHERE process_state IN ({','.join('?' * len(ACTIVE))})",
             ACTIVE,
-        ).fetchone()[0]
-        per_parent = connection.execute(
-            "SELECT l.in_pk, sum(n.process_state = 'finished'), sum(n.process_state = 'excepted'), "
+        )
+        per_parent = connection.all(
+            "SELECT l.in_pk, "
+            "sum(CASE WHEN n.process_state = 'finished' THEN 1 ELSE 0 END), "
+            "sum(CASE WHEN n.process_state = 'excepted' THEN 1 ELSE 0 END), "
             "count(*) FROM links l JOIN nodes n ON n.pk = l.out_pk "
             f"WHERE l.link_type = 'call_calc' AND l.in_pk IN ({marks}) GROUP BY l.in_pk",
             parents,
-        ).fetchall()
-    finally:
-        connection.close()
+        )
     return {
         "orphans": orphans,
         "duplicates": sum(1 for _, finished, _, _ in per_parent if finished > 1),
@@ -51,35 +50,28 @@ def crash_counts(db: Path, parents: list[int]) -> dict[str, int]:
     }
 
 
-def at_kill(db: Path, parents: list[int]) -> dict[str, int]:
+def at_kill(db: Path | str, parents: list[int]) -> dict[str, int]:
     """Read right after the SIGKILL: the workchains not yet terminated, and those of them that a
     worker held (running with a lease, so the victim: the only worker)."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        in_flight, held = connection.execute(
+    with probe(db) as connection:
+        in_flight, held = connection.one(
             "SELECT count(*), count(owner) FROM nodes WHERE pk IN "
             f"({','.join('?' * len(parents))}) AND process_state IN "
             f"({','.join('?' * len(ACTIVE))})",
             (*parents, *ACTIVE),
-        ).fetchone()
-    finally:
-        connection.close()
-    return {"in_flight_at_kill": in_flight, "held_at_kill": held}
-
-
-def taken_over(db: Path) -> int:
-    """Tasks claimed more than once: what the killed worker held and another worker took."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(
-            connection.execute("SELECT count(*) FROM tasks WHERE attempts > 1").fetchone()[0]
         )
-    finally:
-        connection.close()
+    return {"in_flight_at_kill": int(in_flight), "held_at_kill": int(held)}
+
+
+def taken_over(db: Path | str) -> int:
+    """Tasks claimed more than once: what the killed worker held and another worker took."""
+    with probe(db) as connection:
+        (count,) = connection.one("SELECT count(*) FROM tasks WHERE attempts > 1")
+    return int(count)
 
 
 def measure(params: Params) -> Measurement:
-    db = db_path()
+    db = db_location()
     n = params["n"]
     with daemon(db, workers=1) as running:
         w6_round(db, 1, offset=-1)  # warm-up: the worker has imported the workchain
@@ -167,4 +159,5 @@ WORKLOAD = Workload(
     measure=measure,
     params={"n": 200},
     quick_params={"n": 200},
+    backends=("sqlite", "postgresql"),
 )
