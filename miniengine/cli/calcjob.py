@@ -27,6 +27,7 @@ from miniengine.cli.table import emit
 if TYPE_CHECKING:
     from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CalcJobs, CleanableCalcJob
     from miniengine.storage.interfaces.queries import Reader
+    from miniengine.storage.repository import Repository
 
 __all__ = [
     "add_commands",
@@ -201,13 +202,11 @@ def _list(tree: dict[str, Any], path: str | None, what: str, color: bool) -> int
     return 0
 
 
-def _cat(args: argparse.Namespace, tree: dict[str, Any], path: str, what: str) -> int:
+def _cat(repository: Repository, tree: dict[str, Any], path: str, what: str) -> int:
     key = _lookup(tree, path, what)
     if isinstance(key, dict):
         raise CliError(f"the path {path!r} is a folder, not a file, in the {what}")
-    from miniengine.storage.repository import Repository
-
-    with Repository.for_database(args.db_path).open(str(key)) as stream:
+    with repository.open(str(key)) as stream:
         _copy_to_stdout(stream)
     return 0
 
@@ -257,9 +256,11 @@ def _inputls(args: argparse.Namespace) -> int:
 
 
 def _inputcat(args: argparse.Namespace) -> int:
-    info = _read(args, lambda c: _calcjob(c, args.calcjob))
+    info, repository = _read(
+        args, lambda db: (_calcjob(db, args.calcjob), db.provenance.repository())
+    )
     path = _default_file(info, args.path, "input_filename")
-    return _cat(args, info.input_tree, path, f"input files of calcjob {info.pk}")
+    return _cat(repository, info.input_tree, path, f"input files of calcjob {info.pk}")
 
 
 def _retrieved(db: Reader, identifier: str) -> tuple[CalcJobInfo, dict[str, Any]]:
@@ -278,9 +279,11 @@ def _outputls(args: argparse.Namespace) -> int:
 
 
 def _outputcat(args: argparse.Namespace) -> int:
-    info, tree = _read(args, lambda c: _retrieved(c, args.calcjob))
+    (info, tree), repository = _read(
+        args, lambda db: (_retrieved(db, args.calcjob), db.provenance.repository())
+    )
     path = _default_file(info, args.path, "output_filename")
-    return _cat(args, tree, path, f"retrieved files of calcjob {info.pk}")
+    return _cat(repository, tree, path, f"retrieved files of calcjob {info.pk}")
 
 
 # through the computer ------------------------------------------------------------------------
