@@ -486,6 +486,23 @@ def test_a_job_seen_done_while_its_process_is_evicted_still_wakes_it(
     assert tasks == [(f"job:{pk}:7",)]
 
 
+def test_batches_beyond_one_statement_keep_their_order(pg: Any) -> None:
+    """Rows go in multi-row INSERTs of at most a thousand (a statement takes at most 65,535
+    parameters), in the order given."""
+    values = [(f"in{index}", Int(index)) for index in range(2500)]
+    with pg.transaction():
+        pk, inputs = pg_rows.begin_process_tx(pg, _new_process(inputs=values))
+        pg_rows.add_logs_tx(pg, pk, [("REPORT", f"line {index}") for index in range(2500)])
+    assert inputs == sorted(inputs) and len(set(inputs)) == 2500
+    links = pg_rows.read_links(pg, pk, incoming=True)
+    assert [(link.pk, link.label) for link in links] == [
+        (input_pk, label) for input_pk, (label, _) in zip(inputs, values, strict=True)
+    ]
+    assert [log.message for log in pg_rows.read_logs(pg, pk)] == [
+        f"line {index}" for index in range(2500)
+    ]
+
+
 def test_a_state_change_reaches_a_subscriber_as_an_event(pg: Any) -> None:
     with pg.transaction():
         pk, _ = pg_rows.begin_process_tx(pg, _new_process("me", time.time() + 60))

