@@ -80,8 +80,11 @@ class DaemonFiles:
         if isinstance(self.db, Path):
             return
         folder = self.folder
+        missing = [folder, *folder.parents]
+        missing = missing[: next(i for i, path in enumerate(missing) if path.is_dir())]
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for path in reversed(missing):  # each level 0700 (mkdir's parents get the umask's)
+                path.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise os_error(exc, f"cannot create the daemon's folder {folder}") from exc
         if not folder.is_dir() or folder.is_symlink():

@@ -1,0 +1,169 @@
+"""Hosts: a worker's identity includes its host, and where a daemon keeps its files.
+
+The host is the hostname unless ``$MINIENGINE_HOST`` names another (several hosts simulated on
+one machine); it is recorded with each worker (schema version 8), listed by ``daemon status``
+and shown by ``process show`` for the process a worker holds.  A daemon of a sqlite file keeps
+its pid, lock and log beside the file; one of a PostgreSQL database in a folder of its own per
+host and database, ``~/.miniengine/daemons/<host>/<db>-<hash>/``, whose name has no password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from miniengine import Str, asubmit, await_node
+from miniengine.daemon import Worker
+from miniengine.daemon.files import DaemonFiles, daemon_folder, url_without_password
+from miniengine.exceptions import StoreError
+from miniengine.storage.host import HOST_ENV_VAR, current_host
+from miniengine.storage.open import open_backend
+from miniengine.storage.schema import SCHEMA_VERSION
+from tests.workchains.daemon_chains import ROOT, GateWorkChain, python_env
+
+SHOW = (sys.executable, "-m", "miniengine", "process", "show")
+URL = "postgresql://engine:s3cret@db.example:5432/engine?sslmode=verify-full"
+
+
+def test_the_host_is_the_hostname_unless_the_environment_names_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(HOST_ENV_VAR, raising=False)
+    assert current_host() == socket.gethostname()
+    monkeypatch.setenv(HOST_ENV_VAR, "node-07.cluster")
+    assert current_host() == "node-07.cluster"
+    for bad in ("a/b", "..", ".hidden", "a:b", "x" * 254, "tab\there"):
+        monkeypatch.setenv(HOST_ENV_VAR, bad)
+        with pytest.raises(StoreError, match=HOST_ENV_VAR):
+            current_host()
+
+
+def test_a_sqlite_database_keeps_its_daemon_files_beside_it(tmp_path: Path) -> None:
+    files = DaemonFiles(tmp_path / "engine.sqlite")
+    assert files.folder == tmp_path
+    assert files.pid_file == tmp_path / "engine.sqlite.daemon.pid"
+    assert files.log_file == tmp_path / "engine.sqlite.daemon.log"
+    assert files.lock_file == tmp_path / "engine.sqlite.daemon.lock"
+
+
+def test_a_postgresql_database_has_a_daemon_folder_per_host_and_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(HOST_ENV_VAR, "alpha")
+    files = DaemonFiles(URL)
+    base = tmp_path / ".miniengine" / "daemons"
+    assert files.folder.parent == base / "alpha"
+    assert files.folder.name.startswith("engine-") and "s3cret" not in str(files.folder)
+    assert files.folder == daemon_folder(URL, "alpha", base)
+    assert files.pid_file == files.folder / "daemon.pid"
+    # another host, another server or another database: another folder; another password
+    # of the same database (a changed secret): the same one
+    assert daemon_folder(URL, "beta", base) != files.folder
+    assert daemon_folder(URL.replace("db.example", "db2.example"), "alpha", base) != files.folder
+    assert daemon_folder(URL.replace("/engine?", "/other?"), "alpha", base).name.startswith(
+        "other-"
+    )
+    assert daemon_folder(URL.replace("s3cret", "n3w"), "alpha", base) == files.folder
+    files.ensure_folder()
+    for folder in (files.folder, files.folder.parent, base):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files.write(pid=os.getpid(), state="ready")
+    assert files.read() == {"pid": os.getpid(), "state": "ready"}
+    assert stat.S_IMODE(files.pid_file.stat().st_mode) == 0o600
+
+
+def test_a_password_is_never_shown() -> None:
+    assert url_without_password(URL) == (
+        "postgresql://engine:***@db.example:5432/engine?sslmode=verify-full"
+    )
+    shown = url_without_password("postgresql://engine@db/engine?password=s3cret&sslmode=require")
+    assert "s3cret" not in shown and "sslmode=require" in shown
+    assert url_without_password("postgresql://db/engine") == "postgresql://db/engine"
+
+
+def test_a_daemon_start_on_an_unreachable_server_says_so_without_the_password(
+    tmp_path: Path,
+) -> None:
+    env = {**python_env(), "HOME": str(tmp_path), HOST_ENV_VAR: "alpha"}
+    url = "postgresql://engine:s3cret@db.invalid/engine"
+    completed = subprocess.run(
+        [sys.executable, "-m", "miniengine.daemon", "start", "--db", url],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 1
+    assert "cannot connect" in completed.stderr and "s3cret" not in completed.stderr
+    assert not (tmp_path / ".miniengine").exists()  # no daemon folder for a database not there
+
+
+def test_schema_version_8_records_the_host_of_each_worker(backend_db: Path | str) -> None:
+    store = open_backend(backend_db)
+    try:
+        store.broker.register_worker("worker:alpha:1:x", 1, 4, 100.0, "alpha")
+        store.broker.register_worker("worker:beta:2:y", 2, 4, 101.0, "beta")
+        workers = store.broker.workers()
+    finally:
+        store.close()
+    assert SCHEMA_VERSION == 8
+    assert [(worker.id, worker.host) for worker in workers] == [
+        ("worker:alpha:1:x", "alpha"),
+        ("worker:beta:2:y", "beta"),
+    ]
+
+
+async def test_a_worker_names_its_host_and_process_show_says_where_a_process_runs(
+    miniengine_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HOST_ENV_VAR, "alpha")
+    async with Worker(db=miniengine_db, lease_timeout=2.0) as worker:
+        assert worker.host == "alpha" and worker.id.startswith("worker:alpha:")
+        node = await asubmit(GateWorkChain, folder=Str(str(tmp_path)))
+        started = tmp_path / f"started.{os.getpid()}"
+        with anyio.fail_after(30):
+            while not started.exists():
+                await anyio.sleep(0.01)
+        env = {**python_env(), HOST_ENV_VAR: "elsewhere"}
+        show = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [*SHOW, str(node.pk), "--db", str(miniengine_db)],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        )
+        shown = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [*SHOW, str(node.pk), "--json", "--db", str(miniengine_db)],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        )
+        (tmp_path / f"release.{os.getpid()}").touch()
+        await await_node(node, timeout=30)
+    assert show.returncode == 0, show.stderr
+    assert re.search(rf"^owner\s+{re.escape(worker.id)}$", show.stdout, re.M), show.stdout
+    assert re.search(r"^host\s+alpha$", show.stdout, re.M), show.stdout
+    owner = json.loads(shown.stdout)["owner"]
+    assert owner["id"] == worker.id and owner["host"] == "alpha"
+    with sqlite3.connect(miniengine_db) as connection:
+        assert connection.execute("SELECT host FROM workers").fetchall() in ([], [("alpha",)])
+    connection.close()
