@@ -2,7 +2,7 @@
 
 The CalcJob runtime, its job watcher and the ``computer``, ``code`` and ``calcjob`` commands
 reach the database through these interfaces only, so a second database implements the same
-methods; these tests pin what goes in and what comes out.
+methods; these tests pin what goes in and what comes out, on each backend.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from miniengine import Int
 from miniengine.core.ids import new_uuid
 from miniengine.exceptions import NotExistent, ValidationError
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import (
     CalcJobCommit,
     CalcJobInfo,
@@ -31,19 +32,19 @@ from miniengine.storage.interfaces.provenance import (
     NewProcess,
     unpack_attributes,
 )
-from miniengine.storage.store import Store
+from miniengine.storage.open import open_backend
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "calcjobs.sqlite", lease_timeout=0.4)
+def store(backend_db: Path | str) -> Iterator[Backend]:
+    opened = open_backend(backend_db, lease_timeout=0.4)
     try:
         yield opened
     finally:
         opened.close()
 
 
-def add_computer(store: Store, label: str = "here") -> tuple[int, str]:
+def add_computer(store: Backend, label: str = "here") -> tuple[int, str]:
     uuid = new_uuid()
     pk, _ = store.computers.insert_computer(
         uuid, label, "localhost", "", "core.local", "core.direct", {"workdir": "/tmp"}, None
@@ -51,7 +52,7 @@ def add_computer(store: Store, label: str = "here") -> tuple[int, str]:
     return pk, uuid
 
 
-def new_calcjob(store: Store, state: str = "running") -> NewProcess:
+def new_calcjob(store: Backend, state: str = "running") -> NewProcess:
     claimed = state != "created"
     return NewProcess(
         uuid=new_uuid(),
@@ -69,7 +70,7 @@ def new_calcjob(store: Store, state: str = "running") -> NewProcess:
     )
 
 
-def create(store: Store, computer_uuid: str, enqueue: bool = False) -> tuple[int, list[int]]:
+def create(store: Backend, computer_uuid: str, enqueue: bool = False) -> tuple[int, list[int]]:
     seen: list[list[int]] = []
 
     def checkpoint(input_pks: list[int]) -> bytes:
@@ -87,7 +88,7 @@ def create(store: Store, computer_uuid: str, enqueue: bool = False) -> tuple[int
     return pk, input_pks
 
 
-def commit(store: Store, pk: int, seq: int, **fields: Any) -> tuple[list[int], bool]:
+def commit(store: Backend, pk: int, seq: int, **fields: Any) -> tuple[list[int], bool]:
     return store.calcjobs.calcjob_commit(
         CalcJobCommit(
             pk=pk,
@@ -102,22 +103,19 @@ def commit(store: Store, pk: int, seq: int, **fields: Any) -> tuple[list[int], b
     )
 
 
-def ready_tasks(store: Store, pk: int) -> list[str]:
-    return store.read(
-        lambda connection: [
-            row[0]
-            for row in connection.execute(
-                "SELECT dedup_key FROM tasks WHERE process_pk = ? AND status = 'ready'", (pk,)
-            )
-        ]
-    )
+def ready_tasks(store: Backend) -> list[int]:
+    """The processes of the ready tasks (claimed here, so each is seen once)."""
+    now = time.time()
+    return [
+        claim.process_pk for claim in store.broker.claim_tasks("probe", 100, now + 60, now, True)
+    ]
 
 
-def test_a_calcjob_is_created_with_its_computer_and_checkpoint(store: Store) -> None:
+def test_a_calcjob_is_created_with_its_computer_and_checkpoint(store: Backend) -> None:
     computer_pk, computer_uuid = add_computer(store)
     pk, [input_pk] = create(store, computer_uuid, enqueue=True)
     assert store.checkpoints.read_checkpoint(pk) == (0, b"first")
-    assert ready_tasks(store, pk) == [f"start:{pk}"]
+    assert ready_tasks(store) == [pk]
     info = store.calcjobs.calcjob_info(pk)
     assert isinstance(info, CalcJobInfo)
     assert (info.pk, info.computer_pk, info.computer_label, info.computer_uuid) == (
@@ -129,7 +127,7 @@ def test_a_calcjob_is_created_with_its_computer_and_checkpoint(store: Store) -> 
     assert store.calcjobs.calcjob_info(input_pk) is None  # an Int, not a CalcJob
 
 
-def test_a_job_is_watched_from_its_commit_until_it_is_done(store: Store) -> None:
+def test_a_job_is_watched_from_its_commit_until_it_is_done(store: Backend) -> None:
     _, computer_uuid = add_computer(store)
     pk, _ = create(store, computer_uuid)
     outputs, paused = commit(
@@ -167,13 +165,13 @@ def test_a_job_is_watched_from_its_commit_until_it_is_done(store: Store) -> None
     assert unpack_attributes(node.attributes)["scheduler_state"] == "done"
     job = store.calcjobs.read_job(pk)
     assert job is not None and job.done and job.detailed_info == {"exit": 0}
-    assert ready_tasks(store, pk) == [f"job:{pk}:42"]
+    assert ready_tasks(store) == [pk]  # its continuation
     # another watcher that still thinks it holds the job changes nothing
     assert store.calcjobs.job_done(pk, "42", "watcher", "done", None) is False
     assert store.calcjobs.read_watched_jobs("watcher") == []
 
 
-def test_a_finished_calcjob_forgets_its_job_and_can_be_cleaned(store: Store) -> None:
+def test_a_finished_calcjob_forgets_its_job_and_can_be_cleaned(store: Backend) -> None:
     _, computer_uuid = add_computer(store)
     pk, _ = create(store, computer_uuid)
     [remote_pk], _ = commit(
@@ -191,7 +189,7 @@ def test_a_finished_calcjob_forgets_its_job_and_can_be_cleaned(store: Store) -> 
     assert store.calcjobs.output_tree(pk, "retrieved") is None
 
 
-def test_a_failing_stage_shows_its_retries_then_pauses(store: Store) -> None:
+def test_a_failing_stage_shows_its_retries_then_pauses(store: Backend) -> None:
     _, computer_uuid = add_computer(store)
     pk, _ = create(store, computer_uuid)
     store.calcjobs.stage_status(pk, store.owner, 1, "upload failed, next in 2 s", [("WARN", "x")])
@@ -206,7 +204,7 @@ def test_a_failing_stage_shows_its_retries_then_pauses(store: Store) -> None:
     assert [log.message for log in store.provenance.logs(pk)][-1] == "Pausing after failed upload"
 
 
-def test_watched_jobs_are_paused_dropped_and_released(store: Store) -> None:
+def test_watched_jobs_are_paused_dropped_and_released(store: Backend) -> None:
     _, computer_uuid = add_computer(store)
     pks = []
     for seq in range(3):
@@ -225,35 +223,27 @@ def test_watched_jobs_are_paused_dropped_and_released(store: Store) -> None:
     assert store.calcjobs.claim_jobs("next", now + 60, now) == 2  # the paused one too
 
 
-def test_the_heartbeat_renews_watched_jobs_only_while_asked(store: Store) -> None:
-    _, computer_uuid = add_computer(store)
-    pk, _ = create(store, computer_uuid)
-    commit(store, pk, 1, job=(computer_uuid, "9"), evict=True)
-    now = time.time()
-    store.calcjobs.claim_jobs(store.owner, now + 0.2, now)
-
-    def expiry() -> float:
-        return float(
-            store.read(
-                lambda connection: connection.execute(
-                    "SELECT lease_expires FROM calcjob_jobs WHERE process_pk = ?", (pk,)
-                ).fetchone()[0]
-            )
-        )
-
-    with store.calcjobs.renewing_jobs(store.owner):
-        store.start_heartbeat()
-        deadline = time.monotonic() + 5
-        while expiry() <= now + 0.2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert expiry() > now + 0.2
-    time.sleep(0.2)  # a heartbeat under way when the context ended commits
-    renewed = expiry()
-    time.sleep(0.3)  # a few heartbeats
-    assert expiry() == renewed
+def test_the_heartbeat_renews_watched_jobs_only_while_asked(backend_db: Path | str) -> None:
+    store = open_backend(backend_db, lease_timeout=2.0)  # a heartbeat every 0.5 s
+    try:
+        _, computer_uuid = add_computer(store)
+        pk, _ = create(store, computer_uuid)
+        commit(store, pk, 1, job=(computer_uuid, "9"), evict=True)
+        now = time.time()
+        assert store.calcjobs.claim_jobs(store.owner, now + 0.3, now) == 1
+        with store.calcjobs.renewing_jobs(store.owner):
+            store.start_heartbeat()
+            time.sleep(1.2)  # long past the claim's lease: heartbeats renewed it
+            assert not store.calcjobs.has_unwatched_jobs(time.time())
+        deadline = time.monotonic() + 10
+        while not store.calcjobs.has_unwatched_jobs(time.time()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.calcjobs.has_unwatched_jobs(time.time())  # no longer renewed: it expired
+    finally:
+        store.close()
 
 
-def test_computers_are_stored_edited_found_and_deleted(store: Store) -> None:
+def test_computers_are_stored_edited_found_and_deleted(store: Backend) -> None:
     pk, uuid = add_computer(store, "cluster")
     row = store.computers.read_computer(pk)
     assert isinstance(row, ComputerRow)
@@ -281,7 +271,7 @@ def test_computers_are_stored_edited_found_and_deleted(store: Store) -> None:
         store.computers.read_computer("spare")
 
 
-def test_codes_are_found_by_label_and_computer(miniengine_db: Path, tmp_path: Path) -> None:
+def test_codes_are_found_by_label_and_computer(backend_db: Path | str, tmp_path: Path) -> None:
     from miniengine.runtime.codes import InstalledCode
     from miniengine.runtime.computers import localhost_computer
 
