@@ -6,6 +6,8 @@ submitted class from its module, so none of these may live in ``__main__`` or a 
 - :class:`LoopWorkChain` is W3: ``setup, while_(not_done)(do_step), finalize``; each iteration
   calls the ``add`` calcfunction once and the result is ``0 + 1 + ... + (n - 1)``.
 - :class:`SmallWorkChain` is W6/W7: one step that calls ``add``.
+- :class:`SleepWorkChain` is W6-io: one ``async`` step that awaits a 20 ms sleep (I/O, not
+  CPU) and returns its input.
 - :class:`FanOutWorkChain` submits ``n`` :class:`LeafWorkChain` children in one step and sums
   their outputs in the next (the fan-out scaling curve).
 
@@ -14,10 +16,12 @@ The seed's NestedWorkChain (W4, W5) is ``miniengine.demo_nested.NestedWorkChain`
 
 from __future__ import annotations
 
+import asyncio
+
 from benchmarks.procs import add
 from miniengine import Int, WorkChain, append_, while_
 
-__all__ = ["FanOutWorkChain", "LeafWorkChain", "LoopWorkChain", "SmallWorkChain"]
+__all__ = ["FanOutWorkChain", "LeafWorkChain", "LoopWorkChain", "SleepWorkChain", "SmallWorkChain"]
 
 
 class LoopWorkChain(WorkChain):
@@ -72,6 +76,22 @@ class LeafWorkChain(WorkChain):
         spec.outline(cls.echo)
 
     def echo(self):
+        self.out("x", self.inputs.x)
+
+
+class SleepWorkChain(WorkChain):
+    """W6-io: one ``async`` step awaiting a sleep of ``seconds`` (default 20 ms), as a step that
+    waits on a service would; output ``x`` is the input."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.output("x", valid_type=Int)
+        spec.outline(cls.wait)
+
+    async def wait(self):
+        await asyncio.sleep(0.02)
         self.out("x", self.inputs.x)
 
 

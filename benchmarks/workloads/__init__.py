@@ -15,6 +15,7 @@ _MODULES = (
     "w4_nested",
     "w5_daemon_nested",
     "w6_daemon_throughput",
+    "w6_io",
     "w7_daemon_kill",
     "w8_calcjobs",
     "w9_slurm",

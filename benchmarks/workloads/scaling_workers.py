@@ -45,6 +45,7 @@ WORKLOAD = Workload(
                 growth_limit=None,
             ),
         ),
+        linear_x=True,
     ),
     backends=("sqlite", "postgresql"),
 )
