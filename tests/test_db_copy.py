@@ -205,6 +205,30 @@ async def test_processes_in_flight_finish_on_the_target(
     assert not load_node(unclaimed.pk).is_terminated
 
 
+async def test_the_leases_of_the_sources_owners_are_let_go(
+    miniengine_db: Path, target: str
+) -> None:
+    """A worker of the source that died holding a task and its process for ten minutes more
+    owns nothing on the target: a worker there runs the process at once."""
+    node = await asubmit(AddWorkChain, x=Int(5), y=Int(6))
+    store = open_backend(miniengine_db)
+    try:
+        now = time.time()
+        (claim,) = store.checkpoints.claim_work("dead-worker", 1, now + 600, now, True, 5)
+    finally:
+        store.close()
+    assert claim.process_pk == node.pk
+    await anyio.to_thread.run_sync(lambda: copy_database(miniengine_db, target))
+    tasks = TABLES[[table.name for table in TABLES].index("tasks")]
+    copied = _rows(target)
+    assert all(row[tasks.columns.index("status")] != "leased" for row in copied["tasks"])
+    assert all(row[tasks.columns.index("worker")] is None for row in copied["tasks"])
+    async with Worker(db=target, lease_timeout=LEASE):
+        added = await await_node(load_node(node.pk, db=target), timeout=30)
+    assert added.is_finished_ok and added.outputs.result.value == 11
+    assert not load_node(node.pk).is_terminated  # the source's owner still holds it there
+
+
 async def test_a_source_that_a_daemon_serves_is_refused(
     miniengine_db: Path, tmp_path: Path
 ) -> None:
