@@ -36,6 +36,9 @@ from miniengine import (
 )
 from miniengine.core.links import LinkType
 
+#: every test runs on a sqlite file and on a PostgreSQL database
+pytestmark = pytest.mark.usefixtures("backend_db")
+
 # the seed, scenario 2, verbatim (imports changed only) ------------------------------------------
 
 
@@ -859,6 +862,7 @@ def test_data_stored_in_another_database_is_not_linked_by_its_foreign_pk(tmp_pat
     assert isinstance(linked, Int) and linked.value == 3
 
 
+@pytest.mark.sqlite_only
 def test_bad_input_is_refused_before_any_node_is_created(miniengine_db):
     run(NestedWorkChain, inp=Int(0))
     before = db_count(miniengine_db, "SELECT count(*) FROM nodes")
@@ -1016,6 +1020,7 @@ def _input_links(node):
     )
 
 
+@pytest.mark.sqlite_only
 def test_the_same_unstored_node_as_two_inputs_is_stored_once_and_linked_twice(miniengine_db):
     shared = Int(1)
     result, node = run_get_node(TwoInputs, a=shared, b=shared)
@@ -1034,6 +1039,7 @@ def test_the_same_unstored_node_as_two_inputs_is_stored_once_and_linked_twice(mi
     assert db_count(miniengine_db, "SELECT count(*) FROM nodes WHERE uuid = ?", other.uuid) == 1
 
 
+@pytest.mark.sqlite_only
 def test_steps_give_one_unstored_node_to_two_inputs_and_two_outputs(miniengine_db):
     result, node = run_get_node(SharesNodes)
     assert node.is_finished_ok
@@ -1054,12 +1060,12 @@ def test_steps_give_one_unstored_node_to_two_inputs_and_two_outputs(miniengine_d
     assert db_count(miniengine_db, "SELECT count(*) FROM nodes GROUP BY uuid ORDER BY 1 DESC") == 1
 
 
-async def test_one_unstored_node_in_the_context_twice_survives_eviction(miniengine_db):
+async def test_one_unstored_node_in_the_context_twice_survives_eviction(backend_db):
     from miniengine import asubmit, await_node
     from miniengine.daemon import Worker
     from tests.workchains.aiida_semantics import SharedNodeWorkChain
 
-    async with Worker(db=miniengine_db, lease_timeout=5.0):
+    async with Worker(db=backend_db, lease_timeout=5.0):
         node = await asubmit(SharedNodeWorkChain)
         await await_node(node, timeout=60)
     assert node.is_finished_ok, node.exception
@@ -1173,13 +1179,13 @@ def test_non_bool_predicates_of_if_elif_and_while_warn_in_aiida_words_and_still_
     ]
 
 
-async def test_non_bool_predicates_are_reported_on_the_node_under_a_daemon_worker(miniengine_db):
+async def test_non_bool_predicates_are_reported_on_the_node_under_a_daemon_worker(backend_db):
     from miniengine import asubmit, await_node
     from miniengine.daemon import Worker
     from tests.workchains.aiida_semantics import NonBoolPredicateWorkChain
 
     with pytest.warns(UserWarning, match="instead of a bool"):
-        async with Worker(db=miniengine_db, lease_timeout=5.0):
+        async with Worker(db=backend_db, lease_timeout=5.0):
             node = await asubmit(NonBoolPredicateWorkChain)
             await await_node(node, timeout=60)
     assert node.is_finished_ok, node.exception
