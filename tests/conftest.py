@@ -1,8 +1,16 @@
-"""Shared fixtures: every test gets its own database file (see ``miniengine.testing``)."""
+"""Shared fixtures: every test gets its own database (see ``miniengine.testing``).
+
+A module marked ``pytestmark = pytest.mark.backends`` runs each of its tests on a fresh sqlite
+file and on a fresh database of a private PostgreSQL cluster (``tests/services/postgres.py``),
+which skips with the reason printed when PostgreSQL's binaries are missing (and fails under
+``CI``).  ``miniengine_db`` is then the file's path or the database's URL; a test that opens the
+sqlite file itself is marked ``sqlite_only(reason=...)``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,5 +35,12 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_db(miniengine_db: object) -> None:
-    """No test may touch ``~/.miniengine``: each one runs against a fresh temporary database."""
+def _isolated_db(
+    miniengine_db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test may touch ``~/.miniengine``: each one runs against a fresh temporary database.
+    On PostgreSQL the daemon's files live under the home folder, so the test gets its own."""
+    if not isinstance(miniengine_db, Path):
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        monkeypatch.setenv("HOME", str(home))

@@ -4,10 +4,13 @@
 provides the ``miniengine_db`` fixture: a fresh database file in a temporary folder, set as
 ``$MINIENGINE_DB`` for the test and closed afterwards, so tests never touch the user's database.
 
-``backend_db`` runs a test once per backend: on a fresh sqlite file, and on a fresh PostgreSQL
-database from the ``postgres_url`` fixture.  That one uses ``$MINIENGINE_TEST_POSTGRES`` (the URL
-of an empty database the test may fill) and skips the test without it; a conftest may override
-it to start a server of its own.
+A test marked ``backends`` (or a whole module: ``pytestmark = pytest.mark.backends``), and any
+test using ``backend_db``, runs once per backend: ``miniengine_db`` is then a fresh sqlite file in
+the ``[sqlite]`` variant and the URL of a fresh PostgreSQL database from the ``postgres_url``
+fixture in the ``[postgresql]`` variant.  ``postgres_url`` uses ``$MINIENGINE_TEST_POSTGRES`` (the
+URL of an empty database the test may fill) and skips the test without it; a conftest may
+override it to start a server of its own.  A test marked ``sqlite_only`` (it opens the sqlite file
+itself) runs on sqlite only.
 """
 
 from __future__ import annotations
@@ -21,20 +24,65 @@ import pytest
 from miniengine.storage.open import close_all_backends
 from miniengine.storage.paths import ENV_VAR
 
-__all__ = ["backend_db", "miniengine_db", "postgres_url"]
+__all__ = [
+    "backend_db",
+    "miniengine_backend",
+    "miniengine_db",
+    "postgres_url",
+    "pytest_configure",
+    "pytest_generate_tests",
+]
 
 #: The URL of an empty PostgreSQL database that tests may use (``postgres_url``).
 TEST_POSTGRES_VAR = "MINIENGINE_TEST_POSTGRES"
 
 
+#: The backends a test marked ``backends`` runs on, in the order of its variants.
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends: run the test on every backend (miniengine_db is a path or a URL)"
+    )
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): the test works on the sqlite file itself: sqlite only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Give a test marked ``backends`` (or using ``backend_db``) one variant per backend."""
+    if "miniengine_backend" not in metafunc.fixturenames:
+        return
+    wanted = "backend_db" in metafunc.fixturenames
+    wanted = wanted or metafunc.definition.get_closest_marker("backends") is not None
+    if not wanted:
+        return
+    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    backends = BACKENDS[:1] if only_sqlite else BACKENDS
+    metafunc.parametrize("miniengine_backend", backends, indirect=True, scope="function")
+
+
 @pytest.fixture
-def miniengine_db(tmp_path: Path) -> Iterator[Path]:
-    """The path of a fresh database file, set as ``$MINIENGINE_DB`` for the test."""
-    path = tmp_path / "engine.sqlite"
+def miniengine_backend(request: pytest.FixtureRequest) -> str:
+    """The backend of ``miniengine_db``: ``sqlite`` unless the test runs on every backend."""
+    backend: str = getattr(request, "param", BACKENDS[0])
+    return backend
+
+
+@pytest.fixture
+def miniengine_db(
+    request: pytest.FixtureRequest, tmp_path: Path, miniengine_backend: str
+) -> Iterator[Path | str]:
+    """A fresh database, set as ``$MINIENGINE_DB`` for the test: the path of a sqlite file, or in
+    the PostgreSQL variant of a test run on every backend the URL of a fresh database."""
+    location: Path | str = tmp_path / "engine.sqlite"
+    if miniengine_backend == "postgresql":
+        location = str(request.getfixturevalue("postgres_url"))
     previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = str(path)
+    os.environ[ENV_VAR] = str(location)
     try:
-        yield path
+        yield location
     finally:
         close_all_backends()
         if previous is None:
@@ -52,24 +100,8 @@ def postgres_url() -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_db(request: pytest.FixtureRequest, miniengine_db: Path) -> Iterator[Path | str]:
-    """A fresh database of each backend in turn (a sqlite path, a PostgreSQL URL), set as
-    ``$MINIENGINE_DB`` for the test and closed afterwards.  A test marked ``sqlite_only`` (it
-    opens the file itself) runs on sqlite only."""
-    if request.param == "sqlite":
-        yield miniengine_db
-        return
-    if request.node.get_closest_marker("sqlite_only") is not None:
-        pytest.skip("the test works on the sqlite file itself")
-    url: str = request.getfixturevalue("postgres_url")
-    previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = url
-    try:
-        yield url
-    finally:
-        close_all_backends()
-        if previous is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = previous
+@pytest.fixture
+def backend_db(miniengine_db: Path | str) -> Path | str:
+    """``miniengine_db`` on each backend in turn (a sqlite path, a PostgreSQL URL): a test using
+    this fixture runs once per backend, as one marked ``backends`` does."""
+    return miniengine_db
