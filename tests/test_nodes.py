@@ -23,6 +23,8 @@ from miniengine import (
 )
 from miniengine.core.links import LinkType
 
+pytestmark = pytest.mark.backends
+
 
 @calcfunction
 def add(x, y):
