@@ -46,6 +46,8 @@ __all__ = [
     "CopyRefused",
     "CopySummary",
     "copy_database",
+    "open_dump",
+    "open_load",
     "shown_location",
 ]
 
