@@ -399,3 +399,27 @@ def _shown(location: Path | str) -> str:
     from miniengine.storage.postgres.connection import without_password
 
     return str(location) if isinstance(location, Path) else without_password(location)
+
+
+def test_the_writer_and_a_reader_connect_again_after_the_server_dropped_them(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    store.write_sync(_put, "l", "before")
+    assert store.read(_get, "l") == "before"
+    backends = store.read(
+        lambda connection: [
+            int(row[0])
+            for row in connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query NOT LIKE 'LISTEN%%'"
+            )
+        ]
+    )
+    other = psycopg.connect(postgres_url, autocommit=True)
+    try:
+        for pid in backends:  # the writer and this thread's reader, idle between statements
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        other.close()
+    store.write_sync(_put, "l", "after")  # nothing was sent on the lost one: run on a new one
+    assert store.read(_get, "l") == "after"  # the read fails once, then runs on a new reader
