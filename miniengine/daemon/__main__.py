@@ -146,6 +146,10 @@ def stop_daemon(db: Path | str, *, timeout: float = 20.0) -> bool:
     return True
 
 
+#: A worker whose last heartbeat is older than this is marked in ``status`` as silent.
+SILENT_AFTER = 60.0
+
+
 def _status(db: Path | str) -> int:
     from miniengine.storage.open import open_backend
 
@@ -174,9 +178,12 @@ def _status(db: Path | str) -> int:
     host_width = max([len(worker.host) for worker in workers] + [10])
     print(f"{'worker':<{width}} {'host':<{host_width}} {'pid':>7} {'slots':>11} {'heartbeat':>10}")
     for worker in workers:
+        silent = now - worker.heartbeat
         print(
             f"{worker.id:<{width}} {worker.host or '?':<{host_width}} {worker.pid:>7} "
-            f"{worker.busy:>5} / {worker.slots:<5} {now - worker.heartbeat:>8.1f} s"
+            f"{worker.busy:>5} / {worker.slots:<5} {silent:>8.1f} s"
+            # a host that died whole leaves its workers' rows behind (its leases expire)
+            + ("  (silent: its host may be down)" if silent > SILENT_AFTER else "")
         )
     print(f"queue: {depth.ready} ready, {depth.leased} running")
     return 0

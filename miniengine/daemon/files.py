@@ -21,10 +21,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.host import current_host
+from miniengine.storage.paths import url_without_password
 from miniengine.storage.permissions import check_not_shared, open_private, os_error
 
 __all__ = [
@@ -171,28 +172,6 @@ def db_arguments(db: Path | str) -> tuple[list[str], dict[str, str]]:
     if isinstance(db, Path):
         return ["--db", str(db)], dict(os.environ)
     return [], {**os.environ, "MINIENGINE_DB": db}
-
-
-def url_without_password(url: str) -> str:
-    """``url`` with its password (``user:password@`` or ``?password=``) replaced by ``***``:
-    what may be printed, logged, or hashed to name the daemon's folder."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<a URL that cannot be parsed>"
-    netloc = parts.netloc
-    if password:
-        user, _, host = netloc.rpartition("@")
-        netloc = user.split(":", 1)[0] + ":***@" + host
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key == "password" for key, _ in pairs):
-            query = urlencode(
-                [(key, "***" if key == "password" else value) for key, value in pairs], safe="*"
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def daemon_folder(url: str, host: str | None = None, base: Path | None = None) -> Path:

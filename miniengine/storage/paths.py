@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.permissions import os_error
@@ -23,6 +23,7 @@ __all__ = [
     "is_postgres_url",
     "resolve_db",
     "resolve_db_path",
+    "url_without_password",
 ]
 
 ENV_VAR = "MINIENGINE_DB"
@@ -94,7 +95,7 @@ def _as_path(value: str, source: str) -> Path:
     if match is None:
         return Path(value).expanduser().absolute()
     scheme = match.group(1).lower()
-    shown = _without_password(value)
+    shown = url_without_password(value)
     if scheme in ("postgresql", "postgres"):
         raise StoreError(
             f"{source} is {shown!r}: PostgreSQL is not supported yet here; give the path of "
@@ -106,16 +107,26 @@ def _as_path(value: str, source: str) -> Path:
     )
 
 
-def _without_password(url: str) -> str:
-    """The URL with a password in it replaced by ``***`` (it is printed in an error)."""
+def url_without_password(url: str) -> str:
+    """``url`` with its password (``user:password@`` or ``?password=``) replaced by ``***``:
+    what may be printed, logged, written to a pid file or hashed to name a folder."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        return url
-    if not password:
-        return url
-    return url.replace(f":{password}@", ":***@", 1)
+        return "<a URL that cannot be parsed>"
+    netloc = parts.netloc
+    if password:
+        user, _, host = netloc.rpartition("@")
+        netloc = user.split(":", 1)[0] + ":***@" + host
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key == "password" for key, _ in pairs):
+            query = urlencode(
+                [(key, "***" if key == "password" else value) for key, value in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def ensure_folder(path: Path) -> None:

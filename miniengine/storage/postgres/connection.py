@@ -8,9 +8,9 @@ the URL shown in messages never contains the password.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from miniengine.exceptions import DatabaseFullError, ReadOnlyDatabaseError, StoreError
+from miniengine.storage.paths import url_without_password
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,14 +41,9 @@ def is_url(value: str) -> bool:
 
 
 def without_password(url: str) -> str:
-    """The URL with a password in it replaced by ``***`` (for messages and ``location``)."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    return url.replace(f":{password}@", ":***@", 1)
+    """The URL with a password in it (``user:password@`` or ``?password=``) replaced by
+    ``***`` (for messages and ``location``)."""
+    return url_without_password(url)
 
 
 def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
