@@ -423,3 +423,36 @@ def test_the_writer_and_a_reader_connect_again_after_the_server_dropped_them(
         other.close()
     store.write_sync(_put, "l", "after")  # nothing was sent on the lost one: run on a new one
     assert store.read(_get, "l") == "after"  # the read fails once, then runs on a new reader
+
+
+# the private cluster of the tests -------------------------------------------------------------
+
+
+def test_the_cluster_runs_unprivileged_and_no_command_line_holds_the_password(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    import os
+
+    password = postgres_server.password
+    assert password in postgres_url
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                command = stream.read().replace(b"\0", b" ").decode(errors="replace")
+            owner = os.stat(f"/proc/{entry}").st_uid
+        except OSError:
+            continue  # ended meanwhile
+        assert password not in command, command
+        if command.startswith(str(postgres_server.bin / "postgres")):
+            assert owner != 0  # as root the server runs as Debian's postgres user
+    # a fresh database per test: empty, owned by the role, reachable with the password only
+    with psycopg.connect(postgres_url) as connection:
+        tables = connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+        assert tables == (0,)
+    wrong = postgres_url.replace(password, "wrong")
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(wrong).close()
