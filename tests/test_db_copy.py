@@ -46,7 +46,7 @@ from miniengine.storage.repository import Repository
 from miniengine.storage.schema import SCHEMA_VERSION
 from miniengine.testing import open_gate
 from tests.test_cli import cli
-from tests.workchains.control_chains import NappingChain
+from tests.workchains.control_chains import NappingChain, ParentOfWaiting
 from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain
 
 LEASE = 2.0
@@ -172,10 +172,13 @@ async def test_processes_in_flight_finish_on_the_target(
 ) -> None:
     gate = "copy-gate"
     _, finished = await arun_get_node(AddWorkChain, x=Int(1), y=Int(2))
-    async with Worker(db=miniengine_db, lease_timeout=LEASE):
+    # the worker stops while a child waits at the gate in its step (its parent waiting for it):
+    # the child goes back to the queue, as when a daemon is stopped mid-way
+    async with Worker(db=miniengine_db, lease_timeout=LEASE, stop_timeout=0.2):
         napping = await asubmit(NappingChain, gate=Str(gate))
+        parent = await asubmit(ParentOfWaiting, gate=Str(gate))
         for _ in range(6000):
-            if _naps(napping.pk, miniengine_db) >= 2:
+            if _naps(napping.pk, miniengine_db) >= 2 and load_node(parent.pk).called:
                 break
             await anyio.sleep(0.005)
         answer = await anyio.to_thread.run_sync(
@@ -184,16 +187,23 @@ async def test_processes_in_flight_finish_on_the_target(
         assert "paused" in str(answer)
     naps = _naps(napping.pk, miniengine_db)
     assert naps >= 2 and load_node(napping.pk).paused
+    (child,) = load_node(parent.pk).called
+    assert not child.is_terminated
     unclaimed = await asubmit(AddWorkChain, x=Int(20), y=Int(22))
 
     summary = await anyio.to_thread.run_sync(lambda: copy_database(miniengine_db, target))
-    assert summary.rows["checkpoints"] >= 2 and summary.rows["tasks"] >= 1
+    assert summary.rows["checkpoints"] >= 3 and summary.rows["tasks"] >= 1
+    assert summary.rows["waits"] == 1 and summary.rows["awaited"] == 1
 
     await anyio.to_thread.run_sync(lambda: control.play(napping.pk, db=target))
     open_gate(gate, db=target)
     async with Worker(db=target, lease_timeout=LEASE):
         chain = await await_node(load_node(napping.pk, db=target), timeout=60)
         added = await await_node(load_node(unclaimed.pk, db=target), timeout=60)
+        waited = await await_node(load_node(parent.pk, db=target), timeout=60)
+    assert waited.is_finished_ok, waited.exception
+    assert waited.outputs.seen.value == child.pk
+    assert load_node(child.pk, db=target).outputs.passed.value is True
     assert chain.is_finished_ok, chain.exception
     assert chain.outputs.naps.value >= naps  # it went on from its checkpoint
     assert _naps(napping.pk, target) >= naps
@@ -203,6 +213,7 @@ async def test_processes_in_flight_finish_on_the_target(
     # the source is as it was: nothing ran there after the copy
     assert load_node(napping.pk).paused and not load_node(napping.pk).is_terminated
     assert not load_node(unclaimed.pk).is_terminated
+    assert not load_node(parent.pk).is_terminated
 
 
 async def test_the_leases_of_the_sources_owners_are_let_go(
