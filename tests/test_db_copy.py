@@ -251,6 +251,25 @@ async def test_a_source_that_a_daemon_serves_is_refused(
     assert not target_db.exists()
 
 
+def test_the_command_refuses_a_source_whose_daemon_runs_here(
+    miniengine_db: Path, tmp_path: Path
+) -> None:
+    """The check of ``db vacuum``: the pid file of a live supervisor beside the database."""
+    from miniengine.daemon.files import DaemonFiles
+
+    run_get_node(AddWorkChain, x=Int(1), y=Int(2))
+    close_all_backends()
+    files = DaemonFiles(miniengine_db)
+    files.write(pid=os.getpid(), state="running")  # this process stands in for the supervisor
+    target_db = tmp_path / "target" / "copy.sqlite"
+    try:
+        failed = cli("db", "copy", str(miniengine_db), str(target_db)).failed()
+    finally:
+        files.remove()
+    assert f"a daemon (pid {os.getpid()}) is running for {miniengine_db}; stop it first" in failed
+    assert not target_db.exists()
+
+
 # refusals ------------------------------------------------------------------------------------
 
 
