@@ -240,6 +240,42 @@ async def test_the_leases_of_the_sources_owners_are_let_go(
     assert not load_node(node.pk).is_terminated  # the source's owner still holds it there
 
 
+async def test_a_calcjob_whose_job_runs_finishes_on_the_target(
+    miniengine_db: Path, target: str, tmp_path: Path
+) -> None:
+    """A CalcJob copied while its program runs with the scheduler: a worker of the target
+    watches the same job, retrieves and parses it; the program ran once."""
+    from tests.test_calcjob_daemon import OPTIONS, local_bash
+    from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+
+    code = local_bash(tmp_path)
+    release, counter = tmp_path / "release", tmp_path / "counter"
+    async with Worker(db=miniengine_db, lease_timeout=LEASE, stop_timeout=0.2):
+        node = await asubmit(
+            ArithmeticAddCalculation,
+            code=code,
+            x=Int(2),
+            y=Int(3),
+            gate=Str(str(release)),
+            counter=Str(str(counter)),
+            metadata=OPTIONS,
+        )
+        for _ in range(6000):
+            if counter.exists() and load_node(node.pk).get_state() == "withscheduler":
+                break
+            await anyio.sleep(0.01)
+        assert counter.exists(), "the program did not start"
+    summary = await anyio.to_thread.run_sync(lambda: copy_database(miniengine_db, target))
+    assert summary.rows["calcjob_jobs"] == 1
+    release.touch()
+    async with Worker(db=target, lease_timeout=LEASE):
+        done = await await_node(load_node(node.pk, db=target), timeout=60)
+    assert done.is_finished_ok, (done.process_state, done.exception, done.exit_status)
+    assert done.outputs.sum.value == 5
+    assert counter.read_text().count("\n") == 1  # the program ran once
+    assert not load_node(node.pk).is_terminated  # nothing went on in the source
+
+
 async def test_a_source_that_a_daemon_serves_is_refused(
     miniengine_db: Path, tmp_path: Path
 ) -> None:
