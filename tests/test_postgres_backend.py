@@ -456,3 +456,33 @@ def test_the_cluster_runs_unprivileged_and_no_command_line_holds_the_password(
     wrong = postgres_url.replace(password, "wrong")
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(wrong).close()
+
+
+def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, run
+    from miniengine.core.links import LinkType
+    from miniengine.storage.schema import SCHEMA_VERSION
+    from tests.workchains.daemon_chains import AddWorkChain
+
+    _, node = run.get_node(AddWorkChain, x=Int(4), y=Int(5))
+    queries = shared_backend(backend_db).queries
+    listed = queries.list_processes(None, None, None)
+    assert [row.process_label for row in listed] == ["add", "AddWorkChain"]
+    assert listed[0].caller == node.pk  # the call link names the caller
+    assert queries.list_processes(["finished"], None, 1)[0].process_label == "add"
+    view = queries.node(node.pk)
+    assert view is not None and view.process_label == "AddWorkChain"
+    assert queries.node(10**6) is None and queries.node(2**70) is None
+    assert queries.uuid_matches(node.uuid) == [node.pk]
+    inputs = queries.linked_nodes(node.pk, incoming=True, link_types=[LinkType.INPUT_WORK.value])
+    assert sorted(linked.link_label for linked in inputs) == ["x", "y"]
+    tree = queries.subtree(node.pk, None)
+    assert [(row.depth, row.process_label) for row in tree] == [(0, "AddWorkChain"), (1, "add")]
+    assert queries.subtree(node.pk, 0)[0].pk == node.pk and len(queries.subtree(node.pk, 0)) == 1
+    assert queries.log_count(node.pk) == len(queries.subtree_logs(node.pk, 0))
+    counts = queries.counts()
+    assert counts.processes == {"finished": 2} and counts.paused == 0
+    assert counts.nodes == 5  # x, y, the WorkChain, add and the sum it returned
+    assert counts.queue is not None and counts.queue.ready == 0
+    assert queries.schema_version() == SCHEMA_VERSION
+    assert queries.integrity_check() == "ok"

@@ -13,7 +13,7 @@ import atexit
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from miniengine.storage.paths import resolve_db
 from miniengine.storage.store import Store, close_all_stores, shared_store
@@ -34,8 +34,7 @@ def open_backend(db: str | os.PathLike[str] | None = None, **options: Any) -> Ba
         return store
     from miniengine.storage.postgres.store import PostgresStore
 
-    # cast: the PostgreSQL concerns are still being filled in, method by method
-    return cast("Backend", PostgresStore(location, **options))
+    return PostgresStore(location, **options)
 
 
 _shared: dict[str, Backend] = {}

@@ -54,6 +54,7 @@ from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT
 if TYPE_CHECKING:
     import psycopg
 
+    from miniengine.storage.interfaces import Backend
     from miniengine.storage.postgres.async_reads import PostgresAsyncReads
 
 
@@ -476,3 +477,9 @@ def _renew_leases(
     )
     for hook in hooks:
         hook(connection, expires)
+
+
+if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store implements the backend interface
+
+    def _is_a_backend(store: PostgresStore) -> Backend:
+        return store
