@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -22,7 +23,10 @@ from miniengine import (
 )
 from miniengine.storage.control_rows import KILL_STATUS, PAUSE_STATUS
 from miniengine.testing import WaitingProcess, gate_is_open, open_gate
+from tests.services import sql
 from tests.workchains.control_chains import NappingChain, ParentOfWaiting
+
+pytestmark = pytest.mark.backends
 
 
 async def _running(label: str = "WaitingProcess", count: int = 1) -> list[int]:
@@ -193,8 +197,6 @@ async def test_killing_a_waiting_parent_on_the_daemon_kills_its_running_child():
 
 
 async def test_a_paused_process_stays_paused_across_a_worker_restart_until_played(miniengine_db):
-    import sqlite3
-
     from miniengine import asubmit, await_node
     from miniengine.daemon import Worker
 
@@ -206,10 +208,11 @@ async def test_a_paused_process_stays_paused_across_a_worker_restart_until_playe
         await _until(lambda: node.lease[0] is None, "the paused process to be released")
 
     def queued() -> int:  # the tasks of the process that a worker has not dealt with yet
-        with sqlite3.connect(miniengine_db) as connection:
-            return connection.execute(
-                "SELECT count(*) FROM tasks WHERE process_pk = ? AND status != 'done'", (node.pk,)
-            ).fetchone()[0]
+        return sql.count(
+            miniengine_db,
+            "SELECT count(*) FROM tasks WHERE process_pk = ? AND status != 'done'",
+            node.pk,
+        )
 
     async with Worker(slots=2):  # "the daemon restarted"
         # the new worker has dealt with every task of the process (dropped it, or wrongly ran it)
@@ -221,6 +224,9 @@ async def test_a_paused_process_stays_paused_across_a_worker_restart_until_playe
     assert node.is_finished_ok
 
 
+@pytest.mark.postgresql_xfail(
+    reason="process repair refuses a postgresql:// --db (cli.options.db_path resolves a file path)"
+)
 async def test_repair_finds_nothing_after_normal_work_on_a_worker(miniengine_db):
     import subprocess
     import sys
@@ -328,23 +334,19 @@ async def test_kill_and_pause_reach_a_chain_of_def_steps_on_a_worker():
 def _hold_for_a_dead_owner(node: ProcessNode) -> None:
     """Make ``node`` look held by a live owner that will never act (a worker SIGKILLed in the
     middle of a step, before its lease was released)."""
-    store = node.store
-    assert store is not None
-    store.write_sync(
-        lambda c: c.execute(
-            "UPDATE nodes SET owner = 'worker:gone', lease_expires = ? WHERE pk = ?",
-            (time.time() + 3600, node.pk),
-        )
+    sql.execute(
+        os.environ["MINIENGINE_DB"],
+        "UPDATE nodes SET owner = 'worker:gone', lease_expires = ? WHERE pk = ?",
+        time.time() + 3600,
+        node.pk,
     )
 
 
 def _release_the_dead_owner(node: ProcessNode) -> None:
     """What the supervisor does when it reaps the dead worker: its leases expire now."""
-    from miniengine.storage import broker_rows
-
     store = node.store
     assert store is not None
-    store.write_sync(broker_rows.release_owner_tx, "worker:gone")
+    store.broker.release_owner("worker:gone")
 
 
 async def test_a_kill_pending_when_its_owner_died_is_honoured_by_the_next_claim():
@@ -372,12 +374,10 @@ async def test_a_pause_pending_when_its_owner_died_holds_the_process_until_playe
     _hold_for_a_dead_owner(node)
     await asyncio.to_thread(control.pause, node)
     _release_the_dead_owner(node)
-    store = node.store
-    assert store is not None
     async with Worker(slots=2) as worker:
         # the worker's recovery queues the process again and its claim drops the task
         await _until(
-            lambda: worker.processed > 0 and not store.read(_live_tasks, node.pk),
+            lambda: worker.processed > 0 and not _live_tasks(node.pk),
             "the worker to claim and drop its task",
         )
         assert node.paused and node.lease[0] is None and not node.is_terminated
@@ -388,12 +388,13 @@ async def test_a_pause_pending_when_its_owner_died_holds_the_process_until_playe
     assert node.is_finished_ok
 
 
-def _live_tasks(connection, pk: int) -> bool:  # type: ignore[no-untyped-def]
-    return (
-        connection.execute(
-            "SELECT 1 FROM tasks WHERE process_pk = ? AND status IN ('ready', 'leased')", (pk,)
-        ).fetchone()
-        is not None
+def _live_tasks(pk: int) -> bool:
+    return bool(
+        sql.query(
+            os.environ["MINIENGINE_DB"],
+            "SELECT 1 FROM tasks WHERE process_pk = ? AND status IN ('ready', 'leased')",
+            pk,
+        )
     )
 
 

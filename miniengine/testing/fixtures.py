@@ -10,7 +10,8 @@ the ``[sqlite]`` variant and the URL of a fresh PostgreSQL database from the ``p
 fixture in the ``[postgresql]`` variant.  ``postgres_url`` uses ``$MINIENGINE_TEST_POSTGRES`` (the
 URL of an empty database the test may fill) and skips the test without it; a conftest may
 override it to start a server of its own.  A test marked ``sqlite_only`` (it opens the sqlite file
-itself) runs on sqlite only.
+itself) runs on sqlite only; one marked ``postgresql_xfail(reason=...)`` names a known failure of
+the PostgreSQL variant, which then runs as a strict ``xfail``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only(reason): the test works on the sqlite file itself: sqlite only"
     )
+    config.addinivalue_line(
+        "markers",
+        "postgresql_xfail(reason): the PostgreSQL variant is expected to fail (strict xfail)",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -58,8 +63,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wanted = wanted or metafunc.definition.get_closest_marker("backends") is not None
     if not wanted:
         return
-    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
-    backends = BACKENDS[:1] if only_sqlite else BACKENDS
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        backends: list[object] = [BACKENDS[0]]
+    else:
+        backends = list(BACKENDS)
+        known_bug = metafunc.definition.get_closest_marker("postgresql_xfail")
+        if known_bug is not None:
+            reason = known_bug.kwargs.get("reason", known_bug.args[0] if known_bug.args else "")
+            xfail = pytest.mark.xfail(strict=True, reason=f"PostgreSQL: {reason}")
+            backends[1] = pytest.param(BACKENDS[1], marks=xfail)
     metafunc.parametrize("miniengine_backend", backends, indirect=True, scope="function")
 
 
