@@ -144,6 +144,19 @@ def test_sqlite_to_postgresql_and_back_keeps_every_row_and_file(
     again = copy_database(postgres_url, back)
     assert again.rows == there.rows and again.objects == 1
     assert _rows(back) == before
+    # and read without the copy's code: every column of every table of the two files
+    with sqlite3.connect(miniengine_db) as source, sqlite3.connect(back) as copy:
+        tables = [
+            name
+            for (name,) in source.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+            if name not in NOT_COPIED
+        ]
+        assert sorted(tables) == sorted(table.name for table in TABLES)
+        for name in tables:
+            query = f"SELECT * FROM {name} ORDER BY 1, 2"
+            assert copy.execute(query).fetchall() == source.execute(query).fetchall(), name
 
     # the file is there, and pks printed before the copy name the same nodes after it
     assert load_node(pks["file"], db=back).get_content() == "the content of a file\n"
