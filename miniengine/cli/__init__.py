@@ -31,7 +31,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     db = commands.add_parser(
         "db",
-        help="describe, migrate, vacuum or back up the database",
+        help="describe, migrate, vacuum, back up or copy the database",
         description="Look after the database file.",
     )
     from miniengine.cli import db as db_commands

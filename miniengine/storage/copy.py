@@ -295,7 +295,8 @@ def _check_source(dump: Dump) -> None:
     if live:
         raise CopyRefused(
             f"a daemon serves {dump.location} (workers {', '.join(live)} sent a heartbeat in the "
-            f"last {DEFAULT_LEASE_TIMEOUT:g} s); stop it first, then copy"
+            f"last {DEFAULT_LEASE_TIMEOUT:g} s); stop it first, then copy (the workers of a "
+            f"daemon that died count for {DEFAULT_LEASE_TIMEOUT:g} s after their last heartbeat)"
         )
 
 
