@@ -167,3 +167,34 @@ async def test_a_worker_names_its_host_and_process_show_says_where_a_process_run
     with sqlite3.connect(miniengine_db) as connection:
         assert connection.execute("SELECT host FROM workers").fetchall() in ([], [("alpha",)])
     connection.close()
+
+
+def test_status_on_a_host_without_a_daemon_lists_the_other_hosts_workers(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    store = open_backend(postgres_url)
+    try:
+        store.broker.register_worker("worker:alpha:1:0.1", 1, 4, 100.0, "alpha")
+    finally:
+        store.close()
+    env = {**python_env(), "HOME": str(tmp_path), HOST_ENV_VAR: "beta"}
+    env["MINIENGINE_DB"] = postgres_url
+    completed = subprocess.run(
+        [sys.executable, "-m", "miniengine.daemon", "status"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 1, completed.stderr
+    folder = daemon_folder(postgres_url, "beta", tmp_path / ".miniengine" / "daemons")
+    assert completed.stdout.startswith("no daemon runs on this host for postgresql://")
+    assert f"host beta: daemon files in {folder}\n" in completed.stdout
+    assert re.search(
+        r"^worker:alpha:1:0\.1 +alpha +1 .*\(silent: its host may be down\)$",
+        completed.stdout,
+        re.M,
+    ), completed.stdout
+    password = postgres_url.split(":")[2].split("@")[0]
+    assert password not in completed.stdout + completed.stderr
