@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     backends = _backends(args.backend, default=SQLITE if args.profile else None)
     if backends is None:
         return 2
+    if len(backends) > 1 and not any(POSTGRESQL in w.backends for w in workloads):
+        backends = [SQLITE]  # nothing chosen runs on PostgreSQL: no cluster to start
     cluster = None
     if POSTGRESQL in backends:
         cluster = Cluster()

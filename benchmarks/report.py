@@ -87,6 +87,10 @@ def _side_by_side_rows(results: list[WorkloadResult]) -> list[tuple[str, ...]]:
             for backend, r in runs.items()
             if r.status != "ok" and not (r.status == "skipped" and backend not in workload.backends)
         ]
+        if not any(r.status == "ok" for r in runs.values()):
+            blank = [""] * (2 * len(backends) + 2)
+            rows.append((workload.metrics[0].label, "", *blank, "; ".join(notes)))
+            continue
         for metric in workload.metrics:
             cells: list[str] = []
             verdicts: dict[str, str] = {}

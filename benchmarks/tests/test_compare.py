@@ -209,3 +209,24 @@ def test_w8_is_shown_beside_aiidas_recorded_figures_without_an_interpreter(
     assert code == 0
     assert "no such file" in captured.err
     assert "W8 one CalcJob in run mode" in captured.out and "x100 faster" in captured.out
+
+
+def test_two_backends_share_one_table_with_a_column_each() -> None:
+    from benchmarks.report import format_table
+
+    (w1,) = select("W1")
+    (w8,) = select("W8")
+    metric = w1.metrics[0]
+    results = [
+        WorkloadResult(w1, "sqlite", metrics=[MetricResult(metric, [2500.0, 2400.0])]),
+        WorkloadResult(w1, "postgresql", metrics=[MetricResult(metric, [500.0])]),
+        WorkloadResult(w8, "sqlite", status="crashed", message="boom"),
+        WorkloadResult(w8, "postgresql", status="skipped", message="measured on sqlite only"),
+    ]
+    header, _, row, failed = format_table(results).splitlines()
+    dash = "\u2013"
+    assert header.split()[2:6] == ["sqlite", f"min{dash}max", "postgresql", f"min{dash}max"]
+    assert "2,450" in row and f"2,400{dash}2,500" in row and f"500{dash}500" in row
+    assert "sqlite ok, postgresql MISSED by 75%" in row
+    # a workload that runs on sqlite only has no PostgreSQL note, its own failure has one
+    assert failed.startswith("W8 ") and failed.endswith("sqlite: CRASHED: boom")
