@@ -24,6 +24,11 @@ from miniengine.core.data import check_text
 from miniengine.core.ids import new_uuid
 from miniengine.exceptions import MiniengineError, NotExistent, ValidationError
 from miniengine.plugins import MissingEntryPointError
+
+# The Data types above the core (codes, file data, RemoteData) all import this module; importing
+# the nodes module installs how Data is stored, so that they can be stored however they were
+# imported (``from miniengine.orm import SinglefileData``, or by the command line).
+from miniengine.runtime import nodes as _nodes  # noqa: F401
 from miniengine.storage.interfaces.computers import ComputerRow
 from miniengine.storage.store import Store, shared_store
 
