@@ -25,7 +25,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument(
             "--db",
             default=None,
-            help="database file (default: $MINIENGINE_DB or ~/.miniengine/engine.sqlite)",
+            help="database file or postgresql:// URL (default: $MINIENGINE_DB or "
+            "~/.miniengine/engine.sqlite)",
         )
         return sub
 
