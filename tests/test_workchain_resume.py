@@ -10,7 +10,6 @@ each run to a file, so the tests count re-executions exactly.
 import os
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,8 +35,11 @@ from miniengine import (
 )
 from miniengine.core import codec
 from miniengine.core.links import LinkType
+from tests.services import sql
 from tests.workchains.crash import LEASE_VARIABLE, offset_file
 from tests.workchains.resumable import BLOCK_AT, ITERATIONS, CountingWorkChain, ParentWorkChain
+
+pytestmark = pytest.mark.backends
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTING = "tests.workchains.resumable:CountingWorkChain"
@@ -60,9 +62,9 @@ def steps(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
-def db_row(db: Path, sql: str, *args):
-    with sqlite3.connect(db) as connection:
-        return connection.execute(sql, args).fetchone()
+def db_row(db: Path | str, statement: str, *args):
+    rows = sql.query(db, statement, *args)
+    return rows[0] if rows else None
 
 
 def start_and_kill(
@@ -133,7 +135,7 @@ class PeeksAtItsCheckpoint(WorkChain):
 
     def _row(self):
         return db_row(
-            Path(self.inputs.db.value),
+            self.inputs.db.value,
             "SELECT seq, data FROM checkpoints WHERE node_pk = ?",
             self.node.pk,
         )
@@ -446,10 +448,7 @@ def _rewrite_checkpoint(db: Path, pk: int, change) -> None:
     _, blob = db_row(db, "SELECT seq, data FROM checkpoints WHERE node_pk = ?", pk)
     state = codec.decode(blob)
     change(state)
-    with sqlite3.connect(db) as connection:
-        connection.execute(
-            "UPDATE checkpoints SET data = ? WHERE node_pk = ?", (codec.encode(state), pk)
-        )
+    sql.execute(db, "UPDATE checkpoints SET data = ? WHERE node_pk = ?", codec.encode(state), pk)
 
 
 @pytest.mark.parametrize("cursor", [[7], [1, 5], [0, 0]], ids=["past-end", "in-loop", "too-deep"])

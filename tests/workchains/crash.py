@@ -17,7 +17,7 @@ from miniengine import Int, Str, WorkChain, calcfunction, workfunction
 from miniengine.runtime import context
 from miniengine.runtime.workchain import import_process_class
 from miniengine.runtime.workchain.launch import launch
-from miniengine.storage.store import Store
+from miniengine.storage.open import open_backend
 from tests.workchains.resumable import announce, record, should_block
 
 #: The lease of this process's store: heartbeats every quarter of it, expiry soon after a kill.
@@ -109,7 +109,7 @@ class NestedInlineCallWorkChain(WorkChain):
 def main(argv: list[str]) -> None:
     class_path, db, x, log = argv
     cls = import_process_class(class_path)
-    store = Store(db, lease_timeout=float(os.environ.get(LEASE_VARIABLE, LEASE_SECONDS)))
+    store = open_backend(db, lease_timeout=float(os.environ.get(LEASE_VARIABLE, LEASE_SECONDS)))
     try:
         asyncio.run(launch(cls, {"x": Int(int(x)), "log": Str(log)}, db=store))
     finally:
