@@ -198,3 +198,29 @@ def test_status_on_a_host_without_a_daemon_lists_the_other_hosts_workers(
     ), completed.stdout
     password = postgres_url.split(":")[2].split("@")[0]
     assert password not in completed.stdout + completed.stderr
+
+
+async def test_the_owner_of_a_live_process_and_its_host_on_both_backends(
+    backend_db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HOST_ENV_VAR, "gamma")
+    async with Worker(db=backend_db, lease_timeout=2.0) as worker:
+        node = await asubmit(GateWorkChain, folder=Str(str(tmp_path)))
+        started = tmp_path / f"started.{os.getpid()}"
+        with anyio.fail_after(30):
+            while not started.exists():
+                await anyio.sleep(0.01)
+        reader = open_backend(backend_db)
+        try:
+            owner = reader.queries.process_owner(node.pk)
+        finally:
+            reader.close()
+        (tmp_path / f"release.{os.getpid()}").touch()
+        await await_node(node, timeout=30)
+    assert owner is not None and (owner.owner, owner.host) == (worker.id, "gamma")
+    assert owner.lease_expires is not None
+    reader = open_backend(backend_db)
+    try:
+        assert reader.queries.process_owner(node.pk) is None  # finished: nobody holds it
+    finally:
+        reader.close()
