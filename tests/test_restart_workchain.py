@@ -54,6 +54,8 @@ from tests.workchains.restart_chains import (
     WaitingRestart,
 )
 
+pytestmark = pytest.mark.backends
+
 
 def reports(node: ProcessNode) -> list[str]:
     """The REPORT messages of ``node`` without their ``[pk|Class|step]: `` prefix, and without
@@ -437,7 +439,7 @@ def test_a_value_restored_from_a_checkpoint_is_stored_as_the_node_it_already_is(
     changed = codec.decode(codec.encode(other))
     changed["a"] = 2
     other.store()
-    with pytest.raises(StoreError, match="UNIQUE"):
+    with pytest.raises(StoreError, match=r"UNIQUE|unique constraint"):  # sqlite, PostgreSQL
         changed.store()
 
 
@@ -449,7 +451,7 @@ def started_pids(folder: Path) -> set[int]:
     return {int(path.name.rsplit(".", 1)[1]) for path in folder.glob("started.*")}
 
 
-def _submit_to(db: Path, process: type, **inputs: object) -> int:
+def _submit_to(db: Path | str, process: type, **inputs: object) -> int:
     from miniengine.storage.store import close_all_stores
 
     previous = os.environ.get("MINIENGINE_DB")
@@ -473,8 +475,8 @@ def _await(db: Path, pk: int) -> ProcessNode:
     return node
 
 
-def test_a_restart_loop_runs_on_the_daemon(tmp_path: Path):
-    db = tmp_path / "daemon.sqlite"
+def test_a_restart_loop_runs_on_the_daemon(tmp_path: Path, miniengine_db: Path | str):
+    db = miniengine_db
     with DaemonGuard(db) as daemon:
         daemon.start("--workers", "2")
         pk = _submit_to(db, DoublerRestart, child={"x": Int(-4), "folder": Str(str(tmp_path))})
@@ -491,11 +493,13 @@ def test_a_restart_loop_runs_on_the_daemon(tmp_path: Path):
     assert reports(node)[-1] == "work chain completed after 3 iterations"
 
 
-def test_a_worker_killed_mid_loop_resumes_without_running_an_iteration_twice(tmp_path: Path):
+def test_a_worker_killed_mid_loop_resumes_without_running_an_iteration_twice(
+    tmp_path: Path, miniengine_db: Path | str
+):
     """The worker dies in ``run_process`` of the second iteration, after the child was created
     and before the step's commit; the next worker replays that step, which finds and reuses the
     child it had created, so the second child runs once and the loop ends after 2 iterations."""
-    db = tmp_path / "kill.sqlite"
+    db = miniengine_db
     folder = str(tmp_path)
     with DaemonGuard(db) as daemon:
         daemon.start("--workers", "1", "--lease-timeout", "60")
@@ -525,11 +529,13 @@ def test_a_worker_killed_mid_loop_resumes_without_running_an_iteration_twice(tmp
     assert Doubler.exit_codes.ERROR_NEGATIVE.status == iterations(node)[0][1].exit_status
 
 
-def test_a_worker_killed_in_an_inline_calcfunction_runs_that_iteration_afresh(tmp_path: Path):
+def test_a_worker_killed_in_an_inline_calcfunction_runs_that_iteration_afresh(
+    tmp_path: Path, miniengine_db: Path | str
+):
     """The worker dies inside the calcfunction of the second iteration.  The replayed
     ``run_process`` marks the cut-off call EXCEPTED ("owner lost") and calls it afresh; the
     iteration counter, the context and the outputs see the second iteration once."""
-    db = tmp_path / "inline.sqlite"
+    db = miniengine_db
     with DaemonGuard(db) as daemon:
         daemon.start("--workers", "1", "--lease-timeout", "60")
         (first,) = daemon.worker_pids()

@@ -45,6 +45,15 @@ def connect(db: Path | str) -> Iterator[Connection]:
         yield Connection(raw, False)
 
 
+def errors(db: Path | str) -> tuple[type[Exception], ...]:
+    """The exceptions the driver of ``db``'s backend raises (to tolerate a missing table)."""
+    if is_postgres(db):
+        import psycopg
+
+        return (psycopg.Error,)
+    return (sqlite3.Error,)
+
+
 def query(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """The rows of one query."""
     with connect(db) as connection:

@@ -30,6 +30,7 @@ from queue import Empty, Queue
 from typing import Any
 
 from miniengine import Int, Str, ToContext, WorkChain, append_, calcfunction, submit
+from miniengine.daemon.files import DaemonFiles, db_arguments
 from miniengine.exceptions import LeaseLostError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,7 +303,7 @@ def _run_gate(db: str, folder: str) -> None:
 # helpers shared by the daemon test files -----------------------------------------------------
 
 
-def python_env(db: Path | None = None) -> dict[str, str]:
+def python_env(db: Path | str | None = None) -> dict[str, str]:
     """The environment of a subprocess that imports ``miniengine`` and ``tests.workchains``."""
     env = {
         **os.environ,
@@ -381,8 +382,10 @@ class DaemonGuard:
     daemon and SIGKILLs every supervisor or worker process it ever saw, so that no test leaves
     processes behind, whatever happened."""
 
-    def __init__(self, db: Path) -> None:
-        self.db = db
+    def __init__(self, db: Path | str) -> None:
+        from tests.services.sql import is_postgres
+
+        self.db: Path | str = db if is_postgres(db) else Path(db)
         self.seen: set[int] = set()
 
     def __enter__(self) -> DaemonGuard:
@@ -395,7 +398,7 @@ class DaemonGuard:
         self, command: str, *args: str, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         completed = subprocess.run(
-            [sys.executable, "-m", "miniengine.daemon", command, "--db", str(self.db), *args],
+            [sys.executable, "-m", "miniengine.daemon", command, *db_arguments(self.db)[0], *args],
             env=python_env(self.db),
             cwd=ROOT,
             capture_output=True,
@@ -418,9 +421,7 @@ class DaemonGuard:
         import json
 
         try:
-            state: dict[str, Any] = json.loads(
-                (self.db.parent / f"{self.db.name}.daemon.pid").read_text()
-            )
+            state: dict[str, Any] = json.loads(DaemonFiles(self.db).pid_file.read_text())
         except (OSError, ValueError):
             return None
         self.track(state.get("pid"), *state.get("workers", []))
@@ -428,14 +429,11 @@ class DaemonGuard:
 
     def workers(self) -> list[tuple[str, int]]:
         """``(worker id, pid)`` of the workers registered in the database, oldest first."""
-        import sqlite3
+        from tests.services import sql
 
         try:
-            with sqlite3.connect(self.db) as connection:
-                found = connection.execute(
-                    "SELECT id, pid FROM workers ORDER BY started"
-                ).fetchall()
-        except sqlite3.Error:
+            found = sql.query(self.db, "SELECT id, pid FROM workers ORDER BY started")
+        except sql.errors(self.db):
             return []
         self.track(*(pid for _, pid in found))
         return [(str(worker), int(pid)) for worker, pid in found]
