@@ -216,7 +216,10 @@ def _run(
                 f"over {curve.workload.scaling.x_label if curve.workload.scaling else 'size'} "
                 f"(limit x{curve.series.growth_limit:g}): a missing index or a quadratic loop"
             )
-        caption = f" (load {_load(machine_info(ROOT))}, {machine['cpu_count']} CPUs)"
+        caption = (
+            f"1-min load average {_load(machine_info(ROOT))} at the end, "
+            f"{machine['cpu_count']} CPUs, {stamp}"
+        )
         for plot in plot_scaling(results, RESULTS_DIR, stamp, caption=caption):
             print(f"plot: {_relative(plot)}")
     if comparisons:

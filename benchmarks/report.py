@@ -276,11 +276,18 @@ def plot_scaling(
                 top = max(top, *ys)
                 colour = "tab:red" if curve.grows else colours.get(curve.backend, "tab:gray")
                 ax.plot(xs, ys, marker="o", color=colour, label=curve.backend)
+                if workload.scaling.linear_x and xs[0] > 0:
+                    # workers: the line of perfect scaling from the first point
+                    ideal = [ys[0] * x / xs[0] for x in xs]
+                    ax.plot(xs, ideal, linestyle=":", color=colour, alpha=0.5)
             ax.set_xscale("log")
             if workload.scaling.linear_x:
                 ax.set_xscale("linear")
                 ax.set_xticks(sorted({size for curve in panel for size, _ in curve.points}))
-            ax.set_ylim(bottom=0, top=top * 1.25 if top > 0 else 1)
+            if not workload.scaling.linear_x:
+                ax.set_ylim(bottom=0, top=top * 1.25 if top > 0 else 1)
+            else:
+                ax.set_ylim(bottom=0)  # room for the dotted line of perfect scaling
             ax.set_xlabel(workload.scaling.x_label)
             ax.set_ylabel(panel[0].series.unit)
             grows = any(curve.grows for curve in panel)
@@ -288,7 +295,11 @@ def plot_scaling(
             ax.grid(True, alpha=0.3)
             if len(panel) > 1:
                 ax.legend(fontsize=8)
-        figure.suptitle(f"{workload.id}: {workload.title}{caption}", fontsize=10)
+        note = "; dotted: perfect scaling from the first point" if workload.scaling.linear_x else ""
+        title = f"{workload.id}: {workload.title}"
+        if caption:
+            title += f"\n{caption.strip()}{note}"
+        figure.suptitle(title, fontsize=9)
         figure.tight_layout()
         path = directory / f"scaling-{workload.id}-{stamp}.png"
         figure.savefig(path, dpi=100)
