@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,10 +23,11 @@ import pytest
 
 from miniengine import Int, ProcessState, Str, asubmit, await_node, load_node, submit
 from miniengine.daemon import Worker
+from miniengine.daemon.files import db_arguments
 from miniengine.exceptions import LeaseLostError
-from miniengine.storage import checkpoint_rows
-from miniengine.storage.checkpoint_rows import StepCommit
-from miniengine.storage.store import Store
+from miniengine.storage.interfaces.checkpoints import StepCommit
+from miniengine.storage.open import open_backend
+from tests.services import sql
 from tests.workchains.daemon_chains import (
     ROOT,
     AddWorkChain,
@@ -41,7 +41,10 @@ from tests.workchains.daemon_chains import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses signals")
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses signals"),
+]
 
 #: The lease of the worker processes these tests kill: short, so that takeovers are quick.
 LEASE = 1.0
@@ -49,9 +52,8 @@ LEASE = 1.0
 ACTIVE = ("created", "running", "waiting")
 
 
-def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as connection:
-        return connection.execute(sql, args).fetchall()
+def query(db: Path | str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    return sql.query(db, statement, *args)
 
 
 def steps(folder: Path) -> list[str]:
@@ -76,7 +78,7 @@ async def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 class WorkerProcess:
     """A worker OS process without a supervisor, its stderr in a file."""
 
-    def __init__(self, db: Path, log: Path, worker_id: str, lease: float) -> None:
+    def __init__(self, db: Path | str, log: Path, worker_id: str, lease: float) -> None:
         self.log = log
         self.worker_id = worker_id
         with open(log, "w") as stderr:
@@ -85,8 +87,7 @@ class WorkerProcess:
                     sys.executable,
                     "-m",
                     "miniengine.daemon.worker_process",
-                    "--db",
-                    str(db),
+                    *db_arguments(db)[0],
                     "--lease-timeout",
                     str(lease),
                     "--stop-timeout",
@@ -115,7 +116,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(miniengine_db: Path, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
+def start_worker(
+    miniengine_db: Path | str, tmp_path: Path
+) -> Iterator[Callable[[str], WorkerProcess]]:
     """Starts worker processes on the test's database; all are killed when the test ends."""
     started: list[WorkerProcess] = []
 
@@ -190,7 +193,7 @@ async def test_a_resumed_stale_worker_cannot_overwrite_the_new_owners_work(
     assert alive(stale.pid)  # fenced off, not crashed
 
 
-def _snapshot(db: Path) -> tuple[Any, ...]:
+def _snapshot(db: Path | str) -> tuple[Any, ...]:
     return (
         query(db, "SELECT * FROM nodes ORDER BY pk"),
         query(db, "SELECT * FROM links ORDER BY pk"),
@@ -219,21 +222,20 @@ def test_each_claim_bumps_the_epoch_and_fences_off_the_previous_one_even_for_the
     """A worker that claims a process it already held (a takeover of its own lapsed lease, or a
     duplicate task) gets a new epoch: the run that held the old epoch can no longer commit."""
     node = submit(AddWorkChain, x=Int(1), y=Int(2))
-    store = Store(miniengine_db)
+    store = open_backend(miniengine_db)
     try:
-        claim = checkpoint_rows.claim_process_tx
-        first = store.write_sync(claim, node.pk, "worker-a", store.lease_expiry(), "running")
-        second = store.write_sync(claim, node.pk, "worker-a", store.lease_expiry(), "running")
+        claim = store.checkpoints.claim_process
+        first = claim(node.pk, "worker-a", store.lease_expiry(), "running")
+        second = claim(node.pk, "worker-a", store.lease_expiry(), "running")
         assert second > first
         before = _snapshot(miniengine_db)
         # the refusal says who holds the process now
         refused = f"owned by worker-a at epoch {first} \\(owner now worker-a, epoch {second}\\)"
         with pytest.raises(LeaseLostError, match=refused):
-            store.write_sync(checkpoint_rows.step_commit_tx, _commit_under(node.pk, "worker-a",
-                                                                           first))  # fmt: skip
+            store.checkpoints.step_commit(_commit_under(node.pk, "worker-a", first))
         assert _snapshot(miniengine_db) == before  # refused whole: no state, output or log
 
-        store.write_sync(checkpoint_rows.step_commit_tx, _commit_under(node.pk, "worker-a", second))
+        store.checkpoints.step_commit(_commit_under(node.pk, "worker-a", second))
         assert query(miniengine_db, "SELECT process_status, lease_epoch FROM nodes WHERE pk = ?",
                      node.pk) == [(f"written under epoch {second}", second)]  # fmt: skip
         assert query(miniengine_db, "SELECT data FROM checkpoints WHERE node_pk = ?", node.pk) == [
@@ -241,12 +243,12 @@ def test_each_claim_bumps_the_epoch_and_fences_off_the_previous_one_even_for_the
         ]
         # another owner cannot take a live lease, and the refusal names the holder
         with pytest.raises(LeaseLostError, match=f"process {node.pk} is owned by worker-a until"):
-            store.write_sync(claim, node.pk, "worker-b", store.lease_expiry(), "running")
+            claim(node.pk, "worker-b", store.lease_expiry(), "running")
         with pytest.raises(LeaseLostError, match=f"there is no process with pk {node.pk + 1000}"):
-            store.write_sync(claim, node.pk + 1000, "worker-b", store.lease_expiry(), "running")
+            claim(node.pk + 1000, "worker-b", store.lease_expiry(), "running")
         with pytest.raises(LeaseLostError, match=r"\(no such process\)"):
             gone = _commit_under(node.pk + 1000, "worker-a", 1)
-            store.write_sync(checkpoint_rows.step_commit_tx, gone)
+            store.checkpoints.step_commit(gone)
     finally:
         store.close()
 
@@ -340,11 +342,10 @@ async def test_a_run_mode_process_whose_script_died_is_excepted_by_a_worker(
 
 
 def test_kill_9_of_the_worker_at_25_percent_loses_nothing_and_leaves_no_orphans_or_duplicates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    miniengine_db: Path | str,
 ) -> None:
     total, kill_at = 200, 50
-    db = tmp_path / "w7.sqlite"
-    monkeypatch.setenv("MINIENGINE_DB", str(db))
+    db = miniengine_db
     with DaemonGuard(db) as daemon:
         daemon.start("--workers", "1", "--lease-timeout", "2")
         (victim,) = daemon.worker_pids()

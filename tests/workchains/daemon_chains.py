@@ -290,9 +290,9 @@ class RunInStepWorkChain(WorkChain):
 def _run_gate(db: str, folder: str) -> None:
     """Run a GateWorkChain in run mode with a lease of 0.5 s (the test SIGKILLs this script)."""
     from miniengine.runtime.workchain.launch import launch
-    from miniengine.storage.store import Store
+    from miniengine.storage.open import open_backend
 
-    store = Store(db, lease_timeout=0.5)
+    store = open_backend(db, lease_timeout=0.5)
     try:
         asyncio.run(launch(GateWorkChain, {"folder": Str(folder)}, db=store))
     finally:
