@@ -16,13 +16,7 @@ from miniengine.storage.store import close_all_stores
 from miniengine.testing import WaitingProcess
 from tests.services import sql
 
-pytestmark = [
-    pytest.mark.backends,
-    pytest.mark.postgresql_xfail(
-        reason="the process commands refuse a postgresql:// --db or $MINIENGINE_DB "
-        "(cli.options.db_path resolves a file path only)"
-    ),
-]
+pytestmark = pytest.mark.backends
 
 
 def cli(db: Path | str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -106,16 +100,14 @@ def test_repair_finds_a_task_for_a_terminated_process_and_a_live_process_without
 
 def test_kill_wait_that_the_owner_did_not_confirm_exits_non_zero(miniengine_db: Path) -> None:
     node = submit(WaitingProcess, gate=Str("never"))
-    store = node.store
-    assert store is not None
-    # held by an owner whose lease is live but which never acts (e.g. stopped in a step)
-    store.write_sync(
-        lambda c: c.execute(
-            "UPDATE nodes SET owner = 'worker:stuck', lease_expires = ? WHERE pk = ?",
-            (time.time() + 3600, node.pk),
-        )
-    )
     close_all_stores()
+    # held by an owner whose lease is live but which never acts (e.g. stopped in a step)
+    sql.execute(
+        miniengine_db,
+        "UPDATE nodes SET owner = 'worker:stuck', lease_expires = ? WHERE pk = ?",
+        time.time() + 3600,
+        node.pk,
+    )
     waited = cli(
         miniengine_db, "kill", str(node.pk), "-m", "stop now", "--wait", "--timeout", "0.2"
     )

@@ -224,9 +224,6 @@ async def test_a_paused_process_stays_paused_across_a_worker_restart_until_playe
     assert node.is_finished_ok
 
 
-@pytest.mark.postgresql_xfail(
-    reason="process repair refuses a postgresql:// --db (cli.options.db_path resolves a file path)"
-)
 async def test_repair_finds_nothing_after_normal_work_on_a_worker(miniengine_db):
     import subprocess
     import sys

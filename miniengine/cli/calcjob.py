@@ -20,7 +20,7 @@ from miniengine.cli.calcjob_queries import require_calcjob
 from miniengine.cli.connection import open_readonly
 from miniengine.cli.errors import CliError, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
-from miniengine.cli.options import add_db_option, db_path
+from miniengine.cli.options import add_db_option, db_location
 from miniengine.cli.render import printable
 from miniengine.cli.table import emit
 
@@ -164,7 +164,7 @@ def _days(text: str) -> float:
 
 
 def _read(args: argparse.Namespace, query: Callable[[Reader], _T]) -> _T:
-    with open_readonly(db_path(args)) as db:
+    with open_readonly(db_location(args)) as db:
         return query(db)
 
 
@@ -305,7 +305,7 @@ def _with_computer(args: argparse.Namespace, action: Callable[[CalcJobInfo, Any]
     from miniengine.storage.store import close_all_stores
 
     try:
-        computer = load_computer(uuid=str(uuid), db=store_for(args.db_path))
+        computer = load_computer(uuid=str(uuid), db=store_for(db_location(args)))
         return action(info, computer)
     finally:
         close_all_stores()
@@ -462,7 +462,7 @@ def _clean(remote_pks: list[int], args: argparse.Namespace) -> Iterator[tuple[st
     from miniengine.storage.store import close_all_stores
 
     try:
-        store = store_for(args.db_path)
+        store = store_for(db_location(args))
         by_computer: dict[str, list[Any]] = {}
         computers: dict[str, Any] = {}
         for pk in remote_pks:

@@ -27,18 +27,25 @@ def require_file(path: Path) -> None:
         raise CliError(f"no database at {path} (pass --db PATH or set $MINIENGINE_DB)")
 
 
-def open_readonly(path: Path, *, check: bool = True) -> Reader:
-    """The database at ``path`` opened to read only, its header checked (unless ``check`` is
-    False: see :meth:`~miniengine.storage.sqlite.reader.SqliteReader.check`)."""
+def open_readonly(path: Path | str, *, check: bool = True) -> Reader:
+    """The database at ``path`` (or a PostgreSQL URL) opened to read only, its header checked
+    (unless ``check`` is False: see
+    :meth:`~miniengine.storage.sqlite.reader.SqliteReader.check`)."""
+    if isinstance(path, str):
+        from miniengine.storage.postgres.reader import PostgresReader
+
+        return PostgresReader(path, check=check)
     require_file(path)
     from miniengine.storage.sqlite.reader import SqliteReader
 
     return SqliteReader(path, check=check)
 
 
-def open_backend(path: Path) -> Backend:
-    """The database at ``path`` opened as the engine opens it (which migrates an old one)."""
-    require_file(path)
+def open_backend(path: Path | str) -> Backend:
+    """The database at ``path`` (or a PostgreSQL URL) opened as the engine opens it (which
+    migrates an old one)."""
+    if isinstance(path, Path):
+        require_file(path)
     from miniengine.storage.open import open_backend as open_database
 
     return open_database(path)

@@ -10,10 +10,10 @@ import datetime
 import sys
 from typing import TYPE_CHECKING
 
-from miniengine.cli.connection import open_backend, require_file
+from miniengine.cli.connection import open_backend
 from miniengine.cli.errors import CliError, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
-from miniengine.cli.options import add_db_option, db_path
+from miniengine.cli.options import add_db_option, db_location
 from miniengine.cli.table import emit
 
 if TYPE_CHECKING:
@@ -61,8 +61,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _act(args: argparse.Namespace) -> int:
-    path = db_path(args)
-    require_file(path)
+    path = db_location(args)  # a file (checked on opening) or a PostgreSQL URL
     if not args.pks and not args.all:
         raise CliError(f"give the pks to {args.action}, or --all")
     from miniengine import control
@@ -96,8 +95,7 @@ def _act(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    path = db_path(args)
-    require_file(path)
+    path = db_location(args)  # a file (checked on opening) or a PostgreSQL URL
     import time
 
     from miniengine.runtime.events import Subscription
@@ -162,8 +160,7 @@ def _now() -> str:
 
 
 def _repair(args: argparse.Namespace) -> int:
-    path = db_path(args)
-    require_file(path)
+    path = db_location(args)  # a file (checked on opening) or a PostgreSQL URL
     store = open_backend(path)
     try:
         found = store.broker.repair(args.dry_run)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_db_option", "add_json_option", "db_path"]
+__all__ = ["add_db_option", "add_json_option", "db_location", "db_path"]
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
-        help="database file (default: $MINIENGINE_DB, else ~/.miniengine/engine.sqlite)",
+        help="database file or postgresql:// URL (default: $MINIENGINE_DB, else "
+        "~/.miniengine/engine.sqlite)",
     )
 
 
@@ -27,3 +28,13 @@ def db_path(args: argparse.Namespace) -> Path:
     path = resolve_db_path(args.db)
     args.db_path = path  # for error messages
     return path
+
+
+def db_location(args: argparse.Namespace) -> Path | str:
+    """:func:`db_path`, or the URL of a PostgreSQL database, for the commands that serve both."""
+    from miniengine.storage.paths import resolve_db, url_without_password
+
+    location = resolve_db(args.db)
+    # for error messages: a URL without its password
+    args.db_path = location if isinstance(location, Path) else url_without_password(location)
+    return location

@@ -16,7 +16,7 @@ from miniengine.cli.calcjob_queries import CALCJOB_TYPE
 from miniengine.cli.connection import open_readonly
 from miniengine.cli.errors import Handler, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
-from miniengine.cli.options import add_db_option, add_json_option, db_path
+from miniengine.cli.options import add_db_option, add_json_option, db_location
 from miniengine.cli.render import plain_value, shorten, state_text, type_name, value_text
 from miniengine.cli.table import emit, format_table, json_array, json_object
 from miniengine.cli.timefmt import age, iso_local, iso_utc, parse_duration, report_time
@@ -148,7 +148,7 @@ def _common(parser: argparse.ArgumentParser, handler: Handler, with_json: bool =
 
 
 def _read(args: argparse.Namespace, query: Callable[[Reader], _T]) -> _T:
-    with open_readonly(db_path(args)) as db:
+    with open_readonly(db_location(args)) as db:
         return query(db)
 
 
