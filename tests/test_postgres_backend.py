@@ -486,3 +486,30 @@ def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | 
     assert counts.queue is not None and counts.queue.ready == 0
     assert queries.schema_version() == SCHEMA_VERSION
     assert queries.integrity_check() == "ok"
+
+
+def test_a_reader_checks_the_schema_and_never_writes(postgres_url: str) -> None:
+    from miniengine.exceptions import ReadOnlyDatabaseError
+    from miniengine.storage.postgres.reader import PostgresReader
+    from miniengine.storage.postgres.schema import SCHEMA_VERSION
+
+    with pytest.raises(StoreError, match="no miniengine database"):
+        PostgresReader(postgres_url)
+    store = PostgresStore(postgres_url)
+    store.write_sync(_put, "m", "stored")
+    store.close()
+    with PostgresReader(postgres_url) as reader:
+        assert reader.check() == SCHEMA_VERSION and "***" in repr(reader)
+        assert reader.read(_get, "m") == "stored"
+        assert reader.queries.counts().nodes == 0
+        with pytest.raises(ReadOnlyDatabaseError, match="read only"):
+            reader.provenance.update_label(1, "label", "description")
+        with pytest.raises(ReadOnlyDatabaseError):  # the server refuses a write as well
+            reader.read(_put, "m", "changed")
+        reader.vacuum()
+        assert reader.read(_get, "m") == "stored"
+    store = PostgresStore(postgres_url)
+    store.write_sync(_put, "schema_version", str(SCHEMA_VERSION + 1))
+    store.close()
+    with pytest.raises(IncompatibleDatabaseError, match="newer miniengine"):
+        PostgresReader(postgres_url)
