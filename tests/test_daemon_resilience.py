@@ -31,7 +31,9 @@ import pytest
 from miniengine import Int, ProcessState, Str, asubmit, await_node, load_node, submit
 from miniengine.control import play
 from miniengine.daemon import Worker
+from miniengine.daemon.files import DaemonFiles
 from miniengine.storage.interfaces import broker
+from tests.services import sql
 from tests.workchains.daemon_chains import (
     ROOT,
     DaemonGuard,
@@ -48,12 +50,13 @@ from tests.workchains.resilience_chains import (
     chain_module_source,
 )
 
+pytestmark = pytest.mark.backends
+
 LEASE = 1.0
 
 
-def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as connection:
-        return connection.execute(sql, args).fetchall()
+def query(db: Path | str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    return sql.query(db, statement, *args)
 
 
 async def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -107,7 +110,7 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         sys.modules.pop(path.stem, None)
 
 
-def process_row(db: Path, pk: int) -> tuple[Any, ...]:
+def process_row(db: Path | str, pk: int) -> tuple[Any, ...]:
     """``(state, exception, owner, mtime)`` of process ``pk``."""
     return query(db, "SELECT process_state, exception, owner, mtime FROM nodes WHERE pk = ?", pk)[0]
 
@@ -123,7 +126,7 @@ def submit_gate(folder: Path) -> int:
     return node.pk
 
 
-def paused_row(db: Path, pk: int) -> tuple[Any, ...] | None:
+def paused_row(db: Path | str, pk: int) -> tuple[Any, ...] | None:
     rows = query(
         db,
         "SELECT process_state, paused, process_status, owner FROM nodes WHERE pk = ? "
@@ -224,7 +227,7 @@ def test_a_module_that_kills_its_worker_at_import_is_given_up_and_a_healthy_proc
     poisoned = submit(module.chain(), x=Int(1))
     healthy = submit(LeafWorkChain, x=Int(2))
     module.break_it()
-    log = miniengine_db.parent / f"{miniengine_db.name}.daemon.log"
+    log = DaemonFiles(miniengine_db).log_file
     with DaemonGuard(miniengine_db) as daemon:
         supervisor = daemon.start("--workers", "1", "--max-attempts", str(GIVE_UP_AFTER))
         wait_until(
@@ -257,6 +260,7 @@ HOLD_LOCK = ROOT / "tests" / "scripts" / "hold_write_lock.py"
 LOCK_HELD_FOR = 5.0
 
 
+@pytest.mark.sqlite_only(reason="another program holds the sqlite file's write lock")
 def test_the_supervisor_outlives_a_locked_database_while_it_reaps_a_dead_worker(
     miniengine_db: Path, tmp_path: Path
 ) -> None:
@@ -332,6 +336,7 @@ def _insert_blob(connection: sqlite3.Connection, size: int) -> None:
     )
 
 
+@pytest.mark.sqlite_only(reason="sqlite's write-ahead log")
 def test_the_wal_stays_bounded_under_load_with_readers_always_present_and_empties_when_quiet(
     miniengine_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
