@@ -513,3 +513,22 @@ def test_a_reader_checks_the_schema_and_never_writes(postgres_url: str) -> None:
     store.close()
     with pytest.raises(IncompatibleDatabaseError, match="newer miniengine"):
         PostgresReader(postgres_url)
+
+
+def test_reads_from_many_threads_share_a_few_connections(store: PostgresStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from miniengine.storage.postgres import store as store_module
+
+    def backends(connection: Connection) -> int:
+        time.sleep(0.01)  # long enough for the reads of the threads to overlap
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchone()
+        return int(row[0])
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        seen = list(pool.map(lambda _: store.read(backends), range(200)))
+    # the writer, the listener and at most MAX_READERS readers, never a connection per thread
+    assert max(seen) <= store_module.MAX_READERS + 2
+    assert len(store._idle_readers) <= store_module.MAX_IDLE_READERS

@@ -1,6 +1,6 @@
 """The provenance concern on PostgreSQL: the statements of
-:mod:`miniengine.storage.postgres.rows` bound to a store (reads on the calling thread's reader
-connection, writes as one transaction each)."""
+:mod:`miniengine.storage.postgres.rows` bound to a store (reads on a reader connection of the
+store, writes as one transaction each)."""
 
 from __future__ import annotations
 

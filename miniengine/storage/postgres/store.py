@@ -1,4 +1,4 @@
-"""The PostgreSQL store: one locked writer connection, per-thread readers, a commit listener,
+"""The PostgreSQL store: one locked writer connection, a pool of readers, a commit listener,
 leases and heartbeat -- the same contract as the sqlite :class:`~miniengine.storage.store.Store`.
 
 Every write is one callable run as one transaction (``BEGIN`` ... ``COMMIT``) on the writer
@@ -6,8 +6,8 @@ connection while holding the store's write lock, so the statements of different 
 tasks never interleave on it.  A transaction that PostgreSQL rolls back as a serialization
 failure or a deadlock victim runs again whole.  A thread commits its own transactions; a
 coroutine hands them to the store's background thread (see :class:`PostgresTransaction` for why
-not an async connection).  Reads use an autocommit connection of the calling thread, so every
-query sees the latest commit.
+not an async connection).  Reads run in the calling thread on an autocommit connection of a
+small pool, so every query sees the latest commit.
 
 The commit signal: every write transaction sends ``NOTIFY`` on one channel in the same round
 trip as its ``COMMIT``, and one listening connection per store counts the notifications, so
@@ -28,7 +28,6 @@ import socket
 import threading
 import time
 import uuid as uuid_module
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -71,6 +70,12 @@ MAX_RETRY_SLEEP = 0.05
 #: Sent with the ``COMMIT`` of every write transaction, in the same round trip.
 _COMMIT = f"NOTIFY {COMMIT_CHANNEL}; COMMIT".encode()
 
+#: Reads that run at once on their own connections; a further one waits for one to end.
+MAX_READERS = 16
+
+#: Read connections kept open between reads (a burst of reads opens more, then closes them).
+MAX_IDLE_READERS = 4
+
 #: How long the listener waits before connecting again after losing its connection.
 LISTEN_RETRY_SECONDS = 0.5
 
@@ -109,9 +114,11 @@ class PostgresStore:
             self._writer.close()
             raise
         self._write_lock = threading.Lock()
-        self._readers = threading.local()
-        self._reader_connections: set[psycopg.Connection[Any]] = set()
+        #: read connections not in use now (autocommit), at most MAX_IDLE_READERS of them
+        self._idle_readers: list[psycopg.Connection[Any]] = []
         self._reader_lock = threading.Lock()
+        #: a read waits here while MAX_READERS other reads run
+        self._reader_slots = threading.BoundedSemaphore(MAX_READERS)
         self._active_leases = 0
         self._lease_lock = threading.Lock()
         #: more statements for the heartbeat transaction (a worker renews its tasks' leases)
@@ -160,9 +167,9 @@ class PostgresStore:
         os.close(self._wake_read)
         os.close(self._wake_write)
         with self._reader_lock:
-            for connection in self._reader_connections:
-                connection.close()
-            self._reader_connections.clear()
+            idle, self._idle_readers = self._idle_readers, []
+        for connection in idle:
+            connection.close()  # one in use now is closed when its read gives it back
         with self._write_lock:
             self._writer.close()
         with self._marker_changed:  # waiters return at once
@@ -297,41 +304,51 @@ class PostgresStore:
 
     # reads -----------------------------------------------------------------------------------
 
-    def reader(self) -> psycopg.Connection[Any]:
-        """This thread's read connection (autocommit: every query sees the latest commit)."""
-        reader: _ThreadReader | None = getattr(self._readers, "reader", None)
-        if reader is None or reader.connection.broken:
-            self._check_open()
-            if reader is not None:
-                _close_reader(self._reader_lock, self._reader_connections, reader.connection)
-            reader = _ThreadReader(connect(self.url))
-            with self._reader_lock:
-                self._reader_connections.add(reader.connection)
-            # threads come and go: close a thread's connection when the thread ends
-            weakref.finalize(
-                reader,
-                _close_reader,
-                self._reader_lock,
-                self._reader_connections,
-                reader.connection,
-            )
-            self._readers.reader = reader
-        return reader.connection
-
     def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(read_connection, *args)`` in the calling thread (once more on a new
-        connection if the server had dropped this thread's)."""
+        """Run ``fn(read_connection, *args)`` in the calling thread, on an autocommit connection
+        of the store's pool (every query sees the latest commit); once more on a new connection
+        if the server had dropped the one taken.
+
+        A pool rather than a connection per thread as on sqlite: a worker runs a step thread
+        per slot (hundreds), and a server connection costs a process and memory there.
+        """
         error = self._psycopg.Error
-        connection = self.reader()
+        self._check_open()
+        self._reader_slots.acquire()
         try:
-            return fn(connection, *args)
-        except error as exc:
-            if not connection.broken:
+            connection = self._take_reader()
+            try:
+                return fn(connection, *args)
+            except error as exc:
+                if not connection.broken:
+                    raise store_error(self._location, "read failed", exc) from exc
+            finally:
+                self._give_back(connection)
+            connection = self._take_reader()
+            try:
+                return fn(connection, *args)
+            except error as exc:
                 raise store_error(self._location, "read failed", exc) from exc
-        try:
-            return fn(self.reader(), *args)
-        except error as exc:
-            raise store_error(self._location, "read failed", exc) from exc
+            finally:
+                self._give_back(connection)
+        finally:
+            self._reader_slots.release()
+
+    def _take_reader(self) -> psycopg.Connection[Any]:
+        with self._reader_lock:
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        return connect(self.url)
+
+    def _give_back(self, connection: psycopg.Connection[Any]) -> None:
+        """Keep ``connection`` for the next read, unless it is lost, the store closed or
+        enough are kept already."""
+        if not connection.broken and not self._closed:
+            with self._reader_lock:
+                if len(self._idle_readers) < MAX_IDLE_READERS and not self._closed:
+                    self._idle_readers.append(connection)
+                    return
+        connection.close()
 
     # something committed ---------------------------------------------------------------------
 
@@ -442,27 +459,6 @@ def _rollback(connection: psycopg.Connection[Any]) -> None:
         connection.execute(b"ROLLBACK")
     except Exception:
         pass  # the connection failed meanwhile: the server rolls back what it had
-
-
-class _ThreadReader:
-    """Holds one thread's read connection; dropped with the thread's locals when it ends."""
-
-    __slots__ = ("__weakref__", "connection")
-
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
-        self.connection = connection
-
-
-def _close_reader(
-    lock: threading.Lock,
-    connections: set[psycopg.Connection[Any]],
-    connection: psycopg.Connection[Any],
-) -> None:
-    with lock:
-        if connection not in connections:
-            return  # already closed with the store
-        connections.discard(connection)
-    connection.close()
 
 
 def _renew_leases(
