@@ -391,11 +391,15 @@ class PostgresStore:
                     if self._listening.is_set():
                         self._bump()  # commits may have gone unnoticed while reconnecting
                     self._listening.set()
+                # what arrived, read from the socket or already buffered by the driver (a
+                # notification that came with LISTEN's reply leaves the socket quiet)
+                if any(True for _ in connection.notifies(timeout=0)):
+                    self._bump()
+                if connection.broken or connection.closed:
+                    raise OSError("the listening connection was lost")
                 ready, _, _ = select.select([connection.fileno(), self._wake_read], [], [])
                 if self._wake_read in ready:
                     break
-                if any(True for _ in connection.notifies(timeout=0)):
-                    self._bump()
             except (error, StoreError, OSError, ValueError):
                 if connection is not None:
                     connection.close()
