@@ -532,3 +532,41 @@ def test_reads_from_many_threads_share_a_few_connections(store: PostgresStore) -
     # the writer, the listener and at most MAX_READERS readers, never a connection per thread
     assert max(seen) <= store_module.MAX_READERS + 2
     assert len(store._idle_readers) <= store_module.MAX_IDLE_READERS
+
+
+def test_the_commands_take_a_postgresql_url_and_never_show_its_password(
+    postgres_url: str, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from miniengine import Int, run
+    from tests.workchains.daemon_chains import AddWorkChain
+
+    monkeypatch.setenv("MINIENGINE_DB", postgres_url)
+    _, node = run.get_node(AddWorkChain, x=Int(1), y=Int(2))
+    environment = {**os.environ, "MINIENGINE_DB": postgres_url}
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "miniengine", *args],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert postgres_server.password not in done.stdout + done.stderr
+        return done
+
+    listed = command("process", "list", "--all")
+    assert listed.returncode == 0, listed.stderr
+    assert "AddWorkChain" in listed.stdout and "add" in listed.stdout
+    shown = command("process", "show", str(node.pk))
+    assert shown.returncode == 0 and "AddWorkChain" in shown.stdout, shown.stderr
+    migrated = command("db", "migrate", "--db", postgres_url)
+    assert migrated.returncode == 0 and "is current" in migrated.stdout, migrated.stderr
+    assert ":***@" in migrated.stdout
+    missing = command("process", "show", "999999")
+    assert missing.returncode != 0 and "999999" in missing.stderr

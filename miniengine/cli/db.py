@@ -19,7 +19,7 @@ from typing import Any
 
 from miniengine.cli.connection import open_backend, open_readonly, require_file
 from miniengine.cli.errors import CliError, Handler, guarded
-from miniengine.cli.options import add_db_option, add_json_option, db_path
+from miniengine.cli.options import add_db_option, add_json_option, db_location, db_path
 from miniengine.cli.table import emit, format_pairs, json_object
 from miniengine.core.states import ProcessState
 from miniengine.storage.schema import SCHEMA_VERSION
@@ -232,20 +232,21 @@ def _daemon_text(daemon: dict[str, object] | None) -> str:
 # migrate ---------------------------------------------------------------------------------------
 
 
-def _version_of(path: Path) -> int:
+def _version_of(path: Path | str) -> int:
     with open_readonly(path) as db:
         return db.queries.schema_version()
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    path = db_path(args)
-    before = _version_of(path)
+    location = db_location(args)  # a file, or a PostgreSQL URL
+    shown = args.db_path  # the URL without its password
+    before = _version_of(location)
     if before == SCHEMA_VERSION:
-        emit(f"{path}: schema version {before} is current; nothing to migrate")
+        emit(f"{shown}: schema version {before} is current; nothing to migrate")
         return 0
-    open_backend(path).close()  # opening migrates, under a write lock, idempotently
-    after = _version_of(path)
-    emit(f"migrated {path} from schema version {before} to {after}")
+    open_backend(location).close()  # opening migrates, under a lock, idempotently
+    after = _version_of(location)
+    emit(f"migrated {shown} from schema version {before} to {after}")
     return 0
 
 
