@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,6 +167,34 @@ def _run(
     return result
 
 
+#: Run beside the tests: waits for the end of its stdin, which comes when the test process ends
+#: however it ends (a SIGTERM from ``timeout`` or a SIGKILL runs no ``finally``), then stops the
+#: server (its command is the arguments) and removes its folder (the last argument, if any).
+_WATCHDOG = """
+import shutil, subprocess, sys
+sys.stdin.buffer.read()
+*command, folder = sys.argv[1:]
+subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, cwd="/")
+if folder:
+    shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+def _watchdog(server: PostgresServer, folder: Path | None) -> subprocess.Popen[bytes]:
+    """A process that stops ``server`` once this process is gone, so that no cluster outlives
+    an interrupted test run."""
+    command = [str(server.bin / "pg_ctl"), "stop", "-D", str(server.folder / "data"), "-m", "fast"]
+    if server.run_as is not None:
+        command = ["runuser", "-u", server.run_as, "--", *command]
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, *command, str(folder) if folder else ""],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C of the test run does not reach it
+    )
+
+
 @contextmanager
 def running_postgres(folder: Path) -> Iterator[PostgresServer]:
     """Start a cluster (in ``folder``, or as root in a temp folder of its own) and stop it on
@@ -217,6 +246,7 @@ def running_postgres(folder: Path) -> Iterator[PostgresServer]:
             ],
             run_as,
         )
+        watchdog = _watchdog(server, base if owned else None)
         try:
             # the password goes over the socket, never on a command line
             server.admin(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'")
@@ -224,6 +254,8 @@ def running_postgres(folder: Path) -> Iterator[PostgresServer]:
             server.admin(f"CREATE DATABASE {TEMPLATE} OWNER {ROLE}")
             yield server
         finally:
+            watchdog.kill()  # this process stops the server itself
+            watchdog.wait()
             server.stop()
     finally:
         if owned:
