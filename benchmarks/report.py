@@ -266,7 +266,7 @@ def plot_scaling(
         for curve in workload_curves:
             panels.setdefault(curve.series.name, []).append(curve)
         figure, axes = plt.subplots(
-            1, len(panels), figsize=(max(6.4, 4.4 * len(panels)), 3.6), squeeze=False
+            1, len(panels), figsize=(max(6.4, 4.4 * len(panels)), 4.0), squeeze=False
         )
         for ax, panel in zip(axes[0], panels.values(), strict=True):
             top = 0.0
@@ -295,7 +295,7 @@ def plot_scaling(
             ax.grid(True, alpha=0.3)
             if len(panel) > 1:
                 ax.legend(fontsize=8)
-        note = "; dotted: perfect scaling from the first point" if workload.scaling.linear_x else ""
+        note = "\ndotted: perfect scaling from the first point" if workload.scaling.linear_x else ""
         title = f"{workload.id}: {workload.title}"
         if caption:
             title += f"\n{caption.strip()}{note}"
