@@ -75,6 +75,9 @@ def test_a_postgresql_database_has_a_daemon_folder_per_host_and_database(
         "other-"
     )
     assert daemon_folder(URL.replace("s3cret", "n3w"), "alpha", base) == files.folder
+    assert daemon_folder(URL.replace(":s3cret", ""), "alpha", base) == files.folder
+    with_parameter = URL.replace(":s3cret", "") + "&password=s3cret"
+    assert daemon_folder(with_parameter, "alpha", base) == files.folder
     files.ensure_folder()
     for folder in (files.folder, files.folder.parent, base):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -191,5 +191,13 @@ def _url_folder(url: str) -> str:
         if key == "dbname" and value:
             name = value
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64] or "postgres"
-    digest = hashlib.sha256(shown.encode()).hexdigest()[:12]
+    # with or without a password (one in the URL, one from ~/.pgpass): the same database
+    netloc = parts.netloc.replace(":***@", "@", 1)
+    query = "&".join(
+        f"{key}={value}"
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key != "password"
+    )
+    identity = f"{parts.scheme}://{netloc}{parts.path}?{query}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return f"{name}-{digest}"
