@@ -570,3 +570,57 @@ def test_the_commands_take_a_postgresql_url_and_never_show_its_password(
     assert ":***@" in migrated.stdout
     missing = command("process", "show", "999999")
     assert missing.returncode != 0 and "999999" in missing.stderr
+
+
+def test_the_process_commands_print_the_same_on_both_backends(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from miniengine import Int, run
+    from miniengine.storage.open import close_all_backends
+    from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain
+
+    def fill(db: Path | str) -> list[int]:
+        monkeypatch.setenv("MINIENGINE_DB", str(db))
+        _, added = run.get_node(AddWorkChain, x=Int(1), y=Int(2))
+        _, nested = run.get_node(NestedWorkChain, inp=Int(2))
+        close_all_backends()
+        return [added.pk, nested.pk]
+
+    def outputs(db: Path | str, pks: list[int]) -> list[str]:
+        def command(*args: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "miniengine", "process", *args],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "MINIENGINE_DB": str(db)},
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        printed = [command("list", "--all", "--json")]
+        for pk in pks:
+            printed += [command("show", str(pk), "--json"), command("status", str(pk))]
+            printed.append(command("report", str(pk)))
+        # what differs by nature: uuids and times
+        uuid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+        shown = [re.sub(uuid, "UUID", text) for text in printed]
+        shown = [re.sub(r"\d{4}-\d\d-\d\d[ T][\d:.+]+", "TIME", text) for text in shown]
+        shown = [re.sub(r"\b\d+(\.\d+)?\s?(ms|s)\b", "DURATION", text) for text in shown]
+        json.loads(shown[0])
+        return shown
+
+    sqlite = tmp_path / "engine.sqlite"
+    pks = fill(sqlite)
+    assert fill(postgres_url) == pks  # the same pks: identities count as sqlite does
+    for on_sqlite, on_postgres in zip(
+        outputs(sqlite, pks), outputs(postgres_url, pks), strict=True
+    ):
+        assert on_postgres == on_sqlite
