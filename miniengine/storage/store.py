@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import os
 import random
-import socket
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ from miniengine.exceptions import (
 )
 from miniengine.storage import schema
 from miniengine.storage.background import BackgroundThread
+from miniengine.storage.host import current_host
 from miniengine.storage.permissions import writable
 from miniengine.storage.sqlite.broker import SqliteBroker
 from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
@@ -120,7 +120,7 @@ class Store:
         #: how often :meth:`wait_for_commit` looks (a daemon worker, idle most of the time and
         #: with several waiters, looks less often than a script waiting for its result)
         self.commit_poll_interval = commit_poll_interval
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
+        self.owner = owner or f"{current_host()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
         schema.create_file(self.path)
         schema.refuse_without_writing(self.path)
         schema.warn_if_network_file_system(self.path)

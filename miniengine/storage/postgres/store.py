@@ -24,7 +24,6 @@ import asyncio
 import os
 import random
 import select
-import socket
 import threading
 import time
 import uuid as uuid_module
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from miniengine.exceptions import DatabaseLockedError, StoreError
 from miniengine.storage.background import BackgroundThread
+from miniengine.storage.host import current_host
 from miniengine.storage.postgres.broker import PostgresBroker
 from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
 from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
@@ -97,7 +97,7 @@ class PostgresStore:
         self._psycopg = psycopg
         self.url = url
         self.lease_timeout = float(lease_timeout)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
+        self.owner = owner or f"{current_host()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
         #: PostgreSQL says per statement whether a role may write: no up-front check here
         self.readonly = False
         self._location = without_password(url)
