@@ -1262,10 +1262,10 @@ class TimedReports(WorkChain):
 
 
 def test_reports_and_log_records_are_dated_when_made_not_when_committed(monkeypatch):
-    from miniengine.runtime.workchain import executor
+    from miniengine.runtime import lifecycle
 
     made = iter([1_000_000.0, 2_000_000.0, 3_000_000.0])
-    monkeypatch.setattr(executor, "clock", lambda: next(made))
+    monkeypatch.setattr(lifecycle, "clock", lambda: next(made))
     _, node = run_get_node(TimedReports)
     assert node.is_finished_ok
     assert [log.time.timestamp() for log in node.logs] == [1_000_000.0, 2_000_000.0, 3_000_000.0]

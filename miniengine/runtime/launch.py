@@ -153,14 +153,9 @@ async def resume(
     Its lease is taken over only once its previous owner's lease has expired (waiting for that,
     at most ``timeout`` seconds).
     """
-    from miniengine.runtime.calcjob.launch import resume_calcjob
-    from miniengine.runtime.nodes import CalcJobNode, load_node
-    from miniengine.runtime.workchain.launch import resume as resume_workchain
+    from miniengine.runtime.workchain.launch import resume as resume_process
 
-    if isinstance(load_node(pk, db=db), CalcJobNode):
-        return await resume_calcjob(pk, db=db, timeout=timeout)
-
-    return await resume_workchain(pk, db=db, timeout=timeout)
+    return await resume_process(pk, db=db, timeout=timeout)
 
 
 def find_processes(

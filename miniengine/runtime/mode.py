@@ -11,16 +11,23 @@ instead of testing which one it is:
 - when to hand back: a daemon worker that shuts down hands its processes back to the queue at
   their next step boundary;
 - what a failed terminal write means: in run mode nobody else would end the process, so it is
-  ended at once; in daemon mode the worker hands the task back and it is run again.
+  ended at once; in daemon mode the worker hands the task back and it is run again;
+- where a CalcJob's transports come from (the tree's pool, or the worker's) and who watches its
+  scheduler job (the CalcJob itself on the loop, or the worker's job watcher, woken by
+  :meth:`DaemonMode.job_submitted`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+
+if TYPE_CHECKING:
+    from miniengine.transports.transport import Transport
 
 __all__ = ["DaemonMode", "Mode", "ProcessTree", "RunMode"]
 
@@ -111,6 +118,17 @@ class RunMode:
         """Nothing takes a run-mode process over: it never hands itself back."""
         return False
 
+    @contextlib.asynccontextmanager
+    async def transport(self, computer: Any) -> AsyncIterator[Transport]:
+        """A transport to ``computer`` from the tree's pool: all the CalcJobs of one launched
+        tree share one connection per computer, as the jobs of a daemon worker do."""
+        pool = await self.tree.transport_pool()
+        async with pool.request(computer.uuid, computer.get_transport) as transport:
+            yield transport
+
+    def job_submitted(self) -> None:
+        """A CalcJob of the tree waits for its own scheduler job, on the loop."""
+
 
 class DaemonMode:
     """Daemon mode: a worker runs the process for one task, step by step from its checkpoint."""
@@ -142,6 +160,15 @@ class DaemonMode:
         """True once the worker is shutting down: the process goes back to the queue at its
         next step boundary (or now, if it is being cancelled for the shutdown)."""
         return self.worker is not None and bool(self.worker.stopping)
+
+    def transport(self, computer: Any) -> contextlib.AbstractAsyncContextManager[Transport]:
+        """A transport to ``computer`` from the worker's pool (its job watcher owns it)."""
+        return self.worker.jobs.request(computer)  # type: ignore[no-any-return]
+
+    def job_submitted(self) -> None:
+        """A CalcJob evicted with its job: wake the worker's job watcher, which leases the job."""
+        if self.worker is not None and getattr(self.worker, "jobs", None):
+            self.worker.jobs.wake()
 
 
 #: How a process runs.

@@ -28,7 +28,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -51,20 +50,16 @@ from miniengine.exceptions import (
     ProcessKilledError,
 )
 from miniengine.runtime import context
-from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
+from miniengine.runtime.lifecycle import ProcessExecutor
+from miniengine.runtime.mode import Mode
 from miniengine.runtime.nodes import CalcJobNode, load_nodes
-from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain import EVICTED, class_path
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CalcJobCommit
-from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
 from miniengine.transports.transport import Transport
 
 __all__ = ["CalcJobExecutor", "backoff_settings"]
-
-#: The clock that dates log lines: the time they were made, not that of the commit.
-clock: Callable[[], float] = time.time
 
 
 def backoff_settings() -> tuple[float, int]:
@@ -110,37 +105,28 @@ def scheduler_status(job_state: str) -> str:
 RequestTransport = Callable[[Any], contextlib.AbstractAsyncContextManager[Transport]]
 
 
-class CalcJobExecutor:
+class CalcJobExecutor(ProcessExecutor):
     """Everything about one running CalcJob that its plugin code must not see."""
+
+    node: CalcJobNode
 
     def __init__(
         self,
         instance: Any,
         store: Backend,
-        tree: Any,
         node: CalcJobNode,
         epoch: int,
-        request: RequestTransport,
-        *,
-        task_pk: int | None = None,
-        worker: Any = None,
+        mode: Mode,
+        request: RequestTransport | None = None,
     ) -> None:
-        self.cls = type(instance)
-        self.instance = instance
-        self.store = store
-        self.tree = tree
-        self.node = node
-        self.pk: int = node.pk  # type: ignore[assignment]
-        self.epoch = epoch
-        self.request = request
-        self.task_pk = task_pk
-        self.worker = worker
+        """``request`` opens the transports (by default the ``mode``'s)."""
+        super().__init__(instance, store, node, epoch, mode, "calcjob")
+        self.request: RequestTransport = request or mode.transport
         self.raw_inputs: dict[str, Any] = {}
         self.inputs = FrozenAttributeDict({})
         self.options: dict[str, Any] = {}
         self.computer: Any = None
         self.stage: str | None = None
-        self.seq = 0
         self.workdir: str | None = None
         self.job_id: str | None = None
         self.job_done = False
@@ -152,46 +138,14 @@ class CalcJobExecutor:
         self.script_filename = "_aiidasubmit.sh"
         #: the tree of the prepared input files in the repository (committed with the upload)
         self.input_files: dict[str, Any] | None = None
-        self.logs: list[LogEntry] = []
-        self.logger: ProcessLogger | None = None
-        self.kill_message: str | None = None
-        self.pause_requested = False
         # what the worker and the process tree look at on any executor
         self.awaiting: list[Any] = []
         self.cursor = None
-        if tree is not None:
-            tree.executors[self.pk] = self
-            tree.scopes.setdefault(self.pk, tree.root_scope)
-        self.process = RunningProcess(
-            store, self.pk, epoch, "calcjob", self.cls.__name__, node=node, tree=tree
-        )
-        instance._me = self
-
-    # control ----------------------------------------------------------------------------------
-
-    def apply_control(self, control: str, scope: anyio.CancelScope | None) -> bool:
-        if control.startswith("kill:"):
-            self.kill_message = control[len("kill:") :] or "Killed"
-            if scope is not None:
-                scope.cancel()
-            return True
-        if control == "pause":
-            self.pause_requested = True
-            return True
-        return False
 
     # what the plugin sees ---------------------------------------------------------------------
 
-    def log(self, levelname: str, message: str) -> None:
-        self.logs.append((levelname, message, clock()))
-
     def report(self, message: str) -> None:
         self.log("REPORT", f"[{self.pk}|{self.cls.__name__}|{self.stage}]: {message}")
-
-    def get_logger(self) -> ProcessLogger:
-        if self.logger is None:
-            self.logger = ProcessLogger(self.log, self.pk, self.cls.__name__)
-        return self.logger
 
     # checkpoints ------------------------------------------------------------------------------
 
@@ -244,10 +198,6 @@ class CalcJobExecutor:
 
     # commits ----------------------------------------------------------------------------------
 
-    @property
-    def daemon(self) -> bool:
-        return self.tree is None
-
     def _commit(
         self,
         stage: str,
@@ -285,48 +235,14 @@ class CalcJobExecutor:
 
     def _boundary(self) -> Lifecycle[None]:
         """Where a pause or a worker's shutdown takes effect: between stages."""
-        if self.kill_message is not None:
-            raise ProcessKilledError(self.kill_message)
-        if self.pause_requested:
-            self.pause_requested = False
-            if self.daemon:
-                yield self._release()
-                raise _Evicted()
-            yield Await(self._wait_while_paused)
-        if self.worker is not None and self.worker.stopping:
-            yield self._release()
+        self._stop_if_killed()
+        if (yield from self._pause_or_hand_back()):
             raise _Evicted()
 
-    def _release(self) -> Write:
-        return Write(
-            self.store.checkpoints.release_process,
-            self.pk,
-            self.store.owner,
-            self.epoch,
-            self.task_pk,
-        )
-
-    async def _wait_while_paused(self) -> None:
-        """Run mode: hold the process until it is played (or killed)."""
-        await self.store.checkpoints.take_pause_request.aio(self.pk)
-        while True:
-            if not self.store.provenance.node(self.pk).paused:
-                return
-            await anyio.sleep(0.02)
-
     def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
-        finish = FinishProcess(
-            pk=self.pk,
-            owner=self.store.owner,
-            epoch=self.epoch,
-            process_state=transition(state, event).value,
-            logs=list(self.logs),
-            task_pk=self.task_pk,
-        )
-        for name, value in fields.items():
-            setattr(finish, name, value)
+        write = self._finish(self.store.calcjobs.finish_calcjob, event, state, fields)
         self.logs = []
-        return Write(self.store.calcjobs.finish_calcjob, finish)
+        return write
 
     # transport stages -------------------------------------------------------------------------
 
@@ -379,10 +295,10 @@ class CalcJobExecutor:
                 self.store.owner,
                 self.epoch,
                 message,
-                self.daemon,
+                self.mode.evicts,
                 self.task_pk,
             )
-            if self.daemon:
+            if self.mode.evicts:
                 raise _Evicted()
             yield Await(self._wait_while_paused)
 
@@ -610,18 +526,17 @@ class CalcJobExecutor:
                             CalcJobState.WITHSCHEDULER.value,
                             scheduler_status("queued"),
                             attributes={"job_id": self.job_id, "scheduler_state": "queued"},
-                            job=self.daemon,
-                            evict=self.daemon,
+                            job=self.mode.evicts,
+                            evict=self.mode.evicts,
                         )
                     )
                 )
-                if self.daemon:
-                    if self.worker is not None and getattr(self.worker, "jobs", None):
-                        self.worker.jobs.wake()
+                if self.mode.evicts:  # the worker's job watcher waits for the job
+                    self.mode.job_submitted()
                     raise _Evicted()
                 yield from self._boundary()
             if self.stage == CalcJobState.WITHSCHEDULER.value:
-                if self.daemon:
+                if self.mode.evicts:
                     row = self.store.calcjobs.read_job(self.pk)
                     if row is None or not row.done:
                         # woken early (recovery, play): back to waiting for the job
@@ -671,33 +586,23 @@ class CalcJobExecutor:
             if self.retrieve_temporary_list:
                 temporary = yield from self._transport_stage("retrieve", self._retrieve_temporary)
             exit_code, outputs = yield Body(self._parse, (temporary,), {}, False, self.process)
-            if self.kill_message is not None:
-                raise ProcessKilledError(self.kill_message)
+            self._stop_if_killed()
         except GeneratorExit:
             raise
         except _Evicted:
             return EVICTED, self.node
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
-            if self.kill_message is None and self.worker is not None and self.worker.stopping:
+            if self.kill_message is None and self.mode.hands_back():
+                # the worker is shutting down, not killing: hand the process back to the queue
                 yield self._release()
                 raise
             yield Await(self._cancel_job)
-            message = self.kill_message or (
-                "Killed by Ctrl-C (KeyboardInterrupt)"
-                if isinstance(exc, KeyboardInterrupt)
-                else f"Killed: {exc}"
-                if isinstance(exc, ProcessKilledError) and str(exc)
-                else "Killed: the task running it was cancelled"
-            )
-            self.logs.append(("REPORT", message))
-            yield self._terminate(ProcessEvent.KILL, state, process_status=message)
+            yield self._killed(exc, state)
             raise
         except (LeaseLostError, DatabaseLockedError):
             raise
         except BaseException as exc:
-            formatted = "".join(traceback.format_exception(exc))
-            self.logs.append(("ERROR", formatted))
-            yield self._terminate(ProcessEvent.EXCEPT, state, exception=formatted)
+            yield self._excepted(exc, state)
             raise
         finally:
             if temporary is not None:

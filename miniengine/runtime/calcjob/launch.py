@@ -7,11 +7,10 @@ checkpoint and -- for the daemon -- its start task in one transaction, as for a 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -26,14 +25,15 @@ from miniengine.runtime import context
 from miniengine.runtime.calcjob.executor import CalcJobExecutor, prepare_folder
 from miniengine.runtime.calcjob.process import BoundCalcJob, CalcJob, bind_calcjob_inputs
 from miniengine.runtime.context import RunningProcess
-from miniengine.runtime.driver import Lifecycle, Write, drive_async
+from miniengine.runtime.driver import Lifecycle, Write
+from miniengine.runtime.lifecycle import leased, mark_stored
+from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree, RunMode
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain.inputs import _flatten_data, process_type
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
-from miniengine.transports.transport import Transport
 
 __all__ = ["launch_calcjob", "submit_calcjob"]
 
@@ -99,37 +99,16 @@ def first_checkpoint(
     return checkpoint
 
 
-def _mark_stored(new: NewProcess, input_pks: list[int], store: Backend) -> None:
-    for (_, data), pk in zip(new.inputs, input_pks, strict=True):
-        if data.pk is None:
-            data._set_stored(pk, data.uuid, store)
-
-
-def _tree_pooled(tree: Any) -> Any:
-    """Transports from the launched tree's pool: all its CalcJobs share one connection per
-    computer (run mode's counterpart of a worker's pool)."""
-
-    @contextlib.asynccontextmanager
-    async def request(computer: Any) -> AsyncIterator[Transport]:
-        pool = await tree.transport_pool()
-        async with pool.request(computer.uuid, computer.get_transport) as transport:
-            yield transport
-
-    return request
-
-
 def _executor(
     cls: type[CalcJob],
     store: Backend,
-    tree: Any,
     node: CalcJobNode,
     epoch: int,
-    request: Any,
+    mode: Mode,
     bound: BoundCalcJob | None = None,
-    **kwargs: Any,
 ) -> CalcJobExecutor:
-    instance = cls.__new__(cls)
-    executor = CalcJobExecutor(instance, store, tree, node, epoch, request, **kwargs)
+    """A fresh CalcJob's executor in ``mode``, with its bound inputs (a new process)."""
+    executor = CalcJobExecutor(cls.__new__(cls), store, node, epoch, mode)
     if bound is not None:
         executor.raw_inputs = bound.inputs
         from miniengine.core.attribute_dict import FrozenAttributeDict
@@ -160,8 +139,8 @@ async def launch_calcjob(
         return await anyio.to_thread.run_sync(lambda: dry_run(cls, bound))
     store = context.store_for(parent.store if parent is not None else db)
 
-    def make(tree: Any) -> Lifecycle[Any]:
-        return _root_lifecycle(cls, store, tree, bound, parent, _tree_pooled(tree))
+    def make(tree: ProcessTree) -> Lifecycle[Any]:
+        return _root_lifecycle(cls, store, tree, bound, parent)
 
     result: tuple[dict[str, Any], CalcJobNode] = await _in_tree(make, store)
     return result
@@ -170,10 +149,9 @@ async def launch_calcjob(
 def _root_lifecycle(
     cls: type[CalcJob],
     store: Backend,
-    tree: Any,
+    tree: ProcessTree,
     bound: BoundCalcJob,
     parent: RunningProcess | None,
-    request: Any,
 ) -> Lifecycle[tuple[dict[str, Any], CalcJobNode]]:
     new = new_calcjob_row(cls, store, bound, parent, ProcessState.RUNNING)
     memo = None
@@ -187,49 +165,20 @@ def _root_lifecycle(
         False,
         memo,
     )
-    _mark_stored(new, input_pks, store)
+    mark_stored(new.inputs, input_pks, store)
     if parent is not None:
         parent.call_count += 1
     node = CalcJobNode(store, store.provenance.node(pk))
-    executor = _executor(cls, store, tree, node, 1, request, bound)
-    store.leases_taken()
-    try:
-        return (yield from executor.lifecycle(ProcessState.CREATED))
-    finally:
-        store.leases_released()
+    executor = _executor(cls, store, node, 1, RunMode(tree), bound)
+    return (yield from leased(store, executor.lifecycle(ProcessState.CREATED)))
 
 
-async def run_child(child: Any, cls: type[CalcJob], bound: Any, store: Backend, tree: Any) -> None:
-    """A CalcJob that a run-mode WorkChain submitted: run it in the parent's tree; its fate is
-    recorded on its node, not raised here."""
-    from miniengine.runtime.workchain.launch import _kill_unstarted
-
-    node = child.node
-    started = False
-    try:
-        with child.scope:
-            await anyio.lowlevel.checkpoint()
-            started = True
-            epoch = await store.checkpoints.claim_process.aio(
-                node.pk,
-                store.owner,
-                store.lease_expiry(),
-                ProcessState.RUNNING.value,
-            )
-            tree.scopes[node.pk] = child.scope
-            executor = _executor(cls, store, tree, node, epoch, _tree_pooled(tree), bound)
-            store.leases_taken()
-            try:
-                await drive_async(executor.lifecycle(ProcessState.CREATED))
-            except Exception:
-                pass
-            finally:
-                store.leases_released()
-        if not started:
-            with anyio.CancelScope(shield=True):
-                await _kill_unstarted(store, node.pk, "Killed: its parent failed before it started")
-    finally:
-        child.done.set()
+def child_executor(
+    cls: type[CalcJob], store: Backend, node: Any, epoch: int, mode: Mode, bound: Any
+) -> CalcJobExecutor:
+    """The executor of a CalcJob that a run-mode WorkChain submitted (see ``run_child`` in
+    :mod:`miniengine.runtime.workchain.launch`)."""
+    return _executor(cls, store, node, epoch, mode, bound)
 
 
 def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> CalcJobNode:
@@ -241,7 +190,7 @@ def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> Cal
     if bound.dry_run:
         raise InvalidOperation("self.submit() cannot make a dry run; run() the CalcJob instead")
     store = parent.store
-    daemon = parent.tree is None
+    daemon = parent.mode.children_via_daemon
     if daemon:
         check_importable(cls)
     new = new_calcjob_row(cls, store, bound, parent.process, ProcessState.CREATED, daemon)
@@ -250,65 +199,10 @@ def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> Cal
     pk, input_pks = store.calcjobs.create_calcjob(
         new, bound.computer.uuid, first_checkpoint(cls, new, bound), False, memo
     )
-    _mark_stored(new, input_pks, store)
+    mark_stored(new.inputs, input_pks, store)
     node = CalcJobNode(store, store.provenance.node(pk))
     parent.new_children.append((cls, node, bound))
     return node
-
-
-async def resume_calcjob(
-    pk: int, *, db: Any = None, timeout: float | None = None
-) -> tuple[dict[str, Any], CalcJobNode]:
-    """Run mode: continue a CalcJob from its last checkpoint (its stage) once its previous
-    owner's lease expired, e.g. after the script that ran it died while its job ran."""
-    from miniengine.runtime.workchain.launch import _in_tree, _output_map
-
-    store = context.store_for(db)
-    node = CalcJobNode(store, store.provenance.node(pk))
-    if node.is_terminated:
-        return _output_map(node), node
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        owner, _, expires = node.lease
-        now = time.time()
-        if owner is None or owner == store.owner or expires is None or expires < now:
-            break
-        wait = expires - now + 0.01
-        if deadline is not None and time.monotonic() + wait > deadline:
-            raise MiniengineError(
-                f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
-            )
-        await anyio.sleep(wait)
-    checkpoint = store.checkpoints.read_checkpoint(pk)
-    if checkpoint is None:
-        raise MiniengineError(f"process {pk} has no checkpoint to continue from")
-    import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
-    from miniengine.runtime.workchain import import_process_class
-
-    cls: Any = import_process_class(str(codec.decode(checkpoint.data)["p"]))
-    epoch = await store.checkpoints.claim_process.aio(
-        pk,
-        store.owner,
-        store.lease_expiry(),
-        ProcessState.RUNNING.value,
-    )
-
-    def make(tree: Any) -> Lifecycle[Any]:
-        executor = _executor(cls, store, tree, node, epoch, _tree_pooled(tree))
-        executor.restore(checkpoint.data)
-        state = ProcessState.CREATED if executor.stage is None else ProcessState.RUNNING
-        return _leased(store, executor.lifecycle(state))
-
-    result: tuple[dict[str, Any], CalcJobNode] = await _in_tree(make, store)
-    return result
-
-
-def _leased(store: Backend, lifecycle: Lifecycle[Any]) -> Lifecycle[Any]:
-    store.leases_taken()
-    try:
-        return (yield from lifecycle)
-    finally:
-        store.leases_released()
 
 
 # the daemon --------------------------------------------------------------------------------------
@@ -334,7 +228,7 @@ def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJob
     pk, input_pks = store.calcjobs.create_calcjob(
         new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
     )
-    _mark_stored(new, input_pks, store)
+    mark_stored(new.inputs, input_pks, store)
     for worker in list(_local_workers.get(store.location, ())):
         worker.wake_threadsafe()
     return CalcJobNode(store, store.provenance.node(pk))
@@ -347,22 +241,18 @@ async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> 
     pk, input_pks = await store.calcjobs.create_calcjob.aio(
         new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
     )
-    _mark_stored(new, input_pks, store)
+    mark_stored(new.inputs, input_pks, store)
     for worker in list(_local_workers.get(store.location, ())):
         worker.wake_threadsafe()
     return CalcJobNode(store, store.provenance.node(pk))
 
 
-def daemon_executor(
-    worker: Any, cls: type[Any], node_row: tuple[Any, ...], epoch: int, task_pk: int,
-    blob: bytes,
-) -> CalcJobExecutor:  # fmt: skip
-    """The executor a worker drives for a CalcJob task, restored from its checkpoint."""
-    store = worker.store
-    node = CalcJobNode(store, node_row)
-    executor = _executor(
-        cls, store, None, node, epoch, worker.jobs.request, task_pk=task_pk, worker=worker
-    )
+def restored_executor(
+    store: Backend, cls: Any, row: NodeRow, epoch: int, mode: Mode, blob: bytes
+) -> CalcJobExecutor:
+    """A CalcJob's executor in ``mode``, restored from its checkpoint ``blob`` (a worker's
+    task, or a run-mode resume: :func:`~miniengine.runtime.workchain.load.load_process`)."""
+    executor = CalcJobExecutor(cls.__new__(cls), store, CalcJobNode(store, row), epoch, mode)
     executor.restore(blob)
     return executor
 
@@ -408,7 +298,7 @@ def dry_run(cls: type[CalcJob], bound: BoundCalcJob) -> tuple[dict[str, Any], Ca
         mtime=now,
     )
     node = CalcJobNode(None, row)
-    executor = _executor(cls, store, None, node, 0, None, bound)
+    executor = _executor(cls, store, node, 0, DaemonMode(), bound)  # (never driven)
     prepared = prepare_folder(executor, folder)
     info = {"folder": folder, "script_filename": prepared.script_filename}
     attributes = {

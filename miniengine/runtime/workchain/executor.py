@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,15 +46,14 @@ from miniengine.exceptions import (
     OutputValidationError,
     ProcessKilledError,
 )
-from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
-from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree, RunMode
+from miniengine.runtime.lifecycle import ProcessExecutor, mark_stored
+from miniengine.runtime.mode import Mode, ProcessTree
 from miniengine.runtime.nodes import (
     ProcessNode,
     WorkChainNode,
     load_nodes,
 )
-from miniengine.runtime.process_logger import ProcessLogger
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
 from miniengine.runtime.workchain.process import (
     EVICTED,
@@ -66,16 +63,11 @@ from miniengine.runtime.workchain.process import (
     outline_of,
 )
 from miniengine.storage.interfaces import Backend
+from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
-from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
+from miniengine.storage.interfaces.provenance import NodeRow
 
 __all__ = ["ProcessTree"]  # (defined in miniengine.runtime.mode; launchers find it here too)
-
-#: The clock that dates reports and log records: the time of the call, not of the commit.
-clock: Callable[[], float] = time.time
-
-#: Run mode: the longest a paused process waits for a commit before it looks at its node again.
-PAUSED_LOOK_AGAIN = 1.0
 
 
 @dataclass
@@ -90,97 +82,37 @@ class _Child:
 # the executor ------------------------------------------------------------------------------
 
 
-class _Executor:
+class _Executor(ProcessExecutor):
     """Everything about one running WorkChain that its steps must not see directly."""
+
+    instance: WorkChain
+    node: WorkChainNode
 
     def __init__(
         self,
         instance: WorkChain,
         store: Backend,
-        tree: ProcessTree | None,
         inputs: dict[str, Any],
         node: WorkChainNode,
         epoch: int,
-        *,
-        task_pk: int | None = None,
-        worker: Any = None,
-        mode: Mode | None = None,
+        mode: Mode,
     ) -> None:
-        """``mode`` says how the process runs; without it, run mode in ``tree``, or daemon mode
-        for ``worker`` and ``task_pk`` when ``tree`` is None."""
+        super().__init__(instance, store, node, epoch, mode, "workchain", replayable=True)
         cls = type(instance)
-        if mode is None:
-            mode = RunMode(tree) if tree is not None else DaemonMode(worker, task_pk)
-        self.mode: Mode = mode
-        tree = mode.tree
-        self.task_pk = mode.task_pk
-        self.cls = cls
-        self.instance = instance
-        self.store = store
-        self.tree = tree
         self.spec = cls.spec()
         self.outline = outline_of(cls)
         self.raw_inputs = inputs
         self.inputs = FrozenAttributeDict(inputs)
-        self.node = node
-        self.pk: int = node.pk  # type: ignore[assignment]
-        self.epoch = epoch
         self.ctx = AttributeDict()
-        self.seq = 0
         self.cursor: tuple[int, ...] | None = None
         self.outputs: dict[str, Data] = {}
         self.new_outputs: list[tuple[str, Data]] = []
-        self.logs: list[LogEntry] = []
-        self.logger: ProcessLogger | None = None  # made on first use of ``self.logger``
         self.warned_predicates: set[str] = set()
         self.awaiting: list[tuple[str, bool, ProcessNode]] = []
         self.children: dict[int, _Child] = {}
         self.new_children: list[tuple[Any, ProcessNode, Any]] = []
         self.step_name = ""
         self.in_step = False
-        self.kill_message: str | None = None
-        self.pause_requested = False
-        mode.register(self.pk, self)
-        self.process = RunningProcess(
-            store,
-            self.pk,
-            epoch,
-            "workchain",
-            cls.__name__,
-            node=node,
-            tree=tree,
-            replayable=True,
-        )
-        instance._me = self
-
-    def apply_control(self, control: str, scope: anyio.CancelScope | None) -> bool:
-        """A control request from ``miniengine.control``: kill now, or pause at the next step."""
-        if control.startswith("kill:"):
-            self.kill_message = control[len("kill:") :] or "Killed"
-            if scope is not None:
-                scope.cancel()
-            return True
-        if control == "pause":
-            self.pause_requested = True
-            return True
-        return False
-
-    def _stop_if_killed(self) -> None:
-        """Let a kill requested during a ``def`` step take effect at the step boundary: the
-        step's thread cannot be interrupted, so cancelling the process's scope alone is not
-        enough (the thread would drive the following steps to the end)."""
-        if self.kill_message is not None:
-            raise ProcessKilledError(self.kill_message)
-
-    async def _wait_while_paused(self) -> None:
-        """Run mode: hold the process at its step boundary until it is played (or killed)."""
-        store = self.store
-        await store.checkpoints.take_pause_request.aio(self.pk)
-        while True:
-            marker = store.commit_marker()  # before the look: a later play() changes it
-            if not store.provenance.node(self.pk).paused:
-                return
-            await store.await_commit(marker, PAUSED_LOOK_AGAIN)
 
     # step API ------------------------------------------------------------------------------
 
@@ -221,15 +153,6 @@ class _Executor:
 
     def report(self, message: str) -> None:
         self.log("REPORT", f"[{self.pk}|{self.cls.__name__}|{self.step_name}]: {message}")
-
-    def log(self, levelname: str, message: str) -> None:
-        """Keep a line for the node's log, dated now; it is written with the next commit."""
-        self.logs.append((levelname, message, clock()))
-
-    def get_logger(self) -> ProcessLogger:
-        if self.logger is None:
-            self.logger = ProcessLogger(self.log, self.pk, self.cls.__name__)
-        return self.logger
 
     def to_context(self, awaitables: Mapping[str, Any]) -> None:
         for key, value in awaitables.items():
@@ -274,7 +197,7 @@ class _Executor:
         memo = self.process.memo_key(checkpoints.fingerprint(new.process_type, new.inputs))
         self.process.call_count += 1
         pk, input_pks = checkpoints.create_workchain(new, class_path(process), bound, False, memo)
-        _mark_stored(new.inputs, input_pks, self.store)
+        mark_stored(new.inputs, input_pks, self.store)
         node = WorkChainNode(self.store, self.store.provenance.node(pk))
         self.new_children.append((process, node, bound))
         return node
@@ -425,40 +348,21 @@ class _Executor:
             self.new_children = []
         return Write(self.store.checkpoints.step_commit, commit)
 
-    def _release(self) -> Write:
-        """Hand the process back to the queue at its checkpoint (pause, worker shutdown)."""
-        return Write(
-            self.store.checkpoints.release_process,
-            self.pk,
-            self.store.owner,
-            self.epoch,
-            self.task_pk,
-        )
-
     def _after_commit(self, committed: StepCommitted) -> None:
         output_pks, paused = committed
         if paused:
             self.pause_requested = True
-        _mark_stored(self.new_outputs, output_pks, self.store)
+        mark_stored(self.new_outputs, output_pks, self.store)
         self.new_outputs = []
         self.logs = []
 
     def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
-        finish = FinishProcess(
-            pk=self.pk,
-            owner=self.store.owner,
-            epoch=self.epoch,
-            process_state=transition(state, event).value,
-            outputs=[(label, data, LinkType.RETURN.value) for label, data in self.new_outputs],
-            logs=list(self.logs),
-            task_pk=self.task_pk,
-        )
-        for name, value in fields.items():
-            setattr(finish, name, value)
-        return Write(self.store.provenance.finish_process, finish)
+        returned = [(label, data, LinkType.RETURN.value) for label, data in self.new_outputs]
+        fields.setdefault("outputs", returned)
+        return self._finish(self.store.provenance.finish_process, event, state, fields)
 
     def _start_children(self) -> None:
-        from miniengine.runtime.workchain.launch import _run_child  # (it imports this module)
+        from miniengine.runtime.workchain.launch import run_child  # (it imports this module)
 
         mode = self.mode
         if mode.children_via_daemon:
@@ -466,10 +370,10 @@ class _Executor:
         for child_cls, node, inputs in self.new_children:
             child = _Child(node)
             self.children[node.pk] = child  # type: ignore[index]
-            runner: Any = _run_child
-            if node.node_type == "process.calcjob":
-                from miniengine.runtime.calcjob.launch import run_child as runner
-            mode.start_child(runner, child, child_cls, inputs, self.store)
+            build: Any = child_executor
+            if node.node_type == CALCJOB_TYPE:
+                from miniengine.runtime.calcjob.launch import child_executor as build
+            mode.start_child(run_child, child, build, child_cls, inputs, self.store)
         self.new_children = []
 
     async def _wait_for_children(self) -> None:
@@ -573,14 +477,7 @@ class _Executor:
                     if self.new_children:  # run mode: submitted but not awaited
                         yield Await(self._start_children_async)
                 self._stop_if_killed()
-                if self.pause_requested:
-                    self.pause_requested = False
-                    if self.mode.evicts:  # evicted; play() enqueues it again
-                        yield self._release()
-                        return EVICTED, self.node
-                    yield Await(self._wait_while_paused)
-                if self.mode.hands_back():
-                    yield self._release()
+                if (yield from self._pause_or_hand_back()):
                     return EVICTED, self.node
                 if following is False:
                     following = yield Body(self._advance, (), {}, False, self.process)
@@ -599,33 +496,13 @@ class _Executor:
                 raise
             if self.children or self.new_children:
                 yield Await(self._kill_children)
-            message = self.kill_message or (
-                "Killed by Ctrl-C (KeyboardInterrupt)"
-                if isinstance(exc, KeyboardInterrupt)
-                else f"Killed: {exc}"
-                if isinstance(exc, ProcessKilledError) and str(exc)
-                else "Killed: the task running it was cancelled"
-            )
-            self.logs.append(("REPORT", message))
-            yield self._terminate(
-                ProcessEvent.KILL,
-                state,
-                process_status=message,
-                cascade=f"Killed: its caller {self.pk} was killed",
-            )
+            yield self._killed(exc, state, cascade=f"Killed: its caller {self.pk} was killed")
             raise
         except BaseException as exc:
             if self.children or self.new_children:
                 yield Await(self._kill_children)
-            formatted = "".join(traceback.format_exception(exc))
-            self.logs.append(("ERROR", formatted))
             self.new_outputs = []
-            yield self._terminate(
-                ProcessEvent.EXCEPT,
-                state,
-                exception=formatted,
-                cascade=f"Killed: its caller {self.pk} excepted",
-            )
+            yield self._excepted(exc, state, cascade=f"Killed: its caller {self.pk} excepted")
             raise
         if self.children or self.new_children:
             yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)
@@ -645,7 +522,7 @@ class _Executor:
             # end the process, so it is ended here as it would be at any other point.
             yield self._end_after_failed_finish(exc, state)
             raise
-        _mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
+        mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
         if getattr(self.instance, "on_terminated", None) is not None:
             yield from self._on_terminated()
         return unflatten_namespace(self.outputs), self.node
@@ -666,17 +543,7 @@ class _Executor:
 
     def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:
         self.new_outputs = []
-        if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-            message = self.kill_message or (
-                "Killed by Ctrl-C (KeyboardInterrupt)"
-                if isinstance(exc, KeyboardInterrupt)
-                else "Killed: the task running it was cancelled"
-            )
-            self.logs.append(("REPORT", message))
-            return self._terminate(ProcessEvent.KILL, state, process_status=message)
-        formatted = "".join(traceback.format_exception(exc))
-        self.logs.append(("ERROR", formatted))
-        return self._terminate(ProcessEvent.EXCEPT, state, exception=formatted)
+        return super()._end_after_failed_finish(exc, state)
 
     def _interpret(self, result: Any) -> ExitCode | None:
         """The exit code that stops the outline, if the step's result is one.
@@ -711,6 +578,25 @@ class _Executor:
                 return codes["ERROR_MISSING_OUTPUT"]
             return codes["ERROR_INVALID_OUTPUT"].format(message=message)
         return None
+
+
+def child_executor(
+    cls: type[WorkChain], store: Backend, node: Any, epoch: int, mode: Mode, inputs: Any
+) -> _Executor:
+    """A fresh WorkChain's executor in ``mode``, with its bound inputs (a new process)."""
+    return _Executor(cls.__new__(cls), store, inputs, node, epoch, mode)
+
+
+def restored_executor(
+    store: Backend, cls: Any, row: NodeRow, epoch: int, mode: Mode, checkpoint: Any
+) -> _Executor:
+    """A WorkChain's executor in ``mode``, restored from ``checkpoint`` (a blob, a decoded
+    :class:`~miniengine.core.checkpoint.Checkpoint`, or None for a process that has none yet:
+    it starts from its first step with no inputs)."""
+    executor = _Executor(cls.__new__(cls), store, {}, WorkChainNode(store, row), epoch, mode)
+    if checkpoint is not None:
+        executor.restore(checkpoint)
+    return executor
 
 
 def _namespaces(namespace: str | None, agglomerate: bool) -> list[str | None]:
@@ -796,9 +682,3 @@ def _set_context(ctx: AttributeDict, key: str, node: ProcessNode, append: bool) 
             )
     else:
         target[last] = node
-
-
-def _mark_stored(items: Any, pks: list[int], store: Backend) -> None:
-    for (_, data), pk in zip(items, pks, strict=True):
-        if data.pk is None:
-            data._set_stored(pk, data.uuid, store)

@@ -7,7 +7,6 @@ applies control requests (kill, pause) to the tree's processes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,19 +29,12 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Lifecycle, Write, drive_async
+from miniengine.runtime.lifecycle import await_lease, leased, mark_stored
 from miniengine.runtime.mode import ProcessTree, RunMode
-from miniengine.runtime.nodes import (
-    ProcessNode,
-    WorkChainNode,
-    load_nodes,
-)
-from miniengine.runtime.workchain.executor import (
-    _Child,
-    _Executor,
-    _mark_stored,
-)
+from miniengine.runtime.nodes import CalcJobNode, ProcessNode, WorkChainNode, load_nodes
+from miniengine.runtime.workchain.executor import _Child, _Executor, restored_executor
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
-from miniengine.runtime.workchain.load import LoadError, load_process
+from miniengine.runtime.workchain.load import Loaded, LoadError, load_process
 from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
@@ -51,10 +43,17 @@ from miniengine.storage.interfaces.provenance import FinishProcess
 __all__ = ["launch", "resume"]
 
 
-async def _run_child(
-    child: _Child, cls: type[WorkChain], inputs: dict[str, Any], store: Backend, tree: ProcessTree
+async def run_child(
+    child: _Child,
+    build: Callable[..., Any],
+    cls: type[Any],
+    inputs: Any,
+    store: Backend,
+    tree: ProcessTree,
 ) -> None:
-    """Run a submitted child to its end; its fate is recorded on its node, not raised here."""
+    """Run a child that a run-mode WorkChain submitted (a WorkChain or a CalcJob, whose
+    executor ``build(cls, store, node, epoch, mode, inputs)`` makes) to its end in the parent's
+    tree; its fate is recorded on its node, not raised here."""
     node = child.node
     assert node.pk is not None
     started = False
@@ -68,16 +67,12 @@ async def _run_child(
                 store.lease_expiry(),
                 ProcessState.RUNNING.value,
             )
-            instance = cls.__new__(cls)
             tree.scopes[node.pk] = child.scope
-            executor = _Executor(instance, store, tree, inputs, node, epoch)  # type: ignore[arg-type]
-            store.leases_taken()
+            executor = build(cls, store, node, epoch, RunMode(tree), inputs)
             try:
-                await drive_async(executor.lifecycle(ProcessState.CREATED))
+                await drive_async(leased(store, executor.lifecycle(ProcessState.CREATED)))
             except Exception:
                 pass  # the child's node is EXCEPTED; its parent decides what that means
-            finally:
-                store.leases_released()
         if not started:
             with anyio.CancelScope(shield=True):
                 await _kill_unstarted(store, node.pk, "Killed: its parent failed before it started")
@@ -106,17 +101,12 @@ def root_lifecycle(
     pk, input_pks = yield Write(
         store.checkpoints.create_workchain, new, class_path(cls), inputs, False, memo
     )
-    _mark_stored(new.inputs, input_pks, store)
+    mark_stored(new.inputs, input_pks, store)
     if parent is not None:
         parent.call_count += 1
     node = WorkChainNode(store, store.provenance.node(pk))
-    instance = cls.__new__(cls)
-    executor = _Executor(instance, store, tree, inputs, node, 1)
-    store.leases_taken()
-    try:
-        return (yield from executor.lifecycle(ProcessState.CREATED))
-    finally:
-        store.leases_released()
+    executor = _Executor(cls.__new__(cls), store, inputs, node, 1, RunMode(tree))
+    return (yield from leased(store, executor.lifecycle(ProcessState.CREATED)))
 
 
 async def launch(
@@ -189,27 +179,21 @@ async def _watch_controls(tree: ProcessTree, store: Backend) -> None:
 
 async def resume(
     pk: int, *, db: Any = None, timeout: float | None = None
-) -> tuple[dict[str, Any], WorkChainNode]:
-    """Continue a WorkChain from its last checkpoint, once its previous owner's lease expired."""
+) -> tuple[dict[str, Any], ProcessNode]:
+    """Continue a WorkChain or a CalcJob from its last checkpoint (a CalcJob from its stage, e.g.
+    after the script that ran it died while its job ran), once its previous owner's lease
+    expired."""
     store = context.store_for(db)
     node = load_nodes(store, [pk]).get(pk)
-    if not isinstance(node, WorkChainNode):
-        raise MiniengineError(f"node {pk} is not a WorkChain process")
+    if not isinstance(node, WorkChainNode | CalcJobNode):
+        raise MiniengineError(f"node {pk} is not a WorkChain or CalcJob process")
     if node.is_terminated:
         return unflatten_namespace(_output_map(node)), node
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        owner, _, expires = node.lease
-        now = time.time()
-        if owner is None or owner == store.owner or expires is None or expires < now:
-            break
-        wait = expires - now + 0.01
-        if deadline is not None and time.monotonic() + wait > deadline:
-            raise MiniengineError(
-                f"process {pk} is still owned by {owner} (lease expires in {expires - now:.1f} s)"
-            )
-        await anyio.sleep(wait)
+    await await_lease(store, pk, node, timeout)
     checkpoint = store.checkpoints.read_checkpoint(pk)
+    calcjob = isinstance(node, CalcJobNode)
+    if calcjob and checkpoint is None:
+        raise MiniengineError(f"process {pk} has no checkpoint to continue from")
     try:
         cls = import_process_class(_class_path_of(node, checkpoint))
         epoch = await store.checkpoints.claim_process.aio(
@@ -223,25 +207,29 @@ async def resume(
         raise
 
     def make(tree: ProcessTree) -> Lifecycle[Any]:
-        if checkpoint is None:
-            executor = _Executor(cls.__new__(cls), store, tree, {}, node, epoch)
+        mode = RunMode(tree)
+        if checkpoint is None:  # a WorkChain that has none yet starts from its first step
+            row = store.provenance.node(pk)
+            loaded = Loaded(
+                restored_executor(store, cls, row, epoch, mode, None), ProcessState.RUNNING
+            )
         else:
             try:
-                row = store.provenance.node(pk)
-                executor = load_process(store, row, epoch, checkpoint, RunMode(tree)).executor
+                loaded = load_process(store, store.provenance.node(pk), epoch, checkpoint, mode)
             except LoadError as exc:
                 raise exc.cause  # noqa: B904  (what the checkpoint raised, as before)
-        return _resumed(executor, store)
+        return _resumed(loaded, store)
 
     try:
-        result: tuple[dict[str, Any], WorkChainNode] = await _in_tree(make, store)
+        result: tuple[dict[str, Any], ProcessNode] = await _in_tree(make, store)
         return result
     except (CheckpointError, OutlineMismatch) as exc:
         await _except_owned(store, pk, epoch, f"cannot resume from the checkpoint: {exc}")
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await _end_calls_not_replayed(store, pk, checkpoint[0] if checkpoint else 0)
+        if not calcjob:  # (a CalcJob calls no processes)
+            with anyio.CancelScope(shield=True):
+                await _end_calls_not_replayed(store, pk, checkpoint[0] if checkpoint else 0)
 
 
 async def _end_calls_not_replayed(store: Backend, pk: int, seq: int) -> None:
@@ -253,19 +241,16 @@ async def _end_calls_not_replayed(store: Backend, pk: int, seq: int) -> None:
         pass
 
 
-def _resumed(executor: _Executor, store: Backend) -> Lifecycle[Any]:
-    store.leases_taken()
-    try:
-        assert executor.tree is not None
-        for _, _, child in executor.awaiting:
-            if not child.is_terminated and child.pk is not None:
-                executor.children[child.pk] = _Child(child)
-                executor.tree.task_group.start_soon(
-                    _resume_child, executor.children[child.pk], store
-                )
-        return (yield from executor.lifecycle(ProcessState.RUNNING))
-    finally:
-        store.leases_released()
+def _resumed(loaded: Loaded, store: Backend) -> Lifecycle[Any]:
+    """Drive a loaded process, its awaited children that did not end resumed in the tree."""
+    executor = loaded.executor
+    tree = executor.tree
+    assert tree is not None
+    for _, _, child in executor.awaiting:
+        if not child.is_terminated and child.pk is not None:
+            executor.children[child.pk] = _Child(child)
+            tree.task_group.start_soon(_resume_child, executor.children[child.pk], store)
+    return (yield from leased(store, executor.lifecycle(loaded.state)))
 
 
 async def _resume_child(child: _Child, store: Backend) -> None:
@@ -279,7 +264,7 @@ async def _resume_child(child: _Child, store: Backend) -> None:
         child.done.set()
 
 
-def _class_path_of(node: WorkChainNode, checkpoint: StoredCheckpoint | None) -> str:
+def _class_path_of(node: ProcessNode, checkpoint: StoredCheckpoint | None) -> str:
     if checkpoint is None:
         module, _, name = node.process_type.rpartition(".")
         return f"{module}:{name}"

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from miniengine.core.checkpoint import Checkpoint, peek
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError
-from miniengine.runtime.mode import DaemonMode, Mode
-from miniengine.runtime.nodes import WorkChainNode, load_nodes, node_resolver
+from miniengine.runtime.mode import Mode
+from miniengine.runtime.nodes import load_nodes, node_resolver
 from miniengine.runtime.workchain.process import import_process_class
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def load_process(
 ) -> Loaded:
     """Continue process ``row`` (whose lease this OS process holds at ``epoch``) from its
     checkpoint in ``mode``: import the class the checkpoint names, build its executor (a
-    WorkChain's, or a CalcJob's in daemon mode) and restore it.  Raises :class:`LoadError`."""
+    WorkChain's or a CalcJob's, in either mode) and restore it.  Raises :class:`LoadError`."""
     stage, class_path = READ_STAGE, None
     try:
         if checkpoint is None:
@@ -96,20 +96,12 @@ def load_process(
         stage, class_path = IMPORT_STAGE, head.class_path
         cls: Any = import_process_class(head.class_path)
         stage = LOAD_STAGE
-        executor: Any
+        restored: Any
         if head.kind == "calcjob":
-            if not isinstance(mode, DaemonMode):
-                raise MiniengineError("a CalcJob is resumed by miniengine.runtime.calcjob.launch")
-            from miniengine.runtime.calcjob.launch import daemon_executor
-
-            assert mode.task_pk is not None  # a daemon run is always a task's
-            executor = daemon_executor(mode.worker, cls, row, epoch, mode.task_pk, checkpoint.data)
+            from miniengine.runtime.calcjob.launch import restored_executor as restored
         else:
-            from miniengine.runtime.workchain.executor import _Executor
-
-            node = WorkChainNode(store, row)
-            executor = _Executor(cls.__new__(cls), store, None, {}, node, epoch, mode=mode)
-            executor.restore(decode_checkpoint(store, checkpoint.data))
+            from miniengine.runtime.workchain.executor import restored_executor as restored
+        executor = restored(store, cls, row, epoch, mode, checkpoint.data)
     except (Exception, SystemExit) as exc:  # whatever the checkpoint or the module raised
         raise LoadError(stage, exc, class_path) from exc
     previous = ProcessState(row.process_state) if row.process_state else ProcessState.CREATED
