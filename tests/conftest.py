@@ -39,8 +39,11 @@ def _isolated_db(
     miniengine_db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No test may touch ``~/.miniengine``: each one runs against a fresh temporary database.
-    On PostgreSQL the daemon's files live under the home folder, so the test gets its own."""
+    On PostgreSQL the daemon's files live under the home folder, so the test gets its own, and
+    file contents go to the folder ``$MINIENGINE_REPOSITORY`` names (a sqlite file's repository
+    is beside it)."""
     if not isinstance(miniengine_db, Path):
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("MINIENGINE_REPOSITORY", str(tmp_path / "repository"))

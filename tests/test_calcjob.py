@@ -35,6 +35,8 @@ from tests.workchains.calcjob_plugins import (
 )
 from tests.workchains.daemon_chains import wait_until
 
+pytestmark = pytest.mark.backends
+
 RESOURCES = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
 OPTIONS = {"options": {"resources": RESOURCES}}
 
@@ -456,8 +458,7 @@ def test_a_run_mode_job_whose_script_died_is_resumed_at_its_stage(
         )
         """
     )
-    db = Path(os.environ["MINIENGINE_DB"])
-    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=python_env(db))
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=python_env())
     try:
         wait_until(
             lambda: any(

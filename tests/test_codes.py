@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -28,14 +27,20 @@ from miniengine import (
 from miniengine.exceptions import MiniengineError
 from miniengine.runtime.computers import localhost_computer
 from miniengine.storage.store import close_all_stores
+from tests.services import sql
 from tests.workchains.daemon_chains import python_env
 
+pytestmark = pytest.mark.backends
 
-def nodes_in(db: Path) -> int:
-    if not db.exists():
+
+def nodes_in(db: Path | str) -> int:
+    """The nodes stored in ``db`` (0 while no store has created its schema)."""
+    if isinstance(db, Path) and not db.exists():
         return 0
-    with sqlite3.connect(db) as connection:
-        return int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
+    try:
+        return sql.count(db, "SELECT count(*) FROM nodes")
+    except sql.errors(db):
+        return 0
 
 
 @pytest.fixture
