@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 
 from miniengine import Float, Int, load_node, submit
+from tests.services import sql
 from tests.workchains.chaos_chains import (
     FanOut,
     InlineChain,
@@ -49,7 +49,10 @@ from tests.workchains.daemon_chains import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc"),
+]
 
 ACTIVE = ("created", "running", "waiting")
 CHAINS = {"Leaf": Leaf, "InlineChain": InlineChain, "Nested": Nested, "FanOut": FanOut}
@@ -146,7 +149,7 @@ def restart_after_supervisor_kill(daemon: DaemonGuard, supervisor: int, workers:
     return daemon.start("--workers", "2", "--lease-timeout", LEASE_TIMEOUT)
 
 
-def drive(db: Path, size: ChaosSize, rng: random.Random, tally: Tally) -> None:
+def drive(db: Path | str, size: ChaosSize, rng: random.Random, tally: Tally) -> None:
     """Submit the workload in batches between events until both are spent, then wait for the
     last process to terminate; the daemon is stopped on the way out whatever happens."""
     jobs = workload(size, rng)
@@ -202,13 +205,8 @@ def submit_batch(jobs: list[tuple[str, dict[str, int]]], size: ChaosSize, tally:
         tally.submitted.append(submit(CHAINS[label], **values, nap=Float(size.nap)).pk)
 
 
-def active_count(db: Path) -> int:
-    with sqlite3.connect(db) as connection:
-        count = connection.execute(
-            "SELECT COUNT(*) FROM nodes WHERE process_state IN (?, ?, ?)", ACTIVE
-        ).fetchone()[0]
-    connection.close()
-    return int(count)
+def active_count(db: Path | str) -> int:
+    return sql.count(db, "SELECT COUNT(*) FROM nodes WHERE process_state IN (?, ?, ?)", *ACTIVE)
 
 
 # the invariants --------------------------------------------------------------------------------
@@ -224,28 +222,26 @@ class Findings:
     cut_off: int = 0
 
 
-def rows(connection: sqlite3.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    return connection.execute(sql, args).fetchall()
+def rows(connection: Any, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``statement`` (``?`` parameters) on a connection of either backend."""
+    return connection.execute(statement, args).fetchall()
 
 
-def check_database(db: Path, submitted: list[int]) -> Findings:
-    """Every invariant, read from the database file alone."""
+def check_database(db: Path | str, submitted: list[int]) -> Findings:
+    """Every invariant, read from the database alone (a sqlite file is opened read-only)."""
     found = Findings()
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
+    with sql.connect(db if sql.is_postgres(db) else f"file:{db}?mode=ro") as connection:
         check_processes(connection, found)
         check_calls(connection, found)
         check_links_and_checkpoints(connection, found)
         check_tasks(connection, found)
         top = {pk for (pk,) in rows(connection, "SELECT pk FROM nodes WHERE submitted = 1")}
-    finally:
-        connection.close()
     missing = set(submitted) - top
     found.lost += [f"submitted process {pk} is not in the database" for pk in sorted(missing)]
     return found
 
 
-def check_processes(connection: sqlite3.Connection, found: Findings) -> None:
+def check_processes(connection: Any, found: Findings) -> None:
     """Every process terminated; WorkChains FINISHED [0] with the outputs their inputs imply;
     only calcfunctions cut off with their caller's step are EXCEPTED, as "owner lost"."""
     processes = rows(
@@ -290,7 +286,7 @@ def expected_inputs(label: str) -> tuple[str, ...]:
     }[label]
 
 
-def check_calls(connection: sqlite3.Connection, found: Findings) -> None:
+def check_calls(connection: Any, found: Findings) -> None:
     """Per caller, no two finished children of one process type with the same inputs (no call of
     a step, inline or submitted, was done twice), and exactly the finished calls expected."""
     fingerprints: dict[int, Counter[tuple[Any, ...]]] = {}
@@ -329,7 +325,7 @@ def check_calls(connection: sqlite3.Connection, found: Findings) -> None:
             found.duplicates.append(f"{label} {pk} has finished calls {dict(per_label)}")
 
 
-def check_links_and_checkpoints(connection: sqlite3.Connection, found: Findings) -> None:
+def check_links_and_checkpoints(connection: Any, found: Findings) -> None:
     """Links point at nodes that exist; a child has one caller; an output label is linked once;
     no checkpoint, wait or memo is left for a terminated process."""
     bad = found.inconsistent
@@ -381,7 +377,7 @@ def check_links_and_checkpoints(connection: sqlite3.Connection, found: Findings)
         bad.append(f"memoised call {child} of {parent} has no CALL link")
 
 
-def check_tasks(connection: sqlite3.Connection, found: Findings) -> None:
+def check_tasks(connection: Any, found: Findings) -> None:
     """No task left leased, and no work queued for a process that has terminated."""
     for pk, process, status, worker in rows(
         connection,
@@ -406,7 +402,7 @@ class ChaosResult:
     summary: str
 
 
-def run_chaos(db: Path, size: ChaosSize, rng_value: int) -> ChaosResult:
+def run_chaos(db: Path | str, size: ChaosSize, rng_value: int) -> ChaosResult:
     """Drive one chaos run on ``db`` (``$MINIENGINE_DB``) and read its findings; no assertion
     (the benchmark suite reports the same figures)."""
     tally = Tally()

@@ -34,14 +34,16 @@ class Connection:
 
 @contextmanager
 def connect(db: Path | str) -> Iterator[Connection]:
-    """A connection to ``db`` whose work commits when the block ends without an error."""
+    """A connection to ``db`` whose work commits when the block ends without an error (a sqlite
+    ``file:`` URI, e.g. ``file:PATH?mode=ro``, is opened as one)."""
     if is_postgres(db):
         import psycopg
 
         with psycopg.connect(str(db)) as raw:  # commits on a clean exit, then closes
             yield Connection(raw, True)
         return
-    with closing(sqlite3.connect(db)) as raw, raw:
+    uri = str(db).startswith("file:")  # ``file:PATH?mode=ro``: read only
+    with closing(sqlite3.connect(db, uri=uri)) as raw, raw:
         yield Connection(raw, False)
 
 
