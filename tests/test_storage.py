@@ -33,8 +33,11 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.storage import paths, schema
 from miniengine.storage import store as store_module
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import FinishProcess, NewProcess
+from miniengine.storage.open import open_backend
 from miniengine.storage.store import Store
+from tests.services import sql
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -84,12 +87,12 @@ def raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
-def process_rows(path: Path) -> list[tuple[Any, ...]]:
-    with raw(path) as connection:
-        return connection.execute(
-            "SELECT pk, process_label, process_state, owner, lease_epoch, lease_expires "
-            "FROM nodes WHERE process_state IS NOT NULL ORDER BY pk"
-        ).fetchall()
+def process_rows(db: Path | str) -> list[tuple[Any, ...]]:
+    return sql.query(
+        db,
+        "SELECT pk, process_label, process_state, owner, lease_epoch, lease_expires "
+        "FROM nodes WHERE process_state IS NOT NULL ORDER BY pk",
+    )
 
 
 @pytest.fixture
@@ -594,19 +597,20 @@ def test_miniengine_db_is_resolved_at_each_launch(
 # leases and fencing ----------------------------------------------------------------------------
 
 
-def own_row(path: Path) -> tuple[Any, ...]:
+def own_row(db: Path | str) -> tuple[Any, ...]:
     """The row of the process whose body is running now, read from outside the engine."""
     process = context.current_process()
     assert process is not None and process.pk is not None
-    with raw(path) as connection:
-        row: tuple[Any, ...] = connection.execute(
-            "SELECT owner, lease_epoch, lease_expires, process_state FROM nodes WHERE pk = ?",
-            (process.pk,),
-        ).fetchone()
+    (row,) = sql.query(
+        db,
+        "SELECT owner, lease_epoch, lease_expires, process_state FROM nodes WHERE pk = ?",
+        process.pk,
+    )
     return row
 
 
-def test_running_process_rows_carry_owner_and_lease(miniengine_db: Path) -> None:
+@pytest.mark.backends
+def test_running_process_rows_carry_owner_and_lease(miniengine_db: Path | str) -> None:
     seen: dict[str, tuple[Any, ...]] = {}
 
     @calcfunction
@@ -638,7 +642,7 @@ def test_running_process_rows_carry_owner_and_lease(miniengine_db: Path) -> None
         assert (state, row_owner, epoch, expires) == ("finished", None, 1, None)
 
 
-def new_process(store: Store, parent: tuple[int, str, int] | None = None) -> NewProcess:
+def new_process(store: Backend, parent: tuple[int, str, int] | None = None) -> NewProcess:
     return NewProcess(
         uuid=f"fenced-{time.monotonic_ns()}",
         node_type="process.calcfunction",
@@ -656,17 +660,24 @@ def new_process(store: Store, parent: tuple[int, str, int] | None = None) -> New
     )
 
 
-def snapshot(path: Path) -> tuple[list[tuple[Any, ...]], ...]:
-    with raw(path) as connection:
-        return tuple(
-            connection.execute(f"SELECT * FROM {table} ORDER BY pk").fetchall()
-            for table in ("nodes", "links", "logs")
-        )
+def snapshot(db: Path | str) -> tuple[list[tuple[Any, ...]], ...]:
+    return tuple(
+        sql.query(db, f"SELECT * FROM {table} ORDER BY pk") for table in ("nodes", "links", "logs")
+    )
 
 
-def test_fencing_refuses_a_stale_finish_and_changes_nothing(store: Store) -> None:
+@pytest.mark.backends
+def test_fencing_refuses_a_stale_finish_and_changes_nothing(miniengine_db: Path | str) -> None:
+    store = open_backend(miniengine_db)
+    try:
+        _fencing_refuses_a_stale_finish(store, miniengine_db)
+    finally:
+        store.close()
+
+
+def _fencing_refuses_a_stale_finish(store: Backend, db: Path | str) -> None:
     pk, _ = store.provenance.begin_process(new_process(store))
-    before = snapshot(store.path)
+    before = snapshot(db)
 
     def finish(owner: str, epoch: int) -> FinishProcess:
         output: Data = Int(2)
@@ -691,22 +702,21 @@ def test_fencing_refuses_a_stale_finish_and_changes_nothing(store: Store) -> Non
     with pytest.raises(LeaseLostError) as error:
         asyncio.run(awaited())
     assert isinstance(error.value, StoreError)
-    assert snapshot(store.path) == before
+    assert snapshot(db) == before
 
     # a child cannot be created under a parent whose lease moved on either
     with pytest.raises(LeaseLostError):
         store.provenance.begin_process(new_process(store, parent=(pk, store.owner, 7)))
-    assert snapshot(store.path) == before
+    assert snapshot(db) == before
 
     # the rightful owner can still finish it
     [output_pk] = store.provenance.finish_process(finish(store.owner, 1))
-    with raw(store.path) as connection:
-        assert connection.execute(
-            "SELECT process_state, owner FROM nodes WHERE pk = ?", (pk,)
-        ).fetchone() == ("finished", None)
-        assert connection.execute(
-            "SELECT in_pk, link_type, label FROM links WHERE out_pk = ?", (output_pk,)
-        ).fetchone() == (pk, "create", "result")
+    assert sql.query(db, "SELECT process_state, owner FROM nodes WHERE pk = ?", pk) == [
+        ("finished", None)
+    ]
+    assert sql.query(
+        db, "SELECT in_pk, link_type, label FROM links WHERE out_pk = ?", output_pk
+    ) == [(pk, "create", "result")]
 
 
 def test_heartbeat_renews_the_lease_while_a_long_sync_body_runs(miniengine_db: Path) -> None:
