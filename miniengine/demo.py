@@ -98,11 +98,12 @@ def main(db: str | None = None) -> int:
     """Run the demo (on ``db`` if given, else ``$MINIENGINE_DB`` or the default database)."""
     import os
 
-    from miniengine.storage.paths import ENV_VAR, resolve_db_path
+    from miniengine.storage.paths import ENV_VAR, resolve_db, url_without_password
 
     if db is not None:
         os.environ[ENV_VAR] = db
-    print(f"database: {resolve_db_path()}")
+    location = resolve_db()  # a file, or a PostgreSQL URL
+    print(f"database: {url_without_password(location) if isinstance(location, str) else location}")
     print()
     print("Seed scenario 1: run.get_node(add_and_multiply, Int(1), Int(2), Int(3))")
     result, node = scenario_1()
@@ -112,7 +113,7 @@ def main(db: str | None = None) -> int:
     print(format_provenance(node))
     ok = node.is_finished_ok and result == 9
     print()
-    return 0 if scenario_2(resolve_db_path()) and ok else 1
+    return 0 if scenario_2(location) and ok else 1
 
 
 def scenario_2(db: Any, depth: int = 5) -> bool:

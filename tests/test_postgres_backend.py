@@ -624,3 +624,25 @@ def test_the_process_commands_print_the_same_on_both_backends(
         outputs(sqlite, pks), outputs(postgres_url, pks), strict=True
     ):
         assert on_postgres == on_sqlite
+
+
+def test_the_demo_runs_on_postgresql_with_its_daemon(
+    postgres_url: str, postgres_server: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    done = subprocess.run(
+        [sys.executable, "-m", "miniengine", "demo", "--db", postgres_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(home)},  # the daemon's files go under ~/.miniengine
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "output = 5" in done.stdout and "stopped the daemon" in done.stdout
+    assert postgres_server.password not in done.stdout + done.stderr
