@@ -27,6 +27,7 @@ from miniengine.runtime.workchain.load import (
     LoadError,
     load_process,
 )
+from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.checkpoints import (
     Created,
     StepCommit,
@@ -34,21 +35,24 @@ from miniengine.storage.interfaces.checkpoints import (
     StoredCheckpoint,
 )
 from miniengine.storage.interfaces.provenance import NewProcess
-from miniengine.storage.store import Store
+from miniengine.storage.open import open_backend
+from tests.services import sql
+
+pytestmark = pytest.mark.backends
 
 CLASS_PATH = "tests.workchains.daemon_chains:LeafWorkChain"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "checkpoints.sqlite", lease_timeout=0.4)
+def store(miniengine_db: Path | str) -> Iterator[Backend]:
+    opened = open_backend(miniengine_db, lease_timeout=0.4)
     try:
         yield opened
     finally:
         opened.close()
 
 
-def new_workchain(store: Store, x: Int, state: str = "created") -> NewProcess:
+def new_workchain(store: Backend, x: Int, state: str = "created") -> NewProcess:
     claimed = state != "created"
     return NewProcess(
         uuid=new_uuid(),
@@ -66,14 +70,14 @@ def new_workchain(store: Store, x: Int, state: str = "created") -> NewProcess:
     )
 
 
-def create(store: Store, enqueue: bool = False) -> Created:
+def create(store: Backend, enqueue: bool = False) -> Created:
     x = Int(4)
     return store.checkpoints.create_workchain(
         new_workchain(store, x), CLASS_PATH, {"x": x}, enqueue, None
     )
 
 
-def test_create_workchain_writes_the_node_and_its_first_checkpoint(store: Store) -> None:
+def test_create_workchain_writes_the_node_and_its_first_checkpoint(store: Backend) -> None:
     created = create(store)
     assert isinstance(created, Created)
     assert store.provenance.node(created.pk).process_state == "created"
@@ -86,7 +90,7 @@ def test_create_workchain_writes_the_node_and_its_first_checkpoint(store: Store)
     assert store.checkpoints.read_checkpoint(created.pk + 100) is None
 
 
-def test_claim_fences_and_a_step_commit_answers_typed(store: Store) -> None:
+def test_claim_fences_and_a_step_commit_answers_typed(store: Backend) -> None:
     pk = create(store).pk
     checkpoints = store.checkpoints
     epoch = checkpoints.claim_process(pk, store.owner, store.lease_expiry(), "running")
@@ -104,7 +108,7 @@ def test_claim_fences_and_a_step_commit_answers_typed(store: Store) -> None:
     assert checkpoints.read_checkpoint(pk) == StoredCheckpoint(1, blob)  # nothing written
 
 
-def test_transactions_are_awaitable_on_a_loop(store: Store) -> None:
+def test_transactions_are_awaitable_on_a_loop(store: Backend) -> None:
     pk = create(store).pk
 
     async def main() -> int:
@@ -116,7 +120,7 @@ def test_transactions_are_awaitable_on_a_loop(store: Store) -> None:
     assert store.provenance.node(pk).owner == store.owner
 
 
-def test_kill_unstarted_and_except_unless_owned(store: Store) -> None:
+def test_kill_unstarted_and_except_unless_owned(store: Backend) -> None:
     first, second = create(store).pk, create(store).pk
     store.checkpoints.kill_unstarted(first, "Killed: never started")
     killed = store.provenance.node(first)
@@ -127,17 +131,18 @@ def test_kill_unstarted_and_except_unless_owned(store: Store) -> None:
     assert store.provenance.node(second).process_state == "running"  # left alone
 
 
-def test_a_pause_request_is_taken_once(store: Store) -> None:
+def test_a_pause_request_is_taken_once(store: Backend, miniengine_db: Path | str) -> None:
     pk = create(store).pk
     store.checkpoints.claim_process(pk, store.owner, store.lease_expiry(), "running")
     assert store.control.pause(pk).live  # a live owner: a request for it to take
 
-    def request(connection: Any) -> Any:
-        return connection.execute("SELECT control FROM nodes WHERE pk = ?", (pk,)).fetchone()[0]
+    def request() -> Any:
+        ((control,),) = sql.query(miniengine_db, "SELECT control FROM nodes WHERE pk = ?", pk)
+        return control
 
-    assert store.read(request) == "pause"
+    assert request() == "pause"
     store.checkpoints.take_pause_request(pk)
-    assert store.read(request) is None
+    assert request() is None
     assert store.provenance.node(pk).paused  # still paused: only the request was taken
 
 
@@ -194,7 +199,7 @@ def test_the_modes_answer_what_the_lifecycle_asks() -> None:
     assert (run.tree, run.task_pk, run.hands_back()) == (tree, None, False)
 
 
-def test_load_process_says_at_which_stage_it_failed(store: Store) -> None:
+def test_load_process_says_at_which_stage_it_failed(store: Backend) -> None:
     pk = create(store).pk
     row = store.provenance.node(pk)
     with pytest.raises(LoadError) as missing:
