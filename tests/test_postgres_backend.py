@@ -646,3 +646,15 @@ def test_the_demo_runs_on_postgresql_with_its_daemon(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "output = 5" in done.stdout and "stopped the daemon" in done.stdout
     assert postgres_server.password not in done.stdout + done.stderr
+
+
+def test_a_node_opens_its_closed_store_again_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, load_node, run
+    from miniengine.storage.open import close_all_backends
+    from tests.workchains.daemon_chains import AddWorkChain
+
+    _, node = run.get_node(AddWorkChain, x=Int(2), y=Int(3))
+    loaded = load_node(node.pk)
+    close_all_backends()
+    assert loaded.is_finished_ok and loaded.outputs.result.value == 5
+    assert loaded.store is not None and not loaded.store.closed

@@ -30,7 +30,7 @@ from miniengine.plugins import MissingEntryPointError
 # imported (``from miniengine.orm import SinglefileData``, or by the command line).
 from miniengine.runtime import nodes as _nodes  # noqa: F401
 from miniengine.storage.interfaces.computers import ComputerRow
-from miniengine.storage.store import Store, shared_store
+from miniengine.storage.open import reopened
 
 if TYPE_CHECKING:
     # The plugin packages are imported when a plugin is first needed: they cost ~15 ms, and
@@ -298,10 +298,10 @@ class Computer:
 
     @property
     def store_handle(self) -> Backend | None:
-        """The store the computer lives in (``None`` while unstored); a closed sqlite store
-        (e.g. by ``close_all_stores``) is opened again."""
-        if isinstance(self._store, Store) and self._store.closed:
-            self._store = shared_store(self._store.path)
+        """The store the computer lives in (``None`` while unstored); a closed store (e.g. by
+        ``close_all_stores``) is opened again."""
+        if self._store is not None and self._store.closed:
+            self._store = reopened(self._store)
         return self._store
 
     def __eq__(self, other: object) -> bool:

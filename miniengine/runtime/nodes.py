@@ -23,7 +23,7 @@ from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError, NotExistent
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
-from miniengine.storage.store import Store, shared_store
+from miniengine.storage.open import reopened
 
 if TYPE_CHECKING:
     from miniengine.core.calcinfo import CalcJobState
@@ -361,8 +361,8 @@ class ProcessNode:
     def _store(self) -> Backend | None:
         """The node's store, opened again if it was closed (e.g. by ``close_all_stores``)."""
         store = self._store_ref
-        if isinstance(store, Store) and store.closed:
-            store = self._store_ref = shared_store(store.path)
+        if store is not None and store.closed:
+            store = self._store_ref = reopened(store)
         return store
 
     @property

@@ -21,7 +21,7 @@ from miniengine.storage.store import Store, close_all_stores, shared_store
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
 
-__all__ = ["close_all_backends", "open_backend", "shared_backend"]
+__all__ = ["close_all_backends", "open_backend", "reopened", "shared_backend"]
 
 
 def open_backend(db: str | os.PathLike[str] | None = None, **options: Any) -> Backend:
@@ -55,6 +55,21 @@ def shared_backend(db: str | os.PathLike[str] | None = None) -> Backend:
         backend = _shared.get(location)
         if backend is None or backend.closed:
             backend = _shared[location] = open_backend(location)
+    return backend
+
+
+def reopened(backend: Backend) -> Backend:
+    """``backend`` while it is open, else the shared store of the same database, opened again
+    (a node keeps working after ``close_all_backends``, as it does for a sqlite file)."""
+    if not backend.closed:
+        return backend
+    if isinstance(backend, Store):
+        store: Backend = shared_store(backend.path)
+        return store
+    from miniengine.storage.postgres.store import PostgresStore
+
+    if isinstance(backend, PostgresStore):
+        return shared_backend(backend.url)  # the URL as given: with its password, if any
     return backend
 
 
