@@ -24,6 +24,8 @@ import pytest
 
 from miniengine import Str, load_node
 from miniengine.core.links import LinkType
+from miniengine.daemon.files import DaemonFiles, db_arguments
+from tests.services import sql
 from tests.workchains.daemon_chains import (
     ROOT,
     DaemonGuard,
@@ -49,13 +51,9 @@ def started_pids(folder: Path, prefix: str = "") -> set[int]:
     return {int(path.name.rsplit(".", 1)[1]) for path in folder.glob(f"{prefix}started.*")}
 
 
-def process_row(db: Path, pk: int) -> tuple[Any, ...]:
-    with sqlite3.connect(db) as connection:
-        return tuple(
-            connection.execute(
-                "SELECT process_state, exception, owner FROM nodes WHERE pk = ?", (pk,)
-            ).fetchone()
-        )
+def process_row(db: Path | str, pk: int) -> tuple[Any, ...]:
+    (row,) = sql.query(db, "SELECT process_state, exception, owner FROM nodes WHERE pk = ?", pk)
+    return row
 
 
 def submit_in_subprocess(db: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +68,7 @@ def submit_in_subprocess(db: Path, code: str, *args: str) -> subprocess.Complete
     )
 
 
-def submit_gate(db: Path, folder: Path) -> int:
+def submit_gate(db: Path | str, folder: Path) -> int:
     """Submit a GateWorkChain to ``db`` from this process; its pk."""
     from miniengine import submit
     from miniengine.storage.store import close_all_stores
@@ -88,7 +86,7 @@ def submit_gate(db: Path, folder: Path) -> int:
     return node.pk
 
 
-def wait_terminated(db: Path, pk: int, timeout: float) -> tuple[Any, ...]:
+def wait_terminated(db: Path | str, pk: int, timeout: float) -> tuple[Any, ...]:
     return wait_until(
         lambda: (row := process_row(db, pk))[0] in ("finished", "excepted", "killed") and row,
         timeout,
@@ -161,7 +159,7 @@ def test_the_cli_starts_reports_resizes_restarts_and_stops_the_daemon(tmp_path: 
         assert status.returncode == 1 and "not running" in status.stdout
 
 
-def _foreground(db: Path, *args: str) -> tuple[subprocess.Popen[str], LineReader]:
+def _foreground(db: Path | str, *args: str) -> tuple[subprocess.Popen[str], LineReader]:
     supervisor = subprocess.Popen(
         [
             sys.executable,
@@ -169,8 +167,7 @@ def _foreground(db: Path, *args: str) -> tuple[subprocess.Popen[str], LineReader
             "miniengine.daemon",
             "start",
             "--foreground",
-            "--db",
-            str(db),
+            *db_arguments(db)[0],
             *args,
         ],
         env=python_env(db),
@@ -207,8 +204,9 @@ def test_the_foreground_supervisor_runs_even_one_worker_as_a_child_and_stops_it_
         assert "daemon stopped" in reader.text()
 
 
-def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
-    db = tmp_path / "orphans.sqlite"
+@pytest.mark.backends
+def test_workers_exit_when_the_supervisor_is_killed(miniengine_db: Path | str) -> None:
+    db = miniengine_db
     with DaemonGuard(db) as daemon:
         supervisor, _ = _foreground(db, "--workers", "2", "--lease-timeout", "1")
         daemon.track(supervisor.pid)
@@ -218,8 +216,6 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         supervisor.wait(timeout=10)
         wait_until(lambda: not any(alive(pid) for pid in workers), 15, "the workers to exit")
         # the stale pid file does not claim that a daemon runs, and a new daemon can start
-        from miniengine.daemon.files import DaemonFiles
-
         assert DaemonFiles(db).read() is None
         assert daemon.start("--workers", "1", "--lease-timeout", "1") != supervisor.pid
         assert len(daemon.worker_pids()) == 1
@@ -346,9 +342,12 @@ def test_a_sigstopped_worker_is_killed_by_the_supervisor_and_its_work_continues_
     wait_until(lambda: len(shared_daemon.worker_pids()) == 2, 30, "the replacement worker")
 
 
-def test_a_killed_worker_is_restarted_and_its_leases_released_at_once(tmp_path: Path) -> None:
+@pytest.mark.backends
+def test_a_killed_worker_is_restarted_and_its_leases_released_at_once(
+    tmp_path: Path, miniengine_db: Path | str
+) -> None:
     """With a lease of 60 s, only the supervisor's release lets the process go on in time."""
-    db = tmp_path / "kill.sqlite"
+    db = miniengine_db
     with DaemonGuard(db) as daemon:
         supervisor = daemon.start("--workers", "1", "--lease-timeout", "60")
         (first,) = daemon.worker_pids()
@@ -367,27 +366,28 @@ def test_a_killed_worker_is_restarted_and_its_leases_released_at_once(tmp_path: 
         assert state == "finished", exception
         assert load_node(pk, db=db).outputs.pid.value == second
         assert steps(tmp_path) == ["setup", f"gate {first}", f"gate {second}", "finalize"]
-        log = (tmp_path / "kill.sqlite.daemon.log").read_text()
+        log = DaemonFiles(db).log_file.read_text()
         assert "released 1 tasks and 1 processes" in log, log
         status = daemon.cli("status")
         assert str(second) in status.stdout and str(first) not in status.stdout
         print(f"kill to takeover: {took_over:.2f} s")
 
 
+@pytest.mark.backends
 def test_stop_hands_a_running_process_back_and_the_next_daemon_finishes_it(
-    tmp_path: Path,
+    tmp_path: Path, miniengine_db: Path | str
 ) -> None:
     """Graceful: the worker stops claiming, lets the running step commit, releases the process
     (a lease of 60 s shows that it was released, not left to expire) and exits."""
-    db = tmp_path / "stop.sqlite"
-    log = tmp_path / "stop.sqlite.daemon.log"
+    db = miniengine_db
+    log = DaemonFiles(db).log_file
     with DaemonGuard(db) as daemon:
         daemon.start("--workers", "1", "--lease-timeout", "60", "--stop-timeout", "30")
         (first,) = daemon.worker_pids()
         pk = submit_gate(db, tmp_path)
         wait_until(lambda: started_pids(tmp_path) == {first}, 30, "the gate step to start")
         stopping = subprocess.Popen(
-            [sys.executable, "-m", "miniengine.daemon", "stop", "--db", str(db)],
+            [sys.executable, "-m", "miniengine.daemon", "stop", *db_arguments(db)[0]],
             env=python_env(db),
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -414,9 +414,10 @@ def test_stop_hands_a_running_process_back_and_the_next_daemon_finishes_it(
         assert load_node(pk, db=db).outputs.pid.value == first
 
 
-def test_two_starts_at_the_same_instant_run_one_daemon(tmp_path: Path) -> None:
-    db = tmp_path / "race.sqlite"
-    command = [sys.executable, "-m", "miniengine.daemon", "start", "--db", str(db)]
+@pytest.mark.backends
+def test_two_starts_at_the_same_instant_run_one_daemon(miniengine_db: Path | str) -> None:
+    db = miniengine_db
+    command = [sys.executable, "-m", "miniengine.daemon", "start", *db_arguments(db)[0]]
     with DaemonGuard(db) as daemon:
         starts = [
             subprocess.Popen(
