@@ -11,7 +11,8 @@ fixture in the ``[postgresql]`` variant.  ``postgres_url`` uses ``$MINIENGINE_TE
 URL of an empty database the test may fill) and skips the test without it; a conftest may
 override it to start a server of its own.  A test marked ``sqlite_only`` (it opens the sqlite file
 itself) runs on sqlite only; one marked ``postgresql_xfail(reason=...)`` names a known failure of
-the PostgreSQL variant, which then runs as a strict ``xfail``.
+the PostgreSQL variant, which then runs as a strict ``xfail``; with ``postgresql_long(reason=...)``
+the PostgreSQL variant is a ``long`` run.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "postgresql_xfail(reason): the PostgreSQL variant is expected to fail (strict xfail)",
     )
+    config.addinivalue_line(
+        "markers", "postgresql_long(reason): the PostgreSQL variant is marked long"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -67,11 +71,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends: list[object] = [BACKENDS[0]]
     else:
         backends = list(BACKENDS)
+        marks = []
         known_bug = metafunc.definition.get_closest_marker("postgresql_xfail")
         if known_bug is not None:
             reason = known_bug.kwargs.get("reason", known_bug.args[0] if known_bug.args else "")
-            xfail = pytest.mark.xfail(strict=True, reason=f"PostgreSQL: {reason}")
-            backends[1] = pytest.param(BACKENDS[1], marks=xfail)
+            marks.append(pytest.mark.xfail(strict=True, reason=f"PostgreSQL: {reason}"))
+        if metafunc.definition.get_closest_marker("postgresql_long") is not None:
+            marks.append(pytest.mark.long)
+        if marks:
+            backends[1] = pytest.param(BACKENDS[1], marks=marks)
     metafunc.parametrize("miniengine_backend", backends, indirect=True, scope="function")
 
 
