@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
-        help="run the seed's two scenarios and show their provenance",
-        description="Run the seed's scenario 1 (add_and_multiply(1, 2, 3) == 9) and print the "
+        help="run two example scenarios and show their provenance",
+        description="Run the example scenario 1 (add_and_multiply(1, 2, 3) == 9) and print the "
         "result and the provenance of the call; then submit scenario 2 (NestedWorkChain, "
         "inp=5) to a daemon that the demo starts and stops itself, and print its call tree "
         "and reports.",

@@ -68,6 +68,8 @@ class Return:
 
 
 return_ = Return()
+"""Stop the outline here, so that the WorkChain finishes; ``return_(exit_code)`` finishes it with
+that exit code."""
 
 Block = tuple[Any, ...]  # of Step | If | While | Return
 

@@ -117,6 +117,9 @@ class _Run:
 
 
 run = _Run()
+"""Run a process to completion here and now and return its result: ``run(process, *args,
+**inputs)``. ``run.get_node(...)`` returns ``(result, node)`` and ``run.get_pk(...)``
+``(result, pk)``, as ``run_get_node`` and ``run_get_pk`` do."""
 
 
 async def arun_get_node(process: Any, *args: Any, **inputs: Any) -> tuple[Any, ProcessNode]:
