@@ -32,7 +32,6 @@ from miniengine.storage.rows import (
     NewProcess,
     begin_process_tx,
     check_lease,
-    insert_new_data,
     log_rows,
     pack_attributes,
     unpack_attributes,
@@ -108,31 +107,8 @@ def calcjob_commit_tx(
     Returns the output pks and whether the process has been paused meanwhile.
     """
     now = time.time()
-    cursor = connection.execute(
-        "UPDATE nodes SET process_state = ?, mtime = ?, process_status = CASE WHEN paused "
-        "THEN process_status ELSE ? END WHERE pk = ? AND owner = ? AND lease_epoch = ?",
-        (commit.process_state, now, commit.process_status, commit.pk, commit.owner, commit.epoch),
-    )
-    if cursor.rowcount != 1:
-        check_lease(connection, commit.pk, commit.owner, commit.epoch)
+    output_pks = checkpoint_rows.write_progress(connection, commit, "create", now)
     merge_attributes(connection, commit.pk, commit.attributes)
-    output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
-    connection.executemany(
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, 'create', ?)",
-        [
-            (commit.pk, out_pk, label)
-            for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
-        ],
-    )
-    connection.executemany(
-        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
-        log_rows(commit.pk, commit.logs, now),
-    )
-    connection.execute(
-        "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, ?, ?) "
-        "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data",
-        (commit.pk, commit.seq, commit.checkpoint),
-    )
     if commit.job is not None:
         connection.execute(
             "INSERT OR REPLACE INTO calcjob_jobs (process_pk, computer_uuid, job_id, created) "
@@ -141,24 +117,15 @@ def calcjob_commit_tx(
         )
     if commit.drop_job:
         connection.execute("DELETE FROM calcjob_jobs WHERE process_pk = ?", (commit.pk,))
-    if commit.task_pk is not None:
-        connection.execute(
-            "UPDATE tasks SET attempts = 0 WHERE pk = ? AND attempts > 1", (commit.task_pk,)
-        )
     if commit.evict:
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (commit.pk,)
-        )
-        if commit.task_pk is not None:
-            broker_rows.ack_task(connection, commit.task_pk)
+        checkpoint_rows.evict(connection, commit.pk, commit.task_pk)
         # the job may have ended (and been seen) before this commit: wake the process now
         done = connection.execute(
             "SELECT job_id FROM calcjob_jobs WHERE process_pk = ? AND done = 1", (commit.pk,)
         ).fetchone()
         if done is not None:
             broker_rows.enqueue(connection, commit.pk, f"job:{commit.pk}:{done[0]}", now)
-    paused = connection.execute("SELECT paused FROM nodes WHERE pk = ?", (commit.pk,)).fetchone()
-    return output_pks, bool(paused and paused[0])
+    return output_pks, checkpoint_rows.is_paused(connection, commit.pk)
 
 
 def pause_stage_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: int, message: str,
@@ -181,11 +148,7 @@ def pause_stage_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: i
         (pk, now, message),
     )
     if release:
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (pk,)
-        )
-        if task_pk is not None:
-            broker_rows.ack_task(connection, task_pk)
+        checkpoint_rows.evict(connection, pk, task_pk)
 
 
 def stage_status_tx(connection: sqlite3.Connection, pk: int, owner: str, epoch: int,

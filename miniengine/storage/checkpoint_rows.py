@@ -17,6 +17,7 @@ from miniengine.core.checkpoint import Checkpoint, with_refs
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError
 from miniengine.storage import broker_rows, control_rows
+from miniengine.storage.interfaces.calcjobs import CalcJobCommit
 from miniengine.storage.interfaces.checkpoints import (
     LATER,
     BeginOutcome,
@@ -77,13 +78,17 @@ def claim_process_tx(
     return int(row[0])
 
 
-def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> StepCommitted:
-    """Write a step's state, checkpoint, outputs and logs (fenced).
-
-    Returns the output pks and whether the process has been paused meanwhile: the step
-    boundary is where a pause takes effect, so the answer comes with the commit.
-    """
-    now = time.time()
+def write_progress(
+    connection: sqlite3.Connection,
+    commit: StepCommit | CalcJobCommit,
+    link_type: str,
+    now: float,
+) -> list[int]:
+    """What a WorkChain's step commit and a CalcJob's stage commit both write, fenced by the
+    lease epoch: the state and status (a paused process keeps its status), the new outputs
+    with ``link_type`` links, the logs and the checkpoint; and, as progress, the task no longer
+    counts as one that killed its workers (no page is written unless it did).  Returns the
+    output pks."""
     cursor = connection.execute(
         "UPDATE nodes SET process_state = ?, mtime = ?, process_status = CASE WHEN paused "
         "THEN process_status ELSE ? END WHERE pk = ? AND owner = ? AND lease_epoch = ?",
@@ -93,9 +98,9 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> StepCo
         check_lease(connection, commit.pk, commit.owner, commit.epoch)
     output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
     connection.executemany(
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, 'return', ?)",
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)",
         [
-            (commit.pk, out_pk, label)
+            (commit.pk, out_pk, link_type, label)
             for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
         ],
     )
@@ -103,28 +108,43 @@ def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> StepCo
         "INSERT INTO logs (node_pk, time, levelname, message) VALUES (?, ?, ?, ?)",
         log_rows(commit.pk, commit.logs, now),
     )
-    connection.execute(
-        "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, ?, ?) "
-        "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data",
-        (commit.pk, commit.seq, commit.checkpoint),
-    )
-    for child in commit.start_children:
-        broker_rows.enqueue(connection, child, f"start:{child}", now)
+    write_checkpoint(connection, commit.pk, commit.seq, commit.checkpoint)
     if commit.task_pk is not None:
-        # progress: the task no longer counts as one that killed its workers (no page is
-        # written unless it did)
         connection.execute(
             "UPDATE tasks SET attempts = 0 WHERE pk = ? AND attempts > 1", (commit.task_pk,)
         )
+    return output_pks
+
+
+def evict(connection: sqlite3.Connection, pk: int, task_pk: int | None) -> None:
+    """Free the lease of a process that waits (children, its scheduler job, a pause) and
+    acknowledge the task that ran it: it holds no slot until something enqueues it again."""
+    connection.execute("UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (pk,))
+    if task_pk is not None:
+        broker_rows.ack_task(connection, task_pk)
+
+
+def is_paused(connection: sqlite3.Connection, pk: int) -> bool:
+    """Whether the process has been paused (read at the end of a commit: the boundary where a
+    pause takes effect, so the answer comes with the commit)."""
+    paused = connection.execute("SELECT paused FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    return bool(paused and paused[0])
+
+
+def step_commit_tx(connection: sqlite3.Connection, commit: StepCommit) -> StepCommitted:
+    """Write a step's state, checkpoint, outputs and logs (fenced); start the children it
+    submitted; evict it if it waits for children.
+
+    Returns the output pks and whether the process has been paused meanwhile.
+    """
+    now = time.time()
+    output_pks = write_progress(connection, commit, "return", now)
+    for child in commit.start_children:
+        broker_rows.enqueue(connection, child, f"start:{child}", now)
     if commit.wait_for is not None:
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (commit.pk,)
-        )
-        if commit.task_pk is not None:
-            broker_rows.ack_task(connection, commit.task_pk)
+        evict(connection, commit.pk, commit.task_pk)
         broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
-    paused = connection.execute("SELECT paused FROM nodes WHERE pk = ?", (commit.pk,)).fetchone()
-    return StepCommitted(output_pks, bool(paused and paused[0]))
+    return StepCommitted(output_pks, is_paused(connection, commit.pk))
 
 
 def write_checkpoint(connection: sqlite3.Connection, pk: int, seq: int, blob: bytes) -> None:
@@ -176,10 +196,7 @@ def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_
         broker_rows.ack_task(connection, task_pk)
         return None
     if row[3]:  # paused: it holds no lease and no slot; play() enqueues it again
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = ?", (process_pk,)
-        )
-        broker_rows.ack_task(connection, task_pk)
+        evict(connection, process_pk, task_pk)
         return None
     return claim_process_tx(connection, process_pk, owner, expires, "running")
 

@@ -30,7 +30,6 @@ from miniengine.storage.postgres.rows import (
     begin_process_tx,
     check_lease,
     executemany,
-    insert_new_data,
 )
 from miniengine.storage.rows import log_rows
 
@@ -118,30 +117,8 @@ def calcjob_commit_tx(connection: Connection, commit: CalcJobCommit) -> tuple[li
     UPDATE, which holds the row until the commit).
     """
     now = time.time()
-    row = connection.execute(
-        "UPDATE nodes SET process_state = %s, mtime = %s, process_status = CASE WHEN paused "
-        "<> 0 THEN process_status ELSE %s END WHERE pk = %s AND owner = %s AND lease_epoch = %s "
-        "RETURNING paused",
-        (commit.process_state, now, commit.process_status, commit.pk, commit.owner, commit.epoch),
-    ).fetchone()
-    if row is None:
-        check_lease(connection, commit.pk, commit.owner, commit.epoch)
+    output_pks, paused = checkpoint_rows.write_progress(connection, commit, "create", now)
     merge_attributes(connection, commit.pk, commit.attributes)
-    output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
-    executemany(
-        connection,
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, 'create', %s)",
-        [
-            (commit.pk, out_pk, label)
-            for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
-        ],
-    )
-    executemany(
-        connection,
-        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)",
-        log_rows(commit.pk, commit.logs, now),
-    )
-    checkpoint_rows.write_checkpoint(connection, commit.pk, commit.seq, commit.checkpoint)
     if commit.job is not None:
         # sqlite's INSERT OR REPLACE: a new row, every other column back to its default
         connection.execute(
@@ -154,23 +131,15 @@ def calcjob_commit_tx(connection: Connection, commit: CalcJobCommit) -> tuple[li
         )
     if commit.drop_job:
         connection.execute("DELETE FROM calcjob_jobs WHERE process_pk = %s", (commit.pk,))
-    if commit.task_pk is not None:
-        connection.execute(
-            "UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1", (commit.task_pk,)
-        )
     if commit.evict:
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (commit.pk,)
-        )
-        if commit.task_pk is not None:
-            broker_rows.ack_task(connection, commit.task_pk)
+        checkpoint_rows.evict(connection, commit.pk, commit.task_pk)
         # the job may have ended (and been seen) before this commit: wake the process now
         done = connection.execute(
             "SELECT job_id FROM calcjob_jobs WHERE process_pk = %s AND done = 1", (commit.pk,)
         ).fetchone()
         if done is not None:
             broker_rows.enqueue(connection, commit.pk, f"job:{commit.pk}:{done[0]}", now)
-    return output_pks, bool(row and row[0])
+    return output_pks, paused
 
 
 def pause_stage_tx(connection: Connection, pk: int, owner: str, epoch: int, message: str,
@@ -189,11 +158,7 @@ def pause_stage_tx(connection: Connection, pk: int, owner: str, epoch: int, mess
         check_lease(connection, pk, owner, epoch)
     connection.execute(_INSERT_ERROR_LOG, (pk, now, message))
     if release:
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (pk,)
-        )
-        if task_pk is not None:
-            broker_rows.ack_task(connection, task_pk)
+        checkpoint_rows.evict(connection, pk, task_pk)
 
 
 def stage_status_tx(connection: Connection, pk: int, owner: str, epoch: int,

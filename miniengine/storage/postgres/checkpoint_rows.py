@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from miniengine.core.checkpoint import Checkpoint, with_refs
 from miniengine.exceptions import LeaseLostError
 from miniengine.storage.checkpoint_rows import CUT_OFF_MESSAGE, fingerprint
+from miniengine.storage.interfaces.calcjobs import CalcJobCommit
 from miniengine.storage.interfaces.checkpoints import (
     LATER,
     BeginOutcome,
@@ -93,15 +94,15 @@ def claim_process_tx(
     return int(row[0])
 
 
-def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
-    """Write a step's state, checkpoint, outputs and logs (fenced).
-
-    Returns the output pks and whether the process has been paused meanwhile: the step
-    boundary is where a pause takes effect, so the answer comes with the commit (here from the
-    fenced UPDATE's ``RETURNING``; a later statement of this transaction changes ``paused``
-    only through ``wait_for_children``, which does not).
-    """
-    now = time.time()
+def write_progress(
+    connection: Connection, commit: StepCommit | CalcJobCommit, link_type: str, now: float
+) -> tuple[list[int], bool]:
+    """What a WorkChain's step commit and a CalcJob's stage commit both write, fenced by the
+    lease epoch: the state and status (a paused process keeps its status), the new outputs
+    with ``link_type`` links, the logs and the checkpoint; and, as progress, the task no longer
+    counts as one that killed its workers.  Returns the output pks and whether the process has
+    been paused meanwhile (from the fenced UPDATE's ``RETURNING``, which holds the row until
+    the commit; no later statement of a step's or a stage's commit changes ``paused``)."""
     row = connection.execute(
         "UPDATE nodes SET process_state = %s, mtime = %s, process_status = CASE WHEN paused "
         "<> 0 THEN process_status ELSE %s END WHERE pk = %s AND owner = %s AND lease_epoch = %s "
@@ -113,9 +114,9 @@ def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
     output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
     executemany(
         connection,
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, 'return', %s)",
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, %s, %s)",
         [
-            (commit.pk, out_pk, label)
+            (commit.pk, out_pk, link_type, label)
             for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
         ],
     )
@@ -125,6 +126,29 @@ def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
         log_rows(commit.pk, commit.logs, now),
     )
     connection.execute(_UPSERT_CHECKPOINT, (commit.pk, commit.seq, commit.checkpoint))
+    if commit.task_pk is not None:
+        connection.execute(
+            "UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1", (commit.task_pk,)
+        )
+    return output_pks, bool(row and row[0])
+
+
+def evict(connection: Connection, pk: int, task_pk: int | None) -> None:
+    """Free the lease of a process that waits (children, its scheduler job, a pause) and
+    acknowledge the task that ran it: it holds no slot until something enqueues it again."""
+    connection.execute("UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (pk,))
+    if task_pk is not None:
+        broker_rows.ack_task(connection, task_pk)
+
+
+def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
+    """Write a step's state, checkpoint, outputs and logs (fenced); start the children it
+    submitted; evict it if it waits for children.
+
+    Returns the output pks and whether the process has been paused meanwhile.
+    """
+    now = time.time()
+    output_pks, paused = write_progress(connection, commit, "return", now)
     if commit.start_children:  # the outbox: one statement for a fan-out of any size
         connection.execute(
             "INSERT INTO tasks (process_pk, dedup_key, not_before, ctime) "
@@ -133,19 +157,10 @@ def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
             "ON CONFLICT (dedup_key) DO NOTHING",
             (now, list(commit.start_children)),
         )
-    if commit.task_pk is not None:
-        # progress: the task no longer counts as one that killed its workers
-        connection.execute(
-            "UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1", (commit.task_pk,)
-        )
     if commit.wait_for is not None:
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (commit.pk,)
-        )
-        if commit.task_pk is not None:
-            broker_rows.ack_task(connection, commit.task_pk)
+        evict(connection, commit.pk, commit.task_pk)
         broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
-    return StepCommitted(output_pks, bool(row and row[0]))
+    return StepCommitted(output_pks, paused)
 
 
 def write_checkpoint(connection: Connection, pk: int, seq: int, blob: bytes) -> None:
@@ -198,10 +213,7 @@ def claim_task_process_tx(connection: Connection, task_pk: int, process_pk: int,
         broker_rows.ack_task(connection, task_pk)
         return None
     if row[3]:  # paused: it holds no lease and no slot; play() enqueues it again
-        connection.execute(
-            "UPDATE nodes SET owner = NULL, lease_expires = NULL WHERE pk = %s", (process_pk,)
-        )
-        broker_rows.ack_task(connection, task_pk)
+        evict(connection, process_pk, task_pk)
         return None
     return claim_process_tx(connection, process_pk, owner, expires, "running")
 
