@@ -658,3 +658,13 @@ def test_a_node_opens_its_closed_store_again_on_both_backends(backend_db: Path |
     close_all_backends()
     assert loaded.is_finished_ok and loaded.outputs.result.value == 5
     assert loaded.store is not None and not loaded.store.closed
+
+
+def test_a_closed_store_refuses_to_wait(postgres_url: str) -> None:
+    store = open_backend(postgres_url)
+    marker = store.commit_marker()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.wait_for_commit(marker, 0.01)
+    with pytest.raises(StoreError, match="closed"):
+        store.commit_marker()

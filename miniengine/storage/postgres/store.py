@@ -354,18 +354,21 @@ class PostgresStore:
 
     def commit_marker(self) -> int:
         """How many commit notifications the listener has seen (no query runs)."""
+        self._check_open()
         return self._marker
 
     def wait_for_commit(self, marker: int, timeout: float) -> int:
         """Block until the marker differs from ``marker`` or ``timeout`` passed (the listener
         wakes this thread as soon as a notification arrives); return the current marker."""
+        self._check_open()  # (closing wakes the threads waiting already)
         with self._marker_changed:
             self._marker_changed.wait_for(lambda: self._marker != marker, timeout)
             return self._marker
 
     async def await_commit(self, marker: int, timeout: float) -> int:
         """:meth:`wait_for_commit` for a coroutine: the listener resolves a future of its loop."""
-        if self._marker != marker or self._closed:
+        self._check_open()
+        if self._marker != marker:
             return self._marker
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._marker_changed:
