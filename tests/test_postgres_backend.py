@@ -48,6 +48,9 @@ def store(postgres_url: str) -> Any:
     opened.close()
 
 
+# the store ---------------------------------------------------------------------------------------
+
+
 def test_create_then_reopen(postgres_url: str) -> None:
     from miniengine.storage.postgres.schema import SCHEMA_VERSION, read_schema_version
 
@@ -356,51 +359,6 @@ def test_open_backend_chooses_by_location(
         resolve_db("mysql://example/db")
 
 
-# the engine on both backends ------------------------------------------------------------------
-
-
-def test_run_mode_on_both_backends(backend_db: Path | str) -> None:
-    from miniengine import Int, run
-    from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain, add
-
-    result, node = run.get_node(add, Int(1), Int(2))
-    assert result == 3 and node.is_finished_ok
-    assert node.store is not None and node.store.location == _shown(backend_db)
-    result, node = run.get_node(AddWorkChain, x=Int(4), y=Int(5))
-    assert result["result"] == 9 and node.is_finished_ok
-    assert [child.process_label for child in node.called] == ["add"]
-    result, node = run.get_node(NestedWorkChain, inp=Int(5))
-    assert node.is_finished_ok and result["output"] == 5
-
-
-async def test_a_worker_runs_what_is_submitted_on_both_backends(backend_db: Path | str) -> None:
-    from miniengine import Int, ProcessState, asubmit, await_node
-    from miniengine.daemon import Worker
-    from tests.workchains.daemon_chains import LeafWorkChain, NestedWorkChain
-
-    async with Worker(db=backend_db, lease_timeout=5.0) as worker:
-        deadline = time.monotonic() + 10
-        while worker.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        started = time.perf_counter()
-        node = await asubmit(LeafWorkChain, x=Int(7))
-        while node.process_state is ProcessState.CREATED and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
-        picked_up = time.perf_counter() - started
-        await await_node(node, timeout=30)
-        nested = await asubmit(NestedWorkChain, inp=Int(3))
-        await await_node(nested, timeout=60)
-    assert node.is_finished_ok and node.outputs.x.value == 7
-    assert nested.is_finished_ok
-    print(f"picked up after {picked_up * 1000:.1f} ms")
-
-
-def _shown(location: Path | str) -> str:
-    from miniengine.storage.postgres.connection import without_password
-
-    return str(location) if isinstance(location, Path) else without_password(location)
-
-
 def test_the_writer_and_a_reader_connect_again_after_the_server_dropped_them(
     store: PostgresStore, postgres_url: str
 ) -> None:
@@ -423,69 +381,6 @@ def test_the_writer_and_a_reader_connect_again_after_the_server_dropped_them(
         other.close()
     store.write_sync(_put, "l", "after")  # nothing was sent on the lost one: run on a new one
     assert store.read(_get, "l") == "after"  # the read fails once, then runs on a new reader
-
-
-# the private cluster of the tests -------------------------------------------------------------
-
-
-def test_the_cluster_runs_unprivileged_and_no_command_line_holds_the_password(
-    postgres_server: Any, postgres_url: str
-) -> None:
-    import os
-
-    password = postgres_server.password
-    assert password in postgres_url
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as stream:
-                command = stream.read().replace(b"\0", b" ").decode(errors="replace")
-            owner = os.stat(f"/proc/{entry}").st_uid
-        except OSError:
-            continue  # ended meanwhile
-        assert password not in command, command
-        if command.startswith(str(postgres_server.bin / "postgres")):
-            assert owner != 0  # as root the server runs as Debian's postgres user
-    # a fresh database per test: empty, owned by the role, reachable with the password only
-    with psycopg.connect(postgres_url) as connection:
-        tables = connection.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-        ).fetchone()
-        assert tables == (0,)
-    wrong = postgres_url.replace(password, "wrong")
-    with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(wrong).close()
-
-
-def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | str) -> None:
-    from miniengine import Int, run
-    from miniengine.core.links import LinkType
-    from miniengine.storage.schema import SCHEMA_VERSION
-    from tests.workchains.daemon_chains import AddWorkChain
-
-    _, node = run.get_node(AddWorkChain, x=Int(4), y=Int(5))
-    queries = shared_backend(backend_db).queries
-    listed = queries.list_processes(None, None, None)
-    assert [row.process_label for row in listed] == ["add", "AddWorkChain"]
-    assert listed[0].caller == node.pk  # the call link names the caller
-    assert queries.list_processes(["finished"], None, 1)[0].process_label == "add"
-    view = queries.node(node.pk)
-    assert view is not None and view.process_label == "AddWorkChain"
-    assert queries.node(10**6) is None and queries.node(2**70) is None
-    assert queries.uuid_matches(node.uuid) == [node.pk]
-    inputs = queries.linked_nodes(node.pk, incoming=True, link_types=[LinkType.INPUT_WORK.value])
-    assert sorted(linked.link_label for linked in inputs) == ["x", "y"]
-    tree = queries.subtree(node.pk, None)
-    assert [(row.depth, row.process_label) for row in tree] == [(0, "AddWorkChain"), (1, "add")]
-    assert queries.subtree(node.pk, 0)[0].pk == node.pk and len(queries.subtree(node.pk, 0)) == 1
-    assert queries.log_count(node.pk) == len(queries.subtree_logs(node.pk, 0))
-    counts = queries.counts()
-    assert counts.processes == {"finished": 2} and counts.paused == 0
-    assert counts.nodes == 5  # x, y, the WorkChain, add and the sum it returned
-    assert counts.queue is not None and counts.queue.ready == 0
-    assert queries.schema_version() == SCHEMA_VERSION
-    assert queries.integrity_check() == "ok"
 
 
 def test_a_reader_checks_the_schema_and_never_writes(postgres_url: str) -> None:
@@ -532,6 +427,85 @@ def test_reads_from_many_threads_share_a_few_connections(store: PostgresStore) -
     # the writer, the listener and at most MAX_READERS readers, never a connection per thread
     assert max(seen) <= store_module.MAX_READERS + 2
     assert len(store._idle_readers) <= store_module.MAX_IDLE_READERS
+
+
+def test_a_closed_store_refuses_to_wait(postgres_url: str) -> None:
+    store = open_backend(postgres_url)
+    marker = store.commit_marker()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.wait_for_commit(marker, 0.01)
+    with pytest.raises(StoreError, match="closed"):
+        store.commit_marker()
+
+
+# the engine on both backends ---------------------------------------------------------------------
+
+
+def test_run_mode_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, run
+    from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain, add
+
+    result, node = run.get_node(add, Int(1), Int(2))
+    assert result == 3 and node.is_finished_ok
+    assert node.store is not None and node.store.location == _shown(backend_db)
+    result, node = run.get_node(AddWorkChain, x=Int(4), y=Int(5))
+    assert result["result"] == 9 and node.is_finished_ok
+    assert [child.process_label for child in node.called] == ["add"]
+    result, node = run.get_node(NestedWorkChain, inp=Int(5))
+    assert node.is_finished_ok and result["output"] == 5
+
+
+async def test_a_worker_runs_what_is_submitted_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, ProcessState, asubmit, await_node
+    from miniengine.daemon import Worker
+    from tests.workchains.daemon_chains import LeafWorkChain, NestedWorkChain
+
+    async with Worker(db=backend_db, lease_timeout=5.0) as worker:
+        deadline = time.monotonic() + 10
+        while worker.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        node = await asubmit(LeafWorkChain, x=Int(7))
+        while node.process_state is ProcessState.CREATED and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        picked_up = time.perf_counter() - started
+        await await_node(node, timeout=30)
+        nested = await asubmit(NestedWorkChain, inp=Int(3))
+        await await_node(nested, timeout=60)
+    assert node.is_finished_ok and node.outputs.x.value == 7
+    assert nested.is_finished_ok
+    print(f"picked up after {picked_up * 1000:.1f} ms")
+
+
+def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | str) -> None:
+    from miniengine import Int, run
+    from miniengine.core.links import LinkType
+    from miniengine.storage.schema import SCHEMA_VERSION
+    from tests.workchains.daemon_chains import AddWorkChain
+
+    _, node = run.get_node(AddWorkChain, x=Int(4), y=Int(5))
+    queries = shared_backend(backend_db).queries
+    listed = queries.list_processes(None, None, None)
+    assert [row.process_label for row in listed] == ["add", "AddWorkChain"]
+    assert listed[0].caller == node.pk  # the call link names the caller
+    assert queries.list_processes(["finished"], None, 1)[0].process_label == "add"
+    view = queries.node(node.pk)
+    assert view is not None and view.process_label == "AddWorkChain"
+    assert queries.node(10**6) is None and queries.node(2**70) is None
+    assert queries.uuid_matches(node.uuid) == [node.pk]
+    inputs = queries.linked_nodes(node.pk, incoming=True, link_types=[LinkType.INPUT_WORK.value])
+    assert sorted(linked.link_label for linked in inputs) == ["x", "y"]
+    tree = queries.subtree(node.pk, None)
+    assert [(row.depth, row.process_label) for row in tree] == [(0, "AddWorkChain"), (1, "add")]
+    assert queries.subtree(node.pk, 0)[0].pk == node.pk and len(queries.subtree(node.pk, 0)) == 1
+    assert queries.log_count(node.pk) == len(queries.subtree_logs(node.pk, 0))
+    counts = queries.counts()
+    assert counts.processes == {"finished": 2} and counts.paused == 0
+    assert counts.nodes == 5  # x, y, the WorkChain, add and the sum it returned
+    assert counts.queue is not None and counts.queue.ready == 0
+    assert queries.schema_version() == SCHEMA_VERSION
+    assert queries.integrity_check() == "ok"
 
 
 def test_the_commands_take_a_postgresql_url_and_never_show_its_password(
@@ -660,11 +634,40 @@ def test_a_node_opens_its_closed_store_again_on_both_backends(backend_db: Path |
     assert loaded.store is not None and not loaded.store.closed
 
 
-def test_a_closed_store_refuses_to_wait(postgres_url: str) -> None:
-    store = open_backend(postgres_url)
-    marker = store.commit_marker()
-    store.close()
-    with pytest.raises(StoreError, match="closed"):
-        store.wait_for_commit(marker, 0.01)
-    with pytest.raises(StoreError, match="closed"):
-        store.commit_marker()
+# the private cluster of the tests ----------------------------------------------------------------
+
+
+def test_the_cluster_runs_unprivileged_and_no_command_line_holds_the_password(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    import os
+
+    password = postgres_server.password
+    assert password in postgres_url
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                command = stream.read().replace(b"\0", b" ").decode(errors="replace")
+            owner = os.stat(f"/proc/{entry}").st_uid
+        except OSError:
+            continue  # ended meanwhile
+        assert password not in command, command
+        if command.startswith(str(postgres_server.bin / "postgres")):
+            assert owner != 0  # as root the server runs as Debian's postgres user
+    # a fresh database per test: empty, owned by the role, reachable with the password only
+    with psycopg.connect(postgres_url) as connection:
+        tables = connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+        assert tables == (0,)
+    wrong = postgres_url.replace(password, "wrong")
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(wrong).close()
+
+
+def _shown(location: Path | str) -> str:
+    from miniengine.storage.postgres.connection import without_password
+
+    return str(location) if isinstance(location, Path) else without_password(location)
