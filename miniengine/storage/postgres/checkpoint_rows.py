@@ -10,6 +10,7 @@ owner's write matches nothing and the transaction is rolled back whole.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from miniengine.core.checkpoint import Checkpoint, with_refs
@@ -305,11 +306,62 @@ def claim_work_tx(
     max_attempts: int = broker_rows.MAX_ATTEMPTS,
 ) -> list[Claim]:
     """Lease up to ``limit`` ready tasks and, in the same transaction, their processes (see
-    the sqlite version for the meaning of a :class:`Claim`'s epoch)."""
+    the sqlite version for the meaning of a :class:`Claim`'s epoch).
+
+    Every statement is a round trip to the server, so the usual case is done for all the tasks
+    at once: their processes' rows are read and locked in one statement, and those that are
+    plainly free (active, unowned or with an expired lease, not paused, no kill waiting) are
+    leased in one ``UPDATE``.  The others (a process claimed twice in one batch, ours already,
+    held elsewhere, terminated, paused, to be killed, or given up) take the path of one task at
+    a time, after the batch: as if the batch's tasks had come first in the claim.
+    """
     claimed = broker_rows.claim_tasks_tx(connection, owner, limit, expires, now, idle)
+    if not claimed:
+        return []
+    times_claimed = Counter(process_pk for _, process_pk, _ in claimed)
+    candidates = [
+        process_pk
+        for _, process_pk, attempts in claimed
+        if attempts <= max_attempts and times_claimed[process_pk] == 1
+    ]
+    free: set[int] = set()
+    if candidates:
+        moment = time.time()
+        for pk, state, holder, until, paused, control in connection.execute(
+            "SELECT pk, process_state, owner, lease_expires, paused, control FROM nodes "
+            "WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE",
+            (candidates,),
+        ):
+            if (
+                state in broker_rows.ACTIVE_STATES
+                and (holder is None or (holder != owner and (until or 0) < moment))
+                and not paused
+                and not (control is not None and str(control).startswith("kill:"))
+            ):
+                free.add(int(pk))
+    epochs: dict[int, int] = {}
+    if free:
+        moment = time.time()
+        epochs = {
+            int(pk): int(epoch)
+            for pk, epoch in connection.execute(
+                "UPDATE nodes SET owner = %s, lease_epoch = lease_epoch + 1, lease_expires = %s, "
+                "process_state = 'running', mtime = %s WHERE pk = ANY(%s) "
+                "AND process_state IN ('created', 'running', 'waiting') "
+                "AND (owner IS NULL OR owner = %s OR lease_expires < %s) "
+                "RETURNING pk, lease_epoch",
+                (owner, expires, moment, sorted(free), owner, moment),
+            )
+        }
     result: list[Claim] = []
     for task_pk, process_pk, attempts in claimed:
         alone = attempts > broker_rows.SUSPECT_AFTER
+        if process_pk in free:
+            epoch = epochs.get(process_pk)
+            if epoch is None:  # its row is locked since it was read: then the precise error
+                epoch = claim_process_tx(connection, process_pk, owner, expires, "running")
+            result.append(Claim(task_pk, process_pk, epoch, alone))
+            continue
         if attempts > max_attempts:
             broker_rows.give_up_tx(connection, task_pk, process_pk, owner, attempts, now)
             result.append(Claim(task_pk, process_pk, None))
