@@ -301,14 +301,13 @@ def _with_computer(args: argparse.Namespace, action: Callable[[CalcJobInfo, Any]
     if uuid is None:
         raise CliError(f"calcjob {info.pk} has no computer")
     from miniengine.runtime.computers import load_computer
-    from miniengine.runtime.context import store_for
-    from miniengine.storage.store import close_all_stores
+    from miniengine.storage.open import close_all_backends, shared_backend
 
     try:
-        computer = load_computer(uuid=str(uuid), db=store_for(db_location(args)))
+        computer = load_computer(uuid=str(uuid), db=shared_backend(db_location(args)))
         return action(info, computer)
     finally:
-        close_all_stores()
+        close_all_backends()
 
 
 def _remotecat(args: argparse.Namespace) -> int:
@@ -457,12 +456,11 @@ _TERMINAL = ("finished", "excepted", "killed")
 
 def _clean(remote_pks: list[int], args: argparse.Namespace) -> Iterator[tuple[str, int]]:
     """Remove the folders of the ``RemoteData`` nodes, one transport per computer."""
-    from miniengine.runtime.context import store_for
     from miniengine.runtime.nodes import load_node
-    from miniengine.storage.store import close_all_stores
+    from miniengine.storage.open import close_all_backends, shared_backend
 
     try:
-        store = store_for(db_location(args))
+        store = shared_backend(db_location(args))
         by_computer: dict[str, list[Any]] = {}
         computers: dict[str, Any] = {}
         for pk in remote_pks:
@@ -485,7 +483,7 @@ def _clean(remote_pks: list[int], args: argparse.Namespace) -> Iterator[tuple[st
             anyio.run(clean)
             yield computer.label, len(remotes)
     finally:
-        close_all_stores()
+        close_all_backends()
 
 
 # process show / process list -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.cli.connection import require_file
 from miniengine.cli.errors import EXIT_ERROR, CliError, Handler, guarded
-from miniengine.cli.options import add_db_option, add_json_option, db_path
+from miniengine.cli.options import add_db_option, add_json_option, db_location
 from miniengine.cli.table import emit, format_pairs, format_table, json_array, json_object
 
 if TYPE_CHECKING:
@@ -26,22 +26,22 @@ __all__ = ["add_code_commands", "add_computer_commands"]
 def _run_with_store(
     function: Callable[[argparse.Namespace, Any], int], args: argparse.Namespace, create: bool
 ) -> int:
-    """Run ``function`` with the database (it must exist unless ``create``) as the current one,
-    so that nodes made by the command (a code) are stored there; close it after."""
+    """Run ``function`` with the database (a file, which must exist unless ``create``, or a
+    PostgreSQL URL) as the current one, so that nodes made by the command (a code) are stored
+    there; close it after."""
     import os
 
-    path = db_path(args)
-    if not create:
-        require_file(path)
-    from miniengine.runtime.context import store_for
+    location = db_location(args)
+    if not create and isinstance(location, Path):
+        require_file(location)
+    from miniengine.storage.open import close_all_backends, shared_backend
     from miniengine.storage.paths import ENV_VAR
-    from miniengine.storage.store import close_all_stores
 
-    os.environ[ENV_VAR] = str(path)
+    os.environ[ENV_VAR] = str(location)
     try:
-        return function(args, store_for(path))
+        return function(args, shared_backend(location))
     finally:
-        close_all_stores()
+        close_all_backends()
 
 
 def _with_store(
