@@ -18,7 +18,6 @@ import anyio
 from miniengine.core import codec
 from miniengine.core.checkpoint import with_refs as _with_refs
 from miniengine.core.ids import new_uuid
-from miniengine.core.links import LinkType
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import InvalidOperation, MiniengineError
 from miniengine.runtime import context
@@ -30,7 +29,7 @@ from miniengine.runtime.lifecycle import leased, mark_stored
 from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree, RunMode
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
-from miniengine.runtime.workchain.inputs import _flatten_data, process_type
+from miniengine.runtime.workchain.inputs import CALC_LINKS, process_row, process_type
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
@@ -50,26 +49,17 @@ def new_calcjob_row(
     state: ProcessState,
     submitted: bool = False,
 ) -> NewProcess:
-    claimed = state is not ProcessState.CREATED
-    flat_inputs = _flatten_data(bound.inputs, cls.spec().inputs)
-    context.check_same_database(store, flat_inputs, cls.__name__)
-    return NewProcess(
-        uuid=new_uuid(),
-        node_type=CALCJOB_TYPE,
-        process_type=process_type(cls),
-        process_label=cls.__name__,
-        process_state=state.value,
-        label=bound.metadata.label,
-        description=bound.metadata.description,
-        inputs=flat_inputs,
-        input_link_type=LinkType.INPUT_CALC.value,
-        owner=store.owner if claimed else None,
-        lease_expires=store.lease_expiry() if claimed else None,
-        parent=parent.parent_fence if parent is not None else None,
-        call_link_type=LinkType.CALL_CALC.value,
-        call_link_label=bound.metadata.call_link_label,
-        attributes={"options": bound.options, "computer_uuid": bound.computer.uuid},
-        submitted=submitted,
+    return process_row(
+        cls,
+        store,
+        bound.inputs,
+        bound.metadata,
+        parent,
+        state,
+        submitted,
+        CALCJOB_TYPE,
+        CALC_LINKS,
+        {"options": bound.options, "computer_uuid": bound.computer.uuid},
     )
 
 

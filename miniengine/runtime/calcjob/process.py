@@ -24,6 +24,7 @@ from miniengine.core.ports import UNSPECIFIED, InputPort, PortNamespace
 from miniengine.core.spec import ProcessSpec
 from miniengine.exceptions import InputValidationError, InvalidOperation, MiniengineError
 from miniengine.runtime.workchain import SPEC_LOCK
+from miniengine.runtime.workchain.process import defined_spec
 
 if TYPE_CHECKING:
     from miniengine.core.calcinfo import CalcInfo
@@ -228,12 +229,7 @@ class CalcJob:
         with SPEC_LOCK:  # several step threads may use a new class at once
             spec = cls.__dict__.get("_me_spec")
             if spec is None:
-                spec = ProcessSpec()
-                type.__setattr__(cls, "_me_spec_building", spec)
-                try:
-                    cls.define(spec)
-                finally:
-                    type.__delattr__(cls, "_me_spec_building")
+                spec = defined_spec(cls)
                 if spec not in _BASE_DEFINED:
                     raise CalcJobDefinitionError(
                         f"{cls.__qualname__}.define() did not call super().define(spec): call "
@@ -318,14 +314,9 @@ def bind_calcjob_inputs(cls: type[CalcJob], raw: Mapping[str, Any]) -> BoundCalc
     """Fill defaults, validate inputs and options, find the computer: ``InputValidationError``
     (a ``ValueError``) names the port, before anything is stored."""
     from miniengine.runtime.codes import AbstractCode
+    from miniengine.runtime.workchain.inputs import validated_inputs
 
-    spec = cls.spec()
-    if isinstance(raw, ProcessBuilder):
-        raw = raw._inputs(prune=True)
-    inputs = spec.inputs.pre_process(dict(raw))
-    message = spec.inputs.validate(inputs)
-    if message:
-        raise InputValidationError(f"{cls.__qualname__}: {message}")
+    inputs = validated_inputs(cls, raw)
     metadata_in = dict(inputs.get("metadata") or {})
     computer = metadata_in.pop("computer", None)
     dry_run = bool(metadata_in.pop("dry_run", False))

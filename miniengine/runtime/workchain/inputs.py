@@ -51,16 +51,23 @@ def _flatten_data(
     return flat
 
 
-def bind_inputs(cls: type[WorkChain], raw: Mapping[str, Any]) -> tuple[dict[str, Any], Metadata]:
-    """Fill defaults, run serializers, validate: ``InputValidationError`` names the port."""
+def validated_inputs(cls: Any, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs of a WorkChain or a CalcJob (a mapping or a builder) with the defaults filled
+    in and the serializers run, validated: ``InputValidationError`` names the port."""
     spec = cls.spec()
-    outline_of(cls)  # a class without an outline is refused before anything is stored
     if isinstance(raw, ProcessBuilder):
         raw = raw._inputs(prune=True)
-    inputs = spec.inputs.pre_process(dict(raw))
+    inputs: dict[str, Any] = spec.inputs.pre_process(dict(raw))
     message = spec.inputs.validate(inputs)
     if message:
         raise InputValidationError(f"{cls.__qualname__}: {message}")
+    return inputs
+
+
+def bind_inputs(cls: type[WorkChain], raw: Mapping[str, Any]) -> tuple[dict[str, Any], Metadata]:
+    """Fill defaults, run serializers, validate: ``InputValidationError`` names the port."""
+    outline_of(cls)  # a class without an outline is refused before anything is stored
+    inputs = validated_inputs(cls, raw)
     metadata = parse_metadata(inputs.get("metadata"), cls.__qualname__)
     if not metadata.store_provenance:
         raise InvalidOperation(
@@ -83,25 +90,51 @@ def new_process_row(
     state: ProcessState,
     submitted: bool = False,
 ) -> NewProcess:
-    claimed = state is not ProcessState.CREATED
     _rebase_defaults(inputs, cls.spec().inputs, store)
+    return process_row(
+        cls, store, inputs, metadata, parent, state, submitted, "process.workchain", _WORK_LINKS
+    )
+
+
+#: The input and call links of a WorkChain, and of a CalcJob.
+_WORK_LINKS = (LinkType.INPUT_WORK.value, LinkType.CALL_WORK.value)
+CALC_LINKS = (LinkType.INPUT_CALC.value, LinkType.CALL_CALC.value)
+
+
+def process_row(
+    cls: Any,
+    store: Backend,
+    inputs: dict[str, Any],
+    metadata: Metadata,
+    parent: RunningProcess | None,
+    state: ProcessState,
+    submitted: bool,
+    node_type: str,
+    links: tuple[str, str],
+    attributes: dict[str, Any] | None = None,
+) -> NewProcess:
+    """The node of a new WorkChain or CalcJob (``links``: the type of its input links and of
+    its call link), its Data inputs flattened; with its lease unless it is ``CREATED`` (a
+    daemon task will claim it)."""
+    claimed = state is not ProcessState.CREATED
     flat_inputs = _flatten_data(inputs, cls.spec().inputs)
     context.check_same_database(store, flat_inputs, cls.__name__)
     return NewProcess(
         uuid=new_uuid(),
-        node_type="process.workchain",
+        node_type=node_type,
         process_type=process_type(cls),
         process_label=cls.__name__,
         process_state=state.value,
         label=metadata.label,
         description=metadata.description,
         inputs=flat_inputs,
-        input_link_type=LinkType.INPUT_WORK.value,
+        input_link_type=links[0],
         owner=store.owner if claimed else None,
         lease_expires=store.lease_expiry() if claimed else None,
         parent=parent.parent_fence if parent is not None else None,
-        call_link_type=LinkType.CALL_WORK.value,
+        call_link_type=links[1],
         call_link_label=metadata.call_link_label,
+        attributes=attributes or {},
         submitted=submitted,
     )
 

@@ -286,14 +286,21 @@ _ENGINE_NAMES = frozenset(
 ) | {"ctx", "_me"}
 
 
-def _build_spec(cls: type[WorkChain]) -> ProcessSpec:
-    """Run ``cls.define`` on a new spec and check what it declared."""
+def defined_spec(cls: Any) -> ProcessSpec:
+    """A new spec that ``cls.define`` (a WorkChain's or a CalcJob's) filled; while it runs the
+    spec under construction is ``cls._me_spec_building``."""
     spec = ProcessSpec()
     type.__setattr__(cls, "_me_spec_building", spec)
     try:
         cls.define(spec)
     finally:
         type.__delattr__(cls, "_me_spec_building")
+    return spec
+
+
+def _build_spec(cls: type[WorkChain]) -> ProcessSpec:
+    """Run ``cls.define`` on a new spec and check what it declared."""
+    spec = defined_spec(cls)
     if spec not in _BASE_DEFINED:
         raise IncompleteDefinitionError(
             f"{cls.__qualname__}.define() did not call super().define(spec) (WorkChain."
