@@ -511,6 +511,7 @@ def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | 
 def test_the_commands_take_a_postgresql_url_and_never_show_its_password(
     postgres_url: str, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import json
     import os
     import subprocess
     import sys
@@ -542,6 +543,12 @@ def test_the_commands_take_a_postgresql_url_and_never_show_its_password(
     migrated = command("db", "migrate", "--db", postgres_url)
     assert migrated.returncode == 0 and "is current" in migrated.stdout, migrated.stderr
     assert ":***@" in migrated.stdout
+    info = command("db", "info", "--json")
+    assert info.returncode == 0, info.stderr
+    counted = json.loads(info.stdout)
+    assert counted["process_nodes"] == 2 and counted["processes"]["finished"] == 2
+    assert counted["size_bytes"] is None and ":***@" in counted["path"]
+    assert "n/a" in command("db", "info").stdout
     missing = command("process", "show", "999999")
     assert missing.returncode != 0 and "999999" in missing.stderr
 

@@ -146,8 +146,9 @@ def _wal(path: Path) -> Path:
     return Path(f"{os.fspath(path)}-wal")
 
 
-def _daemon(path: Path) -> dict[str, object] | None:
-    """The pid file of the daemon serving ``path`` if one is running, else None."""
+def _daemon(path: Path | str) -> dict[str, object] | None:
+    """The pid file of the daemon serving ``path`` (or a PostgreSQL URL) on this host if one
+    is running, else None."""
     from miniengine.daemon.files import DaemonFiles
 
     return DaemonFiles(path).read()
@@ -157,7 +158,8 @@ def _daemon(path: Path) -> dict[str, object] | None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    path = db_path(args)
+    path = db_location(args)  # a file, or a PostgreSQL URL (its size is the server's business)
+    shown = args.db_path  # the URL without its password
     with open_readonly(path) as db:
         version = db.queries.schema_version()
         counts = db.queries.counts()
@@ -169,9 +171,9 @@ def _info(args: argparse.Namespace) -> int:
         emit(
             json_object(
                 {
-                    "path": str(path),
-                    "size_bytes": _file_size(path),
-                    "wal_bytes": _file_size(_wal(path)),
+                    "path": str(shown),
+                    "size_bytes": _file_size(path) if isinstance(path, Path) else None,
+                    "wal_bytes": _file_size(_wal(path)) if isinstance(path, Path) else None,
                     "schema_version": version,
                     "current_schema_version": SCHEMA_VERSION,
                     "nodes": nodes,
@@ -192,9 +194,14 @@ def _info(args: argparse.Namespace) -> int:
     states = ", ".join(f"{count:,} {state}" for state, count in by_state.items() if count)
     if paused:
         states += f" ({paused:,} paused)"
+    size = (
+        f"{_size(_file_size(path))} (write-ahead log {_size(_file_size(_wal(path)))})"
+        if isinstance(path, Path)
+        else "n/a (a PostgreSQL database)"
+    )
     pairs = [
-        ("database", str(path)),
-        ("size", f"{_size(_file_size(path))} (write-ahead log {_size(_file_size(_wal(path)))})"),
+        ("database", str(shown)),
+        ("size", size),
         ("schema version", schema),
         ("nodes", f"{nodes:,} ({processes:,} processes, {nodes - processes:,} data)"),
         ("processes", states or "none"),
