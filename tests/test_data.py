@@ -23,6 +23,9 @@ from miniengine import (
 from miniengine.core.data import DATA_TYPES
 from miniengine.exceptions import UnknownDataTypeError
 
+#: every test runs on a sqlite file and on a PostgreSQL database
+pytestmark = pytest.mark.backends
+
 # -- behaving like the value -----------------------------------------------------------------------
 
 
