@@ -33,6 +33,9 @@ from miniengine import (
 )
 from miniengine.core.links import LinkType
 
+#: every test runs on a sqlite file and on a PostgreSQL database
+pytestmark = pytest.mark.backends
+
 DEFAULT_INT = 256
 
 
