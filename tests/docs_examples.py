@@ -371,6 +371,6 @@ class Page:
         assert not missing, (
             f"{where}: the page shows lines that the output lacks:\n  "
             + "\n  ".join(missing)
-            + f"\nthe output (normalised):\n  "
+            + "\nthe output (normalised):\n  "
             + "\n  ".join(normalise(output))
         )
