@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,6 +34,10 @@ from miniengine import (
     workfunction,
 )
 from miniengine.runtime import driver
+from tests.services import sql
+
+#: every test runs on a sqlite file and on a PostgreSQL database
+pytestmark = pytest.mark.backends
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -225,7 +228,7 @@ def test_blocking_launches_on_a_loop_thread_name_the_awaitable() -> None:
 # leaving the process ----------------------------------------------------------------------------
 
 
-def test_script_leaves_nothing_to_wait_for_after_its_last_line(miniengine_db: Path) -> None:
+def test_script_leaves_nothing_to_wait_for_after_its_last_line(miniengine_db: Path | str) -> None:
     """A script exits promptly when, after its last line, the interpreter has nothing to wait
     for: no non-daemon thread, and no engine thread left running by the exit handlers."""
     script = start_script("run_then_exit.py")
@@ -259,19 +262,19 @@ def test_script_leaves_nothing_to_wait_for_after_its_last_line(miniengine_db: Pa
     )
     assert stopped == [], f"engine threads still ran after the exit handlers: {stopped}"
 
-    # every connection was closed: the last one to close removes the write-ahead log
-    assert not Path(f"{miniengine_db}-wal").exists()
-    with sqlite3.connect(miniengine_db) as connection:
-        states = connection.execute(
-            "SELECT process_state, count(*) FROM nodes WHERE process_state IS NOT NULL "
-            "GROUP BY process_state"
-        ).fetchall()
-    connection.close()
+    if isinstance(miniengine_db, Path):
+        # every connection was closed: the last one to close removes the write-ahead log
+        assert not Path(f"{miniengine_db}-wal").exists()
+    states = sql.query(
+        miniengine_db,
+        "SELECT process_state, count(*) FROM nodes WHERE process_state IS NOT NULL "
+        "GROUP BY process_state",
+    )
     assert states == [("finished", 9)]
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_ctrl_c_kills_the_running_tree_and_reraises(miniengine_db: Path, mode: str) -> None:
+def test_ctrl_c_kills_the_running_tree_and_reraises(miniengine_db: Path | str, mode: str) -> None:
     script = start_script("interrupt_run.py", mode)
     assert script.stdout is not None
     try:
@@ -287,13 +290,12 @@ def test_ctrl_c_kills_the_running_tree_and_reraises(miniengine_db: Path, mode: s
     assert err.rstrip().endswith("KeyboardInterrupt"), err
     assert "NOT INTERRUPTED" not in out
 
-    with sqlite3.connect(miniengine_db) as connection:
-        rows = connection.execute(
-            "SELECT process_label, process_state, owner, lease_expires, process_status "
-            "FROM nodes WHERE process_state IS NOT NULL ORDER BY pk"
-        ).fetchall()
-        logs = connection.execute("SELECT levelname FROM logs").fetchall()
-    connection.close()
+    rows = sql.query(
+        miniengine_db,
+        "SELECT process_label, process_state, owner, lease_expires, process_status "
+        "FROM nodes WHERE process_state IS NOT NULL ORDER BY pk",
+    )
+    logs = sql.query(miniengine_db, "SELECT levelname FROM logs")
     parent, child = ("blocking", "waiting")[mode == "async"] + "_parent", ""
     child = parent.replace("parent", "child")
     assert [row[:4] for row in rows] == [
