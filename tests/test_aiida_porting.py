@@ -29,6 +29,9 @@ from miniengine.exceptions import MultipleObjectsError
 from miniengine.runtime.context import store_for
 from tests.workchains.daemon_chains import AddWorkChain, python_env
 
+#: every test runs on a sqlite file and on a PostgreSQL database
+pytestmark = pytest.mark.backends
+
 
 @calcfunction
 def add(x, y):
