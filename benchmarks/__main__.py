@@ -115,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     backends = _backends(args.backend, default=SQLITE if args.profile else None)
     if backends is None:
         return 2
-    if len(backends) > 1 and not any(POSTGRESQL in w.backends for w in workloads):
+    needed = any(POSTGRESQL in w.backends for w in workloads)
+    if len(backends) > 1 and not needed:
         backends = [SQLITE]  # nothing chosen runs on PostgreSQL: no cluster to start
     cluster = None
-    if POSTGRESQL in backends:
+    if POSTGRESQL in backends and needed:
         cluster = Cluster()
         sys.stderr.write("starting a private PostgreSQL cluster for the run ... ")
         start = time.perf_counter()
