@@ -429,14 +429,21 @@ def test_reads_from_many_threads_share_a_few_connections(store: PostgresStore) -
     assert len(store._idle_readers) <= store_module.MAX_IDLE_READERS
 
 
-def test_a_closed_store_refuses_to_wait(postgres_url: str) -> None:
-    store = open_backend(postgres_url)
-    marker = store.commit_marker()
+def test_a_closed_store_refuses_to_wait(backend_db: Path | str) -> None:
+    store = open_backend(backend_db)
+    marker = store.commit_marker()  # this thread's reader is open (sqlite)
     store.close()
-    with pytest.raises(StoreError, match="closed"):
+    with pytest.raises(StoreError, match="closed") as raised:
         store.wait_for_commit(marker, 0.01)
+    assert _shown(backend_db) in str(raised.value)
     with pytest.raises(StoreError, match="closed"):
         store.commit_marker()
+
+    async def awaits() -> None:
+        await store.await_commit(marker, 0.01)
+
+    with pytest.raises(StoreError, match="closed"):
+        asyncio.run(awaits())
 
 
 # the engine on both backends ---------------------------------------------------------------------

@@ -461,8 +461,14 @@ class Store:
 
     def data_version(self) -> int:
         """``PRAGMA data_version`` of this thread's reader: it changes whenever another
-        connection commits, so a waiter queries only after a change (a few microseconds)."""
-        return int(self.reader().execute("PRAGMA data_version").fetchone()[0])
+        connection commits, so a waiter queries only after a change (a few microseconds).
+        On a closed store: :class:`StoreError` naming the file, like every other call."""
+        try:
+            return int(self.reader().execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.ProgrammingError as exc:  # this thread's reader was closed with the store
+            if self._closed:
+                raise StoreError(f"{self.path}: the store is closed") from exc
+            raise
 
     def commit_marker(self) -> int:
         """:meth:`data_version`: the backend interface's "has anything committed" counter."""
