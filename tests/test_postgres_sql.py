@@ -652,11 +652,14 @@ def _lifecycle(db: Any) -> list[Any]:
         wake = db.checkpoint.claim_work_tx(c, "w3", 5, now + 60, now)
         say([(claim.process_pk, claim.epoch) for claim in wake])
     with db.tx() as c:
+        say(db.checkpoint.is_paused(c, parent))
         say(db.control.pause_tx(c, parent))
         say(db.control.pending_controls(c, "w3"))
+        say(db.checkpoint.is_paused(c, parent))
     with db.tx() as c:
         say(db.checkpoint.release_process_tx(c, parent, "w3", 2, wake[0].task_pk))
         say(db.control.play_tx(c, parent))
+        say(db.checkpoint.is_paused(c, parent))
     with db.tx() as c:
         say(db.control.kill_tx(c, parent, None))
     node = db.rows.read_node_row(db.connection, parent)

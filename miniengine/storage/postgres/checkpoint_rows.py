@@ -51,6 +51,7 @@ __all__ = [
     "end_calls_not_replayed_tx",
     "except_unless_owned_tx",
     "fingerprint",
+    "is_paused",
     "kill_unstarted_tx",
     "read_checkpoint",
     "release_process_tx",
@@ -162,6 +163,13 @@ def step_commit_tx(connection: Connection, commit: StepCommit) -> StepCommitted:
         evict(connection, commit.pk, commit.task_pk)
         broker_rows.wait_for_children(connection, commit.pk, commit.seq, commit.wait_for, now)
     return StepCommitted(output_pks, paused)
+
+
+def is_paused(connection: Connection, pk: int) -> bool:
+    """Whether the process has been paused.  The commits here learn it from their fenced
+    ``UPDATE ... RETURNING paused`` (no extra statement); this is the plain read."""
+    paused = connection.execute("SELECT paused FROM nodes WHERE pk = %s", (pk,)).fetchone()
+    return bool(paused and paused[0])
 
 
 def write_checkpoint(connection: Connection, pk: int, seq: int, blob: bytes) -> None:
