@@ -685,3 +685,17 @@ def _shown(location: Path | str) -> str:
     from miniengine.storage.postgres.connection import without_password
 
     return str(location) if isinstance(location, Path) else without_password(location)
+
+
+def test_db_backup_of_a_url_names_pg_dump_and_db_copy(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from miniengine.__main__ import main
+    from miniengine.storage.postgres.connection import without_password
+
+    target = tmp_path / "backup.sqlite"
+    assert main(["db", "backup", str(target), "--db", postgres_url]) != 0
+    message = capsys.readouterr().err
+    assert without_password(postgres_url) in message
+    assert "pg_dump" in message and "miniengine db copy" in message
+    assert not target.exists()

@@ -63,7 +63,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "VACUUM INTO, which reads one snapshot while the daemon goes on writing.  The copy is "
         "checked before it replaces anything.  The file repository's objects that the copy "
         "names are copied beside it (PATH's name with .repository), each checked against its "
-        "hash.",
+        "hash.  A PostgreSQL database is backed up with PostgreSQL's pg_dump, or copied into a "
+        "sqlite file with `db copy`.",
     )
     backup.add_argument("path", metavar="PATH", help="the backup file to write")
     backup.add_argument("-f", "--force", action="store_true", help="overwrite PATH if it exists")
@@ -281,7 +282,17 @@ def _vacuum(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    source = db_path(args)
+    location = db_location(args)
+    if not isinstance(location, Path):
+        # The server's own tool is the backup of a PostgreSQL database (consistent while the
+        # daemons write, restorable with the server's tools); `db copy` writes a checked sqlite
+        # file with the file repository's objects.
+        raise CliError(
+            f"{args.db_path} is a PostgreSQL database: back it up with PostgreSQL's pg_dump "
+            "(e.g. pg_dump --format=custom --file=BACKUP DBNAME), or copy it into a sqlite "
+            "file with `miniengine db copy URL PATH`, which also copies the file repository"
+        )
+    source = location
     target = Path(args.path).expanduser().absolute()
     with open_readonly(source) as db:
         _check_target(source, target, args.force)
