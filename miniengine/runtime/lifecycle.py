@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 import anyio
 
 from miniengine.core.states import ProcessEvent, ProcessState, transition
-from miniengine.exceptions import MiniengineError, ProcessKilledError
+from miniengine.exceptions import (
+    DatabaseLockedError,
+    LeaseLostError,
+    MiniengineError,
+    ProcessKilledError,
+)
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Lifecycle, Write
 from miniengine.runtime.mode import Mode
@@ -201,6 +206,39 @@ class ProcessExecutor:
         formatted = "".join(traceback.format_exception(exc))
         self.logs.append(("ERROR", formatted))
         return self._terminate(ProcessEvent.EXCEPT, state, exception=formatted, **fields)
+
+    def _stop_started(self) -> Lifecycle[None]:
+        """Stop what the process started that must not outlive it (a WorkChain's children, a
+        CalcJob's scheduler job) before it is written killed."""
+        return
+        yield
+
+    def _end_killed(
+        self, exc: BaseException, state: ProcessState, **fields: Any
+    ) -> Lifecycle[None]:
+        """Unwind for a kill, Ctrl-C or a cancelled task (the caller raises ``exc`` again): a
+        worker that is shutting down, with no kill asked, hands the process back to the queue;
+        otherwise what it started is stopped and it is written KILLED."""
+        if self.kill_message is None and self.mode.hands_back():
+            yield self._release()
+            return
+        yield from self._stop_started()
+        yield self._killed(exc, state, **fields)
+
+    def _write_finish(self, write: Write, state: ProcessState) -> Lifecycle[Any]:
+        """The terminal write of a process that finished, returning what it returns.  If it
+        fails, the mode says what that means: in run mode the transaction rolled back whole and
+        nobody else would ever end the process, so it is ended here as at any other point; in
+        daemon mode the error is raised and the worker hands the task back to be run again."""
+        try:
+            return (yield write)
+        except (LeaseLostError, DatabaseLockedError, GeneratorExit):
+            raise  # not ours to write any more, the file is unusable, or never driven again
+        except BaseException as exc:
+            if not self.mode.ends_after_failed_finish:
+                raise
+            yield self._end_after_failed_finish(exc, state)
+            raise
 
     def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:
         """Run mode: the terminal write failed and nobody else would end the process; end it

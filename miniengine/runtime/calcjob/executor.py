@@ -51,7 +51,7 @@ from miniengine.exceptions import (
 )
 from miniengine.runtime import context
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
-from miniengine.runtime.lifecycle import ProcessExecutor
+from miniengine.runtime.lifecycle import ProcessExecutor, mark_stored
 from miniengine.runtime.mode import Mode
 from miniengine.runtime.nodes import CalcJobNode, load_nodes
 from miniengine.runtime.workchain import EVICTED, class_path
@@ -240,9 +240,11 @@ class CalcJobExecutor(ProcessExecutor):
             raise _Evicted()
 
     def _terminate(self, event: ProcessEvent, state: ProcessState, **fields: Any) -> Write:
-        write = self._finish(self.store.calcjobs.finish_calcjob, event, state, fields)
-        self.logs = []
-        return write
+        return self._finish(self.store.calcjobs.finish_calcjob, event, state, fields)
+
+    def _stop_started(self) -> Lifecycle[None]:
+        """Cancel its scheduler job (a kill must reach the job)."""
+        yield Await(self._cancel_job)
 
     # transport stages -------------------------------------------------------------------------
 
@@ -592,12 +594,7 @@ class CalcJobExecutor(ProcessExecutor):
         except _Evicted:
             return EVICTED, self.node
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
-            if self.kill_message is None and self.mode.hands_back():
-                # the worker is shutting down, not killing: hand the process back to the queue
-                yield self._release()
-                raise
-            yield Await(self._cancel_job)
-            yield self._killed(exc, state)
+            yield from self._end_killed(exc, state)
             raise
         except (LeaseLostError, DatabaseLockedError):
             raise
@@ -607,16 +604,17 @@ class CalcJobExecutor(ProcessExecutor):
         finally:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
-        output_pks = yield self._terminate(
-            ProcessEvent.FINISH,
+        output_pks = yield from self._write_finish(
+            self._terminate(
+                ProcessEvent.FINISH,
+                state,
+                exit_status=exit_code.status,
+                exit_message=exit_code.message,
+                outputs=[(label, data, "create") for label, data in outputs],
+            ),
             state,
-            exit_status=exit_code.status,
-            exit_message=exit_code.message,
-            outputs=[(label, data, "create") for label, data in outputs],
         )
-        for (_, data), pk in zip(outputs, output_pks, strict=True):
-            if data.pk is None:
-                data._set_stored(pk, data.uuid, self.store)
+        mark_stored(outputs, output_pks, self.store)
         return unflatten_namespace(dict(self._all_outputs(outputs))), self.node
 
     def _all_outputs(self, new: list[tuple[str, Data]]) -> list[tuple[str, Any]]:

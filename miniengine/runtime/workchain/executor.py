@@ -39,9 +39,7 @@ from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
     CheckpointError,
-    DatabaseLockedError,
     InvalidOperation,
-    LeaseLostError,
     MiniengineError,
     OutputValidationError,
     ProcessKilledError,
@@ -490,38 +488,26 @@ class _Executor(ProcessExecutor):
         except GeneratorExit:
             raise  # the generator is being closed (never driven again): no write can happen
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
-            if self.kill_message is None and self.mode.hands_back():
-                # the worker is shutting down, not killing: hand the process back to the queue
-                yield self._release()
-                raise
-            if self.children or self.new_children:
-                yield Await(self._kill_children)
-            yield self._killed(exc, state, cascade=f"Killed: its caller {self.pk} was killed")
+            yield from self._end_killed(
+                exc, state, cascade=f"Killed: its caller {self.pk} was killed"
+            )
             raise
         except BaseException as exc:
-            if self.children or self.new_children:
-                yield Await(self._kill_children)
+            yield from self._stop_started()
             self.new_outputs = []
             yield self._excepted(exc, state, cascade=f"Killed: its caller {self.pk} excepted")
             raise
         if self.children or self.new_children:
             yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)
-        try:
-            output_pks = yield self._terminate(
+        output_pks = yield from self._write_finish(
+            self._terminate(
                 ProcessEvent.FINISH,
                 state,
                 exit_status=exit_code.status,
                 exit_message=exit_code.message,
-            )
-        except (LeaseLostError, DatabaseLockedError, GeneratorExit):
-            raise  # not ours to write any more, the file is unusable, or never driven again
-        except BaseException as exc:
-            if not self.mode.ends_after_failed_finish:
-                raise  # daemon: its worker hands the task back and it is run again
-            # Run mode: the terminal transaction rolled back whole, and nobody else would ever
-            # end the process, so it is ended here as it would be at any other point.
-            yield self._end_after_failed_finish(exc, state)
-            raise
+            ),
+            state,
+        )
         mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
         if getattr(self.instance, "on_terminated", None) is not None:
             yield from self._on_terminated()
@@ -540,6 +526,11 @@ class _Executor(ProcessExecutor):
         if self.logs:
             yield Write(self.store.provenance.add_logs, self.pk, list(self.logs))
             self.logs = []
+
+    def _stop_started(self) -> Lifecycle[None]:
+        """Kill the children it started (run mode), even those its failed step created."""
+        if self.children or self.new_children:
+            yield Await(self._kill_children)
 
     def _end_after_failed_finish(self, exc: BaseException, state: ProcessState) -> Write:
         self.new_outputs = []
