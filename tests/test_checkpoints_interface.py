@@ -210,3 +210,27 @@ def test_load_process_says_at_which_stage_it_failed(store: Backend) -> None:
         load_process(store, row, 1, gone, DaemonMode())
     assert unimportable.value.stage == IMPORT_STAGE
     assert unimportable.value.class_path == "no_such_module_here:Chain"
+
+
+def test_the_modes_say_where_a_calcjobs_transports_come_from_and_who_watches_its_job() -> None:
+    class Jobs:
+        def __init__(self) -> None:
+            self.woken = 0
+            self.asked: list[Any] = []
+
+        def wake(self) -> None:
+            self.woken += 1
+
+        def request(self, computer: Any) -> Any:
+            self.asked.append(computer)
+            return "a transport's context"
+
+    worker: Any = _Worker()
+    worker.jobs = Jobs()
+    daemon = DaemonMode(worker, task_pk=5)
+    daemon.job_submitted()  # the worker's job watcher leases the job of the evicted CalcJob
+    assert worker.jobs.woken == 1
+    assert daemon.transport("computer") == "a transport's context"
+    assert worker.jobs.asked == ["computer"]
+    DaemonMode().job_submitted()  # no worker (a dry run's executor): nothing to wake
+    RunMode(object()).job_submitted()  # run mode: the CalcJob waits for its job on the loop

@@ -145,7 +145,8 @@ class DaemonMode:
     tree: ProcessTree | None = None
 
     def __init__(self, worker: Any = None, task_pk: int | None = None) -> None:
-        #: the worker running the process (anything with a ``stopping`` flag), if any
+        #: the worker running the process (with a ``stopping`` flag, and ``jobs``, the watcher
+        #: of its CalcJobs' scheduler jobs, which owns its transports), if any
         self.worker = worker
         #: the task that runs the process, acknowledged when it is evicted or ends
         self.task_pk = task_pk

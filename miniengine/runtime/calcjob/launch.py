@@ -1,5 +1,9 @@
 """Launching CalcJobs: run mode (``run``, ``arun``, a child of a run-mode WorkChain), the
-daemon (``submit``, ``self.submit``) and the worker's side, and dry runs.
+daemon (``submit``, ``self.submit``), the executor builders, and dry runs.
+
+Running a child and resuming from a checkpoint are the WorkChain's code
+(:mod:`miniengine.runtime.workchain.launch`, :mod:`miniengine.runtime.workchain.load`), which
+builds a CalcJob's executor with :func:`child_executor` or :func:`restored_executor`.
 
 Creating a CalcJob writes its node (with its options and computer), inputs, links, first
 checkpoint and -- for the daemon -- its start task in one transaction, as for a WorkChain.

@@ -1,4 +1,5 @@
-"""Running WorkChains in run mode: the process tree, launching, and resuming from a checkpoint.
+"""Running WorkChains in run mode: the process tree, launching, running a submitted child (a
+WorkChain or a CalcJob), and resuming either kind from its checkpoint.
 
 A launched WorkChain owns a task group for its tree: children started with ``self.submit`` run
 as its tasks and wake their waiting parent on completion, never by polling; a watcher task
