@@ -478,3 +478,54 @@ def test_a_run_mode_job_whose_script_died_is_resumed_at_its_stage(
     assert resumed.is_finished_ok and outputs["sum"] == 5
     assert load_node(node.pk).get_job_id() == job_id
     assert counter.read_text() == "ran\n"
+
+
+def test_a_run_mode_workchain_whose_script_died_resumes_its_calcjob_child(
+    bash: InstalledCode, tmp_path: Path
+) -> None:
+    """Resuming the WorkChain resumes the CalcJob it waits for (at its stage: the job is not
+    submitted again), in the same process tree."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from miniengine import resume
+    from tests.workchains.daemon_chains import ROOT, python_env
+
+    counter, gate = tmp_path / "counter", tmp_path / "gate"
+    script = textwrap.dedent(
+        f"""
+        from miniengine import Int, Str, load_code, run
+        from tests.workchains.calcjob_plugins import GatedAddWorkChain
+
+        run(
+            GatedAddWorkChain,
+            code=load_code({bash.pk}),
+            x=Int(2),
+            y=Int(3),
+            counter=Str({str(counter)!r}),
+            gate=Str({str(gate)!r}),
+        )
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=python_env())
+    try:
+        wait_until(
+            lambda: any(
+                n.get_state() == "withscheduler"
+                for n in find_processes(process_label="ArithmeticAddCalculation")
+            ),
+            60,
+            "the job to be with the scheduler",
+        )
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (chain,) = find_processes(process_label="GatedAddWorkChain")
+    gate.touch()
+    outputs, resumed = anyio.run(lambda: resume(chain.pk, timeout=60))
+    assert resumed.is_finished_ok and outputs["sum"] == 5
+    (job,) = find_processes(process_label="ArithmeticAddCalculation")
+    assert job.is_finished_ok
+    assert counter.read_text() == "ran\n"

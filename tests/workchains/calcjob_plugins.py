@@ -120,6 +120,38 @@ class AddTwiceWorkChain(WorkChain):
         self.out("total", Int(total))
 
 
+class GatedAddWorkChain(WorkChain):
+    """Submits one addition whose job waits for the ``gate`` file (and counts its runs in the
+    ``counter`` file), and returns its sum."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("code")
+        spec.input("x", valid_type=Int)
+        spec.input("y", valid_type=Int)
+        spec.input("counter", valid_type=Str)
+        spec.input("gate", valid_type=Str)
+        spec.outline(cls.submit_job, cls.collect)
+        spec.output("sum", valid_type=Int)
+
+    def submit_job(self) -> Any:
+        options = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
+        job = self.submit(
+            ArithmeticAddCalculation,
+            code=self.inputs.code,
+            x=self.inputs.x,
+            y=self.inputs.y,
+            counter=self.inputs.counter,
+            gate=self.inputs.gate,
+            metadata={"options": options},
+        )
+        return ToContext(job=job)
+
+    def collect(self) -> Any:
+        self.out("sum", Int(self.ctx.job.outputs.sum.value))
+
+
 # transports for the tests -------------------------------------------------------------------------
 
 from pathlib import Path  # noqa: E402
