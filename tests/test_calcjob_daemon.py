@@ -31,7 +31,10 @@ from tests.workchains.calcjob_plugins import (
 )
 from tests.workchains.daemon_chains import DaemonGuard, alive, wait_until
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses pidfds and ps")
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses pidfds and ps"),
+]
 
 RESOURCES = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
 OPTIONS = {"options": {"resources": RESOURCES}}
@@ -39,14 +42,13 @@ TIMEOUT = 60
 
 
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "calcjobs.sqlite"
-    monkeypatch.setenv("MINIENGINE_DB", str(path))
-    return path
+def db(miniengine_db: Path | str) -> Path | str:
+    """The test's database (``$MINIENGINE_DB``), a sqlite file or a PostgreSQL URL."""
+    return miniengine_db
 
 
 @pytest.fixture
-def daemon(db: Path) -> Iterator[DaemonGuard]:
+def daemon(db: Path | str) -> Iterator[DaemonGuard]:
     with DaemonGuard(db) as guard:
         yield guard
 
