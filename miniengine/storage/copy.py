@@ -83,12 +83,15 @@ TABLES: tuple[CopiedTable, ...] = (
         "nodes",
         "pk uuid node_type process_type process_label process_state process_status exit_status "
         "exit_message exception paused label description attributes owner lease_epoch "
-        "lease_expires ctime mtime submitted control computer_pk",
+        "lease_expires ctime mtime submitted control computer_pk extras",
         "pk",
         "pk",
     ),
     _table("links", "pk in_pk out_pk link_type label", "pk", "pk"),
     _table("logs", "pk node_pk time levelname message", "pk", "pk"),
+    _table("comments", "pk uuid node_pk ctime mtime content", "pk", "pk"),
+    _table("groups", "pk uuid label type_string description extras ctime", "pk", "pk"),
+    _table("group_nodes", "group_pk node_pk", "group_pk node_pk"),
     _table("checkpoints", "node_pk seq data", "node_pk"),
     _table(
         "tasks",

@@ -33,6 +33,7 @@ from miniengine.storage.schema_v5 import SCHEMA_V5
 from miniengine.storage.schema_v6 import SCHEMA_V6
 from miniengine.storage.schema_v7 import SCHEMA_V7
 from miniengine.storage.schema_v8 import SCHEMA_V8
+from miniengine.storage.schema_v9 import SCHEMA_V9
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -101,6 +102,7 @@ MIGRATIONS: dict[int, str] = {
     5: SCHEMA_V6,
     6: SCHEMA_V7,
     7: SCHEMA_V8,
+    8: SCHEMA_V9,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)

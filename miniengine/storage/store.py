@@ -43,6 +43,7 @@ from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
 from miniengine.storage.sqlite.computers import SqliteComputers
 from miniengine.storage.sqlite.control import SqliteControl
 from miniengine.storage.sqlite.events import SqliteEvents
+from miniengine.storage.sqlite.groups import SqliteGroups
 from miniengine.storage.sqlite.provenance import SqliteProvenance
 from miniengine.storage.sqlite.queries import SqliteQueries
 
@@ -182,6 +183,7 @@ class Store:
         self.queries = SqliteQueries(self)
         self.computers = SqliteComputers(self)
         self.calcjobs = SqliteCalcJobs(self)
+        self.groups = SqliteGroups(self)
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 
     # lifecycle -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from miniengine.storage.interfaces.checkpoints import Checkpoints
 from miniengine.storage.interfaces.computers import Computers
 from miniengine.storage.interfaces.control import Control
 from miniengine.storage.interfaces.events import Events
+from miniengine.storage.interfaces.groups import Groups
 from miniengine.storage.interfaces.provenance import Provenance
 from miniengine.storage.interfaces.queries import Queries
 from miniengine.storage.interfaces.reads import AsyncReads
@@ -51,6 +52,11 @@ class Backend(Protocol):
 
     @property
     def calcjobs(self) -> CalcJobs: ...
+
+    @property
+    def groups(self) -> Groups:
+        """Extras, comments and groups of nodes."""
+        ...
 
     @property
     def async_reads(self) -> AsyncReads:

@@ -72,6 +72,10 @@ class PostgresDump:
         self._psycopg = psycopg
         self.location = without_password(url)
         self._connection = connect(url)
+        # jsonb (extras) as its text, as sqlite holds it, rather than parsed into Python values
+        from psycopg.types.string import TextLoader
+
+        self._connection.adapters.register_loader("jsonb", TextLoader)
         try:
             self._connection.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         except psycopg.Error as exc:

@@ -81,6 +81,9 @@ TABLES = (
     "gates",
     "computers",
     "calcjob_jobs",
+    "comments",
+    "groups",
+    "group_nodes",
 )
 
 _SCHEMA_V7 = f"""
@@ -266,6 +269,39 @@ _SCHEMA_V8 = """
 ALTER TABLE workers ADD COLUMN host text NOT NULL DEFAULT '';
 """
 
+#: Version 9 (as ``storage/schema_v9.py``): extras (``jsonb``), comments and groups.
+_SCHEMA_V9 = """
+ALTER TABLE nodes ADD COLUMN extras jsonb NOT NULL DEFAULT '{}';
+
+CREATE TABLE comments (
+    pk         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    uuid       text COLLATE "C" NOT NULL UNIQUE,
+    node_pk    bigint NOT NULL REFERENCES nodes (pk),
+    ctime      double precision NOT NULL,
+    mtime      double precision NOT NULL,
+    content    text NOT NULL
+);
+CREATE INDEX comments_node ON comments (node_pk);
+
+CREATE TABLE groups (
+    pk           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    uuid         text COLLATE "C" NOT NULL UNIQUE,
+    label        text NOT NULL,
+    type_string  text NOT NULL,
+    description  text NOT NULL DEFAULT '',
+    extras       jsonb NOT NULL DEFAULT '{}',
+    ctime        double precision NOT NULL,
+    UNIQUE (label, type_string)
+);
+
+CREATE TABLE group_nodes (
+    group_pk   bigint NOT NULL REFERENCES groups (pk),
+    node_pk    bigint NOT NULL REFERENCES nodes (pk),
+    PRIMARY KEY (group_pk, node_pk)
+);
+CREATE INDEX group_nodes_node ON group_nodes (node_pk);
+"""
+
 
 class Migration(NamedTuple):
     """One forward step: the SQL that brings a schema from ``source`` to ``target``."""
@@ -281,6 +317,7 @@ class Migration(NamedTuple):
 MIGRATIONS: list[Migration] = [
     Migration(0, 7, _SCHEMA_V7),
     Migration(7, 8, _SCHEMA_V8),
+    Migration(8, 9, _SCHEMA_V9),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target

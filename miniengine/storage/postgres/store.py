@@ -36,6 +36,7 @@ from miniengine.storage.host import current_host
 from miniengine.storage.postgres.broker import PostgresBroker
 from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
 from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
+from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.computers import PostgresComputers
 from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
@@ -46,6 +47,7 @@ from miniengine.storage.postgres.connection import (
 )
 from miniengine.storage.postgres.control import PostgresControl
 from miniengine.storage.postgres.events import PostgresEvents
+from miniengine.storage.postgres.groups import PostgresGroups
 from miniengine.storage.postgres.provenance import PostgresProvenance
 from miniengine.storage.postgres.queries import PostgresQueries
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT
@@ -149,6 +151,7 @@ class PostgresStore:
         self.queries = PostgresQueries(self)
         self.computers = PostgresComputers(self)
         self.calcjobs = PostgresCalcJobs(self)
+        self.groups = PostgresGroups(self)
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
     # lifecycle -------------------------------------------------------------------------------
@@ -475,8 +478,9 @@ def _renew_leases(
     hooks: list[Callable[[psycopg.Connection[Any], float], None]],
 ) -> None:
     connection.execute(
-        "UPDATE nodes SET lease_expires = %s WHERE process_state IN (%s, %s, %s) AND owner = %s",
-        (expires, *_ACTIVE_STATES, owner),
+        f"UPDATE nodes SET lease_expires = {SERVER_NOW} + %s "
+        "WHERE process_state IN (%s, %s, %s) AND owner = %s",
+        (lease_seconds(expires), *_ACTIVE_STATES, owner),
     )
     for hook in hooks:
         hook(connection, expires)

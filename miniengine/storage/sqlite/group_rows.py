@@ -1,0 +1,275 @@
+"""The statements of extras, comments and groups on sqlite (see
+:mod:`miniengine.storage.interfaces.groups`).
+
+Extras are a JSON object in ``nodes.extras``; a change reads and rewrites it inside the
+transaction (``BEGIN IMMEDIATE`` holds the write lock, so no change is lost).  ``json_patch``
+is not used: it deletes the keys whose new value is ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from miniengine.core.ids import new_uuid
+from miniengine.exceptions import NotExistent
+from miniengine.storage.interfaces.groups import (
+    CommentRow,
+    DuplicateGroupError,
+    GroupRow,
+    dump_extras,
+)
+
+__all__ = [
+    "add_comment_tx",
+    "add_group_nodes_tx",
+    "create_group_tx",
+    "delete_extras_tx",
+    "delete_group_tx",
+    "find_groups",
+    "group_count",
+    "group_node_pks",
+    "node_groups",
+    "read_comments",
+    "read_extras",
+    "remove_comment_tx",
+    "remove_group_nodes_tx",
+    "reset_extras_tx",
+    "set_extras_tx",
+    "update_comment_tx",
+    "update_group_tx",
+]
+
+_COMMENT_COLUMNS = "pk, uuid, node_pk, ctime, mtime, content"
+_GROUP_COLUMNS = "pk, uuid, label, type_string, description, ctime"
+
+
+def read_extras(connection: sqlite3.Connection, pk: int) -> dict[str, Any]:
+    row = connection.execute("SELECT extras FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    if row is None:
+        raise NotExistent(f"no node with the pk {pk}")
+    extras: dict[str, Any] = json.loads(row[0])
+    return extras
+
+
+def set_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    current = read_extras(connection, pk)
+    current.update(extras)
+    connection.execute("UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(current), pk))
+
+
+def reset_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    cursor = connection.execute(
+        "UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(extras), pk)
+    )
+    if cursor.rowcount == 0:
+        raise NotExistent(f"no node with the pk {pk}")
+
+
+def delete_extras_tx(connection: sqlite3.Connection, pk: int, keys: Sequence[str]) -> list[str]:
+    current = read_extras(connection, pk)
+    missing = [key for key in keys if key not in current]
+    if missing:
+        return missing
+    for key in keys:
+        del current[key]
+    connection.execute("UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(current), pk))
+    return []
+
+
+# comments ------------------------------------------------------------------------------------
+
+
+def read_comments(connection: sqlite3.Connection, node_pk: int) -> list[CommentRow]:
+    return [
+        CommentRow._make(row)
+        for row in connection.execute(
+            f"SELECT {_COMMENT_COLUMNS} FROM comments WHERE node_pk = ? ORDER BY pk", (node_pk,)
+        )
+    ]
+
+
+def add_comment_tx(connection: sqlite3.Connection, node_pk: int, content: str) -> CommentRow:
+    if connection.execute("SELECT 1 FROM nodes WHERE pk = ?", (node_pk,)).fetchone() is None:
+        raise NotExistent(f"no node with the pk {node_pk}")
+    now = time.time()
+    uuid = new_uuid()
+    cursor = connection.execute(
+        "INSERT INTO comments (uuid, node_pk, ctime, mtime, content) VALUES (?, ?, ?, ?, ?)",
+        (uuid, node_pk, now, now, content),
+    )
+    assert cursor.lastrowid is not None
+    return CommentRow(cursor.lastrowid, uuid, node_pk, now, now, content)
+
+
+def update_comment_tx(connection: sqlite3.Connection, pk: int, content: str) -> bool:
+    cursor = connection.execute(
+        "UPDATE comments SET content = ?, mtime = ? WHERE pk = ?", (content, time.time(), pk)
+    )
+    return cursor.rowcount > 0
+
+
+def remove_comment_tx(connection: sqlite3.Connection, pk: int) -> bool:
+    return connection.execute("DELETE FROM comments WHERE pk = ?", (pk,)).rowcount > 0
+
+
+# groups --------------------------------------------------------------------------------------
+
+
+def _duplicate(label: str, type_string: str) -> DuplicateGroupError:
+    return DuplicateGroupError(
+        f"a group with the label {label!r} (type {type_string!r}) exists already"
+    )
+
+
+def create_group_tx(
+    connection: sqlite3.Connection,
+    label: str,
+    type_string: str,
+    description: str,
+    get_existing: bool,
+) -> tuple[GroupRow, bool]:
+    row = connection.execute(
+        f"SELECT {_GROUP_COLUMNS} FROM groups WHERE label = ? AND type_string = ?",
+        (label, type_string),
+    ).fetchone()
+    if row is not None:
+        if get_existing:
+            return GroupRow._make(row), False
+        raise _duplicate(label, type_string)
+    now = time.time()
+    uuid = new_uuid()
+    cursor = connection.execute(
+        "INSERT INTO groups (uuid, label, type_string, description, ctime) VALUES (?, ?, ?, ?, ?)",
+        (uuid, label, type_string, description, now),
+    )
+    assert cursor.lastrowid is not None
+    return GroupRow(cursor.lastrowid, uuid, label, type_string, description, now), True
+
+
+def update_group_tx(connection: sqlite3.Connection, pk: int, label: str, description: str) -> None:
+    try:
+        cursor = connection.execute(
+            "UPDATE groups SET label = ?, description = ? WHERE pk = ?", (label, description, pk)
+        )
+    except sqlite3.IntegrityError as exc:
+        (type_string,) = connection.execute(
+            "SELECT type_string FROM groups WHERE pk = ?", (pk,)
+        ).fetchone()
+        raise _duplicate(label, type_string) from exc
+    if cursor.rowcount == 0:
+        raise NotExistent(f"no group with the pk {pk}")
+
+
+def _uuid_pattern(text: str) -> str | None:
+    text = text.lower()
+    if not text or text.strip("0123456789abcdef-"):
+        return None
+    return text + "%"
+
+
+def find_groups(
+    connection: sqlite3.Connection,
+    pk: int | None,
+    uuid: str | None,
+    label: str | None,
+    type_string: str | None,
+) -> list[GroupRow]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pk is not None:
+        clauses.append("pk = ?")
+        params.append(pk)
+    if uuid is not None:
+        pattern = _uuid_pattern(uuid)
+        if pattern is None:
+            return []
+        clauses.append("uuid LIKE ?")
+        params.append(pattern)
+    if label is not None:
+        clauses.append("label = ?")
+        params.append(label)
+    if type_string is not None:
+        clauses.append("type_string = ?")
+        params.append(type_string)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return [
+        GroupRow._make(row)
+        for row in connection.execute(
+            f"SELECT {_GROUP_COLUMNS} FROM groups{where} ORDER BY pk", params
+        )
+    ]
+
+
+def node_groups(connection: sqlite3.Connection, node_pk: int) -> list[GroupRow]:
+    return [
+        GroupRow._make(row)
+        for row in connection.execute(
+            f"SELECT {_GROUP_COLUMNS} FROM groups WHERE pk IN "
+            "(SELECT group_pk FROM group_nodes WHERE node_pk = ?) ORDER BY pk",
+            (node_pk,),
+        )
+    ]
+
+
+def group_node_pks(connection: sqlite3.Connection, group_pk: int) -> list[int]:
+    return [
+        row[0]
+        for row in connection.execute(
+            "SELECT node_pk FROM group_nodes WHERE group_pk = ? ORDER BY node_pk", (group_pk,)
+        )
+    ]
+
+
+def group_count(connection: sqlite3.Connection, group_pk: int) -> int:
+    row = connection.execute(
+        "SELECT count(*) FROM group_nodes WHERE group_pk = ?", (group_pk,)
+    ).fetchone()
+    return int(row[0])
+
+
+def _check_group(connection: sqlite3.Connection, group_pk: int) -> None:
+    if connection.execute("SELECT 1 FROM groups WHERE pk = ?", (group_pk,)).fetchone() is None:
+        raise NotExistent(f"no group with the pk {group_pk}")
+
+
+def add_group_nodes_tx(
+    connection: sqlite3.Connection, group_pk: int, node_pks: Sequence[int]
+) -> int:
+    _check_group(connection, group_pk)
+    wanted = list(dict.fromkeys(node_pks))
+    if not wanted:
+        return 0
+    marks = ",".join("?" * len(wanted))
+    found = {
+        row[0] for row in connection.execute(f"SELECT pk FROM nodes WHERE pk IN ({marks})", wanted)
+    }
+    missing = [pk for pk in wanted if pk not in found]
+    if missing:
+        raise NotExistent(f"no node with the pk(s) {', '.join(map(str, missing))}")
+    before = connection.total_changes
+    connection.executemany(
+        "INSERT OR IGNORE INTO group_nodes (group_pk, node_pk) VALUES (?, ?)",
+        [(group_pk, pk) for pk in wanted],
+    )
+    return connection.total_changes - before
+
+
+def remove_group_nodes_tx(
+    connection: sqlite3.Connection, group_pk: int, node_pks: Sequence[int]
+) -> int:
+    _check_group(connection, group_pk)
+    before = connection.total_changes
+    connection.executemany(
+        "DELETE FROM group_nodes WHERE group_pk = ? AND node_pk = ?",
+        [(group_pk, pk) for pk in dict.fromkeys(node_pks)],
+    )
+    return connection.total_changes - before
+
+
+def delete_group_tx(connection: sqlite3.Connection, pk: int) -> bool:
+    connection.execute("DELETE FROM group_nodes WHERE group_pk = ?", (pk,))
+    return connection.execute("DELETE FROM groups WHERE pk = ?", (pk,)).rowcount > 0
