@@ -446,6 +446,97 @@ def test_a_closed_store_refuses_to_wait(backend_db: Path | str) -> None:
         asyncio.run(awaits())
 
 
+#: A host whose clock is an hour ahead: it tries to take a live lease and to recover it as
+#: expired, takes a free process, and once another host has taken that over, writes a step.
+_HOST_AHEAD = """
+import sys, time
+real_time = time.time
+time.time = lambda: real_time() + 3600.0  # this host's clock only
+from miniengine.exceptions import LeaseLostError
+from miniengine.storage.interfaces.checkpoints import StepCommit
+from miniengine.storage.postgres.store import PostgresStore
+url, live, free = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+store = PostgresStore(url, owner="ahead", lease_timeout=1.0)
+try:
+    store.checkpoints.claim_process(live, "ahead", store.lease_expiry(), "running")
+    print("took a live lease", flush=True)
+except LeaseLostError as exc:
+    print("refused:", exc, flush=True)
+print("recovered:", tuple(store.broker.recover_expired(time.time())), flush=True)
+print("epoch:", store.checkpoints.claim_process(free, "ahead", store.lease_expiry(), "running"),
+      flush=True)
+sys.stdin.readline()  # its lease lapsed meanwhile and another host took the process over
+try:
+    store.checkpoints.step_commit(StepCommit(free, "ahead", 1, "running", "stale", 1, b"x"))
+    print("wrote past fencing", flush=True)
+except LeaseLostError as exc:
+    print("fenced:", exc, flush=True)
+store.close()
+"""
+
+
+def test_a_host_whose_clock_is_ahead_neither_takes_a_live_lease_nor_keeps_its_own(
+    postgres_url: str,
+) -> None:
+    """Leases are set and compared on the server's clock: a host an hour ahead sees another
+    host's live lease as live, and the lease it takes lasts its timeout, not an hour more."""
+    import subprocess
+    import sys
+
+    from miniengine.storage.postgres import rows as pg_rows
+    from tests.test_postgres_sql import _new_process
+
+    store = PostgresStore(postgres_url, owner="here", lease_timeout=60.0)
+    try:
+        live, _ = store.write_sync(
+            pg_rows.begin_process_tx, _new_process("here", store.lease_expiry(), submitted=True)
+        )
+        free, _ = store.write_sync(pg_rows.begin_process_tx, _new_process(submitted=True))
+        ahead = subprocess.Popen(
+            [sys.executable, "-c", _HOST_AHEAD, postgres_url, str(live), str(free)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert ahead.stdin is not None and ahead.stdout is not None
+        try:
+            assert ahead.stdout.readline().startswith(f"refused: process {live} is owned by here")
+            assert ahead.stdout.readline().strip() == "recovered: (0, 0, 0)"
+            assert ahead.stdout.readline().strip() == "epoch: 1"
+
+            def lease_left(pk: int) -> tuple[str, int, float]:
+                def read(connection: Any) -> tuple[str, int, float]:
+                    row = connection.execute(
+                        "SELECT owner, lease_epoch, lease_expires - "
+                        "date_part('epoch', statement_timestamp()) FROM nodes WHERE pk = %s",
+                        (pk,),
+                    ).fetchone()
+                    return row[0], int(row[1]), float(row[2])
+
+                return store.read(read)
+
+            owner, epoch, left = lease_left(live)
+            assert (owner, epoch) == ("here", 1) and 50 < left <= 60
+            owner, epoch, left = lease_left(free)
+            assert owner == "ahead" and left <= 1.0  # its timeout, not an hour and a second
+            time.sleep(max(left, 0) + 0.2)  # it lapses on the server's clock: take it over
+            assert (
+                store.checkpoints.claim_process(free, "here", store.lease_expiry(), "running") == 2
+            )
+            ahead.stdin.write("\n")
+            ahead.stdin.flush()
+            assert ahead.stdout.readline().startswith(
+                f"fenced: process {free} is no longer owned by ahead at epoch 1"
+            )
+            assert ahead.wait(timeout=60) == 0
+        finally:
+            if ahead.poll() is None:
+                ahead.kill()
+                ahead.wait()
+    finally:
+        store.close()
+
+
 # the engine on both backends ---------------------------------------------------------------------
 
 

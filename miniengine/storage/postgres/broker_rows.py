@@ -24,6 +24,7 @@ from miniengine.storage.interfaces.broker import (
     TaskClaim,
     WorkerRow,
 )
+from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 
 if TYPE_CHECKING:
     from miniengine.storage.postgres.rows import Connection
@@ -97,9 +98,9 @@ def claim_tasks_tx(connection: Connection, worker: str, limit: int, expires: flo
     claimed = [
         TaskClaim(int(task), int(process), int(attempts))
         for task, process, attempts in connection.execute(
-            "UPDATE tasks SET status = 'leased', worker = %s, lease_expires = %s, "
+            f"UPDATE tasks SET status = 'leased', worker = %s, lease_expires = {SERVER_NOW} + %s, "
             "attempts = attempts + 1 WHERE pk = ANY(%s) RETURNING pk, process_pk, attempts",
-            (worker, expires, chosen),
+            (worker, lease_seconds(expires, now), chosen),
         )
     ]
     claimed.sort()  # RETURNING has no order: oldest first, as on sqlite
@@ -113,11 +114,14 @@ def give_up_tx(connection: Connection, task_pk: int, process_pk: int, owner: str
 
     Returns True when the process was excepted.
     """
-    row = connection.execute(
-        "SELECT process_state, owner, lease_expires FROM nodes WHERE pk = %s FOR NO KEY UPDATE",
+    row = connection.execute(  # the lease's seconds left, on the server's clock
+        f"SELECT process_state, owner, lease_expires - {SERVER_NOW} FROM nodes WHERE pk = %s "
+        "FOR NO KEY UPDATE",
         (process_pk,),
     ).fetchone()
-    held_elsewhere = row is not None and row[1] not in (None, owner) and (row[2] or 0) >= now
+    held_elsewhere = (
+        row is not None and row[1] not in (None, owner) and row[2] is not None and row[2] >= 0
+    )
     if row is None or row[0] not in ACTIVE_STATES or held_elsewhere:
         ack_task(connection, task_pk)
         return False
@@ -252,15 +256,13 @@ def recover_expired_tx(connection: Connection, now: float) -> RecoveryCounts:
     """
     requeued = connection.execute(
         "UPDATE tasks SET status = 'ready', worker = NULL, lease_expires = NULL "
-        "WHERE pk IN (SELECT pk FROM tasks WHERE status = 'leased' AND lease_expires < %s "
-        "FOR UPDATE SKIP LOCKED)",
-        (now,),
+        "WHERE pk IN (SELECT pk FROM tasks WHERE status = 'leased' "
+        f"AND lease_expires < {SERVER_NOW} FOR UPDATE SKIP LOCKED)"
     ).rowcount
     expired = connection.execute(
         "SELECT pk, submitted, lease_epoch, owner FROM nodes WHERE process_state IN "
-        "('created', 'running', 'waiting') AND owner IS NOT NULL AND lease_expires < %s "
-        "ORDER BY pk FOR NO KEY UPDATE SKIP LOCKED",
-        (now,),
+        f"('created', 'running', 'waiting') AND owner IS NOT NULL AND lease_expires < {SERVER_NOW} "
+        "ORDER BY pk FOR NO KEY UPDATE SKIP LOCKED"
     ).fetchall()
     recovered = 0
     excepted_pks: list[int] = []
@@ -334,8 +336,9 @@ def renew_worker(
     """Renew the leases of the tasks ``worker_id`` holds and record its heartbeat (part of the
     backend's heartbeat transaction)."""
     connection.execute(
-        "UPDATE tasks SET lease_expires = %s WHERE status = 'leased' AND worker = %s",
-        (expires, worker_id),
+        f"UPDATE tasks SET lease_expires = {SERVER_NOW} + %s WHERE status = 'leased' "
+        "AND worker = %s",
+        (lease_seconds(expires, now), worker_id),
     )
     connection.execute(
         "UPDATE workers SET heartbeat = %s, busy = %s WHERE id = %s", (now, busy, worker_id)

@@ -26,6 +26,7 @@ from miniengine.storage.interfaces.calcjobs import (
 )
 from miniengine.storage.interfaces.provenance import pack_attributes, unpack_attributes
 from miniengine.storage.postgres import broker_rows, checkpoint_rows
+from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.rows import (
     begin_process_tx,
     check_lease,
@@ -192,10 +193,10 @@ def claim_jobs_tx(connection: Connection, owner: str, expires: float, now: float
     """Take every job that nobody watches (new, or its watcher's lease expired); jobs another
     watcher is claiming at this moment are skipped, not waited for."""
     return connection.execute(
-        "UPDATE calcjob_jobs SET owner = %s, lease_expires = %s WHERE process_pk IN ("
-        "SELECT process_pk FROM calcjob_jobs WHERE done = 0 AND "
-        "(owner IS NULL OR lease_expires < %s) FOR UPDATE SKIP LOCKED)",
-        (owner, expires, now),
+        f"UPDATE calcjob_jobs SET owner = %s, lease_expires = {SERVER_NOW} + %s "
+        "WHERE process_pk IN (SELECT process_pk FROM calcjob_jobs WHERE done = 0 AND "
+        f"(owner IS NULL OR lease_expires < {SERVER_NOW}) FOR UPDATE SKIP LOCKED)",
+        (owner, lease_seconds(expires, now)),
     ).rowcount
 
 
@@ -217,9 +218,8 @@ def has_unwatched_jobs(connection: Connection, now: float) -> bool:
     """Whether a job waits for a watcher (cheap: the watcher writes only when one does)."""
     return (
         connection.execute(
-            "SELECT 1 FROM calcjob_jobs WHERE done = 0 AND (owner IS NULL OR lease_expires < %s) "
-            "LIMIT 1",
-            (now,),
+            "SELECT 1 FROM calcjob_jobs WHERE done = 0 AND "
+            f"(owner IS NULL OR lease_expires < {SERVER_NOW}) LIMIT 1"
         ).fetchone()
         is not None
     )
@@ -292,8 +292,8 @@ def drop_job_tx(connection: Connection, pk: int, owner: str) -> None:
 def renew_jobs(connection: Connection, owner: str, expires: float) -> None:
     """Heartbeat: extend the leases of the jobs ``owner`` watches."""
     connection.execute(
-        "UPDATE calcjob_jobs SET lease_expires = %s WHERE owner = %s AND done = 0",
-        (expires, owner),
+        f"UPDATE calcjob_jobs SET lease_expires = {SERVER_NOW} + %s WHERE owner = %s AND done = 0",
+        (lease_seconds(expires), owner),
     )
 
 

@@ -28,6 +28,7 @@ from miniengine.storage.interfaces.checkpoints import (
     StoredCheckpoint,
 )
 from miniengine.storage.postgres import broker_rows, control_rows
+from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.rows import (
     begin_process_tx,
     check_lease,
@@ -75,11 +76,11 @@ def claim_process_tx(
     """
     now = time.time()
     row = connection.execute(
-        "UPDATE nodes SET owner = %s, lease_epoch = lease_epoch + 1, lease_expires = %s, "
-        "process_state = %s, mtime = %s "
+        "UPDATE nodes SET owner = %s, lease_epoch = lease_epoch + 1, "
+        f"lease_expires = {SERVER_NOW} + %s, process_state = %s, mtime = %s "
         "WHERE pk = %s AND process_state IN ('created', 'running', 'waiting') "
-        "AND (owner IS NULL OR owner = %s OR lease_expires < %s) RETURNING lease_epoch",
-        (owner, expires, state, now, pk, owner, now),
+        f"AND (owner IS NULL OR owner = %s OR lease_expires < {SERVER_NOW}) RETURNING lease_epoch",
+        (owner, lease_seconds(expires, now), state, now, pk, owner),
     ).fetchone()
     if row is None:
         current = connection.execute(
@@ -208,15 +209,15 @@ def claim_task_process_tx(connection: Connection, task_pk: int, process_pk: int,
     commit (on sqlite the write lock does that).
     """
     now = time.time()
-    row = connection.execute(
-        "SELECT process_state, owner, lease_expires, paused FROM nodes WHERE pk = %s "
-        "FOR NO KEY UPDATE",
+    row = connection.execute(  # the lease's seconds left, on the server's clock
+        f"SELECT process_state, owner, lease_expires - {SERVER_NOW}, paused FROM nodes "
+        "WHERE pk = %s FOR NO KEY UPDATE",
         (process_pk,),
     ).fetchone()
     if (
         row is None
         or row[0] not in broker_rows.ACTIVE_STATES
-        or (row[1] is not None and row[1] != owner and (row[2] or 0) >= now)
+        or (row[1] is not None and row[1] != owner and row[2] is not None and row[2] >= 0)
         or control_rows.honour_pending_kill(connection, process_pk, now)  # killed here
     ):
         broker_rows.ack_task(connection, task_pk)
@@ -334,15 +335,14 @@ def claim_work_tx(
     ]
     free: set[int] = set()
     if candidates:
-        moment = time.time()
-        for pk, state, holder, until, paused, control in connection.execute(
-            "SELECT pk, process_state, owner, lease_expires, paused, control FROM nodes "
-            "WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE",
+        for pk, state, holder, left, paused, control in connection.execute(
+            f"SELECT pk, process_state, owner, lease_expires - {SERVER_NOW}, paused, control "
+            "FROM nodes WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE",
             (candidates,),
         ):
             if (
                 state in broker_rows.ACTIVE_STATES
-                and (holder is None or (holder != owner and (until or 0) < moment))
+                and (holder is None or (holder != owner and (left is None or left < 0)))
                 and not paused
                 and not (control is not None and str(control).startswith("kill:"))
             ):
@@ -353,12 +353,12 @@ def claim_work_tx(
         epochs = {
             int(pk): int(epoch)
             for pk, epoch in connection.execute(
-                "UPDATE nodes SET owner = %s, lease_epoch = lease_epoch + 1, lease_expires = %s, "
-                "process_state = 'running', mtime = %s WHERE pk = ANY(%s) "
-                "AND process_state IN ('created', 'running', 'waiting') "
-                "AND (owner IS NULL OR owner = %s OR lease_expires < %s) "
+                "UPDATE nodes SET owner = %s, lease_epoch = lease_epoch + 1, "
+                f"lease_expires = {SERVER_NOW} + %s, process_state = 'running', mtime = %s "
+                "WHERE pk = ANY(%s) AND process_state IN ('created', 'running', 'waiting') "
+                f"AND (owner IS NULL OR owner = %s OR lease_expires < {SERVER_NOW}) "
                 "RETURNING pk, lease_epoch",
-                (owner, expires, moment, sorted(free), owner, moment),
+                (owner, lease_seconds(expires, now), moment, sorted(free), owner),
             )
         }
     result: list[Claim] = []
@@ -375,9 +375,9 @@ def claim_work_tx(
             result.append(Claim(task_pk, process_pk, None))
             continue
         row = connection.execute(
-            "SELECT owner, lease_expires FROM nodes WHERE pk = %s", (process_pk,)
+            f"SELECT owner, lease_expires - {SERVER_NOW} FROM nodes WHERE pk = %s", (process_pk,)
         ).fetchone()
-        if row is not None and row[0] == owner and (row[1] or 0) >= now:
+        if row is not None and row[0] == owner and row[1] is not None and row[1] >= 0:
             result.append(Claim(task_pk, process_pk, LATER, alone))
             continue
         epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires)

@@ -21,6 +21,7 @@ from miniengine.storage.interfaces.control import (
     PlayOutcome,
 )
 from miniengine.storage.postgres import broker_rows
+from miniengine.storage.postgres.clock import SERVER_NOW
 from miniengine.storage.postgres.rows import LIVE_CALLED, check_lease
 from miniengine.storage.rows import SQL_INTEGERS
 
@@ -44,10 +45,11 @@ __all__ = [
 
 
 def _row(connection: Connection, pk: int) -> tuple[str, str | None, float | None]:
+    """The state, owner and the seconds its lease has left (on the server's clock) of ``pk``."""
     row = (
         connection.execute(
-            "SELECT process_state, owner, lease_expires, node_type FROM nodes WHERE pk = %s "
-            "FOR NO KEY UPDATE",
+            f"SELECT process_state, owner, lease_expires - {SERVER_NOW}, node_type FROM nodes "
+            "WHERE pk = %s FOR NO KEY UPDATE",
             (pk,),
         ).fetchone()
         if pk in SQL_INTEGERS
@@ -60,8 +62,9 @@ def _row(connection: Connection, pk: int) -> tuple[str, str | None, float | None
     return row[0], row[1], row[2]
 
 
-def _live(owner: str | None, expires: float | None, now: float) -> bool:
-    return owner is not None and expires is not None and expires >= now
+def _live(owner: str | None, left: float | None) -> bool:
+    """Whether an owner holds a lease with ``left`` seconds to go (the server's clock)."""
+    return owner is not None and left is not None and left >= 0
 
 
 def _subtree(connection: Connection, pk: int) -> list[tuple[int, str, str | None, float | None]]:
@@ -73,7 +76,7 @@ def _subtree(connection: Connection, pk: int) -> list[tuple[int, str, str | None
             "WITH RECURSIVE tree(pk, depth) AS (SELECT %s::bigint, 0 UNION "
             "SELECT l.out_pk, tree.depth + 1 FROM links l JOIN tree ON l.in_pk = tree.pk "
             "WHERE l.link_type IN ('call_calc', 'call_work')) "
-            "SELECT n.pk, n.process_state, n.owner, n.lease_expires FROM tree "
+            f"SELECT n.pk, n.process_state, n.owner, n.lease_expires - {SERVER_NOW} FROM tree "
             "JOIN nodes n ON n.pk = tree.pk "
             "WHERE n.process_state IN ('created', 'running', 'waiting') "
             "ORDER BY tree.depth, n.pk FOR NO KEY UPDATE OF n",
@@ -118,7 +121,7 @@ def kill_tx(connection: Connection, pk: int, message: str | None) -> KillOutcome
     if state in broker_rows.ACTIVE_STATES:
         for node_pk, _, owner, expires in _subtree(connection, pk):
             reason = text if node_pk == pk else f"{text} (its caller {pk} was killed)"
-            if _live(owner, expires, now):
+            if _live(owner, expires):
                 connection.execute(
                     "UPDATE nodes SET control = %s WHERE pk = %s", (f"kill:{reason}", node_pk)
                 )
@@ -131,11 +134,10 @@ def kill_tx(connection: Connection, pk: int, message: str | None) -> KillOutcome
 
 def pause_tx(connection: Connection, pk: int) -> PauseOutcome:
     """Pause ``pk``: it keeps its state and does not run until played."""
-    now = time.time()
     state, owner, expires = _row(connection, pk)
     if state not in broker_rows.ACTIVE_STATES:
         return PauseOutcome(state, False, False)
-    live = _live(owner, expires, now)
+    live = _live(owner, expires)
     connection.execute(
         "UPDATE nodes SET paused = 1, process_status = %s, control = CASE WHEN %s THEN 'pause' "
         "ELSE control END WHERE pk = %s",
@@ -161,7 +163,7 @@ def play_tx(connection: Connection, pk: int) -> PlayOutcome:
     if (
         submitted is not None
         and submitted[0]
-        and not _live(owner, expires, now)
+        and not _live(owner, expires)
         and not (waiting and waiting[0] > 0)
     ):
         broker_rows.enqueue(connection, pk, f"play:{pk}:{now}", now)

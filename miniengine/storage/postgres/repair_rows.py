@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from miniengine.storage.postgres import broker_rows, control_rows
+from miniengine.storage.postgres.clock import SERVER_NOW
 
 if TYPE_CHECKING:
     from miniengine.storage.postgres.rows import Connection
@@ -32,8 +33,7 @@ def repair_tx(connection: Connection, dry_run: bool = False) -> list[str]:
     # an expired run-mode lease, or a submitted process whose owner died without a task
     expired = connection.execute(
         "SELECT pk, submitted FROM nodes WHERE process_state IN ('created', 'running', "
-        "'waiting') AND owner IS NOT NULL AND lease_expires < %s ORDER BY pk",
-        (now,),
+        f"'waiting') AND owner IS NOT NULL AND lease_expires < {SERVER_NOW} ORDER BY pk"
     ).fetchall()
     for pk, submitted in expired:
         what = "re-queued" if submitted else "marked EXCEPTED (owner lost)"

@@ -34,6 +34,7 @@ from miniengine.storage.interfaces.provenance import (
     pack_attributes,
 )
 from miniengine.storage.postgres import broker_rows
+from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.rows import (
     _RANDOM_DASHES,
     _UUID_DASHES,
@@ -216,7 +217,8 @@ def begin_process_tx(connection: Connection, new: NewProcess) -> tuple[int, list
     row = connection.execute(
         "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
         "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING pk",
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {SERVER_NOW} + %s, %s, %s, %s) "
+        "RETURNING pk",
         (
             new.uuid,
             new.node_type,
@@ -228,7 +230,7 @@ def begin_process_tx(connection: Connection, new: NewProcess) -> tuple[int, list
             pack_attributes(new.attributes) if new.attributes else None,
             new.owner,
             1 if new.owner is not None else 0,
-            new.lease_expires,
+            lease_seconds(new.lease_expires, now),
             now,
             now,
             int(new.submitted),
