@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from miniengine import ExitCode, Int, WorkChain, calcfunction, find_processes, run, workfunction
+from miniengine.storage.open import close_all_backends
 from miniengine.storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from miniengine.storage.store import close_all_stores
 from tests.workchains.daemon_chains import (
@@ -74,7 +75,7 @@ class TooSmallWorkChain(WorkChain):
 class Filled:
     """The database and the pks of what was run into it."""
 
-    db: Path
+    db: Path | str
     workfunction: int
     add: int
     multiply: int
@@ -86,9 +87,16 @@ class Filled:
     result: int  # the output `result` of the workfunction (9)
 
 
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
-    db = tmp_path_factory.mktemp("cli") / "engine.sqlite"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Filled:
+    """One database of each backend filled once for the module's read-only commands (a test
+    that needs the sqlite file itself narrows it with an indirect ``filled`` parameter)."""
+    db: Path | str = tmp_path_factory.mktemp("cli") / "engine.sqlite"
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        db = server.create_database()
+        name = db.rsplit("/", 1)[1]
+        request.addfinalizer(lambda: server.drop_database(name))
     previous = os.environ.get("MINIENGINE_DB")
     os.environ["MINIENGINE_DB"] = str(db)
     try:
@@ -125,6 +133,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
         )
     finally:
         close_all_stores()  # the file is complete (its log checkpointed) and can be copied
+        close_all_backends()
         if previous is None:
             os.environ.pop("MINIENGINE_DB", None)
         else:
@@ -132,7 +141,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
     return filled
 
 
-def cli(*args: str, db: Path | None = None, env: dict[str, str] | None = None) -> Completed:
+def cli(*args: str, db: Path | str | None = None, env: dict[str, str] | None = None) -> Completed:
     """``python -m miniengine ARGS [--db DB]`` in a fresh interpreter."""
     command = [sys.executable, "-m", "miniengine", *args]
     if db is not None:
@@ -260,6 +269,7 @@ def test_list_json_is_one_array_of_objects_with_the_documented_keys(filled: Fill
     assert by_pk[filled.excepted]["exit_status"] is None
 
 
+@pytest.mark.parametrize("filled", ["sqlite"], indirect=True)  # copies the file
 def test_list_filters_by_state_limit_and_age(filled: Filled, tmp_path: Path) -> None:
     def pks(*args: str, db: Path = filled.db) -> list[int]:
         return [
@@ -448,6 +458,7 @@ def test_a_missing_database_is_reported_and_not_created(tmp_path: Path) -> None:
     assert not default.exists()
 
 
+@pytest.mark.parametrize("filled", ["sqlite"], indirect=True)  # copies the file
 def test_foreign_and_newer_files_are_refused_without_change(tmp_path: Path, filled: Filled) -> None:
     foreign = tmp_path / "foreign.sqlite"
     with sqlite3.connect(foreign) as connection:
@@ -492,6 +503,7 @@ def test_help_lists_the_commands() -> None:
 # db --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("filled", ["sqlite"], indirect=True)  # the file's size and rows
 def test_db_info_reports_counts_schema_queue_and_daemon(filled: Filled) -> None:
     info = json.loads(cli("db", "info", "--json", db=filled.db).ok())
     assert info["path"] == str(filled.db)
@@ -547,6 +559,7 @@ def test_db_migrate_reports_the_versions_and_adds_the_list_index(tmp_path: Path)
     assert not (tmp_path / "missing.sqlite").exists()
 
 
+@pytest.mark.parametrize("filled", ["sqlite"], indirect=True)  # a sqlite backup
 def test_db_backup_writes_a_checked_copy_and_refuses_to_overwrite(
     filled: Filled, tmp_path: Path
 ) -> None:
@@ -571,6 +584,7 @@ def test_db_backup_writes_a_checked_copy_and_refuses_to_overwrite(
     assert not list(tmp_path.glob(".*.partial"))
 
 
+@pytest.mark.parametrize("filled", ["sqlite"], indirect=True)  # copies the file
 def test_db_vacuum_without_a_daemon(filled: Filled, tmp_path: Path) -> None:
     db = tmp_path / "vacuum.sqlite"
     copy_database(filled.db, db)
@@ -668,6 +682,7 @@ def _assert_whole(copy: Path) -> None:
     assert broken == [], f"{copy}: finished workchains without output or child: {broken}"
 
 
+@pytest.mark.parametrize("filled", ["sqlite"], indirect=True)  # the sqlite reader's imports
 def test_read_only_commands_import_no_event_loop_machinery(filled: Filled) -> None:
     """What keeps them fast: no asyncio, anyio or runtime behind ``process list/show``."""
     probe = (
