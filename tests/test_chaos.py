@@ -445,8 +445,9 @@ def chaos_random() -> int:
     return int(value) if value else random.SystemRandom().randrange(10**9)
 
 
-@pytest.mark.postgresql_long(
-    reason="a minute on a small machine; test_multihost runs the same checks on PostgreSQL"
+@pytest.mark.long_on(
+    "postgresql",
+    reason="a minute on a small machine; test_multihost runs the same checks on PostgreSQL",
 )
 def test_chaos_ci(miniengine_db: Path, chaos_random: int) -> None:
     result = run_chaos(miniengine_db, CI, chaos_random)

@@ -10,9 +10,9 @@ the ``[sqlite]`` variant and the URL of a fresh PostgreSQL database from the ``p
 fixture in the ``[postgresql]`` variant.  ``postgres_url`` uses ``$MINIENGINE_TEST_POSTGRES`` (the
 URL of an empty database the test may fill) and skips the test without it; a conftest may
 override it to start a server of its own.  A test marked ``sqlite_only`` (it opens the sqlite file
-itself) runs on sqlite only; one marked ``postgresql_xfail(reason=...)`` names a known failure of
-the PostgreSQL variant, which then runs as a strict ``xfail``; with ``postgresql_long(reason=...)``
-the PostgreSQL variant is a ``long`` run.
+itself) runs on sqlite only.  ``xfail_on("postgresql", reason=...)`` names a known failure of a
+test's variant on that backend, which then runs as a strict ``xfail``; with ``long_on("postgresql",
+reason=...)`` that variant is a ``long`` run.
 """
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "postgresql_xfail(reason): the PostgreSQL variant is expected to fail (strict xfail)",
+        "xfail_on(backend, reason): the test's variant on that backend is a known failure "
+        "(strict xfail)",
     )
     config.addinivalue_line(
-        "markers", "postgresql_long(reason): the PostgreSQL variant is marked long"
+        "markers", "long_on(backend, reason): the test's variant on that backend is marked long"
     )
+    config.addinivalue_line("markers", "long: a long run (deselect with -m 'not long')")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -67,20 +69,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wanted = wanted or metafunc.definition.get_closest_marker("backends") is not None
     if not wanted:
         return
-    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
-        backends: list[object] = [BACKENDS[0]]
-    else:
-        backends = list(BACKENDS)
-        marks = []
-        known_bug = metafunc.definition.get_closest_marker("postgresql_xfail")
-        if known_bug is not None:
-            reason = known_bug.kwargs.get("reason", known_bug.args[0] if known_bug.args else "")
-            marks.append(pytest.mark.xfail(strict=True, reason=f"PostgreSQL: {reason}"))
-        if metafunc.definition.get_closest_marker("postgresql_long") is not None:
-            marks.append(pytest.mark.long)
-        if marks:
-            backends[1] = pytest.param(BACKENDS[1], marks=marks)
+    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    backends = [
+        pytest.param(backend, marks=_marks_on(metafunc.definition, backend))
+        for backend in (BACKENDS[:1] if only_sqlite else BACKENDS)
+    ]
     metafunc.parametrize("miniengine_backend", backends, indirect=True, scope="function")
+
+
+def _marks_on(definition: pytest.Item, backend: str) -> list[pytest.MarkDecorator]:
+    """The marks of a test's variant on ``backend``, from its ``xfail_on`` and ``long_on``."""
+    marks = []
+    for marker in definition.iter_markers("xfail_on"):
+        if marker.args[:1] == (backend,):
+            reason = f"on {backend}: {marker.kwargs.get('reason', '')}"
+            marks.append(pytest.mark.xfail(strict=True, reason=reason))
+    if any(marker.args[:1] == (backend,) for marker in definition.iter_markers("long_on")):
+        marks.append(pytest.mark.long)
+    return marks
 
 
 @pytest.fixture
