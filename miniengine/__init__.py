@@ -33,6 +33,10 @@ _EXPORTS: dict[str, str] = {
     "WorkFunctionNode": "miniengine.runtime.nodes",
     "WorkChainNode": "miniengine.runtime.nodes",
     "CalcJobNode": "miniengine.runtime.nodes",
+    "Node": "miniengine.runtime.nodes",
+    # groups
+    "Group": "miniengine.runtime.groups",
+    "load_group": "miniengine.runtime.groups",
     # processes
     "CalcJob": "miniengine.runtime.calcjob.process",
     "Parser": "miniengine.runtime.calcjob.parser",
@@ -104,6 +108,7 @@ __all__ = [
     "ExitCode",
     "Float",
     "FolderData",
+    "Group",
     "IncompatibleDatabaseError",
     "InputValidationError",
     "InstalledCode",
@@ -115,6 +120,7 @@ __all__ = [
     "MiniengineError",
     "ModificationNotAllowed",
     "MultipleObjectsError",
+    "Node",
     "NotExistent",
     "OutputValidationError",
     "Parser",
@@ -148,6 +154,7 @@ __all__ = [
     "if_",
     "load_code",
     "load_computer",
+    "load_group",
     "load_node",
     "process_handler",
     "resume",
@@ -194,6 +201,7 @@ if TYPE_CHECKING:
     from miniengine.runtime.computers import Computer, load_computer
     from miniengine.runtime.file_data import FolderData, SinglefileData
     from miniengine.runtime.functions import calcfunction, workfunction
+    from miniengine.runtime.groups import Group, load_group
     from miniengine.runtime.launch import (
         arun,
         arun_get_node,
@@ -206,6 +214,7 @@ if TYPE_CHECKING:
     from miniengine.runtime.nodes import (
         CalcFunctionNode,
         CalcJobNode,
+        Node,
         ProcessNode,
         WorkChainNode,
         WorkFunctionNode,

@@ -31,6 +31,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "WorkFunctionNode": ("miniengine.runtime.nodes", "WorkFunctionNode"),
     "WorkChainNode": ("miniengine.runtime.nodes", "WorkChainNode"),
     "load_node": ("miniengine.runtime.nodes", "load_node"),
+    "Node": ("miniengine.runtime.nodes", "Node"),
+    # groups and comments
+    "Group": ("miniengine.runtime.groups", "Group"),
+    "load_group": ("miniengine.runtime.groups", "load_group"),
+    "Comment": ("miniengine.runtime.extras", "Comment"),
     # the awaitable twin, for code on an event loop
     "aload_node": ("miniengine.runtime.async_reads", "aload_node"),
     # files, computers and codes

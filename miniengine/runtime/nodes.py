@@ -8,6 +8,7 @@ on access through the node's store.
 
 from __future__ import annotations
 
+import abc
 import contextvars
 import datetime
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +21,8 @@ from miniengine.core.data import Data, load_data_from_attributes
 from miniengine.core.links import CALL_LINK_TYPES, INPUT_LINK_TYPES, OUTPUT_LINK_TYPES, LinkType
 from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
-from miniengine.exceptions import MiniengineError, NotExistent
+from miniengine.exceptions import MiniengineError, ModificationNotAllowed, NotExistent
+from miniengine.runtime.extras import NodeComments, NodeExtras, flush_pending_extras
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
 from miniengine.storage.open import reopened
@@ -34,6 +36,7 @@ __all__ = [
     "CalcJobNode",
     "LinkTriple",
     "LogEntry",
+    "Node",
     "ProcessNode",
     "WorkChainNode",
     "WorkFunctionNode",
@@ -169,11 +172,45 @@ class NodeAttributes:
     A Data node's attributes are its content (``{'value': 5}`` for an ``Int``, the dictionary of
     a ``Dict``, ``{'list': [...]}`` for a ``List``); a process node's are its process fields
     (``process_label``, ``process_state``, ``exit_status``, ...), those not set left out.  They are
-    computed on access, so a running process shows its current state.
+    computed on access, so a running process shows its current state.  They cannot be set,
+    changed or deleted through this namespace: a stored node's attributes are immutable
+    (``ModificationNotAllowed``, as in AiiDA), and an unstored node's are its content (set its
+    value instead).  Use extras for what may change.
     """
 
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, read: Callable[[], dict[str, Any]], pk: int | None = None) -> None:
         self._read = read
+        self._pk = pk
+
+    def _refuse(self, keys: Sequence[str]) -> ModificationNotAllowed:
+        named = ", ".join(map(repr, keys))
+        if self._pk is not None:
+            return ModificationNotAllowed(
+                f"cannot change the attribute(s) {named} of node <{self._pk}>: the attributes "
+                "of a stored node are immutable (extras may change)"
+            )
+        return ModificationNotAllowed(
+            f"cannot change the attribute(s) {named} directly: a node's attributes are its "
+            "content (set its value, or use extras)"
+        )
+
+    def set(self, key: str, value: Any) -> None:
+        raise self._refuse([key])
+
+    def set_many(self, values: Mapping[str, Any]) -> None:
+        raise self._refuse(list(values))
+
+    def reset(self, values: Mapping[str, Any]) -> None:
+        raise self._refuse(list(values) or list(self._read()))
+
+    def delete(self, key: str) -> None:
+        raise self._refuse([key])
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        raise self._refuse(list(keys))
+
+    def clear(self) -> None:
+        raise self._refuse(list(self._read()))
 
     @property
     def all(self) -> dict[str, Any]:
@@ -213,7 +250,9 @@ class NodeAttributes:
 class NodeBase:
     """``node.base``: the namespace of AiiDA's less common node methods.
 
-    ``attributes`` work on an unstored node too; ``links`` need a stored one.
+    ``attributes`` and ``extras`` work on an unstored node too (its extras are kept in memory
+    on ``owner``, the node object, until it is stored); ``links`` and ``comments`` need a
+    stored one.
     """
 
     def __init__(
@@ -221,10 +260,12 @@ class NodeBase:
         store: Backend | None,
         pk: int | None,
         attributes: Callable[[], dict[str, Any]] | None = None,
+        owner: object | None = None,
     ) -> None:
         self._store = store
         self._pk = pk
         self._attributes = attributes
+        self._owner = owner if owner is not None else self
 
     @property
     def links(self) -> NodeLinks:
@@ -237,7 +278,15 @@ class NodeBase:
 
     @property
     def attributes(self) -> NodeAttributes:
-        return NodeAttributes(self._attributes or dict)
+        return NodeAttributes(self._attributes or dict, self._pk)
+
+    @property
+    def extras(self) -> NodeExtras:
+        return NodeExtras(self._store, self._pk, self._owner)
+
+    @property
+    def comments(self) -> NodeComments:
+        return NodeComments(self._store, self._pk)
 
 
 class NodeLinksNamespace(Mapping[str, Any]):
@@ -455,7 +504,7 @@ class ProcessNode:
     def base(self) -> NodeBase:
         """``attributes`` always (a run with ``store_provenance=False`` too); ``links`` of a
         stored node."""
-        return NodeBase(self._store, self._row.pk, self._process_attributes)
+        return NodeBase(self._store, self._row.pk, self._process_attributes, self)
 
     def _process_attributes(self) -> dict[str, Any]:
         """The process fields under AiiDA's attribute names; those not set are left out."""
@@ -567,6 +616,17 @@ class ProcessNode:
         return hash(self.uuid)
 
 
+class Node(abc.ABC):  # noqa: B024  (no abstract method: a name for isinstance, as AiiDA's)
+    """Every node, Data or process: ``isinstance(node, Node)`` as with AiiDA's ``orm.Node``.
+
+    Data and process nodes share no base class here; both are registered as virtual subclasses.
+    """
+
+
+Node.register(Data)
+Node.register(ProcessNode)
+
+
 class CalcFunctionNode(ProcessNode):
     """The node of a ``@calcfunction`` run."""
 
@@ -674,6 +734,14 @@ class _CalcJobNodeBase:
     @property
     def links(self) -> NodeLinks:
         return self._base.links
+
+    @property
+    def extras(self) -> NodeExtras:
+        return self._base.extras
+
+    @property
+    def comments(self) -> NodeComments:
+        return self._base.comments
 
     @property
     def repository(self) -> Any:
@@ -791,6 +859,7 @@ class _Backend:
         store = current_store()
         pk = store.provenance.store_data(data)
         data._set_stored(pk, data.uuid, store)
+        flush_pending_extras(data, store, pk)  # extras set before it was stored, if any
 
     def update_label(self, data: Data, label: str, description: str) -> None:
         from miniengine.runtime.context import current_store
@@ -803,8 +872,8 @@ class _Backend:
         from miniengine.runtime.context import current_store
 
         if data.pk is None:
-            return NodeBase(None, None, data._attributes_view)
-        return NodeBase(data._store or current_store(), data.pk, data._attributes_view)
+            return NodeBase(None, None, data._attributes_view, data)
+        return NodeBase(data._store or current_store(), data.pk, data._attributes_view, data)
 
 
 data_module.set_backend(_Backend())
