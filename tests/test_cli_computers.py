@@ -18,6 +18,8 @@ from miniengine.storage.store import close_all_stores
 from tests.services.sshd import SshServer, running_sshd
 from tests.test_cli import cli
 
+pytestmark = pytest.mark.backends
+
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
@@ -25,7 +27,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
         yield server
 
 
-def setup_localhost(db: Path, workdir: Path, label: str = "lh") -> None:
+def setup_localhost(db: Path | str, workdir: Path, label: str = "lh") -> None:
     cli(
         "computer",
         "setup",
@@ -41,8 +43,8 @@ def setup_localhost(db: Path, workdir: Path, label: str = "lh") -> None:
     cli("computer", "configure", "core.local", label, "--no-use-login-shell", db=db).ok()
 
 
-def test_setup_takes_every_field_as_a_flag(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_setup_takes_every_field_as_a_flag(tmp_path: Path, miniengine_db: Path | str) -> None:
+    db = miniengine_db
     out = cli(
         "computer",
         "setup",
@@ -102,8 +104,10 @@ def test_setup_takes_every_field_as_a_flag(tmp_path: Path) -> None:
     assert "cluster" in listed and "core.slurm" in listed and "no" in listed
 
 
-def test_configure_ssh_records_the_settings_given(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_configure_ssh_records_the_settings_given(
+    tmp_path: Path, miniengine_db: Path | str
+) -> None:
+    db = miniengine_db
     cli("computer", "setup", "-L", "remote", "-H", "example.org", "-T", "core.ssh", db=db).ok()
     cli(
         "computer",
@@ -136,8 +140,8 @@ def test_configure_ssh_records_the_settings_given(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "--proxy-command" in helped.stdout
 
 
-def test_errors_are_one_line(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_errors_are_one_line(tmp_path: Path, miniengine_db: Path | str) -> None:
+    db = miniengine_db
     cli("computer", "setup", "-L", "a", "-H", "h", db=db).ok()
     assert "exists already" in cli("computer", "setup", "-L", "a", "-H", "h", db=db).failed()
     assert (
@@ -153,8 +157,10 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert "no database" in cli("computer", "list", db=tmp_path / "missing.sqlite").failed()
 
 
-def test_computer_test_on_localhost_prints_each_check(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_computer_test_on_localhost_prints_each_check(
+    tmp_path: Path, miniengine_db: Path | str
+) -> None:
+    db = miniengine_db
     workdir = tmp_path / "work" / "{username}"
     setup_localhost(db, workdir)
     out = cli("computer", "test", "lh", db=db).ok()
@@ -172,8 +178,10 @@ def test_computer_test_on_localhost_prints_each_check(tmp_path: Path) -> None:
     assert list((tmp_path / "work" / user).iterdir()) == []  # the probe file was removed
 
 
-def test_computer_test_fails_on_a_work_folder_it_cannot_write(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_computer_test_fails_on_a_work_folder_it_cannot_write(
+    tmp_path: Path, miniengine_db: Path | str
+) -> None:
+    db = miniengine_db
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     setup_localhost(db, blocker / "work")
@@ -184,8 +192,10 @@ def test_computer_test_fails_on_a_work_folder_it_cannot_write(tmp_path: Path) ->
     assert completed.stdout.splitlines()[-1] == "1 check(s) failed"
 
 
-def test_computer_test_over_ssh_against_a_real_sshd(sshd: SshServer, tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_computer_test_over_ssh_against_a_real_sshd(
+    sshd: SshServer, tmp_path: Path, miniengine_db: Path | str
+) -> None:
+    db = miniengine_db
     cli(
         "computer",
         "setup",
@@ -234,8 +244,8 @@ def test_computer_test_over_ssh_against_a_real_sshd(sshd: SshServer, tmp_path: P
     assert "whoami" not in completed.stdout
 
 
-def test_code_create_list_show(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_code_create_list_show(tmp_path: Path, miniengine_db: Path | str) -> None:
+    db = miniengine_db
     setup_localhost(db, tmp_path / "work")
     out = cli(
         "code",
@@ -312,8 +322,10 @@ def test_code_create_list_show(tmp_path: Path) -> None:
     assert "no code" in cli("code", "show", "missing", db=db).failed()
 
 
-def test_computer_delete_is_refused_while_a_code_uses_it(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+def test_computer_delete_is_refused_while_a_code_uses_it(
+    tmp_path: Path, miniengine_db: Path | str
+) -> None:
+    db = miniengine_db
     setup_localhost(db, tmp_path / "work")
     setup_localhost(db, tmp_path / "work2", label="spare")
     cli(
