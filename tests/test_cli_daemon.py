@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from miniengine.storage.paths import url_without_password
 from tests.workchains.daemon_chains import ROOT, DaemonGuard, python_env
 
 
-def miniengine(*args: str, db: Path | None = None) -> subprocess.CompletedProcess[str]:
+def miniengine(*args: str, db: Path | str | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "miniengine", *args]
     if db is not None:
         command += ["--db", str(db)]
@@ -50,14 +53,18 @@ def test_daemon_is_a_subcommand_with_the_same_commands_as_the_module() -> None:
         assert option in start_help
 
 
-def test_daemon_start_status_restart_and_stop_under_the_main_command(tmp_path: Path) -> None:
-    db = tmp_path / "engine.sqlite"
+@pytest.mark.backends
+def test_daemon_start_status_restart_and_stop_under_the_main_command(
+    miniengine_db: Path | str,
+) -> None:
+    db = miniengine_db
+    shown = db if isinstance(db, Path) else url_without_password(db)  # as messages name it
     with DaemonGuard(db) as guard:
         restarted = miniengine("daemon", "restart", db=db)  # nothing to stop yet: says so
         guard.track_all()
         assert restarted.returncode == 0, restarted.stderr
         lines = restarted.stdout.splitlines()
-        assert lines[0] == f"the daemon was not running ({db})"
+        assert lines[0] == f"the daemon was not running ({shown})"
         assert lines[1].startswith("daemon started (pid ")
         first = guard.state()
         assert first is not None
@@ -69,7 +76,7 @@ def test_daemon_start_status_restart_and_stop_under_the_main_command(tmp_path: P
         guard.track_all()
         assert restarted.returncode == 0, restarted.stderr
         assert restarted.stdout.splitlines() == [
-            f"daemon stopped for {db}",
+            f"daemon stopped for {shown}",
             restarted.stdout.splitlines()[1],
         ]
         second = guard.state()
@@ -77,7 +84,7 @@ def test_daemon_start_status_restart_and_stop_under_the_main_command(tmp_path: P
         assert restarted.stdout.splitlines()[1].startswith(f"daemon started (pid {second['pid']},")
 
         stopped = miniengine("daemon", "stop", db=db)
-        assert stopped.returncode == 0 and stopped.stdout == f"daemon stopped for {db}\n"
+        assert stopped.returncode == 0 and stopped.stdout == f"daemon stopped for {shown}\n"
         assert guard.state() is None
 
 
