@@ -65,6 +65,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     calcjob_commands.add_commands(
         calcjob.add_subparsers(dest="calcjob_command", metavar="COMMAND", required=True)
     )
+    from miniengine.cli import groups as group_commands
+    from miniengine.cli import nodes as node_commands
+
+    node = commands.add_parser(
+        "node",
+        help="show a node, its attributes and its extras",
+        description="Inspect any node, Data or process (as `verdi node`).",
+    )
+    node_commands.add_commands(
+        node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
+    )
+    group = commands.add_parser(
+        "group",
+        help="create, list, show and delete groups of nodes",
+        description="Manage groups of nodes (as `verdi group`).",
+    )
+    group_commands.add_commands(
+        group.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
+    )
 
 
 def add_process_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -146,6 +146,8 @@ class Group:
     def _from_row(cls, row: GroupRow, store: Backend) -> Group:
         kind = GROUP_TYPES.get(row.type_string, Group)
         group = kind.__new__(kind)
+        if kind.type_string != row.type_string:  # a type whose class is not imported
+            group.__dict__["type_string"] = row.type_string
         group._label = row.label
         group._description = row.description
         group._row = row
@@ -315,8 +317,9 @@ def load_group(
         rows = store.groups.find_groups(**lookup)
         if len(rows) > 1:
             raise MultipleObjectsError(
-                f"{len(rows)} groups match {next(iter(lookup.values()))!r}: pks "
-                f"{', '.join(str(row.pk) for row in rows)}"
+                f"{len(rows)} groups match {next(iter(lookup.values()))!r}: "
+                f"{', '.join(f'pk {row.pk} (type {row.type_string})' for row in rows)}; "
+                "name one by its pk"
             )
         if rows:
             return Group._from_row(rows[0], store)
