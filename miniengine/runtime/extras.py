@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import NotExistent, ValidationError
 from miniengine.storage.interfaces.groups import CommentRow, dump_extras
+from miniengine.storage.open import reopened
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
@@ -61,7 +62,8 @@ class NodeExtras:
     """
 
     def __init__(self, store: Backend | None, pk: int | None, owner: object) -> None:
-        self._store = store
+        # a node outlives the store it was loaded from (``close_all_stores``): open it again
+        self._store = reopened(store) if store is not None and store.closed else store
         self._pk = pk
         self._owner = owner
 
@@ -199,7 +201,7 @@ class NodeComments:
     """``node.base.comments``: add, list, update and remove the comments on a stored node."""
 
     def __init__(self, store: Backend | None, pk: int | None) -> None:
-        self._store = store
+        self._store = reopened(store) if store is not None and store.closed else store
         self._pk = pk
 
     def _stored(self) -> tuple[Backend, int]:
