@@ -222,3 +222,39 @@ def test_postgresql_version_8_database_migrates_to_9(postgres_url: str) -> None:
         store.close()
     with psycopg.connect(postgres_url, autocommit=True) as connection, connection.transaction():
         assert schema.read_schema_version(connection) == 9
+
+
+# db copy ---------------------------------------------------------------------------------------
+
+
+def test_db_copy_keeps_extras_comments_and_groups(
+    miniengine_db: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    from miniengine import Group, load_group
+    from miniengine.storage.copy import copy_database
+
+    node = Int(6).store()
+    node.base.extras.set_many({"tag": "copied", "none": None, "list": [1, "two", {"x": 3.5}]})
+    comment = node.base.comments.add("copied too")
+    group = Group(label="copied").store()
+    group.add_nodes(node)
+    close_all_stores()
+    close_all_backends()
+    copy_database(miniengine_db, postgres_url)
+    back = tmp_path / "back.sqlite"
+    copy_database(postgres_url, back)
+    for db in (postgres_url, back):
+        again = load_node(node.pk, db=db)
+        assert again.base.extras.all == {
+            "tag": "copied",
+            "none": None,
+            "list": [1, "two", {"x": 3.5}],
+        }, db
+        assert [(c.pk, c.content) for c in again.base.comments.all()] == [
+            (comment.pk, "copied too")
+        ]
+        copied = load_group("copied", db=db)
+        assert copied.uuid == group.uuid
+        assert [n.pk for n in copied.nodes] == [node.pk]
+        # new rows after the copied ones (the identities were moved on)
+        assert Group(label="new").store(db).pk != group.pk
