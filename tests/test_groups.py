@@ -169,3 +169,28 @@ def test_node_commands(backend_db: Any) -> None:
     }
     assert 'tag    "answer"' in cli("node", "extras", str(node.pk), db=db).ok()
     assert "999999" in cli("node", "show", "999999", db=db).failed()
+
+
+def test_pks_no_column_can_hold_name_nothing(backend_db: Any) -> None:
+    from miniengine.runtime.context import store_for
+
+    store = store_for(None)
+    group = Group(label="bounds").store()
+    assert group.pk is not None
+    huge = 2**70
+    with pytest.raises(NotExistent, match=str(huge)):
+        store.groups.add_group_nodes(group.pk, [huge])
+    assert store.groups.remove_group_nodes(group.pk, [huge, -huge]) == 0
+    assert store.groups.delete_group(huge) is False
+    assert store.groups.find_groups(pk=huge) == []
+    assert store.groups.group_node_pks(huge) == [] and store.groups.group_count(huge) == 0
+    assert store.groups.comments(huge) == [] and store.groups.node_groups(huge) == []
+    assert store.groups.remove_comment(huge) is False
+    with pytest.raises(NotExistent):
+        store.groups.extras(huge)
+    with pytest.raises(NotExistent):
+        store.groups.set_extras(huge, {"a": 1})
+    with pytest.raises(NotExistent):
+        load_group(huge)
+    with pytest.raises(ValidationError, match="label"):
+        Group(label="  ")

@@ -15,7 +15,12 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from miniengine.exceptions import ModificationNotAllowed, MultipleObjectsError, NotExistent
+from miniengine.exceptions import (
+    ModificationNotAllowed,
+    MultipleObjectsError,
+    NotExistent,
+    ValidationError,
+)
 from miniengine.storage.interfaces.groups import GroupRow
 from miniengine.storage.open import reopened
 
@@ -136,7 +141,7 @@ class Group:
 
     def __init__(self, label: str, description: str = "") -> None:
         if not isinstance(label, str) or not label.strip():
-            raise ValueError(f"a group needs a non-empty label, not {label!r}")
+            raise ValidationError(f"a group needs a non-empty label, not {label!r}")
         self._label = label
         self._description = description
         self._row: GroupRow | None = None
@@ -195,7 +200,7 @@ class Group:
     @label.setter
     def label(self, value: str) -> None:
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"a group needs a non-empty label, not {value!r}")
+            raise ValidationError(f"a group needs a non-empty label, not {value!r}")
         if self._row is not None:
             store, pk = self._stored()
             store.groups.update_group(pk, value, self._description)

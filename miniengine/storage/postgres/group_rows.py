@@ -21,6 +21,7 @@ from miniengine.storage.interfaces.groups import (
     dump_extras,
 )
 from miniengine.storage.postgres.rows import Connection
+from miniengine.storage.rows import SQL_INTEGERS
 
 __all__ = [
     "add_comment_tx",
@@ -56,7 +57,14 @@ def _missing_node(pk: int) -> NotExistent:
     return NotExistent(f"no node with the pk {pk}")
 
 
+def _pks(pks: Sequence[int]) -> list[int]:
+    """The distinct pks that a column can hold (others name nothing), in order."""
+    return [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
+
+
 def read_extras(connection: Connection, pk: int) -> dict[str, Any]:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise _missing_node(pk)
     row = connection.execute("SELECT extras FROM nodes WHERE pk = %s", (pk,)).fetchone()
     if row is None:
         raise _missing_node(pk)
@@ -72,6 +80,8 @@ def set_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) ->
 
 
 def reset_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise _missing_node(pk)
     cursor = connection.execute(
         "UPDATE nodes SET extras = %s::jsonb WHERE pk = %s", (dump_extras(extras), pk)
     )
@@ -99,6 +109,8 @@ def delete_extras_tx(connection: Connection, pk: int, keys: Sequence[str]) -> li
 
 
 def read_comments(connection: Connection, node_pk: int) -> list[CommentRow]:
+    if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return []
     return [
         CommentRow._make(row)
         for row in connection.execute(
@@ -108,6 +120,8 @@ def read_comments(connection: Connection, node_pk: int) -> list[CommentRow]:
 
 
 def add_comment_tx(connection: Connection, node_pk: int, content: str) -> CommentRow:
+    if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise _missing_node(node_pk)
     if connection.execute("SELECT 1 FROM nodes WHERE pk = %s", (node_pk,)).fetchone() is None:
         raise _missing_node(node_pk)
     now = time.time()
@@ -122,6 +136,8 @@ def add_comment_tx(connection: Connection, node_pk: int, content: str) -> Commen
 
 
 def update_comment_tx(connection: Connection, pk: int, content: str) -> bool:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return False
     cursor = connection.execute(
         "UPDATE comments SET content = %s, mtime = %s WHERE pk = %s", (content, time.time(), pk)
     )
@@ -129,6 +145,8 @@ def update_comment_tx(connection: Connection, pk: int, content: str) -> bool:
 
 
 def remove_comment_tx(connection: Connection, pk: int) -> bool:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return False
     return connection.execute("DELETE FROM comments WHERE pk = %s", (pk,)).rowcount > 0
 
 
@@ -170,6 +188,8 @@ def create_group_tx(
 
 
 def update_group_tx(connection: Connection, pk: int, label: str, description: str) -> None:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise NotExistent(f"no group with the pk {pk}")
     row = connection.execute("SELECT type_string FROM groups WHERE pk = %s", (pk,)).fetchone()
     if row is None:
         raise NotExistent(f"no group with the pk {pk}")
@@ -191,6 +211,8 @@ def find_groups(
     clauses: list[str] = []
     params: list[Any] = []
     if pk is not None:
+        if pk not in SQL_INTEGERS:
+            return []
         clauses.append("pk = %s")
         params.append(pk)
     if uuid is not None:
@@ -215,6 +237,8 @@ def find_groups(
 
 
 def node_groups(connection: Connection, node_pk: int) -> list[GroupRow]:
+    if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return []
     return [
         GroupRow._make(row)
         for row in connection.execute(
@@ -226,6 +250,8 @@ def node_groups(connection: Connection, node_pk: int) -> list[GroupRow]:
 
 
 def group_node_pks(connection: Connection, group_pk: int) -> list[int]:
+    if group_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return []
     return [
         int(row[0])
         for row in connection.execute(
@@ -235,6 +261,8 @@ def group_node_pks(connection: Connection, group_pk: int) -> list[int]:
 
 
 def group_count(connection: Connection, group_pk: int) -> int:
+    if group_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return 0
     row = connection.execute(
         "SELECT count(*) FROM group_nodes WHERE group_pk = %s", (group_pk,)
     ).fetchone()
@@ -242,6 +270,8 @@ def group_count(connection: Connection, group_pk: int) -> int:
 
 
 def _check_group(connection: Connection, group_pk: int) -> None:
+    if group_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise NotExistent(f"no group with the pk {group_pk}")
     # FOR SHARE: a concurrent delete of the group waits for this transaction
     if (
         connection.execute("SELECT 1 FROM groups WHERE pk = %s FOR SHARE", (group_pk,)).fetchone()
@@ -252,14 +282,15 @@ def _check_group(connection: Connection, group_pk: int) -> None:
 
 def add_group_nodes_tx(connection: Connection, group_pk: int, node_pks: Sequence[int]) -> int:
     _check_group(connection, group_pk)
-    wanted = list(dict.fromkeys(node_pks))
-    if not wanted:
+    given = list(dict.fromkeys(node_pks))
+    if not given:
         return 0
+    wanted = _pks(given)
     found = {
         int(row[0])
         for row in connection.execute("SELECT pk FROM nodes WHERE pk = ANY(%s)", (wanted,))
     }
-    missing = [pk for pk in wanted if pk not in found]
+    missing = [pk for pk in given if pk not in found]
     if missing:
         raise NotExistent(f"no node with the pk(s) {', '.join(map(str, missing))}")
     cursor = connection.execute(
@@ -274,11 +305,13 @@ def remove_group_nodes_tx(connection: Connection, group_pk: int, node_pks: Seque
     _check_group(connection, group_pk)
     cursor = connection.execute(
         "DELETE FROM group_nodes WHERE group_pk = %s AND node_pk = ANY(%s)",
-        (group_pk, list(dict.fromkeys(node_pks))),
+        (group_pk, _pks(node_pks)),
     )
     return cursor.rowcount
 
 
 def delete_group_tx(connection: Connection, pk: int) -> bool:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return False
     connection.execute("DELETE FROM group_nodes WHERE group_pk = %s", (pk,))
     return connection.execute("DELETE FROM groups WHERE pk = %s", (pk,)).rowcount > 0

@@ -22,6 +22,7 @@ from miniengine.storage.interfaces.groups import (
     GroupRow,
     dump_extras,
 )
+from miniengine.storage.rows import SQL_INTEGERS
 
 __all__ = [
     "add_comment_tx",
@@ -47,7 +48,18 @@ _COMMENT_COLUMNS = "pk, uuid, node_pk, ctime, mtime, content"
 _GROUP_COLUMNS = "pk, uuid, label, type_string, description, ctime"
 
 
+def _missing_node(pk: int) -> NotExistent:
+    return NotExistent(f"no node with the pk {pk}")
+
+
+def _pks(pks: Sequence[int]) -> list[int]:
+    """The distinct pks that a column can hold (others name nothing), in order."""
+    return [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
+
+
 def read_extras(connection: sqlite3.Connection, pk: int) -> dict[str, Any]:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise _missing_node(pk)
     row = connection.execute("SELECT extras FROM nodes WHERE pk = ?", (pk,)).fetchone()
     if row is None:
         raise NotExistent(f"no node with the pk {pk}")
@@ -62,6 +74,8 @@ def set_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, 
 
 
 def reset_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise _missing_node(pk)
     cursor = connection.execute(
         "UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(extras), pk)
     )
@@ -84,6 +98,8 @@ def delete_extras_tx(connection: sqlite3.Connection, pk: int, keys: Sequence[str
 
 
 def read_comments(connection: sqlite3.Connection, node_pk: int) -> list[CommentRow]:
+    if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return []
     return [
         CommentRow._make(row)
         for row in connection.execute(
@@ -93,6 +109,8 @@ def read_comments(connection: sqlite3.Connection, node_pk: int) -> list[CommentR
 
 
 def add_comment_tx(connection: sqlite3.Connection, node_pk: int, content: str) -> CommentRow:
+    if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise _missing_node(node_pk)
     if connection.execute("SELECT 1 FROM nodes WHERE pk = ?", (node_pk,)).fetchone() is None:
         raise NotExistent(f"no node with the pk {node_pk}")
     now = time.time()
@@ -106,6 +124,8 @@ def add_comment_tx(connection: sqlite3.Connection, node_pk: int, content: str) -
 
 
 def update_comment_tx(connection: sqlite3.Connection, pk: int, content: str) -> bool:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return False
     cursor = connection.execute(
         "UPDATE comments SET content = ?, mtime = ? WHERE pk = ?", (content, time.time(), pk)
     )
@@ -113,6 +133,8 @@ def update_comment_tx(connection: sqlite3.Connection, pk: int, content: str) -> 
 
 
 def remove_comment_tx(connection: sqlite3.Connection, pk: int) -> bool:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return False
     return connection.execute("DELETE FROM comments WHERE pk = ?", (pk,)).rowcount > 0
 
 
@@ -151,6 +173,8 @@ def create_group_tx(
 
 
 def update_group_tx(connection: sqlite3.Connection, pk: int, label: str, description: str) -> None:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise NotExistent(f"no group with the pk {pk}")
     try:
         cursor = connection.execute(
             "UPDATE groups SET label = ?, description = ? WHERE pk = ?", (label, description, pk)
@@ -181,6 +205,8 @@ def find_groups(
     clauses: list[str] = []
     params: list[Any] = []
     if pk is not None:
+        if pk not in SQL_INTEGERS:
+            return []
         clauses.append("pk = ?")
         params.append(pk)
     if uuid is not None:
@@ -205,6 +231,8 @@ def find_groups(
 
 
 def node_groups(connection: sqlite3.Connection, node_pk: int) -> list[GroupRow]:
+    if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return []
     return [
         GroupRow._make(row)
         for row in connection.execute(
@@ -216,6 +244,8 @@ def node_groups(connection: sqlite3.Connection, node_pk: int) -> list[GroupRow]:
 
 
 def group_node_pks(connection: sqlite3.Connection, group_pk: int) -> list[int]:
+    if group_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return []
     return [
         row[0]
         for row in connection.execute(
@@ -225,6 +255,8 @@ def group_node_pks(connection: sqlite3.Connection, group_pk: int) -> list[int]:
 
 
 def group_count(connection: sqlite3.Connection, group_pk: int) -> int:
+    if group_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return 0
     row = connection.execute(
         "SELECT count(*) FROM group_nodes WHERE group_pk = ?", (group_pk,)
     ).fetchone()
@@ -232,6 +264,8 @@ def group_count(connection: sqlite3.Connection, group_pk: int) -> int:
 
 
 def _check_group(connection: sqlite3.Connection, group_pk: int) -> None:
+    if group_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        raise NotExistent(f"no group with the pk {group_pk}")
     if connection.execute("SELECT 1 FROM groups WHERE pk = ?", (group_pk,)).fetchone() is None:
         raise NotExistent(f"no group with the pk {group_pk}")
 
@@ -240,14 +274,15 @@ def add_group_nodes_tx(
     connection: sqlite3.Connection, group_pk: int, node_pks: Sequence[int]
 ) -> int:
     _check_group(connection, group_pk)
-    wanted = list(dict.fromkeys(node_pks))
-    if not wanted:
+    given = list(dict.fromkeys(node_pks))
+    if not given:
         return 0
+    wanted = _pks(given)
     marks = ",".join("?" * len(wanted))
     found = {
         row[0] for row in connection.execute(f"SELECT pk FROM nodes WHERE pk IN ({marks})", wanted)
     }
-    missing = [pk for pk in wanted if pk not in found]
+    missing = [pk for pk in given if pk not in found]
     if missing:
         raise NotExistent(f"no node with the pk(s) {', '.join(map(str, missing))}")
     before = connection.total_changes
@@ -265,11 +300,13 @@ def remove_group_nodes_tx(
     before = connection.total_changes
     connection.executemany(
         "DELETE FROM group_nodes WHERE group_pk = ? AND node_pk = ?",
-        [(group_pk, pk) for pk in dict.fromkeys(node_pks)],
+        [(group_pk, pk) for pk in _pks(node_pks)],
     )
     return connection.total_changes - before
 
 
 def delete_group_tx(connection: sqlite3.Connection, pk: int) -> bool:
+    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
+        return False
     connection.execute("DELETE FROM group_nodes WHERE group_pk = ?", (pk,))
     return connection.execute("DELETE FROM groups WHERE pk = ?", (pk,)).rowcount > 0
