@@ -39,6 +39,7 @@ SECTIONS: dict[str, str] = {
     "miniengine.core.awaitables": "The outline of a WorkChain",
     "miniengine.runtime.nodes": "Nodes",
     "miniengine.core.states": "Nodes",
+    "miniengine.runtime.groups": "Nodes",
     "miniengine.core.data": "Data",
     "miniengine.runtime.file_data": "Data",
     "miniengine.runtime.remote_data": "Data",
