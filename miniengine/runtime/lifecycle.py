@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from miniengine.core.exit_code import ExitCode
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
     DatabaseLockedError,
@@ -225,13 +226,24 @@ class ProcessExecutor:
         yield from self._stop_started()
         yield self._killed(exc, state, **fields)
 
-    def _write_finish(self, write: Write, state: ProcessState) -> Lifecycle[Any]:
-        """The terminal write of a process that finished, returning what it returns.  If it
-        fails, the mode says what that means: in run mode the transaction rolled back whole and
-        nobody else would ever end the process, so it is ended here as at any other point; in
-        daemon mode the error is raised and the worker hands the task back to be run again."""
+    def _write_finish(
+        self, state: ProcessState, exit_code: ExitCode, **fields: Any
+    ) -> Lifecycle[list[int]]:
+        """The terminal write of a process that finished with ``exit_code``: the pks of its new
+        outputs.  If it fails, the mode says what that means: in run mode the transaction rolled
+        back whole and nobody else would ever end the process, so it is ended here as at any
+        other point; in daemon mode the error is raised and the worker hands the task back to be
+        run again."""
+        write = self._terminate(
+            ProcessEvent.FINISH,
+            state,
+            exit_status=exit_code.status,
+            exit_message=exit_code.message,
+            **fields,
+        )
         try:
-            return (yield write)
+            output_pks: list[int] = yield write
+            return output_pks
         except (LeaseLostError, DatabaseLockedError, GeneratorExit):
             raise  # not ours to write any more, the file is unusable, or never driven again
         except BaseException as exc:

@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 if TYPE_CHECKING:
+    from miniengine.runtime.lifecycle import ProcessExecutor
     from miniengine.transports.transport import Transport
 
 __all__ = ["DaemonMode", "Mode", "ProcessTree", "RunMode"]
@@ -40,7 +41,7 @@ class ProcessTree:
         self.task_group = task_group
         self.root_scope = anyio.CancelScope()
         #: the live processes' executors (WorkChain or CalcJob), by pk
-        self.executors: dict[int, Any] = {}
+        self.executors: dict[int, ProcessExecutor] = {}
         self.scopes: dict[int, anyio.CancelScope] = {}
         self._pool: Any = None
         self._pool_scope: anyio.CancelScope | None = None
@@ -105,7 +106,7 @@ class RunMode:
     def __init__(self, tree: ProcessTree) -> None:
         self.tree = tree
 
-    def register(self, pk: int, executor: Any) -> None:
+    def register(self, pk: int, executor: ProcessExecutor) -> None:
         """Make the process reachable by the tree's control requests (kill, pause)."""
         self.tree.executors[pk] = executor
         self.tree.scopes.setdefault(pk, self.tree.root_scope)
@@ -151,7 +152,7 @@ class DaemonMode:
         #: the task that runs the process, acknowledged when it is evicted or ends
         self.task_pk = task_pk
 
-    def register(self, pk: int, executor: Any) -> None:
+    def register(self, pk: int, executor: ProcessExecutor) -> None:
         """The worker keeps its own table of the processes it controls."""
 
     def start_child(self, runner: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:

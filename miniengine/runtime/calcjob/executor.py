@@ -117,11 +117,10 @@ class CalcJobExecutor(ProcessExecutor):
         node: CalcJobNode,
         epoch: int,
         mode: Mode,
-        request: RequestTransport | None = None,
     ) -> None:
-        """``request`` opens the transports (by default the ``mode``'s)."""
         super().__init__(instance, store, node, epoch, mode, "calcjob")
-        self.request: RequestTransport = request or mode.transport
+        #: opens a transport to a computer: the tree's pool, or the worker's
+        self.request: RequestTransport = mode.transport
         self.raw_inputs: dict[str, Any] = {}
         self.inputs = FrozenAttributeDict({})
         self.options: dict[str, Any] = {}
@@ -604,16 +603,8 @@ class CalcJobExecutor(ProcessExecutor):
         finally:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
-        output_pks = yield from self._write_finish(
-            self._terminate(
-                ProcessEvent.FINISH,
-                state,
-                exit_status=exit_code.status,
-                exit_message=exit_code.message,
-                outputs=[(label, data, "create") for label, data in outputs],
-            ),
-            state,
-        )
+        created = [(label, data, "create") for label, data in outputs]
+        output_pks = yield from self._write_finish(state, exit_code, outputs=created)
         mark_stored(outputs, output_pks, self.store)
         return unflatten_namespace(dict(self._all_outputs(outputs))), self.node
 

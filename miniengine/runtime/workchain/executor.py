@@ -499,15 +499,7 @@ class _Executor(ProcessExecutor):
             raise
         if self.children or self.new_children:
             yield Await(self._wait_for_all_children)  # none may outlive its parent (run mode)
-        output_pks = yield from self._write_finish(
-            self._terminate(
-                ProcessEvent.FINISH,
-                state,
-                exit_status=exit_code.status,
-                exit_message=exit_code.message,
-            ),
-            state,
-        )
+        output_pks = yield from self._write_finish(state, exit_code)
         mark_stored([(label, data) for label, data in self.new_outputs], output_pks, self.store)
         if getattr(self.instance, "on_terminated", None) is not None:
             yield from self._on_terminated()
