@@ -4,6 +4,8 @@ Each page gets a folder of its own (its working directory and ``$HOME``) and a d
 (``$MINIENGINE_DB``); its blocks run in the order of the page, so a later block sees what an
 earlier one stored, and files that an earlier block saved.
 
+- Every page starts with the modules that the README's quick start saves (``arith.py``,
+  ``chains.py``): the guides import them. A page that saves its own replaces them.
 - A ``python`` block runs in a fresh interpreter. If its first line is a comment naming a file
   (``# chains.py``), the block is also saved under that name first, so that later blocks (and
   daemon workers started in the page's folder) can import it. If a ``text`` block follows it
@@ -26,6 +28,13 @@ An HTML comment on the line before a block changes this:
 - ``<!-- docs-test: no-compare (why) -->``: run the block, but do not compare its output (the
   output shown is an example from another database).
 - ``<!-- docs-test: fails -->``: the block is meant to fail (show an error): it must exit non-zero.
+- ``<!-- docs-test: continue -->``: a python block that goes on from the python block before it,
+  in the same interpreter, as in an interactive session (it uses what that one defined).
+- ``<!-- docs-test: pytest -->``: a python block of tests: saved as a test module and run with
+  ``python -m pytest`` in the page's folder (a block saved as ``# conftest.py`` configures it).
+
+- ``<!-- docs-test: skip-page (why) -->`` anywhere in a page: none of its blocks run (the page
+  needs what a test cannot have: a cluster, several hosts, a PostgreSQL server of its own).
 
 Several may be combined with commas: ``<!-- docs-test: daemon, no-compare (timings) -->``.
 """
@@ -45,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIRECTIVE = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 RUN_LANGUAGES = {"python", "py", "console", "bash", "sh", "shell"}
-FILE_COMMENT = re.compile(r"^#\s*(?P<name>[\w./-]+\.py)\s*$")
+FILE_COMMENT = re.compile(r"^[#;]\s*(?P<name>[\w./-]+\.(py|ini|toml|cfg|txt|sh))\s*$")
 PYTHON_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 60.0
 
@@ -141,6 +150,12 @@ def parse(page: Path) -> list[Block]:
         blocks.append(block)
         previous_end = end
         index = end + 1
+    for line in lines:
+        directive = DIRECTIVE.match(line)
+        if directive and "skip-page" in _directives(directive.group("body")):
+            reason = _directives(directive.group("body"))["skip-page"] or "marked skip-page"
+            for block in blocks:
+                block.directives.setdefault("skip", reason)
     return blocks
 
 
@@ -227,6 +242,102 @@ def commands(block: Block) -> Iterator[Command]:
         yield Command(command.strip(), "\n".join(output))
 
 
+SESSION = r"""
+def _serve():
+    import json, os, sys, traceback
+
+    sys.path.insert(0, os.getcwd())
+    replies = os.fdopen(int(sys.argv[1]), "w")
+    namespace = sys.modules["__main__"].__dict__  # classes defined by a block are importable
+    del namespace["_serve"]
+    for request in sys.stdin:
+        path = json.loads(request)["path"]
+        capture = open(path + ".out", "w+b")
+        sys.stdout.flush(); sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(capture.fileno(), 1); os.dup2(capture.fileno(), 2)
+        status = 0
+        try:
+            namespace["__file__"] = path
+            exec(compile(open(path).read(), path, "exec"), namespace)
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            os.close(saved[0]); os.close(saved[1])
+        capture.seek(0)
+        output = capture.read().decode(errors="replace")
+        capture.close()
+        replies.write(json.dumps({"status": status, "output": output}) + "\n")
+        replies.flush()
+
+
+_serve()
+"""
+
+
+class Session:
+    """A Python interpreter that runs the blocks it is given one after the other, in one
+    namespace, as a reader's interactive session would (a ``continue`` block goes on from the one
+    before). Its output is captured at the file descriptors, so a subprocess's output counts too."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        read, write = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SESSION, str(write)],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(write,),
+            text=True,
+        )
+        os.close(write)
+        self.replies = os.fdopen(read, "r")
+
+    def run(self, path: Path, timeout: float) -> tuple[int, str]:
+        """Run the file ``path`` in the session: (exit status, output)."""
+        import json
+        import select
+
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"path": str(path)}) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.replies], [], [], timeout)
+        if not ready:
+            self.close()
+            raise AssertionError(f"{path.name} did not finish within {timeout} s")
+        line = self.replies.readline()
+        if not line:
+            status = self.process.wait()
+            return status or 1, f"the interpreter ended (exit status {status})"
+        reply = json.loads(line)
+        return int(reply["status"]), str(reply["output"])
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.replies.close()
+
+
+def module_name(block: Block) -> str | None:
+    """The file a block is saved as: the name in a first-line comment (``# chains.py``)."""
+    if not block.text.strip():
+        return None
+    named = FILE_COMMENT.match(block.text.splitlines()[0])
+    return named.group("name") if named else None
+
+
 class Page:
     """The folder, database, environment and daemon of one page's run."""
 
@@ -255,6 +366,15 @@ class Page:
         self.daemon_running = False
         self.guard: object | None = None
         self.counter = 0
+        self.session: Session | None = None
+        for block in parse(ROOT / "README.md"):
+            name = module_name(block)
+            if name is not None and block.language in ("python", "py"):
+                (folder / name).write_text(block.text)
+        for block in parse(page):  # its configuration files (pytest.ini, ...): never run
+            name = module_name(block)
+            if name is not None and not block.runs:
+                (folder / name).write_text(block.text)
 
     # -- the daemon --------------------------------------------------------------------------
 
@@ -281,6 +401,9 @@ class Page:
             self._guard().track_all()  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
         if self.guard is not None or self.daemon_running:
             self._guard().close()  # type: ignore[attr-defined]
 
@@ -308,23 +431,27 @@ class Page:
             self.run_commands(block)
 
     def run_python(self, block: Block) -> None:
-        first = block.text.splitlines()[0] if block.text.strip() else ""
-        named = FILE_COMMENT.match(first)
+        named = module_name(block)
         self.counter += 1
-        path = self.folder / (named.group("name") if named else f"block_{self.counter}.py")
+        prefix = "test_block" if "pytest" in block.directives else "block"
+        path = self.folder / (named or f"{prefix}_{self.counter}.py")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(block.text)
-        completed = subprocess.run(
-            [sys.executable, path.name],
-            cwd=path.parent,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=PYTHON_TIMEOUT,
-        )
-        self.track("")
+        if "pytest" in block.directives:
+            command = f"python -m pytest -q -p no:cacheprovider {shlex.quote(path.name)}"
+            completed = self.shell(command, PYTHON_TIMEOUT)
+            self.track("")
+            self.check(block, command, completed, None, "fails" in block.directives)
+            return
+        if self.session is None or "continue" not in block.directives:
+            if self.session is not None:
+                self.session.close()
+            self.session = Session(self.folder, self.env)
+        try:
+            status, output = self.session.run(path, PYTHON_TIMEOUT)
+        finally:
+            self.track("")
+        completed = subprocess.CompletedProcess([path.name], status, output)
         self.check(
             block, "python " + path.name, completed, block.output, "fails" in block.directives
         )

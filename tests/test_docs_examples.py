@@ -1,0 +1,73 @@
+"""The documentation's examples run as written (see tests/docs_examples.py for how a page's
+blocks run and how a block is marked), and the documentation speaks for itself."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docs_examples import ROOT, Block, Page, pages, parse
+
+BLOCKS: list[Block] = [block for page in pages() for block in parse(page) if block.runs]
+LAST_OF_PAGE = {block.page: block for block in BLOCKS if block.skip_reason is None}
+
+
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, Page]]:
+    """The run of each page, created at its first block; every daemon is stopped at the end."""
+    runs: dict[Path, Page] = {}
+    yield runs
+    for run in runs.values():
+        run.close()
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
+def test_example_runs(
+    block: Block, page_runs: dict[Path, Page], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    if block.skip_reason is not None:
+        pytest.skip(f"{block.id}: {block.skip_reason}")
+    run = page_runs.get(block.page)
+    if run is None:
+        folder = tmp_path_factory.mktemp(re.sub(r"\W+", "-", block.page.stem))
+        run = page_runs[block.page] = Page(block.page, folder)
+    try:
+        run.run(block)
+    finally:
+        if LAST_OF_PAGE.get(block.page) is block:
+            run.close()
+
+
+def test_every_skipped_block_says_why() -> None:
+    unexplained = [block.id for block in BLOCKS if block.skip_reason == "marked skip"]
+    assert not unexplained, f"say why each block is skipped: {unexplained}"
+
+
+# The documentation speaks for itself: no references to files or documents a reader does not have.
+FORBIDDEN = [
+    (re.compile(r"\.\./shared\b"), "a path outside the repository"),
+    (re.compile(r"\bDESIGN\.md\b"), "a document that is not published"),
+    (re.compile(r"\bthe seed\b|\bseed's\b", re.I), "the seed"),
+    (
+        re.compile(r"\b(issues?|tickets?|bugs?|PR|pull request)\s*#?\d+\b|\(#\d+\)|\bgh-\d+", re.I),
+        "an issue number",
+    ),
+]
+
+
+def documents() -> list[Path]:
+    return [*pages(), *sorted((ROOT / "docs" / "reference").glob("*.md"))]
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_documentation_speaks_for_itself(path: Path) -> None:
+    found = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        for pattern, what in FORBIDDEN:
+            match = pattern.search(line)
+            if match:
+                found.append(f"{path.relative_to(ROOT)}:{number}: {what}: {match.group(0)!r}")
+    assert not found, "\n".join(found)
