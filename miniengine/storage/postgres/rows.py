@@ -214,11 +214,47 @@ def begin_process_tx(connection: Connection, new: NewProcess) -> tuple[int, list
     if new.parent is not None:
         check_lease(connection, *new.parent)
     input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
+    links: list[tuple[int, str, str]] = [
+        (input_pk, new.input_link_type, label)
+        for input_pk, (label, _) in zip(input_pks, new.inputs, strict=True)
+    ]
+    if new.parent is not None:
+        links.append((new.parent[0], new.call_link_type, new.call_link_label))
+    if not links or len(links) > _ROWS_PER_INSERT:  # (no links: nothing to merge)
+        pk = _insert_process(connection, new, now, _INSERT_PROCESS, ())
+        _insert_links(
+            connection, [(in_pk, pk, link_type, label) for in_pk, link_type, label in links]
+        )
+        return pk, input_pks
+    # the process's row and its links in one statement (one round trip), links in order
+    statement = _PROCESS_WITH_LINKS.get(len(links))
+    if statement is None:
+        statement = _PROCESS_WITH_LINKS[len(links)] = _process_with_links(len(links))
+    pk = _insert_process(connection, new, now, statement, [v for link in links for v in link])
+    return pk, input_pks
+
+
+#: :func:`_process_with_links` by the number of links (a few sizes in practice).
+_PROCESS_WITH_LINKS: dict[int, str] = {}
+
+
+def _process_with_links(count: int) -> str:
+    """The statement inserting a process's row and ``count`` links to it, in their order
+    (measured here: 8% faster than the two statements; ``unnest`` of arrays was slower)."""
+    values = ", ".join([f"(%s::bigint, %s, %s, {position})" for position in range(count)])
+    return (
+        f"WITH process AS ({_INSERT_PROCESS}), linked AS (INSERT INTO links (in_pk, out_pk, "
+        "link_type, label) SELECT given.in_pk, process.pk, given.link_type, given.label "
+        f"FROM process, (VALUES {values}) AS given(in_pk, link_type, label, position) "
+        "ORDER BY given.position) SELECT pk FROM process"
+    )
+
+
+def _insert_process(connection: Connection, new: NewProcess, now: float, statement: str,
+                    more: Sequence[Any]) -> int:  # fmt: skip
+    """Insert the process's row by ``statement`` (its values, then ``more``); its pk."""
     row = connection.execute(
-        "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
-        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
-        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {SERVER_NOW} + %s, %s, %s, %s) "
-        "RETURNING pk",
+        statement,
         (
             new.uuid,
             new.node_type,
@@ -234,23 +270,97 @@ def begin_process_tx(connection: Connection, new: NewProcess) -> tuple[int, list
             now,
             now,
             int(new.submitted),
+            *more,
         ),
     ).fetchone()
     assert row is not None
-    pk = int(row[0])
-    links: list[tuple[int, int, str, str]] = [
-        (input_pk, pk, new.input_link_type, label)
-        for input_pk, (label, _) in zip(input_pks, new.inputs, strict=True)
-    ]
-    if new.parent is not None:
-        links.append((new.parent[0], pk, new.call_link_type, new.call_link_label))
-    _insert_links(connection, links)
-    return pk, input_pks
+    return int(row[0])
+
+
+_INSERT_PROCESS = (
+    "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
+    "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
+    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {SERVER_NOW} + %s, %s, %s, %s) "
+    "RETURNING pk"
+)
+
+#: A process's end with its one new output: the fenced UPDATE, the output's row and its link
+#: in one statement.  The first column counts the fenced rows (0: the lease was lost, and the
+#: caller's LeaseLostError rolls the insert back); the second is NULL if a node with the
+#: output's uuid was stored already (a replayed finish).
+_FINISH_WITH_OUTPUT = (
+    "WITH fenced AS (UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
+    "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
+    "control = NULL, paused = 0, mtime = %s "
+    "WHERE pk = %s AND owner = %s AND lease_epoch = %s RETURNING pk), "
+    f"output AS (INSERT INTO nodes ({_DATA_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (uuid) DO NOTHING RETURNING pk), "
+    "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) "
+    "SELECT %s, pk, %s, %s FROM output) "
+    "SELECT (SELECT count(*) FROM fenced), (SELECT pk FROM output)"
+)
 
 
 def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int]:
     """Terminate a process (fenced by its lease) and link its outputs; return the output pks."""
     now = time.time()
+    if (
+        len(finish.outputs) == 1
+        and finish.outputs[0][1].pk is None
+        and finish.outputs[0][1]._storage_needs() is None
+    ):
+        output_pks = [_finish_with_output(connection, finish, now)]
+    else:
+        output_pks = _finish_and_outputs(connection, finish, now)
+    logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
+    executemany(connection, _INSERT_LOG, log_rows(finish.pk, logs, now))
+    if finish.resumable:
+        connection.execute("DELETE FROM checkpoints WHERE node_pk = %s", (finish.pk,))
+        broker_rows.notify_parents(connection, finish.pk, now)
+    if finish.cascade is not None:
+        from miniengine.storage.postgres import control_rows
+
+        for (child,) in connection.execute(LIVE_CALLED, (finish.pk,)).fetchall():
+            control_rows.kill_tx(connection, child, finish.cascade)
+    if finish.task_pk is not None:
+        broker_rows.ack_task(connection, finish.task_pk)
+    return output_pks
+
+
+def _finish_with_output(connection: Connection, finish: FinishProcess, now: float) -> int:
+    """The fenced end and the one new output of ``finish`` in one round trip; its pk."""
+    label, data, link_type = finish.outputs[0]
+    row = _data_row(connection, data, now)
+    answer = connection.execute(
+        _FINISH_WITH_OUTPUT,
+        (
+            finish.process_state,
+            finish.exit_status,
+            finish.exit_message,
+            finish.exception,
+            finish.process_status,
+            now,
+            finish.pk,
+            finish.owner,
+            finish.epoch,
+            *row,
+            finish.pk,
+            link_type,
+            label,
+        ),
+    ).fetchone()
+    assert answer is not None
+    fenced, out_pk = answer
+    if fenced != 1:
+        check_lease(connection, finish.pk, finish.owner, finish.epoch)
+    if out_pk is None:  # stored by a finish cut off before: the same node, linked now
+        out_pk = _existing(connection, [row])[data.uuid]
+        _insert_links(connection, [(finish.pk, out_pk, link_type, label)])
+    return int(out_pk)
+
+
+def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: float) -> list[int]:
+    """The fenced end of ``finish``, then its outputs and their links; the output pks."""
     cursor = connection.execute(
         "UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
         "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
@@ -278,18 +388,6 @@ def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int
             for out_pk, (label, _, link_type) in zip(output_pks, finish.outputs, strict=True)
         ],
     )
-    logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
-    executemany(connection, _INSERT_LOG, log_rows(finish.pk, logs, now))
-    if finish.resumable:
-        connection.execute("DELETE FROM checkpoints WHERE node_pk = %s", (finish.pk,))
-        broker_rows.notify_parents(connection, finish.pk, now)
-    if finish.cascade is not None:
-        from miniengine.storage.postgres import control_rows
-
-        for (child,) in connection.execute(LIVE_CALLED, (finish.pk,)).fetchall():
-            control_rows.kill_tx(connection, child, finish.cascade)
-    if finish.task_pk is not None:
-        broker_rows.ack_task(connection, finish.task_pk)
     return output_pks
 
 
