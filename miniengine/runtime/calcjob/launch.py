@@ -29,13 +29,14 @@ from miniengine.runtime.calcjob.executor import CalcJobExecutor, prepare_folder
 from miniengine.runtime.calcjob.process import BoundCalcJob, CalcJob, bind_calcjob_inputs
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Lifecycle, Write
-from miniengine.runtime.lifecycle import leased, mark_stored
-from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree, RunMode
+from miniengine.runtime.lifecycle import mark_stored
+from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain.inputs import CALC_LINKS, process_row, process_type
 from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
+from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
 
 __all__ = ["launch_calcjob", "submit_calcjob"]
@@ -147,24 +148,18 @@ def _root_lifecycle(
     bound: BoundCalcJob,
     parent: RunningProcess | None,
 ) -> Lifecycle[tuple[dict[str, Any], CalcJobNode]]:
+    from miniengine.runtime.workchain.launch import run_new
+
     new = new_calcjob_row(cls, store, bound, parent, ProcessState.RUNNING)
-    memo = None
-    if parent is not None:
-        memo = parent.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
-    pk, input_pks = yield Write(
-        store.calcjobs.create_calcjob,
-        new,
-        bound.computer.uuid,
-        first_checkpoint(cls, new, bound),
-        False,
-        memo,
+
+    def create(memo: MemoKey | None) -> Write:
+        computer, checkpoint = bound.computer.uuid, first_checkpoint(cls, new, bound)
+        return Write(store.calcjobs.create_calcjob, new, computer, checkpoint, False, memo)
+
+    result: tuple[dict[str, Any], CalcJobNode] = yield from run_new(
+        cls, bound, store, tree, parent, new, create, CalcJobNode, child_executor
     )
-    mark_stored(new.inputs, input_pks, store)
-    if parent is not None:
-        parent.call_count += 1
-    node = CalcJobNode(store, store.provenance.node(pk))
-    executor = _executor(cls, store, node, 1, RunMode(tree), bound)
-    return (yield from leased(store, executor.lifecycle(ProcessState.CREATED)))
+    return result
 
 
 def child_executor(

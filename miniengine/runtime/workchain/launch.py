@@ -33,13 +33,13 @@ from miniengine.runtime.driver import Lifecycle, Write, drive_async
 from miniengine.runtime.lifecycle import await_lease, leased, mark_stored
 from miniengine.runtime.mode import ProcessTree, RunMode
 from miniengine.runtime.nodes import CalcJobNode, ProcessNode, WorkChainNode, load_nodes
-from miniengine.runtime.workchain.executor import _Child, _Executor, restored_executor
+from miniengine.runtime.workchain.executor import _Child, child_executor, restored_executor
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
 from miniengine.runtime.workchain.load import Loaded, LoadError, load_process
 from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
 from miniengine.storage.interfaces import Backend
-from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
-from miniengine.storage.interfaces.provenance import FinishProcess
+from miniengine.storage.interfaces.checkpoints import MemoKey, StoredCheckpoint
+from miniengine.storage.interfaces.provenance import FinishProcess, NewProcess
 
 __all__ = ["launch", "resume"]
 
@@ -96,17 +96,40 @@ def root_lifecycle(
 ) -> Lifecycle[tuple[dict[str, Any], WorkChainNode]]:
     """Create the node (running, with its lease) and run the outline."""
     new = new_process_row(cls, store, inputs, metadata, parent, ProcessState.RUNNING)
+
+    def create(memo: MemoKey | None) -> Write:
+        return Write(store.checkpoints.create_workchain, new, class_path(cls), inputs, False, memo)
+
+    result: tuple[dict[str, Any], WorkChainNode] = yield from run_new(
+        cls, inputs, store, tree, parent, new, create, WorkChainNode, child_executor
+    )
+    return result
+
+
+def run_new(
+    cls: type[Any],
+    inputs: Any,
+    store: Backend,
+    tree: ProcessTree,
+    parent: RunningProcess | None,
+    new: NewProcess,
+    create: Callable[[MemoKey | None], Write],
+    node_class: type[ProcessNode],
+    build: Callable[..., Any],
+) -> Lifecycle[Any]:
+    """Create a process launched in run mode (``create(memo)``: its node, running with its
+    lease at epoch 1, its inputs and first checkpoint; reused if the calling step is replayed)
+    and drive the executor that ``build(cls, store, node, epoch, mode, inputs)`` makes for its
+    ``node_class`` node to its end, in ``tree``."""
     memo = None
     if parent is not None:
         memo = parent.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
-    pk, input_pks = yield Write(
-        store.checkpoints.create_workchain, new, class_path(cls), inputs, False, memo
-    )
+    pk, input_pks = yield create(memo)
     mark_stored(new.inputs, input_pks, store)
     if parent is not None:
         parent.call_count += 1
-    node = WorkChainNode(store, store.provenance.node(pk))
-    executor = _Executor(cls.__new__(cls), store, inputs, node, 1, RunMode(tree))
+    node = node_class(store, store.provenance.node(pk))
+    executor = build(cls, store, node, 1, RunMode(tree), inputs)
     return (yield from leased(store, executor.lifecycle(ProcessState.CREATED)))
 
 
