@@ -4,8 +4,8 @@ Each page gets a folder of its own (its working directory and ``$HOME``) and a d
 (``$MINIENGINE_DB``); its blocks run in the order of the page, so a later block sees what an
 earlier one stored, and files that an earlier block saved.
 
-- Every page starts with the modules that the README's quick start saves (``arith.py``,
-  ``chains.py``): the guides import them. A page that saves its own replaces them.
+- Every page starts with the modules that the quick start saves (``arith.py``, ``chains.py``):
+  the guides import them. A page that saves its own replaces them.
 - A ``python`` block runs in a fresh interpreter. If its first line is a comment naming a file
   (``# chains.py``), the block is also saved under that name first, so that later blocks (and
   daemon workers started in the page's folder) can import it. If a ``text`` block follows it
@@ -55,6 +55,8 @@ DIRECTIVE = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 RUN_LANGUAGES = {"python", "py", "console", "bash", "sh", "shell"}
 FILE_COMMENT = re.compile(r"^[#;]\s*(?P<name>[\w./-]+\.(py|ini|toml|cfg|txt|sh))\s*$")
+#: The pages whose modules every page starts with (the first that saves a name wins).
+QUICK_START = [ROOT / "docs" / "tutorial" / "quick-start.md", ROOT / "README.md"]
 PYTHON_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 60.0
 
@@ -367,10 +369,11 @@ class Page:
         self.guard: object | None = None
         self.counter = 0
         self.session: Session | None = None
-        for block in parse(ROOT / "README.md"):
-            name = module_name(block)
-            if name is not None and block.language in ("python", "py"):
-                (folder / name).write_text(block.text)
+        for source in QUICK_START:  # the modules that the guides import
+            for block in parse(source) if source.exists() else []:
+                name = module_name(block)
+                if name is not None and block.runs and not (folder / name).exists():
+                    (folder / name).write_text(block.text)
         for block in parse(page):  # its configuration files (pytest.ini, ...): never run
             name = module_name(block)
             if name is not None and not block.runs:

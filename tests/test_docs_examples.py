@@ -71,3 +71,21 @@ def test_the_documentation_speaks_for_itself(path: Path) -> None:
             if match:
                 found.append(f"{path.relative_to(ROOT)}:{number}: {what}: {match.group(0)!r}")
     assert not found, "\n".join(found)
+
+
+def test_the_reference_pages_are_up_to_date() -> None:
+    """docs/reference/ is generated from the code (``python docs/gen_reference.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gen_reference", ROOT / "docs" / "gen_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    stale = [
+        str(path.relative_to(ROOT))
+        for path, text in generator.pages().items()
+        if not path.exists() or path.read_text() != text.rstrip("\n") + "\n"
+    ]
+    assert not stale, f"out of date, run python docs/gen_reference.py: {stale}"
