@@ -83,6 +83,10 @@ def test_extras_errors_name_the_key(backend_db: Any) -> None:
         extras.set("nan", float("nan"))
     with pytest.raises(ValidationError, match=r"'a\.b'"):
         extras.set("a.b", 1)
+    with pytest.raises(ValidationError, match=r"'nul'.*NUL"):
+        extras.set("nul", ["fine", {"x": "not\x00fine"}])
+    with pytest.raises(ValidationError, match=r"'lone'.*surrogate"):
+        extras.set("lone", "\udcff")
     assert extras.all == {"kept": 1}
 
 

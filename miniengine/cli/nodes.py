@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.cli.connection import require_file
 from miniengine.cli.errors import Handler, guarded
+from miniengine.cli.identify import IDENTIFIER_HELP, process_identifier
 from miniengine.cli.options import add_db_option, add_json_option, db_location
 from miniengine.cli.table import emit, format_pairs, json_object
 
@@ -55,7 +56,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         parser = commands.add_parser(
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
         )
-        parser.add_argument("node", metavar="NODE", help="the pk, uuid or uuid prefix of the node")
+        parser.add_argument(
+            "node", metavar="NODE", type=process_identifier, help=f"the node: {IDENTIFIER_HELP}"
+        )
         add_db_option(parser)
         add_json_option(parser)
         parser.set_defaults(handler=with_store(function))

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from miniengine.core.data import check_text
 from miniengine.exceptions import NotExistent, ValidationError
 from miniengine.storage.interfaces.groups import CommentRow, dump_extras
 from miniengine.storage.open import reopened
@@ -28,6 +29,17 @@ _NO_DEFAULT: Any = object()
 PENDING = "_pending_extras"
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds the character NUL (in a string or a key)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 def check_extras(extras: Mapping[str, Any]) -> None:
     """Refuse a key that is not a non-empty string without ``.`` (AiiDA's rule) and a value
     that JSON cannot hold, naming the key."""
@@ -37,12 +49,17 @@ def check_extras(extras: Mapping[str, Any]) -> None:
                 f"invalid extra key {key!r}: keys are non-empty strings without '.'"
             )
         try:
-            dump_extras({key: value})
+            check_text(dump_extras({key: value}), f"the extra {key!r}")
         except (TypeError, ValueError) as exc:
             raise ValidationError(
                 f"the value of the extra {key!r} is not JSON-serialisable ({exc}): extras hold "
                 "numbers, strings, booleans, None, and lists and dicts of them"
             ) from exc
+        if _has_nul(key) or _has_nul(value):
+            raise ValidationError(
+                f"the extra {key!r} holds the character NUL, which PostgreSQL's "
+                "jsonb cannot store (on any backend, so that databases can be copied)"
+            )
 
 
 def flush_pending_extras(owner: object, store: Backend, pk: int) -> None:
@@ -213,6 +230,7 @@ class NodeComments:
         """Add a comment and return it."""
         if not isinstance(content, str):
             raise TypeError(f"a comment's content is a str, not {type(content).__name__}")
+        check_text(content, "a comment")
         store, pk = self._stored()
         return Comment.from_row(store.groups.add_comment(pk, content))
 
@@ -232,6 +250,7 @@ class NodeComments:
         """Replace the content of comment ``identifier`` (its pk)."""
         if not isinstance(content, str):
             raise TypeError(f"a comment's content is a str, not {type(content).__name__}")
+        check_text(content, "a comment")
         store, _ = self._stored()
         self.get(identifier)  # a comment of another node is not this node's to change
         if not store.groups.update_comment(identifier, content):

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from miniengine.core.data import check_text
 from miniengine.exceptions import (
     ModificationNotAllowed,
     MultipleObjectsError,
@@ -142,6 +143,8 @@ class Group:
     def __init__(self, label: str, description: str = "") -> None:
         if not isinstance(label, str) or not label.strip():
             raise ValidationError(f"a group needs a non-empty label, not {label!r}")
+        check_text(label, "a group's label")
+        check_text(description, "a group's description")
         self._label = label
         self._description = description
         self._row: GroupRow | None = None
@@ -201,6 +204,7 @@ class Group:
     def label(self, value: str) -> None:
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"a group needs a non-empty label, not {value!r}")
+        check_text(value, "a group's label")
         if self._row is not None:
             store, pk = self._stored()
             store.groups.update_group(pk, value, self._description)
@@ -212,6 +216,7 @@ class Group:
 
     @description.setter
     def description(self, value: str) -> None:
+        check_text(value, "a group's description")
         if self._row is not None:
             store, pk = self._stored()
             store.groups.update_group(pk, self._label, value)
@@ -283,6 +288,16 @@ class Group:
 GROUP_TYPES[Group.type_string] = Group
 
 
+def _encodable(value: object) -> bool:
+    if not isinstance(value, str) or value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def load_group(
     identifier: int | str | None = None,
     *,
@@ -318,6 +333,8 @@ def load_group(
             lookups.insert(0, {"pk": int(text)})
     else:
         raise TypeError(f"load_group needs a pk (int) or a label or uuid (str), not {identifier!r}")
+    if any(not _encodable(value) for lookup in lookups for value in lookup.values()):
+        lookups = []  # a lone surrogate names nothing (and no database could take it)
     for lookup in lookups:
         rows = store.groups.find_groups(**lookup)
         if len(rows) > 1:
