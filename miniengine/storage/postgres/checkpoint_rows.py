@@ -30,6 +30,7 @@ from miniengine.storage.interfaces.checkpoints import (
 from miniengine.storage.postgres import broker_rows, control_rows
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.rows import (
+    _ROWS_PER_INSERT,
     begin_process_tx,
     check_lease,
     executemany,
@@ -106,14 +107,34 @@ def write_progress(
     counts as one that killed its workers.  Returns the output pks and whether the process has
     been paused meanwhile (from the fenced UPDATE's ``RETURNING``, which holds the row until
     the commit; no later statement of a step's or a stage's commit changes ``paused``)."""
+    logs = log_rows(commit.pk, commit.logs, now)
+    merged = len(logs) <= _ROWS_PER_INSERT  # (else the logs go in statements of their own)
+    shape = (len(logs) if merged else 0, commit.task_pk is not None)
+    statement = _PROGRESS.get(shape)
+    if statement is None:
+        statement = _PROGRESS[shape] = _progress_statement(*shape)
+    # the fenced UPDATE, the logs, the checkpoint and the task's progress in one round trip
+    # (a fenced-off owner's rows are rolled back with its LeaseLostError)
     row = connection.execute(
-        "UPDATE nodes SET process_state = %s, mtime = %s, process_status = CASE WHEN paused "
-        "<> 0 THEN process_status ELSE %s END WHERE pk = %s AND owner = %s AND lease_epoch = %s "
-        "RETURNING paused",
-        (commit.process_state, now, commit.process_status, commit.pk, commit.owner, commit.epoch),
+        statement,
+        (
+            commit.process_state,
+            now,
+            commit.process_status,
+            commit.pk,
+            commit.owner,
+            commit.epoch,
+            *(value for log in (logs if merged else ()) for value in log),
+            commit.pk,
+            commit.seq,
+            commit.checkpoint,
+            *(() if commit.task_pk is None else (commit.task_pk,)),
+        ),
     ).fetchone()
     if row is None:
         check_lease(connection, commit.pk, commit.owner, commit.epoch)
+    if not merged:
+        executemany(connection, _INSERT_LOGS, logs)
     output_pks = insert_new_data(connection, (data for _, data in commit.outputs), now)
     executemany(
         connection,
@@ -123,17 +144,33 @@ def write_progress(
             for out_pk, (label, _) in zip(output_pks, commit.outputs, strict=True)
         ],
     )
-    executemany(
-        connection,
-        "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)",
-        log_rows(commit.pk, commit.logs, now),
-    )
-    connection.execute(_UPSERT_CHECKPOINT, (commit.pk, commit.seq, commit.checkpoint))
-    if commit.task_pk is not None:
-        connection.execute(
-            "UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1", (commit.task_pk,)
-        )
     return output_pks, bool(row and row[0])
+
+
+_INSERT_LOGS = "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)"
+
+#: :func:`_progress_statement` by its number of logs and whether it has a task.
+_PROGRESS: dict[tuple[int, bool], str] = {}
+
+
+def _progress_statement(logs: int, task: bool) -> str:
+    """:func:`write_progress`'s statement: the fenced UPDATE (its ``RETURNING paused`` is the
+    answer, no row when the lease was lost), ``logs`` log rows in order, the checkpoint and,
+    with a ``task``, its count of attempts reset."""
+    parts = [
+        "fenced AS (UPDATE nodes SET process_state = %s, mtime = %s, process_status = CASE "
+        "WHEN paused <> 0 THEN process_status ELSE %s END WHERE pk = %s AND owner = %s "
+        "AND lease_epoch = %s RETURNING paused)"
+    ]
+    if logs:
+        values = ", ".join(["(%s::bigint, %s::double precision, %s, %s)"] * logs)
+        parts.append(
+            f"logged AS (INSERT INTO logs (node_pk, time, levelname, message) VALUES {values})"
+        )
+    parts.append(f"saved AS ({_UPSERT_CHECKPOINT})")
+    if task:
+        parts.append("progress AS (UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1)")
+    return f"WITH {', '.join(parts)} SELECT paused FROM fenced"
 
 
 def evict(connection: Connection, pk: int, task_pk: int | None) -> None:
