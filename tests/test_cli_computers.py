@@ -18,7 +18,14 @@ from miniengine.storage.store import close_all_stores
 from tests.services.sshd import SshServer, running_sshd
 from tests.test_cli import cli
 
-pytestmark = pytest.mark.backends
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.long_on(
+        "postgresql",
+        reason="half a minute of subprocesses; test_computers and test_codes cover the computers "
+        "and codes of a PostgreSQL database by default",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
