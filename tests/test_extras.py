@@ -130,6 +130,21 @@ def test_attributes_of_a_stored_node_are_immutable(backend_db: Any) -> None:
     assert issubclass(ModificationNotAllowed, __import__("miniengine").MiniengineError)
 
 
+def test_label_description_and_times(backend_db: Any) -> None:
+    data = Int(3)
+    assert data.ctime is None and data.mtime is None
+    data.store()
+    assert data.ctime is not None and data.ctime.tzinfo is not None
+    _, process = run_get_node(add, 1, 2)
+    process.label = "relabelled"
+    process.description = "said after the run"
+    again = _reopened(process.pk)
+    assert (again.label, again.description) == ("relabelled", "said after the run")
+    assert again.mtime >= again.ctime
+    with pytest.raises(TypeError):
+        process.label = 5
+
+
 # comments ------------------------------------------------------------------------------------
 
 

@@ -73,6 +73,10 @@ class DataBackend(Protocol):
 
     def update_label(self, data: Data, label: str, description: str) -> None: ...
 
+    def node_times(self, data: Data) -> tuple[Any, Any]:
+        """``(ctime, mtime)`` of a stored node, as datetimes."""
+        ...
+
 
 _backend: DataBackend | None = None
 
@@ -165,6 +169,16 @@ class Data:
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, self._label, value)
         self._description = value
+
+    @property
+    def ctime(self) -> Any:
+        """When the node was stored (a UTC datetime; ``None`` while it is not stored)."""
+        return None if self._pk is None else _get_backend().node_times(self)[0]
+
+    @property
+    def mtime(self) -> Any:
+        """When the node last changed (its label or description; ``None`` while unstored)."""
+        return None if self._pk is None else _get_backend().node_times(self)[1]
 
     @property
     def node_type(self) -> str:

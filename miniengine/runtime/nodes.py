@@ -393,9 +393,28 @@ class ProcessNode:
     def label(self) -> str:
         return self._row.label
 
+    @label.setter
+    def label(self, value: str) -> None:
+        # As in AiiDA, a process node's label and description stay editable once it is stored
+        # (and sealed): they are not attributes.
+        self._set_label(value, self._row.description)
+
     @property
     def description(self) -> str:
         return self._row.description
+
+    @description.setter
+    def description(self, value: str) -> None:
+        self._set_label(self._row.label, value)
+
+    def _set_label(self, label: str, description: str) -> None:
+        for text, what in ((label, "label"), (description, "description")):
+            if not isinstance(text, str):
+                raise TypeError(f"a node's {what} is a str, not {type(text).__name__}")
+            data_module.check_text(text, f"a node's {what}")
+        if self._store is not None and self._row.pk is not None:
+            self._store.provenance.update_label(self._row.pk, label, description)
+        self._row = self._row._replace(label=label, description=description)
 
     @property
     def ctime(self) -> datetime.datetime:
@@ -867,6 +886,16 @@ class _Backend:
         assert data.pk is not None
         store: Backend = data._store or current_store()
         store.provenance.update_label(data.pk, label, description)
+
+    def node_times(self, data: Data) -> tuple[datetime.datetime, datetime.datetime]:
+        from miniengine.runtime.context import current_store
+
+        assert data.pk is not None
+        store: Backend = data._store or current_store()
+        if store.closed:
+            store = reopened(store)
+        row = store.provenance.node(data.pk)
+        return _datetime(row.ctime), _datetime(row.mtime)
 
     def node_base(self, data: Data) -> NodeBase:
         from miniengine.runtime.context import current_store
