@@ -441,7 +441,11 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(block.text)
         if "pytest" in block.directives:
-            command = f"python -m pytest -q -p no:cacheprovider {shlex.quote(path.name)}"
+            # without the plugins that only slow its start here (hypothesis, benchmark)
+            command = (
+                "python -m pytest -q -p no:cacheprovider -p no:hypothesispytest -p no:benchmark "
+                + shlex.quote(path.name)
+            )
             completed = self.shell(command, PYTHON_TIMEOUT)
             self.track("")
             self.check(block, command, completed, None, "fails" in block.directives)
