@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +28,13 @@ from miniengine import (
 from miniengine.core import codec
 from miniengine.core.data import DATA_TYPES
 from miniengine.runtime.computers import localhost_computer
+from miniengine.storage.open import shared_backend
 from miniengine.storage.repository import Repository, RepositoryError
 from miniengine.storage.store import close_all_stores
+from tests.services import sql
 from tests.workchains.daemon_chains import python_env
+
+pytestmark = pytest.mark.backends
 
 
 def in_another_process(db: Path, code: str) -> str:
@@ -47,9 +50,20 @@ def in_another_process(db: Path, code: str) -> str:
     return completed.stdout
 
 
-def nodes_in(db: Path) -> int:
-    with sqlite3.connect(db) as connection:
-        return int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
+def nodes_in(db: Path | str) -> int:
+    """The nodes stored in ``db`` (0 while no store has created its schema)."""
+    if isinstance(db, Path) and not db.exists():
+        return 0
+    try:
+        return sql.count(db, "SELECT count(*) FROM nodes")
+    except sql.errors(db):
+        return 0
+
+
+def repository_of(db: Path | str) -> Repository:
+    """The repository of ``db`` as the engine finds it (beside a sqlite file; on PostgreSQL the
+    folder ``$MINIENGINE_REPOSITORY`` names, else the one recorded in the database)."""
+    return shared_backend(db).provenance.repository()
 
 
 @pytest.fixture
@@ -124,7 +138,7 @@ def test_content_is_written_to_the_repository_before_the_node_is_stored(
 ) -> None:
     content = b"content-addressed\n"
     node = SinglefileData(io.BytesIO(content), filename="f")
-    repository = Repository.for_database(miniengine_db)
+    repository = repository_of(miniengine_db)
     key = hashlib.sha256(content).hexdigest()
     assert repository.has_object(key)  # already there while unstored
     assert node.base.repository.get_object_key("f") == key
@@ -140,15 +154,14 @@ def test_a_node_whose_object_vanished_is_refused_and_nothing_is_stored(
     Str("make the database").store()
     node = SinglefileData(io.BytesIO(b"soon gone"), filename="f")
     node._repository_root = None  # no other repository to copy from
-    Repository.for_database(miniengine_db).delete_objects(
-        [node.base.repository.get_object_key("f")]
-    )
+    repository_of(miniengine_db).delete_objects([node.base.repository.get_object_key("f")])
     with pytest.raises(RepositoryError, match="refers to the repository object"):
         node.store()
     assert not node.is_stored
     assert nodes_in(miniengine_db) == 1
 
 
+@pytest.mark.sqlite_only(reason="two sqlite files, each with its repository beside it")
 def test_a_node_made_for_one_database_is_stored_in_another_with_its_objects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,7 +383,6 @@ def test_maintenance_keeps_every_object_a_node_or_checkpoint_refers_to(
     miniengine_db: Path,
 ) -> None:
     from miniengine.runtime.context import store_for
-    from miniengine.storage.repository_rows import read_referenced_object_keys
 
     stored = SinglefileData(io.BytesIO(b"stored"), filename="s").store()
     folder = FolderData()
@@ -382,20 +394,20 @@ def test_maintenance_keeps_every_object_a_node_or_checkpoint_refers_to(
     parent = Str("a node to hang a checkpoint on").store()
     blob = codec.encode({"ctx": {"file": in_checkpoint}})
 
-    def write_checkpoint(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, 1, ?)", (parent.pk, blob)
-        )
-
-    store.write_sync(write_checkpoint)
-    referenced = store.read(read_referenced_object_keys)
+    sql.execute(
+        miniengine_db,
+        "INSERT INTO checkpoints (node_pk, seq, data) VALUES (?, 1, ?)",
+        parent.pk,
+        blob,
+    )
+    referenced = store.provenance.referenced_object_keys()
     expected = {
         stored.base.repository.get_object_key("s"),
         folder.base.repository.get_object_key("a/b"),
         in_checkpoint.base.repository.get_object_key("c"),
     }
     assert referenced == expected
-    repository = Repository.for_database(miniengine_db)
+    repository = repository_of(miniengine_db)
     assert repository.maintain(referenced, grace_seconds=0) == 1  # only "never stored"
     assert set(repository.list_objects()) == expected
 
@@ -405,7 +417,7 @@ def test_names_that_utf8_cannot_encode_are_refused_when_put(miniengine_db: Path)
         SinglefileData(io.BytesIO(b"x"), filename="bad\udcff.txt")
     with pytest.raises(ValueError, match="surrogate"):
         FolderData().put_object_from_filelike(io.BytesIO(b"x"), "dir\udcff/x")
-    assert not miniengine_db.exists() or nodes_in(miniengine_db) == 0
+    assert nodes_in(miniengine_db) == 0
 
 
 def test_remote_data_clean_removes_the_remote_folder(miniengine_db: Path, tmp_path: Path) -> None:
