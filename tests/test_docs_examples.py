@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs_examples import ROOT, Block, Page, pages, parse
+from tests.docs_examples import ROOT, Block, Page, missing_lines, pages, parse
 
 BLOCKS: list[Block] = [block for page in pages() for block in parse(page) if block.runs]
 LAST_OF_PAGE = {block.page: block for block in BLOCKS if block.skip_reason is None}
@@ -89,3 +89,40 @@ def test_the_reference_pages_are_up_to_date() -> None:
         if not path.exists() or path.read_text() != text.rstrip("\n") + "\n"
     ]
     assert not stale, f"out of date, run python docs/gen_reference.py: {stale}"
+
+
+def test_the_loose_comparison_masks_what_changes_and_keeps_the_rest() -> None:
+    shown = """PK  Age     Label  State
+--  ------  -----  ------------
+ 7  0s ago  add    Finished [0]
+daemon pid 8299 (ready) for /home/you/tutorial/tutorial.sqlite
+2026-12-05 20:18:48 [REPORT] [48|AddMany|add_once]: turn 1: total is 1
+..."""
+    actual = """PK   Age      Label  State
+---  -------  -----  ------------
+123  12s ago  add    Finished [0]
+daemon pid 4 (ready) for /tmp/pytest-of-x/engine.sqlite
+2026-01-01 00:00:00 [REPORT] [5|AddMany|add_once]: turn 1: total is 1
+and more"""
+    assert missing_lines(shown, actual) == []
+    assert missing_lines("$ 7  0s ago  add    Excepted", actual) != []
+    assert missing_lines("and more\nPK Age", actual) == ["PK Age"]  # the order counts
+
+
+def test_a_failing_block_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nraise ValueError('wrong')\n```\n\n"
+        "<!-- docs-test: fails -->\n```python\nraise ValueError('meant')\n```\n\n"
+        "```console\n$ python -c 'print(\"one\")'\ntwo\n```\n"
+    )
+    failing, meant, wrong_output = parse(page)
+    run = Page(page, tmp_path / "run")
+    try:
+        with pytest.raises(AssertionError, match="wrong"):
+            run.run(failing)
+        run.run(meant)
+        with pytest.raises(AssertionError, match="lacks"):
+            run.run(wrong_output)
+    finally:
+        run.close()
