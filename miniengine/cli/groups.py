@@ -75,7 +75,7 @@ def _load(store: Backend, identifier: str) -> Any:
     return load_group(identifier, db=store)
 
 
-def _fields(group: Any) -> dict[str, Any]:
+def _fields(group: Any, count: int | None = None) -> dict[str, Any]:
     from miniengine.cli.timefmt import iso_utc
 
     return {
@@ -85,7 +85,7 @@ def _fields(group: Any) -> dict[str, Any]:
         "type_string": group.type_string,
         "description": group.description,
         "ctime": iso_utc(group.ctime.timestamp()),
-        "count": group.count(),
+        "count": group.count() if count is None else count,
     }
 
 
@@ -105,7 +105,8 @@ def _list(args: argparse.Namespace, store: Backend) -> int:
         for group in Group.collection(store).all()
         if args.type_string is None or group.type_string == args.type_string
     ]
-    fields = [_fields(group) for group in groups]
+    counts = store.groups.group_counts()  # one query, not one per group
+    fields = [_fields(group, counts.get(group.pk or 0, 0)) for group in groups]
     if args.json:
         emit(json_array(fields))
         return 0

@@ -131,6 +131,10 @@ class Groups(Protocol):
         """How many nodes a group holds."""
         ...
 
+    def group_counts(self) -> dict[int, int]:
+        """How many nodes each group that holds any holds, by group pk (one query)."""
+        ...
+
     @property
     def update_group(self) -> Transaction[[int, str, str], None]:
         """Set the label and description of a group (:class:`DuplicateGroupError` when the

@@ -32,6 +32,7 @@ __all__ = [
     "delete_group_tx",
     "find_groups",
     "group_count",
+    "group_counts",
     "group_node_pks",
     "node_groups",
     "read_comments",
@@ -261,6 +262,15 @@ def group_count(connection: sqlite3.Connection, group_pk: int) -> int:
         "SELECT count(*) FROM group_nodes WHERE group_pk = ?", (group_pk,)
     ).fetchone()
     return int(row[0])
+
+
+def group_counts(connection: sqlite3.Connection) -> dict[int, int]:
+    return {
+        int(row[0]): int(row[1])
+        for row in connection.execute(
+            "SELECT group_pk, count(*) FROM group_nodes GROUP BY group_pk"
+        )
+    }
 
 
 def _check_group(connection: sqlite3.Connection, group_pk: int) -> None:

@@ -71,3 +71,6 @@ class SqliteGroups:
 
     def group_count(self, group_pk: int) -> int:
         return self._store.read(group_rows.group_count, group_pk)
+
+    def group_counts(self) -> dict[int, int]:
+        return self._store.read(group_rows.group_counts)
