@@ -617,6 +617,14 @@ def _lifecycle(db: Any) -> list[Any]:
             for index in range(2)
         ]
         say(children)
+    with db.tx() as c:  # a replayed step finds the child it created (the lease and memo read)
+        say(db.checkpoint.begin_memoised_tx(
+            c, _new_process(parent=(parent, "w1", 1), call_link_type="call_work"),
+            (parent, 1, 0, "f")))  # fmt: skip
+    with pytest.raises(LeaseLostError, match="no longer owned by w2 at epoch 1"), db.tx() as c:
+        db.checkpoint.begin_memoised_tx(
+            c, _new_process(parent=(parent, "w2", 1), call_link_type="call_work"),
+            (parent, 1, 0, "f"))  # fmt: skip
     kids = [child.pk for child in children]
     with db.tx() as c:
         say(

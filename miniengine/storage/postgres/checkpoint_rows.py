@@ -31,6 +31,7 @@ from miniengine.storage.postgres import broker_rows, control_rows
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.rows import (
     _ROWS_PER_INSERT,
+    begin_process_of_checked_parent,
     begin_process_tx,
     check_lease,
     executemany,
@@ -276,15 +277,24 @@ def begin_memoised_tx(connection: Connection, new: NewProcess, memo: MemoKey) ->
     """Create a child process, unless a replayed step already created it (see the sqlite
     version for the outcomes ``"new"``, ``"finished"`` and ``"created"``)."""
     parent_pk, seq, index, fingerprint = memo
-    if new.parent is not None:
-        check_lease(connection, *new.parent)
+    row: tuple[Any, ...] | None
+    if new.parent is not None and new.parent[0] == parent_pk:
+        # the parent's lease (its row locked as check_lease does) and the memo in one statement
+        found = connection.execute(_LEASE_AND_MEMO, (seq, index, parent_pk)).fetchone()
+        if found is None or (found[0], found[1]) != new.parent[1:]:
+            check_lease(connection, *new.parent)  # raises, saying why
+        assert found is not None
+        row = found[2:6] if found[6] is not None else None
+    else:
+        if new.parent is not None:
+            check_lease(connection, *new.parent)
+        row = connection.execute(
+            "SELECT m.child_pk, m.process_type, m.fingerprint, n.process_state FROM call_memo m "
+            "JOIN nodes n ON n.pk = m.child_pk WHERE m.parent_pk = %s AND m.seq = %s "
+            "AND m.call_index = %s",
+            (parent_pk, seq, index),
+        ).fetchone()
     now = time.time()
-    row = connection.execute(
-        "SELECT m.child_pk, m.process_type, m.fingerprint, n.process_state FROM call_memo m "
-        "JOIN nodes n ON n.pk = m.child_pk WHERE m.parent_pk = %s AND m.seq = %s "
-        "AND m.call_index = %s",
-        (parent_pk, seq, index),
-    ).fetchone()
     if row is not None:
         child_pk, process_type, old_fingerprint, state = row
         if process_type == new.process_type and old_fingerprint == fingerprint:
@@ -294,7 +304,7 @@ def begin_memoised_tx(connection: Connection, new: NewProcess, memo: MemoKey) ->
                 return BeginOutcome(child_pk, [], "created")
         if state in broker_rows.ACTIVE_STATES:
             _except_cut_off(connection, child_pk, now)
-    pk, input_pks = begin_process_tx(connection, new)
+    pk, input_pks = begin_process_of_checked_parent(connection, new)
     connection.execute(
         "INSERT INTO call_memo (parent_pk, seq, call_index, process_type, fingerprint, "
         "child_pk) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (parent_pk, seq, call_index) "
@@ -303,6 +313,16 @@ def begin_memoised_tx(connection: Connection, new: NewProcess, memo: MemoKey) ->
         (parent_pk, seq, index, new.process_type, fingerprint, pk),
     )
     return BeginOutcome(pk, input_pks, "new")
+
+
+#: The owner and epoch of a parent, its row locked ``FOR SHARE`` (as :func:`check_lease`
+#: does), with the memo of its step's call if there is one (the child's pk is not NULL then).
+_LEASE_AND_MEMO = (
+    "SELECT p.owner, p.lease_epoch, m.child_pk, m.process_type, m.fingerprint, "
+    "n.process_state, n.pk FROM nodes p "
+    "LEFT JOIN call_memo m ON m.parent_pk = p.pk AND m.seq = %s AND m.call_index = %s "
+    "LEFT JOIN nodes n ON n.pk = m.child_pk WHERE p.pk = %s FOR SHARE OF p"
+)
 
 
 def _except_cut_off(

@@ -48,6 +48,7 @@ __all__ = [
     "Connection",
     "add_log_tx",
     "add_logs_tx",
+    "begin_process_of_checked_parent",
     "begin_process_tx",
     "check_lease",
     "executemany",
@@ -210,9 +211,17 @@ def check_lease(connection: Connection, pk: int, owner: str, epoch: int) -> None
 
 def begin_process_tx(connection: Connection, new: NewProcess) -> tuple[int, list[int]]:
     """Create (and start) a process with its inputs and links; return its pk and the input pks."""
-    now = time.time()
     if new.parent is not None:
         check_lease(connection, *new.parent)
+    return begin_process_of_checked_parent(connection, new)
+
+
+def begin_process_of_checked_parent(
+    connection: Connection, new: NewProcess
+) -> tuple[int, list[int]]:
+    """:func:`begin_process_tx` once this transaction has checked the parent's lease (and
+    locked its row): no second look."""
+    now = time.time()
     input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
     links: list[tuple[int, str, str]] = [
         (input_pk, new.input_link_type, label)
