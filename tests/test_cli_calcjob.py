@@ -19,6 +19,7 @@ import pytest
 from miniengine import Computer, InstalledCode, Int, Str, await_node, load_node, run, submit
 from miniengine.runtime.computers import localhost_computer
 from miniengine.schedulers import JobState
+from miniengine.storage.open import close_all_backends
 from miniengine.storage.store import close_all_stores
 from tests.services.sshd import SshServer, running_sshd
 from tests.test_cli import ROOT, cli
@@ -34,7 +35,7 @@ TIMEOUT = 60
 
 @dataclass(frozen=True)
 class Jobs:
-    db: Path
+    db: Path | str
     add: int  # ArithmeticAddCalculation(x=4, y=5), finished
     add_uuid: str
     files: int  # FilesCalculation, finished
@@ -44,7 +45,7 @@ class Jobs:
     waiting: int  # a CalcJob submitted with no daemon: created, never uploaded
 
 
-def _set_db(db: Path) -> str | None:
+def _set_db(db: Path | str) -> str | None:
     previous = os.environ.get("MINIENGINE_DB")
     os.environ["MINIENGINE_DB"] = str(db)
     return previous
@@ -64,10 +65,22 @@ def local_bash(root: Path) -> InstalledCode:
     return InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
 
 
-@pytest.fixture(scope="module")
-def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def jobs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Jobs]:
+    """The jobs of one database of each backend, run once for the module's commands (a test that
+    needs the sqlite file narrows it with an indirect ``jobs`` parameter)."""
     root = tmp_path_factory.mktemp("calcjob-cli")
-    db = root / "engine.sqlite"
+    db: Path | str = root / "engine.sqlite"
+    repository = os.environ.get("MINIENGINE_REPOSITORY")
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        db = server.create_database()
+        name = db.rsplit("/", 1)[1]
+        request.addfinalizer(lambda: server.drop_database(name))
+        # file contents go to a folder of the module (the commands' subprocesses inherit it)
+        os.environ["MINIENGINE_REPOSITORY"] = str(root / "repository")
     previous = _set_db(db)
     try:
         code = local_bash(root)
@@ -90,9 +103,16 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
         )
     finally:
         _restore_db(previous)
+        close_all_backends()
+        if repository is None:
+            os.environ.pop("MINIENGINE_REPOSITORY", None)
+        else:
+            os.environ["MINIENGINE_REPOSITORY"] = repository
 
 
-def raw(*args: str, db: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def raw(
+    *args: str, db: Path | str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """``python -m miniengine ARGS --db DB`` with its output as bytes."""
     env = python_env()
     env.pop("MINIENGINE_DB", None)
@@ -442,6 +462,7 @@ def test_process_show_of_a_calcjob_shows_its_job(jobs: Jobs) -> None:
     )
 
 
+@pytest.mark.parametrize("jobs", ["sqlite"], indirect=True)  # the sqlite reader's imports
 def test_read_only_commands_import_no_event_loop_machinery(jobs: Jobs) -> None:
     probe = (
         "import contextlib, io, json, sys\n"
