@@ -95,6 +95,7 @@ def test_label_and_type_are_unique_and_the_error_names_the_label(backend_db: Any
     with pytest.raises(MultipleObjectsError, match="pk"):
         load_group("taken")
     assert isinstance(load_group(pk=family.pk), Family)
+    assert load_group("taken", sub_classes=(Family,)) == family
     renamed = Group(label="other").store()
     with pytest.raises(ValidationError, match="'taken'"):
         renamed.label = "taken"

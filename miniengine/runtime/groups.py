@@ -304,6 +304,7 @@ def load_group(
     pk: int | None = None,
     uuid: str | None = None,
     label: str | None = None,
+    sub_classes: tuple[type[Group], ...] | None = None,
     db: Backend | str | os.PathLike[str] | None = None,
 ) -> Group:
     """Load a group, as AiiDA's ``load_group``: by ``identifier`` (a pk, a label, or a uuid or
@@ -311,7 +312,8 @@ def load_group(
 
     A string of digits is a pk when a group has it, else a label; another string is a label
     when a group has it, else a uuid prefix.  Raises ``NotExistent`` when nothing matches and
-    ``MultipleObjectsError`` when several groups do (one label on groups of several types).
+    ``MultipleObjectsError`` when several groups do (one label on groups of several types);
+    ``sub_classes`` (as in AiiDA) keeps only the groups of those classes and their subclasses.
     """
     given = [value is not None for value in (identifier, pk, uuid, label)].count(True)
     if given != 1:
@@ -337,6 +339,12 @@ def load_group(
         lookups = []  # a lone surrogate names nothing (and no database could take it)
     for lookup in lookups:
         rows = store.groups.find_groups(**lookup)
+        if sub_classes is not None:
+            rows = [
+                row
+                for row in rows
+                if issubclass(GROUP_TYPES.get(row.type_string, Group), sub_classes)
+            ]
         if len(rows) > 1:
             raise MultipleObjectsError(
                 f"{len(rows)} groups match {next(iter(lookup.values()))!r}: "
