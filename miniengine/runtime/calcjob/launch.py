@@ -211,25 +211,25 @@ def submit_calcjob_prepare(process: type[CalcJob], inputs: Mapping[str, Any]) ->
 
 def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
     """``submit(MyCalcJob, ...)``: stored and enqueued in one transaction."""
-    from miniengine.runtime.submit import _local_workers
-
     store, new, bound = submit_calcjob_prepare(process, inputs)
     pk, input_pks = store.calcjobs.create_calcjob(
         new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
     )
-    mark_stored(new.inputs, input_pks, store)
-    for worker in list(_local_workers.get(store.location, ())):
-        worker.wake_threadsafe()
-    return CalcJobNode(store, store.provenance.node(pk))
+    return _submitted(store, new, pk, input_pks)
 
 
 async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
-    from miniengine.runtime.submit import _local_workers
-
     store, new, bound = submit_calcjob_prepare(process, inputs)
     pk, input_pks = await store.calcjobs.create_calcjob.aio(
         new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
     )
+    return _submitted(store, new, pk, input_pks)
+
+
+def _submitted(store: Backend, new: NewProcess, pk: int, input_pks: list[int]) -> CalcJobNode:
+    """The node of a CalcJob just submitted; the workers of this OS process are woken."""
+    from miniengine.runtime.submit import _local_workers
+
     mark_stored(new.inputs, input_pks, store)
     for worker in list(_local_workers.get(store.location, ())):
         worker.wake_threadsafe()
