@@ -195,3 +195,20 @@ def test_pks_no_column_can_hold_name_nothing(backend_db: Any) -> None:
         load_group(huge)
     with pytest.raises(ValidationError, match="label"):
         Group(label="  ")
+
+
+def test_group_extras(backend_db: Any) -> None:
+    group = Group(label="with-extras")
+    group.base.extras.set("before", "storing")
+    group.store()
+    group.base.extras.set_many({"n": 3, "list": [1, None]})
+    _close()
+    extras = load_group("with-extras").base.extras
+    assert extras.all == {"before": "storing", "n": 3, "list": [1, None]}
+    extras.delete("before")
+    with pytest.raises(AttributeError, match=r"'before'.*group"):
+        extras.delete("before")
+    extras.reset({"only": True})
+    assert load_group("with-extras").base.extras.all == {"only": True}
+    with pytest.raises(ValidationError, match="'bad'"):
+        extras.set("bad", {1, 2})

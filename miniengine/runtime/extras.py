@@ -62,27 +62,31 @@ def check_extras(extras: Mapping[str, Any]) -> None:
             )
 
 
-def flush_pending_extras(owner: object, store: Backend, pk: int) -> None:
-    """Write the extras set on ``owner`` before it was stored (one transaction, only if any)."""
+def flush_pending_extras(owner: object, store: Backend, pk: int, group: bool = False) -> None:
+    """Write the extras set on ``owner`` (a node, or a ``group``) before it was stored (one
+    transaction, only if any)."""
     pending: dict[str, Any] | None = getattr(owner, PENDING, None)
     if pending is None:
         return
-    store.groups.set_extras(pk, pending)
+    (store.groups.set_group_extras if group else store.groups.set_extras)(pk, pending)
     delattr(owner, PENDING)
 
 
 class NodeExtras:
-    """``node.base.extras``: AiiDA's methods on a node's extras.
+    """``node.base.extras`` (and ``group.base.extras``): AiiDA's methods on extras.
 
     Each call reads or writes the database (one statement or one transaction), so two
     programs that change a node's extras see each other's changes.
     """
 
-    def __init__(self, store: Backend | None, pk: int | None, owner: object) -> None:
+    def __init__(
+        self, store: Backend | None, pk: int | None, owner: object, group: bool = False
+    ) -> None:
         # a node outlives the store it was loaded from (``close_all_stores``): open it again
         self._store = reopened(store) if store is not None and store.closed else store
         self._pk = pk
         self._owner = owner
+        self._group = group
 
     def _memory(self) -> dict[str, Any]:
         pending: dict[str, Any] | None = getattr(self._owner, PENDING, None)
@@ -94,8 +98,13 @@ class NodeExtras:
     def _read(self) -> dict[str, Any]:
         if self._store is None or self._pk is None:
             return dict(self._memory())
-        flush_pending_extras(self._owner, self._store, self._pk)
+        self._flush(self._store, self._pk)
+        if self._group:
+            return self._store.groups.group_extras(self._pk)
         return self._store.groups.extras(self._pk)
+
+    def _flush(self, store: Backend, pk: int) -> None:
+        flush_pending_extras(self._owner, store, pk, self._group)
 
     def _set(self, extras: Mapping[str, Any], reset: bool = False) -> None:
         check_extras(extras)
@@ -105,11 +114,14 @@ class NodeExtras:
                 memory.clear()
             memory.update(extras)
             return
-        flush_pending_extras(self._owner, self._store, self._pk)
+        self._flush(self._store, self._pk)
+        groups = self._store.groups
         if reset:
-            self._store.groups.reset_extras(self._pk, dict(extras))
+            (groups.reset_group_extras if self._group else groups.reset_extras)(
+                self._pk, dict(extras)
+            )
         else:
-            self._store.groups.set_extras(self._pk, dict(extras))
+            (groups.set_group_extras if self._group else groups.set_extras)(self._pk, dict(extras))
 
     @property
     def all(self) -> dict[str, Any]:
@@ -160,11 +172,14 @@ class NodeExtras:
                 for key in keys:
                     del memory[key]
         else:
-            flush_pending_extras(self._owner, self._store, self._pk)
-            missing = self._store.groups.delete_extras(self._pk, keys)
+            self._flush(self._store, self._pk)
+            groups = self._store.groups
+            delete = groups.delete_group_extras if self._group else groups.delete_extras
+            missing = delete(self._pk, keys)
         if missing:
             raise AttributeError(
-                f"cannot delete the extra(s) {', '.join(map(repr, missing))}: not set on the node"
+                f"cannot delete the extra(s) {', '.join(map(repr, missing))}: not set on the "
+                + ("group" if self._group else "node")
             )
 
     def clear(self) -> None:

@@ -22,6 +22,7 @@ from miniengine.exceptions import (
     NotExistent,
     ValidationError,
 )
+from miniengine.runtime.extras import NodeExtras, flush_pending_extras
 from miniengine.storage.interfaces.groups import GroupRow
 from miniengine.storage.open import reopened
 
@@ -231,7 +232,13 @@ class Group:
                 self._label, self.type_string, self._description, False
             )
             self._row, self._store_ref = row, store
+            flush_pending_extras(self, store, row.pk, group=True)  # set before storing, if any
         return self
+
+    @property
+    def base(self) -> GroupBase:
+        """``group.base.extras``, as in AiiDA (on an unstored group too)."""
+        return GroupBase(self)
 
     # members ---------------------------------------------------------------------------------
 
@@ -286,6 +293,21 @@ class Group:
 
 
 GROUP_TYPES[Group.type_string] = Group
+
+
+class GroupBase:
+    """``group.base``: the namespace of AiiDA's less common group methods."""
+
+    def __init__(self, group: Group) -> None:
+        self._group = group
+
+    @property
+    def extras(self) -> NodeExtras:
+        group = self._group
+        if group._row is None:
+            return NodeExtras(None, None, group, group=True)
+        store, pk = group._stored()
+        return NodeExtras(store, pk, group, group=True)
 
 
 def _encodable(value: object) -> bool:

@@ -77,6 +77,25 @@ class Groups(Protocol):
         keys that are not set (so the caller names them)."""
         ...
 
+    def group_extras(self, pk: int) -> dict[str, Any]:
+        """The extras of group ``pk`` (``NotExistent`` if there is no such group)."""
+        ...
+
+    @property
+    def set_group_extras(self) -> Transaction[[int, Mapping[str, Any]], None]:
+        """:attr:`set_extras` for a group."""
+        ...
+
+    @property
+    def reset_group_extras(self) -> Transaction[[int, Mapping[str, Any]], None]:
+        """:attr:`reset_extras` for a group."""
+        ...
+
+    @property
+    def delete_group_extras(self) -> Transaction[[int, Sequence[str]], list[str]]:
+        """:attr:`delete_extras` for a group."""
+        ...
+
     # comments --------------------------------------------------------------------------------
 
     def comments(self, node_pk: int) -> list[CommentRow]:

@@ -28,6 +28,7 @@ __all__ = [
     "add_group_nodes_tx",
     "create_group_tx",
     "delete_extras_tx",
+    "delete_group_extras_tx",
     "delete_group_tx",
     "find_groups",
     "group_count",
@@ -36,10 +37,13 @@ __all__ = [
     "node_groups",
     "read_comments",
     "read_extras",
+    "read_group_extras",
     "remove_comment_tx",
     "remove_group_nodes_tx",
     "reset_extras_tx",
+    "reset_group_extras_tx",
     "set_extras_tx",
+    "set_group_extras_tx",
     "update_comment_tx",
     "update_group_tx",
 ]
@@ -63,47 +67,88 @@ def _pks(pks: Sequence[int]) -> list[int]:
     return [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
 
 
-def read_extras(connection: Connection, pk: int) -> dict[str, Any]:
-    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
-        raise _missing_node(pk)
-    row = connection.execute("SELECT extras FROM nodes WHERE pk = %s", (pk,)).fetchone()
+#: The tables whose rows have extras, and what a row of each is called in messages.
+_EXTRAS_OF = {"nodes": "node", "groups": "group"}
+
+
+def _missing(table: str, pk: int) -> NotExistent:
+    return NotExistent(f"no {_EXTRAS_OF[table]} with the pk {pk}")
+
+
+def _read(connection: Connection, table: str, pk: int, lock: bool = False) -> dict[str, Any]:
+    if pk not in SQL_INTEGERS:  # no row has it
+        raise _missing(table, pk)
+    row = connection.execute(
+        f"SELECT extras FROM {table} WHERE pk = %s{' FOR UPDATE' if lock else ''}".encode(),
+        (pk,),
+    ).fetchone()
     if row is None:
-        raise _missing_node(pk)
+        raise _missing(table, pk)
     return _loaded(row[0])
 
 
-def set_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
+def _set(connection: Connection, table: str, pk: int, extras: Mapping[str, Any]) -> None:
+    if pk not in SQL_INTEGERS:
+        raise _missing(table, pk)
     cursor = connection.execute(
-        "UPDATE nodes SET extras = extras || %s::jsonb WHERE pk = %s", (dump_extras(extras), pk)
+        f"UPDATE {table} SET extras = extras || %s::jsonb WHERE pk = %s".encode(),
+        (dump_extras(extras), pk),
     )
     if cursor.rowcount == 0:
-        raise _missing_node(pk)
+        raise _missing(table, pk)
 
 
-def reset_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
-    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
-        raise _missing_node(pk)
+def _reset(connection: Connection, table: str, pk: int, extras: Mapping[str, Any]) -> None:
+    if pk not in SQL_INTEGERS:
+        raise _missing(table, pk)
     cursor = connection.execute(
-        "UPDATE nodes SET extras = %s::jsonb WHERE pk = %s", (dump_extras(extras), pk)
+        f"UPDATE {table} SET extras = %s::jsonb WHERE pk = %s".encode(), (dump_extras(extras), pk)
     )
     if cursor.rowcount == 0:
-        raise _missing_node(pk)
+        raise _missing(table, pk)
 
 
-def delete_extras_tx(connection: Connection, pk: int, keys: Sequence[str]) -> list[str]:
-    current = connection.execute(
-        "SELECT extras FROM nodes WHERE pk = %s FOR UPDATE", (pk,)
-    ).fetchone()
-    if current is None:
-        raise _missing_node(pk)
-    extras = _loaded(current[0])
+def _delete(connection: Connection, table: str, pk: int, keys: Sequence[str]) -> list[str]:
+    extras = _read(connection, table, pk, lock=True)
     missing = [key for key in keys if key not in extras]
     if missing:
         return missing
     connection.execute(
-        "UPDATE nodes SET extras = extras - %s::text[] WHERE pk = %s", (list(keys), pk)
+        f"UPDATE {table} SET extras = extras - %s::text[] WHERE pk = %s".encode(), (list(keys), pk)
     )
     return []
+
+
+def read_extras(connection: Connection, pk: int) -> dict[str, Any]:
+    return _read(connection, "nodes", pk)
+
+
+def set_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _set(connection, "nodes", pk, extras)
+
+
+def reset_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _reset(connection, "nodes", pk, extras)
+
+
+def delete_extras_tx(connection: Connection, pk: int, keys: Sequence[str]) -> list[str]:
+    return _delete(connection, "nodes", pk, keys)
+
+
+def read_group_extras(connection: Connection, pk: int) -> dict[str, Any]:
+    return _read(connection, "groups", pk)
+
+
+def set_group_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _set(connection, "groups", pk, extras)
+
+
+def reset_group_extras_tx(connection: Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _reset(connection, "groups", pk, extras)
+
+
+def delete_group_extras_tx(connection: Connection, pk: int, keys: Sequence[str]) -> list[str]:
+    return _delete(connection, "groups", pk, keys)
 
 
 # comments ------------------------------------------------------------------------------------

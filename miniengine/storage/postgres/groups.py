@@ -25,10 +25,13 @@ class PostgresGroups:
         "create_group",
         "delete_extras",
         "delete_group",
+        "delete_group_extras",
         "remove_comment",
         "remove_group_nodes",
         "reset_extras",
+        "reset_group_extras",
         "set_extras",
+        "set_group_extras",
         "update_comment",
         "update_group",
     )
@@ -38,6 +41,9 @@ class PostgresGroups:
         self.set_extras = PostgresTransaction(store, group_rows.set_extras_tx)
         self.reset_extras = PostgresTransaction(store, group_rows.reset_extras_tx)
         self.delete_extras = PostgresTransaction(store, group_rows.delete_extras_tx)
+        self.set_group_extras = PostgresTransaction(store, group_rows.set_group_extras_tx)
+        self.reset_group_extras = PostgresTransaction(store, group_rows.reset_group_extras_tx)
+        self.delete_group_extras = PostgresTransaction(store, group_rows.delete_group_extras_tx)
         self.add_comment = PostgresTransaction(store, group_rows.add_comment_tx)
         self.update_comment = PostgresTransaction(store, group_rows.update_comment_tx)
         self.remove_comment = PostgresTransaction(store, group_rows.remove_comment_tx)
@@ -49,6 +55,9 @@ class PostgresGroups:
 
     def extras(self, pk: int) -> dict[str, Any]:
         return self._store.read(group_rows.read_extras, pk)
+
+    def group_extras(self, pk: int) -> dict[str, Any]:
+        return self._store.read(group_rows.read_group_extras, pk)
 
     def comments(self, node_pk: int) -> list[CommentRow]:
         return self._store.read(group_rows.read_comments, node_pk)

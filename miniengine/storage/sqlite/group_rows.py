@@ -29,6 +29,7 @@ __all__ = [
     "add_group_nodes_tx",
     "create_group_tx",
     "delete_extras_tx",
+    "delete_group_extras_tx",
     "delete_group_tx",
     "find_groups",
     "group_count",
@@ -37,10 +38,13 @@ __all__ = [
     "node_groups",
     "read_comments",
     "read_extras",
+    "read_group_extras",
     "remove_comment_tx",
     "remove_group_nodes_tx",
     "reset_extras_tx",
+    "reset_group_extras_tx",
     "set_extras_tx",
+    "set_group_extras_tx",
     "update_comment_tx",
     "update_group_tx",
 ]
@@ -58,41 +62,82 @@ def _pks(pks: Sequence[int]) -> list[int]:
     return [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
 
 
-def read_extras(connection: sqlite3.Connection, pk: int) -> dict[str, Any]:
-    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
-        raise _missing_node(pk)
-    row = connection.execute("SELECT extras FROM nodes WHERE pk = ?", (pk,)).fetchone()
+#: The tables whose rows have extras, and what a row of each is called in messages.
+_EXTRAS_OF = {"nodes": "node", "groups": "group"}
+
+
+def _read(connection: sqlite3.Connection, table: str, pk: int) -> dict[str, Any]:
+    row = (
+        connection.execute(f"SELECT extras FROM {table} WHERE pk = ?", (pk,)).fetchone()
+        if pk in SQL_INTEGERS  # else no row has it (and sqlite could not even take it)
+        else None
+    )
     if row is None:
-        raise NotExistent(f"no node with the pk {pk}")
+        raise NotExistent(f"no {_EXTRAS_OF[table]} with the pk {pk}")
     extras: dict[str, Any] = json.loads(row[0])
     return extras
 
 
-def set_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
-    current = read_extras(connection, pk)
+def _write(connection: sqlite3.Connection, table: str, pk: int, extras: Mapping[str, Any]) -> None:
+    connection.execute(f"UPDATE {table} SET extras = ? WHERE pk = ?", (dump_extras(extras), pk))
+
+
+def _set(connection: sqlite3.Connection, table: str, pk: int, extras: Mapping[str, Any]) -> None:
+    current = _read(connection, table, pk)
     current.update(extras)
-    connection.execute("UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(current), pk))
+    _write(connection, table, pk, current)
 
 
-def reset_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
-    if pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
-        raise _missing_node(pk)
-    cursor = connection.execute(
-        "UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(extras), pk)
-    )
-    if cursor.rowcount == 0:
-        raise NotExistent(f"no node with the pk {pk}")
+def _reset(connection: sqlite3.Connection, table: str, pk: int, extras: Mapping[str, Any]) -> None:
+    _read(connection, table, pk)  # it exists
+    _write(connection, table, pk, extras)
 
 
-def delete_extras_tx(connection: sqlite3.Connection, pk: int, keys: Sequence[str]) -> list[str]:
-    current = read_extras(connection, pk)
+def _delete(connection: sqlite3.Connection, table: str, pk: int, keys: Sequence[str]) -> list[str]:
+    current = _read(connection, table, pk)
     missing = [key for key in keys if key not in current]
     if missing:
         return missing
     for key in keys:
         del current[key]
-    connection.execute("UPDATE nodes SET extras = ? WHERE pk = ?", (dump_extras(current), pk))
+    _write(connection, table, pk, current)
     return []
+
+
+def read_extras(connection: sqlite3.Connection, pk: int) -> dict[str, Any]:
+    return _read(connection, "nodes", pk)
+
+
+def set_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _set(connection, "nodes", pk, extras)
+
+
+def reset_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _reset(connection, "nodes", pk, extras)
+
+
+def delete_extras_tx(connection: sqlite3.Connection, pk: int, keys: Sequence[str]) -> list[str]:
+    return _delete(connection, "nodes", pk, keys)
+
+
+def read_group_extras(connection: sqlite3.Connection, pk: int) -> dict[str, Any]:
+    return _read(connection, "groups", pk)
+
+
+def set_group_extras_tx(connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]) -> None:
+    _set(connection, "groups", pk, extras)
+
+
+def reset_group_extras_tx(
+    connection: sqlite3.Connection, pk: int, extras: Mapping[str, Any]
+) -> None:
+    _reset(connection, "groups", pk, extras)
+
+
+def delete_group_extras_tx(
+    connection: sqlite3.Connection, pk: int, keys: Sequence[str]
+) -> list[str]:
+    return _delete(connection, "groups", pk, keys)
 
 
 # comments ------------------------------------------------------------------------------------
