@@ -1,9 +1,10 @@
 """The groups concern of a backend: what users add to nodes after the fact, as in AiiDA.
 
-Extras (a node's mutable key-value pairs, JSON values, kept as JSON so that queries can filter
-on them), comments (notes on a node) and groups (named sets of nodes, typed by the
-``type_string`` of their class).  None of it is provenance: it may change at any time, and the
-engine never reads it while running processes.
+Extras (mutable key-value pairs of a node or a group, JSON values, kept as JSON so that queries
+can filter on them), comments (notes on a node) and groups (named sets of nodes, typed by the
+``type_string`` of their class).  None of it is provenance: it may change at any time, and no
+process's course depends on it (``BaseRestartWorkChain`` only records its handlers in an
+extra, as AiiDA does).
 """
 
 from __future__ import annotations
