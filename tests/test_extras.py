@@ -22,6 +22,7 @@ from miniengine import (
     run_get_node,
 )
 from miniengine.storage.open import close_all_backends, open_backend
+from miniengine.storage.schema import SCHEMA_VERSION
 from miniengine.storage.store import close_all_stores
 
 
@@ -201,7 +202,7 @@ def test_sqlite_version_8_database_migrates_to_9(tmp_path: Path) -> None:
     finally:
         store.close()
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone() == (9,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     connection.close()
 
 
@@ -240,7 +241,7 @@ def test_postgresql_version_8_database_migrates_to_9(postgres_url: str) -> None:
     finally:
         store.close()
     with psycopg.connect(postgres_url, autocommit=True) as connection, connection.transaction():
-        assert schema.read_schema_version(connection) == 9
+        assert schema.read_schema_version(connection) == schema.SCHEMA_VERSION
 
 
 # db copy ---------------------------------------------------------------------------------------

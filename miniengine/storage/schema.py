@@ -34,6 +34,7 @@ from miniengine.storage.schema_v6 import SCHEMA_V6
 from miniengine.storage.schema_v7 import SCHEMA_V7
 from miniengine.storage.schema_v8 import SCHEMA_V8
 from miniengine.storage.schema_v9 import SCHEMA_V9
+from miniengine.storage.schema_v10 import SCHEMA_V10
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -103,6 +104,7 @@ MIGRATIONS: dict[int, str] = {
     6: SCHEMA_V7,
     7: SCHEMA_V8,
     8: SCHEMA_V9,
+    9: SCHEMA_V10,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)

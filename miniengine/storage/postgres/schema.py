@@ -302,6 +302,12 @@ CREATE TABLE group_nodes (
 CREATE INDEX group_nodes_node ON group_nodes (node_pk);
 """
 
+#: Version 10 (as ``storage/schema_v10.py``): the caching hash of a process.
+_SCHEMA_V10 = """
+ALTER TABLE nodes ADD COLUMN node_hash text COLLATE "C";
+CREATE INDEX nodes_hash ON nodes (process_type, node_hash) WHERE node_hash IS NOT NULL;
+"""
+
 
 class Migration(NamedTuple):
     """One forward step: the SQL that brings a schema from ``source`` to ``target``."""
@@ -318,6 +324,7 @@ MIGRATIONS: list[Migration] = [
     Migration(0, 7, _SCHEMA_V7),
     Migration(7, 8, _SCHEMA_V8),
     Migration(8, 9, _SCHEMA_V9),
+    Migration(9, 10, _SCHEMA_V10),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target
