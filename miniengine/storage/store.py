@@ -38,6 +38,7 @@ from miniengine.storage.background import BackgroundThread
 from miniengine.storage.host import current_host
 from miniengine.storage.permissions import writable
 from miniengine.storage.sqlite.broker import SqliteBroker
+from miniengine.storage.sqlite.caching import SqliteCaching
 from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
 from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
 from miniengine.storage.sqlite.computers import SqliteComputers
@@ -184,6 +185,7 @@ class Store:
         self.computers = SqliteComputers(self)
         self.calcjobs = SqliteCalcJobs(self)
         self.groups = SqliteGroups(self)
+        self.caching = SqliteCaching(self)
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 
     # lifecycle -------------------------------------------------------------------------------

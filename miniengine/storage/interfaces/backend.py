@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from miniengine.storage.interfaces.broker import Broker
+from miniengine.storage.interfaces.caching import Caching
 from miniengine.storage.interfaces.calcjobs import CalcJobs
 from miniengine.storage.interfaces.checkpoints import Checkpoints
 from miniengine.storage.interfaces.computers import Computers
@@ -56,6 +57,11 @@ class Backend(Protocol):
     @property
     def groups(self) -> Groups:
         """Extras, comments and groups of nodes."""
+        ...
+
+    @property
+    def caching(self) -> Caching:
+        """Process hashes, and finishing a new process as a copy of an equal one."""
         ...
 
     @property

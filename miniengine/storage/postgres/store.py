@@ -34,6 +34,7 @@ from miniengine.exceptions import DatabaseLockedError, StoreError
 from miniengine.storage.background import BackgroundThread
 from miniengine.storage.host import current_host
 from miniengine.storage.postgres.broker import PostgresBroker
+from miniengine.storage.postgres.caching import PostgresCaching
 from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
 from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
@@ -152,6 +153,7 @@ class PostgresStore:
         self.computers = PostgresComputers(self)
         self.calcjobs = PostgresCalcJobs(self)
         self.groups = PostgresGroups(self)
+        self.caching = PostgresCaching(self)
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
     # lifecycle -------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""The statements of the caching concern on sqlite (see
+:mod:`miniengine.storage.interfaces.caching`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from miniengine.core.ids import new_uuid
+from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
+from miniengine.storage.interfaces.provenance import NewProcess
+from miniengine.storage.rows import begin_process_tx
+
+__all__ = ["begin_cached_tx", "cache_source", "node_hash"]
+
+#: the oldest valid source of a (process type, hash): finished OK, not marked invalid
+_SOURCE = (
+    "SELECT pk, uuid, exit_message FROM nodes WHERE process_type = ? AND node_hash = ? "
+    "AND process_state = 'finished' AND exit_status = 0 "
+    f"AND coalesce(json_extract(extras, '$.{VALID_CACHE_EXTRA}'), 1) != 0 "
+    "ORDER BY pk LIMIT 1"
+)
+
+_CLONE = (
+    "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime, "
+    "computer_pk) SELECT ?, node_type, label, description, attributes, ?, ?, computer_pk "
+    "FROM nodes WHERE pk = ?"
+)
+
+
+def begin_cached_tx(connection: sqlite3.Connection, new: NewProcess, hash_: str) -> CachedBegin:
+    source = connection.execute(_SOURCE, (new.process_type, hash_)).fetchone()
+    pk, input_pks = begin_process_tx(connection, new)
+    if source is None:
+        connection.execute("UPDATE nodes SET node_hash = ? WHERE pk = ?", (hash_, pk))
+        return CachedBegin(pk, input_pks, None)
+    source_pk, source_uuid, exit_message = source
+    now = time.time()
+    outputs = connection.execute(
+        "SELECT out_pk, label FROM links WHERE in_pk = ? AND link_type = 'create' ORDER BY pk",
+        (source_pk,),
+    ).fetchall()
+    links = []
+    for out_pk, label in outputs:
+        cursor = connection.execute(_CLONE, (new_uuid(), now, now, out_pk))
+        links.append((pk, cursor.lastrowid, "create", label))
+    connection.executemany(
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)", links
+    )
+    connection.execute(
+        "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = ?, "
+        "owner = NULL, lease_expires = NULL, node_hash = ?, extras = ?, mtime = ? WHERE pk = ?",
+        (exit_message, hash_, json.dumps({CACHED_FROM_EXTRA: source_uuid}), now, pk),
+    )
+    return CachedBegin(pk, input_pks, source_uuid)
+
+
+def node_hash(connection: sqlite3.Connection, pk: int) -> str | None:
+    row = connection.execute("SELECT node_hash FROM nodes WHERE pk = ?", (pk,)).fetchone()
+    return None if row is None else row[0]
+
+
+def cache_source(connection: sqlite3.Connection, process_type: str, hash_: str) -> str | None:
+    row = connection.execute(_SOURCE, (process_type, hash_)).fetchone()
+    return None if row is None else str(row[1])
