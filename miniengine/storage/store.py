@@ -45,6 +45,7 @@ from miniengine.storage.sqlite.computers import SqliteComputers
 from miniengine.storage.sqlite.control import SqliteControl
 from miniengine.storage.sqlite.events import SqliteEvents
 from miniengine.storage.sqlite.groups import SqliteGroups
+from miniengine.storage.sqlite.traversal import SqliteTraversal
 from miniengine.storage.sqlite.provenance import SqliteProvenance
 from miniengine.storage.sqlite.queries import SqliteQueries
 
@@ -185,6 +186,7 @@ class Store:
         self.computers = SqliteComputers(self)
         self.calcjobs = SqliteCalcJobs(self)
         self.groups = SqliteGroups(self)
+        self.traversal = SqliteTraversal(self)
         self.caching = SqliteCaching(self)
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 

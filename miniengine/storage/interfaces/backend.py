@@ -15,6 +15,7 @@ from miniengine.storage.interfaces.groups import Groups
 from miniengine.storage.interfaces.provenance import Provenance
 from miniengine.storage.interfaces.queries import Queries
 from miniengine.storage.interfaces.reads import AsyncReads
+from miniengine.storage.interfaces.traversal import Traversal
 
 __all__ = ["Backend"]
 
@@ -57,6 +58,11 @@ class Backend(Protocol):
     @property
     def groups(self) -> Groups:
         """Extras, comments and groups of nodes."""
+        ...
+
+    @property
+    def traversal(self) -> Traversal:
+        """Following provenance links (AiiDA's traversal rules), and deleting along them."""
         ...
 
     @property

@@ -49,6 +49,7 @@ from miniengine.storage.postgres.connection import (
 from miniengine.storage.postgres.control import PostgresControl
 from miniengine.storage.postgres.events import PostgresEvents
 from miniengine.storage.postgres.groups import PostgresGroups
+from miniengine.storage.postgres.traversal import PostgresTraversal
 from miniengine.storage.postgres.provenance import PostgresProvenance
 from miniengine.storage.postgres.queries import PostgresQueries
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT
@@ -153,6 +154,7 @@ class PostgresStore:
         self.computers = PostgresComputers(self)
         self.calcjobs = PostgresCalcJobs(self)
         self.groups = PostgresGroups(self)
+        self.traversal = PostgresTraversal(self)
         self.caching = PostgresCaching(self)
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
