@@ -874,6 +874,32 @@ def test_the_ports_answer_as_the_sqlite_functions_do(pg: Any) -> None:
     assert on_postgres == on_sqlite
 
 
+def _claims_with_suspects(db: Any) -> list[Any]:
+    """Claims of a queue whose third task is a suspect (claimed twice by workers that died):
+    the tasks before it, then nothing for a busy worker, then it alone for an idle one."""
+    now = time.time()
+    with db.tx() as c:
+        pks = [db.rows.begin_process_tx(c, _new_process())[0] for _ in range(4)]
+        for pk in pks:
+            db.broker.enqueue(c, pk, f"start:{pk}", now)
+    tasks = [row[0] for row in db.connection.execute("SELECT pk FROM tasks ORDER BY pk")]
+    with db.tx() as c:
+        c.execute(f"UPDATE tasks SET attempts = 2 WHERE pk = {tasks[2]}")
+        c.execute(f"UPDATE tasks SET attempts = 3 WHERE pk = {tasks[3]}")
+    answers: list[Any] = []
+    for idle in (True, False, True, True):
+        with db.tx() as c:
+            claims = db.broker.claim_tasks_tx(c, "w", 10, now + 60, now, idle)
+        answers.append([(tasks.index(t), pks.index(p), a) for t, p, a in claims])
+    return answers
+
+
+def test_claims_with_suspects_answer_as_on_sqlite(pg: Any) -> None:
+    on_postgres = _claims_with_suspects(_Postgres(pg))
+    assert on_postgres == _claims_with_suspects(_Sqlite())
+    assert on_postgres == [[(0, 0, 1), (1, 1, 1)], [], [(2, 2, 3)], [(3, 3, 4)]]
+
+
 def test_recovery_refusals_and_the_rest_answer_as_on_sqlite(postgres_url: str) -> None:
     with _connect(postgres_url) as connection:
         schema.ensure_schema(connection, "test")

@@ -80,31 +80,55 @@ def claim_tasks_tx(connection: Connection, worker: str, limit: int, expires: flo
     concurrent claims get disjoint tasks without waiting.  The rows read but not chosen (the
     ones behind a suspect) stay locked until the commit, as a claim is short.
     """
-    ready = connection.execute(
-        "SELECT pk, attempts FROM tasks WHERE status = 'ready' AND not_before <= %s "
-        "ORDER BY pk LIMIT %s FOR UPDATE SKIP LOCKED",
-        (now, int(limit) if limit >= 0 else None),  # LIMIT NULL: all, as sqlite's LIMIT -1
-    ).fetchall()
-    chosen: list[int] = []
-    for index, (task, attempts) in enumerate(ready):
-        if attempts >= SUSPECT_AFTER:
-            if not chosen and idle:
-                suspects = [row for row in ready[index:] if row[1] >= SUSPECT_AFTER]
-                chosen = [min(suspects, key=lambda row: (row[1], row[0]))[0]]
-            break
-        chosen.append(task)
-    if not chosen:
-        return []
-    claimed = [
-        TaskClaim(int(task), int(process), int(attempts))
-        for task, process, attempts in connection.execute(
-            f"UPDATE tasks SET status = 'leased', worker = %s, lease_expires = {SERVER_NOW} + %s, "
-            "attempts = attempts + 1 WHERE pk = ANY(%s) RETURNING pk, process_pk, attempts",
-            (worker, lease_seconds(expires, now), chosen),
-        )
-    ]
+    # The usual claim in one statement: the ready rows read and locked, those before the first
+    # suspect leased; the suspects read come back too (process_pk NULL) for the rare claim of
+    # one suspect alone.
+    claimed: list[TaskClaim] = []
+    suspects: list[tuple[int, int]] = []
+    for task, process, attempts in connection.execute(
+        _CLAIM_READY,
+        (
+            now,
+            int(limit) if limit >= 0 else None,  # LIMIT NULL: all, as sqlite's LIMIT -1
+            SUSPECT_AFTER,
+            worker,
+            lease_seconds(expires, now),
+            SUSPECT_AFTER,
+        ),
+    ):
+        if process is None:
+            suspects.append((int(task), int(attempts)))
+        else:
+            claimed.append(TaskClaim(int(task), int(process), int(attempts)))
+    if not claimed and suspects and idle:
+        # the head of the queue is a suspect: the least tried one, alone
+        chosen = min(suspects, key=lambda row: (row[1], row[0]))[0]
+        claimed = [
+            TaskClaim(int(task), int(process), int(attempts))
+            for task, process, attempts in connection.execute(
+                f"UPDATE tasks SET status = 'leased', worker = %s, "
+                f"lease_expires = {SERVER_NOW} + %s, attempts = attempts + 1 WHERE pk = %s "
+                "RETURNING pk, process_pk, attempts",
+                (worker, lease_seconds(expires, now), chosen),
+            )
+        ]
     claimed.sort()  # RETURNING has no order: oldest first, as on sqlite
     return claimed
+
+
+#: :func:`claim_tasks_tx`'s statement.  The rows read but not leased (the ones from the first
+#: suspect on) stay locked until the commit, as a claim is short.
+_CLAIM_READY = (
+    "WITH ready AS (SELECT pk, attempts FROM tasks WHERE status = 'ready' AND not_before <= %s "
+    "ORDER BY pk LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "head AS (SELECT pk FROM ready WHERE pk < coalesce((SELECT min(pk) FROM ready "
+    "WHERE attempts >= %s), 9223372036854775807)), "
+    "leased AS (UPDATE tasks SET status = 'leased', worker = %s, "
+    f"lease_expires = {SERVER_NOW} + %s, attempts = attempts + 1 "
+    "WHERE pk IN (SELECT pk FROM head) RETURNING pk, process_pk, attempts) "
+    "SELECT pk, process_pk, attempts FROM leased "
+    "UNION ALL SELECT pk, NULL, attempts FROM ready WHERE attempts >= %s"
+)
 
 
 def give_up_tx(connection: Connection, task_pk: int, process_pk: int, owner: str,
