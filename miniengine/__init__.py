@@ -42,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "Parser": "miniengine.runtime.calcjob.parser",
     "calcfunction": "miniengine.runtime.functions",
     "workfunction": "miniengine.runtime.functions",
+    "enable_caching": "miniengine.runtime.caching",
+    "disable_caching": "miniengine.runtime.caching",
     "WorkChain": "miniengine.runtime.workchain",
     "BaseRestartWorkChain": "miniengine.runtime.restart",
     "process_handler": "miniengine.runtime.restart",
@@ -150,6 +152,8 @@ __all__ = [
     "asubmit",
     "await_node",
     "calcfunction",
+    "disable_caching",
+    "enable_caching",
     "find_processes",
     "if_",
     "load_code",
@@ -195,6 +199,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from miniengine.runtime.async_reads import afind_processes, aload_node
+    from miniengine.runtime.caching import disable_caching, enable_caching
     from miniengine.runtime.calcjob.parser import Parser
     from miniengine.runtime.calcjob.process import CalcJob
     from miniengine.runtime.codes import InstalledCode, PortableCode, load_code

@@ -48,6 +48,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "InstalledCode": ("miniengine.runtime.codes", "InstalledCode"),
     "PortableCode": ("miniengine.runtime.codes", "PortableCode"),
     "load_code": ("miniengine.runtime.codes", "load_code"),
+    # caching (also in ``miniengine.manage.caching``, AiiDA's module)
+    "enable_caching": ("miniengine.runtime.caching", "enable_caching"),
+    "disable_caching": ("miniengine.runtime.caching", "disable_caching"),
 }
 
 __all__ = sorted(_EXPORTS)

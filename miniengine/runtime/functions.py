@@ -32,7 +32,7 @@ from miniengine.exceptions import (
     OutputValidationError,
     ProcessKilledError,
 )
-from miniengine.runtime import context
+from miniengine.runtime import caching, context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
@@ -192,16 +192,20 @@ class ProcessFunction:
                         store.checkpoints.fingerprint(self.process_type, flat_inputs)
                     )
                 parent.call_count += 1
-            if memo is None:
+            node_hash = self._cache_hash(flat_inputs) if memo is None else None
+            if node_hash is not None:
+                pk, input_pks, source = yield Write(store.caching.begin_cached, new, node_hash)
+                if source is not None:  # finished at once, as a copy of an equal earlier call
+                    _mark_stored(flat_inputs, input_pks, store)
+                    return _reused(store, pk, self.node_class)
+            elif memo is None:
                 pk, input_pks = yield Write(store.provenance.begin_process, new)
             else:
                 pk, input_pks, outcome = yield Write(store.provenance.begin_memoised, new, memo)
                 if outcome == "finished":  # a replayed step: this call already finished
                     return _reused(store, pk, self.node_class)
             epoch = 1
-            for (_, data), input_pk in zip(flat_inputs, input_pks, strict=True):
-                if data.pk is None:
-                    data._set_stored(input_pk, data.uuid, store)
+            _mark_stored(flat_inputs, input_pks, store)
         row = _memory_row(pk, node_uuid, self, state, metadata)
         node = self.node_class(store if stored else None, row)
         running = RunningProcess(store, pk, epoch, self.kind, self.process_label, node=node)
@@ -276,6 +280,16 @@ class ProcessFunction:
             return outputs["result"], node
         return outputs, node
 
+    def _cache_hash(self, inputs: list[tuple[str, Data]]) -> str | None:
+        """The hash of this call when caching is enabled for this function, else ``None``
+        (a workfunction is never cached: it returns data, it does not compute it)."""
+        if self.kind != "calcfunction" or not getattr(self, "_cachable", True):
+            return None
+        if not caching.get_use_cache(identifier=self.process_type):
+            return None
+        version = getattr(self, "_CACHE_VERSION", None)
+        return caching.process_hash(self.process_type, version, inputs)
+
     def _collect_outputs(self, returned: Any) -> tuple[dict[str, Any], ExitCode]:
         """Check what the body returned and turn it into outputs and an exit code."""
         if returned is None:
@@ -319,6 +333,12 @@ class ProcessFunction:
                     "that calcfunction's output"
                 )
         return outputs, ExitCode(0)
+
+
+def _mark_stored(inputs: list[tuple[str, Data]], pks: list[int], store: Backend) -> None:
+    for (_, data), input_pk in zip(inputs, pks, strict=True):
+        if data.pk is None:
+            data._set_stored(input_pk, data.uuid, store)
 
 
 def _reused(store: Backend, pk: int, node_class: type[ProcessNode]) -> tuple[Any, ProcessNode]:

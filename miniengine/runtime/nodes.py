@@ -29,6 +29,7 @@ from miniengine.storage.open import reopened
 
 if TYPE_CHECKING:
     from miniengine.core.calcinfo import CalcJobState
+    from miniengine.runtime.caching import NodeCaching
     from miniengine.schedulers.datastructures import JobState
 
 __all__ = [
@@ -287,6 +288,13 @@ class NodeBase:
     @property
     def comments(self) -> NodeComments:
         return NodeComments(self._store, self._pk)
+
+    @property
+    def caching(self) -> NodeCaching:
+        """The node's hash, cache source and ``is_valid_cache`` (see ``runtime/caching.py``)."""
+        from miniengine.runtime.caching import NodeCaching
+
+        return NodeCaching(self._owner, self._store, self._pk)
 
 
 class NodeLinksNamespace(Mapping[str, Any]):
@@ -761,6 +769,10 @@ class _CalcJobNodeBase:
     @property
     def comments(self) -> NodeComments:
         return self._base.comments
+
+    @property
+    def caching(self) -> NodeCaching:
+        return self._base.caching
 
     @property
     def repository(self) -> Any:

@@ -1,0 +1,1 @@
+"""AiiDA's ``aiida.manage`` spelling of miniengine's settings (``miniengine.manage.caching``)."""
