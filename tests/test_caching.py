@@ -1,0 +1,140 @@
+"""Caching: a calcfunction equal to one that finished OK is not run again, on both backends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import miniengine.orm
+from miniengine import Int, calcfunction, disable_caching, enable_caching, load_node
+from miniengine.core.exit_code import ExitCode
+from miniengine.manage import caching as manage_caching
+from miniengine.runtime import caching
+
+pytestmark = pytest.mark.backends
+
+_COUNTER: list[Path] = []
+
+
+def _count() -> int:
+    return len(_COUNTER[0].read_text()) if _COUNTER[0].exists() else 0
+
+
+@calcfunction
+def add(x: Int, y: Int) -> dict[str, Any]:
+    with _COUNTER[0].open("a") as handle:
+        handle.write("x")
+    return {"sum": x + y, "diff": Int(x.value - y.value)}
+
+
+@calcfunction
+def fails(x: Int) -> ExitCode:
+    with _COUNTER[0].open("a") as handle:
+        handle.write("x")
+    return ExitCode(400, "no")
+
+
+@pytest.fixture(autouse=True)
+def _counter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.delenv(caching.ENVIRONMENT_VARIABLE, raising=False)
+    _COUNTER[:] = [tmp_path / "counter"]
+    yield
+    vars(add).pop("_CACHE_VERSION", None)
+
+
+def test_names_are_importable_as_in_aiida() -> None:
+    assert manage_caching.enable_caching is enable_caching
+    assert miniengine.orm.disable_caching is disable_caching
+
+
+def test_a_second_equal_run_is_a_copy_and_does_not_run(backend_db: Any) -> None:
+    first, source = add.run_get_node(Int(1), Int(2))
+    assert _count() == 1 and source.base.caching.get_hash() is None  # off by default
+    with enable_caching():
+        first, source = add.run_get_node(Int(1), Int(2))  # a miss: runs, stores its hash
+        assert _count() == 2 and source.base.caching.get_cache_source() is None
+        second, node = add.run_get_node(Int(1), Int(2))
+    assert _count() == 2  # the body did not run
+    assert node.pk != source.pk and node.is_finished_ok
+    assert node.base.caching.get_cache_source() == source.uuid
+    assert node.base.caching.get_hash() == source.base.caching.get_hash() is not None
+    assert {k: v.value for k, v in second.items()} == {"sum": 3, "diff": -1}
+    assert second["sum"].pk != first["sum"].pk  # the outputs are clones, created by the copy
+    assert second["sum"].uuid != first["sum"].uuid
+    again = load_node(node.pk)
+    assert sorted(again.outputs) == ["diff", "sum"]
+    assert again.outputs.sum.value == 3
+    assert [link.link_label for link in again.base.links.get_incoming().all()] == ["x", "y"]
+    assert again.outputs.sum.base.links.get_incoming().one().node.pk == node.pk
+    assert again.base.caching.is_created_from_cache
+
+
+def test_different_inputs_or_version_or_disabled_class_run_again(backend_db: Any) -> None:
+    with enable_caching(identifier=add.process_type):
+        add(Int(1), Int(2))
+        add(Int(1), Int(3))
+        assert _count() == 2
+        add(Int(1), Int(2))
+        assert _count() == 2
+        add._CACHE_VERSION = 2  # type: ignore[attr-defined]
+        add(Int(1), Int(2))
+        assert _count() == 3
+        with disable_caching(identifier="tests.test_caching.*"):
+            add(Int(1), Int(2))
+            assert _count() == 4
+    add(Int(1), Int(2))
+    assert _count() == 5  # off again outside the block
+
+
+def test_environment_variable_enables_caching(
+    backend_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(caching.ENVIRONMENT_VARIABLE, f"{add.process_type},!other.*")
+    add(Int(4), Int(5))
+    _, node = add.run_get_node(Int(4), Int(5))
+    assert _count() == 1 and node.base.caching.get_cache_source() is not None
+    monkeypatch.setenv(caching.ENVIRONMENT_VARIABLE, "all,!tests.test_caching.add")
+    add(Int(4), Int(5))
+    assert _count() == 2
+
+
+def test_an_invalid_or_failed_process_is_never_a_source(backend_db: Any) -> None:
+    with enable_caching():
+        _, source = add.run_get_node(Int(7), Int(1))
+        source.base.caching.is_valid_cache = False
+        assert not load_node(source.pk).base.caching.is_valid_cache
+        _, node = add.run_get_node(Int(7), Int(1))
+        assert _count() == 2 and node.base.caching.get_cache_source() is None
+        _, third = add.run_get_node(Int(7), Int(1))  # the second run is a valid source
+        assert _count() == 2 and third.base.caching.get_cache_source() == node.uuid
+        node.base.caching.is_valid_cache = True
+        fails(Int(1))
+        _, failed = fails.run_get_node(Int(1))
+        assert _count() == 4 and not failed.is_finished_ok
+        assert failed.base.caching.get_cache_source() is None
+
+
+def test_get_hash_is_stable_across_interpreters(backend_db: Any) -> None:
+    with enable_caching():
+        _, node = add.run_get_node(Int(1), Int(2))
+    script = (
+        "from miniengine import Int\n"
+        "from miniengine.runtime.caching import process_hash\n"
+        "print(process_hash('tests.test_caching.add', None, [('y', Int(2)), ('x', Int(1))]))\n"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert runs == {node.base.caching.get_hash()}
+    # what goes into a hash is fixed (a change would make every stored hash miss): this one is
+    # the same on every machine and Python version
+    assert runs == {"bbb781799bbd7e1e7b0b0c7a04d56b3777992bc4c6f55d4235bdb0a607edf84c"}
+    assert Int(5).base.caching.get_hash() == Int(5).base.caching.get_hash()
+    assert Int(5).base.caching.get_hash() != Int(6).base.caching.get_hash()
