@@ -70,7 +70,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     node = commands.add_parser(
         "node",
-        help="show a node, its attributes and its extras",
+        help="show, delete and draw nodes: fields, attributes, extras, provenance graphs",
         description="Inspect any node, Data or process (as `verdi node`).",
     )
     node_commands.add_commands(

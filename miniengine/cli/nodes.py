@@ -47,7 +47,7 @@ def with_store(function: Callable[[argparse.Namespace, Backend], int]) -> Handle
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``show``, ``attributes`` and ``extras``."""
+    """Add ``show``, ``attributes``, ``extras``, ``delete`` and ``graph``."""
     for name, help_text, function in (
         ("show", "show a node: its fields, groups and comments", _show),
         ("attributes", "print the attributes of a node", _attributes),
@@ -62,6 +62,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         add_db_option(parser)
         add_json_option(parser)
         parser.set_defaults(handler=with_store(function))
+    _add_delete(commands)
+    _add_graph(commands)
 
 
 def _load(store: Backend, identifier: str) -> Any:
@@ -136,4 +138,201 @@ def _show(args: argparse.Namespace, store: Backend) -> int:
     emit(format_pairs(pairs))
     for comment in comments:
         emit(f"\ncomment <{comment.pk}> at {iso_utc(comment.ctime)}:\n{comment.content}")
+    return 0
+
+
+# delete ------------------------------------------------------------------------------------------
+
+
+def _add_delete(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from miniengine.core.graph_rules import DELETE
+
+    text = "delete nodes, and what AiiDA's deletion rules take with them"
+    parser = commands.add_parser(
+        "delete",
+        help=text,
+        description=(
+            "Delete nodes (as `verdi node delete`) with every node that would otherwise tell an "
+            "incomplete story: the processes that used a deleted node, the calculation that "
+            "created it, the processes that called a deleted process and, unless switched off, "
+            "what a deleted process created or called. One transaction; live processes are "
+            "refused (kill them first). Files in the repository that only deleted nodes used "
+            "stay until `miniengine db maintain`."
+        ),
+    )
+    parser.add_argument(
+        "nodes", metavar="NODE", nargs="+", type=process_identifier, help=IDENTIFIER_HELP
+    )
+    parser.add_argument(
+        "-n", "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    for name, default in DELETE.toggleable.items():
+        flag = name.replace("_", "-")
+        parser.add_argument(
+            f"--{flag}",
+            dest=name,
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=f"follow {name.rpartition('_')[0].upper()} links forwards (default: {default})",
+        )
+    add_db_option(parser)
+    parser.set_defaults(handler=with_store(_delete))
+
+
+def _delete(args: argparse.Namespace, store: Backend) -> int:
+    import sys
+
+    from miniengine.cli.errors import CliError
+    from miniengine.core.graph_rules import DELETE
+
+    rules = {name: getattr(args, name) for name in DELETE.toggleable}
+    pks = [_load(store, identifier).pk for identifier in args.nodes]
+    links = DELETE.links(**rules)
+    doomed = sorted(store.traversal.traverse(pks, links))
+    rows = store.provenance.nodes(doomed)
+    emit(f"{len(doomed)} node{'s' if len(doomed) != 1 else ''} to delete:")
+    for pk in doomed:
+        row = rows[pk]
+        kind = row.process_label if row.process_label else row.node_type
+        state = f" [{row.process_state}]" if row.process_state else ""
+        emit(f"  {pk} {kind}{state}")
+    live = store.traversal.live_processes(doomed)
+    if live:
+        named = ", ".join(
+            f"{p.pk} ({p.process_label or 'process'}, {p.process_state})" for p in live
+        )
+        raise CliError(f"refusing to delete live processes: {named}; kill them first")
+    if args.dry_run:
+        emit("dry run: nothing deleted")
+        return 0
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise CliError(
+                f"refusing to delete {len(doomed)} nodes without asking: no terminal to ask on "
+                "(pass -f to delete without asking)"
+            )
+        sys.stdout.write(f"Delete {len(doomed)} nodes? [y/N]: ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            emit("aborted: nothing deleted")
+            return 1
+    deleted = store.traversal.delete_nodes(pks, links)
+    emit(f"deleted {len(deleted)} node{'s' if len(deleted) != 1 else ''}")
+    return 0
+
+
+# graph -------------------------------------------------------------------------------------------
+
+
+def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "draw the provenance around a node with Graphviz"
+    parser = commands.add_parser(
+        "graph",
+        help=text,
+        description=(
+            "Draw the provenance around a node (as `verdi node graph generate`): its ancestors "
+            "and descendants as a Graphviz graph, written to PK.dot.FORMAT in the current folder "
+            "(svg by default), or as dot text to PK.dot when Graphviz's `dot` program is not "
+            "installed. Needs the `graphviz` package (the `graph` extra)."
+        ),
+    )
+    parser.add_argument(
+        "node", metavar="NODE", type=process_identifier, help=f"the node: {IDENTIFIER_HELP}"
+    )
+    parser.add_argument(
+        "-f",
+        "--output-format",
+        dest="format",
+        default="svg",
+        choices=("dot", "svg", "png", "pdf"),
+        help="dot writes the Graphviz text; the others need `dot` (default: svg)",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="the file to write (default: PK.dot.FORMAT)"
+    )
+    parser.add_argument(
+        "-a",
+        "--ancestor-depth",
+        type=_depth,
+        default=None,
+        help="how many links back to follow (default: all)",
+    )
+    parser.add_argument(
+        "-d",
+        "--descendant-depth",
+        type=_depth,
+        default=None,
+        help="how many links on to follow (default: all)",
+    )
+    parser.add_argument(
+        "-i",
+        "--process-in",
+        action="store_true",
+        help="show the inputs of the processes among the descendants",
+    )
+    parser.add_argument(
+        "--process-out",
+        action="store_true",
+        help="show the outputs of the processes among the ancestors",
+    )
+    add_db_option(parser)
+    parser.set_defaults(handler=with_store(_graph))
+
+
+def _depth(text: str) -> int:
+    try:
+        depth = int(text)
+    except ValueError:
+        depth = -1
+    if depth < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of links, 0 or more, not {text!r}")
+    return depth
+
+
+def _graph(args: argparse.Namespace, store: Backend) -> int:
+    import shutil
+
+    from miniengine.cli.errors import CliError
+
+    try:
+        from miniengine.tools.graph import Graph
+    except ImportError as exc:  # pragma: no cover - the graph extra is missing
+        raise CliError(
+            f"drawing graphs needs the graphviz package: pip install 'miniengine[graph]' ({exc})"
+        ) from None
+    node = _load(store, args.node)
+    graph = Graph(backend=store)
+    graph.recurse_ancestors(
+        node.pk,
+        depth=args.ancestor_depth,
+        annotate_links="both",
+        include_process_outputs=args.process_out,
+    )
+    graph.recurse_descendants(
+        node.pk,
+        depth=args.descendant_depth,
+        annotate_links="both",
+        include_process_inputs=args.process_in,
+    )
+    digraph = graph.graphviz
+    fmt = args.format
+    if fmt != "dot" and shutil.which("dot") is None:
+        emit(f"Graphviz's dot program is not installed: writing the dot text instead of {fmt}")
+        fmt = "dot"
+    target: Path = args.output or Path(f"{node.pk}.dot" if fmt == "dot" else f"{node.pk}.dot.{fmt}")
+    if fmt == "dot":
+        target.write_text(digraph.source, encoding="utf-8")
+    else:
+        import subprocess
+
+        done = subprocess.run(
+            ["dot", f"-T{fmt}", "-o", str(target)],
+            input=digraph.source.encode(),
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise CliError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
+    emit(f"wrote {target} ({len(graph.nodes)} nodes, {len(graph.edges)} links)")
     return 0
