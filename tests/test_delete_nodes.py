@@ -1,0 +1,224 @@
+"""Deleting nodes with AiiDA's DELETE traversal rules, on sqlite and on PostgreSQL.
+
+The nodes a deletion takes are checked against a closure computed here, in Python, from AiiDA's
+rules written out again, on a provenance graph built by the test: a workfunction calling
+calcfunctions, a WorkChain with submitted children, and inputs shared between them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from miniengine import (
+    Group,
+    Int,
+    InvalidOperation,
+    WorkChain,
+    calcfunction,
+    run,
+    workfunction,
+)
+from miniengine.core.graph_rules import DELETE, EXPORT
+from miniengine.runtime.context import current_process, store_for
+from miniengine.tools import delete_nodes
+from tests.test_cli import cli
+
+pytestmark = pytest.mark.backends
+
+#: AiiDA's deletion rules, written out again: (link type, forwards) -> followed by default.
+AIIDA_DELETE = {
+    ("input_calc", True): True,
+    ("input_calc", False): False,
+    ("create", True): True,
+    ("create", False): True,
+    ("return", True): False,
+    ("return", False): False,
+    ("input_work", True): True,
+    ("input_work", False): False,
+    ("call_calc", True): True,
+    ("call_calc", False): True,
+    ("call_work", True): True,
+    ("call_work", False): True,
+}
+
+
+@calcfunction
+def add(x: Any, y: Any) -> Int:
+    return Int(x + y)
+
+
+@calcfunction
+def double(x: Any) -> Int:
+    return Int(2 * x)
+
+
+@workfunction
+def add_and_double(x: Any, y: Any) -> Any:
+    return double(add(x, y))
+
+
+class Child(WorkChain):
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.output("result", valid_type=Int)
+        spec.outline(cls.compute)
+
+    def compute(self) -> None:
+        self.out("result", double(self.inputs.x))
+
+
+class Parent(WorkChain):
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.output("result", valid_type=Int)
+        spec.outline(cls.launch, cls.collect)
+
+    def launch(self) -> Any:
+        return {"one": self.submit(Child, x=self.inputs.x), "two": self.submit(Child, x=Int(7))}
+
+    def collect(self) -> None:
+        self.out("result", self.ctx.two.outputs.result)
+
+
+def _graph() -> dict[str, Any]:
+    """The provenance graph of the test: its nodes by name, and every pk."""
+    shared = Int(3).store()
+    other = Int(4).store()
+    result, workfunction_node = run.get_node(add_and_double, shared, other)
+    _, lone_node = run.get_node(add, shared, Int(10))
+    outputs, parent = run.get_node(Parent, x=shared)
+    last = Int(0).store()
+    store = store_for(None)
+    pks = sorted(store.provenance.nodes(list(range(1, last.pk + 1))))
+    return {
+        "shared": shared.pk,
+        "other": other.pk,
+        "result": result.pk,
+        "workfunction": workfunction_node.pk,
+        "lone": lone_node.pk,
+        "parent": parent.pk,
+        "parent_result": outputs["result"].pk,
+        "pks": pks,
+    }
+
+
+def _links() -> list[tuple[int, int, str]]:
+    store = store_for(None)
+    pks = sorted(store.provenance.nodes(list(range(1, 10_000))))
+    return [
+        (link.in_pk, link.out_pk, link.link_type)
+        for link in store.traversal.neighbour_links(pks, incoming=False)
+    ]
+
+
+def _expected(start: list[int], rules: dict[tuple[str, bool], bool]) -> set[int]:
+    """The closure of ``start`` under ``rules``, computed without the engine's traversal."""
+    links = _links()
+    found = set(start)
+    changed = True
+    while changed:
+        changed = False
+        for in_pk, out_pk, link_type in links:
+            if in_pk in found and out_pk not in found and rules[(link_type, True)]:
+                found.add(out_pk)
+                changed = True
+            if out_pk in found and in_pk not in found and rules[(link_type, False)]:
+                found.add(in_pk)
+                changed = True
+    return found
+
+
+def test_rule_sets_are_aiidas() -> None:
+    assert {(r.link_type.value, r.forward): r.default for r in DELETE.rules} == AIIDA_DELETE
+    assert set(DELETE.toggleable) == {"create_forward", "call_calc_forward", "call_work_forward"}
+    assert EXPORT.links().backward == {"input_calc", "create", "input_work"}
+    with pytest.raises(ValueError, match="cannot be changed"):
+        DELETE.links(input_calc_forward=False)
+    with pytest.raises(ValueError, match="not a traversal rule"):
+        DELETE.links(sideways=True)
+
+
+def test_deletion_follows_aiidas_rules_and_leaves_no_dangling_link(backend_db: Any) -> None:
+    graph = _graph()
+    store = store_for(None)
+    for pk in graph["pks"]:
+        assert delete_nodes([pk])[0] == _expected([pk], AIIDA_DELETE), pk
+    no_create = {**AIIDA_DELETE, ("create", True): False, ("call_calc", True): False}
+    for name in ("workfunction", "parent"):
+        found, deleted = delete_nodes(
+            [graph[name]], dry_run=True, create_forward=False, call_calc_forward=False
+        )
+        assert not deleted and found == _expected([graph[name]], no_create)
+    # a dry run changed nothing
+    assert sorted(store.provenance.nodes(graph["pks"])) == graph["pks"]
+
+    group = Group(label="kept and deleted").store()
+    group.add_nodes([Int(99).store(), _node(graph["result"])])
+    _node(graph["result"]).base.comments.add("about to go")
+    expected = _expected([graph["other"]], AIIDA_DELETE)
+    deleted, done = delete_nodes([graph["other"]], dry_run=False)
+    assert done and deleted == expected
+    assert graph["workfunction"] in deleted and graph["result"] in deleted
+    assert graph["shared"] not in deleted and graph["lone"] not in deleted
+    left = set(store.provenance.nodes(list(range(1, 10_000))))
+    assert not left & deleted
+    for in_pk, out_pk, _ in _links():
+        assert in_pk in left and out_pk in left
+    assert graph["result"] not in group_pks(group) and group.count() == 1
+
+    # deleting the shared input takes every process that used it, and what they made
+    deleted, _ = delete_nodes([graph["shared"]], dry_run=False)
+    assert graph["parent"] in deleted and graph["lone"] in deleted
+    assert set(store.provenance.nodes(list(range(1, 10_000)))) == (left - deleted)
+
+
+def _node(pk: int) -> Any:
+    from miniengine import load_node
+
+    return load_node(pk)
+
+
+def group_pks(group: Group) -> list[int]:
+    return [node.pk for node in group.nodes]
+
+
+def test_a_live_process_is_refused_and_nothing_is_deleted(backend_db: Any) -> None:
+    refused: list[str] = []
+
+    @calcfunction
+    def deletes_itself(x: Any) -> Any:
+        process = current_process()
+        assert process is not None and process.pk is not None
+        with pytest.raises(InvalidOperation, match=rf"live processes: {process.pk} ") as info:
+            delete_nodes([x.pk], dry_run=False)
+        refused.append(str(info.value))
+        return Int(x + 1)
+
+    data = Int(1).store()
+    result, node = run.get_node(deletes_itself, data)
+    assert "deletes_itself" in refused[0] and "kill" in refused[0]
+    assert _node(data.pk).value == 1 and result.value == 2  # nothing was deleted
+    # once it ended, it may go
+    assert delete_nodes([data.pk], dry_run=False) == ({data.pk, node.pk, result.pk}, True)
+
+
+def test_node_delete_command(backend_db: Any) -> None:
+    result, node = run.get_node(add_and_double, Int(1), Int(2))
+    kept = Int(5).store()
+    store = store_for(None)
+    before = sorted(store.provenance.nodes(list(range(1, 100))))
+    dry = cli("node", "delete", str(node.pk), "--dry-run", db=backend_db)
+    assert dry.returncode == 0 and "dry run: nothing deleted" in dry.stdout, dry
+    refused = cli("node", "delete", str(node.pk), db=backend_db)  # no terminal to ask on
+    assert refused.returncode == 1 and "pass -f" in refused.stderr
+    assert sorted(store.provenance.nodes(list(range(1, 100)))) == before
+    done = cli("node", "delete", str(node.pk), "--force", "--no-create-forward", db=backend_db)
+    assert done.returncode == 0, done
+    left = set(store.provenance.nodes(list(range(1, 100))))
+    assert node.pk not in left and result.pk in left and kept.pk in left
