@@ -1,0 +1,152 @@
+"""Provenance graphs as Graphviz (``miniengine.tools.Graph`` and ``miniengine node graph``), on
+sqlite and on PostgreSQL: the nodes and links for each depth and direction, AiiDA's styles,
+escaped labels, svg when Graphviz's ``dot`` is installed and dot text when it is not."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniengine import Int, Str, calcfunction, run, workfunction
+from miniengine.tools import Graph
+from tests.workchains.daemon_chains import python_env
+
+pytestmark = pytest.mark.backends
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
+
+
+@calcfunction
+def add(x: Any, y: Any) -> Int:
+    return Int(x + y)
+
+
+@calcfunction
+def double(x: Any) -> Int:
+    return Int(2 * x)
+
+
+@workfunction
+def add_and_double(x: Any, y: Any) -> Any:
+    return double(add(x, y))
+
+
+def _provenance() -> dict[str, int]:
+    """x, y -> add_and_double (calls add: x + y = s, then double: 2 s = r, returns r)."""
+    x, y = Int(1).store(), Int(2).store()
+    result, node = run.get_node(add_and_double, x, y)
+    add_node, double_node = sorted(node.called, key=lambda child: child.pk)
+    return {
+        "x": x.pk,
+        "y": y.pk,
+        "wf": node.pk,
+        "add": add_node.pk,
+        "double": double_node.pk,
+        "s": add_node.outputs.result.pk,
+        "r": result.pk,
+    }
+
+
+def _names(pks: dict[str, int], found: set[int]) -> set[str]:
+    return {name for name, pk in pks.items() if pk in found}
+
+
+def _edges(pks: dict[str, int], graph: Graph) -> set[tuple[str, str, str]]:
+    by_pk = {pk: name for name, pk in pks.items()}
+    return {(by_pk[a], by_pk[b], kind) for a, b, kind, _ in graph.edges}
+
+
+def test_depths_and_directions(backend_db: Any) -> None:
+    pks = _provenance()
+    graph = Graph()
+    graph.recurse_descendants(pks["x"], depth=1)
+    assert _names(pks, graph.nodes) == {"x", "wf", "add"}
+    assert _edges(pks, graph) == {("x", "wf", "input_work"), ("x", "add", "input_calc")}
+    graph = Graph()
+    graph.recurse_descendants(pks["x"], depth=2)
+    assert _names(pks, graph.nodes) == {"x", "wf", "add", "double", "s", "r"}
+    graph = Graph()
+    graph.recurse_descendants(pks["x"])
+    assert _names(pks, graph.nodes) == {"x", "wf", "add", "double", "s", "r"}
+    assert ("s", "double", "input_calc") in _edges(pks, graph)
+
+    graph = Graph()
+    graph.recurse_ancestors(pks["r"], depth=1)
+    assert _names(pks, graph.nodes) == {"r", "double", "wf"}
+    graph = Graph()
+    graph.recurse_ancestors(pks["r"], depth=1, include_process_outputs=True)
+    assert _names(pks, graph.nodes) == {"r", "double", "wf", "add"}
+    graph = Graph()
+    graph.recurse_ancestors(pks["r"])
+    assert _names(pks, graph.nodes) == set(pks)
+
+    graph = Graph()
+    graph.recurse_descendants(pks["s"], depth=1, include_process_inputs=True)
+    assert _names(pks, graph.nodes) == {"s", "double", "wf"}
+    graph = Graph()
+    assert graph.add_incoming(pks["add"], link_types=["input_calc"]) == {pks["x"], pks["y"]}
+    assert graph.add_outgoing(pks["wf"], link_types=["return"]) == {pks["r"]}
+
+
+def test_styles_and_escaped_labels(backend_db: Any) -> None:
+    pks = _provenance()
+    odd = Str('say "hi" \\ bye').store()
+    graph = Graph()
+    graph.recurse_ancestors(pks["r"], annotate_links="both")
+    graph.add_node(odd)
+    source = graph.graphviz.source
+    assert f'N{pks["r"]} [label="Int ({pks["r"]})\nvalue: 6"' in source
+    assert "shape=ellipse" in source and "shape=rectangle" in source
+    assert f'label="add_and_double ({pks["wf"]})\nState: finished\nExit Code: 0"' in source
+    assert 'fillcolor="#8cd499ff"' in source
+    assert f'N{pks["wf"]} -> N{pks["r"]} [label="RETURN\nresult"' in source
+    assert 'value: say \\"hi\\" \\\\ bye' in source  # dot shows the backslash, once
+
+
+def _node_graph(cwd: Path, db: Any, *args: str, path: str | None = None) -> Any:
+    env = python_env()
+    env.pop("MINIENGINE_DB", None)
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(
+        [sys.executable, "-m", "miniengine", "node", "graph", *args, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_graph_command_writes_dot_text_without_dot(backend_db: Any, tmp_path: Path) -> None:
+    pks = _provenance()
+    empty = tmp_path / "no-programs"
+    empty.mkdir()
+    done = _node_graph(tmp_path, backend_db, str(pks["wf"]), path=str(empty))
+    assert done.returncode == 0, done.stderr
+    assert "dot program is not installed" in done.stdout
+    source = (tmp_path / f"{pks['wf']}.dot").read_text()
+    assert source.startswith("digraph {") and f"N{pks['x']} -> N{pks['wf']}" in source
+    assert not (tmp_path / f"{pks['wf']}.dot.svg").exists()
+    limited = _node_graph(
+        tmp_path, backend_db, str(pks["s"]), "-f", "dot", "-o", "s.dot", "-a", "0", "-d", "1"
+    )
+    assert limited.returncode == 0, limited.stderr
+    text = (tmp_path / "s.dot").read_text()
+    assert f"N{pks['s']} -> N{pks['double']}" in text and f"N{pks['add']}" not in text
+
+
+@needs_dot
+def test_graph_command_writes_svg_with_dot(backend_db: Any, tmp_path: Path) -> None:
+    pks = _provenance()
+    done = _node_graph(tmp_path, backend_db, str(pks["r"]), "--process-out")
+    assert done.returncode == 0, done.stderr
+    svg = (tmp_path / f"{pks['r']}.dot.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert f"add_and_double ({pks['wf']})" in svg and f"add ({pks['add']})" in svg
