@@ -138,3 +138,53 @@ def test_get_hash_is_stable_across_interpreters(backend_db: Any) -> None:
     assert runs == {"bbb781799bbd7e1e7b0b0c7a04d56b3777992bc4c6f55d4235bdb0a607edf84c"}
     assert Int(5).base.caching.get_hash() == Int(5).base.caching.get_hash()
     assert Int(5).base.caching.get_hash() != Int(6).base.caching.get_hash()
+
+
+# CalcJobs --------------------------------------------------------------------------------------
+
+RESOURCES = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+
+
+def _workdirs(root: Path) -> int:
+    return sum(1 for _ in root.rglob("aiida.out"))
+
+
+def test_a_calcjob_with_a_real_program_is_not_rerun(backend_db: Any, tmp_path: Path) -> None:
+    from miniengine import InstalledCode, run, submit
+    from miniengine.runtime.computers import localhost_computer
+    from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+
+    work = tmp_path / "work"
+    work.mkdir()
+    computer = localhost_computer(work)
+    bash = InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash")
+    bash.store()
+    options = {"options": {"resources": RESOURCES}}
+    with enable_caching(identifier="tests.workchains.calcjob_plugins.*"):
+        result, source = run.get_node(
+            ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=options
+        )
+        assert _workdirs(work) == 1 and source.base.caching.get_hash() is not None
+        again, node = run.get_node(
+            ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=options
+        )
+        assert _workdirs(work) == 1  # the program did not run again
+        assert node.is_finished_ok and node.base.caching.get_cache_source() == source.uuid
+        assert again["sum"].value == result["sum"].value == 9
+        assert set(again) == {"sum", "remote_folder", "retrieved"}
+        assert again["retrieved"].pk != result["retrieved"].pk
+        assert again["retrieved"].list_object_names() == result["retrieved"].list_object_names()
+        # submitted, it is finished at once, without a daemon: nothing is enqueued
+        submitted = submit(
+            ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=options
+        )
+        assert submitted.is_finished_ok
+        assert submitted.base.caching.get_cache_source() == source.uuid
+        assert submitted.outputs.sum.value == 9
+        # a changed option that says what it computes runs it again; a queue option does not
+        other = {"options": {"resources": RESOURCES, "max_wallclock_seconds": 60}}
+        run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=other)
+        assert _workdirs(work) == 1
+        other = {"options": {"resources": RESOURCES, "output_filename": "other.out"}}
+        run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=other)
+        assert _workdirs(work) == 2

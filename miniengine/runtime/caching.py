@@ -137,6 +137,32 @@ def process_hash(process_type: str, version: Any, inputs: Sequence[tuple[str, Da
     return _digest([HASH_FORMAT, process_type, version, hashes])
 
 
+#: the options of a CalcJob that say where and how long it queues, not what it computes (as
+#: AiiDA's ``CalcJobNode._hash_ignored_attributes``): left out of its hash
+IGNORED_OPTIONS = frozenset(
+    {"queue_name", "account", "qos", "priority", "max_wallclock_seconds", "max_memory_kb"}
+)
+
+
+def launch_hash(cls: Any, process_type: str, inputs: Sequence[tuple[str, Data]]) -> str | None:
+    """The hash of a process of class ``cls`` being launched, ``None`` when caching is not
+    enabled for it or it is not cachable (``_cachable = False``)."""
+    if not getattr(cls, "_cachable", True) or not get_use_cache(identifier=process_type):
+        return None
+    return process_hash(process_type, getattr(cls, "_CACHE_VERSION", None), inputs)
+
+
+def calcjob_hash(
+    cls: Any, process_type: str, inputs: Sequence[tuple[str, Data]], options: Mapping[str, Any]
+) -> str | None:
+    """:func:`launch_hash` of a CalcJob: its options (but :data:`IGNORED_OPTIONS`) count as
+    part of its version."""
+    if not getattr(cls, "_cachable", True) or not get_use_cache(identifier=process_type):
+        return None
+    kept = {key: value for key, value in options.items() if key not in IGNORED_OPTIONS}
+    return process_hash(process_type, [getattr(cls, "_CACHE_VERSION", None), kept], inputs)
+
+
 class NodeCaching:
     """``node.base.caching``: the hash of a node, where it was copied from, whether it may be
     reused (AiiDA's ``NodeCaching``)."""

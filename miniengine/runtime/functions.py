@@ -283,12 +283,9 @@ class ProcessFunction:
     def _cache_hash(self, inputs: list[tuple[str, Data]]) -> str | None:
         """The hash of this call when caching is enabled for this function, else ``None``
         (a workfunction is never cached: it returns data, it does not compute it)."""
-        if self.kind != "calcfunction" or not getattr(self, "_cachable", True):
+        if self.kind != "calcfunction":
             return None
-        if not caching.get_use_cache(identifier=self.process_type):
-            return None
-        version = getattr(self, "_CACHE_VERSION", None)
-        return caching.process_hash(self.process_type, version, inputs)
+        return caching.launch_hash(self, self.process_type, inputs)
 
     def _collect_outputs(self, returned: Any) -> tuple[dict[str, Any], ExitCode]:
         """Check what the body returned and turn it into outputs and an exit code."""

@@ -6,13 +6,23 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import Any
 
 from miniengine.core.ids import new_uuid
+from miniengine.storage.calcjob_rows import create_calcjob_tx
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
+from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess
 from miniengine.storage.rows import begin_process_tx
 
-__all__ = ["begin_cached_tx", "cache_source", "node_hash"]
+__all__ = [
+    "begin_cached_tx",
+    "cache_source",
+    "copy_cached_tx",
+    "create_calcjob_hashed_tx",
+    "node_hash",
+]
 
 #: the oldest valid source of a (process type, hash): finished OK, not marked invalid
 _SOURCE = (
@@ -35,6 +45,37 @@ def begin_cached_tx(connection: sqlite3.Connection, new: NewProcess, hash_: str)
     if source is None:
         connection.execute("UPDATE nodes SET node_hash = ? WHERE pk = ?", (hash_, pk))
         return CachedBegin(pk, input_pks, None)
+    return _copy(connection, pk, input_pks, source, hash_)
+
+
+def copy_cached_tx(
+    connection: sqlite3.Connection, new: NewProcess, hash_: str
+) -> CachedBegin | None:
+    source = connection.execute(_SOURCE, (new.process_type, hash_)).fetchone()
+    if source is None:
+        return None
+    pk, input_pks = begin_process_tx(connection, new)
+    return _copy(connection, pk, input_pks, source, hash_)
+
+
+def create_calcjob_hashed_tx(
+    connection: sqlite3.Connection,
+    new: NewProcess,
+    computer_uuid: str,
+    checkpoint: Callable[[list[int]], bytes],
+    enqueue: bool,
+    memo: MemoKey | None,
+    hash_: str,
+) -> tuple[int, list[int]]:
+    pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
+    connection.execute("UPDATE nodes SET node_hash = ? WHERE pk = ?", (hash_, pk))
+    return pk, input_pks
+
+
+def _copy(
+    connection: sqlite3.Connection, pk: int, input_pks: list[int], source: Any, hash_: str
+) -> CachedBegin:
+    """Finish the new process ``pk`` as a copy of ``source`` (pk, uuid, exit message)."""
     source_pk, source_uuid, exit_message = source
     now = time.time()
     outputs = connection.execute(

@@ -24,7 +24,7 @@ from miniengine.core.checkpoint import with_refs as _with_refs
 from miniengine.core.ids import new_uuid
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import InvalidOperation, MiniengineError
-from miniengine.runtime import context
+from miniengine.runtime import caching, context
 from miniengine.runtime.calcjob.executor import CalcJobExecutor, prepare_folder
 from miniengine.runtime.calcjob.process import BoundCalcJob, CalcJob, bind_calcjob_inputs
 from miniengine.runtime.context import RunningProcess
@@ -35,6 +35,7 @@ from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain.inputs import CALC_LINKS, process_row, process_type
 from miniengine.storage.interfaces import Backend
+from miniengine.storage.interfaces.caching import CachedBegin
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
@@ -151,9 +152,19 @@ def _root_lifecycle(
     from miniengine.runtime.workchain.launch import run_new
 
     new = new_calcjob_row(cls, store, bound, parent, ProcessState.RUNNING)
+    # a call replayed by a WorkChain step is memoised instead: it is not looked up in the cache
+    hash_ = _cache_hash(cls, new, bound) if parent is None or not parent.replayable else None
+    if hash_ is not None and store.caching.cache_source(new.process_type, hash_) is not None:
+        hit = yield Write(store.caching.copy_cached, new, hash_)
+        if hit is not None:  # finished at once as a copy: its program does not run
+            node = _from_cache(store, new, hit)
+            return node.outputs._as_dict(), node
 
     def create(memo: MemoKey | None) -> Write:
         computer, checkpoint = bound.computer.uuid, first_checkpoint(cls, new, bound)
+        if hash_ is not None:
+            hashed = store.caching.create_calcjob_hashed
+            return Write(hashed, new, computer, checkpoint, False, memo, hash_)
         return Write(store.calcjobs.create_calcjob, new, computer, checkpoint, False, memo)
 
     result: tuple[dict[str, Any], CalcJobNode] = yield from run_new(
@@ -210,20 +221,54 @@ def submit_calcjob_prepare(process: type[CalcJob], inputs: Mapping[str, Any]) ->
 
 
 def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
-    """``submit(MyCalcJob, ...)``: stored and enqueued in one transaction."""
+    """``submit(MyCalcJob, ...)``: stored and enqueued in one transaction (or, when caching
+    finds an equal CalcJob that finished OK, stored finished as its copy and not enqueued)."""
     store, new, bound = submit_calcjob_prepare(process, inputs)
-    pk, input_pks = store.calcjobs.create_calcjob(
-        new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
+    checkpoint = first_checkpoint(process, new, bound)
+    hash_ = _cache_hash(process, new, bound)
+    if hash_ is None:
+        pk, input_pks = store.calcjobs.create_calcjob(
+            new, bound.computer.uuid, checkpoint, True, None
+        )
+        return _submitted(store, new, pk, input_pks)
+    if store.caching.cache_source(new.process_type, hash_) is not None:
+        hit = store.caching.copy_cached(new, hash_)
+        if hit is not None:
+            return _from_cache(store, new, hit)
+    pk, input_pks = store.caching.create_calcjob_hashed(
+        new, bound.computer.uuid, checkpoint, True, None, hash_
     )
     return _submitted(store, new, pk, input_pks)
 
 
 async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
     store, new, bound = submit_calcjob_prepare(process, inputs)
-    pk, input_pks = await store.calcjobs.create_calcjob.aio(
-        new, bound.computer.uuid, first_checkpoint(process, new, bound), True, None
+    checkpoint = first_checkpoint(process, new, bound)
+    hash_ = _cache_hash(process, new, bound)
+    if hash_ is None:
+        pk, input_pks = await store.calcjobs.create_calcjob.aio(
+            new, bound.computer.uuid, checkpoint, True, None
+        )
+        return _submitted(store, new, pk, input_pks)
+    hit = await store.caching.copy_cached.aio(new, hash_)  # writes nothing on a miss
+    if hit is not None:
+        return _from_cache(store, new, hit)
+    pk, input_pks = await store.caching.create_calcjob_hashed.aio(
+        new, bound.computer.uuid, checkpoint, True, None, hash_
     )
     return _submitted(store, new, pk, input_pks)
+
+
+def _cache_hash(cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob) -> str | None:
+    """The CalcJob's hash when caching is enabled for its class (its computer counts too)."""
+    options = {**bound.options, "computer_uuid": bound.computer.uuid}
+    return caching.calcjob_hash(cls, new.process_type, new.inputs, options)
+
+
+def _from_cache(store: Backend, new: NewProcess, hit: CachedBegin) -> CalcJobNode:
+    """The node of a CalcJob created finished, as a copy of an equal one."""
+    mark_stored(new.inputs, hit.input_pks, store)
+    return CalcJobNode(store, store.provenance.node(hit.pk))
 
 
 def _submitted(store: Backend, new: NewProcess, pk: int, input_pks: list[int]) -> CalcJobNode:

@@ -8,8 +8,10 @@ be half reused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess
 from miniengine.storage.interfaces.transaction import Transaction
 
@@ -40,6 +42,23 @@ class Caching(Protocol):
         when a process of the same type with that hash finished OK and is a valid cache, finish
         the new one in the same transaction as its copy: each output the source created is
         cloned (a new node with the same content) and linked under the same label."""
+        ...
+
+    @property
+    def copy_cached(self) -> Transaction[[NewProcess, str], CachedBegin | None]:
+        """Create the process finished as a copy of a valid source with this hash, as
+        :attr:`begin_cached` on a hit; ``None`` (and nothing written) when there is none."""
+        ...
+
+    @property
+    def create_calcjob_hashed(
+        self,
+    ) -> Transaction[
+        [NewProcess, str, Callable[[list[int]], bytes], bool, MemoKey | None, str],
+        tuple[int, list[int]],
+    ]:
+        """``calcjobs.create_calcjob`` that also records the new CalcJob's hash (the last
+        argument), in the same transaction."""
         ...
 
     def node_hash(self, pk: int) -> str | None:

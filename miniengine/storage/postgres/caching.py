@@ -16,11 +16,15 @@ __all__ = ["PostgresCaching"]
 class PostgresCaching:
     """:class:`miniengine.storage.interfaces.caching.Caching` on a :class:`PostgresStore`."""
 
-    __slots__ = ("_store", "begin_cached")
+    __slots__ = ("_store", "begin_cached", "copy_cached", "create_calcjob_hashed")
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self.begin_cached = PostgresTransaction(store, caching_rows.begin_cached_tx)
+        self.copy_cached = PostgresTransaction(store, caching_rows.copy_cached_tx)
+        self.create_calcjob_hashed = PostgresTransaction(
+            store, caching_rows.create_calcjob_hashed_tx
+        )
 
     def node_hash(self, pk: int) -> str | None:
         return self._store.read(caching_rows.node_hash, pk)
