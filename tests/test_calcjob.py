@@ -39,6 +39,8 @@ pytestmark = pytest.mark.backends
 
 RESOURCES = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
 OPTIONS = {"options": {"resources": RESOURCES}}
+#: The lease of a script killed on purpose: resume waits for it to lapse (the default is 10 s).
+LEASE = 2.0
 
 
 @pytest.fixture
@@ -444,11 +446,15 @@ def test_a_run_mode_job_whose_script_died_is_resumed_at_its_stage(
     counter, gate = tmp_path / "counter", tmp_path / "gate"
     script = textwrap.dedent(
         f"""
-        from miniengine import Int, Str, load_code, run
+        import asyncio
+
+        from miniengine import Int, Str, load_code
+        from miniengine.runtime.calcjob.launch import launch_calcjob
+        from miniengine.storage.open import open_backend
         from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
 
-        run(
-            ArithmeticAddCalculation,
+        # what run() does, on a store with a short lease: resume takes over soon after the kill
+        inputs = dict(
             code=load_code({bash.pk}),
             x=Int(2),
             y=Int(3),
@@ -456,6 +462,8 @@ def test_a_run_mode_job_whose_script_died_is_resumed_at_its_stage(
             gate=Str({str(gate)!r}),
             metadata={OPTIONS!r},
         )
+        store = open_backend(lease_timeout={LEASE})
+        asyncio.run(launch_calcjob(ArithmeticAddCalculation, inputs, db=store))
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=python_env())
@@ -496,17 +504,23 @@ def test_a_run_mode_workchain_whose_script_died_resumes_its_calcjob_child(
     counter, gate = tmp_path / "counter", tmp_path / "gate"
     script = textwrap.dedent(
         f"""
-        from miniengine import Int, Str, load_code, run
+        import asyncio
+
+        from miniengine import Int, Str, load_code
+        from miniengine.runtime.workchain.launch import launch
+        from miniengine.storage.open import open_backend
         from tests.workchains.calcjob_plugins import GatedAddWorkChain
 
-        run(
-            GatedAddWorkChain,
+        # what run() does, on a store with a short lease: resume takes over soon after the kill
+        inputs = dict(
             code=load_code({bash.pk}),
             x=Int(2),
             y=Int(3),
             counter=Str({str(counter)!r}),
             gate=Str({str(gate)!r}),
         )
+        store = open_backend(lease_timeout={LEASE})
+        asyncio.run(launch(GatedAddWorkChain, inputs, db=store))
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=python_env())
