@@ -115,7 +115,7 @@ def write_progress(
     if statement is None:
         statement = _PROGRESS[shape] = _progress_statement(*shape)
     # the fenced UPDATE, the logs, the checkpoint and the task's progress in one round trip
-    # (a fenced-off owner's rows are rolled back with its LeaseLostError)
+    # (nothing but the UPDATE's attempt for a fenced-off owner, whose LeaseLostError follows)
     row = connection.execute(
         statement,
         (
@@ -156,21 +156,34 @@ _PROGRESS: dict[tuple[int, bool], str] = {}
 
 def _progress_statement(logs: int, task: bool) -> str:
     """:func:`write_progress`'s statement: the fenced UPDATE (its ``RETURNING paused`` is the
-    answer, no row when the lease was lost), ``logs`` log rows in order, the checkpoint and,
-    with a ``task``, its count of attempts reset."""
+    answer, no row when the lease was lost), then, only if it updated the row, ``logs`` log
+    rows in order, the checkpoint and, with a ``task``, its count of attempts reset."""
     parts = [
         "fenced AS (UPDATE nodes SET process_state = %s, mtime = %s, process_status = CASE "
         "WHEN paused <> 0 THEN process_status ELSE %s END WHERE pk = %s AND owner = %s "
         "AND lease_epoch = %s RETURNING paused)"
     ]
     if logs:
-        values = ", ".join(["(%s::bigint, %s::double precision, %s, %s)"] * logs)
-        parts.append(
-            f"logged AS (INSERT INTO logs (node_pk, time, levelname, message) VALUES {values})"
+        values = ", ".join(
+            f"(%s::bigint, %s::double precision, %s::text, %s::text, {position})"
+            for position in range(logs)
         )
-    parts.append(f"saved AS ({_UPSERT_CHECKPOINT})")
+        parts.append(
+            "logged AS (INSERT INTO logs (node_pk, time, levelname, message) "
+            "SELECT given.node_pk, given.time, given.levelname, given.message FROM fenced, "
+            f"(VALUES {values}) AS given(node_pk, time, levelname, message, position) "
+            "ORDER BY given.position)"
+        )
+    parts.append(
+        "saved AS (INSERT INTO checkpoints (node_pk, seq, data) "
+        "SELECT %s::bigint, %s::bigint, %s::bytea FROM fenced "
+        "ON CONFLICT (node_pk) DO UPDATE SET seq = excluded.seq, data = excluded.data)"
+    )
     if task:
-        parts.append("progress AS (UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1)")
+        parts.append(
+            "progress AS (UPDATE tasks SET attempts = 0 WHERE pk = %s AND attempts > 1 "
+            "AND EXISTS (SELECT 1 FROM fenced))"
+        )
     return f"WITH {', '.join(parts)} SELECT paused FROM fenced"
 
 

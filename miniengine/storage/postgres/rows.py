@@ -294,9 +294,9 @@ _INSERT_PROCESS = (
 )
 
 #: A process's end with its one new output: the fenced UPDATE, the output's row and its link
-#: in one statement.  The first column counts the fenced rows (0: the lease was lost, and the
-#: caller's LeaseLostError rolls the insert back); the second is NULL if a node with the
-#: output's uuid was stored already (a replayed finish).
+#: in one statement.  The first column counts the fenced rows (0: the lease was lost, the link
+#: is not written, and the caller's LeaseLostError rolls the output back); the second is NULL
+#: if a node with the output's uuid was stored already (a replayed finish).
 _FINISH_WITH_OUTPUT = (
     "WITH fenced AS (UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
     "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
@@ -305,7 +305,7 @@ _FINISH_WITH_OUTPUT = (
     f"output AS (INSERT INTO nodes ({_DATA_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (uuid) DO NOTHING RETURNING pk), "
     "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) "
-    "SELECT %s, pk, %s, %s FROM output) "
+    "SELECT %s, output.pk, %s, %s FROM output, fenced) "
     "SELECT (SELECT count(*) FROM fenced), (SELECT pk FROM output)"
 )
 
