@@ -129,9 +129,24 @@ def live_processes(
 
 
 def delete_nodes(
-    connection: _Connection, pks: Sequence[int], links: TraversalLinks, mark: str, now: str
+    connection: _Connection,
+    pks: Sequence[int],
+    links: TraversalLinks,
+    mark: str,
+    now: str,
+    lock_rows: bool = False,
 ) -> set[int]:
+    """Delete ``pks`` and what ``links`` reach, refusing live processes.  With ``lock_rows``
+    (PostgreSQL, whose writers do not exclude each other) the nodes are locked first, in pk
+    order, so that no worker claims one of them between the check and the deletion."""
     doomed = traverse(connection, pks, links, mark)
+    if lock_rows:
+        for batch in _batches(sorted(doomed)):
+            connection.execute(
+                f"SELECT pk FROM nodes WHERE pk IN ({_marks(mark, len(batch))}) "
+                f"ORDER BY pk FOR UPDATE",
+                batch,
+            ).fetchall()
     live = live_processes(connection, sorted(doomed), mark, now)
     if live:
         named = ", ".join(

@@ -40,7 +40,7 @@ def _live_processes(connection: Connection, pks: Sequence[int]) -> list[LiveProc
 
 def delete_nodes_tx(connection: Connection, pks: Sequence[int], links: TraversalLinks) -> set[int]:
     """Delete ``pks`` and what ``links`` reach from them (see ``Traversal.delete_nodes``)."""
-    return traversal_rows.delete_nodes(connection, pks, links, "%s", _now())
+    return traversal_rows.delete_nodes(connection, pks, links, "%s", _now(), lock_rows=True)
 
 
 class PostgresTraversal:
