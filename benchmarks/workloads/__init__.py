@@ -20,6 +20,7 @@ _MODULES = (
     "w8_calcjobs",
     "w9_slurm",
     "w10_ssh",
+    "c1_caching",
     "chaos",
     "checkpoint",
     "import_time",
