@@ -31,6 +31,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "WorkFunctionNode": ("miniengine.runtime.nodes", "WorkFunctionNode"),
     "WorkChainNode": ("miniengine.runtime.nodes", "WorkChainNode"),
     "load_node": ("miniengine.runtime.nodes", "load_node"),
+    "QueryBuilder": ("miniengine.runtime.querybuilder", "QueryBuilder"),
     "Node": ("miniengine.runtime.nodes", "Node"),
     # groups and comments
     "Group": ("miniengine.runtime.groups", "Group"),

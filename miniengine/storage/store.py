@@ -39,6 +39,7 @@ from miniengine.storage.host import current_host
 from miniengine.storage.permissions import writable
 from miniengine.storage.sqlite.broker import SqliteBroker
 from miniengine.storage.sqlite.caching import SqliteCaching
+from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
 from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
 from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
 from miniengine.storage.sqlite.computers import SqliteComputers
@@ -188,6 +189,7 @@ class Store:
         self.groups = SqliteGroups(self)
         self.traversal = SqliteTraversal(self)
         self.caching = SqliteCaching(self)
+        self.query_builder = SqliteQueryBuilder(self)
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 
     # lifecycle -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from miniengine.storage.interfaces.events import Events
 from miniengine.storage.interfaces.groups import Groups
 from miniengine.storage.interfaces.provenance import Provenance
 from miniengine.storage.interfaces.queries import Queries
+from miniengine.storage.interfaces.query_builder import QueryBuilderBackend
 from miniengine.storage.interfaces.reads import AsyncReads
 from miniengine.storage.interfaces.traversal import Traversal
 
@@ -68,6 +69,11 @@ class Backend(Protocol):
     @property
     def caching(self) -> Caching:
         """Process hashes, and finishing a new process as a copy of an equal one."""
+        ...
+
+    @property
+    def query_builder(self) -> QueryBuilderBackend:
+        """QueryBuilder queries, each compiled to one statement."""
         ...
 
     @property

@@ -11,8 +11,9 @@ the same node objects are built from either path.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from miniengine.core.query import QuerySpec
 from miniengine.storage.interfaces.provenance import NodeRow
 
 __all__ = ["AsyncReads"]
@@ -43,6 +44,10 @@ class AsyncReads(Protocol):
         Each page is read from the latest commit and the next page continues below the last pk
         seen, so a long iteration holds no read snapshot open between pages, and breaking off
         (or being cancelled) leaves nothing to clean up."""
+        ...
+
+    async def query_rows(self, spec: QuerySpec) -> list[tuple[Any, ...]]:
+        """The rows of a QueryBuilder query, as the query builder concern's ``rows``."""
         ...
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ from miniengine.storage.rows import NODE_COLUMNS, SQL_INTEGERS  # the same row o
 if TYPE_CHECKING:
     import psycopg
 
+    from miniengine.core.query import QuerySpec
     from miniengine.storage.interfaces.reads import AsyncReads
     from miniengine.storage.postgres.store import PostgresStore
 
@@ -165,6 +166,13 @@ class PostgresAsyncReads:
             for row in await self._fetch(query, (page,)):
                 found[row[0]] = NodeRow._make(row)
         return found
+
+    async def query_rows(self, spec: QuerySpec) -> list[tuple[Any, ...]]:
+        from miniengine.storage.postgres.query_builder import POSTGRES
+        from miniengine.storage.query_builder_sql import compile_query
+
+        compiled = compile_query(spec, POSTGRES)
+        return [tuple(row) for row in await self._fetch(compiled.sql, compiled.params)]
 
     async def process_rows(
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None

@@ -35,6 +35,7 @@ from miniengine.storage.background import BackgroundThread
 from miniengine.storage.host import current_host
 from miniengine.storage.postgres.broker import PostgresBroker
 from miniengine.storage.postgres.caching import PostgresCaching
+from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
 from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
 from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
@@ -156,6 +157,7 @@ class PostgresStore:
         self.groups = PostgresGroups(self)
         self.traversal = PostgresTraversal(self)
         self.caching = PostgresCaching(self)
+        self.query_builder = PostgresQueryBuilder(self)
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
     # lifecycle -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from miniengine.storage import rows, schema
 from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
 
 if TYPE_CHECKING:
+    from miniengine.core.query import QuerySpec
     from miniengine.storage.interfaces.reads import AsyncReads
     from miniengine.storage.store import Store
 
@@ -171,6 +172,13 @@ class SqliteAsyncReads:
             for row in await self._fetch(query, page):
                 found[row[0]] = NodeRow._make(row)
         return found
+
+    async def query_rows(self, spec: QuerySpec) -> list[tuple[Any, ...]]:
+        from miniengine.storage.query_builder_sql import compile_query
+        from miniengine.storage.sqlite.query_builder import SQLITE
+
+        compiled = compile_query(spec, SQLITE)
+        return [tuple(row) for row in await self._fetch(compiled.sql, compiled.params)]
 
     async def process_rows(
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None

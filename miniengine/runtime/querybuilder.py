@@ -1,0 +1,432 @@
+"""AiiDA's ``QueryBuilder``: ``QueryBuilder().append(Int, filters=..., project=...).all()``.
+
+A query is a path of appended entities (nodes of some classes, groups) joined by AiiDA's
+relationship keywords (``with_incoming``, ``with_outgoing``, ``with_group``, ``with_node``),
+with filters, projections, order and a page.  Every argument is checked when given (a
+:class:`~miniengine.core.query.QueryError` naming the tag, key or operator), and the whole query
+runs as ONE SQL statement on the backend: ``count()`` counts in the database, ``iterall()`` reads
+a page of ``batch_size`` rows per statement, and ``aiterall()`` does the same on the backend's
+async reads, so an event loop never waits on the database.
+
+Node attributes are stored in binary form, so filters apply to columns, extras and links (and
+to the process attributes kept in columns: ``attributes.process_state``, ``exit_status``...);
+any attribute can be projected.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from miniengine.core import data as data_module
+from miniengine.core.query import (
+    ENTITY_GROUP,
+    ENTITY_LINK,
+    ENTITY_NODE,
+    Entity,
+    OrderTerm,
+    Projection,
+    QueryError,
+    QuerySpec,
+    Relation,
+    Vertex,
+    parse_filters,
+    parse_order,
+    parse_projection,
+)
+from miniengine.exceptions import MultipleObjectsError, NotExistent
+from miniengine.storage.interfaces.groups import GroupRow
+from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
+
+__all__ = ["QueryBuilder", "QueryError"]
+
+_RELATIONS = {
+    "with_incoming": (ENTITY_NODE, ENTITY_NODE),
+    "with_outgoing": (ENTITY_NODE, ENTITY_NODE),
+    "with_group": (ENTITY_NODE, ENTITY_GROUP),
+    "with_node": (ENTITY_GROUP, ENTITY_NODE),
+}
+_NODE_WIDTH = len(NodeRow._fields)
+_GROUP_WIDTH = len(GroupRow._fields)
+
+
+def _vertex_types(
+    cls: Any, subclassing: bool
+) -> tuple[Entity, tuple[str, ...] | None, str | None, str | None]:
+    """The entity of ``cls`` and how its type column selects it: exact names, a prefix that
+    names must start with, or one that they must not."""
+    from miniengine.runtime.groups import GROUP_TYPES, Group
+    from miniengine.runtime.nodes import NODE_CLASSES, Node, ProcessNode
+
+    if not isinstance(cls, type):
+        raise QueryError(f"append needs a node or group class, not {cls!r}")
+    if issubclass(cls, Group):
+        if cls is Group and subclassing:
+            return ENTITY_GROUP, None, None, None
+        names = [cls.type_string]
+        if subclassing:
+            names += [name for name, kind in GROUP_TYPES.items() if issubclass(kind, cls)]
+        return ENTITY_GROUP, tuple(dict.fromkeys(names)), None, None
+    if cls is Node:
+        return ENTITY_NODE, None, None, None
+    if isinstance(cls, type) and issubclass(cls, ProcessNode):
+        if cls is ProcessNode:
+            return (
+                (ENTITY_NODE, None, "process.", None)
+                if subclassing
+                else (ENTITY_NODE, (), None, None)
+            )
+        names = [
+            name
+            for name, kind in NODE_CLASSES.items()
+            if kind is cls or (subclassing and issubclass(kind, cls))
+        ]
+        return ENTITY_NODE, tuple(names), None, None
+    if issubclass(cls, data_module.Data):
+        import miniengine.runtime.registry  # noqa: F401  (miniengine's own Data types)
+
+        if cls is data_module.Data and subclassing:
+            return ENTITY_NODE, None, None, "process."
+        names = [cls.type_name]
+        if subclassing:
+            names += [
+                name for name, kind in data_module.DATA_TYPES.items() if issubclass(kind, cls)
+            ]
+        return ENTITY_NODE, tuple(dict.fromkeys(names)), None, None
+    raise QueryError(f"append needs a node or group class, not {cls.__name__}")
+
+
+class QueryBuilder:
+    """AiiDA's QueryBuilder on a miniengine database (``db``: an open backend, a path or a
+    PostgreSQL URL; the default database otherwise)."""
+
+    def __init__(
+        self,
+        path: Sequence[Any] | None = None,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        project: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        order_by: Any = None,
+        distinct: bool = False,
+        db: Backend | str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._db = db
+        self._vertices: list[Vertex] = []
+        self._classes: list[Any] = []
+        self._projections: list[Projection] = []
+        self._order: tuple[OrderTerm, ...] = ()
+        self._limit: int | None = None
+        self._offset = 0
+        self._distinct = bool(distinct)
+        self._edge_tags: dict[str, Entity] = {}
+        for item in path or ():
+            if isinstance(item, Mapping):
+                item = dict(item)
+                self.append(item.pop("cls"), **item)
+            else:
+                self.append(item)
+        for tag, spec in (filters or {}).items():
+            self.add_filter(tag, spec)
+        for tag, spec in (project or {}).items():
+            self.add_projection(tag, spec)
+        if limit is not None:
+            self.limit(limit)
+        if offset is not None:
+            self.offset(offset)
+        if order_by is not None:
+            self.order_by(order_by)
+
+    # building --------------------------------------------------------------------------------
+
+    def _tags(self) -> dict[str, Entity]:
+        tags: dict[str, Entity] = {vertex.tag: vertex.entity for vertex in self._vertices}
+        tags.update(self._edge_tags)
+        return tags
+
+    def _tag_of(self, value: Any, keyword: str) -> str:
+        if isinstance(value, str):
+            if value not in {vertex.tag for vertex in self._vertices}:
+                raise QueryError(f"{keyword}={value!r}: no such tag (append it first)")
+            return value
+        matches = [v.tag for v, c in zip(self._vertices, self._classes, strict=True) if c is value]
+        if len(matches) != 1:
+            raise QueryError(f"{keyword}={value!r}: name the vertex by its tag")
+        return matches[0]
+
+    def append(
+        self,
+        cls: Any,
+        tag: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        project: Any = None,
+        subclassing: bool = True,
+        edge_tag: str | None = None,
+        edge_filters: Mapping[str, Any] | None = None,
+        edge_project: Any = None,
+        **relationship: Any,
+    ) -> QueryBuilder:
+        """Add an entity to the path, joined to an earlier one by one relationship keyword."""
+        entity, names, prefix, exclude = _vertex_types(cls, subclassing)
+        if tag is None:
+            tag = f"{cls.__name__.lower()}_{len(self._vertices) + 1}"
+        if not isinstance(tag, str) or not tag:
+            raise QueryError(f"a tag must be a non-empty string, not {tag!r}")
+        if tag in self._tags():
+            raise QueryError(f"the tag {tag!r} is already used")
+        unknown = set(relationship) - set(_RELATIONS)
+        if unknown:
+            raise QueryError(
+                f"{tag!r}: unknown keyword {sorted(unknown)[0]!r} (relationships: "
+                f"{', '.join(_RELATIONS)})"
+            )
+        if len(relationship) > 1:
+            raise QueryError(f"{tag!r}: one relationship per vertex, not {sorted(relationship)}")
+        relation: Relation | None = None
+        if relationship:
+            ((kind, other),) = relationship.items()
+            other_tag = self._tag_of(other, kind)
+            mine, theirs = _RELATIONS[kind]
+            other_entity = next(v.entity for v in self._vertices if v.tag == other_tag)
+            if entity != mine or other_entity != theirs:
+                raise QueryError(
+                    f"{tag!r}: {kind} joins a {mine} to a {theirs}, not a {entity} to a "
+                    f"{other_entity}"
+                )
+            link = kind in ("with_incoming", "with_outgoing")
+            edge = edge_tag or f"{other_tag}--{tag}"
+            if edge in self._tags() or edge == tag:
+                raise QueryError(f"{tag!r}: the edge tag {edge!r} is already used")
+            if not link and (edge_filters or edge_project):
+                raise QueryError(f"{tag!r}: {kind} has no edge to filter or project")
+            edge_parsed = parse_filters(edge, ENTITY_LINK, edge_filters) if link else ()
+            relation = Relation(kind, other_tag, edge, edge_parsed)  # type: ignore[arg-type]
+            if link:
+                self._edge_tags[edge] = ENTITY_LINK
+        elif self._vertices:
+            raise QueryError(
+                f"{tag!r}: say how it joins the path (with_incoming=, with_outgoing=, "
+                "with_group= or with_node=)"
+            )
+        elif edge_tag or edge_filters or edge_project:
+            raise QueryError(f"{tag!r}: the first vertex has no edge")
+        vertex = Vertex(
+            tag, entity, names, prefix, exclude, parse_filters(tag, entity, filters), relation
+        )
+        projections = parse_projection(tag, entity, project)
+        if relation is not None and edge_project is not None:
+            edge_projections = parse_projection(relation.edge_tag, ENTITY_LINK, edge_project)
+            if any(p.column == "*" for p in edge_projections):
+                raise QueryError(f"{relation.edge_tag!r}: project the fields of a link by name")
+            projections += edge_projections
+        self._vertices.append(vertex)
+        self._classes.append(cls)
+        self._projections.extend(projections)
+        return self
+
+    def add_filter(self, tag: str, filter_spec: Mapping[str, Any]) -> QueryBuilder:
+        """More filters on ``tag`` (and-ed with those it has)."""
+        tags = self._tags()
+        if tag not in tags:
+            raise QueryError(f"add_filter: no tag {tag!r}")
+        parsed = parse_filters(tag, tags[tag], filter_spec)
+        for index, vertex in enumerate(self._vertices):
+            if vertex.tag == tag:
+                self._vertices[index] = replace(vertex, filters=vertex.filters + parsed)
+            elif vertex.relation is not None and vertex.relation.edge_tag == tag:
+                relation = replace(
+                    vertex.relation, edge_filters=vertex.relation.edge_filters + parsed
+                )
+                self._vertices[index] = replace(vertex, relation=relation)
+        return self
+
+    def add_projection(self, tag: str, projection: Any) -> QueryBuilder:
+        """More values for each row, from ``tag``."""
+        tags = self._tags()
+        if tag not in tags:
+            raise QueryError(f"add_projection: no tag {tag!r}")
+        self._projections.extend(parse_projection(tag, tags[tag], projection))
+        return self
+
+    def order_by(self, order_by: Any) -> QueryBuilder:
+        """AiiDA's order: ``{tag: ['ctime', {'id': {'order': 'desc'}}]}``."""
+        self._order = parse_order(self._tags(), order_by)
+        return self
+
+    def limit(self, limit: int | None) -> QueryBuilder:
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise QueryError(f"limit must be a non-negative integer, not {limit!r}")
+        self._limit = limit
+        return self
+
+    def offset(self, offset: int | None) -> QueryBuilder:
+        if offset is not None and (not isinstance(offset, int) or offset < 0):
+            raise QueryError(f"offset must be a non-negative integer, not {offset!r}")
+        self._offset = offset or 0
+        return self
+
+    def distinct(self, value: bool = True) -> QueryBuilder:
+        self._distinct = bool(value)
+        return self
+
+    def spec(self) -> QuerySpec:
+        """The query as a value (what the backend compiles)."""
+        if not self._vertices:
+            raise QueryError("the query is empty: append an entity first")
+        projections = tuple(self._projections)
+        if not projections:
+            last = self._vertices[-1]
+            projections = (Projection(last.tag, last.entity, "*", (), "*"),)
+        return QuerySpec(
+            tuple(self._vertices),
+            projections,
+            self._order,
+            self._limit,
+            self._offset,
+            self._distinct,
+        )
+
+    # running ---------------------------------------------------------------------------------
+
+    def _store(self) -> Backend:
+        from miniengine.runtime.context import store_for
+
+        return store_for(self._db)
+
+    def _results(
+        self, store: Backend, spec: QuerySpec, rows: list[tuple[Any, ...]]
+    ) -> list[list[Any]]:
+        return [self._row(store, spec, row) for row in rows]
+
+    def _row(self, store: Backend, spec: QuerySpec, row: tuple[Any, ...]) -> list[Any]:
+        from miniengine.runtime.groups import Group
+        from miniengine.runtime.nodes import node_from_row
+
+        values: list[Any] = []
+        at = 0
+        for projection in spec.projections:
+            if projection.column == "*":
+                if projection.entity == ENTITY_NODE:
+                    values.append(node_from_row(store, NodeRow._make(row[at : at + _NODE_WIDTH])))
+                    at += _NODE_WIDTH
+                else:
+                    values.append(
+                        Group._from_row(GroupRow._make(row[at : at + _GROUP_WIDTH]), store)
+                    )
+                    at += _GROUP_WIDTH
+                continue
+            value = row[at]
+            at += 1
+            if projection.column == "extras":
+                value = None if value is None else json.loads(value)
+            elif projection.column == "attributes":
+                value = unpack_attributes(value) if value is not None else {}
+                if projection.path == ("value",) and not isinstance(value, Mapping):
+                    values.append(value)  # a BaseType stores its value alone: AiiDA's 'value'
+                    continue
+                for key in projection.path:
+                    value = value.get(key) if isinstance(value, Mapping) else None
+            values.append(value)
+        return values
+
+    def all(self, batch_size: int | None = None, flat: bool = False) -> list[Any]:
+        """Every row, each a list of the projected values (``flat``: the values in one list)."""
+        rows = list(self.iterall(batch_size)) if batch_size else self._all()
+        return [value for row in rows for value in row] if flat else rows
+
+    def _all(self) -> list[list[Any]]:
+        store = self._store()
+        spec = self.spec()
+        return self._results(store, spec, store.query_builder.rows(spec))
+
+    def first(self, flat: bool = False) -> Any:
+        """The first row (or ``None``); ``flat`` with one projection: its value."""
+        store = self._store()
+        spec = replace(self.spec(), limit=1)
+        found = self._results(store, spec, store.query_builder.rows(spec))
+        if not found:
+            return None
+        return found[0][0] if flat and len(found[0]) == 1 else found[0]
+
+    def one(self) -> list[Any]:
+        """The one row: ``NotExistent`` if none, ``MultipleObjectsError`` if more."""
+        store = self._store()
+        spec = self.spec()
+        limited = replace(spec, limit=2 if spec.limit is None else min(spec.limit, 2))
+        found = self._results(store, limited, store.query_builder.rows(limited))
+        if not found:
+            raise NotExistent("no result was found")
+        if len(found) > 1:
+            raise MultipleObjectsError("more than one result was found")
+        return found[0]
+
+    def count(self) -> int:
+        """How many rows the query has (counted in the database)."""
+        return self._store().query_builder.count(self.spec())
+
+    def _pages(self, batch_size: int) -> Iterator[QuerySpec]:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise QueryError(f"batch_size must be a positive integer, not {batch_size!r}")
+        spec = self.spec()
+        left = spec.limit
+        offset = spec.offset
+        while left is None or left > 0:
+            size = batch_size if left is None else min(batch_size, left)
+            yield replace(spec, limit=size, offset=offset)
+            offset += size
+            if left is not None:
+                left -= size
+
+    def iterall(self, batch_size: int | None = 100) -> Iterator[list[Any]]:
+        """The rows, read ``batch_size`` at a time (one statement per batch)."""
+        store = self._store()
+        for page in self._pages(batch_size or 100):
+            rows = store.query_builder.rows(page)
+            yield from self._results(store, page, rows)
+            if len(rows) < (page.limit or 0):
+                return
+
+    def iterdict(
+        self, batch_size: int | None = 100
+    ) -> Iterator[builtins.dict[str, builtins.dict[str, Any]]]:
+        """The rows as ``{tag: {field: value}}`` dicts, read ``batch_size`` at a time."""
+        spec = self.spec()
+        for row in self.iterall(batch_size):
+            yield self._as_dict(spec, row)
+
+    def dict(
+        self, batch_size: int | None = None
+    ) -> list[builtins.dict[str, builtins.dict[str, Any]]]:
+        """Every row as ``{tag: {field: value}}`` (AiiDA's ``dict()``)."""
+        spec = self.spec()
+        return [self._as_dict(spec, row) for row in self.all(batch_size)]
+
+    @staticmethod
+    def _as_dict(spec: QuerySpec, row: list[Any]) -> builtins.dict[str, builtins.dict[str, Any]]:
+        found: builtins.dict[str, builtins.dict[str, Any]] = {}
+        for projection, value in zip(spec.projections, row, strict=True):
+            found.setdefault(projection.tag, {})[projection.name] = value
+        return found
+
+    async def aiterall(self, batch_size: int | None = 100) -> AsyncIterator[list[Any]]:
+        """:meth:`iterall` for a coroutine: each batch is read on the backend's async reads,
+        so the event loop keeps running while the database works."""
+        store = self._store()
+        reads = store.async_reads
+        for page in self._pages(batch_size or 100):
+            rows = await reads.query_rows(page)
+            for row in self._results(store, page, rows):
+                yield row
+            if len(rows) < (page.limit or 0):
+                return
+
+    def __str__(self) -> str:
+        return f"QueryBuilder({self.spec()!r})"

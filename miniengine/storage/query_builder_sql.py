@@ -1,0 +1,282 @@
+"""A :class:`~miniengine.core.query.QuerySpec` compiled to ONE parameterised SQL statement.
+
+The statement's shape is the same on every backend (the appended vertices joined through
+``links`` and ``group_nodes``); a :class:`Dialect` says how a backend writes a parameter and reads
+a JSON value.  Values are always parameters.  JSON keys are written into the statement, but only
+after :func:`miniengine.core.query.split_field` checked they are plain identifiers: an expression
+index on an extra (``miniengine db index extras.KEY``) matches only an expression spelled the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from miniengine.core.query import (
+    ENTITY_GROUP,
+    ENTITY_LINK,
+    ENTITY_NODE,
+    BoolFilter,
+    Condition,
+    Filter,
+    QueryError,
+    QuerySpec,
+)
+from miniengine.storage.interfaces.groups import GroupRow
+from miniengine.storage.interfaces.provenance import NodeRow
+
+__all__ = ["CompiledQuery", "Dialect", "compile_count", "compile_query", "star_width"]
+
+_TABLES = {ENTITY_NODE: "nodes", ENTITY_GROUP: "groups", ENTITY_LINK: "links"}
+_STAR = {ENTITY_NODE: NodeRow._fields, ENTITY_GROUP: GroupRow._fields}
+_COMPARE = {"==": "=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
+
+
+def star_width(entity: str) -> int:
+    """The number of columns a ``'*'`` projection of ``entity`` takes in a row."""
+    return len(_STAR[entity])
+
+
+class Dialect(Protocol):
+    """How one backend writes the parts of a statement that differ."""
+
+    param: str
+
+    def json_value(self, column: str, path: Sequence[str]) -> str:
+        """The value at ``path`` in a JSON column, comparable with :meth:`json_param` values."""
+        ...
+
+    def json_param(self, value: Any) -> tuple[str, Any]:
+        """The placeholder and parameter for comparing ``json_value`` with ``value``."""
+        ...
+
+    def json_text(self, column: str, path: Sequence[str]) -> str:
+        """The JSON text at ``path`` (``NULL`` where missing), for projections."""
+        ...
+
+    def json_string(self, column: str, path: Sequence[str]) -> str:
+        """The string at ``path`` as SQL text (for ``like``)."""
+        ...
+
+    def json_type_is(self, column: str, path: Sequence[str], kind: str) -> tuple[str, list[Any]]:
+        """A condition: the value at ``path`` is of AiiDA's JSON type ``kind``."""
+        ...
+
+    def has_key(self, column: str, path: Sequence[str], key: str) -> tuple[str, list[Any]]:
+        """A condition: the object at ``path`` has the key ``key``."""
+        ...
+
+    def like(self, expression: str, pattern: str, *, ilike: bool) -> tuple[str, list[Any]]:
+        """``expression LIKE pattern``, case-sensitive (``ilike``: case-insensitive)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    sql: str
+    params: tuple[Any, ...]
+
+
+def _json_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+class _Compiler:
+    def __init__(self, spec: QuerySpec, dialect: Dialect) -> None:
+        self.spec = spec
+        self.d = dialect
+        self.params: list[Any] = []
+        self.alias: dict[str, str] = {}
+        self.entity: dict[str, str] = {}
+        for index, vertex in enumerate(spec.vertices):
+            self.alias[vertex.tag] = f"t{index}"
+            self.entity[vertex.tag] = vertex.entity
+            if vertex.relation is not None:
+                self.alias[vertex.relation.edge_tag] = f"e{index}"
+                kind = vertex.relation.kind
+                self.entity[vertex.relation.edge_tag] = (
+                    ENTITY_LINK if kind in ("with_incoming", "with_outgoing") else "group_node"
+                )
+
+    def column(self, tag: str, column: str) -> str:
+        return f"{self.alias[tag]}.{column}"
+
+    def p(self, value: Any) -> str:
+        self.params.append(value)
+        return self.d.param
+
+    # FROM and WHERE ------------------------------------------------------------------------
+
+    def from_where(self) -> str:
+        parts: list[str] = []
+        conditions: list[str] = []
+        for vertex in self.spec.vertices:
+            table = _TABLES[vertex.entity]
+            alias = self.alias[vertex.tag]
+            relation = vertex.relation
+            if relation is None:
+                parts.append(f"FROM {table} AS {alias}")
+            else:
+                other = self.alias[relation.other]
+                edge = self.alias[relation.edge_tag]
+                if relation.kind == "with_incoming":  # this vertex is the link's output
+                    parts.append(f"JOIN links AS {edge} ON {edge}.in_pk = {other}.pk")
+                    parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.out_pk")
+                elif relation.kind == "with_outgoing":  # this vertex is the link's input
+                    parts.append(f"JOIN links AS {edge} ON {edge}.out_pk = {other}.pk")
+                    parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.in_pk")
+                elif relation.kind == "with_group":  # a node in the group ``other``
+                    parts.append(f"JOIN group_nodes AS {edge} ON {edge}.group_pk = {other}.pk")
+                    parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.node_pk")
+                else:  # with_node: a group holding the node ``other``
+                    parts.append(f"JOIN group_nodes AS {edge} ON {edge}.node_pk = {other}.pk")
+                    parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.group_pk")
+                conditions.extend(self.filter(f) for f in relation.edge_filters)
+            kind_column = "node_type" if vertex.entity == ENTITY_NODE else "type_string"
+            if vertex.node_types is not None:
+                if vertex.node_types:
+                    marks = ", ".join(self.p(name) for name in vertex.node_types)
+                    conditions.append(f"{alias}.{kind_column} IN ({marks})")
+                else:
+                    conditions.append("1 = 0")
+            if vertex.type_prefix is not None:
+                conditions.append(f"{alias}.{kind_column} LIKE {self.p(vertex.type_prefix + '%')}")
+            if vertex.exclude_prefix is not None:
+                conditions.append(
+                    f"{alias}.{kind_column} NOT LIKE {self.p(vertex.exclude_prefix + '%')}"
+                )
+            conditions.extend(self.filter(f) for f in vertex.filters)
+        sql = " ".join(parts)
+        if conditions:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in conditions)
+        return sql
+
+    def filter(self, item: Filter) -> str:
+        if isinstance(item, BoolFilter):
+            if not item.items:
+                return "1 = 1" if item.op == "and" else "1 = 0"
+            joiner = " AND " if item.op == "and" else " OR "
+            return joiner.join(f"({self.filter(inner)})" for inner in item.items)
+        sql = self.condition(item)
+        return f"NOT ({sql})" if item.negated else sql
+
+    def condition(self, c: Condition) -> str:
+        column = self.column(c.tag, c.column)
+        op, value = c.operator, c.value
+        if c.column == "extras":
+            return self.json_condition(column, c.path, op, value)
+        if op == "==" and value is None:
+            return f"{column} IS NULL"
+        if op in _COMPARE:
+            return f"{column} {_COMPARE[op]} {self.p(value)}"
+        if op == "in":
+            if not value:
+                return "1 = 0"
+            return f"{column} IN ({', '.join(self.p(v) for v in value)})"
+        if op in ("like", "ilike"):
+            sql, params = self.d.like(column, value, ilike=op == "ilike")
+            self.params.extend(params)
+            return sql
+        raise QueryError(f"{c.tag!r}: {op!r} does not apply to {c.column!r}")
+
+    def json_condition(self, column: str, path: tuple[str, ...], op: str, value: Any) -> str:
+        if op == "has_key":
+            sql, params = self.d.has_key(column, path, value)
+            self.params.extend(params)
+            return sql
+        if op == "of_type":
+            sql, params = self.d.json_type_is(column, path, value)
+            self.params.extend(params)
+            return sql
+        target = self.d.json_value(column, path)
+        if op == "==" and value is None:
+            sql, params = self.d.json_type_is(column, path, "null")
+            self.params.extend(params)
+            return sql
+        if op in ("like", "ilike"):
+            sql, params = self.d.like(self.d.json_string(column, path), value, ilike=op == "ilike")
+            self.params.extend(params)
+            return sql
+        if op == "in":
+            if not value:
+                return "1 = 0"
+            marks = []
+            for item in value:
+                mark, param = self.d.json_param(item)
+                self.params.append(param)
+                marks.append(mark)
+            return f"{target} IN ({', '.join(marks)})"
+        mark, param = self.d.json_param(value)
+        kind = _json_kind(value)
+        guard = ""
+        if kind is not None:
+            # compare numbers with numbers and strings with strings, as AiiDA does (sqlite's
+            # and PostgreSQL's orders across JSON types differ)
+            guard_sql, guard_params = self.d.json_type_is(column, path, kind)
+            self.params.extend(guard_params)
+            guard = f"{guard_sql} AND "
+        self.params.append(param)
+        return f"{guard}{target} {_COMPARE[op]} {mark}"
+
+    # SELECT ----------------------------------------------------------------------------------
+
+    def select_list(self) -> str:
+        columns: list[str] = []
+        for projection in self.spec.projections:
+            alias = self.alias[projection.tag]
+            if projection.column == "*":
+                columns.extend(f"{alias}.{name}" for name in _STAR[projection.entity])
+            elif projection.column == "extras":
+                columns.append(self.d.json_text(f"{alias}.extras", projection.path))
+            else:
+                columns.append(f"{alias}.{projection.column}")
+        return ", ".join(columns)
+
+    def order_by(self) -> str:
+        terms = []
+        for term in self.spec.order:
+            if term.column == "extras":
+                expression = self.d.json_value(self.column(term.tag, "extras"), term.path)
+            else:
+                expression = self.column(term.tag, term.column)
+            terms.append(f"{expression} {'DESC' if term.descending else 'ASC'}")
+        return " ORDER BY " + ", ".join(terms) if terms else ""
+
+    def page(self) -> str:
+        sql = ""
+        if self.spec.limit is not None:
+            sql += f" LIMIT {self.p(self.spec.limit)}"
+        elif self.spec.offset:
+            sql += f" LIMIT {self.p(-1)}" if self.d.param == "?" else " LIMIT ALL"
+        if self.spec.offset:
+            sql += f" OFFSET {self.p(self.spec.offset)}"
+        return sql
+
+
+def compile_query(spec: QuerySpec, dialect: Dialect) -> CompiledQuery:
+    """The statement reading the rows of ``spec`` (its page, if it has a limit or offset)."""
+    compiler = _Compiler(spec, dialect)
+    select = compiler.select_list()
+    body = compiler.from_where()
+    distinct = "DISTINCT " if spec.distinct else ""
+    sql = f"SELECT {distinct}{select} {body}{compiler.order_by()}{compiler.page()}"
+    return CompiledQuery(sql, tuple(compiler.params))
+
+
+def compile_count(spec: QuerySpec, dialect: Dialect) -> CompiledQuery:
+    """The statement counting the rows of ``spec``: one ``COUNT(*)``."""
+    compiler = _Compiler(spec, dialect)
+    if not spec.distinct and spec.limit is None and not spec.offset:
+        return CompiledQuery(f"SELECT COUNT(*) {compiler.from_where()}", tuple(compiler.params))
+    select = compiler.select_list()
+    body = compiler.from_where()
+    distinct = "DISTINCT " if spec.distinct else ""
+    inner = f"SELECT {distinct}{select} {body}{compiler.page()}"
+    return CompiledQuery(f"SELECT COUNT(*) FROM ({inner}) AS counted", tuple(compiler.params))
