@@ -91,6 +91,8 @@ def test_depths_and_directions(backend_db: Any) -> None:
     graph = Graph()
     assert graph.add_incoming(pks["add"], link_types=["input_calc"]) == {pks["x"], pks["y"]}
     assert graph.add_outgoing(pks["wf"], link_types=["return"]) == {pks["r"]}
+    (returned,) = graph.add_outgoing(pks["wf"], link_types=["return"], return_pks=False)
+    assert returned.pk == pks["r"] and returned.value == 6
 
 
 def test_styles_and_escaped_labels(backend_db: Any) -> None:

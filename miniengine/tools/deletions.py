@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ LOGGER = logging.getLogger("miniengine.tools.delete_nodes")
 def delete_nodes(
     pks: Iterable[int],
     dry_run: bool = True,
-    backend: Backend | str | None = None,
+    backend: Backend | str | os.PathLike[str] | None = None,
     **traversal_rules: bool,
 ) -> tuple[set[int], bool]:
     """Delete the nodes ``pks`` and every node that would otherwise tell an incomplete story, as

@@ -9,6 +9,7 @@ INPUT_WORK dashed, CALL links dotted.  Every text from the database is escaped f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,7 @@ class Graph:
         link_style_fn: Callable[[GraphLink, str | None], dict[str, str]] | None = None,
         node_style_fn: Callable[[NodeRow], dict[str, str]] | None = None,
         node_sublabel_fn: Callable[[NodeRow, Any], str] | None = None,
-        backend: Backend | str | None = None,
+        backend: Backend | str | os.PathLike[str] | None = None,
     ) -> None:
         from miniengine.runtime.context import store_for
 
@@ -182,10 +183,11 @@ class Graph:
         link_types: Sequence[LinkType | str] = (),
         annotate_links: str | None = None,
         return_pks: bool = True,
-    ) -> set[int]:
-        """Add a node and the nodes linked into it (of ``link_types``; any if none)."""
+    ) -> set[Any]:
+        """Add a node and the nodes linked into it (of ``link_types``; any if none); return
+        their pks (``return_pks``) or the nodes."""
         pk = self.add_node(node)
-        return self._neighbours([pk], True, link_types, annotate_links)
+        return self._found(self._neighbours([pk], True, link_types, annotate_links), return_pks)
 
     def add_outgoing(
         self,
@@ -193,10 +195,18 @@ class Graph:
         link_types: Sequence[LinkType | str] = (),
         annotate_links: str | None = None,
         return_pks: bool = True,
-    ) -> set[int]:
-        """Add a node and the nodes it links out to (of ``link_types``; any if none)."""
+    ) -> set[Any]:
+        """Add a node and the nodes it links out to (of ``link_types``; any if none); return
+        their pks (``return_pks``) or the nodes."""
         pk = self.add_node(node)
-        return self._neighbours([pk], False, link_types, annotate_links)
+        return self._found(self._neighbours([pk], False, link_types, annotate_links), return_pks)
+
+    def _found(self, pks: set[int], return_pks: bool) -> set[Any]:
+        if return_pks:
+            return pks
+        from miniengine.runtime.nodes import load_nodes
+
+        return set(load_nodes(self._store, sorted(pks)).values())
 
     def _recurse(
         self,
