@@ -34,7 +34,7 @@ AIIDA_DELETE = {
     ("create", True): True,
     ("create", False): True,
     ("return", True): False,
-    ("return", False): False,
+    ("return", False): True,
     ("input_work", True): True,
     ("input_work", False): False,
     ("call_calc", True): True,
@@ -137,7 +137,20 @@ def _expected(start: list[int], rules: dict[tuple[str, bool], bool]) -> set[int]
 def test_rule_sets_are_aiidas() -> None:
     assert {(r.link_type.value, r.forward): r.default for r in DELETE.rules} == AIIDA_DELETE
     assert set(DELETE.toggleable) == {"create_forward", "call_calc_forward", "call_work_forward"}
-    assert EXPORT.links().backward == {"input_calc", "create", "input_work"}
+    assert EXPORT.links().backward == {
+        "input_calc",
+        "create",
+        "input_work",
+        "call_calc",
+        "call_work",
+    }
+    assert EXPORT.links(call_work_backward=False).backward == {
+        "input_calc",
+        "create",
+        "input_work",
+        "call_calc",
+    }
+    assert EXPORT.links().forward == {"create", "return", "call_calc", "call_work"}
     with pytest.raises(ValueError, match="cannot be changed"):
         DELETE.links(input_calc_forward=False)
     with pytest.raises(ValueError, match="not a traversal rule"):

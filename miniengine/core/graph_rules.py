@@ -87,10 +87,10 @@ def _rules(operation: str, table: dict[str, tuple[bool, bool]]) -> RuleSet:
     return RuleSet(operation, tuple(rules))
 
 
-#: Deletion: a deleted data node takes the processes that used it and the calculation that created
-#: it; a deleted process takes the processes that called it and (by default) what it created and
-#: the processes it called.  Workflows' RETURN links are never followed (nothing is lost without
-#: them); a deletion never reaches back to inputs.
+#: Deletion: a deleted data node takes the processes that used it and the process that created
+#: or returned it; a deleted process takes the processes that called it and (by default) what it
+#: created and the processes it called.  What a workflow returned is not deleted with it (its
+#: creator stays), and a deletion never reaches back to inputs.
 DELETE = _rules(
     "delete",
     {
@@ -99,7 +99,7 @@ DELETE = _rules(
         "create_forward": (True, True),
         "create_backward": (True, False),
         "return_forward": (False, False),
-        "return_backward": (False, False),
+        "return_backward": (True, False),
         "input_work_forward": (True, False),
         "input_work_backward": (False, False),
         "call_calc_forward": (True, True),
@@ -109,9 +109,9 @@ DELETE = _rules(
     },
 )
 
-#: Export: an exported node takes its inputs, its creator, what it created or returned and the
-#: processes it called, so that its provenance is complete; going further (the processes that
-#: used or called it) is the user's choice.
+#: Export: an exported node takes its inputs, what it created or returned and the processes it
+#: called, so that its provenance is complete; by default also its creator and the processes that
+#: called it (switchable), and on request the processes that used it as input.
 EXPORT = _rules(
     "export",
     {
@@ -124,8 +124,8 @@ EXPORT = _rules(
         "input_work_forward": (False, True),
         "input_work_backward": (True, False),
         "call_calc_forward": (True, False),
-        "call_calc_backward": (False, True),
+        "call_calc_backward": (True, True),
         "call_work_forward": (True, False),
-        "call_work_backward": (False, True),
+        "call_work_backward": (True, True),
     },
 )
