@@ -35,7 +35,11 @@ import msgpack
 
 from miniengine.core.data import Data
 from miniengine.exceptions import NotExistent
-from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA
+from miniengine.storage.interfaces.caching import (
+    CACHED_FROM_EXTRA,
+    VALID_CACHE_EXTRA,
+    CachedBegin,
+)
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
@@ -161,6 +165,18 @@ def calcjob_hash(
         return None
     kept = {key: value for key, value in options.items() if key not in IGNORED_OPTIONS}
     return process_hash(process_type, [getattr(cls, "_CACHE_VERSION", None), kept], inputs)
+
+
+def copied_node(store: Backend, node_class: Any, begun: CachedBegin) -> tuple[Any, dict[str, Any]]:
+    """The node of a process created as a copy, and its outputs (nested by namespace), from
+    the rows its transaction returned."""
+    from miniengine.runtime.nodes import NodeLinksNamespace, node_from_row
+
+    assert begun.row is not None
+    node = node_class(store, begun.row)
+    flat = {label: node_from_row(store, row) for label, row in begun.outputs}
+    outputs = NodeLinksNamespace.from_labels(flat, f"the outputs of {node.process_label}")
+    return node, outputs._as_dict()
 
 
 class NodeCaching:

@@ -194,10 +194,14 @@ class ProcessFunction:
                 parent.call_count += 1
             node_hash = self._cache_hash(flat_inputs) if memo is None else None
             if node_hash is not None:
-                pk, input_pks, source = yield Write(store.caching.begin_cached, new, node_hash)
-                if source is not None:  # finished at once, as a copy of an equal earlier call
+                begun = yield Write(store.caching.begin_cached, new, node_hash)
+                pk, input_pks = begun.pk, begun.input_pks
+                if begun.source_uuid is not None:  # finished at once, as a copy of an equal call
                     _mark_stored(flat_inputs, input_pks, store)
-                    return _reused(store, pk, self.node_class)
+                    node, outputs = caching.copied_node(store, self.node_class, begun)
+                    if len(outputs) == 1 and "result" in outputs:
+                        return outputs["result"], node
+                    return outputs, node
             elif memo is None:
                 pk, input_pks = yield Write(store.provenance.begin_process, new)
             else:

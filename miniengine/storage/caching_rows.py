@@ -13,8 +13,8 @@ from miniengine.core.ids import new_uuid
 from miniengine.storage.calcjob_rows import create_calcjob_tx
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
 from miniengine.storage.interfaces.checkpoints import MemoKey
-from miniengine.storage.interfaces.provenance import NewProcess
-from miniengine.storage.rows import begin_process_tx
+from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
+from miniengine.storage.rows import NODE_COLUMNS, begin_process_tx
 
 __all__ = [
     "begin_cached_tx",
@@ -82,9 +82,12 @@ def _copy(
         "SELECT out_pk, label FROM links WHERE in_pk = ? AND link_type = 'create' ORDER BY pk",
         (source_pk,),
     ).fetchall()
+    labels: dict[int, str] = {}
     links = []
     for out_pk, label in outputs:
         cursor = connection.execute(_CLONE, (new_uuid(), now, now, out_pk))
+        assert cursor.lastrowid is not None
+        labels[cursor.lastrowid] = label
         links.append((pk, cursor.lastrowid, "create", label))
     connection.executemany(
         "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)", links
@@ -94,7 +97,15 @@ def _copy(
         "owner = NULL, lease_expires = NULL, node_hash = ?, extras = ?, mtime = ? WHERE pk = ?",
         (exit_message, hash_, json.dumps({CACHED_FROM_EXTRA: source_uuid}), now, pk),
     )
-    return CachedBegin(pk, input_pks, source_uuid)
+    marks = ", ".join("?" * (len(labels) + 1))
+    rows = {
+        row[0]: NodeRow._make(row)
+        for row in connection.execute(
+            f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk IN ({marks})", (pk, *labels)
+        )
+    }
+    outs = [(label, rows[out_pk]) for out_pk, label in labels.items()]
+    return CachedBegin(pk, input_pks, source_uuid, rows[pk], outs)
 
 
 def node_hash(connection: sqlite3.Connection, pk: int) -> str | None:

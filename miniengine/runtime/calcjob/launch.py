@@ -157,8 +157,9 @@ def _root_lifecycle(
     if hash_ is not None and store.caching.cache_source(new.process_type, hash_) is not None:
         hit = yield Write(store.caching.copy_cached, new, hash_)
         if hit is not None:  # finished at once as a copy: its program does not run
-            node = _from_cache(store, new, hit)
-            return node.outputs._as_dict(), node
+            mark_stored(new.inputs, hit.input_pks, store)
+            node, outputs = caching.copied_node(store, CalcJobNode, hit)
+            return outputs, node
 
     def create(memo: MemoKey | None) -> Write:
         computer, checkpoint = bound.computer.uuid, first_checkpoint(cls, new, bound)
@@ -268,7 +269,8 @@ def _cache_hash(cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob) -> str
 def _from_cache(store: Backend, new: NewProcess, hit: CachedBegin) -> CalcJobNode:
     """The node of a CalcJob created finished, as a copy of an equal one."""
     mark_stored(new.inputs, hit.input_pks, store)
-    return CalcJobNode(store, store.provenance.node(hit.pk))
+    node: CalcJobNode = caching.copied_node(store, CalcJobNode, hit)[0]
+    return node
 
 
 def _submitted(store: Backend, new: NewProcess, pk: int, input_pks: list[int]) -> CalcJobNode:

@@ -8,11 +8,11 @@ be half reused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from miniengine.storage.interfaces.checkpoints import MemoKey
-from miniengine.storage.interfaces.provenance import NewProcess
+from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
 from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = ["CACHED_FROM_EXTRA", "VALID_CACHE_EXTRA", "CachedBegin", "Caching"]
@@ -31,6 +31,10 @@ class CachedBegin(NamedTuple):
     #: the uuid of the process it was copied from (it is then finished, with copies of the
     #: source's created outputs), ``None`` when it was started to run
     source_uuid: str | None
+    #: on a copy, the new process's row and (label, row) of each output, as they committed
+    #: (so that the caller needs no read to return them)
+    row: NodeRow | None = None
+    outputs: Sequence[tuple[str, NodeRow]] = ()
 
 
 class Caching(Protocol):

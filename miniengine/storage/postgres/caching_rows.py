@@ -13,9 +13,10 @@ import psycopg
 from miniengine.core.ids import new_uuid
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
 from miniengine.storage.interfaces.checkpoints import MemoKey
-from miniengine.storage.interfaces.provenance import NewProcess
+from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
 from miniengine.storage.postgres.calcjob_rows import create_calcjob_tx
 from miniengine.storage.postgres.rows import begin_process_tx
+from miniengine.storage.rows import NODE_COLUMNS
 
 __all__ = [
     "begin_cached_tx",
@@ -32,12 +33,6 @@ _SOURCE = (
     "AND process_state = 'finished' AND exit_status = 0 "
     f"AND (extras -> '{VALID_CACHE_EXTRA}') IS DISTINCT FROM 'false'::jsonb "
     "ORDER BY pk LIMIT 1"
-)
-
-_CLONE = (
-    "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime, "
-    "computer_pk) SELECT %s, node_type, label, description, attributes, %s, %s, computer_pk "
-    "FROM nodes WHERE pk = %s RETURNING pk"
 )
 
 
@@ -72,30 +67,51 @@ def create_calcjob_hashed_tx(
     return pk, input_pks
 
 
+#: the clones of the outputs, their links (in the source's order) and the end of the process in
+#: one round trip, returning the rows of the process and of its new outputs
+_COPY = (
+    "WITH v AS (SELECT * FROM unnest(%(uuids)s::text[], %(sources)s::bigint[], "
+    "%(labels)s::text[]) WITH ORDINALITY AS v (uuid, source, label, ord)), "
+    "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
+    "mtime, computer_pk) SELECT v.uuid, n.node_type, n.label, n.description, n.attributes, "
+    "%(now)s, %(now)s, n.computer_pk FROM v JOIN nodes n ON n.pk = v.source ORDER BY v.ord "
+    f"RETURNING {NODE_COLUMNS}), "
+    "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT %(pk)s, c.pk, "
+    "'create', v.label FROM cloned c JOIN v ON v.uuid = c.uuid ORDER BY v.ord), "
+    "done AS (UPDATE nodes SET process_state = 'finished', exit_status = 0, "
+    "exit_message = %(message)s, owner = NULL, lease_expires = NULL, node_hash = %(hash)s, "
+    f"extras = %(extras)s::jsonb, mtime = %(now)s WHERE pk = %(pk)s RETURNING {NODE_COLUMNS}) "
+    "SELECT * FROM done UNION ALL SELECT * FROM cloned"
+)
+
+
 def _copy(
     connection: Connection, pk: int, input_pks: list[int], source: Any, hash_: str
 ) -> CachedBegin:
     """Finish the new process ``pk`` as a copy of ``source`` (pk, uuid, exit message)."""
     source_pk, source_uuid, exit_message = source
-    now = time.time()
     outputs = connection.execute(
         "SELECT out_pk, label FROM links WHERE in_pk = %s AND link_type = 'create' ORDER BY pk",
         (source_pk,),
     ).fetchall()
-    for out_pk, label in outputs:
-        row = connection.execute(_CLONE, (new_uuid(), now, now, out_pk)).fetchone()
-        assert row is not None
-        connection.execute(
-            "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, 'create', %s)",
-            (pk, row[0], label),
-        )
-    connection.execute(
-        "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = %s, "
-        "owner = NULL, lease_expires = NULL, node_hash = %s, extras = %s::jsonb, mtime = %s "
-        "WHERE pk = %s",
-        (exit_message, hash_, json.dumps({CACHED_FROM_EXTRA: source_uuid}), now, pk),
-    )
-    return CachedBegin(pk, input_pks, str(source_uuid))
+    uuids = [new_uuid() for _ in outputs]
+    rows = connection.execute(
+        _COPY,
+        {
+            "uuids": uuids,
+            "sources": [out_pk for out_pk, _ in outputs],
+            "labels": [label for _, label in outputs],
+            "now": time.time(),
+            "pk": pk,
+            "message": exit_message,
+            "hash": hash_,
+            "extras": json.dumps({CACHED_FROM_EXTRA: str(source_uuid)}),
+        },
+    ).fetchall()
+    by_uuid = {row[1]: NodeRow._make(row) for row in rows}
+    process = next(NodeRow._make(row) for row in rows if row[0] == pk)
+    outs = [(label, by_uuid[uuid]) for uuid, (_, label) in zip(uuids, outputs, strict=True)]
+    return CachedBegin(pk, input_pks, str(source_uuid), process, outs)
 
 
 def node_hash(connection: Connection, pk: int) -> str | None:
