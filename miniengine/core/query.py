@@ -262,6 +262,12 @@ def parse_filters(
 
 
 def _conditions(tag: str, key: str, column: str, path: tuple[str, ...], spec: Any) -> list[Filter]:
+    if column == "attributes":
+        raise QueryError(
+            f"{tag!r}: {key!r}: attributes are stored in binary form and cannot be "
+            "filtered on in the database (filter on extras, or on process_state, "
+            "exit_status, process_label, process_status)"
+        )
     if not isinstance(spec, Mapping):
         return [Condition(tag, column, path, "==", _check_value(tag, key, "==", spec))]
     found: list[Filter] = []
@@ -287,12 +293,6 @@ def _conditions(tag: str, key: str, column: str, path: tuple[str, ...], spec: An
             )
         if operator in {"of_type", "has_key"} and column not in JSON_FIELDS:
             raise QueryError(f"{tag!r}: {key!r}: {raw!r} applies to extras only")
-        if column == "attributes":
-            raise QueryError(
-                f"{tag!r}: {key!r}: attributes are stored in binary form and cannot be "
-                "filtered on in the database (filter on extras, or on process_state, "
-                "exit_status, process_label, process_status)"
-            )
         if column == "extras" and not path and operator not in {"has_key", "of_type"}:
             raise QueryError(f"{tag!r}: 'extras' itself takes only 'has_key'; name a key")
         found.append(

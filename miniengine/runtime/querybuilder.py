@@ -388,7 +388,7 @@ class QueryBuilder:
     def iterall(self, batch_size: int | None = 100) -> Iterator[list[Any]]:
         """The rows, read ``batch_size`` at a time (one statement per batch)."""
         store = self._store()
-        for page in self._pages(batch_size or 100):
+        for page in self._pages(100 if batch_size is None else batch_size):
             rows = store.query_builder.rows(page)
             yield from self._results(store, page, rows)
             if len(rows) < (page.limit or 0):
@@ -421,7 +421,7 @@ class QueryBuilder:
         so the event loop keeps running while the database works."""
         store = self._store()
         reads = store.async_reads
-        for page in self._pages(batch_size or 100):
+        for page in self._pages(100 if batch_size is None else batch_size):
             rows = await reads.query_rows(page)
             for row in self._results(store, page, rows):
                 yield row

@@ -82,6 +82,9 @@ def _plan(connection: psycopg.Connection[Any], sql: str, params: Sequence[Any]) 
 def _index_extra(connection: psycopg.Connection[Any], key: str) -> str:
     name, sql = extras_index_sql(key)
     connection.execute(sql)
+    # the planner knows an expression's values only from statistics: without them a filter on
+    # the extra is estimated blindly and may scan the table instead
+    connection.execute("ANALYZE nodes")
     return name
 
 
