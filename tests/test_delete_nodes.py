@@ -235,3 +235,28 @@ def test_node_delete_command(backend_db: Any) -> None:
     assert done.returncode == 0, done
     left = set(store.provenance.nodes(list(range(1, 100))))
     assert node.pk not in left and result.pk in left and kept.pk in left
+
+
+def test_confirmation_callback_group_nodes_and_export_sets(backend_db: Any) -> None:
+    from miniengine.tools import delete_group_nodes, get_nodes_delete, get_nodes_export
+
+    x, y = Int(1).store(), Int(2).store()
+    result, _ = run.get_node(add_and_double, x, y)
+    everything = set(range(x.pk, result.pk + 1))  # x, y, wf, add, sum, double, result
+    # export takes the inputs, the creators and the callers: the whole graph from the result
+    assert get_nodes_export([result.pk])["nodes"] == everything
+    expected = get_nodes_delete([x.pk])["nodes"]
+    asked: list[set[int]] = []
+    found, deleted = delete_nodes([x.pk], dry_run=lambda pks: asked.append(pks) or True)
+    assert (found, deleted) == (expected, False) and asked == [expected]
+    group = Group(label="to clear").store()
+    group.add_nodes([x, y])
+    found, deleted = delete_group_nodes([group.pk], dry_run=lambda pks: False)
+    assert deleted and found == everything and group.count() == 0
+    assert load_group_exists(group.pk)
+
+
+def load_group_exists(pk: int) -> bool:
+    from miniengine import load_group
+
+    return load_group(pk).pk == pk
