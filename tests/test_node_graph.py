@@ -137,11 +137,12 @@ def test_graph_command_writes_dot_text_without_dot(backend_db: Any, tmp_path: Pa
     assert source.startswith("digraph {") and f"N{pks['x']} -> N{pks['wf']}" in source
     assert not (tmp_path / f"{pks['wf']}.dot.svg").exists()
     limited = _node_graph(
-        tmp_path, backend_db, str(pks["s"]), "-f", "dot", "-o", "s.dot", "-a", "0", "-d", "1"
+        tmp_path, backend_db, str(pks["x"]), "-f", "dot", "-o", "x.dot", "-a", "0", "-l", "data"
     )
     assert limited.returncode == 0, limited.stderr
-    text = (tmp_path / "s.dot").read_text()
-    assert f"N{pks['s']} -> N{pks['double']}" in text and f"N{pks['add']}" not in text
+    text = (tmp_path / "x.dot").read_text()  # data provenance only: no workfunction
+    assert f"N{pks['x']} -> N{pks['add']}" in text and f"N{pks['s']} -> N{pks['double']}" in text
+    assert f"N{pks['wf']}" not in text and "INPUT_WORK" not in text
 
 
 @needs_dot

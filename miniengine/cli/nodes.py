@@ -234,7 +234,8 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Draw the provenance around a node (as `verdi node graph generate`): its ancestors "
             "and descendants as a Graphviz graph, written to PK.dot.FORMAT in the current folder "
             "(svg by default), or as dot text to PK.dot when Graphviz's `dot` program is not "
-            "installed. Needs the `graphviz` package (the `graph` extra)."
+            "installed. Needs the `graphviz` package (the `graph` extra). Unlike verdi, -o names "
+            "the output file (as -O does) and --process-out has no short option."
         ),
     )
     parser.add_argument(
@@ -249,7 +250,26 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="dot writes the Graphviz text; the others need `dot` (default: svg)",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, help="the file to write (default: PK.dot.FORMAT)"
+        "-o",
+        "-O",
+        "--output-file",
+        dest="output",
+        type=Path,
+        help="the file to write (default: PK.ENGINE.FORMAT, e.g. 12.dot.svg)",
+    )
+    parser.add_argument(
+        "-l",
+        "--link-types",
+        default="all",
+        choices=tuple(_LINK_TYPES),
+        help="all links, or only data provenance (input_calc, create) or logical provenance "
+        "(input_work, return) (default: all)",
+    )
+    parser.add_argument(
+        "-e",
+        "--engine",
+        default="dot",
+        help="the Graphviz layout program: dot, neato, circo, ... (default: dot)",
     )
     parser.add_argument(
         "-a",
@@ -280,6 +300,9 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=with_store(_graph))
 
 
+_LINK_TYPES = {"all": (), "data": ("input_calc", "create"), "logic": ("input_work", "return")}
+
+
 def _depth(text: str) -> int:
     try:
         depth = int(text)
@@ -291,48 +314,54 @@ def _depth(text: str) -> int:
 
 
 def _graph(args: argparse.Namespace, store: Backend) -> int:
+    import importlib.util
     import shutil
 
     from miniengine.cli.errors import CliError
 
-    try:
-        from miniengine.tools.graph import Graph
-    except ImportError as exc:  # pragma: no cover - the graph extra is missing
-        raise CliError(
-            f"drawing graphs needs the graphviz package: pip install 'miniengine[graph]' ({exc})"
-        ) from None
+    if importlib.util.find_spec("graphviz") is None:
+        raise CliError("drawing graphs needs the graphviz package: pip install 'miniengine[graph]'")
+    from miniengine.tools.graph import Graph
+
     node = _load(store, args.node)
-    graph = Graph(backend=store)
+    link_types = _LINK_TYPES[args.link_types]
+    graph = Graph(engine=args.engine, backend=store)
     graph.recurse_ancestors(
         node.pk,
         depth=args.ancestor_depth,
+        link_types=link_types,
         annotate_links="both",
         include_process_outputs=args.process_out,
     )
     graph.recurse_descendants(
         node.pk,
         depth=args.descendant_depth,
+        link_types=link_types,
         annotate_links="both",
         include_process_inputs=args.process_in,
     )
     digraph = graph.graphviz
     fmt = args.format
-    if fmt != "dot" and shutil.which("dot") is None:
-        emit(f"Graphviz's dot program is not installed: writing the dot text instead of {fmt}")
+    stem = f"{node.pk}.{args.engine}"
+    if fmt != "dot" and shutil.which(args.engine) is None:
+        emit(
+            f"Graphviz's {args.engine} program is not installed: writing the dot text to "
+            f"{args.output or stem} instead of {fmt}"
+        )
         fmt = "dot"
-    target: Path = args.output or Path(f"{node.pk}.dot" if fmt == "dot" else f"{node.pk}.dot.{fmt}")
+    target: Path = args.output or Path(stem if fmt == "dot" else f"{stem}.{fmt}")
     if fmt == "dot":
         target.write_text(digraph.source, encoding="utf-8")
     else:
         import subprocess
 
         done = subprocess.run(
-            ["dot", f"-T{fmt}", "-o", str(target)],
+            [args.engine, f"-T{fmt}", "-o", str(target)],
             input=digraph.source.encode(),
             capture_output=True,
             check=False,
         )
         if done.returncode != 0:
-            raise CliError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
+            raise CliError(f"{args.engine} failed: {done.stderr.decode(errors='replace').strip()}")
     emit(f"wrote {target} ({len(graph.nodes)} nodes, {len(graph.edges)} links)")
     return 0
