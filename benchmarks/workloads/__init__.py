@@ -21,6 +21,7 @@ _MODULES = (
     "w9_slurm",
     "w10_ssh",
     "c1_caching",
+    "q1_query",
     "chaos",
     "checkpoint",
     "import_time",
