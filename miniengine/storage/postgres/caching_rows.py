@@ -35,19 +35,26 @@ _SOURCE = (
     "ORDER BY pk LIMIT 1"
 )
 
+#: the source and the outputs it created (one row per output; one with NULLs for none), in one
+#: round trip
+_SOURCE_AND_OUTPUTS = (
+    f"SELECT s.pk, s.uuid, s.exit_message, l.out_pk, l.label FROM ({_SOURCE}) s "
+    "LEFT JOIN links l ON l.in_pk = s.pk AND l.link_type = 'create' ORDER BY l.pk"
+)
+
 
 def begin_cached_tx(connection: Connection, new: NewProcess, hash_: str) -> CachedBegin:
-    source = connection.execute(_SOURCE, (new.process_type, hash_)).fetchone()
+    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, hash_)).fetchall()
     pk, input_pks = begin_process_tx(connection, new)
-    if source is None:
+    if not source:
         connection.execute("UPDATE nodes SET node_hash = %s WHERE pk = %s", (hash_, pk))
         return CachedBegin(pk, input_pks, None)
     return _copy(connection, pk, input_pks, source, hash_)
 
 
 def copy_cached_tx(connection: Connection, new: NewProcess, hash_: str) -> CachedBegin | None:
-    source = connection.execute(_SOURCE, (new.process_type, hash_)).fetchone()
-    if source is None:
+    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, hash_)).fetchall()
+    if not source:
         return None
     pk, input_pks = begin_process_tx(connection, new)
     return _copy(connection, pk, input_pks, source, hash_)
@@ -67,47 +74,55 @@ def create_calcjob_hashed_tx(
     return pk, input_pks
 
 
-#: the clones of the outputs, their links (in the source's order) and the end of the process in
-#: one round trip, returning the rows of the process and of its new outputs
-_COPY = (
-    "WITH v AS (SELECT * FROM unnest(%(uuids)s::text[], %(sources)s::bigint[], "
-    "%(labels)s::text[]) WITH ORDINALITY AS v (uuid, source, label, ord)), "
-    "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
-    "mtime, computer_pk) SELECT v.uuid, n.node_type, n.label, n.description, n.attributes, "
-    "%(now)s, %(now)s, n.computer_pk FROM v JOIN nodes n ON n.pk = v.source ORDER BY v.ord "
-    f"RETURNING {NODE_COLUMNS}), "
-    "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT %(pk)s, c.pk, "
-    "'create', v.label FROM cloned c JOIN v ON v.uuid = c.uuid ORDER BY v.ord), "
-    "done AS (UPDATE nodes SET process_state = 'finished', exit_status = 0, "
-    "exit_message = %(message)s, owner = NULL, lease_expires = NULL, node_hash = %(hash)s, "
-    f"extras = %(extras)s::jsonb, mtime = %(now)s WHERE pk = %(pk)s RETURNING {NODE_COLUMNS}) "
-    "SELECT * FROM done UNION ALL SELECT * FROM cloned"
-)
+#: :func:`_copy_statement` by the number of outputs (a few sizes in practice)
+_COPY: dict[int, str] = {}
+
+
+def _copy_statement(count: int) -> str:
+    """The clones of ``count`` outputs, their links (in the source's order) and the end of the
+    process in one round trip, returning the rows of the process and of its new outputs."""
+    values = ", ".join(f"(%s, %s::bigint, %s, {position})" for position in range(count))
+    given = f"SELECT * FROM (VALUES {values}) AS v (uuid, source, label, ord)"
+    done = (
+        "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = %s, "
+        "owner = NULL, lease_expires = NULL, node_hash = %s, extras = %s::jsonb, mtime = %s "
+        f"WHERE pk = %s RETURNING {NODE_COLUMNS}"
+    )
+    if count == 0:
+        return done
+    return (
+        f"WITH v AS ({given}), done AS ({done}), "
+        "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
+        "mtime, computer_pk) SELECT v.uuid, n.node_type, n.label, n.description, n.attributes, "
+        "%s, %s, n.computer_pk FROM v JOIN nodes n ON n.pk = v.source ORDER BY v.ord "
+        f"RETURNING {NODE_COLUMNS}), "
+        "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT n.pk, c.pk, "
+        "'create', v.label FROM cloned c JOIN v ON v.uuid = c.uuid, done n ORDER BY v.ord) "
+        "SELECT * FROM done UNION ALL SELECT * FROM cloned"
+    )
 
 
 def _copy(
-    connection: Connection, pk: int, input_pks: list[int], source: Any, hash_: str
+    connection: Connection, pk: int, input_pks: list[int], source: list[Any], hash_: str
 ) -> CachedBegin:
-    """Finish the new process ``pk`` as a copy of ``source`` (pk, uuid, exit message)."""
-    source_pk, source_uuid, exit_message = source
-    outputs = connection.execute(
-        "SELECT out_pk, label FROM links WHERE in_pk = %s AND link_type = 'create' ORDER BY pk",
-        (source_pk,),
-    ).fetchall()
+    """Finish the new process ``pk`` as a copy of ``source`` (rows of
+    :data:`_SOURCE_AND_OUTPUTS`)."""
+    _, source_uuid, exit_message = source[0][:3]
+    outputs = [(out_pk, label) for *_, out_pk, label in source if out_pk is not None]
     uuids = [new_uuid() for _ in outputs]
-    rows = connection.execute(
-        _COPY,
-        {
-            "uuids": uuids,
-            "sources": [out_pk for out_pk, _ in outputs],
-            "labels": [label for _, label in outputs],
-            "now": time.time(),
-            "pk": pk,
-            "message": exit_message,
-            "hash": hash_,
-            "extras": json.dumps({CACHED_FROM_EXTRA: str(source_uuid)}),
-        },
-    ).fetchall()
+    statement = _COPY.get(len(outputs))
+    if statement is None:
+        statement = _COPY[len(outputs)] = _copy_statement(len(outputs))
+    now = time.time()
+    given = [
+        v
+        for uuid, (out_pk, label) in zip(uuids, outputs, strict=True)
+        for v in (uuid, out_pk, label)
+    ]
+    extras = json.dumps({CACHED_FROM_EXTRA: str(source_uuid)})
+    done = (exit_message, hash_, extras, now, pk)
+    clones = (now, now) if outputs else ()
+    rows = connection.execute(statement, (*given, *done, *clones)).fetchall()
     by_uuid = {row[1]: NodeRow._make(row) for row in rows}
     process = next(NodeRow._make(row) for row in rows if row[0] == pk)
     outs = [(label, by_uuid[uuid]) for uuid, (_, label) in zip(uuids, outputs, strict=True)]

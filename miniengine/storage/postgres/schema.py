@@ -302,10 +302,11 @@ CREATE TABLE group_nodes (
 CREATE INDEX group_nodes_node ON group_nodes (node_pk);
 """
 
-#: Version 10 (as ``storage/schema_v10.py``): the caching hash of a process.
+#: Version 10 (as ``storage/schema_v10.py``): the caching hash of a process (the index ends with
+#: the pk, which sqlite's indexes hold anyway, so that the oldest source is found without a sort).
 _SCHEMA_V10 = """
 ALTER TABLE nodes ADD COLUMN node_hash text COLLATE "C";
-CREATE INDEX nodes_hash ON nodes (process_type, node_hash) WHERE node_hash IS NOT NULL;
+CREATE INDEX nodes_hash ON nodes (process_type, node_hash, pk) WHERE node_hash IS NOT NULL;
 """
 
 
