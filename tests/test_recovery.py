@@ -298,6 +298,47 @@ async def test_a_replayed_step_reuses_its_finished_call_and_excepts_the_unfinish
                  *ACTIVE) == [(0,)]  # fmt: skip
 
 
+async def test_a_worker_whose_inline_call_was_recovered_hands_its_process_back_unharmed(
+    miniengine_db: Path, tmp_path: Path
+) -> None:
+    """A worker stopped past its lease comes back before anyone took its process over, but the
+    recovery of expired leases has already ended its inline call ("owner lost").  The call's
+    finish is refused (LeaseLostError): the run is stale, so the worker hands the task back
+    instead of ending the process EXCEPTED, and the replay runs the call afresh."""
+    me = os.getpid()
+    async with Worker(db=miniengine_db, lease_timeout=LEASE):
+        node = await asubmit(MemoWorkChain, folder=Str(str(tmp_path)))
+        await until(lambda: started_pids(tmp_path, "add") == {me}, 30, "gated_add to start")
+        (running,) = query(
+            miniengine_db,
+            "SELECT pk FROM nodes WHERE process_label = ? AND process_state = ?",
+            "gated_add",
+            "running",
+        )
+        # what the recovery of an expired lease does to an inline call nobody holds any more
+        sql.execute(
+            miniengine_db,
+            "UPDATE nodes SET process_state = ?, exception = ?, owner = NULL, "
+            "lease_expires = NULL WHERE pk = ?",
+            "excepted",
+            "owner lost: recovered while its worker was stopped",
+            running[0],
+        )
+        (tmp_path / f"addrelease.{me}").touch()
+        await await_node(node, timeout=30)
+    assert node.is_finished_ok, node.exception
+    assert node.outputs.result.value == 13
+    assert steps(tmp_path) == [f"compute {me}", f"compute {me}"]  # the step ran again
+    gated = sorted(
+        (child for child in node.called if child.process_label == "gated_add"),
+        key=lambda child: child.pk,
+    )
+    assert [child.process_state for child in gated] == [
+        ProcessState.EXCEPTED,
+        ProcessState.FINISHED,
+    ]
+
+
 async def test_a_run_mode_process_whose_script_died_is_excepted_by_a_worker(
     miniengine_db: Path, tmp_path: Path
 ) -> None:

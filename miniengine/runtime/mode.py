@@ -100,6 +100,8 @@ class RunMode:
     evicts = False
     #: A failed terminal write is followed by ending the process at once: nobody else would.
     ends_after_failed_finish = True
+    #: A lost lease inside a step (an inline call's) ends the process here: no task runs it again.
+    hands_back_lost_leases = False
     #: No daemon task runs the process.
     task_pk: int | None = None
 
@@ -142,6 +144,11 @@ class DaemonMode:
     evicts = True
     #: A failed terminal write is raised: the worker hands the task back and it runs again.
     ends_after_failed_finish = False
+    #: A lost lease inside a step -- an inline call that the recovery of expired leases ended
+    #: while this worker was stopped past its lease -- means this run is stale: it is raised
+    #: without writing, the worker hands the task back, and the replay of the step from the
+    #: checkpoint runs the call afresh (the process must not end EXCEPTED for it).
+    hands_back_lost_leases = True
     #: There is no launched tree.
     tree: ProcessTree | None = None
 

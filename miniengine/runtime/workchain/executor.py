@@ -40,6 +40,7 @@ from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
     CheckpointError,
     InvalidOperation,
+    LeaseLostError,
     MiniengineError,
     OutputValidationError,
     ProcessKilledError,
@@ -493,6 +494,8 @@ class _Executor(ProcessExecutor):
             )
             raise
         except BaseException as exc:
+            if isinstance(exc, LeaseLostError) and self.mode.hands_back_lost_leases:
+                raise  # a stale run: the worker hands the task back, the replay continues
             yield from self._stop_started()
             self.new_outputs = []
             yield self._excepted(exc, state, cascade=f"Killed: its caller {self.pk} excepted")
