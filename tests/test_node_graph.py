@@ -14,6 +14,7 @@ import pytest
 
 from miniengine import Int, Str, calcfunction, run, workfunction
 from miniengine.tools import Graph
+from miniengine.tools.graph import pstate_node_styles
 from tests.workchains.daemon_chains import python_env
 
 pytestmark = pytest.mark.backends
@@ -58,7 +59,7 @@ def _names(pks: dict[str, int], found: set[int]) -> set[str]:
 
 def _edges(pks: dict[str, int], graph: Graph) -> set[tuple[str, str, str]]:
     by_pk = {pk: name for name, pk in pks.items()}
-    return {(by_pk[a], by_pk[b], kind) for a, b, kind, _ in graph.edges}
+    return {(by_pk[a], by_pk[b], pair.link_type.value) for a, b, pair in graph.edges if pair}
 
 
 def test_depths_and_directions(backend_db: Any) -> None:
@@ -79,19 +80,25 @@ def test_depths_and_directions(backend_db: Any) -> None:
     graph.recurse_ancestors(pks["r"], depth=1)
     assert _names(pks, graph.nodes) == {"r", "double", "wf"}
     graph = Graph()
-    graph.recurse_ancestors(pks["r"], depth=1, include_process_outputs=True)
-    assert _names(pks, graph.nodes) == {"r", "double", "wf", "add"}
+    graph.recurse_ancestors(pks["s"], depth=2)
+    assert _names(pks, graph.nodes) == {"s", "add", "x", "y", "wf"}
+    graph = Graph()  # with the outputs (CREATE, RETURN) of what was reached: wf returned r
+    graph.recurse_ancestors(pks["s"], depth=2, include_process_outputs=True)
+    assert _names(pks, graph.nodes) == {"s", "add", "x", "y", "wf", "r"}
+    assert ("wf", "r", "return") in _edges(pks, graph)
     graph = Graph()
     graph.recurse_ancestors(pks["r"])
     assert _names(pks, graph.nodes) == set(pks)
 
+    graph = Graph()  # with the inputs (INPUT links) of what was reached: y into wf and add
+    graph.recurse_descendants(pks["x"], depth=1, include_process_inputs=True)
+    assert _names(pks, graph.nodes) == {"x", "y", "wf", "add"}
+    assert ("y", "add", "input_calc") in _edges(pks, graph)
     graph = Graph()
-    graph.recurse_descendants(pks["s"], depth=1, include_process_inputs=True)
-    assert _names(pks, graph.nodes) == {"s", "double", "wf"}
-    graph = Graph()
-    assert graph.add_incoming(pks["add"], link_types=["input_calc"]) == {pks["x"], pks["y"]}
-    assert graph.add_outgoing(pks["wf"], link_types=["return"]) == {pks["r"]}
-    (returned,) = graph.add_outgoing(pks["wf"], link_types=["return"], return_pks=False)
+    incoming = graph.add_incoming(pks["add"], link_types=["input_calc"])
+    assert sorted(incoming) == sorted([pks["add"], pks["x"], pks["y"]])
+    assert graph.add_outgoing(pks["wf"], link_types="return") == [pks["wf"], pks["r"]]
+    _, returned = graph.add_outgoing(pks["wf"], link_types=["return"], return_pks=False)
     assert returned.pk == pks["r"] and returned.value == 6
 
 
@@ -102,12 +109,25 @@ def test_styles_and_escaped_labels(backend_db: Any) -> None:
     graph.recurse_ancestors(pks["r"], annotate_links="both")
     graph.add_node(odd)
     source = graph.graphviz.source
-    assert f'N{pks["r"]} [label="Int ({pks["r"]})\nvalue: 6"' in source
-    assert "shape=ellipse" in source and "shape=rectangle" in source
-    assert f'label="add_and_double ({pks["wf"]})\nState: finished\nExit Code: 0"' in source
-    assert 'fillcolor="#8cd499ff"' in source
-    assert f'N{pks["wf"]} -> N{pks["r"]} [label="RETURN\nresult"' in source
-    assert 'value: say \\"hi\\" \\\\ bye' in source  # dot shows the backslash, once
+    # the origin is outlined in red; data are green ellipses showing their value
+    assert f'N{pks["r"]} [label="Int ({pks["r"]})\nvalue: 6" color=red' in source
+    assert f'N{pks["x"]} [label="Int ({pks["x"]})\nvalue: 1" fillcolor="#8cd499ff"' in source
+    assert "shape=ellipse" in source
+    # calcfunctions light red, workflows orange rectangles, with their state and exit code
+    wf_text = f'label="add_and_double ({pks["wf"]})\nState: finished\nExit Code: 0"'
+    assert f'{wf_text} fillcolor="#e38851ff" penwidth=0 shape=rectangle' in source
+    assert f'N{pks["add"]} [label="add ({pks["add"]})' in source and "#de707f77" in source
+    assert f'N{pks["wf"]} -> N{pks["r"]} [label="RETURN\nresult" color="#000000" style=dashed]' in (
+        source
+    )
+    assert 'say \\"hi\\" \\\\ bye' in source  # a Str shows its value; dot one backslash
+
+    by_state = Graph(node_style_fn=pstate_node_styles, node_id_type=["pk", "uuid"])
+    by_state.recurse_descendants(pks["wf"], depth=1)
+    source = by_state.graphviz.source
+    assert "shape=polygon sides=6" in source and "shape=ellipse" in source
+    assert 'fillcolor="#8cd499ff"' in source and "shape=rectangle" in source  # data: plain
+    assert f"add_and_double ({pks['wf']}|" in source
 
 
 def _node_graph(cwd: Path, db: Any, *args: str, path: str | None = None) -> Any:

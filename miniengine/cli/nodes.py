@@ -272,6 +272,28 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the Graphviz layout program: dot, neato, circo, ... (default: dot)",
     )
     parser.add_argument(
+        "--color-by",
+        default="state",
+        choices=("state", "type"),
+        help="fill processes by their state (green finished ok, red failed, orange running) or "
+        "nodes by their type (as verdi: calculations red, workflows orange, data green) "
+        "(default: state)",
+    )
+    parser.add_argument(
+        "--identifier",
+        nargs="+",
+        default=["pk"],
+        choices=("pk", "uuid", "label"),
+        help="how nodes are named in their text (default: pk)",
+    )
+    parser.add_argument(
+        "-c",
+        "--highlight-classes",
+        nargs="+",
+        metavar="CLASS",
+        help="grey out the nodes of other classes (as named in the graph: Int, add, ...)",
+    )
+    parser.add_argument(
         "-a",
         "--ancestor-depth",
         type=_depth,
@@ -321,17 +343,23 @@ def _graph(args: argparse.Namespace, store: Backend) -> int:
 
     if importlib.util.find_spec("graphviz") is None:
         raise CliError("drawing graphs needs the graphviz package: pip install 'miniengine[graph]'")
-    from miniengine.tools.graph import Graph
+    from miniengine.tools.graph import Graph, default_node_styles, pstate_node_styles
 
     node = _load(store, args.node)
     link_types = _LINK_TYPES[args.link_types]
-    graph = Graph(engine=args.engine, backend=store)
+    graph = Graph(
+        engine=args.engine,
+        node_style_fn=pstate_node_styles if args.color_by == "state" else default_node_styles,
+        node_id_type=args.identifier,
+        backend=store,
+    )
     graph.recurse_ancestors(
         node.pk,
         depth=args.ancestor_depth,
         link_types=link_types,
         annotate_links="both",
         include_process_outputs=args.process_out,
+        highlight_classes=args.highlight_classes,
     )
     graph.recurse_descendants(
         node.pk,
@@ -339,6 +367,7 @@ def _graph(args: argparse.Namespace, store: Backend) -> int:
         link_types=link_types,
         annotate_links="both",
         include_process_inputs=args.process_in,
+        highlight_classes=args.highlight_classes,
     )
     digraph = graph.graphviz
     fmt = args.format
