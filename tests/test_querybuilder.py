@@ -4,8 +4,13 @@ checked against the same answer computed in Python; errors before any SQL; batch
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -352,3 +357,33 @@ def test_an_index_on_an_extra_is_used() -> None:
     plan = "\n".join(store.query_builder.explain(qb.spec()))
     assert name in plan, plan
     assert qb.all(flat=True) == [77]
+
+
+def _cli(db: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "miniengine", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MINIENGINE_DB": str(db)},
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_process_list_filters_and_db_index(graph: Graph, miniengine_db: Path | str) -> None:
+    listed = _cli(miniengine_db, "process", "list", "-a", "-X", "parity=odd", "--json")
+    assert listed.returncode == 0, listed.stderr
+    odd = {pk for pk, extras in graph.calcs.items() if extras["parity"] == "odd"}
+    assert {row["pk"] for row in json.loads(listed.stdout)} == odd
+    listed = _cli(miniengine_db, "process", "list", "-a", "-L", "a%", "-E", "0", "-X", "idx=2")
+    assert listed.returncode == 0, listed.stderr
+    (pk,) = [pk for pk, extras in graph.calcs.items() if extras.get("idx") == 2]
+    assert f"\n{pk} " in listed.stdout.replace("  ", " ") and "Total results: 1" in listed.stdout
+    refused = _cli(miniengine_db, "process", "list", "-X", "a-b=1")
+    assert refused.returncode != 0 and "'a-b'" in refused.stderr
+
+    indexed = _cli(miniengine_db, "db", "index", "extras.idx")
+    assert indexed.returncode == 0, indexed.stderr
+    assert "indexed extras.idx (nodes_extras_idx)" in indexed.stdout
+    refused = _cli(miniengine_db, "db", "index", "attributes.value")
+    assert refused.returncode != 0 and "extras.KEY" in refused.stderr

@@ -1,4 +1,4 @@
-"""``miniengine db info|migrate|vacuum|backup|maintain``: the database file as a whole.
+"""``miniengine db info|migrate|vacuum|backup|maintain|copy|index``: the database as a whole.
 
 ``info`` only reads.  ``migrate`` opens the file as the engine does, which migrates it.
 ``vacuum`` rewrites the file and is refused while a daemon serves it.  ``backup`` copies a
@@ -6,7 +6,8 @@ consistent snapshot with ``VACUUM INTO`` (one read transaction, so the daemon ma
 into a temporary file beside the target, checks it, renames it into place, and copies the file
 repository's objects that the snapshot names beside it.  ``maintain`` removes repository objects
 that nothing names any more.  ``copy`` copies a whole database, processes in flight included,
-into an empty one of either backend (a sqlite file or a PostgreSQL URL).
+into an empty one of either backend (a sqlite file or a PostgreSQL URL).  ``index`` adds an
+expression index on an extra of nodes, for the QueryBuilder's filters.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = ["add_commands"]
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``info``, ``migrate``, ``vacuum``, ``backup``, ``maintain`` and ``copy`` to ``db``."""
+    """Add ``info``, ``migrate``, ``vacuum``, ``backup``, ``maintain``, ``copy`` and ``index``."""
     info = commands.add_parser(
         "info",
         help="path, size, schema version, counts, queue and daemon of the database",
@@ -117,6 +118,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_json_option(copy)
     copy.set_defaults(handler=guarded(_copy))
+
+    index = commands.add_parser(
+        "index",
+        help="index extras of nodes, so that queries filtering on them stay fast",
+        description="Create (if missing) an index on each named extra of nodes, e.g. "
+        "`miniengine db index extras.batch`: a QueryBuilder filter or order on that extra then "
+        "reads the index instead of every node.  Each index costs a little on every write of "
+        "a node, so index the extras you query by, not all of them.",
+    )
+    index.add_argument(
+        "fields", nargs="+", metavar="extras.KEY", help="the extras to index (top-level keys)"
+    )
+    _common(index, _index)
 
 
 def _common(parser: argparse.ArgumentParser, handler: Handler) -> None:
@@ -255,6 +269,30 @@ def _migrate(args: argparse.Namespace) -> int:
     open_backend(location).close()  # opening migrates, under a lock, idempotently
     after = _version_of(location)
     emit(f"migrated {shown} from schema version {before} to {after}")
+    return 0
+
+
+# index -----------------------------------------------------------------------------------------
+
+
+def _index(args: argparse.Namespace) -> int:
+    from miniengine.core.query import ENTITY_NODE, QueryError, split_field
+
+    keys = []
+    for field in args.fields:
+        try:
+            column, path = split_field("db index", ENTITY_NODE, field)
+        except QueryError as exc:
+            raise CliError(str(exc)) from exc
+        if column != "extras" or len(path) != 1:
+            raise CliError(f"{field!r}: name a top-level extra, as extras.KEY")
+        keys.append(path[0])
+    db = open_backend(db_location(args))
+    try:
+        for key in keys:
+            emit(f"indexed extras.{key} ({db.query_builder.index_extra(key)})")
+    finally:
+        db.close()
     return 0
 
 

@@ -7,6 +7,7 @@ queries and prints an aligned table, or JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from miniengine.cli import calcjob
 from miniengine.cli.calcjob_queries import CALCJOB_TYPE
 from miniengine.cli.connection import open_readonly
-from miniengine.cli.errors import Handler, guarded
+from miniengine.cli.errors import CliError, Handler, guarded
 from miniengine.cli.identify import IDENTIFIER_HELP, find_process, process_identifier
 from miniengine.cli.options import add_db_option, add_json_option, db_location
 from miniengine.cli.render import plain_value, shorten, state_text, type_name, value_text
@@ -89,6 +90,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     listing.add_argument(
         "-l", "--limit", type=_count, metavar="N", help="at most N processes (the newest)"
+    )
+    listing.add_argument(
+        "-L",
+        "--process-label",
+        metavar="LABEL",
+        help="only processes of this label (a pattern with %% and _ as in SQL's LIKE)",
+    )
+    listing.add_argument(
+        "-E", "--exit-status", type=int, metavar="N", help="only processes with this exit status"
+    )
+    listing.add_argument(
+        "-X",
+        "--extra",
+        action="append",
+        type=_extra_filter,
+        metavar="KEY=VALUE",
+        help="only processes whose extra KEY is VALUE (JSON, else a string; repeatable)",
     )
     _common(listing, _list)
 
@@ -169,7 +187,10 @@ def _list(args: argparse.Namespace) -> int:
     since = None if args.past is None else now - args.past
 
     def query(db: Reader) -> tuple[list[ProcessRow], dict[int, str]]:
-        found = db.queries.list_processes(states, since, args.limit)
+        if args.process_label is None and args.exit_status is None and not args.extra:
+            found = db.queries.list_processes(states, since, args.limit)
+        else:
+            found = _filtered(db, args, states, since)
         active = [row.pk for row in found if row.process_state in ACTIVE_STATES]
         return found, db.calcjobs.active_stages(active) if active else {}
 
@@ -193,6 +214,60 @@ def _list(args: argparse.Namespace) -> int:
     )
     emit(f"{table}\n\nTotal results: {len(rows)}")
     return 0
+
+
+def _extra_filter(text: str) -> tuple[str, Any]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _filtered(
+    db: Reader, args: argparse.Namespace, states: tuple[str, ...] | None, since: float | None
+) -> list[ProcessRow]:
+    """The listing with the QueryBuilder's filters: one statement for the processes, one for
+    their callers."""
+    from miniengine.core.query import QueryError
+    from miniengine.runtime.nodes import ProcessNode
+    from miniengine.runtime.querybuilder import QueryBuilder
+    from miniengine.storage.interfaces.queries import ProcessRow as Row
+
+    filters: dict[str, Any] = {}
+    if states is not None:
+        filters["process_state"] = {"in": list(states)}
+    if since is not None:
+        filters["ctime"] = {">=": since}
+    if args.process_label is not None:
+        filters["process_label"] = {"like": args.process_label}
+    if args.exit_status is not None:
+        filters["exit_status"] = args.exit_status
+    for key, value in args.extra or ():
+        filters[f"extras.{key}"] = value
+    fields = [name for name in Row._fields if name != "caller"]
+    try:
+        qb = QueryBuilder().append(
+            ProcessNode, tag="p", filters=filters, project=["id", *fields[1:]]
+        )
+    except QueryError as exc:
+        raise CliError(str(exc)) from exc
+    qb.order_by({"p": [{"ctime": {"order": "desc"}}, {"id": {"order": "desc"}}]})
+    rows = db.query_builder.rows(qb.limit(args.limit).spec())
+    callers: dict[int, int] = {}
+    if rows:
+        called = QueryBuilder().append(ProcessNode, tag="caller", project="id")
+        called.append(
+            ProcessNode,
+            with_incoming="caller",
+            filters={"id": {"in": [row[0] for row in rows]}},
+            edge_filters={"type": {"in": list(CALL_LINK_TYPES)}},
+            project="id",
+        )
+        callers = {pk: caller for caller, pk in db.query_builder.rows(called.spec())}
+    return [Row._make((*row[:7], bool(row[7]), callers.get(row[0]))) for row in rows]
 
 
 def _process_json(row: ProcessRow) -> dict[str, Any]:

@@ -72,6 +72,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "process_status": "process_status",
         "exit_status": "exit_status",
         "exit_message": "exit_message",
+        "paused": "paused",
     },
     ENTITY_GROUP: {
         "id": "pk",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from miniengine.storage.interfaces.broker import QueueDepth
     from miniengine.storage.interfaces.calcjobs import CalcJobs
     from miniengine.storage.interfaces.provenance import Provenance
+    from miniengine.storage.interfaces.query_builder import QueryBuilderBackend
 
 __all__ = [
     "UNLIMITED_DEPTH",
@@ -200,6 +201,11 @@ class Reader(Protocol):
 
     @property
     def calcjobs(self) -> CalcJobs: ...
+
+    @property
+    def query_builder(self) -> QueryBuilderBackend:
+        """QueryBuilder queries (their reads only)."""
+        ...
 
     @property
     def location(self) -> str:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from miniengine.storage.interfaces.queries import Reader
     from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
     from miniengine.storage.postgres.provenance import PostgresProvenance
+    from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
     from miniengine.storage.postgres.store import PostgresStore
 
 __all__ = ["PostgresReader"]
@@ -78,6 +79,12 @@ class PostgresReader:
 
             self._calcjobs = PostgresCalcJobs(cast("PostgresStore", self))
         return self._calcjobs
+
+    @property
+    def query_builder(self) -> PostgresQueryBuilder:
+        from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
+
+        return PostgresQueryBuilder(cast("PostgresStore", self))  # two small objects: per use
 
     def __repr__(self) -> str:
         return f"<PostgresReader {self.location!r}>"

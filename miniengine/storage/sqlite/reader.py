@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
     from miniengine.storage.sqlite.provenance import SqliteProvenance
+    from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
     from miniengine.storage.store import Store
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteReader"]
@@ -77,6 +78,12 @@ class SqliteReader:
 
             self._calcjobs = SqliteCalcJobs(cast("Store", self))
         return self._calcjobs
+
+    @property
+    def query_builder(self) -> SqliteQueryBuilder:
+        from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
+
+        return SqliteQueryBuilder(cast("Store", self))  # two small objects: built per use
 
     @property
     def location(self) -> str:
