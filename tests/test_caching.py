@@ -188,3 +188,14 @@ def test_a_calcjob_with_a_real_program_is_not_rerun(backend_db: Any, tmp_path: P
         other = {"options": {"resources": RESOURCES, "output_filename": "other.out"}}
         run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=other)
         assert _workdirs(work) == 2
+
+
+def test_a_class_that_is_not_cachable_always_runs(backend_db: Any) -> None:
+    add._cachable = False  # type: ignore[attr-defined]
+    try:
+        with enable_caching():
+            add(Int(3), Int(3))
+            _, node = add.run_get_node(Int(3), Int(3))
+        assert _count() == 2 and node.base.caching.get_hash() is None
+    finally:
+        del add._cachable  # type: ignore[attr-defined]
