@@ -260,3 +260,22 @@ def load_group_exists(pk: int) -> bool:
     from miniengine import load_group
 
     return load_group(pk).pk == pk
+
+
+def test_many_batches_leave_no_row_behind(backend_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes, links and memberships spread over many batches of the statements (on PostgreSQL
+    every foreign key is checked at each statement)."""
+    from miniengine.storage import traversal_rows
+
+    monkeypatch.setattr(traversal_rows, "_BATCH", 3)
+    x = Int(0).store()
+    outputs, _ = run.get_node(Parent, x=x)
+    group = Group(label="spread").store()
+    group.add_nodes([x, outputs["result"]])
+    expected = _expected([x.pk], AIIDA_DELETE)
+    assert len(expected) > 2 * 3  # three batches at least
+    assert delete_nodes([x.pk]) == (expected, False)
+    assert delete_nodes([x.pk], dry_run=False) == (expected, True)
+    store = store_for(None)
+    assert not set(store.provenance.nodes(sorted(expected)))
+    assert group.count() == 0 and not _links()
