@@ -199,3 +199,28 @@ def test_a_class_that_is_not_cachable_always_runs(backend_db: Any) -> None:
         assert _count() == 2 and node.base.caching.get_hash() is None
     finally:
         del add._cachable  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the daemon uses pidfds")
+def test_a_submitted_calcjob_runs_in_the_daemon_once(backend_db: Any, tmp_path: Path) -> None:
+    from miniengine import InstalledCode, await_node, submit
+    from miniengine.runtime.computers import localhost_computer
+    from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+    from tests.workchains.daemon_chains import DaemonGuard
+
+    work = tmp_path / "work"
+    work.mkdir()
+    code = InstalledCode(
+        computer=localhost_computer(work), filepath_executable="/bin/bash", label="bash"
+    ).store()
+    options = {"options": {"resources": RESOURCES}}
+    with DaemonGuard(backend_db) as daemon, enable_caching():
+        daemon.start("--workers", "1")
+        first = submit(ArithmeticAddCalculation, code=code, x=Int(2), y=Int(3), metadata=options)
+        await_node(first, timeout=60)
+        source = load_node(first.pk)
+        assert source.is_finished_ok and _workdirs(work) == 1
+        second = submit(ArithmeticAddCalculation, code=code, x=Int(2), y=Int(3), metadata=options)
+        assert second.is_finished_ok and second.outputs.sum.value == 5  # at once: never queued
+        assert second.base.caching.get_cache_source() == source.uuid
+    assert _workdirs(work) == 1
