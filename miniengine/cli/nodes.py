@@ -254,6 +254,7 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-O",
         "--output-file",
         dest="output",
+        metavar="FILE",
         type=Path,
         help="the file to write (default: PK.ENGINE.FORMAT, e.g. 12.dot.svg)",
     )
@@ -268,6 +269,7 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "-e",
         "--engine",
+        metavar="PROGRAM",
         default="dot",
         help="the Graphviz layout program: dot, neato, circo, ... (default: dot)",
     )
@@ -296,6 +298,7 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "-a",
         "--ancestor-depth",
+        metavar="N",
         type=_depth,
         default=None,
         help="how many links back to follow (default: all)",
@@ -303,6 +306,7 @@ def _add_graph(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "-d",
         "--descendant-depth",
+        metavar="N",
         type=_depth,
         default=None,
         help="how many links on to follow (default: all)",
