@@ -202,7 +202,11 @@ def _delete(args: argparse.Namespace, store: Backend) -> int:
         named = ", ".join(
             f"{p.pk} ({p.process_label or 'process'}, {p.process_state})" for p in live
         )
-        raise CliError(f"refusing to delete live processes: {named}; kill them first")
+        kill = " ".join(str(p.pk) for p in live)
+        raise CliError(
+            f"refusing to delete live processes: {named}; kill them first "
+            f"(miniengine process kill {kill})"
+        )
     if args.dry_run:
         emit("dry run: nothing deleted")
         return 0
