@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 import miniengine.orm
-from miniengine import Int, calcfunction, disable_caching, enable_caching, load_node
+from miniengine import (
+    Int,
+    calcfunction,
+    disable_caching,
+    enable_caching,
+    load_node,
+    workfunction,
+)
 from miniengine.core.exit_code import ExitCode
 from miniengine.manage import caching as manage_caching
 from miniengine.runtime import caching
@@ -188,6 +195,22 @@ def test_a_calcjob_with_a_real_program_is_not_rerun(backend_db: Any, tmp_path: P
         other = {"options": {"resources": RESOURCES, "output_filename": "other.out"}}
         run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=other)
         assert _workdirs(work) == 2
+
+
+@workfunction
+def twice(x: Int, y: Int) -> Any:
+    return add(x, y)["sum"]
+
+
+def test_a_calcfunction_called_by_a_workfunction_is_reused(backend_db: Any) -> None:
+    with enable_caching(identifier=add.process_type):
+        first, outer = twice.run_get_node(Int(5), Int(6))
+        second, again = twice.run_get_node(Int(5), Int(6))
+    assert _count() == 1 and first.value == second.value == 11
+    (called,) = again.called
+    assert called.is_finished_ok and called.base.caching.get_cache_source() is not None
+    assert second.pk == called.outputs.sum.pk  # the workfunction returns the clone
+    assert [node.pk for node in outer.called] != [called.pk]
 
 
 def test_a_class_that_is_not_cachable_always_runs(backend_db: Any) -> None:
