@@ -304,38 +304,42 @@ class QueryBuilder:
     def _results(
         self, store: Backend, spec: QuerySpec, rows: list[tuple[Any, ...]]
     ) -> list[list[Any]]:
-        return [self._row(store, spec, row) for row in rows]
-
-    def _row(self, store: Backend, spec: QuerySpec, row: tuple[Any, ...]) -> list[Any]:
+        """The rows as the user sees them: nodes and groups built, JSON and attributes decoded
+        (plain columns, the common listing, are taken as they come)."""
+        if all(p.column not in ("*", "extras", "attributes") for p in spec.projections):
+            return [list(row) for row in rows]
         from miniengine.runtime.groups import Group
         from miniengine.runtime.nodes import node_from_row
 
-        values: list[Any] = []
-        at = 0
-        for projection in spec.projections:
-            if projection.column == "*":
-                if projection.entity == ENTITY_NODE:
-                    values.append(node_from_row(store, NodeRow._make(row[at : at + _NODE_WIDTH])))
-                    at += _NODE_WIDTH
-                else:
-                    values.append(
-                        Group._from_row(GroupRow._make(row[at : at + _GROUP_WIDTH]), store)
-                    )
-                    at += _GROUP_WIDTH
-                continue
-            value = row[at]
-            at += 1
-            if projection.column == "extras":
-                value = None if value is None else json.loads(value)
-            elif projection.column == "attributes":
-                value = unpack_attributes(value) if value is not None else {}
-                if projection.path == ("value",) and not isinstance(value, Mapping):
-                    values.append(value)  # a BaseType stores its value alone: AiiDA's 'value'
+        def build(row: tuple[Any, ...]) -> list[Any]:
+            values: list[Any] = []
+            at = 0
+            for projection in spec.projections:
+                if projection.column == "*":
+                    if projection.entity == ENTITY_NODE:
+                        node_row = NodeRow._make(row[at : at + _NODE_WIDTH])
+                        values.append(node_from_row(store, node_row))
+                        at += _NODE_WIDTH
+                    else:
+                        group_row = GroupRow._make(row[at : at + _GROUP_WIDTH])
+                        values.append(Group._from_row(group_row, store))
+                        at += _GROUP_WIDTH
                     continue
-                for key in projection.path:
-                    value = value.get(key) if isinstance(value, Mapping) else None
-            values.append(value)
-        return values
+                value = row[at]
+                at += 1
+                if projection.column == "extras":
+                    value = None if value is None else json.loads(value)
+                elif projection.column == "attributes":
+                    value = unpack_attributes(value) if value is not None else {}
+                    if projection.path == ("value",) and not isinstance(value, Mapping):
+                        values.append(value)  # a BaseType stores its value alone: AiiDA's 'value'
+                        continue
+                    for key in projection.path:
+                        value = value.get(key) if isinstance(value, Mapping) else None
+                values.append(value)
+            return values
+
+        return [build(row) for row in rows]
 
     def all(self, batch_size: int | None = None, flat: bool = False) -> list[Any]:
         """Every row, each a list of the projected values (``flat``: the values in one list)."""
