@@ -27,9 +27,13 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh database of the private cluster for this test (dropped afterwards)."""
-    url = postgres_server.create_database()
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database of the private cluster for this test (dropped afterwards).  A test (or
+    a fixture of its own) asking for ``postgres_url`` gets an empty one: it may be about creating
+    the schema.  Through ``miniengine_db`` it is a copy with the schema that a first open would
+    create, which is quicker than creating it in every test."""
+    with_schema = "postgres_url" not in request.node.fixturenames
+    url = postgres_server.create_database(with_schema=with_schema)
     yield url
     postgres_server.drop_database(url.rsplit("/", 1)[1])
 
