@@ -154,6 +154,7 @@ def test_filters_on_columns(graph: Graph) -> None:
     assert _pks({"process_label": {"like": "A%"}}) == set()
     assert _pks({"process_label": {"ilike": "A%"}}) == set(pks)
     assert _pks({"attributes.process_state": {"!in": ["finished"]}}) == set()
+    assert _pks({"paused": False}) == set(pks) and _pks({"attributes.paused": True}) == set()
     uuid = miniengine.load_node(pks[0]).uuid
     assert _pks({"uuid": {"like": "%" + uuid[-12:]}}) == {pks[0]}
     ctime = QueryBuilder().append(Node, filters={"id": pks[3]}, project="ctime").first(flat=True)

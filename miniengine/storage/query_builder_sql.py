@@ -174,6 +174,8 @@ class _Compiler:
             return self.json_condition(column, c.path, op, value)
         if op == "==" and value is None:
             return f"{column} IS NULL"
+        if isinstance(value, bool):
+            value = int(value)  # flags (paused) are integer columns on both backends
         if op in _COMPARE:
             return f"{column} {_COMPARE[op]} {self.p(value)}"
         if op == "in":
