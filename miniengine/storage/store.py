@@ -39,7 +39,6 @@ from miniengine.storage.host import current_host
 from miniengine.storage.permissions import writable
 from miniengine.storage.sqlite.broker import SqliteBroker
 from miniengine.storage.sqlite.caching import SqliteCaching
-from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
 from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
 from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
 from miniengine.storage.sqlite.computers import SqliteComputers
@@ -53,6 +52,7 @@ from miniengine.storage.sqlite.queries import SqliteQueries
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
     from miniengine.storage.sqlite.async_reads import SqliteAsyncReads
+    from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "Store", "close_all_stores", "shared_store"]
 
@@ -189,7 +189,7 @@ class Store:
         self.groups = SqliteGroups(self)
         self.traversal = SqliteTraversal(self)
         self.caching = SqliteCaching(self)
-        self.query_builder = SqliteQueryBuilder(self)
+        self._query_builder: SqliteQueryBuilder | None = None  # built on first use
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -225,6 +225,15 @@ class Store:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def query_builder(self) -> SqliteQueryBuilder:
+        """QueryBuilder queries (built on first use: the engine itself never makes one)."""
+        if self._query_builder is None:
+            from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
+
+            self._query_builder = SqliteQueryBuilder(self)
+        return self._query_builder
 
     @property
     def async_reads(self) -> SqliteAsyncReads:

@@ -8,10 +8,11 @@ text and attributes as their stored blob, which the runtime decodes.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from miniengine.core.query import QuerySpec
-from miniengine.storage.interfaces.transaction import Transaction
+if TYPE_CHECKING:
+    from miniengine.core.query import QuerySpec
+    from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = ["QueryBuilderBackend"]
 

@@ -11,10 +11,12 @@ the same node objects are built from either path.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from miniengine.core.query import QuerySpec
 from miniengine.storage.interfaces.provenance import NodeRow
+
+if TYPE_CHECKING:
+    from miniengine.core.query import QuerySpec
 
 __all__ = ["AsyncReads"]
 

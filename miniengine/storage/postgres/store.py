@@ -35,7 +35,6 @@ from miniengine.storage.background import BackgroundThread
 from miniengine.storage.host import current_host
 from miniengine.storage.postgres.broker import PostgresBroker
 from miniengine.storage.postgres.caching import PostgresCaching
-from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
 from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
 from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
@@ -60,6 +59,7 @@ if TYPE_CHECKING:
 
     from miniengine.storage.interfaces import Backend
     from miniengine.storage.postgres.async_reads import PostgresAsyncReads
+    from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
 
 
 __all__ = ["PostgresStore"]
@@ -157,7 +157,7 @@ class PostgresStore:
         self.groups = PostgresGroups(self)
         self.traversal = PostgresTraversal(self)
         self.caching = PostgresCaching(self)
-        self.query_builder = PostgresQueryBuilder(self)
+        self._query_builder: PostgresQueryBuilder | None = None  # built on first use
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
     # lifecycle -------------------------------------------------------------------------------
@@ -189,6 +189,15 @@ class PostgresStore:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def query_builder(self) -> PostgresQueryBuilder:
+        """QueryBuilder queries (built on first use: the engine itself never makes one)."""
+        if self._query_builder is None:
+            from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
+
+            self._query_builder = PostgresQueryBuilder(self)
+        return self._query_builder
 
     @property
     def async_reads(self) -> PostgresAsyncReads:
