@@ -155,6 +155,10 @@ def test_filters_on_columns(graph: Graph) -> None:
     assert _pks({"process_label": {"ilike": "A%"}}) == set(pks)
     assert _pks({"attributes.process_state": {"!in": ["finished"]}}) == set()
     assert _pks({"paused": False}) == set(pks) and _pks({"attributes.paused": True}) == set()
+    # values are parameters, never SQL
+    assert _pks({"process_label": "add' OR '1'='1"}) == set()
+    assert _pks({"extras": {"has_key": 'idx" OR 1=1 --'}}) == set()
+    assert _pks({"extras.name": {"in": ["run_0') OR ('1'='1"]}}) == set()
     uuid = miniengine.load_node(pks[0]).uuid
     assert _pks({"uuid": {"like": "%" + uuid[-12:]}}) == {pks[0]}
     ctime = QueryBuilder().append(Node, filters={"id": pks[3]}, project="ctime").first(flat=True)
