@@ -45,9 +45,9 @@ from miniengine.storage.sqlite.computers import SqliteComputers
 from miniengine.storage.sqlite.control import SqliteControl
 from miniengine.storage.sqlite.events import SqliteEvents
 from miniengine.storage.sqlite.groups import SqliteGroups
-from miniengine.storage.sqlite.traversal import SqliteTraversal
 from miniengine.storage.sqlite.provenance import SqliteProvenance
 from miniengine.storage.sqlite.queries import SqliteQueries
+from miniengine.storage.sqlite.traversal import SqliteTraversal
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend

@@ -49,9 +49,9 @@ from miniengine.storage.postgres.connection import (
 from miniengine.storage.postgres.control import PostgresControl
 from miniengine.storage.postgres.events import PostgresEvents
 from miniengine.storage.postgres.groups import PostgresGroups
-from miniengine.storage.postgres.traversal import PostgresTraversal
 from miniengine.storage.postgres.provenance import PostgresProvenance
 from miniengine.storage.postgres.queries import PostgresQueries
+from miniengine.storage.postgres.traversal import PostgresTraversal
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT
 
 if TYPE_CHECKING:
