@@ -3,8 +3,9 @@ nodes whose extra ``batch`` has one value, among 1,000,000 nodes (100,000 with `
 
 A quarter of the nodes are calcfunctions, and every calcfunction and the three nodes before it
 have ``batch`` = its number mod 1000, so one value selects 1,000 nodes of which 250 are
-calcfunctions.  The extra is indexed first (``store.query_builder.index_extra``, what
-``miniengine db index extras.batch`` does), and the plan is checked to read that index.  The nodes are bulk-inserted by SQL (set-up, not measured).
+calcfunctions. The extra is indexed first (``store.query_builder.index_extra``, what
+``miniengine db index extras.batch`` does), and the plan is checked to read that index. The
+nodes are bulk-inserted by SQL (set-up, not measured).
 Each figure is the median over 30 values of ``batch``.
 """
 
