@@ -227,6 +227,7 @@ if TYPE_CHECKING:
         WorkFunctionNode,
         load_node,
     )
+    from miniengine.runtime.querybuilder import QueryBuilder
     from miniengine.runtime.remote_data import RemoteData
     from miniengine.runtime.restart import (
         BaseRestartWorkChain,
