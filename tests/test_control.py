@@ -196,6 +196,38 @@ async def test_killing_a_waiting_parent_on_the_daemon_kills_its_running_child():
         assert child.process_state is ProcessState.KILLED
 
 
+async def test_reviving_a_parent_that_waits_for_its_child_leaves_it_waiting_until_the_child_ends(
+    miniengine_db,
+):
+    """A revive of a process that was not stuck wakes it early: it goes back to waiting, and
+    the checkpoint it writes again still names its step, so the real wake-up continues it
+    (it used to end EXCEPTED: "the step at the checkpoint's cursor was renamed")."""
+    from miniengine import asubmit, await_node
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=4):
+        parent = await asubmit(ParentOfWaiting, gate=Str("revived"))
+        await _until(lambda: parent.process_state is ProcessState.WAITING, "the parent to wait")
+        assert control.revive_processes([parent]) == [f"revived process {parent.pk}"]
+        await _until(
+            lambda: (
+                sql.count(
+                    miniengine_db,
+                    "SELECT count(*) FROM tasks WHERE process_pk = ? AND status != 'done'",
+                    parent.pk,
+                )
+                == 0
+            ),
+            "the worker to take the revive",
+        )
+        assert parent.process_state is ProcessState.WAITING
+        await asyncio.to_thread(open_gate, "revived")
+        await await_node(parent, timeout=30)
+    assert parent.is_finished_ok, parent.exception
+    (child,) = parent.called
+    assert parent.outputs.seen.value == child.pk
+
+
 async def test_a_paused_process_stays_paused_across_a_worker_restart_until_played(miniengine_db):
     from miniengine import asubmit, await_node
     from miniengine.daemon import Worker

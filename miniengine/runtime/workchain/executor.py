@@ -276,11 +276,14 @@ class _Executor(ProcessExecutor):
         self.cursor = checkpoint.cursor
         if self.cursor is not None:
             instruction_at(self.outline, self.cursor)
-            if checkpoint.step_name not in (
-                None,
-                getattr(instruction_at(self.outline, self.cursor), "name", None),
+            # (an empty name, as a checkpoint written while re-waiting once recorded, is unknown)
+            if checkpoint.step_name and checkpoint.step_name != getattr(
+                instruction_at(self.outline, self.cursor), "name", None
             ):
                 raise OutlineMismatch("the step at the checkpoint's cursor was renamed")
+        # kept, so that a checkpoint written again before any step runs (a process woken early
+        # that goes back to waiting) still names the step at its cursor
+        self.step_name = checkpoint.step_name or ""
         self.seq = checkpoint.seq
         self.raw_inputs = checkpoint.inputs
         self.inputs = FrozenAttributeDict(self.raw_inputs)
