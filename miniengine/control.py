@@ -167,7 +167,9 @@ def _select(
         return [_pk(process) for process in processes]
     if not all_entries:
         return []
-    return [row.pk for row in store.provenance.process_rows(list(states), None, None)]
+    # oldest first: a caller is always older than what it calls, so a kill of "all" reaches a
+    # waiting parent (and, through it, its children) before a child whose end would wake it
+    return sorted(row.pk for row in store.provenance.process_rows(list(states), None, None))
 
 
 def kill_processes(

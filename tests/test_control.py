@@ -228,6 +228,23 @@ async def test_reviving_a_parent_that_waits_for_its_child_leaves_it_waiting_unti
     assert parent.outputs.seen.value == child.pk
 
 
+async def test_killing_all_entries_kills_a_waiting_parent_too():
+    """``kill_processes(all_entries=True)`` must not kill a child first: its end would wake
+    the parent, which would then finish instead of being killed."""
+    from miniengine import asubmit
+    from miniengine.daemon import Worker
+
+    async with Worker(slots=4):
+        parent = await asubmit(ParentOfWaiting, gate=Str("never-all"))
+        await _until(lambda: parent.process_state is ProcessState.WAITING, "the parent to wait")
+        (child,) = parent.called
+        await _until(lambda: child.process_state is ProcessState.RUNNING, "the child to run")
+        await asyncio.to_thread(control.kill_processes, all_entries=True, wait=True)
+        await _until(lambda: child.is_terminated, "the worker to kill the child")
+    assert parent.process_state is ProcessState.KILLED
+    assert child.process_state is ProcessState.KILLED
+
+
 async def test_a_paused_process_stays_paused_across_a_worker_restart_until_played(miniengine_db):
     from miniengine import asubmit, await_node
     from miniengine.daemon import Worker
