@@ -303,7 +303,7 @@ def test_the_aiida_namespaces_are_lazy_and_complete():
             assert getattr(module, name) is not None, name
             assert name in dir(module)
         with pytest.raises(AttributeError):
-            module.QueryBuilder  # noqa: B018
+            module.not_an_aiida_name  # noqa: B018
     assert miniengine.orm.Int is Int and miniengine.engine.submit is submit
     probe = (
         "import sys, miniengine.engine, miniengine.orm\n"
