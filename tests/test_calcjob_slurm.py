@@ -116,10 +116,13 @@ def test_a_job_on_slurm_runs_and_is_parsed(code: InstalledCode, tmp_path: Path) 
     assert node.get_scheduler_state() == "done"
 
 
+@pytest.mark.long
 def test_a_job_over_its_walltime_is_error_scheduler_out_of_walltime(
     code: InstalledCode, tmp_path: Path
 ) -> None:
-    """SLURM's limits have minute granularity: the job is ended about a minute in."""
+    """SLURM's limits have minute granularity: the job is ended about a minute in, and
+    slurmctld looks every 30 s, so this takes 60-90 s (``-m long``; the parsing of SLURM's
+    TIMEOUT state into ERROR_SCHEDULER_OUT_OF_WALLTIME is checked on fixtures by default)."""
     counter = tmp_path / "counter"
     _, node = run.get_node(
         UnparsedAddCalculation,
