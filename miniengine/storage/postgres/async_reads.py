@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import NotExistent
+from miniengine.storage.async_paging import PAGE_ROWS, process_rows_in_pages
 from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
 from miniengine.storage.postgres import rows
 from miniengine.storage.postgres.connection import CONNECT_TIMEOUT, store_error
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
     from miniengine.storage.postgres.store import PostgresStore
 
 __all__ = ["PAGE_ROWS", "PostgresAsyncReads"]
-
-#: Rows per query of a listing (see the sqlite backend's async reads).
-PAGE_ROWS = 256
 
 _NODE_BY_PK = f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = %s"
 _NODE_BY_UUID = f"SELECT {NODE_COLUMNS} FROM nodes WHERE uuid = %s"
@@ -174,21 +172,12 @@ class PostgresAsyncReads:
         compiled = compile_query(spec, POSTGRES)
         return [tuple(row) for row in await self._fetch(compiled.sql, compiled.params)]
 
-    async def process_rows(
+    def process_rows(
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None
     ) -> AsyncIterator[NodeRow]:
-        left = limit
-        below: int | None = None
-        while left is None or left > 0:
-            size = PAGE_ROWS if left is None else min(PAGE_ROWS, left)
-            page = await self._fetch(*rows.process_rows_query(states, process_label, size, below))
-            for row in page:
-                yield NodeRow._make(row)
-            if len(page) < size:
-                return
-            below = page[-1][0]
-            if left is not None:
-                left -= len(page)
+        return process_rows_in_pages(
+            self._fetch, rows.process_rows_query, states, process_label, limit
+        )
 
 
 class _Closed(Exception):

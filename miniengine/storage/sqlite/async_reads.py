@@ -25,6 +25,7 @@ import aiosqlite
 
 from miniengine.exceptions import NotExistent, StoreError
 from miniengine.storage import rows, schema
+from miniengine.storage.async_paging import PAGE_ROWS, process_rows_in_pages
 from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
     from miniengine.storage.store import Store
 
 __all__ = ["PAGE_ROWS", "SqliteAsyncReads"]
-
-#: Rows per hop to the connection's thread: ~0.3 ms of row building there (the GIL the loop may
-#: wait for) and of node building on the loop; larger pages save hops but lengthen both.
-PAGE_ROWS = 256
 
 _NODE_BY_PK = f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE pk = ?"
 _NODE_BY_UUID = f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE uuid = ?"
@@ -180,21 +177,12 @@ class SqliteAsyncReads:
         compiled = compile_query(spec, SQLITE)
         return [tuple(row) for row in await self._fetch(compiled.sql, compiled.params)]
 
-    async def process_rows(
+    def process_rows(
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None
     ) -> AsyncIterator[NodeRow]:
-        left = limit
-        below: int | None = None
-        while left is None or left > 0:
-            size = PAGE_ROWS if left is None else min(PAGE_ROWS, left)
-            page = await self._fetch(*rows.process_rows_query(states, process_label, size, below))
-            for row in page:
-                yield NodeRow._make(row)
-            if len(page) < size:
-                return
-            below = page[-1][0]
-            if left is not None:
-                left -= len(page)
+        return process_rows_in_pages(
+            self._fetch, rows.process_rows_query, states, process_label, limit
+        )
 
 
 async def _close_with_loop(
