@@ -174,12 +174,14 @@ def _pump(stream: Any, lines: list[str], found: threading.Event) -> None:
 
 @contextmanager
 def running_web(
-    db: Path | str, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+    db: Path | str | None, *args: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> Iterator[WebServer]:
     """``python -m miniengine web --db DB --port 0 ARGS`` until the block ends; the URL it prints
-    (with the token) is read from its output."""
+    (with the token) is read from its output.  Without ``db`` the server takes
+    ``$MINIENGINE_DB`` (a PostgreSQL URL then stays off the command line)."""
+    where = [] if db is None else ["--db", str(db)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "miniengine", "web", "--db", str(db), "--port", "0", *args],
+        [sys.executable, "-m", "miniengine", "web", *where, "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
