@@ -1,0 +1,222 @@
+"""Live pages: one commit watcher per app, fanned out to every open event stream.
+
+The watcher awaits the backend's commit signal (``await_commit``: ``PRAGMA data_version`` on
+sqlite, LISTEN/NOTIFY on PostgreSQL), reads what changed once, and hands the batch to each
+open stream's queue.  A stream costs nothing while nothing commits: it sleeps on its queue, and
+the keep-alive comment every ~15 s comes from the watcher's own timeout, not from a timer per
+stream.  A stream that falls far behind (a stalled client) is dropped; the browser's
+EventSource reconnects and the page catches up from the database.
+
+Streams end when the client goes (Starlette cancels the response) or when the server stops
+(:meth:`Broadcaster.stop` closes every queue, so uvicorn's shutdown never waits on them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from miniengine.web.render import state_text
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
+    from miniengine.web.filters import ProcessFilters
+    from miniengine.web.reads import PageReads, Summary
+
+__all__ = ["Broadcaster", "list_events", "process_events", "summary_json"]
+
+_log = logging.getLogger(__name__)
+
+#: Batches a stream may have waiting before it is dropped as stalled.
+QUEUE_SIZE = 256
+#: Seconds between keep-alive comments on an idle stream.
+KEEPALIVE = 15.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one commit (or several close together) changed; empty for a keep-alive."""
+
+    changes: Sequence[Summary] = ()
+    keepalive: bool = False
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    send: MemoryObjectSendStream[Batch]
+    receive: MemoryObjectReceiveStream[Batch]
+
+
+@dataclass(eq=False)
+class Broadcaster:
+    """The single commit watcher of one app and the queues of its open streams."""
+
+    backend: Backend
+    reads: PageReads
+    keepalive: float = KEEPALIVE
+    _subscribers: set[_Subscriber] = field(default_factory=set)
+    running: bool = False
+    stopped: bool = False
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch commits until cancelled (the app's lifespan runs this in its task group)."""
+        await self.reads.current_cursor()
+        marker = self.backend.commit_marker()
+        self.running = True
+        task_status.started()
+        try:
+            while True:
+                current = await self.backend.await_commit(marker, self.keepalive)
+                if current == marker:
+                    self._offer(Batch(keepalive=True))
+                    continue
+                marker = current
+                if not self._subscribers:
+                    await self.reads.current_cursor()  # nobody listens: only move the cursor
+                    continue
+                try:
+                    changes = await self.reads.changes()
+                except Exception:  # a failed read must not end the live pages for good
+                    _log.exception("reading the changes for the event streams failed")
+                    continue
+                self._offer(Batch(changes))
+        finally:
+            self.running = False
+            self.stop()
+
+    def _offer(self, batch: Batch) -> None:
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.send.send_nowait(batch)
+            except anyio.WouldBlock:  # stalled: drop it, its client reconnects and catches up
+                self._drop(subscriber)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._drop(subscriber)
+
+    def _drop(self, subscriber: _Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        subscriber.send.close()
+
+    def subscribe(self) -> _Subscriber:
+        """A new stream's queue (closed at once when the server is stopping)."""
+        send, receive = anyio.create_memory_object_stream[Batch](QUEUE_SIZE)
+        subscriber = _Subscriber(send, receive)
+        if self.stopped:
+            send.close()
+        else:
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        """The stream ended."""
+        self._drop(subscriber)
+        subscriber.receive.close()
+
+    def stop(self) -> None:
+        """Close every stream (the server is stopping); new ones end at once."""
+        self.stopped = True
+        for subscriber in list(self._subscribers):
+            self._drop(subscriber)
+
+    @property
+    def streams(self) -> int:
+        """How many streams are open."""
+        return len(self._subscribers)
+
+
+def _event(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def summary_json(summary: Summary) -> dict[str, Any]:
+    """A process as the list's JSON and event stream send it."""
+    return {
+        "pk": summary.pk,
+        "uuid": summary.uuid,
+        "process_label": summary.process_label,
+        "process_state": summary.process_state,
+        "exit_status": summary.exit_status,
+        "paused": summary.paused,
+        "state": state_text(summary.process_state, summary.exit_status, summary.paused),
+        "ctime": summary.ctime,
+        "mtime": summary.mtime,
+    }
+
+
+async def _batches(subscriber: _Subscriber) -> AsyncIterator[list[Batch]]:
+    """Every batch that arrived since the last look (many commits in a row coalesce)."""
+    async for batch in subscriber.receive:
+        batches = [batch]
+        while True:
+            try:
+                batches.append(subscriber.receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        yield batches
+
+
+async def list_events(broadcaster: Broadcaster, filters: ProcessFilters) -> AsyncIterator[str]:
+    """The process list's stream: each new or changed process that passes ``filters``."""
+    subscriber = broadcaster.subscribe()
+    try:
+        yield _event("hello", {"streams": broadcaster.streams})
+        async for batches in _batches(subscriber):
+            changes = [s for batch in batches for s in batch.changes if filters.matches(s)]
+            if filters.group and changes:
+                members = await broadcaster.reads.in_group(filters.group, [s.pk for s in changes])
+                changes = [s for s in changes if s.pk in members]
+            for summary in changes:
+                yield _event("process", summary_json(summary))
+            if not changes and any(batch.keepalive for batch in batches):
+                yield ": keep-alive\n\n"
+    finally:
+        broadcaster.unsubscribe(subscriber)
+
+
+async def process_events(
+    broadcaster: Broadcaster, pk: int, after_log: int | None
+) -> AsyncIterator[str]:
+    """A process page's stream: the process's state, its reports after log id ``after_log``
+    (the last one the page showed), and its call tree; read at once, then again after each
+    commit."""
+    from miniengine.web.render import report_json, tree_json
+
+    reads = broadcaster.reads
+    subscriber = broadcaster.subscribe()
+    last_log = after_log
+    last_state: Any = None
+    last_tree: Any = None
+
+    async def refresh() -> AsyncIterator[str]:
+        nonlocal last_log, last_state, last_tree
+        summaries = await reads.summaries([pk])
+        if summaries and summaries[0].key() != last_state:
+            last_state = summaries[0].key()
+            yield _event("process", summary_json(summaries[0]))
+        for row in await reads.reports(pk, last_log):
+            last_log = row.pk
+            yield _event("report", report_json(row))
+        tree = tree_json(await reads.call_tree(pk))
+        if tree != last_tree:
+            last_tree = tree
+            yield _event("tree", tree)
+
+    try:
+        yield _event("hello", {"pk": pk})
+        async for text in refresh():
+            yield text
+        async for batches in _batches(subscriber):
+            if all(batch.keepalive for batch in batches):
+                yield ": keep-alive\n\n"
+                continue
+            async for text in refresh():
+                yield text
+    finally:
+        broadcaster.unsubscribe(subscriber)
