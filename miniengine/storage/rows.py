@@ -146,8 +146,8 @@ def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[i
     input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
     cursor = connection.execute(
         "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
-        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted, "
+        "node_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.uuid,
             new.node_type,
@@ -163,6 +163,7 @@ def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[i
             now,
             now,
             int(new.submitted),
+            new.node_hash,
         ),
     )
     pk = cursor.lastrowid

@@ -130,6 +130,7 @@ class NewProcess:
     call_link_label: str = "CALL"
     attributes: dict[str, Any] = field(default_factory=dict)
     submitted: bool = False  # run by the daemon (its recovery re-queues it instead of failing it)
+    node_hash: str | None = None  # a cachable process's hash (miniengine.runtime.caching)
 
 
 @dataclass
