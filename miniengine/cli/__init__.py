@@ -84,6 +84,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     group_commands.add_commands(
         group.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
     )
+    from miniengine.cli import web as web_command
+
+    web_command.add_command(commands)
 
 
 def add_process_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
