@@ -1,0 +1,543 @@
+"""The statements of the archive concern, written once for both backends.
+
+They differ in the parameter marker, in how extras cross the boundary (sqlite keeps them as JSON
+text, PostgreSQL as ``jsonb``), in how a read snapshot starts and in how pks for new nodes are
+taken; each backend passes a :class:`Dialect`.
+
+An export reads in one snapshot: it works out the nodes (AiiDA's export rules, the traversal of
+:mod:`miniengine.storage.traversal_rows`), refuses processes that have not finished, then pages
+through each table (keyset pages, or batched ``IN`` lists of the selected pks) and hands every
+page to the sink.  An import maps the archive's pks to the target's through uuids, a batch at a
+time; only the maps of pks (two integers per node) stay in memory, never the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from miniengine.exceptions import ArchiveError, CorruptArchive
+from miniengine.storage import traversal_rows
+from miniengine.storage.interfaces.archive import (
+    ARCHIVE_TABLES,
+    ArchiveSink,
+    ArchiveSource,
+    ExportSelection,
+    ImportOptions,
+    ImportReport,
+)
+from miniengine.storage.interfaces.groups import dump_extras
+
+__all__ = ["Dialect", "DryRunDone", "export_rows", "import_rows"]
+
+#: Rows per page of an export, and pks per ``IN`` list (far below either backend's limit).
+PAGE = 5000
+_IN_BATCH = traversal_rows._BATCH
+
+_ACTIVE = ("created", "running", "waiting")
+
+
+class _Connection(Protocol):
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+    def cursor(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends (see the module's docstring)."""
+
+    mark: str
+    #: the expression that reads a row's extras as JSON text
+    extras_out: str
+    #: the placeholder that writes JSON text into an extras column
+    extras_in: str
+    #: the clause that lets an INSERT give an identity column its value
+    overriding: str
+    begin_snapshot: str
+    #: ``allocate(connection, count)``: ``count`` unused pks for new nodes
+    allocate: Callable[[Any, int], list[int]]
+
+
+class DryRunDone(Exception):
+    """Raised at the end of an import with ``dry_run``, so its transaction rolls back; carries
+    the report of what it would have done."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__("dry run: rolled back")
+        self.report = report
+
+
+def _marks(mark: str, count: int) -> str:
+    return ", ".join([mark] * count)
+
+
+def _chunks(values: Iterable[Any], size: int = _IN_BATCH) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# export -------------------------------------------------------------------------------------
+
+
+def export_rows(
+    connection: _Connection, selection: ExportSelection, sink: ArchiveSink, d: Dialect
+) -> dict[str, int]:
+    """Write the rows of ``selection`` to ``sink`` from one read snapshot (see the module)."""
+    connection.execute(d.begin_snapshot)
+    try:
+        return _export(connection, selection, sink, d)
+    finally:
+        with contextlib.suppress(Exception):
+            connection.execute("ROLLBACK")
+
+
+def _columns(table: str, d: Dialect) -> str:
+    return ", ".join(
+        d.extras_out if column == "extras" else column for column in ARCHIVE_TABLES[table]
+    )
+
+
+def _export(
+    connection: _Connection, selection: ExportSelection, sink: ArchiveSink, d: Dialect
+) -> dict[str, int]:
+    m = d.mark
+    selected: set[int] | None = None
+    if not selection.everything:
+        start = list(selection.node_pks)
+        for group_pk in selection.group_pks:
+            start.extend(_group_members(connection, group_pk, d))
+        selected = traversal_rows.traverse(connection, start, selection.links, m)
+    _refuse_unfinished(connection, selected, d)
+    sink.begin()
+    counts = dict.fromkeys(ARCHIVE_TABLES, 0)
+
+    def write(table: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            sink.write(table, rows)
+            counts[table] += len(rows)
+
+    pks = None if selected is None else sorted(selected)
+    computer_index = ARCHIVE_TABLES["nodes"].index("computer_pk")
+    computers: set[int] = set()
+    for rows in _rows(connection, "nodes", _columns("nodes", d), "pk", pks, d):
+        computers.update(row[computer_index] for row in rows if row[computer_index] is not None)
+        write("nodes", rows)
+    for rows in _rows(connection, "links", _columns("links", d), "in_pk", pks, d):
+        if selected is not None:
+            rows = [row for row in rows if row[1] in selected]
+        write("links", rows)
+    if selection.include_logs:
+        for rows in _rows(connection, "logs", _columns("logs", d), "node_pk", pks, d):
+            write("logs", rows)
+    if selection.include_comments:
+        for rows in _rows(connection, "comments", _columns("comments", d), "node_pk", pks, d):
+            write("comments", rows)
+    group_pks = None if selection.everything else sorted(set(selection.group_pks))
+    exported_groups: list[int] = []
+    for rows in _rows(connection, "groups", _columns("groups", d), "pk", group_pks, d):
+        exported_groups.extend(row[0] for row in rows)
+        write("groups", rows)
+    for group_pk in exported_groups:
+        for members in _chunks(_group_members(connection, group_pk, d), PAGE):
+            if selected is not None:
+                members = [pk for pk in members if pk in selected]
+            write("group_nodes", [(group_pk, pk) for pk in members])
+    computer_columns = _columns("computers", d)
+    for rows in _rows(connection, "computers", computer_columns, "pk", sorted(computers), d):
+        write("computers", rows)
+    return counts
+
+
+def _group_members(connection: _Connection, group_pk: int, d: Dialect) -> Iterator[int]:
+    """The pks of a group's nodes, page by page (by pk)."""
+    m = d.mark
+    last = -1
+    while True:
+        rows = connection.execute(
+            f"SELECT node_pk FROM group_nodes WHERE group_pk = {m} AND node_pk > {m} "
+            f"ORDER BY node_pk LIMIT {PAGE}",
+            (group_pk, last),
+        ).fetchall()
+        if not rows:
+            return
+        for (pk,) in rows:
+            yield int(pk)
+        last = rows[-1][0]
+
+
+def _rows(
+    connection: _Connection,
+    table: str,
+    columns: str,
+    column: str,
+    pks: Sequence[int] | None,
+    d: Dialect,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``table`` in pages: all of them (``pks`` None) by keyset pages of its pk, or
+    those whose ``column`` is one of ``pks``, in batched ``IN`` lists."""
+    m = d.mark
+    if pks is None:
+        last = -1
+        while True:
+            rows = connection.execute(
+                f"SELECT pk, {columns} FROM {table} WHERE pk > {m} ORDER BY pk LIMIT {PAGE}",
+                (last,),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [tuple(row[1:]) for row in rows]
+        return
+    for batch in _chunks(pks):
+        rows = connection.execute(
+            f"SELECT {columns} FROM {table} WHERE {column} IN ({_marks(m, len(batch))}) "
+            f"ORDER BY pk",
+            batch,
+        ).fetchall()
+        yield [tuple(row) for row in rows]
+
+
+def _refuse_unfinished(connection: _Connection, pks: set[int] | None, d: Dialect) -> None:
+    m = d.mark
+    states = _marks(m, len(_ACTIVE))
+    query = f"SELECT pk, process_label, process_state FROM nodes WHERE process_state IN ({states})"
+    found: list[tuple[Any, ...]] = []
+    if pks is None:
+        found = connection.execute(query + " ORDER BY pk", _ACTIVE).fetchall()
+    else:
+        for batch in _chunks(sorted(pks)):
+            found.extend(
+                connection.execute(
+                    f"{query} AND pk IN ({_marks(m, len(batch))}) ORDER BY pk", [*_ACTIVE, *batch]
+                ).fetchall()
+            )
+    if found:
+        named = ", ".join(f"{pk} ({label or 'process'}, {state})" for pk, label, state in found)
+        raise ArchiveError(
+            f"refusing to export processes that have not finished: {named}; wait until they "
+            "finish (or kill them), or leave them out: an archive holds finished provenance "
+            "only, since its importer could not carry on a process"
+        )
+
+
+# import -------------------------------------------------------------------------------------
+
+
+def _index(table: str, column: str) -> int:
+    return ARCHIVE_TABLES[table].index(column)
+
+
+def import_rows(
+    connection: _Connection, source: ArchiveSource, options: ImportOptions, d: Dialect
+) -> ImportReport:
+    """Merge the archive ``source`` into the database in the current transaction."""
+    report = ImportReport(dry_run=options.dry_run)
+    computers = _import_computers(connection, source, report, d)
+    nodes, existing = _import_nodes(connection, source, options, computers, report, d)
+    _import_links(connection, source, nodes, existing, report, d)
+    _import_logs(connection, source, nodes, existing, report, d)
+    _import_comments(connection, source, nodes, report, d)
+    _import_groups(connection, source, nodes, report, d)
+    if options.dry_run:
+        raise DryRunDone(report)
+    return report
+
+
+def _mapped(pks: dict[int, int], pk: int, what: str) -> int:
+    try:
+        return pks[pk]
+    except KeyError:
+        raise CorruptArchive(
+            f"the archive's {what} names node {pk}, which the archive does not hold"
+        ) from None
+
+
+def _insert_returning(connection: _Connection, query: str, params: Sequence[Any]) -> int:
+    row = connection.execute(query + " RETURNING pk", params).fetchone()
+    return int(row[0])
+
+
+def _import_computers(
+    connection: _Connection, source: ArchiveSource, report: ImportReport, d: Dialect
+) -> dict[int, int]:
+    m = d.mark
+    mapped: dict[int, int] = {}
+    columns = ARCHIVE_TABLES["computers"][1:]
+    for rows in source.batches("computers"):
+        for row in rows:
+            pk, uuid, label = row[0], row[1], row[2]
+            found = connection.execute(
+                f"SELECT pk FROM computers WHERE uuid = {m}", (uuid,)
+            ).fetchone()
+            if found is not None:
+                mapped[pk] = int(found[0])
+                report.existing_computers += 1
+                continue
+            new_label = label
+            for candidate in (label, f"{label}-{uuid[:8]}", f"{label}-{uuid}"):
+                new_label = candidate
+                taken = connection.execute(
+                    f"SELECT 1 FROM computers WHERE label = {m}", (candidate,)
+                ).fetchone()
+                if taken is None:
+                    break
+            if new_label != label:
+                report.renamed_computers[label] = new_label
+            values = [
+                new_label if column == "label" else value
+                for column, value in zip(columns, row[1:], strict=True)
+            ]
+            mapped[pk] = _insert_returning(
+                connection,
+                f"INSERT INTO computers ({', '.join(columns)}) VALUES ({_marks(m, len(columns))})",
+                values,
+            )
+            report.new_computers += 1
+    return mapped
+
+
+def _merge_extras(mode: str, current: dict[str, Any], archived: dict[str, Any]) -> dict[str, Any]:
+    if mode == "keep_existing":
+        return {**archived, **current}
+    if mode == "update_existing":
+        return {**current, **archived}
+    if mode == "mirror":
+        return dict(archived)
+    return current
+
+
+def _loads(text: Any) -> dict[str, Any]:
+    value = json.loads(text) if isinstance(text, str | bytes) else text
+    if not isinstance(value, dict):
+        raise CorruptArchive(f"extras must be a JSON object, not {text!r}")
+    return value
+
+
+def _import_nodes(
+    connection: _Connection,
+    source: ArchiveSource,
+    options: ImportOptions,
+    computers: dict[int, int],
+    report: ImportReport,
+    d: Dialect,
+) -> tuple[dict[int, int], set[int]]:
+    """Insert the nodes whose uuid the target lacks; map every archive pk to the target's.
+    Returns the map and the archive pks of the nodes the target had already."""
+    m = d.mark
+    columns = ARCHIVE_TABLES["nodes"]
+    uuid_at, extras_at = _index("nodes", "uuid"), _index("nodes", "extras")
+    computer_at = _index("nodes", "computer_pk")
+    values_sql = ", ".join(d.extras_in if column == "extras" else m for column in columns)
+    insert = f"INSERT INTO nodes ({', '.join(columns)}) {d.overriding} VALUES ({values_sql})"
+    mapped: dict[int, int] = {}
+    existing: set[int] = set()
+    for rows in source.batches("nodes"):
+        found: dict[str, int] = {}
+        for batch in _chunks([row[uuid_at] for row in rows]):
+            found.update(
+                (str(uuid), int(pk))
+                for uuid, pk in connection.execute(
+                    f"SELECT uuid, pk FROM nodes WHERE uuid IN ({_marks(m, len(batch))})", batch
+                ).fetchall()
+            )
+        new = [row for row in rows if row[uuid_at] not in found]
+        values: list[list[Any]] = []
+        for row, pk in zip(new, d.allocate(connection, len(new)) if new else [], strict=True):
+            mapped[row[0]] = pk
+            value = list(row)
+            value[0] = pk
+            if value[computer_at] is not None:
+                value[computer_at] = computers.get(value[computer_at])
+                if value[computer_at] is None:
+                    raise CorruptArchive(
+                        f"node {row[1]} names computer {row[computer_at]}, which the archive "
+                        "does not hold"
+                    )
+            if options.extras_mode_new == "none":
+                value[extras_at] = "{}"
+            values.append(value)
+        if values:
+            connection.cursor().executemany(insert, values)
+            report.new_nodes += len(values)
+        old = [row for row in rows if row[uuid_at] in found]
+        for row in old:
+            mapped[row[0]] = found[row[uuid_at]]
+            existing.add(row[0])
+        report.existing_nodes += len(old)
+        if old and options.extras_mode_existing != "none":
+            _merge_existing_extras(connection, old, found, options, report, d)
+    return mapped, existing
+
+
+def _merge_existing_extras(
+    connection: _Connection,
+    rows: list[tuple[Any, ...]],
+    found: dict[str, int],
+    options: ImportOptions,
+    report: ImportReport,
+    d: Dialect,
+) -> None:
+    m = d.mark
+    uuid_at, extras_at = _index("nodes", "uuid"), _index("nodes", "extras")
+    archived = {found[row[uuid_at]]: _loads(row[extras_at]) for row in rows}
+    updates: list[tuple[str, int]] = []
+    for batch in _chunks(sorted(archived)):
+        for pk, text in connection.execute(
+            f"SELECT pk, {d.extras_out} FROM nodes WHERE pk IN ({_marks(m, len(batch))})", batch
+        ).fetchall():
+            current = _loads(text)
+            merged = _merge_extras(options.extras_mode_existing, current, archived[int(pk)])
+            if merged != current:
+                updates.append((dump_extras(merged), int(pk)))
+    if updates:
+        connection.cursor().executemany(
+            f"UPDATE nodes SET extras = {d.extras_in} WHERE pk = {m}", updates
+        )
+        report.updated_extras += len(updates)
+
+
+def _import_links(
+    connection: _Connection,
+    source: ArchiveSource,
+    nodes: dict[int, int],
+    existing: set[int],
+    report: ImportReport,
+    d: Dialect,
+) -> None:
+    """Add each link the target lacks: a link to or from a new node is new; between two nodes
+    the target had, it is looked up first."""
+    m = d.mark
+    insert = f"INSERT INTO links (in_pk, out_pk, link_type, label) VALUES ({_marks(m, 4)})"
+    for rows in source.batches("links"):
+        fresh: list[tuple[int, int, str, str]] = []
+        known: list[tuple[int, int, str, str]] = []
+        for in_pk, out_pk, link_type, label in rows:
+            link = (
+                _mapped(nodes, in_pk, "link"),
+                _mapped(nodes, out_pk, "link"),
+                str(link_type),
+                str(label),
+            )
+            (known if in_pk in existing and out_pk in existing else fresh).append(link)
+        if known:
+            present: set[tuple[Any, ...]] = set()
+            for batch in _chunks(sorted({link[1] for link in known})):
+                present.update(
+                    tuple(row)
+                    for row in connection.execute(
+                        f"SELECT in_pk, out_pk, link_type, label FROM links "
+                        f"WHERE out_pk IN ({_marks(m, len(batch))})",
+                        batch,
+                    ).fetchall()
+                )
+            fresh.extend(link for link in known if link not in present)
+        if fresh:
+            connection.cursor().executemany(insert, fresh)
+            report.new_links += len(fresh)
+
+
+def _import_logs(
+    connection: _Connection,
+    source: ArchiveSource,
+    nodes: dict[int, int],
+    existing: set[int],
+    report: ImportReport,
+    d: Dialect,
+) -> None:
+    """The logs of new nodes (a node the target had keeps its own logs)."""
+    m = d.mark
+    insert = f"INSERT INTO logs (node_pk, time, levelname, message) VALUES ({_marks(m, 4)})"
+    for rows in source.batches("logs"):
+        values = [
+            (_mapped(nodes, node_pk, "log"), time, levelname, message)
+            for node_pk, time, levelname, message in rows
+            if node_pk not in existing
+        ]
+        if values:
+            connection.cursor().executemany(insert, values)
+            report.new_logs += len(values)
+
+
+def _import_comments(
+    connection: _Connection,
+    source: ArchiveSource,
+    nodes: dict[int, int],
+    report: ImportReport,
+    d: Dialect,
+) -> None:
+    """The comments whose uuid the target lacks (AiiDA's ``comment_mode='leave'``)."""
+    m = d.mark
+    insert = f"INSERT INTO comments (uuid, node_pk, ctime, mtime, content) VALUES ({_marks(m, 5)})"
+    for rows in source.batches("comments"):
+        present: set[str] = set()
+        for batch in _chunks([row[0] for row in rows]):
+            present.update(
+                str(uuid)
+                for (uuid,) in connection.execute(
+                    f"SELECT uuid FROM comments WHERE uuid IN ({_marks(m, len(batch))})", batch
+                ).fetchall()
+            )
+        values = [
+            (uuid, _mapped(nodes, node_pk, "comment"), ctime, mtime, content)
+            for uuid, node_pk, ctime, mtime, content in rows
+            if uuid not in present
+        ]
+        if values:
+            connection.cursor().executemany(insert, values)
+            report.new_comments += len(values)
+
+
+def _import_groups(
+    connection: _Connection,
+    source: ArchiveSource,
+    nodes: dict[int, int],
+    report: ImportReport,
+    d: Dialect,
+) -> None:
+    """Groups merge by uuid, else by label and type; their members are added to them."""
+    m = d.mark
+    groups: dict[int, int] = {}
+    columns = ARCHIVE_TABLES["groups"][1:]
+    values_sql = ", ".join(d.extras_in if column == "extras" else m for column in columns)
+    for rows in source.batches("groups"):
+        for row in rows:
+            pk, uuid, label, type_string = row[0], row[1], row[2], row[3]
+            found = (
+                connection.execute(f"SELECT pk FROM groups WHERE uuid = {m}", (uuid,)).fetchone()
+                or connection.execute(
+                    f"SELECT pk FROM groups WHERE label = {m} AND type_string = {m}",
+                    (label, type_string),
+                ).fetchone()
+            )
+            if found is not None:
+                groups[pk] = int(found[0])
+                report.merged_groups += 1
+                continue
+            groups[pk] = _insert_returning(
+                connection,
+                f"INSERT INTO groups ({', '.join(columns)}) VALUES ({values_sql})",
+                row[1:],
+            )
+            report.new_groups += 1
+    insert = f"INSERT INTO group_nodes (group_pk, node_pk) VALUES ({m}, {m}) ON CONFLICT DO NOTHING"
+    for rows in source.batches("group_nodes"):
+        values = []
+        for group_pk, node_pk in rows:
+            if group_pk not in groups:
+                raise CorruptArchive(
+                    f"the archive's group members name group {group_pk}, which it does not hold"
+                )
+            values.append((groups[group_pk], _mapped(nodes, node_pk, "group")))
+        if values:
+            cursor = connection.cursor()
+            cursor.executemany(insert, values)
+            report.group_members_added += max(int(cursor.rowcount), 0)

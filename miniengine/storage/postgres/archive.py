@@ -1,0 +1,71 @@
+"""The archive concern on PostgreSQL: the statements of :mod:`miniengine.storage.archive_rows`
+with psycopg's parameter marker and ``jsonb`` extras (read as their text, written cast).
+
+An export reads in one ``REPEATABLE READ READ ONLY`` transaction (one snapshot).  An import is
+one transaction; the pks of its new nodes are drawn from the identity's sequence (other
+writers go on meanwhile), and inserted with ``OVERRIDING SYSTEM VALUE``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from miniengine.storage import archive_rows
+from miniengine.storage.interfaces.archive import (
+    ArchiveSink,
+    ArchiveSource,
+    ExportSelection,
+    ImportOptions,
+    ImportReport,
+)
+from miniengine.storage.postgres.rows import Connection
+from miniengine.storage.postgres.transaction import PostgresTransaction
+
+if TYPE_CHECKING:
+    from miniengine.storage.postgres.store import PostgresStore
+
+__all__ = ["PostgresArchives"]
+
+
+def _allocate(connection: Connection, count: int) -> list[int]:
+    rows = connection.execute(
+        "SELECT nextval(pg_get_serial_sequence('nodes', 'pk')) FROM generate_series(1, %s)",
+        (count,),
+    ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+DIALECT = archive_rows.Dialect(
+    mark="%s",
+    extras_out="extras::text",
+    extras_in="CAST(%s AS jsonb)",
+    overriding="OVERRIDING SYSTEM VALUE",
+    begin_snapshot="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    allocate=_allocate,
+)
+
+
+def _export(
+    connection: Connection, selection: ExportSelection, sink: ArchiveSink
+) -> dict[str, int]:
+    return archive_rows.export_rows(connection, selection, sink, DIALECT)
+
+
+def import_rows_tx(
+    connection: Connection, source: ArchiveSource, options: ImportOptions
+) -> ImportReport:
+    """Merge an archive into the database (see ``Archives.import_rows``)."""
+    return archive_rows.import_rows(connection, source, options, DIALECT)
+
+
+class PostgresArchives:
+    """:class:`miniengine.storage.interfaces.archive.Archives` on a :class:`PostgresStore`."""
+
+    __slots__ = ("_store", "import_rows")
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self.import_rows = PostgresTransaction(store, import_rows_tx)
+
+    def export_rows(self, selection: ExportSelection, sink: ArchiveSink) -> dict[str, int]:
+        return self._store.read(_export, selection, sink)

@@ -1,0 +1,134 @@
+"""Importing an archive: merging it into a database by uuid (AiiDA's ``import_archive``).
+
+Before anything is written the whole file is checked (the seal, the list of members, every
+member's checksum; then the integrity of its database and that every row it holds names rows it
+holds).  The repository objects the archive's nodes name are copied into the target's
+repository first (each checked against its hash; an object the target has already is not
+copied), as every write of the engine stores its files before the transaction that names them;
+then the rows are merged in **one** transaction of the target.  A failure rolls that transaction
+back and removes the objects this import added, so nothing is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from miniengine.exceptions import ArchiveError, CorruptArchive, ValidationError
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
+    from miniengine.storage.interfaces.archive import ImportReport
+    from miniengine.storage.repository import Repository
+    from miniengine.tools.archive.format import ArchiveReader
+
+__all__ = ["import_archive"]
+
+
+def import_archive(
+    path: str | os.PathLike[str],
+    *,
+    db: Backend | str | os.PathLike[str] | None = None,
+    extras_mode_existing: str = "keep_existing",
+    extras_mode_new: str = "import",
+    dry_run: bool = False,
+) -> ImportReport:
+    """Merge the archive ``path`` into the database ``db`` (default: ``$MINIENGINE_DB``).
+
+    Nodes, groups, comments and computers are matched by uuid (groups also by label and type):
+    the new ones get new pks, links and group memberships map through the uuids, and nothing
+    the target has is added twice, so importing an archive again adds nothing.  The extras of
+    nodes the target has are merged as ``extras_mode_existing`` says (AiiDA's modes:
+    ``keep_existing``, the default, ``update_existing``, ``mirror``, ``none``); those of new
+    nodes are imported unless ``extras_mode_new="none"``.  ``dry_run`` checks the archive and
+    reports what an import would add, changing nothing.
+
+    Raises :class:`~miniengine.exceptions.CorruptArchive` for a damaged or changed file and
+    :class:`~miniengine.exceptions.IncompatibleArchiveVersionError` for a newer format, before
+    anything is written; a failure during the import imports nothing.
+    """
+    from miniengine.runtime.context import store_for
+    from miniengine.storage.archive_file import ArchiveDatabase
+    from miniengine.storage.archive_rows import DryRunDone
+    from miniengine.storage.interfaces.archive import (
+        EXTRAS_MODES_EXISTING,
+        EXTRAS_MODES_NEW,
+        ImportOptions,
+    )
+    from miniengine.tools.archive.format import ArchiveReader
+
+    if extras_mode_existing not in EXTRAS_MODES_EXISTING:
+        raise ValidationError(
+            f"extras_mode_existing must be one of {', '.join(EXTRAS_MODES_EXISTING)}, not "
+            f"{extras_mode_existing!r}"
+        )
+    if extras_mode_new not in EXTRAS_MODES_NEW:
+        raise ValidationError(
+            f"extras_mode_new must be one of {', '.join(EXTRAS_MODES_NEW)}, not {extras_mode_new!r}"
+        )
+    options = ImportOptions(extras_mode_existing, extras_mode_new, bool(dry_run))
+    with (
+        ArchiveReader(path) as reader,
+        tempfile.TemporaryDirectory(prefix="miniengine-archive-") as folder,
+    ):
+        extracted = Path(folder) / "db.sqlite"
+        reader.verify(extract_database_to=extracted)
+        database = ArchiveDatabase(extracted, reader.shown)
+        try:
+            database.check()
+            keys = database.object_keys()
+            store = store_for(db)
+            store.check_writable()
+            repository, created = None, []
+            if keys and not dry_run:
+                repository = _repository(store)
+            try:
+                if repository is not None:
+                    created = _copy_objects(reader, repository, keys)
+                try:
+                    return store.archives.import_rows(database, options)
+                except DryRunDone as done:
+                    return done.report
+            except BaseException:
+                if repository is not None and created:
+                    repository.delete_objects(created)
+                raise
+        finally:
+            database.close()
+
+
+def _repository(store: Backend) -> Repository:
+    from miniengine.storage.repository import RepositoryError
+
+    try:
+        return store.provenance.repository()
+    except RepositoryError as exc:
+        raise ArchiveError(f"cannot import the archive's files: {exc}") from exc
+
+
+def _copy_objects(reader: ArchiveReader, repository: Repository, keys: list[str]) -> list[str]:
+    """Copy the objects the target lacks; return the keys copied (removed again on failure)."""
+    from miniengine.storage.repository import RepositoryError
+
+    created: list[str] = []
+    try:
+        for key in keys:
+            if repository.has_object(key):
+                continue
+            with reader.open_object(key) as stream:
+                stored = repository.put_object_from_filelike(cast(BinaryIO, stream))
+            created.append(stored)
+            if stored != key:
+                raise CorruptArchive(
+                    f"{reader.shown}: the repository object {key} hashes to {stored}; nothing "
+                    "was imported"
+                )
+    except RepositoryError as exc:
+        repository.delete_objects(created)
+        raise ArchiveError(f"cannot import the archive's files: {exc}") from exc
+    except BaseException:
+        repository.delete_objects(created)
+        raise
+    return created
