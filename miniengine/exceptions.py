@@ -9,10 +9,13 @@ are mapped to these classes at the IO boundary; a user never sees them bare.
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveError",
     "CheckpointError",
+    "CorruptArchive",
     "DatabaseFullError",
     "DatabaseLockedError",
     "EventLoopError",
+    "IncompatibleArchiveVersionError",
     "IncompatibleDatabaseError",
     "InputValidationError",
     "InvalidOperation",
@@ -133,3 +136,17 @@ class LeaseLostError(StoreError):
     This is the fencing guarantee: a stale owner (paused, partitioned, or presumed dead) can never
     overwrite the work of the owner that took the process over.
     """
+
+
+class ArchiveError(MiniengineError):
+    """An archive could not be written or imported (as AiiDA's ``ExportImportException``, which
+    derives from no other built-in); nothing was imported, and no half-written file is left."""
+
+
+class CorruptArchive(ArchiveError):
+    """The file is not a miniengine archive, or is truncated or was changed after it was
+    written (a member's checksum, a missing or unexpected member, a broken zip or database)."""
+
+
+class IncompatibleArchiveVersionError(ArchiveError):
+    """The archive was written in a format version this miniengine cannot read (a newer one)."""

@@ -84,6 +84,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     group_commands.add_commands(
         group.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
     )
+    from miniengine.cli import archive as archive_commands
+
+    archive = commands.add_parser(
+        "archive",
+        help="create, import and inspect archives: provenance in one portable file",
+        description="Export provenance to one portable file and import it elsewhere "
+        "(as `verdi archive`).",
+    )
+    archive_commands.add_commands(
+        archive.add_subparsers(dest="archive_command", metavar="COMMAND", required=True)
+    )
     from miniengine.cli import web as web_command
 
     web_command.add_command(commands)

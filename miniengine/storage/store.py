@@ -51,6 +51,7 @@ from miniengine.storage.sqlite.traversal import SqliteTraversal
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
+    from miniengine.storage.sqlite.archive import SqliteArchives
     from miniengine.storage.sqlite.async_reads import SqliteAsyncReads
     from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
 
@@ -190,6 +191,7 @@ class Store:
         self.traversal = SqliteTraversal(self)
         self.caching = SqliteCaching(self)
         self._query_builder: SqliteQueryBuilder | None = None  # built on first use
+        self._archives: SqliteArchives | None = None  # built on first use
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -225,6 +227,15 @@ class Store:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def archives(self) -> SqliteArchives:
+        """Archive exports and imports (built on first use: the engine itself never makes one)."""
+        if self._archives is None:
+            from miniengine.storage.sqlite.archive import SqliteArchives
+
+            self._archives = SqliteArchives(self)
+        return self._archives
 
     @property
     def query_builder(self) -> SqliteQueryBuilder:

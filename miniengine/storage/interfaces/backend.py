@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from miniengine.storage.interfaces.archive import Archives
 from miniengine.storage.interfaces.broker import Broker
 from miniengine.storage.interfaces.caching import Caching
 from miniengine.storage.interfaces.calcjobs import CalcJobs
@@ -69,6 +70,11 @@ class Backend(Protocol):
     @property
     def caching(self) -> Caching:
         """Process hashes, and finishing a new process as a copy of an equal one."""
+        ...
+
+    @property
+    def archives(self) -> Archives:
+        """Reading a part of the graph out for an archive, and importing one."""
         ...
 
     @property

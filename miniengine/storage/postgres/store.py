@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from miniengine.storage.interfaces import Backend
+    from miniengine.storage.postgres.archive import PostgresArchives
     from miniengine.storage.postgres.async_reads import PostgresAsyncReads
     from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
 
@@ -158,6 +159,7 @@ class PostgresStore:
         self.traversal = PostgresTraversal(self)
         self.caching = PostgresCaching(self)
         self._query_builder: PostgresQueryBuilder | None = None  # built on first use
+        self._archives: PostgresArchives | None = None  # built on first use
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
 
     # lifecycle -------------------------------------------------------------------------------
@@ -189,6 +191,15 @@ class PostgresStore:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def archives(self) -> PostgresArchives:
+        """Archive exports and imports (built on first use: the engine itself never makes one)."""
+        if self._archives is None:
+            from miniengine.storage.postgres.archive import PostgresArchives
+
+            self._archives = PostgresArchives(self)
+        return self._archives
 
     @property
     def query_builder(self) -> PostgresQueryBuilder:
