@@ -123,7 +123,10 @@ def _web(args: argparse.Namespace) -> int:
             ),
             app,
         )
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # uvicorn stopped cleanly on Ctrl-C and passes the signal on: a normal end
     finally:
         close_all_backends()
     return 0

@@ -1,0 +1,351 @@
+"""The web view's app (``miniengine.web.create_app``) driven in-process through httpx's ASGI
+transport, on each backend: who gets in, what a state change needs, what the pages show, and
+that nothing a request sends ends up as markup or as a name imported."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from miniengine import Int, arun, arun_get_node, calcfunction, load_node
+from miniengine.control import kill
+from miniengine.core.ids import new_uuid
+from miniengine.runtime.context import store_for
+from miniengine.storage.interfaces.provenance import NewProcess
+from miniengine.web import create_app
+
+pytestmark = pytest.mark.backends
+
+TOKEN = "test-token-" + "x" * 24
+BASE = "http://127.0.0.1:8765"
+ORIGIN = {"origin": BASE}
+SCRIPT = "<script>alert(1)</script>"
+
+
+@calcfunction
+def add(x, y):
+    return Int(x + y)
+
+
+@calcfunction
+def fail(x):
+    raise RuntimeError(f"failed on {x.value}")
+
+
+def new_process(label: str = "Job", state: str = "created") -> int:
+    """A process node as stored by a submit, without anything to run it."""
+    new = NewProcess(
+        uuid=new_uuid(),
+        node_type="process.workflow.workchain",
+        process_type=f"tests.test_web_app:{label}",
+        process_label=label,
+        process_state=state,
+        label="",
+        description="",
+        inputs=[("x", Int(4))],
+        input_link_type="input_work",
+        owner=None,
+        lease_expires=None,
+    )
+    pk, _ = store_for(None).provenance.begin_process(new)
+    return pk
+
+
+@contextlib.asynccontextmanager
+async def client(
+    read_only: bool = False, auth: str | None = "cookie"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client that has the token (as a cookie, a
+    header, or not at all)."""
+    app = create_app(token=TOKEN, read_only=read_only)
+    headers = {"authorization": f"token {TOKEN}"} if auth == "header" else {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=headers) as c:
+            if auth == "cookie":
+                entered = await c.get(f"/?token={TOKEN}")
+                assert entered.status_code == 303
+            yield c
+
+
+def rows(html: str) -> list[int]:
+    return [int(pk) for pk in re.findall(r'<tr data-pk="(\d+)">', html)]
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert match is not None
+    return match.group(1)
+
+
+# -- who gets in ----------------------------------------------------------------------------------
+
+
+async def test_the_token_is_needed_and_once_given_is_kept_in_a_cookie() -> None:
+    pk = (await arun_get_node(add, 1, 2))[1].pk
+    async with client(auth=None) as c:
+        refused = await c.get("/")
+        assert refused.status_code == 403
+        assert "?token=" in refused.text  # says how to get in
+        assert (await c.get("/?token=wrong-token-of-the-same-size-xxxxxxx")).status_code == 403
+        assert (await c.get(f"/process/{pk}")).status_code == 403
+        assert (await c.get("/static/app.js")).status_code == 403
+
+        entered = await c.get(f"/processes?state=finished&token={TOKEN}")
+        assert entered.status_code == 303
+        assert entered.headers["location"] == "/processes?state=finished"  # token dropped
+        cookie = entered.headers["set-cookie"]
+        assert TOKEN in cookie
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+        page = await c.get("/processes?state=finished")  # the cookie, from now on
+        assert page.status_code == 200
+        assert rows(page.text) == [pk]
+        assert (await c.get("/static/app.js")).status_code == 200
+
+
+async def test_scripts_use_the_authorization_header() -> None:
+    pk = (await arun_get_node(add, 1, 2))[1].pk
+    async with client(auth="header") as c:
+        answer = await c.get("/api/processes")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert [p["pk"] for p in answer.json()["processes"]] == [pk]
+        wrong = await c.get("/api/processes", headers={"authorization": "token nope"})
+        assert wrong.status_code == 403
+        # a script needs no CSRF value: no browser sends that header by itself
+        done = await c.post(
+            f"/process/{new_process()}/pause", headers={"accept": "application/json"}
+        )
+        assert done.status_code == 200
+        assert done.json()["action"] == "pause"
+
+
+async def test_a_state_change_needs_the_csrf_value_and_this_servers_origin() -> None:
+    pk = new_process()
+    async with client() as c:
+        csrf = csrf_of((await c.get(f"/process/{pk}")).text)
+        url = f"/process/{pk}/pause"
+        assert (await c.post(url, headers=ORIGIN)).status_code == 403
+        wrong = await c.post(url, data={"csrf": "0" * 64}, headers=ORIGIN)
+        assert wrong.status_code == 403
+        assert (await c.post(url, data={"csrf": csrf})).status_code == 403  # no Origin
+        foreign = await c.post(url, data={"csrf": csrf}, headers={"origin": "http://evil.test"})
+        assert foreign.status_code == 403
+        referer = {"referer": "http://evil.test/page"}
+        assert (await c.post(url, data={"csrf": csrf}, headers=referer)).status_code == 403
+        assert not load_node(pk).paused  # nothing refused changed anything
+
+        done = await c.post(url, data={"csrf": csrf}, headers=ORIGIN)
+        assert done.status_code == 303
+        assert done.headers["location"].startswith(f"/process/{pk}?outcome=")
+        assert load_node(pk).paused
+        by_header = await c.post(
+            f"/process/{pk}/play",
+            headers={"x-csrf-token": csrf, **ORIGIN, "accept": "application/json"},
+        )
+        assert by_header.json()["outcome"] == f"played process {pk}"
+        assert not load_node(pk).paused
+        assert (await c.get(url)).status_code == 405  # GET never changes anything
+
+
+async def test_the_buttons_pause_play_and_kill_in_the_database() -> None:
+    pk = new_process()
+    async with client() as c:
+        page = (await c.get(f"/process/{pk}")).text
+        for action in ("pause", "play", "kill"):
+            assert f'data-action="{action}"' in page
+            assert f'formaction="/process/{pk}/{action}"' in page
+        csrf = csrf_of(page)
+
+        async def press(action: str) -> str:
+            answer = await c.post(f"/process/{pk}/{action}", data={"csrf": csrf}, headers=ORIGIN)
+            assert answer.status_code == 303
+            return (await c.get(answer.headers["location"])).text
+
+        assert '<dd id="state">created (paused)</dd>' in await press("pause")
+        assert load_node(pk).paused
+        assert '<dd id="state">created</dd>' in await press("play")
+        assert not load_node(pk).paused
+        assert '<dd id="state">killed</dd>' in await press("kill")
+        assert load_node(pk).process_state.value == "killed"
+
+
+async def test_read_only_shows_no_buttons_and_refuses_every_change() -> None:
+    pk = new_process()
+    async with client(read_only=True) as c:
+        page = (await c.get(f"/process/{pk}")).text
+        assert 'class="control"' not in page and "data-action" not in page
+        assert "read-only" in page
+        csrf = re.search(r'data-csrf="([0-9a-f]+)"', page)
+        assert csrf is not None
+        refused = await c.post(f"/process/{pk}/kill", data={"csrf": csrf.group(1)}, headers=ORIGIN)
+        assert refused.status_code == 403
+        assert load_node(pk).process_state.value == "created"
+
+
+# -- escaping and names from requests ------------------------------------------------------------
+
+
+async def test_markup_in_labels_reports_extras_and_tracebacks_shows_as_text() -> None:
+    pk = new_process(label=SCRIPT)
+    store_for(None).provenance.add_log(pk, "REPORT", f"report {SCRIPT} <b>x</b>")
+    node = load_node(pk)
+    node.base.extras.set("note", SCRIPT)
+    data_pk = node.inputs.x.pk
+    load_node(data_pk).base.extras.set(SCRIPT, SCRIPT)
+    with pytest.raises(RuntimeError):
+        await arun(fail, Int(SCRIPT.count("<")))
+    async with client() as c:
+        pages = {
+            "list": await c.get("/"),
+            "list filtered": await c.get("/", params={"label": SCRIPT}),
+            "process": await c.get(f"/process/{pk}"),
+            "node": await c.get(f"/node/{data_pk}"),
+            "error": await c.get("/", params={"state": SCRIPT}),
+        }
+        for name, page in pages.items():
+            assert "<script>alert" not in page.text, name
+            assert "<b>x</b>" not in page.text, name
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages["process"].text
+        assert (
+            "report &lt;script&gt;alert(1)&lt;/script&gt; &lt;b&gt;x&lt;/b&gt;"
+            in pages["process"].text
+        )
+        assert "&lt;script&gt;" in pages["node"].text
+        assert pages["error"].status_code == 400
+        excepted = (await c.get("/api/processes", params={"state": "excepted"})).json()
+        traceback = await c.get(f"/process/{excepted['processes'][0]['pk']}")
+        assert '<pre id="exception">' in traceback.text
+        assert "RuntimeError: failed on 2" in traceback.text
+
+
+async def test_no_request_names_a_module_or_class_to_load() -> None:
+    pk = new_process()
+    async with client() as c:
+        csrf = csrf_of((await c.get(f"/process/{pk}")).text)
+        for name in ("antigravity", "os.system", "miniengine.control.kill"):
+            assert name not in sys.modules
+            answer = await c.post(f"/process/{pk}/{name}", data={"csrf": csrf}, headers=ORIGIN)
+            assert answer.status_code == 404
+            assert name not in sys.modules
+        assert (await c.get("/", params={"state": "os.path"})).status_code == 400
+        graph = await c.get(f"/node/{pk}/graph.svg", params={"direction": "__import__"})
+        assert graph.status_code == 400
+        assert (await c.get(f"/node/{pk}/graph.svg", params={"depth": "99"})).status_code == 400
+        assert (await c.get("/process/antigravity")).status_code == 404
+        assert (await c.get("/process/999999")).status_code == 404
+
+
+# -- what the pages show -------------------------------------------------------------------------
+
+
+async def test_filters_and_keyset_paging_give_what_python_computes() -> None:
+    made: list[tuple[int, str, str]] = []  # (pk, label, state)
+    for index in range(7):
+        label = "Alpha" if index % 2 else "BetaChain"
+        made.append((new_process(label=label), label, "created"))
+    for x in range(3):
+        made.append(((await arun_get_node(add, x, 1))[1].pk, "add", "finished"))
+    killed = new_process(label="Alpha")
+    kill(killed)
+    made.append((killed, "Alpha", "killed"))
+    made.sort(reverse=True)
+
+    def expected(state: str | None = None, label: str = "") -> list[int]:
+        return [
+            pk
+            for pk, lab, st in made
+            if (state is None or st == state) and label.lower() in lab.lower()
+        ]
+
+    async with client() as c:
+
+        async def listed(**params: Any) -> list[int]:
+            answer = await c.get("/api/processes", params=params)
+            assert answer.status_code == 200, answer.text
+            return [p["pk"] for p in answer.json()["processes"]]
+
+        assert await listed() == expected()
+        assert await listed(state="created") == expected("created")
+        assert await listed(label="alp") == expected(label="alp")
+        assert await listed(state="killed", label="ALPHA") == [killed]
+        assert await listed(state="finished,killed") == sorted(
+            expected("finished") + expected("killed"), reverse=True
+        )
+        assert await listed(since="1h") == expected()
+        assert await listed(until="2000-01-01") == []
+
+        # keyset paging: three at a time, the whole list once, newest first
+        seen: list[int] = []
+        page = await c.get("/", params={"limit": 3})
+        while True:
+            assert page.status_code == 200
+            seen += rows(page.text)
+            nxt = re.search(r'<a id="next-page" href="([^"]+)"', page.text)
+            if nxt is None:
+                break
+            page = await c.get(nxt.group(1).replace("&amp;", "&") + "&limit=3")
+        assert seen == expected()
+        assert 'id="prev-page"' in page.text
+        html = (await c.get("/", params={"label": "beta"})).text
+        assert rows(html) == expected(label="beta")
+        assert 'name="label" value="beta"' in html
+        assert 'data-events="/events?label=beta"' in html
+
+
+async def test_the_process_page_shows_inputs_outputs_tree_and_json_twin() -> None:
+    result, node = await arun_get_node(add, 20, 22)
+    async with client() as c:
+        page = (await c.get(f"/process/{node.pk}")).text
+        assert '<dd id="state">finished</dd>' in page
+        assert '<dd id="exit-status">0</dd>' in page
+        for label, value in (("x", "20"), ("y", "22")):
+            row = re.search(rf'<tr data-label="{label}">.*?</tr>', page, re.S)
+            assert row is not None and f'<td class="value">{value}</td>' in row.group(0)
+        outputs = page[page.index('<table id="outputs">') :]
+        assert '<tr data-label="result">' in outputs and '<td class="value">42</td>' in outputs
+        assert f'<li data-pk="{node.pk}">' in page
+        assert f'data-events="/events?pk={node.pk}&amp;after=' in page
+        data = (await c.get(f"/api/process/{node.pk}")).json()
+        assert data["state"] == "finished"
+        assert {i["label"]: i["value"] for i in data["inputs"]} == {"x": "20", "y": "22"}
+        assert data["outputs"][0]["value"] == "42"
+        result_page = await c.get(f"/node/{result.pk}")
+        assert '<dd id="value">42</dd>' in result_page.text
+        assert (await c.get(f"/node/{node.pk}")).status_code == 303  # a process: its own page
+
+
+async def test_the_daemon_page_and_the_graph() -> None:
+    node = (await arun_get_node(add, 1, 2))[1]
+    async with client() as c:
+        page = (await c.get("/daemon")).text
+        assert '<table id="workers">' in page
+        assert '<strong id="queue-depth">0</strong>' in page
+        chart = re.search(r'<svg id="finished-per-minute".*?</svg>', page, re.S)
+        assert chart is not None and "<title>1</title>" in chart.group(0)
+        graph = await c.get(f"/node/{node.pk}/graph.svg", params={"depth": "2"})
+        from miniengine.web.graph import missing
+
+        if missing() is None:
+            assert graph.status_code == 200
+            assert graph.headers["content-type"] == "image/svg+xml"
+            assert graph.text.lstrip().startswith("<?xml") and "<svg" in graph.text
+        else:  # no dot here: the page says so
+            assert graph.status_code == 503
+            assert missing() in (await c.get(f"/process/{node.pk}")).text
+
+
+def test_the_json_of_the_list_is_json() -> None:
+    from miniengine.web.reads import Summary
+    from miniengine.web.stream import summary_json
+
+    text = json.dumps(summary_json(Summary(1, "u", "L", "finished", 3, True, 1.0, 2.0)))
+    assert json.loads(text)["state"] == "finished [exit 3] (paused)"
