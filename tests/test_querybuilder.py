@@ -270,11 +270,12 @@ def test_one_raises_as_aiida(graph: Graph) -> None:
         (lambda: QueryBuilder().append(Int, filters={"extras.x": {"~": 1}}), "'~'"),
         (lambda: QueryBuilder().append(Int, tag="n", filters={"nope": 1}), "'n': no field 'nope'"),
         (lambda: QueryBuilder().append(Int, filters={"extras.a-b": 1}), "'a-b'"),
-        (lambda: QueryBuilder().append(Int, filters={"attributes.value": 1}), "binary form"),
+        (lambda: QueryBuilder().append(Int, filters={"attributes": 1}), "only 'has_key'"),
+        (lambda: QueryBuilder().append(Int, filters={"extras.x": {"longer": -1}}), "non-negative"),
         (lambda: QueryBuilder().append(Int, filters={"id": {"in": 3}}), "needs a list"),
         (lambda: QueryBuilder().append(Int, filters={"label": {"like": 3}}), "needs a string"),
         (lambda: QueryBuilder().append(Int, filters={"extras.a": {"of_type": "x"}}), "of_type"),
-        (lambda: QueryBuilder().append(Int, filters={"id": {"has_key": "a"}}), "extras only"),
+        (lambda: QueryBuilder().append(Int, filters={"id": {"has_key": "a"}}), "extras and attributes only"),
         (lambda: QueryBuilder().append(Int).append(Int), "say how it joins"),
         (lambda: QueryBuilder().append(Int).append(Int, with_incoming="x"), "no such tag"),
         (lambda: QueryBuilder().append(Int, tag="a").append(Int, with_callee="a"), "with_callee"),
@@ -384,5 +385,5 @@ def test_process_list_filters_and_db_index(graph: Graph, miniengine_db: Path | s
     indexed = _cli(miniengine_db, "db", "index", "extras.idx")
     assert indexed.returncode == 0, indexed.stderr
     assert "indexed extras.idx (nodes_extras_idx)" in indexed.stdout
-    refused = _cli(miniengine_db, "db", "index", "attributes.value")
+    refused = _cli(miniengine_db, "db", "index", "attributes.process_state")
     assert refused.returncode != 0 and "extras.KEY" in refused.stderr

@@ -6,8 +6,9 @@ consistent snapshot with ``VACUUM INTO`` (one read transaction, so the daemon ma
 into a temporary file beside the target, checks it, renames it into place, and copies the file
 repository's objects that the snapshot names beside it.  ``maintain`` removes repository objects
 that nothing names any more.  ``copy`` copies a whole database, processes in flight included,
-into an empty one of either backend (a sqlite file or a PostgreSQL URL).  ``index`` adds an
-expression index on an extra of nodes, for the QueryBuilder's filters.
+into an empty one of either backend (a sqlite file or a PostgreSQL URL).  ``index`` adds (or
+``--drop`` removes) an expression index on an extra or attribute of nodes, for the
+QueryBuilder's filters.
 """
 
 from __future__ import annotations
@@ -121,14 +122,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     index = commands.add_parser(
         "index",
-        help="index extras of nodes, so that queries filtering on them stay fast",
-        description="Create (if missing) an index on each named extra of nodes, e.g. "
-        "`miniengine db index extras.batch`: a QueryBuilder filter or order on that extra then "
-        "reads the index instead of every node.  Each index costs a little on every write of "
-        "a node, so index the extras you query by, not all of them.",
+        help="index extras or attributes of nodes, so that queries filtering on them stay fast",
+        description="Create (if missing) an index on each named extra or attribute of nodes, "
+        "e.g. `miniengine db index extras.batch attributes.value`: a QueryBuilder filter or "
+        "order on that field then reads the index instead of every node.  Each index costs a "
+        "little on every write of a node, so index the fields you query by, not all of them.  "
+        "On sqlite an index on an attribute is computed by a function of miniengine's: a "
+        "program without it (the sqlite3 shell) can read the database but not write its "
+        "nodes until the index is dropped (--drop).",
     )
     index.add_argument(
-        "fields", nargs="+", metavar="extras.KEY", help="the extras to index (top-level keys)"
+        "fields",
+        nargs="+",
+        metavar="FIELD",
+        help="extras.KEY or attributes.KEY (a nested key as attributes.KEY.SUB)",
+    )
+    index.add_argument(
+        "--drop", action="store_true", help="drop the indexes on these fields instead"
     )
     _common(index, _index)
 
@@ -278,19 +288,26 @@ def _migrate(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from miniengine.core.query import ENTITY_NODE, QueryError, split_field
 
-    keys = []
+    fields: list[tuple[str, str, tuple[str, ...]]] = []
     for field in args.fields:
         try:
             column, path = split_field("db index", ENTITY_NODE, field)
         except QueryError as exc:
             raise CliError(str(exc)) from exc
-        if column != "extras" or len(path) != 1:
-            raise CliError(f"{field!r}: name a top-level extra, as extras.KEY")
-        keys.append(path[0])
+        if column not in ("extras", "attributes") or not path:
+            raise CliError(
+                f"{field!r}: name an extra or an attribute, as extras.KEY or attributes.KEY "
+                "(the process fields are columns, indexed already)"
+            )
+        fields.append((field, column, path))
     db = open_backend(db_location(args))
     try:
-        for key in keys:
-            emit(f"indexed extras.{key} ({db.query_builder.index_extra(key)})")
+        for field, column, path in fields:
+            if args.drop:
+                dropped = db.query_builder.drop_index(column, path)
+                emit(f"dropped the index on {field}" if dropped else f"no index on {field}")
+            else:
+                emit(f"indexed {field} ({db.query_builder.index_field(column, path)})")
     finally:
         db.close()
     return 0

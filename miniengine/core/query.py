@@ -5,10 +5,11 @@ a :class:`QuerySpec` and checks them here, before any SQL runs, so that a mistak
 key or operator at fault.  Each backend compiles a spec into one parameterised SQL statement
 (values are always parameters; keys, which become JSON paths, must be plain identifiers).
 
-Node attributes are msgpack blobs that SQL cannot look into: the fields a query can filter on
-are the columns, the extras (JSON), and the few process attributes that live in columns
-(``attributes.process_state`` and friends).  Any attribute can still be *projected*: the rows
-carry the blob, and the runtime picks the value out.
+The fields a query can filter, order and project on are the columns, the extras (JSON) and the
+attributes, under AiiDA's names (``attributes.value`` of an ``Int``); the process attributes
+that live in columns (``attributes.process_state`` and friends) are those columns.  Attributes
+are stored as msgpack, which each backend reads its own way (SQL functions on sqlite, a
+``jsonb`` copy on PostgreSQL); the operators are the same on both.
 """
 
 from __future__ import annotations
@@ -99,8 +100,27 @@ FIELDS: dict[str, dict[str, str]] = {
 JSON_FIELDS = frozenset({"extras", "attributes"})
 
 OPERATORS = frozenset(
-    {"==", ">", "<", ">=", "<=", "in", "like", "ilike", "of_type", "has_key", "==="}
+    {
+        "==",
+        ">",
+        "<",
+        ">=",
+        "<=",
+        "in",
+        "like",
+        "ilike",
+        "of_type",
+        "has_key",
+        "of_length",
+        "longer",
+        "shorter",
+        "===",
+    }
 )
+#: the operators of JSON values only (extras and attributes)
+JSON_OPERATORS = frozenset({"of_type", "has_key", "of_length", "longer", "shorter"})
+#: AiiDA's operators on the length of a JSON array
+LENGTH_OPERATORS = frozenset({"of_length", "longer", "shorter"})
 #: AiiDA's ``of_type`` names of JSON types
 JSON_TYPES = frozenset({"object", "array", "string", "number", "boolean", "null"})
 
@@ -221,6 +241,12 @@ def _check_value(tag: str, key: str, operator: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise QueryError(f"{tag!r}: {key!r} {operator!r} needs a string, not {value!r}")
         return value
+    if operator in LENGTH_OPERATORS:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise QueryError(
+                f"{tag!r}: {key!r} {operator!r} needs a non-negative integer, not {value!r}"
+            )
+        return value
     if operator == "of_type":
         if value not in JSON_TYPES:
             raise QueryError(
@@ -263,12 +289,8 @@ def parse_filters(
 
 
 def _conditions(tag: str, key: str, column: str, path: tuple[str, ...], spec: Any) -> list[Filter]:
-    if column == "attributes":
-        raise QueryError(
-            f"{tag!r}: {key!r}: attributes are stored in binary form and cannot be "
-            "filtered on in the database (filter on extras, or on process_state, "
-            "exit_status, process_label, process_status)"
-        )
+    if column in JSON_FIELDS and not path and not isinstance(spec, Mapping):
+        raise QueryError(f"{tag!r}: {column!r} itself takes only 'has_key' or 'of_type'")
     if not isinstance(spec, Mapping):
         return [Condition(tag, column, path, "==", _check_value(tag, key, "==", spec))]
     found: list[Filter] = []
@@ -290,12 +312,15 @@ def _conditions(tag: str, key: str, column: str, path: tuple[str, ...], spec: An
         if operator not in OPERATORS:
             raise QueryError(
                 f"{tag!r}: {key!r}: unknown operator {raw!r} (known: "
-                "==, >, <, >=, <=, in, like, ilike, of_type, has_key, and a '!' before any)"
+                "==, >, <, >=, <=, in, like, ilike, of_type, has_key, of_length, longer, "
+                "shorter, and a '!' before any)"
             )
-        if operator in {"of_type", "has_key"} and column not in JSON_FIELDS:
-            raise QueryError(f"{tag!r}: {key!r}: {raw!r} applies to extras only")
-        if column == "extras" and not path and operator not in {"has_key", "of_type"}:
-            raise QueryError(f"{tag!r}: 'extras' itself takes only 'has_key'; name a key")
+        if operator in JSON_OPERATORS and column not in JSON_FIELDS:
+            raise QueryError(f"{tag!r}: {key!r}: {raw!r} applies to extras and attributes only")
+        if column in JSON_FIELDS and not path and operator not in {"has_key", "of_type"}:
+            raise QueryError(
+                f"{tag!r}: {column!r} itself takes only 'has_key' or 'of_type'; name a key"
+            )
         found.append(
             Condition(tag, column, path, operator, _check_value(tag, key, operator, value), negated)
         )

@@ -8,9 +8,9 @@ runs as ONE SQL statement on the backend: ``count()`` counts in the database, ``
 a page of ``batch_size`` rows per statement, and ``aiterall()`` does the same on the backend's
 async reads, so an event loop never waits on the database.
 
-Node attributes are stored in binary form, so filters apply to columns, extras and links (and
-to the process attributes kept in columns: ``attributes.process_state``, ``exit_status``...);
-any attribute can be projected.
+Filters, orders and projections apply to columns, extras, attributes (under AiiDA's names:
+``attributes.value`` of an ``Int``, ``attributes.list`` of a ``List``, ``attributes.KEY`` of a
+``Dict``) and links.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from miniengine.core.query import (
     parse_projection,
 )
 from miniengine.exceptions import MultipleObjectsError, NotExistent
+from miniengine.storage.attribute_json import MISSING, attribute_at
 from miniengine.storage.interfaces.groups import GroupRow
 from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
 
@@ -330,12 +331,11 @@ class QueryBuilder:
                 if projection.column == "extras":
                     value = None if value is None else json.loads(value)
                 elif projection.column == "attributes":
-                    value = unpack_attributes(value) if value is not None else {}
-                    if projection.path == ("value",) and not isinstance(value, Mapping):
-                        values.append(value)  # a BaseType stores its value alone: AiiDA's 'value'
-                        continue
-                    for key in projection.path:
-                        value = value.get(key) if isinstance(value, Mapping) else None
+                    # the stored content under AiiDA's names, as the filters read it
+                    found = attribute_at(unpack_attributes(value), projection.path)
+                    value = None if found is MISSING else found
+                    if value is None and not projection.path:
+                        value = {}
                 values.append(value)
             return values
 

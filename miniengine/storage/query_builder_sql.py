@@ -2,9 +2,11 @@
 
 The statement's shape is the same on every backend (the appended vertices joined through
 ``links`` and ``group_nodes``); a :class:`Dialect` says how a backend writes a parameter and reads
-a JSON value.  Values are always parameters.  JSON keys are written into the statement, but only
-after :func:`miniengine.core.query.split_field` checked they are plain identifiers: an expression
-index on an extra (``miniengine db index extras.KEY``) matches only an expression spelled the same.
+a JSON value, and :meth:`Dialect.json_column` where (and how) it reads extras and attributes.
+Values are always parameters.  JSON keys are written into the statement, but only after
+:func:`miniengine.core.query.split_field` checked they are plain identifiers: an expression
+index (``miniengine db index extras.KEY``, ``attributes.KEY``) matches only an expression
+spelled the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from miniengine.core.query import (
     ENTITY_GROUP,
     ENTITY_LINK,
     ENTITY_NODE,
+    JSON_FIELDS,
     BoolFilter,
     Condition,
     Filter,
@@ -26,11 +29,25 @@ from miniengine.core.query import (
 from miniengine.storage.interfaces.groups import GroupRow
 from miniengine.storage.interfaces.provenance import NodeRow
 
-__all__ = ["CompiledQuery", "Dialect", "compile_count", "compile_query", "star_width"]
+__all__ = [
+    "CompiledQuery",
+    "Dialect",
+    "JsonDialect",
+    "compile_count",
+    "compile_query",
+    "index_name",
+    "star_width",
+]
 
 _TABLES = {ENTITY_NODE: "nodes", ENTITY_GROUP: "groups", ENTITY_LINK: "links"}
 _STAR = {ENTITY_NODE: NodeRow._fields, ENTITY_GROUP: GroupRow._fields}
 _COMPARE = {"==": "=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
+_LENGTH = {"of_length": "=", "longer": ">", "shorter": "<"}
+
+
+def index_name(column: str, path: Sequence[str]) -> str:
+    """The name of the expression index on the field ``column.path`` of nodes."""
+    return f"nodes_{column}_{'__'.join(path)}"
 
 
 def star_width(entity: str) -> int:
@@ -38,8 +55,8 @@ def star_width(entity: str) -> int:
     return len(_STAR[entity])
 
 
-class Dialect(Protocol):
-    """How one backend writes the parts of a statement that differ."""
+class JsonDialect(Protocol):
+    """How one backend reads the values in a column of JSON (or of msgpack read as JSON)."""
 
     param: str
 
@@ -67,8 +84,21 @@ class Dialect(Protocol):
         """A condition: the object at ``path`` has the key ``key``."""
         ...
 
+    def array_length(self, column: str, path: Sequence[str]) -> str:
+        """The length of the array at ``path`` (``NULL`` where it is not an array)."""
+        ...
+
     def like(self, expression: str, pattern: str, *, ilike: bool) -> tuple[str, list[Any]]:
         """``expression LIKE pattern``, case-sensitive (``ilike``: case-insensitive)."""
+        ...
+
+
+class Dialect(JsonDialect, Protocol):
+    """How one backend writes the parts of a statement that differ."""
+
+    def json_column(self, column: str) -> tuple[str, JsonDialect]:
+        """The column that holds the JSON field ``column`` (``extras``, ``attributes``) and
+        how to read it."""
         ...
 
 
@@ -170,8 +200,11 @@ class _Compiler:
     def condition(self, c: Condition) -> str:
         column = self.column(c.tag, c.column)
         op, value = c.operator, c.value
-        if c.column == "extras":
-            return self.json_condition(column, c.path, op, value)
+        if c.column in JSON_FIELDS:
+            physical, json_dialect = self.d.json_column(c.column)
+            return self.json_condition(
+                json_dialect, self.column(c.tag, physical), c.path, op, value
+            )
         if op == "==" and value is None:
             return f"{column} IS NULL"
         if isinstance(value, bool):
@@ -188,22 +221,26 @@ class _Compiler:
             return sql
         raise QueryError(f"{c.tag!r}: {op!r} does not apply to {c.column!r}")
 
-    def json_condition(self, column: str, path: tuple[str, ...], op: str, value: Any) -> str:
+    def json_condition(
+        self, d: JsonDialect, column: str, path: tuple[str, ...], op: str, value: Any
+    ) -> str:
         if op == "has_key":
-            sql, params = self.d.has_key(column, path, value)
+            sql, params = d.has_key(column, path, value)
             self.params.extend(params)
             return sql
         if op == "of_type":
-            sql, params = self.d.json_type_is(column, path, value)
+            sql, params = d.json_type_is(column, path, value)
             self.params.extend(params)
             return sql
-        target = self.d.json_value(column, path)
+        if op in _LENGTH:
+            return f"{d.array_length(column, path)} {_LENGTH[op]} {self.p(value)}"
+        target = d.json_value(column, path)
         if op == "==" and value is None:
-            sql, params = self.d.json_type_is(column, path, "null")
+            sql, params = d.json_type_is(column, path, "null")
             self.params.extend(params)
             return sql
         if op in ("like", "ilike"):
-            sql, params = self.d.like(self.d.json_string(column, path), value, ilike=op == "ilike")
+            sql, params = d.like(d.json_string(column, path), value, ilike=op == "ilike")
             self.params.extend(params)
             return sql
         if op == "in":
@@ -211,17 +248,17 @@ class _Compiler:
                 return "1 = 0"
             marks = []
             for item in value:
-                mark, param = self.d.json_param(item)
+                mark, param = d.json_param(item)
                 self.params.append(param)
                 marks.append(mark)
             return f"{target} IN ({', '.join(marks)})"
-        mark, param = self.d.json_param(value)
+        mark, param = d.json_param(value)
         kind = _json_kind(value)
         guard = ""
         if kind is not None:
             # compare numbers with numbers and strings with strings, as AiiDA does (sqlite's
             # and PostgreSQL's orders across JSON types differ)
-            guard_sql, guard_params = self.d.json_type_is(column, path, kind)
+            guard_sql, guard_params = d.json_type_is(column, path, kind)
             self.params.extend(guard_params)
             guard = f"{guard_sql} AND "
         self.params.append(param)
@@ -244,8 +281,9 @@ class _Compiler:
     def order_by(self) -> str:
         terms = []
         for term in self.spec.order:
-            if term.column == "extras":
-                expression = self.d.json_value(self.column(term.tag, "extras"), term.path)
+            if term.column in JSON_FIELDS and term.path:
+                physical, json_dialect = self.d.json_column(term.column)
+                expression = json_dialect.json_value(self.column(term.tag, physical), term.path)
             else:
                 expression = self.column(term.tag, term.column)
             terms.append(f"{expression} {'DESC' if term.descending else 'ASC'}")

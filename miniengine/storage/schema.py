@@ -35,6 +35,8 @@ from miniengine.storage.schema_v7 import SCHEMA_V7
 from miniengine.storage.schema_v8 import SCHEMA_V8
 from miniengine.storage.schema_v9 import SCHEMA_V9
 from miniengine.storage.schema_v10 import SCHEMA_V10
+from miniengine.storage.schema_v11 import SCHEMA_V11
+from miniengine.storage.sqlite.msgpack_functions import register as register_msgpack_functions
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
 
@@ -105,6 +107,7 @@ MIGRATIONS: dict[int, str] = {
     7: SCHEMA_V8,
     8: SCHEMA_V9,
     9: SCHEMA_V10,
+    10: SCHEMA_V11,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -290,6 +293,8 @@ def connect(
         )
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    # the SQL functions that read attributes: an expression index on one needs them to write
+    register_msgpack_functions(connection)
     try:
         connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not readonly:

@@ -37,3 +37,14 @@ class QueryBuilderBackend(Protocol):
         """Create (if missing) the expression index on the extra ``key`` of nodes, so that a
         filter or order on ``extras.KEY`` over many nodes reads the index; returns its name."""
         ...
+
+    @property
+    def index_field(self) -> Transaction[[str, tuple[str, ...]], str]:
+        """Create (if missing) the expression index on the field ``column.path`` of nodes
+        (``column``: ``'extras'`` or ``'attributes'``); returns its name."""
+        ...
+
+    @property
+    def drop_index(self) -> Transaction[[str, tuple[str, ...]], bool]:
+        """Drop the expression index on ``column.path`` of nodes; False if there was none."""
+        ...

@@ -93,8 +93,9 @@ def _copy_statement(count: int) -> str:
     return (
         f"WITH v AS ({given}), done AS ({done}), "
         "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
-        "mtime, computer_pk) SELECT v.uuid, n.node_type, n.label, n.description, n.attributes, "
-        "%s, %s, n.computer_pk FROM v JOIN nodes n ON n.pk = v.source ORDER BY v.ord "
+        "mtime, computer_pk, attributes_json) SELECT v.uuid, n.node_type, n.label, "
+        "n.description, n.attributes, %s, %s, n.computer_pk, n.attributes_json "
+        "FROM v JOIN nodes n ON n.pk = v.source ORDER BY v.ord "
         f"RETURNING {NODE_COLUMNS}), "
         "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT n.pk, c.pk, "
         "'create', v.label FROM cloned c JOIN v ON v.uuid = c.uuid, done n ORDER BY v.ord) "

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from miniengine.storage.attribute_json import attributes_json_text
 from miniengine.storage.calcjob_rows import _JOB_COLUMNS, _job_row, _unpack_dict
 from miniengine.storage.interfaces.calcjobs import (
     CALCJOB_TYPE,
@@ -84,7 +85,8 @@ def merge_attributes(connection: Connection, pk: int, values: dict[str, Any]) ->
         else:
             attributes[key] = value
     connection.execute(
-        "UPDATE nodes SET attributes = %s WHERE pk = %s", (pack_attributes(attributes), pk)
+        "UPDATE nodes SET attributes = %s, attributes_json = %s::jsonb WHERE pk = %s",
+        (pack_attributes(attributes), attributes_json_text(attributes), pk),
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.postgres import computer_rows
+from miniengine.storage.postgres.attribute_rows import DERIVED_COLUMNS, backfill
 from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
     connect,
@@ -40,7 +41,8 @@ __all__ = ["PostgresDump", "PostgresLoad", "postgres_columns"]
 
 
 def postgres_columns(connection: psycopg.Connection[Any]) -> dict[str, tuple[str, ...]]:
-    """The tables on the connection's ``search_path`` and their columns, in their order."""
+    """The tables on the connection's ``search_path`` and their columns, in their order (but
+    not the columns derived from others, which a load fills again: the attributes' JSON)."""
     found: dict[str, list[str]] = {}
     for table, column in connection.execute(
         "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
@@ -48,7 +50,8 @@ def postgres_columns(connection: psycopg.Connection[Any]) -> dict[str, tuple[str
         "AND n.nspname = ANY(current_schemas(false)) AND a.attnum > 0 AND NOT a.attisdropped "
         "ORDER BY c.relname, a.attnum"
     ):
-        found.setdefault(str(table), []).append(str(column))
+        if str(column) not in DERIVED_COLUMNS.get(str(table), ()):
+            found.setdefault(str(table), []).append(str(column))
     return {table: tuple(columns) for table, columns in found.items()}
 
 
@@ -221,8 +224,11 @@ class PostgresLoad:
 
     def finish(self, tables: Sequence[CopiedTable], event_watermark: int) -> None:
         """Set each identity after the largest value copied (the events' after the source's
-        last id handed out), so that new rows never reuse a copied pk."""
+        last id handed out), so that new rows never reuse a copied pk; write the attributes'
+        JSON copy of the nodes copied (a sqlite source has none)."""
         try:
+            if any(table.name == "nodes" for table in tables):
+                backfill(self._connection)
             for table in tables:
                 if table.identity is None:
                     continue

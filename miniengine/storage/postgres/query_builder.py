@@ -1,4 +1,6 @@
-"""The QueryBuilder on PostgreSQL: ``jsonb`` operators for extras."""
+"""The QueryBuilder on PostgreSQL: ``jsonb`` operators for extras and for the ``jsonb`` copy
+of the attributes (``nodes.attributes_json``, written by
+:mod:`miniengine.storage.postgres.attribute_rows`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.core.query import QuerySpec
 from miniengine.storage.postgres.transaction import PostgresTransaction
-from miniengine.storage.query_builder_sql import compile_count, compile_query
+from miniengine.storage.query_builder_sql import compile_count, compile_query, index_name
 
 if TYPE_CHECKING:
     import psycopg
@@ -16,7 +18,10 @@ if TYPE_CHECKING:
     from miniengine.storage.interfaces.query_builder import QueryBuilderBackend
     from miniengine.storage.postgres.store import PostgresStore
 
-__all__ = ["POSTGRES", "PostgresDialect", "PostgresQueryBuilder", "extras_index_sql"]
+__all__ = ["POSTGRES", "PostgresDialect", "PostgresQueryBuilder", "extras_index_sql", "index_sql"]
+
+#: where each JSON field of nodes is read: attributes from their ``jsonb`` copy
+_JSON_COLUMNS = {"extras": "extras", "attributes": "attributes_json"}
 
 
 def _arrow(column: str, path: Sequence[str]) -> str:
@@ -46,8 +51,15 @@ class PostgresDialect:
         value = self.json_value(column, path)
         return f"jsonb_typeof({value}) = 'object' AND jsonb_exists({value}, %s)", [key]
 
+    def array_length(self, column: str, path: Sequence[str]) -> str:
+        value = self.json_value(column, path)
+        return f"(CASE jsonb_typeof({value}) WHEN 'array' THEN jsonb_array_length({value}) END)"
+
     def like(self, expression: str, pattern: str, *, ilike: bool) -> tuple[str, list[Any]]:
         return f"{expression} {'ILIKE' if ilike else 'LIKE'} %s", [pattern]
+
+    def json_column(self, column: str) -> tuple[str, PostgresDialect]:
+        return _JSON_COLUMNS[column], self
 
 
 POSTGRES = PostgresDialect()
@@ -56,11 +68,17 @@ POSTGRES = PostgresDialect()
 def extras_index_sql(key: str) -> tuple[str, str]:
     """The name and statement of the expression index on the extra ``key`` (a plain identifier,
     checked by the caller): the expression is the one the compiler writes for ``extras.KEY``."""
-    name = f"nodes_extras_{key}"
-    return (
-        name,
-        f"CREATE INDEX IF NOT EXISTS {name} ON nodes ({POSTGRES.json_value('extras', (key,))})",
-    )
+    return index_sql("extras", (key,))
+
+
+def index_sql(column: str, path: Sequence[str]) -> tuple[str, str]:
+    """The name and statement of the expression index on ``column.path`` (``extras`` or
+    ``attributes``; the keys are plain identifiers, checked by the caller): the expression is
+    the one the compiler writes for a filter or order on that field."""
+    name = index_name(column, path)
+    physical, dialect = POSTGRES.json_column(column)
+    expression = dialect.json_value(physical, path)
+    return name, f"CREATE INDEX IF NOT EXISTS {name} ON nodes ({expression})"
 
 
 def _rows(
@@ -80,22 +98,39 @@ def _plan(connection: psycopg.Connection[Any], sql: str, params: Sequence[Any]) 
 
 
 def _index_extra(connection: psycopg.Connection[Any], key: str) -> str:
-    name, sql = extras_index_sql(key)
+    return _index_field(connection, "extras", (key,))
+
+
+def _index_field(connection: psycopg.Connection[Any], column: str, path: tuple[str, ...]) -> str:
+    name, sql = index_sql(column, path)
     connection.execute(sql)
     # the planner knows an expression's values only from statistics: without them a filter on
-    # the extra is estimated blindly and may scan the table instead
+    # the field is estimated blindly and may scan the table instead
     connection.execute("ANALYZE nodes")
     return name
+
+
+def _drop_index(connection: psycopg.Connection[Any], column: str, path: tuple[str, ...]) -> bool:
+    name = index_name(column, path)
+    found = connection.execute(
+        "SELECT 1 FROM pg_indexes WHERE tablename = 'nodes' AND indexname = %s "
+        "AND schemaname = ANY(current_schemas(false))",
+        (name,),
+    ).fetchone()
+    connection.execute(f"DROP INDEX IF EXISTS {name}".encode())
+    return found is not None
 
 
 class PostgresQueryBuilder:
     """:class:`miniengine.storage.interfaces.query_builder.QueryBuilderBackend` on PostgreSQL."""
 
-    __slots__ = ("_store", "index_extra")
+    __slots__ = ("_store", "drop_index", "index_extra", "index_field")
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self.index_extra = PostgresTransaction(store, _index_extra)
+        self.index_field = PostgresTransaction(store, _index_field)
+        self.drop_index = PostgresTransaction(store, _drop_index)
 
     def rows(self, spec: QuerySpec) -> list[tuple[Any, ...]]:
         compiled = compile_query(spec, POSTGRES)

@@ -22,6 +22,7 @@ from psycopg.errors import UniqueViolation
 
 from miniengine.core.data import Data
 from miniengine.exceptions import LeaseLostError, NotExistent
+from miniengine.storage.attribute_json import attributes_json_text
 from miniengine.storage.interfaces.provenance import (
     AMBIGUOUS_SHOWN,
     FinishProcess,
@@ -104,7 +105,11 @@ def executemany(connection: Connection, query: str, rows: Sequence[Sequence[Any]
 
 
 #: The columns of a Data node's row (a process node has more).
-_DATA_COLUMNS = "uuid, node_type, label, description, attributes, ctime, mtime, computer_pk"
+_DATA_COLUMNS = (
+    "uuid, node_type, label, description, attributes, ctime, mtime, computer_pk, attributes_json"
+)
+#: Their placeholders (the last, the attributes' JSON copy that queries read, is ``jsonb``).
+_DATA_MARKS = "(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 
 
 def _data_row(connection: Connection, data: Data, now: float) -> tuple[Any, ...]:
@@ -115,9 +120,10 @@ def _data_row(connection: Connection, data: Data, now: float) -> tuple[Any, ...]
         from miniengine.storage.postgres.computer_rows import check_storage_needs
 
         computer_pk = check_storage_needs(connection, data, needs)
-    attributes = pack_attributes(data._to_attributes())
+    content = data._to_attributes()
+    attributes = pack_attributes(content)
     return (data.uuid, data.type_name, data.label, data.description, attributes, now, now,
-            computer_pk)  # fmt: skip
+            computer_pk, attributes_json_text(content))  # fmt: skip
 
 
 def _existing(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
@@ -149,7 +155,7 @@ def insert_data(connection: Connection, data: Data, now: float) -> int:
     """
     row = _data_row(connection, data, now)
     inserted = connection.execute(
-        f"INSERT INTO nodes ({_DATA_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        f"INSERT INTO nodes ({_DATA_COLUMNS}) VALUES {_DATA_MARKS} "
         "ON CONFLICT (uuid) DO NOTHING RETURNING pk",
         row,
     ).fetchone()
@@ -176,7 +182,7 @@ def insert_new_data(connection: Connection, nodes: Iterable[Data], now: float) -
         inserted = {}
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
-            marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            marks = ", ".join([_DATA_MARKS] * len(chunk))
             for uuid, pk in connection.execute(
                 f"INSERT INTO nodes ({_DATA_COLUMNS}) VALUES {marks} "
                 "ON CONFLICT (uuid) DO NOTHING RETURNING uuid, pk",
@@ -273,6 +279,7 @@ def _insert_process(connection: Connection, new: NewProcess, now: float, stateme
             new.label,
             new.description,
             pack_attributes(new.attributes) if new.attributes else None,
+            attributes_json_text(new.attributes) if new.attributes else None,
             new.owner,
             1 if new.owner is not None else 0,
             lease_seconds(new.lease_expires, now),
@@ -288,9 +295,9 @@ def _insert_process(connection: Connection, new: NewProcess, now: float, stateme
 
 _INSERT_PROCESS = (
     "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
-    "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted) "
-    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {SERVER_NOW} + %s, %s, %s, %s) "
-    "RETURNING pk"
+    "description, attributes, attributes_json, owner, lease_epoch, lease_expires, ctime, mtime, "
+    f"submitted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, {SERVER_NOW} + %s, "
+    "%s, %s, %s) RETURNING pk"
 )
 
 #: A process's end with its one new output: the fenced UPDATE, the output's row and its link
@@ -302,7 +309,7 @@ _FINISH_WITH_OUTPUT = (
     "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
     "control = NULL, paused = 0, mtime = %s "
     "WHERE pk = %s AND owner = %s AND lease_epoch = %s RETURNING pk), "
-    f"output AS (INSERT INTO nodes ({_DATA_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+    f"output AS (INSERT INTO nodes ({_DATA_COLUMNS}) VALUES {_DATA_MARKS} "
     "ON CONFLICT (uuid) DO NOTHING RETURNING pk), "
     "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) "
     "SELECT %s, output.pk, %s, %s FROM output, fenced) "

@@ -31,6 +31,7 @@ Where PostgreSQL differs from sqlite:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from miniengine.exceptions import IncompatibleDatabaseError, StoreError
@@ -310,12 +311,27 @@ CREATE INDEX nodes_hash ON nodes (process_type, node_hash, pk) WHERE node_hash I
 """
 
 
+#: Version 11 (as ``storage/schema_v11.py``): a ``jsonb`` copy of node attributes, which
+#: PostgreSQL can query (it cannot read msgpack); the migration fills it for existing nodes.
+_SCHEMA_V11 = """
+ALTER TABLE nodes ADD COLUMN attributes_json jsonb;
+"""
+
+
+def _backfill_attributes(connection: psycopg.Connection[Any]) -> None:
+    from miniengine.storage.postgres.attribute_rows import backfill
+
+    backfill(connection)
+
+
 class Migration(NamedTuple):
-    """One forward step: the SQL that brings a schema from ``source`` to ``target``."""
+    """One forward step: the SQL that brings a schema from ``source`` to ``target``, then
+    ``after`` (if any): what SQL alone cannot do, in the same transaction."""
 
     source: int
     target: int
     sql: str
+    after: Callable[[psycopg.Connection[Any]], None] | None = None
 
 
 #: The steps, applied in order from the database's version.  A step's ``sql`` may hold several
@@ -326,6 +342,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, 8, _SCHEMA_V8),
     Migration(8, 9, _SCHEMA_V9),
     Migration(9, 10, _SCHEMA_V10),
+    Migration(10, 11, _SCHEMA_V11, _backfill_attributes),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target
@@ -425,6 +442,8 @@ def ensure_schema(connection: psycopg.Connection[Any], where: str) -> None:
                 if step.source != current:
                     continue
                 connection.execute(step.sql.encode())  # several statements: no parameters
+                if step.after is not None:
+                    step.after(connection)
                 current = step.target
             if current != SCHEMA_VERSION:
                 raise StoreError(

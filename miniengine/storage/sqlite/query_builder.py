@@ -1,4 +1,6 @@
-"""The QueryBuilder on sqlite: JSON1 for extras, ``GLOB`` for a case-sensitive ``like``."""
+"""The QueryBuilder on sqlite: JSON1 for extras, the engine's ``msgpack_extract`` and
+``msgpack_type`` SQL functions for attributes
+(:mod:`miniengine.storage.sqlite.msgpack_functions`), ``GLOB`` for a case-sensitive ``like``."""
 
 from __future__ import annotations
 
@@ -8,14 +10,22 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from miniengine.core.query import QuerySpec
-from miniengine.storage.query_builder_sql import compile_count, compile_query
+from miniengine.storage.query_builder_sql import compile_count, compile_query, index_name
 from miniengine.storage.sqlite.transaction import SqliteTransaction
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces.query_builder import QueryBuilderBackend
     from miniengine.storage.store import Store
 
-__all__ = ["SQLITE", "SqliteDialect", "SqliteQueryBuilder", "extras_index_sql"]
+__all__ = [
+    "MSGPACK",
+    "SQLITE",
+    "MsgpackDialect",
+    "SqliteDialect",
+    "SqliteQueryBuilder",
+    "extras_index_sql",
+    "index_sql",
+]
 
 #: sqlite's ``json_type`` names for each of AiiDA's ``of_type`` names
 _TYPES = {
@@ -80,27 +90,93 @@ class SqliteDialect:
         return f"json_type({column}, '{_path(path)}') IN ({marks})", list(names)
 
     def has_key(self, column: str, path: Sequence[str], key: str) -> tuple[str, list[Any]]:
-        quoted = key.replace("\\", "\\\\").replace('"', '\\"')
+        return _has_key("json_type", column, path, key)
+
+    def array_length(self, column: str, path: Sequence[str]) -> str:
+        where = f"{column}, '{_path(path)}'"
+        return f"(CASE json_type({where}) WHEN 'array' THEN json_array_length({where}) END)"
+
+    def like(self, expression: str, pattern: str, *, ilike: bool) -> tuple[str, list[Any]]:
+        return _like(expression, pattern, ilike=ilike)
+
+    def json_column(self, column: str) -> tuple[str, SqliteDialect | MsgpackDialect]:
+        return (column, self) if column == "extras" else (column, MSGPACK)
+
+
+def _has_key(
+    type_function: str, column: str, path: Sequence[str], key: str
+) -> tuple[str, list[Any]]:
+    quoted = key.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f"{type_function}({column}, '{_path(path)}') = 'object' "
+        f"AND {type_function}({column}, ?) IS NOT NULL",
+        [f'{_path(path)}."{quoted}"'],
+    )
+
+
+def _like(expression: str, pattern: str, *, ilike: bool) -> tuple[str, list[Any]]:
+    if ilike:
+        return f"{expression} LIKE ? ESCAPE '\\'", [pattern]
+    return f"{expression} GLOB ?", [like_to_glob(pattern)]
+
+
+class MsgpackDialect:
+    """Attributes on sqlite: the msgpack blob read by the engine's SQL functions, which answer
+    as ``json_extract`` and ``json_type`` do, so values compare as extras do."""
+
+    param = "?"
+
+    def json_value(self, column: str, path: Sequence[str]) -> str:
+        return f"msgpack_extract({column}, '{_path(path)}')"
+
+    def json_param(self, value: Any) -> tuple[str, Any]:
+        if isinstance(value, (list, dict)):
+            # the text msgpack_extract gives for an array or object, which json() keeps as is
+            return "json(?)", json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return "?", value
+
+    def json_text(self, column: str, path: Sequence[str]) -> str:
+        return self.json_value(column, path)
+
+    def json_string(self, column: str, path: Sequence[str]) -> str:
+        value = self.json_value(column, path)
+        return f"(CASE msgpack_type({column}, '{_path(path)}') WHEN 'text' THEN {value} END)"
+
+    def json_type_is(self, column: str, path: Sequence[str], kind: str) -> tuple[str, list[Any]]:
+        names = _TYPES[kind]
+        marks = ", ".join("?" * len(names))
+        return f"msgpack_type({column}, '{_path(path)}') IN ({marks})", list(names)
+
+    def has_key(self, column: str, path: Sequence[str], key: str) -> tuple[str, list[Any]]:
+        return _has_key("msgpack_type", column, path, key)
+
+    def array_length(self, column: str, path: Sequence[str]) -> str:
         return (
-            f"json_type({column}, '{_path(path)}') = 'object' "
-            f"AND json_type({column}, ?) IS NOT NULL",
-            [f'{_path(path)}."{quoted}"'],
+            f"(CASE msgpack_type({column}, '{_path(path)}') WHEN 'array' "
+            f"THEN json_array_length({self.json_value(column, path)}) END)"
         )
 
     def like(self, expression: str, pattern: str, *, ilike: bool) -> tuple[str, list[Any]]:
-        if ilike:
-            return f"{expression} LIKE ? ESCAPE '\\'", [pattern]
-        return f"{expression} GLOB ?", [like_to_glob(pattern)]
+        return _like(expression, pattern, ilike=ilike)
 
 
 SQLITE = SqliteDialect()
+MSGPACK = MsgpackDialect()
 
 
 def extras_index_sql(key: str) -> tuple[str, str]:
     """The name and statement of the expression index on the extra ``key`` (a plain identifier,
     checked by the caller): the expression is the one the compiler writes for ``extras.KEY``."""
-    name = f"nodes_extras_{key}"
-    expression = SQLITE.json_value("extras", (key,))
+    return index_sql("extras", (key,))
+
+
+def index_sql(column: str, path: Sequence[str]) -> tuple[str, str]:
+    """The name and statement of the expression index on ``column.path`` (``extras`` or
+    ``attributes``; the keys are plain identifiers, checked by the caller): the expression is
+    the one the compiler writes for a filter or order on that field."""
+    name = index_name(column, path)
+    physical, dialect = SQLITE.json_column(column)
+    expression = dialect.json_value(physical, path)
     return name, f"CREATE INDEX IF NOT EXISTS {name} ON nodes ({expression})"
 
 
@@ -117,19 +193,34 @@ def _plan(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> li
 
 
 def _index_extra(connection: sqlite3.Connection, key: str) -> str:
-    name, sql = extras_index_sql(key)
+    return _index_field(connection, "extras", (key,))
+
+
+def _index_field(connection: sqlite3.Connection, column: str, path: tuple[str, ...]) -> str:
+    name, sql = index_sql(column, path)
     connection.execute(sql)
     return name
+
+
+def _drop_index(connection: sqlite3.Connection, column: str, path: tuple[str, ...]) -> bool:
+    name = index_name(column, path)
+    found = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+    ).fetchone()
+    connection.execute(f"DROP INDEX IF EXISTS {name}")
+    return found is not None
 
 
 class SqliteQueryBuilder:
     """:class:`miniengine.storage.interfaces.query_builder.QueryBuilderBackend` on sqlite."""
 
-    __slots__ = ("_store", "index_extra")
+    __slots__ = ("_store", "drop_index", "index_extra", "index_field")
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.index_extra = SqliteTransaction(store, _index_extra)
+        self.index_field = SqliteTransaction(store, _index_field)
+        self.drop_index = SqliteTransaction(store, _drop_index)
 
     def rows(self, spec: QuerySpec) -> list[tuple[Any, ...]]:
         compiled = compile_query(spec, SQLITE)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from miniengine.exceptions import IncompatibleDatabaseError, ReadOnlyDatabaseError, StoreError
 from miniengine.storage.schema import APPLICATION_ID, SCHEMA_VERSION, readonly_uri
+from miniengine.storage.sqlite.msgpack_functions import register as register_msgpack_functions
 from miniengine.storage.sqlite.queries import SqliteQueries
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class SqliteReader:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            return sqlite3.connect(
+            connection = sqlite3.connect(
                 readonly_uri(self.path),
                 uri=True,
                 isolation_level=None,
@@ -157,6 +158,8 @@ class SqliteReader:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the database: {exc}") from exc
+        register_msgpack_functions(connection)  # queries on attributes
+        return connection
 
     # writes: none ----------------------------------------------------------------------------
 

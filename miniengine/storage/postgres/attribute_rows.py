@@ -1,0 +1,60 @@
+"""The ``jsonb`` copy of node attributes that PostgreSQL queries read (``nodes.attributes_json``).
+
+PostgreSQL cannot decode msgpack (PL/Python is not available), so every write of a node's
+attributes also writes their JSON (:func:`miniengine.storage.attribute_json.attributes_json_text`)
+in the same statement.  Rows written without it (by the migration to schema version 11, or by
+``db copy`` from sqlite, which has no such column) are filled by :func:`backfill`, in batches.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from miniengine.storage.attribute_json import attributes_json_text
+from miniengine.storage.interfaces.provenance import unpack_attributes
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["DERIVED_COLUMNS", "backfill", "json_of_blob"]
+
+#: the columns of each table that are derived from others: not copied, but filled again
+DERIVED_COLUMNS: dict[str, frozenset[str]] = {"nodes": frozenset({"attributes_json"})}
+
+_BATCH = 2000
+
+
+def json_of_blob(blob: bytes | None) -> str | None:
+    """The JSON text of the attributes stored as ``blob`` (``None``: no attributes)."""
+    if blob is None:
+        return None
+    try:
+        content = unpack_attributes(bytes(blob))
+    except Exception:
+        return None  # not msgpack: nothing a query can name
+    return attributes_json_text(content)
+
+
+def backfill(connection: psycopg.Connection[Any], batch: int = _BATCH) -> int:
+    """Write the JSON copy of every node that has attributes and no copy yet, ``batch`` rows
+    per statement (in the caller's transaction); returns how many rows it wrote."""
+    written = 0
+    after = 0
+    while True:
+        rows = connection.execute(
+            "SELECT pk, attributes FROM nodes WHERE pk > %s AND attributes IS NOT NULL "
+            "AND attributes_json IS NULL ORDER BY pk LIMIT %s",
+            (after, batch),
+        ).fetchall()
+        if not rows:
+            return written
+        after = int(rows[-1][0])
+        pairs = [(int(pk), json_of_blob(blob)) for pk, blob in rows]
+        pairs = [(pk, text) for pk, text in pairs if text is not None]
+        if pairs:
+            connection.execute(
+                "UPDATE nodes AS n SET attributes_json = v.j FROM "
+                "unnest(%s::bigint[], %s::jsonb[]) AS v(pk, j) WHERE n.pk = v.pk",
+                ([pk for pk, _ in pairs], [text for _, text in pairs]),
+            )
+            written += len(pairs)
