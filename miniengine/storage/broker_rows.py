@@ -354,12 +354,17 @@ def worker_heartbeats(connection: sqlite3.Connection) -> dict[str, float]:
     }
 
 
+#: The registered workers with the tasks each holds, oldest first (the same text on every
+#: backend, also read by the awaitable reads of the web view).
+READ_WORKERS = (
+    "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
+    "t.status = 'leased' AND t.worker = w.id), w.heartbeat, w.host FROM workers w "
+    "ORDER BY w.started"
+)
+
+
 def read_workers(connection: sqlite3.Connection) -> list[WorkerRow]:
     return [
         WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat), str(host))
-        for worker, pid, slots, busy, beat, host in connection.execute(
-            "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
-            "t.status = 'leased' AND t.worker = w.id), w.heartbeat, w.host FROM workers w "
-            "ORDER BY w.started"
-        )
+        for worker, pid, slots, busy, beat, host in connection.execute(READ_WORKERS)
     ]

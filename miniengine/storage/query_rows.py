@@ -6,8 +6,10 @@ back as the named tuples of the interface, so the commands never index into posi
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from miniengine.core.links import CALL_LINK_TYPES
 from miniengine.core.states import ProcessState
@@ -134,15 +136,18 @@ def _tree(max_depth: int | None) -> tuple[str, int]:
     return cte, UNLIMITED_DEPTH if max_depth is None else max_depth
 
 
+#: The rows of a call tree after the CTE of :func:`_tree` (the same on every backend).
+SUBTREE_SELECT = (
+    "SELECT tree.pk, tree.parent, tree.depth, n.process_label, n.process_state, "
+    "n.exit_status, n.process_status, n.paused FROM tree JOIN nodes n ON n.pk = tree.pk "
+    "ORDER BY tree.pk"
+)
+
+
 def subtree(connection: sqlite3.Connection, pk: int, max_depth: int | None) -> list[TreeRow]:
     """``pk`` and its descendants in the call tree (down to ``max_depth``), in pk order."""
     cte, depth = _tree(max_depth)
-    rows = connection.execute(
-        cte + "SELECT tree.pk, tree.parent, tree.depth, n.process_label, n.process_state, "
-        "n.exit_status, n.process_status, n.paused FROM tree JOIN nodes n ON n.pk = tree.pk "
-        "ORDER BY tree.pk",
-        (pk, depth),
-    )
+    rows = connection.execute(cte + SUBTREE_SELECT, (pk, depth))
     return [TreeRow._make(row) for row in rows]
 
 
@@ -185,3 +190,157 @@ def schema_version(connection: sqlite3.Connection) -> int:
 def integrity_check(connection: sqlite3.Connection) -> str:
     """sqlite's quick check: ``"ok"`` or its first finding."""
     return str(connection.execute("PRAGMA quick_check").fetchone()[0])
+
+
+# the web view's reads (awaited on aiosqlite; PostgreSQL builds the same texts with its marks) ---
+
+
+class Dialect(NamedTuple):
+    """How a backend spells what the shared query texts leave open."""
+
+    #: the parameter mark
+    mark: str
+    #: the case-insensitive LIKE
+    ilike: str
+    #: ``pk IN`` a list passed as one parameter, with the mark in it
+    in_list: str
+    #: the one parameter of :attr:`in_list` for ``pks``
+    list_param: Callable[[Sequence[int]], object]
+    #: the whole minute (since the epoch) of a time in seconds, ``{}`` for the time
+    minute: str
+
+
+SQLITE = Dialect(
+    "?",
+    "LIKE",
+    "IN (SELECT value FROM json_each(?))",
+    lambda pks: json.dumps(list(pks)),
+    "CAST({} / 60 AS INTEGER)",  # truncates, and times are positive
+)
+
+#: What a list of processes shows of each: the columns of ``ProcessSummary`` but the caller.
+SUMMARY_COLUMNS = (
+    "n.pk, n.uuid, n.process_label, n.process_state, n.exit_status, n.paused, n.ctime, n.mtime"
+)
+#: The states of a process that has not ended (``nodes_active`` holds exactly these).
+ACTIVE_STATES_SQL = "('created', 'running', 'waiting')"
+
+
+def process_page_query(
+    dialect: Dialect,
+    states: Sequence[str] | None,
+    label: str | None,
+    group: str | None,
+    since: float | None,
+    until: float | None,
+    before_pk: int | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """One page of processes, newest (highest pk) first, below ``before_pk``.
+
+    Walking the primary key downwards from ``before_pk`` and stopping after ``limit`` matches
+    keeps a page as cheap on the millionth row as on the first whenever matches are not rare;
+    the states are literals so that a filter on active states walks ``nodes_active`` instead;
+    a group's members are walked through ``group_nodes``'s primary key.  The label is a
+    case-insensitive substring (``%`` and ``_`` in it match themselves).
+    """
+    mark = dialect.mark
+    query = (
+        f"SELECT {SUMMARY_COLUMNS}, {_CALLER}, n.process_status FROM nodes n "
+        "WHERE n.process_state IS NOT NULL"
+    )
+    params: list[object] = []
+    if before_pk is not None:
+        query += f" AND n.pk < {mark}"
+        params.append(before_pk)
+    if states:
+        query += f" AND n.process_state IN ({', '.join(_state_literal(s) for s in states)})"
+    if label:
+        escaped = label.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query += f" AND n.process_label {dialect.ilike} {mark} ESCAPE '\\'"
+        params.append(f"%{escaped}%")
+    if group is not None:
+        query += (
+            " AND n.pk IN (SELECT gn.node_pk FROM group_nodes gn JOIN groups g "
+            f"ON g.pk = gn.group_pk WHERE g.label = {mark})"
+        )
+        params.append(group)
+    if since is not None:
+        query += f" AND n.ctime >= {mark}"
+        params.append(since)
+    if until is not None:
+        query += f" AND n.ctime < {mark}"
+        params.append(until)
+    query += f" ORDER BY n.pk DESC LIMIT {mark}"
+    params.append(limit)
+    return query, params
+
+
+def active_summaries_query(dialect: Dialect) -> str:
+    """The processes that have not ended, with their callers (``nodes_active``)."""
+    return (
+        f"SELECT {SUMMARY_COLUMNS}, {_CALLER}, n.process_status FROM nodes n "
+        f"WHERE n.process_state IN {ACTIVE_STATES_SQL}"
+    )
+
+
+def changes_query(dialect: Dialect) -> str:
+    """What changed since a cursor, read in one statement (one snapshot), in three parts.
+
+    Parameters: the cursor's highest node pk, the pks it is still waiting for (gaps), and the
+    pks it knew as active (each list one parameter, see :attr:`Dialect.in_list`).
+    Rows: ``SUMMARY_COLUMNS`` and ``process_status``; a Data node has a NULL state.
+
+    - every process that has not ended (``nodes_active``), to compare with the cursor's;
+    - every node above the cursor's highest pk that has ended or is not a process (new
+      processes that ended before this read; data rows to learn the new highest pk), and
+      the nodes among the gaps that have committed since;
+    - the processes the cursor knew as active that have ended since (by pk).
+    """
+    mark, in_list = dialect.mark, dialect.in_list
+    return (
+        f"SELECT {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
+        f"WHERE n.process_state IN {ACTIVE_STATES_SQL} "
+        f"UNION ALL SELECT {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
+        f"WHERE (n.pk > {mark} OR n.pk {in_list}) "
+        f"AND (n.process_state IS NULL OR n.process_state NOT IN {ACTIVE_STATES_SQL}) "
+        f"UNION ALL SELECT {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
+        f"WHERE n.pk {in_list} AND n.process_state NOT IN {ACTIVE_STATES_SQL}"
+    )
+
+
+def callers_query(dialect: Dialect) -> str:
+    """The caller of each of a list of processes: ``(pk, caller pk)``, oldest call link first."""
+    return (
+        f"SELECT l.out_pk, l.in_pk FROM links l WHERE l.out_pk {dialect.in_list} "
+        f"AND l.link_type IN ({_CALL_TYPES}) ORDER BY l.pk"
+    )
+
+
+def reports_query(dialect: Dialect) -> str:
+    """The log lines of a node (first parameter) with ids above the second, oldest first."""
+    mark = dialect.mark
+    return (
+        "SELECT pk, node_pk, time, levelname, message FROM logs "
+        f"WHERE node_pk = {mark} AND pk > {mark} ORDER BY pk"
+    )
+
+
+def queue_counts_query(dialect: Dialect) -> str:
+    """The tasks ready to be claimed at a time (the parameter), and those claimed: each count
+    walks its partial index (``tasks_ready``, ``tasks_leased``)."""
+    return (
+        "SELECT (SELECT count(*) FROM tasks WHERE status = 'ready' AND not_before <= "
+        f"{dialect.mark}), (SELECT count(*) FROM tasks WHERE status = 'leased')"
+    )
+
+
+def finished_per_minute_query(dialect: Dialect) -> str:
+    """``(minute, count)`` of the processes that ended at or after a time (the parameter), by
+    the whole minute of their last change: one grouped pass over the nodes."""
+    minute = dialect.minute.format("mtime")
+    return (
+        f"SELECT {minute} AS minute, count(*) FROM nodes "
+        "WHERE process_state IN ('finished', 'excepted', 'killed') "
+        f"AND mtime >= {dialect.mark} GROUP BY minute"
+    )

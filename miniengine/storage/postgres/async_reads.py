@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import NotExistent
+from miniengine.storage import process_changes, process_detail
 from miniengine.storage.async_paging import PAGE_ROWS, process_rows_in_pages
-from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
-from miniengine.storage.postgres import rows
+from miniengine.storage.broker_rows import READ_WORKERS
+from miniengine.storage.interfaces.provenance import LogRow, NodeRow, ambiguous_prefix
+from miniengine.storage.interfaces.queries import LinkedNode, TreeRow
+from miniengine.storage.interfaces.reads import DaemonOverview, ProcessDetail, ProcessSummary
+from miniengine.storage.postgres import query_rows, rows
 from miniengine.storage.postgres.connection import CONNECT_TIMEOUT, store_error
+from miniengine.storage.query_rows import (
+    SUBTREE_SELECT,
+    active_summaries_query,
+    callers_query,
+    changes_query,
+    finished_per_minute_query,
+    process_page_query,
+    queue_counts_query,
+    reports_query,
+)
 from miniengine.storage.rows import NODE_COLUMNS, SQL_INTEGERS  # the same row on every backend
+from miniengine.storage.web_reads import check_page, daemon_overview, page_summaries
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,6 +46,7 @@ if TYPE_CHECKING:
     from miniengine.core.query import QuerySpec
     from miniengine.storage.interfaces.reads import AsyncReads
     from miniengine.storage.postgres.store import PostgresStore
+    from miniengine.storage.process_changes import ChangeCursor
 
 __all__ = ["PAGE_ROWS", "PostgresAsyncReads"]
 
@@ -178,6 +195,108 @@ class PostgresAsyncReads:
         return process_rows_in_pages(
             self._fetch, rows.process_rows_query, states, process_label, limit
         )
+
+    # the web view's reads --------------------------------------------------------------------
+
+    async def process_page(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        label: str | None = None,
+        group: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_pk: int | None = None,
+        limit: int = 50,
+    ) -> list[ProcessSummary]:
+        page = check_page(states, before_pk, limit)
+        if page is None:
+            return []
+        query = process_page_query(
+            query_rows.POSTGRES, states, label, group, since, until, page, limit
+        )
+        return page_summaries(await self._fetch(*query))
+
+    async def current_cursor(self) -> ChangeCursor:
+        # the pks below the highest one that have not committed yet are gaps a running
+        # transaction may still fill: the window below the top is read to find them
+        found = await self._fetch(_TOP_AND_WINDOW, (process_changes.INITIAL_GAP_WINDOW,))
+        top = int(found[0][0]) if found else 0
+        active = await self._fetch(active_summaries_query(query_rows.POSTGRES), ())
+        present = [int(row[1]) for row in found if row[1] is not None]
+        return process_changes.first_cursor(page_summaries(active), top, present)
+
+    async def changes_after(
+        self, cursor: ChangeCursor
+    ) -> tuple[ChangeCursor, list[ProcessSummary]]:
+        found = await self._fetch(
+            _SNAPSHOT_AND_CHANGES, (cursor.top, list(cursor.gaps), list(cursor.active))
+        )
+        snapshot = process_changes.Snapshot(int(found[0][0]), int(found[0][1]))
+        changes = [row[2:] for row in found if row[2] is not None]
+        callers = await self._callers(process_changes.needs_callers(cursor, changes))
+        return process_changes.diff(cursor, changes, callers, snapshot)
+
+    async def _callers(self, pks: Sequence[int]) -> dict[int, int]:
+        callers: dict[int, int] = {}
+        query = callers_query(query_rows.POSTGRES)
+        for start in range(0, len(pks), PAGE_ROWS):
+            for child, caller in await self._fetch(query, (list(pks[start : start + PAGE_ROWS]),)):
+                callers.setdefault(int(child), int(caller))
+        return callers
+
+    async def process_detail(self, pk: int) -> ProcessDetail:
+        if pk not in SQL_INTEGERS:
+            raise NotExistent(f"no process with the pk {pk}")
+        found = await self._fetch(process_detail.detail_query("%s"), (pk,))
+        if not found or found[0][5] is None:
+            raise NotExistent(f"no process with the pk {pk}")
+        inputs = await self._linked(pk, True, process_detail.INPUT_LINKS)
+        outputs = await self._linked(pk, False, process_detail.OUTPUT_LINKS)
+        return process_detail.assemble(pk, found, inputs, outputs)
+
+    async def _linked(self, pk: int, incoming: bool, types: Sequence[str]) -> list[LinkedNode]:
+        found = await self._fetch(query_rows.linked_nodes_query(incoming), (pk, list(types)))
+        return [LinkedNode._make(row) for row in found]
+
+    async def call_tree(self, pk: int, max_depth: int | None = None) -> list[TreeRow]:
+        if pk not in SQL_INTEGERS:
+            return []
+        cte, depth = query_rows._tree(max_depth)
+        found = await self._fetch(cte + SUBTREE_SELECT, (pk, depth))
+        return [TreeRow._make(row) for row in found]
+
+    async def reports(self, pk: int, after_id: int | None = None) -> list[LogRow]:
+        if pk not in SQL_INTEGERS:
+            return []
+        after = -1 if after_id is None else max(-1, min(after_id, SQL_INTEGERS[-1]))
+        found = await self._fetch(reports_query(query_rows.POSTGRES), (pk, after))
+        return [LogRow._make(row) for row in found]
+
+    async def daemon_overview(self) -> DaemonOverview:
+        now = time.time()
+        dialect = query_rows.POSTGRES
+        workers = await self._fetch(READ_WORKERS, ())
+        queue = await self._fetch(queue_counts_query(dialect), (now,))
+        first_minute = (now // 60 - 59) * 60
+        minutes = await self._fetch(finished_per_minute_query(dialect), (first_minute,))
+        return daemon_overview(now, self._store.lease_timeout, workers, queue[0], minutes)
+
+
+#: The highest node pk, and the pks present in the window below it (one snapshot).
+_TOP_AND_WINDOW = (
+    "WITH top AS (SELECT coalesce(max(pk), 0) AS pk FROM nodes) SELECT top.pk, n.pk FROM top "
+    "LEFT JOIN nodes n ON n.pk > top.pk - %s AND n.pk < top.pk"
+)
+
+#: The read's transaction horizon and the rows of ``changes_query``, in one statement (one
+#: snapshot: ``pg_current_snapshot`` is the statement's own).
+_SNAPSHOT_AND_CHANGES = (
+    "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, "
+    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) "
+    f"SELECT s.xmin, s.xmax, c.* FROM s LEFT JOIN ({changes_query(query_rows.POSTGRES)}) c "
+    "ON true"
+)
 
 
 class _Closed(Exception):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from miniengine.storage.broker_rows import READ_WORKERS  # the same text on every backend
 from miniengine.storage.interfaces.broker import (
     ACTIVE_STATES,
     MAX_ATTEMPTS,
@@ -391,9 +392,5 @@ def worker_heartbeats(connection: Connection) -> dict[str, float]:
 def read_workers(connection: Connection) -> list[WorkerRow]:
     return [
         WorkerRow(str(worker), int(pid), int(slots), int(busy), float(beat), str(host))
-        for worker, pid, slots, busy, beat, host in connection.execute(
-            "SELECT w.id, w.pid, w.slots, (SELECT count(*) FROM tasks t WHERE "
-            "t.status = 'leased' AND t.worker = w.id), w.heartbeat, w.host FROM workers w "
-            "ORDER BY w.started"
-        )
+        for worker, pid, slots, busy, beat, host in connection.execute(READ_WORKERS)
     ]

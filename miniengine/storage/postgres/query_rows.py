@@ -19,7 +19,14 @@ from miniengine.storage.interfaces.queries import (
     TreeRow,
 )
 from miniengine.storage.postgres.schema import read_schema_version
-from miniengine.storage.query_rows import _CALL_TYPES, _CALLER, _SQL_INTEGERS, _state_literal
+from miniengine.storage.query_rows import (
+    _CALL_TYPES,
+    _CALLER,
+    _SQL_INTEGERS,
+    SUBTREE_SELECT,
+    Dialect,
+    _state_literal,
+)
 from miniengine.storage.query_rows import _tree as _sqlite_tree
 
 if TYPE_CHECKING:
@@ -92,14 +99,24 @@ def linked_nodes(
     connection: Connection, pk: int, *, incoming: bool, link_types: Sequence[str]
 ) -> list[LinkedNode]:
     """The nodes linked into (or out of) ``pk`` by links of ``link_types``, oldest link first."""
+    rows = connection.execute(linked_nodes_query(incoming), (pk, list(link_types)))
+    return [LinkedNode._make(row) for row in rows]
+
+
+def linked_nodes_query(incoming: bool) -> str:
+    """The statement of :func:`linked_nodes` (parameters: the pk, the list of link types)."""
     mine, other = ("out_pk", "in_pk") if incoming else ("in_pk", "out_pk")
-    rows = connection.execute(
+    return (
         "SELECT l.label, l.link_type, n.pk, n.node_type, n.attributes, n.process_label, "
         f"n.process_state, n.exit_status, n.paused FROM links l JOIN nodes n ON n.pk = l.{other} "
-        f"WHERE l.{mine} = %s AND l.link_type = ANY(%s) ORDER BY l.pk",
-        (pk, list(link_types)),
+        f"WHERE l.{mine} = %s AND l.link_type = ANY(%s) ORDER BY l.pk"
     )
-    return [LinkedNode._make(row) for row in rows]
+
+
+#: How PostgreSQL spells what the shared query texts of the web view leave open.
+POSTGRES = Dialect(
+    "%s", "ILIKE", "= ANY(%s)", lambda pks: list(pks), "CAST(floor({} / 60) AS bigint)"
+)
 
 
 def log_count(connection: Connection, pk: int) -> int:
@@ -122,12 +139,7 @@ def _tree(max_depth: int | None) -> tuple[str, int]:
 def subtree(connection: Connection, pk: int, max_depth: int | None) -> list[TreeRow]:
     """``pk`` and its descendants in the call tree (down to ``max_depth``), in pk order."""
     cte, depth = _tree(max_depth)
-    rows = connection.execute(
-        cte + "SELECT tree.pk, tree.parent, tree.depth, n.process_label, n.process_state, "
-        "n.exit_status, n.process_status, n.paused FROM tree JOIN nodes n ON n.pk = tree.pk "
-        "ORDER BY tree.pk",
-        (pk, depth),
-    )
+    rows = connection.execute(cte + SUBTREE_SELECT, (pk, depth))
     return [TreeRow._make(row) for row in rows]
 
 

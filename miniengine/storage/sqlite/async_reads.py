@@ -16,22 +16,37 @@ that shutdown (or never closed) cannot keep the interpreter alive at exit.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 
 from miniengine.exceptions import NotExistent, StoreError
-from miniengine.storage import rows, schema
+from miniengine.storage import (
+    broker_rows,
+    process_changes,
+    process_detail,
+    query_rows,
+    rows,
+    schema,
+)
 from miniengine.storage.async_paging import PAGE_ROWS, process_rows_in_pages
-from miniengine.storage.interfaces.provenance import NodeRow, ambiguous_prefix
+from miniengine.storage.interfaces.provenance import LogRow, NodeRow, ambiguous_prefix
+from miniengine.storage.interfaces.queries import TreeRow
+from miniengine.storage.interfaces.reads import DaemonOverview, ProcessDetail, ProcessSummary
+from miniengine.storage.web_reads import check_page, daemon_overview, page_summaries
 
 if TYPE_CHECKING:
     from miniengine.core.query import QuerySpec
     from miniengine.storage.interfaces.reads import AsyncReads
+    from miniengine.storage.process_changes import ChangeCursor
     from miniengine.storage.store import Store
+
+_T = TypeVar("_T")
 
 __all__ = ["PAGE_ROWS", "SqliteAsyncReads"]
 
@@ -183,6 +198,103 @@ class SqliteAsyncReads:
         return process_rows_in_pages(
             self._fetch, rows.process_rows_query, states, process_label, limit
         )
+
+    async def _run(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``function(connection, *args)`` on the connection's thread: the sync read itself,
+        so the awaitable twin runs the very same statements."""
+        connection = await self._connection()
+        try:
+            result = await connection._execute(  # type: ignore[no-untyped-call]
+                function, connection._connection, *args, **kwargs
+            )
+            return result  # type: ignore[no-any-return]
+        except sqlite3.Error as exc:
+            raise schema.store_error(self._store.path, "read failed", exc) from exc
+        except ValueError as exc:  # aiosqlite: "Connection closed"
+            if self._store.closed:
+                raise StoreError(f"{self._store.path}: the store is closed") from exc
+            raise
+
+    # the web view's reads --------------------------------------------------------------------
+
+    async def process_page(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        label: str | None = None,
+        group: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_pk: int | None = None,
+        limit: int = 50,
+    ) -> list[ProcessSummary]:
+        page = check_page(states, before_pk, limit)
+        if page is None:
+            return []
+        query = query_rows.process_page_query(
+            query_rows.SQLITE, states, label, group, since, until, page, limit
+        )
+        return page_summaries(await self._fetch(*query))
+
+    async def current_cursor(self) -> ChangeCursor:
+        top = await self._fetch("SELECT coalesce(max(pk), 0) FROM nodes", ())
+        active = await self._fetch(query_rows.active_summaries_query(query_rows.SQLITE), ())
+        return process_changes.first_cursor(page_summaries(active), int(top[0][0]))
+
+    async def changes_after(
+        self, cursor: ChangeCursor
+    ) -> tuple[ChangeCursor, list[ProcessSummary]]:
+        dialect = query_rows.SQLITE
+        found = await self._fetch(
+            query_rows.changes_query(dialect),
+            (cursor.top, dialect.list_param(()), dialect.list_param(list(cursor.active))),
+        )
+        callers = await self._callers(process_changes.needs_callers(cursor, found))
+        return process_changes.diff(cursor, found, callers, None)
+
+    async def _callers(self, pks: Sequence[int]) -> dict[int, int]:
+        callers: dict[int, int] = {}
+        for start in range(0, len(pks), PAGE_ROWS):
+            page = pks[start : start + PAGE_ROWS]
+            query = query_rows.callers_query(query_rows.SQLITE)
+            for child, caller in await self._fetch(query, (json.dumps(list(page)),)):
+                callers.setdefault(int(child), int(caller))
+        return callers
+
+    async def process_detail(self, pk: int) -> ProcessDetail:
+        if pk not in rows.SQL_INTEGERS:
+            raise NotExistent(f"no process with the pk {pk}")
+        found = await self._fetch(process_detail.detail_query("?"), (pk,))
+        if not found or found[0][5] is None:
+            raise NotExistent(f"no process with the pk {pk}")
+        inputs = await self._run(
+            query_rows.linked_nodes, pk, incoming=True, link_types=process_detail.INPUT_LINKS
+        )
+        outputs = await self._run(
+            query_rows.linked_nodes, pk, incoming=False, link_types=process_detail.OUTPUT_LINKS
+        )
+        return process_detail.assemble(pk, found, inputs, outputs)
+
+    async def call_tree(self, pk: int, max_depth: int | None = None) -> list[TreeRow]:
+        if pk not in rows.SQL_INTEGERS:
+            return []
+        return await self._run(query_rows.subtree, pk, max_depth)
+
+    async def reports(self, pk: int, after_id: int | None = None) -> list[LogRow]:
+        if pk not in rows.SQL_INTEGERS:
+            return []
+        after = -1 if after_id is None else max(-1, min(after_id, rows.SQL_INTEGERS[-1]))
+        found = await self._fetch(query_rows.reports_query(query_rows.SQLITE), (pk, after))
+        return [LogRow._make(row) for row in found]
+
+    async def daemon_overview(self) -> DaemonOverview:
+        now = time.time()
+        dialect = query_rows.SQLITE
+        workers = await self._fetch(broker_rows.READ_WORKERS, ())
+        queue = await self._fetch(query_rows.queue_counts_query(dialect), (now,))
+        first_minute = (now // 60 - 59) * 60
+        minutes = await self._fetch(query_rows.finished_per_minute_query(dialect), (first_minute,))
+        return daemon_overview(now, self._store.lease_timeout, workers, queue[0], minutes)
 
 
 async def _close_with_loop(

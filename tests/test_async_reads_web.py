@@ -1,0 +1,367 @@
+"""The awaitable reads of the web view (``backend.async_reads``): a page of processes, the
+changes since a cursor, a process's detail, its call tree and reports, and the daemon's
+overview, each checked against the answer computed in Python from the sync reads, on sqlite and
+on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniengine import FolderData, Group, Int, Str, asubmit, calcfunction, workfunction
+from miniengine.control import kill_processes, pause_processes, play_processes
+from miniengine.core.checkpoint import Checkpoint
+from miniengine.core.ids import new_uuid
+from miniengine.exceptions import NotExistent, ValidationError
+from miniengine.runtime.context import store_for
+from miniengine.storage import process_changes
+from miniengine.storage.interfaces.provenance import FinishProcess, NewProcess, NodeRow
+from miniengine.storage.interfaces.reads import ProcessSummary
+from miniengine.storage.process_detail import checkpoint_step
+from miniengine.testing import WaitingProcess
+
+pytestmark = pytest.mark.backends
+
+
+@calcfunction
+def add(x, y):
+    return Int(x + y)
+
+
+@calcfunction
+def fail(x):
+    raise ValueError("<script>alert(1)</script> is text")
+
+
+@workfunction
+def add_twice(x, y):
+    return add(add(x, y), y)
+
+
+def reads() -> Any:
+    return store_for(None).async_reads
+
+
+def all_processes() -> list[NodeRow]:
+    """Every process, newest first, from the sync read."""
+    return list(store_for(None).provenance.process_rows(None, None, None))
+
+
+def callers() -> dict[int, int]:
+    queries = store_for(None).queries
+    return {row.pk: row.caller for row in queries.list_processes(None, None, None) if row.caller}
+
+
+async def build_processes() -> None:
+    """Processes of several labels and states: 3 workfunctions (3 processes each), calls that
+    failed, and a few created ones waiting for a daemon."""
+    for x in range(3):
+        await add_twice.arun(x, 1)
+    for x in range(2):
+        with pytest.raises(ValueError):
+            await fail.arun(x)
+    for name in ("a", "b"):
+        await asubmit(WaitingProcess, gate=Str(name))
+
+
+# -- a page of processes ---------------------------------------------------------------------
+
+
+async def test_process_page_filters_and_pages_as_computed_in_python() -> None:
+    await build_processes()
+    every = all_processes()
+    middle = every[len(every) // 2].ctime
+    group = Group(label="chosen").store()
+    group.add_nodes([_node(row.pk) for row in every[1::3]])
+    members = {row.pk for row in every[1::3]}
+    caller_of = callers()
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({}, lambda r: True),
+        ({"states": ["finished"]}, lambda r: r.process_state == "finished"),
+        ({"states": ["created", "excepted"]}, lambda r: r.process_state in ("created", "excepted")),
+        ({"label": "ADD"}, lambda r: "add" in (r.process_label or "").lower()),
+        ({"label": "twice"}, lambda r: "twice" in (r.process_label or "")),
+        ({"label": "%"}, lambda r: "%" in (r.process_label or "")),  # matches itself only
+        ({"group": "chosen"}, lambda r: r.pk in members),
+        ({"group": "no such group"}, lambda r: False),
+        ({"since": middle}, lambda r: r.ctime >= middle),
+        ({"until": middle}, lambda r: r.ctime < middle),
+        ({"states": ["finished"], "label": "add", "group": "chosen"},
+         lambda r: r.process_state == "finished" and "add" in r.process_label and r.pk in members),
+    ]  # fmt: skip
+    for filters, keep in cases:
+        expected = [row.pk for row in every if keep(row)]
+        for limit in (1, 4, 100):
+            pages: list[list[ProcessSummary]] = []
+            before = None
+            while True:
+                page = await reads().process_page(**filters, before_pk=before, limit=limit)
+                assert len(page) <= limit
+                if not page:
+                    break
+                pages.append(page)
+                before = page[-1].pk
+            got = [summary for page in pages for summary in page]
+            assert [s.pk for s in got] == expected, (filters, limit)
+    newest = await reads().process_page(limit=len(every))
+    by_pk = {row.pk: row for row in every}
+    for summary in newest:
+        row = by_pk[summary.pk]
+        assert summary == ProcessSummary(
+            row.pk, row.uuid, row.process_label, row.process_state, row.exit_status,
+            bool(row.paused), row.ctime, row.mtime, caller_of.get(row.pk), row.process_status,
+        )  # fmt: skip
+    assert any(summary.parent is not None for summary in newest)
+
+
+def _node(pk: int) -> Any:
+    from miniengine import load_node
+
+    return load_node(pk)
+
+
+async def test_process_page_refuses_bad_arguments_before_reading() -> None:
+    for bad in (
+        {"states": ["finishd"]},
+        {"states": "finished"},
+        {"limit": 0},
+        {"limit": "10"},
+        {"before_pk": "7"},
+    ):
+        with pytest.raises(ValidationError):
+            await reads().process_page(**bad)
+    assert await reads().process_page(before_pk=1) == []
+    assert await reads().process_page(before_pk=2**70) == []  # no process yet, no overflow
+
+
+# -- changes since a cursor ------------------------------------------------------------------
+
+
+async def test_changes_after_reports_created_changed_paused_and_ended_processes() -> None:
+    await add.arun(1, 2)  # before the cursor: never reported
+    cursor = await reads().current_cursor()
+    cursor, changes = await reads().changes_after(cursor)
+    assert changes == []
+
+    waiting = await asubmit(WaitingProcess, gate=Str("never"))
+    _, work = await add_twice.arun_get_node(1, 2)
+    cursor, changes = await reads().changes_after(cursor)
+    expected = {row.pk for row in all_processes() if row.pk >= waiting.pk}
+    assert [c.pk for c in changes] == sorted(expected)
+    states = {c.pk: c.process_state for c in changes}
+    assert states[waiting.pk] == "created" and states[work.pk] == "finished"
+    assert {c.parent for c in changes if c.pk not in (waiting.pk, work.pk)} == {work.pk}
+
+    cursor, changes = await reads().changes_after(cursor)
+    assert changes == []  # nothing changed: nothing reported
+
+    await asyncio.to_thread(pause_processes, [waiting])
+    cursor, changes = await reads().changes_after(cursor)
+    assert [(c.pk, c.paused) for c in changes] == [(waiting.pk, True)]
+    await asyncio.to_thread(play_processes, [waiting])
+    cursor, changes = await reads().changes_after(cursor)
+    assert [(c.pk, c.paused) for c in changes] == [(waiting.pk, False)]
+    await asyncio.to_thread(kill_processes, [waiting])
+    cursor, changes = await reads().changes_after(cursor)
+    assert [(c.pk, c.process_state) for c in changes] == [(waiting.pk, "killed")]
+    assert cursor.active == {}
+
+
+async def test_a_lower_pk_committed_after_a_higher_one_is_still_reported(
+    miniengine_db: Path | str,
+) -> None:
+    """On PostgreSQL a transaction that took pk n may commit after one that took n + 1."""
+    if isinstance(miniengine_db, Path):
+        pytest.skip("sqlite serialises writers: pks become visible in increasing order")
+    import psycopg
+
+    cursor = await reads().current_cursor()
+    insert = (
+        "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, "
+        "exit_status, ctime, mtime) VALUES (%s, 'process.calcfunction', 'x:y', %s, "
+        "'finished', 0, %s, %s) RETURNING pk"
+    )
+    with psycopg.connect(miniengine_db) as slow, psycopg.connect(miniengine_db) as fast:
+        now = time.time()
+        row = slow.execute(insert, (new_uuid(), "slow", now, now)).fetchone()  # not committed
+        assert row is not None
+        slow_pk = row[0]
+        fast_row = fast.execute(insert, (new_uuid(), "fast", now, now)).fetchone()
+        assert fast_row is not None and fast_row[0] > slow_pk
+        fast.commit()
+        cursor, changes = await reads().changes_after(cursor)
+        assert [c.process_label for c in changes] == ["fast"]
+        assert slow_pk in cursor.gaps  # still expected
+        cursor, changes = await reads().changes_after(cursor)
+        assert changes == [] and slow_pk in cursor.gaps  # its transaction still runs
+        slow.commit()
+    cursor, changes = await reads().changes_after(cursor)
+    assert [(c.pk, c.process_label) for c in changes] == [(slow_pk, "slow")]
+    assert cursor.gaps == {}
+
+
+def test_a_gap_is_given_up_once_every_transaction_that_may_hold_it_ended() -> None:
+    """The diff alone: a pk skipped below the highest one waits for the transactions running
+    at the read after it was missed (a rolled-back insert never shows)."""
+    row = (5, "u5", "p", "finished", 0, 0, 1.0, 1.0, None)
+    start = process_changes.first_cursor([], 3)
+    cursor, changes = process_changes.diff(start, [row], {}, process_changes.Snapshot(100, 110))
+    assert [c.pk for c in changes] == [5] and cursor.gaps == {4: None}
+    cursor, _ = process_changes.diff(cursor, [], {}, process_changes.Snapshot(105, 120))
+    assert cursor.gaps == {4: 120}  # the horizon: transactions below 120 may hold it
+    cursor, _ = process_changes.diff(cursor, [], {}, process_changes.Snapshot(119, 130))
+    assert cursor.gaps == {4: 120}
+    cursor, _ = process_changes.diff(cursor, [], {}, process_changes.Snapshot(120, 130))
+    assert cursor.gaps == {}  # all of them ended: it was rolled back
+    cursor, _ = process_changes.diff(start, [row], {}, None)
+    assert cursor.gaps == {}  # sqlite: nothing can fill a gap later
+
+
+# -- one process -----------------------------------------------------------------------------
+
+
+async def test_process_detail_of_finished_excepted_created_and_calcjob_processes() -> None:
+    _, work = await add_twice.arun_get_node(1, 2)
+    detail = await reads().process_detail(work.pk)
+    assert detail.node.pk == work.pk and detail.node.process_state == "finished"
+    assert detail.node.exit_status == 0 and detail.caller is None and detail.owner is None
+    assert [(i.link_label, i.link_type, i.node_type) for i in detail.inputs] == [
+        ("x", "input_work", "core.int"),
+        ("y", "input_work", "core.int"),
+    ]
+    assert [(o.link_label, o.link_type, o.pk) for o in detail.outputs] == [
+        ("result", "return", work.outputs.result.pk)
+    ]
+    child = work.called[0]
+    assert (await reads().process_detail(child.pk)).caller == work.pk
+
+    with pytest.raises(ValueError):
+        await fail.arun(1)
+    failed = all_processes()[0]
+    detail = await reads().process_detail(failed.pk)
+    assert detail.node.process_state == "excepted"
+    assert "Traceback" in detail.node.exception and "<script>alert(1)</script>" in (
+        detail.node.exception
+    )
+    assert detail.checkpoint is None and detail.calcjob is None
+
+    waiting = await asubmit(WaitingProcess, gate=Str("never"))
+    detail = await reads().process_detail(waiting.pk)
+    assert detail.node.process_state == "created" and detail.inputs[0].link_label == "gate"
+    assert detail.checkpoint is not None
+    assert detail.checkpoint.kind == "workchain"
+    assert detail.checkpoint.class_path == "miniengine.testing.gates:WaitingProcess"
+    assert (detail.checkpoint.seq, detail.checkpoint.cursor) == (0, None)
+
+    job = store_calcjob(retrieved={"aiida.out": b"1", "sub/data.txt": b"2"})
+    detail = await reads().process_detail(job)
+    assert detail.calcjob is not None
+    assert (detail.calcjob.job_id, detail.calcjob.stage) == ("42", "retrieving")
+    assert detail.calcjob.scheduler_state == "done"
+    assert detail.calcjob.remote_workdir == "/scratch/42"
+    assert detail.calcjob.retrieved == ["aiida.out", "sub/data.txt"]
+
+    data = Int(3).store()
+    for missing in (data.pk, 10**9, 2**70):
+        with pytest.raises(NotExistent):
+            await reads().process_detail(missing)
+
+
+def store_calcjob(retrieved: dict[str, bytes]) -> int:
+    """A CalcJob's node as stored, finished with a ``retrieved`` folder (running a real CalcJob
+    needs a computer and a code; the page reads only what is stored)."""
+    store = store_for(None)
+    new = NewProcess(
+        uuid=new_uuid(),
+        node_type="process.calcjob",
+        process_type="tests.test_async_reads_web:SomeJob",
+        process_label="SomeJob",
+        process_state="running",
+        label="",
+        description="",
+        inputs=[("x", Int(4))],
+        input_link_type="input_calc",
+        owner=store.owner,
+        lease_expires=time.time() + 60,
+        attributes={
+            "job_id": "42",
+            "state": "retrieving",
+            "scheduler_state": "done",
+            "remote_workdir": "/scratch/42",
+        },
+    )
+    pk, _ = store.provenance.begin_process(new)
+    folder = FolderData()
+    for path, content in retrieved.items():
+        folder.base.repository.put_object_from_bytes(content, path)
+    store.provenance.finish_process(
+        FinishProcess(pk=pk, owner=store.owner, epoch=1, process_state="finished", exit_status=0,
+                      outputs=[("retrieved", folder, "create")], resumable=False)
+    )  # fmt: skip
+    return pk
+
+
+def test_checkpoint_step_decodes_a_position_without_importing_the_class() -> None:
+    blob = Checkpoint(
+        class_path="no_such_module_anywhere:Chain", inputs={}, cursor=(1, 0), step_name="b", seq=3
+    ).encode()
+    step = checkpoint_step(blob)
+    assert step is not None
+    assert (step.kind, step.class_path, step.seq, step.cursor, step.step_name) == (
+        "workchain",
+        "no_such_module_anywhere:Chain",
+        3,
+        (1, 0),
+        "b",
+    )
+    assert checkpoint_step(b"not a checkpoint") is None
+
+
+async def test_call_tree_and_reports_are_the_sync_reads() -> None:
+    _, work = await add_twice.arun_get_node(1, 2)
+    queries, provenance = store_for(None).queries, store_for(None).provenance
+    for depth in (None, 0, 1):
+        assert await reads().call_tree(work.pk, depth) == queries.subtree(work.pk, depth)
+    with pytest.raises(ValueError):
+        await fail.arun(1)
+    failed = all_processes()[0].pk
+    store_for(None).provenance.add_logs(failed, [("REPORT", "<b>one</b>"), ("WARNING", "two")])
+    logs = provenance.logs(failed)
+    assert len(logs) == 3
+    assert await reads().reports(failed) == logs
+    assert await reads().reports(failed, after_id=logs[0].pk) == logs[1:]
+    assert await reads().reports(failed, after_id=logs[-1].pk) == []
+    assert await reads().reports(2**70) == [] and await reads().call_tree(2**70) == []
+
+
+# -- the daemon ------------------------------------------------------------------------------
+
+
+async def test_daemon_overview_counts_workers_queue_and_finished_per_minute() -> None:
+    store = store_for(None)
+    now = time.time()
+    store.broker.register_worker("worker:a:1", 1, 4, now, "host-a")
+    store.broker.register_worker("worker:b:2", 2, 2, now - 3600, "host-b")  # silent for an hour
+    for x in range(3):
+        await add.arun(x, 1)
+    for name in ("a", "b"):
+        await asubmit(WaitingProcess, gate=Str(name))
+    overview = await reads().daemon_overview()
+    assert [(w.id, w.host, w.pid, w.slots_total, w.slots_used) for w in overview.workers] == [
+        ("worker:b:2", "host-b", 2, 2, 0),
+        ("worker:a:1", "host-a", 1, 4, 0),
+    ]
+    assert [w.alive for w in overview.workers] == [False, True]
+    assert (overview.queue_depth, overview.running_tasks) == (2, 0)
+    assert len(overview.finished_per_minute) == 60
+    ended = [r for r in all_processes() if r.process_state in ("finished", "excepted", "killed")]
+    expected = [0] * 60
+    for row in ended:
+        index = int((row.mtime - overview.first_minute) // 60)
+        if 0 <= index < 60:
+            expected[index] += 1
+    assert overview.finished_per_minute == expected and sum(expected) == 3
