@@ -219,7 +219,7 @@ def _inspect(args: argparse.Namespace) -> int:
     info = inspect_archive(args.file)
     if args.json:
         emit(json_object(info.as_dict()))
-        return 0 if info.checksum_ok else 1
+        return 0 if info.checksum_ok else _fail(str(info.problem))
     pairs = [
         ("file", f"{info.path} ({_size(info.size)})"),
         ("format version", str(info.format_version)),
@@ -227,13 +227,25 @@ def _inspect(args: argparse.Namespace) -> int:
         ("created", info.created),
     ]
     pairs.extend((name, f"{count:,}") for name, count in info.counts.items())
-    pairs.append(("checksum", "ok" if info.checksum_ok else f"NOT OK: {info.problem}"))
+    pairs.append(("checksum", "ok" if info.checksum_ok else "NOT OK"))
     emit(format_pairs(pairs))
     if info.groups:
         emit("groups:")
         for group in info.groups:
             emit(f"  {group['label']} ({group['type_string']}): {group['nodes']:,} nodes")
-    return 0 if info.checksum_ok else 1
+    return 0 if info.checksum_ok else _fail(str(info.problem))
+
+
+def _fail(problem: str) -> int:
+    """Say on stderr why the archive is not sound (after its description on stdout)."""
+    import sys
+
+    from miniengine.cli.errors import EXIT_ERROR
+    from miniengine.cli.render import printable
+
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {printable(problem)}\n")
+    return EXIT_ERROR
 
 
 def _counts(counts: dict[str, int]) -> str:
