@@ -279,3 +279,37 @@ def test_db_index_on_an_attribute_and_a_program_without_the_functions(
     assert QueryBuilder().append(Int, filters={"label": "written"}, project="id").all() == [[pk]]
     again = _cli(miniengine_db, "db", "index", "--drop", "attributes.value")
     assert again.returncode == 0 and again.stdout.strip() == "no index on attributes.value"
+
+
+@pytest.mark.sqlite_only(reason="copies the sqlite file into a PostgreSQL database of its own")
+def test_db_copy_into_postgresql_and_the_migration_fill_the_json_copy(
+    miniengine_db: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    from miniengine.storage.copy import copy_database
+    from miniengine.storage.open import open_backend
+    from miniengine.storage.postgres.attribute_rows import backfill
+    from miniengine.storage.postgres.schema import MIGRATIONS
+
+    nodes = _build()
+    copy_database(miniengine_db, postgres_url, repository=tmp_path / "repository")
+    target = open_backend(postgres_url)
+    try:
+        for filters, predicate in CASES[:3] + CASES[-8:]:
+            qb = QueryBuilder(db=target).append(Data, filters=filters, project="id")
+            expected = {pk for pk, attributes in nodes.items() if predicate(attributes)}
+            assert set(qb.all(flat=True)) == expected, filters
+
+        # the rows of a database older than the JSON copy: the migration's step fills them
+        def forget(connection: Any) -> None:
+            connection.execute("UPDATE nodes SET attributes_json = NULL")
+
+        target.write_sync(forget)
+        qb = QueryBuilder(db=target).append(Data, filters=CASES[1][0], project="id")
+        assert qb.count() == 0
+        (step,) = [m for m in MIGRATIONS if m.after is not None and m.target == 11]
+        assert step.after is not None
+        assert target.write_sync(backfill, 4) == len(nodes)  # in batches of 4
+        expected = {pk for pk, attributes in nodes.items() if CASES[1][1](attributes)}
+        assert set(qb.all(flat=True)) == expected
+    finally:
+        target.close()
