@@ -22,6 +22,7 @@ _MODULES = (
     "w10_ssh",
     "c1_caching",
     "q1_query",
+    "a1_archive",
     "web1_process_list",
     "web2_event_latency",
     "web3_idle_streams",
