@@ -105,6 +105,10 @@ async def test_the_token_is_needed_and_once_given_is_kept_in_a_cookie() -> None:
         assert TOKEN in cookie
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
 
+        raw = f"//evil.test/?token={TOKEN}".encode()
+        elsewhere = await c.get(httpx.URL(BASE).copy_with(raw_path=raw))
+        assert elsewhere.headers["location"] == "/evil.test/"  # never to another site
+
         page = await c.get("/processes?state=finished")  # the cookie, from now on
         assert page.status_code == 200
         assert rows(page.text) == [pk]

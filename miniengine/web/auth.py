@@ -131,7 +131,8 @@ class TokenAuth:
 
     async def _enter(self, scope: Scope, send: Send, query: list[tuple[str, str]]) -> None:
         """Set the cookie and redirect to the same URL without the token."""
-        path = scope.get("path", "/") or "/"
+        # one leading slash: "//host/..." would send the browser to another site
+        path = "/" + str(scope.get("path", "/")).lstrip("/")
         location = path + (f"?{urlencode(query)}" if query else "")
         cookie_path = scope.get("root_path", "") or "/"
         secure = "; Secure" if scope.get("scheme") == "https" else ""
