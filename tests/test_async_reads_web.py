@@ -365,3 +365,36 @@ async def test_daemon_overview_counts_workers_queue_and_finished_per_minute() ->
         if 0 <= index < 60:
             expected[index] += 1
     assert overview.finished_per_minute == expected and sum(expected) == 3
+
+
+@pytest.mark.sqlite_only(reason="reads the plans of sqlite's statements on the file itself")
+def test_each_filter_of_a_page_and_the_changes_read_walk_an_index(miniengine_db: Path) -> None:
+    """No read of the list scans the nodes: a page walks the primary key below ``before_pk``
+    (or the index of the active processes, or a group's members), the changes walk the index
+    of the active processes and pk ranges."""
+    import sqlite3
+
+    from miniengine.storage import query_rows
+
+    store_for(None)  # creates the schema
+    connection = sqlite3.connect(miniengine_db)
+
+    def plan(query: str, params: Any) -> list[str]:
+        return [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + query, params)]
+
+    now = time.time()
+    for states, label, group, since, until in [
+        (None, None, None, None, None),
+        (["finished", "excepted"], "add", None, now - 86400, now),
+        (["running", "waiting"], None, None, None, None),
+        (None, None, "chosen", None, None),
+    ]:
+        query = query_rows.process_page_query(
+            query_rows.SQLITE, states, label, group, since, until, 1000, 50
+        )
+        steps = plan(*query)
+        assert not [step for step in steps if step.startswith("SCAN")], (states, group, steps)
+    steps = plan(query_rows.changes_query(query_rows.SQLITE), (1, "[]", "[]"))
+    assert "SEARCH n USING INDEX nodes_active (process_state=?)" in steps
+    assert not [step for step in steps if step.startswith("SCAN n")], steps
+    connection.close()
