@@ -1,5 +1,5 @@
 """The web view's app (``miniengine.web.create_app``) driven in-process through httpx's ASGI
-transport, on each backend: who gets in, what a state change needs, what the pages show, and
+transport: who gets in, what a state change needs, what the pages show (on each backend), and
 that nothing a request sends ends up as markup or as a name imported."""
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from miniengine.core.ids import new_uuid
 from miniengine.runtime.context import store_for
 from miniengine.storage.interfaces.provenance import NewProcess
 from miniengine.web import create_app
-
-pytestmark = pytest.mark.backends
 
 TOKEN = "test-token-" + "x" * 24
 BASE = "http://127.0.0.1:8765"
@@ -160,6 +158,7 @@ async def test_a_state_change_needs_the_csrf_value_and_this_servers_origin() -> 
         assert (await c.get(url)).status_code == 405  # GET never changes anything
 
 
+@pytest.mark.backends
 async def test_the_buttons_pause_play_and_kill_in_the_database() -> None:
     pk = new_process()
     async with client() as c:
@@ -251,6 +250,7 @@ async def test_no_request_names_a_module_or_class_to_load() -> None:
 # -- what the pages show -------------------------------------------------------------------------
 
 
+@pytest.mark.backends
 async def test_filters_and_keyset_paging_give_what_python_computes() -> None:
     made: list[tuple[int, str, str]] = []  # (pk, label, state)
     for index in range(7):
@@ -305,6 +305,7 @@ async def test_filters_and_keyset_paging_give_what_python_computes() -> None:
         assert 'data-events="/events?label=beta"' in html
 
 
+@pytest.mark.backends
 async def test_the_process_page_shows_inputs_outputs_tree_and_json_twin() -> None:
     result, node = await arun_get_node(add, 20, 22)
     async with client() as c:
@@ -327,6 +328,7 @@ async def test_the_process_page_shows_inputs_outputs_tree_and_json_twin() -> Non
         assert (await c.get(f"/node/{node.pk}")).status_code == 303  # a process: its own page
 
 
+@pytest.mark.backends
 async def test_the_daemon_page_and_the_graph() -> None:
     node = (await arun_get_node(add, 1, 2))[1]
     async with client() as c:
