@@ -418,16 +418,18 @@ def _import_links(
     m = d.mark
     insert = f"INSERT INTO links (in_pk, out_pk, link_type, label) VALUES ({_marks(m, 4)})"
     for rows in source.batches("links"):
-        fresh: list[tuple[int, int, str, str]] = []
-        known: list[tuple[int, int, str, str]] = []
-        for in_pk, out_pk, link_type, label in rows:
-            link = (
-                _mapped(nodes, in_pk, "link"),
-                _mapped(nodes, out_pk, "link"),
-                str(link_type),
-                str(label),
-            )
-            (known if in_pk in existing and out_pk in existing else fresh).append(link)
+        try:
+            links = [(nodes[a], nodes[b], str(kind), str(label)) for a, b, kind, label in rows]
+        except KeyError as exc:
+            raise CorruptArchive(
+                f"the archive's links name node {exc.args[0]}, which the archive does not hold"
+            ) from None
+        if existing:
+            both = [a in existing and b in existing for a, b, _, _ in rows]
+            fresh = [link for link, old in zip(links, both, strict=True) if not old]
+            known = [link for link, old in zip(links, both, strict=True) if old]
+        else:
+            fresh, known = links, []
         if known:
             present: set[tuple[Any, ...]] = set()
             for batch in _chunks(sorted({link[1] for link in known})):
