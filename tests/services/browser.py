@@ -86,7 +86,7 @@ def require_browser() -> Path:
 
 
 @contextmanager
-def running_chromium(profile: Path, width: int = 1280, height: int = 860) -> Iterator[Any]:
+def running_chromium(profile: Path, width: int = 1280, height: int = 600) -> Iterator[Any]:
     """A headless Chromium with a fresh profile in ``profile``: its Playwright ``BrowserContext``
     (closed, with the browser, on exit)."""
     executable = require_browser()
