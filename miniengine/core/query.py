@@ -170,11 +170,28 @@ class OrderTerm:
     descending: bool
 
 
+#: the link types that ``with_ancestors``/``with_descendants`` follow, as AiiDA's: data to the
+#: calculation that used it, a calculation to the data it created (not the calls and returns of
+#: workflows, which would make every input of a workflow an ancestor of everything it returned)
+PROVENANCE_LINK_TYPES: Final = ("create", "input_calc")
+
+RelationKind = Literal[
+    "with_incoming",
+    "with_outgoing",
+    "with_group",
+    "with_node",
+    "with_ancestors",
+    "with_descendants",
+]
+#: the relationships that walk the provenance graph any number of links deep
+RECURSIVE_RELATIONS: Final = frozenset({"with_ancestors", "with_descendants"})
+
+
 @dataclass(frozen=True)
 class Relation:
     """How a vertex joins an earlier one: ``kind`` is AiiDA's keyword (``with_incoming``...)."""
 
-    kind: Literal["with_incoming", "with_outgoing", "with_group", "with_node"]
+    kind: RelationKind
     other: str
     edge_tag: str
     edge_filters: tuple[Filter, ...] = ()

@@ -1,7 +1,8 @@
 """AiiDA's ``QueryBuilder``: ``QueryBuilder().append(Int, filters=..., project=...).all()``.
 
 A query is a path of appended entities (nodes of some classes, groups) joined by AiiDA's
-relationship keywords (``with_incoming``, ``with_outgoing``, ``with_group``, ``with_node``),
+relationship keywords (``with_incoming``, ``with_outgoing``, ``with_ancestors``,
+``with_descendants``, ``with_group``, ``with_node``),
 with filters, projections, order and a page.  Every argument is checked when given (a
 :class:`~miniengine.core.query.QueryError` naming the tag, key or operator), and the whole query
 runs as ONE SQL statement on the backend: ``count()`` counts in the database, ``iterall()`` reads
@@ -51,6 +52,8 @@ __all__ = ["QueryBuilder", "QueryError"]
 _RELATIONS = {
     "with_incoming": (ENTITY_NODE, ENTITY_NODE),
     "with_outgoing": (ENTITY_NODE, ENTITY_NODE),
+    "with_ancestors": (ENTITY_NODE, ENTITY_NODE),
+    "with_descendants": (ENTITY_NODE, ENTITY_NODE),
     "with_group": (ENTITY_NODE, ENTITY_GROUP),
     "with_node": (ENTITY_GROUP, ENTITY_NODE),
 }
@@ -215,7 +218,7 @@ class QueryBuilder:
         elif self._vertices:
             raise QueryError(
                 f"{tag!r}: say how it joins the path (with_incoming=, with_outgoing=, "
-                "with_group= or with_node=)"
+                "with_ancestors=, with_descendants=, with_group= or with_node=)"
             )
         elif edge_tag or edge_filters or edge_project:
             raise QueryError(f"{tag!r}: the first vertex has no edge")

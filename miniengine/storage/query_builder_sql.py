@@ -20,11 +20,14 @@ from miniengine.core.query import (
     ENTITY_LINK,
     ENTITY_NODE,
     JSON_FIELDS,
+    PROVENANCE_LINK_TYPES,
+    RECURSIVE_RELATIONS,
     BoolFilter,
     Condition,
     Filter,
     QueryError,
     QuerySpec,
+    Vertex,
 )
 from miniengine.storage.interfaces.groups import GroupRow
 from miniengine.storage.interfaces.provenance import NodeRow
@@ -132,7 +135,11 @@ class _Compiler:
                 self.alias[vertex.relation.edge_tag] = f"e{index}"
                 kind = vertex.relation.kind
                 self.entity[vertex.relation.edge_tag] = (
-                    ENTITY_LINK if kind in ("with_incoming", "with_outgoing") else "group_node"
+                    ENTITY_LINK
+                    if kind in ("with_incoming", "with_outgoing")
+                    else "walk"
+                    if kind in RECURSIVE_RELATIONS
+                    else "group_node"
                 )
 
     def column(self, tag: str, column: str) -> str:
@@ -142,7 +149,58 @@ class _Compiler:
         self.params.append(value)
         return self.d.param
 
+    # WITH: the walks of with_ancestors and with_descendants --------------------------------
+
+    def with_clause(self) -> str:
+        """``WITH RECURSIVE`` and a walk per recursive relationship (its parameters come
+        first): the (ancestor, descendant) pairs along ``create`` and ``input_calc`` links,
+        each pair once, starting from the nodes that the joined vertex's own types and
+        filters select (its joins to the rest of the path apply in the main query)."""
+        walks: list[str] = []
+        vertices = {vertex.tag: vertex for vertex in self.spec.vertices}
+        types = ", ".join(f"'{kind}'" for kind in PROVENANCE_LINK_TYPES)
+        for vertex in self.spec.vertices:
+            relation = vertex.relation
+            if relation is None or relation.kind not in RECURSIVE_RELATIONS:
+                continue
+            walk = f"walk_{self.alias[relation.edge_tag]}"
+            start = self.alias[relation.other]
+            seed = [f"l.link_type IN ({types})", *self.vertex_conditions(vertices[relation.other])]
+            where = " AND ".join(f"({c})" for c in seed)
+            if relation.kind == "with_ancestors":  # downwards from ``other``
+                first = f"SELECT l.in_pk, l.out_pk FROM links AS l JOIN nodes AS {start} "
+                first += f"ON {start}.pk = l.in_pk WHERE {where}"
+                step = f"SELECT w.ancestor, l.out_pk FROM {walk} AS w JOIN links AS l "
+                step += f"ON l.in_pk = w.descendant WHERE l.link_type IN ({types})"
+            else:  # with_descendants: upwards from ``other``
+                first = f"SELECT l.in_pk, l.out_pk FROM links AS l JOIN nodes AS {start} "
+                first += f"ON {start}.pk = l.out_pk WHERE {where}"
+                step = f"SELECT l.in_pk, w.descendant FROM {walk} AS w JOIN links AS l "
+                step += f"ON l.out_pk = w.ancestor WHERE l.link_type IN ({types})"
+            walks.append(f"{walk} (ancestor, descendant) AS ({first} UNION {step})")
+        return f"WITH RECURSIVE {', '.join(walks)} " if walks else ""
+
     # FROM and WHERE ------------------------------------------------------------------------
+
+    def vertex_conditions(self, vertex: Vertex) -> list[str]:
+        """The conditions of ``vertex``'s types and filters (not of its join)."""
+        alias = self.alias[vertex.tag]
+        conditions: list[str] = []
+        kind_column = "node_type" if vertex.entity == ENTITY_NODE else "type_string"
+        if vertex.node_types is not None:
+            if vertex.node_types:
+                marks = ", ".join(self.p(name) for name in vertex.node_types)
+                conditions.append(f"{alias}.{kind_column} IN ({marks})")
+            else:
+                conditions.append("1 = 0")
+        if vertex.type_prefix is not None:
+            conditions.append(f"{alias}.{kind_column} LIKE {self.p(vertex.type_prefix + '%')}")
+        if vertex.exclude_prefix is not None:
+            conditions.append(
+                f"{alias}.{kind_column} NOT LIKE {self.p(vertex.exclude_prefix + '%')}"
+            )
+        conditions.extend(self.filter(f) for f in vertex.filters)
+        return conditions
 
     def from_where(self) -> str:
         parts: list[str] = []
@@ -162,6 +220,14 @@ class _Compiler:
                 elif relation.kind == "with_outgoing":  # this vertex is the link's input
                     parts.append(f"JOIN links AS {edge} ON {edge}.out_pk = {other}.pk")
                     parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.in_pk")
+                elif relation.kind == "with_ancestors":  # a descendant of ``other``
+                    walk = f"walk_{edge}"
+                    parts.append(f"JOIN {walk} AS {edge} ON {edge}.ancestor = {other}.pk")
+                    parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.descendant")
+                elif relation.kind == "with_descendants":  # an ancestor of ``other``
+                    walk = f"walk_{edge}"
+                    parts.append(f"JOIN {walk} AS {edge} ON {edge}.descendant = {other}.pk")
+                    parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.ancestor")
                 elif relation.kind == "with_group":  # a node in the group ``other``
                     parts.append(f"JOIN group_nodes AS {edge} ON {edge}.group_pk = {other}.pk")
                     parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.node_pk")
@@ -169,20 +235,7 @@ class _Compiler:
                     parts.append(f"JOIN group_nodes AS {edge} ON {edge}.node_pk = {other}.pk")
                     parts.append(f"JOIN {table} AS {alias} ON {alias}.pk = {edge}.group_pk")
                 conditions.extend(self.filter(f) for f in relation.edge_filters)
-            kind_column = "node_type" if vertex.entity == ENTITY_NODE else "type_string"
-            if vertex.node_types is not None:
-                if vertex.node_types:
-                    marks = ", ".join(self.p(name) for name in vertex.node_types)
-                    conditions.append(f"{alias}.{kind_column} IN ({marks})")
-                else:
-                    conditions.append("1 = 0")
-            if vertex.type_prefix is not None:
-                conditions.append(f"{alias}.{kind_column} LIKE {self.p(vertex.type_prefix + '%')}")
-            if vertex.exclude_prefix is not None:
-                conditions.append(
-                    f"{alias}.{kind_column} NOT LIKE {self.p(vertex.exclude_prefix + '%')}"
-                )
-            conditions.extend(self.filter(f) for f in vertex.filters)
+            conditions.extend(self.vertex_conditions(vertex))
         sql = " ".join(parts)
         if conditions:
             sql += " WHERE " + " AND ".join(f"({c})" for c in conditions)
@@ -303,20 +356,24 @@ class _Compiler:
 def compile_query(spec: QuerySpec, dialect: Dialect) -> CompiledQuery:
     """The statement reading the rows of ``spec`` (its page, if it has a limit or offset)."""
     compiler = _Compiler(spec, dialect)
+    walks = compiler.with_clause()
     select = compiler.select_list()
     body = compiler.from_where()
     distinct = "DISTINCT " if spec.distinct else ""
-    sql = f"SELECT {distinct}{select} {body}{compiler.order_by()}{compiler.page()}"
+    sql = f"{walks}SELECT {distinct}{select} {body}{compiler.order_by()}{compiler.page()}"
     return CompiledQuery(sql, tuple(compiler.params))
 
 
 def compile_count(spec: QuerySpec, dialect: Dialect) -> CompiledQuery:
     """The statement counting the rows of ``spec``: one ``COUNT(*)``."""
     compiler = _Compiler(spec, dialect)
+    walks = compiler.with_clause()
     if not spec.distinct and spec.limit is None and not spec.offset:
-        return CompiledQuery(f"SELECT COUNT(*) {compiler.from_where()}", tuple(compiler.params))
+        sql = f"{walks}SELECT COUNT(*) {compiler.from_where()}"
+        return CompiledQuery(sql, tuple(compiler.params))
     select = compiler.select_list()
     body = compiler.from_where()
     distinct = "DISTINCT " if spec.distinct else ""
     inner = f"SELECT {distinct}{select} {body}{compiler.page()}"
-    return CompiledQuery(f"SELECT COUNT(*) FROM ({inner}) AS counted", tuple(compiler.params))
+    sql = f"{walks}SELECT COUNT(*) FROM ({inner}) AS counted"
+    return CompiledQuery(sql, tuple(compiler.params))
