@@ -59,13 +59,21 @@ def test_names_are_importable_as_in_aiida() -> None:
 
 
 def test_a_second_equal_run_is_a_copy_and_does_not_run(backend_db: Any) -> None:
-    first, source = add.run_get_node(Int(1), Int(2))
-    assert _count() == 1 and source.base.caching.get_hash() is None  # off by default
+    _, unhashed = add.run_get_node(Int(1), Int(2))  # off by default: it runs, stores no hash
+    assert _count() == 1 and unhashed.base.caching.get_hash() is None
+    caching.set_caching_config(store_all_hashes=True)
+    try:
+        first, source = add.run_get_node(Int(1), Int(2))  # caching off: it runs again
+        again, other = add.run_get_node(Int(1), Int(2))
+    finally:
+        caching.set_caching_config(store_all_hashes=False)
+    assert _count() == 3 and other.base.caching.get_cache_source() is None
+    # run with caching off, it stored its hash all the same: it is a source once caching is on
+    assert source.base.caching.get_hash() == other.base.caching.get_hash() is not None
+    assert source.base.caching.get_cache_source() is None
     with enable_caching():
-        first, source = add.run_get_node(Int(1), Int(2))  # a miss: runs, stores its hash
-        assert _count() == 2 and source.base.caching.get_cache_source() is None
         second, node = add.run_get_node(Int(1), Int(2))
-    assert _count() == 2  # the body did not run
+    assert _count() == 3  # the body did not run
     assert node.pk != source.pk and node.is_finished_ok
     assert node.base.caching.get_cache_source() == source.uuid
     assert node.base.caching.get_hash() == source.base.caching.get_hash() is not None
@@ -142,7 +150,7 @@ def test_get_hash_is_stable_across_interpreters(backend_db: Any) -> None:
     assert runs == {node.base.caching.get_hash()}
     # what goes into a hash is fixed (a change would make every stored hash miss): this one is
     # the same on every machine and Python version
-    assert runs == {"bbb781799bbd7e1e7b0b0c7a04d56b3777992bc4c6f55d4235bdb0a607edf84c"}
+    assert runs == {"55e8b26a268a20343668eade2b4fb73e672e6ade0d89629f1caaaf6812fc7b18"}
     assert Int(5).base.caching.get_hash() == Int(5).base.caching.get_hash()
     assert Int(5).base.caching.get_hash() != Int(6).base.caching.get_hash()
 

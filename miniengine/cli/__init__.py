@@ -95,6 +95,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     archive_commands.add_commands(
         archive.add_subparsers(dest="archive_command", metavar="COMMAND", required=True)
     )
+    from miniengine.cli import caching as caching_command
+
+    caching_command.add_command(commands)
     from miniengine.cli import web as web_command
 
     web_command.add_command(commands)

@@ -1,4 +1,5 @@
-"""``miniengine node show|attributes|extras NODE``: one node's fields, attributes and extras.
+"""``miniengine node show|attributes|extras NODE``: one node's fields, attributes and extras
+(``node comment``, ``node delete`` and ``node graph`` live in modules of their own).
 
 ``NODE`` is a pk, or a uuid or a unique prefix of one (as ``load_node``).  Attributes are the
 node's content or process fields; extras are what users set on it (``node.base.extras``).
@@ -47,7 +48,7 @@ def with_store(function: Callable[[argparse.Namespace, Backend], int]) -> Handle
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``show``, ``attributes``, ``extras``, ``delete`` and ``graph``."""
+    """Add ``show``, ``attributes``, ``extras``, ``delete``, ``graph`` and ``comment``."""
     for name, help_text, function in (
         ("show", "show a node: its fields, groups and comments", _show),
         ("attributes", "print the attributes of a node", _attributes),
@@ -64,6 +65,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         parser.set_defaults(handler=with_store(function))
     _add_delete(commands)
     _add_graph(commands)
+    from miniengine.cli.node_comments import add_comment_commands
+
+    add_comment_commands(commands)
 
 
 def _load(store: Backend, identifier: str) -> Any:
@@ -123,6 +127,10 @@ def _show(args: argparse.Namespace, store: Backend) -> int:
         fields["process_label"] = row.process_label
         fields["process_state"] = row.process_state
         fields["exit_status"] = row.exit_status
+    # a Data node's content hash; a process's caching hash and the process it was copied from
+    fields["hash"] = node.base.caching.get_hash()
+    if row.process_state is not None:
+        fields["cache_source"] = node.base.caching.get_cache_source()
     fields["extras"] = len(node.base.extras.all)
     if args.json:
         fields["groups"] = [

@@ -1,20 +1,30 @@
 """Caching: a calcfunction or CalcJob is not run again when an equal one finished OK before.
 
 Equal means the same process type, the same cache version and inputs of equal content: the
-three go into the process's hash (:func:`process_hash`).  When caching is enabled for a class,
-its launch looks the hash up in the same transaction that creates the node; on a hit the new
-node is finished at once as a copy of the source -- linked to its own inputs, with a clone of
-each output the source created under the same label, the source's uuid in the extra
-``_miniengine_cached_from`` -- and its body (or program) never runs.
+three go into the process's hash (:func:`process_hash`), stored on the process when it is
+created.  A process launched with caching off stores it only when the database's setting
+``caching.store_all_hashes`` is on (then it is a source once caching is turned on; the hash and
+its index entry cost about a tenth of a calcfunction's launch, so it is off by default).  When
+caching is enabled for a class, its launch -- ``run``, ``submit``, a
+call or ``self.submit`` in a WorkChain step, in a script or in a daemon worker -- looks the hash
+up in the same transaction that creates the node; on a hit the new node is finished at once as
+a copy of the source -- linked to its own inputs, with a clone of each output the source created
+under the same label, the source's uuid in the extra ``_miniengine_cached_from`` -- and its
+body (or program) never runs.
 
-Caching is off by default.  It is enabled, per class or for all, by
+Caching is off by default.  It is enabled, per class or for all, by (first match wins)
 
+- :func:`enable_caching` and :func:`disable_caching`, context managers that override the rest in
+  this interpreter (the innermost one that matches wins);
 - the environment variable ``MINIENGINE_CACHING``: ``1``/``true``/``all`` enables it for every
-  class, otherwise it is a comma-separated list of identifiers (a process type such as
-  ``mypkg.calcs.add``, ``*`` wildcards allowed); one prefixed with ``!`` is disabled.  It is
-  read at every launch, so a daemon started with it set caches in all its workers;
-- :func:`enable_caching` and :func:`disable_caching`, context managers that override it in
-  this interpreter (the innermost one that matches wins).
+  class, ``0``/``false``/``none`` disables it, otherwise it is a comma-separated list of
+  identifiers (a process type such as ``mypkg.calcs.add``, ``*`` wildcards allowed); one
+  prefixed with ``!`` is disabled.  When set, it replaces the database's setting;
+- the database's settings ``caching.default_enabled``, ``caching.enabled_for`` and
+  ``caching.disabled_for`` (AiiDA's option names), written by :func:`set_caching_config` or
+  ``miniengine caching set``.  They live in the database, so every program and every daemon
+  worker that opens it sees them (a running process reads them again after
+  :data:`CONFIG_REFRESH` seconds).
 
 A process is never a source when it did not finish with exit status 0, when its
 ``node.base.caching.is_valid_cache`` was set ``False``, or when its class is not cachable
@@ -28,13 +38,15 @@ import contextlib
 import fnmatch
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
 from miniengine.core.data import Data
-from miniengine.exceptions import NotExistent
+from miniengine.exceptions import NotExistent, ValidationError
 from miniengine.storage.interfaces.caching import (
     CACHED_FROM_EXTRA,
     VALID_CACHE_EXTRA,
@@ -45,20 +57,34 @@ if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
 
 __all__ = [
+    "CONFIG_REFRESH",
     "ENVIRONMENT_VARIABLE",
     "HASH_FORMAT",
+    "CachingConfig",
+    "LaunchHash",
     "NodeCaching",
     "data_hash",
     "disable_caching",
     "enable_caching",
+    "get_caching_config",
     "get_use_cache",
     "process_hash",
+    "set_caching_config",
 ]
 
 #: the environment variable that enables caching (see the module's documentation)
 ENVIRONMENT_VARIABLE = "MINIENGINE_CACHING"
 #: bumped if what goes into a hash changes, so that old hashes never match new ones
-HASH_FORMAT = 1
+HASH_FORMAT = 2
+#: seconds after which a running program reads the database's caching settings again
+CONFIG_REFRESH = 2.0
+
+#: the names of the database settings (AiiDA's configuration options)
+DEFAULT_ENABLED = "caching.default_enabled"
+ENABLED_FOR = "caching.enabled_for"
+DISABLED_FOR = "caching.disabled_for"
+STORE_ALL_HASHES = "caching.store_all_hashes"
+SETTINGS = (DEFAULT_ENABLED, ENABLED_FOR, DISABLED_FOR, STORE_ALL_HASHES)
 
 #: (identifier pattern or None for all, enabled), innermost context manager last
 _overrides: list[tuple[str | None, bool]] = []
@@ -68,9 +94,35 @@ def _matches(pattern: str, identifier: str) -> bool:
     return pattern == identifier or fnmatch.fnmatchcase(identifier, pattern)
 
 
-def _from_environment(identifier: str) -> bool:
-    value = os.environ.get(ENVIRONMENT_VARIABLE, "").strip()
-    if not value or value.lower() in ("0", "false", "no", "off", "none"):
+class CachingConfig(NamedTuple):
+    """The database's caching settings: the default, and the identifiers enabled and disabled
+    (a disabled identifier wins over an enabled one, which wins over the default); and whether
+    a process launched with caching off stores its hash all the same (so that it is a source
+    once caching is turned on; it costs a hash and an index entry per process)."""
+
+    default_enabled: bool = False
+    enabled_for: tuple[str, ...] = ()
+    disabled_for: tuple[str, ...] = ()
+    store_all_hashes: bool = False
+
+    def use_cache(self, identifier: str) -> bool:
+        if any(_matches(pattern, identifier) for pattern in self.disabled_for):
+            return False
+        if any(_matches(pattern, identifier) for pattern in self.enabled_for):
+            return True
+        return self.default_enabled
+
+    @property
+    def is_off(self) -> bool:
+        """Nothing is enabled (the common case: no lookup at all)."""
+        return not self.default_enabled and not self.enabled_for
+
+
+_OFF = CachingConfig()
+
+
+def _from_environment(value: str, identifier: str) -> bool:
+    if value.lower() in ("0", "false", "no", "off", "none"):
         return False
     if value.lower() in ("1", "true", "yes", "on", "all"):
         return True
@@ -83,14 +135,105 @@ def _from_environment(identifier: str) -> bool:
     return enabled
 
 
-def get_use_cache(*, identifier: str | None = None) -> bool:
-    """Whether a process of type ``identifier`` is looked up in the cache when launched."""
+#: database location -> (monotonic time to read again, its config)
+_configs: dict[str, tuple[float, CachingConfig]] = {}
+_configs_lock = threading.Lock()
+
+
+def _config_of(store: Backend) -> CachingConfig:
+    """The caching settings of the database, read at most every :data:`CONFIG_REFRESH`
+    seconds (a launch costs no read)."""
+    now = time.monotonic()
+    cached = _configs.get(store.location)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    config = _parse(store.caching.settings(SETTINGS))
+    with _configs_lock:
+        _configs[store.location] = (now + CONFIG_REFRESH, config)
+    return config
+
+
+def _parse(values: Mapping[str, Any]) -> CachingConfig:
+    return CachingConfig(
+        bool(values.get(DEFAULT_ENABLED, False)),
+        tuple(values.get(ENABLED_FOR, ()) or ()),
+        tuple(values.get(DISABLED_FOR, ()) or ()),
+        bool(values.get(STORE_ALL_HASHES, False)),
+    )
+
+
+def get_use_cache(*, identifier: str | None = None, db: Any = None) -> bool:
+    """Whether a process of type ``identifier`` is looked up in the cache when launched in the
+    database ``db`` (an open backend, a path or a URL; the default database when ``None``)."""
     for pattern, enabled in reversed(_overrides):
         if pattern is None or (identifier is not None and _matches(pattern, identifier)):
             return enabled
-    if identifier is None:
-        return _from_environment("")
-    return _from_environment(identifier)
+    value = os.environ.get(ENVIRONMENT_VARIABLE, "").strip()
+    if value:
+        return _from_environment(value, identifier or "")
+    from miniengine.runtime import context
+
+    config = _config_of(context.store_for(db))
+    return config.default_enabled if identifier is None else config.use_cache(identifier)
+
+
+def _use_cache(store: Backend, identifier: str) -> bool:
+    """:func:`get_use_cache` for a launch (the store is known; the common case is fast)."""
+    if _overrides:
+        for pattern, enabled in reversed(_overrides):
+            if pattern is None or _matches(pattern, identifier):
+                return enabled
+    value = os.environ.get(ENVIRONMENT_VARIABLE)
+    if value and value.strip():
+        return _from_environment(value.strip(), identifier)
+    config = _config_of(store)
+    return False if config.is_off else config.use_cache(identifier)
+
+
+def get_caching_config(*, db: Any = None) -> CachingConfig:
+    """The caching settings stored in the database ``db`` (read now)."""
+    from miniengine.runtime import context
+
+    return _parse(context.store_for(db).caching.settings(SETTINGS))
+
+
+def set_caching_config(
+    *,
+    default_enabled: bool | None = None,
+    enabled_for: Sequence[str] | None = None,
+    disabled_for: Sequence[str] | None = None,
+    store_all_hashes: bool | None = None,
+    db: Any = None,
+) -> CachingConfig:
+    """Store caching settings in the database ``db``, for every program and daemon worker that
+    opens it (AiiDA's ``verdi config set caching.*``); ``None`` leaves a setting as it is.  An
+    empty list clears one.  Returns the settings now stored."""
+    from miniengine.runtime import context
+
+    values: dict[str, Any] = {}
+    for name, flag in ((DEFAULT_ENABLED, default_enabled), (STORE_ALL_HASHES, store_all_hashes)):
+        if flag is None:
+            continue
+        if not isinstance(flag, bool):
+            raise ValidationError(f"{name} must be True or False, not {flag!r}")
+        values[name] = flag
+    for name, patterns in ((ENABLED_FOR, enabled_for), (DISABLED_FOR, disabled_for)):
+        if patterns is None:
+            continue
+        if isinstance(patterns, str) or not all(
+            isinstance(item, str) and item.strip() for item in patterns
+        ):
+            raise ValidationError(
+                f"{name} must be a list of identifiers (process types such as "
+                f"'mypkg.calcs.add', '*' wildcards allowed), not {patterns!r}"
+            )
+        values[name] = [item.strip() for item in patterns]
+    store = context.store_for(db)
+    if values:
+        store.caching.set_settings(values)
+    with _configs_lock:
+        _configs.pop(store.location, None)
+    return get_caching_config(db=store)
 
 
 @contextlib.contextmanager
@@ -105,7 +248,8 @@ def _override(identifier: str | None, enabled: bool) -> Iterator[None]:
 
 def enable_caching(*, identifier: str | None = None) -> contextlib.AbstractContextManager[None]:
     """Enable caching in this block, for every class or for those matching ``identifier``
-    (a process type such as ``mypkg.calcs.add``; ``*`` wildcards allowed)."""
+    (a process type such as ``mypkg.calcs.add``; ``*`` wildcards allowed).  It holds in this
+    interpreter only: daemon workers follow :func:`set_caching_config`."""
     return _override(identifier, True)
 
 
@@ -114,8 +258,21 @@ def disable_caching(*, identifier: str | None = None) -> contextlib.AbstractCont
     return _override(identifier, False)
 
 
+# hashes ----------------------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
 def _canonical(value: Any) -> Any:
     """``value`` with its mappings' keys sorted and tuples as lists (msgpack of it is stable)."""
+    if isinstance(value, _SCALARS):
+        return value
+    if type(value) is dict:
+        if len(value) == 1:  # the attributes of Int, Float, Str, Bool: the common case, fast
+            for key, item in value.items():
+                if isinstance(item, _SCALARS):
+                    return [[key, item]]
+        return [[key, _canonical(value[key])] for key in sorted(value, key=repr)]
     if isinstance(value, Mapping):
         return [[key, _canonical(value[key])] for key in sorted(value, key=repr)]
     if isinstance(value, list | tuple):
@@ -123,22 +280,85 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _digest(value: Any) -> str:
-    packed = msgpack.packb(_canonical(value), use_bin_type=True)
-    return hashlib.sha256(packed).hexdigest()
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(_canonical(value), use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def data_hash(data: Data) -> str:
     """The content hash of a Data node: its type and its attributes (for file data these hold
     the sha256 of each file's content); not its uuid, pk, label or description."""
-    return _digest([HASH_FORMAT, data.type_name, data._to_attributes()])
+    return hashlib.sha256(_pack([HASH_FORMAT, data.type_name, data._to_attributes()])).hexdigest()
+
+
+def _first(item: tuple[str, Data]) -> str:
+    return item[0]
 
 
 def process_hash(process_type: str, version: Any, inputs: Sequence[tuple[str, Data]]) -> str:
-    """The hash of a process: its type, its cache version and the content hash of each input,
-    by link label."""
-    hashes = sorted((label, data_hash(data)) for label, data in inputs)
-    return _digest([HASH_FORMAT, process_type, version, hashes])
+    """The hash of a process: its type, its cache version and the content of each input (its
+    Data type and attributes), by link label.
+
+    One SHA-256 over the msgpack of ``[format, type, version]`` followed by that of each
+    ``[label, data type, attributes]`` in label order (msgpack values delimit themselves, so
+    the concatenation is unambiguous)."""
+    digest = _prefix(process_type, version)
+    pack = _packer()
+    for label, data in sorted(inputs, key=_first) if len(inputs) > 1 else inputs:
+        digest.update(pack([label, data.type_name, _canonical(data._to_attributes())]))
+    return digest.hexdigest()
+
+
+_local = threading.local()
+
+
+def _packer() -> Any:
+    """This thread's msgpack packer (making one per call costs as much as the hash)."""
+    try:
+        return _local.pack
+    except AttributeError:
+        _local.pack = msgpack.Packer(use_bin_type=True).pack
+        return _local.pack
+
+
+#: (process type, version) -> the SHA-256 of their part of a hash, copied by each call
+_prefixes: dict[tuple[str, Any], Any] = {}
+
+
+def _prefix(process_type: str, version: Any) -> Any:
+    key = (process_type, version)
+    try:
+        prefix = _prefixes.get(key)
+    except TypeError:  # an unhashable version (a CalcJob's options)
+        return hashlib.sha256(_pack([HASH_FORMAT, process_type, version]))
+    if prefix is None:
+        prefix = _prefixes[key] = hashlib.sha256(_pack([HASH_FORMAT, process_type, version]))
+    return prefix.copy()
+
+
+class LaunchHash(NamedTuple):
+    """What a launch does about caching: the hash to store on the new process (``None``: not
+    cachable) and whether to look it up first."""
+
+    node_hash: str | None
+    lookup: bool
+
+
+_NOT_CACHABLE = LaunchHash(None, False)
+
+
+def launch_hash(
+    cls: Any, process_type: str, inputs: Sequence[tuple[str, Data]], store: Backend
+) -> LaunchHash:
+    """The hash of a process of class ``cls`` being launched and whether caching is enabled
+    for it; no hash when it is not looked up, unless the database's
+    ``caching.store_all_hashes`` asks for the hash of every cachable process."""
+    if not getattr(cls, "_cachable", True):
+        return _NOT_CACHABLE
+    lookup = _use_cache(store, process_type)
+    if not lookup and not _config_of(store).store_all_hashes:
+        return _NOT_CACHABLE
+    node_hash = process_hash(process_type, getattr(cls, "_CACHE_VERSION", None), inputs)
+    return LaunchHash(node_hash, lookup)
 
 
 #: the options of a CalcJob that say where and how long it queues, not what it computes (as
@@ -148,23 +368,23 @@ IGNORED_OPTIONS = frozenset(
 )
 
 
-def launch_hash(cls: Any, process_type: str, inputs: Sequence[tuple[str, Data]]) -> str | None:
-    """The hash of a process of class ``cls`` being launched, ``None`` when caching is not
-    enabled for it or it is not cachable (``_cachable = False``)."""
-    if not getattr(cls, "_cachable", True) or not get_use_cache(identifier=process_type):
-        return None
-    return process_hash(process_type, getattr(cls, "_CACHE_VERSION", None), inputs)
-
-
 def calcjob_hash(
-    cls: Any, process_type: str, inputs: Sequence[tuple[str, Data]], options: Mapping[str, Any]
-) -> str | None:
+    cls: Any,
+    process_type: str,
+    inputs: Sequence[tuple[str, Data]],
+    options: Mapping[str, Any],
+    store: Backend,
+) -> LaunchHash:
     """:func:`launch_hash` of a CalcJob: its options (but :data:`IGNORED_OPTIONS`) count as
     part of its version."""
-    if not getattr(cls, "_cachable", True) or not get_use_cache(identifier=process_type):
-        return None
+    if not getattr(cls, "_cachable", True):
+        return _NOT_CACHABLE
+    lookup = _use_cache(store, process_type)
+    if not lookup and not _config_of(store).store_all_hashes:
+        return _NOT_CACHABLE
     kept = {key: value for key, value in options.items() if key not in IGNORED_OPTIONS}
-    return process_hash(process_type, [getattr(cls, "_CACHE_VERSION", None), kept], inputs)
+    version = [getattr(cls, "_CACHE_VERSION", None), kept]
+    return LaunchHash(process_hash(process_type, version, inputs), lookup)
 
 
 def copied_node(store: Backend, node_class: Any, begun: CachedBegin) -> tuple[Any, dict[str, Any]]:
@@ -194,8 +414,8 @@ class NodeCaching:
         return self._store, self._pk
 
     def get_hash(self) -> str | None:
-        """The hash: a Data node's content hash; a process's hash as stored when it was
-        launched with caching enabled (``None`` when it was not)."""
+        """The hash: a Data node's content hash; a cachable process's hash as stored when it
+        was created (``None`` for a workflow, or one created before hashes were stored)."""
         if isinstance(self._node, Data):
             return data_hash(self._node)
         store, pk = self._stored()

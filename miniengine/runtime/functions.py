@@ -169,6 +169,7 @@ class ProcessFunction:
         pk: int | None = None
         epoch = 0
         if stored:
+            cache = self._cache_hash(flat_inputs, store)
             new = NewProcess(
                 uuid=node_uuid,
                 node_type=f"process.{self.kind}",
@@ -184,6 +185,7 @@ class ProcessFunction:
                 parent=parent.parent_fence if parent is not None else None,
                 call_link_type=self.call_link_type.value,
                 call_link_label=metadata.call_link_label,
+                node_hash=cache.node_hash,
             )
             memo = None
             if parent is not None:
@@ -192,9 +194,10 @@ class ProcessFunction:
                         store.checkpoints.fingerprint(self.process_type, flat_inputs)
                     )
                 parent.call_count += 1
-            node_hash = self._cache_hash(flat_inputs) if memo is None else None
-            if node_hash is not None:
-                begun = yield Write(store.caching.begin_cached, new, node_hash)
+            if cache.lookup:
+                begun = yield Write(store.caching.begin_cached, new, memo)
+                if begun.outcome == "finished":  # a replayed step: this call already finished
+                    return _reused(store, begun.pk, self.node_class)
                 pk, input_pks = begun.pk, begun.input_pks
                 if begun.source_uuid is not None:  # finished at once, as a copy of an equal call
                     _mark_stored(flat_inputs, input_pks, store)
@@ -284,12 +287,12 @@ class ProcessFunction:
             return outputs["result"], node
         return outputs, node
 
-    def _cache_hash(self, inputs: list[tuple[str, Data]]) -> str | None:
-        """The hash of this call when caching is enabled for this function, else ``None``
-        (a workfunction is never cached: it returns data, it does not compute it)."""
+    def _cache_hash(self, inputs: list[tuple[str, Data]], store: Backend) -> caching.LaunchHash:
+        """The hash of this call and whether to look it up (a workfunction is never cached: it
+        returns data, it does not compute it)."""
         if self.kind != "calcfunction":
-            return None
-        return caching.launch_hash(self, self.process_type, inputs)
+            return caching.LaunchHash(None, False)
+        return caching.launch_hash(self, self.process_type, inputs, store)
 
     def _collect_outputs(self, returned: Any) -> tuple[dict[str, Any], ExitCode]:
         """Check what the body returned and turn it into outputs and an exit code."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from miniengine.core.ids import new_uuid
-from miniengine.storage.calcjob_rows import create_calcjob_tx
+from miniengine.storage.calcjob_rows import create_calcjob_tx, set_computer_tx
+from miniengine.storage.checkpoint_rows import begin_memoised_tx
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
 from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
@@ -19,9 +20,10 @@ from miniengine.storage.rows import NODE_COLUMNS, begin_process_tx
 __all__ = [
     "begin_cached_tx",
     "cache_source",
-    "copy_cached_tx",
-    "create_calcjob_hashed_tx",
+    "create_calcjob_cached_tx",
     "node_hash",
+    "set_settings_tx",
+    "settings",
 ]
 
 #: the oldest valid source of a (process type, hash): finished OK, not marked invalid
@@ -39,41 +41,52 @@ _CLONE = (
 )
 
 
-def begin_cached_tx(connection: sqlite3.Connection, new: NewProcess, hash_: str) -> CachedBegin:
-    source = connection.execute(_SOURCE, (new.process_type, hash_)).fetchone()
-    pk, input_pks = begin_process_tx(connection, new)
+def begin_cached_tx(
+    connection: sqlite3.Connection, new: NewProcess, memo: MemoKey | None
+) -> CachedBegin:
+    assert new.node_hash is not None
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+        if outcome != "new":  # a replayed step's call: nothing to look up
+            return _replayed(new, pk, outcome)
+    source = connection.execute(_SOURCE, (new.process_type, new.node_hash)).fetchone()
     if source is None:
-        connection.execute("UPDATE nodes SET node_hash = ? WHERE pk = ?", (hash_, pk))
         return CachedBegin(pk, input_pks, None)
-    return _copy(connection, pk, input_pks, source, hash_)
+    return _copy(connection, pk, input_pks, source)
 
 
-def copy_cached_tx(
-    connection: sqlite3.Connection, new: NewProcess, hash_: str
-) -> CachedBegin | None:
-    source = connection.execute(_SOURCE, (new.process_type, hash_)).fetchone()
-    if source is None:
-        return None
-    pk, input_pks = begin_process_tx(connection, new)
-    return _copy(connection, pk, input_pks, source, hash_)
-
-
-def create_calcjob_hashed_tx(
+def create_calcjob_cached_tx(
     connection: sqlite3.Connection,
     new: NewProcess,
     computer_uuid: str,
     checkpoint: Callable[[list[int]], bytes],
     enqueue: bool,
     memo: MemoKey | None,
-    hash_: str,
-) -> tuple[int, list[int]]:
-    pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
-    connection.execute("UPDATE nodes SET node_hash = ? WHERE pk = ?", (hash_, pk))
-    return pk, input_pks
+) -> CachedBegin:
+    assert new.node_hash is not None
+    source = connection.execute(_SOURCE, (new.process_type, new.node_hash)).fetchone()
+    if source is None:
+        pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
+        return CachedBegin(pk, input_pks, None)
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return _replayed(new, pk, outcome)
+    set_computer_tx(connection, pk, computer_uuid)
+    return _copy(connection, pk, input_pks, source)
+
+
+def _replayed(new: NewProcess, pk: int, outcome: str) -> CachedBegin:
+    """A call a replayed step had made already (its inputs are stored)."""
+    return CachedBegin(pk, [data.pk for _, data in new.inputs], None, outcome=outcome)  # type: ignore[misc]
 
 
 def _copy(
-    connection: sqlite3.Connection, pk: int, input_pks: list[int], source: Any, hash_: str
+    connection: sqlite3.Connection, pk: int, input_pks: list[int], source: Any
 ) -> CachedBegin:
     """Finish the new process ``pk`` as a copy of ``source`` (pk, uuid, exit message)."""
     source_pk, source_uuid, exit_message = source
@@ -94,8 +107,8 @@ def _copy(
     )
     connection.execute(
         "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = ?, "
-        "owner = NULL, lease_expires = NULL, node_hash = ?, extras = ?, mtime = ? WHERE pk = ?",
-        (exit_message, hash_, json.dumps({CACHED_FROM_EXTRA: source_uuid}), now, pk),
+        "owner = NULL, lease_expires = NULL, extras = ?, mtime = ? WHERE pk = ?",
+        (exit_message, json.dumps({CACHED_FROM_EXTRA: source_uuid}), now, pk),
     )
     marks = ", ".join("?" * (len(labels) + 1))
     rows = {
@@ -116,3 +129,23 @@ def node_hash(connection: sqlite3.Connection, pk: int) -> str | None:
 def cache_source(connection: sqlite3.Connection, process_type: str, hash_: str) -> str | None:
     row = connection.execute(_SOURCE, (process_type, hash_)).fetchone()
     return None if row is None else str(row[1])
+
+
+def settings(connection: sqlite3.Connection, names: Sequence[str]) -> dict[str, Any]:
+    marks = ", ".join("?" * len(names))
+    rows = connection.execute(
+        f"SELECT name, value FROM settings WHERE name IN ({marks})", tuple(names)
+    ).fetchall()
+    return {name: json.loads(value) for name, value in rows}
+
+
+def set_settings_tx(connection: sqlite3.Connection, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        if value is None:
+            connection.execute("DELETE FROM settings WHERE name = ?", (name,))
+        else:
+            connection.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, json.dumps(value)),
+            )

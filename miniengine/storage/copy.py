@@ -92,6 +92,7 @@ TABLES: tuple[CopiedTable, ...] = (
     _table("comments", "pk uuid node_pk ctime mtime content", "pk", "pk"),
     _table("groups", "pk uuid label type_string description extras ctime", "pk", "pk"),
     _table("group_nodes", "group_pk node_pk", "group_pk node_pk"),
+    _table("settings", "name value", "name"),
     _table("checkpoints", "node_pk seq data", "node_pk"),
     _table(
         "tasks",

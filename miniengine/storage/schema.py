@@ -36,6 +36,7 @@ from miniengine.storage.schema_v8 import SCHEMA_V8
 from miniengine.storage.schema_v9 import SCHEMA_V9
 from miniengine.storage.schema_v10 import SCHEMA_V10
 from miniengine.storage.schema_v11 import SCHEMA_V11
+from miniengine.storage.schema_v12 import SCHEMA_V12
 from miniengine.storage.sqlite.msgpack_functions import register as register_msgpack_functions
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
@@ -108,6 +109,7 @@ MIGRATIONS: dict[int, str] = {
     8: SCHEMA_V9,
     9: SCHEMA_V10,
     10: SCHEMA_V11,
+    11: SCHEMA_V12,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)

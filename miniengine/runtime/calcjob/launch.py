@@ -152,26 +152,51 @@ def _root_lifecycle(
     from miniengine.runtime.workchain.launch import run_new
 
     new = new_calcjob_row(cls, store, bound, parent, ProcessState.RUNNING)
-    # a call replayed by a WorkChain step is memoised instead: it is not looked up in the cache
-    hash_ = _cache_hash(cls, new, bound) if parent is None or not parent.replayable else None
-    if hash_ is not None and store.caching.cache_source(new.process_type, hash_) is not None:
-        hit = yield Write(store.caching.copy_cached, new, hash_)
-        if hit is not None:  # finished at once as a copy: its program does not run
-            mark_stored(new.inputs, hit.input_pks, store)
-            node, outputs = caching.copied_node(store, CalcJobNode, hit)
-            return outputs, node
+    cache = _cache_hash(cls, new, bound, store)
+    new.node_hash = cache.node_hash
+    if cache.lookup:
+        return (yield from _run_cached(cls, store, tree, bound, parent, new))
 
     def create(memo: MemoKey | None) -> Write:
         computer, checkpoint = bound.computer.uuid, first_checkpoint(cls, new, bound)
-        if hash_ is not None:
-            hashed = store.caching.create_calcjob_hashed
-            return Write(hashed, new, computer, checkpoint, False, memo, hash_)
         return Write(store.calcjobs.create_calcjob, new, computer, checkpoint, False, memo)
 
     result: tuple[dict[str, Any], CalcJobNode] = yield from run_new(
         cls, bound, store, tree, parent, new, create, CalcJobNode, child_executor
     )
     return result
+
+
+def _run_cached(
+    cls: type[CalcJob],
+    store: Backend,
+    tree: ProcessTree,
+    bound: BoundCalcJob,
+    parent: RunningProcess | None,
+    new: NewProcess,
+) -> Lifecycle[tuple[dict[str, Any], CalcJobNode]]:
+    """A CalcJob run with caching enabled for it: created finished as a copy of an equal one
+    in the transaction that looks it up, else created and run as
+    :func:`~miniengine.runtime.workchain.launch.run_new` does."""
+    from miniengine.runtime.lifecycle import leased
+    from miniengine.runtime.mode import RunMode
+
+    memo = None
+    if parent is not None:
+        memo = parent.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
+    checkpoint = first_checkpoint(cls, new, bound)
+    begun = yield Write(
+        store.caching.create_calcjob_cached, new, bound.computer.uuid, checkpoint, False, memo
+    )
+    mark_stored(new.inputs, begun.input_pks, store)
+    if parent is not None:
+        parent.call_count += 1
+    if begun.source_uuid is not None:  # finished at once as a copy: its program does not run
+        node, outputs = caching.copied_node(store, CalcJobNode, begun)
+        return outputs, node
+    node = CalcJobNode(store, store.provenance.node(begun.pk))
+    executor = child_executor(cls, store, node, 1, RunMode(tree), bound)
+    return (yield from leased(store, executor.lifecycle(ProcessState.CREATED)))
 
 
 def child_executor(
@@ -195,14 +220,28 @@ def submit_child(parent: Any, cls: type[CalcJob], inputs: dict[str, Any]) -> Cal
     if daemon:
         check_importable(cls)
     new = new_calcjob_row(cls, store, bound, parent.process, ProcessState.CREATED, daemon)
+    cache = _cache_hash(cls, new, bound, store)
+    new.node_hash = cache.node_hash
     memo = parent.process.memo_key(store.checkpoints.fingerprint(new.process_type, new.inputs))
     parent.process.call_count += 1
-    pk, input_pks = store.calcjobs.create_calcjob(
-        new, bound.computer.uuid, first_checkpoint(cls, new, bound), False, memo
-    )
-    mark_stored(new.inputs, input_pks, store)
+    checkpoint = first_checkpoint(cls, new, bound)
+    if cache.lookup:
+        begun = store.caching.create_calcjob_cached(
+            new, bound.computer.uuid, checkpoint, False, memo
+        )
+        mark_stored(new.inputs, begun.input_pks, store)
+        if begun.source_uuid is not None:
+            # finished at once as a copy: nothing to start, ToContext finds it terminated
+            return caching.copied_node(store, CalcJobNode, begun)[0]  # type: ignore[no-any-return]
+        pk = begun.pk
+    else:
+        pk, input_pks = store.calcjobs.create_calcjob(
+            new, bound.computer.uuid, checkpoint, False, memo
+        )
+        mark_stored(new.inputs, input_pks, store)
     node = CalcJobNode(store, store.provenance.node(pk))
-    parent.new_children.append((cls, node, bound))
+    if not node.is_terminated:  # (a replayed step's call that finished is not started again)
+        parent.new_children.append((cls, node, bound))
     return node
 
 
@@ -226,50 +265,51 @@ def submit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJob
     finds an equal CalcJob that finished OK, stored finished as its copy and not enqueued)."""
     store, new, bound = submit_calcjob_prepare(process, inputs)
     checkpoint = first_checkpoint(process, new, bound)
-    hash_ = _cache_hash(process, new, bound)
-    if hash_ is None:
+    if not _hashed(process, new, bound, store):
         pk, input_pks = store.calcjobs.create_calcjob(
             new, bound.computer.uuid, checkpoint, True, None
         )
         return _submitted(store, new, pk, input_pks)
-    if store.caching.cache_source(new.process_type, hash_) is not None:
-        hit = store.caching.copy_cached(new, hash_)
-        if hit is not None:
-            return _from_cache(store, new, hit)
-    pk, input_pks = store.caching.create_calcjob_hashed(
-        new, bound.computer.uuid, checkpoint, True, None, hash_
-    )
-    return _submitted(store, new, pk, input_pks)
+    begun = store.caching.create_calcjob_cached(new, bound.computer.uuid, checkpoint, True, None)
+    return _begun(store, new, begun)
 
 
 async def asubmit_calcjob(process: type[CalcJob], inputs: Mapping[str, Any]) -> CalcJobNode:
     store, new, bound = submit_calcjob_prepare(process, inputs)
     checkpoint = first_checkpoint(process, new, bound)
-    hash_ = _cache_hash(process, new, bound)
-    if hash_ is None:
+    if not _hashed(process, new, bound, store):
         pk, input_pks = await store.calcjobs.create_calcjob.aio(
             new, bound.computer.uuid, checkpoint, True, None
         )
         return _submitted(store, new, pk, input_pks)
-    hit = await store.caching.copy_cached.aio(new, hash_)  # writes nothing on a miss
-    if hit is not None:
-        return _from_cache(store, new, hit)
-    pk, input_pks = await store.caching.create_calcjob_hashed.aio(
-        new, bound.computer.uuid, checkpoint, True, None, hash_
+    begun = await store.caching.create_calcjob_cached.aio(
+        new, bound.computer.uuid, checkpoint, True, None
     )
-    return _submitted(store, new, pk, input_pks)
+    return _begun(store, new, begun)
 
 
-def _cache_hash(cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob) -> str | None:
-    """The CalcJob's hash when caching is enabled for its class (its computer counts too)."""
+def _cache_hash(
+    cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob, store: Backend
+) -> caching.LaunchHash:
+    """The CalcJob's hash (its computer counts too) and whether caching is enabled for it."""
     options = {**bound.options, "computer_uuid": bound.computer.uuid}
-    return caching.calcjob_hash(cls, new.process_type, new.inputs, options)
+    return caching.calcjob_hash(cls, new.process_type, new.inputs, options, store)
 
 
-def _from_cache(store: Backend, new: NewProcess, hit: CachedBegin) -> CalcJobNode:
-    """The node of a CalcJob created finished, as a copy of an equal one."""
-    mark_stored(new.inputs, hit.input_pks, store)
-    node: CalcJobNode = caching.copied_node(store, CalcJobNode, hit)[0]
+def _hashed(cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob, store: Backend) -> bool:
+    """Give ``new`` its hash; whether to look it up."""
+    cache = _cache_hash(cls, new, bound, store)
+    new.node_hash = cache.node_hash
+    return cache.lookup
+
+
+def _begun(store: Backend, new: NewProcess, begun: CachedBegin) -> CalcJobNode:
+    """The node of a submitted CalcJob: created finished as a copy of an equal one (never
+    enqueued), or enqueued."""
+    if begun.source_uuid is None:
+        return _submitted(store, new, begun.pk, begun.input_pks)
+    mark_stored(new.inputs, begun.input_pks, store)
+    node: CalcJobNode = caching.copied_node(store, CalcJobNode, begun)[0]
     return node
 
 

@@ -3,13 +3,14 @@ at once as a copy of an earlier process with the same hash (AiiDA's caching).
 
 The lookup and the copy are one transaction with the start of the new process, so a cache hit
 costs what a start costs, and a process that finished between the lookup and the copy cannot
-be half reused.
+be half reused.  Every cachable process carries its hash from its creation
+(``NewProcess.node_hash``), whether or not it was looked up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
@@ -35,40 +36,49 @@ class CachedBegin(NamedTuple):
     #: (so that the caller needs no read to return them)
     row: NodeRow | None = None
     outputs: Sequence[tuple[str, NodeRow]] = ()
+    #: with a memo key, as :class:`~miniengine.storage.interfaces.checkpoints.BeginOutcome`:
+    #: ``"new"``; ``"finished"`` or ``"created"`` when a replayed step had made this call
+    #: already (``pk`` is that call's; nothing was looked up or written)
+    outcome: str = "new"
 
 
 class Caching(Protocol):
-    """Process hashes, and reusing a finished process with the same hash."""
+    """Process hashes, reusing a finished process with the same hash, and the database's
+    settings (where daemon workers read whether caching is enabled)."""
 
     @property
-    def begin_cached(self) -> Transaction[[NewProcess, str], CachedBegin]:
-        """Create and start a process like ``provenance.begin_process``, recording its hash;
-        when a process of the same type with that hash finished OK and is a valid cache, finish
-        the new one in the same transaction as its copy: each output the source created is
-        cloned (a new node with the same content) and linked under the same label."""
+    def begin_cached(self) -> Transaction[[NewProcess, MemoKey | None], CachedBegin]:
+        """Create and start a process like ``provenance.begin_process`` (or, with a memo key,
+        ``provenance.begin_memoised``), with its hash ``new.node_hash``; when a process of the
+        same type with that hash finished OK and is a valid cache, finish the new one in the
+        same transaction as its copy: each output the source created is cloned (a new node
+        with the same content) and linked under the same label."""
         ...
 
     @property
-    def copy_cached(self) -> Transaction[[NewProcess, str], CachedBegin | None]:
-        """Create the process finished as a copy of a valid source with this hash, as
-        :attr:`begin_cached` on a hit; ``None`` (and nothing written) when there is none."""
-        ...
-
-    @property
-    def create_calcjob_hashed(
+    def create_calcjob_cached(
         self,
     ) -> Transaction[
-        [NewProcess, str, Callable[[list[int]], bytes], bool, MemoKey | None, str],
-        tuple[int, list[int]],
+        [NewProcess, str, Callable[[list[int]], bytes], bool, MemoKey | None], CachedBegin
     ]:
-        """``calcjobs.create_calcjob`` that also records the new CalcJob's hash (the last
-        argument), in the same transaction."""
+        """``calcjobs.create_calcjob(new, computer uuid, checkpoint, enqueue, memo)``, or, when
+        a valid source with the hash ``new.node_hash`` exists, the new CalcJob created finished
+        as its copy (as :attr:`begin_cached`): no checkpoint, no task, its program never runs."""
         ...
 
     def node_hash(self, pk: int) -> str | None:
-        """The hash stored on process ``pk`` (``None`` when it ran without caching)."""
+        """The hash stored on process ``pk`` (``None`` when it has none)."""
         ...
 
     def cache_source(self, process_type: str, node_hash: str) -> str | None:
         """The uuid of the process a new one of this type and hash would be copied from."""
+        ...
+
+    def settings(self, names: Sequence[str]) -> dict[str, Any]:
+        """The values of the database settings ``names`` that are set (JSON values)."""
+        ...
+
+    @property
+    def set_settings(self) -> Transaction[[Mapping[str, Any]], None]:
+        """Set database settings by name (a JSON-encodable value; ``None`` removes one)."""
         ...

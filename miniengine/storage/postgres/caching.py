@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from miniengine.storage.postgres import caching_rows
 from miniengine.storage.postgres.transaction import PostgresTransaction
@@ -16,18 +17,21 @@ __all__ = ["PostgresCaching"]
 class PostgresCaching:
     """:class:`miniengine.storage.interfaces.caching.Caching` on a :class:`PostgresStore`."""
 
-    __slots__ = ("_store", "begin_cached", "copy_cached", "create_calcjob_hashed")
+    __slots__ = ("_store", "begin_cached", "create_calcjob_cached", "set_settings")
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self.begin_cached = PostgresTransaction(store, caching_rows.begin_cached_tx)
-        self.copy_cached = PostgresTransaction(store, caching_rows.copy_cached_tx)
-        self.create_calcjob_hashed = PostgresTransaction(
-            store, caching_rows.create_calcjob_hashed_tx
+        self.create_calcjob_cached = PostgresTransaction(
+            store, caching_rows.create_calcjob_cached_tx
         )
+        self.set_settings = PostgresTransaction(store, caching_rows.set_settings_tx)
 
     def node_hash(self, pk: int) -> str | None:
         return self._store.read(caching_rows.node_hash, pk)
 
     def cache_source(self, process_type: str, node_hash: str) -> str | None:
         return self._store.read(caching_rows.cache_source, process_type, node_hash)
+
+    def settings(self, names: Sequence[str]) -> dict[str, Any]:
+        return self._store.read(caching_rows.settings, names)

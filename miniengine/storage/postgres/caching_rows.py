@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -14,16 +14,18 @@ from miniengine.core.ids import new_uuid
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
 from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
-from miniengine.storage.postgres.calcjob_rows import create_calcjob_tx
+from miniengine.storage.postgres.calcjob_rows import create_calcjob_tx, set_computer_tx
+from miniengine.storage.postgres.checkpoint_rows import begin_memoised_tx
 from miniengine.storage.postgres.rows import begin_process_tx
 from miniengine.storage.rows import NODE_COLUMNS
 
 __all__ = [
     "begin_cached_tx",
     "cache_source",
-    "copy_cached_tx",
-    "create_calcjob_hashed_tx",
+    "create_calcjob_cached_tx",
     "node_hash",
+    "set_settings_tx",
+    "settings",
 ]
 
 Connection = psycopg.Connection[Any]
@@ -43,35 +45,46 @@ _SOURCE_AND_OUTPUTS = (
 )
 
 
-def begin_cached_tx(connection: Connection, new: NewProcess, hash_: str) -> CachedBegin:
-    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, hash_)).fetchall()
-    pk, input_pks = begin_process_tx(connection, new)
+def begin_cached_tx(connection: Connection, new: NewProcess, memo: MemoKey | None) -> CachedBegin:
+    assert new.node_hash is not None
+    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+        if outcome != "new":  # a replayed step's call: nothing to look up
+            return _replayed(new, pk, outcome)
     if not source:
-        connection.execute("UPDATE nodes SET node_hash = %s WHERE pk = %s", (hash_, pk))
         return CachedBegin(pk, input_pks, None)
-    return _copy(connection, pk, input_pks, source, hash_)
+    return _copy(connection, pk, input_pks, source)
 
 
-def copy_cached_tx(connection: Connection, new: NewProcess, hash_: str) -> CachedBegin | None:
-    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, hash_)).fetchall()
-    if not source:
-        return None
-    pk, input_pks = begin_process_tx(connection, new)
-    return _copy(connection, pk, input_pks, source, hash_)
-
-
-def create_calcjob_hashed_tx(
+def create_calcjob_cached_tx(
     connection: Connection,
     new: NewProcess,
     computer_uuid: str,
     checkpoint: Callable[[list[int]], bytes],
     enqueue: bool,
     memo: MemoKey | None,
-    hash_: str,
-) -> tuple[int, list[int]]:
-    pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
-    connection.execute("UPDATE nodes SET node_hash = %s WHERE pk = %s", (hash_, pk))
-    return pk, input_pks
+) -> CachedBegin:
+    assert new.node_hash is not None
+    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
+    if not source:
+        pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
+        return CachedBegin(pk, input_pks, None)
+    if memo is None:
+        pk, input_pks = begin_process_tx(connection, new)
+    else:
+        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+        if outcome != "new":
+            return _replayed(new, pk, outcome)
+    set_computer_tx(connection, pk, computer_uuid)
+    return _copy(connection, pk, input_pks, source)
+
+
+def _replayed(new: NewProcess, pk: int, outcome: str) -> CachedBegin:
+    """A call a replayed step had made already (its inputs are stored)."""
+    return CachedBegin(pk, [data.pk for _, data in new.inputs], None, outcome=outcome)  # type: ignore[misc]
 
 
 #: :func:`_copy_statement` by the number of outputs (a few sizes in practice)
@@ -85,7 +98,7 @@ def _copy_statement(count: int) -> str:
     given = f"SELECT * FROM (VALUES {values}) AS v (uuid, source, label, ord)"
     done = (
         "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = %s, "
-        "owner = NULL, lease_expires = NULL, node_hash = %s, extras = %s::jsonb, mtime = %s "
+        "owner = NULL, lease_expires = NULL, extras = %s::jsonb, mtime = %s "
         f"WHERE pk = %s RETURNING {NODE_COLUMNS}"
     )
     if count == 0:
@@ -103,9 +116,7 @@ def _copy_statement(count: int) -> str:
     )
 
 
-def _copy(
-    connection: Connection, pk: int, input_pks: list[int], source: list[Any], hash_: str
-) -> CachedBegin:
+def _copy(connection: Connection, pk: int, input_pks: list[int], source: list[Any]) -> CachedBegin:
     """Finish the new process ``pk`` as a copy of ``source`` (rows of
     :data:`_SOURCE_AND_OUTPUTS`)."""
     _, source_uuid, exit_message = source[0][:3]
@@ -121,7 +132,7 @@ def _copy(
         for v in (uuid, out_pk, label)
     ]
     extras = json.dumps({CACHED_FROM_EXTRA: str(source_uuid)})
-    done = (exit_message, hash_, extras, now, pk)
+    done = (exit_message, extras, now, pk)
     clones = (now, now) if outputs else ()
     rows = connection.execute(statement, (*given, *done, *clones)).fetchall()
     by_uuid = {row[1]: NodeRow._make(row) for row in rows}
@@ -138,3 +149,22 @@ def node_hash(connection: Connection, pk: int) -> str | None:
 def cache_source(connection: Connection, process_type: str, hash_: str) -> str | None:
     row = connection.execute(_SOURCE, (process_type, hash_)).fetchone()
     return None if row is None else str(row[1])
+
+
+def settings(connection: Connection, names: Sequence[str]) -> dict[str, Any]:
+    rows = connection.execute(
+        "SELECT name, value FROM settings WHERE name = ANY(%s)", (list(names),)
+    ).fetchall()
+    return {name: json.loads(value) for name, value in rows}
+
+
+def set_settings_tx(connection: Connection, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        if value is None:
+            connection.execute("DELETE FROM settings WHERE name = %s", (name,))
+        else:
+            connection.execute(
+                "INSERT INTO settings (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, json.dumps(value)),
+            )

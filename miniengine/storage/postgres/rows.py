@@ -286,6 +286,7 @@ def _insert_process(connection: Connection, new: NewProcess, now: float, stateme
             now,
             now,
             int(new.submitted),
+            new.node_hash,
             *more,
         ),
     ).fetchone()
@@ -296,8 +297,8 @@ def _insert_process(connection: Connection, new: NewProcess, now: float, stateme
 _INSERT_PROCESS = (
     "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
     "description, attributes, attributes_json, owner, lease_epoch, lease_expires, ctime, mtime, "
-    f"submitted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, {SERVER_NOW} + %s, "
-    "%s, %s, %s) RETURNING pk"
+    "submitted, node_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, "
+    f"{SERVER_NOW} + %s, %s, %s, %s, %s) RETURNING pk"
 )
 
 #: A process's end with its one new output: the fenced UPDATE, the output's row and its link

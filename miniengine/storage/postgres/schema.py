@@ -85,6 +85,7 @@ TABLES = (
     "comments",
     "groups",
     "group_nodes",
+    "settings",
 )
 
 _SCHEMA_V7 = f"""
@@ -324,6 +325,15 @@ def _backfill_attributes(connection: psycopg.Connection[Any]) -> None:
     backfill(connection)
 
 
+#: Version 12 (as ``storage/schema_v12.py``): settings that live in the database.
+_SCHEMA_V12 = """
+CREATE TABLE settings (
+    name       text COLLATE "C" PRIMARY KEY,
+    value      text NOT NULL
+);
+"""
+
+
 class Migration(NamedTuple):
     """One forward step: the SQL that brings a schema from ``source`` to ``target``, then
     ``after`` (if any): what SQL alone cannot do, in the same transaction."""
@@ -343,6 +353,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, 9, _SCHEMA_V9),
     Migration(9, 10, _SCHEMA_V10),
     Migration(10, 11, _SCHEMA_V11, _backfill_attributes),
+    Migration(11, 12, _SCHEMA_V12),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from miniengine.storage import caching_rows
 from miniengine.storage.sqlite.transaction import SqliteTransaction
@@ -16,16 +17,19 @@ __all__ = ["SqliteCaching"]
 class SqliteCaching:
     """:class:`miniengine.storage.interfaces.caching.Caching` on a :class:`Store`."""
 
-    __slots__ = ("_store", "begin_cached", "copy_cached", "create_calcjob_hashed")
+    __slots__ = ("_store", "begin_cached", "create_calcjob_cached", "set_settings")
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.begin_cached = SqliteTransaction(store, caching_rows.begin_cached_tx)
-        self.copy_cached = SqliteTransaction(store, caching_rows.copy_cached_tx)
-        self.create_calcjob_hashed = SqliteTransaction(store, caching_rows.create_calcjob_hashed_tx)
+        self.create_calcjob_cached = SqliteTransaction(store, caching_rows.create_calcjob_cached_tx)
+        self.set_settings = SqliteTransaction(store, caching_rows.set_settings_tx)
 
     def node_hash(self, pk: int) -> str | None:
         return self._store.read(caching_rows.node_hash, pk)
 
     def cache_source(self, process_type: str, node_hash: str) -> str | None:
         return self._store.read(caching_rows.cache_source, process_type, node_hash)
+
+    def settings(self, names: Sequence[str]) -> dict[str, Any]:
+        return self._store.read(caching_rows.settings, names)

@@ -1,0 +1,235 @@
+"""Caching wherever a process is launched: CalcJobs submitted by WorkChain steps and
+calcfunctions called in them, in run mode and in the daemon (whose workers learn the setting
+from the database), on both backends."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniengine import InstalledCode, Int, Str, enable_caching, load_node, run
+from miniengine.exceptions import MiniengineError, ValidationError
+from miniengine.runtime import caching
+from miniengine.runtime.computers import localhost_computer
+from tests.workchains.caching_chains import CachedJobsWorkChain, add_counted
+from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+
+pytestmark = pytest.mark.backends
+
+IDENTIFIERS = ["tests.workchains.calcjob_plugins.*", "tests.workchains.caching_chains.*"]
+
+
+@pytest.fixture(autouse=True)
+def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(caching.ENVIRONMENT_VARIABLE, raising=False)
+
+
+@pytest.fixture
+def setup(backend_db: Any, tmp_path: Path) -> dict[str, Any]:
+    work = tmp_path / "work"
+    work.mkdir()
+    code = InstalledCode(
+        computer=localhost_computer(work), filepath_executable="/bin/bash", label="bash"
+    ).store()
+    return {"db": backend_db, "work": work, "code": code, "counter": tmp_path / "counter"}
+
+
+def _ran(setup: dict[str, Any]) -> Counter[str]:
+    """How often the job's program and the calcfunction's body ran (from the counter file)."""
+    counter: Path = setup["counter"]
+    return Counter(counter.read_text().split()) if counter.exists() else Counter()
+
+
+def _uploads(setup: dict[str, Any]) -> int:
+    """How many jobs were uploaded (each has an input file in its working folder)."""
+    return sum(1 for _ in setup["work"].rglob("aiida.in"))
+
+
+def _inputs(setup: dict[str, Any], x: int = 4, y: int = 5) -> dict[str, Any]:
+    return {"code": setup["code"], "x": Int(x), "y": Int(y), "counter": Str(str(setup["counter"]))}
+
+
+def _called(node: Any) -> dict[str, Any]:
+    """The children of a CachedJobsWorkChain by kind: job, more, calc."""
+    children = sorted(node.called, key=lambda child: child.pk)
+    jobs = [child for child in children if child.process_label == "ArithmeticAddCalculation"]
+    calcs = [child for child in children if child.process_label == "add_counted"]
+    assert len(jobs) == 2 and len(calcs) == 1, children
+    return {"job": jobs[0], "more": jobs[1], "calc": calcs[0]}
+
+
+def test_a_workchain_reuses_the_jobs_and_calls_of_an_equal_run(setup: dict[str, Any]) -> None:
+    with enable_caching(identifier="tests.workchains.*"):
+        first, source = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+        assert source.is_finished_ok and _ran(setup) == {"ran": 2, "calc": 1}
+        assert _uploads(setup) == 2
+        second, node = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+    assert _ran(setup) == {"ran": 2, "calc": 1}  # no program ran, no body either
+    assert _uploads(setup) == 2  # nothing was uploaded or submitted
+    assert node.is_finished_ok and node.exit_status == 0
+    assert node.base.caching.get_cache_source() is None  # a WorkChain itself is never cached
+    assert {k: v.value for k, v in second.items()} == {k: v.value for k, v in first.items()}
+    assert {k: v.value for k, v in second.items()} == {"sum": 9, "total": 19}
+    before, after = _called(source), _called(node)
+    for kind in ("job", "more", "calc"):
+        assert after[kind].is_finished_ok and after[kind].exit_status == 0
+        assert after[kind].base.caching.get_cache_source() == before[kind].uuid, kind
+        assert after[kind].pk != before[kind].pk
+        assert after[kind].caller.pk == node.pk  # called by the new WorkChain
+    # the parent saw the copies as finished children: ToContext, append_ and outputs
+    assert second["sum"].pk == after["job"].outputs.sum.pk
+    assert second["total"].pk == after["calc"].outputs.result.pk
+    retrieved = load_node(after["job"].pk).outputs.retrieved.list_object_names()
+    assert "aiida.out" in retrieved
+    assert retrieved == before["job"].outputs.retrieved.list_object_names()
+
+
+def test_other_inputs_a_new_version_or_no_cache_run_again(setup: dict[str, Any]) -> None:
+    with enable_caching(identifier="tests.workchains.*"):
+        run(CachedJobsWorkChain, **_inputs(setup))
+        assert _ran(setup) == {"ran": 2, "calc": 1}
+        _, node = run.get_node(CachedJobsWorkChain, **_inputs(setup, x=6))  # 6 + 5 is new
+        assert _ran(setup) == {"ran": 3, "calc": 2}  # 5 + 5 was reused
+        assert _called(node)["more"].base.caching.get_cache_source() is not None
+        assert _called(node)["job"].base.caching.get_cache_source() is None
+        ArithmeticAddCalculation._CACHE_VERSION = 2  # type: ignore[attr-defined]
+        try:
+            run(CachedJobsWorkChain, **_inputs(setup))
+            assert _ran(setup) == {"ran": 5, "calc": 2}  # both jobs again; the sums are equal
+        finally:
+            del ArithmeticAddCalculation._CACHE_VERSION  # type: ignore[attr-defined]
+        ArithmeticAddCalculation._cachable = False  # type: ignore[attr-defined]
+        try:
+            _, node = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+            assert _ran(setup) == {"ran": 7, "calc": 2}
+            assert _called(node)["job"].base.caching.get_hash() is None
+        finally:
+            del ArithmeticAddCalculation._cachable  # type: ignore[attr-defined]
+
+
+def test_an_invalid_cache_is_never_used(setup: dict[str, Any]) -> None:
+    with enable_caching(identifier="tests.workchains.*"):
+        _, source = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+        for child in source.called:
+            child.base.caching.is_valid_cache = False
+        _, node = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+        assert _ran(setup) == {"ran": 4, "calc": 2}
+        assert all(c.base.caching.get_cache_source() is None for c in node.called)
+
+
+def test_a_run_made_with_caching_off_is_a_source(setup: dict[str, Any]) -> None:
+    _, unhashed = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+    assert all(c.base.caching.get_hash() is None for c in unhashed.called)
+    caching.set_caching_config(store_all_hashes=True, db=setup["db"])
+    _, source = run.get_node(CachedJobsWorkChain, **_inputs(setup))  # off: it all runs again
+    assert _ran(setup) == {"ran": 4, "calc": 2}
+    assert all(c.base.caching.get_hash() is not None for c in source.called)
+    caching.set_caching_config(enabled_for=IDENTIFIERS, db=setup["db"])
+    _, node = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+    assert _ran(setup) == {"ran": 4, "calc": 2}
+    assert _called(node)["job"].base.caching.get_cache_source() == _called(source)["job"].uuid
+
+
+def test_the_database_setting(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    db = setup["db"]
+    assert caching.get_caching_config(db=db) == caching.CachingConfig()
+    assert not caching.get_use_cache(identifier=add_counted.process_type, db=db)
+    bad_values: list[dict[str, Any]] = [
+        {"default_enabled": "yes"},
+        {"enabled_for": "a.b"},
+        {"disabled_for": [""]},
+        {"store_all_hashes": 1},
+    ]
+    for bad in bad_values:
+        with pytest.raises(ValidationError, match="caching"):
+            caching.set_caching_config(db=db, **bad)
+    assert caching.get_caching_config(db=db) == caching.CachingConfig()  # nothing written
+    config = caching.set_caching_config(enabled_for=["tests.*"], disabled_for=["*.x"], db=db)
+    assert config == caching.CachingConfig(False, ("tests.*",), ("*.x",))
+    assert caching.get_use_cache(identifier=add_counted.process_type, db=db)
+    assert not caching.get_use_cache(identifier="tests.x", db=db)  # disabled wins
+    assert not caching.get_use_cache(identifier="other.y", db=db)
+    monkeypatch.setenv(caching.ENVIRONMENT_VARIABLE, "0")  # the environment replaces it
+    assert not caching.get_use_cache(identifier=add_counted.process_type, db=db)
+    monkeypatch.delenv(caching.ENVIRONMENT_VARIABLE)
+    config = caching.set_caching_config(default_enabled=True, enabled_for=[], db=db)
+    assert config == caching.CachingConfig(True, (), ("*.x",))
+    assert caching.set_caching_config(store_all_hashes=True, db=db).store_all_hashes
+    assert caching.get_use_cache(identifier="other.y", db=db)
+    assert isinstance(ValidationError("x"), MiniengineError | ValueError)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the daemon uses pidfds")
+def test_daemon_workers_follow_the_database_setting(setup: dict[str, Any]) -> None:
+    from miniengine import await_node, submit
+    from tests.workchains.daemon_chains import DaemonGuard
+
+    caching.set_caching_config(enabled_for=IDENTIFIERS, db=setup["db"])
+    with DaemonGuard(setup["db"]) as daemon:
+        daemon.start("--workers", "1")
+        first = submit(CachedJobsWorkChain, **_inputs(setup))
+        await_node(first, timeout=60)
+        source = load_node(first.pk)
+        assert source.is_finished_ok, source.exit_status
+        assert _ran(setup) == {"ran": 2, "calc": 1} and _uploads(setup) == 2
+        second = submit(CachedJobsWorkChain, **_inputs(setup))
+        await_node(second, timeout=60)
+        node = load_node(second.pk)
+    assert node.is_finished_ok and node.outputs.total.value == 19
+    assert _ran(setup) == {"ran": 2, "calc": 1} and _uploads(setup) == 2
+    before, after = _called(source), _called(node)
+    for kind in ("job", "more", "calc"):
+        assert after[kind].base.caching.get_cache_source() == before[kind].uuid, kind
+
+
+def _cli(db: Any, *args: str) -> str:
+    import subprocess
+
+    from tests.workchains.daemon_chains import ROOT, python_env
+
+    env = python_env()
+    env.pop("MINIENGINE_DB", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "miniengine", *args, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+def test_the_command_line_sets_caching_and_shows_hashes(setup: dict[str, Any]) -> None:
+    import json
+
+    db = setup["db"]
+    _cli(db, "caching", "enable", "tests.workchains.*")
+    _cli(db, "caching", "disable", "tests.workchains.caching_chains.add_counted")
+    shown = json.loads(_cli(db, "caching", "show", "--json"))
+    assert shown == {
+        "caching.default_enabled": False,
+        "caching.enabled_for": ["tests.workchains.*"],
+        "caching.disabled_for": ["tests.workchains.caching_chains.add_counted"],
+        "caching.store_all_hashes": False,
+    }
+    _, source = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+    _, node = run.get_node(CachedJobsWorkChain, **_inputs(setup))
+    assert _ran(setup) == {"ran": 2, "calc": 2}  # the calcfunction is disabled
+    job, calc = _called(node)["job"], _called(node)["calc"]
+    fields = json.loads(_cli(db, "node", "show", str(job.pk), "--json"))
+    assert fields["cache_source"] == _called(source)["job"].uuid
+    assert fields["hash"] == job.base.caching.get_hash() is not None
+    fields = json.loads(_cli(db, "node", "show", str(calc.pk), "--json"))
+    assert fields["cache_source"] is None and fields["hash"] is None
+    text = _cli(db, "node", "show", str(job.pk))
+    assert f"cache_source   {_called(source)['job'].uuid}" in text.splitlines()
+    _cli(db, "caching", "disable")
+    assert "caching.default_enabled   false" in _cli(db, "caching", "show").splitlines()
+    assert json.loads(_cli(db, "caching", "show", "--json"))["caching.enabled_for"] == []
