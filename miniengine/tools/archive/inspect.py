@@ -11,6 +11,15 @@ from miniengine.exceptions import CorruptArchive
 
 __all__ = ["ArchiveInfo", "inspect_archive"]
 
+#: The order counts are shown in (any other count follows, by name).
+_ORDER = ("nodes", "links", "groups", "group_nodes", "comments", "logs", "computers", "objects")
+
+
+def _ordered(counts: dict[str, Any]) -> dict[str, int]:
+    rank = {name: number for number, name in enumerate(_ORDER)}
+    names = sorted(counts, key=lambda name: (rank.get(name, len(rank)), name))
+    return {str(name): int(counts[name]) for name in names}
+
 
 @dataclass(frozen=True)
 class ArchiveInfo:
@@ -46,7 +55,7 @@ class ArchiveInfo:
             format_version=int(metadata.get("format_version", 0)),
             miniengine_version=str(metadata.get("miniengine_version", "unknown")),
             created=str(metadata.get("created", "unknown")),
-            counts={str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {},
+            counts=_ordered(counts) if isinstance(counts, dict) else {},
             groups=list(groups) if isinstance(groups, list) else [],
             size=path.stat().st_size if path.exists() else 0,
             checksum_ok=checksum_ok,
