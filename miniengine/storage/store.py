@@ -409,7 +409,7 @@ class Store:
         # A thread of its own, not the background thread: under load that one has writes queued
         # (each waiting for the file's lock), and the WAL grows while a checkpoint waits there.
         thread = threading.Thread(
-            target=self._checkpoint, args=(quiet,), name="miniengine-checkpoint", daemon=True
+            target=self._checkpoint_once, args=(quiet,), name="miniengine-checkpoint", daemon=True
         )
         self._checkpoint_thread = thread
         thread.start()
@@ -425,6 +425,18 @@ class Store:
         self._wal_size = size
         return grew
 
+    def _checkpoint_once(self, quiet: bool) -> None:
+        """:meth:`_checkpoint` in its thread; the next one may be queued only once it ended.
+
+        Two at once would share the one checkpointer connection from two threads (one waiting
+        in sqlite for the file while the other needs the same connection), and a checkpoint
+        kept waiting under load would otherwise be joined by another at every later commit.
+        """
+        try:
+            self._checkpoint(quiet)
+        finally:
+            self._checkpoint_queued = False
+
     def _checkpoint(self, quiet: bool = False) -> None:
         """Copy the WAL back into the database file, and keep the WAL file small.
 
@@ -439,7 +451,6 @@ class Store:
         A ``quiet`` store (few commits lately) empties the file (``TRUNCATE``): under load that
         would only make the file grow again.
         """
-        self._checkpoint_queued = False
         if self._closed:
             return
         connection = self._checkpointer
