@@ -316,6 +316,12 @@ def pages() -> dict[Path, str]:
             "Helpers for testing code that uses miniengine: pytest fixtures that give each test"
             " its own database, and a process that waits for a gate to open.",
         ),
+        REFERENCE / "archive.md": render_module(
+            "miniengine.tools.archive",
+            "miniengine.tools.archive",
+            "Archives: create one portable file of provenance, import it into another database,"
+            " and describe one ([the archives guide](../guide/archives.md)).",
+        ),
         REFERENCE / "exceptions.md": render_exceptions(),
         REFERENCE / "cli.md": render_cli(),
     }
