@@ -209,15 +209,20 @@ def test_a_gap_is_given_up_once_every_transaction_that_may_hold_it_ended() -> No
     at the read after it was missed (a rolled-back insert never shows)."""
     row = (5, "u5", "p", "finished", 0, 0, 1.0, 1.0, None)
     start = process_changes.first_cursor([], 3)
-    cursor, changes = process_changes.diff(start, [row], {}, process_changes.Snapshot(100, 110))
+
+    def read(cursor: Any, nodes: list[Any], xmin: int, xmax: int) -> Any:
+        snapshot = process_changes.Snapshot(xmin, xmax)
+        return process_changes.diff(cursor, nodes, nodes, set(), {}, {}, snapshot)
+
+    cursor, changes = read(start, [row], 100, 110)
     assert [c.pk for c in changes] == [5] and cursor.gaps == {4: None}
-    cursor, _ = process_changes.diff(cursor, [], {}, process_changes.Snapshot(105, 120))
+    cursor, _ = read(cursor, [], 105, 120)
     assert cursor.gaps == {4: 120}  # the horizon: transactions below 120 may hold it
-    cursor, _ = process_changes.diff(cursor, [], {}, process_changes.Snapshot(119, 130))
+    cursor, _ = read(cursor, [], 119, 130)
     assert cursor.gaps == {4: 120}
-    cursor, _ = process_changes.diff(cursor, [], {}, process_changes.Snapshot(120, 130))
+    cursor, _ = read(cursor, [], 120, 130)
     assert cursor.gaps == {}  # all of them ended: it was rolled back
-    cursor, _ = process_changes.diff(start, [row], {}, None)
+    cursor, _ = process_changes.diff(start, [row], [row], set(), {}, {}, None)
     assert cursor.gaps == {}  # sqlite: nothing can fill a gap later
 
 
@@ -394,7 +399,7 @@ def test_each_filter_of_a_page_and_the_changes_read_walk_an_index(miniengine_db:
         )
         steps = plan(*query)
         assert not [step for step in steps if step.startswith("SCAN")], (states, group, steps)
-    steps = plan(query_rows.changes_query(query_rows.SQLITE), (1, "[]", "[]"))
-    assert "SEARCH n USING INDEX nodes_active (process_state=?)" in steps
-    assert not [step for step in steps if step.startswith("SCAN n")], steps
+    steps = plan(query_rows.changes_query(query_rows.SQLITE), (64, 1, "[]"))
+    assert "SEARCH nodes USING INDEX nodes_active (process_state=?)" in steps, steps
+    assert not [step for step in steps if step.startswith("SCAN nodes")], steps
     connection.close()

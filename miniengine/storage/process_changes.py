@@ -4,42 +4,69 @@ No column says "changed since": ``mtime`` is not touched by pause and play, and 
 clock; the ``events`` table is written only while a watcher is registered (a write, which a
 reader may not be allowed to make).  But a process changes only while it is active (created,
 running or waiting), and the active processes have their own index.  So a cursor holds the
-active processes as last read and the highest node pk seen, and one statement (one snapshot,
-:func:`miniengine.storage.query_rows.changes_query`) reads the active processes now, the nodes
-above that pk, and the cursor's active processes that have ended; comparing the two gives every
-change, whatever order the writers committed in.
+active processes as last reported, grouped in buckets of pks with a fingerprint per bucket,
+and the highest node pk seen.  A read is two statements:
+
+1. one snapshot of the fingerprints of the active processes now, bucket by bucket (the
+   database concatenates each bucket's rows: the reader compares a few hundred strings, not
+   ten thousand rows), and of every node above the cursor's highest pk;
+2. only for the buckets whose fingerprint changed: their active processes now, and those
+   the cursor knew there (ended since, or not).
+
+Comparing them with the cursor gives every change, whatever order the writers committed in.
+What changes between the two statements is either read by the second or changes a
+fingerprint that the next read sees: it may be reported twice, never lost.
 
 New nodes are found by pk.  On sqlite writers are serialised, so pks become visible in
 increasing order.  On PostgreSQL a transaction may commit pk 100 after another committed 101:
 a pk missing below the highest one seen (a *gap*) is read again at every call until it shows,
 or until every transaction that was running when it was first missed has ended (then it was
 rolled back, an insert that did nothing, or deleted).  This module is the same on both
-backends; the backends run the statements.
+backends; each backend runs the statements with its own marks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from miniengine.storage.interfaces.reads import ProcessSummary
+from miniengine.storage.query_rows import Dialect, bucket_rows_query, callers_query
 
 __all__ = [
     "ACTIVE",
+    "BUCKETS",
     "INITIAL_GAP_WINDOW",
     "ChangeCursor",
     "Snapshot",
     "diff",
     "first_cursor",
-    "needs_callers",
-    "summary",
+    "read_changes",
 ]
 
 ACTIVE = frozenset({"created", "running", "waiting"})
 
+#: About how many buckets the active processes of a new cursor fall into (more as new
+#: processes come): each is one string in a read, and a changed one is read row by row.
+BUCKETS = 256
+
 #: How far below the highest pk a new PostgreSQL cursor looks for transactions in flight.
 INITIAL_GAP_WINDOW = 10_000
+
+#: Rows per statement when reading callers or buckets by lists of pks.
+_CHUNK = 500
+
+Fetch = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The transaction horizon of a PostgreSQL read: every transaction id below ``xmin`` has
+    ended, and every one that had not started is at or above ``xmax``."""
+
+    xmin: int
+    xmax: int
 
 
 @dataclass(frozen=True)
@@ -52,18 +79,13 @@ class ChangeCursor:
     top: int
     #: the active processes as last reported, by pk
     active: Mapping[int, ProcessSummary]
+    #: the pks of a bucket are those with the same ``pk // bucket_size``
+    bucket_size: int = 64
+    #: the fingerprint of each bucket of active processes as last read
+    buckets: Mapping[int, str] = field(default_factory=dict)
     #: pks below ``top`` not seen yet, each with the transaction horizon after which it is
     #: given up (None until the read after it was first missed sets it); PostgreSQL only
     gaps: Mapping[int, int | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The transaction horizon of a PostgreSQL read: every transaction id below ``xmin`` has
-    ended, and every one that had not started is at or above ``xmax``."""
-
-    xmin: int
-    xmax: int
 
 
 def _key(summary: ProcessSummary) -> tuple[Any, ...]:
@@ -76,8 +98,7 @@ def _key(summary: ProcessSummary) -> tuple[Any, ...]:
     )
 
 
-def summary(row: Sequence[Any], parent: int | None) -> ProcessSummary:
-    """A :class:`ProcessSummary` from a row of ``SUMMARY_COLUMNS`` and ``process_status``."""
+def _summary(row: Sequence[Any], parent: int | None) -> ProcessSummary:
     pk, uuid, label, state, exit_status, paused, ctime, mtime, status = row
     return ProcessSummary(
         int(pk),
@@ -93,34 +114,116 @@ def summary(row: Sequence[Any], parent: int | None) -> ProcessSummary:
     )
 
 
+def first_cursor(
+    active: Sequence[ProcessSummary], top: int, present: Iterable[int] | None = None
+) -> ChangeCursor:
+    """The cursor of ``current_cursor``: the active processes (read after ``top``) and the
+    highest pk now; on PostgreSQL ``present`` is the pks seen in the window below ``top``,
+    and the others in it are gaps that a transaction still running may fill.
+
+    It has no fingerprints yet, so the first read compares every active process once (and
+    reports only those that changed meanwhile)."""
+    gaps: dict[int, int | None] = {}
+    if present is not None:
+        have = set(present)
+        low = max(0, top - INITIAL_GAP_WINDOW)
+        gaps = {pk: None for pk in range(low + 1, top) if pk not in have}
+    return ChangeCursor(
+        top=top,
+        active={row.pk: row for row in active},
+        bucket_size=bucket_size_for(active, top),
+        gaps=gaps,
+    )
+
+
+def bucket_size_for(active: Sequence[ProcessSummary], top: int) -> int:
+    """A bucket size that spreads the pks from the lowest active one to ``top`` over about
+    :data:`BUCKETS` buckets (at least 16 pks each)."""
+    low = min((row.pk for row in active), default=top)
+    return max(16, (top - low) // BUCKETS + 1)
+
+
+async def read_changes(
+    fetch: Fetch,
+    dialect: Dialect,
+    first_statement: str,
+    cursor: ChangeCursor,
+    with_snapshot: bool,
+) -> tuple[ChangeCursor, list[ProcessSummary]]:
+    """``changes_after`` on any backend: ``first_statement`` is ``changes_query`` (with two
+    leading columns ``xmin, xmax`` and one row at least when ``with_snapshot``)."""
+    found = await fetch(
+        first_statement,
+        (cursor.bucket_size, cursor.top, dialect.list_param(list(cursor.gaps))),
+    )
+    snapshot = None
+    if with_snapshot:
+        snapshot = Snapshot(int(found[0][0]), int(found[0][1]))
+        found = [row[2:] for row in found if row[2] is not None]
+    fingerprints = {int(row[1]): str(row[2]) for row in found if row[0] == 0}
+    nodes = [row[1:] for row in found if row[0] == 1]
+    changed = [
+        bucket
+        for bucket in fingerprints.keys() | cursor.buckets.keys()
+        if fingerprints.get(bucket) != cursor.buckets.get(bucket)
+    ]
+    size = cursor.bucket_size
+    known = [pk for pk in cursor.active if pk // size in set(changed)]
+    rows = list(nodes)
+    for start in range(0, max(len(changed), len(known)), _CHUNK):
+        rows.extend(
+            await fetch(
+                bucket_rows_query(dialect),
+                (
+                    size,
+                    dialect.list_param(changed[start : start + _CHUNK]),
+                    dialect.list_param(known[start : start + _CHUNK]),
+                ),
+            )
+        )
+    new = sorted({int(row[0]) for row in rows if row[3] is not None} - cursor.active.keys())
+    callers: dict[int, int] = {}
+    for start in range(0, len(new), _CHUNK):
+        page = dialect.list_param(new[start : start + _CHUNK])
+        for child, caller in await fetch(callers_query(dialect), (page,)):
+            callers.setdefault(int(child), int(caller))
+    return diff(cursor, rows, nodes, set(changed), fingerprints, callers, snapshot)
+
+
 def diff(
     cursor: ChangeCursor,
     rows: Iterable[Sequence[Any]],
+    nodes: Iterable[Sequence[Any]],
+    changed: set[int],
+    fingerprints: Mapping[int, str],
     callers: Mapping[int, int],
     snapshot: Snapshot | None,
 ) -> tuple[ChangeCursor, list[ProcessSummary]]:
-    """The new cursor and the changed processes (pk order) from the rows of ``changes_query``.
+    """The new cursor and the changed processes (pk order).
 
-    ``callers`` holds the caller of each process of :func:`needs_callers`; ``snapshot`` is the
-    read's horizon on PostgreSQL (None on sqlite, where no gap can fill later).
+    ``rows`` are every row read (``SUMMARY_COLUMNS`` and ``process_status``; a Data node has
+    a NULL state), ``nodes`` those of them above the cursor's highest pk or among its gaps,
+    ``changed`` the buckets whose fingerprint changed (their active processes were all
+    read), ``callers`` the caller of each process new to the cursor; ``snapshot`` is the
+    horizon of the read on PostgreSQL (None on sqlite, where no gap fills later).
     """
-    changed: dict[int, ProcessSummary] = {}
-    active: dict[int, ProcessSummary] = {}
-    seen: set[int] = set()
+    size = cursor.bucket_size
+    active = {pk: row for pk, row in cursor.active.items() if pk // size not in changed}
+    reported: dict[int, ProcessSummary] = {}
     for row in rows:
-        pk = int(row[0])
-        seen.add(pk)
         if row[3] is None:  # a Data node: only its pk matters
             continue
+        pk = int(row[0])
         old = cursor.active.get(pk)
-        parent = old.parent if old is not None else callers.get(pk)
-        now = summary(row, parent)
+        now = _summary(row, old.parent if old is not None else callers.get(pk))
         if now.process_state in ACTIVE:
             active[pk] = now
+        else:
+            active.pop(pk, None)
         if old is None or _key(old) != _key(now):
-            changed[pk] = now
-    top = max(seen, default=cursor.top)
-    top = max(top, cursor.top)
+            reported[pk] = now
+    seen = {int(row[0]) for row in nodes}
+    top = max(max(seen, default=cursor.top), cursor.top)
     gaps: dict[int, int | None] = {}
     if snapshot is not None:
         for pk, horizon in cursor.gaps.items():
@@ -131,26 +234,7 @@ def diff(
             elif snapshot.xmin < horizon:
                 gaps[pk] = horizon  # a transaction that may hold it is still running
         gaps.update((pk, None) for pk in range(cursor.top + 1, top) if pk not in seen)
-    return ChangeCursor(top, active, gaps), [changed[pk] for pk in sorted(changed)]
-
-
-def needs_callers(cursor: ChangeCursor, rows: Iterable[Sequence[Any]]) -> list[int]:
-    """The processes among ``rows`` whose caller the cursor does not know yet."""
-    return [int(row[0]) for row in rows if row[3] is not None and int(row[0]) not in cursor.active]
-
-
-def first_cursor(
-    active: Iterable[ProcessSummary],
-    top: int,
-    present: Iterable[int] | None = None,
-) -> ChangeCursor:
-    """The cursor of :meth:`current_cursor`: the active processes and the highest pk now;
-    on PostgreSQL ``present`` is the pks seen in the window below ``top``, and the others
-    in it are gaps that a transaction still running may fill."""
-    gaps: dict[int, int | None] = {}
-    if present is not None:
-        have = set(present)
-        gaps = {
-            pk: None for pk in range(max(0, top - INITIAL_GAP_WINDOW) + 1, top) if pk not in have
-        }
-    return ChangeCursor(top, {row.pk: row for row in active}, gaps)
+    buckets = {b: f for b, f in cursor.buckets.items() if b not in changed}
+    buckets.update((b, fingerprints[b]) for b in changed if b in fingerprints)
+    cursor = ChangeCursor(top, active, size, buckets, gaps)
+    return cursor, [reported[pk] for pk in sorted(reported)]

@@ -208,6 +208,8 @@ class Dialect(NamedTuple):
     list_param: Callable[[Sequence[int]], object]
     #: the whole minute (since the epoch) of a time in seconds, ``{}`` for the time
     minute: str
+    #: the fingerprints of a bucket's rows joined in pk order, ``{}`` for one row's
+    aggregate: str
 
 
 SQLITE = Dialect(
@@ -216,6 +218,7 @@ SQLITE = Dialect(
     "IN (SELECT value FROM json_each(?))",
     lambda pks: json.dumps(list(pks)),
     "CAST({} / 60 AS INTEGER)",  # truncates, and times are positive
+    "group_concat({}, ';')",  # in the order of the rows fed to it: pk order
 )
 
 #: What a list of processes shows of each: the columns of ``ProcessSummary`` but the caller.
@@ -289,26 +292,47 @@ def active_summaries_query(dialect: Dialect) -> str:
     )
 
 
+#: One active process's fingerprint in :func:`changes_query`: what a change of its row on a
+#: page is (state, paused flag, mtime to the microsecond, status), length-prefixing the status
+#: so that no two rows can read alike.
+_FINGERPRINT = (
+    "n.pk || ':' || n.process_state || ':' || n.paused || ':' || "
+    "CAST(n.mtime * 1000000 AS BIGINT) || ':' || length(coalesce(n.process_status, '')) || "
+    "':' || coalesce(n.process_status, '')"
+)
+
+
 def changes_query(dialect: Dialect) -> str:
-    """What changed since a cursor, read in one statement (one snapshot), in three parts.
+    """What changed since a cursor, in one statement (one snapshot), as rows tagged by their
+    first column.  Parameters: the bucket size, the cursor's highest node pk, and the pks it
+    still waits for (gaps, one list parameter, see :attr:`Dialect.in_list`).
 
-    Parameters: the cursor's highest node pk, the pks it is still waiting for (gaps), and the
-    pks it knew as active (each list one parameter, see :attr:`Dialect.in_list`).
-    Rows: ``SUMMARY_COLUMNS`` and ``process_status``; a Data node has a NULL state.
-
-    - every process that has not ended (``nodes_active``), to compare with the cursor's;
-    - every node above the cursor's highest pk that has ended or is not a process (new
-      processes that ended before this read; data rows to learn the new highest pk), and
-      the nodes among the gaps that have committed since;
-    - the processes the cursor knew as active that have ended since (by pk).
+    - ``0, bucket, fingerprint``: the active processes (``nodes_active``) by buckets of pks,
+      each bucket the concatenated fingerprints of its processes in pk order, so that the
+      database compares a thousand rows and the reader a few strings;
+    - ``1, SUMMARY_COLUMNS, process_status``: every node above the cursor's highest pk and
+      among the gaps (a Data node with a NULL state), to learn new processes, even those
+      that ended before this read, and the new highest pk.
     """
+    mark, in_list = dialect.mark, dialect.in_list
+    fingerprints = dialect.aggregate.format(_FINGERPRINT)
+    return (
+        f"SELECT 0, n.pk / {mark}, {fingerprints}, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+        "FROM (SELECT pk, process_state, paused, mtime, process_status FROM nodes "
+        f"WHERE process_state IN {ACTIVE_STATES_SQL} ORDER BY pk) n GROUP BY 2 "
+        f"UNION ALL SELECT 1, {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
+        f"WHERE n.pk > {mark} OR n.pk {in_list}"
+    )
+
+
+def bucket_rows_query(dialect: Dialect) -> str:
+    """The processes of the buckets whose fingerprint changed: the active ones now in them
+    (their index holds the pk: no row is read for the others) and the ones that were active
+    there before (by pk), ended or not.  Parameters: the bucket size, the buckets, the pks."""
     mark, in_list = dialect.mark, dialect.in_list
     return (
         f"SELECT {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
-        f"WHERE n.process_state IN {ACTIVE_STATES_SQL} "
-        f"UNION ALL SELECT {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
-        f"WHERE (n.pk > {mark} OR n.pk {in_list}) "
-        f"AND (n.process_state IS NULL OR n.process_state NOT IN {ACTIVE_STATES_SQL}) "
+        f"WHERE n.process_state IN {ACTIVE_STATES_SQL} AND (n.pk / {mark}) {in_list} "
         f"UNION ALL SELECT {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
         f"WHERE n.pk {in_list} AND n.process_state NOT IN {ACTIVE_STATES_SQL}"
     )

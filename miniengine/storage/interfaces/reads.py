@@ -195,14 +195,16 @@ class AsyncReads(Protocol):
         process's state, exit status, status, paused flag or mtime, is in the result of a
         later call (at least once; a change may be reported again, and only the latest of
         several changes between two calls is seen).  No write is needed for this (no
-        watcher is registered): the cursor holds the active processes as last read, and one
-        statement reads, in one snapshot, the active processes, the nodes above the
-        cursor's highest pk, and the now-ended processes the cursor knew as active.  On
-        PostgreSQL, where a transaction may commit a lower pk after a higher one, the pks
-        skipped below the highest are kept in the cursor until they commit, or until every
-        transaction that was running when they were first missed has ended.  The cost is
-        one read of the active processes (``nodes_active``), plus the new rows.  Results
-        are in pk order."""
+        watcher is registered): the cursor holds the active processes as last read, with a
+        fingerprint per bucket of pks, and a call reads in one snapshot the fingerprints of
+        the active processes now and the nodes above the cursor's highest pk, then the rows
+        of the buckets whose fingerprint changed.  On PostgreSQL, where a transaction may
+        commit a lower pk after a higher one, the pks skipped below the highest are kept in
+        the cursor until they commit, or until every transaction that was running when they
+        were first missed has ended.  Cost: the database walks the active processes
+        (``nodes_active``) once per call, but only the changed buckets and the new nodes
+        become Python rows (10,000 active processes and nothing changed: one statement,
+        a few hundred short strings).  Results are in pk order."""
         ...
 
     async def process_detail(self, pk: int) -> ProcessDetail:

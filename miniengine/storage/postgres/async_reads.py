@@ -30,7 +30,6 @@ from miniengine.storage.postgres.connection import CONNECT_TIMEOUT, store_error
 from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
     active_summaries_query,
-    callers_query,
     changes_query,
     finished_per_minute_query,
     process_page_query,
@@ -229,21 +228,9 @@ class PostgresAsyncReads:
     async def changes_after(
         self, cursor: ChangeCursor
     ) -> tuple[ChangeCursor, list[ProcessSummary]]:
-        found = await self._fetch(
-            _SNAPSHOT_AND_CHANGES, (cursor.top, list(cursor.gaps), list(cursor.active))
+        return await process_changes.read_changes(
+            self._fetch, query_rows.POSTGRES, _SNAPSHOT_AND_CHANGES, cursor, True
         )
-        snapshot = process_changes.Snapshot(int(found[0][0]), int(found[0][1]))
-        changes = [row[2:] for row in found if row[2] is not None]
-        callers = await self._callers(process_changes.needs_callers(cursor, changes))
-        return process_changes.diff(cursor, changes, callers, snapshot)
-
-    async def _callers(self, pks: Sequence[int]) -> dict[int, int]:
-        callers: dict[int, int] = {}
-        query = callers_query(query_rows.POSTGRES)
-        for start in range(0, len(pks), PAGE_ROWS):
-            for child, caller in await self._fetch(query, (list(pks[start : start + PAGE_ROWS]),)):
-                callers.setdefault(int(child), int(caller))
-        return callers
 
     async def process_detail(self, pk: int) -> ProcessDetail:
         if pk not in SQL_INTEGERS:

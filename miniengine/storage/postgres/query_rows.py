@@ -115,7 +115,12 @@ def linked_nodes_query(incoming: bool) -> str:
 
 #: How PostgreSQL spells what the shared query texts of the web view leave open.
 POSTGRES = Dialect(
-    "%s", "ILIKE", "= ANY(%s)", lambda pks: list(pks), "CAST(floor({} / 60) AS bigint)"
+    "%s",
+    "ILIKE",
+    "= ANY(%s)",
+    lambda pks: list(pks),
+    "CAST(floor({} / 60) AS bigint)",
+    "string_agg({}, ';' ORDER BY n.pk)",
 )
 
 

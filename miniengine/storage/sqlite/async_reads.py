@@ -16,7 +16,6 @@ that shutdown (or never closed) cannot keep the interpreter alive at exit.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import time
@@ -245,21 +244,9 @@ class SqliteAsyncReads:
         self, cursor: ChangeCursor
     ) -> tuple[ChangeCursor, list[ProcessSummary]]:
         dialect = query_rows.SQLITE
-        found = await self._fetch(
-            query_rows.changes_query(dialect),
-            (cursor.top, dialect.list_param(()), dialect.list_param(list(cursor.active))),
+        return await process_changes.read_changes(
+            self._fetch, dialect, query_rows.changes_query(dialect), cursor, False
         )
-        callers = await self._callers(process_changes.needs_callers(cursor, found))
-        return process_changes.diff(cursor, found, callers, None)
-
-    async def _callers(self, pks: Sequence[int]) -> dict[int, int]:
-        callers: dict[int, int] = {}
-        for start in range(0, len(pks), PAGE_ROWS):
-            page = pks[start : start + PAGE_ROWS]
-            query = query_rows.callers_query(query_rows.SQLITE)
-            for child, caller in await self._fetch(query, (json.dumps(list(page)),)):
-                callers.setdefault(int(child), int(caller))
-        return callers
 
     async def process_detail(self, pk: int) -> ProcessDetail:
         if pk not in rows.SQL_INTEGERS:
