@@ -42,6 +42,7 @@ SHOWN_WITHIN_MS = 5_000
 @dataclass
 class Site:
     db: Path
+    guard: DaemonGuard
     server: WebServer
     context: Any  # playwright's BrowserContext
     artifacts: Path
@@ -74,7 +75,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             running_web(db, env=python_env(db)) as server,
             running_chromium(folder / "chromium-profile") as context,
         ):
-            yield Site(db, server, context, artifacts)
+            yield Site(db, guard, server, context, artifacts)
 
 
 def _earlier_work(db: Path) -> None:
@@ -214,6 +215,13 @@ def test_clicking_a_process_opens_its_page_with_inputs_outputs_and_reports(
     page.screenshot(path=str(shot), full_page=True)
     print(f"saved {shot}")
 
+    page.locator('table#outputs tr[data-label="result"] td.node a').click()  # the output's node
+    page.wait_for_url(f"**/node/{node.outputs.result.pk}", timeout=SHOWN_WITHIN_MS)
+    expect(page.locator("#node-type")).to_have_text("core.int")
+    expect(page.locator("#value")).to_have_text("5")
+    incoming = page.locator("table#incoming td.node a").all_text_contents()
+    assert str(pk) in incoming, incoming  # returned by the workchain (and created by its add)
+
 
 def test_pause_play_and_kill_buttons_change_the_process(
     site: Site, page: Any, engine_db: Path
@@ -292,3 +300,27 @@ def test_a_request_without_the_token_is_refused(site: Site) -> None:
         assert tab.locator("#process-list").count() == 0
     finally:
         tab.close()
+
+
+def test_the_daemon_page_shows_the_worker_and_what_it_finished(
+    site: Site, page: Any, engine_db: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from miniengine import await_node, load_node
+
+    pk = _submit("tests.workchains.web_chains:ReportingAddWorkChain", **_int_inputs(x=4, y=5))
+    off_loop(lambda: await_node(load_node(pk), timeout=30))
+    page.locator("a#nav-daemon").click()
+    page.wait_for_url("**/daemon", timeout=SHOWN_WITHIN_MS)
+    rows = page.locator("table#workers tr[data-worker]")
+    expect(rows).to_have_count(1)
+    ((worker, worker_pid),) = site.guard.workers()
+    row = page.locator(f'table#workers tr[data-worker="{worker}"]')
+    expect(row.locator("td.pid")).to_have_text(str(worker_pid))
+    expect(row.locator("td.host")).not_to_be_empty()
+    expect(page.locator("#queue-depth")).to_have_text(re.compile(r"^\d+$"))
+    chart = page.locator("svg#finished-per-minute")
+    expect(chart).to_be_visible()
+    counts = [int(text) for text in chart.locator("rect title").all_text_contents()]
+    assert sum(counts) >= 1, counts  # at least the process above, finished this minute
