@@ -6,6 +6,7 @@ on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from miniengine.runtime.context import store_for
 from miniengine.storage import process_changes
 from miniengine.storage.interfaces.provenance import FinishProcess, NewProcess, NodeRow
 from miniengine.storage.interfaces.reads import ProcessSummary
+from miniengine.storage.process_changes import ACTIVE
 from miniengine.storage.process_detail import checkpoint_step
 from miniengine.testing import WaitingProcess
 
@@ -169,6 +171,35 @@ async def test_changes_after_reports_created_changed_paused_and_ended_processes(
     cursor, changes = await reads().changes_after(cursor)
     assert [(c.pk, c.process_state) for c in changes] == [(waiting.pk, "killed")]
     assert cursor.active == {}
+
+
+async def test_changes_after_finds_each_change_among_many_active_processes() -> None:
+    """Many active processes in small buckets: the changed ones are found through their
+    buckets' fingerprints, and only they are reported."""
+    processes = [await asubmit(WaitingProcess, gate=Str(f"gate {i}")) for i in range(30)]
+    cursor = dataclasses.replace(await reads().current_cursor(), bucket_size=4)
+    cursor, changes = await reads().changes_after(cursor)
+    assert changes == [] and len(cursor.buckets) > 5
+    cursor, changes = await reads().changes_after(cursor)
+    assert changes == []
+
+    def fields(row: NodeRow) -> tuple[Any, ...]:
+        return (row.process_state, row.exit_status, bool(row.paused), row.mtime, row.process_status)
+
+    before = {row.pk: fields(row) for row in all_processes()}
+    await asyncio.to_thread(pause_processes, processes[3::7])
+    await asyncio.to_thread(kill_processes, processes[5::9])
+    await asubmit(WaitingProcess, gate=Str("late"))
+    await add.arun(1, 2)
+    cursor, changes = await reads().changes_after(cursor)
+    after = {row.pk: row for row in all_processes()}
+    expected = [pk for pk in sorted(after) if before.get(pk) != fields(after[pk])]
+    assert len(expected) == len(processes[3::7]) + len(processes[5::9]) + 2
+    assert [c.pk for c in changes] == expected
+    assert {c.pk: c.paused for c in changes} == {pk: bool(after[pk].paused) for pk in expected}
+    assert set(cursor.active) == {pk for pk, row in after.items() if row.process_state in ACTIVE}
+    cursor, changes = await reads().changes_after(cursor)
+    assert changes == []
 
 
 async def test_a_lower_pk_committed_after_a_higher_one_is_still_reported(
