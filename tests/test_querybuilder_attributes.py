@@ -313,3 +313,23 @@ def test_db_copy_into_postgresql_and_the_migration_fill_the_json_copy(
         assert set(qb.all(flat=True)) == expected
     finally:
         target.close()
+
+
+@pytest.mark.sqlite_only(reason="imports the sqlite file's archive into PostgreSQL")
+def test_an_archive_imported_into_postgresql_is_queryable_by_attributes(
+    miniengine_db: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    from miniengine.storage.open import open_backend
+    from miniengine.tools.archive import create_archive, import_archive
+
+    values = {Int(i).store().uuid: i for i in range(6)}
+    create_archive(tmp_path / "ints.aiida", all=True)
+    target = open_backend(postgres_url)
+    try:
+        import_archive(tmp_path / "ints.aiida", db=target)
+        qb = QueryBuilder(db=target).append(
+            Int, filters={"attributes.value": {">=": 3}}, project="uuid"
+        )
+        assert sorted(qb.all(flat=True)) == sorted(u for u, v in values.items() if v >= 3)
+    finally:
+        target.close()

@@ -18,6 +18,7 @@ from miniengine.storage.interfaces.archive import (
     ImportOptions,
     ImportReport,
 )
+from miniengine.storage.postgres.attribute_rows import backfill
 from miniengine.storage.postgres.rows import Connection
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
@@ -54,8 +55,12 @@ def _export(
 def import_rows_tx(
     connection: Connection, source: ArchiveSource, options: ImportOptions
 ) -> ImportReport:
-    """Merge an archive into the database (see ``Archives.import_rows``)."""
-    return archive_rows.import_rows(connection, source, options, DIALECT)
+    """Merge an archive into the database (see ``Archives.import_rows``), with the JSON copy of
+    the new nodes' attributes that queries read."""
+    row = connection.execute("SELECT coalesce(max(pk), 0) FROM nodes").fetchone()
+    report = archive_rows.import_rows(connection, source, options, DIALECT)
+    backfill(connection, after=int(row[0]) if row is not None else 0)
+    return report
 
 
 class PostgresArchives:

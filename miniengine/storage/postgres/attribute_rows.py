@@ -3,7 +3,8 @@
 PostgreSQL cannot decode msgpack (PL/Python is not available), so every write of a node's
 attributes also writes their JSON (:func:`miniengine.storage.attribute_json.attributes_json_text`)
 in the same statement.  Rows written without it (by the migration to schema version 11, or by
-``db copy`` from sqlite, which has no such column) are filled by :func:`backfill`, in batches.
+``db copy`` from sqlite, which has no such column, or an archive's import) are filled by
+:func:`backfill`, in batches.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def json_of_blob(blob: bytes | None) -> str | None:
     return attributes_json_text(content)
 
 
-def backfill(connection: psycopg.Connection[Any], batch: int = _BATCH) -> int:
-    """Write the JSON copy of every node that has attributes and no copy yet, ``batch`` rows
-    per statement (in the caller's transaction); returns how many rows it wrote."""
+def backfill(connection: psycopg.Connection[Any], batch: int = _BATCH, after: int = 0) -> int:
+    """Write the JSON copy of every node (of a pk above ``after``) that has attributes and no
+    copy yet, ``batch`` rows per statement (in the caller's transaction); returns how many rows
+    it wrote."""
     written = 0
-    after = 0
     while True:
         rows = connection.execute(
             "SELECT pk, attributes FROM nodes WHERE pk > %s AND attributes IS NOT NULL "
