@@ -58,10 +58,10 @@ FROM generate_series(1, %s) AS i
 
 _POSTGRES_LINKS = """
 INSERT INTO links (in_pk, out_pk, link_type, label)
-SELECT pk - 2, pk, 'input_calc', 'x' FROM nodes WHERE pk %% 4 = 3
-UNION ALL SELECT pk - 1, pk, 'input_calc', 'y' FROM nodes WHERE pk %% 4 = 3
-UNION ALL SELECT pk, pk + 1, 'create', 'result' FROM nodes WHERE pk %% 4 = 3
-"""
+SELECT pk - 2, pk, 'input_calc', 'x' FROM nodes WHERE pk % 4 = 3
+UNION ALL SELECT pk - 1, pk, 'input_calc', 'y' FROM nodes WHERE pk % 4 = 3
+UNION ALL SELECT pk, pk + 1, 'create', 'result' FROM nodes WHERE pk % 4 = 3
+"""  # run without parameters: a plain % (psycopg substitutes nothing)
 
 
 def _fill(db: Path | str, nodes: int) -> float:
