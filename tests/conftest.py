@@ -32,10 +32,12 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     a fixture of its own) asking for ``postgres_url`` gets an empty one: it may be about creating
     the schema.  Through ``miniengine_db`` it is a copy with the schema that a first open would
     create, which is quicker than creating it in every test."""
-    with_schema = "postgres_url" not in request.node.fixturenames
-    url = postgres_server.create_database(with_schema=with_schema)
+    if "postgres_url" in request.node.fixturenames:
+        url = postgres_server.create_database()
+    else:
+        url = postgres_server.pool().take()  # made while earlier tests ran
     yield url
-    postgres_server.drop_database(url.rsplit("/", 1)[1])
+    postgres_server.pool().give_back(url.rsplit("/", 1)[1])  # dropped behind the tests
 
 
 @pytest.fixture(autouse=True)

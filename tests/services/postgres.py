@@ -10,10 +10,13 @@ Connections over TCP need the password of an ordinary role (it is in :attr:`Post
 never on a command line); the admin connection uses the socket, which only the cluster's user
 and root can reach.  Each test gets a database of its own, copied from an empty template
 (``CREATE DATABASE ... TEMPLATE``), which takes milliseconds rather than a new cluster's second.
+A :class:`DatabasePool` thread makes the next copies while tests run and drops the used ones
+behind them, so that a test waits for neither (600 PostgreSQL tests, ~0.1 s each otherwise).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import os
@@ -24,7 +27,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +112,7 @@ class PostgresServer:
     run_as: str | None
     _names: Iterator[int] = field(default_factory=itertools.count)
     _schema_template_made: bool = False
+    _pool: DatabasePool | None = None
 
     @property
     def url(self) -> str:
@@ -137,7 +143,7 @@ class PostgresServer:
         ``with_schema`` a copy of one in which miniengine created its schema, as a first open
         of the empty one would (the copy takes less time than creating the schema)."""
         if name is None:
-            name = f"test_{os.getpid()}_{next(self._names)}"
+            name = self.next_name()
         if with_schema:
             # copying the files (PostgreSQL 15's default logs every page) takes half the time
             strategy = " STRATEGY FILE_COPY" if self._version() >= 15 else ""
@@ -146,6 +152,10 @@ class PostgresServer:
             template = TEMPLATE
         self.admin(f'CREATE DATABASE "{name}" OWNER {ROLE} TEMPLATE {template}')
         return self.database_url(name)
+
+    def next_name(self) -> str:
+        """A database name not used before in this run (the pid tells parallel runs apart)."""
+        return f"test_{os.getpid()}_{next(self._names)}"
 
     def _version(self) -> int:
         """The server's major version (the name of the folder of its ``bin``)."""
@@ -162,15 +172,130 @@ class PostgresServer:
 
     def drop_database(self, name: str) -> None:
         """Drop ``name``, ending the connections still open to it."""
-        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin(drop_statement(name))
+
+    def pool(self) -> DatabasePool:
+        """The pool of this server's ready databases with the schema (started on first use)."""
+        if self._pool is None:
+            self._pool = DatabasePool(self)
+        return self._pool
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open connections are ended)."""
+        if self._pool is not None:
+            self._pool.close()
         _run(
             [str(self.bin / "pg_ctl"), "stop", "-D", str(self.folder / "data"), "-m", "fast"],
             self.run_as,
             check=False,
         )
+
+
+def drop_statement(name: str) -> str:
+    """The statement dropping database ``name``, ending the connections still open to it."""
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+
+
+class DatabasePool:
+    """Databases with miniengine's schema made ahead, and used ones dropped behind, by a thread.
+
+    A test's :meth:`take` returns a database made while earlier tests ran, and :meth:`give_back`
+    returns at once, the drop being done by the thread; both used to cost a test ~0.1 s of
+    waiting for the server.  The thread keeps :attr:`AHEAD` databases ready (the server's work
+    overlaps the tests' own waits) and, once they are, drops the used ones in order.  Its own
+    admin connection (over the socket) is kept open.  An error of the thread is raised by the
+    next :meth:`take`.
+    """
+
+    #: how many databases are made ahead of the tests
+    AHEAD = 2
+
+    def __init__(self, server: PostgresServer) -> None:
+        server._schema_template()  # made here, before the thread copies it
+        self._server = server
+        self._ready: deque[str] = deque()
+        self._drops: deque[str] = deque()
+        self._wanted = self.AHEAD
+        self._error: BaseException | None = None
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, name="postgres-pool", daemon=True)
+        self._thread.start()
+
+    def take(self, timeout: float = 120.0) -> str:
+        """The URL of a fresh database with the schema (a copy of the schema template)."""
+        with self._changed:
+            self._wanted += 1
+            self._changed.notify_all()
+            ready = self._changed.wait_for(
+                lambda: self._ready or self._error is not None, timeout=timeout
+            )
+            if self._error is not None:
+                raise RuntimeError(f"the database pool failed: {self._error!r}") from self._error
+            if not ready:
+                raise RuntimeError(f"no database was made ready in {timeout:.0f} s")
+            return self._server.database_url(self._ready.popleft())
+
+    def give_back(self, name: str) -> None:
+        """Drop database ``name`` soon (its connections are ended then); returns at once."""
+        with self._changed:
+            self._drops.append(name)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread (the databases still listed go with the cluster)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(timeout=30)
+
+    def _next(self) -> Callable[[], None] | None:
+        """The thread's next job (called with the lock held): make one, drop one, or ``None``
+        once closed."""
+        while True:
+            if self._closed:
+                return None
+            if self._wanted > 0:
+                self._wanted -= 1
+                return self._make
+            if self._drops:
+                return functools.partial(self._drop, self._drops.popleft())
+            self._changed.wait()
+
+    def _make(self) -> None:
+        name = self._server.next_name()
+        strategy = " STRATEGY FILE_COPY" if self._server._version() >= 15 else ""
+        self._admin.execute(
+            f'CREATE DATABASE "{name}" OWNER {ROLE} TEMPLATE {SCHEMA_TEMPLATE}{strategy}'.encode()
+        )
+        with self._changed:
+            self._ready.append(name)
+            self._changed.notify_all()
+
+    def _drop(self, name: str) -> None:
+        self._admin.execute(drop_statement(name).encode())
+
+    def _serve(self) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(
+                host=str(self._server.socket_dir),
+                port=self._server.port,
+                user=self._server.run_as or _user(),
+                dbname="postgres",
+                autocommit=True,
+            ) as self._admin:
+                while True:
+                    with self._changed:
+                        job = self._next()
+                    if job is None:
+                        return
+                    job()
+        except BaseException as exc:  # reported to the test waiting in take()
+            with self._changed:
+                self._error = exc
+                self._changed.notify_all()
 
 
 def _user() -> str:
