@@ -234,6 +234,18 @@ async def test_a_lower_pk_committed_after_a_higher_one_is_still_reported(
     assert [(c.pk, c.process_label) for c in changes] == [(slow_pk, "slow")]
     assert cursor.gaps == {}
 
+    # a transaction in flight when the cursor is made: its pk is below the highest one
+    with psycopg.connect(miniengine_db) as slow, psycopg.connect(miniengine_db) as fast:
+        row = slow.execute(insert, (new_uuid(), "slower", now, now)).fetchone()
+        assert row is not None
+        fast.execute(insert, (new_uuid(), "faster", now, now))
+        fast.commit()
+        cursor = await reads().current_cursor()
+        assert row[0] in cursor.gaps
+        slow.commit()
+    cursor, changes = await reads().changes_after(cursor)
+    assert [(c.pk, c.process_label) for c in changes] == [(row[0], "slower")]
+
 
 def test_a_gap_is_given_up_once_every_transaction_that_may_hold_it_ended() -> None:
     """The diff alone: a pk skipped below the highest one waits for the transactions running
