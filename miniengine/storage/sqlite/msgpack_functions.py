@@ -13,8 +13,9 @@ filter, order or expression index on ``attributes.KEY`` runs inside sqlite:
 Paths name AiiDA's attributes (:mod:`miniengine.storage.attribute_json`): ``$.value`` is an
 ``Int``'s number.  Both are deterministic, which sqlite requires of a function in an index.
 A database holding such an index cannot have its nodes written by a connection without the
-functions (the sqlite3 shell says "no such function: msgpack_extract"); ``miniengine db index
---drop attributes.KEY`` removes the index.
+functions (the sqlite3 shell says "no such function: msgpack_extract", older sqlite "unknown
+function"); ``miniengine db index --drop attributes.KEY`` removes the index.  The engine's
+backups (``VACUUM INTO``), ``db vacuum`` and ``db copy`` run on connections that have them.
 
 Each call decodes the blob with msgpack's C decoder; a filter calls both functions on the same
 row one after the other, so the last blob decoded is kept and reused.
