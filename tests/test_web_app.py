@@ -350,8 +350,9 @@ async def test_the_daemon_page_and_the_graph() -> None:
 
 
 def test_the_json_of_the_list_is_json() -> None:
-    from miniengine.web.reads import Summary
+    from miniengine.storage.interfaces.reads import ProcessSummary
     from miniengine.web.stream import summary_json
 
-    text = json.dumps(summary_json(Summary(1, "u", "L", "finished", 3, True, 1.0, 2.0)))
+    summary = ProcessSummary(1, "u", "L", "finished", 3, True, 1.0, 2.0, None)
+    text = json.dumps(summary_json(summary))
     assert json.loads(text)["state"] == "finished [exit 3] (paused)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,7 +90,7 @@ async def test_a_process_created_after_the_stream_opened_arrives_and_its_changes
     app = create_app(token=TOKEN)
     async with (
         serving(app) as url,
-        httpx.AsyncClient(base_url=url, headers=HEADERS) as client,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
         client.stream("GET", "/events", params={"label": "wanted"}) as response,
     ):
         assert response.status_code == 200
@@ -113,7 +114,10 @@ async def test_a_process_page_stream_sends_its_state_new_reports_and_call_tree()
     store.provenance.add_log(pk, "REPORT", "shown with the page")
     first_log = store.provenance.logs(pk)[-1].pk
     app = create_app(token=TOKEN)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=HEADERS) as client:
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+    ):
         params = {"pk": pk, "after": first_log}
         async with client.stream("GET", "/events", params=params) as response:
             events = Events(response)
@@ -131,7 +135,10 @@ async def test_a_process_page_stream_sends_its_state_new_reports_and_call_tree()
 async def test_one_watcher_feeds_every_stream() -> None:
     app = create_app(token=TOKEN)
     broadcaster = app.state.miniengine.broadcaster
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=HEADERS) as client:
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+    ):
         async with contextlib.AsyncExitStack() as stack:
             streams = []
             for _ in range(20):
@@ -232,3 +239,44 @@ def test_a_database_that_does_not_exist_is_refused_before_serving(tmp_path: Path
     )
     assert done.returncode == 1
     assert "none.sqlite" in done.stderr and "http://" not in done.stdout
+
+
+@pytest.mark.backends
+async def test_a_process_on_a_worker_is_followed_live_and_the_daemon_page_shows_the_worker() -> (
+    None
+):
+    from miniengine import Str, asubmit, await_node
+    from miniengine.daemon import Worker
+    from miniengine.testing.gates import WaitingProcess, open_gate
+
+    app = create_app(token=TOKEN)
+    async with (
+        Worker(slots=4),
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+    ):
+        node = await asubmit(WaitingProcess, gate=Str("web"))
+        async with client.stream("GET", "/events", params={"pk": node.pk}) as response:
+            events = Events(response)
+            await events.until("process", process_state="running")
+            page = (await client.get(f"/process/{node.pk}")).text
+            assert '<dd id="state">running</dd>' in page
+            assert '<dd id="owner">worker:' in page
+            daemon = (await client.get("/daemon")).text
+            worker = re.search(r'<tr data-worker="[^"]+">.*?</tr>', daemon, re.S)
+            assert worker is not None
+            assert '<td class="slots">1 / 4</td>' in worker.group(0)
+            assert '<td class="alive">alive</td>' in worker.group(0)
+            await anyio.to_thread.run_sync(open_gate, "web")
+            seen: dict[str, Any] = {}
+            while "finished" not in seen or "report" not in seen:
+                name, data = await events.next()
+                if name == "report":  # written with the step's commit
+                    seen["report"] = data["message"]
+                elif name == "process" and data["process_state"] == "finished":
+                    seen["finished"] = data["state"]
+            assert seen["report"].endswith("waiting at gate 'web'")
+            assert seen["finished"] == "finished"
+        await await_node(node, timeout=WAIT)
+        page = (await client.get(f"/process/{node.pk}")).text
+        assert '<tr data-label="passed">' in page

@@ -19,7 +19,7 @@ from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError
 
 if TYPE_CHECKING:
-    from miniengine.web.reads import Summary
+    from miniengine.storage.interfaces.reads import ProcessSummary
 
 __all__ = ["BadRequest", "ProcessFilters", "parse_filters", "parse_pk"]
 
@@ -37,7 +37,8 @@ class BadRequest(MiniengineError, ValueError):
 @dataclass(frozen=True)
 class ProcessFilters:
     """Which processes a list shows: states (any of), label (substring, any case), group
-    (its label), and a creation-time range (seconds since the epoch, ends included)."""
+    (its label), and a creation time from ``since`` (included) to ``until`` (excluded), in
+    seconds since the epoch."""
 
     states: tuple[str, ...] = ()
     label: str = ""
@@ -47,7 +48,7 @@ class ProcessFilters:
     #: the filters as they were written, for links and the event stream's URL
     raw: tuple[tuple[str, str], ...] = ()
 
-    def matches(self, summary: Summary) -> bool:
+    def matches(self, summary: ProcessSummary) -> bool:
         """Whether a process passes every filter but the group (which needs a read)."""
         if self.states and summary.process_state not in self.states:
             return False
@@ -55,7 +56,7 @@ class ProcessFilters:
             return False
         if self.since is not None and summary.ctime < self.since:
             return False
-        return self.until is None or summary.ctime <= self.until
+        return self.until is None or summary.ctime < self.until
 
     def query(self, **more: str | int) -> str:
         """The query string of these filters (and ``more``), for links."""

@@ -9,7 +9,6 @@ checked against fixed lists.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from markupsafe import Markup
@@ -17,10 +16,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from miniengine.core.states import ProcessState
+from miniengine.storage.interfaces.reads import ProcessDetail, ProcessSummary
 from miniengine.web import graph
 from miniengine.web.filters import BadRequest, ProcessFilters, parse_filters, parse_pk
-from miniengine.web.reads import ProcessDetailView, Summary
-from miniengine.web.render import finished_chart, render, state_text, tree_html, value_text
+from miniengine.web.render import (
+    checkpoint_text,
+    finished_chart,
+    render,
+    state_text,
+    tree_html,
+    value_text,
+)
 from miniengine.web.state import web_state
 from miniengine.web.stream import summary_json
 
@@ -37,8 +43,6 @@ __all__ = [
 #: Processes on one page of the list.
 PAGE_SIZE = 50
 _MAX_PAGE = 500
-#: A worker whose heartbeat is older than this is shown as stale.
-STALE_SECONDS = 60.0
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
@@ -55,7 +59,9 @@ def _filters(request: Request) -> tuple[ProcessFilters, int | None, int]:
     return filters, before, limit
 
 
-async def _page(request: Request) -> tuple[ProcessFilters, int | None, list[Summary], int | None]:
+async def _page(
+    request: Request,
+) -> tuple[ProcessFilters, int | None, list[ProcessSummary], int | None]:
     filters, before, limit = _filters(request)
     rows = await web_state(request).reads.process_page(filters, before, limit + 1)
     next_before = rows[limit - 1].pk if len(rows) > limit else None
@@ -93,7 +99,7 @@ async def api_processes(request: Request) -> Response:
     )
 
 
-async def _detail(request: Request) -> tuple[int, ProcessDetailView]:
+async def _detail(request: Request) -> tuple[int, ProcessDetail]:
     pk = int(request.path_params["pk"])
     return pk, await web_state(request).reads.process_detail(pk)
 
@@ -157,7 +163,8 @@ async def api_process(request: Request) -> Response:
             "ctime": node.ctime,
             "mtime": node.mtime,
             "caller": detail.caller,
-            "checkpoint_step": detail.checkpoint_step,
+            "checkpoint": None if detail.checkpoint is None else detail.checkpoint._asdict(),
+            "checkpoint_step": checkpoint_text(detail.checkpoint),
             "owner": None if detail.owner is None else detail.owner._asdict(),
             "inputs": [_link_json(link) for link in detail.inputs],
             "outputs": [_link_json(link) for link in detail.outputs],
@@ -166,7 +173,7 @@ async def api_process(request: Request) -> Response:
                 for r in reports
             ],
             "call_tree": tree_json(tree),
-            "calcjob": detail.calcjob,
+            "calcjob": None if detail.calcjob is None else detail.calcjob._asdict(),
         }
     )
 
@@ -235,8 +242,6 @@ async def daemon_page(request: Request) -> Response:
         "daemon",
         "Daemon",
         view=view,
-        now=time.time(),
-        stale=STALE_SECONDS,
         chart=Markup(finished_chart(view.finished_per_minute)),
     )
     return _html(render("daemon.html", **context))

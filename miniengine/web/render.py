@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
     from miniengine.storage.interfaces.provenance import LogRow
     from miniengine.storage.interfaces.queries import TreeRow
+    from miniengine.storage.interfaces.reads import CheckpointStep
 
 __all__ = [
+    "checkpoint_text",
     "finished_chart",
     "iso",
     "render",
@@ -67,6 +69,18 @@ def value_text(node_type: str, attributes: bytes | None, width: int = 200) -> st
     if node_type in ("core.dict", "core.list"):
         return shorten(json.dumps(value, ensure_ascii=False, default=repr), width)
     return ""
+
+
+def checkpoint_text(step: CheckpointStep | None) -> str:
+    """Where a checkpoint says its process stands: ``double (step 3)``; empty without one."""
+    if step is None:
+        return ""
+    if step.step_name is None:
+        return "before its first step"
+    where = f"{step.step_name}"
+    if step.seq is not None:
+        where += f" (step {step.seq})"
+    return where
 
 
 def report_json(row: LogRow) -> dict[str, Any]:
@@ -156,6 +170,7 @@ def _environment() -> jinja2.Environment:
     environment.filters["iso"] = iso
     environment.globals["state_text"] = state_text
     environment.globals["value_text"] = value_text
+    environment.globals["checkpoint_text"] = checkpoint_text
     from miniengine.cli.render import type_name
 
     environment.globals["type_name"] = type_name

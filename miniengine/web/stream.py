@@ -23,12 +23,14 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from miniengine.web.reads import change_key
 from miniengine.web.render import state_text
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
+    from miniengine.storage.interfaces.reads import ProcessSummary
     from miniengine.web.filters import ProcessFilters
-    from miniengine.web.reads import PageReads, Summary
+    from miniengine.web.reads import PageReads
 
 __all__ = ["Broadcaster", "list_events", "process_events", "summary_json"]
 
@@ -44,7 +46,7 @@ KEEPALIVE = 15.0
 class Batch:
     """What one commit (or several close together) changed; empty for a keep-alive."""
 
-    changes: Sequence[Summary] = ()
+    changes: Sequence[ProcessSummary] = ()
     keepalive: bool = False
 
 
@@ -135,7 +137,7 @@ def _event(name: str, data: Any) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def summary_json(summary: Summary) -> dict[str, Any]:
+def summary_json(summary: ProcessSummary) -> dict[str, Any]:
     """A process as the list's JSON and event stream send it."""
     return {
         "pk": summary.pk,
@@ -144,6 +146,8 @@ def summary_json(summary: Summary) -> dict[str, Any]:
         "process_state": summary.process_state,
         "exit_status": summary.exit_status,
         "paused": summary.paused,
+        "process_status": summary.process_status,
+        "parent": summary.parent,
         "state": state_text(summary.process_state, summary.exit_status, summary.paused),
         "ctime": summary.ctime,
         "mtime": summary.mtime,
@@ -197,8 +201,8 @@ async def process_events(
     async def refresh() -> AsyncIterator[str]:
         nonlocal last_log, last_state, last_tree
         summaries = await reads.summaries([pk])
-        if summaries and summaries[0].key() != last_state:
-            last_state = summaries[0].key()
+        if summaries and change_key(summaries[0]) != last_state:
+            last_state = change_key(summaries[0])
             yield _event("process", summary_json(summaries[0]))
         for row in await reads.reports(pk, last_log):
             last_log = row.pk
