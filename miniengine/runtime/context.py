@@ -72,7 +72,13 @@ def check_same_database(store: Backend, inputs: Any, owner: str) -> None:
     """Refuse stored Data from another database file: its pk means another node here."""
     for label, data in inputs:
         other = getattr(data, "_store", None)
-        if data.pk is not None and other is not None and other.location != store.location:
+        # the same store object is the common case: no location strings built for it
+        if (
+            data.pk is not None
+            and other is not None
+            and other is not store
+            and other.location != store.location
+        ):
             from miniengine.exceptions import InputValidationError
 
             raise InputValidationError(
