@@ -105,6 +105,10 @@ CASES: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
     ({"attributes.value": True}, lambda a: a.get("value") is True),
     ({"attributes.value": False}, lambda a: a.get("value") is False),
     ({"attributes.value": {"in": [3, 9, "Beta"]}}, lambda a: a.get("value") in (3, 9, "Beta")),
+    # true is not the number 1, nor false 0, on either backend
+    ({"attributes.value": {"in": [1, 0, 2.5]}}, _num("value", lambda v: v in (0, 1, 2.5))),
+    ({"attributes.value": {"in": [True]}}, lambda a: a.get("value") is True),
+    ({"attributes.none": {"in": [None, 5]}}, lambda a: "none" in a and a["none"] is None),
     (
         {"attributes.value": {"!in": [3, 9]}},
         lambda a: "value" in a and (not _number(a["value"]) or a["value"] not in (3, 9)),

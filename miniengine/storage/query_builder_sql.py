@@ -297,14 +297,24 @@ class _Compiler:
             self.params.extend(params)
             return sql
         if op == "in":
-            if not value:
-                return "1 = 0"
-            marks = []
+            # each kind of value compared with values of its kind, as ``==`` does (sqlite's
+            # JSON true is 1, so a bare IN would find true among the numbers)
+            kinds: dict[str | None, list[Any]] = {}
             for item in value:
-                mark, param = d.json_param(item)
-                self.params.append(param)
-                marks.append(mark)
-            return f"{target} IN ({', '.join(marks)})"
+                kinds.setdefault(_json_kind(item), []).append(item)
+            alternatives = []
+            for kind, items in kinds.items():
+                sql, params = d.json_type_is(column, path, "null" if kind is None else kind)
+                self.params.extend(params)
+                if kind is not None:
+                    marks = []
+                    for item in items:
+                        mark, param = d.json_param(item)
+                        self.params.append(param)
+                        marks.append(mark)
+                    sql = f"{sql} AND {target} IN ({', '.join(marks)})"
+                alternatives.append(f"({sql})")
+            return " OR ".join(alternatives) if alternatives else "1 = 0"
         mark, param = d.json_param(value)
         kind = _json_kind(value)
         guard = ""
