@@ -26,20 +26,40 @@ from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
     Dialect,
     _state_literal,
+    active_summaries_query,
+    bucket_rows_query,
+    callers_query,
+    changes_query,
+    finished_per_minute_query,
+    process_page_query,
+    queue_counts_query,
+    reports_query,
 )
 from miniengine.storage.query_rows import _tree as _sqlite_tree
 
 if TYPE_CHECKING:
     from miniengine.storage.postgres.rows import Connection
 
+# The web view's statements (``*_query``) are one text for both backends, imported from the
+# sqlite module and spelled with :data:`POSTGRES`.
 __all__ = [
+    "POSTGRES",
+    "active_summaries_query",
+    "bucket_rows_query",
+    "callers_query",
+    "changes_query",
     "count_nodes",
+    "finished_per_minute_query",
     "integrity_check",
     "linked_nodes",
+    "linked_nodes_query",
     "list_processes",
     "log_count",
     "node",
     "process_owner",
+    "process_page_query",
+    "queue_counts_query",
+    "reports_query",
     "schema_version",
     "subtree",
     "subtree_logs",
