@@ -120,6 +120,7 @@ class Store:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = Path(path)
+        self._location = str(self.path)  # read at every launch: built once
         self.synchronous = synchronous.upper()
         self.lease_timeout = float(lease_timeout)
         #: how often :meth:`wait_for_commit` looks (a daemon worker, idle most of the time and
@@ -262,8 +263,8 @@ class Store:
 
     @property
     def location(self) -> str:
-        """The database file, for messages."""
-        return str(self.path)
+        """The database file, for messages (and as the key of per-database caches)."""
+        return self._location
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r} owner={self.owner!r}>"
