@@ -189,6 +189,7 @@ def test_clicking_a_process_opens_its_page_with_inputs_outputs_and_reports(
 ) -> None:
     from playwright.sync_api import expect
 
+    _wait_live(page)
     pk = _submit("tests.workchains.web_chains:ReportingAddWorkChain", **_int_inputs(x=2, y=3))
     row = page.locator(f'table#process-list tr[data-pk="{pk}"]')
     expect(row.locator("td.state")).to_have_text("finished", timeout=SHOWN_WITHIN_MS)
