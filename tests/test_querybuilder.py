@@ -151,6 +151,7 @@ def test_filters_on_columns(graph: Graph) -> None:
     assert _pks({"id": {">": pks[3]}}) == set(pks[4:])
     assert _pks({"attributes.process_state": "finished"}) == set(pks)
     assert _pks({"attributes.exit_status": 0, "process_label": "add"}) == set(pks)
+    assert _pks({"attributes.exception": None}) == set(pks)
     assert _pks({"process_label": {"like": "A%"}}) == set()
     assert _pks({"process_label": {"ilike": "A%"}}) == set(pks)
     assert _pks({"attributes.process_state": {"!in": ["finished"]}}) == set()

@@ -67,6 +67,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "attributes.process_status": "process_status",
         "attributes.exit_status": "exit_status",
         "attributes.exit_message": "exit_message",
+        "attributes.exception": "exception",
         "attributes.paused": "paused",
         "process_state": "process_state",
         "process_label": "process_label",
