@@ -40,6 +40,7 @@ __all__ = [
     "INITIAL_GAP_WINDOW",
     "ChangeCursor",
     "Snapshot",
+    "active_processes",
     "diff",
     "first_cursor",
     "read_changes",
@@ -134,6 +135,21 @@ def first_cursor(
         bucket_size=bucket_size_for(active, top),
         gaps=gaps,
     )
+
+
+async def active_processes(
+    page: Callable[..., Awaitable[list[ProcessSummary]]], size: int
+) -> list[ProcessSummary]:
+    """Every active process, read with ``page`` (a backend's ``process_page``) ``size`` at a
+    time, so that no single read builds thousands of rows while the loop waits."""
+    found: list[ProcessSummary] = []
+    before: int | None = None
+    while True:
+        rows = await page(states=sorted(ACTIVE), before_pk=before, limit=size)
+        found.extend(rows)
+        if len(rows) < size:
+            return found
+        before = rows[-1].pk
 
 
 def bucket_size_for(active: Sequence[ProcessSummary], top: int) -> int:

@@ -284,14 +284,6 @@ def process_page_query(
     return query, params
 
 
-def active_summaries_query(dialect: Dialect) -> str:
-    """The processes that have not ended, with their callers (``nodes_active``)."""
-    return (
-        f"SELECT {SUMMARY_COLUMNS}, {_CALLER}, n.process_status FROM nodes n "
-        f"WHERE n.process_state IN {ACTIVE_STATES_SQL}"
-    )
-
-
 #: One active process's fingerprint in :func:`changes_query`: what a change of its row on a
 #: page is (state, paused flag, mtime to the microsecond, status), length-prefixing the status
 #: so that no two rows can read alike.

@@ -29,7 +29,6 @@ from miniengine.storage.postgres import query_rows, rows
 from miniengine.storage.postgres.connection import CONNECT_TIMEOUT, store_error
 from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
-    active_summaries_query,
     changes_query,
     finished_per_minute_query,
     process_page_query,
@@ -221,9 +220,9 @@ class PostgresAsyncReads:
         # transaction may still fill: the window below the top is read to find them
         found = await self._fetch(_TOP_AND_WINDOW, (process_changes.INITIAL_GAP_WINDOW,))
         top = int(found[0][0]) if found else 0
-        active = await self._fetch(active_summaries_query(query_rows.POSTGRES), ())
+        active = await process_changes.active_processes(self.process_page, PAGE_ROWS)
         present = [int(row[1]) for row in found if row[1] is not None]
-        return process_changes.first_cursor(page_summaries(active), top, present)
+        return process_changes.first_cursor(active, top, present)
 
     async def changes_after(
         self, cursor: ChangeCursor

@@ -26,7 +26,6 @@ from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
     Dialect,
     _state_literal,
-    active_summaries_query,
     bucket_rows_query,
     callers_query,
     changes_query,
@@ -44,7 +43,6 @@ if TYPE_CHECKING:
 # sqlite module and spelled with :data:`POSTGRES`.
 __all__ = [
     "POSTGRES",
-    "active_summaries_query",
     "bucket_rows_query",
     "callers_query",
     "changes_query",

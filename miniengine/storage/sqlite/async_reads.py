@@ -237,8 +237,8 @@ class SqliteAsyncReads:
 
     async def current_cursor(self) -> ChangeCursor:
         top = await self._fetch("SELECT coalesce(max(pk), 0) FROM nodes", ())
-        active = await self._fetch(query_rows.active_summaries_query(query_rows.SQLITE), ())
-        return process_changes.first_cursor(page_summaries(active), int(top[0][0]))
+        active = await process_changes.active_processes(self.process_page, PAGE_ROWS)
+        return process_changes.first_cursor(active, int(top[0][0]))
 
     async def changes_after(
         self, cursor: ChangeCursor
