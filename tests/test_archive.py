@@ -570,7 +570,7 @@ def test_a_failure_half_way_through_an_import_imports_nothing(
         raise RuntimeError("the disk went away")
 
     with monkeypatch.context() as patch:
-        patch.setattr(archive_rows, "_import_groups", broken)
+        patch.setattr(archive_rows, "import_groups", broken)
         with pytest.raises(RuntimeError, match="the disk went away"):
             import_archive(path, db=target)
     assert _node_count(target) == 0

@@ -171,6 +171,19 @@ class ArchiveWriter:
                     "INSERT INTO objects (key) VALUES (?) ON CONFLICT DO NOTHING", keys
                 )
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The archive's connection, for an export that fills it in SQL (sqlite sources)."""
+        return self._connection
+
+    def add_object_keys(self, blobs: Iterator[bytes]) -> None:
+        """Record the repository keys named in these attribute blobs."""
+        keys = [(match.decode(),) for blob in blobs for match in _KEY_IN_MSGPACK.findall(blob)]
+        if keys:
+            self._connection.executemany(
+                "INSERT INTO objects (key) VALUES (?) ON CONFLICT DO NOTHING", keys
+            )
+
     def commit(self) -> None:
         """Index the uuids and commit: the file is complete (and can still be read here)."""
         from miniengine.exceptions import ArchiveError

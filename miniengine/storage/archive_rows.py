@@ -31,7 +31,16 @@ from miniengine.storage.interfaces.archive import (
 )
 from miniengine.storage.interfaces.groups import dump_extras
 
-__all__ = ["Dialect", "DryRunDone", "export_rows", "import_rows"]
+__all__ = [
+    "Dialect",
+    "DryRunDone",
+    "export_rows",
+    "import_computers",
+    "import_groups",
+    "import_rows",
+    "loads_extras",
+    "merge_extras",
+]
 
 #: Rows per page of an export, and pks per ``IN`` list (far below either backend's limit).
 PAGE = 5000
@@ -241,12 +250,13 @@ def import_rows(
 ) -> ImportReport:
     """Merge the archive ``source`` into the database in the current transaction."""
     report = ImportReport(dry_run=options.dry_run)
-    computers = _import_computers(connection, source, report, d)
+    computers = import_computers(connection, source, report, d)
     nodes, existing = _import_nodes(connection, source, options, computers, report, d)
     _import_links(connection, source, nodes, existing, report, d)
     _import_logs(connection, source, nodes, existing, report, d)
     _import_comments(connection, source, nodes, report, d)
-    _import_groups(connection, source, nodes, report, d)
+    groups = import_groups(connection, source, report, d)
+    _import_group_members(connection, source, nodes, groups, report, d)
     if options.dry_run:
         raise DryRunDone(report)
     return report
@@ -266,7 +276,7 @@ def _insert_returning(connection: _Connection, query: str, params: Sequence[Any]
     return int(row[0])
 
 
-def _import_computers(
+def import_computers(
     connection: _Connection, source: ArchiveSource, report: ImportReport, d: Dialect
 ) -> dict[int, int]:
     m = d.mark
@@ -305,7 +315,7 @@ def _import_computers(
     return mapped
 
 
-def _merge_extras(mode: str, current: dict[str, Any], archived: dict[str, Any]) -> dict[str, Any]:
+def merge_extras(mode: str, current: dict[str, Any], archived: dict[str, Any]) -> dict[str, Any]:
     if mode == "keep_existing":
         return {**archived, **current}
     if mode == "update_existing":
@@ -315,7 +325,7 @@ def _merge_extras(mode: str, current: dict[str, Any], archived: dict[str, Any]) 
     return current
 
 
-def _loads(text: Any) -> dict[str, Any]:
+def loads_extras(text: Any) -> dict[str, Any]:
     value = json.loads(text) if isinstance(text, str | bytes) else text
     if not isinstance(value, dict):
         raise CorruptArchive(f"extras must be a JSON object, not {text!r}")
@@ -388,14 +398,14 @@ def _merge_existing_extras(
 ) -> None:
     m = d.mark
     uuid_at, extras_at = _index("nodes", "uuid"), _index("nodes", "extras")
-    archived = {found[row[uuid_at]]: _loads(row[extras_at]) for row in rows}
+    archived = {found[row[uuid_at]]: loads_extras(row[extras_at]) for row in rows}
     updates: list[tuple[str, int]] = []
     for batch in _chunks(sorted(archived)):
         for pk, text in connection.execute(
             f"SELECT pk, {d.extras_out} FROM nodes WHERE pk IN ({_marks(m, len(batch))})", batch
         ).fetchall():
-            current = _loads(text)
-            merged = _merge_extras(options.extras_mode_existing, current, archived[int(pk)])
+            current = loads_extras(text)
+            merged = merge_extras(options.extras_mode_existing, current, archived[int(pk)])
             if merged != current:
                 updates.append((dump_extras(merged), int(pk)))
     if updates:
@@ -498,14 +508,10 @@ def _import_comments(
             report.new_comments += len(values)
 
 
-def _import_groups(
-    connection: _Connection,
-    source: ArchiveSource,
-    nodes: dict[int, int],
-    report: ImportReport,
-    d: Dialect,
-) -> None:
-    """Groups merge by uuid, else by label and type; their members are added to them."""
+def import_groups(
+    connection: _Connection, source: ArchiveSource, report: ImportReport, d: Dialect
+) -> dict[int, int]:
+    """Groups merge by uuid, else by label and type; return the map of their pks."""
     m = d.mark
     groups: dict[int, int] = {}
     columns = ARCHIVE_TABLES["groups"][1:]
@@ -530,6 +536,19 @@ def _import_groups(
                 row[1:],
             )
             report.new_groups += 1
+    return groups
+
+
+def _import_group_members(
+    connection: _Connection,
+    source: ArchiveSource,
+    nodes: dict[int, int],
+    groups: dict[int, int],
+    report: ImportReport,
+    d: Dialect,
+) -> None:
+    """Add the archive's members to the groups (a node already in one is left alone)."""
+    m = d.mark
     insert = f"INSERT INTO group_nodes (group_pk, node_pk) VALUES ({m}, {m}) ON CONFLICT DO NOTHING"
     for rows in source.batches("group_nodes"):
         values = []

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from miniengine.core.graph_rules import TraversalLinks
-from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = [
     "ARCHIVE_TABLES",
@@ -149,6 +149,9 @@ class ArchiveSink(Protocol):
 class ArchiveSource(Protocol):
     """An archive's rows read for an import (the archive's database)."""
 
+    #: the archive's database file (sqlite attaches it to read it in SQL)
+    path: Path
+
     def batches(self, table: str) -> Iterator[list[Row]]:
         """The rows of ``table`` in :data:`ARCHIVE_TABLES` order, a batch at a time (a fresh
         read each call, so a transaction retried whole reads them again)."""
@@ -164,9 +167,10 @@ class Archives(Protocol):
         them, nothing written) when the selection holds processes that have not finished."""
         ...
 
-    @property
-    def import_rows(self) -> Transaction[[ArchiveSource, ImportOptions], ImportReport]:
+    def import_rows(self, source: ArchiveSource, options: ImportOptions) -> ImportReport:
         """Merge the archive's rows into the database by uuid, in one transaction: new nodes,
         groups, comments and computers get new pks, links and memberships map through the
-        uuids, what exists already is not added again (a second import adds nothing)."""
+        uuids, what exists already is not added again (a second import adds nothing).  With
+        ``options.dry_run`` the transaction is rolled back and
+        :class:`~miniengine.storage.archive_rows.DryRunDone` carries the report."""
         ...

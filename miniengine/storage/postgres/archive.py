@@ -66,11 +66,14 @@ def import_rows_tx(
 class PostgresArchives:
     """:class:`miniengine.storage.interfaces.archive.Archives` on a :class:`PostgresStore`."""
 
-    __slots__ = ("_store", "import_rows")
+    __slots__ = ("_import", "_store")
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
-        self.import_rows = PostgresTransaction(store, import_rows_tx)
+        self._import = PostgresTransaction(store, import_rows_tx)
 
     def export_rows(self, selection: ExportSelection, sink: ArchiveSink) -> dict[str, int]:
         return self._store.read(_export, selection, sink)
+
+    def import_rows(self, source: ArchiveSource, options: ImportOptions) -> ImportReport:
+        return self._import(source, options)
