@@ -133,6 +133,10 @@ async def test_process_page_refuses_bad_arguments_before_reading() -> None:
         {"limit": 0},
         {"limit": "10"},
         {"before_pk": "7"},
+        {"label": 7},
+        {"group": ["a"]},
+        {"since": "yesterday"},
+        {"until": float("nan")},
     ):
         with pytest.raises(ValidationError):
             await reads().process_page(**bad)

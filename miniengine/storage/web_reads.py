@@ -20,9 +20,27 @@ __all__ = ["check_page", "daemon_overview", "page_summaries"]
 _STATES = frozenset(state.value for state in ProcessState)
 
 
-def check_page(states: Sequence[str] | None, before_pk: int | None, limit: int) -> int | None:
+def check_page(
+    states: Sequence[str] | None,
+    label: str | None,
+    group: str | None,
+    since: float | None,
+    until: float | None,
+    before_pk: int | None,
+    limit: int,
+) -> int | None:
     """Check a page's arguments, raising ``ValidationError`` naming the bad one; return the
     pk to read below (``None``: the page is empty whatever the data)."""
+    for name, text in (("label", label), ("group", group)):
+        if text is not None and not isinstance(text, str):
+            raise ValidationError(f"{name} must be a string, not {text!r}")
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and (
+            isinstance(moment, bool) or not isinstance(moment, int | float) or moment != moment
+        ):
+            raise ValidationError(
+                f"{name} must be a time in seconds since the epoch, not {moment!r}"
+            )
     if isinstance(states, str):
         raise ValidationError(f"states must be a list of states, not the string {states!r}")
     for state in states or ():

@@ -227,7 +227,7 @@ class SqliteAsyncReads:
         before_pk: int | None = None,
         limit: int = 50,
     ) -> list[ProcessSummary]:
-        page = check_page(states, before_pk, limit)
+        page = check_page(states, label, group, since, until, before_pk, limit)
         if page is None:
             return []
         query = query_rows.process_page_query(
