@@ -86,6 +86,11 @@ def test_a_second_equal_run_is_a_copy_and_does_not_run(backend_db: Any) -> None:
     assert [link.link_label for link in again.base.links.get_incoming().all()] == ["x", "y"]
     assert again.outputs.sum.base.links.get_incoming().one().node.pk == node.pk
     assert again.base.caching.is_created_from_cache
+    # the clones are queryable by their attributes like the outputs that ran
+    qb = miniengine.orm.QueryBuilder()
+    qb.append(Int, filters={"attributes.value": -1}, project=["id"])
+    found = {row[0] for row in qb.all()}
+    assert len(found) == 4 and {first["diff"].pk, second["diff"].pk} <= found
 
 
 def test_different_inputs_or_version_or_disabled_class_run_again(backend_db: Any) -> None:

@@ -37,26 +37,17 @@ _SOURCE = (
     "ORDER BY pk LIMIT 1"
 )
 
-#: the source and the outputs it created (one row per output; one with NULLs for none), in one
-#: round trip
-_SOURCE_AND_OUTPUTS = (
-    f"SELECT s.pk, s.uuid, s.exit_message, l.out_pk, l.label FROM ({_SOURCE}) s "
-    "LEFT JOIN links l ON l.in_pk = s.pk AND l.link_type = 'create' ORDER BY l.pk"
-)
-
 
 def begin_cached_tx(connection: Connection, new: NewProcess, memo: MemoKey | None) -> CachedBegin:
     assert new.node_hash is not None
-    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
     if memo is None:
         pk, input_pks = begin_process_tx(connection, new)
     else:
         pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
         if outcome != "new":  # a replayed step's call: nothing to look up
             return _replayed(new, pk, outcome)
-    if not source:
-        return CachedBegin(pk, input_pks, None)
-    return _copy(connection, pk, input_pks, source)
+    copied = _copy_if_cached(connection, pk, input_pks, new)
+    return copied if copied is not None else CachedBegin(pk, input_pks, None)
 
 
 def create_calcjob_cached_tx(
@@ -68,8 +59,7 @@ def create_calcjob_cached_tx(
     memo: MemoKey | None,
 ) -> CachedBegin:
     assert new.node_hash is not None
-    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
-    if not source:
+    if connection.execute(_SOURCE, (new.process_type, new.node_hash)).fetchone() is None:
         pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
         return CachedBegin(pk, input_pks, None)
     if memo is None:
@@ -79,7 +69,9 @@ def create_calcjob_cached_tx(
         if outcome != "new":
             return _replayed(new, pk, outcome)
     set_computer_tx(connection, pk, computer_uuid)
-    return _copy(connection, pk, input_pks, source)
+    copied = _copy_if_cached(connection, pk, input_pks, new)
+    assert copied is not None  # (the source found above is still there: same transaction)
+    return copied
 
 
 def _replayed(new: NewProcess, pk: int, outcome: str) -> CachedBegin:
@@ -87,57 +79,67 @@ def _replayed(new: NewProcess, pk: int, outcome: str) -> CachedBegin:
     return CachedBegin(pk, [data.pk for _, data in new.inputs], None, outcome=outcome)  # type: ignore[misc]
 
 
-#: :func:`_copy_statement` by the number of outputs (a few sizes in practice)
-_COPY: dict[int, str] = {}
+def _qualified(columns: str, table: str) -> str:
+    return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
-def _copy_statement(count: int) -> str:
-    """The clones of ``count`` outputs, their links (in the source's order) and the end of the
-    process in one round trip, returning the rows of the process and of its new outputs."""
-    values = ", ".join(f"(%s, %s::bigint, %s, {position})" for position in range(count))
-    given = f"SELECT * FROM (VALUES {values}) AS v (uuid, source, label, ord)"
-    done = (
-        "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = %s, "
-        "owner = NULL, lease_expires = NULL, extras = %s::jsonb, mtime = %s "
-        f"WHERE pk = %s RETURNING {NODE_COLUMNS}"
-    )
-    if count == 0:
-        return done
-    return (
-        f"WITH v AS ({given}), done AS ({done}), "
-        "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
-        "mtime, computer_pk, attributes_json) SELECT v.uuid, n.node_type, n.label, "
-        "n.description, n.attributes, %s, %s, n.computer_pk, n.attributes_json "
-        "FROM v JOIN nodes n ON n.pk = v.source ORDER BY v.ord "
-        f"RETURNING {NODE_COLUMNS}), "
-        "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT n.pk, c.pk, "
-        "'create', v.label FROM cloned c JOIN v ON v.uuid = c.uuid, done n ORDER BY v.ord) "
-        "SELECT * FROM done UNION ALL SELECT * FROM cloned"
-    )
+#: The lookup and the copy in one statement (one round trip, the same text whatever the number
+#: of outputs): the oldest valid source (``src``), the outputs it created (``outs``, numbered in
+#: link order), the new process finished as its copy (``done``), a clone of each output under a
+#: uuid given in the array (``cloned``) and its CREATE link (``linked``).  It writes nothing when
+#: there is no source, or when the source has more outputs than uuids were given (the count
+#: comes back, and the caller asks again with enough).  The rows are the count, the source's
+#: uuid, and then the process's row and each clone's (one row of NULLs when nothing was copied).
+_COPY_IF_CACHED = (
+    f"WITH src AS ({_SOURCE}), "
+    "outs AS (SELECT l.out_pk, l.label, row_number() OVER (ORDER BY l.pk) AS ord FROM links l "
+    "JOIN src ON l.in_pk = src.pk WHERE l.link_type = 'create'), "
+    "given AS (SELECT u.uuid, u.ord FROM unnest(%s::text[]) WITH ORDINALITY AS u (uuid, ord)), "
+    "fits AS (SELECT count(*) <= %s AS ok FROM outs), "
+    "done AS (UPDATE nodes SET process_state = 'finished', exit_status = 0, "
+    "exit_message = src.exit_message, owner = NULL, lease_expires = NULL, "
+    "extras = jsonb_build_object(%s::text, src.uuid), mtime = %s FROM src, fits "
+    f"WHERE nodes.pk = %s AND fits.ok RETURNING {_qualified(NODE_COLUMNS, 'nodes')}), "
+    "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
+    "mtime, computer_pk, attributes_json) SELECT g.uuid, n.node_type, n.label, n.description, "
+    "n.attributes, %s, %s, n.computer_pk, n.attributes_json FROM outs o "
+    "JOIN given g ON g.ord = o.ord JOIN nodes n ON n.pk = o.out_pk "
+    f"WHERE EXISTS (SELECT 1 FROM done) ORDER BY o.ord RETURNING {NODE_COLUMNS}), "
+    "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT d.pk, c.pk, "
+    "'create', o.label FROM cloned c JOIN given g ON g.uuid = c.uuid JOIN outs o "
+    "ON o.ord = g.ord, done d ORDER BY o.ord) "
+    "SELECT (SELECT count(*) FROM outs), (SELECT uuid FROM src), r.* FROM (SELECT 1) AS one "
+    "LEFT JOIN (SELECT 0::bigint AS ord, NULL::text AS label, d.* FROM done d UNION ALL "
+    "SELECT o.ord, o.label, c.* FROM cloned c JOIN given g ON g.uuid = c.uuid "
+    "JOIN outs o ON o.ord = g.ord) r ON true ORDER BY r.ord"
+)
+
+#: process type -> how many outputs its last source had (how many uuids to send next time)
+_OUTPUTS: dict[str, int] = {}
 
 
-def _copy(connection: Connection, pk: int, input_pks: list[int], source: list[Any]) -> CachedBegin:
-    """Finish the new process ``pk`` as a copy of ``source`` (rows of
-    :data:`_SOURCE_AND_OUTPUTS`)."""
-    _, source_uuid, exit_message = source[0][:3]
-    outputs = [(out_pk, label) for *_, out_pk, label in source if out_pk is not None]
-    uuids = [new_uuid() for _ in outputs]
-    statement = _COPY.get(len(outputs))
-    if statement is None:
-        statement = _COPY[len(outputs)] = _copy_statement(len(outputs))
-    now = time.time()
-    given = [
-        v
-        for uuid, (out_pk, label) in zip(uuids, outputs, strict=True)
-        for v in (uuid, out_pk, label)
-    ]
-    extras = json.dumps({CACHED_FROM_EXTRA: str(source_uuid)})
-    done = (exit_message, extras, now, pk)
-    clones = (now, now) if outputs else ()
-    rows = connection.execute(statement, (*given, *done, *clones)).fetchall()
-    by_uuid = {row[1]: NodeRow._make(row) for row in rows}
-    process = next(NodeRow._make(row) for row in rows if row[0] == pk)
-    outs = [(label, by_uuid[uuid]) for uuid, (_, label) in zip(uuids, outputs, strict=True)]
+def _copy_if_cached(
+    connection: Connection, pk: int, input_pks: list[int], new: NewProcess
+) -> CachedBegin | None:
+    """Finish the new process ``pk`` as a copy of the oldest valid source with its hash, if
+    there is one (:data:`_COPY_IF_CACHED`)."""
+    count = _OUTPUTS.get(new.process_type, 2)
+    while True:
+        uuids = [new_uuid() for _ in range(count)]
+        now = time.time()
+        rows = connection.execute(
+            _COPY_IF_CACHED,
+            (new.process_type, new.node_hash, uuids, count, CACHED_FROM_EXTRA, now, pk, now, now),
+        ).fetchall()
+        outputs, source_uuid = rows[0][0], rows[0][1]
+        if source_uuid is None:
+            return None
+        if outputs <= count:
+            break
+        count = _OUTPUTS[new.process_type] = outputs  # nothing was written: again, with enough
+    _OUTPUTS[new.process_type] = max(outputs, 1)
+    process = NodeRow._make(rows[0][4:])
+    outs = [(row[3], NodeRow._make(row[4:])) for row in rows[1:]]
     return CachedBegin(pk, input_pks, str(source_uuid), process, outs)
 
 
