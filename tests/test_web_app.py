@@ -17,6 +17,7 @@ import pytest
 from miniengine import Int, arun, arun_get_node, calcfunction, load_node
 from miniengine.control import kill
 from miniengine.core.ids import new_uuid
+from miniengine.orm import Group
 from miniengine.runtime.context import store_for
 from miniengine.storage.interfaces.provenance import NewProcess
 from miniengine.web import create_app
@@ -285,6 +286,11 @@ async def test_filters_and_keyset_paging_give_what_python_computes() -> None:
             expected("finished") + expected("killed"), reverse=True
         )
         assert await listed(since="1h") == expected()
+        group = Group(label="<b>chosen</b>").store()
+        chosen = [made[1][0], made[4][0]]
+        group.add_nodes([load_node(pk) for pk in chosen])
+        assert await listed(group="<b>chosen</b>") == chosen
+        assert await listed(group="chosen", label="alpha") == []
         assert await listed(until="2000-01-01") == []
 
         # keyset paging: three at a time, the whole list once, newest first
@@ -356,3 +362,15 @@ def test_the_json_of_the_list_is_json() -> None:
     summary = ProcessSummary(1, "u", "L", "finished", 3, True, 1.0, 2.0, None)
     text = json.dumps(summary_json(summary))
     assert json.loads(text)["state"] == "finished [exit 3] (paused)"
+
+
+def test_importing_the_web_package_loads_no_web_framework() -> None:
+    import subprocess
+
+    code = (
+        "import sys, miniengine, miniengine.web; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2', 'miniengine.web.app') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
