@@ -124,6 +124,7 @@ async def process_page(request: Request) -> Response:
         outcome=request.query_params.get("outcome", "")[:200],
     )
     context["events"] = f"{root}/events?pk={pk}&after={last_log}"
+    context["shown_state"] = detail.node.process_state
     return _html(render("process.html", **context))
 
 

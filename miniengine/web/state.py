@@ -37,6 +37,7 @@ class WebState:
             "page": page,
             "title": title,
             "events": None,
+            "shown_state": None,
             **values,
         }
 

@@ -50,11 +50,20 @@
   }
 
   // the process page --------------------------------------------------------------------------
+  const TERMINAL = ["finished", "excepted", "killed"];
+
   function onProcess(p) {
     const state = document.getElementById("state");
     if (state) state.textContent = p.state;
     const exit = document.getElementById("exit-status");
     if (exit) exit.textContent = p.exit_status === null ? "" : String(p.exit_status);
+    const status = document.getElementById("process-status");
+    if (status) status.textContent = p.process_status || "";
+    // it just ended: its outputs, exit message or traceback are on the page once reloaded
+    if (TERMINAL.includes(p.process_state) && !TERMINAL.includes(body.dataset.shownState)) {
+      body.dataset.shownState = p.process_state;
+      window.location.reload();
+    }
   }
 
   function onReport(r) {
