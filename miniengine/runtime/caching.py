@@ -177,17 +177,20 @@ def get_use_cache(*, identifier: str | None = None, db: Any = None) -> bool:
     return config.default_enabled if identifier is None else config.use_cache(identifier)
 
 
-def _use_cache(store: Backend, identifier: str) -> bool:
-    """:func:`get_use_cache` for a launch (the store is known; the common case is fast)."""
+def _use_cache(store: Backend, identifier: str) -> tuple[bool, bool]:
+    """For a launch (the store is known; the common case is fast): whether to look the process
+    up (:func:`get_use_cache`), and whether to store its hash all the same."""
+    config = _config_of(store)
     if _overrides:
         for pattern, enabled in reversed(_overrides):
             if pattern is None or _matches(pattern, identifier):
-                return enabled
+                return enabled, config.store_all_hashes
     value = os.environ.get(ENVIRONMENT_VARIABLE)
     if value and value.strip():
-        return _from_environment(value.strip(), identifier)
-    config = _config_of(store)
-    return False if config.is_off else config.use_cache(identifier)
+        return _from_environment(value.strip(), identifier), config.store_all_hashes
+    if config.is_off:
+        return False, config.store_all_hashes
+    return config.use_cache(identifier), config.store_all_hashes
 
 
 def get_caching_config(*, db: Any = None) -> CachingConfig:
@@ -354,8 +357,8 @@ def launch_hash(
     ``caching.store_all_hashes`` asks for the hash of every cachable process."""
     if not getattr(cls, "_cachable", True):
         return _NOT_CACHABLE
-    lookup = _use_cache(store, process_type)
-    if not lookup and not _config_of(store).store_all_hashes:
+    lookup, store_all = _use_cache(store, process_type)
+    if not lookup and not store_all:
         return _NOT_CACHABLE
     node_hash = process_hash(process_type, getattr(cls, "_CACHE_VERSION", None), inputs)
     return LaunchHash(node_hash, lookup)
@@ -379,8 +382,8 @@ def calcjob_hash(
     part of its version."""
     if not getattr(cls, "_cachable", True):
         return _NOT_CACHABLE
-    lookup = _use_cache(store, process_type)
-    if not lookup and not _config_of(store).store_all_hashes:
+    lookup, store_all = _use_cache(store, process_type)
+    if not lookup and not store_all:
         return _NOT_CACHABLE
     kept = {key: value for key, value in options.items() if key not in IGNORED_OPTIONS}
     version = [getattr(cls, "_CACHE_VERSION", None), kept]
