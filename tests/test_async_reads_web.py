@@ -450,3 +450,22 @@ def test_each_filter_of_a_page_and_the_changes_read_walk_an_index(miniengine_db:
     assert "SEARCH nodes USING INDEX nodes_active (process_state=?)" in steps, steps
     assert not [step for step in steps if step.startswith("SCAN nodes")], steps
     connection.close()
+
+
+async def test_linked_nodes_and_extras_are_the_sync_reads() -> None:
+    _, work = await add_twice.arun_get_node(1, 2)
+    store = store_for(None)
+    result = work.outputs.result
+    result.base.extras.set_many({"note": "<i>x</i>", "n": [1, 2]})
+    for pk in (work.pk, result.pk):
+        for incoming in (True, False):
+            types = ["input_work", "return", "create", "call_calc", "input_calc"]
+            expected = store.queries.linked_nodes(pk, incoming=incoming, link_types=types)
+            got = await reads().linked_nodes(pk, incoming=incoming, link_types=types)
+            assert got == expected
+    assert await reads().extras(result.pk) == {"note": "<i>x</i>", "n": [1, 2]}
+    assert await reads().extras(work.pk) == store.groups.extras(work.pk)
+    for missing in (10**9, 2**70):
+        with pytest.raises(NotExistent):
+            await reads().extras(missing)
+    assert await reads().linked_nodes(2**70, incoming=True, link_types=["create"]) == []

@@ -225,6 +225,18 @@ class AsyncReads(Protocol):
         process (pass the last id seen)."""
         ...
 
+    async def linked_nodes(
+        self, pk: int, *, incoming: bool, link_types: Sequence[str]
+    ) -> list[LinkedNode]:
+        """The nodes linked into (or out of) ``pk`` by links of ``link_types``, oldest link
+        first: the awaitable twin of the queries concern's ``linked_nodes`` (the node page)."""
+        ...
+
+    async def extras(self, pk: int) -> dict[str, Any]:
+        """The extras of node ``pk`` (``NotExistent`` if there is no such node): the awaitable
+        twin of the groups concern's ``extras``."""
+        ...
+
     async def daemon_overview(self) -> DaemonOverview:
         """The workers, the task queue and the processes ended per minute over the last hour
         (one grouped query over the processes' ``mtime``)."""

@@ -259,6 +259,21 @@ class PostgresAsyncReads:
         found = await self._fetch(reports_query(query_rows.POSTGRES), (pk, after))
         return [LogRow._make(row) for row in found]
 
+    async def linked_nodes(
+        self, pk: int, *, incoming: bool, link_types: Sequence[str]
+    ) -> list[LinkedNode]:
+        if pk not in SQL_INTEGERS:
+            return []
+        return await self._linked(pk, incoming, link_types)
+
+    async def extras(self, pk: int) -> dict[str, Any]:
+        from miniengine.storage.postgres import group_rows
+
+        if pk not in SQL_INTEGERS:
+            return group_rows.read_extras_row("nodes", pk, None)
+        found = await self._fetch(group_rows.extras_query("nodes"), (pk,))
+        return group_rows.read_extras_row("nodes", pk, found[0] if found else None)
+
     async def daemon_overview(self) -> DaemonOverview:
         now = time.time()
         dialect = query_rows.POSTGRES

@@ -75,16 +75,23 @@ def _missing(table: str, pk: int) -> NotExistent:
     return NotExistent(f"no {_EXTRAS_OF[table]} with the pk {pk}")
 
 
-def _read(connection: Connection, table: str, pk: int, lock: bool = False) -> dict[str, Any]:
-    if pk not in SQL_INTEGERS:  # no row has it
-        raise _missing(table, pk)
-    row = connection.execute(
-        f"SELECT extras FROM {table} WHERE pk = %s{' FOR UPDATE' if lock else ''}".encode(),
-        (pk,),
-    ).fetchone()
+def extras_query(table: str, lock: bool = False) -> str:
+    """The extras of the row of ``table`` with a pk (the parameter), locked for an update."""
+    return f"SELECT extras FROM {table} WHERE pk = %s{' FOR UPDATE' if lock else ''}"
+
+
+def read_extras_row(table: str, pk: int, row: Sequence[Any] | None) -> dict[str, Any]:
+    """The extras in ``row`` of :func:`extras_query` (``NotExistent`` for no row)."""
     if row is None:
         raise _missing(table, pk)
     return _loaded(row[0])
+
+
+def _read(connection: Connection, table: str, pk: int, lock: bool = False) -> dict[str, Any]:
+    if pk not in SQL_INTEGERS:  # no row has it
+        raise _missing(table, pk)
+    row = connection.execute(extras_query(table, lock).encode(), (pk,)).fetchone()
+    return read_extras_row(table, pk, row)
 
 
 def _set(connection: Connection, table: str, pk: int, extras: Mapping[str, Any]) -> None:

@@ -35,7 +35,7 @@ from miniengine.storage import (
 )
 from miniengine.storage.async_paging import PAGE_ROWS, process_rows_in_pages
 from miniengine.storage.interfaces.provenance import LogRow, NodeRow, ambiguous_prefix
-from miniengine.storage.interfaces.queries import TreeRow
+from miniengine.storage.interfaces.queries import LinkedNode, TreeRow
 from miniengine.storage.interfaces.reads import DaemonOverview, ProcessDetail, ProcessSummary
 from miniengine.storage.web_reads import check_page, daemon_overview, page_summaries
 
@@ -273,6 +273,20 @@ class SqliteAsyncReads:
         after = -1 if after_id is None else max(-1, min(after_id, rows.SQL_INTEGERS[-1]))
         found = await self._fetch(query_rows.reports_query(query_rows.SQLITE), (pk, after))
         return [LogRow._make(row) for row in found]
+
+    async def linked_nodes(
+        self, pk: int, *, incoming: bool, link_types: Sequence[str]
+    ) -> list[LinkedNode]:
+        if pk not in rows.SQL_INTEGERS:
+            return []
+        return await self._run(
+            query_rows.linked_nodes, pk, incoming=incoming, link_types=list(link_types)
+        )
+
+    async def extras(self, pk: int) -> dict[str, Any]:
+        from miniengine.storage.sqlite import group_rows
+
+        return await self._run(group_rows.read_extras, pk)
 
     async def daemon_overview(self) -> DaemonOverview:
         now = time.time()
