@@ -331,6 +331,12 @@ async def test_the_process_page_shows_inputs_outputs_tree_and_json_twin() -> Non
         assert data["outputs"][0]["value"] == "42"
         result_page = await c.get(f"/node/{result.pk}")
         assert '<dd id="value">42</dd>' in result_page.text
+        incoming = result_page.text[result_page.text.index('<table id="incoming">') :]
+        assert '<td class="link-label">result</td><td class="link-type">create</td>' in incoming
+        assert f'<a href="/process/{node.pk}">{node.pk}</a>' in incoming
+        inputs = (await c.get(f"/node/{node.inputs.x.pk}")).text
+        outgoing = inputs[inputs.index('<table id="outgoing">') :]
+        assert '<td class="link-label">x</td><td class="link-type">input_calc</td>' in outgoing
         assert (await c.get(f"/node/{node.pk}")).status_code == 303  # a process: its own page
 
 

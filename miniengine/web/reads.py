@@ -1,18 +1,16 @@
 """What the pages read, without blocking the server's loop.
 
 Every read awaits the backend's async reads (aiosqlite's thread on sqlite, psycopg's async
-connection on PostgreSQL); the node page's links and extras, which have no awaitable twin, run
-the backend's plain read in a worker thread (``anyio.to_thread``).  A slow query holds up one
-page, never the server.  The pages depend on this module only.
+connection on PostgreSQL), the node page's links and extras as QueryBuilder queries on them.  A
+slow query holds up one page, never the server.  The pages depend on this module only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
-import anyio.to_thread
 
 from miniengine.storage.interfaces.reads import (
     DaemonOverview,
@@ -24,10 +22,10 @@ from miniengine.web.filters import ProcessFilters
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
     from miniengine.storage.interfaces.provenance import LogRow, NodeRow
-    from miniengine.storage.interfaces.queries import LinkedNode, TreeRow
+    from miniengine.storage.interfaces.queries import TreeRow
     from miniengine.storage.process_changes import ChangeCursor
 
-__all__ = ["PageReads", "change_key"]
+__all__ = ["NodeLink", "PageReads", "change_key"]
 
 T = TypeVar("T")
 
@@ -53,6 +51,17 @@ async def _whole(read: Awaitable[T]) -> T:
     with anyio.CancelScope(shield=True):
         result = await read
     return result
+
+
+class NodeLink(NamedTuple):
+    """A link of a node as its page lists it: the link and the node at the other end."""
+
+    link_label: str
+    link_type: str
+    pk: int
+    node_type: str
+    process_label: str | None
+    process_state: str | None
 
 
 def _summary(row: NodeRow) -> ProcessSummary:
@@ -150,18 +159,48 @@ class PageReads:
         """The log lines of node ``pk`` after log id ``after_id``, oldest first."""
         return await _whole(self.backend.async_reads.reports(pk, after_id))
 
-    async def links(self, pk: int, incoming: bool) -> list[LinkedNode]:
-        """Every node linked into (or out of) node ``pk``."""
-        from miniengine.core.links import LinkType
+    async def links(self, pk: int, incoming: bool) -> list[NodeLink]:
+        """Every node linked into (or out of) node ``pk``, oldest link first (a QueryBuilder
+        query on the async reads)."""
+        from miniengine.runtime.nodes import Node
+        from miniengine.runtime.querybuilder import QueryBuilder
 
-        types = [t.value for t in LinkType]
-        return await anyio.to_thread.run_sync(
-            lambda: self.backend.queries.linked_nodes(pk, incoming=incoming, link_types=types)
+        query = QueryBuilder(db=self.backend)
+        query.append(Node, tag="node", filters={"id": pk})
+        relation: dict[str, Any] = {"with_outgoing" if incoming else "with_incoming": "node"}
+        query.append(
+            Node,
+            tag="other",
+            project=["id", "node_type", "process_label", "process_state"],
+            edge_project=["id", "label", "type"],
+            **relation,
         )
 
+        async def rows() -> list[NodeLink]:
+            found = [
+                (link_pk, NodeLink(label, link_type, other, node_type, plabel, state))
+                async for other, node_type, plabel, state, link_pk, label, link_type in (
+                    query.aiterall(batch_size=1000)
+                )
+            ]
+            return [link for _, link in sorted(found)]
+
+        return await _whole(rows())
+
     async def extras(self, pk: int) -> dict[str, Any]:
-        """The extras of node ``pk``."""
-        return dict(await anyio.to_thread.run_sync(self.backend.groups.extras, pk))
+        """The extras of node ``pk`` (a QueryBuilder query on the async reads)."""
+        from miniengine.runtime.nodes import Node
+        from miniengine.runtime.querybuilder import QueryBuilder
+
+        query = QueryBuilder(db=self.backend)
+        query.append(Node, filters={"id": pk}, project="extras")
+
+        async def first() -> dict[str, Any]:
+            async for (extras,) in query.aiterall(batch_size=1):
+                return dict(extras or {})
+            return {}
+
+        return await _whole(first())
 
     # the daemon --------------------------------------------------------------------------------
 
