@@ -293,18 +293,30 @@ async def test_filters_and_keyset_paging_give_what_python_computes() -> None:
         assert await listed(group="chosen", label="alpha") == []
         assert await listed(until="2000-01-01") == []
 
-        # keyset paging: three at a time, the whole list once, newest first
-        seen: list[int] = []
+        # keyset paging: three at a time, the whole list once, newest first, and back
+        def link(html: str, which: str) -> str | None:
+            found = re.search(rf'<a id="{which}" href="([^"]+)"', html)
+            return None if found is None else found.group(1).replace("&amp;", "&")
+
+        pages: list[list[int]] = []
         page = await c.get("/", params={"limit": 3})
+        assert link(page.text, "prev-page") is None
         while True:
             assert page.status_code == 200
-            seen += rows(page.text)
-            nxt = re.search(r'<a id="next-page" href="([^"]+)"', page.text)
-            if nxt is None:
+            pages.append(rows(page.text))
+            older = link(page.text, "next-page")
+            if older is None:
                 break
-            page = await c.get(nxt.group(1).replace("&amp;", "&") + "&limit=3")
-        assert seen == expected()
-        assert 'id="prev-page"' in page.text
+            page = await c.get(older)
+        assert [pk for shown in pages for pk in shown] == expected()
+        assert all(len(shown) == 3 for shown in pages[:-1])
+        for shown in reversed(pages[:-1]):
+            newer = link(page.text, "prev-page")
+            assert newer is not None
+            page = await c.get(newer)
+            assert rows(page.text) == shown
+        assert link(page.text, "prev-page") is None
+        assert (await c.get("/", params={"back": "1.x"})).status_code == 400
         html = (await c.get("/", params={"label": "beta"})).text
         assert rows(html) == expected(label="beta")
         assert 'name="label" value="beta"' in html

@@ -68,10 +68,51 @@ async def _page(
     return filters, before, rows[:limit], next_before
 
 
+#: How many pages back the "newer" link remembers (in the URL's ``back``).
+MAX_TRAIL = 50
+
+
+def _trail(text: str | None) -> list[int]:
+    """The ``before`` of each page that led here (0: the first page), from ``back=``."""
+    if not text:
+        return []
+    parts = text.split(".")
+    if len(parts) > MAX_TRAIL or not all(part.isdigit() and len(part) <= 18 for part in parts):
+        raise BadRequest(f"back: expected up to {MAX_TRAIL} pks joined by dots")
+    return [int(part) for part in parts]
+
+
+def _paging(
+    request: Request, filters: ProcessFilters, before: int | None, next_before: int | None
+) -> tuple[str | None, str | None]:
+    """The query strings of the older and the newer page (None where there is none).
+
+    Keyset paging goes one way only, so each "older" link carries the trail of the pages
+    before it, and "newer" goes back one step of that trail."""
+    limit = request.query_params.get("limit")
+    more: dict[str, str | int] = {"limit": limit} if limit else {}
+    back = _trail(request.query_params.get("back"))
+    older = None
+    if next_before is not None:
+        trail = [*back, before or 0][-MAX_TRAIL:]
+        older = filters.query(before=next_before, back=".".join(map(str, trail)), **more)
+    newer = None
+    if before is not None:
+        previous = back[-1] if back else 0
+        params: dict[str, str | int] = dict(more)
+        if previous:
+            params["before"] = previous
+        if back[:-1]:
+            params["back"] = ".".join(map(str, back[:-1]))
+        newer = filters.query(**params)
+    return older, newer
+
+
 async def process_list(request: Request) -> Response:
     """``/``: the newest processes matching the filters, a page at a time, kept live."""
     web = web_state(request)
     filters, before, rows, next_before = await _page(request)
+    older, newer = _paging(request, filters, before, next_before)
     root = request.scope.get("root_path", "")
     context = web.context(
         request,
@@ -81,8 +122,8 @@ async def process_list(request: Request) -> Response:
         filters=filters,
         raw=dict(filters.raw),
         states=[state.value for state in ProcessState],
-        before=before,
-        next_before=next_before,
+        older=older,
+        newer=newer,
         live=before is None,
     )
     context["raw"].setdefault("since", "")
