@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
-from miniengine import Int, calcfunction, run
+from miniengine import Int, calcfunction, load_node, run
 from miniengine.control import pause
 from miniengine.runtime.context import store_for
 from miniengine.web import create_app
@@ -280,3 +280,23 @@ async def test_a_process_on_a_worker_is_followed_live_and_the_daemon_page_shows_
         await await_node(node, timeout=WAIT)
         page = (await client.get(f"/process/{node.pk}")).text
         assert '<tr data-label="passed">' in page
+
+
+async def test_a_group_filtered_stream_sends_only_the_groups_processes() -> None:
+    from miniengine.orm import Group
+
+    outside, inside = new_process(label="Outside"), new_process(label="Inside")
+    group = Group(label="watched").store()
+    group.add_nodes([load_node(inside)])
+    app = create_app(token=TOKEN)
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+        client.stream("GET", "/events", params={"group": "watched"}) as response,
+    ):
+        events = Events(response)
+        assert (await events.next())[0] == "hello"
+        pause(outside)
+        pause(inside)
+        arrived = await events.until("process")
+        assert (arrived["pk"], arrived["state"]) == (inside, "created (paused)")
