@@ -316,16 +316,18 @@ class _Compiler:
                 alternatives.append(f"({sql})")
             return " OR ".join(alternatives) if alternatives else "1 = 0"
         mark, param = d.json_param(value)
-        kind = _json_kind(value)
-        guard = ""
-        if kind is not None:
-            # compare numbers with numbers and strings with strings, as AiiDA does (sqlite's
-            # and PostgreSQL's orders across JSON types differ)
-            guard_sql, guard_params = d.json_type_is(column, path, kind)
-            self.params.extend(guard_params)
-            guard = f"{guard_sql} AND "
         self.params.append(param)
-        return f"{guard}{target} {_COMPARE[op]} {mark}"
+        comparison = f"{target} {_COMPARE[op]} {mark}"
+        kind = _json_kind(value)
+        if kind is None:
+            return comparison
+        # compare numbers with numbers and strings with strings, as AiiDA does (sqlite's and
+        # PostgreSQL's orders across JSON types differ); the comparison comes first, so that
+        # the type is read only of the rows it lets through (on sqlite each is a call of a
+        # function of miniengine's for an attribute)
+        guard, guard_params = d.json_type_is(column, path, kind)
+        self.params.extend(guard_params)
+        return f"{comparison} AND {guard}"
 
     # SELECT ----------------------------------------------------------------------------------
 

@@ -71,6 +71,12 @@ def parse_path(path: str) -> tuple[str, ...] | None:
     return tuple(keys)
 
 
+_unpack = msgpack.unpackb
+_VALUE = ("value",)
+#: the paths seen, parsed (a query names a few; bounded against a generated flood)
+_PATHS: dict[str, tuple[str, ...]] = {}
+
+
 class _Decoder:
     """Decodes blobs, keeping the last one (a filter reads a row's type, then its value)."""
 
@@ -80,32 +86,49 @@ class _Decoder:
         self.last: tuple[bytes | None, Any] = (None, None)  # one tuple: replaced at once
 
     def at(self, blob: Any, path: str) -> Any:
-        if not isinstance(blob, bytes):
+        """The JSON value at ``path`` in ``blob``, or :data:`MISSING`.  Runs once per row and
+        call, so the common cases (a base type's ``$.value``, a key of a mapping holding a
+        number or a string) take the short way."""
+        if blob.__class__ is not bytes:
             return MISSING
-        keys = parse_path(path)
+        keys = _PATHS.get(path)
         if keys is None:
-            raise ValueError(f"malformed attribute path {path!r} (write it as $.key.key)")
+            keys = parse_path(path)
+            if keys is None:
+                raise ValueError(f"malformed attribute path {path!r} (write it as $.key.key)")
+            if len(_PATHS) < 1024:
+                _PATHS[path] = keys
         last_blob, content = self.last
         if blob != last_blob:
             try:
-                content = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+                content = _unpack(blob, raw=False, strict_map_key=False)
             except Exception:
                 return MISSING  # not msgpack: nothing a query can name
             self.last = (blob, content)
-        value = attribute_at(content, keys)
-        return MISSING if value is MISSING else jsonable(value)
+        kind = content.__class__
+        if kind is dict and len(keys) == 1:
+            value = content.get(keys[0], MISSING)
+        elif kind is not dict and kind is not list and keys == _VALUE and content is not None:
+            value = content
+        else:
+            value = attribute_at(content, keys)
+        kind = value.__class__
+        if kind is int or kind is str or kind is bool or value is None or value is MISSING:
+            return value
+        return jsonable(value)
 
     def extract(self, blob: Any, path: str) -> Any:
         value = self.at(blob, path)
+        kind = value.__class__
+        if kind is str or kind is float:
+            return value
+        if kind is int:
+            return value if _INT64_MIN <= value <= _INT64_MAX else float(value)
         if value is MISSING or value is None:
             return None
-        if isinstance(value, bool):
+        if kind is bool:
             return int(value)
-        if isinstance(value, int):
-            return value if _INT64_MIN <= value <= _INT64_MAX else float(value)
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return value
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     def type(self, blob: Any, path: str) -> str | None:
         value = self.at(blob, path)
