@@ -337,3 +337,17 @@ def test_an_archive_imported_into_postgresql_is_queryable_by_attributes(
         assert sorted(qb.all(flat=True)) == sorted(u for u, v in values.items() if v >= 3)
     finally:
         target.close()
+
+
+def test_aiterall_filters_on_attributes() -> None:
+    import asyncio
+
+    nodes = _build()
+    qb = QueryBuilder().append(Data, tag="d", filters={"attributes.value": {">": 5}}, project="id")
+    qb.order_by({"d": "id"})
+
+    async def read() -> list[int]:
+        return [row[0] async for row in qb.aiterall(batch_size=2)]
+
+    expected = sorted(pk for pk, a in nodes.items() if _number(a.get("value")) and a["value"] > 5)
+    assert asyncio.run(read()) == expected
