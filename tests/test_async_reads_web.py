@@ -80,6 +80,13 @@ async def test_process_page_filters_and_pages_as_computed_in_python() -> None:
     group = Group(label="chosen").store()
     group.add_nodes([_node(row.pk) for row in every[1::3]])
     members = {row.pk for row in every[1::3]}
+    # two groups of one label (different types): the members of both
+    store = store_for(None)
+    twin, _ = store.groups.create_group("twins", "core", "", False)
+    other, _ = store.groups.create_group("twins", "tests.other", "", False)
+    store.groups.add_group_nodes(twin.pk, [row.pk for row in every[::4]])
+    store.groups.add_group_nodes(other.pk, [row.pk for row in every[::5]])
+    twins = {row.pk for row in every[::4]} | {row.pk for row in every[::5]}
     caller_of = callers()
     cases: list[tuple[dict[str, Any], Any]] = [
         ({}, lambda r: True),
@@ -90,6 +97,9 @@ async def test_process_page_filters_and_pages_as_computed_in_python() -> None:
         ({"label": "%"}, lambda r: "%" in (r.process_label or "")),  # matches itself only
         ({"group": "chosen"}, lambda r: r.pk in members),
         ({"group": "no such group"}, lambda r: False),
+        ({"group": "twins"}, lambda r: r.pk in twins),
+        ({"group": "twins", "states": ["finished"]},
+         lambda r: r.pk in twins and r.process_state == "finished"),
         ({"since": middle}, lambda r: r.ctime >= middle),
         ({"until": middle}, lambda r: r.ctime < middle),
         ({"states": ["finished"], "label": "add", "group": "chosen"},
@@ -446,6 +456,13 @@ def test_each_filter_of_a_page_and_the_changes_read_walk_an_index(miniengine_db:
         )
         steps = plan(*query)
         assert not [step for step in steps if step.startswith("SCAN")], (states, group, steps)
+    for states in (None, ["finished"]):  # the members of one group, walked down its index
+        query = query_rows.process_page_query(
+            query_rows.SQLITE, states, None, "chosen", None, None, 1000, 50, group_pk=1
+        )
+        steps = plan(*query)
+        assert "SEARCH gn USING PRIMARY KEY (group_pk=? AND node_pk<?)" in steps, steps
+        assert not [step for step in steps if "TEMP B-TREE" in step], steps
     steps = plan(query_rows.changes_query(query_rows.SQLITE), (64, 1, "[]"))
     assert "SEARCH nodes USING INDEX nodes_active (process_state=?)" in steps, steps
     assert not [step for step in steps if step.startswith("SCAN nodes")], steps

@@ -239,24 +239,40 @@ def process_page_query(
     until: float | None,
     before_pk: int | None,
     limit: int,
+    group_pk: int | None = None,
 ) -> tuple[str, list[object]]:
     """One page of processes, newest (highest pk) first, below ``before_pk``.
 
     Walking the primary key downwards from ``before_pk`` and stopping after ``limit`` matches
     keeps a page as cheap on the millionth row as on the first whenever matches are not rare;
-    the states are literals so that a filter on active states walks ``nodes_active`` instead;
-    a group's members are walked through ``group_nodes``'s primary key.  The label is a
-    case-insensitive substring (``%`` and ``_`` in it match themselves).
+    the states are literals so that a filter on active states walks ``nodes_active`` instead.
+    With ``group_pk`` (the one group of the label ``group``) the walk is down that group's
+    members in ``group_nodes``'s primary key instead, as cheap in a group of a hundred
+    thousand as in one of ten; several groups of that label are merged by a list of their
+    members.  The label is a case-insensitive substring (``%`` and ``_`` in it match
+    themselves).
     """
     mark = dialect.mark
-    query = (
-        f"SELECT {SUMMARY_COLUMNS}, {_CALLER}, n.process_status FROM nodes n "
-        "WHERE n.process_state IS NOT NULL"
-    )
     params: list[object] = []
-    if before_pk is not None:
-        query += f" AND n.pk < {mark}"
-        params.append(before_pk)
+    if group_pk is not None:
+        query = (
+            f"SELECT {SUMMARY_COLUMNS}, {_CALLER}, n.process_status FROM group_nodes gn "
+            f"JOIN nodes n ON n.pk = gn.node_pk WHERE gn.group_pk = {mark} "
+            "AND n.process_state IS NOT NULL"
+        )
+        params.append(group_pk)
+        if before_pk is not None:  # on both sides of the join: PostgreSQL merges them
+            query += f" AND gn.node_pk < {mark} AND n.pk < {mark}"
+            params.extend((before_pk, before_pk))
+        group = None  # the walk is the group
+    else:
+        query = (
+            f"SELECT {SUMMARY_COLUMNS}, {_CALLER}, n.process_status FROM nodes n "
+            "WHERE n.process_state IS NOT NULL"
+        )
+        if before_pk is not None:
+            query += f" AND n.pk < {mark}"
+            params.append(before_pk)
     if states:
         query += f" AND n.process_state IN ({', '.join(_state_literal(s) for s in states)})"
         if _ACTIVE.issuperset(states):
@@ -279,7 +295,8 @@ def process_page_query(
     if until is not None:
         query += f" AND n.ctime < {mark}"
         params.append(until)
-    query += f" ORDER BY n.pk DESC LIMIT {mark}"
+    order = "gn.node_pk" if group_pk is not None else "n.pk"
+    query += f" ORDER BY {order} DESC LIMIT {mark}"
     params.append(limit)
     return query, params
 
@@ -365,3 +382,8 @@ def finished_per_minute_query(dialect: Dialect) -> str:
         "WHERE process_state IN ('finished', 'excepted', 'killed') "
         f"AND mtime >= {dialect.mark} GROUP BY minute"
     )
+
+
+def groups_of_label_query(dialect: Dialect) -> str:
+    """The pks of the groups of a label (any type), at most two: is there just one?"""
+    return f"SELECT pk FROM groups WHERE label = {dialect.mark} ORDER BY pk LIMIT 2"

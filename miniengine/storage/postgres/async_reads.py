@@ -31,6 +31,7 @@ from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
     changes_query,
     finished_per_minute_query,
+    groups_of_label_query,
     process_page_query,
     queue_counts_query,
     reports_query,
@@ -210,8 +211,14 @@ class PostgresAsyncReads:
         page = check_page(states, label, group, since, until, before_pk, limit)
         if page is None:
             return []
+        group_pk = None
+        if group is not None:  # one group of that label (the usual case): walk its members
+            groups = await self._fetch(groups_of_label_query(query_rows.POSTGRES), (group,))
+            if not groups:
+                return []
+            group_pk = int(groups[0][0]) if len(groups) == 1 else None
         query = process_page_query(
-            query_rows.POSTGRES, states, label, group, since, until, page, limit
+            query_rows.POSTGRES, states, label, group, since, until, page, limit, group_pk
         )
         return page_summaries(await self._fetch(*query))
 

@@ -230,8 +230,16 @@ class SqliteAsyncReads:
         page = check_page(states, label, group, since, until, before_pk, limit)
         if page is None:
             return []
+        group_pk = None
+        if group is not None:  # one group of that label (the usual case): walk its members
+            groups = await self._fetch(
+                query_rows.groups_of_label_query(query_rows.SQLITE), (group,)
+            )
+            if not groups:
+                return []
+            group_pk = int(groups[0][0]) if len(groups) == 1 else None
         query = query_rows.process_page_query(
-            query_rows.SQLITE, states, label, group, since, until, page, limit
+            query_rows.SQLITE, states, label, group, since, until, page, limit, group_pk
         )
         return page_summaries(await self._fetch(*query))
 
