@@ -320,7 +320,7 @@ async def test_filters_and_keyset_paging_give_what_python_computes() -> None:
         html = (await c.get("/", params={"label": "beta"})).text
         assert rows(html) == expected(label="beta")
         assert 'name="label" value="beta"' in html
-        assert 'data-events="/events?label=beta"' in html
+        assert 'data-events="/events?label=beta&amp;limit=50"' in html
 
 
 @pytest.mark.backends

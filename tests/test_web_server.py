@@ -103,7 +103,7 @@ async def test_a_process_created_after_the_stream_opened_arrives_and_its_changes
         assert arrived["pk"] == pk  # the first one through the filter is the wanted one
         assert arrived["state"] == "created"
         pause(pk)
-        changed = await events.until("process", pk=pk)
+        changed = await events.until("process", pk=pk, paused=True)
         assert changed["state"] == "created (paused)"
 
 
@@ -298,5 +298,27 @@ async def test_a_group_filtered_stream_sends_only_the_groups_processes() -> None
         assert (await events.next())[0] == "hello"
         pause(outside)
         pause(inside)
-        arrived = await events.until("process")
+        arrived = await events.until("process", paused=True)
         assert (arrived["pk"], arrived["state"]) == (inside, "created (paused)")
+
+
+async def test_a_list_stream_starts_with_what_changed_since_its_page_was_rendered() -> None:
+    shown = new_process(label="Shown")
+    app = create_app(token=TOKEN)
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+    ):
+        page = (await client.get("/")).text
+        found = re.search(r'data-events="([^"]+)"', page)
+        assert found is not None
+        late = new_process(label="Late")  # after the page, before its stream
+        pause(shown)
+        events_url = found.group(1).replace("&amp;", "&")
+        async with client.stream("GET", events_url) as response:
+            events = Events(response)
+            assert (await events.next())[0] == "hello"
+            first, second = (await events.next()), (await events.next())
+            assert first == ("process", first[1]) and second[0] == "process"
+            assert (first[1]["pk"], first[1]["state"]) == (shown, "created (paused)")
+            assert (second[1]["pk"], second[1]["state"]) == (late, "created")

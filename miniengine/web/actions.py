@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 
 from miniengine.web.auth import AUTH_KEY
 from miniengine.web.filters import parse_filters, parse_pk
-from miniengine.web.pages import error_page
+from miniengine.web.pages import MAX_PAGE, PAGE_SIZE, error_page
 from miniengine.web.state import web_state
 from miniengine.web.stream import list_events, process_events
 
@@ -65,7 +65,10 @@ async def events(request: Request) -> Response:
         await web.reads.node(pk)  # NotExistent: 404 before the stream starts
         body = process_events(web.broadcaster, pk, parse_pk("after", params.get("after")))
     else:
-        body = list_events(web.broadcaster, parse_filters(params, params.getlist("state")))
+        filters = parse_filters(params, params.getlist("state"))
+        before = parse_pk("before", params.get("before"))
+        limit = min(parse_pk("limit", params.get("limit")) or PAGE_SIZE, MAX_PAGE)
+        body = list_events(web.broadcaster, filters, before, limit)
     if not web.broadcaster.running:
         return error_page(
             request,

@@ -42,7 +42,7 @@ __all__ = [
 
 #: Processes on one page of the list.
 PAGE_SIZE = 50
-_MAX_PAGE = 500
+MAX_PAGE = 500
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
@@ -54,8 +54,8 @@ def _filters(request: Request) -> tuple[ProcessFilters, int | None, int]:
     filters = parse_filters(params, params.getlist("state"))
     before = parse_pk("before", params.get("before"))
     limit = parse_pk("limit", params.get("limit")) or PAGE_SIZE
-    if limit > _MAX_PAGE:
-        raise BadRequest(f"limit: at most {_MAX_PAGE}")
+    if limit > MAX_PAGE:
+        raise BadRequest(f"limit: at most {MAX_PAGE}")
     return filters, before, limit
 
 
@@ -128,7 +128,12 @@ async def process_list(request: Request) -> Response:
     )
     context["raw"].setdefault("since", "")
     context["raw"].setdefault("until", "")
-    context["events"] = f"{root}/events?{filters.query()}"
+    page: dict[str, str | int] = {
+        "limit": parse_pk("limit", request.query_params.get("limit")) or PAGE_SIZE
+    }
+    if before is not None:
+        page["before"] = before
+    context["events"] = f"{root}/events?{filters.query(**page)}"
     return _html(render("processes.html", **context))
 
 

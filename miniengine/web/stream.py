@@ -166,11 +166,20 @@ async def _batches(subscriber: _Subscriber) -> AsyncIterator[list[Batch]]:
         yield batches
 
 
-async def list_events(broadcaster: Broadcaster, filters: ProcessFilters) -> AsyncIterator[str]:
-    """The process list's stream: each new or changed process that passes ``filters``."""
+async def list_events(
+    broadcaster: Broadcaster, filters: ProcessFilters, before: int | None, limit: int
+) -> AsyncIterator[str]:
+    """The process list's stream: each new or changed process that passes ``filters``.
+
+    It starts with the page as it is now (``before`` and ``limit`` as the page shows), read
+    after the stream subscribed to the commits, oldest first: what changed between the page's
+    rendering and the stream's start (or while a dropped stream reconnected) is not lost.
+    """
     subscriber = broadcaster.subscribe()
     try:
         yield _event("hello", {"streams": broadcaster.streams})
+        for summary in reversed(await broadcaster.reads.process_page(filters, before, limit)):
+            yield _event("process", summary_json(summary))
         async for batches in _batches(subscriber):
             changes = [s for batch in batches for s in batch.changes if filters.matches(s)]
             if filters.group and changes:
