@@ -191,9 +191,3 @@ elif _prefix:
 
     threading.Thread(target=_every_half_second, daemon=True, name="sqltrace-dump").start()
     atexit.register(_dump)
-
-_switch = os.environ.get("MINIENGINE_BENCH_SWITCH_INTERVAL")
-if _switch:  # an experiment: how long a thread waits for the GIL back after a sqlite call
-    import sys as _sys
-
-    _sys.setswitchinterval(float(_switch))
