@@ -174,12 +174,23 @@ async def test_the_buttons_pause_play_and_kill_in_the_database() -> None:
             assert answer.status_code == 303
             return (await c.get(answer.headers["location"])).text
 
-        assert '<dd id="state">created (paused)</dd>' in await press("pause")
+        def shown(html: str) -> set[str]:
+            buttons = re.findall(r'<button type="submit" data-action="(\w+)"([^>]*)>', html)
+            return {action for action, rest in buttons if "hidden" not in rest}
+
+        assert shown(page) == {"pause", "kill"}
+        paused = await press("pause")
+        assert '<dd id="state">created (paused)</dd>' in paused
         assert load_node(pk).paused
-        assert '<dd id="state">created</dd>' in await press("play")
+        assert shown(paused) == {"play", "kill"}
+        played = await press("play")
+        assert '<dd id="state">created</dd>' in played
         assert not load_node(pk).paused
-        assert '<dd id="state">killed</dd>' in await press("kill")
+        killed = await press("kill")
+        assert '<dd id="state">killed</dd>' in killed
         assert load_node(pk).process_state.value == "killed"
+        assert 'class="control"' not in killed  # nothing left to do to it
+        assert f"killed process {pk}" in killed
 
 
 async def test_read_only_shows_no_buttons_and_refuses_every_change() -> None:

@@ -59,6 +59,11 @@
     if (exit) exit.textContent = p.exit_status === null ? "" : String(p.exit_status);
     const status = document.getElementById("process-status");
     if (status) status.textContent = p.process_status || "";
+    // Pause while it runs, Play while it is paused
+    const pause = document.querySelector('form.control button[data-action="pause"]');
+    if (pause) pause.hidden = p.paused;
+    const play = document.querySelector('form.control button[data-action="play"]');
+    if (play) play.hidden = !p.paused;
     // it just ended: its outputs, exit message or traceback are on the page once reloaded
     if (TERMINAL.includes(p.process_state) && !TERMINAL.includes(body.dataset.shownState)) {
       body.dataset.shownState = p.process_state;
