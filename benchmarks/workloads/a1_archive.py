@@ -93,15 +93,18 @@ def _peak_rss_mib() -> float:
 
 
 def _new_target(db: Path | str) -> Path | str:
-    """A new database of the same backend as ``db``, beside it."""
+    """An empty database of the same backend as ``db``: a new file beside it, or (PostgreSQL,
+    where the suite's user may not create databases) ``db`` itself, emptied."""
     if isinstance(db, Path):
         return db.with_name("imported.sqlite")
     import psycopg
 
-    name = f"a1_import_{int(time.time() * 1000)}"
     with psycopg.connect(db, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return f"{db.rsplit('/', 1)[0]}/{name}"
+        connection.execute(
+            "TRUNCATE nodes, links, logs, comments, groups, group_nodes, computers "
+            "RESTART IDENTITY CASCADE"
+        )
+    return db
 
 
 def measure(params: Params) -> Measurement:
@@ -124,6 +127,7 @@ def measure(params: Params) -> Measurement:
         create_rss = _peak_rss_mib() - rss
         check(info.counts["nodes"] == nodes, f"{info.counts['nodes']} nodes archived")
         check(info.counts["links"] == nodes // 4 * 3, f"{info.counts['links']} links archived")
+        close_all_backends()  # the source's connections: PostgreSQL's is emptied next
         target = _new_target(db)
         rss = _peak_rss_mib()
         start = time.perf_counter()

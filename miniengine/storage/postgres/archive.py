@@ -8,7 +8,8 @@ writers go on meanwhile), and inserted with ``OVERRIDING SYSTEM VALUE``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from miniengine.storage import archive_rows
 from miniengine.storage.interfaces.archive import (
@@ -18,7 +19,7 @@ from miniengine.storage.interfaces.archive import (
     ImportOptions,
     ImportReport,
 )
-from miniengine.storage.postgres.attribute_rows import backfill
+from miniengine.storage.postgres.attribute_rows import backfill, json_of_blob
 from miniengine.storage.postgres.rows import Connection
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
@@ -36,6 +37,20 @@ def _allocate(connection: Connection, count: int) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
+def _copy(connection: Connection, table: str, columns: Sequence[str], rows: list[Any]) -> None:
+    """``COPY ... FROM STDIN``: several times faster than inserting row by row, and it writes
+    the identity column as given (the pks drawn from its sequence).  New nodes get the JSON
+    copy of their attributes in the same row, so the backfill after the import finds none."""
+    names = list(columns)
+    if table == "nodes":
+        at = names.index("attributes")
+        names.append("attributes_json")
+        rows = [(*row, json_of_blob(row[at])) for row in rows]
+    with connection.cursor().copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 DIALECT = archive_rows.Dialect(
     mark="%s",
     extras_out="extras::text",
@@ -43,6 +58,7 @@ DIALECT = archive_rows.Dialect(
     overriding="OVERRIDING SYSTEM VALUE",
     begin_snapshot="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     allocate=_allocate,
+    copy=_copy,
 )
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from miniengine.exceptions import ArchiveError
+from miniengine.storage import schema
 from miniengine.storage.archive_file import ArchiveWriter
 from miniengine.storage.interfaces.archive import ARCHIVE_TABLES, ExportSelection
 
@@ -35,7 +35,8 @@ def export_into(writer: ArchiveWriter, source: Path, selection: ExportSelection)
     """Write ``selection`` of the database file ``source`` into the archive ``writer``."""
     c = writer.connection
     writer.begin()
-    c.execute("ATTACH DATABASE ? AS source", (f"file:{quote(str(source))}?mode=ro",))
+    # read-only, and immutable in a folder this user cannot write (as the store reads it)
+    c.execute("ATTACH DATABASE ? AS source", (schema.readonly_uri(source),))
     c.execute("CREATE TEMP TABLE export_nodes (pk INTEGER PRIMARY KEY)")
     if selection.everything:
         chosen = ""
