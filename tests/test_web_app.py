@@ -403,3 +403,26 @@ def test_importing_the_web_package_loads_no_web_framework() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_mounted_in_another_app_it_links_and_keeps_its_cookie_below_its_path() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    pk = new_process()
+    web = create_app(token=TOKEN)
+    host = Starlette(routes=[Mount("/engine", app=web)])
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        assert (await c.get("/engine/")).status_code == 403
+        entered = await c.get(f"/engine/process/{pk}?token={TOKEN}")
+        assert entered.headers["location"] == f"/engine/process/{pk}"
+        assert "Path=/engine;" in entered.headers["set-cookie"]
+        page = (await c.get(f"/engine/process/{pk}")).text
+        assert 'href="/engine/static/app.css"' in page
+        assert f'formaction="/engine/process/{pk}/kill"' in page
+        assert (await c.get("/engine/static/app.js")).status_code == 200
+        # the host app did not run the web app's lifespan: live updates say so
+        off = await c.get("/engine/events", headers={"accept": "application/json"})
+        assert off.status_code == 503
+        assert "lifespan" in off.json()["error"]
