@@ -236,6 +236,10 @@ async def test_markup_in_labels_reports_extras_and_tracebacks_shows_as_text() ->
         )
         assert "&lt;script&gt;" in pages["node"].text
         assert pages["error"].status_code == 400
+        graph = await c.get(f"/node/{pk}/graph.svg")
+        if graph.status_code == 200:  # (without dot: 503, tested with the daemon page)
+            assert "<script>alert" not in graph.text and "alert(1)" in graph.text
+            assert "default-src 'none'" in graph.headers["content-security-policy"]
         excepted = (await c.get("/api/processes", params={"state": "excepted"})).json()
         traceback = await c.get(f"/process/{excepted['processes'][0]['pk']}")
         assert '<pre id="exception">' in traceback.text
