@@ -34,10 +34,17 @@ _SOURCE = (
     "ORDER BY pk LIMIT 1"
 )
 
+#: the source and the outputs it created (one row per output; one with NULLs for none), in one
+#: statement
+_SOURCE_AND_OUTPUTS = (
+    f"SELECT s.pk, s.uuid, s.exit_message, l.out_pk, l.label FROM ({_SOURCE}) s "
+    "LEFT JOIN links l ON l.in_pk = s.pk AND l.link_type = 'create' ORDER BY l.pk"
+)
+
 _CLONE = (
     "INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, mtime, "
     "computer_pk) SELECT ?, node_type, label, description, attributes, ?, ?, computer_pk "
-    "FROM nodes WHERE pk = ?"
+    f"FROM nodes WHERE pk = ? RETURNING {NODE_COLUMNS}"
 )
 
 
@@ -51,8 +58,8 @@ def begin_cached_tx(
         pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
         if outcome != "new":  # a replayed step's call: nothing to look up
             return _replayed(new, pk, outcome)
-    source = connection.execute(_SOURCE, (new.process_type, new.node_hash)).fetchone()
-    if source is None:
+    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
+    if not source:
         return CachedBegin(pk, input_pks, None)
     return _copy(connection, pk, input_pks, source)
 
@@ -66,8 +73,8 @@ def create_calcjob_cached_tx(
     memo: MemoKey | None,
 ) -> CachedBegin:
     assert new.node_hash is not None
-    source = connection.execute(_SOURCE, (new.process_type, new.node_hash)).fetchone()
-    if source is None:
+    source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
+    if not source:
         pk, input_pks = create_calcjob_tx(connection, new, computer_uuid, checkpoint, enqueue, memo)
         return CachedBegin(pk, input_pks, None)
     if memo is None:
@@ -86,39 +93,30 @@ def _replayed(new: NewProcess, pk: int, outcome: str) -> CachedBegin:
 
 
 def _copy(
-    connection: sqlite3.Connection, pk: int, input_pks: list[int], source: Any
+    connection: sqlite3.Connection, pk: int, input_pks: list[int], source: list[Any]
 ) -> CachedBegin:
-    """Finish the new process ``pk`` as a copy of ``source`` (pk, uuid, exit message)."""
-    source_pk, source_uuid, exit_message = source
+    """Finish the new process ``pk`` as a copy of ``source`` (the rows of
+    :data:`_SOURCE_AND_OUTPUTS`); the rows of the process and its clones come back from the
+    statements that write them (no read after)."""
+    source_uuid, exit_message = source[0][1], source[0][2]
     now = time.time()
-    outputs = connection.execute(
-        "SELECT out_pk, label FROM links WHERE in_pk = ? AND link_type = 'create' ORDER BY pk",
-        (source_pk,),
-    ).fetchall()
-    labels: dict[int, str] = {}
-    links = []
-    for out_pk, label in outputs:
-        cursor = connection.execute(_CLONE, (new_uuid(), now, now, out_pk))
-        assert cursor.lastrowid is not None
-        labels[cursor.lastrowid] = label
-        links.append((pk, cursor.lastrowid, "create", label))
+    outs: list[tuple[str, NodeRow]] = []
+    for *_, out_pk, label in source:
+        if out_pk is None:
+            continue  # (a source without outputs)
+        row = connection.execute(_CLONE, (new_uuid(), now, now, out_pk)).fetchone()
+        outs.append((label, NodeRow._make(row)))
     connection.executemany(
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)", links
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)",
+        [(pk, row.pk, "create", label) for label, row in outs],
     )
-    connection.execute(
+    process = connection.execute(
         "UPDATE nodes SET process_state = 'finished', exit_status = 0, exit_message = ?, "
-        "owner = NULL, lease_expires = NULL, extras = ?, mtime = ? WHERE pk = ?",
+        "owner = NULL, lease_expires = NULL, extras = ?, mtime = ? WHERE pk = ? "
+        f"RETURNING {NODE_COLUMNS}",
         (exit_message, json.dumps({CACHED_FROM_EXTRA: source_uuid}), now, pk),
-    )
-    marks = ", ".join("?" * (len(labels) + 1))
-    rows = {
-        row[0]: NodeRow._make(row)
-        for row in connection.execute(
-            f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk IN ({marks})", (pk, *labels)
-        )
-    }
-    outs = [(label, rows[out_pk]) for out_pk, label in labels.items()]
-    return CachedBegin(pk, input_pks, source_uuid, rows[pk], outs)
+    ).fetchone()
+    return CachedBegin(pk, input_pks, source_uuid, NodeRow._make(process), outs)
 
 
 def node_hash(connection: sqlite3.Connection, pk: int) -> str | None:
