@@ -430,3 +430,29 @@ async def test_mounted_in_another_app_it_links_and_keeps_its_cookie_below_its_pa
         off = await c.get("/engine/events", headers={"accept": "application/json"})
         assert off.status_code == 503
         assert "lifespan" in off.json()["error"]
+
+
+async def test_a_calcjob_page_has_its_job_section() -> None:
+    new = NewProcess(
+        uuid=new_uuid(),
+        node_type="process.calcjob",
+        process_type="tests.test_web_app:SomeJob",
+        process_label="SomeJob",
+        process_state="created",
+        label="",
+        description="",
+        inputs=[("x", Int(4))],
+        input_link_type="input_calc",
+        owner=None,
+        lease_expires=None,
+        attributes={"job_id": "4242"},
+    )
+    pk, _ = store_for(None).provenance.begin_process(new)
+    async with client() as c:
+        page = (await c.get(f"/process/{pk}")).text
+        section = re.search(r'<section id="calcjob">.*?</section>', page, re.S)
+        assert section is not None
+        assert '<dd class="job-id">4242</dd>' in section.group(0)
+        assert (await c.get(f"/api/process/{pk}")).json()["calcjob"]["job_id"] == "4242"
+        plain = (await c.get(f"/process/{(await arun_get_node(add, 1, 2))[1].pk}")).text
+        assert 'id="calcjob"' not in plain
