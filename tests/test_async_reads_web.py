@@ -157,7 +157,10 @@ async def test_process_page_refuses_bad_arguments_before_reading() -> None:
 # -- changes since a cursor ------------------------------------------------------------------
 
 
-async def test_changes_after_reports_created_changed_paused_and_ended_processes() -> None:
+async def test_changes_after_reports_created_changed_paused_and_ended_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(process_changes, "NEW_ROWS", 2)  # new nodes read two at a time
     await add.arun(1, 2)  # before the cursor: never reported
     cursor = await reads().current_cursor()
     cursor, changes = await reads().changes_after(cursor)
@@ -463,7 +466,7 @@ def test_each_filter_of_a_page_and_the_changes_read_walk_an_index(miniengine_db:
         steps = plan(*query)
         assert "SEARCH gn USING PRIMARY KEY (group_pk=? AND node_pk<?)" in steps, steps
         assert not [step for step in steps if "TEMP B-TREE" in step], steps
-    steps = plan(query_rows.changes_query(query_rows.SQLITE), (64, 1, "[]"))
+    steps = plan(query_rows.changes_query(query_rows.SQLITE), (64, 1, 2000, "[]"))
     assert "SEARCH nodes USING INDEX nodes_active (process_state=?)" in steps, steps
     assert not [step for step in steps if step.startswith("SCAN nodes")], steps
     connection.close()

@@ -32,12 +32,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from miniengine.storage.interfaces.reads import ProcessSummary
-from miniengine.storage.query_rows import Dialect, bucket_rows_query, callers_query
+from miniengine.storage.query_rows import (
+    Dialect,
+    bucket_rows_query,
+    callers_query,
+    changes_query,
+)
 
 __all__ = [
     "ACTIVE",
     "BUCKETS",
     "INITIAL_GAP_WINDOW",
+    "NEW_ROWS",
     "ChangeCursor",
     "Snapshot",
     "active_processes",
@@ -57,6 +63,9 @@ INITIAL_GAP_WINDOW = 10_000
 
 #: Rows per statement when reading callers or buckets by lists of pks.
 _CHUNK = 500
+
+#: New nodes read per statement by a reader of changes.
+NEW_ROWS = 2000
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
 
@@ -167,10 +176,13 @@ async def read_changes(
     with_snapshot: bool,
 ) -> tuple[ChangeCursor, list[ProcessSummary]]:
     """``changes_after`` on any backend: ``first_statement`` is ``changes_query`` (with two
-    leading columns ``xmin, xmax`` and one row at least when ``with_snapshot``)."""
+    leading columns ``xmin, xmax`` and one row at least when ``with_snapshot``).
+
+    The new nodes come :data:`NEW_ROWS` at a time, each batch a statement of its own, so a
+    reader far behind (a big import just committed) never builds them all in one go."""
     found = await fetch(
         first_statement,
-        (cursor.bucket_size, cursor.top, dialect.list_param(list(cursor.gaps))),
+        (cursor.bucket_size, cursor.top, NEW_ROWS, dialect.list_param(list(cursor.gaps))),
     )
     snapshot = None
     if with_snapshot:
@@ -178,6 +190,14 @@ async def read_changes(
         found = [row[2:] for row in found if row[2] is not None]
     fingerprints = {int(row[1]): str(row[2]) for row in found if row[0] == 0}
     nodes = [row[1:] for row in found if row[0] == 1]
+    above = [int(row[0]) for row in nodes if int(row[0]) > cursor.top]
+    while len(above) == NEW_ROWS:  # more above the last one read: read on from it
+        more = await fetch(
+            changes_query(dialect, with_buckets=False),
+            (max(above), NEW_ROWS, dialect.list_param([])),
+        )
+        nodes.extend(row[1:] for row in more)
+        above = [int(row[1]) for row in more]
     changed = [
         bucket
         for bucket in fingerprints.keys() | cursor.buckets.keys()

@@ -311,26 +311,34 @@ _FINGERPRINT = (
 )
 
 
-def changes_query(dialect: Dialect) -> str:
+def changes_query(dialect: Dialect, with_buckets: bool = True) -> str:
     """What changed since a cursor, in one statement (one snapshot), as rows tagged by their
-    first column.  Parameters: the bucket size, the cursor's highest node pk, and the pks it
-    still waits for (gaps, one list parameter, see :attr:`Dialect.in_list`).
+    first column.  Parameters: the bucket size (only ``with_buckets``), the cursor's highest
+    node pk, how many nodes above it to read at most, and the pks it still waits for (gaps,
+    one list parameter, see :attr:`Dialect.in_list`).
 
     - ``0, bucket, fingerprint``: the active processes (``nodes_active``) by buckets of pks,
       each bucket the concatenated fingerprints of its processes in pk order, so that the
       database compares a thousand rows and the reader a few strings;
-    - ``1, SUMMARY_COLUMNS, process_status``: every node above the cursor's highest pk and
-      among the gaps (a Data node with a NULL state), to learn new processes, even those
-      that ended before this read, and the new highest pk.
+    - ``1, SUMMARY_COLUMNS, process_status``: the nodes above the cursor's highest pk, the
+      lowest first and at most that many (a reader behind by more reads on from the last),
+      and those among the gaps (a Data node with a NULL state), to learn new processes,
+      even those that ended before this read, and the new highest pk.
     """
     mark, in_list = dialect.mark, dialect.in_list
-    fingerprints = dialect.aggregate.format(_FINGERPRINT)
+    buckets = ""
+    if with_buckets:
+        fingerprints = dialect.aggregate.format(_FINGERPRINT)
+        buckets = (
+            f"SELECT 0, n.pk / {mark}, {fingerprints}, NULL, NULL, NULL, NULL, NULL, NULL, "
+            "NULL FROM (SELECT pk, process_state, paused, mtime, process_status FROM nodes "
+            f"WHERE process_state IN {ACTIVE_STATES_SQL} ORDER BY pk) n GROUP BY 2 UNION ALL "
+        )
     return (
-        f"SELECT 0, n.pk / {mark}, {fingerprints}, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
-        "FROM (SELECT pk, process_state, paused, mtime, process_status FROM nodes "
-        f"WHERE process_state IN {ACTIVE_STATES_SQL} ORDER BY pk) n GROUP BY 2 "
+        f"{buckets}SELECT * FROM (SELECT 1, {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
+        f"WHERE n.pk > {mark} ORDER BY n.pk LIMIT {mark}) above "
         f"UNION ALL SELECT 1, {SUMMARY_COLUMNS}, n.process_status FROM nodes n "
-        f"WHERE n.pk > {mark} OR n.pk {in_list}"
+        f"WHERE n.pk {in_list}"
     )
 
 
