@@ -19,6 +19,7 @@ from miniengine.core.states import ProcessState
 from miniengine.storage.interfaces.reads import ProcessDetail, ProcessSummary
 from miniengine.web import graph
 from miniengine.web.filters import BadRequest, ProcessFilters, parse_filters, parse_pk
+from miniengine.web.reads import TREE_DEPTH, TREE_ROWS
 from miniengine.web.render import (
     checkpoint_text,
     finished_chart,
@@ -165,6 +166,9 @@ async def process_page(request: Request) -> Response:
         detail=detail,
         reports=reports,
         tree_html=tree_html(tree, root),
+        tree_depth=TREE_DEPTH,
+        tree_rows=TREE_ROWS,
+        tree_count=len(tree),
         graph_pk=pk,
         graph_missing=graph.missing(),
         outcome=request.query_params.get("outcome", "")[:200],

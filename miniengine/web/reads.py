@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 #: How deep the process page's call tree goes.
 TREE_DEPTH = 8
+#: The most processes the process page's call tree shows.
+TREE_ROWS = 500
 
 
 def change_key(summary: ProcessSummary) -> tuple[Any, ...]:
@@ -152,8 +154,10 @@ class PageReads:
         return await _whole(self.backend.async_reads.process_detail(pk))
 
     async def call_tree(self, pk: int, max_depth: int = TREE_DEPTH) -> list[TreeRow]:
-        """``pk`` and its called processes down to ``max_depth``, in pk order."""
-        return await _whole(self.backend.async_reads.call_tree(pk, max_depth))
+        """``pk`` and its called processes down to ``max_depth``, in pk order, at most
+        :data:`TREE_ROWS` of them (a fan-out of thousands is no tree to read on a page)."""
+        rows = await _whole(self.backend.async_reads.call_tree(pk, max_depth))
+        return rows[:TREE_ROWS]
 
     async def reports(self, pk: int, after_id: int | None = None) -> list[LogRow]:
         """The log lines of node ``pk`` after log id ``after_id``, oldest first."""
