@@ -417,18 +417,30 @@ def _flip_byte_in(source: Path, target: Path, member: str) -> None:
     target.write_bytes(bytes(raw))
 
 
-def _dangling_database(source: Path, folder: Path) -> bytes:
-    """The archive's database with a link to a node it does not hold."""
+def _changed_database(source: Path, folder: Path, statement: str) -> bytes:
+    """The archive's database after ``statement``, as someone forging an archive would."""
     with zipfile.ZipFile(source) as archive:
-        database = folder / "dangling.sqlite"
+        database = folder / "forged.sqlite"
         database.write_bytes(archive.read("db.sqlite"))
     connection = sqlite3.connect(database)
-    connection.execute(
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (1, 999999, 'create', 'x')"
-    )
+    connection.execute(statement)
     connection.commit()
     connection.close()
-    return database.read_bytes()
+    data = database.read_bytes()
+    database.unlink()
+    return data
+
+
+def _forged(good: Path, folder: Path, statement: str) -> Any:
+    """A maker of an archive whose database ``statement`` changed, its checksums made to fit."""
+    data = _changed_database(good, folder, statement)
+    digest = hashlib.sha256(data).hexdigest()
+    return lambda p: _rewrite(
+        good,
+        p,
+        replace={"db.sqlite": data},
+        metadata=lambda m: m["members"].update({"db.sqlite": digest}),
+    )
 
 
 def test_damaged_or_changed_archives_are_refused_and_nothing_is_imported(
@@ -505,16 +517,26 @@ def test_damaged_or_changed_archives_are_refused_and_nothing_is_imported(
         ),
         (
             "dangling-link",
-            lambda p: _rewrite(
+            _forged(
                 good,
-                p,
-                replace={"db.sqlite": _dangling_database(good, bad)},
-                metadata=lambda m: m["members"].update(
-                    {"db.sqlite": hashlib.sha256(_dangling_database(good, bad)).hexdigest()}
-                ),
+                bad,
+                "INSERT INTO links (in_pk, out_pk, link_type, label) "
+                "VALUES (1, 999999, 'create', 'x')",
             ),
             CorruptArchive,
             "inconsistent: a row of links names a missing row of nodes",
+        ),
+        (
+            "trigger",
+            _forged(good, bad, "CREATE TRIGGER t AFTER INSERT ON nodes BEGIN SELECT 1; END"),
+            CorruptArchive,
+            "holds trigger t, which no archive has",
+        ),
+        (
+            "bad-object-key",
+            _forged(good, bad, "INSERT INTO objects (key) VALUES ('../../etc/passwd')"),
+            CorruptArchive,
+            "is not a repository key",
         ),
     ]
     cases.extend(
@@ -542,7 +564,7 @@ def test_damaged_or_changed_archives_are_refused_and_nothing_is_imported(
         if name in ("not-a-zip", "truncated", "flipped-metadata.json"):
             with pytest.raises(CorruptArchive):
                 inspect_archive(path)
-        elif error is CorruptArchive and name != "dangling-link":
+        elif error is CorruptArchive and name not in ("dangling-link", "trigger", "bad-object-key"):
             info = inspect_archive(path)
             assert info.checksum_ok is False and info.problem, name
     assert inspect_archive(good).checksum_ok is True

@@ -14,10 +14,12 @@ other is refused before anything is imported.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from miniengine.exceptions import CorruptArchive
 from miniengine.storage.interfaces.archive import ARCHIVE_TABLES
@@ -30,6 +32,8 @@ ARCHIVE_APPLICATION_ID = 0x4D694172
 
 #: The version of the archive format this code writes (and the newest it reads).
 FORMAT_VERSION = 1
+
+_OBJECT_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 #: Rows per batch read from an archive's database.
 BATCH = 5000
@@ -223,7 +227,7 @@ class ArchiveDatabase:
         self.path = path
         self.shown = shown
         try:
-            self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            self._connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
         except sqlite3.Error as exc:
             raise CorruptArchive(f"{shown}: cannot open the archive's database: {exc}") from exc
 
@@ -258,12 +262,15 @@ class ArchiveDatabase:
                     for table, _, parent, _ in dangling
                 )
                 raise CorruptArchive(f"{self.shown}: its database is inconsistent: {named}")
-            present = {
-                name
-                for (name,) in connection.execute(
-                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+            entries = connection.execute("SELECT type, name FROM sqlite_master").fetchall()
+            foreign = [f"{kind} {name}" for kind, name in entries if kind in ("view", "trigger")]
+            if foreign:
+                # an import reads these tables in SQL: nothing in the file may run code there
+                raise CorruptArchive(
+                    f"{self.shown}: its database holds {', '.join(foreign)}, which no archive has"
                 )
-            }
+            tables = {name for kind, name in entries if kind == "table"}
+            present = tables | {name for kind, name in entries if kind == "index"}
             missing = [
                 name
                 for name in (*ARCHIVE_TABLES, "objects", *_unique_indexes())
@@ -278,7 +285,12 @@ class ArchiveDatabase:
         return int(self._connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def object_keys(self) -> list[str]:
-        return [str(key) for (key,) in self._connection.execute("SELECT key FROM objects")]
+        """The repository keys the archive's nodes name (each checked to be a sha256)."""
+        keys = [str(key) for (key,) in self._connection.execute("SELECT key FROM objects")]
+        for key in keys:
+            if not _OBJECT_KEY.match(key):
+                raise CorruptArchive(f"{self.shown}: {key!r} is not a repository key")
+        return keys
 
     def batches(self, table: str) -> Iterator[list[tuple[Any, ...]]]:
         order = (
