@@ -41,6 +41,8 @@ __all__ = [
     "process_page",
 ]
 
+#: The most reports a process page shows (the latest).
+REPORT_ROWS = 1000
 #: Processes on one page of the list.
 PAGE_SIZE = 50
 MAX_PAGE = 500
@@ -156,6 +158,8 @@ async def process_page(request: Request) -> Response:
     web = web_state(request)
     pk, detail = await _detail(request)
     reports = await web.reads.reports(pk)
+    earlier = max(len(reports) - REPORT_ROWS, 0)
+    reports = reports[earlier:]
     tree = await web.reads.call_tree(pk)
     root = request.scope.get("root_path", "")
     last_log = reports[-1].pk if reports else 0
@@ -169,6 +173,7 @@ async def process_page(request: Request) -> Response:
         tree_depth=TREE_DEPTH,
         tree_rows=TREE_ROWS,
         tree_count=len(tree),
+        earlier_reports=earlier,
         graph_pk=pk,
         graph_missing=graph.missing(),
         outcome=request.query_params.get("outcome", "")[:200],
