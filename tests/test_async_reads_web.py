@@ -264,25 +264,29 @@ async def test_a_lower_pk_committed_after_a_higher_one_is_still_reported(
     assert [(c.pk, c.process_label) for c in changes] == [(row[0], "slower")]
 
 
-def test_a_gap_is_given_up_once_every_transaction_that_may_hold_it_ended() -> None:
-    """The diff alone: a pk skipped below the highest one waits for the transactions running
-    at the read after it was missed (a rolled-back insert never shows)."""
+async def test_a_gap_is_given_up_once_every_transaction_that_may_hold_it_ended() -> None:
+    """The comparison alone: a pk skipped below the highest one waits for the transactions
+    running at the read after it was missed (a rolled-back insert never shows)."""
     row = (5, "u5", "p", "finished", 0, 0, 1.0, 1.0, None)
     start = process_changes.first_cursor([], 3)
 
-    def read(cursor: Any, nodes: list[Any], xmin: int, xmax: int) -> Any:
-        snapshot = process_changes.Snapshot(xmin, xmax)
-        return process_changes.diff(cursor, nodes, nodes, set(), {}, {}, snapshot)
+    async def read(cursor: Any, nodes: list[Any], snapshot: Any) -> Any:
+        changes = process_changes.Diff(cursor, set())
+        await changes.add(nodes, {}, True)
+        return changes.finish({}, snapshot)
 
-    cursor, changes = read(start, [row], 100, 110)
+    def horizon(xmin: int, xmax: int) -> Any:
+        return process_changes.Snapshot(xmin, xmax)
+
+    cursor, changes = await read(start, [row], horizon(100, 110))
     assert [c.pk for c in changes] == [5] and cursor.gaps == {4: None}
-    cursor, _ = read(cursor, [], 105, 120)
+    cursor, _ = await read(cursor, [], horizon(105, 120))
     assert cursor.gaps == {4: 120}  # the horizon: transactions below 120 may hold it
-    cursor, _ = read(cursor, [], 119, 130)
+    cursor, _ = await read(cursor, [], horizon(119, 130))
     assert cursor.gaps == {4: 120}
-    cursor, _ = read(cursor, [], 120, 130)
+    cursor, _ = await read(cursor, [], horizon(120, 130))
     assert cursor.gaps == {}  # all of them ended: it was rolled back
-    cursor, _ = process_changes.diff(start, [row], [row], set(), {}, {}, None)
+    cursor, _ = await read(start, [row], None)
     assert cursor.gaps == {}  # sqlite: nothing can fill a gap later
 
 

@@ -27,6 +27,7 @@ backends; each backend runs the statements with its own marks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +46,9 @@ __all__ = [
     "INITIAL_GAP_WINDOW",
     "NEW_ROWS",
     "ChangeCursor",
+    "Diff",
     "Snapshot",
     "active_processes",
-    "diff",
     "first_cursor",
     "read_changes",
 ]
@@ -178,8 +179,9 @@ async def read_changes(
     """``changes_after`` on any backend: ``first_statement`` is ``changes_query`` (with two
     leading columns ``xmin, xmax`` and one row at least when ``with_snapshot``).
 
-    The new nodes come :data:`NEW_ROWS` at a time, each batch a statement of its own, so a
-    reader far behind (a big import just committed) never builds them all in one go."""
+    The new nodes come :data:`NEW_ROWS` at a time, each batch a statement of its own and
+    compared on its own, so a reader far behind (a big import just committed) never builds
+    or compares them all while the loop waits."""
     found = await fetch(
         first_statement,
         (cursor.bucket_size, cursor.top, NEW_ROWS, dialect.list_param(list(cursor.gaps))),
@@ -189,88 +191,107 @@ async def read_changes(
         snapshot = Snapshot(int(found[0][0]), int(found[0][1]))
         found = [row[2:] for row in found if row[2] is not None]
     fingerprints = {int(row[1]): str(row[2]) for row in found if row[0] == 0}
-    nodes = [row[1:] for row in found if row[0] == 1]
-    above = [int(row[0]) for row in nodes if int(row[0]) > cursor.top]
-    while len(above) == NEW_ROWS:  # more above the last one read: read on from it
-        more = await fetch(
-            changes_query(dialect, with_buckets=False),
-            (max(above), NEW_ROWS, dialect.list_param([])),
-        )
-        nodes.extend(row[1:] for row in more)
-        above = [int(row[1]) for row in more]
-    changed = [
+    changed = {
         bucket
         for bucket in fingerprints.keys() | cursor.buckets.keys()
         if fingerprints.get(bucket) != cursor.buckets.get(bucket)
-    ]
-    size = cursor.bucket_size
-    known = [pk for pk in cursor.active if pk // size in set(changed)]
-    rows = list(nodes)
-    for start in range(0, max(len(changed), len(known)), _CHUNK):
-        rows.extend(
-            await fetch(
-                bucket_rows_query(dialect),
-                (
-                    size,
-                    dialect.list_param(changed[start : start + _CHUNK]),
-                    dialect.list_param(known[start : start + _CHUNK]),
-                ),
-            )
+    }
+    changes = Diff(cursor, changed)
+    nodes = [row[1:] for row in found if row[0] == 1]
+    while True:
+        await changes.add(nodes, await _callers(fetch, dialect, cursor, nodes), True)
+        above = [int(row[0]) for row in nodes if int(row[0]) > cursor.top]
+        if len(above) < NEW_ROWS:
+            break
+        more = await fetch(  # more above the last one read: read on from it
+            changes_query(dialect, with_buckets=False),
+            (max(above), NEW_ROWS, dialect.list_param([])),
         )
+        nodes = [row[1:] for row in more]
+    size = cursor.bucket_size
+    buckets = sorted(changed)
+    known = [pk for pk in cursor.active if pk // size in changed]
+    for start in range(0, max(len(buckets), len(known)), _CHUNK):
+        rows = await fetch(
+            bucket_rows_query(dialect),
+            (
+                size,
+                dialect.list_param(buckets[start : start + _CHUNK]),
+                dialect.list_param(known[start : start + _CHUNK]),
+            ),
+        )
+        await changes.add(rows, await _callers(fetch, dialect, cursor, rows), False)
+    return changes.finish(fingerprints, snapshot)
+
+
+async def _callers(
+    fetch: Fetch, dialect: Dialect, cursor: ChangeCursor, rows: Sequence[Sequence[Any]]
+) -> dict[int, int]:
+    """The caller of each process among ``rows`` that the cursor does not know yet."""
     new = sorted({int(row[0]) for row in rows if row[3] is not None} - cursor.active.keys())
     callers: dict[int, int] = {}
     for start in range(0, len(new), _CHUNK):
         page = dialect.list_param(new[start : start + _CHUNK])
         for child, caller in await fetch(callers_query(dialect), (page,)):
             callers.setdefault(int(child), int(caller))
-    return diff(cursor, rows, nodes, set(changed), fingerprints, callers, snapshot)
+    return callers
 
 
-def diff(
-    cursor: ChangeCursor,
-    rows: Iterable[Sequence[Any]],
-    nodes: Iterable[Sequence[Any]],
-    changed: set[int],
-    fingerprints: Mapping[int, str],
-    callers: Mapping[int, int],
-    snapshot: Snapshot | None,
-) -> tuple[ChangeCursor, list[ProcessSummary]]:
-    """The new cursor and the changed processes (pk order).
+class Diff:
+    """The comparison of what a read finds with a cursor, fed a batch of rows at a time.
 
-    ``rows`` are every row read (``SUMMARY_COLUMNS`` and ``process_status``; a Data node has
-    a NULL state), ``nodes`` those of them above the cursor's highest pk or among its gaps,
-    ``changed`` the buckets whose fingerprint changed (their active processes were all
-    read), ``callers`` the caller of each process new to the cursor; ``snapshot`` is the
-    horizon of the read on PostgreSQL (None on sqlite, where no gap fills later).
-    """
-    size = cursor.bucket_size
-    active = {pk: row for pk, row in cursor.active.items() if pk // size not in changed}
-    reported: dict[int, ProcessSummary] = {}
-    for row in rows:
-        if row[3] is None:  # a Data node: only its pk matters
-            continue
-        pk = int(row[0])
-        old = cursor.active.get(pk)
-        now = _summary(row, old.parent if old is not None else callers.get(pk))
-        if now.process_state in ACTIVE:
-            active[pk] = now
-        else:
-            active.pop(pk, None)
-        if old is None or _key(old) != _key(now):
-            reported[pk] = now
-    seen = {int(row[0]) for row in nodes}
-    top = max(max(seen, default=cursor.top), cursor.top)
-    gaps: dict[int, int | None] = {}
-    if snapshot is not None:
-        for pk, horizon in cursor.gaps.items():
-            if pk in seen:
-                continue  # committed since
-            if horizon is None:
-                gaps[pk] = snapshot.xmax
-            elif snapshot.xmin < horizon:
-                gaps[pk] = horizon  # a transaction that may hold it is still running
-        gaps.update((pk, None) for pk in range(cursor.top + 1, top) if pk not in seen)
-    buckets = {b: f for b, f in cursor.buckets.items() if b not in changed}
-    buckets.update((b, fingerprints[b]) for b in changed if b in fingerprints)
-    cursor = ChangeCursor(top, active, size, buckets, gaps)
-    return cursor, [reported[pk] for pk in sorted(reported)]
+    Rows are ``SUMMARY_COLUMNS`` and ``process_status`` (a Data node has a NULL state); a
+    later row of a pk overrides an earlier one (it was read later).  ``changed`` are the
+    buckets whose fingerprint changed: all their active processes are among the rows."""
+
+    def __init__(self, cursor: ChangeCursor, changed: set[int]) -> None:
+        self.cursor = cursor
+        self.changed = changed
+        size = cursor.bucket_size
+        self.active = {pk: row for pk, row in cursor.active.items() if pk // size not in changed}
+        self.reported: dict[int, ProcessSummary] = {}
+        self.seen: set[int] = set()
+
+    async def add(
+        self, rows: Iterable[Sequence[Any]], callers: Mapping[int, int], new_nodes: bool
+    ) -> None:
+        """Compare a batch (``new_nodes``: nodes above the cursor's highest pk or among its
+        gaps), giving the loop a turn every :data:`_CHUNK` rows."""
+        for count, row in enumerate(rows, 1):
+            if count % _CHUNK == 0:
+                await asyncio.sleep(0)
+            pk = int(row[0])
+            if new_nodes:
+                self.seen.add(pk)
+            if row[3] is None:  # a Data node: only its pk matters
+                continue
+            old = self.cursor.active.get(pk)
+            now = _summary(row, old.parent if old is not None else callers.get(pk))
+            if now.process_state in ACTIVE:
+                self.active[pk] = now
+            else:
+                self.active.pop(pk, None)
+            if old is None or _key(old) != _key(now):
+                self.reported[pk] = now
+
+    def finish(
+        self, fingerprints: Mapping[int, str], snapshot: Snapshot | None
+    ) -> tuple[ChangeCursor, list[ProcessSummary]]:
+        """The new cursor and the changed processes (pk order); ``snapshot`` is the horizon
+        of the read on PostgreSQL (None on sqlite, where no gap fills later)."""
+        cursor, seen = self.cursor, self.seen
+        top = max(max(seen, default=cursor.top), cursor.top)
+        gaps: dict[int, int | None] = {}
+        if snapshot is not None:
+            for pk, horizon in cursor.gaps.items():
+                if pk in seen:
+                    continue  # committed since
+                if horizon is None:
+                    gaps[pk] = snapshot.xmax
+                elif snapshot.xmin < horizon:
+                    gaps[pk] = horizon  # a transaction that may hold it is still running
+            gaps.update((pk, None) for pk in range(cursor.top + 1, top) if pk not in seen)
+        buckets = {b: f for b, f in cursor.buckets.items() if b not in self.changed}
+        buckets.update((b, fingerprints[b]) for b in self.changed if b in fingerprints)
+        new = ChangeCursor(top, self.active, cursor.bucket_size, buckets, gaps)
+        return new, [self.reported[pk] for pk in sorted(self.reported)]
