@@ -40,6 +40,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -135,8 +136,9 @@ def _from_environment(value: str, identifier: str) -> bool:
     return enabled
 
 
-#: database location -> (monotonic time to read again, its config)
-_configs: dict[str, tuple[float, CachingConfig]] = {}
+#: open backend -> (monotonic time to read again, its config); a backend closed and opened again
+#: (or a database made anew at the same place) reads its settings afresh
+_configs: weakref.WeakKeyDictionary[Any, tuple[float, CachingConfig]] = weakref.WeakKeyDictionary()
 _configs_lock = threading.Lock()
 
 
@@ -144,12 +146,12 @@ def _config_of(store: Backend) -> CachingConfig:
     """The caching settings of the database, read at most every :data:`CONFIG_REFRESH`
     seconds (a launch costs no read)."""
     now = time.monotonic()
-    cached = _configs.get(store.location)
+    cached = _configs.get(store)
     if cached is not None and cached[0] > now:
         return cached[1]
     config = _parse(store.caching.settings(SETTINGS))
     with _configs_lock:
-        _configs[store.location] = (now + CONFIG_REFRESH, config)
+        _configs[store] = (now + CONFIG_REFRESH, config)
     return config
 
 
@@ -235,7 +237,7 @@ def set_caching_config(
     if values:
         store.caching.set_settings(values)
     with _configs_lock:
-        _configs.pop(store.location, None)
+        _configs.pop(store, None)
     return get_caching_config(db=store)
 
 
