@@ -9,7 +9,8 @@ and the highest node pk seen.  A read is two statements:
 
 1. one snapshot of the fingerprints of the active processes now, bucket by bucket (the
    database concatenates each bucket's rows: the reader compares a few hundred strings, not
-   ten thousand rows), and of every node above the cursor's highest pk;
+   ten thousand rows), and of the nodes above the cursor's highest pk (the first
+   :data:`NEW_ROWS` of them; further statements read on from the last);
 2. only for the buckets whose fingerprint changed: their active processes now, and those
    the cursor knew there (ended since, or not).
 
