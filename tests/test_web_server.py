@@ -322,3 +322,6 @@ async def test_a_list_stream_starts_with_what_changed_since_its_page_was_rendere
             assert first == ("process", first[1]) and second[0] == "process"
             assert (first[1]["pk"], first[1]["state"]) == (shown, "created (paused)")
             assert (second[1]["pk"], second[1]["state"]) == (late, "created")
+            # the watcher read nothing while no stream was open; now it follows again
+            later = new_process(label="Later")
+            assert (await events.until("process", pk=later))["state"] == "created"

@@ -40,6 +40,8 @@ _log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 #: Seconds between keep-alive comments on an idle stream.
 KEEPALIVE = 15.0
+#: Seconds between looks for a first stream while none is open.
+STALE_LOOK = 0.2
 
 
 @dataclass(frozen=True)
@@ -66,32 +68,56 @@ class Broadcaster:
     _subscribers: set[_Subscriber] = field(default_factory=set)
     running: bool = False
     stopped: bool = False
+    _stale: bool = False
+    _fresh: anyio.Event = field(default_factory=anyio.Event)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Watch commits until cancelled (the app's lifespan runs this in its task group)."""
+        """Watch commits until cancelled (the app's lifespan runs this in its task group).
+
+        While no stream is open nothing is read: the cursor goes stale, and the first stream
+        to open waits in :meth:`ready` until the cursor has been read again (within
+        :data:`STALE_LOOK` seconds), before it reads its own start."""
         await self.reads.current_cursor()
         marker = self.backend.commit_marker()
         self.running = True
         task_status.started()
         try:
             while True:
-                current = await self.backend.await_commit(marker, self.keepalive)
-                if current == marker:
-                    self._offer(Batch(keepalive=True))
-                    continue
-                marker = current
-                if not self._subscribers:
-                    await self.reads.current_cursor()  # nobody listens: only move the cursor
-                    continue
                 try:
-                    changes = await self.reads.changes()
+                    marker = await self._step(marker)
                 except Exception:  # a failed read must not end the live pages for good
-                    _log.exception("reading the changes for the event streams failed")
-                    continue
-                self._offer(Batch(changes))
+                    _log.exception("watching the database for the event streams failed")
+                    self._offer(Batch())  # the process pages read again, and see
+                    await anyio.sleep(1.0)
         finally:
             self.running = False
             self.stop()
+
+    async def _step(self, marker: int) -> int:
+        """Wait for one commit (or a keep-alive's time) and hand on what it changed."""
+        timeout = STALE_LOOK if self._stale else self.keepalive
+        current = await self.backend.await_commit(marker, timeout)
+        if self._stale:
+            if self._subscribers:
+                await self.reads.current_cursor()
+                self._stale = False
+                self._fresh.set()
+            return current
+        if current == marker:
+            self._offer(Batch(keepalive=True))
+            return current
+        if not self._subscribers:
+            self._stale = True  # nobody listens: read nothing until somebody does
+            self._fresh = anyio.Event()
+            return current
+        self._offer(Batch(await self.reads.changes()))
+        return current
+
+    async def ready(self) -> None:
+        """Return once the changes of every later commit will be handed on (a stream that
+        subscribed calls this before it reads its own start)."""
+        if self._stale:
+            await self._fresh.wait()
 
     def _offer(self, batch: Batch) -> None:
         for subscriber in list(self._subscribers):
@@ -178,6 +204,7 @@ async def list_events(
     subscriber = broadcaster.subscribe()
     try:
         yield _event("hello", {"streams": broadcaster.streams})
+        await broadcaster.ready()
         for summary in reversed(await broadcaster.reads.process_page(filters, before, limit)):
             yield _event("process", summary_json(summary))
         async for batches in _batches(subscriber):
@@ -223,6 +250,7 @@ async def process_events(
 
     try:
         yield _event("hello", {"pk": pk})
+        await broadcaster.ready()
         async for text in refresh():
             yield text
         async for batches in _batches(subscriber):
