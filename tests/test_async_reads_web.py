@@ -493,3 +493,31 @@ async def test_linked_nodes_and_extras_are_the_sync_reads() -> None:
         with pytest.raises(NotExistent):
             await reads().extras(missing)
     assert await reads().linked_nodes(2**70, incoming=True, link_types=["create"]) == []
+
+
+async def test_process_detail_of_a_real_calcjob_names_its_computer_job_and_files(
+    tmp_path: Path,
+) -> None:
+    from miniengine import InstalledCode, arun_get_node
+    from miniengine.runtime.computers import localhost_computer
+    from tests.workchains.calcjob_plugins import ArithmeticAddCalculation
+
+    (tmp_path / "work").mkdir()
+    computer = localhost_computer(tmp_path / "work")
+    code = InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
+    options = {"options": {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}}
+    _, node = await arun_get_node(
+        ArithmeticAddCalculation, code=code, x=Int(4), y=Int(5), metadata=options
+    )
+    detail = await reads().process_detail(node.pk)
+    assert detail.calcjob is not None
+    assert detail.calcjob.computer_label == "localhost"
+    assert detail.calcjob.job_id == node.get_job_id()
+    assert detail.calcjob.scheduler_state == node.get_scheduler_state().value == "done"
+    assert detail.calcjob.stage == node.get_state().value
+    assert detail.calcjob.remote_workdir == node.get_remote_workdir()
+    retrieved = node.outputs.retrieved
+    assert "aiida.out" in detail.calcjob.retrieved
+    assert detail.calcjob.retrieved == sorted(retrieved.list_object_names())
+    assert {o.link_label for o in detail.outputs} == {"sum", "remote_folder", "retrieved"}
+    assert {i.link_label for i in detail.inputs} >= {"code", "x", "y"}
