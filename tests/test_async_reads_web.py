@@ -334,6 +334,20 @@ async def test_process_detail_of_finished_excepted_created_and_calcjob_processes
     assert detail.calcjob.remote_workdir == "/scratch/42"
     assert detail.calcjob.retrieved == ["aiida.out", "sub/data.txt"]
 
+    # a running process: who holds its lease, and on which host when a worker does
+    store = store_for(None)
+    running, _ = store.provenance.begin_process(
+        NewProcess(uuid=new_uuid(), node_type="process.workflow.workchain",
+                   process_type="tests:Chain", process_label="Chain", process_state="running",
+                   label="", description="", inputs=[], input_link_type="input_work",
+                   owner=store.owner, lease_expires=time.time() + 60)
+    )  # fmt: skip
+    owner = (await reads().process_detail(running)).owner
+    assert owner is not None and (owner.owner, owner.host) == (store.owner, None)
+    store.broker.register_worker(store.owner, 1, 2, time.time(), "host-of-the-worker")
+    owner = (await reads().process_detail(running)).owner
+    assert owner is not None and owner.host == "host-of-the-worker"
+
     data = Int(3).store()
     for missing in (data.pk, 10**9, 2**70):
         with pytest.raises(NotExistent):
