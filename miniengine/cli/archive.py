@@ -38,7 +38,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create.add_argument("file", metavar="FILE", help="the archive to write")
     what = create.add_argument_group("what to export (-N and -G combine)")
     what.add_argument("-a", "--all", action="store_true", help="every node and group")
-    what.add_argument("-N", "--nodes", nargs="+", metavar="PK", default=[], help="node pks")
+    what.add_argument(
+        "-N",
+        "--nodes",
+        nargs="+",
+        metavar="NODE",
+        default=[],
+        help="nodes: pks, or uuids or unique prefixes of them",
+    )
     what.add_argument(
         "-G", "--groups", nargs="+", metavar="GROUP", default=[], help="group labels or pks"
     )
@@ -144,20 +151,16 @@ def _create(args: argparse.Namespace) -> int:
 
     if not (args.all or args.nodes or args.groups):
         raise CliError("nothing to export: give --all, -N PK... or -G GROUP...")
-    nodes = []
-    for text in args.nodes:
-        if not text.isdecimal():
-            raise CliError(f"-N takes node pks, not {text!r}")
-        nodes.append(int(text))
     groups: list[int | str] = list(args.groups)
     rules = {name: getattr(args, name) for name in EXPORT.toggleable}
     try:
+        backend = _backend(args, must_exist=True)
         info = create_archive(
             args.file,
-            nodes=nodes,
+            nodes=[_node_pk(backend, text) for text in args.nodes],
             groups=groups,
             all=args.all,
-            db=_backend(args, must_exist=True),
+            db=backend,
             overwrite=args.force,
             include_comments=args.include_comments,
             include_logs=args.include_logs,
@@ -171,6 +174,16 @@ def _create(args: argparse.Namespace) -> int:
         return 0
     emit(f"wrote {info.path} ({_size(info.size)}): {_counts(info.counts)}")
     return 0
+
+
+def _node_pk(backend: Any, text: str) -> int:
+    """A node's pk from ``-N``: a pk as it is, else a uuid or a unique prefix of one."""
+    if text.isdecimal():
+        return int(text)
+    from miniengine.runtime.nodes import load_node
+
+    node: Any = load_node(text, db=backend)
+    return int(node.pk)
 
 
 def _import(args: argparse.Namespace) -> int:
