@@ -325,3 +325,19 @@ async def test_a_list_stream_starts_with_what_changed_since_its_page_was_rendere
             # the watcher read nothing while no stream was open; now it follows again
             later = new_process(label="Later")
             assert (await events.until("process", pk=later))["state"] == "created"
+
+
+async def test_an_idle_stream_gets_a_keep_alive_comment_from_the_watcher() -> None:
+    app = create_app(token=TOKEN)
+    app.state.miniengine.broadcaster.keepalive = 0.2  # instead of 15 s
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+        client.stream("GET", "/events") as response,
+    ):
+        lines = response.aiter_lines()
+        with anyio.fail_after(WAIT):
+            async for line in lines:
+                if line.startswith(":"):
+                    assert line == ": keep-alive"
+                    break
