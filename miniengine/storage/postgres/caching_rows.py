@@ -11,12 +11,19 @@ from typing import Any
 import psycopg
 
 from miniengine.core.ids import new_uuid
+from miniengine.storage.attribute_json import attributes_json_text
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
 from miniengine.storage.interfaces.checkpoints import MemoKey
-from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
+from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
 from miniengine.storage.postgres.calcjob_rows import create_calcjob_tx, set_computer_tx
 from miniengine.storage.postgres.checkpoint_rows import begin_memoised_tx
-from miniengine.storage.postgres.rows import begin_process_tx
+from miniengine.storage.postgres.rows import (
+    begin_process_tx,
+    check_lease,
+    insert_new_data,
+    insert_process,
+    process_links,
+)
 from miniengine.storage.rows import NODE_COLUMNS
 
 __all__ = [
@@ -40,14 +47,20 @@ _SOURCE = (
 
 def begin_cached_tx(connection: Connection, new: NewProcess, memo: MemoKey | None) -> CachedBegin:
     assert new.node_hash is not None
-    if memo is None:
-        pk, input_pks = begin_process_tx(connection, new)
-    else:
+    if memo is not None:  # (a call of a WorkChain step: created first, as the memo says)
         pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
         if outcome != "new":  # a replayed step's call: nothing to look up
             return _replayed(new, pk, outcome)
-    copied = _copy_if_cached(connection, pk, input_pks, new)
-    return copied if copied is not None else CachedBegin(pk, input_pks, None)
+        copied = _copy_if_cached(connection, pk, input_pks, new)
+        return copied if copied is not None else CachedBegin(pk, input_pks, None)
+    if new.parent is not None:
+        check_lease(connection, *new.parent)
+    now = time.time()
+    input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
+    copied = _create_copy(connection, new, input_pks, now)
+    if copied is not None:
+        return copied
+    return CachedBegin(insert_process(connection, new, input_pks, now), input_pks, None)
 
 
 def create_calcjob_cached_tx(
@@ -113,6 +126,89 @@ _COPY_IF_CACHED = (
     "SELECT o.ord, o.label, c.* FROM cloned c JOIN given g ON g.uuid = c.uuid "
     "JOIN outs o ON o.ord = g.ord) r ON true ORDER BY r.ord"
 )
+
+#: As :data:`_COPY_IF_CACHED`, for a process not created yet: on a hit its row is inserted
+#: finished as the copy (``done``), with the links to its inputs and caller (``linked_in``, from
+#: arrays), so a hit is this one statement after its inputs; on a miss nothing is written.
+_CREATE_COPY = (
+    f"WITH src AS ({_SOURCE}), "
+    "outs AS (SELECT l.out_pk, l.label, row_number() OVER (ORDER BY l.pk) AS ord FROM links l "
+    "JOIN src ON l.in_pk = src.pk WHERE l.link_type = 'create'), "
+    "given AS (SELECT u.uuid, u.ord FROM unnest(%s::text[]) WITH ORDINALITY AS u (uuid, ord)), "
+    "fits AS (SELECT count(*) <= %s AS ok FROM outs), "
+    "done AS (INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, "
+    "label, description, attributes, attributes_json, owner, lease_epoch, lease_expires, ctime, "
+    "mtime, submitted, node_hash, exit_status, exit_message, extras) SELECT %s, %s, %s, %s, "
+    "'finished', %s, %s, %s, %s::jsonb, NULL, 0, NULL, %s, %s, %s, %s, 0, src.exit_message, "
+    "jsonb_build_object(%s::text, src.uuid) FROM src, fits WHERE fits.ok "
+    f"RETURNING {NODE_COLUMNS}), "
+    "linked_in AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT i.in_pk, d.pk, "
+    "i.link_type, i.label FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY "
+    "AS i (in_pk, link_type, label, ord), done d ORDER BY i.ord), "
+    "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
+    "mtime, computer_pk, attributes_json) SELECT g.uuid, n.node_type, n.label, n.description, "
+    "n.attributes, %s, %s, n.computer_pk, n.attributes_json FROM outs o "
+    "JOIN given g ON g.ord = o.ord JOIN nodes n ON n.pk = o.out_pk "
+    f"WHERE EXISTS (SELECT 1 FROM done) ORDER BY o.ord RETURNING {NODE_COLUMNS}), "
+    "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT d.pk, c.pk, "
+    "'create', o.label FROM cloned c JOIN given g ON g.uuid = c.uuid JOIN outs o "
+    "ON o.ord = g.ord, done d ORDER BY o.ord) "
+    "SELECT (SELECT count(*) FROM outs), (SELECT uuid FROM src), r.* FROM (SELECT 1) AS one "
+    "LEFT JOIN (SELECT 0::bigint AS ord, NULL::text AS label, d.* FROM done d UNION ALL "
+    "SELECT o.ord, o.label, c.* FROM cloned c JOIN given g ON g.uuid = c.uuid "
+    "JOIN outs o ON o.ord = g.ord) r ON true ORDER BY r.ord"
+)
+
+
+def _create_copy(
+    connection: Connection, new: NewProcess, input_pks: list[int], now: float
+) -> CachedBegin | None:
+    """Create the new process (its inputs stored) finished as a copy of the oldest valid source
+    with its hash, if there is one (:data:`_CREATE_COPY`); ``None`` (nothing written) if not."""
+    links = process_links(new, input_pks)
+    attributes = pack_attributes(new.attributes) if new.attributes else None
+    attributes_json = attributes_json_text(new.attributes) if new.attributes else None
+    count = _OUTPUTS.get(new.process_type, 2)
+    while True:
+        uuids = [new_uuid() for _ in range(count)]
+        rows = connection.execute(
+            _CREATE_COPY,
+            (
+                new.process_type,
+                new.node_hash,
+                uuids,
+                count,
+                new.uuid,
+                new.node_type,
+                new.process_type,
+                new.process_label,
+                new.label,
+                new.description,
+                attributes,
+                attributes_json,
+                now,
+                now,
+                int(new.submitted),
+                new.node_hash,
+                CACHED_FROM_EXTRA,
+                [link[0] for link in links],
+                [link[1] for link in links],
+                [link[2] for link in links],
+                now,
+                now,
+            ),
+        ).fetchall()
+        outputs, source_uuid = rows[0][0], rows[0][1]
+        if source_uuid is None:
+            return None
+        if outputs <= count:
+            break
+        count = _OUTPUTS[new.process_type] = outputs  # nothing was written: again, with enough
+    _OUTPUTS[new.process_type] = max(outputs, 1)
+    process = NodeRow._make(rows[0][4:])
+    outs = [(row[3], NodeRow._make(row[4:])) for row in rows[1:]]
+    return CachedBegin(process.pk, input_pks, str(source_uuid), process, outs)
+
 
 #: process type -> how many outputs its last source had (how many uuids to send next time)
 _OUTPUTS: dict[str, int] = {}

@@ -229,24 +229,38 @@ def begin_process_of_checked_parent(
     locked its row): no second look."""
     now = time.time()
     input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
+    return insert_process(connection, new, input_pks, now), input_pks
+
+
+def process_links(new: NewProcess, input_pks: Sequence[int]) -> list[tuple[int, str, str]]:
+    """``(in_pk, link_type, label)`` of the links into a new process: its inputs, then its
+    caller."""
     links: list[tuple[int, str, str]] = [
         (input_pk, new.input_link_type, label)
         for input_pk, (label, _) in zip(input_pks, new.inputs, strict=True)
     ]
     if new.parent is not None:
         links.append((new.parent[0], new.call_link_type, new.call_link_label))
+    return links
+
+
+def insert_process(
+    connection: Connection, new: NewProcess, input_pks: Sequence[int], now: float
+) -> int:
+    """The row of a process whose inputs are stored (and whose caller's lease this transaction
+    checked) and its links; its pk."""
+    links = process_links(new, input_pks)
     if not links or len(links) > _ROWS_PER_INSERT:  # (no links: nothing to merge)
         pk = _insert_process(connection, new, now, _INSERT_PROCESS, ())
         _insert_links(
             connection, [(in_pk, pk, link_type, label) for in_pk, link_type, label in links]
         )
-        return pk, input_pks
+        return pk
     # the process's row and its links in one statement (one round trip), links in order
     statement = _PROCESS_WITH_LINKS.get(len(links))
     if statement is None:
         statement = _PROCESS_WITH_LINKS[len(links)] = _process_with_links(len(links))
-    pk = _insert_process(connection, new, now, statement, [v for link in links for v in link])
-    return pk, input_pks
+    return _insert_process(connection, new, now, statement, [v for link in links for v in link])
 
 
 #: :func:`_process_with_links` by the number of links (a few sizes in practice).
