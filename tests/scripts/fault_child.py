@@ -626,41 +626,69 @@ def run_injected(db: Path, scenario: str, injections: list[Injection]) -> BaseEx
         worker.RETRY_DELAY, worker.CLAIM_RETRY_DELAY = delays
 
 
+#: How many forked children run their jobs at once: a job mostly waits (a worker's stop timeout,
+#: its polls), and each has a database of its own, so several overlap on a small machine.
+CONCURRENT_JOBS = 4
+
+
 def serve() -> None:
     """Run each job of stdin (one JSON object a line) in a forked child, which the injection
-    SIGKILLs; print one JSON line per job: how its child ended.
+    SIGKILLs; print one JSON line per job, in the order of the jobs: how its child ended.
 
     Forking from this process, which has imported everything but opened nothing and started no
-    thread, spares each job the interpreter's start.
+    thread, spares each job the interpreter's start.  Up to :data:`CONCURRENT_JOBS` children run
+    at once (each on its own database, snapshot and gate).
     """
     import tests.scripts.fault_chains  # noqa: F401  (imported once, before the forks)
     from miniengine.daemon import Worker  # noqa: F401
 
-    for line in sys.stdin:
-        job = json.loads(line)
-        injections = [Injection.from_json(item) for item in job["injections"]]
-        for injection in injections:
-            injection.snapshot_file = job["snapshot"]
-        pid = os.fork()
-        if pid == 0:
-            code = 3  # the scenario ended: the kill did not happen
-            try:
-                error = run_injected(Path(job["db"]), job["scenario"], injections)
-                if error is not None:
-                    print(f"{type(error).__name__}: {error}", file=sys.stderr)
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        signalled = os.WIFSIGNALED(status)
-        print(
-            json.dumps(
-                {
-                    "signal": os.WTERMSIG(status) if signalled else None,
-                    "code": None if signalled else os.WEXITSTATUS(status),
-                }
-            ),
-            flush=True,
-        )
+    jobs = [json.loads(line) for line in sys.stdin]
+    endings: dict[int, dict[str, int | None]] = {}
+    running: dict[int, int] = {}  # pid -> index of its job
+    printed = 0
+    for index, job in enumerate(jobs):
+        if len(running) >= CONCURRENT_JOBS:
+            _reap(running, endings)
+        running[_fork_job(job)] = index
+        printed = _print_endings(endings, printed)
+    while running:
+        _reap(running, endings)
+        printed = _print_endings(endings, printed)
+
+
+def _fork_job(job: dict[str, Any]) -> int:
+    """Start ``job`` in a forked child; its pid."""
+    injections = [Injection.from_json(item) for item in job["injections"]]
+    for injection in injections:
+        injection.snapshot_file = job["snapshot"]
+    pid = os.fork()
+    if pid == 0:
+        code = 3  # the scenario ended: the kill did not happen
+        try:
+            error = run_injected(Path(job["db"]), job["scenario"], injections)
+            if error is not None:
+                print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reap(running: dict[int, int], endings: dict[int, dict[str, int | None]]) -> None:
+    """Wait for one of the ``running`` children to end; record how it ended under its job."""
+    pid, status = os.waitpid(-1, 0)
+    signalled = os.WIFSIGNALED(status)
+    endings[running.pop(pid)] = {
+        "signal": os.WTERMSIG(status) if signalled else None,
+        "code": None if signalled else os.WEXITSTATUS(status),
+    }
+
+
+def _print_endings(endings: dict[int, dict[str, int | None]], printed: int) -> int:
+    """Print the endings known from job ``printed`` on, in order; the next job to print."""
+    while printed in endings:
+        print(json.dumps(endings.pop(printed)), flush=True)
+        printed += 1
+    return printed
 
 
 if __name__ == "__main__":
