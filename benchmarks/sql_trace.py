@@ -14,6 +14,8 @@ Scenarios (1 worker, sqlite; the daemon is started before and stopped after):
 - ``w5``: ``NestedWorkChain(inp=10)`` submitted and awaited ``--reps`` times (W5).
 - ``w6``: ``--n`` SmallWorkChains queued before the daemon starts, then drained (W6 without the
   client's submits racing the worker, so that each claim takes the same tasks in every run).
+- ``w6-live``: W6 itself: ``--n`` SmallWorkChains submitted to the running daemon, timed from
+  the first submit until all ended (claims then depend on timing).
 
 Statements whose count depends on timing (the idle worker's ``PRAGMA data_version``, heartbeat
 renewals) differ between runs; the rest are deterministic.  ``--timing`` also sums the time
@@ -110,8 +112,23 @@ def _scenario(name: str, reps: int, n: int, workers: int) -> None:
             )
         finally:
             stop_daemon(db, timeout=30)
+    elif name == "w6-live":
+        from benchmarks.workchains import SmallWorkChain
+
+        start_daemon(db, workers=workers)
+        try:
+            start = time.perf_counter()
+            nodes = [submit(SmallWorkChain, x=Int(i), y=Int(1)) for i in range(n)]
+            submitted = time.perf_counter() - start
+            wait([node.pk for node in nodes if node.pk is not None])
+            wall = time.perf_counter() - start
+            print(
+                f"{n} submitted in {submitted:.3f} s, all done in {wall:.3f} s: {n / wall:.0f} wc/s"
+            )
+        finally:
+            stop_daemon(db, timeout=30)
     else:
-        raise SystemExit(f"unknown scenario {name!r}: w5 or w6")
+        raise SystemExit(f"unknown scenario {name!r}: w5, w6 or w6-live")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -137,16 +154,11 @@ def run(args: argparse.Namespace) -> int:
             env["MINIENGINE_BENCH_SQLTRACE_TIMING"] = "1"
         if args.profile:
             env["MINIENGINE_BENCH_SQLTRACE_PROFILE"] = "1"
+        # this file's scenario, whatever the checkout has (an older one has none)
         code = (
-            "import sys; from benchmarks.sql_trace import _scenario; "
-            f"_scenario({args.scenario!r}, {args.reps}, {args.n}, {args.workers})"
+            f"import runpy; ns = runpy.run_path({str(Path(__file__))!r}); "
+            f"ns['_scenario']({args.scenario!r}, {args.reps}, {args.n}, {args.workers})"
         )
-        if not (root / "benchmarks" / "sql_trace.py").exists():
-            # an older checkout: run this file's scenario with that checkout's miniengine
-            code = (
-                f"import runpy; ns = runpy.run_path({str(Path(__file__))!r}); "
-                f"ns['_scenario']({args.scenario!r}, {args.reps}, {args.n}, {args.workers})"
-            )
         completed = subprocess.run([sys.executable, "-c", code], env=env, cwd=folder, check=False)
         if completed.returncode:
             for log in Path(folder).rglob("*log*"):  # the daemon's log, for the reason
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sql_trace", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run a scenario under the tracer")
-    run_parser.add_argument("scenario", choices=["w5", "w6"])
+    run_parser.add_argument("scenario", choices=["w5", "w6", "w6-live"])
     run_parser.add_argument("--root", default=".", help="the checkout whose miniengine runs")
     run_parser.add_argument("--out", type=Path, required=True, help="folder for the traces")
     run_parser.add_argument("--reps", type=int, default=3, help="w5: submissions")
