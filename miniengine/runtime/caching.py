@@ -310,7 +310,7 @@ def process_hash(process_type: str, version: Any, inputs: Sequence[tuple[str, Da
     pack = _packer()
     for label, data in sorted(inputs, key=_first) if len(inputs) > 1 else inputs:
         digest.update(pack([label, data.type_name, _canonical(data._to_attributes())]))
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 _local = threading.local()
@@ -329,7 +329,7 @@ def _packer() -> Any:
 _prefixes: dict[tuple[str, Any], Any] = {}
 
 
-def _prefix(process_type: str, version: Any) -> Any:
+def _prefix(process_type: str, version: Any) -> hashlib._Hash:
     key = (process_type, version)
     try:
         prefix = _prefixes.get(key)
