@@ -341,3 +341,20 @@ async def test_an_idle_stream_gets_a_keep_alive_comment_from_the_watcher() -> No
                 if line.startswith(":"):
                     assert line == ": keep-alive"
                     break
+
+
+@pytest.mark.backends
+async def test_the_end_of_the_only_active_process_reaches_the_list_stream() -> None:
+    from miniengine.control import kill
+
+    only = new_process(label="Only")
+    app = create_app(token=TOKEN)
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+        client.stream("GET", "/events") as response,
+    ):
+        events = Events(response)
+        assert (await events.until("process", pk=only))["state"] == "created"  # its start
+        kill(only)
+        assert (await events.until("process", pk=only, process_state="killed"))["pk"] == only

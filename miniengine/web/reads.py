@@ -87,6 +87,7 @@ class PageReads:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._cursor: ChangeCursor | None = None
+        self._pending: list[ProcessSummary] = []
 
     # the process list --------------------------------------------------------------------------
 
@@ -127,15 +128,22 @@ class PageReads:
 
     async def current_cursor(self) -> None:
         """Start watching from now: the changes after this call are the ones reported."""
-        self._cursor = await _whole(self.backend.async_reads.current_cursor())
+        cursor = await _whole(self.backend.async_reads.current_cursor())
+        # one read at once, so that the first commit is compared as every later one is (a
+        # cursor fresh from current_cursor can miss the end of the last active process of a
+        # range); what it finds is reported by the next call
+        self._cursor, self._pending = await _whole(self.backend.async_reads.changes_after(cursor))
 
     async def changes(self) -> list[ProcessSummary]:
         """The processes created or changed since the last call, in pk order."""
         if self._cursor is None:
             await self.current_cursor()
-            return []
         assert self._cursor is not None
         self._cursor, changed = await _whole(self.backend.async_reads.changes_after(self._cursor))
+        if self._pending:
+            latest = {summary.pk: summary for summary in [*self._pending, *changed]}
+            changed = [latest[pk] for pk in sorted(latest)]
+            self._pending = []
         return changed
 
     async def summaries(self, pks: Sequence[int]) -> list[ProcessSummary]:
