@@ -112,7 +112,14 @@ def _web(args: argparse.Namespace) -> int:
             )
         mode = " (read-only)" if args.read_only else ""
         print(f"miniengine web view of {backend.location}{mode}:", flush=True)
+        wildcard = args.host.strip("[]") in ("0.0.0.0", "::")
+        if wildcard:  # every address of this machine: name it as others reach it
+            import socket
+
+            shown = socket.gethostname()
         print(f"    http://{shown}:{port}/?token={app.state.token}", flush=True)
+        if wildcard:
+            print(f" or http://127.0.0.1:{port}/?token={app.state.token}", flush=True)
         server = _server_class()(
             uvicorn.Config(
                 app,
