@@ -233,3 +233,35 @@ def test_the_command_line_sets_caching_and_shows_hashes(setup: dict[str, Any]) -
     _cli(db, "caching", "disable")
     assert "caching.default_enabled   false" in _cli(db, "caching", "show").splitlines()
     assert json.loads(_cli(db, "caching", "show", "--json"))["caching.enabled_for"] == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the daemon uses pidfds")
+def test_killing_a_workchain_with_a_cached_child(setup: dict[str, Any], tmp_path: Path) -> None:
+    from miniengine import await_node, submit
+    from miniengine.control import kill
+    from tests.workchains.caching_chains import OPTIONS, CachedAndGatedWorkChain
+    from tests.workchains.daemon_chains import DaemonGuard, wait_until
+
+    inputs = _inputs(setup)
+    caching.set_caching_config(enabled_for=IDENTIFIERS, db=setup["db"])
+    _, source = run.get_node(
+        ArithmeticAddCalculation,
+        code=inputs["code"],
+        x=inputs["x"],
+        y=inputs["y"],
+        counter=inputs["counter"],
+        metadata={"options": OPTIONS},
+    )
+    gate = tmp_path / "gate"  # never opened: the second job waits until it is killed
+    with DaemonGuard(setup["db"]) as daemon:
+        daemon.start("--workers", "1")
+        node = submit(CachedAndGatedWorkChain, gate=Str(str(gate)), **inputs)
+        wait_until(lambda: _ran(setup)["ran"] == 2, 60, "the gated job to start")
+        assert kill(node, wait=True, timeout=60).confirmed
+        await_node(node, timeout=60)
+    node = load_node(node.pk)
+    assert node.process_state.value == "killed"
+    jobs = sorted(node.called, key=lambda child: child.pk)
+    assert [job.process_state.value for job in jobs] == ["finished", "killed"]
+    assert jobs[0].base.caching.get_cache_source() == source.uuid
+    assert _ran(setup) == {"ran": 2}  # the source and the gated job; the copy ran nothing

@@ -71,3 +71,41 @@ class CachedJobsWorkChain(WorkChain):
         )
         self.out("total", total)
         return None
+
+
+class CachedAndGatedWorkChain(WorkChain):
+    """Submits ``x + y`` (reused when cached) and ``y + y``, whose job waits for the ``gate``
+    file, and waits for both."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("code")
+        spec.input("x", valid_type=Int)
+        spec.input("y", valid_type=Int)
+        spec.input("counter", valid_type=Str)
+        spec.input("gate", valid_type=Str)
+        spec.outline(cls.submit_jobs, cls.collect)
+        spec.output("sum", valid_type=Int)
+
+    def submit_jobs(self) -> Any:
+        common = {"code": self.inputs.code, "counter": self.inputs.counter}
+        job = self.submit(
+            ArithmeticAddCalculation,
+            x=self.inputs.x,
+            y=self.inputs.y,
+            metadata={"options": OPTIONS},
+            **common,
+        )
+        gated = self.submit(
+            ArithmeticAddCalculation,
+            x=self.inputs.y,
+            y=self.inputs.y,
+            gate=self.inputs.gate,
+            metadata={"options": OPTIONS},
+            **common,
+        )
+        return ToContext(job=job, gated=gated)
+
+    def collect(self) -> None:
+        self.out("sum", self.ctx.job.outputs.sum)
