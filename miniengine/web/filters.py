@@ -26,6 +26,7 @@ __all__ = ["BadRequest", "ProcessFilters", "parse_filters", "parse_pk"]
 _AGE = re.compile(r"(\d+(?:\.\d*)?)([smhdw])", re.IGNORECASE)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _STATES = tuple(state.value for state in ProcessState)
+_LONGEST_AGE = 10_000 * 365.25 * 86400.0
 #: Longest label or group filter taken (a longer one is a mistake, not a search).
 MAX_TEXT = 200
 
@@ -68,7 +69,10 @@ def _time(name: str, text: str) -> float:
     text = text.strip()
     match = _AGE.fullmatch(text)
     if match is not None:
-        return time.time() - float(match.group(1)) * _UNITS[match.group(2).lower()]
+        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        if seconds > _LONGEST_AGE:
+            raise BadRequest(f"{name}: an age of at most 10,000 years, not {text[:40]!r}")
+        return time.time() - seconds
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
@@ -99,6 +103,8 @@ def parse_filters(params: Mapping[str, str], states: list[str]) -> ProcessFilter
     for name, text in (("label", label), ("group", group)):
         if len(text) > MAX_TEXT:
             raise BadRequest(f"{name}: longer than {MAX_TEXT} characters")
+        if "\x00" in text:
+            raise BadRequest(f"{name}: contains a NUL character")
     since_text = params.get("since", "").strip()
     until_text = params.get("until", "").strip()
     since = _time("since", since_text) if since_text else None
