@@ -458,30 +458,30 @@ async def test_a_calcjob_page_has_its_job_section() -> None:
         assert 'id="calcjob"' not in plain
 
 
+HOSTILE = [
+    {"label": "\x00"},
+    {"group": "a\x00b"},
+    {"label": "%_\\'\"; DROP TABLE nodes; --"},
+    {"since": "1" + "0" * 400 + "d"},
+    {"since": "1e400"},
+    {"until": "10000-01-01"},
+    {"since": "0001-01-01T00:00"},
+    {"before": "99999999999999999999"},
+    {"before": "-1"},
+    {"limit": "0"},
+    {"limit": "100000"},
+    {"state": "finished,,running"},
+    {"label": "x" * 201},
+    {"back": "9." * 60},
+]
+
+
 @pytest.mark.backends
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"label": "\x00"},
-        {"group": "a\x00b"},
-        {"label": "%_\\'\"; DROP TABLE nodes; --"},
-        {"since": "1" + "0" * 400 + "d"},
-        {"since": "1e400"},
-        {"until": "10000-01-01"},
-        {"since": "0001-01-01T00:00"},
-        {"before": "99999999999999999999"},
-        {"before": "-1"},
-        {"limit": "0"},
-        {"limit": "100000"},
-        {"state": "finished,,running"},
-        {"label": "x" * 201},
-        {"back": "9." * 60},
-    ],
-)
-async def test_hostile_filters_are_answered_not_crashed_on(params: dict[str, str]) -> None:
+async def test_hostile_filters_are_answered_not_crashed_on() -> None:
     await arun_get_node(add, 1, 2)
     async with client() as c:
-        for path in ("/", "/api/processes"):
-            answer = await c.get(path, params=params)
-            assert answer.status_code in (200, 400), (params, answer.status_code, answer.text)
-        assert (await c.get("/api/processes")).status_code == 200  # and it still answers
+        for params in HOSTILE:
+            for path in ("/", "/api/processes"):
+                answer = await c.get(path, params=params)
+                assert answer.status_code in (200, 400), (params, answer.status_code, answer.text)
+        assert len((await c.get("/api/processes")).json()["processes"]) == 1  # still answers
