@@ -113,6 +113,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the extras of new nodes: import them (the default) or not (none)",
     )
     importer.add_argument(
+        "--import-group",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="put every node of the archive into a group: the one of -G, else a new group "
+        "labelled by the local time, YYYYMMDD-HHMMSS (default: on)",
+    )
+    importer.add_argument(
+        "-G",
+        "--group",
+        metavar="LABEL",
+        help="the group to put the nodes in (created if the database lacks it)",
+    )
+    importer.add_argument(
         "--dry-run",
         action="store_true",
         help="check the archive and say what an import would add; change nothing",
@@ -196,6 +209,8 @@ def _import(args: argparse.Namespace) -> int:
             db=_backend(args, must_exist=False),
             extras_mode_existing=args.extras_mode_existing,
             extras_mode_new=args.extras_mode_new,
+            create_group=args.import_group,
+            group=args.group,
             dry_run=args.dry_run,
         )
     finally:
@@ -219,6 +234,9 @@ def _import(args: argparse.Namespace) -> int:
     if report.updated_extras:
         parts.append(f"extras of {report.updated_extras:,} nodes updated")
     emit(f"{verb} {args.file} into {args.db_path}: " + ", ".join(parts))
+    if report.import_group is not None:
+        verb = "would put" if report.dry_run else "put"
+        emit(f"{verb} its nodes in the group {report.import_group!r}")
     for old, new in report.renamed_computers.items():
         emit(f"the computer {old!r} was imported as {new!r}: the database has one of that label")
     if not report.dry_run and not report.new_nodes and not report.new_links:

@@ -292,15 +292,22 @@ class ArchiveDatabase:
                 raise CorruptArchive(f"{self.shown}: {key!r} is not a repository key")
         return keys
 
-    def batches(self, table: str) -> Iterator[list[tuple[Any, ...]]]:
+    def batches(
+        self, table: str, columns: Sequence[str] | None = None
+    ) -> Iterator[list[tuple[Any, ...]]]:
         order = (
             "rowid"
             if table in _ROWID_TABLES
             else ("group_pk, node_pk" if table == "group_nodes" else "pk")
         )
+        names = ARCHIVE_TABLES[table] if columns is None else columns
+        if not set(names) <= set(ARCHIVE_TABLES[table]):
+            raise ValueError(
+                f"{table} has no column {sorted(set(names) - set(ARCHIVE_TABLES[table]))}"
+            )
         try:
             cursor = self._connection.execute(
-                f"SELECT {', '.join(ARCHIVE_TABLES[table])} FROM {table} ORDER BY {order}"
+                f"SELECT {', '.join(names)} FROM {table} ORDER BY {order}"
             )
             while rows := cursor.fetchmany(BATCH):
                 yield rows

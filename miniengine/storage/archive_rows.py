@@ -69,8 +69,21 @@ class Dialect:
     #: ``allocate(connection, count)``: ``count`` unused pks for new nodes
     allocate: Callable[[Any, int], list[int]]
     #: ``copy(connection, table, columns, rows)``: a faster bulk insert of plain rows (extras
-    #: as JSON text, pks as given), or None for ``executemany``
-    copy: Callable[[Any, str, Sequence[str], list[Any]], None] | None = None
+    #: as JSON text, pks as given) streamed from an iterable, or None for ``executemany``
+    copy: Callable[[Any, str, Sequence[str], Iterable[Any]], None] | None = None
+    #: whether ``column = ANY(array)`` takes a list of values as one parameter (else ``IN``
+    #: lists of one parameter per value): one parameter is parsed and sent far faster
+    arrays: bool = False
+
+    def member(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        """The condition ``column`` is one of ``values``, and its parameters."""
+        if self.arrays:
+            return f"{column} = ANY({self.mark})", [values]
+        return f"{column} IN ({_marks(self.mark, len(values))})", values
+
+    def batches(self, values: Iterable[Any]) -> Iterator[list[Any]]:
+        """``values`` in lists short enough for one :meth:`member` condition each."""
+        return _chunks(values, PAGE if self.arrays else _IN_BATCH)
 
 
 class DryRunDone(Exception):
@@ -252,6 +265,7 @@ def import_rows(
     connection: _Connection, source: ArchiveSource, options: ImportOptions, d: Dialect
 ) -> ImportReport:
     """Merge the archive ``source`` into the database in the current transaction."""
+    m = d.mark
     report = ImportReport(dry_run=options.dry_run)
     computers = import_computers(connection, source, report, d)
     nodes, existing = _import_nodes(connection, source, options, computers, report, d)
@@ -260,6 +274,21 @@ def import_rows(
     _import_comments(connection, source, nodes, report, d)
     groups = import_groups(connection, source, report, d)
     _import_group_members(connection, source, nodes, groups, report, d)
+    group_pk = import_group(connection, options, report, len(nodes), d)
+    if group_pk is not None:
+        for batch in _chunks(sorted(nodes.values()), PAGE):
+            if d.arrays:
+                connection.execute(
+                    f"INSERT INTO group_nodes (group_pk, node_pk) "
+                    f"SELECT {m}, unnest({m}::bigint[]) ON CONFLICT DO NOTHING",
+                    (group_pk, batch),
+                )
+            else:
+                connection.cursor().executemany(
+                    f"INSERT INTO group_nodes (group_pk, node_pk) VALUES ({m}, {m}) "
+                    "ON CONFLICT DO NOTHING",
+                    [(group_pk, pk) for pk in batch],
+                )
     if options.dry_run:
         raise DryRunDone(report)
     return report
@@ -274,9 +303,10 @@ def _insert_many(
     insert: str,
     table: str,
     columns: Sequence[str],
-    rows: list[Any],
+    rows: Iterable[Any],
 ) -> None:
-    """Insert ``rows`` with the dialect's bulk copy if it has one, else ``insert``."""
+    """Insert ``rows`` with the dialect's bulk copy if it has one, else ``insert`` (the rows
+    may be a generator reading the archive: nothing may query ``connection`` meanwhile)."""
     if d.copy is not None:
         d.copy(connection, table, columns, rows)
     else:
@@ -362,50 +392,70 @@ def _import_nodes(
     d: Dialect,
 ) -> tuple[dict[int, int], set[int]]:
     """Insert the nodes whose uuid the target lacks; map every archive pk to the target's.
-    Returns the map and the archive pks of the nodes the target had already."""
+    Returns the map and the archive pks of the nodes the target had already.
+
+    Three passes over the archive: its uuids are looked up a batch at a time and the pks of
+    the new nodes drawn at once; then the new nodes stream into the target in one bulk insert
+    (the client prepares rows while the server stores those before them); then the extras of
+    the nodes the target had are merged."""
     m = d.mark
     columns = ARCHIVE_TABLES["nodes"]
-    uuid_at, extras_at = _index("nodes", "uuid"), _index("nodes", "extras")
-    computer_at = _index("nodes", "computer_pk")
+    extras_at, computer_at = _index("nodes", "extras"), _index("nodes", "computer_pk")
     values_sql = ", ".join(d.extras_in if column == "extras" else m for column in columns)
     insert = f"INSERT INTO nodes ({', '.join(columns)}) {d.overriding} VALUES ({values_sql})"
     mapped: dict[int, int] = {}
     existing: set[int] = set()
-    for rows in source.batches("nodes"):
+    new: list[int] = []
+    for rows in source.batches("nodes", ("pk", "uuid")):
         found: dict[str, int] = {}
-        for batch in _chunks([row[uuid_at] for row in rows]):
+        for batch in d.batches([uuid for _, uuid in rows]):
+            condition, params = d.member("uuid", batch)
             found.update(
                 (str(uuid), int(pk))
                 for uuid, pk in connection.execute(
-                    f"SELECT uuid, pk FROM nodes WHERE uuid IN ({_marks(m, len(batch))})", batch
+                    f"SELECT uuid, pk FROM nodes WHERE {condition}", params
                 ).fetchall()
             )
-        new = [row for row in rows if row[uuid_at] not in found]
-        values: list[list[Any]] = []
-        for row, pk in zip(new, d.allocate(connection, len(new)) if new else [], strict=True):
-            mapped[row[0]] = pk
-            value = list(row)
-            value[0] = pk
-            if value[computer_at] is not None:
-                value[computer_at] = computers.get(value[computer_at])
-                if value[computer_at] is None:
-                    raise CorruptArchive(
-                        f"node {row[1]} names computer {row[computer_at]}, which the archive "
-                        "does not hold"
-                    )
-            if options.extras_mode_new == "none":
-                value[extras_at] = "{}"
-            values.append(value)
-        if values:
-            _insert_many(connection, d, insert, "nodes", columns, values)
-            report.new_nodes += len(values)
-        old = [row for row in rows if row[uuid_at] in found]
-        for row in old:
-            mapped[row[0]] = found[row[uuid_at]]
-            existing.add(row[0])
-        report.existing_nodes += len(old)
-        if old and options.extras_mode_existing != "none":
-            _merge_existing_extras(connection, old, found, options, report, d)
+        for pk, uuid in rows:
+            target = found.get(uuid)
+            if target is None:
+                new.append(pk)
+            else:
+                mapped[pk] = target
+                existing.add(pk)
+    if new:
+        mapped.update(zip(new, d.allocate(connection, len(new)), strict=True))
+    del new
+    report.existing_nodes = len(existing)
+
+    def new_rows() -> Iterator[list[Any]]:
+        for rows in source.batches("nodes"):
+            for row in rows:
+                if row[0] in existing:
+                    continue
+                value = list(row)
+                value[0] = mapped[row[0]]
+                if value[computer_at] is not None:
+                    value[computer_at] = computers.get(value[computer_at])
+                    if value[computer_at] is None:
+                        raise CorruptArchive(
+                            f"node {row[1]} names computer {row[computer_at]}, which the "
+                            "archive does not hold"
+                        )
+                if options.extras_mode_new == "none":
+                    value[extras_at] = "{}"
+                report.new_nodes += 1
+                yield value
+
+    if len(mapped) > len(existing):
+        _insert_many(connection, d, insert, "nodes", columns, new_rows())
+    if existing and options.extras_mode_existing != "none":
+        uuid_at = _index("nodes", "uuid")
+        for rows in source.batches("nodes"):
+            old = [row for row in rows if row[0] in existing]
+            if old:
+                found = {row[uuid_at]: mapped[row[0]] for row in old}
+                _merge_existing_extras(connection, old, found, options, report, d)
     return mapped, existing
 
 
@@ -421,9 +471,10 @@ def _merge_existing_extras(
     uuid_at, extras_at = _index("nodes", "uuid"), _index("nodes", "extras")
     archived = {found[row[uuid_at]]: loads_extras(row[extras_at]) for row in rows}
     updates: list[tuple[str, int]] = []
-    for batch in _chunks(sorted(archived)):
+    for batch in d.batches(sorted(archived)):
+        condition, params = d.member("pk", batch)
         for pk, text in connection.execute(
-            f"SELECT pk, {d.extras_out} FROM nodes WHERE pk IN ({_marks(m, len(batch))})", batch
+            f"SELECT pk, {d.extras_out} FROM nodes WHERE {condition}", params
         ).fetchall():
             current = loads_extras(text)
             merged = merge_extras(options.extras_mode_existing, current, archived[int(pk)])
@@ -444,38 +495,48 @@ def _import_links(
     report: ImportReport,
     d: Dialect,
 ) -> None:
-    """Add each link the target lacks: a link to or from a new node is new; between two nodes
-    the target had, it is looked up first."""
+    """Add each link the target lacks: a link to or from a new node is new (all of them stream
+    in one bulk insert); between two nodes the target had, it is looked up first (a second
+    pass, when the target had some of the nodes)."""
     m = d.mark
     insert = f"INSERT INTO links (in_pk, out_pk, link_type, label) VALUES ({_marks(m, 4)})"
-    for rows in source.batches("links"):
+
+    def mapped(rows: list[Any]) -> list[tuple[int, int, str, str]]:
         try:
-            links = [(nodes[a], nodes[b], str(kind), str(label)) for a, b, kind, label in rows]
+            return [(nodes[a], nodes[b], str(kind), str(label)) for a, b, kind, label in rows]
         except KeyError as exc:
             raise CorruptArchive(
                 f"the archive's links name node {exc.args[0]}, which the archive does not hold"
             ) from None
-        if existing:
-            both = [a in existing and b in existing for a, b, _, _ in rows]
-            fresh = [link for link, old in zip(links, both, strict=True) if not old]
-            known = [link for link, old in zip(links, both, strict=True) if old]
-        else:
-            fresh, known = links, []
-        if known:
-            present: set[tuple[Any, ...]] = set()
-            for batch in _chunks(sorted({link[1] for link in known})):
-                present.update(
-                    tuple(row)
-                    for row in connection.execute(
-                        f"SELECT in_pk, out_pk, link_type, label FROM links "
-                        f"WHERE out_pk IN ({_marks(m, len(batch))})",
-                        batch,
-                    ).fetchall()
-                )
-            fresh.extend(link for link in known if link not in present)
-        if fresh:
-            _insert_many(connection, d, insert, "links", _LINK_COLUMNS, fresh)
-            report.new_links += len(fresh)
+
+    def fresh() -> Iterator[tuple[int, int, str, str]]:
+        for rows in source.batches("links"):
+            if existing:
+                rows = [row for row in rows if not (row[0] in existing and row[1] in existing)]
+            links = mapped(rows)
+            report.new_links += len(links)
+            yield from links
+
+    _insert_many(connection, d, insert, "links", _LINK_COLUMNS, fresh())
+    if not existing:
+        return
+    for rows in source.batches("links"):
+        known = mapped([row for row in rows if row[0] in existing and row[1] in existing])
+        if not known:
+            continue
+        present: set[tuple[Any, ...]] = set()
+        for batch in d.batches(sorted({link[1] for link in known})):
+            condition, params = d.member("out_pk", batch)
+            present.update(
+                tuple(row)
+                for row in connection.execute(
+                    f"SELECT in_pk, out_pk, link_type, label FROM links WHERE {condition}", params
+                ).fetchall()
+            )
+        missing = [link for link in known if link not in present]
+        if missing:
+            _insert_many(connection, d, insert, "links", _LINK_COLUMNS, missing)
+            report.new_links += len(missing)
 
 
 def _import_logs(
@@ -489,15 +550,15 @@ def _import_logs(
     """The logs of new nodes (a node the target had keeps its own logs)."""
     m = d.mark
     insert = f"INSERT INTO logs (node_pk, time, levelname, message) VALUES ({_marks(m, 4)})"
-    for rows in source.batches("logs"):
-        values = [
-            (_mapped(nodes, node_pk, "log"), time, levelname, message)
-            for node_pk, time, levelname, message in rows
-            if node_pk not in existing
-        ]
-        if values:
-            _insert_many(connection, d, insert, "logs", ARCHIVE_TABLES["logs"], values)
-            report.new_logs += len(values)
+
+    def values() -> Iterator[tuple[Any, ...]]:
+        for rows in source.batches("logs"):
+            for node_pk, time, levelname, message in rows:
+                if node_pk not in existing:
+                    report.new_logs += 1
+                    yield (_mapped(nodes, node_pk, "log"), time, levelname, message)
+
+    _insert_many(connection, d, insert, "logs", ARCHIVE_TABLES["logs"], values())
 
 
 def _import_comments(
@@ -512,11 +573,12 @@ def _import_comments(
     insert = f"INSERT INTO comments (uuid, node_pk, ctime, mtime, content) VALUES ({_marks(m, 5)})"
     for rows in source.batches("comments"):
         present: set[str] = set()
-        for batch in _chunks([row[0] for row in rows]):
+        for batch in d.batches([row[0] for row in rows]):
+            condition, params = d.member("uuid", batch)
             present.update(
                 str(uuid)
                 for (uuid,) in connection.execute(
-                    f"SELECT uuid FROM comments WHERE uuid IN ({_marks(m, len(batch))})", batch
+                    f"SELECT uuid FROM comments WHERE {condition}", params
                 ).fetchall()
             )
         values = [
@@ -558,6 +620,64 @@ def import_groups(
             )
             report.new_groups += 1
     return groups
+
+
+#: AiiDA's label of a new group whose label the target uses already.
+_DUPLICATE_LABEL = "{} (Imported #{})"
+_DUPLICATE_LABEL_MAX = 100
+
+
+def free_group_label(connection: _Connection, label: str, d: Dialect) -> str:
+    """``label``, or AiiDA's ``LABEL (Imported #N)`` with the first N the target does not use."""
+    m = d.mark
+    for number in range(-1, _DUPLICATE_LABEL_MAX):
+        candidate = label if number < 0 else _DUPLICATE_LABEL.format(label, number)
+        taken = connection.execute(
+            f"SELECT 1 FROM groups WHERE label = {m}", (candidate,)
+        ).fetchone()
+        if taken is None:
+            return candidate
+    raise ArchiveError(
+        f"the database has the groups {label!r} and {_DUPLICATE_LABEL.format(label, 0)!r} to "
+        f"{_DUPLICATE_LABEL.format(label, _DUPLICATE_LABEL_MAX - 1)!r}: name the import group "
+        "yourself"
+    )
+
+
+def import_group(
+    connection: _Connection, options: ImportOptions, report: ImportReport, nodes: int, d: Dialect
+) -> int | None:
+    """The pk of the group to put the archive's nodes in (AiiDA's import group), made if
+    needed: ``options.group_label`` (found by label and type, else created), or a new group
+    labelled by the local time; None when no group is wanted or the archive holds no node."""
+    import time
+
+    from miniengine.core.ids import new_uuid
+    from miniengine.storage.interfaces.archive import IMPORT_GROUP_TYPE
+
+    if not options.create_group or not nodes:
+        return None
+    m = d.mark
+    if options.group_label is not None:
+        label, type_string = options.group_label, options.group_type
+        found = connection.execute(
+            f"SELECT pk FROM groups WHERE label = {m} AND type_string = {m}", (label, type_string)
+        ).fetchone()
+        description = ""
+        if found is not None:
+            report.import_group, report.import_group_pk = label, int(found[0])
+            return report.import_group_pk
+    else:
+        label = free_group_label(connection, time.strftime("%Y%m%d-%H%M%S"), d)
+        type_string, description = IMPORT_GROUP_TYPE, "Group generated by archive import"
+    report.import_group = label
+    report.import_group_pk = _insert_returning(
+        connection,
+        f"INSERT INTO groups (uuid, label, type_string, description, ctime) "
+        f"VALUES ({_marks(m, 5)})",
+        (new_uuid(), label, type_string, description, time.time()),
+    )
+    return report.import_group_pk
 
 
 def _import_group_members(

@@ -30,6 +30,8 @@ MISSING: Final = object()
 
 _PLAIN = (str, bool, type(None))
 _DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+#: one encoder for every node (``json.dumps`` with options builds one per call)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def view(content: Any) -> Any:
@@ -102,4 +104,4 @@ def attributes_json_text(content: Any) -> str | None:
     attributes = jsonable(view(content))
     if attributes is MISSING or attributes is None:
         return None
-    return json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT(attributes)

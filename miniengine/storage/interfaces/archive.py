@@ -22,6 +22,7 @@ __all__ = [
     "ARCHIVE_TABLES",
     "EXTRAS_MODES_EXISTING",
     "EXTRAS_MODES_NEW",
+    "IMPORT_GROUP_TYPE",
     "ArchiveSink",
     "ArchiveSource",
     "Archives",
@@ -84,6 +85,9 @@ EXTRAS_MODES_EXISTING = ("keep_existing", "update_existing", "mirror", "none")
 #: What an import does with the extras of a new node (AiiDA's ``extras_mode_new``).
 EXTRAS_MODES_NEW = ("import", "none")
 
+#: The type of the group an import makes of the nodes it imported (AiiDA's ``ImportGroup``).
+IMPORT_GROUP_TYPE = "core.import"
+
 
 _NO_LINKS = TraversalLinks(frozenset(), frozenset())
 
@@ -111,6 +115,12 @@ class ImportOptions:
     extras_mode_new: str = "import"
     #: roll the transaction back at the end: report what an import would do, change nothing
     dry_run: bool = False
+    #: put every node of the archive (new or not) into a group, as AiiDA's import does
+    create_group: bool = True
+    #: that group's label and type: None makes a new group labelled by the time
+    #: (:data:`IMPORT_GROUP_TYPE`), else this group, created if the target lacks it
+    group_label: str | None = None
+    group_type: str = "core"
 
 
 @dataclass
@@ -131,6 +141,9 @@ class ImportReport:
     #: computers imported under another label because the target has one of that label
     renamed_computers: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    #: the label and pk of the group holding every node of the archive (None: no group made)
+    import_group: str | None = None
+    import_group_pk: int | None = None
 
 
 class ArchiveSink(Protocol):
@@ -152,9 +165,9 @@ class ArchiveSource(Protocol):
     #: the archive's database file (sqlite attaches it to read it in SQL)
     path: Path
 
-    def batches(self, table: str) -> Iterator[list[Row]]:
-        """The rows of ``table`` in :data:`ARCHIVE_TABLES` order, a batch at a time (a fresh
-        read each call, so a transaction retried whole reads them again)."""
+    def batches(self, table: str, columns: Sequence[str] | None = None) -> Iterator[list[Row]]:
+        """The rows of ``table`` in :data:`ARCHIVE_TABLES` order (or only ``columns``), a batch
+        at a time (a fresh read each call, so a transaction retried whole reads them again)."""
         ...
 
 

@@ -8,7 +8,7 @@ writers go on meanwhile), and inserted with ``OVERRIDING SYSTEM VALUE``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from miniengine.storage import archive_rows
@@ -19,7 +19,7 @@ from miniengine.storage.interfaces.archive import (
     ImportOptions,
     ImportReport,
 )
-from miniengine.storage.postgres.attribute_rows import backfill, json_of_blob
+from miniengine.storage.postgres.attribute_rows import json_of_blob
 from miniengine.storage.postgres.rows import Connection
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
@@ -30,22 +30,24 @@ __all__ = ["PostgresArchives"]
 
 
 def _allocate(connection: Connection, count: int) -> list[int]:
-    rows = connection.execute(
-        "SELECT nextval(pg_get_serial_sequence('nodes', 'pk')) FROM generate_series(1, %s)",
+    row = connection.execute(
+        "SELECT array_agg(nextval(pg_get_serial_sequence('nodes', 'pk'))) "
+        "FROM generate_series(1, %s)",
         (count,),
-    ).fetchall()
-    return [int(row[0]) for row in rows]
+    ).fetchone()
+    return [int(pk) for pk in row[0]] if row is not None and row[0] is not None else []
 
 
-def _copy(connection: Connection, table: str, columns: Sequence[str], rows: list[Any]) -> None:
+def _copy(connection: Connection, table: str, columns: Sequence[str], rows: Iterable[Any]) -> None:
     """``COPY ... FROM STDIN``: several times faster than inserting row by row, and it writes
-    the identity column as given (the pks drawn from its sequence).  New nodes get the JSON
-    copy of their attributes in the same row, so the backfill after the import finds none."""
+    the identity column as given (the pks drawn from its sequence).  ``rows`` stream: the
+    server stores what it has while the client prepares the next.  New nodes get the JSON
+    copy of their attributes in the same row."""
     names = list(columns)
     if table == "nodes":
         at = names.index("attributes")
         names.append("attributes_json")
-        rows = [(*row, json_of_blob(row[at])) for row in rows]
+        rows = ((*row, json_of_blob(row[at])) for row in rows)
     with connection.cursor().copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
@@ -59,6 +61,7 @@ DIALECT = archive_rows.Dialect(
     begin_snapshot="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     allocate=_allocate,
     copy=_copy,
+    arrays=True,
 )
 
 
@@ -71,12 +74,9 @@ def _export(
 def import_rows_tx(
     connection: Connection, source: ArchiveSource, options: ImportOptions
 ) -> ImportReport:
-    """Merge an archive into the database (see ``Archives.import_rows``), with the JSON copy of
-    the new nodes' attributes that queries read."""
-    row = connection.execute("SELECT coalesce(max(pk), 0) FROM nodes").fetchone()
-    report = archive_rows.import_rows(connection, source, options, DIALECT)
-    backfill(connection, after=int(row[0]) if row is not None else 0)
-    return report
+    """Merge an archive into the database (see ``Archives.import_rows``); the new nodes carry
+    the JSON copy of their attributes that queries read (written with them by ``COPY``)."""
+    return archive_rows.import_rows(connection, source, options, DIALECT)
 
 
 class PostgresArchives:

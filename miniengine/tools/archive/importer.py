@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from miniengine.exceptions import ArchiveError, CorruptArchive, ValidationError
 
@@ -33,6 +33,8 @@ def import_archive(
     db: Backend | str | os.PathLike[str] | None = None,
     extras_mode_existing: str = "keep_existing",
     extras_mode_new: str = "import",
+    create_group: bool = True,
+    group: Any = None,
     dry_run: bool = False,
 ) -> ImportReport:
     """Merge the archive ``path`` into the database ``db`` (default: ``$MINIENGINE_DB``).
@@ -44,6 +46,13 @@ def import_archive(
     ``keep_existing``, the default, ``update_existing``, ``mirror``, ``none``); those of new
     nodes are imported unless ``extras_mode_new="none"``.  ``dry_run`` checks the archive and
     reports what an import would add, changing nothing.
+
+    As AiiDA's import, every node of the archive (new or already present) is put into a group
+    in the same transaction, so that what came from the archive can be found again: ``group``
+    (a group or a label; a label the database lacks makes a new group of type ``core``), else
+    a new group of type ``core.import`` labelled by the local time, ``YYYYMMDD-HHMMSS``
+    (``... (Imported #N)`` when that label is taken).  ``create_group=False`` makes none; an
+    archive without nodes makes none.  The report names the group (``import_group``).
 
     Raises :class:`~miniengine.exceptions.CorruptArchive` for a damaged or changed file and
     :class:`~miniengine.exceptions.IncompatibleArchiveVersionError` for a newer format, before
@@ -68,7 +77,15 @@ def import_archive(
         raise ValidationError(
             f"extras_mode_new must be one of {', '.join(EXTRAS_MODES_NEW)}, not {extras_mode_new!r}"
         )
-    options = ImportOptions(extras_mode_existing, extras_mode_new, bool(dry_run))
+    label, group_type = _group(group)
+    options = ImportOptions(
+        extras_mode_existing,
+        extras_mode_new,
+        bool(dry_run),
+        create_group=bool(create_group),
+        group_label=label,
+        group_type=group_type,
+    )
     with (
         ArchiveReader(path) as reader,
         tempfile.TemporaryDirectory(prefix="miniengine-archive-") as folder,
@@ -97,6 +114,20 @@ def import_archive(
                 raise
         finally:
             database.close()
+
+
+def _group(group: Any) -> tuple[str | None, str]:
+    """The label and type of the import group ``group`` names (None: a new one by the time)."""
+    if group is None:
+        return None, "core"
+    if isinstance(group, str):
+        if not group.strip():
+            raise ValidationError("group must be a group or a non-empty label, not ''")
+        return group, "core"
+    label, type_string = getattr(group, "label", None), getattr(group, "type_string", None)
+    if isinstance(label, str) and label and isinstance(type_string, str):
+        return label, type_string
+    raise ValidationError(f"group must be a group or a label, not {group!r}")
 
 
 def _repository(store: Backend) -> Repository:
