@@ -485,3 +485,13 @@ async def test_hostile_filters_are_answered_not_crashed_on() -> None:
                 answer = await c.get(path, params=params)
                 assert answer.status_code in (200, 400), (params, answer.status_code, answer.text)
         assert len((await c.get("/api/processes")).json()["processes"]) == 1  # still answers
+
+
+async def test_behind_https_the_cookie_is_secure() -> None:
+    app = create_app(token=TOKEN)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://engine.example") as c:
+        cookie = (await c.get(f"/?token={TOKEN}")).headers["set-cookie"]
+        assert "; Secure" in cookie
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+        assert "Secure" not in (await c.get(f"/?token={TOKEN}")).headers["set-cookie"]

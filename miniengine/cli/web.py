@@ -126,7 +126,9 @@ def _web(args: argparse.Namespace) -> int:
                 log_level="warning",
                 timeout_graceful_shutdown=3,
                 lifespan="on",
-                proxy_headers=False,
+                # a TLS proxy on this machine says the scheme was https: the cookie is Secure
+                proxy_headers=True,
+                forwarded_allow_ips="127.0.0.1",
             ),
             app,
         )
