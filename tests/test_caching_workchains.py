@@ -206,6 +206,7 @@ def _cli(db: Any, *args: str) -> str:
     return completed.stdout
 
 
+@pytest.mark.sqlite_only  # (each command is a new interpreter; the API it calls runs on both)
 def test_the_command_line_sets_caching_and_shows_hashes(setup: dict[str, Any]) -> None:
     import json
 
@@ -236,6 +237,7 @@ def test_the_command_line_sets_caching_and_shows_hashes(setup: dict[str, Any]) -
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the daemon uses pidfds")
+@pytest.mark.long_on("postgresql")
 def test_killing_a_workchain_with_a_cached_child(setup: dict[str, Any], tmp_path: Path) -> None:
     from miniengine import await_node, submit
     from miniengine.control import kill
