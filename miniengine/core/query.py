@@ -14,10 +14,15 @@ are stored as msgpack, which each backend reads its own way (SQL functions on sq
 
 from __future__ import annotations
 
+import datetime
+import enum
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
+
+from miniengine.exceptions import MiniengineError
 
 __all__ = [
     "ENTITY_GROUP",
@@ -43,7 +48,7 @@ ENTITY_LINK: Final = "link"
 Entity = Literal["node", "group", "link"]
 
 
-class QueryError(ValueError):
+class QueryError(MiniengineError, ValueError):
     """A QueryBuilder was given something it cannot query (raised before any SQL runs)."""
 
 
@@ -127,6 +132,13 @@ JSON_TYPES = frozenset({"object", "array", "string", "number", "boolean", "null"
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SCALARS = (str, int, float, bool)
+
+#: the columns that hold numbers (the others that are not JSON hold text); ``paused`` is a flag
+NUMBER_COLUMNS = frozenset({"pk", "exit_status", "ctime", "mtime", "paused", "in_pk", "out_pk"})
+#: the columns that hold times, as seconds since the epoch (a filter may give a ``datetime``)
+TIME_COLUMNS = frozenset({"ctime", "mtime"})
+#: the integers both databases compare with (a bigger one is an overflow on sqlite)
+_INT64 = range(-(2**63), 2**63)
 
 
 @dataclass(frozen=True)
@@ -244,21 +256,86 @@ def split_field(tag: str, entity: Entity, key: str) -> tuple[str, tuple[str, ...
     raise QueryError(f"{tag!r}: no field {key!r} (known: {', '.join(sorted(fields))})")
 
 
-def _check_value(tag: str, key: str, operator: str, value: Any) -> Any:
+def _plain(tag: str, key: str, column: str, value: Any) -> Any:
+    """``value`` as the database compares it: an enum member by its value (``ProcessState``),
+    a ``datetime`` on a time column as seconds since the epoch; then refused, naming the
+    field, if no database could hold it (a NaN or infinite float, an int beyond 64 bits, a
+    string with NUL or a lone surrogate), so that both backends answer alike."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, datetime.datetime):
+        if column not in TIME_COLUMNS:
+            raise QueryError(
+                f"{tag!r}: {key!r} is not a time; only ctime and mtime take a datetime"
+            )
+        return value.timestamp()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise QueryError(f"{tag!r}: {key!r} cannot be compared with {value!r} (no stored value is)")
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        raise QueryError(
+            f"{tag!r}: {key!r}: {value!r} is beyond the 64-bit integers a query compares"
+        )
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise QueryError(
+                f"{tag!r}: {key!r}: the string {value!r} holds NUL, which no field holds"
+            )
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise QueryError(
+                    f"{tag!r}: {key!r}: the string {value!r} holds a lone surrogate (not UTF-8)"
+                ) from None
+    return value
+
+
+def _check_kind(tag: str, key: str, column: str, operator: str, value: Any) -> Any:
+    """``value`` checked against the kind of ``column`` (JSON fields take any): a number
+    column takes numbers (and a string that spells one, which both databases read as it),
+    a text column strings.  A string that is no number, or a number for a text column,
+    matches nothing or the wrong rows on sqlite and is an error on PostgreSQL, so it is a
+    ``QueryError`` on both, before anything is read."""
+    if column in JSON_FIELDS or value is None:
+        return value
+    numeric = column in NUMBER_COLUMNS
+    if operator in ("like", "ilike"):
+        if numeric:
+            raise QueryError(f"{tag!r}: {key!r} holds numbers; {operator!r} applies to text")
+        return value
+    if numeric:
+        if isinstance(value, str) and column not in TIME_COLUMNS:
+            try:
+                number = int(value)
+            except ValueError:
+                pass
+            else:
+                return _plain(tag, key, column, number)
+        if not isinstance(value, (int, float)):
+            hint = " or a datetime" if column in TIME_COLUMNS else ""
+            raise QueryError(f"{tag!r}: {key!r} {operator!r} needs a number{hint}, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise QueryError(f"{tag!r}: {key!r} {operator!r} needs a string, not {value!r}")
+    return value
+
+
+def _check_value(tag: str, key: str, column: str, operator: str, value: Any) -> Any:
     if operator in {"in"}:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Set)):
             raise QueryError(f"{tag!r}: {key!r} {operator!r} needs a list, not {value!r}")
-        items = tuple(value)
+        items = tuple(_plain(tag, key, column, item) for item in value)
         for item in items:
             if item is not None and not isinstance(item, _SCALARS):
                 raise QueryError(
                     f"{tag!r}: {key!r} {operator!r}: {item!r} is not a string or number"
                 )
-        return items
+        return tuple(_check_kind(tag, key, column, operator, item) for item in items)
+    value = _plain(tag, key, column, value)
     if operator in {"like", "ilike", "has_key"}:
         if not isinstance(value, str):
             raise QueryError(f"{tag!r}: {key!r} {operator!r} needs a string, not {value!r}")
-        return value
+        return _check_kind(tag, key, column, operator, value)
     if operator in LENGTH_OPERATORS:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise QueryError(
@@ -275,10 +352,12 @@ def _check_value(tag: str, key: str, operator: str, value: Any) -> Any:
     if operator == "==":
         if value is not None and not isinstance(value, (*_SCALARS, list, dict)):
             raise QueryError(f"{tag!r}: {key!r} '==' cannot compare with {value!r}")
-        return value
+        if column not in JSON_FIELDS and isinstance(value, (list, dict)):
+            raise QueryError(f"{tag!r}: {key!r} '==' cannot compare a column with {value!r}")
+        return _check_kind(tag, key, column, operator, value)
     if not isinstance(value, _SCALARS) or isinstance(value, bool):
         raise QueryError(f"{tag!r}: {key!r} {operator!r} needs a string or number, not {value!r}")
-    return value
+    return _check_kind(tag, key, column, operator, value)
 
 
 def parse_filters(
@@ -310,7 +389,7 @@ def _conditions(tag: str, key: str, column: str, path: tuple[str, ...], spec: An
     if column in JSON_FIELDS and not path and not isinstance(spec, Mapping):
         raise QueryError(f"{tag!r}: {column!r} itself takes only 'has_key' or 'of_type'")
     if not isinstance(spec, Mapping):
-        return [Condition(tag, column, path, "==", _check_value(tag, key, "==", spec))]
+        return [Condition(tag, column, path, "==", _check_value(tag, key, column, "==", spec))]
     found: list[Filter] = []
     for raw, value in spec.items():
         if raw in ("and", "or"):
@@ -340,7 +419,14 @@ def _conditions(tag: str, key: str, column: str, path: tuple[str, ...], spec: An
                 f"{tag!r}: {column!r} itself takes only 'has_key' or 'of_type'; name a key"
             )
         found.append(
-            Condition(tag, column, path, operator, _check_value(tag, key, operator, value), negated)
+            Condition(
+                tag,
+                column,
+                path,
+                operator,
+                _check_value(tag, key, column, operator, value),
+                negated,
+            )
         )
     return found
 
@@ -362,6 +448,10 @@ def parse_projection(tag: str, entity: Entity, project: Any) -> tuple[Projection
     return tuple(found)
 
 
+#: the keys of one field's order (AiiDA's ``cast`` is accepted: stored values keep their type)
+_ORDER_KEYS = frozenset({"order", "cast"})
+
+
 def parse_order(tags: Mapping[str, Entity], order_by: Any) -> tuple[OrderTerm, ...]:
     """AiiDA's ``order_by``: ``{tag: 'id'}``, ``{tag: ['ctime', {'id': {'order': 'desc'}}]}``
     or a list of such dicts."""
@@ -379,6 +469,12 @@ def parse_order(tags: Mapping[str, Entity], order_by: Any) -> tuple[OrderTerm, .
                     if len(field) != 1:
                         raise QueryError(f"order_by {tag!r}: one field per dict, not {field!r}")
                     ((field, how),) = field.items()
+                    if isinstance(how, Mapping) and set(how) - _ORDER_KEYS:
+                        unknown = sorted(map(str, set(how) - _ORDER_KEYS))[0]
+                        raise QueryError(
+                            f"order_by {tag!r}: unknown key {unknown!r} for {field!r} (known: "
+                            "'order', and 'cast', which is not needed: values keep their type)"
+                        )
                     order = how.get("order", "asc") if isinstance(how, Mapping) else how
                     if order not in ("asc", "desc"):
                         raise QueryError(

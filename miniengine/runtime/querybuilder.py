@@ -28,7 +28,10 @@ from miniengine.core.query import (
     ENTITY_GROUP,
     ENTITY_LINK,
     ENTITY_NODE,
+    BoolFilter,
+    Condition,
     Entity,
+    Filter,
     OrderTerm,
     Projection,
     QueryError,
@@ -61,9 +64,24 @@ _NODE_WIDTH = len(NodeRow._fields)
 _GROUP_WIDTH = len(GroupRow._fields)
 
 
-def _vertex_types(
-    cls: Any, subclassing: bool
-) -> tuple[Entity, tuple[str, ...] | None, str | None, str | None]:
+_Types = tuple[Entity, tuple[str, ...] | None, str | None, str | None]
+
+
+def _process_class(cls: Any) -> tuple[str, str] | None:
+    """The node type and ``process_type`` of a process class or process function, as AiiDA's
+    ``append(PwCalculation)`` selects the nodes of that process (``None`` for other values)."""
+    from miniengine.runtime.calcjob.process import CalcJob
+    from miniengine.runtime.workchain.process import WorkChain
+
+    if getattr(cls, "is_process_function", False) and isinstance(cls.process_type, str):
+        return f"process.{cls.kind}", cls.process_type
+    if isinstance(cls, type) and issubclass(cls, (WorkChain, CalcJob)):
+        kind = "process.calcjob" if issubclass(cls, CalcJob) else "process.workchain"
+        return kind, f"{cls.__module__}.{cls.__qualname__}"
+    return None
+
+
+def _vertex_types(cls: Any, subclassing: bool) -> _Types:
     """The entity of ``cls`` and how its type column selects it: exact names, a prefix that
     names must start with, or one that they must not."""
     from miniengine.runtime.groups import GROUP_TYPES, Group
@@ -105,6 +123,25 @@ def _vertex_types(
             ]
         return ENTITY_NODE, tuple(dict.fromkeys(names)), None, None
     raise QueryError(f"append needs a node or group class, not {cls.__name__}")
+
+
+def _type_filter(tag: str, entity: Entity, types: Sequence[_Types]) -> Filter | None:
+    """The selection of several classes (AiiDA's ``append([CalcJobNode, WorkChainNode])``) as
+    one filter on the type column: any of them (``None`` when one of them takes everything)."""
+    column = "node_type" if entity == ENTITY_NODE else "type_string"
+    alternatives: list[Filter] = []
+    for _, names, prefix, exclude in types:
+        parts: list[Filter] = []
+        if names is not None:
+            parts.append(Condition(tag, column, (), "in", names))
+        if prefix is not None:
+            parts.append(Condition(tag, column, (), "like", prefix + "%"))
+        if exclude is not None:
+            parts.append(Condition(tag, column, (), "like", exclude + "%", negated=True))
+        if not parts:
+            return None
+        alternatives.append(parts[0] if len(parts) == 1 else BoolFilter("and", tuple(parts)))
+    return BoolFilter("or", tuple(alternatives))
 
 
 class QueryBuilder:
@@ -178,10 +215,32 @@ class QueryBuilder:
         edge_project: Any = None,
         **relationship: Any,
     ) -> QueryBuilder:
-        """Add an entity to the path, joined to an earlier one by one relationship keyword."""
-        entity, names, prefix, exclude = _vertex_types(cls, subclassing)
+        """Add an entity to the path, joined to an earlier one by one relationship keyword.
+
+        ``cls`` is a node or group class, a process class or process function (its nodes, as
+        AiiDA selects them by their ``process_type``), or a list of such classes (any of
+        them; all nodes or all groups)."""
+        classes = list(cls) if isinstance(cls, (list, tuple, set, frozenset)) else [cls]
+        if not classes:
+            raise QueryError("append needs a node or group class, not an empty list")
+        kinds: list[_Types] = []
+        process_types: list[str] = []
+        for item in classes:
+            process = _process_class(item)
+            if process is not None:
+                kinds.append((ENTITY_NODE, (process[0],), None, None))
+                process_types.append(process[1])
+            else:
+                kinds.append(_vertex_types(item, subclassing))
+        entity = kinds[0][0]
+        if any(kind[0] != entity for kind in kinds):
+            raise QueryError(f"append: {cls!r} mixes node and group classes")
+        if process_types and len(process_types) != len(classes):
+            raise QueryError(f"append: {cls!r} mixes process classes with node classes")
         if tag is None:
-            tag = f"{cls.__name__.lower()}_{len(self._vertices) + 1}"
+            first = classes[0]
+            name = getattr(first, "__name__", None) or type(first).__name__
+            tag = f"{name.lower()}_{len(self._vertices) + 1}"
         if not isinstance(tag, str) or not tag:
             raise QueryError(f"a tag must be a non-empty string, not {tag!r}")
         if tag in self._tags():
@@ -222,8 +281,38 @@ class QueryBuilder:
             )
         elif edge_tag or edge_filters or edge_project:
             raise QueryError(f"{tag!r}: the first vertex has no edge")
+        selection: tuple[Filter, ...] = ()
+        if process_types:
+            selection = (
+                BoolFilter(
+                    "or",
+                    tuple(
+                        BoolFilter(
+                            "and",
+                            (
+                                Condition(tag, "node_type", (), "in", kind[1] or ()),
+                                Condition(tag, "process_type", (), "==", process_type),
+                            ),
+                        )
+                        for kind, process_type in zip(kinds, process_types, strict=True)
+                    ),
+                ),
+            )
+            names, prefix, exclude = None, None, None
+        elif len(kinds) == 1:
+            _, names, prefix, exclude = kinds[0]
+        else:
+            names, prefix, exclude = None, None, None
+            either = _type_filter(tag, entity, kinds)
+            selection = () if either is None else (either,)
         vertex = Vertex(
-            tag, entity, names, prefix, exclude, parse_filters(tag, entity, filters), relation
+            tag,
+            entity,
+            names,
+            prefix,
+            exclude,
+            selection + parse_filters(tag, entity, filters),
+            relation,
         )
         projections = parse_projection(tag, entity, project)
         if relation is not None and edge_project is not None:
@@ -232,12 +321,22 @@ class QueryBuilder:
                 raise QueryError(f"{relation.edge_tag!r}: project the fields of a link by name")
             projections += edge_projections
         self._vertices.append(vertex)
-        self._classes.append(cls)
+        self._classes.append(classes[0] if len(classes) == 1 else None)
         self._projections.extend(projections)
         return self
 
-    def add_filter(self, tag: str, filter_spec: Mapping[str, Any]) -> QueryBuilder:
-        """More filters on ``tag`` (and-ed with those it has)."""
+    def _tag_or_class(self, value: Any) -> Any:
+        """``value`` itself if it is a tag, else the tag of the one vertex appended with the
+        class ``value`` (AiiDA takes either wherever a tag goes)."""
+        if isinstance(value, str):
+            return value
+        matches = [v.tag for v, c in zip(self._vertices, self._classes, strict=True) if c is value]
+        return matches[0] if len(matches) == 1 else value
+
+    def add_filter(self, tag: Any, filter_spec: Mapping[str, Any]) -> QueryBuilder:
+        """More filters on ``tag`` (or the class it was appended with; and-ed with those it
+        has)."""
+        tag = self._tag_or_class(tag)
         tags = self._tags()
         if tag not in tags:
             raise QueryError(f"add_filter: no tag {tag!r}")
@@ -252,8 +351,9 @@ class QueryBuilder:
                 self._vertices[index] = replace(vertex, relation=relation)
         return self
 
-    def add_projection(self, tag: str, projection: Any) -> QueryBuilder:
-        """More values for each row, from ``tag``."""
+    def add_projection(self, tag: Any, projection: Any) -> QueryBuilder:
+        """More values for each row, from ``tag`` (or the class it was appended with)."""
+        tag = self._tag_or_class(tag)
         tags = self._tags()
         if tag not in tags:
             raise QueryError(f"add_projection: no tag {tag!r}")
@@ -261,18 +361,30 @@ class QueryBuilder:
         return self
 
     def order_by(self, order_by: Any) -> QueryBuilder:
-        """AiiDA's order: ``{tag: ['ctime', {'id': {'order': 'desc'}}]}``."""
-        self._order = parse_order(self._tags(), order_by)
+        """AiiDA's order: ``{tag: ['ctime', {'id': {'order': 'desc'}}]}`` (a class it was
+        appended with may stand for the tag)."""
+        specs = order_by if isinstance(order_by, (list, tuple)) else [order_by]
+        specs = [
+            {self._tag_or_class(key): value for key, value in spec.items()}
+            if isinstance(spec, Mapping)
+            else spec
+            for spec in specs
+        ]
+        self._order = parse_order(self._tags(), specs)
         return self
 
     def limit(self, limit: int | None) -> QueryBuilder:
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
             raise QueryError(f"limit must be a non-negative integer, not {limit!r}")
         self._limit = limit
         return self
 
     def offset(self, offset: int | None) -> QueryBuilder:
-        if offset is not None and (not isinstance(offset, int) or offset < 0):
+        if offset is not None and (
+            not isinstance(offset, int) or isinstance(offset, bool) or offset < 0
+        ):
             raise QueryError(f"offset must be a non-negative integer, not {offset!r}")
         self._offset = offset or 0
         return self

@@ -1,0 +1,144 @@
+"""AiiDA's QueryBuilder idioms, as a ported script writes them, on both backends: a class where
+a tag goes, several classes in one ``append``, a process class for its nodes, datetimes and enum
+members in filters; and values no database can compare refused alike on sqlite and PostgreSQL
+(a ``QueryError``, a ``MiniengineError``, before any SQL runs)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from miniengine import Int, ProcessState, QueryBuilder, WorkChain, calcfunction, run
+from miniengine.core.query import QueryError
+from miniengine.exceptions import MiniengineError
+from miniengine.orm import CalcFunctionNode, Float, Node, ProcessNode, Str, WorkChainNode
+
+pytestmark = pytest.mark.backends
+
+
+@calcfunction
+def add(x: Int, y: Int) -> Int:
+    return Int(x.value + y.value)
+
+
+@calcfunction
+def negate(x: Int) -> Int:
+    return Int(-x.value)
+
+
+class AddTwice(WorkChain):
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.outline(cls.twice)
+        spec.output("result", valid_type=Int)
+
+    def twice(self) -> None:
+        self.out("result", add(add(self.inputs.x, Int(1)), Int(1)))
+
+
+@pytest.fixture
+def runs() -> dict[str, list[int]]:
+    adds = [run.get_node(add, Int(i), Int(10))[1].pk for i in range(3)]
+    negates = [run.get_node(negate, Int(i))[1].pk for i in range(2)]
+    chains = [run.get_node(AddTwice, x=Int(i))[1].pk for i in range(2)]
+    Str("x").store()
+    return {"add": adds, "negate": negates, "chains": chains}
+
+
+def test_a_class_stands_for_its_tag(runs: dict[str, list[int]]) -> None:
+    qb = QueryBuilder().append(WorkChainNode, project="id")
+    assert qb.order_by({WorkChainNode: {"id": "desc"}}).all(flat=True) == runs["chains"][::-1]
+    qb.add_filter(WorkChainNode, {"id": runs["chains"][0]})
+    assert qb.all(flat=True) == [runs["chains"][0]]
+    qb.add_projection(WorkChainNode, "attributes.process_label")
+    assert qb.all() == [[runs["chains"][0], "AddTwice"]]
+
+
+def test_several_classes_in_one_append(runs: dict[str, list[int]]) -> None:
+    qb = QueryBuilder().append([CalcFunctionNode, WorkChainNode], project="id")
+    calcs = QueryBuilder().append(CalcFunctionNode).count()
+    assert qb.count() == calcs + len(runs["chains"])
+    assert set(runs["chains"]) <= set(qb.all(flat=True))
+    either = QueryBuilder().append((Str, Float, WorkChainNode), project="node_type")
+    assert sorted(set(either.all(flat=True))) == ["core.str", "process.workchain"]
+    everything = QueryBuilder().append([ProcessNode, Int, Str]).count()
+    assert everything == QueryBuilder().append(Node).count()
+
+
+def test_a_process_class_selects_its_own_nodes(runs: dict[str, list[int]]) -> None:
+    chains = QueryBuilder().append(AddTwice, tag="wc", project="id")
+    assert sorted(chains.all(flat=True)) == runs["chains"]
+    assert sorted(QueryBuilder().append(negate, project="id").all(flat=True)) == runs["negate"]
+    both = QueryBuilder().append([negate, AddTwice], project="id").all(flat=True)
+    assert sorted(both) == sorted(runs["negate"] + runs["chains"])
+    # a process class joins the path as any node class does, and stands for its tag
+    results = (
+        QueryBuilder()
+        .append(AddTwice)
+        .append(
+            Int,
+            with_incoming=AddTwice,
+            edge_filters={"label": "result"},
+            project="attributes.value",
+        )
+    )
+    assert sorted(results.all(flat=True)) == [2, 3]
+    with pytest.raises(QueryError, match="mixes process classes"):
+        QueryBuilder().append([AddTwice, Int])
+
+
+def test_datetimes_and_enum_members_in_filters(runs: dict[str, list[int]]) -> None:
+    first = QueryBuilder().append(ProcessNode, filters={"id": runs["chains"][0]}, project="ctime")
+    ctime = first.first(flat=True)
+    # a datetime has whole microseconds: step one back, so that the node itself is after it
+    when = datetime.datetime.fromtimestamp(ctime, tz=datetime.UTC)
+    when -= datetime.timedelta(microseconds=1)
+    later = QueryBuilder().append(ProcessNode, filters={"ctime": {">=": when}}, project="id")
+    seconds = {"ctime": {">=": when.timestamp()}}
+    numbers = QueryBuilder().append(ProcessNode, filters=seconds, project="id")
+    assert sorted(later.all(flat=True)) == sorted(numbers.all(flat=True))
+    assert runs["chains"][0] in later.all(flat=True)
+    finished = {"attributes.process_state": ProcessState.FINISHED}
+    assert QueryBuilder().append(ProcessNode, filters=finished).count() == 7 + 4
+    # a pk spelled as a string is read as the number, on both databases
+    assert QueryBuilder().append(Node, filters={"id": str(runs["add"][0])}).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: QueryBuilder().append(Node, filters={"id": {"like": "1%"}}), "holds numbers"),
+        (lambda: QueryBuilder().append(Node, filters={"ctime": {">": "2026-01-01"}}), "datetime"),
+        (lambda: QueryBuilder().append(Node, filters={"id": {">": "five"}}), "needs a number"),
+        (lambda: QueryBuilder().append(Node, filters={"label": 5}), "needs a string"),
+        (lambda: QueryBuilder().append(Node, filters={"label": {"in": ["a", 1]}}), "string"),
+        (lambda: QueryBuilder().append(Float, filters={"attributes.value": float("nan")}), "nan"),
+        (
+            lambda: QueryBuilder().append(
+                Float, filters={"attributes.value": {">": -float("inf")}}
+            ),
+            "-inf",
+        ),
+        (lambda: QueryBuilder().append(Node, filters={"id": 10**30}), "64-bit"),
+        (lambda: QueryBuilder().append(Int, filters={"attributes.value": -(10**20)}), "64-bit"),
+        (lambda: QueryBuilder().append(Node, filters={"label": "a\x00b"}), "NUL"),
+        (lambda: QueryBuilder().append(Node, filters={"label": {"in": ["\ud800"]}}), "surrogate"),
+        (lambda: QueryBuilder().append(Node, filters={"label": datetime.datetime.now()}), "time"),
+        (lambda: QueryBuilder().append(Node).limit(True), "limit"),
+        (
+            lambda: QueryBuilder().append(Node, tag="n").order_by({"n": {"id": {"ordr": "desc"}}}),
+            "unknown key 'ordr'",
+        ),
+    ],
+)
+def test_values_no_database_compares_are_refused_alike(
+    runs: dict[str, list[int]], build: Callable[[], QueryBuilder], message: str
+) -> None:
+    with pytest.raises(QueryError, match=".*" + message) as caught:
+        build().all()
+    assert isinstance(caught.value, MiniengineError) and isinstance(caught.value, ValueError)
