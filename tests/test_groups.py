@@ -56,6 +56,26 @@ def test_store_add_remove_count(backend_db: Any) -> None:
         Group(label="unstored").add_nodes(one)
 
 
+def test_only_nodes_go_in_a_group_and_a_bad_one_changes_nothing(backend_db: Any) -> None:
+    """A group (whose pk is some node's pk too), a pk or a string is refused, naming it, and
+    the nodes given with it are not added: the group holds what it held."""
+    from miniengine import MiniengineError
+
+    group = Group(label="members").store()
+    other = Group(label="not a node").store()
+    one, two = Int(1).store(), Int(2).store()
+    group.add_nodes(one)
+    for bad in (other, [two, other], two.pk, [two, str(two.pk)], "abc"):
+        with pytest.raises(TypeError, match="only nodes") as caught:
+            group.add_nodes(bad)
+        assert isinstance(caught.value, MiniengineError)
+        with pytest.raises(TypeError, match="only nodes"):
+            group.remove_nodes(bad)
+    with pytest.raises(ValidationError, match="not stored"):
+        group.add_nodes([two, Int(3)])
+    assert [node.pk for node in load_group("members").nodes] == [one.pk]
+
+
 def test_load_group_by_label_pk_and_uuid(backend_db: Any) -> None:
     group = Group(label="by-any-name").store()
     assert group.uuid is not None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from miniengine.core.data import check_text
 from miniengine.exceptions import (
+    MiniengineError,
     ModificationNotAllowed,
     MultipleObjectsError,
     NotExistent,
@@ -41,15 +42,30 @@ def _store_for(db: Backend | str | os.PathLike[str] | None) -> Backend:
     return store_for(db) if db is not None else current_store()
 
 
+class GroupNodeTypeError(MiniengineError, TypeError):
+    """Something that is not a node was given to ``add_nodes``/``remove_nodes`` (as AiiDA, a
+    ``TypeError``): a group, a pk or a string would otherwise name whatever node has its pk."""
+
+
 def _node_pks(nodes: Any) -> list[int]:
-    """The pks of a node or of several (each must be stored)."""
-    items = [nodes] if not isinstance(nodes, Iterable) or hasattr(nodes, "pk") else list(nodes)
+    """The pks of a node or of several, each checked before the group changes: a node object
+    (``load_node(pk)`` for a pk), and stored."""
+    from miniengine.runtime.nodes import Node
+
+    single = isinstance(nodes, (Node, Group, str, bytes)) or not isinstance(nodes, Iterable)
+    items = [nodes] if single else list(nodes)
     pks: list[int] = []
     for node in items:
-        pk = getattr(node, "pk", None)
-        if pk is None:
-            raise ValueError(f"only stored nodes can be put in or taken out of a group: {node!r}")
-        pks.append(pk)
+        if not isinstance(node, Node):
+            hint = " (load_node(pk) gives the node of a pk)" if isinstance(node, int) else ""
+            raise GroupNodeTypeError(
+                f"only nodes can be put in or taken out of a group, not {node!r}{hint}"
+            )
+        if node.pk is None:
+            raise ValidationError(
+                f"only stored nodes can be put in or taken out of a group: {node!r} is not stored"
+            )
+        pks.append(node.pk)
     return pks
 
 
