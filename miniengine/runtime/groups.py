@@ -61,11 +61,12 @@ def _node_pks(nodes: Any) -> list[int]:
             raise GroupNodeTypeError(
                 f"only nodes can be put in or taken out of a group, not {node!r}{hint}"
             )
-        if node.pk is None:
+        pk: int | None = getattr(node, "pk", None)  # Data and ProcessNode both have one
+        if pk is None:
             raise ValidationError(
                 f"only stored nodes can be put in or taken out of a group: {node!r} is not stored"
             )
-        pks.append(node.pk)
+        pks.append(pk)
     return pks
 
 
