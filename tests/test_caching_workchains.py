@@ -229,6 +229,8 @@ def test_the_command_line_sets_caching_and_shows_hashes(setup: dict[str, Any]) -
     assert fields["hash"] == job.base.caching.get_hash() is not None
     fields = json.loads(_cli(db, "node", "show", str(calc.pk), "--json"))
     assert fields["cache_source"] is None and fields["hash"] is None
+    listed = json.loads(_cli(db, "process", "list", "--all", "--cached", "--json"))
+    assert sorted(row["pk"] for row in listed) == sorted(c.pk for c in (job, _called(node)["more"]))
     text = _cli(db, "node", "show", str(job.pk))
     assert f"cache_source   {_called(source)['job'].uuid}" in text.splitlines()
     _cli(db, "caching", "disable")

@@ -108,6 +108,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="KEY=VALUE",
         help="only processes whose extra KEY is VALUE (JSON, else a string; repeatable)",
     )
+    listing.add_argument(
+        "--cached",
+        action="store_true",
+        help="only processes created as copies of an equal finished one (cache hits)",
+    )
     _common(listing, _list)
 
     show = commands.add_parser(
@@ -187,7 +192,8 @@ def _list(args: argparse.Namespace) -> int:
     since = None if args.past is None else now - args.past
 
     def query(db: Reader) -> tuple[list[ProcessRow], dict[int, str]]:
-        if args.process_label is None and args.exit_status is None and not args.extra:
+        plain = args.process_label is None and args.exit_status is None
+        if plain and not args.extra and not args.cached:
             found = db.queries.list_processes(states, since, args.limit)
         else:
             found = _filtered(db, args, states, since)
@@ -247,6 +253,10 @@ def _filtered(
         filters["exit_status"] = args.exit_status
     for key, value in args.extra or ():
         filters[f"extras.{key}"] = value
+    if args.cached:
+        from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA
+
+        filters["extras"] = {"has_key": CACHED_FROM_EXTRA}
     fields = [name for name in Row._fields if name != "caller"]
     try:
         qb = QueryBuilder().append(
