@@ -201,6 +201,14 @@ def test_a_calcjob_with_a_real_program_is_not_rerun(backend_db: Any, tmp_path: P
         assert submitted.is_finished_ok
         assert submitted.base.caching.get_cache_source() == source.uuid
         assert submitted.outputs.sum.value == 9
+        import asyncio
+
+        from miniengine import asubmit
+
+        awaited = asyncio.run(
+            asubmit(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=options)
+        )
+        assert awaited.is_finished_ok and awaited.base.caching.get_cache_source() == source.uuid
         # a changed option that says what it computes runs it again; a queue option does not
         other = {"options": {"resources": RESOURCES, "max_wallclock_seconds": 60}}
         run.get_node(ArithmeticAddCalculation, code=bash, x=Int(4), y=Int(5), metadata=other)
