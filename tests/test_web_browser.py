@@ -250,6 +250,7 @@ def test_pause_play_and_kill_buttons_change_the_process(
     page.locator('form.control button[data-action="kill"]').click()
     expect(state).to_have_text("killed", timeout=SHOWN_WITHIN_MS)
     assert _load(pk, engine_db).process_state is ProcessState.KILLED
+    expect(page.locator("form.control button")).to_have_count(0)  # nothing left to control
 
 
 def test_html_in_a_report_is_shown_as_text(
