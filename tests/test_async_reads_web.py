@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from miniengine import FolderData, Group, Int, Str, asubmit, calcfunction, workfunction
@@ -219,6 +220,69 @@ async def test_changes_after_finds_each_change_among_many_active_processes() -> 
     assert changes == []
 
 
+async def test_the_first_read_after_a_fresh_cursor_reports_the_end_of_a_lone_process() -> None:
+    """The only active process of its bucket ends right after ``current_cursor``: no bucket
+    fingerprint holds it any more, and the cursor had none yet; it is still reported."""
+    lone = await asubmit(WaitingProcess, gate=Str("lone"))
+    cursor = await reads().current_cursor()
+    assert lone.pk in cursor.active
+    await asyncio.to_thread(kill_processes, [lone])
+    cursor, changes = await reads().changes_after(cursor)
+    assert [(c.pk, c.process_state) for c in changes] == [(lone.pk, "killed")]
+    assert cursor.active == {}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_every_final_state_is_reported_whatever_the_order_of_changes_and_reads(
+    seed: int,
+) -> None:
+    """Random creates, pauses, plays, kills and finished calls, interleaved with reads and with
+    fresh cursors in tiny buckets: after a last read, the latest summary reported of every
+    process that changed since its cursor was taken is the process as it is now."""
+    import random
+
+    rng = random.Random(seed)
+
+    def now() -> dict[int, tuple[Any, ...]]:
+        return {
+            row.pk: (row.process_state, row.exit_status, bool(row.paused), row.process_status)
+            for row in all_processes()
+        }
+
+    async def fresh() -> Any:
+        cursor = await reads().current_cursor()
+        return dataclasses.replace(cursor, bucket_size=rng.choice([1, 2, 3, 64]))
+
+    active: list[Any] = [await asubmit(WaitingProcess, gate=Str("start"))]
+    cursor, baseline, reported = await fresh(), now(), {}
+    for step in range(40):
+        action = rng.choice(["create", "create", "pause", "play", "kill", "call", "read", "fresh"])
+        if action == "create":
+            active.append(await asubmit(WaitingProcess, gate=Str(f"g{step}")))
+        elif action == "call":
+            await add.arun(step, 1)
+        elif action in ("pause", "play", "kill") and active:
+            chosen = rng.sample(active, rng.randint(1, min(3, len(active))))
+            control = {"pause": pause_processes, "play": play_processes, "kill": kill_processes}
+            await asyncio.to_thread(control[action], chosen)
+            if action == "kill":
+                active = [node for node in active if node not in chosen]
+        elif action == "read":
+            cursor, changes = await reads().changes_after(cursor)
+            reported.update({c.pk: c for c in changes})
+        elif action == "fresh":
+            cursor, baseline, reported = await fresh(), now(), {}
+    cursor, changes = await reads().changes_after(cursor)
+    reported.update({c.pk: c for c in changes})
+    final = now()
+    changed = {pk for pk, fields in final.items() if baseline.get(pk) != fields}
+    assert changed <= reported.keys()
+    for pk in changed:
+        c = reported[pk]
+        assert (c.process_state, c.exit_status, c.paused, c.process_status) == final[pk]
+    assert set(cursor.active) == {pk for pk, f in final.items() if f[0] in ACTIVE}
+
+
 async def test_a_lower_pk_committed_after_a_higher_one_is_still_reported(
     miniengine_db: Path | str,
 ) -> None:
@@ -262,6 +326,30 @@ async def test_a_lower_pk_committed_after_a_higher_one_is_still_reported(
         slow.commit()
     cursor, changes = await reads().changes_after(cursor)
     assert [(c.pk, c.process_label) for c in changes] == [(row[0], "slower")]
+
+
+async def test_a_read_cancelled_mid_query_leaves_the_next_reads_working(
+    miniengine_db: Path | str,
+) -> None:
+    """A client that goes away cancels its read in the middle of a query (an anyio cancel
+    scope cancels again each time the task awaits); psycopg then closes the loop's
+    connection.  The next read opens a new one instead of failing for good."""
+    if isinstance(miniengine_db, Path):
+        pytest.skip("an aiosqlite query runs on its own thread: cancelling it closes nothing")
+    node = Int(5).store()
+    async_reads = reads()
+    assert (await async_reads.node(node.pk)).pk == node.pk  # the loop's connection is open
+    connection = await async_reads._connection()
+    with anyio.move_on_after(0.3) as scope:  # as Starlette cancels a request's task
+        await async_reads._fetch("SELECT pg_sleep(30)", ())
+    assert scope.cancelled_caught
+    assert connection.closed  # what the cancellation did to it
+    assert (await async_reads.node(node.pk)).pk == node.pk
+    assert [c.pk for c in (await async_reads.process_page(limit=5))] == [
+        row.pk for row in all_processes()[:5]
+    ]
+    other = await async_reads._connection()
+    assert other is not connection and not other.closed
 
 
 async def test_a_gap_is_given_up_once_every_transaction_that_may_hold_it_ended() -> None:

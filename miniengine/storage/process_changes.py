@@ -197,6 +197,9 @@ async def read_changes(
         for bucket in fingerprints.keys() | cursor.buckets.keys()
         if fingerprints.get(bucket) != cursor.buckets.get(bucket)
     }
+    # a bucket that holds none of the active processes now but held one the cursor knew has
+    # changed too, fingerprint or not (a cursor fresh from first_cursor has none to compare)
+    changed.update({pk // cursor.bucket_size for pk in cursor.active} - fingerprints.keys())
     changes = Diff(cursor, changed)
     nodes = [row[1:] for row in found if row[0] == 1]
     while True:

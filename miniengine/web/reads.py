@@ -3,14 +3,16 @@
 Every read awaits the backend's async reads (aiosqlite's thread on sqlite, psycopg's async
 connection on PostgreSQL), the node page's links and extras as QueryBuilder queries on them.  A
 slow query holds up one page, never the server.  The pages depend on this module only.
+
+A read is not shielded from its request's cancellation: a client that goes away stops its
+query (on PostgreSQL psycopg then drops the loop's connection, and the next read opens
+another), so nobody waits on work whose page nobody will see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-
-import anyio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from miniengine.storage.interfaces.reads import (
     DaemonOverview,
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["NodeLink", "PageReads", "change_key"]
 
-T = TypeVar("T")
-
 #: How deep the process page's call tree goes.
 TREE_DEPTH = 8
 #: The most processes the process page's call tree shows.
@@ -43,16 +43,6 @@ def change_key(summary: ProcessSummary) -> tuple[Any, ...]:
         summary.paused,
         summary.process_status,
     )
-
-
-async def _whole(read: Awaitable[T]) -> T:
-    """``read`` run to its end even if the request is cancelled meanwhile (its client went):
-    a database driver interrupted in the middle of a query may have to drop its connection,
-    and the next page would pay for it.  Reads are short; a cancelled caller gets its
-    cancellation as soon as the read is done."""
-    with anyio.CancelScope(shield=True):
-        result = await read
-    return result
 
 
 class NodeLink(NamedTuple):
@@ -87,7 +77,6 @@ class PageReads:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._cursor: ChangeCursor | None = None
-        self._pending: list[ProcessSummary] = []
 
     # the process list --------------------------------------------------------------------------
 
@@ -95,16 +84,14 @@ class PageReads:
         self, filters: ProcessFilters, before_pk: int | None, limit: int
     ) -> list[ProcessSummary]:
         """A page of processes matching ``filters``, newest first, below ``before_pk``."""
-        return await _whole(
-            self.backend.async_reads.process_page(
-                states=list(filters.states) or None,
-                label=filters.label or None,
-                group=filters.group or None,
-                since=filters.since,
-                until=filters.until,
-                before_pk=before_pk,
-                limit=limit,
-            )
+        return await self.backend.async_reads.process_page(
+            states=list(filters.states) or None,
+            label=filters.label or None,
+            group=filters.group or None,
+            since=filters.since,
+            until=filters.until,
+            before_pk=before_pk,
+            limit=limit,
         )
 
     async def in_group(self, label: str, pks: Sequence[int]) -> set[int]:
@@ -122,54 +109,46 @@ class PageReads:
         async def members() -> set[int]:
             return {row[0] async for row in query.aiterall(batch_size=1000)}
 
-        return await _whole(members())
+        return await members()
 
     # changes, for the event streams -------------------------------------------------------------
 
     async def current_cursor(self) -> None:
         """Start watching from now: the changes after this call are the ones reported."""
-        cursor = await _whole(self.backend.async_reads.current_cursor())
-        # one read at once, so that the first commit is compared as every later one is (a
-        # cursor fresh from current_cursor can miss the end of the last active process of a
-        # range); what it finds is reported by the next call
-        self._cursor, self._pending = await _whole(self.backend.async_reads.changes_after(cursor))
+        self._cursor = await self.backend.async_reads.current_cursor()
 
     async def changes(self) -> list[ProcessSummary]:
         """The processes created or changed since the last call, in pk order."""
         if self._cursor is None:
             await self.current_cursor()
         assert self._cursor is not None
-        self._cursor, changed = await _whole(self.backend.async_reads.changes_after(self._cursor))
-        if self._pending:
-            latest = {summary.pk: summary for summary in [*self._pending, *changed]}
-            changed = [latest[pk] for pk in sorted(latest)]
-            self._pending = []
+        self._cursor, changed = await self.backend.async_reads.changes_after(self._cursor)
         return changed
 
     async def summaries(self, pks: Sequence[int]) -> list[ProcessSummary]:
         """The processes among ``pks`` (others left out), by pk."""
-        rows = await _whole(self.backend.async_reads.nodes(list(pks)))
+        rows = await self.backend.async_reads.nodes(list(pks))
         return [_summary(rows[pk]) for pk in sorted(rows) if rows[pk].process_state is not None]
 
     # one process -------------------------------------------------------------------------------
 
     async def node(self, pk: int) -> NodeRow:
         """Node ``pk`` (``NotExistent`` if there is none)."""
-        return await _whole(self.backend.async_reads.node(pk))
+        return await self.backend.async_reads.node(pk)
 
     async def process_detail(self, pk: int) -> ProcessDetail:
         """The process page's reads of process ``pk`` (``NotExistent`` if it is not one)."""
-        return await _whole(self.backend.async_reads.process_detail(pk))
+        return await self.backend.async_reads.process_detail(pk)
 
     async def call_tree(self, pk: int, max_depth: int = TREE_DEPTH) -> list[TreeRow]:
         """``pk`` and its called processes down to ``max_depth``, in pk order, at most
         :data:`TREE_ROWS` of them (a fan-out of thousands is no tree to read on a page)."""
-        rows = await _whole(self.backend.async_reads.call_tree(pk, max_depth))
+        rows = await self.backend.async_reads.call_tree(pk, max_depth)
         return rows[:TREE_ROWS]
 
     async def reports(self, pk: int, after_id: int | None = None) -> list[LogRow]:
         """The log lines of node ``pk`` after log id ``after_id``, oldest first."""
-        return await _whole(self.backend.async_reads.reports(pk, after_id))
+        return await self.backend.async_reads.reports(pk, after_id)
 
     async def links(self, pk: int, incoming: bool) -> list[NodeLink]:
         """Every node linked into (or out of) node ``pk``, oldest link first (a QueryBuilder
@@ -197,7 +176,7 @@ class PageReads:
             ]
             return [link for _, link in sorted(found)]
 
-        return await _whole(rows())
+        return await rows()
 
     async def extras(self, pk: int) -> dict[str, Any]:
         """The extras of node ``pk`` (a QueryBuilder query on the async reads)."""
@@ -212,10 +191,10 @@ class PageReads:
                 return dict(extras or {})
             return {}
 
-        return await _whole(first())
+        return await first()
 
     # the daemon --------------------------------------------------------------------------------
 
     async def daemon(self) -> DaemonOverview:
         """Workers, queue depth, and processes ended in each of the last 60 minutes."""
-        return await _whole(self.backend.async_reads.daemon_overview())
+        return await self.backend.async_reads.daemon_overview()

@@ -80,7 +80,13 @@ class PostgresAsyncReads:
         loop = asyncio.get_running_loop()
         reader = self._readers.get(loop)
         if reader is not None and reader.connection is not None:
-            return reader.connection
+            if not _unusable(reader.connection):
+                return reader.connection
+            # closed under us (psycopg closes a connection whose query was cancelled, or the
+            # server went): this loop opens a new one, instead of failing every later read
+            self._forget(loop, reader)
+            _finish(reader)
+            reader = None
         if reader is None:
             if self._store.closed:
                 raise store_error(self._store.location, "read failed", _Closed())
@@ -141,13 +147,18 @@ class PostgresAsyncReads:
     async def _fetch(self, query: str, params: Iterable[Any]) -> list[Any]:
         import psycopg
 
-        connection = await self._connection()
-        try:
-            cursor = await connection.execute(query, list(params))
-            return await cursor.fetchall()
-        except psycopg.Error as exc:
-            reason: Exception = _Closed() if self._store.closed else exc
-            raise store_error(self._store.location, "read failed", reason) from exc
+        values = list(params)
+        for attempt in (1, 2):
+            connection = await self._connection()
+            try:
+                cursor = await connection.execute(query, values)
+                return await cursor.fetchall()
+            except psycopg.Error as exc:
+                if attempt == 1 and _unusable(connection) and not self._store.closed:
+                    continue  # another read on this loop lost the connection: read again once
+                reason: Exception = _Closed() if self._store.closed else exc
+                raise store_error(self._store.location, "read failed", reason) from exc
+        raise AssertionError("unreachable")
 
     async def node(self, identifier: int | str) -> NodeRow:
         if isinstance(identifier, int):
@@ -305,6 +316,11 @@ _SNAPSHOT_AND_CHANGES = (
     f"SELECT s.xmin, s.xmax, c.* FROM s LEFT JOIN ({changes_query(query_rows.POSTGRES)}) c "
     "ON true"
 )
+
+
+def _unusable(connection: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a loop's connection can no longer read (closed, or broken by an error)."""
+    return bool(connection.closed or connection.broken)
 
 
 class _Closed(Exception):
