@@ -326,3 +326,21 @@ def test_the_daemon_page_shows_the_worker_and_what_it_finished(
     expect(chart).to_be_visible()
     counts = [int(text) for text in chart.locator("rect title").all_text_contents()]
     assert sum(counts) >= 1, counts  # at least the process above, finished this minute
+
+
+def test_an_excepted_process_shows_its_traceback(site: Site, page: Any, engine_db: Path) -> None:
+    from playwright.sync_api import expect
+
+    from miniengine import await_node, find_processes
+
+    def raised() -> int:
+        (node,) = find_processes(process_label="RaisingWorkChain")
+        await_node(node, timeout=30)
+        return int(node.pk)
+
+    pk = off_loop(raised)  # submitted before the page opened (the module's earlier work)
+    page.goto(site.server.page_url(f"/process/{pk}"))
+    expect(page.locator("#state")).to_have_text("excepted")
+    exception = page.locator("pre#exception")
+    expect(exception).to_contain_text("Traceback")
+    expect(exception).to_contain_text("RuntimeError: this step always raises")
