@@ -14,8 +14,13 @@ from miniengine.storage.calcjob_rows import create_calcjob_tx, set_computer_tx
 from miniengine.storage.checkpoint_rows import begin_memoised_tx
 from miniengine.storage.interfaces.caching import CACHED_FROM_EXTRA, VALID_CACHE_EXTRA, CachedBegin
 from miniengine.storage.interfaces.checkpoints import MemoKey
-from miniengine.storage.interfaces.provenance import NewProcess, NodeRow
-from miniengine.storage.rows import NODE_COLUMNS, begin_process_tx
+from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
+from miniengine.storage.rows import (
+    NODE_COLUMNS,
+    begin_process_tx,
+    check_lease,
+    insert_new_data,
+)
 
 __all__ = [
     "begin_cached_tx",
@@ -53,11 +58,17 @@ def begin_cached_tx(
 ) -> CachedBegin:
     assert new.node_hash is not None
     if memo is None:
+        source = connection.execute(
+            _SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)
+        ).fetchall()
+        if source:  # created finished, as the copy: no INSERT then UPDATE
+            return _create_copy(connection, new, source)
         pk, input_pks = begin_process_tx(connection, new)
-    else:
-        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
-        if outcome != "new":  # a replayed step's call: nothing to look up
-            return _replayed(new, pk, outcome)
+        return CachedBegin(pk, input_pks, None)
+    # a call of a WorkChain step: created first, as its memo says
+    pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+    if outcome != "new":  # a replayed step's call: nothing to look up
+        return _replayed(new, pk, outcome)
     source = connection.execute(_SOURCE_AND_OUTPUTS, (new.process_type, new.node_hash)).fetchall()
     if not source:
         return CachedBegin(pk, input_pks, None)
@@ -90,6 +101,57 @@ def create_calcjob_cached_tx(
 def _replayed(new: NewProcess, pk: int, outcome: str) -> CachedBegin:
     """A call a replayed step had made already (its inputs are stored)."""
     return CachedBegin(pk, [data.pk for _, data in new.inputs], None, outcome=outcome)  # type: ignore[misc]
+
+
+def _create_copy(connection: sqlite3.Connection, new: NewProcess, source: list[Any]) -> CachedBegin:
+    """Create the new process finished as a copy of ``source`` (the rows of
+    :data:`_SOURCE_AND_OUTPUTS`), with its inputs, its links and clones of the source's
+    outputs."""
+    if new.parent is not None:
+        check_lease(connection, *new.parent)
+    source_uuid, exit_message = source[0][1], source[0][2]
+    now = time.time()
+    input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
+    process = connection.execute(
+        "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
+        "description, attributes, owner, lease_epoch, lease_expires, ctime, mtime, submitted, "
+        "node_hash, exit_status, exit_message, extras) "
+        "VALUES (?, ?, ?, ?, 'finished', ?, ?, ?, NULL, 0, NULL, ?, ?, ?, ?, 0, ?, ?) "
+        f"RETURNING {NODE_COLUMNS}",
+        (
+            new.uuid,
+            new.node_type,
+            new.process_type,
+            new.process_label,
+            new.label,
+            new.description,
+            pack_attributes(new.attributes) if new.attributes else None,
+            now,
+            now,
+            int(new.submitted),
+            new.node_hash,
+            exit_message,
+            json.dumps({CACHED_FROM_EXTRA: source_uuid}),
+        ),
+    ).fetchone()
+    pk = process[0]
+    links = [
+        (input_pk, pk, new.input_link_type, label)
+        for input_pk, (label, _) in zip(input_pks, new.inputs, strict=True)
+    ]
+    if new.parent is not None:
+        links.append((new.parent[0], pk, new.call_link_type, new.call_link_label))
+    outs: list[tuple[str, NodeRow]] = []
+    for *_, out_pk, label in source:
+        if out_pk is None:
+            continue  # (a source without outputs)
+        row = connection.execute(_CLONE, (new_uuid(), now, now, out_pk)).fetchone()
+        outs.append((label, NodeRow._make(row)))
+        links.append((pk, row[0], "create", label))
+    connection.executemany(
+        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (?, ?, ?, ?)", links
+    )
+    return CachedBegin(pk, input_pks, source_uuid, NodeRow._make(process), outs)
 
 
 def _copy(
