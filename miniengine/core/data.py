@@ -36,6 +36,7 @@ __all__ = [
     "List",
     "StorageNeeds",
     "Str",
+    "check_field_text",
     "check_text",
     "data_class",
     "is_plain_value",
@@ -115,9 +116,9 @@ class Data:
 
     def __init__(self, *, label: str = "", description: str = "") -> None:
         if label and isinstance(label, str):
-            check_text(label, "a node's label")
+            check_field_text(label, "a node's label")
         if description and isinstance(description, str):
-            check_text(description, "a node's description")
+            check_field_text(description, "a node's description")
         self._pk: int | None = None
         self._uuid: str | None = None  # drawn on first use: most intermediate values never need one
         self._store: Any = None  # the store it was stored in or loaded from (opaque here)
@@ -153,7 +154,7 @@ class Data:
     def label(self, value: str) -> None:
         # As in AiiDA, label and description stay editable once stored (the content does not).
         if isinstance(value, str):
-            check_text(value, "a node's label")
+            check_field_text(value, "a node's label")
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, value, self._description)
         self._label = value
@@ -165,7 +166,7 @@ class Data:
     @description.setter
     def description(self, value: str) -> None:
         if isinstance(value, str):
-            check_text(value, "a node's description")
+            check_field_text(value, "a node's description")
         if getattr(self, "_pk", None) is not None:
             _get_backend().update_label(self, self._label, value)
         self._description = value
@@ -743,6 +744,18 @@ def check_text(text: str, what: str) -> None:
             f"(at index {exc.start}), which UTF-8 cannot encode; decode bytes with "
             "errors='replace', or keep binary data as bytes"
         ) from None
+
+
+def check_field_text(text: str, what: str) -> None:
+    """Refuse a label, description or comment that a database column cannot hold: a lone
+    surrogate (:func:`check_text`) or NUL, which PostgreSQL's text refuses.  Refused on sqlite
+    too, before anything is written, so that a database can be copied to PostgreSQL."""
+    check_text(text, what)
+    if "\x00" in text:
+        raise DataValueError(
+            f"{what} cannot hold the character NUL (at index {text.index(chr(0))}), which "
+            "PostgreSQL cannot store (refused on any backend, so that databases can be copied)"
+        )
 
 
 #: The ints that msgpack stores inside a ``Dict`` or ``List`` (an ``Int`` node holds any int).

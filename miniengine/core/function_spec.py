@@ -26,7 +26,7 @@ from miniengine.core.data import (
     Int,
     List,
     Str,
-    check_text,
+    check_field_text,
     to_data,
 )
 from miniengine.core.ports import UNSPECIFIED, InputPort, PortNamespace
@@ -86,7 +86,7 @@ def parse_metadata(value: Any, owner: str) -> Metadata:
         text = value.get(key)
         if isinstance(text, str):
             try:
-                check_text(text, f"metadata.{key}")
+                check_field_text(text, f"metadata.{key}")
             except DataValueError as exc:
                 raise InputValidationError(f"{owner}: {exc}") from None
     return Metadata(**value)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from miniengine.core.data import check_text
+from miniengine.core.data import check_field_text, check_text
 from miniengine.exceptions import NotExistent, ValidationError
 from miniengine.storage.interfaces.groups import CommentRow, dump_extras
 from miniengine.storage.open import reopened
@@ -245,7 +245,7 @@ class NodeComments:
         """Add a comment and return it."""
         if not isinstance(content, str):
             raise TypeError(f"a comment's content is a str, not {type(content).__name__}")
-        check_text(content, "a comment")
+        check_field_text(content, "a comment")
         store, pk = self._stored()
         return Comment.from_row(store.groups.add_comment(pk, content))
 
@@ -265,7 +265,7 @@ class NodeComments:
         """Replace the content of comment ``identifier`` (its pk)."""
         if not isinstance(content, str):
             raise TypeError(f"a comment's content is a str, not {type(content).__name__}")
-        check_text(content, "a comment")
+        check_field_text(content, "a comment")
         store, _ = self._stored()
         self.get(identifier)  # a comment of another node is not this node's to change
         if not store.groups.update_comment(identifier, content):

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from miniengine.core.data import check_text
+from miniengine.core.data import check_field_text
 from miniengine.exceptions import (
     MiniengineError,
     ModificationNotAllowed,
@@ -161,8 +161,8 @@ class Group:
     def __init__(self, label: str, description: str = "") -> None:
         if not isinstance(label, str) or not label.strip():
             raise ValidationError(f"a group needs a non-empty label, not {label!r}")
-        check_text(label, "a group's label")
-        check_text(description, "a group's description")
+        check_field_text(label, "a group's label")
+        check_field_text(description, "a group's description")
         self._label = label
         self._description = description
         self._row: GroupRow | None = None
@@ -222,7 +222,7 @@ class Group:
     def label(self, value: str) -> None:
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"a group needs a non-empty label, not {value!r}")
-        check_text(value, "a group's label")
+        check_field_text(value, "a group's label")
         if self._row is not None:
             store, pk = self._stored()
             store.groups.update_group(pk, value, self._description)
@@ -234,7 +234,7 @@ class Group:
 
     @description.setter
     def description(self, value: str) -> None:
-        check_text(value, "a group's description")
+        check_field_text(value, "a group's description")
         if self._row is not None:
             store, pk = self._stored()
             store.groups.update_group(pk, self._label, value)

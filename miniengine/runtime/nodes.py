@@ -419,7 +419,7 @@ class ProcessNode:
         for text, what in ((label, "label"), (description, "description")):
             if not isinstance(text, str):
                 raise TypeError(f"a node's {what} is a str, not {type(text).__name__}")
-            data_module.check_text(text, f"a node's {what}")
+            data_module.check_field_text(text, f"a node's {what}")
         if self._store is not None and self._row.pk is not None:
             self._store.provenance.update_label(self._row.pk, label, description)
         self._row = self._row._replace(label=label, description=description)
