@@ -173,12 +173,12 @@ def import_rows_tx(
     connection.execute(_INSERT_MEMBERS)
     report.group_members_added = _changes(connection)
     count = int(connection.execute("SELECT count(*) FROM temp.archive_nodes").fetchone()[0])
-    group_pk = archive_rows.import_group(connection, options, report, count, DIALECT)
-    if group_pk is not None:
+    made = archive_rows.import_group(connection, options, report, count, DIALECT)
+    if made is not None:
         connection.execute(
             "INSERT INTO main.group_nodes (group_pk, node_pk) "
             "SELECT ?, pk FROM temp.archive_nodes WHERE true ON CONFLICT DO NOTHING",
-            (group_pk,),
+            (made[0],),
         )
     if options.dry_run:
         raise archive_rows.DryRunDone(report)
