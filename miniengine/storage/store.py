@@ -71,6 +71,10 @@ MAX_BUSY_SLEEP = 0.004
 #: How often :meth:`Store.wait_for_commit` looks at ``PRAGMA data_version`` (a few microseconds).
 COMMIT_POLL_INTERVAL = 0.005
 
+#: The longest poll interval of a waiter that passes ``quiet_since`` (reached after a second
+#: without commits: an idle web server wakes 20 times a second, not 200).
+IDLE_POLL_INTERVAL = 0.05
+
 #: Commits between two WAL checkpoints (run on the background thread, never on a loop).
 CHECKPOINT_EVERY = 1000
 
@@ -514,22 +518,31 @@ class Store:
         """:meth:`data_version`: the backend interface's "has anything committed" counter."""
         return self.data_version()
 
-    def wait_for_commit(self, marker: int, timeout: float) -> int:
+    def wait_for_commit(
+        self, marker: int, timeout: float, *, quiet_since: float | None = None
+    ) -> int:
         """Sleep in short steps until :meth:`data_version` differs from ``marker`` or
         ``timeout`` passed; return the current value.  sqlite has no notification between
         processes, and reading the counter costs a few microseconds, so polling every
-        :attr:`commit_poll_interval` is both cheap and prompt."""
+        :attr:`commit_poll_interval` is both cheap and prompt.
+
+        ``quiet_since`` (a ``time.monotonic()`` value: the last commit the caller saw) lets
+        the interval grow with the quiet, to :data:`IDLE_POLL_INTERVAL` after a second: for
+        a waiter that can answer a commit 50 ms late, and would rather not wake 200 times a
+        second while nothing happens."""
         deadline = time.monotonic() + timeout
         while True:
             current = self.data_version()
             if current != marker:
                 return current
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if deadline <= now:
                 return current
-            time.sleep(min(self.commit_poll_interval, left))
+            time.sleep(min(self._poll_interval(now, quiet_since), deadline - now))
 
-    async def await_commit(self, marker: int, timeout: float) -> int:
+    async def await_commit(
+        self, marker: int, timeout: float, *, quiet_since: float | None = None
+    ) -> int:
         """:meth:`wait_for_commit` for a coroutine (``anyio.sleep`` between looks)."""
         import anyio  # the store is also used without an event loop; anyio is loaded anyway
 
@@ -538,10 +551,19 @@ class Store:
             current = self.data_version()
             if current != marker:
                 return current
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if deadline <= now:
                 return current
-            await anyio.sleep(min(self.commit_poll_interval, left))
+            await anyio.sleep(min(self._poll_interval(now, quiet_since), deadline - now))
+
+    def _poll_interval(self, now: float, quiet_since: float | None) -> float:
+        """The commit poll's next sleep: :attr:`commit_poll_interval`, or for a waiter that
+        passed ``quiet_since`` a twentieth of the quiet so far, within that and
+        :data:`IDLE_POLL_INTERVAL`."""
+        if quiet_since is None:
+            return self.commit_poll_interval
+        grown = (now - quiet_since) / 20
+        return max(self.commit_poll_interval, min(grown, IDLE_POLL_INTERVAL))
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread."""

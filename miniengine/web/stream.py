@@ -1,7 +1,8 @@
 """Live pages: one commit watcher per app, fanned out to every open event stream.
 
 The watcher awaits the backend's commit signal (``await_commit``: ``PRAGMA data_version`` on
-sqlite, LISTEN/NOTIFY on PostgreSQL), reads what changed once, and hands the batch to each
+sqlite, polled every 5 ms and, after a second without commits, every 50 ms; LISTEN/NOTIFY on
+PostgreSQL), reads what changed once, and hands the batch to each
 open stream's queue.  A stream costs nothing while nothing commits: it sleeps on its queue, and
 the keep-alive comment every ~15 s comes from the watcher's own timeout, not from a timer per
 stream.  A stream that falls far behind (a stalled client) is dropped; the browser's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -70,6 +72,9 @@ class Broadcaster:
     stopped: bool = False
     _stale: bool = False
     _fresh: anyio.Event = field(default_factory=anyio.Event)
+    #: when the watcher last saw a commit (``time.monotonic()``): a backend that polls for
+    #: commits polls less often the longer the database is quiet
+    _last_commit: float = field(default_factory=time.monotonic)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch commits until cancelled (the app's lifespan runs this in its task group).
@@ -96,7 +101,9 @@ class Broadcaster:
     async def _step(self, marker: int) -> int:
         """Wait for one commit (or a keep-alive's time) and hand on what it changed."""
         timeout = STALE_LOOK if self._stale else self.keepalive
-        current = await self.backend.await_commit(marker, timeout)
+        current = await self.backend.await_commit(marker, timeout, quiet_since=self._last_commit)
+        if current != marker:
+            self._last_commit = time.monotonic()
         if self._stale:
             if self._subscribers:
                 await self.reads.current_cursor()

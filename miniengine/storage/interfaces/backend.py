@@ -106,14 +106,21 @@ class Backend(Protocol):
         """A number that changes whenever another connection commits (cheap: no query runs)."""
         ...
 
-    def wait_for_commit(self, marker: int, timeout: float) -> int:
+    def wait_for_commit(
+        self, marker: int, timeout: float, *, quiet_since: float | None = None
+    ) -> int:
         """Block this (non-loop) thread until the marker differs from ``marker`` or ``timeout``
         seconds passed; return the current marker.
 
-        Every waiter uses this or :meth:`await_commit`."""
+        Every waiter uses this or :meth:`await_commit`.  A waiter that may see a commit up
+        to ~50 ms late passes ``quiet_since``, the ``time.monotonic()`` of the last commit
+        it saw: a backend that polls (sqlite) then polls less often the longer nothing
+        commits; one that is notified (PostgreSQL) ignores it."""
         ...
 
-    async def await_commit(self, marker: int, timeout: float) -> int:
+    async def await_commit(
+        self, marker: int, timeout: float, *, quiet_since: float | None = None
+    ) -> int:
         """:meth:`wait_for_commit` for a coroutine, never blocking the loop."""
         ...
 

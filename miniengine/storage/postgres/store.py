@@ -391,15 +391,20 @@ class PostgresStore:
         self._check_open()
         return self._marker
 
-    def wait_for_commit(self, marker: int, timeout: float) -> int:
+    def wait_for_commit(
+        self, marker: int, timeout: float, *, quiet_since: float | None = None
+    ) -> int:
         """Block until the marker differs from ``marker`` or ``timeout`` passed (the listener
-        wakes this thread as soon as a notification arrives); return the current marker."""
+        wakes this thread as soon as a notification arrives, so ``quiet_since`` changes
+        nothing); return the current marker."""
         self._check_open()  # (closing wakes the threads waiting already)
         with self._marker_changed:
             self._marker_changed.wait_for(lambda: self._marker != marker, timeout)
             return self._marker
 
-    async def await_commit(self, marker: int, timeout: float) -> int:
+    async def await_commit(
+        self, marker: int, timeout: float, *, quiet_since: float | None = None
+    ) -> int:
         """:meth:`wait_for_commit` for a coroutine: the listener resolves a future of its loop."""
         self._check_open()
         if self._marker != marker:
