@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import NotExistent
 from miniengine.runtime.context import store_for
-from miniengine.runtime.nodes import ProcessNode, node_from_row, node_lookups
+from miniengine.runtime.nodes import (
+    ProcessNode,
+    neither_pk_nor_uuid,
+    node_from_row,
+    node_lookups,
+)
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
@@ -41,7 +46,10 @@ async def aload_node(
             return node_from_row(store, await reads.node(candidate))
         except NotExistent:
             pass  # no such pk: a uuid prefix, perhaps
-    return node_from_row(store, await reads.node(last))
+    try:
+        return node_from_row(store, await reads.node(last))
+    except NotExistent as exc:
+        raise neither_pk_nor_uuid(first, last) or exc from None
 
 
 def afind_processes(

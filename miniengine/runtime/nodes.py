@@ -848,7 +848,18 @@ def load_node(
             return node_from_row(store, store.provenance.node(candidate))
         except NotExistent:
             pass  # no such pk: a uuid prefix, perhaps
-    return node_from_row(store, store.provenance.node(last))
+    try:
+        return node_from_row(store, store.provenance.node(last))
+    except NotExistent as exc:
+        raise neither_pk_nor_uuid(first, last) or exc from None
+
+
+def neither_pk_nor_uuid(first: Sequence[int | str], last: int | str) -> NotExistent | None:
+    """The error for a string of digits that is neither a pk nor a uuid prefix: it names the
+    pk first (``no node with the pk 10``), as that is what the user most likely meant."""
+    if not first:
+        return None
+    return NotExistent(f"no node with the pk {first[0]} (nor a uuid starting with {last!r})")
 
 
 def node_lookups(
