@@ -631,6 +631,10 @@ def test_extras_of_existing_nodes_merge_as_aiidas_modes(
         uuid = load_node(pks["result"]).uuid
         node = load_node(uuid=uuid, db=backend)
         assert node.base.extras.all == {}
+        # AiiDA's default leaves the extras of a node the database has as they are
+        backend.groups.reset_extras(node.pk, {"tag": "mine", "own": 2})
+        assert import_archive(path, db=backend).updated_extras == 0
+        assert backend.groups.extras(node.pk) == {"tag": "mine", "own": 2}
         for mode, expected in (
             ("keep_existing", {"tag": "mine", "own": 2, "n": 1}),
             ("update_existing", {"tag": "kept", "own": 2, "n": 1}),
@@ -707,6 +711,30 @@ def test_an_import_puts_the_archives_nodes_in_a_group_as_aiidas_does(
     before = _content(target)["groups"]
     assert import_archive(whole, db=target, create_group=False).import_group is None
     assert _content(target)["groups"] == before
+
+
+def test_a_group_of_a_taken_label_is_imported_under_another_as_aiidas(
+    miniengine_db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(tmp_path)
+    path = tmp_path / "all.miniengine"
+    create_archive(path, all=True)
+    target = _new_file(tmp_path, "target")
+    with monkeypatch.context() as patch:
+        patch.setenv("MINIENGINE_DB", str(target))
+        mine = Group(label="results", description="mine").store()
+    report = import_archive(path, db=target, create_group=False)
+    assert report.new_groups == 1 and report.merged_groups == 0
+    assert report.renamed_groups == {"results": "results (Imported #0)"}
+    groups = {group[0]: group for group in _content(target)["groups"].values()}
+    # the database's own group keeps its members (none): the archive's nodes are not mixed in
+    assert groups["results"][2] == "mine" and groups["results"][5] == set()
+    assert groups["results (Imported #0)"][2] == "what came out"
+    assert len(groups["results (Imported #0)"][5]) == 3
+    # the imported group is the archive's (by uuid) from now on
+    again = import_archive(path, db=target, create_group=False)
+    assert (again.new_groups, again.merged_groups, again.renamed_groups) == (0, 1, {})
+    assert mine.pk is not None
 
 
 @pytest.mark.sqlite_only(reason="one run of the entry point is enough; the API is tested above")

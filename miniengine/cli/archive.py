@@ -100,10 +100,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-e",
         "--extras-mode-existing",
         choices=EXTRAS_MODES_EXISTING,
-        default="keep_existing",
-        help="the extras of nodes the database has: keep its values and add new keys "
-        "(keep_existing, the default), let the archive's win (update_existing), take the "
-        "archive's (mirror), or leave them (none)",
+        default="none",
+        help="the extras of nodes the database has: leave them (none, the default, as "
+        "AiiDA's), keep their values and add the archive's new keys (keep_existing), let the "
+        "archive's win (update_existing), or take the archive's (mirror)",
     )
     importer.add_argument(
         "-n",
@@ -239,6 +239,8 @@ def _import(args: argparse.Namespace) -> int:
         emit(f"{verb} its nodes in the group {report.import_group!r}")
     for old, new in report.renamed_computers.items():
         emit(f"the computer {old!r} was imported as {new!r}: the database has one of that label")
+    for old, new in report.renamed_groups.items():
+        emit(f"the group {old!r} was imported as {new!r}: the database has another of that label")
     if not report.dry_run and not report.new_nodes and not report.new_links:
         emit("nothing new: the database had everything in the archive")
     return 0

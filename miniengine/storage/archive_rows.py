@@ -581,29 +581,30 @@ def _import_comments(
 def import_groups(
     connection: _Connection, source: ArchiveSource, report: ImportReport, d: Dialect
 ) -> dict[int, int]:
-    """Groups merge by uuid, else by label and type; return the map of their pks."""
+    """Groups merge by uuid; a new group whose label the target uses is imported as AiiDA's
+    ``LABEL (Imported #N)`` (another group of the same name is another group: its nodes are
+    not mixed in).  Returns the map of their pks."""
     m = d.mark
     groups: dict[int, int] = {}
     columns = ARCHIVE_TABLES["groups"][1:]
     values_sql = ", ".join(d.extras_in if column == "extras" else m for column in columns)
     for rows in source.batches("groups"):
         for row in rows:
-            pk, uuid, label, type_string = row[0], row[1], row[2], row[3]
-            found = (
-                connection.execute(f"SELECT pk FROM groups WHERE uuid = {m}", (uuid,)).fetchone()
-                or connection.execute(
-                    f"SELECT pk FROM groups WHERE label = {m} AND type_string = {m}",
-                    (label, type_string),
-                ).fetchone()
-            )
+            pk, uuid, label = row[0], row[1], row[2]
+            found = connection.execute(
+                f"SELECT pk FROM groups WHERE uuid = {m}", (uuid,)
+            ).fetchone()
             if found is not None:
                 groups[pk] = int(found[0])
                 report.merged_groups += 1
                 continue
+            new_label = free_group_label(connection, str(label), d)
+            if new_label != label:
+                report.renamed_groups[str(label)] = new_label
             groups[pk] = _insert_returning(
                 connection,
                 f"INSERT INTO groups ({', '.join(columns)}) VALUES ({values_sql})",
-                row[1:],
+                (uuid, new_label, *row[3:]),
             )
             report.new_groups += 1
     return groups

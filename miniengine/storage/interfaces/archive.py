@@ -78,8 +78,9 @@ ARCHIVE_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 #: What an import does with the extras of a node the target already has (AiiDA's
-#: ``extras_mode_existing``): keep its values and add the archive's new keys (the default),
-#: let the archive's values win, replace them by the archive's, or leave them alone.
+#: ``extras_mode_existing``): keep its values and add the archive's new keys, let the
+#: archive's values win, replace them by the archive's, or leave them alone (``none``, the
+#: default, as AiiDA's).
 EXTRAS_MODES_EXISTING = ("keep_existing", "update_existing", "mirror", "none")
 
 #: What an import does with the extras of a new node (AiiDA's ``extras_mode_new``).
@@ -111,7 +112,7 @@ class ExportSelection:
 class ImportOptions:
     """How an import treats what the target already has (see :data:`EXTRAS_MODES_EXISTING`)."""
 
-    extras_mode_existing: str = "keep_existing"
+    extras_mode_existing: str = "none"
     extras_mode_new: str = "import"
     #: roll the transaction back at the end: report what an import would do, change nothing
     dry_run: bool = False
@@ -140,6 +141,8 @@ class ImportReport:
     updated_extras: int = 0
     #: computers imported under another label because the target has one of that label
     renamed_computers: dict[str, str] = field(default_factory=dict)
+    #: groups imported under another label because the target has a group of that label
+    renamed_groups: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     #: the label and pk of the group holding every node of the archive (None: no group made)
     import_group: str | None = None

@@ -31,7 +31,7 @@ def import_archive(
     path: str | os.PathLike[str],
     *,
     db: Backend | str | os.PathLike[str] | None = None,
-    extras_mode_existing: str = "keep_existing",
+    extras_mode_existing: str = "none",
     extras_mode_new: str = "import",
     create_group: bool = True,
     group: Any = None,
@@ -41,10 +41,11 @@ def import_archive(
 
     Nodes, groups, comments and computers are matched by uuid (groups also by label and type):
     the new ones get new pks, links and group memberships map through the uuids, and nothing
-    the target has is added twice, so importing an archive again adds nothing.  The extras of
-    nodes the target has are merged as ``extras_mode_existing`` says (AiiDA's modes:
-    ``keep_existing``, the default, ``update_existing``, ``mirror``, ``none``); those of new
-    nodes are imported unless ``extras_mode_new="none"``.  ``dry_run`` checks the archive and
+    the target has is added twice, so importing an archive again adds nothing.  A new group
+    whose label the target uses is imported as ``LABEL (Imported #N)``.  The extras of nodes the
+    target has are left alone unless ``extras_mode_existing`` says otherwise (AiiDA's modes and
+    default: ``none``, ``keep_existing``, ``update_existing``, ``mirror``); those of new nodes
+    are imported unless ``extras_mode_new="none"``.  ``dry_run`` checks the archive and
     reports what an import would add, changing nothing.
 
     As AiiDA's import, every node of the archive (new or already present) is put into a group
