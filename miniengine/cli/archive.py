@@ -90,10 +90,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "import",
         help="merge an archive into the database by uuid",
         description="Import an archive (as `verdi archive import`) in one transaction: nodes, "
-        "groups, comments and computers are matched by uuid (groups also by label and type), "
-        "new ones get new pks, and nothing present is added twice, so importing again adds "
-        "nothing.  The whole file is checked first; a damaged or changed archive is refused "
-        "and nothing is imported.",
+        "groups, comments and computers are matched by uuid, new ones get new pks, and nothing "
+        "present is added twice, so importing again adds no node.  Every node of the archive is "
+        "put into an import group, as AiiDA does.  The whole file is checked first; a damaged "
+        "or changed archive is refused and nothing is imported.",
     )
     importer.add_argument("file", metavar="FILE", help="the archive to import")
     importer.add_argument(
