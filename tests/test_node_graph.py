@@ -173,3 +173,27 @@ def test_graph_command_writes_svg_with_dot(backend_db: Any, tmp_path: Path) -> N
     svg = (tmp_path / f"{pks['r']}.dot.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     assert f"add_and_double ({pks['wf']})" in svg and f"add ({pks['add']})" in svg
+
+
+@needs_dot
+def test_huge_labels_and_values_are_clipped_so_dot_draws_them(
+    backend_db: Any, tmp_path: Path
+) -> None:
+    """A megabyte label (drawn with ``--identifier label``), a Str of many long lines: each
+    drawn node shows a clipped part of them, where ``dot`` refused the whole text."""
+    pks = _provenance()
+    from miniengine import load_node
+
+    x = Str("v" * 100_000 + "\n" * 1000).store()
+
+    load_node(pks["wf"]).label = "L" * 1_000_000
+    done = _node_graph(
+        tmp_path, backend_db, str(pks["wf"]), "--identifier", "label", "-o", "wf.svg"
+    )
+    assert done.returncode == 0, done.stderr
+    svg = (tmp_path / "wf.svg").read_text()
+    assert "L" * 50 in svg and "L" * 100 not in svg and "…" in svg
+    done = _node_graph(tmp_path, backend_db, str(x.pk), "-o", "x.svg")
+    assert done.returncode == 0, done.stderr
+    svg = (tmp_path / "x.svg").read_text()
+    assert "v" * 70 in svg and "v" * 100 not in svg

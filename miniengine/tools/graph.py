@@ -61,6 +61,20 @@ def _escape(text: str) -> str:
     return str(graphviz.escape(text))
 
 
+#: how much of a text a drawn node shows: a label, a Str's value or a description may be
+#: megabytes long, which ``dot`` refuses ("longer than 16384?") and no drawing could show
+_MAX_LINE = 80
+_MAX_LINES = 8
+
+
+def _clip(lines: list[str]) -> list[str]:
+    """``lines`` cut to what a drawn node shows, each cut line ending with an ellipsis."""
+    clipped = [line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 1] + "…" for line in lines]
+    if len(clipped) > _MAX_LINES:
+        clipped = [*clipped[: _MAX_LINES - 1], "…"]
+    return clipped
+
+
 def _kind(node: Any) -> str:
     """``calculation``, ``workflow`` or ``data``, from a node's type name."""
     node_type: str = getattr(node, "node_type", "") or ""
@@ -83,7 +97,7 @@ def default_link_styles(link_pair: LinkPair, add_label: bool, add_type: bool) ->
         style = {"style": "dotted", "color": "#000000"}
     parts = ([link_type.name] if add_type else []) + ([link_pair.link_label] if add_label else [])
     if parts:
-        style["label"] = "\n".join(_escape(part) for part in parts)
+        style["label"] = "\n".join(_escape(part) for part in _clip(parts))
     return style
 
 
@@ -467,7 +481,7 @@ class Graph:
             style = dict(self._node_styles(node if node is not None else row))
             style.update(self._nodes[pk])
             style.update(self._global_node_style)
-            style["label"] = "\n".join(_escape(line) for line in lines)
+            style["label"] = "\n".join(_escape(line) for line in _clip(lines))
             digraph.node(f"N{pk}", **{key: str(value) for key, value in style.items()})
         for (in_pk, out_pk, _), style in sorted(
             self._edges.items(), key=lambda item: (item[0][0], item[0][1], str(item[0][2]))
