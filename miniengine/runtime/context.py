@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextvars
 import os
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import CallMemo
 from miniengine.storage.open import shared_backend
 from miniengine.storage.paths import resolve_db
 from miniengine.storage.store import Store, shared_store
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["RunningProcess", "current_process", "current_store", "store_for"]
 

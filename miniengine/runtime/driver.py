@@ -22,14 +22,16 @@ import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
 from miniengine.runtime import context
-from miniengine.storage.interfaces import Transaction
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Transaction
 
 __all__ = [
     "Await",

@@ -15,7 +15,7 @@ import functools
 import inspect
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniengine.core.data import Data
 from miniengine.core.exit_code import ExitCode
@@ -36,12 +36,14 @@ from miniengine.runtime import caching, context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Body, Lifecycle, Write, drive_async, drive_sync
 from miniengine.runtime.nodes import CalcFunctionNode, ProcessNode, WorkFunctionNode
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import (
     FinishProcess,
     NewProcess,
     NodeRow,
 )
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["ProcessFunction", "calcfunction", "workfunction"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
@@ -19,7 +19,9 @@ from miniengine.exceptions import EventLoopError
 from miniengine.runtime.context import store_for
 from miniengine.runtime.functions import ProcessFunction, _loop_running
 from miniengine.runtime.nodes import ProcessNode, node_from_row
-from miniengine.storage.interfaces import Backend
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = [
     "arun",

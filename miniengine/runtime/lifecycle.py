@@ -16,7 +16,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -32,9 +32,11 @@ from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.driver import Await, Lifecycle, Write
 from miniengine.runtime.mode import Mode
 from miniengine.runtime.process_logger import ProcessLogger
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import FinishProcess, LogEntry
 from miniengine.storage.interfaces.transaction import Transaction
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["ProcessExecutor", "await_lease", "kill_status", "leased", "mark_stored"]
 

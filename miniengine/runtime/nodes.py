@@ -23,7 +23,6 @@ from miniengine.core.ports import NAMESPACE_SEPARATOR
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError, ModificationNotAllowed, NotExistent
 from miniengine.runtime.extras import NodeComments, NodeExtras, flush_pending_extras
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import NodeRow, unpack_attributes
 from miniengine.storage.open import reopened
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from miniengine.core.calcinfo import CalcJobState
     from miniengine.runtime.caching import NodeCaching
     from miniengine.schedulers.datastructures import JobState
+    from miniengine.storage.interfaces import Backend
 
 __all__ = [
     "CalcFunctionNode",

@@ -31,7 +31,7 @@ import tempfile
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -55,9 +55,11 @@ from miniengine.runtime.lifecycle import ProcessExecutor, mark_stored
 from miniengine.runtime.mode import Mode
 from miniengine.runtime.nodes import CalcJobNode, load_nodes
 from miniengine.runtime.workchain import EVICTED, class_path
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CalcJobCommit
 from miniengine.transports.transport import Transport
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["CalcJobExecutor", "backoff_settings"]
 

@@ -15,7 +15,7 @@ import datetime
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -34,11 +34,13 @@ from miniengine.runtime.mode import DaemonMode, Mode, ProcessTree
 from miniengine.runtime.nodes import CalcJobNode
 from miniengine.runtime.workchain import class_path
 from miniengine.runtime.workchain.inputs import CALC_LINKS, process_row, process_type
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.caching import CachedBegin
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.checkpoints import MemoKey
 from miniengine.storage.interfaces.provenance import NewProcess, NodeRow, pack_attributes
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["launch_calcjob", "submit_calcjob"]
 

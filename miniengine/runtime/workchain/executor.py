@@ -13,7 +13,7 @@ import asyncio
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -61,10 +61,12 @@ from miniengine.runtime.workchain.process import (
     class_path,
     outline_of,
 )
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.calcjobs import CALCJOB_TYPE
 from miniengine.storage.interfaces.checkpoints import StepCommit, StepCommitted
 from miniengine.storage.interfaces.provenance import NodeRow
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["ProcessTree"]  # (defined in miniengine.runtime.mode; launchers find it here too)
 

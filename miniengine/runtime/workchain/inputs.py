@@ -8,7 +8,7 @@ without what it needs to be run.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miniengine.core.builder import ProcessBuilder
 from miniengine.core.data import Data
@@ -24,8 +24,10 @@ from miniengine.exceptions import (
 from miniengine.runtime import context
 from miniengine.runtime.context import RunningProcess
 from miniengine.runtime.workchain.process import WorkChain, outline_of
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.provenance import NewProcess
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["bind_inputs", "new_process_row", "process_type"]
 

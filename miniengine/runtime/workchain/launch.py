@@ -9,7 +9,7 @@ applies control requests (kill, pause) to the tree's processes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -37,9 +37,11 @@ from miniengine.runtime.workchain.executor import _Child, child_executor, restor
 from miniengine.runtime.workchain.inputs import bind_inputs, new_process_row
 from miniengine.runtime.workchain.load import Loaded, LoadError, load_process
 from miniengine.runtime.workchain.process import WorkChain, class_path, import_process_class
-from miniengine.storage.interfaces import Backend
 from miniengine.storage.interfaces.checkpoints import MemoKey, StoredCheckpoint
 from miniengine.storage.interfaces.provenance import FinishProcess, NewProcess
+
+if TYPE_CHECKING:
+    from miniengine.storage.interfaces import Backend
 
 __all__ = ["launch", "resume"]
 
