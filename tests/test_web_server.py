@@ -303,6 +303,26 @@ async def test_a_group_filtered_stream_sends_only_the_groups_processes() -> None
         assert (arrived["pk"], arrived["state"]) == (inside, "created (paused)")
 
 
+async def test_a_process_added_to_the_group_reaches_the_group_filtered_stream() -> None:
+    """Joining a group changes no process: the stream sees it all the same, at the next
+    commit (the one that added it)."""
+    from miniengine.orm import Group
+
+    joining = new_process(label="Joining")
+    group = Group(label="joined").store()
+    app = create_app(token=TOKEN)
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=WAIT) as client,
+        client.stream("GET", "/events", params={"group": "joined"}) as response,
+    ):
+        events = Events(response)
+        assert (await events.next())[0] == "hello"
+        await anyio.to_thread.run_sync(group.add_nodes, [load_node(joining)])
+        arrived = await events.until("process", pk=joining)
+        assert arrived["state"] == "created"
+
+
 async def test_a_list_stream_starts_with_what_changed_since_its_page_was_rendered() -> None:
     shown = new_process(label="Shown")
     app = create_app(token=TOKEN)

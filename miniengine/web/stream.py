@@ -207,18 +207,33 @@ async def list_events(
     It starts with the page as it is now (``before`` and ``limit`` as the page shows), read
     after the stream subscribed to the commits, oldest first: what changed between the page's
     rendering and the stream's start (or while a dropped stream reconnected) is not lost.
+    With a group filter the page is read again after every commit too, so a process added to
+    the group shows at once (membership is no change of the process).
     """
     subscriber = broadcaster.subscribe()
+    shown: dict[int, Any] = {}  # pk -> change_key sent, for a group's list
     try:
         yield _event("hello", {"streams": broadcaster.streams})
         await broadcaster.ready()
         for summary in reversed(await broadcaster.reads.process_page(filters, before, limit)):
+            shown[summary.pk] = change_key(summary)
             yield _event("process", summary_json(summary))
         async for batches in _batches(subscriber):
             changes = [s for batch in batches for s in batch.changes if filters.matches(s)]
             if filters.group and changes:
                 members = await broadcaster.reads.in_group(filters.group, [s.pk for s in changes])
                 changes = [s for s in changes if s.pk in members]
+            if filters.group and not all(batch.keepalive for batch in batches):
+                # joining a group changes no process, so the changes do not show it: the
+                # page is read again (one page of an index walk) after each commit
+                page = await broadcaster.reads.process_page(filters, before, limit)
+                found = {s.pk for s in changes}
+                changes += [
+                    s
+                    for s in reversed(page)
+                    if s.pk not in found and shown.get(s.pk) != change_key(s)
+                ]
+                shown.update((s.pk, change_key(s)) for s in changes)
             for summary in changes:
                 yield _event("process", summary_json(summary))
             if not changes and any(batch.keepalive for batch in batches):
