@@ -549,6 +549,29 @@ def test_damaged_or_changed_archives_are_refused_and_nothing_is_imported(
             "holds trigger t, which no archive has",
         ),
         (
+            "unfinished-process",
+            _forged(
+                good,
+                bad,
+                "UPDATE nodes SET process_state = 'running' WHERE pk = "
+                "(SELECT min(pk) FROM nodes WHERE process_state IS NOT NULL)",
+            ),
+            CorruptArchive,
+            r"processes that have not finished \(\d+ \(\w+, running\)\)",
+        ),
+        (
+            "unknown-link-type",
+            _forged(good, bad, "UPDATE links SET link_type = 'sideways' WHERE pk = 1"),
+            CorruptArchive,
+            "a link of type 'sideways', which is no link type",
+        ),
+        (
+            "extras-not-an-object",
+            _forged(good, bad, "UPDATE nodes SET extras = '[1, 2' WHERE pk = 1"),
+            CorruptArchive,
+            "the extras of its node 1 are not a JSON object",
+        ),
+        (
             "bad-object-key",
             _forged(good, bad, "INSERT INTO objects (key) VALUES ('../../etc/passwd')"),
             CorruptArchive,
@@ -570,6 +593,14 @@ def test_damaged_or_changed_archives_are_refused_and_nothing_is_imported(
         monkeypatch.setenv("MINIENGINE_REPOSITORY", str(repository))
     else:
         repository = target.parent / "engine.repository"
+    forged = {  # checksums made to fit: inspect finds nothing wrong
+        "dangling-link",
+        "trigger",
+        "bad-object-key",
+        "unfinished-process",
+        "unknown-link-type",
+        "extras-not-an-object",
+    }
     for name, make, error, message in cases:
         path = bad / f"{name}.miniengine"
         make(path)
@@ -580,7 +611,7 @@ def test_damaged_or_changed_archives_are_refused_and_nothing_is_imported(
         if name in ("not-a-zip", "truncated", "flipped-metadata.json"):
             with pytest.raises(CorruptArchive):
                 inspect_archive(path)
-        elif error is CorruptArchive and name not in ("dangling-link", "trigger", "bad-object-key"):
+        elif error is CorruptArchive and name not in forged:
             info = inspect_archive(path)
             assert info.checksum_ok is False and info.problem, name
     assert inspect_archive(good).checksum_ok is True

@@ -278,8 +278,50 @@ class ArchiveDatabase:
             ]
             if missing:
                 raise CorruptArchive(f"{self.shown}: its database lacks {', '.join(missing)}")
+            self._check_values()
         except sqlite3.Error as exc:
             raise CorruptArchive(f"{self.shown}: its database cannot be read: {exc}") from exc
+
+    def _check_values(self) -> None:
+        """Refuse values no export writes, which the import would copy as they are: a process
+        that has not finished (its importer could not carry it on), a link of no known type,
+        and extras that are not a JSON object."""
+        from miniengine.core.links import LinkType
+
+        connection = self._connection
+        active = connection.execute(
+            "SELECT pk, process_label, process_state FROM nodes "
+            "WHERE process_state IN ('created', 'running', 'waiting') ORDER BY pk LIMIT 3"
+        ).fetchall()
+        if active:
+            named = ", ".join(
+                f"{pk} ({label or 'process'}, {state})" for pk, label, state in active
+            )
+            raise CorruptArchive(
+                f"{self.shown}: its database holds processes that have not finished ({named}), "
+                "which no archive holds"
+            )
+        types = [link.value for link in LinkType]
+        bad_link = connection.execute(
+            f"SELECT link_type FROM links WHERE link_type NOT IN ({', '.join('?' for _ in types)}) "
+            "LIMIT 1",
+            types,
+        ).fetchone()
+        if bad_link is not None:
+            raise CorruptArchive(
+                f"{self.shown}: its database holds a link of type {bad_link[0]!r}, which is no "
+                f"link type ({', '.join(types)})"
+            )
+        for table in ("nodes", "groups"):
+            bad_extras = connection.execute(
+                f"SELECT pk FROM {table} WHERE NOT json_valid(extras) "
+                "OR json_type(extras) != 'object' LIMIT 1"
+            ).fetchone()
+            if bad_extras is not None:
+                raise CorruptArchive(
+                    f"{self.shown}: the extras of its {table[:-1]} {bad_extras[0]} are not a "
+                    "JSON object"
+                )
 
     def count(self, table: str) -> int:
         return int(self._connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
