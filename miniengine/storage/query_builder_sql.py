@@ -6,7 +6,8 @@ a JSON value, and :meth:`Dialect.json_column` where (and how) it reads extras an
 Values are always parameters.  JSON keys are written into the statement, but only after
 :func:`miniengine.core.query.split_field` checked they are plain identifiers: an expression
 index (``miniengine db index extras.KEY``, ``attributes.KEY``) matches only an expression
-spelled the same.
+spelled the same.  A filter on ``process_state`` also spells out the condition of the partial
+index that holds its states (a constant), so that sqlite walks that index.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from miniengine.core.query import (
 )
 from miniengine.storage.interfaces.groups import GroupRow
 from miniengine.storage.interfaces.provenance import NodeRow
+from miniengine.storage.query_rows import partial_index_condition
 
 __all__ = [
     "CompiledQuery",
@@ -263,11 +265,17 @@ class _Compiler:
         if isinstance(value, bool):
             value = int(value)  # flags (paused) are integer columns on both backends
         if op in _COMPARE:
-            return f"{column} {_COMPARE[op]} {self.p(value)}"
+            sql = f"{column} {_COMPARE[op]} {self.p(value)}"
+            if op == "==" and c.column == "process_state":
+                sql += partial_index_condition([value], column)
+            return sql
         if op == "in":
             if not value:
                 return "1 = 0"
-            return f"{column} IN ({', '.join(self.p(v) for v in value)})"
+            sql = f"{column} IN ({', '.join(self.p(v) for v in value)})"
+            if c.column == "process_state":
+                sql += partial_index_condition(value, column)
+            return sql
         if op in ("like", "ilike"):
             sql, params = self.d.like(column, value, ilike=op == "ilike")
             self.params.extend(params)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from miniengine.core.links import CALL_LINK_TYPES
@@ -65,9 +65,11 @@ def list_processes(
     )
     params: list[object] = []
     if states is not None:
-        # Literals, not parameters: sqlite uses the partial index of the active processes
-        # (``nodes_active``) only when it can see that the states are among those of its WHERE.
+        # Literals, not parameters, and the partial index's own condition: sqlite uses the
+        # index of the active processes (``nodes_active``) or of those that ended badly
+        # (``nodes_ended_badly``) only when it sees the index's condition in the WHERE.
         query += f" AND n.process_state IN ({', '.join(_state_literal(s) for s in states)})"
+        query += partial_index_condition(states)
     if since is not None:
         query += " AND n.ctime >= ?"
         params.append(since)
@@ -228,6 +230,29 @@ SUMMARY_COLUMNS = (
 #: The states of a process that has not ended (``nodes_active`` holds exactly these).
 ACTIVE_STATES_SQL = "('created', 'running', 'waiting')"
 _ACTIVE = frozenset({"created", "running", "waiting"})
+#: The states of a process that ended badly, rare among the ended ones (``nodes_ended_badly``
+#: holds exactly these, by state and pk).
+ENDED_BADLY_SQL = "('excepted', 'killed')"
+_ENDED_BADLY = frozenset({"excepted", "killed"})
+
+
+def partial_index_condition(states: Iterable[object], column: str = "n.process_state") -> str:
+    """`` AND <column> IN (...)``: the condition of the partial index that holds every process
+    in ``states`` (``nodes_active``, ``nodes_ended_badly``), word for word, or ``""``.
+
+    sqlite uses a partial index only when the query's ``WHERE`` holds the index's own condition
+    (it does not infer it from ``IN (?)`` or from other literals); with it, a filter on those
+    states walks that index in pk order instead of the whole primary key.  The condition adds
+    nothing to the filter, which already names a subset of those states.
+    """
+    chosen = list(states)
+    if not chosen or not all(isinstance(state, str) for state in chosen):
+        return ""
+    if _ACTIVE.issuperset(chosen):
+        return f" AND {column} IN {ACTIVE_STATES_SQL}"
+    if _ENDED_BADLY.issuperset(chosen):
+        return f" AND {column} IN {ENDED_BADLY_SQL}"
+    return ""
 
 
 def process_page_query(
@@ -275,10 +300,9 @@ def process_page_query(
             params.append(before_pk)
     if states:
         query += f" AND n.process_state IN ({', '.join(_state_literal(s) for s in states)})"
-        if _ACTIVE.issuperset(states):
-            # the partial index's own condition, word for word: sqlite then walks it (with
-            # the pk range) instead of the whole primary key for the few active processes
-            query += f" AND n.process_state IN {ACTIVE_STATES_SQL}"
+        # the partial index's own condition, word for word: sqlite then walks it (with the
+        # pk range) instead of the whole primary key for the few active or ended-badly ones
+        query += partial_index_condition(states)
     if label:
         escaped = label.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query += f" AND n.process_label {dialect.ilike} {mark} ESCAPE '\\'"

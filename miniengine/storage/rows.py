@@ -28,6 +28,7 @@ from miniengine.storage.interfaces.provenance import (
     pack_attributes,
     unpack_attributes,
 )
+from miniengine.storage.query_rows import partial_index_condition
 
 __all__ = [
     "AMBIGUOUS_SHOWN",
@@ -391,6 +392,7 @@ def process_rows_query(
         params.append(below_pk)
     if states:
         query += f" AND process_state IN ({','.join('?' * len(states))})"
+        query += partial_index_condition(states, "process_state")  # for the planner
         params.extend(states)
     if process_label is not None:
         query += " AND process_label = ?"

@@ -37,6 +37,7 @@ from miniengine.storage.schema_v9 import SCHEMA_V9
 from miniengine.storage.schema_v10 import SCHEMA_V10
 from miniengine.storage.schema_v11 import SCHEMA_V11
 from miniengine.storage.schema_v12 import SCHEMA_V12
+from miniengine.storage.schema_v13 import SCHEMA_V13
 from miniengine.storage.sqlite.msgpack_functions import register as register_msgpack_functions
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
@@ -110,6 +111,7 @@ MIGRATIONS: dict[int, str] = {
     9: SCHEMA_V10,
     10: SCHEMA_V11,
     11: SCHEMA_V12,
+    12: SCHEMA_V13,
 }
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -31,6 +31,7 @@ from miniengine.storage.query_rows import (
     changes_query,
     finished_per_minute_query,
     groups_of_label_query,
+    partial_index_condition,
     process_page_query,
     queue_counts_query,
     reports_query,
@@ -84,6 +85,7 @@ def list_processes(
     params: list[object] = []
     if states is not None:
         query += f" AND n.process_state IN ({', '.join(_state_literal(s) for s in states)})"
+        query += partial_index_condition(states)
     if since is not None:
         query += " AND n.ctime >= %s"
         params.append(since)

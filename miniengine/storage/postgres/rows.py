@@ -36,6 +36,7 @@ from miniengine.storage.interfaces.provenance import (
 )
 from miniengine.storage.postgres import broker_rows
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
+from miniengine.storage.query_rows import partial_index_condition
 from miniengine.storage.rows import (
     _RANDOM_DASHES,
     _UUID_DASHES,
@@ -563,6 +564,7 @@ def process_rows_query(
         params.append(below_pk)
     if states:
         query += " AND process_state = ANY(%s)"
+        query += partial_index_condition(states, "process_state")  # for the planner
         params.append(list(states))
     if process_label is not None:
         query += " AND process_label = %s"

@@ -333,6 +333,12 @@ CREATE TABLE settings (
 );
 """
 
+#: Version 13 (as ``storage/schema_v13.py``): the processes that ended badly, by state and pk.
+_SCHEMA_V13 = """
+CREATE INDEX nodes_ended_badly ON nodes (process_state, pk)
+    WHERE process_state IN ('excepted', 'killed');
+"""
+
 
 class Migration(NamedTuple):
     """One forward step: the SQL that brings a schema from ``source`` to ``target``, then
@@ -354,6 +360,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, 10, _SCHEMA_V10),
     Migration(10, 11, _SCHEMA_V11, _backfill_attributes),
     Migration(11, 12, _SCHEMA_V12),
+    Migration(12, 13, _SCHEMA_V13),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target
