@@ -279,3 +279,33 @@ def test_many_batches_leave_no_row_behind(backend_db: Any, monkeypatch: pytest.M
     store = store_for(None)
     assert not set(store.provenance.nodes(sorted(expected)))
     assert group.count() == 0 and not _links()
+
+
+def test_what_names_no_node_is_refused_before_anything_is_deleted(backend_db: Any) -> None:
+    """``int()`` read an ``Int(6)`` node as the pk 6 and ``True`` as the pk 1, and deleted those
+    nodes; a node is taken by its pk, and what names no node is refused, naming it."""
+    from miniengine import Group, MiniengineError, load_node
+    from miniengine.core.graph_rules import TraversalRuleError
+    from miniengine.tools.deletions import PkTypeError, delete_group_nodes
+
+    first = Int(100).store()  # the node whose pk a wrong reading would give
+    for _ in range(8):
+        Int(0).store()
+    victim = Int(first.pk).store()  # its value is the pk of ``first``
+    assert delete_nodes([victim])[0] == {victim.pk}
+    assert delete_nodes([str(victim.pk)])[0] == {victim.pk}
+    for bad in ([True], ["abc"], [1.0], [None], "12", 7, [Int(5)], [Group(label="g")]):
+        with pytest.raises(PkTypeError) as caught:
+            delete_nodes(bad, dry_run=False)  # type: ignore[arg-type]
+        assert isinstance(caught.value, MiniengineError) and isinstance(caught.value, TypeError)
+    with pytest.raises(PkTypeError, match="dry_run"):
+        delete_nodes([victim.pk], dry_run="no")  # type: ignore[arg-type]
+    with pytest.raises(TraversalRuleError, match="True or False, not 'no'"):
+        delete_nodes([victim.pk], dry_run=False, create_forward="no")  # type: ignore[arg-type]
+    with pytest.raises(PkTypeError, match="not a group pk"):
+        delete_group_nodes(["one"], dry_run=False)
+    assert load_node(first.pk).value == 100 and load_node(victim.pk).value == first.pk
+    group = Group(label="doomed").store()
+    group.add_nodes(victim)
+    assert delete_group_nodes([group], dry_run=False) == ({victim.pk}, True)
+    assert load_node(first.pk).value == 100

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from miniengine.core.links import LinkType
+from miniengine.exceptions import MiniengineError
 
-__all__ = ["DELETE", "EXPORT", "RuleSet", "TraversalLinks", "TraversalRule"]
+__all__ = ["DELETE", "EXPORT", "RuleSet", "TraversalLinks", "TraversalRule", "TraversalRuleError"]
 
 
 class TraversalLinks(NamedTuple):
@@ -22,6 +23,11 @@ class TraversalLinks(NamedTuple):
 
     forward: frozenset[str]
     backward: frozenset[str]
+
+
+class TraversalRuleError(MiniengineError, ValueError):
+    """A traversal rule that the operation does not have, cannot change, or a value for one
+    that is not a bool (a ``ValueError``, as AiiDA raises); raised before anything is read."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,16 @@ class RuleSet:
         for name, value in toggles.items():
             rule = by_name.get(name)
             if rule is None:
-                raise ValueError(
+                raise TraversalRuleError(
                     f"{name!r} is not a traversal rule of {self.operation}; "
                     f"the rules are: {', '.join(sorted(by_name))}"
                 )
+            if not isinstance(value, bool):
+                raise TraversalRuleError(
+                    f"the {self.operation} rule {name!r} is True or False, not {value!r}"
+                )
             if not rule.toggleable and bool(value) != rule.default:
-                raise ValueError(
+                raise TraversalRuleError(
                     f"the {self.operation} rule {name!r} cannot be changed (it is always "
                     f"{rule.default})"
                 )

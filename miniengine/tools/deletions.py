@@ -9,13 +9,48 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from miniengine.core.graph_rules import DELETE, EXPORT
+from miniengine.exceptions import MiniengineError
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
 
-__all__ = ["delete_group_nodes", "delete_nodes", "get_nodes_delete", "get_nodes_export"]
+__all__ = [
+    "PkTypeError",
+    "delete_group_nodes",
+    "delete_nodes",
+    "get_nodes_delete",
+    "get_nodes_export",
+]
 
 LOGGER = logging.getLogger("miniengine.tools.delete_nodes")
+
+
+class PkTypeError(MiniengineError, TypeError):
+    """A deletion or traversal was given something that names no node: not a pk, a stored node,
+    or a string of digits.  ``int()`` would have read an ``Int(6)`` node as the pk 6 and ``True``
+    as the pk 1, and deleted those nodes; this is raised before anything is read."""
+
+
+def _pks(values: Iterable[Any], what: str = "node") -> list[int]:
+    """The pks of ``values``: ints (not bools), strings of digits, or stored nodes."""
+    from miniengine.runtime.nodes import Node
+
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise PkTypeError(f"give a list of {what} pks, not {values!r}")
+    pks: list[int] = []
+    for value in values:
+        if isinstance(value, Node):
+            pk: int | None = getattr(value, "pk", None)
+            if pk is None:
+                raise PkTypeError(f"{value!r} is not stored: it has no pk to delete")
+            pks.append(pk)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            pks.append(value)
+        elif isinstance(value, str) and value.strip().isdecimal():
+            pks.append(int(value))
+        else:
+            raise PkTypeError(f"{value!r} is not a {what} pk (an int)")
+    return pks
 
 
 def _store(backend: Backend | str | os.PathLike[str] | None) -> Backend:
@@ -32,7 +67,7 @@ def get_nodes_delete(
     """``{"nodes": pks}``: the nodes that deleting ``starting_pks`` deletes, as AiiDA's
     ``get_nodes_delete`` (pks of no node are left out)."""
     links = DELETE.links(**traversal_rules)
-    return {"nodes": _store(backend).traversal.traverse([int(pk) for pk in starting_pks], links)}
+    return {"nodes": _store(backend).traversal.traverse(_pks(starting_pks), links)}
 
 
 def get_nodes_export(
@@ -43,7 +78,7 @@ def get_nodes_export(
     """``{"nodes": pks}``: the nodes that exporting ``starting_pks`` takes along so that their
     provenance is complete, as AiiDA's ``get_nodes_export``."""
     links = EXPORT.links(**traversal_rules)
-    return {"nodes": _store(backend).traversal.traverse([int(pk) for pk in starting_pks], links)}
+    return {"nodes": _store(backend).traversal.traverse(_pks(starting_pks), links)}
 
 
 def delete_nodes(
@@ -52,7 +87,8 @@ def delete_nodes(
     backend: Backend | str | os.PathLike[str] | None = None,
     **traversal_rules: bool,
 ) -> tuple[set[int], bool]:
-    """Delete the nodes ``pks`` and every node that would otherwise tell an incomplete story, as
+    """Delete the nodes ``pks`` (ints, or stored nodes, taken by their pk; anything else is a
+    :class:`PkTypeError`) and every node that would otherwise tell an incomplete story, as
     AiiDA's ``delete_nodes``: the processes that used a deleted node as input, the process that
     created or returned it, the processes that called a deleted process and (unless switched
     off with ``create_forward=False``, ``call_calc_forward=False`` or
@@ -67,8 +103,10 @@ def delete_nodes(
     that only deleted nodes referred to stay until ``miniengine db maintain``.
     """
     links = DELETE.links(**traversal_rules)
+    wanted = _pks(pks)
+    if not isinstance(dry_run, bool) and not callable(dry_run):
+        raise PkTypeError(f"dry_run is True, False or a function of the pks, not {dry_run!r}")
     store = _store(backend)
-    wanted = [int(pk) for pk in pks]
     if dry_run is not False:
         found = store.traversal.traverse(wanted, links)
         _warn_missing(wanted, found)
@@ -98,9 +136,22 @@ def delete_group_nodes(
     """Delete the nodes of the groups ``pks`` (not the groups), as :func:`delete_nodes` does."""
     store = _store(backend)
     nodes: dict[int, None] = {}
-    for group_pk in pks:
-        nodes.update(dict.fromkeys(store.groups.group_node_pks(int(group_pk))))
+    for group_pk in _group_pks(pks):
+        nodes.update(dict.fromkeys(store.groups.group_node_pks(group_pk)))
     return delete_nodes(list(nodes), dry_run=dry_run, backend=store, **traversal_rules)
+
+
+def _group_pks(values: Iterable[Any]) -> list[int]:
+    """The pks of ``values``: ints, strings of digits, or stored groups."""
+    from miniengine.runtime.groups import Group
+
+    items = list(values) if isinstance(values, Iterable) and not isinstance(values, str) else None
+    if items is None:
+        raise PkTypeError(f"give a list of group pks, not {values!r}")
+    return _pks(
+        [item.pk if isinstance(item, Group) and item.pk is not None else item for item in items],
+        "group",
+    )
 
 
 def _warn_missing(wanted: list[int], found: set[int]) -> None:
