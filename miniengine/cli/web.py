@@ -19,7 +19,7 @@ from miniengine.cli.options import add_db_option
 if TYPE_CHECKING:
     import socket
 
-__all__ = ["add_command", "is_loopback"]
+__all__ = ["add_command", "allowed_hosts", "is_loopback"]
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +38,14 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--host",
         default="127.0.0.1",
         help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (a proxy's public name); on a "
+        "loopback address only the loopback names are answered otherwise",
     )
     parser.add_argument(
         "--read-only",
@@ -61,6 +69,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def allowed_hosts(args: argparse.Namespace) -> set[str] | None:
+    """The names a request's ``Host`` may give: on a loopback address its loopback names, the
+    address itself and ``--allow-host``'s (a page of another site that an attacker's DNS
+    points at 127.0.0.1 gets nothing); on any other address every name (None)."""
+    from miniengine.web.auth import LOOPBACK_NAMES
+
+    if not is_loopback(args.host):
+        return None
+    return {*LOOPBACK_NAMES, args.host.strip("[]").lower(), *(h.lower() for h in args.allow_host)}
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -100,7 +119,7 @@ def _web(args: argparse.Namespace) -> int:
         require_file(location)
     backend = shared_backend(location)
     try:
-        app = create_app(db=backend, read_only=args.read_only)
+        app = create_app(db=backend, read_only=args.read_only, allowed_hosts=allowed_hosts(args))
         sock = _bind(args.host, args.port)
         port = sock.getsockname()[1]
         shown = f"[{args.host}]" if ":" in args.host else args.host

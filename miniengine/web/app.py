@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Iterable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,20 +83,24 @@ def create_app(
     db: Backend | str | os.PathLike[str] | None = None,
     token: str | None = None,
     read_only: bool = False,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> Starlette:
     """The web view of database ``db`` (an open backend, a path or a ``postgresql://`` URL;
     the default database if None) as an ASGI app.
 
     Every request needs ``token`` (a new random one if None; it is ``app.state.token``).  With
-    ``read_only`` nothing can be changed from the pages.  To mount it in another Starlette or
-    FastAPI app, run its lifespan there as well, which starts the commit watcher of the live
-    pages: ``Starlette(routes=[Mount("/engine", web)], lifespan=lambda _:
-    web.router.lifespan_context(web))``.
+    ``read_only`` nothing can be changed from the pages.  With ``allowed_hosts`` (names, or
+    addresses), a request whose ``Host`` header names another is refused (``miniengine web``
+    on loopback allows the loopback names only: a defence against DNS rebinding).
+
+    To mount it in another Starlette or FastAPI app, run its lifespan there as well, which
+    starts the commit watcher of the live pages: ``Starlette(routes=[Mount("/engine", web)],
+    lifespan=lambda _: web.router.lifespan_context(web))``.
     """
     from miniengine.runtime.context import store_for
 
     backend: Backend = store_for(db)
-    auth = TokenAuth(token or new_token())
+    auth = TokenAuth(token or new_token(), allowed_hosts)
     reads = PageReads(backend)
     broadcaster = Broadcaster(backend, reads)
     web = WebState(backend, reads, auth, broadcaster, bool(read_only))

@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-__all__ = ["TokenAuth", "new_token"]
+__all__ = ["LOOPBACK_NAMES", "TokenAuth", "host_name", "new_token"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,13 +64,40 @@ def _cookies(scope: Scope) -> dict[str, str]:
     return found
 
 
-class TokenAuth:
-    """The token of one server, and the ASGI middleware that requires it on every request."""
+def host_name(header: str | None) -> str | None:
+    """The name in a ``Host`` header, without its port, in lower case (``[::1]:80`` ->
+    ``::1``); None if there is none."""
+    if not header:
+        return None
+    text = header.strip().lower()
+    if text.startswith("["):
+        name, bracket, _ = text[1:].partition("]")
+        return name if bracket else None
+    name = text.rpartition(":")[0] if text.count(":") == 1 else text
+    return name or None
 
-    def __init__(self, token: str) -> None:
+
+#: The names of this machine's loopback a browser may put in ``Host``.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class TokenAuth:
+    """The token of one server, and the ASGI middleware that requires it on every request.
+
+    With ``allowed_hosts``, a request whose ``Host`` names none of them is refused before the
+    token is looked at: a server bound to loopback answers to its loopback names only, so a
+    page of another site whose name an attacker points at 127.0.0.1 (DNS rebinding) gets
+    nothing, token or not."""
+
+    def __init__(self, token: str, allowed_hosts: Iterable[str] | None = None) -> None:
         if not token or len(token) < 16:
             raise ValueError("the web view's token must have at least 16 characters")
         self.token = token
+        self.allowed_hosts = (
+            None
+            if allowed_hosts is None
+            else frozenset(h.lower().strip("[]") for h in allowed_hosts)
+        )
         digest = hashlib.sha256(token.encode()).hexdigest()
         self.cookie_name = f"miniengine_web_{digest[:12]}"
         self.csrf_value = hmac.new(token.encode(), b"miniengine-csrf", hashlib.sha256).hexdigest()
@@ -106,6 +133,15 @@ class TokenAuth:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
+            host = host_name(_header(scope, b"host"))
+            if self.allowed_hosts is not None and host not in self.allowed_hosts:
+                await _refuse(
+                    send,
+                    "This server answers to its own address only (the request's Host "
+                    "header named another); to reach it under another name, start it "
+                    "with --allow-host NAME.",
+                )
+                return
             query = parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), True)
             given = [value for key, value in query if key == "token"]
             if given:
@@ -132,7 +168,7 @@ class TokenAuth:
     async def _enter(self, scope: Scope, send: Send, query: list[tuple[str, str]]) -> None:
         """Set the cookie and redirect to the same URL without the token."""
         # one leading slash: "//host/..." would send the browser to another site
-        path = "/" + str(scope.get("path", "/")).lstrip("/")
+        path = quote("/" + str(scope.get("path", "/")).lstrip("/"), safe="/-._~!$&'()*+,;=:@")
         location = path + (f"?{urlencode(query)}" if query else "")
         cookie_path = scope.get("root_path", "") or "/"
         secure = "; Secure" if scope.get("scheme") == "https" else ""

@@ -2,8 +2,10 @@
 
 The graph is built by :class:`miniengine.tools.Graph`, the same code as ``miniengine node
 graph``, and ``dot`` runs as a subprocess with a time limit; both happen in a worker thread, so
-a large graph never holds up the server.  The depth is capped: a graph of a whole database is
-no picture anybody can read.
+a large graph never holds up the server.  The depth is capped, and so are the nodes (a
+depth of 1 around a work chain of ten thousand calls is no picture anybody can read either,
+and ``dot`` would lay it out for minutes), the time ``dot`` may take, and the drawings made at
+once: a request can cost the server a few seconds of one core, not more.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import threading
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -20,13 +23,25 @@ from miniengine.web.filters import BadRequest
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
 
-__all__ = ["DIRECTIONS", "MAX_DEPTH", "GraphUnavailable", "missing", "parse_depth", "svg"]
+__all__ = [
+    "DIRECTIONS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "GraphUnavailable",
+    "missing",
+    "parse_depth",
+    "svg",
+]
 
 #: The deepest graph drawn (links followed from the node, each way).
 MAX_DEPTH = 4
 DIRECTIONS = ("both", "ancestors", "descendants")
 #: Seconds ``dot`` may take before the drawing is given up.
-DOT_TIMEOUT = 30.0
+DOT_TIMEOUT = 10.0
+#: The most nodes a drawing may hold.
+MAX_NODES = 300
+#: Drawings made at once (one more is told to try again).
+_drawing = threading.BoundedSemaphore(2)
 
 
 class GraphUnavailable(Exception):
@@ -58,14 +73,29 @@ def parse_depth(text: str | None) -> int:
 
 
 def _draw(backend: Backend, pk: int, depth: int, direction: str) -> bytes:
+    if not _drawing.acquire(blocking=False):
+        raise GraphUnavailable("other graphs are being drawn right now; try again in a moment")
+    try:
+        return _drawn(backend, pk, depth, direction)
+    finally:
+        _drawing.release()
+
+
+def _drawn(backend: Backend, pk: int, depth: int, direction: str) -> bytes:
     from miniengine.tools.graph import Graph, pstate_node_styles
 
     graph = Graph(node_style_fn=pstate_node_styles, backend=backend)
     graph.add_node(pk)
-    if direction in ("both", "ancestors"):
-        graph.recurse_ancestors(pk, depth=depth, annotate_links="both")
-    if direction in ("both", "descendants"):
-        graph.recurse_descendants(pk, depth=depth, annotate_links="both")
+    for level in range(1, depth + 1):  # a level at a time, to stop at the first too many
+        if direction in ("both", "ancestors"):
+            graph.recurse_ancestors(pk, depth=level, annotate_links="both")
+        if direction in ("both", "descendants"):
+            graph.recurse_descendants(pk, depth=level, annotate_links="both")
+        if len(graph.nodes) > MAX_NODES:
+            raise GraphUnavailable(
+                f"the graph around node {pk} has more than {MAX_NODES} nodes at depth "
+                f"{level}: too many to draw; try a smaller depth or one direction"
+            )
     source = graph.graphviz.source
     try:
         done = subprocess.run(
