@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.core.data import check_field_text, check_text
 from miniengine.exceptions import NotExistent, ValidationError
-from miniengine.storage.interfaces.groups import CommentRow, dump_extras
 from miniengine.storage.open import reopened
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
+    from miniengine.storage.interfaces.groups import CommentRow
 
 __all__ = ["Comment", "NodeComments", "NodeExtras", "check_extras", "flush_pending_extras"]
 
@@ -43,6 +43,9 @@ def _has_nul(value: Any) -> bool:
 def check_extras(extras: Mapping[str, Any]) -> None:
     """Refuse a key that is not a non-empty string without ``.`` (AiiDA's rule) and a value
     that JSON cannot hold, naming the key."""
+    # imported here: every launch imports this module, few set extras (json loads on first use)
+    from miniengine.storage.interfaces.groups import dump_extras
+
     for key, value in extras.items():
         if not isinstance(key, str) or not key or "." in key:
             raise ValidationError(

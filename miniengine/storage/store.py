@@ -24,6 +24,7 @@ import time
 import uuid as uuid_module
 import weakref
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,21 +40,21 @@ from miniengine.storage.host import current_host
 from miniengine.storage.permissions import writable
 from miniengine.storage.sqlite.broker import SqliteBroker
 from miniengine.storage.sqlite.caching import SqliteCaching
-from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
 from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
-from miniengine.storage.sqlite.computers import SqliteComputers
 from miniengine.storage.sqlite.control import SqliteControl
 from miniengine.storage.sqlite.events import SqliteEvents
-from miniengine.storage.sqlite.groups import SqliteGroups
 from miniengine.storage.sqlite.provenance import SqliteProvenance
-from miniengine.storage.sqlite.queries import SqliteQueries
-from miniengine.storage.sqlite.traversal import SqliteTraversal
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
     from miniengine.storage.sqlite.archive import SqliteArchives
     from miniengine.storage.sqlite.async_reads import SqliteAsyncReads
+    from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
+    from miniengine.storage.sqlite.computers import SqliteComputers
+    from miniengine.storage.sqlite.groups import SqliteGroups
+    from miniengine.storage.sqlite.queries import SqliteQueries
     from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
+    from miniengine.storage.sqlite.traversal import SqliteTraversal
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "Store", "close_all_stores", "shared_store"]
 
@@ -189,12 +190,9 @@ class Store:
         self.broker = SqliteBroker(self)
         self.control = SqliteControl(self)
         self.events = SqliteEvents(self)
-        self.queries = SqliteQueries(self)
-        self.computers = SqliteComputers(self)
-        self.calcjobs = SqliteCalcJobs(self)
-        self.groups = SqliteGroups(self)
-        self.traversal = SqliteTraversal(self)
         self.caching = SqliteCaching(self)
+        # queries, computers, calcjobs, groups and traversal are built on first use (below): a
+        # script that only runs process functions never imports their statements and records
         self._query_builder: SqliteQueryBuilder | None = None  # built on first use
         self._archives: SqliteArchives | None = None  # built on first use
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
@@ -232,6 +230,43 @@ class Store:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # Built on first use, then kept in the instance's ``__dict__`` (no cost per access after it).
+
+    @cached_property
+    def queries(self) -> SqliteQueries:
+        """Read-only listings and views (process lists, node details, logs, counts)."""
+        from miniengine.storage.sqlite.queries import SqliteQueries
+
+        return SqliteQueries(self)
+
+    @cached_property
+    def computers(self) -> SqliteComputers:
+        """Computers and codes."""
+        from miniengine.storage.sqlite.computers import SqliteComputers
+
+        return SqliteComputers(self)
+
+    @cached_property
+    def calcjobs(self) -> SqliteCalcJobs:
+        """The rows of CalcJobs: their stage, job and retrieved files."""
+        from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
+
+        return SqliteCalcJobs(self)
+
+    @cached_property
+    def groups(self) -> SqliteGroups:
+        """Extras, comments and groups of nodes."""
+        from miniengine.storage.sqlite.groups import SqliteGroups
+
+        return SqliteGroups(self)
+
+    @cached_property
+    def traversal(self) -> SqliteTraversal:
+        """Following provenance links, and deleting along them."""
+        from miniengine.storage.sqlite.traversal import SqliteTraversal
+
+        return SqliteTraversal(self)
 
     @property
     def archives(self) -> SqliteArchives:
