@@ -1,6 +1,7 @@
 """A1: archives of a large database: ``create_archive(all=True)`` of 100,000 nodes (10,000 with
 ``--quick``), then ``import_archive`` of that file into a new, empty database; nodes per second
-each way.
+each way.  The import is the default one, as AiiDA's: it also puts every node into a new import
+group (100,000 memberships more).
 
 The nodes are bulk-inserted by SQL (set-up, not measured) as 25,000 finished calcfunctions with
 two inputs and one output each (75,000 links), every node with a small msgpack attribute blob
