@@ -94,7 +94,7 @@ def store_for(db: Backend | str | os.PathLike[str] | None = None) -> Store:
     default database."""
     if isinstance(db, Store):
         return db
-    if hasattr(db, "provenance"):
+    if db is not None and hasattr(db, "provenance"):
         return cast(Store, db)  # another backend (PostgreSQL): see below
     location = resolve_db(db)
     if isinstance(location, str):

@@ -41,7 +41,10 @@ def resolve_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     Nothing is created here (see :func:`ensure_folder`); a URL raises :class:`StoreError`.
     """
     given = os.fspath(explicit) if explicit is not None else None
-    from_env = os.environ.get(ENV_VAR)
+    return _resolve_path(given, os.environ.get(ENV_VAR))
+
+
+def _resolve_path(given: str | None, from_env: str | None) -> Path:
     chosen = given if given is not None else from_env
     # the working directory matters only for a relative path (getcwd is a system call)
     relative_to = os.getcwd() if chosen and not os.path.isabs(chosen) else None
@@ -60,10 +63,12 @@ def resolve_db(explicit: str | os.PathLike[str] | None = None) -> Path | str:
     returned as it is: the database of a backend that is not a file (see
     :func:`miniengine.storage.open.open_backend`).  Other URLs are refused as there."""
     given = os.fspath(explicit) if explicit is not None else None
-    chosen = given if given is not None else os.environ.get(ENV_VAR) or None
-    if chosen is not None and is_postgres_url(chosen):
+    from_env = os.environ.get(ENV_VAR)  # read once: every top-level launch comes here
+    chosen = given if given is not None else from_env or None
+    # a file name has no "://": most launches skip the pattern
+    if chosen is not None and "://" in chosen and is_postgres_url(chosen):
         return chosen
-    return resolve_db_path(explicit)
+    return _resolve_path(given, from_env)
 
 
 def is_postgres_url(value: str) -> bool:
