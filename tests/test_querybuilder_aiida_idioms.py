@@ -142,3 +142,23 @@ def test_values_no_database_compares_are_refused_alike(
     with pytest.raises(QueryError, match=".*" + message) as caught:
         build().all()
     assert isinstance(caught.value, MiniengineError) and isinstance(caught.value, ValueError)
+
+
+def test_rows_without_the_value_sort_alike_on_both_backends(backend_db: Any) -> None:
+    """A missing extra sorts where PostgreSQL puts NULL (last ascending, first descending) on
+    both backends (sqlite's own default is the opposite), unless ``nulls_last`` says where."""
+    for rank in (2, None, 1):
+        node = Str(f"rank {rank}").store()
+        if rank is not None:
+            node.base.extras.set("rank", rank)
+
+    def ranks(how: Any) -> list[Any]:
+        qb = QueryBuilder().append(Str, tag="s", project="extras.rank")
+        return qb.order_by({"s": [{"extras.rank": how}, "id"]}).all(flat=True)
+
+    assert ranks("asc") == [1, 2, None]
+    assert ranks("desc") == [None, 2, 1]
+    assert ranks({"order": "desc", "nulls_last": True}) == [2, 1, None]
+    assert ranks({"order": "asc", "nulls_last": False}) == [None, 1, 2]
+    with pytest.raises(QueryError, match="nulls_last is True or False"):
+        ranks({"order": "asc", "nulls_last": "yes"})

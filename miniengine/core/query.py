@@ -177,10 +177,14 @@ class Projection:
 
 @dataclass(frozen=True)
 class OrderTerm:
+    """One field of an order; ``nulls_last`` places the rows without a value (``None`` for
+    PostgreSQL's default, which both backends then follow: last ascending, first descending)."""
+
     tag: str
     column: str
     path: tuple[str, ...]
     descending: bool
+    nulls_last: bool | None = None
 
 
 #: the link types that ``with_ancestors``/``with_descendants`` follow, as AiiDA's: data to the
@@ -449,7 +453,7 @@ def parse_projection(tag: str, entity: Entity, project: Any) -> tuple[Projection
 
 
 #: the keys of one field's order (AiiDA's ``cast`` is accepted: stored values keep their type)
-_ORDER_KEYS = frozenset({"order", "cast"})
+_ORDER_KEYS = frozenset({"order", "cast", "nulls_last"})
 
 
 def parse_order(tags: Mapping[str, Entity], order_by: Any) -> tuple[OrderTerm, ...]:
@@ -465,6 +469,7 @@ def parse_order(tags: Mapping[str, Entity], order_by: Any) -> tuple[OrderTerm, .
                 raise QueryError(f"order_by: no tag {tag!r} (tags: {', '.join(tags)})")
             for field in fields if isinstance(fields, (list, tuple)) else [fields]:
                 descending = False
+                nulls_last: bool | None = None
                 if isinstance(field, Mapping):
                     if len(field) != 1:
                         raise QueryError(f"order_by {tag!r}: one field per dict, not {field!r}")
@@ -473,7 +478,8 @@ def parse_order(tags: Mapping[str, Entity], order_by: Any) -> tuple[OrderTerm, .
                         unknown = sorted(map(str, set(how) - _ORDER_KEYS))[0]
                         raise QueryError(
                             f"order_by {tag!r}: unknown key {unknown!r} for {field!r} (known: "
-                            "'order', and 'cast', which is not needed: values keep their type)"
+                            "'order', 'nulls_last', and 'cast', which is not needed: values "
+                            "keep their type)"
                         )
                     order = how.get("order", "asc") if isinstance(how, Mapping) else how
                     if order not in ("asc", "desc"):
@@ -481,6 +487,12 @@ def parse_order(tags: Mapping[str, Entity], order_by: Any) -> tuple[OrderTerm, .
                             f"order_by {tag!r}: order must be 'asc' or 'desc', not {order!r}"
                         )
                     descending = order == "desc"
+                    if isinstance(how, Mapping) and "nulls_last" in how:
+                        nulls_last = how["nulls_last"]
+                        if not isinstance(nulls_last, bool):
+                            raise QueryError(
+                                f"order_by {tag!r}: nulls_last is True or False, not {nulls_last!r}"
+                            )
                 column, path = split_field(tag, tags[tag], field)
-                terms.append(OrderTerm(tag, column, path, descending))
+                terms.append(OrderTerm(tag, column, path, descending, nulls_last))
     return tuple(terms)

@@ -50,6 +50,13 @@ _COMPARE = {"==": "=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
 _LENGTH = {"of_length": "=", "longer": ">", "shorter": "<"}
 
 
+#: the columns that hold no NULL (an order on them needs no NULLS clause)
+_NOT_NULL = frozenset(
+    {"pk", "uuid", "node_type", "label", "description", "paused", "ctime", "mtime"}
+    | {"type_string", "link_type", "in_pk", "out_pk"}
+)
+
+
 def index_name(column: str, path: Sequence[str]) -> str:
     """The name of the expression index on the field ``column.path`` of nodes."""
     return f"nodes_{column}_{'__'.join(path)}"
@@ -359,7 +366,15 @@ class _Compiler:
                 expression = json_dialect.json_value(self.column(term.tag, physical), term.path)
             else:
                 expression = self.column(term.tag, term.column)
-            terms.append(f"{expression} {'DESC' if term.descending else 'ASC'}")
+            # rows without a value go where PostgreSQL puts them by default (last ascending,
+            # first descending) on both backends (sqlite's default is the opposite), unless
+            # the order says where (AiiDA's ``nulls_last``)
+            # (not said of a column that holds no NULL: sqlite would then not read an index)
+            direction = "DESC" if term.descending else "ASC"
+            if term.column in JSON_FIELDS or term.column not in _NOT_NULL:
+                last = not term.descending if term.nulls_last is None else term.nulls_last
+                direction += f" NULLS {'LAST' if last else 'FIRST'}"
+            terms.append(f"{expression} {direction}")
         return " ORDER BY " + ", ".join(terms) if terms else ""
 
     def page(self) -> str:
