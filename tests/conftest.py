@@ -19,6 +19,23 @@ from tests.services.postgres import PostgresServer, running_postgres
 pytest_plugins = ["miniengine.testing"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (pytest-xdist), each module's tests run together
+    in one worker, in order, so that module-scoped fixtures (an sshd, a SLURM cluster, a
+    database the tests only read) are made once; the documentation's pages are split, one
+    group per page (a page's blocks build on each other, and pages are independent)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = item.nodeid.split("::", 1)[0]
+        callspec = getattr(item, "callspec", None)
+        page = getattr(callspec.params.get("block") if callspec else None, "page", None)
+        if isinstance(page, Path):
+            group = f"{group}:{page}"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """One private PostgreSQL cluster for the whole run (started by the first test needing it)."""
