@@ -788,8 +788,12 @@ def test_the_command_line_creates_inspects_and_imports(miniengine_db: Path, tmp_
     second = cli("archive", "import", str(path), "--no-import-group", db=target).ok()
     assert f"0 new nodes ({nodes} already present)" in second and "nothing new" in second
     assert "put its nodes" not in second
-    third = cli("archive", "import", str(path), "-G", "shared", db=target).ok()
-    assert "put its nodes in the group 'shared'" in third
+    # several archives, one after the other, into one group
+    part = tmp_path / "part.miniengine"
+    create_archive(part, nodes=[1])
+    third = cli("archive", "import", str(path), str(part), "-G", "shared", db=target).ok()
+    assert third.count("put its nodes in the group 'shared'") == 2
+    assert f"imported {path} into" in third and f"imported {part} into" in third
 
     changed = tmp_path / "changed.miniengine"
     _rewrite(path, changed, replace={"db.sqlite": b"not the database"})

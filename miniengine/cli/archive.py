@@ -95,7 +95,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "put into an import group, as AiiDA does.  The whole file is checked first; a damaged "
         "or changed archive is refused and nothing is imported.",
     )
-    importer.add_argument("file", metavar="FILE", help="the archive to import")
+    importer.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="the archives to import, one after the other, each in a transaction of its own "
+        "(as verdi's; an archive refused stops there, those before it stay imported)",
+    )
     importer.add_argument(
         "-e",
         "--extras-mode-existing",
@@ -204,22 +210,30 @@ def _import(args: argparse.Namespace) -> int:
     from miniengine.tools.archive import import_archive
 
     try:
-        report = import_archive(
-            args.file,
-            db=_backend(args, must_exist=False),
-            extras_mode_existing=args.extras_mode_existing,
-            extras_mode_new=args.extras_mode_new,
-            create_group=args.import_group,
-            group=args.group,
-            dry_run=args.dry_run,
-        )
+        backend = _backend(args, must_exist=False)
+        for file in args.files:
+            report = import_archive(
+                file,
+                db=backend,
+                extras_mode_existing=args.extras_mode_existing,
+                extras_mode_new=args.extras_mode_new,
+                create_group=args.import_group,
+                group=args.group,
+                dry_run=args.dry_run,
+            )
+            _say_imported(args, file, report)
     finally:
         close_all_backends()
+    return 0
+
+
+def _say_imported(args: argparse.Namespace, file: str, report: Any) -> None:
+    """What the import of ``file`` added (one JSON object per archive with ``--json``)."""
     if args.json:
         from dataclasses import asdict
 
-        emit(json_object(asdict(report)))
-        return 0
+        emit(json_object({"file": file, **asdict(report)}))
+        return
     verb = "would import" if report.dry_run else "imported"
     parts = [
         f"{report.new_nodes:,} new node{'s' if report.new_nodes != 1 else ''} "
@@ -233,7 +247,7 @@ def _import(args: argparse.Namespace) -> int:
     ]
     if report.updated_extras:
         parts.append(f"extras of {report.updated_extras:,} nodes updated")
-    emit(f"{verb} {args.file} into {args.db_path}: " + ", ".join(parts))
+    emit(f"{verb} {file} into {args.db_path}: " + ", ".join(parts))
     if report.import_group is not None:
         verb = "would put" if report.dry_run else "put"
         emit(f"{verb} its nodes in the group {report.import_group!r}")
@@ -243,7 +257,6 @@ def _import(args: argparse.Namespace) -> int:
         emit(f"the group {old!r} was imported as {new!r}: the database has another of that label")
     if not report.dry_run and not report.new_nodes and not report.new_links:
         emit("nothing new: the database had everything in the archive")
-    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
