@@ -175,7 +175,10 @@ def read_comments(connection: Connection, node_pk: int) -> list[CommentRow]:
 def add_comment_tx(connection: Connection, node_pk: int, content: str) -> CommentRow:
     if node_pk not in SQL_INTEGERS:  # no row has it (sqlite could not even take it)
         raise _missing_node(node_pk)
-    if connection.execute("SELECT 1 FROM nodes WHERE pk = %s", (node_pk,)).fetchone() is None:
+    # FOR KEY SHARE: a concurrent deletion of the node waits for this transaction (else the
+    # INSERT would fail on the foreign key, a bare error, after the check said the node is there)
+    found = connection.execute("SELECT 1 FROM nodes WHERE pk = %s FOR KEY SHARE", (node_pk,))
+    if found.fetchone() is None:
         raise _missing_node(node_pk)
     now = time.time()
     uuid = new_uuid()
@@ -348,9 +351,13 @@ def add_group_nodes_tx(connection: Connection, group_pk: int, node_pks: Sequence
     if not given:
         return 0
     wanted = _pks(given)
+    # locked FOR KEY SHARE in pk order (as a deletion locks them): a concurrent deletion of
+    # one of them waits for this transaction, or has deleted it and it is reported missing
     found = {
         int(row[0])
-        for row in connection.execute("SELECT pk FROM nodes WHERE pk = ANY(%s)", (wanted,))
+        for row in connection.execute(
+            "SELECT pk FROM nodes WHERE pk = ANY(%s) ORDER BY pk FOR KEY SHARE", (wanted,)
+        )
     }
     missing = [pk for pk in given if pk not in found]
     if missing:
