@@ -6,7 +6,9 @@ holds).  The repository objects the archive's nodes name are copied into the tar
 repository first (each checked against its hash; an object the target has already is not
 copied), as every write of the engine stores its files before the transaction that names them;
 then the rows are merged in **one** transaction of the target.  A failure rolls that transaction
-back and removes the objects this import added, so nothing is imported.
+back, so nothing is imported; the objects it copied stay, named by no node, until ``db
+maintain`` removes them: another write may have stored the same content meanwhile (a file is
+stored once, by its hash) and be about to name it, so removing them at once could lose its file.
 """
 
 from __future__ import annotations
@@ -99,20 +101,12 @@ def import_archive(
             keys = database.object_keys()
             store = store_for(db)
             store.check_writable()
-            repository, created = None, []
             if keys and not dry_run:
-                repository = _repository(store)
+                _copy_objects(reader, _repository(store), keys)
             try:
-                if repository is not None:
-                    created = _copy_objects(reader, repository, keys)
-                try:
-                    return store.archives.import_rows(database, options)
-                except DryRunDone as done:
-                    return done.report
-            except BaseException:
-                if repository is not None and created:
-                    repository.delete_objects(created)
-                raise
+                return store.archives.import_rows(database, options)
+            except DryRunDone as done:
+                return done.report
         finally:
             database.close()
 
@@ -140,27 +134,21 @@ def _repository(store: Backend) -> Repository:
         raise ArchiveError(f"cannot import the archive's files: {exc}") from exc
 
 
-def _copy_objects(reader: ArchiveReader, repository: Repository, keys: list[str]) -> list[str]:
-    """Copy the objects the target lacks; return the keys copied (removed again on failure)."""
+def _copy_objects(reader: ArchiveReader, repository: Repository, keys: list[str]) -> None:
+    """Copy the objects the target lacks (none is removed again on a failure: see the
+    module's docstring)."""
     from miniengine.storage.repository import RepositoryError
 
-    created: list[str] = []
     try:
         for key in keys:
             if repository.has_object(key):
                 continue
             with reader.open_object(key) as stream:
                 stored = repository.put_object_from_filelike(cast(BinaryIO, stream))
-            created.append(stored)
             if stored != key:
                 raise CorruptArchive(
                     f"{reader.shown}: the repository object {key} hashes to {stored}; nothing "
                     "was imported"
                 )
     except RepositoryError as exc:
-        repository.delete_objects(created)
         raise ArchiveError(f"cannot import the archive's files: {exc}") from exc
-    except BaseException:
-        repository.delete_objects(created)
-        raise
-    return created
