@@ -1,0 +1,198 @@
+"""Count the CPU instructions of start-up and of W1-W3 with valgrind, for one or more checkouts.
+
+Instruction counts do not depend on the machine's load, so they show a change of a few percent
+where timings on a shared machine cannot.  Each measure is a fresh interpreter run under
+``valgrind --tool=callgrind`` (only the total is kept) against the miniengine of a checkout::
+
+    python -m benchmarks.instructions --root /tmp/before --root .
+
+- ``startup``: a process that imports miniengine, creates a sqlite database and makes 23 calls
+  of the ``add`` calcfunction (what every script and command pays before its work);
+- ``import``: ``from miniengine import Int, calcfunction, run`` alone;
+- ``W1``, ``W2``, ``W3``: the steady state per operation, the difference of two run lengths
+  divided by the difference of their lengths (start-up and warm-up cancel out): W1 ``add`` calls,
+  W2 scenario-1 workfunctions, W3 10-step WorkChains, in run mode.
+
+Bytecode is cached (``PYTHONDONTWRITEBYTECODE`` is ignored; the cache lives under
+``--cache``), as in an installed package, and each workload runs once uncounted first so that its
+modules are compiled before counting.  W1 and W2 are deterministic to a few thousand
+instructions; W3 runs threads whose polls depend on timing, so its count varies by ~1% between
+runs (``--repeat`` takes the median).  The workload code is this file's, whatever the checkout
+carries.  Needs valgrind (``apt-get install valgrind``); each measure takes 10-60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: The workloads run in the measured child (this file's own copy, whatever the checkout holds).
+CHILD = """
+import sys
+what, n = sys.argv[1], int(sys.argv[2])
+from miniengine import Int, calcfunction, run
+if what == "import":
+    sys.exit(0)
+from miniengine import workfunction
+
+@calcfunction
+def add(x, y):
+    return Int(x + y)
+
+@calcfunction
+def multiply(x, y):
+    return Int(x * y)
+
+@workfunction
+def add_and_multiply(x, y, z):
+    return multiply(add(x, y), z)
+
+if what == "startup":
+    for i in range(n):
+        add(Int(i), Int(1))
+    sys.exit(0)
+if what == "W3":
+    from miniengine import WorkChain, while_
+
+    class LoopWorkChain(WorkChain):
+        @classmethod
+        def define(cls, spec):
+            super().define(spec)
+            spec.input("n", valid_type=Int, default=lambda: Int(10))
+            spec.output("result", valid_type=Int)
+            spec.outline(cls.setup, while_(cls.not_done)(cls.do_step), cls.finalize)
+
+        def setup(self):
+            self.ctx.i = 0
+            self.ctx.total = Int(0).store()
+
+        def not_done(self):
+            return self.ctx.i < self.inputs.n.value
+
+        def do_step(self):
+            self.ctx.total = add(self.ctx.total, Int(self.ctx.i))
+            self.ctx.i += 1
+
+        def finalize(self):
+            self.out("result", self.ctx.total)
+
+for i in range(3 + n):  # 3 warm-up operations, then n
+    if what == "W1":
+        assert add(Int(i), Int(1)) == i + 1
+    elif what == "W2":
+        assert add_and_multiply(Int(1), Int(2), Int(3)) == 9
+    else:
+        result, node = run.get_node(LoopWorkChain, n=Int(10))
+        assert result["result"] == 45 and node.is_finished_ok
+"""
+
+#: The two run lengths of each steady-state workload.
+LENGTHS = {"W1": (20, 220), "W2": (10, 110), "W3": (2, 22)}
+STARTUP_CALLS = 23
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def count(root: Path, what: str, n: int, cache: Path, workdir: Path) -> int:
+    """The instructions of one fresh run of ``what`` (length ``n``) against ``root``'s code."""
+    script = workdir / "instructions_child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("MINIENGINE_CACHING", None)
+    env.update(
+        PYTHONPATH=str(root),
+        PYTHONHASHSEED="0",
+        PYTHONPYCACHEPREFIX=str(cache / re.sub(r"\W", "_", str(root))),
+    )
+    db = workdir / "engine.sqlite"
+
+    def fresh() -> None:
+        for path in workdir.glob("engine.sqlite*"):
+            path.unlink()
+        env["MINIENGINE_DB"] = str(db)
+
+    fresh()  # the uncounted run: bytecode compiled and cached
+    subprocess.run([sys.executable, str(script), what, "1"], env=env, check=True, cwd=workdir)
+    child = [sys.executable, str(script), what, str(n)]
+    fresh()
+    completed = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *child],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = _COLLECTED.search(completed.stderr)
+    if completed.returncode != 0 or found is None:
+        raise RuntimeError(f"{what} {n} on {root} failed:\n{completed.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def measure(root: Path, what: str, cache: Path, repeat: int) -> float:
+    """Instructions of ``startup``/``import``, or per operation of W1-W3."""
+    values: list[float] = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="me-instr-") as folder:
+            workdir = Path(folder)
+            if what in LENGTHS:
+                short, long = LENGTHS[what]
+                low = count(root, what, short, cache, workdir)
+                high = count(root, what, long, cache, workdir)
+                values.append((high - low) / (long - short))
+            else:
+                values.append(count(root, what, STARTUP_CALLS, cache, workdir))
+    return statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.instructions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--root", action="append", type=Path, help="a checkout (repeatable; default: this one)"
+    )
+    parser.add_argument("--only", default="startup,W1,W2,W3", help="comma-separated measures")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measure (median)")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "me-instr-pyc")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (apt-get install valgrind)")
+    roots = [root.resolve() for root in (args.root or [Path(__file__).resolve().parents[1]])]
+    measures = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(measures) - {"startup", "import", *LENGTHS})
+    if unknown:
+        parser.error(f"unknown measures {unknown}: choose from startup, import, W1, W2, W3")
+    results = {
+        str(root): {what: measure(root, what, args.cache, args.repeat) for what in measures}
+        for root in roots
+    }
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    first = results[str(roots[0])]
+    print("| measure | " + " | ".join(str(root) for root in roots) + " |")
+    print("|---|" + "---|" * len(roots))
+    for what in measures:
+        cells = []
+        for root in roots:
+            value = results[str(root)][what]
+            change = f" ({100 * (value / first[what] - 1):+.1f}%)" if root != roots[0] else ""
+            cells.append(f"{value / 1e6:,.3f} M{change}")
+        print(f"| {what} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
