@@ -154,6 +154,15 @@ def test_group_commands(backend_db: Any) -> None:
     )
     assert "added 0 node(s)" in cli("group", "add-nodes", "calcs", str(one.pk), db=db).ok()
     assert "999999" in cli("group", "add-nodes", "calcs", "999999", db=db).failed()
+    # as verdi, a node may be named by its uuid (or a unique prefix of it) too
+    three = Int(3).store()
+    assert three.uuid is not None
+    _close()
+    added = cli("group", "add-nodes", "calcs", three.uuid, db=db).ok()
+    assert "added 1 node(s) to group 'calcs' (3 in it)" in added
+    assert "ffffffff" in cli("group", "add-nodes", "calcs", "ffffffff", db=db).failed()
+    removed = cli("group", "remove-nodes", "calcs", three.uuid[14:], db=db).ok()
+    assert "removed 1 node(s) from group 'calcs' (2 in it)" in removed
     rows = table_rows(cli("group", "list", db=db).ok())
     assert rows == [[rows[0][0], "calcs", "core", "2", "some"]]
     listed = json.loads(cli("group", "list", "--json", db=db).ok())

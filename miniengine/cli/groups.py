@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from miniengine.cli.identify import IDENTIFIER_HELP, process_identifier
 from miniengine.cli.nodes import with_store
 from miniengine.cli.options import add_db_option, add_json_option
 from miniengine.cli.table import emit, format_pairs, format_table, json_array, json_object
@@ -52,10 +53,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("remove-nodes", "remove nodes from", _remove_nodes),
     ):
         parser = commands.add_parser(
-            name, help=f"{verb} a group", description=f"{verb.capitalize()} a group (by pk)."
+            name,
+            help=f"{verb} a group",
+            description=f"{verb.capitalize()} a group (nodes by pk or uuid, as verdi).",
         )
         parser.add_argument("group", metavar="GROUP", help="the label, pk or uuid of the group")
-        parser.add_argument("nodes", metavar="PK", type=int, nargs="+", help="node pks")
+        parser.add_argument(
+            "nodes",
+            metavar="NODE",
+            type=process_identifier,
+            nargs="+",
+            help=f"the nodes: {IDENTIFIER_HELP}",
+        )
         add_db_option(parser)
         parser.set_defaults(handler=with_store(function))
 
@@ -151,16 +160,24 @@ def _show(args: argparse.Namespace, store: Backend) -> int:
     return 0
 
 
+def _node_pks(store: Backend, identifiers: list[str]) -> list[int]:
+    """The pks of the nodes named: a string of digits is a pk (checked by the group's write,
+    in one statement for all of them), anything else a uuid or a unique prefix of one."""
+    from miniengine.runtime.nodes import load_node
+
+    return [int(text) if text.isdecimal() else load_node(text, db=store).pk for text in identifiers]
+
+
 def _add_nodes(args: argparse.Namespace, store: Backend) -> int:
     group = _load(store, args.group)
-    added = store.groups.add_group_nodes(group.pk, args.nodes)
+    added = store.groups.add_group_nodes(group.pk, _node_pks(store, args.nodes))
     emit(f"added {added} node(s) to group {group.label!r} ({group.count()} in it)")
     return 0
 
 
 def _remove_nodes(args: argparse.Namespace, store: Backend) -> int:
     group = _load(store, args.group)
-    removed = store.groups.remove_group_nodes(group.pk, args.nodes)
+    removed = store.groups.remove_group_nodes(group.pk, _node_pks(store, args.nodes))
     emit(f"removed {removed} node(s) from group {group.label!r} ({group.count()} in it)")
     return 0
 
