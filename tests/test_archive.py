@@ -661,12 +661,17 @@ def test_a_failure_half_way_through_an_import_imports_nothing(
 
 
 def test_extras_of_existing_nodes_merge_as_aiidas_modes(
-    miniengine_db: Path | str, tmp_path: Path
+    miniengine_db: Path | str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pks = _fill(tmp_path)
     path = tmp_path / "all.miniengine"
     create_archive(path, all=True)  # the result's extras: {"tag": "kept", "n": 1}
-    target = _new_file(tmp_path, "target")
+    target = _target(request, tmp_path, "target")
+    if isinstance(target, str):
+        monkeypatch.setenv("MINIENGINE_REPOSITORY", str(tmp_path / "target-repository"))
     import_archive(path, db=target, extras_mode_new="none")
     backend = open_backend(target)
     try:
