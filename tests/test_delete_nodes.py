@@ -309,3 +309,20 @@ def test_what_names_no_node_is_refused_before_anything_is_deleted(backend_db: An
     group.add_nodes(victim)
     assert delete_group_nodes([group], dry_run=False) == ({victim.pk}, True)
     assert load_node(first.pk).value == 100
+
+
+def test_a_deleted_node_says_so_when_its_label_is_changed(backend_db: Any) -> None:
+    """Setting the label or description of a node object whose node was deleted changed
+    nothing and said nothing; it raises ``NotExistent``, as its extras and comments do."""
+    from miniengine.exceptions import NotExistent
+
+    data = Int(1).store()
+    _, process = run.get_node(add, Int(1), Int(2))
+    delete_nodes([data.pk, process.pk], dry_run=False)
+    for node in (data, process):
+        with pytest.raises(NotExistent, match=f"no node with the pk {node.pk}"):
+            node.label = "gone"
+        with pytest.raises(NotExistent, match=f"no node with the pk {node.pk}"):
+            node.description = "gone"
+        with pytest.raises(NotExistent):
+            node.base.extras.set("gone", True)

@@ -234,10 +234,12 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
 
 
 def update_label_tx(connection: sqlite3.Connection, pk: int, label: str, description: str) -> None:
-    connection.execute(
+    cursor = connection.execute(
         "UPDATE nodes SET label = ?, description = ?, mtime = ? WHERE pk = ?",
         (label, description, time.time(), pk),
     )
+    if cursor.rowcount == 0:  # deleted since it was loaded: say so, rather than change nothing
+        raise NotExistent(f"no node with the pk {pk}")
 
 
 def add_log_tx(connection: sqlite3.Connection, pk: int, levelname: str, message: str) -> None:

@@ -424,10 +424,12 @@ def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: floa
 
 
 def update_label_tx(connection: Connection, pk: int, label: str, description: str) -> None:
-    connection.execute(
+    cursor = connection.execute(
         "UPDATE nodes SET label = %s, description = %s, mtime = %s WHERE pk = %s",
         (label, description, time.time(), pk),
     )
+    if cursor.rowcount == 0:  # deleted since it was loaded: say so, rather than change nothing
+        raise NotExistent(f"no node with the pk {pk}")
 
 
 def add_log_tx(connection: Connection, pk: int, levelname: str, message: str) -> None:
