@@ -660,6 +660,61 @@ def test_a_failure_half_way_through_an_import_imports_nothing(
     assert import_archive(path, db=target).new_nodes == report.new_nodes
 
 
+def test_two_imports_of_one_archive_at_once_both_succeed(
+    miniengine_db: Path | str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second import waits for the first one's new uuids, then finds them and merges."""
+    import threading
+
+    from miniengine.storage import archive_rows
+
+    if isinstance(miniengine_db, Path):
+        pytest.skip("sqlite imports take the file's write lock: they cannot overlap")
+    _fill(tmp_path)
+    path = tmp_path / "all.miniengine"
+    create_archive(path, all=True)
+    target = _target(request, tmp_path, "target")
+    monkeypatch.setenv("MINIENGINE_REPOSITORY", str(tmp_path / "target-repository"))
+    import psycopg
+
+    second: dict[str, Any] = {}
+    real = archive_rows.import_groups
+
+    def run_second() -> None:
+        backend = open_backend(target)
+        try:
+            second["report"] = import_archive(path, db=backend, create_group=False)
+        except BaseException as exc:
+            second["error"] = exc
+        finally:
+            backend.close()
+
+    def first_waits_for_second(*args: Any) -> Any:
+        if "thread" not in second:  # the first import, its nodes inserted, not committed
+            second["thread"] = thread = threading.Thread(target=run_second)
+            thread.start()
+            with psycopg.connect(str(target), autocommit=True) as watcher:
+                while thread.is_alive():  # until the second waits on the first's rows
+                    waiting = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    ).fetchone()
+                    if waiting and waiting[0]:
+                        break
+                    watcher.execute("SELECT pg_sleep(0.01)")
+        return real(*args)
+
+    monkeypatch.setattr(archive_rows, "import_groups", first_waits_for_second)
+    first = import_archive(path, db=target, create_group=False)
+    second["thread"].join(timeout=60)
+    assert "error" not in second, second.get("error")
+    assert first.new_nodes > 0 and second["report"].new_nodes == 0
+    assert second["report"].existing_nodes == first.new_nodes
+
+
 def test_extras_of_existing_nodes_merge_as_aiidas_modes(
     miniengine_db: Path | str,
     tmp_path: Path,

@@ -79,6 +79,10 @@ def import_rows_tx(
     return archive_rows.import_rows(connection, source, options, DIALECT)
 
 
+#: Attempts of an import whose rows another writer committed first (unique_violation).
+_ATTEMPTS = 3
+
+
 class PostgresArchives:
     """:class:`miniengine.storage.interfaces.archive.Archives` on a :class:`PostgresStore`."""
 
@@ -92,4 +96,16 @@ class PostgresArchives:
         return self._store.read(_export, selection, sink)
 
     def import_rows(self, source: ArchiveSource, options: ImportOptions) -> ImportReport:
-        return self._import(source, options)
+        """One transaction, run again whole when another writer committed a row of the same
+        uuid (or label) first: it looked new to this import, which finds it the next time and
+        merges it (two imports of one archive at once both succeed)."""
+        from miniengine.exceptions import StoreError
+
+        for attempt in range(_ATTEMPTS):
+            try:
+                return self._import(source, options)
+            except StoreError as exc:
+                cause = exc.__cause__
+                if attempt + 1 == _ATTEMPTS or getattr(cause, "sqlstate", None) != "23505":
+                    raise
+        raise AssertionError("unreachable")
