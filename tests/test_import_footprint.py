@@ -38,6 +38,7 @@ NOT_FOR_A_SQLITE_SCRIPT = (
     "miniengine.storage.sqlite.calcjobs",
     "miniengine.storage.sqlite.groups",
     "miniengine.storage.sqlite.traversal",
+    "miniengine.storage.sqlite.events",
     "miniengine.storage.computer_rows",
     "miniengine.storage.traversal_rows",
     "miniengine.core.graph_rules",

@@ -42,7 +42,6 @@ from miniengine.storage.sqlite.broker import SqliteBroker
 from miniengine.storage.sqlite.caching import SqliteCaching
 from miniengine.storage.sqlite.checkpoints import SqliteCheckpoints
 from miniengine.storage.sqlite.control import SqliteControl
-from miniengine.storage.sqlite.events import SqliteEvents
 from miniengine.storage.sqlite.provenance import SqliteProvenance
 
 if TYPE_CHECKING:
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from miniengine.storage.sqlite.async_reads import SqliteAsyncReads
     from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
     from miniengine.storage.sqlite.computers import SqliteComputers
+    from miniengine.storage.sqlite.events import SqliteEvents
     from miniengine.storage.sqlite.groups import SqliteGroups
     from miniengine.storage.sqlite.queries import SqliteQueries
     from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
@@ -189,10 +189,9 @@ class Store:
         self.checkpoints = SqliteCheckpoints(self)
         self.broker = SqliteBroker(self)
         self.control = SqliteControl(self)
-        self.events = SqliteEvents(self)
         self.caching = SqliteCaching(self)
-        # queries, computers, calcjobs, groups and traversal are built on first use (below): a
-        # script that only runs process functions never imports their statements and records
+        # events, queries, computers, calcjobs, groups and traversal are built on first use
+        # (below): a script that only runs process functions never imports their records
         self._query_builder: SqliteQueryBuilder | None = None  # built on first use
         self._archives: SqliteArchives | None = None  # built on first use
         self._async_reads: SqliteAsyncReads | None = None  # opened on first use (aiosqlite)
@@ -232,6 +231,13 @@ class Store:
         return self._closed
 
     # Built on first use, then kept in the instance's ``__dict__`` (no cost per access after it).
+
+    @cached_property
+    def events(self) -> SqliteEvents:
+        """State changes for watchers (event streams), and the test gates."""
+        from miniengine.storage.sqlite.events import SqliteEvents
+
+        return SqliteEvents(self)
 
     @cached_property
     def queries(self) -> SqliteQueries:
