@@ -715,6 +715,35 @@ def test_two_imports_of_one_archive_at_once_both_succeed(
     assert second["report"].existing_nodes == first.new_nodes
 
 
+def test_a_link_missing_between_nodes_the_database_has_is_added_again(
+    miniengine_db: Path | str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fill(tmp_path)
+    path = tmp_path / "all.miniengine"
+    create_archive(path, all=True)
+    target = _target(request, tmp_path, "target")
+    if isinstance(target, str):
+        monkeypatch.setenv("MINIENGINE_REPOSITORY", str(tmp_path / "target-repository"))
+    import_archive(path, db=target, create_group=False)
+    links = _content(target)["links"]
+    if isinstance(target, str):  # a link lost, as in a database damaged by hand
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as connection:
+            connection.execute("DELETE FROM links WHERE pk = (SELECT max(pk) FROM links)")
+    else:
+        with sqlite3.connect(target) as connection:
+            connection.execute("DELETE FROM links WHERE pk = (SELECT max(pk) FROM links)")
+        connection.close()
+    assert len(_content(target)["links"]) == len(links) - 1
+    again = import_archive(path, db=target, create_group=False)
+    assert again.new_nodes == 0 and again.new_links == 1
+    assert _content(target)["links"] == links
+
+
 def test_extras_of_existing_nodes_merge_as_aiidas_modes(
     miniengine_db: Path | str,
     tmp_path: Path,
