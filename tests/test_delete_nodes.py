@@ -326,3 +326,29 @@ def test_a_deleted_node_says_so_when_its_label_is_changed(backend_db: Any) -> No
             node.description = "gone"
         with pytest.raises(NotExistent):
             node.base.extras.set("gone", True)
+
+
+def test_node_delete_json_for_scripts(backend_db: Any) -> None:
+    """``node delete --json`` prints the nodes (with --dry-run: that would go) and whether they
+    were deleted, as JSON; without --dry-run or --force it cannot ask, and refuses first."""
+    import json
+
+    result, node = run.get_node(add, Int(1), Int(2))
+    store = store_for(None)
+    dry = cli("node", "delete", str(node.pk), "--dry-run", "--json", db=backend_db)
+    assert dry.returncode == 0, dry
+    listed = json.loads(dry.stdout)
+    assert listed["deleted"] is False
+    assert [(n["pk"], n["process_label"]) for n in listed["nodes"]] == [
+        (node.pk, "add"),
+        (result.pk, None),
+    ]
+    assert listed["nodes"][1]["type"] == "core.int" and listed["nodes"][0]["uuid"] == node.uuid
+    refused = cli("node", "delete", str(node.pk), "--json", db=backend_db)
+    assert refused.returncode == 1 and "--dry-run or --force" in refused.stderr
+    assert node.pk in store.provenance.nodes([node.pk])
+    done = cli("node", "delete", str(node.pk), "-f", "--json", db=backend_db)
+    assert done.returncode == 0, done
+    gone = json.loads(done.stdout)
+    assert gone["deleted"] is True and {n["pk"] for n in gone["nodes"]} == {node.pk, result.pk}
+    assert store.provenance.nodes([node.pk, result.pk]) == {}

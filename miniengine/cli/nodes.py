@@ -185,6 +185,11 @@ def _add_delete(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             help=f"follow {name.rpartition('_')[0].upper()} links forwards (default: {default})",
         )
     add_db_option(parser)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON for scripts: the nodes and whether they were deleted (with -n or -f)",
+    )
     parser.set_defaults(handler=with_store(_delete))
 
 
@@ -194,17 +199,29 @@ def _delete(args: argparse.Namespace, store: Backend) -> int:
     from miniengine.cli.errors import CliError
     from miniengine.core.graph_rules import DELETE
 
+    if args.json and not (args.dry_run or args.force):
+        raise CliError("--json cannot ask before deleting: pass --dry-run or --force with it")
     rules = {name: getattr(args, name) for name in DELETE.toggleable}
     pks = [_load(store, identifier).pk for identifier in args.nodes]
     links = DELETE.links(**rules)
     doomed = sorted(store.traversal.traverse(pks, links))
     rows = store.provenance.nodes(doomed)
-    emit(f"{len(doomed)} node{'s' if len(doomed) != 1 else ''} to delete:")
-    for pk in doomed:
-        row = rows[pk]
-        kind = row.process_label if row.process_label else row.node_type
-        state = f" [{row.process_state}]" if row.process_state else ""
-        emit(f"  {pk} {kind}{state}")
+    listed = [
+        {
+            "pk": pk,
+            "uuid": rows[pk].uuid,
+            "type": rows[pk].node_type,
+            "process_label": rows[pk].process_label,
+            "process_state": rows[pk].process_state,
+        }
+        for pk in doomed
+    ]
+    if not args.json:
+        emit(f"{len(doomed)} node{'s' if len(doomed) != 1 else ''} to delete:")
+        for node in listed:
+            kind = node["process_label"] or node["type"]
+            state = f" [{node['process_state']}]" if node["process_state"] else ""
+            emit(f"  {node['pk']} {kind}{state}")
     live = store.traversal.live_processes(doomed)
     if live:
         named = ", ".join(
@@ -216,7 +233,11 @@ def _delete(args: argparse.Namespace, store: Backend) -> int:
             f"(miniengine process kill {kill})"
         )
     if args.dry_run:
-        emit("dry run: nothing deleted")
+        emit(
+            json_object({"nodes": listed, "deleted": False})
+            if args.json
+            else "dry run: nothing deleted"
+        )
         return 0
     if not args.force:
         if not sys.stdin.isatty():
@@ -230,7 +251,12 @@ def _delete(args: argparse.Namespace, store: Backend) -> int:
             emit("aborted: nothing deleted")
             return 1
     deleted = store.traversal.delete_nodes(pks, links)
-    emit(f"deleted {len(deleted)} node{'s' if len(deleted) != 1 else ''}")
+    if args.json:
+        gone = [node for node in listed if node["pk"] in deleted]
+        gone += [{"pk": pk} for pk in sorted(deleted - set(doomed))]  # made since the listing
+        emit(json_object({"nodes": gone, "deleted": True}))
+    else:
+        emit(f"deleted {len(deleted)} node{'s' if len(deleted) != 1 else ''}")
     return 0
 
 
