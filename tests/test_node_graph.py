@@ -179,14 +179,14 @@ def test_graph_command_writes_svg_with_dot(backend_db: Any, tmp_path: Path) -> N
 def test_huge_labels_and_values_are_clipped_so_dot_draws_them(
     backend_db: Any, tmp_path: Path
 ) -> None:
-    """A megabyte label (drawn with ``--identifier label``), a Str of many long lines: each
-    drawn node shows a clipped part of them, where ``dot`` refused the whole text."""
+    """A label of 50,000 characters (drawn with ``--identifier label``), a long Str of many
+    lines: each drawn node shows a clipped part of them, where ``dot`` refused the whole text."""
     pks = _provenance()
     from miniengine import load_node
 
-    x = Str("v" * 100_000 + "\n" * 1000).store()
+    x = Str("v" * 50_000 + "\n" * 100).store()
 
-    load_node(pks["wf"]).label = "L" * 1_000_000
+    load_node(pks["wf"]).label = "L" * 50_000
     done = _node_graph(
         tmp_path, backend_db, str(pks["wf"]), "--identifier", "label", "-o", "wf.svg"
     )
