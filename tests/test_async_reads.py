@@ -160,7 +160,7 @@ async def test_aload_node_raises_what_load_node_raises(backend_db: Any) -> None:
         await aload_node(2**70)
     with pytest.raises(NotExistent, match="uuid prefix"):
         await aload_node("not-a-uuid")
-    with pytest.raises(NotExistent, match="uuid prefix"):
+    with pytest.raises(NotExistent, match=r"no node with the pk 999999 \(nor a uuid starting"):
         await aload_node("999999")  # no such pk, and no uuid starts with it
     common = os.path.commonprefix([first.uuid, second.uuid])  # noqa: RUF071
     if common:  # version 7 uuids made in the same millisecond share their first digits

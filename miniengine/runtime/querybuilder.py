@@ -491,26 +491,20 @@ class QueryBuilder:
         """How many rows the query has (counted in the database)."""
         return self._store().query_builder.count(self.spec())
 
-    def _pages(self, batch_size: int) -> Iterator[QuerySpec]:
-        if not isinstance(batch_size, int) or batch_size < 1:
+    def _pager(self, batch_size: int | None) -> _Pager:
+        size = 100 if batch_size is None else batch_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise QueryError(f"batch_size must be a positive integer, not {batch_size!r}")
-        spec = self.spec()
-        left = spec.limit
-        offset = spec.offset
-        while left is None or left > 0:
-            size = batch_size if left is None else min(batch_size, left)
-            yield replace(spec, limit=size, offset=offset)
-            offset += size
-            if left is not None:
-                left -= size
+        return _Pager(self.spec(), size)
 
     def iterall(self, batch_size: int | None = 100) -> Iterator[list[Any]]:
         """The rows, read ``batch_size`` at a time (one statement per batch)."""
         store = self._store()
-        for page in self._pages(100 if batch_size is None else batch_size):
+        pager = self._pager(batch_size)
+        while (page := pager.page()) is not None:
             rows = store.query_builder.rows(page)
-            yield from self._results(store, page, rows)
-            if len(rows) < (page.limit or 0):
+            yield from pager.results(self._results(store, page, rows))
+            if pager.done(page, rows):
                 return
 
     def iterdict(
@@ -540,12 +534,66 @@ class QueryBuilder:
         so the event loop keeps running while the database works."""
         store = self._store()
         reads = store.async_reads
-        for page in self._pages(100 if batch_size is None else batch_size):
+        pager = self._pager(batch_size)
+        while (page := pager.page()) is not None:
             rows = await reads.query_rows(page)
-            for row in self._results(store, page, rows):
+            for row in pager.results(self._results(store, page, rows)):
                 yield row
-            if len(rows) < (page.limit or 0):
+            if pager.done(page, rows):
                 return
 
     def __str__(self) -> str:
         return f"QueryBuilder({self.spec()!r})"
+
+
+class _Pager:
+    """The statements that read a query a batch at a time.
+
+    A query of one entity with no order of its own (AiiDA's common loop: ``for node, in
+    QueryBuilder().append(Int, filters=...).iterall()``) is read in pk order, each batch after
+    the last pk read, so that deleting the nodes read, or changing them so that the filters no
+    longer select them, does not move the rows not yet read (with pages by offset, half of them
+    were skipped).  Other queries are read by offset: their rows are not all keyed by one pk.
+    """
+
+    def __init__(self, spec: QuerySpec, batch_size: int) -> None:
+        self.spec = spec
+        self.batch_size = batch_size
+        self.left = spec.limit
+        self.offset = spec.offset
+        self.after: int | None = None
+        (first, *others) = spec.vertices
+        self.keyset = not others and not spec.order and not spec.distinct
+        if self.keyset:
+            pk = Projection(first.tag, first.entity, "pk", (), "pk")
+            self.spec = replace(
+                spec,
+                projections=(*spec.projections, pk),
+                order=(OrderTerm(first.tag, "pk", (), False),),
+            )
+
+    def page(self) -> QuerySpec | None:
+        """The next batch's statement (``None`` once the limit is read)."""
+        if self.left is not None and self.left <= 0:
+            return None
+        size = self.batch_size if self.left is None else min(self.batch_size, self.left)
+        if not self.keyset or self.after is None:
+            return replace(self.spec, limit=size, offset=self.offset)
+        (vertex,) = self.spec.vertices
+        later = Condition(vertex.tag, "pk", (), ">", self.after)
+        vertex = replace(vertex, filters=(*vertex.filters, later))
+        return replace(self.spec, vertices=(vertex,), limit=size, offset=0)
+
+    def results(self, rows: list[list[Any]]) -> list[list[Any]]:
+        """The rows as the user asked for them (without the pk read for the next batch)."""
+        return [row[:-1] for row in rows] if self.keyset else rows
+
+    def done(self, page: QuerySpec, rows: Sequence[Sequence[Any]]) -> bool:
+        """Note a batch read; whether it was the last."""
+        size = page.limit or 0
+        if self.keyset and rows:
+            self.after = int(rows[-1][-1])
+        self.offset += size
+        if self.left is not None:
+            self.left -= size
+        return len(rows) < size
