@@ -76,6 +76,27 @@ def test_only_nodes_go_in_a_group_and_a_bad_one_changes_nothing(backend_db: Any)
     assert [node.pk for node in load_group("members").nodes] == [one.pk]
 
 
+def test_a_node_of_another_database_is_refused(
+    backend_db: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node stored in another database file has a pk that names another node here: adding
+    it added that other node; it is refused, naming the other database, before the group
+    changes."""
+    here = Int(100).store()
+    assert here.pk is not None
+    with monkeypatch.context() as elsewhere:
+        elsewhere.setenv("MINIENGINE_DB", str(tmp_path / "elsewhere.sqlite"))
+        other = Int(1).store()
+        while other.pk is not None and other.pk < here.pk:
+            other = Int(1).store()
+    assert other.pk == here.pk  # the same pk, another node
+    group = Group(label="here").store()
+    for change in (group.add_nodes, group.remove_nodes):
+        with pytest.raises(ValidationError, match="stored in another database"):
+            change([here, other])
+    assert group.count() == 0
+
+
 def test_load_group_by_label_pk_and_uuid(backend_db: Any) -> None:
     group = Group(label="by-any-name").store()
     assert group.uuid is not None

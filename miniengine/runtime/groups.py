@@ -47,9 +47,10 @@ class GroupNodeTypeError(MiniengineError, TypeError):
     ``TypeError``): a group, a pk or a string would otherwise name whatever node has its pk."""
 
 
-def _node_pks(nodes: Any) -> list[int]:
+def _node_pks(nodes: Any, store: Backend | None = None) -> list[int]:
     """The pks of a node or of several, each checked before the group changes: a node object
-    (``load_node(pk)`` for a pk), and stored."""
+    (``load_node(pk)`` for a pk), stored, and stored in ``store`` (a node of another database
+    has a pk that names another node here)."""
     from miniengine.runtime.nodes import Node
 
     single = isinstance(nodes, (Node, Group, str, bytes)) or not isinstance(nodes, Iterable)
@@ -65,6 +66,17 @@ def _node_pks(nodes: Any) -> list[int]:
         if pk is None:
             raise ValidationError(
                 f"only stored nodes can be put in or taken out of a group: {node!r} is not stored"
+            )
+        other = getattr(node, "_store", None)
+        if (
+            store is not None
+            and other is not None
+            and other is not store
+            and other.location != store.location
+        ):
+            raise ValidationError(
+                f"{node!r} is stored in another database ({other.location}), not in the "
+                f"group's ({store.location}): its pk names another node there"
             )
         pks.append(pk)
     return pks
@@ -262,12 +274,12 @@ class Group:
     def add_nodes(self, nodes: Any) -> None:
         """Add a stored node, or several; a node already in the group stays once."""
         store, pk = self._stored()
-        store.groups.add_group_nodes(pk, _node_pks(nodes))
+        store.groups.add_group_nodes(pk, _node_pks(nodes, store))
 
     def remove_nodes(self, nodes: Any) -> None:
         """Take a node, or several, out of the group (the nodes themselves are kept)."""
         store, pk = self._stored()
-        store.groups.remove_group_nodes(pk, _node_pks(nodes))
+        store.groups.remove_group_nodes(pk, _node_pks(nodes, store))
 
     def clear(self) -> None:
         """Take every node out of the group."""
