@@ -278,3 +278,23 @@ def test_db_copy_keeps_extras_comments_and_groups(
         assert [n.pk for n in copied.nodes] == [node.pk]
         # new rows after the copied ones (the identities were moved on)
         assert Group(label="new").store(db).pk != group.pk
+
+
+def test_extras_read_in_one_key_order_on_both_backends(backend_db: Any) -> None:
+    """PostgreSQL's jsonb keeps keys shortest first, sqlite in the order they were set: the
+    guide's ``print(node.base.extras.all)`` printed differently; keys now come sorted, at
+    every depth, on both, for a node, an unstored node and a group."""
+    from miniengine import Group
+
+    value = {"zeta": 1, "a": {"yy": 1, "b": [{"long key": 1, "k": 2}]}, "mid": None}
+    expected = "{'a': {'b': [{'k': 2, 'long key': 1}], 'yy': 1}, 'mid': None, 'zeta': 1}"
+    unstored = Int(1)
+    unstored.base.extras.set_many({"reviewed": True, "score": 0.5, "tags": []})
+    assert list(unstored.base.extras.all) == ["reviewed", "score", "tags"]
+    node = unstored.store()
+    node.base.extras.set_many({"zz": value, "reviewed": False})
+    assert list(load_node(node.pk).base.extras.keys()) == ["reviewed", "score", "tags", "zz"]
+    assert repr(load_node(node.pk).base.extras.get("zz")) == expected
+    group = Group(label="ordered").store()
+    group.base.extras.set_many(value)
+    assert repr(group.base.extras.all) == expected

@@ -75,6 +75,17 @@ def flush_pending_extras(owner: object, store: Backend, pk: int, group: bool = F
     delattr(owner, PENDING)
 
 
+def _sorted_keys(value: Any) -> Any:
+    """``value`` with the keys of its dicts in sorted order, at every depth: PostgreSQL's jsonb
+    keeps keys in its own order (shorter first), sqlite in the order they were set, so extras
+    read the same on both only when one order is imposed."""
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
+
+
 class NodeExtras:
     """``node.base.extras`` (and ``group.base.extras``): AiiDA's methods on extras.
 
@@ -100,11 +111,12 @@ class NodeExtras:
 
     def _read(self) -> dict[str, Any]:
         if self._store is None or self._pk is None:
-            return dict(self._memory())
-        self._flush(self._store, self._pk)
-        if self._group:
-            return self._store.groups.group_extras(self._pk)
-        return self._store.groups.extras(self._pk)
+            found = dict(self._memory())
+        else:
+            self._flush(self._store, self._pk)
+            groups = self._store.groups
+            found = groups.group_extras(self._pk) if self._group else groups.extras(self._pk)
+        return {key: _sorted_keys(found[key]) for key in sorted(found)}
 
     def _flush(self, store: Backend, pk: int) -> None:
         flush_pending_extras(self._owner, store, pk, self._group)
