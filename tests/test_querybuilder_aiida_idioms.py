@@ -179,3 +179,15 @@ def test_iterall_reads_every_row_while_the_loop_changes_them(backend_db: Any) ->
         deleted.append((pk, value))
     assert deleted == [(pk, i) for i, pk in enumerate(pks)]
     assert QueryBuilder().append(Int).count() == 0
+
+
+def test_projected_extras_keep_one_key_order(backend_db: Any) -> None:
+    """A projected extras dict reads in the order ``node.base.extras`` gives (sorted), not in
+    jsonb's order on PostgreSQL."""
+    node = Int(3).store()
+    node.base.extras.set_many({"zeta": {"yy": 1, "b": 2}, "a": 1})
+    qb = QueryBuilder().append(Int, filters={"id": node.pk}, project=["extras", "extras.zeta"])
+    ((extras, zeta),) = qb.all()
+    assert (
+        repr(extras) == "{'a': 1, 'zeta': {'b': 2, 'yy': 1}}" and repr(zeta) == "{'b': 2, 'yy': 1}"
+    )

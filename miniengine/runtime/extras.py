@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from miniengine.storage.interfaces import Backend
     from miniengine.storage.interfaces.groups import CommentRow
 
-__all__ = ["Comment", "NodeComments", "NodeExtras", "check_extras", "flush_pending_extras"]
+__all__ = [
+    "Comment",
+    "NodeComments",
+    "NodeExtras",
+    "check_extras",
+    "flush_pending_extras",
+    "sorted_keys",
+]
 
 _NO_DEFAULT: Any = object()
 
@@ -75,14 +82,14 @@ def flush_pending_extras(owner: object, store: Backend, pk: int, group: bool = F
     delattr(owner, PENDING)
 
 
-def _sorted_keys(value: Any) -> Any:
+def sorted_keys(value: Any) -> Any:
     """``value`` with the keys of its dicts in sorted order, at every depth: PostgreSQL's jsonb
     keeps keys in its own order (shorter first), sqlite in the order they were set, so extras
     read the same on both only when one order is imposed."""
     if isinstance(value, dict):
-        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
     if isinstance(value, list):
-        return [_sorted_keys(item) for item in value]
+        return [sorted_keys(item) for item in value]
     return value
 
 
@@ -116,7 +123,7 @@ class NodeExtras:
             self._flush(self._store, self._pk)
             groups = self._store.groups
             found = groups.group_extras(self._pk) if self._group else groups.extras(self._pk)
-        return {key: _sorted_keys(found[key]) for key in sorted(found)}
+        return {key: sorted_keys(found[key]) for key in sorted(found)}
 
     def _flush(self, store: Backend, pk: int) -> None:
         flush_pending_extras(self._owner, store, pk, self._group)

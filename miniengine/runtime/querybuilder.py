@@ -424,6 +424,7 @@ class QueryBuilder:
         (plain columns, the common listing, are taken as they come)."""
         if all(p.column not in ("*", "extras", "attributes") for p in spec.projections):
             return [list(row) for row in rows]
+        from miniengine.runtime.extras import sorted_keys
         from miniengine.runtime.groups import Group
         from miniengine.runtime.nodes import node_from_row
 
@@ -444,7 +445,8 @@ class QueryBuilder:
                 value = row[at]
                 at += 1
                 if projection.column == "extras":
-                    value = None if value is None else json.loads(value)
+                    # in one key order on both backends, as node.base.extras reads them
+                    value = None if value is None else sorted_keys(json.loads(value))
                 elif projection.column == "attributes":
                     # the stored content under AiiDA's names, as the filters read it
                     found = attribute_at(unpack_attributes(value), projection.path)
