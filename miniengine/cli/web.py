@@ -145,6 +145,10 @@ def _web(args: argparse.Namespace) -> int:
                 log_level="warning",
                 timeout_graceful_shutdown=3,
                 lifespan="on",
+                # h11 whatever else is installed: it refuses a request line and headers over
+                # 16 KiB, so no query string or header can be made huge
+                http="h11",
+                h11_max_incomplete_event_size=16 * 1024,
                 # a TLS proxy on this machine says the scheme was https: the cookie is Secure
                 proxy_headers=True,
                 forwarded_allow_ips="127.0.0.1",
