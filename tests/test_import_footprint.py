@@ -109,3 +109,32 @@ def test_the_lazy_concerns_are_built_on_first_use(tmp_path: Path) -> None:
         assert store.queries.counts().nodes == 0
     finally:
         store.close()
+
+
+def test_opening_a_database_at_the_current_schema_runs_no_ddl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from miniengine.storage import schema
+    from miniengine.storage.store import Store
+
+    path = tmp_path / "engine.sqlite"
+    Store(path).close()  # created: the schema's DDL runs here
+    statements: list[str] = []
+    connect = schema.connect
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)  # type: ignore[arg-type]
+        connection.set_trace_callback(statements.append)
+        return connection
+
+    monkeypatch.setattr(schema, "connect", traced)
+    store = Store(path)
+    try:
+        assert store.provenance is not None
+    finally:
+        store.close()
+    assert statements, "the trace saw no statement: the store did not open through it"
+    ddl = [s for s in statements if s.split(None, 1)[0].upper() in ("CREATE", "ALTER", "DROP")]
+    assert ddl == []
