@@ -78,20 +78,10 @@ class ChaosSize:
     fan_out_width: int = 100
     nested_depth: int = 3
     inline_steps: int = 3
-    #: the pauses between events are this fraction of 0.2-1.3 s (a freeze keeps its length, so
-    #: that some still outlast the lease and are reaped)
-    pace: float = 1.0
 
 
 CI = ChaosSize(
-    fan_outs=1,
-    nested=15,
-    inline_chains=20,
-    leaves=30,
-    events=32,
-    nap=0.1,
-    finish_timeout=120,
-    pace=0.5,
+    fan_outs=1, nested=15, inline_chains=20, leaves=30, events=32, nap=0.1, finish_timeout=120
 )
 LONG = ChaosSize(
     fan_outs=4,
@@ -172,11 +162,11 @@ def drive(db: Path | str, size: ChaosSize, rng: random.Random, tally: Tally) -> 
         for event in range(size.events):
             # the pace of events, and a batch submitted shortly before each one so that it
             # finds work in flight: the workload's rhythm, not a synchronisation
-            time.sleep(rng.uniform(0.2, 1.0) * size.pace)
+            time.sleep(rng.uniform(0.2, 1.0))
             batch = -(-len(jobs) // (size.events - event))
             submit_batch(jobs[:batch], size, tally)
             jobs = jobs[batch:]
-            time.sleep(rng.uniform(0.0, 0.3) * size.pace)
+            time.sleep(rng.uniform(0.0, 0.3))
             workers = wait_until(
                 lambda current=supervisor: live_workers(daemon, current),
                 60,
