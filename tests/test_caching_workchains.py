@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from miniengine import InstalledCode, Int, Str, enable_caching, load_node, run
+from miniengine import (
+    InstalledCode,
+    Int,
+    Str,
+    WorkChain,
+    calcfunction,
+    enable_caching,
+    load_node,
+    run,
+)
 from miniengine.exceptions import MiniengineError, ValidationError
 from miniengine.runtime import caching
 from miniengine.runtime.computers import localhost_computer
@@ -132,6 +141,72 @@ def test_a_run_made_with_caching_off_is_a_source(setup: dict[str, Any]) -> None:
     _, node = run.get_node(CachedJobsWorkChain, **_inputs(setup))
     assert _ran(setup) == {"ran": 4, "calc": 2}
     assert _called(node)["job"].base.caching.get_cache_source() == _called(source)["job"].uuid
+
+
+#: What the bodies of the calcfunctions below ran, in order.
+BODIES: list[str] = []
+
+
+@calcfunction
+def add_in_step(x: Int, y: Int) -> Int:
+    BODIES.append("add")
+    return Int(x.value + y.value)
+
+
+@calcfunction
+def multiply_in_step(x: Int, y: Int) -> Int:
+    BODIES.append("multiply")
+    return Int(x.value * y.value)
+
+
+class AddMultiplyWorkChain(WorkChain):
+    """Plain ``def`` steps calling calcfunctions (no submit, no ToContext)."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=Int)
+        spec.input("y", valid_type=Int)
+        spec.input("z", valid_type=Int)
+        spec.outline(cls.add, cls.multiply)
+        spec.output("result", valid_type=Int)
+
+    def add(self) -> None:
+        self.ctx.sum = add_in_step(self.inputs.x, self.inputs.y)
+
+    def multiply(self) -> None:
+        self.out("result", multiply_in_step(self.ctx.sum, self.inputs.z))
+
+
+def _children(node: Any) -> list[Any]:
+    return sorted(node.called, key=lambda child: child.pk)
+
+
+def test_calls_in_plain_steps_follow_the_block_the_workchain_is_launched_in(
+    setup: dict[str, Any],
+) -> None:
+    BODIES.clear()
+
+    def inputs() -> dict[str, Int]:
+        return {"x": Int(1), "y": Int(2), "z": Int(3)}
+
+    _, unhashed = run.get_node(AddMultiplyWorkChain, **inputs())  # caching off: no hash
+    assert [c.base.caching.get_hash() for c in _children(unhashed)] == [None, None]
+    with enable_caching():
+        # the run made with caching off is no source (store_all_hashes is off): all runs again
+        _, source = run.get_node(AddMultiplyWorkChain, **inputs())
+        assert BODIES == ["add", "multiply"] * 2
+        assert all(c.base.caching.get_hash() is not None for c in _children(source))
+        result, node = run.get_node(AddMultiplyWorkChain, **inputs())
+        _, direct = add_in_step.run_get_node(Int(1), Int(2))
+    assert BODIES == ["add", "multiply"] * 2  # neither body ran in the block's last two runs
+    assert result["result"].value == 9 and node.is_finished_ok
+    sources = [c.base.caching.get_cache_source() for c in _children(node)]
+    assert sources == [c.uuid for c in _children(source)]
+    assert direct.base.caching.get_cache_source() is not None
+    _, after = run.get_node(AddMultiplyWorkChain, **inputs())  # the block is over: runs again
+    assert BODIES == ["add", "multiply"] * 3
+    assert [c.base.caching.get_cache_source() for c in _children(after)] == [None, None]
 
 
 def test_the_database_setting(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
