@@ -16,9 +16,10 @@ where timings on a shared machine cannot.  Each measure is a fresh interpreter r
 Bytecode is cached (``PYTHONDONTWRITEBYTECODE`` is ignored; the cache lives under
 ``--cache``), as in an installed package, and each workload runs once uncounted first so that its
 modules are compiled before counting.  W1 and W2 are deterministic to a few thousand
-instructions; W3 runs threads whose polls depend on timing, so its count varies by ~1% between
-runs (``--repeat`` takes the median).  The workload code is this file's, whatever the checkout
-carries.  Needs valgrind (``apt-get install valgrind``); each measure takes 10-60 s.
+instructions; W3 runs threads whose polls depend on timing, so its count varies by a few
+percent between runs (``--repeat`` takes the median).  The workload code is this file's,
+whatever the checkout carries.  Needs valgrind (``apt-get install valgrind``); each measure
+takes 10-60 s.
 """
 
 from __future__ import annotations
