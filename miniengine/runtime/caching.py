@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
@@ -145,14 +145,52 @@ _configs_lock = threading.Lock()
 def _config_of(store: Backend) -> CachingConfig:
     """The caching settings of the database, read at most every :data:`CONFIG_REFRESH`
     seconds (a launch costs no read)."""
+    global _off
     now = time.monotonic()
     cached = _configs.get(store)
     if cached is not None and cached[0] > now:
-        return cached[1]
-    config = _parse(store.caching.settings(SETTINGS))
-    with _configs_lock:
-        _configs[store] = (now + CONFIG_REFRESH, config)
+        until, config = cached
+    else:
+        until, config = now + CONFIG_REFRESH, _parse(store.caching.settings(SETTINGS))
+        with _configs_lock:
+            _configs[store] = (until, config)
+    if config.is_off and not config.store_all_hashes:
+        _off = (weakref.ref(store), until)
     return config
+
+
+def _nothing() -> None:
+    return None
+
+
+#: the open backend whose settings were last found all off (no lookup, no hash stored), weakly,
+#: and the monotonic time until which that reading holds: what :func:`off_for` checks
+_off: tuple[Callable[[], Any], float] = (_nothing, 0.0)
+
+#: where CPython keeps the environment (``os.environ`` reads it through five Python calls,
+#: each launch asks, and a script or a test may set the variable at any moment), and the
+#: variable's key in it; ``None`` where the environment is kept otherwise
+_environ: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+if type(_environ) is not dict:  # pragma: no cover - not CPython's os.environ
+    _environ = None
+_ENVIRON_KEY: Any = os.environ.encodekey(ENVIRONMENT_VARIABLE) if _environ is not None else None
+
+
+def off_for(store: Backend) -> bool:
+    """Whether a launch in ``store`` can skip caching altogether (no lookup, no hash): no
+    :func:`enable_caching`/:func:`disable_caching` block is open, ``MINIENGINE_CACHING`` is
+    not set, and the database's settings, read less than :data:`CONFIG_REFRESH` seconds ago,
+    enable nothing and do not store every hash.  Caching is off by default, so this is what
+    nearly every launch pays; ``False`` means "ask :func:`launch_hash`", not "caching is on"."""
+    ref, until = _off
+    if ref() is not store or _overrides:
+        return False
+    if _environ is None:
+        if os.environ.get(ENVIRONMENT_VARIABLE) is not None:
+            return False
+    elif _ENVIRON_KEY in _environ:
+        return False
+    return time.monotonic() < until
 
 
 def _parse(values: Mapping[str, Any]) -> CachingConfig:
@@ -179,9 +217,14 @@ def get_use_cache(*, identifier: str | None = None, db: Any = None) -> bool:
     return config.default_enabled if identifier is None else config.use_cache(identifier)
 
 
+_NEITHER = (False, False)
+
+
 def _use_cache(store: Backend, identifier: str) -> tuple[bool, bool]:
     """For a launch (the store is known; the common case is fast): whether to look the process
     up (:func:`get_use_cache`), and whether to store its hash all the same."""
+    if off_for(store):
+        return _NEITHER
     config = _config_of(store)
     if _overrides:
         for pattern, enabled in reversed(_overrides):
@@ -213,6 +256,7 @@ def set_caching_config(
     """Store caching settings in the database ``db``, for every program and daemon worker that
     opens it (AiiDA's ``verdi config set caching.*``); ``None`` leaves a setting as it is.  An
     empty list clears one.  Returns the settings now stored."""
+    global _off
     from miniengine.runtime import context
 
     values: dict[str, Any] = {}
@@ -238,6 +282,7 @@ def set_caching_config(
         store.caching.set_settings(values)
     with _configs_lock:
         _configs.pop(store, None)
+        _off = (_nothing, 0.0)
     return get_caching_config(db=store)
 
 

@@ -62,6 +62,9 @@ _KINDS = {
     ),
 }
 
+#: a launch that neither looks the cache up nor stores a hash
+_NO_CACHE = caching.LaunchHash(None, False)
+
 
 def _loop_running() -> bool:
     try:
@@ -171,7 +174,8 @@ class ProcessFunction:
         pk: int | None = None
         epoch = 0
         if stored:
-            cache = self._cache_hash(flat_inputs, store)
+            # caching off (the default) costs this one check: no settings walk, no hash
+            cache = _NO_CACHE if caching.off_for(store) else self._cache_hash(flat_inputs, store)
             new = NewProcess(
                 uuid=node_uuid,
                 node_type=f"process.{self.kind}",
@@ -293,7 +297,7 @@ class ProcessFunction:
         """The hash of this call and whether to look it up (a workfunction is never cached: it
         returns data, it does not compute it)."""
         if self.kind != "calcfunction":
-            return caching.LaunchHash(None, False)
+            return _NO_CACHE
         return caching.launch_hash(self, self.process_type, inputs, store)
 
     def _collect_outputs(self, returned: Any) -> tuple[dict[str, Any], ExitCode]:

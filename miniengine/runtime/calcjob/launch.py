@@ -294,6 +294,8 @@ def _cache_hash(
     cls: type[CalcJob], new: NewProcess, bound: BoundCalcJob, store: Backend
 ) -> caching.LaunchHash:
     """The CalcJob's hash (its computer counts too) and whether caching is enabled for it."""
+    if caching.off_for(store):  # the default: no options to gather, no settings walk
+        return caching.LaunchHash(None, False)
     options = {**bound.options, "computer_uuid": bound.computer.uuid}
     return caching.calcjob_hash(cls, new.process_type, new.inputs, options, store)
 
