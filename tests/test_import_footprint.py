@@ -63,11 +63,20 @@ print(json.dumps(sorted(sys.modules)))
 
 
 @pytest.fixture(scope="module")
-def modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def footprint_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("footprint") / "engine.sqlite"
+
+
+@pytest.fixture(scope="module")
+def modules(footprint_db: Path) -> set[str]:
     """The modules loaded after a script ran process functions on a new sqlite file."""
+    return _run_script(footprint_db)
+
+
+def _run_script(db: Path) -> set[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["MINIENGINE_DB"] = str(tmp_path_factory.mktemp("footprint") / "engine.sqlite")
+    env["MINIENGINE_DB"] = str(db)
     env.pop("MINIENGINE_CACHING", None)
     completed = subprocess.run(
         [sys.executable, "-c", SCRIPT],
@@ -92,6 +101,21 @@ def test_the_script_ran_on_the_sqlite_store(modules: set[str]) -> None:
 @pytest.mark.parametrize("unused", NOT_FOR_A_SQLITE_SCRIPT)
 def test_a_sqlite_script_does_not_import(modules: set[str], unused: str) -> None:
     assert sorted(m for m in modules if m == unused or m.startswith(unused + ".")) == []
+
+
+def test_the_migrations_are_imported_only_to_create_or_migrate_a_database(
+    modules: set[str], footprint_db: Path
+) -> None:
+    from miniengine.storage import schema
+
+    assert "miniengine.storage.schema_v13" in modules  # the script created the database
+    again = _run_script(footprint_db)  # a script on a database at the current schema
+    assert "miniengine.storage.store" in again
+    assert sorted(m for m in again if m.startswith("miniengine.storage.schema_v")) == []
+    # the version is written out, not counted from the migrations: it must match them
+    assert sorted(schema.MIGRATIONS) == list(range(schema.SCHEMA_VERSION))
+    folder = REPO / "miniengine" / "storage"
+    assert not (folder / f"schema_v{schema.SCHEMA_VERSION + 1}.py").exists()
 
 
 def test_the_lazy_concerns_are_built_on_first_use(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import sqlite3
 import time
 import warnings
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,18 +27,6 @@ from miniengine.exceptions import (
 )
 from miniengine.storage.paths import ensure_folder
 from miniengine.storage.permissions import check_not_shared, os_error
-from miniengine.storage.schema_v2 import SCHEMA_V2
-from miniengine.storage.schema_v3 import SCHEMA_V3
-from miniengine.storage.schema_v4 import SCHEMA_V4
-from miniengine.storage.schema_v5 import SCHEMA_V5
-from miniengine.storage.schema_v6 import SCHEMA_V6
-from miniengine.storage.schema_v7 import SCHEMA_V7
-from miniengine.storage.schema_v8 import SCHEMA_V8
-from miniengine.storage.schema_v9 import SCHEMA_V9
-from miniengine.storage.schema_v10 import SCHEMA_V10
-from miniengine.storage.schema_v11 import SCHEMA_V11
-from miniengine.storage.schema_v12 import SCHEMA_V12
-from miniengine.storage.schema_v13 import SCHEMA_V13
 from miniengine.storage.sqlite.msgpack_functions import register as register_msgpack_functions
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "ensure_schema"]
@@ -97,24 +86,32 @@ CREATE TABLE checkpoints (
 );
 """
 
-#: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, str] = {
-    0: _SCHEMA_V1,
-    1: SCHEMA_V2,
-    2: SCHEMA_V3,
-    3: SCHEMA_V4,
-    4: SCHEMA_V5,
-    5: SCHEMA_V6,
-    6: SCHEMA_V7,
-    7: SCHEMA_V8,
-    8: SCHEMA_V9,
-    9: SCHEMA_V10,
-    10: SCHEMA_V11,
-    11: SCHEMA_V12,
-    12: SCHEMA_V13,
-}
+#: the schema version this miniengine creates and migrates to: ``len(MIGRATIONS)``
+SCHEMA_VERSION = 13
 
-SCHEMA_VERSION = len(MIGRATIONS)
+#: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.  Only creating or
+#: migrating a database needs them, so the ``schema_vN`` modules are imported on first use
+#: (:func:`_migrations`; ``schema.MIGRATIONS`` from outside), not by every script at start-up.
+MIGRATIONS: dict[int, str]
+
+
+def _migrations() -> dict[int, str]:
+    """:data:`MIGRATIONS`, imported when first asked for (or as a test replaced it)."""
+    found: dict[int, str] | None = globals().get("MIGRATIONS")
+    if found is None:
+        found = {0: _SCHEMA_V1}
+        for version in range(2, SCHEMA_VERSION + 1):
+            module = import_module(f"miniengine.storage.schema_v{version}")
+            found[version - 1] = getattr(module, f"SCHEMA_V{version}")
+        globals()["MIGRATIONS"] = found
+    return found
+
+
+def __getattr__(name: str) -> object:
+    if name == "MIGRATIONS":
+        return _migrations()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _RETRY_SECONDS = 30.0
 
@@ -400,8 +397,9 @@ def _create_or_migrate(connection: sqlite3.Connection, path: Path) -> None:
     try:
         app_id, version, tables = _header(connection)
         if _check_header(path, app_id, version, tables):
+            migrations = _migrations()
             for step in range(version, SCHEMA_VERSION):
-                for statement in split_statements(MIGRATIONS[step]):
+                for statement in split_statements(migrations[step]):
                     connection.execute(statement)
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
