@@ -758,6 +758,45 @@ def check_field_text(text: str, what: str) -> None:
         )
 
 
+def nul_path(content: Any) -> str | None:
+    """Where the stored ``content`` of a Data node holds the character NUL, in a string or a
+    mapping's key (``['k'][0]``, ``(in the key 'a\\x00')``; ``''`` for the content itself), or
+    ``None``.  Iterative, as :func:`_check_storable`; most nodes are one scalar, checked at
+    once."""
+    if isinstance(content, str):
+        return "" if "\x00" in content else None
+    if not isinstance(content, dict | builtins_list | tuple):
+        return None
+    stack: builtins_list[tuple[Any, str]] = [(content, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{path} (in the key {key!r})" if path else f"(in the key {key!r})"
+                stack.append((value, f"{path}[{key!r}]"))
+        elif isinstance(item, builtins_list | tuple):
+            stack.extend((value, f"{path}[{index}]") for index, value in enumerate(item))
+    return None
+
+
+def check_no_nul(content: Any, what: str) -> None:
+    """Refuse the stored ``content`` of a Data node (``what`` names it) holding NUL, which
+    PostgreSQL's text and jsonb cannot hold; refused on every backend when a node is written,
+    so that a database can be copied and archived into any other (nodes stored before this
+    rule are still read)."""
+    path = nul_path(content)
+    if path is not None:
+        where = "" if not path else f" {path}" if path.startswith("(") else f" at {path}"
+        raise DataValueError(
+            f"{what} holds the character NUL{where}, which PostgreSQL cannot store (refused "
+            "on any backend, so that databases can be copied)"
+        )
+
+
 #: The ints that msgpack stores inside a ``Dict`` or ``List`` (an ``Int`` node holds any int).
 _CONTAINER_INTS = range(-(2**63), 2**64)
 

@@ -27,6 +27,7 @@ from miniengine.core.data import (
     List,
     Str,
     check_field_text,
+    check_no_nul,
     to_data,
 )
 from miniengine.core.ports import UNSPECIFIED, InputPort, PortNamespace
@@ -232,7 +233,9 @@ class FunctionSpec:
                 inputs[key] = self._check_namespace(value, key)
                 continue
             try:
-                inputs[key] = to_data(value)
+                inputs[key] = data = to_data(value)
+                if not data.is_stored:  # refused here, naming the input, not when stored
+                    check_no_nul(data._to_attributes(), f"the {type(data).__name__} node")
             except DataValueError as exc:
                 raise InputValidationError(
                     f"{self.name}(): the input '{key}' cannot be stored: {exc}"

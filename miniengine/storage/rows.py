@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from miniengine.core.data import Data
+from miniengine.core.data import Data, check_no_nul
 from miniengine.exceptions import LeaseLostError, NotExistent
 from miniengine.storage import broker_rows
 from miniengine.storage.interfaces.provenance import (
@@ -28,7 +28,6 @@ from miniengine.storage.interfaces.provenance import (
     pack_attributes,
     unpack_attributes,
 )
-from miniengine.storage.query_rows import partial_index_condition
 
 __all__ = [
     "AMBIGUOUS_SHOWN",
@@ -75,7 +74,9 @@ def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
         from miniengine.storage.computer_rows import check_storage_needs
 
         computer_pk = check_storage_needs(connection, data, needs)
-    attributes = pack_attributes(data._to_attributes())
+    content = data._to_attributes()
+    check_no_nul(content, f"the {type(data).__name__} node")
+    attributes = pack_attributes(content)
     cursor = connection.execute(
         _INSERT_DATA + " ON CONFLICT (uuid) DO NOTHING",
         (
@@ -393,6 +394,9 @@ def process_rows_query(
         query += " AND pk < ?"
         params.append(below_pk)
     if states:
+        # (imported here: the query module and its records are not needed to run processes)
+        from miniengine.storage.query_rows import partial_index_condition
+
         query += f" AND process_state IN ({','.join('?' * len(states))})"
         query += partial_index_condition(states, "process_state")  # for the planner
         params.extend(states)

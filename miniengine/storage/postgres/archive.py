@@ -8,9 +8,10 @@ writers go on meanwhile), and inserted with ``OVERRIDING SYSTEM VALUE``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from miniengine.exceptions import ArchiveError
 from miniengine.storage import archive_rows
 from miniengine.storage.interfaces.archive import (
     ArchiveSink,
@@ -19,7 +20,7 @@ from miniengine.storage.interfaces.archive import (
     ImportOptions,
     ImportReport,
 )
-from miniengine.storage.postgres.attribute_rows import json_of_blob
+from miniengine.storage.postgres.attribute_rows import json_of_blob, nul_in_blob
 from miniengine.storage.postgres.rows import Connection
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
@@ -46,11 +47,27 @@ def _copy(connection: Connection, table: str, columns: Sequence[str], rows: Iter
     names = list(columns)
     if table == "nodes":
         at = names.index("attributes")
+        rows = _storable(rows, at, names.index("uuid"))
         names.append("attributes_json")
         rows = ((*row, json_of_blob(row[at])) for row in rows)
     with connection.cursor().copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def _storable(rows: Iterable[Any], at: int, uuid: int) -> Iterator[Any]:
+    """``rows``, each checked before it is written: an archive made from a sqlite database
+    of an older version may hold a node whose attributes PostgreSQL cannot store (NUL)."""
+    for row in rows:
+        path = nul_in_blob(row[at])
+        if path is not None:
+            where = f" {path}" if path.startswith("(") else f" at {path}" if path else ""
+            raise ArchiveError(
+                f"the archive's node {row[uuid]} holds the character NUL in its attributes"
+                f"{where}, which PostgreSQL cannot store; nothing was imported (import the "
+                "archive into a sqlite database, or export without that node)"
+            )
+        yield row
 
 
 DIALECT = archive_rows.Dialect(

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from miniengine.core.data import nul_path
 from miniengine.storage.attribute_json import attributes_json_text
 from miniengine.storage.interfaces.provenance import unpack_attributes
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["DERIVED_COLUMNS", "backfill", "json_of_blob"]
+__all__ = ["DERIVED_COLUMNS", "backfill", "json_of_blob", "nul_in_blob"]
 
 #: the columns of each table that are derived from others: not copied, but filled again
 DERIVED_COLUMNS: dict[str, frozenset[str]] = {"nodes": frozenset({"attributes_json"})}
@@ -34,6 +35,20 @@ def json_of_blob(blob: bytes | None) -> str | None:
     except Exception:
         return None  # not msgpack: nothing a query can name
     return attributes_json_text(content)
+
+
+def nul_in_blob(blob: bytes | None) -> str | None:
+    """Where the attributes stored as ``blob`` hold the character NUL, which PostgreSQL's text
+    and jsonb cannot hold (:func:`miniengine.core.data.nul_path`), or ``None``.  Checked
+    before rows from elsewhere (an archive, a sqlite file) are written: msgpack keeps a
+    string's bytes as they are, so a blob without a zero byte is passed at once."""
+    if blob is None or b"\x00" not in blob:
+        return None
+    try:
+        content = unpack_attributes(bytes(blob))
+    except Exception:
+        return None  # not msgpack: nothing PostgreSQL reads as text
+    return nul_path(content)
 
 
 def backfill(connection: psycopg.Connection[Any], batch: int = _BATCH, after: int = 0) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.postgres import computer_rows
-from miniengine.storage.postgres.attribute_rows import DERIVED_COLUMNS, backfill
+from miniengine.storage.postgres.attribute_rows import DERIVED_COLUMNS, backfill, nul_in_blob
 from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
     connect,
@@ -214,6 +214,8 @@ class PostgresLoad:
             raise self._error("cannot lock the tables", exc) from exc
 
     def insert(self, table: CopiedTable, rows: Sequence[tuple[Any, ...]]) -> None:
+        if table.name == "nodes":
+            _refuse_nul(table, rows, self.location)
         statement = f"COPY {table.name} ({', '.join(table.columns)}) FROM STDIN"
         try:
             with self._connection.cursor() as cursor, cursor.copy(statement.encode()) as copy:
@@ -260,3 +262,19 @@ class PostgresLoad:
             self._connection.execute(b"ROLLBACK")
         except self._psycopg.Error:
             pass  # a broken connection: the server rolls back what it ends
+
+
+def _refuse_nul(table: CopiedTable, rows: Sequence[tuple[Any, ...]], location: str) -> None:
+    """Refuse a batch of nodes holding one whose attributes PostgreSQL cannot store (NUL in a
+    string: a sqlite database written before such values were refused), before it is written,
+    naming the node; the copy's one transaction then leaves the target empty."""
+    at, uuid = table.columns.index("attributes"), table.columns.index("uuid")
+    for row in rows:
+        path = nul_in_blob(row[at])
+        if path is not None:
+            where = f" {path}" if path.startswith("(") else f" at {path}" if path else ""
+            raise StoreError(
+                f"{location}: cannot copy the node {row[uuid]}: its attributes hold the "
+                f"character NUL{where}, which PostgreSQL cannot store; nothing was copied "
+                "(delete the node in the source, or copy into a sqlite file)"
+            )

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.errors import UniqueViolation
 
-from miniengine.core.data import Data
+from miniengine.core.data import Data, check_no_nul
 from miniengine.exceptions import LeaseLostError, NotExistent
 from miniengine.storage.attribute_json import attributes_json_text
 from miniengine.storage.interfaces.provenance import (
@@ -122,6 +122,7 @@ def _data_row(connection: Connection, data: Data, now: float) -> tuple[Any, ...]
 
         computer_pk = check_storage_needs(connection, data, needs)
     content = data._to_attributes()
+    check_no_nul(content, f"the {type(data).__name__} node")
     attributes = pack_attributes(content)
     return (data.uuid, data.type_name, data.label, data.description, attributes, now, now,
             computer_pk, attributes_json_text(content))  # fmt: skip
