@@ -30,6 +30,8 @@ NOT_FOR_A_SQLITE_SCRIPT = (
     "miniengine.storage.interfaces.archive",
     "miniengine.storage.interfaces.reads",
     "miniengine.storage.interfaces.query_builder",
+    "miniengine.storage.interfaces.queries",
+    "miniengine.storage.query_rows",
     "miniengine.storage.sqlite.archive",
     "miniengine.storage.sqlite.async_reads",
     "miniengine.storage.sqlite.query_builder",
