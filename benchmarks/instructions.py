@@ -8,6 +8,7 @@ where timings on a shared machine cannot.  Each measure is a fresh interpreter r
 
 - ``startup``: a process that imports miniengine, creates a sqlite database and makes 23 calls
   of the ``add`` calcfunction (what every script and command pays before its work);
+- ``reopen``: the same on a database that exists already (no schema to create);
 - ``import``: ``from miniengine import Int, calcfunction, run`` alone;
 - ``W1``, ``W2``, ``W3``: the steady state per operation, the difference of two run lengths
   divided by the difference of their lengths (start-up and warm-up cancel out): W1 ``add`` calls,
@@ -56,7 +57,7 @@ def multiply(x, y):
 def add_and_multiply(x, y, z):
     return multiply(add(x, y), z)
 
-if what == "startup":
+if what in ("startup", "reopen"):
     for i in range(n):
         add(Int(i), Int(1))
     sys.exit(0)
@@ -123,7 +124,8 @@ def count(root: Path, what: str, n: int, cache: Path, workdir: Path) -> int:
     fresh()  # the uncounted run: bytecode compiled and cached
     subprocess.run([sys.executable, str(script), what, "1"], env=env, check=True, cwd=workdir)
     child = [sys.executable, str(script), what, str(n)]
-    fresh()
+    if what != "reopen":  # (reopen: the database the uncounted run created stays)
+        fresh()
     completed = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *child],
         env=env,
@@ -172,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("valgrind is not installed (apt-get install valgrind)")
     roots = [root.resolve() for root in (args.root or [Path(__file__).resolve().parents[1]])]
     measures = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(measures) - {"startup", "import", *LENGTHS})
+    unknown = sorted(set(measures) - {"startup", "reopen", "import", *LENGTHS})
     if unknown:
-        parser.error(f"unknown measures {unknown}: choose from startup, import, W1, W2, W3")
+        parser.error(f"unknown measures {unknown}: choose from startup, reopen, import, W1, W2, W3")
     results = {
         str(root): {what: measure(root, what, args.cache, args.repeat) for what in measures}
         for root in roots
