@@ -113,7 +113,11 @@ content_values = st.recursive(
 )
 exit_codes = st.builds(ExitCode, st.integers(), st.none() | st.text(), st.booleans())
 node_refs = st.builds(NodeRef, st.integers(min_value=1, max_value=2**62))
-labels = {"label": st.text(max_size=10), "description": st.text(max_size=10)}
+#: A node's label and description: any text a database column holds (no NUL, no lone surrogate).
+field_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=10
+)
+labels = {"label": field_text, "description": field_text}
 unstored_data = st.one_of(
     st.builds(Int, integers, **labels),
     st.builds(Float, st.floats(), **labels),
