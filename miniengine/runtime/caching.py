@@ -167,7 +167,7 @@ def _nothing() -> None:
 #: and the monotonic time until which that reading holds: what :func:`off_for` checks
 _off: tuple[Callable[[], Any], float] = (_nothing, 0.0)
 
-#: where CPython keeps the environment (``os.environ`` reads it through five Python calls,
+#: where CPython keeps the environment (``os.environ.get`` costs three Python calls,
 #: each launch asks, and a script or a test may set the variable at any moment), and the
 #: variable's key in it; ``None`` where the environment is kept otherwise
 _environ: dict[Any, Any] | None = getattr(os.environ, "_data", None)
