@@ -67,11 +67,9 @@ _NO_CACHE = caching.LaunchHash(None, False)
 
 
 def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    """Whether this thread runs an event loop (asked by every synchronous launch: without the
+    ``RuntimeError`` that ``asyncio.get_running_loop`` raises and this would catch)."""
+    return asyncio._get_running_loop() is not None
 
 
 class ProcessFunction:
