@@ -87,6 +87,10 @@ class ProcessFunction:
         self.process_label: str = func.__name__
         self.process_type = f"{func.__module__}.{func.__qualname__}"
         self.node_class, self._input_link, self._output_link, self.call_link_type = _KINDS[kind]
+        # the link types' values, read once (an enum's ``.value`` is two Python calls per launch)
+        self._input_type: str = self._input_link.value
+        self._output_type: str = self._output_link.value
+        self._call_type: str = self.call_link_type.value
         self._spec: FunctionSpec | None = None
 
     def spec(self) -> FunctionSpec:
@@ -183,11 +187,11 @@ class ProcessFunction:
                 label=metadata.label,
                 description=metadata.description,
                 inputs=flat_inputs,
-                input_link_type=self._input_link.value,
+                input_link_type=self._input_type,
                 owner=store.owner,
                 lease_expires=store.lease_expiry(),
                 parent=parent.parent_fence if parent is not None else None,
-                call_link_type=self.call_link_type.value,
+                call_link_type=self._call_type,
                 call_link_label=metadata.call_link_label,
                 node_hash=cache.node_hash,
             )
@@ -256,7 +260,7 @@ class ProcessFunction:
             if stored:
                 store.leases_released()
         final_state = transition(state, ProcessEvent.FINISH)
-        link_type = self._output_link.value
+        link_type = self._output_type
         flat_outputs = [(label, data, link_type) for label, data in _flatten(outputs)]
         if stored:
             try:
@@ -408,7 +412,8 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any
     flat: list[tuple[str, Any]] = []
     for key, value in values.items():
         label = f"{prefix}{NAMESPACE_SEPARATOR}{key}" if prefix else key
-        if isinstance(value, Mapping) and not isinstance(value, Data):
+        # (Data first: the common case, which then costs no ABC check)
+        if not isinstance(value, Data) and isinstance(value, Mapping):
             flat.extend(_flatten(value, label))
         else:
             flat.append((label, value))
