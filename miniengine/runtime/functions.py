@@ -64,6 +64,9 @@ _KINDS = {
 
 #: a launch that neither looks the cache up nor stores a hash
 _NO_CACHE = caching.LaunchHash(None, False)
+#: the state a process function is created in (the same for every launch: looked up once)
+_STARTED = transition(ProcessState.CREATED, ProcessEvent.START)
+_STARTED_VALUE: str = _STARTED.value
 
 
 def _loop_running() -> bool:
@@ -169,7 +172,7 @@ class ProcessFunction:
         inputs: dict[str, Data],
         metadata: Metadata,
     ) -> Lifecycle[tuple[Any, ProcessNode]]:
-        state = transition(ProcessState.CREATED, ProcessEvent.START)
+        state = _STARTED
         node_uuid = new_uuid()
         stored = metadata.store_provenance
         flat_inputs = [(label, data) for label, data in _flatten(inputs)]
@@ -183,7 +186,7 @@ class ProcessFunction:
                 node_type=f"process.{self.kind}",
                 process_type=self.process_type,
                 process_label=self.process_label,
-                process_state=state.value,
+                process_state=_STARTED_VALUE,
                 label=metadata.label,
                 description=metadata.description,
                 inputs=flat_inputs,
