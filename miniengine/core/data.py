@@ -758,6 +758,10 @@ def check_field_text(text: str, what: str) -> None:
         )
 
 
+#: The values that hold no text (so no NUL) and no other values.
+_NO_TEXT = frozenset({int, float, bool, type(None), bytes})
+
+
 def nul_path(content: Any) -> str | None:
     """Where the stored ``content`` of a Data node holds the character NUL, in a string or a
     mapping's key (``['k'][0]``, ``(in the key 'a\\x00')``; ``''`` for the content itself), or
@@ -767,6 +771,12 @@ def nul_path(content: Any) -> str | None:
         return "" if "\x00" in content else None
     if not isinstance(content, dict | builtins_list | tuple):
         return None
+    if type(content) is dict:  # the common node, a mapping of numbers: {'value': 3}
+        for key, value in content.items():
+            if type(value) not in _NO_TEXT or (type(key) is str and "\x00" in key):
+                break
+        else:
+            return None
     stack: builtins_list[tuple[Any, str]] = [(content, "")]
     while stack:
         item, path = stack.pop()

@@ -75,8 +75,9 @@ def insert_data(connection: sqlite3.Connection, data: Data, now: float) -> int:
 
         computer_pk = check_storage_needs(connection, data, needs)
     content = data._to_attributes()
-    check_no_nul(content, f"the {type(data).__name__} node")
     attributes = pack_attributes(content)
+    if b"\x00" in attributes:  # msgpack keeps a string's bytes: no zero byte, no NUL
+        check_no_nul(content, f"the {type(data).__name__} node")
     cursor = connection.execute(
         _INSERT_DATA + " ON CONFLICT (uuid) DO NOTHING",
         (

@@ -122,8 +122,9 @@ def _data_row(connection: Connection, data: Data, now: float) -> tuple[Any, ...]
 
         computer_pk = check_storage_needs(connection, data, needs)
     content = data._to_attributes()
-    check_no_nul(content, f"the {type(data).__name__} node")
     attributes = pack_attributes(content)
+    if b"\x00" in attributes:  # msgpack keeps a string's bytes: no zero byte, no NUL
+        check_no_nul(content, f"the {type(data).__name__} node")
     return (data.uuid, data.type_name, data.label, data.description, attributes, now, now,
             computer_pk, attributes_json_text(content))  # fmt: skip
 
