@@ -181,14 +181,26 @@ class FlakyTransport(LocalTransport):
     """``core.local`` whose uploads fail while the flag file exists at the work folder's root
     (a file named ``ROOT`` marks that root), and whose scheduler queries (``ps``) fail while
     ``QUERIES-BROKEN`` exists in the folder named by the computer's hostname: transport failures
-    that a test can end."""
+    that a test can end.
+
+    A query fails if the flag exists when it starts or when its answer comes back: the
+    connection broke while ``ps`` ran.  So once a test has created the flag, no answer reaches
+    the engine, not even one from a query already running (on a loaded machine ``ps`` can take
+    long enough to see a job that ended after the flag was created)."""
+
+    def _queries_broken(self) -> bool:
+        return (Path(self.machine) / BROKEN_QUERY_FLAG).exists()
 
     async def exec_command_wait(
         self, command: str, *, stdin: str | bytes | None = None, workdir: str | None = None
     ) -> CommandResult:
-        if command.startswith("ps ") and (Path(self.machine) / BROKEN_QUERY_FLAG).exists():
+        query = command.startswith("ps ")
+        if query and self._queries_broken():
             raise TransportError(f"{self}: the connection is broken (test flag)")
-        return await super().exec_command_wait(command, stdin=stdin, workdir=workdir)
+        result = await super().exec_command_wait(command, stdin=stdin, workdir=workdir)
+        if query and self._queries_broken():
+            raise TransportError(f"{self}: the connection broke during the query (test flag)")
+        return result
 
     async def put(self, localpath: Any, remotepath: str) -> None:
         root = _work_root(remotepath)
