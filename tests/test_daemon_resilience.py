@@ -217,6 +217,9 @@ def test_the_default_cap_is_far_above_the_deaths_a_busy_daemon_sees() -> None:
     assert broker.SUSPECT_AFTER < GIVE_UP_AFTER < broker.MAX_ATTEMPTS
 
 
+@pytest.mark.long_on(
+    "postgresql", reason="the supervisor's give-up rule, the same on both backends (20 s there)"
+)
 def test_a_module_that_kills_its_worker_at_import_is_given_up_and_a_healthy_process_finishes(
     miniengine_db: Path, modules: Path
 ) -> None:

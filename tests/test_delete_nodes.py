@@ -221,6 +221,9 @@ def test_a_live_process_is_refused_and_nothing_is_deleted(backend_db: Any) -> No
     assert delete_nodes([data.pk], dry_run=False) == ({data.pk, node.pk, result.pk}, True)
 
 
+@pytest.mark.long_on(
+    "postgresql", reason="the command's parsing and printing; delete_nodes runs on both backends"
+)
 def test_node_delete_command(backend_db: Any) -> None:
     result, node = run.get_node(add_and_double, Int(1), Int(2))
     kept = Int(5).store()

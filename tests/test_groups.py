@@ -163,6 +163,9 @@ def test_collection_by_type_and_get_or_create(backend_db: Any) -> None:
 # the command line ------------------------------------------------------------------------------
 
 
+@pytest.mark.long_on(
+    "postgresql", reason="the commands' parsing and printing; the API tests run on both backends"
+)
 def test_group_commands(backend_db: Any) -> None:
     db = backend_db
     one, two = Int(1).store(), Int(2).store()
@@ -197,6 +200,9 @@ def test_group_commands(backend_db: Any) -> None:
     assert load_node(two.pk).value == 2
 
 
+@pytest.mark.long_on(
+    "postgresql", reason="the commands' parsing and printing; the API tests run on both backends"
+)
 def test_node_commands(backend_db: Any) -> None:
     db = backend_db
     node = Int(41).store()
