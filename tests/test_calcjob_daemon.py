@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from miniengine import Computer, InstalledCode, Int, Str, await_node, load_node, submit
 from miniengine.control import kill_processes, play_processes
 from miniengine.runtime.computers import localhost_computer
+from miniengine.transports.errors import TransportError
 from tests.workchains.calcjob_plugins import (
     BROKEN_FLAG,
     BROKEN_QUERY_FLAG,
@@ -27,6 +29,7 @@ from tests.workchains.calcjob_plugins import (
     AddRestartWorkChain,
     AddTwiceWorkChain,
     ArithmeticAddCalculation,
+    FlakyTransport,
     GatedAddCalculation,
 )
 from tests.workchains.daemon_chains import DaemonGuard, alive, wait_until
@@ -215,6 +218,22 @@ def flaky_computer(tmp_path: Path) -> InstalledCode:
     return InstalledCode(computer=computer, filepath_executable="/bin/bash", label="bash").store()
 
 
+def test_a_query_running_when_the_flag_appears_brings_no_answer(tmp_path: Path) -> None:
+    """The premise of the next test: once the test breaks the queries, no answer reaches the
+    engine, not even that of a ``ps`` already running (on a loaded machine it can outlast the
+    job, which would then be seen to end and the process finish instead of pausing)."""
+    flag = tmp_path / BROKEN_QUERY_FLAG
+    transport = FlakyTransport(str(tmp_path))
+
+    async def query() -> None:
+        await transport.open()
+        await transport.exec_command_wait(f"ps -o pid= -p {os.getpid()} && touch {flag}")
+
+    with pytest.raises(TransportError, match="during the query"):
+        anyio.run(query)
+    assert flag.exists()  # the command ran: it was its answer that was lost
+
+
 def test_a_scheduler_that_cannot_be_asked_pauses_the_job_until_play(
     daemon: DaemonGuard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,7 +253,7 @@ def test_a_scheduler_that_cannot_be_asked_pauses_the_job_until_play(
     )
     wait_until(lambda: load_node(node.pk).get_state() == "withscheduler", TIMEOUT, "the job")
     flag = workdir(tmp_path) / BROKEN_QUERY_FLAG
-    flag.touch()
+    flag.touch()  # from now on no query answers, not even one already running
     gate.touch()  # the job ends, but nobody can ask the scheduler about it
     wait_until(lambda: load_node(node.pk).paused, TIMEOUT, "the process to be paused")
     paused = load_node(node.pk)
