@@ -276,7 +276,10 @@ def test_one_raises_as_aiida(graph: Graph) -> None:
         (lambda: QueryBuilder().append(Int, filters={"id": {"in": 3}}), "needs a list"),
         (lambda: QueryBuilder().append(Int, filters={"label": {"like": 3}}), "needs a string"),
         (lambda: QueryBuilder().append(Int, filters={"extras.a": {"of_type": "x"}}), "of_type"),
-        (lambda: QueryBuilder().append(Int, filters={"id": {"has_key": "a"}}), "extras and attributes only"),
+        (
+            lambda: QueryBuilder().append(Int, filters={"id": {"has_key": "a"}}),
+            "extras and attributes only",
+        ),
         (lambda: QueryBuilder().append(Int).append(Int), "say how it joins"),
         (lambda: QueryBuilder().append(Int).append(Int, with_incoming="x"), "no such tag"),
         (lambda: QueryBuilder().append(Int, tag="a").append(Int, with_callee="a"), "with_callee"),
