@@ -96,23 +96,17 @@ def _qualified(columns: str, table: str) -> str:
     return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
-#: The lookup and the copy in one statement (one round trip, the same text whatever the number
-#: of outputs): the oldest valid source (``src``), the outputs it created (``outs``, numbered in
-#: link order), the new process finished as its copy (``done``), a clone of each output under a
-#: uuid given in the array (``cloned``) and its CREATE link (``linked``).  It writes nothing when
-#: there is no source, or when the source has more outputs than uuids were given (the count
-#: comes back, and the caller asks again with enough).  The rows are the count, the source's
-#: uuid, and then the process's row and each clone's (one row of NULLs when nothing was copied).
-_COPY_IF_CACHED = (
-    f"WITH src AS ({_SOURCE}), "
+#: The parts the two copying statements share: the source's created outputs in order, the
+#: uuids given for their copies, and whether they fit (``outs``, ``given``, ``fits``) ...
+_OUTPUTS_OF_SOURCE = (
     "outs AS (SELECT l.out_pk, l.label, row_number() OVER (ORDER BY l.pk) AS ord FROM links l "
     "JOIN src ON l.in_pk = src.pk WHERE l.link_type = 'create'), "
     "given AS (SELECT u.uuid, u.ord FROM unnest(%s::text[]) WITH ORDINALITY AS u (uuid, ord)), "
     "fits AS (SELECT count(*) <= %s AS ok FROM outs), "
-    "done AS (UPDATE nodes SET process_state = 'finished', exit_status = 0, "
-    "exit_message = src.exit_message, owner = NULL, lease_expires = NULL, "
-    "extras = jsonb_build_object(%s::text, src.uuid), mtime = %s FROM src, fits "
-    f"WHERE nodes.pk = %s AND fits.ok RETURNING {_qualified(NODE_COLUMNS, 'nodes')}), "
+)
+#: ... and, once ``done`` holds the new process, its outputs copied and linked to it, with the
+#: rows returned (``cloned``, ``linked``, the final SELECT).
+_CLONE_OUTPUTS = (
     "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
     "mtime, computer_pk, attributes_json) SELECT g.uuid, n.node_type, n.label, n.description, "
     "n.attributes, %s, %s, n.computer_pk, n.attributes_json FROM outs o "
@@ -127,16 +121,30 @@ _COPY_IF_CACHED = (
     "JOIN outs o ON o.ord = g.ord) r ON true ORDER BY r.ord"
 )
 
+#: The lookup and the copy in one statement (one round trip, the same text whatever the number
+#: of outputs): the oldest valid source (``src``), the outputs it created (``outs``, numbered in
+#: link order), the new process finished as its copy (``done``), a clone of each output under a
+#: uuid given in the array (``cloned``) and its CREATE link (``linked``).  It writes nothing when
+#: there is no source, or when the source has more outputs than uuids were given (the count
+#: comes back, and the caller asks again with enough).  The rows are the count, the source's
+#: uuid, and then the process's row and each clone's (one row of NULLs when nothing was copied).
+_COPY_IF_CACHED = (
+    f"WITH src AS ({_SOURCE}), "
+    + _OUTPUTS_OF_SOURCE
+    + "done AS (UPDATE nodes SET process_state = 'finished', exit_status = 0, "
+    "exit_message = src.exit_message, owner = NULL, lease_expires = NULL, "
+    "extras = jsonb_build_object(%s::text, src.uuid), mtime = %s FROM src, fits "
+    f"WHERE nodes.pk = %s AND fits.ok RETURNING {_qualified(NODE_COLUMNS, 'nodes')}), "
+    + _CLONE_OUTPUTS
+)
+
 #: As :data:`_COPY_IF_CACHED`, for a process not created yet: on a hit its row is inserted
 #: finished as the copy (``done``), with the links to its inputs and caller (``linked_in``, from
 #: arrays), so a hit is this one statement after its inputs; on a miss nothing is written.
 _CREATE_COPY = (
     f"WITH src AS ({_SOURCE}), "
-    "outs AS (SELECT l.out_pk, l.label, row_number() OVER (ORDER BY l.pk) AS ord FROM links l "
-    "JOIN src ON l.in_pk = src.pk WHERE l.link_type = 'create'), "
-    "given AS (SELECT u.uuid, u.ord FROM unnest(%s::text[]) WITH ORDINALITY AS u (uuid, ord)), "
-    "fits AS (SELECT count(*) <= %s AS ok FROM outs), "
-    "done AS (INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, "
+    + _OUTPUTS_OF_SOURCE
+    + "done AS (INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, "
     "label, description, attributes, attributes_json, owner, lease_epoch, lease_expires, ctime, "
     "mtime, submitted, node_hash, exit_status, exit_message, extras) SELECT %s, %s, %s, %s, "
     "'finished', %s, %s, %s, %s::jsonb, NULL, 0, NULL, %s, %s, %s, %s, 0, src.exit_message, "
@@ -144,19 +152,7 @@ _CREATE_COPY = (
     f"RETURNING {NODE_COLUMNS}), "
     "linked_in AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT i.in_pk, d.pk, "
     "i.link_type, i.label FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY "
-    "AS i (in_pk, link_type, label, ord), done d ORDER BY i.ord), "
-    "cloned AS (INSERT INTO nodes (uuid, node_type, label, description, attributes, ctime, "
-    "mtime, computer_pk, attributes_json) SELECT g.uuid, n.node_type, n.label, n.description, "
-    "n.attributes, %s, %s, n.computer_pk, n.attributes_json FROM outs o "
-    "JOIN given g ON g.ord = o.ord JOIN nodes n ON n.pk = o.out_pk "
-    f"WHERE EXISTS (SELECT 1 FROM done) ORDER BY o.ord RETURNING {NODE_COLUMNS}), "
-    "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) SELECT d.pk, c.pk, "
-    "'create', o.label FROM cloned c JOIN given g ON g.uuid = c.uuid JOIN outs o "
-    "ON o.ord = g.ord, done d ORDER BY o.ord) "
-    "SELECT (SELECT count(*) FROM outs), (SELECT uuid FROM src), r.* FROM (SELECT 1) AS one "
-    "LEFT JOIN (SELECT 0::bigint AS ord, NULL::text AS label, d.* FROM done d UNION ALL "
-    "SELECT o.ord, o.label, c.* FROM cloned c JOIN given g ON g.uuid = c.uuid "
-    "JOIN outs o ON o.ord = g.ord) r ON true ORDER BY r.ord"
+    "AS i (in_pk, link_type, label, ord), done d ORDER BY i.ord), " + _CLONE_OUTPUTS
 )
 
 
