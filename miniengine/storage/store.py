@@ -9,6 +9,14 @@ the transaction is short and never waits -- and otherwise hands it to the store'
 which does the waiting and retrying.  Reads use a connection of the calling thread, which in WAL
 mode never waits for a writer.
 
+Writes that queue up behind the lock commit together (group commit): the thread that gets the
+lock runs every transaction waiting for it in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each inside
+a savepoint of its own, so that one that fails is rolled back alone and its caller gets its error
+while the others commit.  A daemon worker whose processes run their steps in threads has dozens
+of writes waiting for the lock at once; taking the file's lock, and committing, once per group
+instead of once per write is a quarter of such a worker's time.  Every caller still returns only
+once its own write is committed.  The main thread never joins a group (a Ctrl-C lands there).
+
 Every process row carries an ``owner`` and a ``lease_epoch`` (the fencing token).  The background
 thread renews the leases of this store's owner, independently of user code and of the loop.
 """
@@ -16,6 +24,7 @@ thread renews the leases of this store's owner, independently of user code and o
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import random
 import sqlite3
@@ -106,8 +115,26 @@ WAL_SIZE_LIMIT = WAL_RESTART_ABOVE
 _ACTIVE_STATES = ("created", "running", "waiting")
 
 
+#: The most transactions one commit of queued writes takes (the rest form the next group), so
+#: that the lock is given back to other processes within a few milliseconds.
+MAX_GROUP = 64
+
+
 class _Busy(Exception):
     """The file's write lock is held by another connection (inline attempt only)."""
+
+
+class _QueuedWrite:
+    """One caller's transaction waiting for the write lock, and then its outcome."""
+
+    __slots__ = ("args", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class Store:
@@ -156,6 +183,9 @@ class Store:
             raise
         self._writer = connection
         self._write_lock = threading.Lock()
+        #: the writes of threads waiting for the write lock, oldest first (see the module's
+        #: docstring: the thread that gets the lock commits them together)
+        self._queued: collections.deque[_QueuedWrite] = collections.deque()
         #: cleared while a restarting checkpoint waits for the write lock: writers wait for it
         self._writers_may_go = threading.Event()
         self._writers_may_go.set()
@@ -350,8 +380,49 @@ class Store:
         self.check_writable()
         if not self._writers_may_go.is_set():
             self._writers_may_go.wait()  # a restarting checkpoint wants the lock first
-        with self._write_lock:
-            return self._transaction(fn, args, retry=True)
+        if threading.current_thread() is threading.main_thread():
+            # The one thread a Ctrl-C lands in runs its own transaction and no other's, so
+            # that an interrupt never leaves its write queued for another thread to commit.
+            with self._write_lock:
+                return self._transaction(fn, args, retry=True)
+        mine = _QueuedWrite(fn, args)
+        self._queued.append(mine)
+        while not mine.done:
+            with self._write_lock:
+                if not mine.done:  # else the thread before us committed it with its own
+                    self._commit_queued(mine)
+        if mine.error is not None:
+            raise mine.error
+        return mine.result, None
+
+    def _commit_queued(self, mine: _QueuedWrite) -> None:
+        """Run the first queued write, or when several are queued the first :data:`MAX_GROUP`
+        as one transaction (the caller holds the write lock, and is not the main thread: no
+        Ctrl-C lands here).
+
+        A group is taken from the queue once the file's lock is held, so that the writes
+        queued while this thread waited for another process's transaction join it.
+        """
+        queued = self._queued
+        if len(queued) == 1 or MAX_GROUP == 1:  # alone: run as it is, without a savepoint
+            write = queued.popleft()
+            try:
+                write.result = self._transaction(write.fn, write.args, retry=True)[0]
+            except BaseException as exc:
+                write.error = exc
+            write.done = True
+            return
+        group: list[_QueuedWrite] = []
+        try:
+            self._transaction(_run_group, (queued, group, self.path), retry=True)
+        except BaseException as exc:  # nothing was committed: every caller learns why
+            if not group:  # the file's lock was never had: the others try again themselves
+                queued.remove(mine)
+                group.append(mine)
+            for write in group:
+                write.error = exc
+        for write in group:
+            write.done = True
 
     def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`write_sync`, waiting at most ``busy_seconds`` for another connection's write
@@ -669,6 +740,44 @@ def _renew_leases(
     )
     for hook in hooks:
         hook(connection, expires)
+
+
+def _run_group(
+    connection: sqlite3.Connection,
+    queued: collections.deque[_QueuedWrite],
+    group: list[_QueuedWrite],
+    path: Path,
+) -> None:
+    """The body of a group commit: the first :data:`MAX_GROUP` writes of ``queued`` (moved to
+    ``group``; a retry runs the same group again), each in a savepoint of its own.
+
+    A write that raises is rolled back to its savepoint and keeps its error for its caller;
+    the others go on.  A write alone runs without a savepoint and its error ends the
+    transaction, as when nothing is queued.  A busy file ends the whole transaction (it is
+    retried as one).
+    """
+    if not group:
+        while queued and len(group) < MAX_GROUP:
+            group.append(queued.popleft())
+    if len(group) == 1:
+        write = group[0]
+        write.result = write.fn(connection, *write.args)
+        return
+    for write in group:
+        write.error = None
+        connection.execute("SAVEPOINT queued_write")
+        try:
+            write.result = write.fn(connection, *write.args)
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and schema.is_busy(exc):
+                raise  # the whole group is retried
+            connection.execute("ROLLBACK TO queued_write")
+            write.error = schema.store_error(path, "write failed", exc)
+            write.error.__cause__ = exc
+        except Exception as exc:
+            connection.execute("ROLLBACK TO queued_write")
+            write.error = exc
+        connection.execute("RELEASE queued_write")
 
 
 # the stores shared by launches in this OS process ---------------------------------------------

@@ -214,8 +214,13 @@ class Injector:
 
     @contextmanager
     def installed(self) -> Iterator[Injector]:
+        from miniengine.storage import store as store_module
         from miniengine.storage.store import Store
 
+        # Each write in a transaction of its own, named by its body, as the injections expect:
+        # writes queued by several threads would otherwise commit together as one group (whose
+        # failures tests/test_store_group_commit.py covers).
+        store_module.MAX_GROUP = 1
         original = Store._transaction
         injector = self
 
