@@ -16,11 +16,22 @@ where timings on a shared machine cannot.  Each measure is a fresh interpreter r
 
 Bytecode is cached (``PYTHONDONTWRITEBYTECODE`` is ignored; the cache lives under
 ``--cache``), as in an installed package, and each workload runs once uncounted first so that its
-modules are compiled before counting.  W1 and W2 are deterministic to a few thousand
-instructions; W3 runs threads whose polls depend on timing, so its count varies by a few
-percent between runs (``--repeat`` takes the median).  The workload code is this file's,
-whatever the checkout carries.  Needs valgrind (``apt-get install valgrind``); each measure
-takes 10-60 s.
+modules are compiled before counting.
+
+Work that a wall-clock timer starts is left out of W1-W3: valgrind runs the code ~50 times
+slower, so a timer fires ~50 times as often per operation as in a real run, and as often as the
+machine's load makes it (W3 varied by up to 5% between two runs of the same code).  In the
+counted runs of W1-W3 a coroutine's ``anyio.sleep(delay)`` with ``delay > 0`` waits until it is
+cancelled (in W3 the only such sleep is the run-mode control watcher's 20 ms poll, which a
+real ~15 ms workchain ends before it wakes; under valgrind it ran tens of times per workchain,
+~1 M instructions), and the store's time-triggered WAL checkpoint (``CHECKPOINT_SECONDS``) and the
+caching settings' re-read (``CONFIG_REFRESH``, where the checkout has it) do not come due; the
+checkpoint every ``CHECKPOINT_EVERY`` commits, counted, stays.  A workload that waits for such
+a sleep itself fails with a timeout instead of counting it.  What is left to vary is the lease
+heartbeat (its own thread, every 2.5 s): W3 repeats within ~0.2%, W1 and W2 within a few
+thousand instructions.  ``--repeat`` takes the median and shows the range.  The workload code
+is this file's, whatever the checkout carries.  Needs valgrind (``apt-get install valgrind``);
+each measure takes 10-60 s.
 """
 
 from __future__ import annotations
@@ -61,6 +72,31 @@ if what in ("startup", "reopen"):
     for i in range(n):
         add(Int(i), Int(1))
     sys.exit(0)
+
+# Wall-clock timers do not fire (see the module's documentation): a positive sleep of a
+# coroutine lasts until it is cancelled, and the periodic WAL checkpoint and caching re-read
+# never come due.
+import importlib
+import anyio
+
+_sleep = anyio.sleep
+
+async def _until_cancelled(delay, *args, **kwargs):
+    if delay > 0:
+        await anyio.Event().wait()
+    return await _sleep(delay, *args, **kwargs)
+
+anyio.sleep = _until_cancelled
+for module, name in (
+    ("miniengine.storage.store", "CHECKPOINT_SECONDS"),
+    ("miniengine.runtime.caching", "CONFIG_REFRESH"),
+):
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        continue
+    if hasattr(found, name):
+        setattr(found, name, float("inf"))
 if what == "W3":
     from miniengine import WorkChain, while_
 
@@ -99,6 +135,9 @@ for i in range(3 + n):  # 3 warm-up operations, then n
 #: The two run lengths of each steady-state workload.
 LENGTHS = {"W1": (20, 220), "W2": (10, 110), "W3": (2, 22)}
 STARTUP_CALLS = 23
+#: Seconds one counted run may take (the longest take ~40 s; a workload stuck in a sleep that
+#: never ends fails instead of hanging).
+COUNT_TIMEOUT = 900
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -133,6 +172,7 @@ def count(root: Path, what: str, n: int, cache: Path, workdir: Path) -> int:
         capture_output=True,
         text=True,
         check=False,
+        timeout=COUNT_TIMEOUT,
     )
     found = _COLLECTED.search(completed.stderr)
     if completed.returncode != 0 or found is None:
@@ -140,8 +180,8 @@ def count(root: Path, what: str, n: int, cache: Path, workdir: Path) -> int:
     return int(found.group(1))
 
 
-def measure(root: Path, what: str, cache: Path, repeat: int) -> float:
-    """Instructions of ``startup``/``import``, or per operation of W1-W3."""
+def measure(root: Path, what: str, cache: Path, repeat: int) -> list[float]:
+    """Instructions of ``startup``/``import``, or per operation of W1-W3, once per repeat."""
     values: list[float] = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="me-instr-") as folder:
@@ -153,7 +193,7 @@ def measure(root: Path, what: str, cache: Path, repeat: int) -> float:
                 values.append((high - low) / (long - short))
             else:
                 values.append(count(root, what, STARTUP_CALLS, cache, workdir))
-    return statistics.median(values)
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         "--root", action="append", type=Path, help="a checkout (repeatable; default: this one)"
     )
     parser.add_argument("--only", default="startup,W1,W2,W3", help="comma-separated measures")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per measure (median)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per measure (median, and [lowest-highest])"
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "me-instr-pyc")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
@@ -177,9 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(measures) - {"startup", "reopen", "import", *LENGTHS})
     if unknown:
         parser.error(f"unknown measures {unknown}: choose from startup, reopen, import, W1, W2, W3")
-    results = {
+    runs = {
         str(root): {what: measure(root, what, args.cache, args.repeat) for what in measures}
         for root in roots
+    }
+    results = {
+        root: {what: statistics.median(values) for what, values in by_measure.items()}
+        for root, by_measure in runs.items()
     }
     if args.json:
         print(json.dumps(results))
@@ -192,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         for root in roots:
             value = results[str(root)][what]
             change = f" ({100 * (value / first[what] - 1):+.1f}%)" if root != roots[0] else ""
-            cells.append(f"{value / 1e6:,.3f} M{change}")
+            values = runs[str(root)][what]
+            spread = (
+                f" [{min(values) / 1e6:,.3f}-{max(values) / 1e6:,.3f}]" if len(values) > 1 else ""
+            )
+            cells.append(f"{value / 1e6:,.3f} M{spread}{change}")
         print(f"| {what} | " + " | ".join(cells) + " |")
     return 0
 
