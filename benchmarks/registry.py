@@ -96,6 +96,9 @@ class Series:
     points: tuple[tuple[int, str], ...]  # (size, metric key), sizes in increasing order
     growth_limit: float | None = 2.0
     digits: int = 0
+    #: on a linear x (workers), draw the line of perfect scaling from the first point (not for
+    #: a quantity that is not a throughput, such as the busy cores beside it)
+    perfect_scaling: bool = True
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,7 @@ def plot_scaling(
                 top = max(top, *ys)
                 colour = "tab:red" if curve.grows else colours.get(curve.backend, "tab:gray")
                 ax.plot(xs, ys, marker="o", color=colour, label=curve.backend)
-                if workload.scaling.linear_x and xs[0] > 0:
+                if workload.scaling.linear_x and curve.series.perfect_scaling and xs[0] > 0:
                     # workers: the line of perfect scaling from the first point
                     ideal = [ys[0] * x / xs[0] for x in xs]
                     ax.plot(xs, ideal, linestyle=":", color=colour, alpha=0.5)
