@@ -82,6 +82,7 @@ DIALECT = archive_rows.Dialect(
     allocate=_allocate,
     copy=_copy,
     arrays=True,
+    array_mark="%b",
 )
 
 
