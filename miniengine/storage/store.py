@@ -15,7 +15,9 @@ a savepoint of its own, so that one that fails is rolled back alone and its call
 while the others commit.  A daemon worker whose processes run their steps in threads has dozens
 of writes waiting for the lock at once; taking the file's lock, and committing, once per group
 instead of once per write is a quarter of such a worker's time.  Every caller still returns only
-once its own write is committed.  The main thread never joins a group (a Ctrl-C lands there).
+once its own write is committed.  The main thread never joins a group (a Ctrl-C lands there),
+and a write that finds nothing queued and the lock free runs at once, without the queue's cost
+(a WorkChain run by a script writes from its step thread, nearly always alone).
 
 Every process row carries an ``owner`` and a ``lease_epoch`` (the fencing token).  The background
 thread renews the leases of this store's owner, independently of user code and of the loop.
@@ -385,6 +387,11 @@ class Store:
             # that an interrupt never leaves its write queued for another thread to commit.
             with self._write_lock:
                 return self._transaction(fn, args, retry=True)
+        if not self._queued and self._write_lock.acquire(blocking=False):
+            try:  # nothing to group with: run it as the main thread does
+                return self._transaction(fn, args, retry=True)
+            finally:
+                self._write_lock.release()
         mine = _QueuedWrite(fn, args)
         self._queued.append(mine)
         while not mine.done:
