@@ -756,20 +756,16 @@ def _run_group(
     path: Path,
 ) -> None:
     """The body of a group commit: the first :data:`MAX_GROUP` writes of ``queued`` (moved to
-    ``group``; a retry runs the same group again), each in a savepoint of its own.
+    ``group``; a retry runs the same group again), each in a savepoint of its own.  Only the
+    thread holding the write lock takes from the queue, so the two or more writes that
+    :meth:`Store._commit_queued` saw there are still there.
 
     A write that raises is rolled back to its savepoint and keeps its error for its caller;
-    the others go on.  A write alone runs without a savepoint and its error ends the
-    transaction, as when nothing is queued.  A busy file ends the whole transaction (it is
-    retried as one).
+    the others go on.  A busy file ends the whole transaction (it is retried as one).
     """
     if not group:
         while queued and len(group) < MAX_GROUP:
             group.append(queued.popleft())
-    if len(group) == 1:
-        write = group[0]
-        write.result = write.fn(connection, *write.args)
-        return
     for write in group:
         write.error = None
         connection.execute("SAVEPOINT queued_write")
