@@ -136,12 +136,7 @@ class Watcher:
         else:
             self.connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
         self.pks = [pk for pk in pks if pk is not None]
-        marks = ",".join("?" * len(self.pks))
-        self._query = (
-            f"SELECT count(*) FROM nodes WHERE pk IN ({marks}) "
-            f"AND process_state IN ({','.join('?' * len(TERMINAL))})"
-        )
-        self._params: tuple[Any, ...] = (*self.pks, *TERMINAL)
+        self._params: tuple[Any, ...]
         if self.postgres:
             # two array parameters: psycopg parses a query text of thousands of placeholders
             # again at every execution (it caches only short ones)
@@ -149,6 +144,13 @@ class Watcher:
                 "SELECT count(*) FROM nodes WHERE pk = ANY(%s) AND process_state = ANY(%s)"
             )
             self._params = (self.pks, list(TERMINAL))
+        else:
+            marks = ",".join("?" * len(self.pks))
+            self._query = (
+                f"SELECT count(*) FROM nodes WHERE pk IN ({marks}) "
+                f"AND process_state IN ({','.join('?' * len(TERMINAL))})"
+            )
+            self._params = (*self.pks, *TERMINAL)
         self._version = -1
         self._changed = True  # something committed since the last count
         self._counted_at = -1.0
