@@ -307,6 +307,50 @@ def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:
         other.close()
 
 
+def test_a_writer_stalled_inside_a_transaction_loses_its_session_and_its_locks(
+    postgres_url: str,
+) -> None:
+    """A host that stops mid-transaction (SIGSTOP, a paused VM) would keep its row locks, and
+    every other host's claim of those rows would wait for it.  The server ends such a session
+    after half a lease: the others go on, the stalled transaction never commits, and the stalled
+    store connects again for its next write."""
+    stalled = PostgresStore(postgres_url, lease_timeout=2.0)  # its sessions stall 1 s at most
+    other = PostgresStore(postgres_url, lease_timeout=2.0)
+    put = PostgresTransaction(other, _put)
+    locked, resume = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold(connection: Connection, key: str) -> None:
+        _put(connection, key, "stalled")  # the row is locked until this transaction ends
+        locked.set()
+        resume.wait(20)  # this process stops here, inside its transaction
+        _put(connection, key, "late")
+
+    def run_stalled() -> None:
+        try:
+            stalled.write_sync(hold, "k")
+        except StoreError as exc:
+            errors.append(exc)
+
+    try:
+        put("k", "first")
+        thread = threading.Thread(target=run_stalled)
+        thread.start()
+        assert locked.wait(10)
+        put("k", "taken over")  # waits for the row only until the server ends the stall
+        assert not resume.is_set() and other.read(_get, "k") == "taken over"
+        resume.set()
+        thread.join(20)
+        assert len(errors) == 1 and "write failed" in str(errors[0])
+        assert other.read(_get, "k") == "taken over"  # nothing of the stalled one committed
+        PostgresTransaction(stalled, _put)("j", "again")
+        assert other.read(_get, "j") == "again"
+    finally:
+        resume.set()
+        stalled.close()
+        other.close()
+
+
 def test_the_heartbeat_renews_this_owners_leases(postgres_url: str) -> None:
     store = PostgresStore(postgres_url, lease_timeout=0.4, owner="me")
 
@@ -574,6 +618,46 @@ async def test_a_worker_runs_what_is_submitted_on_both_backends(backend_db: Path
     assert node.is_finished_ok and node.outputs.x.value == 7
     assert nested.is_finished_ok
     print(f"picked up after {picked_up * 1000:.1f} ms")
+
+
+async def test_a_worker_loop_runs_other_processes_while_a_load_waits_for_the_server(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker reads a claimed process (node, checkpoint, the nodes it names) off its loop on
+    PostgreSQL, where each read is a round trip: while one load waits for a slow server, the
+    loop claims, loads and finishes another process."""
+    from miniengine import Int, ProcessState, asubmit, await_node
+    from miniengine.daemon import Worker
+    from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
+    from tests.workchains.daemon_chains import LeafWorkChain
+
+    entered, release = threading.Event(), threading.Event()
+    loaded: list[int] = []
+    timed_out: list[int] = []
+    original = PostgresCheckpoints.read_checkpoint
+
+    def slow_first_read(self: PostgresCheckpoints, pk: int) -> Any:
+        loaded.append(pk)
+        if len(loaded) == 1:  # the first load meets a server that does not answer yet
+            entered.set()
+            if not release.wait(20):
+                timed_out.append(pk)
+        return original(self, pk)
+
+    monkeypatch.setattr(PostgresCheckpoints, "read_checkpoint", slow_first_read)
+    monkeypatch.setenv("MINIENGINE_DB", postgres_url)  # where asubmit stores
+    async with Worker(db=postgres_url, lease_timeout=5.0):
+        stuck = await asubmit(LeafWorkChain, x=Int(1))
+        assert await asyncio.to_thread(entered.wait, 20), "the worker never loaded the process"
+        other = await asubmit(LeafWorkChain, x=Int(2))
+        await await_node(other, timeout=30)
+        assert other.is_finished_ok and other.outputs.x.value == 2
+        assert not timed_out, "the loop stood still until the slow read gave up"
+        assert stuck.process_state is not ProcessState.FINISHED
+        release.set()
+        await await_node(stuck, timeout=30)
+    assert stuck.is_finished_ok and stuck.outputs.x.value == 1
+    assert loaded[0] == stuck.pk and other.pk in loaded
 
 
 def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | str) -> None:

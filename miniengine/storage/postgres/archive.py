@@ -96,7 +96,11 @@ def import_rows_tx(
     connection: Connection, source: ArchiveSource, options: ImportOptions
 ) -> ImportReport:
     """Merge an archive into the database (see ``Archives.import_rows``); the new nodes carry
-    the JSON copy of their attributes that queries read (written with them by ``COPY``)."""
+    the JSON copy of their attributes that queries read (written with them by ``COPY``).
+
+    Reading a large archive may keep the transaction waiting for this process between two
+    statements longer than the writer's limit for a stalled session, so it is lifted here."""
+    connection.execute(b"SET LOCAL idle_in_transaction_session_timeout = 0")
     return archive_rows.import_rows(connection, source, options, DIALECT)
 
 

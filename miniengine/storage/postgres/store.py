@@ -21,6 +21,7 @@ thread renews the leases of this store's owner, independently of user code and o
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import select
@@ -29,6 +30,8 @@ import time
 import uuid as uuid_module
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio.to_thread
 
 from miniengine.exceptions import DatabaseLockedError, StoreError
 from miniengine.storage.background import BackgroundThread
@@ -119,6 +122,7 @@ class PostgresStore:
         except BaseException:
             self._writer.close()
             raise
+        self._limit_stalls(self._writer)
         self._write_lock = threading.Lock()
         #: read connections not in use now (autocommit), at most MAX_IDLE_READERS of them
         self._idle_readers: list[psycopg.Connection[Any]] = []
@@ -334,7 +338,26 @@ class PostgresStore:
         if self._writer.broken or self._writer.closed:
             self._writer.close()
             self._writer = connect(self.url)
+            self._limit_stalls(self._writer)
         return self._writer
+
+    def _limit_stalls(self, connection: psycopg.Connection[Any]) -> None:
+        """Have the server end this writer's session if it ever sits inside a transaction,
+        waiting for this process, for half a lease (at least a second).
+
+        A host that stops mid-transaction (SIGSTOP, a paused VM, a network partition) keeps
+        its row locks while the server waits for it; the other hosts' claims and recoveries
+        would wait on those rows without end, and their workers, stuck, would miss their own
+        heartbeats.  Ended by the server, the transaction rolls back whole and the locks are
+        free in time for the lease to run out; the stopped host, when it comes back, finds
+        its connection gone and its processes taken over.  A transaction of the engine never
+        waits for its client that long (bulk imports turn the limit off for theirs)."""
+        milliseconds = max(int(self.lease_timeout * 500), 1000)
+        try:
+            connection.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}".encode())
+        except self._psycopg.Error as exc:
+            connection.close()
+            raise store_error(self._location, "cannot configure the connection", exc) from exc
 
     # reads -----------------------------------------------------------------------------------
 
@@ -367,6 +390,13 @@ class PostgresStore:
                 self._give_back(connection)
         finally:
             self._reader_slots.release()
+
+    async def run_reads(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(*args)`` in a worker thread: each of its reads is a round trip to the
+        server, which must not stall the awaiting loop (a worker's loop drives every process
+        it holds).  Cancelling the caller waits for ``fn`` to return."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
     def _take_reader(self) -> psycopg.Connection[Any]:
         with self._reader_lock:
