@@ -620,46 +620,6 @@ async def test_a_worker_runs_what_is_submitted_on_both_backends(backend_db: Path
     print(f"picked up after {picked_up * 1000:.1f} ms")
 
 
-async def test_a_worker_loop_runs_other_processes_while_a_load_waits_for_the_server(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A worker reads a claimed process (node, checkpoint, the nodes it names) off its loop on
-    PostgreSQL, where each read is a round trip: while one load waits for a slow server, the
-    loop claims, loads and finishes another process."""
-    from miniengine import Int, ProcessState, asubmit, await_node
-    from miniengine.daemon import Worker
-    from miniengine.storage.postgres.checkpoints import PostgresCheckpoints
-    from tests.workchains.daemon_chains import LeafWorkChain
-
-    entered, release = threading.Event(), threading.Event()
-    loaded: list[int] = []
-    timed_out: list[int] = []
-    original = PostgresCheckpoints.read_checkpoint
-
-    def slow_first_read(self: PostgresCheckpoints, pk: int) -> Any:
-        loaded.append(pk)
-        if len(loaded) == 1:  # the first load meets a server that does not answer yet
-            entered.set()
-            if not release.wait(20):
-                timed_out.append(pk)
-        return original(self, pk)
-
-    monkeypatch.setattr(PostgresCheckpoints, "read_checkpoint", slow_first_read)
-    monkeypatch.setenv("MINIENGINE_DB", postgres_url)  # where asubmit stores
-    async with Worker(db=postgres_url, lease_timeout=5.0):
-        stuck = await asubmit(LeafWorkChain, x=Int(1))
-        assert await asyncio.to_thread(entered.wait, 20), "the worker never loaded the process"
-        other = await asubmit(LeafWorkChain, x=Int(2))
-        await await_node(other, timeout=30)
-        assert other.is_finished_ok and other.outputs.x.value == 2
-        assert not timed_out, "the loop stood still until the slow read gave up"
-        assert stuck.process_state is not ProcessState.FINISHED
-        release.set()
-        await await_node(stuck, timeout=30)
-    assert stuck.is_finished_ok and stuck.outputs.x.value == 1
-    assert loaded[0] == stuck.pk and other.pk in loaded
-
-
 def test_the_operators_queries_answer_alike_on_both_backends(backend_db: Path | str) -> None:
     from miniengine import Int, run
     from miniengine.core.links import LinkType

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -27,17 +27,13 @@ from miniengine.runtime.driver import drive_async, set_step_threads
 from miniengine.runtime.mode import DaemonMode
 from miniengine.runtime.nodes import WorkChainNode
 from miniengine.runtime.workchain.launch import _except_owned
-from miniengine.runtime.workchain.load import IMPORT_STAGE, Loaded, LoadError, load_process
+from miniengine.runtime.workchain.load import IMPORT_STAGE, LoadError, load_process
 from miniengine.storage.host import current_host
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
 from miniengine.storage.interfaces.checkpoints import LATER, Claim
 from miniengine.storage.open import open_backend
 from miniengine.storage.paths import resolve_db
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
-
-if TYPE_CHECKING:
-    from miniengine.storage.interfaces import Backend
-    from miniengine.storage.interfaces.provenance import NodeRow
 
 __all__ = ["DEFAULT_SLOTS", "Worker"]
 
@@ -185,15 +181,9 @@ class Worker:
             free = self.slots - self.busy
             claimed: list[Claim] = []
             try:
-                if self._alone is not None and not await store.run_reads(
-                    store.broker.runs_alone, self._alone, self.id
-                ):
+                if self._alone is not None and not store.broker.runs_alone(self._alone, self.id):
                     self._alone = None  # it committed a step (or ended): not the killer
-                if (
-                    free > 0
-                    and self._alone is None
-                    and await store.run_reads(store.broker.has_ready_task, time.time())
-                ):
+                if free > 0 and self._alone is None and store.broker.has_ready_task(time.time()):
                     claimed = await store.checkpoints.claim_work.aio(
                         self.id,
                         min(free, 64),
@@ -252,7 +242,7 @@ class Worker:
         while True:
             marker = store.commit_marker()  # before the read: a later request changes it
             try:
-                requests = await store.run_reads(store.control.pending_controls, self.id)
+                requests = store.control.pending_controls(self.id)
             except StoreError:
                 self._log.problem(
                     "control", "reading control requests failed; retrying", exc_info=True
@@ -326,9 +316,11 @@ class Worker:
             )
         if epoch is None:
             return  # terminated already, or a duplicate: acknowledged and dropped
-        mode = DaemonMode(self, task_pk)
+        row = store.provenance.node(process_pk)
+        node = WorkChainNode(store, row)
+        checkpoint = store.checkpoints.read_checkpoint(process_pk)
         try:
-            row, (executor, state) = await store.run_reads(_load, store, process_pk, epoch, mode)
+            executor, state = load_process(store, row, epoch, checkpoint, DaemonMode(self, task_pk))
         except LoadError as exc:
             if exc.stage == IMPORT_STAGE and exc.class_path is not None:
                 # the code, not the process, is at fault (changed while the daemon ran, or the
@@ -343,7 +335,6 @@ class Worker:
             logger.error("process %s %s", process_pk, message)
             await _except_owned(store, process_pk, epoch, message, task_pk)
             return
-        node = WorkChainNode(store, row)
         store.leases_taken()
         scope = anyio.CancelScope()
         self._controlled[process_pk] = (executor, scope)
@@ -386,14 +377,6 @@ class Worker:
                 if self.stopping:
                     return  # the leases go with the worker (released when it stops)
                 await anyio.sleep(RETRY_DELAY)
-
-
-def _load(store: Backend, process_pk: int, epoch: int, mode: DaemonMode) -> tuple[NodeRow, Loaded]:
-    """Read a claimed process (its node and checkpoint), import its class and restore it:
-    every read a load makes, so that the worker awaits them as one (``Backend.run_reads``)."""
-    row = store.provenance.node(process_pk)
-    checkpoint = store.checkpoints.read_checkpoint(process_pk)
-    return row, load_process(store, row, epoch, checkpoint, mode)
 
 
 def unimportable_message(pk: int, class_path: str, error: BaseException) -> str:

@@ -684,11 +684,6 @@ class Store:
         grown = (now - quiet_since) / 20
         return max(self.commit_poll_interval, min(grown, IDLE_POLL_INTERVAL))
 
-    async def run_reads(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn(*args)`` at once: reads of the local file take microseconds, less than
-        a thread hop would cost the loop."""
-        return fn(*args)
-
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread."""
         try:

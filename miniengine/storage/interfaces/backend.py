@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 from miniengine.storage.interfaces.archive import Archives
 from miniengine.storage.interfaces.broker import Broker
@@ -21,8 +20,6 @@ from miniengine.storage.interfaces.reads import AsyncReads
 from miniengine.storage.interfaces.traversal import Traversal
 
 __all__ = ["Backend"]
-
-T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -102,16 +99,6 @@ class Backend(Protocol):
 
     def check_writable(self) -> None:
         """Raise :class:`~miniengine.exceptions.ReadOnlyDatabaseError` if writes would fail."""
-
-    async def run_reads(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)``, code that reads this database through the synchronous interfaces
-        (loading a process: its node, its checkpoint and the nodes that names), for a
-        coroutine, without stalling its loop on the database.
-
-        sqlite calls it at once: a read of the local file takes microseconds, less than a
-        thread hop.  PostgreSQL calls it in a worker thread: each read there is a round trip
-        to the server, and a worker's loop drives every other process it holds meanwhile."""
-        ...
 
     # something committed ---------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ thread renews the leases of this store's owner, independently of user code and o
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import random
 import select
@@ -30,8 +29,6 @@ import time
 import uuid as uuid_module
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import anyio.to_thread
 
 from miniengine.exceptions import DatabaseLockedError, StoreError
 from miniengine.storage.background import BackgroundThread
@@ -390,13 +387,6 @@ class PostgresStore:
                 self._give_back(connection)
         finally:
             self._reader_slots.release()
-
-    async def run_reads(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn(*args)`` in a worker thread: each of its reads is a round trip to the
-        server, which must not stall the awaiting loop (a worker's loop drives every process
-        it holds).  Cancelling the caller waits for ``fn`` to return."""
-        self._check_open()
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
     def _take_reader(self) -> psycopg.Connection[Any]:
         with self._reader_lock:
