@@ -25,6 +25,7 @@ from miniengine.runtime.workchain.load import (
     IMPORT_STAGE,
     READ_STAGE,
     LoadError,
+    decode_checkpoint,
     load_process,
 )
 from miniengine.storage.interfaces import Backend
@@ -210,6 +211,34 @@ def test_load_process_says_at_which_stage_it_failed(store: Backend) -> None:
         load_process(store, row, 1, gone, DaemonMode())
     assert unimportable.value.stage == IMPORT_STAGE
     assert unimportable.value.class_path == "no_such_module_here:Chain"
+
+
+def test_the_nodes_a_checkpoint_names_are_read_in_one_query(store: Backend) -> None:
+    """On a database server each query is a round trip: decoding a checkpoint asks for all the
+    stored nodes it names at once, not once per node."""
+
+    class Counting:
+        def __init__(self, inner: Backend) -> None:
+            self.inner = inner
+            self.asked: list[list[int]] = []
+            self.provenance = self
+
+        def nodes(self, pks: Any) -> Any:
+            self.asked.append(list(pks))
+            return self.inner.provenance.nodes(pks)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    x, a, b = (Int(value).store() for value in (1, 20, 300))  # in $MINIENGINE_DB: the same
+    blob = Checkpoint(CLASS_PATH, {"x": x}, ctx={"a": a, "pair": (b, x), "n": Int(5)}).encode()
+    counting: Any = Counting(store)
+    decoded = decode_checkpoint(counting, blob)
+    assert len(counting.asked) == 1 and sorted(counting.asked[0]) == sorted([x.pk, a.pk, b.pk])
+    assert decoded.inputs["x"].value == 1 and decoded.inputs["x"].pk == x.pk
+    assert decoded.ctx["a"].value == 20 and decoded.ctx["pair"][0].value == 300
+    assert decoded.ctx["pair"][1] is decoded.inputs["x"]  # one object per stored node
+    assert not decoded.ctx["n"].is_stored
 
 
 def test_the_modes_say_where_a_calcjobs_transports_come_from_and_who_watches_its_job() -> None:

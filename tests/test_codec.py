@@ -270,6 +270,20 @@ def test_stored_data_decodes_to_node_refs_without_resolve_pk() -> None:
     assert encode(decoded) == blob
 
 
+def test_stored_pks_lists_each_stored_node_once_in_order_and_nothing_for_a_bad_blob() -> None:
+    state = {
+        "inputs": {"n": stored(Int(5), 17)},
+        "ctx": {"pair": (NodeRef(45), stored(Str("s"), 3)), "again": [NodeRef(17)]},
+        "unstored": Int(9),
+        "big": 2**70,
+    }
+    blob = encode(state)
+    assert codec.stored_pks(blob) == [17, 45, 3]
+    assert codec.stored_pks(encode({"nothing": [1, (2, 3)], "exit": Int(4)})) == []
+    assert codec.stored_pks(b"not a checkpoint") == []
+    assert codec.stored_pks(blob[:-3]) == []  # cut short: decode says what is wrong
+
+
 def test_resolve_pk_errors_of_miniengine_pass_through_others_are_wrapped() -> None:
     blob = encode([stored(Int(1), 7)])
 

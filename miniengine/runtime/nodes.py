@@ -815,6 +815,20 @@ def load_nodes(store: Backend, pks: Sequence[int]) -> dict[int, Any]:
     return {pk: node_from_row(store, row) for pk, row in found.items()}
 
 
+def blob_resolver(store: Backend, blob: bytes) -> Callable[[int], Any]:
+    """The ``resolve_pk`` for decoding checkpoint ``blob``: the stored nodes it names are loaded
+    from ``store`` in one query first (on a database server, one round trip instead of one per
+    node), and each pk then resolves to its node."""
+    pks = codec.stored_pks(blob)
+    named = load_nodes(store, pks) if pks else {}
+
+    def resolve(pk: int) -> Any:
+        node = named.get(pk)
+        return node if node is not None else load_nodes(store, [pk])[pk]
+
+    return resolve
+
+
 class LoadNodeArgumentError(MiniengineError, ValueError):
     """``load_node`` was given no identifier, or more than one (AiiDA raises ``ValueError``)."""
 

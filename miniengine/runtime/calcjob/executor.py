@@ -53,7 +53,7 @@ from miniengine.runtime import context
 from miniengine.runtime.driver import Await, Body, Lifecycle, Write
 from miniengine.runtime.lifecycle import ProcessExecutor, mark_stored
 from miniengine.runtime.mode import Mode
-from miniengine.runtime.nodes import CalcJobNode, load_nodes
+from miniengine.runtime.nodes import CalcJobNode, blob_resolver, load_nodes
 from miniengine.runtime.workchain import EVICTED, class_path
 from miniengine.storage.interfaces.calcjobs import CalcJobCommit
 from miniengine.transports.transport import Transport
@@ -177,10 +177,7 @@ class CalcJobExecutor(ProcessExecutor):
         import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
         from miniengine.runtime.computers import load_computer
 
-        def resolve(pk: int) -> Any:
-            return load_nodes(self.store, [pk])[pk]
-
-        state = codec.decode(blob, resolve_pk=resolve)
+        state = codec.decode(blob, resolve_pk=blob_resolver(self.store, blob))
         self.raw_inputs = state["i"]
         self.inputs = FrozenAttributeDict(self.raw_inputs)
         self.options = dict(state["o"])

@@ -16,7 +16,7 @@ from miniengine.core.checkpoint import Checkpoint, peek
 from miniengine.core.states import ProcessState
 from miniengine.exceptions import MiniengineError
 from miniengine.runtime.mode import Mode
-from miniengine.runtime.nodes import load_nodes, node_resolver
+from miniengine.runtime.nodes import blob_resolver, node_resolver
 from miniengine.runtime.workchain.process import import_process_class
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ def decode_checkpoint(store: Backend, blob: bytes) -> Checkpoint:
     ``store``; every runtime type is known (:mod:`miniengine.runtime.registry`)."""
     import miniengine.runtime.registry  # noqa: F401  (types above the core a checkpoint may hold)
 
-    def resolve(pk: int) -> Any:
-        return load_nodes(store, [pk])[pk]
-
+    resolve = blob_resolver(store, blob)
     token = node_resolver.set(resolve)
     try:
         return Checkpoint.decode(blob, resolve_pk=resolve)
