@@ -19,7 +19,7 @@ from miniengine import Int
 from miniengine.core import codec
 from miniengine.core.checkpoint import Checkpoint, CheckpointHead, peek, with_refs
 from miniengine.core.ids import new_uuid
-from miniengine.exceptions import CheckpointError, LeaseLostError
+from miniengine.exceptions import CheckpointError, LeaseLostError, NotExistent
 from miniengine.runtime.mode import DaemonMode, RunMode
 from miniengine.runtime.workchain.load import (
     IMPORT_STAGE,
@@ -89,6 +89,19 @@ def test_create_workchain_writes_the_node_and_its_first_checkpoint(store: Backen
     assert checkpoint.inputs == {"x": codec.NodeRef(created.input_pks[0])}  # by pk, not value
     assert (checkpoint.cursor, checkpoint.seq, checkpoint.awaiting) == (None, 0, [])
     assert store.checkpoints.read_checkpoint(created.pk + 100) is None
+
+
+def test_read_process_gives_the_node_and_its_checkpoint_together(store: Backend) -> None:
+    created = create(store)
+    row, checkpoint = store.checkpoints.read_process(created.pk)
+    assert row == store.provenance.node(created.pk)
+    assert checkpoint == store.checkpoints.read_checkpoint(created.pk) and checkpoint is not None
+    assert Checkpoint.decode(checkpoint.data).class_path == CLASS_PATH
+    data_pk = created.input_pks[0]  # a node with no checkpoint
+    assert store.checkpoints.read_process(data_pk) == (store.provenance.node(data_pk), None)
+    for missing in (created.pk + 100, 2**70):
+        with pytest.raises(NotExistent, match=f"no node with the pk {missing}"):
+            store.checkpoints.read_process(missing)
 
 
 def test_claim_fences_and_a_step_commit_answers_typed(store: Backend) -> None:

@@ -316,9 +316,8 @@ class Worker:
             )
         if epoch is None:
             return  # terminated already, or a duplicate: acknowledged and dropped
-        row = store.provenance.node(process_pk)
+        row, checkpoint = store.checkpoints.read_process(process_pk)
         node = WorkChainNode(store, row)
-        checkpoint = store.checkpoints.read_checkpoint(process_pk)
         try:
             executor, state = load_process(store, row, epoch, checkpoint, DaemonMode(self, task_pk))
         except LoadError as exc:

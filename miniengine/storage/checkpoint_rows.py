@@ -28,6 +28,7 @@ from miniengine.storage.interfaces.checkpoints import (
     StepCommitted,
     StoredCheckpoint,
 )
+from miniengine.storage.interfaces.provenance import NodeRow
 from miniengine.storage.rows import (
     NewProcess,
     begin_process_tx,
@@ -35,6 +36,7 @@ from miniengine.storage.rows import (
     insert_new_data,
     log_rows,
     pack_attributes,
+    read_node_row,
 )
 
 __all__ = [
@@ -211,6 +213,13 @@ def read_checkpoint(connection: sqlite3.Connection, pk: int) -> StoredCheckpoint
         "SELECT seq, data FROM checkpoints WHERE node_pk = ?", (pk,)
     ).fetchone()
     return StoredCheckpoint(int(row[0]), bytes(row[1])) if row else None
+
+
+def read_process(
+    connection: sqlite3.Connection, pk: int
+) -> tuple[NodeRow, StoredCheckpoint | None]:
+    """A process's node and its last checkpoint (two lookups of the local file)."""
+    return read_node_row(connection, pk), read_checkpoint(connection, pk)
 
 
 def begin_memoised_tx(

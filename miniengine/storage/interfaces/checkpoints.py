@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from miniengine.core.data import Data
-    from miniengine.storage.interfaces.provenance import LogEntry, NewProcess
+    from miniengine.storage.interfaces.provenance import LogEntry, NewProcess, NodeRow
     from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = [
@@ -112,6 +112,12 @@ class Checkpoints(Protocol):
 
     def read_checkpoint(self, pk: int) -> StoredCheckpoint | None:
         """The last checkpoint of process ``pk``, if it has one."""
+        ...
+
+    def read_process(self, pk: int) -> tuple[NodeRow, StoredCheckpoint | None]:
+        """The node of process ``pk`` and its last checkpoint, read together: what a worker
+        needs to continue a process it claimed (one round trip on a database server).
+        ``NotExistent`` if there is no such node."""
         ...
 
     @property

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from miniengine.core.checkpoint import Checkpoint, with_refs
-from miniengine.exceptions import LeaseLostError
+from miniengine.exceptions import LeaseLostError, NotExistent
 from miniengine.storage.checkpoint_rows import CUT_OFF_MESSAGE, fingerprint
 from miniengine.storage.interfaces.calcjobs import CalcJobCommit
 from miniengine.storage.interfaces.checkpoints import (
@@ -27,6 +27,7 @@ from miniengine.storage.interfaces.checkpoints import (
     StepCommitted,
     StoredCheckpoint,
 )
+from miniengine.storage.interfaces.provenance import NodeRow
 from miniengine.storage.postgres import broker_rows, control_rows
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.rows import (
@@ -37,7 +38,7 @@ from miniengine.storage.postgres.rows import (
     executemany,
     insert_new_data,
 )
-from miniengine.storage.rows import log_rows
+from miniengine.storage.rows import NODE_COLUMNS, SQL_INTEGERS, log_rows
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces.provenance import NewProcess
@@ -284,6 +285,24 @@ def read_checkpoint(connection: Connection, pk: int) -> StoredCheckpoint | None:
         "SELECT seq, data FROM checkpoints WHERE node_pk = %s", (pk,)
     ).fetchone()
     return StoredCheckpoint(int(row[0]), bytes(row[1])) if row else None
+
+
+def read_process(connection: Connection, pk: int) -> tuple[NodeRow, StoredCheckpoint | None]:
+    """A process's node and its last checkpoint in one statement (one round trip)."""
+    found = (
+        connection.execute(
+            f"SELECT {NODE_COLUMNS}, c.seq, c.data FROM nodes "
+            "LEFT JOIN checkpoints c ON c.node_pk = nodes.pk WHERE nodes.pk = %s",
+            (pk,),
+        ).fetchone()
+        if pk in SQL_INTEGERS
+        else None
+    )
+    if found is None:
+        raise NotExistent(f"no node with the pk {pk}")
+    *node, seq, data = found
+    checkpoint = StoredCheckpoint(int(seq), bytes(data)) if data is not None else None
+    return NodeRow._make(node), checkpoint
 
 
 def begin_memoised_tx(connection: Connection, new: NewProcess, memo: MemoKey) -> BeginOutcome:

@@ -12,6 +12,7 @@ from miniengine.storage.postgres.transaction import PostgresTransaction
 if TYPE_CHECKING:
     from miniengine.core.data import Data
     from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
+    from miniengine.storage.interfaces.provenance import NodeRow
     from miniengine.storage.postgres.store import PostgresStore
 
 __all__ = ["PostgresCheckpoints"]
@@ -59,6 +60,9 @@ class PostgresCheckpoints:
 
     def read_checkpoint(self, pk: int) -> StoredCheckpoint | None:
         return self._store.read(checkpoint_rows.read_checkpoint, pk)
+
+    def read_process(self, pk: int) -> tuple[NodeRow, StoredCheckpoint | None]:
+        return self._store.read(checkpoint_rows.read_process, pk)
 
     def fingerprint(self, process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
         return fingerprint(process_type, inputs)

@@ -11,6 +11,7 @@ from miniengine.storage.sqlite.transaction import SqliteTransaction
 if TYPE_CHECKING:
     from miniengine.core.data import Data
     from miniengine.storage.interfaces.checkpoints import StoredCheckpoint
+    from miniengine.storage.interfaces.provenance import NodeRow
     from miniengine.storage.store import Store
 
 __all__ = ["SqliteCheckpoints"]
@@ -56,6 +57,9 @@ class SqliteCheckpoints:
 
     def read_checkpoint(self, pk: int) -> StoredCheckpoint | None:
         return self._store.read(checkpoint_rows.read_checkpoint, pk)
+
+    def read_process(self, pk: int) -> tuple[NodeRow, StoredCheckpoint | None]:
+        return self._store.read(checkpoint_rows.read_process, pk)
 
     def fingerprint(self, process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
         return checkpoint_rows.fingerprint(process_type, inputs)
