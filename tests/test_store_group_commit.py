@@ -1,4 +1,5 @@
-"""Writes waiting for the sqlite store's write lock commit together, each in a savepoint.
+"""Writes waiting for the sqlite store's write lock commit together; when one of them fails,
+each runs again in a transaction of its own.
 
 A daemon worker's step threads queue dozens of writes behind the lock; the thread that gets it
 runs them all in one transaction.  What must hold: each caller returns only once its own write is

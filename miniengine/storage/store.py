@@ -10,12 +10,13 @@ which does the waiting and retrying.  Reads use a connection of the calling thre
 mode never waits for a writer.
 
 Writes that queue up behind the lock commit together (group commit): the thread that gets the
-lock runs every transaction waiting for it in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each inside
-a savepoint of its own, so that one that fails is rolled back alone and its caller gets its error
-while the others commit.  A daemon worker whose processes run their steps in threads has dozens
-of writes waiting for the lock at once; taking the file's lock, and committing, once per group
-instead of once per write is a quarter of such a worker's time.  Every caller still returns only
-once its own write is committed.  The main thread never joins a group (a Ctrl-C lands there),
+lock runs every transaction waiting for it in one ``BEGIN IMMEDIATE`` ... ``COMMIT``; if one of
+them fails, that transaction rolls back whole and each write runs again in one of its own, so
+that only the failing one fails and its caller gets its error while the others commit.  A
+daemon worker whose processes run their steps in threads has dozens of writes waiting for the
+lock at once; taking the file's lock, and committing, once per group instead of once per write is
+a quarter of such a worker's time.  Every caller still returns only once its own write is
+committed.  The main thread never joins a group (a Ctrl-C lands there),
 and a write that finds nothing queued and the lock free runs at once, without the queue's cost
 (a WorkChain run by a script writes from its step thread, nearly always alone).
 
@@ -411,7 +412,7 @@ class Store:
         queued while this thread waited for another process's transaction join it.
         """
         queued = self._queued
-        if len(queued) == 1 or MAX_GROUP == 1:  # alone: run as it is, without a savepoint
+        if len(queued) == 1 or MAX_GROUP == 1:  # alone: run as it is
             write = queued.popleft()
             try:
                 write.result = self._transaction(write.fn, write.args, retry=True)[0]
@@ -421,9 +422,23 @@ class Store:
             return
         group: list[_QueuedWrite] = []
         try:
-            self._transaction(_run_group, (queued, group, self.path), retry=True)
-        except BaseException as exc:  # nothing was committed: every caller learns why
+            self._transaction(_run_group, (queued, group), retry=True)
+        except Exception as exc:  # nothing was committed
             if not group:  # the file's lock was never had: the others try again themselves
+                queued.remove(mine)
+                group.append(mine)
+                mine.error = exc
+            elif isinstance(exc, DatabaseLockedError):  # locked by another program throughout
+                for write in group:
+                    write.error = exc
+            else:  # one of them failed: each alone, so that only that one fails
+                for write in group:
+                    try:
+                        write.result = self._transaction(write.fn, write.args, retry=True)[0]
+                    except Exception as alone:
+                        write.error = alone
+        except BaseException as exc:
+            if not group:
                 queued.remove(mine)
                 group.append(mine)
             for write in group:
@@ -753,34 +768,22 @@ def _run_group(
     connection: sqlite3.Connection,
     queued: collections.deque[_QueuedWrite],
     group: list[_QueuedWrite],
-    path: Path,
 ) -> None:
     """The body of a group commit: the first :data:`MAX_GROUP` writes of ``queued`` (moved to
-    ``group``; a retry runs the same group again), each in a savepoint of its own.  Only the
-    thread holding the write lock takes from the queue, so the two or more writes that
+    ``group``; a retry runs the same group again), one after the other.  Only the thread
+    holding the write lock takes from the queue, so the two or more writes that
     :meth:`Store._commit_queued` saw there are still there.
 
-    A write that raises is rolled back to its savepoint and keeps its error for its caller;
-    the others go on.  A busy file ends the whole transaction (it is retried as one).
+    A write that raises ends the whole transaction, and :meth:`Store._commit_queued` then runs
+    the group's writes one transaction each, so that only the failing one fails.  Writes fail
+    rarely (a lost lease, a refused value); a savepoint around each would cost two statements
+    per write every time.  A busy file also ends the whole transaction (it is retried as one).
     """
     if not group:
         while queued and len(group) < MAX_GROUP:
             group.append(queued.popleft())
     for write in group:
-        write.error = None
-        connection.execute("SAVEPOINT queued_write")
-        try:
-            write.result = write.fn(connection, *write.args)
-        except sqlite3.Error as exc:
-            if isinstance(exc, sqlite3.OperationalError) and schema.is_busy(exc):
-                raise  # the whole group is retried
-            connection.execute("ROLLBACK TO queued_write")
-            write.error = schema.store_error(path, "write failed", exc)
-            write.error.__cause__ = exc
-        except Exception as exc:
-            connection.execute("ROLLBACK TO queued_write")
-            write.error = exc
-        connection.execute("RELEASE queued_write")
+        write.result = write.fn(connection, *write.args)
 
 
 # the stores shared by launches in this OS process ---------------------------------------------
