@@ -184,21 +184,26 @@ def release_process_tx(connection: sqlite3.Connection, pk: int, owner: str, epoc
         broker_rows.enqueue(connection, pk, f"recover:{pk}:{epoch}", now)
 
 
+#: What a claim reads of a process, in one statement: the columns :func:`claim_task_process_tx`
+#: decides on.
+_CLAIM_ROW = "SELECT process_state, owner, lease_expires, paused, control FROM nodes WHERE pk = ?"
+
+
 def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int,
-                          owner: str, expires: float) -> int | None:  # fmt: skip
+                          owner: str, expires: float,
+                          row: tuple[Any, ...] | None = None) -> int | None:  # fmt: skip
     """Take the lease of the task's process; ``None`` (task acknowledged) if there is nothing
     to run: the process terminated, or another live owner holds it (a duplicate task), or it
-    is paused, or a kill request was waiting for it (it is killed here, in the database)."""
+    is paused, or a kill request was waiting for it (it is killed here, in the database).
+    ``row`` is the process's :data:`_CLAIM_ROW` if the caller read it in this transaction."""
     now = time.time()
-    row = connection.execute(
-        "SELECT process_state, owner, lease_expires, paused FROM nodes WHERE pk = ?",
-        (process_pk,),
-    ).fetchone()
+    if row is None:
+        row = connection.execute(_CLAIM_ROW, (process_pk,)).fetchone()
     if (
         row is None
         or row[0] not in broker_rows.ACTIVE_STATES
         or (row[1] is not None and row[1] != owner and (row[2] or 0) >= now)
-        or control_rows.honour_pending_kill(connection, process_pk, now)  # killed here
+        or control_rows.honour_kill_request(connection, process_pk, row[4], now)  # killed here
     ):
         broker_rows.ack_task(connection, task_pk)
         return None
@@ -352,13 +357,11 @@ def claim_work_tx(
             broker_rows.give_up_tx(connection, task_pk, process_pk, owner, attempts, now)
             result.append(Claim(task_pk, process_pk, None))
             continue
-        row = connection.execute(
-            "SELECT owner, lease_expires FROM nodes WHERE pk = ?", (process_pk,)
-        ).fetchone()
-        if row is not None and row[0] == owner and (row[1] or 0) >= now:
+        row = connection.execute(_CLAIM_ROW, (process_pk,)).fetchone()
+        if row is not None and row[1] == owner and (row[2] or 0) >= now:
             result.append(Claim(task_pk, process_pk, LATER, alone))
             continue
-        epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires)
+        epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires, row)
         result.append(Claim(task_pk, process_pk, epoch, alone))
     return result
 

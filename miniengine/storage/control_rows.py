@@ -29,6 +29,7 @@ __all__ = [
     "KILL_STATUS",
     "PAUSE_STATUS",
     "control_request",
+    "honour_kill_request",
     "honour_pending_kill",
     "kill_in_database",
     "kill_tx",
@@ -91,9 +92,17 @@ def honour_pending_kill(connection: sqlite3.Connection, pk: int, now: float) -> 
     another owner continues the process.  Its descendants are killed as by :func:`kill_tx`.
     """
     row = connection.execute("SELECT control FROM nodes WHERE pk = ?", (pk,)).fetchone()
-    if row is None or row[0] is None or not str(row[0]).startswith("kill:"):
+    return row is not None and honour_kill_request(connection, pk, row[0], now)
+
+
+def honour_kill_request(
+    connection: sqlite3.Connection, pk: int, control: str | None, now: float
+) -> bool:
+    """:func:`honour_pending_kill` for a caller that has read the process's ``control``
+    already (a claim reads it with the rest of the row)."""
+    if control is None or not str(control).startswith("kill:"):
         return False
-    message = str(row[0])[len("kill:") :] or KILL_STATUS
+    message = str(control)[len("kill:") :] or KILL_STATUS
     kill_in_database(connection, pk, message, now)
     for (child,) in connection.execute(
         "SELECT l.out_pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = ? "
