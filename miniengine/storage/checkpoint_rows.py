@@ -31,6 +31,7 @@ from miniengine.storage.interfaces.checkpoints import (
 from miniengine.storage.interfaces.provenance import NodeRow
 from miniengine.storage.rows import (
     NewProcess,
+    begin_process_of_checked_parent,
     begin_process_tx,
     check_lease,
     insert_new_data,
@@ -262,7 +263,7 @@ def begin_memoised_tx(
                 return BeginOutcome(child_pk, [], "created")
         if state in broker_rows.ACTIVE_STATES:
             _except_cut_off(connection, child_pk, now)
-    pk, input_pks = begin_process_tx(connection, new)
+    pk, input_pks = begin_process_of_checked_parent(connection, new)
     connection.execute(
         "INSERT OR REPLACE INTO call_memo (parent_pk, seq, call_index, process_type, "
         "fingerprint, child_pk) VALUES (?, ?, ?, ?, ?, ?)",

@@ -143,9 +143,17 @@ def log_rows(pk: int, logs: Iterable[LogEntry], now: float) -> list[tuple[int, f
 
 def begin_process_tx(connection: sqlite3.Connection, new: NewProcess) -> tuple[int, list[int]]:
     """Create (and start) a process with its inputs and links; return its pk and the input pks."""
-    now = time.time()
     if new.parent is not None:
         check_lease(connection, *new.parent)
+    return begin_process_of_checked_parent(connection, new)
+
+
+def begin_process_of_checked_parent(
+    connection: sqlite3.Connection, new: NewProcess
+) -> tuple[int, list[int]]:
+    """:func:`begin_process_tx` once this transaction has checked the parent's lease: no
+    second look."""
+    now = time.time()
     input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
     cursor = connection.execute(
         "INSERT INTO nodes (uuid, node_type, process_type, process_label, process_state, label, "
