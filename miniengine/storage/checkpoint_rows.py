@@ -191,15 +191,20 @@ _CLAIM_ROW = "SELECT process_state, owner, lease_expires, paused, control FROM n
 
 
 def claim_task_process_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int,
-                          owner: str, expires: float,
-                          row: tuple[Any, ...] | None = None) -> int | None:  # fmt: skip
+                          owner: str, expires: float) -> int | None:  # fmt: skip
     """Take the lease of the task's process; ``None`` (task acknowledged) if there is nothing
     to run: the process terminated, or another live owner holds it (a duplicate task), or it
-    is paused, or a kill request was waiting for it (it is killed here, in the database).
-    ``row`` is the process's :data:`_CLAIM_ROW` if the caller read it in this transaction."""
+    is paused, or a kill request was waiting for it (it is killed here, in the database)."""
+    row = connection.execute(_CLAIM_ROW, (process_pk,)).fetchone()
+    return _claim_task_process(connection, task_pk, process_pk, owner, expires, row)
+
+
+def _claim_task_process(connection: sqlite3.Connection, task_pk: int, process_pk: int,
+                        owner: str, expires: float,
+                        row: tuple[Any, ...] | None) -> int | None:  # fmt: skip
+    """:func:`claim_task_process_tx` with the process's :data:`_CLAIM_ROW`, read in this
+    transaction (``None``: there is no such process)."""
     now = time.time()
-    if row is None:
-        row = connection.execute(_CLAIM_ROW, (process_pk,)).fetchone()
     if (
         row is None
         or row[0] not in broker_rows.ACTIVE_STATES
@@ -362,7 +367,7 @@ def claim_work_tx(
         if row is not None and row[1] == owner and (row[2] or 0) >= now:
             result.append(Claim(task_pk, process_pk, LATER, alone))
             continue
-        epoch = claim_task_process_tx(connection, task_pk, process_pk, owner, expires, row)
+        epoch = _claim_task_process(connection, task_pk, process_pk, owner, expires, row)
         result.append(Claim(task_pk, process_pk, epoch, alone))
     return result
 

@@ -32,6 +32,7 @@ __all__ = [
     "KILL_STATUS",
     "PAUSE_STATUS",
     "control_request",
+    "honour_kill_request",
     "honour_pending_kill",
     "kill_in_database",
     "kill_tx",
@@ -98,9 +99,15 @@ def honour_pending_kill(connection: Connection, pk: int, now: float) -> bool:
     by :func:`kill_tx`.
     """
     row = connection.execute("SELECT control FROM nodes WHERE pk = %s", (pk,)).fetchone()
-    if row is None or row[0] is None or not str(row[0]).startswith("kill:"):
+    return row is not None and honour_kill_request(connection, pk, row[0], now)
+
+
+def honour_kill_request(connection: Connection, pk: int, control: str | None, now: float) -> bool:
+    """:func:`honour_pending_kill` for a caller that has read the process's ``control``
+    already."""
+    if control is None or not str(control).startswith("kill:"):
         return False
-    message = str(row[0])[len("kill:") :] or KILL_STATUS
+    message = str(control)[len("kill:") :] or KILL_STATUS
     kill_in_database(connection, pk, message, now)
     for (child,) in connection.execute(LIVE_CALLED, (pk,)).fetchall():
         kill_tx(connection, child, f"{message} (its caller {pk} was killed)")
