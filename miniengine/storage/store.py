@@ -16,9 +16,9 @@ that only the failing one fails and its caller gets its error while the others c
 daemon worker whose processes run their steps in threads has dozens of writes waiting for the
 lock at once; taking the file's lock, and committing, once per group instead of once per write is
 a quarter of such a worker's time.  Every caller still returns only once its own write is
-committed.  The main thread never joins a group (a Ctrl-C lands there),
-and a write that finds nothing queued and the lock free runs at once, without the queue's cost
-(a WorkChain run by a script writes from its step thread, nearly always alone).
+committed.  The main thread never joins a group (a Ctrl-C lands there), and a write that finds
+nothing queued and the lock free runs at once, without the queue's cost (a WorkChain run by a
+script writes from its step thread, nearly always alone).
 
 Every process row carries an ``owner`` and a ``lease_epoch`` (the fencing token).  The background
 thread renews the leases of this store's owner, independently of user code and of the loop.
@@ -435,7 +435,7 @@ class Store:
                 for write in group:
                     try:
                         write.result = self._transaction(write.fn, write.args, retry=True)[0]
-                    except Exception as alone:
+                    except BaseException as alone:  # its caller raises it in its own thread
                         write.error = alone
         except BaseException as exc:
             if not group:
