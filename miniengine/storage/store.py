@@ -414,37 +414,33 @@ class Store:
         queued = self._queued
         if len(queued) == 1 or MAX_GROUP == 1:  # alone: run as it is
             write = queued.popleft()
-            try:
-                write.result = self._transaction(write.fn, write.args, retry=True)[0]
-            except BaseException as exc:
-                write.error = exc
+            self._commit_alone(write)
             write.done = True
             return
         group: list[_QueuedWrite] = []
         try:
             self._transaction(_run_group, (queued, group), retry=True)
-        except Exception as exc:  # nothing was committed
+        except BaseException as exc:  # nothing was committed
             if not group:  # the file's lock was never had: the others try again themselves
                 queued.remove(mine)
                 group.append(mine)
                 mine.error = exc
-            elif isinstance(exc, DatabaseLockedError):  # locked by another program throughout
+            elif isinstance(exc, Exception) and not isinstance(exc, DatabaseLockedError):
+                for write in group:  # one of them failed: each alone, so only that one fails
+                    self._commit_alone(write)
+            else:  # the file stayed locked by another program, or an interrupt: all fail
                 for write in group:
                     write.error = exc
-            else:  # one of them failed: each alone, so that only that one fails
-                for write in group:
-                    try:
-                        write.result = self._transaction(write.fn, write.args, retry=True)[0]
-                    except BaseException as alone:  # its caller raises it in its own thread
-                        write.error = alone
-        except BaseException as exc:
-            if not group:
-                queued.remove(mine)
-                group.append(mine)
-            for write in group:
-                write.error = exc
         for write in group:
             write.done = True
+
+    def _commit_alone(self, write: _QueuedWrite) -> None:
+        """Run one queued write as a transaction of its own; whatever it raises is kept for
+        its caller, who raises it in its own thread."""
+        try:
+            write.result = self._transaction(write.fn, write.args, retry=True)[0]
+        except BaseException as exc:
+            write.error = exc
 
     def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`write_sync`, waiting at most ``busy_seconds`` for another connection's write
