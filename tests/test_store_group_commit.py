@@ -1,48 +1,54 @@
-"""Writes waiting for the sqlite store's write lock commit together; when one of them fails,
-each runs again in a transaction of its own.
+"""Writes waiting for a store's write lock commit together; when one of them fails, each runs
+again in a transaction of its own.  On sqlite and on PostgreSQL.
 
 A daemon worker's step threads queue dozens of writes behind the lock; the thread that gets it
 runs them all in one transaction.  What must hold: each caller returns only once its own write is
-committed, with its own result or its own error; a write that fails is rolled back alone; and
-the main thread (where a Ctrl-C lands) never runs another thread's write.
+committed, with its own result or its own error; a write that fails is rolled back alone; the
+main thread (where a Ctrl-C lands) never runs another thread's write; and on PostgreSQL a group
+whose connection was lost is not run again (its ``COMMIT`` may have reached the server).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from miniengine.exceptions import StoreError
-from miniengine.storage.store import Store
+from miniengine.storage.group_commit import QueuedWrite
+from miniengine.storage.open import open_backend
+
+pytestmark = pytest.mark.backends
+
+Write = Callable[[Any], Any]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    store = Store(tmp_path / "engine.sqlite")
+def store(miniengine_db: Path | str) -> Iterator[Any]:
+    store = open_backend(miniengine_db)
     store.write_sync(lambda c: c.execute("CREATE TABLE things (name TEXT PRIMARY KEY)"))
     yield store
     store.close()
 
 
-def _names(path: Path) -> set[str]:
-    with sqlite3.connect(path) as connection:
-        return {row[0] for row in connection.execute("SELECT name FROM things")}
+def _postgres(store: Any) -> bool:
+    return isinstance(store.location, str) and store.location.startswith("postgres")
 
 
-def _queue_behind_the_lock(
-    store: Store, writes: dict[str, Callable[[sqlite3.Connection], Any]]
-) -> dict[str, Any]:
+def _names(store: Any) -> set[str]:
+    return {row[0] for row in store.read(lambda c: c.execute("SELECT name FROM things").fetchall())}
+
+
+def _queue_behind_the_lock(store: Any, writes: dict[str, Write]) -> dict[str, Any]:
     """Start one thread per write while the test holds the write lock, wait until all of them
     are queued, then let them go; the outcome (result or exception) of each."""
     outcomes: dict[str, Any] = {}
 
-    def call(name: str, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def call(name: str, fn: Write) -> None:
         try:
             outcomes[name] = store.write_sync(fn)
         except Exception as exc:
@@ -53,7 +59,7 @@ def _queue_behind_the_lock(
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 30
-        while len(store._queued) < len(writes):
+        while len(store._group.queued) < len(writes):
             assert time.monotonic() < deadline, "the writes never queued up"
             time.sleep(0.001)
     for thread in threads:
@@ -61,60 +67,95 @@ def _queue_behind_the_lock(
     return outcomes
 
 
-def _insert(name: str) -> Callable[[sqlite3.Connection], Any]:
-    def write(connection: sqlite3.Connection) -> Any:
-        connection.execute("INSERT INTO things VALUES (?)", (name,))
+def _insert_statement(store: Any) -> str:
+    return f"INSERT INTO things VALUES ({'%s' if _postgres(store) else '?'})"
+
+
+def _insert(store: Any, name: str) -> Write:
+    statement = _insert_statement(store)
+
+    def write(connection: Any) -> Any:
+        connection.execute(statement, (name,))
         return name, threading.get_ident()
 
     return write
 
 
-def test_queued_writes_are_committed_together_by_one_thread(store: Store) -> None:
+def test_queued_writes_are_committed_together_by_one_thread(store: Any) -> None:
     names = [f"w{i}" for i in range(12)]
-    outcomes = _queue_behind_the_lock(store, {name: _insert(name) for name in names})
+    outcomes = _queue_behind_the_lock(store, {name: _insert(store, name) for name in names})
     assert [outcomes[name][0] for name in names] == names  # each caller got its own result
     assert len({outcomes[name][1] for name in names}) == 1  # all ran in one thread
-    assert _names(store.path) == set(names)
+    assert _names(store) == set(names)
 
 
-def test_a_failing_write_in_a_group_is_rolled_back_alone(store: Store) -> None:
-    def half_then_fail(connection: sqlite3.Connection) -> None:
-        connection.execute("INSERT INTO things VALUES ('half')")
+def test_a_failing_write_in_a_group_is_rolled_back_alone(store: Any) -> None:
+    statement = _insert_statement(store)
+
+    def half_then_fail(connection: Any) -> None:
+        connection.execute(statement, ("half",))
         raise ValueError("the value of 'half' is wrong")
 
-    def duplicate(connection: sqlite3.Connection) -> None:
-        connection.execute("INSERT INTO things VALUES ('dup-first')")
-        connection.execute("INSERT INTO things VALUES ('a')")  # 'a' is queued before it
+    def duplicate(connection: Any) -> None:
+        connection.execute(statement, ("dup-first",))
+        connection.execute(statement, ("a",))  # 'a' is queued before it
 
-    writes: dict[str, Callable[[sqlite3.Connection], Any]] = {
-        "a": _insert("a"),
+    writes: dict[str, Write] = {
+        "a": _insert(store, "a"),
         "half": half_then_fail,
-        "b": _insert("b"),
+        "b": _insert(store, "b"),
         "dup": duplicate,
-        "c": _insert("c"),
+        "c": _insert(store, "c"),
     }
     outcomes = _queue_behind_the_lock(store, writes)
     assert isinstance(outcomes["half"], ValueError)
     assert "'half'" in str(outcomes["half"])
     assert isinstance(outcomes["dup"], StoreError)
-    assert "UNIQUE" in str(outcomes["dup"])
+    assert ("duplicate key" if _postgres(store) else "UNIQUE") in str(outcomes["dup"])
     assert {outcomes[name][0] for name in "abc"} == {"a", "b", "c"}
     # neither the failed writes' first rows nor anything else of theirs was committed
-    assert _names(store.path) == {"a", "b", "c"}
+    assert _names(store) == {"a", "b", "c"}
 
 
-def test_the_main_thread_runs_only_its_own_write(store: Store) -> None:
-    from miniengine.storage.store import _QueuedWrite
-
+def test_the_main_thread_runs_only_its_own_write(store: Any) -> None:
     # writes of other threads, queued (as if their threads were waiting for the lock)
-    queued = [_QueuedWrite(_insert(f"t{i}"), ()) for i in range(3)]
-    store._queued.extend(queued)
-    store.write_sync(_insert("main"))
+    queued = [QueuedWrite(_insert(store, f"t{i}"), ()) for i in range(3)]
+    store._group.queued.extend(queued)
+    store.write_sync(_insert(store, "main"))
     assert not any(write.done for write in queued)
-    assert _names(store.path) == {"main"}
+    assert _names(store) == {"main"}
     # the next thread to write commits them with its own
-    thread = threading.Thread(target=store.write_sync, args=(_insert("t3"),))
+    thread = threading.Thread(target=store.write_sync, args=(_insert(store, "t3"),))
     thread.start()
     thread.join(30)
     assert all(write.done and write.error is None for write in queued)
-    assert _names(store.path) == {"main", "t0", "t1", "t2", "t3"}
+    assert _names(store) == {"main", "t0", "t1", "t2", "t3"}
+
+
+def test_a_group_whose_connection_was_lost_is_not_run_again(store: Any) -> None:
+    if not _postgres(store):
+        pytest.skip("a sqlite connection is not lost while its process lives")
+    runs: list[str] = []
+
+    def counted(name: str) -> Write:
+        insert = _insert(store, name)
+
+        def write(connection: Any) -> Any:
+            runs.append(name)
+            return insert(connection)
+
+        return write
+
+    def cut_off(connection: Any) -> None:
+        runs.append("cut")
+        connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    outcomes = _queue_behind_the_lock(store, {"a": counted("a"), "cut": cut_off, "b": counted("b")})
+    # every write of the group learns that it failed; none ran a second time (the group
+    # stopped where the connection was lost)
+    assert all(isinstance(outcome, StoreError) for outcome in outcomes.values()), outcomes
+    assert runs == ["a", "cut"]
+    assert _names(store) == set()
+    # the store connects again for the next write
+    store.write_sync(_insert(store, "after"))
+    assert _names(store) == {"after"}

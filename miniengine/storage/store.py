@@ -9,16 +9,13 @@ the transaction is short and never waits -- and otherwise hands it to the store'
 which does the waiting and retrying.  Reads use a connection of the calling thread, which in WAL
 mode never waits for a writer.
 
-Writes that queue up behind the lock commit together (group commit): the thread that gets the
-lock runs every transaction waiting for it in one ``BEGIN IMMEDIATE`` ... ``COMMIT``; if one of
-them fails, that transaction rolls back whole and each write runs again in one of its own, so
-that only the failing one fails and its caller gets its error while the others commit.  A
-daemon worker whose processes run their steps in threads has dozens of writes waiting for the
-lock at once; taking the file's lock, and committing, once per group instead of once per write is
-a quarter of such a worker's time.  Every caller still returns only once its own write is
-committed.  The main thread never joins a group (a Ctrl-C lands there), and a write that finds
-nothing queued and the lock free runs at once, without the queue's cost (a WorkChain run by a
-script writes from its step thread, nearly always alone).
+Writes that queue up behind the lock commit together (group commit, see
+:mod:`miniengine.storage.group_commit`): a daemon worker whose processes run their steps in
+threads has dozens of writes waiting for the lock at once; taking the file's lock, and
+committing, once per group instead of once per write is a quarter of such a worker's time.  The
+main thread never joins a group (a Ctrl-C lands there), and a write that finds nothing queued
+and the lock free runs at once, without the queue's cost (a WorkChain run by a script writes
+from its step thread, nearly always alone).
 
 Every process row carries an ``owner`` and a ``lease_epoch`` (the fencing token).  The background
 thread renews the leases of this store's owner, independently of user code and of the loop.
@@ -27,7 +24,6 @@ thread renews the leases of this store's owner, independently of user code and o
 from __future__ import annotations
 
 import atexit
-import collections
 import os
 import random
 import sqlite3
@@ -48,6 +44,7 @@ from miniengine.exceptions import (
 )
 from miniengine.storage import schema
 from miniengine.storage.background import BackgroundThread
+from miniengine.storage.group_commit import GroupCommit
 from miniengine.storage.host import current_host
 from miniengine.storage.permissions import writable
 from miniengine.storage.sqlite.broker import SqliteBroker
@@ -118,26 +115,8 @@ WAL_SIZE_LIMIT = WAL_RESTART_ABOVE
 _ACTIVE_STATES = ("created", "running", "waiting")
 
 
-#: The most transactions one commit of queued writes takes (the rest form the next group), so
-#: that the lock is given back to other processes within a few milliseconds.
-MAX_GROUP = 64
-
-
 class _Busy(Exception):
     """The file's write lock is held by another connection (inline attempt only)."""
-
-
-class _QueuedWrite:
-    """One caller's transaction waiting for the write lock, and then its outcome."""
-
-    __slots__ = ("args", "done", "error", "fn", "result")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
 
 
 class Store:
@@ -186,9 +165,8 @@ class Store:
             raise
         self._writer = connection
         self._write_lock = threading.Lock()
-        #: the writes of threads waiting for the write lock, oldest first (see the module's
-        #: docstring: the thread that gets the lock commits them together)
-        self._queued: collections.deque[_QueuedWrite] = collections.deque()
+        #: the writes of threads waiting for the write lock, committed together
+        self._group = GroupCommit(self._write_lock, self._commit, _rerun_alone)
         #: cleared while a restarting checkpoint waits for the write lock: writers wait for it
         self._writers_may_go = threading.Event()
         self._writers_may_go.set()
@@ -388,59 +366,12 @@ class Store:
             # that an interrupt never leaves its write queued for another thread to commit.
             with self._write_lock:
                 return self._transaction(fn, args, retry=True)
-        if not self._queued and self._write_lock.acquire(blocking=False):
-            try:  # nothing to group with: run it as the main thread does
-                return self._transaction(fn, args, retry=True)
-            finally:
-                self._write_lock.release()
-        mine = _QueuedWrite(fn, args)
-        self._queued.append(mine)
-        while not mine.done:
-            with self._write_lock:
-                if not mine.done:  # else the thread before us committed it with its own
-                    self._commit_queued(mine)
-        if mine.error is not None:
-            raise mine.error
-        return mine.result, None
+        return self._group.write(fn, args), None
 
-    def _commit_queued(self, mine: _QueuedWrite) -> None:
-        """Run the first queued write, or when several are queued the first :data:`MAX_GROUP`
-        as one transaction (the caller holds the write lock, and is not the main thread: no
-        Ctrl-C lands here).
-
-        A group is taken from the queue once the file's lock is held, so that the writes
-        queued while this thread waited for another process's transaction join it.
-        """
-        queued = self._queued
-        if len(queued) == 1 or MAX_GROUP == 1:  # alone: run as it is
-            write = queued.popleft()
-            self._commit_alone(write)
-            write.done = True
-            return
-        group: list[_QueuedWrite] = []
-        try:
-            self._transaction(_run_group, (queued, group), retry=True)
-        except BaseException as exc:  # nothing was committed
-            if not group:  # the file's lock was never had: the others try again themselves
-                queued.remove(mine)
-                group.append(mine)
-                mine.error = exc
-            elif isinstance(exc, Exception) and not isinstance(exc, DatabaseLockedError):
-                for write in group:  # one of them failed: each alone, so only that one fails
-                    self._commit_alone(write)
-            else:  # the file stayed locked by another program, or an interrupt: all fail
-                for write in group:
-                    write.error = exc
-        for write in group:
-            write.done = True
-
-    def _commit_alone(self, write: _QueuedWrite) -> None:
-        """Run one queued write as a transaction of its own; whatever it raises is kept for
-        its caller, who raises it in its own thread."""
-        try:
-            write.result = self._transaction(write.fn, write.args, retry=True)[0]
-        except BaseException as exc:
-            write.error = exc
+    def _commit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """Run ``fn`` as one transaction, retried while the file is locked (the caller
+        holds the write lock, and is not the main thread: no Ctrl-C lands here)."""
+        return self._transaction(fn, args, retry=True)[0]
 
     def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`write_sync`, waiting at most ``busy_seconds`` for another connection's write
@@ -760,26 +691,10 @@ def _renew_leases(
         hook(connection, expires)
 
 
-def _run_group(
-    connection: sqlite3.Connection,
-    queued: collections.deque[_QueuedWrite],
-    group: list[_QueuedWrite],
-) -> None:
-    """The body of a group commit: the first :data:`MAX_GROUP` writes of ``queued`` (moved to
-    ``group``; a retry runs the same group again), one after the other.  Only the thread
-    holding the write lock takes from the queue, so the two or more writes that
-    :meth:`Store._commit_queued` saw there are still there.
-
-    A write that raises ends the whole transaction, and :meth:`Store._commit_queued` then runs
-    the group's writes one transaction each, so that only the failing one fails.  Writes fail
-    rarely (a lost lease, a refused value); a savepoint around each would cost two statements
-    per write every time.  A busy file also ends the whole transaction (it is retried as one).
-    """
-    if not group:
-        while queued and len(group) < MAX_GROUP:
-            group.append(queued.popleft())
-    for write in group:
-        write.result = write.fn(connection, *write.args)
+def _rerun_alone(exc: BaseException) -> bool:
+    """Whether a group that failed with ``exc`` runs again write by write: yes, unless the
+    file stayed locked by another program (each would wait as long again) or an interrupt."""
+    return isinstance(exc, Exception) and not isinstance(exc, DatabaseLockedError)
 
 
 # the stores shared by launches in this OS process ---------------------------------------------

@@ -214,13 +214,13 @@ class Injector:
 
     @contextmanager
     def installed(self) -> Iterator[Injector]:
-        from miniengine.storage import store as store_module
+        from miniengine.storage import group_commit
         from miniengine.storage.store import Store
 
         # Each write in a transaction of its own, named by its body, as the injections expect:
         # writes queued by several threads would otherwise commit together as one group (whose
         # failures tests/test_store_group_commit.py covers).
-        max_group, store_module.MAX_GROUP = store_module.MAX_GROUP, 1
+        max_group, group_commit.MAX_GROUP = group_commit.MAX_GROUP, 1
         original = Store._transaction
         injector = self
 
@@ -259,7 +259,7 @@ class Injector:
             yield self
         finally:
             Store._transaction = original  # type: ignore[method-assign]
-            store_module.MAX_GROUP = max_group
+            group_commit.MAX_GROUP = max_group
 
 
 # scenarios ---------------------------------------------------------------------------------------

@@ -3,11 +3,14 @@ leases and heartbeat -- the same contract as the sqlite :class:`~miniengine.stor
 
 Every write is one callable run as one transaction (``BEGIN`` ... ``COMMIT``) on the writer
 connection while holding the store's write lock, so the statements of different threads and
-tasks never interleave on it.  A transaction that PostgreSQL rolls back as a serialization
-failure or a deadlock victim runs again whole.  A thread commits its own transactions; a
-coroutine hands them to the store's background thread (see :class:`PostgresTransaction` for why
-not an async connection).  Reads run in the calling thread on an autocommit connection of a
-small pool, so every query sees the latest commit.
+tasks never interleave on it.  Writes that queue up behind the lock commit together (group
+commit, see :mod:`miniengine.storage.group_commit`): a worker's processes end in bursts, and
+one transaction for a burst saves each write its ``BEGIN`` and ``COMMIT`` round trips, and
+every listening connection of every host a notification.  A transaction that PostgreSQL rolls
+back as a serialization failure or a deadlock victim runs again whole.  A thread commits its
+own transactions (or a group with them); a coroutine hands them to the store's background
+thread (see :class:`PostgresTransaction` for why not an async connection).  Reads run in the
+calling thread on an autocommit connection of a small pool, so every query sees the latest commit.
 
 The commit signal: every write transaction sends ``NOTIFY`` on one channel in the same round
 trip as its ``COMMIT``, and one listening connection per store counts the notifications, so
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from miniengine.exceptions import DatabaseLockedError, StoreError
 from miniengine.storage.background import BackgroundThread
+from miniengine.storage.group_commit import GroupCommit
 from miniengine.storage.host import current_host
 from miniengine.storage.postgres.broker import PostgresBroker
 from miniengine.storage.postgres.caching import PostgresCaching
@@ -121,6 +125,8 @@ class PostgresStore:
             raise
         self._limit_stalls(self._writer)
         self._write_lock = threading.Lock()
+        #: the writes of threads waiting for the write lock, committed together
+        self._group = GroupCommit(self._write_lock, self._commit, self._rerun_alone)
         #: read connections not in use now (autocommit), at most MAX_IDLE_READERS of them
         self._idle_readers: list[psycopg.Connection[Any]] = []
         self._reader_lock = threading.Lock()
@@ -254,8 +260,28 @@ class PostgresStore:
         """:meth:`write_sync`, but a Ctrl-C that lands just after the commit is returned with
         the result instead of raised, so the caller learns what was committed."""
         self._check_open()
-        with self._write_lock:
-            return self._transaction(fn, args)
+        if threading.current_thread() is threading.main_thread():
+            # The one thread a Ctrl-C lands in runs its own transaction and no other's, so
+            # that an interrupt never leaves its write queued for another thread to commit.
+            with self._write_lock:
+                return self._transaction(fn, args)
+        return self._group.write(fn, args), None
+
+    def _commit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """Run ``fn`` as one transaction (the caller holds the write lock, and is not the main
+        thread: no Ctrl-C lands here)."""
+        return self._transaction(fn, args)[0]
+
+    def _rerun_alone(self, exc: BaseException) -> bool:
+        """Whether a group that failed with ``exc`` runs again write by write: yes, unless
+        rows stayed locked (each would wait as long again), an interrupt, or the connection
+        was lost (its ``COMMIT`` may have reached the server: running the writes again could
+        store them twice)."""
+        return (
+            isinstance(exc, Exception)
+            and not isinstance(exc, DatabaseLockedError)
+            and not self._writer.broken
+        )
 
     def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`write_sync`, waiting at most ``busy_seconds`` for locks held by other
