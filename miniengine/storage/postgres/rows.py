@@ -79,7 +79,9 @@ LIVE_CALLED = (
     "AND n.process_state IN ('created', 'running', 'waiting')"
 )
 
-_INSERT_LOG = "INSERT INTO logs (node_pk, time, levelname, message) VALUES (%s, %s, %s, %s)"
+_LOG_MARKS = "(%s, %s, %s, %s)"
+_INSERT_LOGS = "INSERT INTO logs (node_pk, time, levelname, message) VALUES "
+_INSERT_LOG = _INSERT_LOGS + _LOG_MARKS
 
 
 #: Rows per multi-row INSERT (PostgreSQL takes at most 65,535 parameters in a statement).
@@ -319,9 +321,10 @@ _INSERT_PROCESS = (
 )
 
 #: A process's end with its one new output: the fenced UPDATE, the output's row and its link
-#: in one statement.  The first column counts the fenced rows (0: the lease was lost, the link
-#: is not written, and the caller's LeaseLostError rolls the output back); the second is NULL
-#: if a node with the output's uuid was stored already (a replayed finish).
+#: in one statement (followed by the CTEs of :func:`_finish_tail`).  The first column counts
+#: the fenced rows (0: the lease was lost, the link is not written, and the caller's
+#: LeaseLostError rolls everything back); the second is NULL if a node with the output's uuid
+#: was stored already (a replayed finish).
 _FINISH_WITH_OUTPUT = (
     "WITH fenced AS (UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
     "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
@@ -330,43 +333,83 @@ _FINISH_WITH_OUTPUT = (
     f"output AS (INSERT INTO nodes ({_DATA_COLUMNS}) VALUES {_DATA_MARKS} "
     "ON CONFLICT (uuid) DO NOTHING RETURNING pk), "
     "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) "
-    "SELECT %s, output.pk, %s, %s FROM output, fenced) "
-    "SELECT (SELECT count(*) FROM fenced), (SELECT pk FROM output)"
+    "SELECT %s, output.pk, %s, %s FROM output, fenced)"
 )
 
 
 def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int]:
-    """Terminate a process (fenced by its lease) and link its outputs; return the output pks."""
+    """Terminate a process (fenced by its lease) and link its outputs; return the output pks.
+
+    The usual end (one new output) is one statement: the fenced end, the output, its link, the
+    logs, the checkpoint's removal, the parents' counts and the task's acknowledgement.  A
+    worker's processes end by the dozen and each statement is a round trip to the server."""
     now = time.time()
+    logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
+    rows = log_rows(finish.pk, logs, now)
+    if len(rows) > _ROWS_PER_INSERT:  # more than one statement's parameters: on their own
+        executemany(connection, _INSERT_LOG, rows)
+        rows = []
+    tail = _finish_tail(finish, rows)
     if (
         len(finish.outputs) == 1
         and finish.outputs[0][1].pk is None
         and finish.outputs[0][1]._storage_needs() is None
     ):
-        output_pks = [_finish_with_output(connection, finish, now)]
+        output_pk, parents = _finish_with_output(connection, finish, now, tail)
+        output_pks = [output_pk]
     else:
         output_pks = _finish_and_outputs(connection, finish, now)
-    logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
-    executemany(connection, _INSERT_LOG, log_rows(finish.pk, logs, now))
-    if finish.resumable:
-        connection.execute("DELETE FROM checkpoints WHERE node_pk = %s", (finish.pk,))
-        broker_rows.notify_parents(connection, finish.pk, now)
+        parents = []
+        ctes, tail_params, at_zero = tail
+        if ctes:
+            row = connection.execute(f"WITH {ctes} SELECT {at_zero}", tail_params).fetchone()
+            assert row is not None
+            parents = row[0] or []
+    broker_rows.wake_parents(connection, parents, now)
     if finish.cascade is not None:
         from miniengine.storage.postgres import control_rows
 
         for (child,) in connection.execute(LIVE_CALLED, (finish.pk,)).fetchall():
             control_rows.kill_tx(connection, child, finish.cascade)
-    if finish.task_pk is not None:
-        broker_rows.ack_task(connection, finish.task_pk)
     return output_pks
 
 
-def _finish_with_output(connection: Connection, finish: FinishProcess, now: float) -> int:
-    """The fenced end and the one new output of ``finish`` in one round trip; its pk."""
+#: The CTEs of :func:`_finish_tail`, their parameters, the column of the parents to wake.
+_Tail = tuple[str, list[Any], str]
+
+
+def _finish_tail(finish: FinishProcess, logs: Sequence[Sequence[Any]]) -> _Tail:
+    """The common table expressions that complete a process's end (its logs; for a resumable
+    process its checkpoint's removal and its parents' counts; its task's acknowledgement),
+    their parameters, and the column that selects the parents to wake (NULL: none)."""
+    ctes: list[str] = []
+    params: list[Any] = []
+    if logs:
+        ctes.append(f"logged AS ({_INSERT_LOGS}{', '.join([_LOG_MARKS] * len(logs))})")
+        params.extend(value for row in logs for value in row)
+    at_zero = "NULL"
+    if finish.resumable:
+        ctes.append("cleared AS (DELETE FROM checkpoints WHERE node_pk = %s)")
+        ctes.append(broker_rows.NOTIFY_PARENTS_CTES)
+        params.extend((finish.pk, finish.pk))
+        at_zero = broker_rows.PARENTS_AT_ZERO
+    if finish.task_pk is not None:
+        ctes.append(f"acked AS ({broker_rows.ACK_TASK})")
+        params.append(finish.task_pk)
+    return ", ".join(ctes), params, at_zero
+
+
+def _finish_with_output(
+    connection: Connection, finish: FinishProcess, now: float, tail: _Tail
+) -> tuple[int, list[Any]]:
+    """The fenced end, the one new output of ``finish`` and its ``tail`` in one round trip;
+    the output's pk and the parents to wake."""
+    ctes, tail_params, at_zero = tail
     label, data, link_type = finish.outputs[0]
     row = _data_row(connection, data, now)
     answer = connection.execute(
-        _FINISH_WITH_OUTPUT,
+        f"{_FINISH_WITH_OUTPUT}{', ' if ctes else ''}{ctes} "
+        f"SELECT (SELECT count(*) FROM fenced), (SELECT pk FROM output), {at_zero}",
         (
             finish.process_state,
             finish.exit_status,
@@ -381,16 +424,17 @@ def _finish_with_output(connection: Connection, finish: FinishProcess, now: floa
             finish.pk,
             link_type,
             label,
+            *tail_params,
         ),
     ).fetchone()
     assert answer is not None
-    fenced, out_pk = answer
+    fenced, out_pk, parents = answer
     if fenced != 1:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
     if out_pk is None:  # stored by a finish cut off before: the same node, linked now
         out_pk = _existing(connection, [row])[data.uuid]
         _insert_links(connection, [(finish.pk, out_pk, link_type, label)])
-    return int(out_pk)
+    return int(out_pk), parents or []
 
 
 def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: float) -> list[int]:
