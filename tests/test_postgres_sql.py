@@ -424,21 +424,32 @@ def test_a_stale_epoch_is_fenced_off(pg: Any) -> None:
         ) == ([], False)
 
 
+@pytest.mark.parametrize("output", [None, "new", "stored"])
 def test_a_child_ending_while_its_parent_starts_waiting_still_wakes_it(
-    pg: Any, postgres_url: str
+    pg: Any, postgres_url: str, output: str | None
 ) -> None:
     """On sqlite the two commits are serialised; here the parent's commit locks the rows of
     the children it counts, so a child's terminal write waits for it and then finds the parent
-    waiting (were the child not held, each would miss the other and the parent never wake)."""
+    waiting (were the child not held, each would miss the other and the parent never wake).
+    Whatever the child returns: its end is then one statement, and the parents' counts must
+    be read by a later one, which sees the parent's commit."""
     now = time.time()
     with pg.transaction():
         parent, _ = pg_rows.begin_process_tx(pg, _new_process("w1", now + 60, submitted=True))
         child, _ = pg_rows.begin_process_tx(pg, _new_process("w2", now + 60, submitted=True))
+    value = Int(7)
+    if output == "stored":
+        with pg.transaction():
+            value._set_stored(pg_rows.store_data_tx(pg, value), value.uuid)
+    outputs = [] if output is None else [("result", value, "return")]
     finished = threading.Event()
 
     def finish_child() -> None:
         with _connect(postgres_url) as other, other.transaction():
-            pg_rows.finish_process_tx(other, FinishProcess(child, "w2", 1, "finished"))
+            ending = FinishProcess(
+                child, "w2", 1, "finished", outputs=outputs, log=("INFO", "done")
+            )
+            pg_rows.finish_process_tx(other, ending)
         finished.set()
 
     ender = threading.Thread(target=finish_child)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from miniengine.storage.broker_rows import READ_WORKERS  # the same text on every backend
@@ -194,36 +194,27 @@ def wait_for_children(connection: Connection, parent_pk: int, seq: int,
     return len(active)
 
 
-#: Common table expressions of a terminated child ``%s``: its ``awaited`` rows deleted and its
-#: waiting parents' counts decremented, in the statement that ends the child or in one of their
-#: own (:func:`notify_parents`).  :data:`PARENTS_AT_ZERO` selects the parents whose count
-#: reached zero, for :func:`wake_parents`.  The UPDATE waits for a parent's row that another
-#: child's end holds, and decrements the count that one committed.
-NOTIFY_PARENTS_CTES = (
-    "gone AS (DELETE FROM awaited WHERE child_pk = %s RETURNING parent_pk), "
-    "counted AS (UPDATE waits SET outstanding = waits.outstanding - 1 FROM gone "
-    "WHERE waits.parent_pk = gone.parent_pk "
-    "RETURNING waits.parent_pk, waits.outstanding, waits.seq)"
-)
-
-#: ``[[parent_pk, seq], ...]`` of the parents :data:`NOTIFY_PARENTS_CTES` brought to zero.
-PARENTS_AT_ZERO = "ARRAY(SELECT ARRAY[parent_pk, seq] FROM counted WHERE outstanding <= 0)"
-
-
 def notify_parents(connection: Connection, child_pk: int, now: float) -> None:
-    """A process terminated: decrement its waiting parents' counts and wake those at zero."""
-    row = connection.execute(
-        f"WITH {NOTIFY_PARENTS_CTES} SELECT {PARENTS_AT_ZERO}", (child_pk,)
-    ).fetchone()
-    assert row is not None
-    wake_parents(connection, row[0], now)
+    """A process terminated: decrement its waiting parents' counts and wake those at zero.
 
-
-def wake_parents(connection: Connection, at_zero: Iterable[Sequence[int]], now: float) -> None:
-    """Wake the parents that :data:`PARENTS_AT_ZERO` selected: their wait is over."""
-    for parent_pk, seq in at_zero:
-        connection.execute("DELETE FROM waits WHERE parent_pk = %s", (parent_pk,))
-        enqueue(connection, parent_pk, f"wake:{parent_pk}:{seq}", now)
+    One statement for the counts of all its parents, and a statement of its own, after the one
+    that ended the child: a parent whose commit starts waiting for the child locks the child's
+    row, so the child's end waits for that commit, and only a statement that starts after it
+    sees the ``awaited`` rows it wrote (a statement sees the commits made before it began).
+    The UPDATE waits for a parent's row that another child's end holds, and decrements the
+    count that one committed.
+    """
+    counted = connection.execute(
+        "WITH gone AS (DELETE FROM awaited WHERE child_pk = %s RETURNING parent_pk) "
+        "UPDATE waits SET outstanding = waits.outstanding - 1 FROM gone "
+        "WHERE waits.parent_pk = gone.parent_pk "
+        "RETURNING waits.parent_pk, waits.outstanding, waits.seq",
+        (child_pk,),
+    ).fetchall()
+    for parent_pk, outstanding, seq in counted:
+        if outstanding <= 0:
+            connection.execute("DELETE FROM waits WHERE parent_pk = %s", (parent_pk,))
+            enqueue(connection, parent_pk, f"wake:{parent_pk}:{seq}", now)
 
 
 def release_owner_tx(connection: Connection, owner: str) -> Released:

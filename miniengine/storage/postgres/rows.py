@@ -320,29 +320,36 @@ _INSERT_PROCESS = (
     f"{SERVER_NOW} + %s, %s, %s, %s, %s) RETURNING pk"
 )
 
-#: A process's end with its one new output: the fenced UPDATE, the output's row and its link
-#: in one statement (followed by the CTEs of :func:`_finish_tail`).  The first column counts
-#: the fenced rows (0: the lease was lost, the link is not written, and the caller's
-#: LeaseLostError rolls everything back); the second is NULL if a node with the output's uuid
-#: was stored already (a replayed finish).
-_FINISH_WITH_OUTPUT = (
-    "WITH fenced AS (UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
+#: A process's end, fenced by its lease (parameters: the new state's columns, then pk, owner,
+#: epoch); the other parts of the statement that ends it follow as more CTEs.
+_FENCED = (
+    "fenced AS (UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
     "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
     "control = NULL, paused = 0, mtime = %s "
-    "WHERE pk = %s AND owner = %s AND lease_epoch = %s RETURNING pk), "
+    "WHERE pk = %s AND owner = %s AND lease_epoch = %s RETURNING pk)"
+)
+
+#: A new output's row (NULL pk if a node with its uuid was stored already: a replayed finish)
+#: and its link, written only if the end was (else the caller's LeaseLostError rolls it back).
+_NEW_OUTPUT = (
     f"output AS (INSERT INTO nodes ({_DATA_COLUMNS}) VALUES {_DATA_MARKS} "
     "ON CONFLICT (uuid) DO NOTHING RETURNING pk), "
     "linked AS (INSERT INTO links (in_pk, out_pk, link_type, label) "
     "SELECT %s, output.pk, %s, %s FROM output, fenced)"
 )
 
+_INSERT_LINKS = "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES "
+_LINK_MARKS = "(%s, %s, %s, %s)"
+
 
 def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int]:
     """Terminate a process (fenced by its lease) and link its outputs; return the output pks.
 
-    The usual end (one new output) is one statement: the fenced end, the output, its link, the
-    logs, the checkpoint's removal, the parents' counts and the task's acknowledgement.  A
-    worker's processes end by the dozen and each statement is a round trip to the server."""
+    The usual end (outputs stored already, and at most one new one) is one statement: the
+    fenced end, the new output, the links, the logs, the checkpoint's removal and the task's
+    acknowledgement (a worker's processes end by the dozen, and each statement is a round trip
+    to the server); the waiting parents' counts follow in a statement of their own (see
+    :func:`~miniengine.storage.postgres.broker_rows.notify_parents` for why)."""
     now = time.time()
     logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
     rows = log_rows(finish.pk, logs, now)
@@ -350,22 +357,20 @@ def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int
         executemany(connection, _INSERT_LOG, rows)
         rows = []
     tail = _finish_tail(finish, rows)
+    new = [data for _, data, _ in finish.outputs if data.pk is None]
     if (
-        len(finish.outputs) == 1
-        and finish.outputs[0][1].pk is None
-        and finish.outputs[0][1]._storage_needs() is None
+        len(new) > 1
+        or (new and new[0]._storage_needs() is not None)
+        or len(finish.outputs) > _ROWS_PER_INSERT
     ):
-        output_pk, parents = _finish_with_output(connection, finish, now, tail)
-        output_pks = [output_pk]
-    else:
         output_pks = _finish_and_outputs(connection, finish, now)
-        parents = []
-        ctes, tail_params, at_zero = tail
+        ctes, tail_params = tail
         if ctes:
-            row = connection.execute(f"WITH {ctes} SELECT {at_zero}", tail_params).fetchone()
-            assert row is not None
-            parents = row[0] or []
-    broker_rows.wake_parents(connection, parents, now)
+            connection.execute(f"WITH {ctes} SELECT 1", tail_params)
+    else:
+        output_pks = _finish_in_one_statement(connection, finish, now, tail)
+    if finish.resumable:
+        broker_rows.notify_parents(connection, finish.pk, now)
     if finish.cascade is not None:
         from miniengine.storage.postgres import control_rows
 
@@ -374,67 +379,78 @@ def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int
     return output_pks
 
 
-#: The CTEs of :func:`_finish_tail`, their parameters, the column of the parents to wake.
-_Tail = tuple[str, list[Any], str]
+#: The CTEs of :func:`_finish_tail` and their parameters.
+_Tail = tuple[str, list[Any]]
 
 
 def _finish_tail(finish: FinishProcess, logs: Sequence[Sequence[Any]]) -> _Tail:
-    """The common table expressions that complete a process's end (its logs; for a resumable
-    process its checkpoint's removal and its parents' counts; its task's acknowledgement),
-    their parameters, and the column that selects the parents to wake (NULL: none)."""
+    """The common table expressions that complete a process's end (its logs, its checkpoint's
+    removal, its task's acknowledgement) and their parameters."""
     ctes: list[str] = []
     params: list[Any] = []
     if logs:
         ctes.append(f"logged AS ({_INSERT_LOGS}{', '.join([_LOG_MARKS] * len(logs))})")
         params.extend(value for row in logs for value in row)
-    at_zero = "NULL"
     if finish.resumable:
         ctes.append("cleared AS (DELETE FROM checkpoints WHERE node_pk = %s)")
-        ctes.append(broker_rows.NOTIFY_PARENTS_CTES)
-        params.extend((finish.pk, finish.pk))
-        at_zero = broker_rows.PARENTS_AT_ZERO
+        params.append(finish.pk)
     if finish.task_pk is not None:
         ctes.append(f"acked AS ({broker_rows.ACK_TASK})")
         params.append(finish.task_pk)
-    return ", ".join(ctes), params, at_zero
+    return ", ".join(ctes), params
 
 
-def _finish_with_output(
+def _finish_in_one_statement(
     connection: Connection, finish: FinishProcess, now: float, tail: _Tail
-) -> tuple[int, list[Any]]:
-    """The fenced end, the one new output of ``finish`` and its ``tail`` in one round trip;
-    the output's pk and the parents to wake."""
-    ctes, tail_params, at_zero = tail
-    label, data, link_type = finish.outputs[0]
-    row = _data_row(connection, data, now)
+) -> list[int]:
+    """The fenced end of ``finish``, its one new output if it has one, the links of all its
+    outputs and its ``tail`` in one round trip; the output pks."""
+    ctes = [_FENCED]
+    params: list[Any] = [
+        finish.process_state,
+        finish.exit_status,
+        finish.exit_message,
+        finish.exception,
+        finish.process_status,
+        now,
+        finish.pk,
+        finish.owner,
+        finish.epoch,
+    ]
+    new = next((output for output in finish.outputs if output[1].pk is None), None)
+    row: tuple[Any, ...] = ()
+    if new is not None:
+        label, data, link_type = new
+        row = _data_row(connection, data, now)
+        ctes.append(_NEW_OUTPUT)
+        params.extend((*row, finish.pk, link_type, label))
+    stored = [
+        (finish.pk, data.pk, link_type, label)
+        for label, data, link_type in finish.outputs
+        if data.pk is not None
+    ]
+    if stored:
+        ctes.append(f"stored AS ({_INSERT_LINKS}{', '.join([_LINK_MARKS] * len(stored))})")
+        params.extend(value for link in stored for value in link)
+    more, tail_params = tail
+    if more:
+        ctes.append(more)
+        params.extend(tail_params)
+    output = "(SELECT pk FROM output)" if new is not None else "NULL"
     answer = connection.execute(
-        f"{_FINISH_WITH_OUTPUT}{', ' if ctes else ''}{ctes} "
-        f"SELECT (SELECT count(*) FROM fenced), (SELECT pk FROM output), {at_zero}",
-        (
-            finish.process_state,
-            finish.exit_status,
-            finish.exit_message,
-            finish.exception,
-            finish.process_status,
-            now,
-            finish.pk,
-            finish.owner,
-            finish.epoch,
-            *row,
-            finish.pk,
-            link_type,
-            label,
-            *tail_params,
-        ),
+        f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM fenced), {output}",
+        params,
     ).fetchone()
     assert answer is not None
-    fenced, out_pk, parents = answer
+    fenced, out_pk = answer
     if fenced != 1:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
-    if out_pk is None:  # stored by a finish cut off before: the same node, linked now
+    if new is not None and out_pk is None:  # stored by a finish cut off before: linked now
+        label, data, link_type = new
         out_pk = _existing(connection, [row])[data.uuid]
         _insert_links(connection, [(finish.pk, out_pk, link_type, label)])
-    return int(out_pk), parents or []
+    output_pks = [data.pk if data.pk is not None else out_pk for _, data, _ in finish.outputs]
+    return [int(pk) for pk in output_pks]
 
 
 def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: float) -> list[int]:
@@ -487,11 +503,7 @@ def add_logs_tx(connection: Connection, pk: int, logs: Sequence[LogEntry]) -> No
 
 
 def _insert_links(connection: Connection, links: Sequence[tuple[int, int, str, str]]) -> None:
-    executemany(
-        connection,
-        "INSERT INTO links (in_pk, out_pk, link_type, label) VALUES (%s, %s, %s, %s)",
-        links,
-    )
+    executemany(connection, _INSERT_LINKS + _LINK_MARKS, links)
 
 
 # reads -----------------------------------------------------------------------------------------
