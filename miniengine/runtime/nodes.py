@@ -811,6 +811,9 @@ def node_from_row(store: Backend, row: NodeRow) -> Any:
 
 
 def load_nodes(store: Backend, pks: Sequence[int]) -> dict[int, Any]:
+    """The nodes of ``pks`` (each once), by pk, in one query; none for no pks."""
+    if not pks:
+        return {}
     found = store.provenance.nodes(list(dict.fromkeys(pks)))
     return {pk: node_from_row(store, row) for pk, row in found.items()}
 
@@ -820,7 +823,7 @@ def blob_resolver(store: Backend, blob: bytes) -> Callable[[int], Any]:
     from ``store`` in one query first (on a database server, one round trip instead of one per
     node), and each pk then resolves to its node."""
     pks = codec.stored_pks(blob)
-    named = load_nodes(store, pks) if pks else {}
+    named = load_nodes(store, pks)
 
     def resolve(pk: int) -> Any:
         node = named.get(pk)

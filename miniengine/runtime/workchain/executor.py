@@ -290,11 +290,12 @@ class _Executor(ProcessExecutor):
         self.raw_inputs = checkpoint.inputs
         self.inputs = FrozenAttributeDict(self.raw_inputs)
         self.ctx = AttributeDict(_attribute_dicts(checkpoint.ctx))
-        pks = [pk for _, _, pk in checkpoint.awaiting]
-        nodes = load_nodes(self.store, pks)
+        # the children awaited and the outputs so far, in one query
+        nodes = load_nodes(
+            self.store, [*(pk for _, _, pk in checkpoint.awaiting), *checkpoint.outputs.values()]
+        )
         self.awaiting = [(key, append, nodes[pk]) for key, append, pk in checkpoint.awaiting]
-        stored = load_nodes(self.store, list(checkpoint.outputs.values()))
-        self.outputs = {label: stored[pk] for label, pk in checkpoint.outputs.items()}
+        self.outputs = {label: nodes[pk] for label, pk in checkpoint.outputs.items()}
 
     # the lifecycle ----------------------------------------------------------------------------
 
