@@ -104,6 +104,42 @@ def test_read_process_gives_the_node_and_its_checkpoint_together(store: Backend)
             store.checkpoints.read_process(missing)
 
 
+def test_read_processes_reads_several_as_read_process_does_each(store: Backend) -> None:
+    first, second = create(store), create(store)
+    data_pk = first.input_pks[0]
+    pks = [second.pk, first.pk, data_pk, first.pk + second.pk + 100, 2**70, second.pk]
+    found = store.checkpoints.read_processes(pks)
+    assert set(found) == {first.pk, second.pk, data_pk}  # the missing pks are left out
+    for pk in found:
+        assert found[pk] == store.checkpoints.read_process(pk)
+    assert store.checkpoints.read_processes([]) == {}
+
+
+def test_a_decode_takes_the_data_nodes_read_ahead_and_reads_the_rest(store: Backend) -> None:
+    """A daemon worker reads the stored nodes that a claim's checkpoints name in one query; a
+    decode takes its Data nodes from those rows (objects of its own) and reads only the others."""
+    from miniengine.runtime.nodes import rows_read_ahead
+
+    x, a, b = (Int(value).store() for value in (1, 20, 300))
+    blob = Checkpoint(CLASS_PATH, {"x": x}, ctx={"a": a, "b": b}).encode()
+    ahead = store.provenance.nodes([x.pk, a.pk])
+    counting: Any = _CountingNodes(store)
+    with rows_read_ahead(ahead):
+        decoded = decode_checkpoint(counting, blob)
+    assert counting.asked == [[b.pk]]  # only the node not read ahead
+    assert (decoded.inputs["x"].value, decoded.ctx["a"].value, decoded.ctx["b"].value) == (
+        1,
+        20,
+        300,
+    )
+    assert decoded.inputs["x"].pk == x.pk and decoded.inputs["x"].is_stored
+    with rows_read_ahead(ahead):
+        again = decode_checkpoint(counting, blob)
+    assert again.inputs["x"] is not decoded.inputs["x"]  # each decode builds its own objects
+    decode_checkpoint(counting, blob)  # outside the block, everything is read
+    assert sorted(counting.asked[-1]) == sorted([x.pk, a.pk, b.pk])
+
+
 def test_claim_fences_and_a_step_commit_answers_typed(store: Backend) -> None:
     pk = create(store).pk
     checkpoints = store.checkpoints
@@ -226,26 +262,29 @@ def test_load_process_says_at_which_stage_it_failed(store: Backend) -> None:
     assert unimportable.value.class_path == "no_such_module_here:Chain"
 
 
+class _CountingNodes:
+    """A backend that records each query for nodes (``provenance.nodes``) it is asked."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.asked: list[list[int]] = []
+        self.provenance = self
+
+    def nodes(self, pks: Any) -> Any:
+        self.asked.append(list(pks))
+        return self.inner.provenance.nodes(pks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def test_the_nodes_a_checkpoint_names_are_read_in_one_query(store: Backend) -> None:
     """On a database server each query is a round trip: decoding a checkpoint asks for all the
     stored nodes it names at once, not once per node."""
 
-    class Counting:
-        def __init__(self, inner: Backend) -> None:
-            self.inner = inner
-            self.asked: list[list[int]] = []
-            self.provenance = self
-
-        def nodes(self, pks: Any) -> Any:
-            self.asked.append(list(pks))
-            return self.inner.provenance.nodes(pks)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
     x, a, b = (Int(value).store() for value in (1, 20, 300))  # in $MINIENGINE_DB: the same
     blob = Checkpoint(CLASS_PATH, {"x": x}, ctx={"a": a, "pair": (b, x), "n": Int(5)}).encode()
-    counting: Any = Counting(store)
+    counting: Any = _CountingNodes(store)
     decoded = decode_checkpoint(counting, blob)
     assert len(counting.asked) == 1 and sorted(counting.asked[0]) == sorted([x.pk, a.pk, b.pk])
     assert decoded.inputs["x"].value == 1 and decoded.inputs["x"].pk == x.pk

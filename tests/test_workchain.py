@@ -1073,6 +1073,38 @@ async def test_one_unstored_node_in_the_context_twice_survives_eviction(backend_
     assert node.outputs.first.value == 5
 
 
+async def test_a_worker_reads_the_processes_of_a_claim_together(backend_db, monkeypatch):
+    """The nodes, checkpoints and inputs of the processes a worker claims at once are read in
+    two queries for all of them, not two per process (a round trip each on a server)."""
+    from miniengine import Int, asubmit, await_node
+    from miniengine.daemon import Worker
+    from miniengine.storage.open import open_backend
+    from tests.workchains.chaos_chains import Leaf
+
+    nodes = [await asubmit(Leaf, x=Int(x)) for x in range(6)]  # queued before the worker claims
+    opened = open_backend(backend_db)
+    cls = type(opened.checkpoints)  # the backend's class, which the worker's store uses too
+    opened.close()
+    singles: list[int] = []
+    batches: list[list[int]] = []
+    read_process, read_processes = cls.read_process, cls.read_processes
+    monkeypatch.setattr(
+        cls, "read_process", lambda self, pk: singles.append(pk) or read_process(self, pk)
+    )
+    monkeypatch.setattr(
+        cls,
+        "read_processes",
+        lambda self, pks: batches.append(list(pks)) or read_processes(self, pks),
+    )
+    async with Worker(db=backend_db, lease_timeout=5.0):
+        for node in nodes:
+            await await_node(node, timeout=60)
+    assert [node.outputs.y.value for node in nodes] == [2 * x for x in range(6)]
+    first = {node.pk for node in nodes}
+    assert batches and set(batches[0]) == first  # the first claim took all six, read together
+    assert not first & set(singles)  # none of them read on its own for its first run
+
+
 # what a step's return value means ----------------------------------------------------------
 
 

@@ -15,22 +15,24 @@ import os
 import sys
 import time
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import anyio
 import anyio.abc
 
+from miniengine.core import codec
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import LeaseLostError, MiniengineError, StoreError
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async, set_step_threads
 from miniengine.runtime.mode import DaemonMode
-from miniengine.runtime.nodes import WorkChainNode
+from miniengine.runtime.nodes import WorkChainNode, rows_read_ahead
 from miniengine.runtime.workchain.launch import _except_owned
 from miniengine.runtime.workchain.load import IMPORT_STAGE, LoadError, load_process
 from miniengine.storage.host import current_host
 from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
-from miniengine.storage.interfaces.checkpoints import LATER, Claim
+from miniengine.storage.interfaces.checkpoints import LATER, Claim, StoredCheckpoint
+from miniengine.storage.interfaces.provenance import NodeRow
 from miniengine.storage.open import open_backend
 from miniengine.storage.paths import resolve_db
 from miniengine.storage.store import DEFAULT_LEASE_TIMEOUT, Store
@@ -55,6 +57,15 @@ RETRY_DELAY = 1.0
 
 #: Seconds before a worker claims again after a claim failed (the file stayed locked, say).
 CLAIM_RETRY_DELAY = 1.0
+
+
+class ReadAhead(NamedTuple):
+    """What :meth:`Worker._read_ahead` read for the processes of one claim."""
+
+    #: each process's node and checkpoint, by pk
+    processes: dict[int, tuple[NodeRow, StoredCheckpoint | None]]
+    #: the stored nodes those checkpoints name, by pk
+    nodes: dict[int, NodeRow]
 
 
 class Worker:
@@ -200,6 +211,7 @@ class Worker:
                 )
                 await anyio.sleep(CLAIM_RETRY_DELAY)
                 continue
+            ahead = self._read_ahead(claimed)
             for claim in claimed:
                 self.busy += 1
                 self._idle = anyio.Event()
@@ -213,11 +225,34 @@ class Worker:
                     )
                     self._alone = claim.task_pk
                 self._task_group.start_soon(
-                    self._run_task, claim.task_pk, claim.process_pk, claim.epoch
+                    self._run_task, claim.task_pk, claim.process_pk, claim.epoch, ahead
                 )
             if claimed and len(claimed) < free:
                 continue
             await self._wait_for_work()
+
+    def _read_ahead(self, claimed: list[Claim]) -> ReadAhead | None:
+        """The nodes and checkpoints of the processes of a claim, and the Data nodes those
+        checkpoints name, in two queries instead of two per process (on a database server a
+        round trip each, with the loop waiting).  ``None`` for a claim of one, or if the reads
+        failed: each process is then read when it starts, as always."""
+        store = self.store
+        assert store is not None
+        pks = [claim.process_pk for claim in claimed if claim.epoch not in (None, LATER)]
+        if len(pks) < 2:
+            return None
+        try:
+            processes = store.checkpoints.read_processes(pks)
+            named = {
+                pk
+                for _, checkpoint in processes.values()
+                if checkpoint is not None
+                for pk in codec.stored_pks(checkpoint.data)
+            }
+            nodes = store.provenance.nodes(sorted(named)) if named else {}
+        except StoreError:
+            return None
+        return ReadAhead(processes, nodes)
 
     async def _wait_for_work(self) -> None:
         """Until woken locally (:meth:`_wake_up`), or another connection commits."""
@@ -274,10 +309,12 @@ class Worker:
 
     # running ---------------------------------------------------------------------------------
 
-    async def _run_task(self, task_pk: int, process_pk: int, epoch: int | None) -> None:
+    async def _run_task(
+        self, task_pk: int, process_pk: int, epoch: int | None, ahead: ReadAhead | None = None
+    ) -> None:
         try:
             if epoch is not None:  # None: acknowledged and dropped in the claiming transaction
-                await self._execute(task_pk, process_pk, epoch)
+                await self._execute(task_pk, process_pk, epoch, ahead)
         except (Exception, SystemExit):
             logger.exception("task %s for process %s failed", task_pk, process_pk)
             await self._give_back(task_pk, process_pk)
@@ -290,23 +327,28 @@ class Worker:
             if self.busy == 0:
                 self._idle.set()
 
-    async def _execute(self, task_pk: int, process_pk: int, epoch: int) -> None:
+    async def _execute(
+        self, task_pk: int, process_pk: int, epoch: int, ahead: ReadAhead | None
+    ) -> None:
         # A second task for a process that this worker runs right now (a duplicate, or a wake-up
         # that overtook the eviction of the run that enqueued it) waits for that run to end: two
         # runs of one process in one worker would share the owner and fence each other only
         # after both had run the step.
         running = self._running.get(process_pk)
         while running is not None:
+            ahead = None  # read before that run ended: stale
             await running.wait()
             running = self._running.get(process_pk)
         done = self._running[process_pk] = anyio.Event()
         try:
-            await self._claim_and_drive(task_pk, process_pk, epoch)
+            await self._claim_and_drive(task_pk, process_pk, epoch, ahead)
         finally:
             del self._running[process_pk]
             done.set()
 
-    async def _claim_and_drive(self, task_pk: int, process_pk: int, claimed: int) -> None:
+    async def _claim_and_drive(
+        self, task_pk: int, process_pk: int, claimed: int, ahead: ReadAhead | None = None
+    ) -> None:
         store = self.store
         assert store is not None
         epoch: int | None = claimed
@@ -316,10 +358,14 @@ class Worker:
             )
         if epoch is None:
             return  # terminated already, or a duplicate: acknowledged and dropped
-        row, checkpoint = store.checkpoints.read_process(process_pk)
+        read = ahead.processes.get(process_pk) if ahead is not None else None
+        row, checkpoint = read if read is not None else store.checkpoints.read_process(process_pk)
         node = WorkChainNode(store, row)
         try:
-            executor, state = load_process(store, row, epoch, checkpoint, DaemonMode(self, task_pk))
+            with rows_read_ahead(ahead.nodes if ahead is not None else None):
+                executor, state = load_process(
+                    store, row, epoch, checkpoint, DaemonMode(self, task_pk)
+                )
         except LoadError as exc:
             if exc.stage == IMPORT_STAGE and exc.class_path is not None:
                 # the code, not the process, is at fault (changed while the daemon ran, or the

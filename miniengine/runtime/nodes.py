@@ -9,6 +9,7 @@ on access through the node's store.
 from __future__ import annotations
 
 import abc
+import contextlib
 import contextvars
 import datetime
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -818,12 +819,38 @@ def load_nodes(store: Backend, pks: Sequence[int]) -> dict[int, Any]:
     return {pk: node_from_row(store, row) for pk, row in found.items()}
 
 
+#: Rows of Data nodes read already for the checkpoints about to be decoded (a daemon worker
+#: reads those of all the processes of a claim in one query); see :func:`rows_read_ahead`.
+_read_ahead: contextvars.ContextVar[Mapping[int, NodeRow] | None] = contextvars.ContextVar(
+    "miniengine_rows_read_ahead", default=None
+)
+
+
+@contextlib.contextmanager
+def rows_read_ahead(rows: Mapping[int, NodeRow] | None) -> Iterator[None]:
+    """Within the block, checkpoints decoded in this context take the Data nodes they name
+    from ``rows`` (by pk) instead of reading them: a Data node never changes once stored.
+    Each decode still builds node objects of its own."""
+    token = _read_ahead.set(rows)
+    try:
+        yield
+    finally:
+        _read_ahead.reset(token)
+
+
 def blob_resolver(store: Backend, blob: bytes) -> Callable[[int], Any]:
     """The ``resolve_pk`` for decoding checkpoint ``blob``: the stored nodes it names are loaded
     from ``store`` in one query first (on a database server, one round trip instead of one per
-    node), and each pk then resolves to its node."""
+    node), or taken from :func:`rows_read_ahead`, and each pk then resolves to its node."""
     pks = codec.stored_pks(blob)
-    named = load_nodes(store, pks)
+    named: dict[int, Any] = {}
+    ahead = _read_ahead.get()
+    if ahead:
+        for pk in pks:
+            row = ahead.get(pk)
+            if row is not None and not row.node_type.startswith("process."):
+                named[pk] = node_from_row(store, row)
+    named.update(load_nodes(store, [pk for pk in pks if pk not in named]))
 
     def resolve(pk: int) -> Any:
         node = named.get(pk)

@@ -30,6 +30,8 @@ from miniengine.storage.interfaces.checkpoints import (
 )
 from miniengine.storage.interfaces.provenance import NodeRow
 from miniengine.storage.rows import (
+    NODE_COLUMNS,
+    SQL_INTEGERS,
     NewProcess,
     begin_process_of_checked_parent,
     begin_process_tx,
@@ -231,6 +233,30 @@ def read_process(
 ) -> tuple[NodeRow, StoredCheckpoint | None]:
     """A process's node and its last checkpoint (two lookups of the local file)."""
     return read_node_row(connection, pk), read_checkpoint(connection, pk)
+
+
+def read_processes(
+    connection: sqlite3.Connection, pks: Sequence[int]
+) -> dict[int, tuple[NodeRow, StoredCheckpoint | None]]:
+    """:func:`read_process` for each of ``pks`` that exists, in one query: what a worker needs
+    to continue the processes of a claim."""
+    wanted = [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
+    found: dict[int, tuple[NodeRow, StoredCheckpoint | None]] = {}
+    for start in range(0, len(wanted), _PKS_PER_QUERY):
+        chunk = wanted[start : start + _PKS_PER_QUERY]
+        for *node, seq, data in connection.execute(
+            f"SELECT {NODE_COLUMNS}, c.seq, c.data FROM nodes "
+            "LEFT JOIN checkpoints c ON c.node_pk = nodes.pk "
+            f"WHERE nodes.pk IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            checkpoint = StoredCheckpoint(int(seq), bytes(data)) if data is not None else None
+            found[node[0]] = (NodeRow._make(node), checkpoint)
+    return found
+
+
+#: Parameters per query of :func:`read_processes` (sqlite allows 32,766 in a statement).
+_PKS_PER_QUERY = 1000
 
 
 def begin_memoised_tx(

@@ -120,6 +120,13 @@ class Checkpoints(Protocol):
         ``NotExistent`` if there is no such node."""
         ...
 
+    def read_processes(
+        self, pks: Sequence[int]
+    ) -> dict[int, tuple[NodeRow, StoredCheckpoint | None]]:
+        """:meth:`read_process` for each of ``pks`` that exists (the others are left out), in
+        one query: a worker reads the processes of a claim together."""
+        ...
+
     @property
     def step_commit(self) -> Transaction[[StepCommit], StepCommitted]:
         """Write a step's state, checkpoint, outputs, logs and outbox, fenced by the epoch."""

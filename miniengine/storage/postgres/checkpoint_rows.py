@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from miniengine.core.checkpoint import Checkpoint, with_refs
@@ -303,6 +304,25 @@ def read_process(connection: Connection, pk: int) -> tuple[NodeRow, StoredCheckp
     *node, seq, data = found
     checkpoint = StoredCheckpoint(int(seq), bytes(data)) if data is not None else None
     return NodeRow._make(node), checkpoint
+
+
+def read_processes(
+    connection: Connection, pks: Sequence[int]
+) -> dict[int, tuple[NodeRow, StoredCheckpoint | None]]:
+    """:func:`read_process` for each of ``pks`` that exists, in one statement: what a worker
+    needs to continue the processes of a claim (one round trip for all of them)."""
+    found: dict[int, tuple[NodeRow, StoredCheckpoint | None]] = {}
+    wanted = [pk for pk in dict.fromkeys(pks) if pk in SQL_INTEGERS]
+    if not wanted:
+        return found
+    for *node, seq, data in connection.execute(
+        f"SELECT {NODE_COLUMNS}, c.seq, c.data FROM nodes "
+        "LEFT JOIN checkpoints c ON c.node_pk = nodes.pk WHERE nodes.pk = ANY(%s)",
+        (wanted,),
+    ):
+        checkpoint = StoredCheckpoint(int(seq), bytes(data)) if data is not None else None
+        found[node[0]] = (NodeRow._make(node), checkpoint)
+    return found
 
 
 def begin_memoised_tx(connection: Connection, new: NewProcess, memo: MemoKey) -> BeginOutcome:

@@ -61,5 +61,10 @@ class SqliteCheckpoints:
     def read_process(self, pk: int) -> tuple[NodeRow, StoredCheckpoint | None]:
         return self._store.read(checkpoint_rows.read_process, pk)
 
+    def read_processes(
+        self, pks: Sequence[int]
+    ) -> dict[int, tuple[NodeRow, StoredCheckpoint | None]]:
+        return self._store.read(checkpoint_rows.read_processes, pks)
+
     def fingerprint(self, process_type: str, inputs: Sequence[tuple[str, Data]]) -> str:
         return checkpoint_rows.fingerprint(process_type, inputs)
