@@ -80,7 +80,7 @@ def _version(connection: Any) -> int | None:
 
 
 #: Pure Python helpers of the sqlite modules that the ports import rather than copy.
-_SHARED = {"log_rows", "fingerprint"}
+_SHARED = {"end_values", "log_rows", "fingerprint"}
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,22 @@ def check_lease(connection: sqlite3.Connection, pk: int, owner: str, epoch: int)
         )
 
 
+def end_values(finish: FinishProcess, now: float) -> tuple[Any, ...]:
+    """The parameters of a fenced end's UPDATE on every backend: the new state's columns
+    (state, exit status and message, exception, status, ``mtime``), then pk, owner and epoch."""
+    return (
+        finish.process_state,
+        finish.exit_status,
+        finish.exit_message,
+        finish.exception,
+        finish.process_status,
+        now,
+        finish.pk,
+        finish.owner,
+        finish.epoch,
+    )
+
+
 def log_rows(pk: int, logs: Iterable[LogEntry], now: float) -> list[tuple[int, float, str, str]]:
     """``(node_pk, time, levelname, message)`` rows; an entry without a time is dated ``now``."""
     return [(pk, entry[2] if len(entry) == 3 else now, entry[0], entry[1]) for entry in logs]
@@ -197,17 +213,7 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
         "process_status = ?, owner = NULL, lease_expires = NULL, control = NULL, paused = 0, "
         "mtime = ? "
         "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
-        (
-            finish.process_state,
-            finish.exit_status,
-            finish.exit_message,
-            finish.exception,
-            finish.process_status,
-            now,
-            finish.pk,
-            finish.owner,
-            finish.epoch,
-        ),
+        end_values(finish, now),
     )
     if cursor.rowcount != 1:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)

@@ -43,6 +43,7 @@ from miniengine.storage.rows import (
     NODE_COLUMNS,
     SQL_INTEGERS,
     _dashed,
+    end_values,
     log_rows,
 )
 
@@ -320,14 +321,16 @@ _INSERT_PROCESS = (
     f"{SERVER_NOW} + %s, %s, %s, %s, %s) RETURNING pk"
 )
 
-#: A process's end, fenced by its lease (parameters: the new state's columns, then pk, owner,
-#: epoch); the other parts of the statement that ends it follow as more CTEs.
-_FENCED = (
-    "fenced AS (UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
+#: A process's end, fenced by its lease (its parameters: :func:`end_values`).
+_END = (
+    "UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
     "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
     "control = NULL, paused = 0, mtime = %s "
-    "WHERE pk = %s AND owner = %s AND lease_epoch = %s RETURNING pk)"
+    "WHERE pk = %s AND owner = %s AND lease_epoch = %s"
 )
+
+#: :data:`_END` as the first CTE of the statement that ends a process.
+_FENCED = f"fenced AS ({_END} RETURNING pk)"
 
 #: A new output's row (NULL pk if a node with its uuid was stored already: a replayed finish)
 #: and its link, written only if the end was (else the caller's LeaseLostError rolls it back).
@@ -406,17 +409,7 @@ def _finish_in_one_statement(
     """The fenced end of ``finish``, its one new output if it has one, the links of all its
     outputs and its ``tail`` in one round trip; the output pks."""
     ctes = [_FENCED]
-    params: list[Any] = [
-        finish.process_state,
-        finish.exit_status,
-        finish.exit_message,
-        finish.exception,
-        finish.process_status,
-        now,
-        finish.pk,
-        finish.owner,
-        finish.epoch,
-    ]
+    params: list[Any] = list(end_values(finish, now))
     new = next((output for output in finish.outputs if output[1].pk is None), None)
     row: tuple[Any, ...] = ()
     if new is not None:
@@ -455,23 +448,7 @@ def _finish_in_one_statement(
 
 def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: float) -> list[int]:
     """The fenced end of ``finish``, then its outputs and their links; the output pks."""
-    cursor = connection.execute(
-        "UPDATE nodes SET process_state = %s, exit_status = %s, exit_message = %s, "
-        "exception = %s, process_status = %s, owner = NULL, lease_expires = NULL, "
-        "control = NULL, paused = 0, mtime = %s "
-        "WHERE pk = %s AND owner = %s AND lease_epoch = %s",
-        (
-            finish.process_state,
-            finish.exit_status,
-            finish.exit_message,
-            finish.exception,
-            finish.process_status,
-            now,
-            finish.pk,
-            finish.owner,
-            finish.epoch,
-        ),
-    )
+    cursor = connection.execute(_END, end_values(finish, now))
     if cursor.rowcount != 1:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
     output_pks = insert_new_data(connection, (data for _, data, _ in finish.outputs), now)
