@@ -829,7 +829,9 @@ _read_ahead: contextvars.ContextVar[Mapping[int, NodeRow] | None] = contextvars.
 @contextlib.contextmanager
 def rows_read_ahead(rows: Mapping[int, NodeRow] | None) -> Iterator[None]:
     """Within the block, checkpoints decoded in this context take the Data nodes they name
-    from ``rows`` (by pk) instead of reading them: a Data node never changes once stored.
+    from ``rows`` (by pk) instead of reading them: a stored Data node's content never changes
+    (its label or description may, and a row read a moment before the decode is as current
+    as one read by it).  Process nodes are read by the decode, since their state moves on.
     Each decode still builds node objects of its own."""
     token = _read_ahead.set(rows)
     try:
