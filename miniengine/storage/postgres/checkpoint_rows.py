@@ -290,20 +290,10 @@ def read_checkpoint(connection: Connection, pk: int) -> StoredCheckpoint | None:
 
 def read_process(connection: Connection, pk: int) -> tuple[NodeRow, StoredCheckpoint | None]:
     """A process's node and its last checkpoint in one statement (one round trip)."""
-    found = (
-        connection.execute(
-            f"SELECT {NODE_COLUMNS}, c.seq, c.data FROM nodes "
-            "LEFT JOIN checkpoints c ON c.node_pk = nodes.pk WHERE nodes.pk = %s",
-            (pk,),
-        ).fetchone()
-        if pk in SQL_INTEGERS
-        else None
-    )
+    found = read_processes(connection, [pk]).get(pk)
     if found is None:
         raise NotExistent(f"no node with the pk {pk}")
-    *node, seq, data = found
-    checkpoint = StoredCheckpoint(int(seq), bytes(data)) if data is not None else None
-    return NodeRow._make(node), checkpoint
+    return found
 
 
 def read_processes(
