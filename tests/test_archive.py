@@ -68,7 +68,15 @@ AIIDA_EXPORT = {
 }
 
 #: The columns of ``nodes`` an archive leaves out: who runs a process now, not what it did.
-RUN_TIME_COLUMNS = {"owner", "lease_epoch", "lease_expires", "submitted", "control", "paused"}
+RUN_TIME_COLUMNS = {
+    "owner",
+    "lease_epoch",
+    "lease_expires",
+    "submitted",
+    "control",
+    "paused",
+    "awaited",
+}
 
 
 @calcfunction

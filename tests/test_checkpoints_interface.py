@@ -196,6 +196,49 @@ def test_a_pause_request_is_taken_once(store: Backend, miniengine_db: Path | str
     assert store.provenance.node(pk).paused  # still paused: only the request was taken
 
 
+def test_parents_waiting_for_the_same_children_each_wake_when_their_last_one_ends(
+    store: Backend, miniengine_db: Path | str
+) -> None:
+    """A child's end wakes every parent waiting for it, whichever order each parent named its
+    children in; an end that no parent waits for wakes nobody."""
+    from miniengine.storage.interfaces.provenance import FinishProcess
+
+    checkpoints = store.checkpoints
+    first, second, third, child_a, child_b, alone = (create(store).pk for _ in range(6))
+    epochs = {
+        pk: checkpoints.claim_process(pk, store.owner, store.lease_expiry(), "running")
+        for pk in (first, second, third, child_a, child_b, alone)
+    }
+    blob = Checkpoint(CLASS_PATH, {}, (0,), "setup", 1).encode()
+    waits = {first: [child_a, child_b], second: [child_b, child_a], third: [child_b]}
+    for parent, children in waits.items():
+        checkpoints.step_commit(
+            StepCommit(
+                parent, store.owner, epochs[parent], "waiting", None, 1, blob, wait_for=children
+            )
+        )
+
+    def woken() -> list[int]:
+        return sorted(
+            pk
+            for (pk,) in sql.query(
+                miniengine_db, "SELECT process_pk FROM tasks WHERE dedup_key LIKE ?", "wake:%"
+            )
+        )
+
+    def end(pk: int) -> None:
+        store.provenance.finish_process(FinishProcess(pk, store.owner, epochs[pk], "finished"))
+
+    end(alone)
+    assert woken() == []
+    end(child_b)
+    assert woken() == [third]  # the other two still wait for child_a
+    end(child_a)
+    assert woken() == [first, second, third]
+    assert sql.count(miniengine_db, "SELECT count(*) FROM waits") == 0
+    assert sql.count(miniengine_db, "SELECT count(*) FROM awaited") == 0
+
+
 # the checkpoint as a value ---------------------------------------------------------------------
 
 

@@ -190,7 +190,12 @@ _V12_NODES = (
 
 @pytest.mark.sqlite_only(reason="builds a sqlite file of schema 12 by hand")
 async def test_sqlite_version_12_database_gains_the_index(tmp_path: Path) -> None:
-    from miniengine.storage.schema import APPLICATION_ID, MIGRATIONS, split_statements
+    from miniengine.storage.schema import (
+        APPLICATION_ID,
+        MIGRATIONS,
+        SCHEMA_VERSION,
+        split_statements,
+    )
 
     path = tmp_path / "v12.sqlite"
     connection = sqlite3.connect(path, isolation_level=None)
@@ -211,7 +216,7 @@ async def test_sqlite_version_12_database_gains_the_index(tmp_path: Path) -> Non
     finally:
         store.close()
     connection = sqlite3.connect(path)
-    assert connection.execute("PRAGMA user_version").fetchone() == (13,)
+    assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     found = connection.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'nodes_ended_badly'"
     ).fetchone()
@@ -244,7 +249,7 @@ async def test_postgresql_version_12_database_gains_the_index(postgres_url: str)
     finally:
         store.close()
     with psycopg.connect(postgres_url, autocommit=True) as connection:
-        assert schema.read_schema_version(connection) == 13
+        assert schema.read_schema_version(connection) == schema.SCHEMA_VERSION
         found = connection.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'nodes_ended_badly'"
         ).fetchone()

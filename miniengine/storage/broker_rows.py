@@ -130,13 +130,14 @@ def wait_for_children(connection: sqlite3.Connection, parent_pk: int, seq: int,
                       children: Sequence[int], now: float) -> int:  # fmt: skip
     """Record that ``parent_pk`` waits for ``children``; return how many are still running.
 
-    When none is, the parent's continuation is enqueued at once.
+    When none is, the parent's continuation is enqueued at once.  The running children's
+    ``awaited`` flag is set: their ends look for waiting parents only when it is.
     """
     active = [
         pk
         for (pk,) in connection.execute(
-            f"SELECT pk FROM nodes WHERE pk IN ({','.join('?' * len(children))}) "
-            "AND process_state IN ('created', 'running', 'waiting')",
+            f"UPDATE nodes SET awaited = 1 WHERE pk IN ({','.join('?' * len(children))}) "
+            "AND process_state IN ('created', 'running', 'waiting') RETURNING pk",
             tuple(children),
         )
     ] if children else []  # fmt: skip

@@ -83,7 +83,7 @@ TABLES: tuple[CopiedTable, ...] = (
         "nodes",
         "pk uuid node_type process_type process_label process_state process_status exit_status "
         "exit_message exception paused label description attributes owner lease_epoch "
-        "lease_expires ctime mtime submitted control computer_pk extras node_hash",
+        "lease_expires ctime mtime submitted control computer_pk extras node_hash awaited",
         "pk",
         "pk",
     ),

@@ -208,14 +208,14 @@ def begin_process_of_checked_parent(
 def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> list[int]:
     """Terminate a process (fenced by its lease) and link its outputs; return the output pks."""
     now = time.time()
-    cursor = connection.execute(
+    ended = connection.execute(
         "UPDATE nodes SET process_state = ?, exit_status = ?, exit_message = ?, exception = ?, "
         "process_status = ?, owner = NULL, lease_expires = NULL, control = NULL, paused = 0, "
         "mtime = ? "
-        "WHERE pk = ? AND owner = ? AND lease_epoch = ?",
+        "WHERE pk = ? AND owner = ? AND lease_epoch = ? RETURNING awaited",
         end_values(finish, now),
-    )
-    if cursor.rowcount != 1:
+    ).fetchone()
+    if ended is None:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
     output_pks = insert_new_data(connection, (data for _, data, _ in finish.outputs), now)
     _insert_links(
@@ -233,7 +233,8 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
         )
     if finish.resumable:
         connection.execute("DELETE FROM checkpoints WHERE node_pk = ?", (finish.pk,))
-        broker_rows.notify_parents(connection, finish.pk, now)
+        if ended is None or ended[0]:  # (a parent waited for it once: it may wait still)
+            broker_rows.notify_parents(connection, finish.pk, now)
     if finish.cascade is not None:
         from miniengine.storage import control_rows
 

@@ -87,7 +87,7 @@ CREATE TABLE checkpoints (
 """
 
 #: the schema version this miniengine creates and migrates to: ``len(MIGRATIONS)``
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 #: ``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``.  Only creating or
 #: migrating a database needs them, so the ``schema_vN`` modules are imported on first use

@@ -165,15 +165,21 @@ def wait_for_children(connection: Connection, parent_pk: int, seq: int,
     """Record that ``parent_pk`` waits for ``children``; return how many are still running.
 
     When none is, the parent's continuation is enqueued at once.  A child that terminates
-    concurrently either commits first (it is not counted here) or waits for this commit's
-    ``awaited`` rows (its ``notify_parents`` deletes them): the children's rows are locked
-    ``FOR SHARE``, which a child's terminal UPDATE waits for, so no wake-up is lost.
+    concurrently either commits first (it is not counted here) or waits for this commit: the
+    running children's rows are updated (their ``awaited`` flag set), which a child's terminal
+    UPDATE waits for and then returns the flag of, so its end looks for the ``awaited`` rows
+    written here (its ``notify_parents`` deletes them) and no wake-up is lost.  The rows are
+    locked in pk order first: two parents waiting for the same children must not each hold
+    one that the other needs.
     """
     active = [
         int(pk)
         for (pk,) in connection.execute(
-            "SELECT pk FROM nodes WHERE pk = ANY(%s) "
-            "AND process_state IN ('created', 'running', 'waiting') FOR SHARE",
+            "WITH running AS (SELECT pk FROM nodes WHERE pk = ANY(%s) "
+            "AND process_state IN ('created', 'running', 'waiting') "
+            "ORDER BY pk FOR NO KEY UPDATE) "
+            "UPDATE nodes SET awaited = 1 FROM running WHERE nodes.pk = running.pk "
+            "RETURNING nodes.pk",
             (list(children),),
         )
     ] if children else []  # fmt: skip
@@ -198,9 +204,10 @@ def notify_parents(connection: Connection, child_pk: int, now: float) -> None:
     """A process terminated: decrement its waiting parents' counts and wake those at zero.
 
     One statement for the counts of all its parents, and a statement of its own, after the one
-    that ended the child: a parent whose commit starts waiting for the child locks the child's
-    row, so the child's end waits for that commit, and only a statement that starts after it
-    sees the ``awaited`` rows it wrote (a statement sees the commits made before it began).
+    that ended the child: a parent whose commit starts waiting for the child updates the
+    child's row, so the child's end waits for that commit, and only a statement that starts
+    after it sees the ``awaited`` rows it wrote (a statement sees the commits made before it
+    began).  An end whose row's ``awaited`` flag is not set skips this: no parent waits.
     The UPDATE waits for a parent's row that another child's end holds, and decrements the
     count that one committed.
     """

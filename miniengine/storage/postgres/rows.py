@@ -330,7 +330,7 @@ _END = (
 )
 
 #: :data:`_END` as the first CTE of the statement that ends a process.
-_FENCED = f"fenced AS ({_END} RETURNING pk)"
+_FENCED = f"fenced AS ({_END} RETURNING awaited)"
 
 #: A new output's row (NULL pk if a node with its uuid was stored already: a replayed finish)
 #: and its link, written only if the end was (else the caller's LeaseLostError rolls it back).
@@ -352,7 +352,8 @@ def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int
     fenced end, the new output, the links, the logs, the checkpoint's removal and the task's
     acknowledgement (a worker's processes end by the dozen, and each statement is a round trip
     to the server); the waiting parents' counts follow in a statement of their own (see
-    :func:`~miniengine.storage.postgres.broker_rows.notify_parents` for why)."""
+    :func:`~miniengine.storage.postgres.broker_rows.notify_parents` for why), only if the
+    process's row says that a parent waited for it."""
     now = time.time()
     logs = [*finish.logs, finish.log] if finish.log is not None else list(finish.logs)
     rows = log_rows(finish.pk, logs, now)
@@ -366,13 +367,13 @@ def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int
         or (new and new[0]._storage_needs() is not None)
         or len(finish.outputs) > _ROWS_PER_INSERT
     ):
-        output_pks = _finish_and_outputs(connection, finish, now)
+        output_pks, awaited = _finish_and_outputs(connection, finish, now)
         ctes, tail_params = tail
         if ctes:
             connection.execute(f"WITH {ctes} SELECT 1", tail_params)
     else:
-        output_pks = _finish_in_one_statement(connection, finish, now, tail)
-    if finish.resumable:
+        output_pks, awaited = _finish_in_one_statement(connection, finish, now, tail)
+    if finish.resumable and awaited:
         broker_rows.notify_parents(connection, finish.pk, now)
     if finish.cascade is not None:
         from miniengine.storage.postgres import control_rows
@@ -405,9 +406,10 @@ def _finish_tail(finish: FinishProcess, logs: Sequence[Sequence[Any]]) -> _Tail:
 
 def _finish_in_one_statement(
     connection: Connection, finish: FinishProcess, now: float, tail: _Tail
-) -> list[int]:
+) -> tuple[list[int], bool]:
     """The fenced end of ``finish``, its one new output if it has one, the links of all its
-    outputs and its ``tail`` in one round trip; the output pks."""
+    outputs and its ``tail`` in one round trip; the output pks, and whether a parent ever
+    waited for the process (its row's ``awaited``, as the end found it)."""
     ctes = [_FENCED]
     params: list[Any] = list(end_values(finish, now))
     new = next((output for output in finish.outputs if output[1].pk is None), None)
@@ -431,11 +433,12 @@ def _finish_in_one_statement(
         params.extend(tail_params)
     output = "(SELECT pk FROM output)" if new is not None else "NULL"
     answer = connection.execute(
-        f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM fenced), {output}",
+        f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM fenced), {output}, "
+        "(SELECT awaited FROM fenced)",
         params,
     ).fetchone()
     assert answer is not None
-    fenced, out_pk = answer
+    fenced, out_pk, awaited = answer
     if fenced != 1:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
     if new is not None and out_pk is None:  # stored by a finish cut off before: linked now
@@ -443,13 +446,16 @@ def _finish_in_one_statement(
         out_pk = _existing(connection, [row])[data.uuid]
         _insert_links(connection, [(finish.pk, out_pk, link_type, label)])
     output_pks = [data.pk if data.pk is not None else out_pk for _, data, _ in finish.outputs]
-    return [int(pk) for pk in output_pks]
+    return [int(pk) for pk in output_pks], awaited != 0
 
 
-def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: float) -> list[int]:
-    """The fenced end of ``finish``, then its outputs and their links; the output pks."""
-    cursor = connection.execute(_END, end_values(finish, now))
-    if cursor.rowcount != 1:
+def _finish_and_outputs(
+    connection: Connection, finish: FinishProcess, now: float
+) -> tuple[list[int], bool]:
+    """The fenced end of ``finish``, then its outputs and their links; the output pks, and
+    whether a parent ever waited for the process."""
+    ended = connection.execute(f"{_END} RETURNING awaited", end_values(finish, now)).fetchone()
+    if ended is None:
         check_lease(connection, finish.pk, finish.owner, finish.epoch)
     output_pks = insert_new_data(connection, (data for _, data, _ in finish.outputs), now)
     _insert_links(
@@ -459,7 +465,7 @@ def _finish_and_outputs(connection: Connection, finish: FinishProcess, now: floa
             for out_pk, (label, _, link_type) in zip(output_pks, finish.outputs, strict=True)
         ],
     )
-    return output_pks
+    return output_pks, ended is None or ended[0] != 0
 
 
 def update_label_tx(connection: Connection, pk: int, label: str, description: str) -> None:

@@ -339,6 +339,13 @@ CREATE INDEX nodes_ended_badly ON nodes (process_state, pk)
     WHERE process_state IN ('excepted', 'killed');
 """
 
+#: Version 14 (as ``storage/schema_v14.py``): whether a parent ever waited for a process, set by
+#: the wait and read by the process's end, which looks for waiting parents only when it is set.
+_SCHEMA_V14 = """
+ALTER TABLE nodes ADD COLUMN awaited smallint NOT NULL DEFAULT 0;
+UPDATE nodes SET awaited = 1 WHERE pk IN (SELECT child_pk FROM awaited);
+"""
+
 
 class Migration(NamedTuple):
     """One forward step: the SQL that brings a schema from ``source`` to ``target``, then
@@ -361,6 +368,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, 11, _SCHEMA_V11, _backfill_attributes),
     Migration(11, 12, _SCHEMA_V12),
     Migration(12, 13, _SCHEMA_V13),
+    Migration(13, 14, _SCHEMA_V14),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1].target
