@@ -9,6 +9,7 @@ goes in and what comes out.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,35 @@ def test_create_workchain_writes_the_node_and_its_first_checkpoint(store: Backen
     assert checkpoint.inputs == {"x": codec.NodeRef(created.input_pks[0])}  # by pk, not value
     assert (checkpoint.cursor, checkpoint.seq, checkpoint.awaiting) == (None, 0, [])
     assert store.checkpoints.read_checkpoint(created.pk + 100) is None
+
+
+@pytest.mark.parametrize("inputs", [0, 1, 3])
+@pytest.mark.parametrize("enqueue", [False, True])
+def test_a_created_workchain_has_its_checkpoint_and_its_start_task_if_queued(
+    store: Backend, miniengine_db: Path | str, inputs: int, enqueue: bool
+) -> None:
+    """With or without inputs (on PostgreSQL the row, links, checkpoint and task go in one
+    statement when there are links to write, in several when there are none)."""
+    values = [Int(10 + i) for i in range(inputs)]
+    new = new_workchain(store, Int(0))
+    new = dataclasses.replace(new, inputs=[(f"x{i}", value) for i, value in enumerate(values)])
+    created = store.checkpoints.create_workchain(
+        new, CLASS_PATH, {f"x{i}": value for i, value in enumerate(values)}, enqueue, None
+    )
+    assert len(created.input_pks) == inputs
+    stored = store.checkpoints.read_checkpoint(created.pk)
+    assert stored is not None and stored.seq == 0
+    assert Checkpoint.decode(stored.data).inputs == {
+        f"x{i}": codec.NodeRef(pk) for i, pk in enumerate(created.input_pks)
+    }
+    links = sql.query(
+        miniengine_db, "SELECT in_pk, label FROM links WHERE out_pk = ? ORDER BY pk", created.pk
+    )
+    assert links == [(pk, f"x{i}") for i, pk in enumerate(created.input_pks)]
+    tasks = sql.query(
+        miniengine_db, "SELECT dedup_key, status FROM tasks WHERE process_pk = ?", created.pk
+    )
+    assert tasks == ([(f"start:{created.pk}", "ready")] if enqueue else [])
 
 
 def test_read_process_gives_the_node_and_its_checkpoint_together(store: Backend) -> None:

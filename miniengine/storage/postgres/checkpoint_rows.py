@@ -33,11 +33,12 @@ from miniengine.storage.postgres import broker_rows, control_rows
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.rows import (
     _ROWS_PER_INSERT,
+    Start,
     begin_process_of_checked_parent,
-    begin_process_tx,
     check_lease,
     executemany,
     insert_new_data,
+    insert_process,
 )
 from miniengine.storage.rows import NODE_COLUMNS, SQL_INTEGERS, log_rows
 
@@ -493,23 +494,35 @@ def create_workchain_tx(
     memo: MemoKey | None = None,
 ) -> Created:
     """Create a WorkChain node (CREATED) with its inputs and its first checkpoint, and, for the
-    daemon, its start task: all in one transaction (a replayed step's child is reused)."""
+    daemon, its start task: all in one transaction (a replayed step's child is reused).  The
+    usual one (not a replayed step's) is two statements, its new inputs and then the rest: the
+    checkpoint names the inputs by pk, and nothing in it depends on the process's own pk."""
     if memo is None:
-        pk, input_pks = begin_process_tx(connection, new)
-    else:
-        pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
-        if outcome != "new":
-            return Created(pk, [data.pk for _, data in new.inputs])  # type: ignore[misc]
+        if new.parent is not None:
+            check_lease(connection, *new.parent)
+        now = time.time()
+        input_pks = insert_new_data(connection, (data for _, data in new.inputs), now)
+        blob = _first_checkpoint(new, input_pks, class_path, inputs)
+        pk = insert_process(connection, new, input_pks, now, Start(blob, enqueue))
+        return Created(pk, input_pks)
+    pk, input_pks, outcome = begin_memoised_tx(connection, new, memo)
+    if outcome != "new":
+        return Created(pk, [data.pk for _, data in new.inputs])  # type: ignore[misc]
+    write_checkpoint(connection, pk, 0, _first_checkpoint(new, input_pks, class_path, inputs))
+    if enqueue:
+        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
+    return Created(pk, input_pks)
+
+
+def _first_checkpoint(new: NewProcess, input_pks: Sequence[int], class_path: str,
+                      inputs: dict[str, Any]) -> bytes:  # fmt: skip
+    """A new WorkChain's checkpoint: its class and its inputs, the just stored ones by pk."""
     fresh = {
         id(data): input_pk
         for (_, data), input_pk in zip(new.inputs, input_pks, strict=True)
         if data.pk is None
     }
-    blob = Checkpoint(class_path, with_refs(inputs, fresh)).encode()
-    write_checkpoint(connection, pk, 0, blob)
-    if enqueue:
-        broker_rows.enqueue(connection, pk, f"start:{pk}", time.time())
-    return Created(pk, input_pks)
+    return Checkpoint(class_path, with_refs(inputs, fresh)).encode()
 
 
 def take_pause_request_tx(connection: Connection, pk: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.errors import UniqueViolation
@@ -49,6 +49,7 @@ from miniengine.storage.rows import (
 
 __all__ = [
     "Connection",
+    "Start",
     "add_log_tx",
     "add_logs_tx",
     "begin_process_of_checked_parent",
@@ -58,6 +59,7 @@ __all__ = [
     "finish_process_tx",
     "insert_data",
     "insert_new_data",
+    "insert_process",
     "process_rows_query",
     "read_links",
     "read_logs",
@@ -250,38 +252,77 @@ def process_links(new: NewProcess, input_pks: Sequence[int]) -> list[tuple[int, 
     return links
 
 
+class Start(NamedTuple):
+    """What a resumable process is created with besides its row: its first checkpoint, and
+    whether its start task is queued (a daemon's) or not (a run's, or a step's child, queued
+    by the step's commit)."""
+
+    checkpoint: bytes
+    enqueue: bool
+
+
 def insert_process(
-    connection: Connection, new: NewProcess, input_pks: Sequence[int], now: float
+    connection: Connection,
+    new: NewProcess,
+    input_pks: Sequence[int],
+    now: float,
+    start: Start | None = None,
 ) -> int:
     """The row of a process whose inputs are stored (and whose caller's lease this transaction
-    checked) and its links; its pk."""
+    checked), its links and its ``start``; its pk."""
     links = process_links(new, input_pks)
     if not links or len(links) > _ROWS_PER_INSERT:  # (no links: nothing to merge)
         pk = _insert_process(connection, new, now, _INSERT_PROCESS, ())
         _insert_links(
             connection, [(in_pk, pk, link_type, label) for in_pk, link_type, label in links]
         )
+        if start is not None:
+            connection.execute(_INSERT_CHECKPOINT, (pk, start.checkpoint))
+            if start.enqueue:
+                broker_rows.enqueue(connection, pk, f"start:{pk}", now)
         return pk
-    # the process's row and its links in one statement (one round trip), links in order
-    statement = _PROCESS_WITH_LINKS.get(len(links))
+    # the process's row, its links in order, its checkpoint and its start task in one
+    # statement: one round trip instead of up to four
+    key = (len(links), None if start is None else start.enqueue)
+    statement = _PROCESS_WITH_LINKS.get(key)
     if statement is None:
-        statement = _PROCESS_WITH_LINKS[len(links)] = _process_with_links(len(links))
-    return _insert_process(connection, new, now, statement, [v for link in links for v in link])
+        statement = _PROCESS_WITH_LINKS[key] = _process_with_links(*key)
+    more: list[Any] = [v for link in links for v in link]
+    if start is not None:
+        more.append(start.checkpoint)
+        if start.enqueue:
+            more.append(now)
+    return _insert_process(connection, new, now, statement, more)
 
 
-#: :func:`_process_with_links` by the number of links (a few sizes in practice).
-_PROCESS_WITH_LINKS: dict[int, str] = {}
+#: :func:`_process_with_links` by the number of links and the start (a few in practice).
+_PROCESS_WITH_LINKS: dict[tuple[int, bool | None], str] = {}
+
+#: A new process's first checkpoint (its pk and the checkpoint as parameters).
+_INSERT_CHECKPOINT = "INSERT INTO checkpoints (node_pk, seq, data) VALUES (%s, 0, %s)"
 
 
-def _process_with_links(count: int) -> str:
+def _process_with_links(count: int, enqueue: bool | None) -> str:
     """The statement inserting a process's row and ``count`` links to it, in their order
-    (measured here: 8% faster than the two statements; ``unnest`` of arrays was slower)."""
+    (measured here: 8% faster than the two statements; ``unnest`` of arrays was slower), then,
+    unless ``enqueue`` is None, its first checkpoint and, if ``enqueue``, its start task."""
     values = ", ".join([f"(%s::bigint, %s, %s, {position})" for position in range(count)])
+    started = ""
+    if enqueue is not None:
+        started = (
+            ", checkpointed AS (INSERT INTO checkpoints (node_pk, seq, data) "
+            "SELECT pk, 0, %s FROM process)"
+        )
+    if enqueue:
+        started += (
+            ", queued AS (INSERT INTO tasks (process_pk, dedup_key, not_before, ctime) "
+            "SELECT pk, 'start:' || pk, 0, %s FROM process)"
+        )
     return (
         f"WITH process AS ({_INSERT_PROCESS}), linked AS (INSERT INTO links (in_pk, out_pk, "
         "link_type, label) SELECT given.in_pk, process.pk, given.link_type, given.label "
         f"FROM process, (VALUES {values}) AS given(in_pk, link_type, label, position) "
-        "ORDER BY given.position) SELECT pk FROM process"
+        f"ORDER BY given.position){started} SELECT pk FROM process"
     )
 
 
