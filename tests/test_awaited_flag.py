@@ -5,13 +5,12 @@ opened, so their ends still wake it."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 from miniengine.storage.interfaces.provenance import FinishProcess
 from miniengine.storage.open import open_backend
-from tests.services import sql
+from tests.services import old_schema, sql
 
 OWNER = "worker:old-host:1:1"
 
@@ -33,34 +32,12 @@ _ROWS = [
 def _make_version_13(db: Path | str) -> None:
     rows = [row.format(owner=OWNER, expires=time.time() + 600) for row in _ROWS]
     if sql.is_postgres(db):
-        import psycopg
-
-        from miniengine.storage.postgres import schema
-
-        with psycopg.connect(str(db), autocommit=True) as connection, connection.transaction():
-            for step in schema.MIGRATIONS:
-                if step.target <= 13:
-                    connection.execute(step.sql.encode())
-            connection.execute(
-                "INSERT INTO miniengine_meta (key, value) VALUES ('schema_version', '13')"
-            )
-            nodes, *others = rows
-            connection.execute(nodes.replace(") VALUES", ") OVERRIDING SYSTEM VALUE VALUES", 1))
-            for row in others:
-                connection.execute(row.encode())
-            connection.execute("SELECT setval(pg_get_serial_sequence('nodes', 'pk'), 3)")
-        return
-    from miniengine.storage.schema import APPLICATION_ID, MIGRATIONS, split_statements
-
-    with sqlite3.connect(db, isolation_level=None) as connection:
-        for step in range(13):
-            for statement in split_statements(MIGRATIONS[step]):
-                connection.execute(statement)
-        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        connection.execute("PRAGMA user_version = 13")
-        for row in rows:
-            connection.execute(row)
-    connection.close()
+        nodes, *others = rows  # (pks as given: the rows refer to them)
+        nodes = nodes.replace(") VALUES", ") OVERRIDING SYSTEM VALUE VALUES", 1)
+        sequence = "SELECT setval(pg_get_serial_sequence('nodes', 'pk'), 3)"
+        old_schema.make_postgresql(str(db), 13, [nodes, *others, sequence])
+    else:
+        old_schema.make_sqlite(Path(db), 13, rows)
 
 
 def _woken(db: Path | str) -> list[int]:

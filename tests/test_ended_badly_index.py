@@ -22,6 +22,7 @@ from miniengine.storage.open import open_backend
 from miniengine.storage.postgres import query_rows as postgres_query_rows
 from miniengine.storage.postgres import rows as postgres_rows
 from miniengine.storage.query_builder_sql import compile_query
+from tests.services import old_schema
 
 pytestmark = pytest.mark.backends
 
@@ -190,22 +191,10 @@ _V12_NODES = (
 
 @pytest.mark.sqlite_only(reason="builds a sqlite file of schema 12 by hand")
 async def test_sqlite_version_12_database_gains_the_index(tmp_path: Path) -> None:
-    from miniengine.storage.schema import (
-        APPLICATION_ID,
-        MIGRATIONS,
-        SCHEMA_VERSION,
-        split_statements,
-    )
+    from miniengine.storage.schema import SCHEMA_VERSION
 
     path = tmp_path / "v12.sqlite"
-    connection = sqlite3.connect(path, isolation_level=None)
-    for step in range(12):
-        for statement in split_statements(MIGRATIONS[step]):
-            connection.execute(statement)
-    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    connection.execute("PRAGMA user_version = 12")
-    connection.execute(_V12_NODES)
-    connection.close()
+    old_schema.make_sqlite(path, 12, [_V12_NODES])
     store = open_backend(path)
     try:
         assert [
@@ -231,14 +220,7 @@ async def test_postgresql_version_12_database_gains_the_index(postgres_url: str)
 
     from miniengine.storage.postgres import schema
 
-    with psycopg.connect(postgres_url, autocommit=True) as connection, connection.transaction():
-        for step in schema.MIGRATIONS:
-            if step.target <= 12:
-                connection.execute(step.sql.encode())
-        connection.execute(
-            "INSERT INTO miniengine_meta (key, value) VALUES ('schema_version', '12')"
-        )
-        connection.execute(_V12_NODES)
+    old_schema.make_postgresql(postgres_url, 12, [_V12_NODES])
     store = open_backend(postgres_url)
     try:
         assert [

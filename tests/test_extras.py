@@ -24,6 +24,7 @@ from miniengine import (
 from miniengine.storage.open import close_all_backends, open_backend
 from miniengine.storage.schema import SCHEMA_VERSION
 from miniengine.storage.store import close_all_stores
+from tests.services import old_schema
 
 
 @calcfunction
@@ -175,22 +176,16 @@ def test_comments_add_update_remove(backend_db: Any) -> None:
 
 # the migration from version 8 ------------------------------------------------------------------
 
+#: A Data node of schema 8 (which had no extras).
+_V8_NODE = (
+    "INSERT INTO nodes (uuid, node_type, ctime, mtime) VALUES "
+    "('01a247ea-2376-735a-99b1-34dea77619a5', 'core.data', 0, 0)"
+)
+
 
 def test_sqlite_version_8_database_migrates_to_9(tmp_path: Path) -> None:
-    from miniengine.storage.schema import APPLICATION_ID, MIGRATIONS, split_statements
-
     path = tmp_path / "v8.sqlite"
-    with sqlite3.connect(path, isolation_level=None) as connection:
-        for step in range(8):
-            for statement in split_statements(MIGRATIONS[step]):
-                connection.execute(statement)
-        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        connection.execute("PRAGMA user_version = 8")
-        connection.execute(
-            "INSERT INTO nodes (uuid, node_type, ctime, mtime) VALUES "
-            "('01a247ea-2376-735a-99b1-34dea77619a5', 'core.data', 0, 0)"
-        )
-    connection.close()
+    old_schema.make_sqlite(path, 8, [_V8_NODE])
     store = open_backend(path)
     try:
         assert store.groups.extras(1) == {}
@@ -211,18 +206,8 @@ def test_postgresql_version_8_database_migrates_to_9(postgres_url: str) -> None:
 
     from miniengine.storage.postgres import schema
 
+    old_schema.make_postgresql(postgres_url, 8, [_V8_NODE])
     with psycopg.connect(postgres_url, autocommit=True) as connection:
-        with connection.transaction():
-            for step in schema.MIGRATIONS:
-                if step.target <= 8:
-                    connection.execute(step.sql.encode())
-            connection.execute(
-                "INSERT INTO miniengine_meta (key, value) VALUES ('schema_version', '8')"
-            )
-            connection.execute(
-                "INSERT INTO nodes (uuid, node_type, ctime, mtime) VALUES "
-                "('01a247ea-2376-735a-99b1-34dea77619a5', 'core.data', 0, 0)"
-            )
         assert "extras" not in {
             row[0]
             for row in connection.execute(
