@@ -5,7 +5,8 @@ A daemon worker's step threads queue dozens of writes behind the lock; the threa
 runs them all in one transaction.  What must hold: each caller returns only once its own write is
 committed, with its own result or its own error; a write that fails is rolled back alone; the
 main thread (where a Ctrl-C lands) never runs another thread's write; and on PostgreSQL a group
-whose connection was lost is not run again (its ``COMMIT`` may have reached the server).
+whose connection was lost runs again whole if that was before its ``COMMIT`` (nothing of it was
+committed), and not at all if it was at its ``COMMIT`` (which may have reached the server).
 """
 
 from __future__ import annotations
@@ -132,29 +133,61 @@ def test_the_main_thread_runs_only_its_own_write(store: Any) -> None:
     assert _names(store) == {"main", "t0", "t1", "t2", "t3"}
 
 
-def test_a_group_whose_connection_was_lost_is_not_run_again(store: Any) -> None:
+def _counted(store: Any, runs: list[str], name: str) -> Write:
+    insert = _insert(store, name)
+
+    def write(connection: Any) -> Any:
+        runs.append(name)
+        return insert(connection)
+
+    return write
+
+
+def test_a_group_cut_off_before_its_commit_runs_again_whole(store: Any) -> None:
+    """The server ends a session that waits inside a transaction for too long (a worker
+    stopped by SIGSTOP): nothing of it was committed, so the group runs again on a new
+    connection and every write succeeds once."""
     if not _postgres(store):
         pytest.skip("a sqlite connection is not lost while its process lives")
     runs: list[str] = []
 
-    def counted(name: str) -> Write:
-        insert = _insert(store, name)
-
-        def write(connection: Any) -> Any:
-            runs.append(name)
-            return insert(connection)
-
-        return write
-
-    def cut_off(connection: Any) -> None:
+    def cut_off_once(connection: Any) -> str:
         runs.append("cut")
-        connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        if runs.count("cut") == 1:
+            connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return "cut"
 
-    outcomes = _queue_behind_the_lock(store, {"a": counted("a"), "cut": cut_off, "b": counted("b")})
-    # every write of the group learns that it failed; none ran a second time (the group
-    # stopped where the connection was lost)
+    writes = {"a": _counted(store, runs, "a"), "cut": cut_off_once, "b": _counted(store, runs, "b")}
+    outcomes = _queue_behind_the_lock(store, writes)
+    assert not any(isinstance(outcome, Exception) for outcome in outcomes.values()), outcomes
+    assert runs == ["a", "cut", "a", "cut", "b"]
+    assert _names(store) == {"a", "b"}
+
+
+def test_a_group_whose_connection_was_lost_at_its_commit_is_not_run_again(
+    store: Any, miniengine_db: Path | str
+) -> None:
+    """A connection lost at ``COMMIT`` leaves the outcome unknown: every write of the group
+    fails, and none runs a second time (it could be stored twice)."""
+    if not _postgres(store):
+        pytest.skip("a sqlite connection is not lost while its process lives")
+    import psycopg
+
+    runs: list[str] = []
+
+    def end_the_session(connection: Any) -> None:
+        """The last write of the group: the session is ended (from another one, waiting
+        until it is gone) after every write ran, so it is the ``COMMIT`` that finds it lost."""
+        runs.append("end")
+        pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(str(miniengine_db), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+
+    writes = {"a": _counted(store, runs, "a"), "b": _counted(store, runs, "b")}
+    writes["end"] = end_the_session
+    outcomes = _queue_behind_the_lock(store, writes)
     assert all(isinstance(outcome, StoreError) for outcome in outcomes.values()), outcomes
-    assert runs == ["a", "cut"]
+    assert sorted(runs) == ["a", "b", "end"]
     assert _names(store) == set()
     # the store connects again for the next write
     store.write_sync(_insert(store, "after"))

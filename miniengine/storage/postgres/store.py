@@ -305,6 +305,13 @@ class PostgresStore:
         """Run ``fn`` inside ``BEGIN``/``COMMIT`` (the caller holds the write lock), again
         whole after a serialization failure or a deadlock, for :data:`RETRY_SECONDS`.
 
+        Again whole, on a new connection, if the connection was lost before ``COMMIT`` was sent:
+        the server rolled the transaction back (it ends a writer session that waited inside a
+        transaction for half a lease, e.g. of a worker stopped by SIGSTOP; the writes of a
+        process are fenced by its lease, so a worker that lost it meanwhile learns so from the
+        run again).  A connection lost at ``COMMIT`` fails the transaction: it may have been
+        committed.
+
         Not in psycopg's pipeline mode, although it would send ``BEGIN`` with the first
         statement: measured here, a calcfunction took 1.11-1.66 ms in a pipeline against
         0.92-1.17 ms without (entering and leaving one costs more than the round trips it
@@ -316,17 +323,17 @@ class PostgresStore:
         while True:
             connection = self._writer_connection()
             committed = False
-            began = False
+            commit_sent = False
             try:
                 # the row functions rely on READ COMMITTED (each statement sees the commits it
                 # waited for), whatever the server's default_transaction_isolation says
                 connection.execute(b"BEGIN ISOLATION LEVEL READ COMMITTED")
-                began = True
                 if busy_seconds is not None:
                     milliseconds = max(int(busy_seconds * 1000), 1)
                     connection.execute(f"SET LOCAL lock_timeout = {milliseconds}".encode())
                 try:
                     result = fn(connection, *args)
+                    commit_sent = True
                     connection.execute(_COMMIT)
                     committed = True
                 except BaseException:
@@ -343,9 +350,10 @@ class PostgresStore:
                         f"{self._location}: rows stayed locked by another connection for "
                         f"{patience:g} s"
                     ) from exc
-                if not began and connection.broken:
-                    # the server restarted or dropped us while idle: nothing was sent, so
-                    # connect again and run the transaction on the new connection
+                if connection.broken and not commit_sent:
+                    # the server restarted, or ended the session (idle, or stalled inside
+                    # this transaction): nothing of it was committed, so connect again and
+                    # run it whole on the new connection
                     if time.monotonic() > deadline:
                         raise store_error(self._location, "write failed", exc) from exc
                     time.sleep(delay)
