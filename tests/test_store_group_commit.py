@@ -5,8 +5,9 @@ A daemon worker's step threads queue dozens of writes behind the lock; the threa
 runs them all in one transaction.  What must hold: each caller returns only once its own write is
 committed, with its own result or its own error; a write that fails is rolled back alone; the
 main thread (where a Ctrl-C lands) never runs another thread's write; and on PostgreSQL a group
-whose connection was lost runs again whole if that was before its ``COMMIT`` (nothing of it was
-committed), and not at all if it was at its ``COMMIT`` (which may have reached the server).
+whose connection was lost runs again whole if nothing of it was committed (the connection lost
+before its ``COMMIT``, or the server says the transaction was rolled back), and not at all if
+the server says it committed.
 """
 
 from __future__ import annotations
@@ -164,31 +165,56 @@ def test_a_group_cut_off_before_its_commit_runs_again_whole(store: Any) -> None:
     assert _names(store) == {"a", "b"}
 
 
-def test_a_group_whose_connection_was_lost_at_its_commit_is_not_run_again(
+def test_a_group_whose_session_ended_before_its_commit_arrived_runs_again_whole(
     store: Any, miniengine_db: Path | str
 ) -> None:
-    """A connection lost at ``COMMIT`` leaves the outcome unknown: every write of the group
-    fails, and none runs a second time (it could be stored twice)."""
+    """The session ends after every write ran, so it is the ``COMMIT`` that finds the
+    connection lost: the server, asked on a new connection, says the transaction was rolled
+    back, and the group runs again whole; each write is committed once."""
     if not _postgres(store):
         pytest.skip("a sqlite connection is not lost while its process lives")
     import psycopg
 
     runs: list[str] = []
 
-    def end_the_session(connection: Any) -> None:
-        """The last write of the group: the session is ended (from another one, waiting
-        until it is gone) after every write ran, so it is the ``COMMIT`` that finds it lost."""
+    def end_the_session_once(connection: Any) -> None:
         runs.append("end")
-        pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-        with psycopg.connect(str(miniengine_db), autocommit=True) as other:
-            other.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        if runs.count("end") == 1:  # ended from another session, waiting until it is gone
+            pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            with psycopg.connect(str(miniengine_db), autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
 
     writes = {"a": _counted(store, runs, "a"), "b": _counted(store, runs, "b")}
-    writes["end"] = end_the_session
+    writes["end"] = end_the_session_once
     outcomes = _queue_behind_the_lock(store, writes)
-    assert all(isinstance(outcome, StoreError) for outcome in outcomes.values()), outcomes
-    assert sorted(runs) == ["a", "b", "end"]
-    assert _names(store) == set()
+    assert not any(isinstance(outcome, Exception) for outcome in outcomes.values()), outcomes
+    assert sorted(runs) == ["a", "a", "b", "b", "end", "end"]
+    assert _names(store) == {"a", "b"}
+
+
+def test_a_group_whose_connection_was_lost_after_its_commit_is_not_run_again(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``COMMIT`` is done when the connection is lost: the server, asked on a new
+    connection, says so, and each write returns its result without running again (it would be
+    stored twice)."""
+    if not _postgres(store):
+        pytest.skip("a sqlite connection is not lost while its process lives")
+    from miniengine.storage.postgres import store as postgres_store
+
+    commit = postgres_store._COMMIT + b"; SELECT pg_terminate_backend(pg_backend_pid())"
+    monkeypatch.setattr(postgres_store, "_COMMIT", commit)
+    runs: list[str] = []
+    writes = {name: _counted(store, runs, name) for name in ("a", "b", "c")}
+    outcomes = _queue_behind_the_lock(store, writes)
+    assert {name: outcome[0] for name, outcome in outcomes.items()} == {
+        "a": "a",
+        "b": "b",
+        "c": "c",
+    }, outcomes
+    assert sorted(runs) == ["a", "b", "c"]
+    monkeypatch.undo()
+    assert _names(store) == {"a", "b", "c"}
     # the store connects again for the next write
     store.write_sync(_insert(store, "after"))
-    assert _names(store) == {"after"}
+    assert _names(store) == {"a", "b", "c", "after"}
