@@ -283,8 +283,9 @@ class PostgresStore:
     def _rerun_alone(self, exc: BaseException) -> bool:
         """Whether a group that failed with ``exc`` runs again write by write: yes, unless
         rows stayed locked (each would wait as long again), an interrupt, or the connection
-        was lost (its ``COMMIT`` may have reached the server: running the writes again could
-        store them twice)."""
+        was lost and the server could not say whether the ``COMMIT`` reached it (running the
+        writes again could store them twice; :meth:`_transaction` ran the group again when
+        nothing of it was committed)."""
         return (
             isinstance(exc, Exception)
             and not isinstance(exc, DatabaseLockedError)
