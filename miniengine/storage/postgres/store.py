@@ -400,8 +400,10 @@ class PostgresStore:
             except (self._psycopg.Error, StoreError):
                 row = None
             status = None if row is None else row[0]
-            if status in ("committed", "aborted") or time.monotonic() > deadline:
-                return status if status in ("committed", "aborted") else None
+            if status in ("committed", "aborted"):
+                return str(status)
+            if time.monotonic() > deadline:
+                return None
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_SLEEP)
 
