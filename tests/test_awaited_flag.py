@@ -14,7 +14,7 @@ from tests.services import old_schema, sql
 
 OWNER = "worker:old-host:1:1"
 
-#: A parent waiting for two children, one of them ended already, and a process nobody awaits.
+#: A parent (1) waiting for a running child (2), and a running process (3) that nobody awaits.
 _ROWS = [
     "INSERT INTO nodes (pk, uuid, node_type, process_state, owner, lease_epoch, lease_expires, "
     "ctime, mtime, submitted) VALUES "
