@@ -93,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "SubmitError": "miniengine.exceptions",
     "IncompatibleDatabaseError": "miniengine.exceptions",
     "DatabaseLockedError": "miniengine.exceptions",
+    "DatabaseUnavailableError": "miniengine.exceptions",
     "LeaseLostError": "miniengine.exceptions",
 }
 
@@ -106,6 +107,7 @@ __all__ = [
     "Computer",
     "Data",
     "DatabaseLockedError",
+    "DatabaseUnavailableError",
     "Dict",
     "EventLoopError",
     "ExitCode",
@@ -183,6 +185,7 @@ if TYPE_CHECKING:
     from miniengine.exceptions import (
         CheckpointError,
         DatabaseLockedError,
+        DatabaseUnavailableError,
         EventLoopError,
         IncompatibleDatabaseError,
         InputValidationError,

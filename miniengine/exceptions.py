@@ -112,6 +112,16 @@ class DatabaseLockedError(StoreError):
     """The database stayed locked by another connection beyond every retry."""
 
 
+class DatabaseUnavailableError(StoreError):
+    """The database server stopped answering (a restart, a failover, the network) and did not
+    answer again within every retry; the write or read was not done (nothing of a write was
+    committed).
+
+    It says nothing about the process that was running: a daemon worker hands the process back
+    to the queue, to run again from its last checkpoint once the server answers.
+    """
+
+
 class ReadOnlyDatabaseError(StoreError):
     """The database, or the folder that must hold its write-ahead log, cannot be written by
     this user; what it holds can still be read, nothing can be added."""

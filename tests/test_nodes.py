@@ -306,6 +306,7 @@ EXPECTED_ALL = [
     "Computer",
     "Data",
     "DatabaseLockedError",
+    "DatabaseUnavailableError",
     "Dict",
     "EventLoopError",
     "ExitCode",

@@ -28,12 +28,14 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from miniengine.exceptions import DatabaseLockedError, DatabaseUnavailableError, LeaseLostError
 from miniengine.runtime import context
 
 if TYPE_CHECKING:
     from miniengine.storage.interfaces import Transaction
 
 __all__ = [
+    "UNWRITABLE",
     "Await",
     "Body",
     "Lifecycle",
@@ -48,6 +50,17 @@ T = TypeVar("T")
 
 #: Worker threads per event loop for synchronous bodies and steps (run mode).
 DEFAULT_STEP_THREADS = 40
+
+#: The errors of a :class:`Write` that say the process could not be written, not that it
+#: failed: another owner holds it, the file stayed locked, the server stopped answering.  A
+#: CalcJob's stage and a restart loop's inline call raise them on, with no terminal write (it
+#: would fail alike, or overwrite the new owner's); a daemon worker hands the process back to
+#: run again from its checkpoint.
+UNWRITABLE: tuple[type[Exception], ...] = (
+    LeaseLostError,
+    DatabaseLockedError,
+    DatabaseUnavailableError,
+)
 
 
 class Write:

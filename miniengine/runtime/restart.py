@@ -34,11 +34,10 @@ from miniengine.core.links import LinkType
 from miniengine.core.ports import NAMESPACE_SEPARATOR, Port, PortNamespace
 from miniengine.core.spec import ProcessSpec
 from miniengine.exceptions import (
-    DatabaseLockedError,
-    LeaseLostError,
     MiniengineError,
     ProcessKilledError,
 )
+from miniengine.runtime.driver import UNWRITABLE
 from miniengine.runtime.nodes import ProcessNode
 from miniengine.runtime.workchain import WorkChain
 
@@ -557,8 +556,10 @@ class BaseRestartWorkChain(WorkChain):
         before = {triple.node.pk for triple in self._called_links(label)}
         try:
             _, node = process.run_get_node(**inputs)
-        except (ProcessKilledError, LeaseLostError, DatabaseLockedError):
-            raise  # this work chain is being killed, or is not ours to write any more
+        except ProcessKilledError:
+            raise  # this work chain is being killed
+        except UNWRITABLE:
+            raise  # not ours to write any more, or the database is unusable
         except Exception:
             excepted = [t.node for t in self._called_links(label) if t.node.pk not in before]
             if not excepted:

@@ -180,10 +180,38 @@ class PostgresServer:
             self._pool = DatabasePool(self)
         return self._pool
 
+    def start(self) -> None:
+        """Start the server on its port and socket, and return once it accepts connections."""
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                f"-k {self.socket_dir}",
+                *(f"-c {key}={value}" for key, value in SETTINGS.items()),
+            ]
+        )
+        _run(
+            [
+                str(self.bin / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.folder / "data"),
+                "-l",
+                str(self.folder / "server.log"),
+                "-o",
+                options,
+            ],
+            self.run_as,
+        )
+
     def stop(self) -> None:
-        """Stop the server (fast shutdown: open connections are ended)."""
+        """Stop the server (fast shutdown: open connections are ended); :meth:`start` starts
+        it again with the same data."""
         if self._pool is not None:
             self._pool.close()
+            self._pool = None
         _run(
             [str(self.bin / "pg_ctl"), "stop", "-D", str(self.folder / "data"), "-m", "fast"],
             self.run_as,
@@ -377,25 +405,7 @@ def running_postgres(folder: Path) -> Iterator[PostgresServer]:
             ],
             run_as,
         )
-        options = " ".join(
-            [f"-p {port}", f"-k {base}", *(f"-c {key}={value}" for key, value in SETTINGS.items())]
-        )
-        _run(
-            [
-                str(bin_folder / "pg_ctl"),
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(data),
-                "-l",
-                str(base / "server.log"),
-                "-o",
-                options,
-            ],
-            run_as,
-        )
+        server.start()
         watchdog = _watchdog(server, base if owned else None)
         try:
             # the password goes over the socket, never on a command line

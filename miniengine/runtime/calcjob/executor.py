@@ -44,13 +44,11 @@ from miniengine.core.exit_code import ExitCode
 from miniengine.core.ports import PortNamespace, unflatten_namespace
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
-    DatabaseLockedError,
-    LeaseLostError,
     MiniengineError,
     ProcessKilledError,
 )
 from miniengine.runtime import context
-from miniengine.runtime.driver import Await, Body, Lifecycle, Write
+from miniengine.runtime.driver import UNWRITABLE, Await, Body, Lifecycle, Write
 from miniengine.runtime.lifecycle import ProcessExecutor, mark_stored
 from miniengine.runtime.mode import Mode
 from miniengine.runtime.nodes import CalcJobNode, blob_resolver, load_nodes
@@ -594,7 +592,7 @@ class CalcJobExecutor(ProcessExecutor):
         except (KeyboardInterrupt, asyncio.CancelledError, ProcessKilledError) as exc:
             yield from self._end_killed(exc, state)
             raise
-        except (LeaseLostError, DatabaseLockedError):
+        except UNWRITABLE:
             raise
         except BaseException as exc:
             yield self._excepted(exc, state)

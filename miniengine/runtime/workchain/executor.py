@@ -39,6 +39,7 @@ from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
     CheckpointError,
+    DatabaseUnavailableError,
     InvalidOperation,
     LeaseLostError,
     MiniengineError,
@@ -500,8 +501,12 @@ class _Executor(ProcessExecutor):
             )
             raise
         except BaseException as exc:
-            if isinstance(exc, LeaseLostError) and self.mode.hands_back_lost_leases:
-                raise  # a stale run: the worker hands the task back, the replay continues
+            if isinstance(exc, LeaseLostError | DatabaseUnavailableError) and (
+                self.mode.hands_back_lost_leases
+            ):
+                # a stale run, or the server stopped answering: the worker hands the task
+                # back, and the step runs again from the checkpoint
+                raise
             yield from self._stop_started()
             self.new_outputs = []
             yield self._excepted(exc, state, cascade=f"Killed: its caller {self.pk} excepted")

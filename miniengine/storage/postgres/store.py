@@ -33,7 +33,7 @@ import uuid as uuid_module
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from miniengine.exceptions import DatabaseLockedError, StoreError
+from miniengine.exceptions import DatabaseLockedError, DatabaseUnavailableError, StoreError
 from miniengine.storage.background import BackgroundThread
 from miniengine.storage.group_commit import GroupCommit
 from miniengine.storage.host import current_host
@@ -76,6 +76,11 @@ RETRY_SECONDS = 30.0
 
 #: The longest sleep between two attempts of a transaction that was rolled back.
 MAX_RETRY_SLEEP = 0.05
+
+#: The longest sleep between two attempts to connect again to a server that stopped answering
+#: (a restart refuses connections for a few seconds; a write or a read waits for it for
+#: :data:`RETRY_SECONDS`, then fails with ``DatabaseUnavailableError``).
+MAX_RECONNECT_SLEEP = 0.25
 
 #: Sent with the ``COMMIT`` of every write transaction, in the same round trip.
 _COMMIT = f"NOTIFY {COMMIT_CHANNEL}; COMMIT".encode()
@@ -192,10 +197,7 @@ class PostgresStore:
             self._listener.join()
         os.close(self._wake_read)
         os.close(self._wake_write)
-        with self._reader_lock:
-            idle, self._idle_readers = self._idle_readers, []
-        for connection in idle:
-            connection.close()  # one in use now is closed when its read gives it back
+        self._drop_idle_readers()  # one in use now is closed when its read gives it back
         with self._write_lock:
             self._writer.close()
         with self._marker_changed:  # waiters return at once
@@ -331,7 +333,12 @@ class PostgresStore:
         deadline = time.monotonic() + patience
         delay = 0.001
         while True:
-            connection = self._writer_connection()
+            try:
+                connection = self._writer_connection()
+            except StoreError as exc:
+                # the server went away (a restart, a failover): wait for it to answer again
+                delay = _wait_to_reconnect(self._location, exc, deadline, patience, delay)
+                continue
             committed = False
             commit_sent = False
             xid: int | None = None
@@ -377,10 +384,7 @@ class PostgresStore:
                                 "write failed, and whether it was committed is unknown",
                                 exc,
                             ) from exc
-                    if time.monotonic() > deadline:
-                        raise store_error(self._location, "write failed", exc) from exc
-                    time.sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_SLEEP)
+                    delay = _wait_to_reconnect(self._location, exc, deadline, patience, delay)
                     continue
                 if not is_retryable(exc) or time.monotonic() > deadline:
                     raise store_error(self._location, "write failed", exc) from exc
@@ -437,33 +441,47 @@ class PostgresStore:
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(read_connection, *args)`` in the calling thread, on an autocommit connection
-        of the store's pool (every query sees the latest commit); once more on a new connection
-        if the server had dropped the one taken.
+        of the store's pool (every query sees the latest commit); again on a new connection if
+        the server had dropped the one taken, waiting for a server that went away (a restart)
+        for :data:`RETRY_SECONDS`.
 
         A pool rather than a connection per thread as on sqlite: a worker runs a step thread
         per slot (hundreds), and a server connection costs a process and memory there.
         """
         error = self._psycopg.Error
         self._check_open()
+        deadline = time.monotonic() + RETRY_SECONDS
+        delay = 0.001
         self._reader_slots.acquire()
         try:
-            connection = self._take_reader()
-            try:
-                return fn(connection, *args)
-            except error as exc:
-                if not connection.broken:
-                    raise store_error(self._location, "read failed", exc) from exc
-            finally:
-                self._give_back(connection)
-            connection = self._take_reader()
-            try:
-                return fn(connection, *args)
-            except error as exc:
-                raise store_error(self._location, "read failed", exc) from exc
-            finally:
-                self._give_back(connection)
+            while True:
+                try:
+                    connection = self._take_reader()
+                except StoreError as exc:
+                    delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, delay)
+                    self._check_open()
+                    continue
+                try:
+                    return fn(connection, *args)
+                except error as exc:
+                    if not connection.broken:
+                        raise store_error(self._location, "read failed", exc) from exc
+                    # the server dropped it (idle, restarted): its idle siblings are gone too
+                    self._drop_idle_readers()
+                    delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, 0.0)
+                    self._check_open()
+                finally:
+                    self._give_back(connection)
         finally:
             self._reader_slots.release()
+
+    def _drop_idle_readers(self) -> None:
+        """Close the kept read connections (the store closes, or one was found dropped by the
+        server: a restart drops them all, and each would cost a failed query to find out)."""
+        with self._reader_lock:
+            idle, self._idle_readers = self._idle_readers, []
+        for connection in idle:
+            connection.close()
 
     def _take_reader(self) -> psycopg.Connection[Any]:
         with self._reader_lock:
@@ -623,3 +641,18 @@ if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store implements the b
 
     def _is_a_backend(store: PostgresStore) -> Backend:
         return store
+
+
+def _wait_to_reconnect(
+    location: str, exc: Exception, deadline: float, patience: float, delay: float
+) -> float:
+    """Sleep before connecting again to a server that stopped answering, and return the next
+    sleep (doubling up to :data:`MAX_RECONNECT_SLEEP`); past ``deadline`` raise
+    ``DatabaseUnavailableError`` instead, from ``exc``."""
+    if time.monotonic() > deadline:
+        raise DatabaseUnavailableError(
+            f"{location}: the server did not answer for {patience:g} s: "
+            f"{str(exc).strip() or type(exc).__name__}"
+        ) from exc
+    time.sleep(delay)
+    return min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)

@@ -1,0 +1,223 @@
+"""A database server that stops answering for a while (a restart, a failover, the network).
+
+A PostgreSQL store waits for a server that went away: a write or a read made while it restarts
+runs once it answers again, so scripts and daemons ride out a restart.  A server that stays
+away beyond every retry fails the write with ``DatabaseUnavailableError``, which says nothing
+about the process that made it: a daemon worker hands the process back to run again from its
+checkpoint, instead of recording it EXCEPTED.
+
+The restart tests stop and start a private cluster of their own (the session's cluster serves
+the other tests meanwhile).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from miniengine import Int, Str, asubmit, await_node, find_processes, run, submit
+from miniengine.exceptions import DatabaseUnavailableError, StoreError
+from tests.services.postgres import PostgresServer, running_postgres
+from tests.workchains.daemon_chains import DaemonGuard, wait_until
+from tests.workchains.outage_chains import UnavailableOnceWorkChain
+
+TIMEOUT = 60
+
+Connection = Any  # psycopg.Connection[Any]
+
+
+def _put(connection: Connection, key: str, value: str) -> int:
+    connection.execute(
+        "INSERT INTO miniengine_meta (key, value) VALUES (%s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+    return 1
+
+
+def _get(connection: Connection, key: str) -> str | None:
+    row = connection.execute("SELECT value FROM miniengine_meta WHERE key = %s", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A cluster of this module's own: its tests stop and start it."""
+    with running_postgres(tmp_path_factory.mktemp("restarted")) as started:
+        yield started
+
+
+@pytest.fixture
+def stopped_later(server: PostgresServer) -> Iterator[PostgresServer]:
+    """The module's cluster, running again after the test whatever the test did to it."""
+    yield server
+    try:
+        server.admin("SELECT 1")
+    except Exception:
+        server.start()
+
+
+class _ConnectFailures:
+    """Counts the store's failed attempts to connect, and says when the first one happened."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from miniengine.storage.postgres import store as store_module
+
+        self.count = 0
+        self.first = threading.Event()
+        real = store_module.connect
+
+        def counting(url: str, **kwargs: Any) -> Any:
+            try:
+                return real(url, **kwargs)
+            except StoreError:
+                self.count += 1
+                self.first.set()
+                raise
+
+        monkeypatch.setattr(store_module, "connect", counting)
+
+
+# the store -----------------------------------------------------------------------------------
+
+
+def test_a_write_and_a_read_made_while_the_server_restarts_run_once_it_answers(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from miniengine.storage.postgres.store import PostgresStore
+
+    server = stopped_later
+    store = PostgresStore(server.create_database())
+    try:
+        store.write_sync(_put, "k", "before")
+        assert store.read(_get, "k") == "before"
+        failures = _ConnectFailures(monkeypatch)
+        server.stop()
+        results: dict[str, Any] = {}
+
+        def write_then_read() -> None:
+            try:
+                results["write"] = store.write_sync(_put, "k", "during")
+                results["read"] = store.read(_get, "k")
+            except BaseException as exc:
+                results["error"] = exc
+
+        thread = threading.Thread(target=write_then_read)
+        thread.start()
+        # the write found the server gone and is waiting for it (not failed: no result yet)
+        assert failures.first.wait(TIMEOUT)
+        assert thread.is_alive() and not results
+        server.start()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+        assert results == {"write": 1, "read": "during"}, results
+        assert failures.count >= 1
+        # the readers kept from before the restart were replaced, not failed on
+        assert store.read(_get, "k") == "during"
+    finally:
+        store.close()
+
+
+def test_a_server_that_stays_away_fails_the_write_unavailable_and_nothing_is_written(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from miniengine.storage.postgres import store as store_module
+
+    server = stopped_later
+    url = server.create_database()
+    store = store_module.PostgresStore(url)
+    try:
+        store.write_sync(_put, "k", "kept")
+        monkeypatch.setattr(store_module, "RETRY_SECONDS", 0.3)
+        server.stop()
+        with pytest.raises(DatabaseUnavailableError, match=r"did not answer for 0\.3 s") as error:
+            store.write_sync(_put, "k", "lost")
+        assert server.password not in str(error.value)
+        assert str(server.port) in str(error.value)  # it names the server
+        with pytest.raises(DatabaseUnavailableError):
+            store.read(_get, "k")
+        server.start()
+        assert store.read(_get, "k") == "kept"
+        store.write_sync(_put, "k", "after")
+        assert store.read(_get, "k") == "after"
+    finally:
+        store.close()
+
+
+# processes -------------------------------------------------------------------------------------
+
+
+def test_a_daemon_rides_out_a_server_restart_without_running_a_step_again(
+    stopped_later: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers whose steps write while the server is down wait for it: no step runs twice,
+    no process is handed back or ends EXCEPTED."""
+    from tests.workchains.daemon_chains import GateWorkChain
+
+    server = stopped_later
+    url = server.create_database()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the daemon's files
+    monkeypatch.setenv("MINIENGINE_DB", url)
+    folder = tmp_path / "gates"
+    folder.mkdir()
+    with DaemonGuard(url) as daemon:
+        daemon.start("--workers", "1", "--lease-timeout", "30")
+        nodes = [submit(GateWorkChain, folder=Str(str(folder))) for _ in range(3)]
+        [started] = wait_until(
+            lambda: list(folder.glob("started.*")), TIMEOUT, "the worker at the gate"
+        )
+        wait_until(
+            lambda: (folder / "steps").read_text().count("gate ") == 3,
+            TIMEOUT,
+            "the three steps at the gate",
+        )
+        server.stop()
+        # released while the server is down: each step calls ``add`` inline and commits
+        (folder / started.name.replace("started", "release")).touch()
+        # the outage lasts one second: the workers' writes wait for the server meanwhile
+        anyio.run(anyio.sleep, 1.0)
+        server.start()
+        for node in nodes:
+            node = await_node(node, timeout=TIMEOUT)
+            assert node.is_finished_ok, (node.process_state, node.exception)
+            assert node.outputs.sum.value == 3
+            assert [child.process_label for child in node.called] == ["add"]
+        # every step ran once: the workers waited, nothing was handed back and replayed
+        steps = (folder / "steps").read_text().splitlines()
+        assert steps.count("setup") == 3 and steps.count("finalize") == 3
+        assert len([line for line in steps if line.startswith("gate ")]) == 3
+        daemon.cli("stop")
+
+
+def test_a_step_failing_unavailable_is_handed_back_by_the_daemon_and_runs_again(
+    backend_db: Path | str, tmp_path: Path
+) -> None:
+    from miniengine.daemon import Worker
+
+    async def main() -> Any:
+        async with Worker(db=backend_db, lease_timeout=5.0):
+            node = await asubmit(UnavailableOnceWorkChain, folder=Str(str(tmp_path)), x=Int(21))
+            return await await_node(node, timeout=TIMEOUT)
+
+    node = anyio.run(main)
+    assert node.is_finished_ok, (node.process_state, node.exception)
+    assert node.outputs.result.value == 42
+    assert (tmp_path / "runs").read_text().splitlines() == ["compute", "compute"]
+    # the replayed step reused the call its first run had finished
+    [double] = node.called
+    assert double.is_finished_ok and double.outputs.result.value == 42
+
+
+def test_in_run_mode_a_step_failing_unavailable_ends_the_process_excepted(
+    backend_db: Path | str, tmp_path: Path
+) -> None:
+    """No daemon runs the process again: the script's run ends it, with the error."""
+    with pytest.raises(DatabaseUnavailableError, match="simulated"):
+        run(UnavailableOnceWorkChain, folder=Str(str(tmp_path)), x=Int(1))
+    (node,) = find_processes(process_label="UnavailableOnceWorkChain")
+    assert node.is_excepted and "DatabaseUnavailableError" in (node.exception or "")
