@@ -149,6 +149,52 @@ def test_a_server_that_stays_away_fails_the_write_unavailable_and_nothing_is_wri
         store.close()
 
 
+def test_a_write_whose_server_went_down_at_its_commit_learns_after_the_restart_that_it_committed(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops right after the ``COMMIT``: the store waits for it (longer than it waits
+    for an answer from a server that is up) and asks it whether the write committed."""
+    from miniengine.storage.postgres import store as store_module
+
+    server = stopped_later
+    store = store_module.PostgresStore(server.create_database())
+    try:
+        # a server that answers but cannot tell fails the write at once: the wait below is
+        # the one for a server that does not answer
+        monkeypatch.setattr(store_module, "COMMIT_STATUS_SECONDS", 0.0)
+        # the session ends right after its COMMIT: the answer never arrives
+        ended = store_module._COMMIT + b"; SELECT pg_terminate_backend(pg_backend_pid())"
+        monkeypatch.setattr(store_module, "_COMMIT", ended)
+        failures = _ConnectFailures(monkeypatch)
+        asked = store._commit_status
+
+        def down_while_asking(xid: int, until: float) -> str | None:
+            server.stop()
+            restart = threading.Thread(
+                target=lambda: failures.first.wait(TIMEOUT) and server.start()
+            )
+            restart.start()
+            try:
+                return asked(xid, until)
+            finally:
+                restart.join(TIMEOUT)
+
+        monkeypatch.setattr(store, "_commit_status", down_while_asking)
+        runs: list[str] = []
+
+        def counted(connection: Connection) -> int:
+            runs.append("put")
+            return _put(connection, "k", "once")
+
+        assert store.write_sync(counted) == 1
+        assert runs == ["put"]  # committed: not run again
+        assert failures.count >= 1
+        monkeypatch.undo()
+        assert store.read(_get, "k") == "once"
+    finally:
+        store.close()
+
+
 # processes -------------------------------------------------------------------------------------
 
 
