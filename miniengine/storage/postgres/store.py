@@ -662,9 +662,11 @@ def _wait_to_reconnect(
     sleep (doubling up to :data:`MAX_RECONNECT_SLEEP`); past ``deadline`` raise
     ``DatabaseUnavailableError`` instead, from ``exc``."""
     if time.monotonic() > deadline:
+        # a failed connect is a StoreError that names the database already: say its cause
+        cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
+        first_line = (str(cause).strip() or type(cause).__name__).splitlines()[0]
         raise DatabaseUnavailableError(
-            f"{location}: the server did not answer for {patience:g} s: "
-            f"{str(exc).strip() or type(exc).__name__}"
+            f"{location}: the server did not answer for {patience:g} s ({first_line})"
         ) from exc
     time.sleep(delay)
     return min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)
