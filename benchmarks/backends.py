@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from miniengine.daemon.files import DaemonFiles
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -87,6 +90,8 @@ class Cluster:
             yield url
         finally:
             self._server.drop_database(name)
+            # the daemon's files of a database that is gone (the log, once stopped)
+            shutil.rmtree(DaemonFiles(url).folder, ignore_errors=True)
 
 
 # checks of the workloads' results, on either engine -----------------------------------------
