@@ -20,6 +20,7 @@ __all__ = [
     "connect",
     "is_retryable",
     "is_url",
+    "one_line",
     "store_error",
     "without_password",
 ]
@@ -59,7 +60,7 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         )
     except psycopg.Error as exc:
         raise StoreError(
-            f"{without_password(url)}: cannot connect to the database: {_message(exc)}"
+            f"{without_password(url)}: cannot connect to the database: {one_line(exc)}"
         ) from exc
 
 
@@ -73,16 +74,20 @@ def store_error(location: str, what: str, exc: Exception) -> StoreError:
     state = getattr(exc, "sqlstate", None) or ""
     if state == "53100":  # disk_full
         return DatabaseFullError(
-            f"{location}: {what}: the server's disk is full ({_message(exc)}); the transaction "
+            f"{location}: {what}: the server's disk is full ({one_line(exc)}); the transaction "
             "was rolled back and everything stored before is intact"
         )
     if state in ("25006", "42501"):  # read_only_sql_transaction, insufficient_privilege
         return ReadOnlyDatabaseError(
-            f"{location}: {what}: this role may not write the database ({_message(exc)}); it can "
+            f"{location}: {what}: this role may not write the database ({one_line(exc)}); it can "
             "be read, but nothing can be stored in it"
         )
-    return StoreError(f"{location}: {what}: {_message(exc)}")
+    return StoreError(f"{location}: {what}: {one_line(exc)}")
 
 
-def _message(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
+def one_line(exc: BaseException) -> str:
+    """The driver's message on one line (libpq adds an indented hint on a line of its own,
+    which a one-line error on the command line would show as ``\\n\\t``)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or (
+        type(exc).__name__
+    )

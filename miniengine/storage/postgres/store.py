@@ -47,6 +47,7 @@ from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
     connect,
     is_retryable,
+    one_line,
     store_error,
     without_password,
 )
@@ -664,9 +665,8 @@ def _wait_to_reconnect(
     if time.monotonic() > deadline:
         # a failed connect is a StoreError that names the database already: say its cause
         cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
-        first_line = (str(cause).strip() or type(cause).__name__).splitlines()[0]
         raise DatabaseUnavailableError(
-            f"{location}: the server did not answer for {patience:g} s ({first_line})"
+            f"{location}: the server did not answer for {patience:g} s ({one_line(cause)})"
         ) from exc
     time.sleep(delay)
     return min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)
