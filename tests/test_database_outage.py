@@ -195,6 +195,40 @@ def test_a_write_whose_server_went_down_at_its_commit_learns_after_the_restart_t
         store.close()
 
 
+def test_the_web_view_answers_503_while_the_server_is_down_and_reads_again_after(
+    stopped_later: PostgresServer,
+) -> None:
+    import httpx
+
+    from miniengine.web import create_app
+
+    server = stopped_later
+    url = server.create_database()
+    token = "outage-token-" + "x" * 24
+
+    async def main() -> None:
+        app = create_app(url, token=token)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport,
+                base_url="http://127.0.0.1:8765",
+                headers={"authorization": f"token {token}"},
+            ) as c:
+                assert (await c.get("/api/processes")).status_code == 200
+                await anyio.to_thread.run_sync(server.stop)
+                down = await c.get("/api/processes")
+                assert down.status_code == 503, down.text
+                assert "cannot connect" in down.json()["error"]
+                assert server.password not in down.text
+                page = await c.get("/processes")
+                assert page.status_code == 503 and "Database unavailable" in page.text
+                await anyio.to_thread.run_sync(server.start)
+                assert (await c.get("/api/processes")).status_code == 200
+
+    anyio.run(main)
+
+
 # processes -------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from miniengine.exceptions import NotExistent
+from miniengine.exceptions import NotExistent, StoreError
 from miniengine.web import actions, pages
 from miniengine.web.auth import ASGIApp, Receive, Scope, Send, TokenAuth, new_token
 from miniengine.web.filters import BadRequest
@@ -72,6 +72,12 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return pages.error_page(request, 404, "Not found", str(exc) or "no such page")
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """The database could not be read or written (its server restarting, a locked file): the
+    page says so, and the browser may try again, instead of a bare Internal Server Error."""
+    return pages.error_page(request, 503, "Database unavailable", str(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -134,6 +140,7 @@ def create_app(
         exception_handlers={
             BadRequest: _bad_request,
             NotExistent: _not_found,
+            StoreError: _database_error,
             HTTPException: _http_error,
         },
     )
