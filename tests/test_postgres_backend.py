@@ -95,6 +95,33 @@ def test_an_unreachable_server_is_a_store_error_without_the_password(postgres_ur
     assert "\n" not in str(error.value) and "Is the server running" in str(error.value)
 
 
+def test_a_session_lost_while_the_store_opens_is_opened_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server answered, then ended the session (an administrator, a restart beginning):
+    the open connects again instead of failing as if the server were down."""
+    from miniengine.storage.postgres import schema
+
+    real = schema.ensure_schema
+    calls: list[int] = []
+
+    def cut_once(connection: Connection, where: str) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            with pytest.raises(psycopg.OperationalError):
+                connection.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        real(connection, where)
+
+    monkeypatch.setattr(schema, "ensure_schema", cut_once)
+    store = PostgresStore(postgres_url)
+    try:
+        assert len(calls) == 2
+        store.write_sync(_put, "k", "v")
+        assert store.read(_get, "k") == "v"
+    finally:
+        store.close()
+
+
 def test_a_transaction_commits_whole_or_not_at_all(store: PostgresStore) -> None:
     put = PostgresTransaction(store, _put)
     assert put("a", "1") == 1

@@ -32,5 +32,5 @@ class UnavailableOnceWorkChain(WorkChain):
             handle.write("compute\n")
         result = double(self.inputs.x)
         if len(runs.read_text().splitlines()) == 1:
-            raise DatabaseUnavailableError("the server did not answer for 30 s (simulated)")
+            raise DatabaseUnavailableError("the server could not be reached for 30 s (simulated)")
         self.out("result", result)

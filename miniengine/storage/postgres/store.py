@@ -126,18 +126,7 @@ class PostgresStore:
         self.readonly = False
         self._location = without_password(url)
         self._closed = False
-        self._writer = connect(url)
-        try:
-            from miniengine.storage.postgres import schema
-
-            schema.ensure_schema(self._writer, self._location)
-        except psycopg.Error as exc:
-            self._writer.close()
-            raise store_error(self._location, "cannot prepare the database", exc) from exc
-        except BaseException:
-            self._writer.close()
-            raise
-        self._limit_stalls(self._writer)
+        self._writer = self._open_writer()
         self._write_lock = threading.Lock()
         #: the writes of threads waiting for the write lock, committed together
         self._group = GroupCommit(self._write_lock, self._commit, self._rerun_alone)
@@ -424,12 +413,55 @@ class PostgresStore:
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_SLEEP)
 
+    def _open_writer(self) -> psycopg.Connection[Any]:
+        """The first writer connection, to a database whose schema it checked (and created or
+        migrated first, if needed), with :meth:`_limit_stalls`.
+
+        A server that refuses the first connection fails the open at once: a command started
+        while it is down says so.  A session lost once the server answered (ended by an
+        administrator, or by a restart beginning) is opened again, for :data:`RETRY_SECONDS`,
+        as a write would be."""
+        from miniengine.storage.postgres import schema
+
+        deadline: float | None = None
+        delay = 0.0
+        while True:
+            try:
+                connection = connect(self.url)
+            except StoreError as exc:
+                if deadline is None:
+                    raise
+                delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, delay)
+                continue
+            try:
+                schema.ensure_schema(connection, self._location)
+                self._limit_stalls(connection)
+                return connection
+            except (StoreError, self._psycopg.Error) as exc:
+                lost = connection.broken
+                connection.close()
+                if not lost:
+                    if isinstance(exc, StoreError):
+                        raise
+                    raise store_error(self._location, "cannot prepare the database", exc) from exc
+                if deadline is None:
+                    deadline = time.monotonic() + RETRY_SECONDS
+                delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, delay)
+            except BaseException:
+                connection.close()
+                raise
+
     def _writer_connection(self) -> psycopg.Connection[Any]:
         """The writer connection, connected again if the last one was lost."""
         if self._writer.broken or self._writer.closed:
             self._writer.close()
-            self._writer = connect(self.url)
-            self._limit_stalls(self._writer)
+            connection = connect(self.url)
+            try:
+                self._limit_stalls(connection)
+            except BaseException:
+                connection.close()
+                raise
+            self._writer = connection
         return self._writer
 
     def _limit_stalls(self, connection: psycopg.Connection[Any]) -> None:
@@ -447,7 +479,6 @@ class PostgresStore:
         try:
             connection.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}".encode())
         except self._psycopg.Error as exc:
-            connection.close()
             raise store_error(self._location, "cannot configure the connection", exc) from exc
 
     # reads -----------------------------------------------------------------------------------
@@ -666,7 +697,7 @@ def _wait_to_reconnect(
         # a failed connect is a StoreError that names the database already: say its cause
         cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
         raise DatabaseUnavailableError(
-            f"{location}: the server did not answer for {patience:g} s ({one_line(cause)})"
+            f"{location}: the server could not be reached for {patience:g} s ({one_line(cause)})"
         ) from exc
     time.sleep(delay)
     return min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)
