@@ -7,7 +7,7 @@ committed, with its own result or its own error; a write that fails is rolled ba
 main thread (where a Ctrl-C lands) never runs another thread's write; and on PostgreSQL a group
 whose connection was lost runs again whole if nothing of it was committed (the connection lost
 before its ``COMMIT``, or the server says the transaction was rolled back), and not at all if
-the server says it committed.
+the server says it committed or cannot tell.
 """
 
 from __future__ import annotations
@@ -218,3 +218,32 @@ def test_a_group_whose_connection_was_lost_after_its_commit_is_not_run_again(
     # the store connects again for the next write
     store.write_sync(_insert(store, "after"))
     assert _names(store) == {"a", "b", "c", "after"}
+
+
+def test_a_group_whose_commit_the_server_cannot_confirm_is_not_run_again(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is lost at ``COMMIT`` and the server cannot say whether the transaction
+    committed: every write of the group fails saying so, and none runs again (here the group
+    had committed: a second run would store each write twice)."""
+    if not _postgres(store):
+        pytest.skip("a sqlite connection is not lost while its process lives")
+    from miniengine.storage.postgres import store as postgres_store
+
+    commit = postgres_store._COMMIT + b"; SELECT pg_terminate_backend(pg_backend_pid())"
+    monkeypatch.setattr(postgres_store, "_COMMIT", commit)
+
+    def cannot_tell(xid: int, until: float) -> None:
+        store._writer_connection()  # asked on a new connection, as always
+        return None
+
+    monkeypatch.setattr(store, "_commit_status", cannot_tell)
+    runs: list[str] = []
+    writes = {name: _counted(store, runs, name) for name in ("a", "b", "c")}
+    outcomes = _queue_behind_the_lock(store, writes)
+    for name, outcome in outcomes.items():
+        assert isinstance(outcome, StoreError), (name, outcome)
+        assert "whether it was committed is unknown" in str(outcome)
+    assert sorted(runs) == ["a", "b", "c"]  # once each, in the group
+    monkeypatch.undo()
+    assert _names(store) == {"a", "b", "c"}

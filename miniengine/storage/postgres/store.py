@@ -274,13 +274,15 @@ class PostgresStore:
 
     def _rerun_alone(self, exc: BaseException) -> bool:
         """Whether a group that failed with ``exc`` runs again write by write: yes, unless
-        rows stayed locked (each would wait as long again), an interrupt, or the connection
-        was lost and the server could not say whether the ``COMMIT`` reached it (running the
-        writes again could store them twice; :meth:`_transaction` ran the group again when
-        nothing of it was committed)."""
+        rows stayed locked or the server stayed away (each write would wait as long again), an
+        interrupt, or the connection was lost and the server could not say whether the
+        ``COMMIT`` reached it (running the writes again could store them twice;
+        :meth:`_transaction` ran the group again when nothing of it was committed)."""
         return (
             isinstance(exc, Exception)
-            and not isinstance(exc, DatabaseLockedError)
+            and not isinstance(
+                exc, DatabaseLockedError | DatabaseUnavailableError | _CommitUnknownError
+            )
             and not self._writer.broken
         )
 
@@ -370,16 +372,15 @@ class PostgresStore:
                         if status == "committed":
                             return result, None
                         if status == "unreachable":
-                            raise DatabaseUnavailableError(
+                            raise _UnavailableAtCommitError(
                                 f"{self._location}: the connection was lost at COMMIT and the "
-                                f"server did not answer for {patience:g} s: whether the write "
-                                "was committed is unknown"
+                                f"server could not be reached for {patience:g} s: whether the "
+                                "write was committed is unknown"
                             ) from exc
                         if status != "aborted":
-                            raise store_error(
-                                self._location,
-                                "write failed, and whether it was committed is unknown",
-                                exc,
+                            raise _CommitUnknownError(
+                                f"{self._location}: write failed, and whether it was committed "
+                                f"is unknown: {one_line(exc)}"
                             ) from exc
                     delay = _wait_to_reconnect(self._location, exc, deadline, patience, delay)
                     continue
@@ -685,6 +686,15 @@ if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store implements the b
 
     def _is_a_backend(store: PostgresStore) -> Backend:
         return store
+
+
+class _CommitUnknownError(StoreError):
+    """A write whose connection was lost at ``COMMIT``, and the server could not say whether
+    it committed: the writes of its group are not run again (they could be stored twice)."""
+
+
+class _UnavailableAtCommitError(DatabaseUnavailableError, _CommitUnknownError):
+    """:class:`_CommitUnknownError` because the server could not be reached to ask."""
 
 
 def _wait_to_reconnect(
