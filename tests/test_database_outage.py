@@ -25,7 +25,7 @@ from miniengine import Int, Str, asubmit, await_node, find_processes, run, submi
 from miniengine.exceptions import DatabaseUnavailableError, StoreError
 from tests.services.postgres import PostgresServer, running_postgres
 from tests.workchains.daemon_chains import DaemonGuard, wait_until
-from tests.workchains.outage_chains import UnavailableOnceWorkChain
+from tests.workchains.outage_chains import UnavailableOnceWorkChain, double
 
 TIMEOUT = 60
 
@@ -198,13 +198,67 @@ def test_a_write_whose_server_went_down_at_its_commit_learns_after_the_restart_t
         store.close()
 
 
+async def test_an_awaited_read_made_while_the_server_restarts_returns_once_it_answers(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read waits without blocking the loop: a ticker on the same loop keeps ticking."""
+    from miniengine import aload_node
+    from miniengine.storage.postgres import async_reads
+
+    server = stopped_later
+    url = server.create_database()
+    monkeypatch.setenv("MINIENGINE_DB", url)
+    _, node = await double.arun_get_node(Int(3))
+    assert (await aload_node(node.pk, db=url)).pk == node.pk  # this loop's connection opened
+    failed = anyio.Event()
+    real_open = async_reads.PostgresAsyncReads._open
+
+    async def counting_open(self: Any) -> Any:
+        try:
+            return await real_open(self)
+        except StoreError:
+            failed.set()
+            raise
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    await anyio.to_thread.run_sync(server.stop)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(async_reads.PostgresAsyncReads, "_open", counting_open)
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick)
+            result: dict[str, Any] = {}
+
+            async def read() -> None:
+                result["node"] = await aload_node(node.pk, db=url)
+
+            group.start_soon(read)
+            await failed.wait()  # the read found the server gone and waits for it
+            before = ticks
+            assert not result
+            await anyio.to_thread.run_sync(server.start)
+            while "node" not in result:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert result["node"].pk == node.pk and result["node"].is_finished_ok
+    assert ticks > before  # the loop ran while the read waited
+
+
 def test_the_web_view_answers_503_while_the_server_is_down_and_reads_again_after(
-    stopped_later: PostgresServer,
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import httpx
 
+    from miniengine.storage.postgres import store as store_module
     from miniengine.web import create_app
 
+    monkeypatch.setattr(store_module, "RETRY_SECONDS", 0.3)  # reads wait for the server that long
     server = stopped_later
     url = server.create_database()
     token = "outage-token-" + "x" * 24
@@ -222,7 +276,7 @@ def test_the_web_view_answers_503_while_the_server_is_down_and_reads_again_after
                 await anyio.to_thread.run_sync(server.stop)
                 down = await c.get("/api/processes")
                 assert down.status_code == 503, down.text
-                assert "cannot connect" in down.json()["error"]
+                assert "could not be reached for 0.3 s" in down.json()["error"]
                 assert server.password not in down.text
                 page = await c.get("/processes")
                 assert page.status_code == 503 and "Database unavailable" in page.text

@@ -75,8 +75,9 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    """The database could not be read or written (its server restarting, a locked file): the
-    page says so, and the browser may try again, instead of a bare Internal Server Error."""
+    """The database could not be read or written (its server away for longer than a read
+    waits): the page says so, and the browser may try again, instead of a bare Internal Server
+    Error."""
     return pages.error_page(request, 503, "Database unavailable", str(exc))
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from miniengine.exceptions import NotExistent
+from miniengine.exceptions import NotExistent, StoreError
 from miniengine.storage import process_changes, process_detail
 from miniengine.storage.async_paging import PAGE_ROWS, process_rows_in_pages
 from miniengine.storage.broker_rows import READ_WORKERS
@@ -145,20 +145,40 @@ class PostgresAsyncReads:
             _finish(reader)
 
     async def _fetch(self, query: str, params: Iterable[Any]) -> list[Any]:
+        """The rows of ``query``; again on a new connection if the server dropped this loop's,
+        waiting (without blocking the loop) for a server that went away, as a read on a
+        thread does (:meth:`PostgresStore.read`)."""
         import psycopg
 
+        from miniengine.storage.postgres import store as store_module
+
         values = list(params)
-        for attempt in (1, 2):
-            connection = await self._connection()
+        patience = store_module.RETRY_SECONDS
+        deadline = time.monotonic() + patience
+        delay = 0.0
+        while True:
+            try:
+                connection = await self._connection()
+            except StoreError as exc:
+                if self._store.closed:
+                    raise
+                now, delay = store_module.reconnect_pause(
+                    self._store.location, exc, deadline, patience, delay
+                )
+                await asyncio.sleep(now)
+                continue
             try:
                 cursor = await connection.execute(query, values)
                 return await cursor.fetchall()
             except psycopg.Error as exc:
-                if attempt == 1 and _unusable(connection) and not self._store.closed:
-                    continue  # another read on this loop lost the connection: read again once
-                reason: Exception = _Closed() if self._store.closed else exc
-                raise store_error(self._store.location, "read failed", reason) from exc
-        raise AssertionError("unreachable")
+                if not _unusable(connection) or self._store.closed:
+                    reason: Exception = _Closed() if self._store.closed else exc
+                    raise store_error(self._store.location, "read failed", reason) from exc
+                # lost (the server restarted, or another read on this loop lost it): again
+                now, delay = store_module.reconnect_pause(
+                    self._store.location, exc, deadline, patience, delay
+                )
+                await asyncio.sleep(now)
 
     async def node(self, identifier: int | str) -> NodeRow:
         if isinstance(identifier, int):

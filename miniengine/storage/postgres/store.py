@@ -697,17 +697,25 @@ class _UnavailableAtCommitError(DatabaseUnavailableError, _CommitUnknownError):
     """:class:`_CommitUnknownError` because the server could not be reached to ask."""
 
 
-def _wait_to_reconnect(
+def reconnect_pause(
     location: str, exc: Exception, deadline: float, patience: float, delay: float
-) -> float:
-    """Sleep before connecting again to a server that stopped answering, and return the next
-    sleep (doubling up to :data:`MAX_RECONNECT_SLEEP`); past ``deadline`` raise
-    ``DatabaseUnavailableError`` instead, from ``exc``."""
+) -> tuple[float, float]:
+    """Before connecting again to a server that stopped answering: the sleep now (``delay``)
+    and the next one (doubling up to :data:`MAX_RECONNECT_SLEEP`); past ``deadline``
+    ``DatabaseUnavailableError`` is raised instead, from ``exc``."""
     if time.monotonic() > deadline:
         # a failed connect is a StoreError that names the database already: say its cause
         cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
         raise DatabaseUnavailableError(
             f"{location}: the server could not be reached for {patience:g} s ({one_line(cause)})"
         ) from exc
-    time.sleep(delay)
-    return min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)
+    return delay, min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)
+
+
+def _wait_to_reconnect(
+    location: str, exc: Exception, deadline: float, patience: float, delay: float
+) -> float:
+    """Sleep as :func:`reconnect_pause` says (or raise), and return the next sleep."""
+    now, following = reconnect_pause(location, exc, deadline, patience, delay)
+    time.sleep(now)
+    return following
