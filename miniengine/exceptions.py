@@ -114,8 +114,9 @@ class DatabaseLockedError(StoreError):
 
 class DatabaseUnavailableError(StoreError):
     """The database server stopped answering (a restart, a failover, the network) and did not
-    answer again within every retry; the write or read was not done (nothing of a write was
-    committed).
+    answer again within every retry; the read or the write was not done.  (If the connection
+    was lost at a write's ``COMMIT``, the message says that whether it was committed is
+    unknown.)
 
     It says nothing about the process that was running: a daemon worker hands the process back
     to the queue, to run again from its last checkpoint once the server answers.

@@ -152,6 +152,66 @@ def test_a_server_that_stays_away_fails_the_write_unavailable_and_nothing_is_wri
         store.close()
 
 
+def test_once_the_server_stayed_away_for_the_whole_wait_later_writes_fail_at_once(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What queued up behind a long outage does not wait as long again, each in turn: the
+    wait counts from the first connection the server refused."""
+    from miniengine.storage.postgres import store as store_module
+
+    server = stopped_later
+    store = store_module.PostgresStore(server.create_database())
+    try:
+        monkeypatch.setattr(store_module, "RETRY_SECONDS", 0.5)
+        failures = _ConnectFailures(monkeypatch)
+        server.stop()
+        with pytest.raises(DatabaseUnavailableError):
+            store.write_sync(_put, "k", "first")
+        waited = failures.count
+        assert waited > 1  # it tried again while it waited
+        with pytest.raises(DatabaseUnavailableError):
+            store.write_sync(_put, "k", "second")
+        with pytest.raises(DatabaseUnavailableError):
+            store.read(_get, "k")
+        assert failures.count == waited + 2  # one attempt each
+        server.start()
+        store.write_sync(_put, "k", "after")  # the next connection ends the outage
+        assert store.read(_get, "k") == "after"
+    finally:
+        store.close()
+
+
+def test_closing_the_store_ends_a_write_waiting_for_the_server(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from miniengine.storage.postgres.store import PostgresStore
+
+    server = stopped_later
+    store = PostgresStore(server.create_database())
+    failures = _ConnectFailures(monkeypatch)
+    server.stop()
+    outcome: dict[str, BaseException] = {}
+
+    def write() -> None:
+        try:
+            store.write_sync(_put, "k", "never")
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert failures.first.wait(TIMEOUT)
+    store.close()  # takes the write lock: returns once the waiting write gave up
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    error = outcome["error"]
+    assert isinstance(error, StoreError) and not isinstance(error, DatabaseUnavailableError)
+    assert "the store is closed" in str(error)
+    attempts = failures.count
+    server.start()
+    assert failures.count == attempts  # nothing connected after the close
+
+
 def test_a_write_whose_server_went_down_at_its_commit_learns_after_the_restart_that_it_committed(
     stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,6 +337,7 @@ def test_the_web_view_answers_503_while_the_server_is_down_and_reads_again_after
                 down = await c.get("/api/processes")
                 assert down.status_code == 503, down.text
                 assert "could not be reached for 0.3 s" in down.json()["error"]
+                assert down.headers["retry-after"] == "5"
                 assert server.password not in down.text
                 page = await c.get("/processes")
                 assert page.status_code == 503 and "Database unavailable" in page.text

@@ -95,6 +95,38 @@ def test_an_unreachable_server_is_a_store_error_without_the_password(postgres_ur
     assert "\n" not in str(error.value) and "Is the server running" in str(error.value)
 
 
+def test_every_connection_notices_a_vanished_server_unless_the_url_says_otherwise(
+    postgres_url: str,
+) -> None:
+    """TCP keepalives and a limit on unacknowledged data (a failover that moved the address,
+    a network dropping packets), on the writer, the readers and the async reads alike; an
+    option the URL sets wins."""
+    store = PostgresStore(postgres_url)
+    try:
+        writer = store._writer.info.get_parameters()
+        reader = store.read(lambda connection: connection.info.get_parameters())
+    finally:
+        store.close()
+    for parameters in (writer, reader):
+        assert parameters["keepalives"] == "1" and parameters["keepalives_idle"] == "10"
+        assert parameters["tcp_user_timeout"] == "30000"
+        assert parameters["application_name"] == "miniengine"
+    own = PostgresStore(f"{postgres_url}?keepalives_idle=60&connect_timeout=3")
+    try:
+        parameters = own._writer.info.get_parameters()
+        assert parameters["keepalives_idle"] == "60" and parameters["connect_timeout"] == "3"
+        assert parameters["keepalives_count"] == "3"
+
+        async def async_parameters() -> dict[str, str]:
+            connection = await own.async_reads._connection()
+            return dict(connection.info.get_parameters())
+
+        awaited = asyncio.run(async_parameters())
+        assert awaited["keepalives_idle"] == "60" and awaited["tcp_user_timeout"] == "30000"
+    finally:
+        own.close()
+
+
 def test_a_session_lost_while_the_store_opens_is_opened_again(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -51,7 +51,8 @@ class GroupCommit:
     retries (the caller holds ``lock``), and returns its result.  ``rerun_alone(exc)`` says
     whether a group that failed with ``exc`` committed nothing that a second run could repeat
     and may run again write by write; otherwise every write of the group fails with ``exc`` (the
-    store stayed locked by another program, an interrupt, a lost connection).
+    store stayed locked by another program or its server away, an interrupt, a connection lost
+    at ``COMMIT`` with the outcome unknown).
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class GroupCommit:
         group: list[QueuedWrite] = []
         try:
             self._commit(_run_group, (queued, group))
-        except BaseException as exc:  # nothing was committed
+        except BaseException as exc:  # nothing was committed, or (a lost COMMIT) not known
             if not group:  # the transaction never began: the others try again themselves
                 queued.remove(mine)
                 group.append(mine)

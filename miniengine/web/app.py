@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from miniengine.exceptions import NotExistent, StoreError
+from miniengine.exceptions import DatabaseLockedError, DatabaseUnavailableError, NotExistent
 from miniengine.web import actions, pages
 from miniengine.web.auth import ASGIApp, Receive, Scope, Send, TokenAuth, new_token
 from miniengine.web.filters import BadRequest
@@ -75,10 +75,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    """The database could not be read or written (its server away for longer than a read
-    waits): the page says so, and the browser may try again, instead of a bare Internal Server
-    Error."""
-    return pages.error_page(request, 503, "Database unavailable", str(exc))
+    """The database could not be read or written for now (its server away for longer than a
+    read waits, a file locked by another program): the page says so, and when to try again,
+    instead of a bare Internal Server Error."""
+    response = pages.error_page(request, 503, "Database unavailable", str(exc))
+    response.headers["retry-after"] = "5"
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -141,7 +143,8 @@ def create_app(
         exception_handlers={
             BadRequest: _bad_request,
             NotExistent: _not_found,
-            StoreError: _database_error,
+            DatabaseUnavailableError: _database_error,
+            DatabaseLockedError: _database_error,
             HTTPException: _http_error,
         },
     )

@@ -26,7 +26,7 @@ from miniengine.storage.interfaces.provenance import LogRow, NodeRow, ambiguous_
 from miniengine.storage.interfaces.queries import LinkedNode, TreeRow
 from miniengine.storage.interfaces.reads import DaemonOverview, ProcessDetail, ProcessSummary
 from miniengine.storage.postgres import query_rows, rows
-from miniengine.storage.postgres.connection import CONNECT_TIMEOUT, store_error
+from miniengine.storage.postgres.connection import connection_options, store_error
 from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
     changes_query,
@@ -111,8 +111,7 @@ class PostgresAsyncReads:
             return await psycopg.AsyncConnection.connect(
                 self._store.url,
                 autocommit=True,  # every query sees the latest commit, no snapshot held
-                connect_timeout=CONNECT_TIMEOUT,
-                application_name="miniengine",
+                **connection_options(self._store.url),
             )
         except psycopg.Error as exc:
             raise store_error(self._store.location, "cannot connect to the database", exc) from exc
@@ -152,6 +151,7 @@ class PostgresAsyncReads:
 
         from miniengine.storage.postgres import store as store_module
 
+        store = self._store
         values = list(params)
         patience = store_module.RETRY_SECONDS
         deadline = time.monotonic() + patience
@@ -160,23 +160,26 @@ class PostgresAsyncReads:
             try:
                 connection = await self._connection()
             except StoreError as exc:
-                if self._store.closed:
+                if store.closed:
                     raise
+                store.server_refused()
                 now, delay = store_module.reconnect_pause(
-                    self._store.location, exc, deadline, patience, delay
+                    store.location, exc, store.outage_deadline(deadline, patience), patience, delay
                 )
                 await asyncio.sleep(now)
                 continue
             try:
                 cursor = await connection.execute(query, values)
-                return await cursor.fetchall()
+                found = await cursor.fetchall()
+                store.server_answered()
+                return found
             except psycopg.Error as exc:
-                if not _unusable(connection) or self._store.closed:
-                    reason: Exception = _Closed() if self._store.closed else exc
-                    raise store_error(self._store.location, "read failed", reason) from exc
+                if not _unusable(connection) or store.closed:
+                    reason: Exception = _Closed() if store.closed else exc
+                    raise store_error(store.location, "read failed", reason) from exc
                 # lost (the server restarted, or another read on this loop lost it): again
                 now, delay = store_module.reconnect_pause(
-                    self._store.location, exc, deadline, patience, delay
+                    store.location, exc, store.outage_deadline(deadline, patience), patience, delay
                 )
                 await asyncio.sleep(now)
 

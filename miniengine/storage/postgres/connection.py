@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMMIT_CHANNEL",
+    "CONNECTION_DEFAULTS",
     "connect",
+    "connection_options",
     "is_retryable",
     "is_url",
     "one_line",
@@ -30,6 +32,20 @@ COMMIT_CHANNEL = "miniengine_commit"
 
 #: Seconds to wait for the server to accept a connection.
 CONNECT_TIMEOUT = 10
+
+#: libpq's options for every connection the engine opens, unless the URL sets them: a server
+#: that vanishes without closing the connection (a failover that moved its address, a network
+#: that drops packets) is noticed within half a minute (TCP keepalive probes while a query
+#: waits for its answer, and a limit on data sent but never acknowledged) instead of after the
+#: operating system's retransmissions, a quarter of an hour, with the store's write lock held.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT),
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
 
 #: SQLSTATEs after which the whole transaction may simply run again: a serialization failure
 #: and a deadlock (PostgreSQL rolled the transaction back and chose it as the victim).
@@ -47,17 +63,25 @@ def without_password(url: str) -> str:
     return url_without_password(url)
 
 
+def connection_options(url: str) -> dict[str, Any]:
+    """The options to open ``url`` with: :data:`CONNECTION_DEFAULTS` that the URL does not set,
+    and the application name that tells the engine's sessions apart on the server."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    options: dict[str, Any] = {
+        key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given
+    }
+    options["application_name"] = "miniengine"
+    return options
+
+
 def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A new connection to ``url``; autocommit, since the store issues ``BEGIN`` itself."""
     import psycopg
 
     try:
-        return psycopg.connect(
-            url,
-            autocommit=autocommit,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name="miniengine",
-        )
+        return psycopg.connect(url, autocommit=autocommit, **connection_options(url))
     except psycopg.Error as exc:
         raise StoreError(
             f"{without_password(url)}: cannot connect to the database: {one_line(exc)}"

@@ -68,11 +68,13 @@ if TYPE_CHECKING:
     from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
 
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "reconnect_pause"]
 
 T = TypeVar("T")
 
-#: How long a write keeps running again after serialization failures and deadlocks.
+#: How long a write keeps running again after serialization failures and deadlocks, and how
+#: long writes and reads wait for a server that stopped answering (counted from the first
+#: connection it refused, so that what queues up behind a long outage fails at once).
 RETRY_SECONDS = 30.0
 
 #: The longest sleep between two attempts of a transaction that was rolled back.
@@ -126,6 +128,10 @@ class PostgresStore:
         self.readonly = False
         self._location = without_password(url)
         self._closed = False
+        #: set when the store closes: wakes the writes and reads waiting for the server
+        self._closing = threading.Event()
+        #: since when (monotonic) the server refuses new connections; None while it answers
+        self._unreachable_since: float | None = None
         self._writer = self._open_writer()
         self._write_lock = threading.Lock()
         #: the writes of threads waiting for the write lock, committed together
@@ -179,6 +185,7 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         if self._async_reads is not None:
             self._async_reads.close_all()
         self._background.close()
@@ -330,7 +337,7 @@ class PostgresStore:
                 connection = self._writer_connection()
             except StoreError as exc:
                 # the server went away (a restart, a failover): wait for it to answer again
-                delay = _wait_to_reconnect(self._location, exc, deadline, patience, delay)
+                delay = self._wait_to_reconnect(exc, deadline, patience, delay)
                 continue
             committed = False
             commit_sent = False
@@ -352,6 +359,7 @@ class PostgresStore:
                 except BaseException:
                     _rollback(connection)
                     raise
+                self._unreachable_since = None
                 return result, None
             except KeyboardInterrupt as exc:
                 if committed:
@@ -368,7 +376,10 @@ class PostgresStore:
                     # this transaction), or the network failed: connect again and learn
                     # whether the transaction committed; if not, run it whole again
                     if commit_sent and xid is not None:
-                        status = self._commit_status(xid, max(deadline, time.monotonic()))
+                        # a write that ran long still waits a little for a restarting server
+                        status = self._commit_status(
+                            xid, max(deadline, time.monotonic() + COMMIT_STATUS_SECONDS)
+                        )
                         if status == "committed":
                             return result, None
                         if status == "unreachable":
@@ -382,7 +393,7 @@ class PostgresStore:
                                 f"{self._location}: write failed, and whether it was committed "
                                 f"is unknown: {one_line(exc)}"
                             ) from exc
-                    delay = _wait_to_reconnect(self._location, exc, deadline, patience, delay)
+                    delay = self._wait_to_reconnect(exc, deadline, patience, delay)
                     continue
                 if not is_retryable(exc) or time.monotonic() > deadline:
                     raise store_error(self._location, "write failed", exc) from exc
@@ -398,12 +409,21 @@ class PostgresStore:
         undecided_until = time.monotonic() + COMMIT_STATUS_SECONDS
         delay = 0.001
         while True:
+            self._check_open()
             try:
                 row = self._writer_connection().execute("SELECT txid_status(%s)", (xid,)).fetchone()
-            except (self._psycopg.Error, StoreError):
+            except StoreError:  # no connection: the server is away
                 if time.monotonic() > unreachable_until:
                     return "unreachable"
-                time.sleep(delay)
+                self._pause(delay)
+                delay = min(delay * 2, MAX_RECONNECT_SLEEP)
+                continue
+            except self._psycopg.Error:
+                if not self._writer.broken:
+                    return None  # it answered, with an error: it cannot tell
+                if time.monotonic() > unreachable_until:
+                    return "unreachable"
+                self._pause(delay)
                 delay = min(delay * 2, MAX_RECONNECT_SLEEP)
                 continue
             status = None if row is None else row[0]
@@ -411,7 +431,7 @@ class PostgresStore:
                 return str(status)
             if time.monotonic() > undecided_until:
                 return None
-            time.sleep(delay)
+            self._pause(delay)
             delay = min(delay * 2, MAX_RETRY_SLEEP)
 
     def _open_writer(self) -> psycopg.Connection[Any]:
@@ -428,11 +448,11 @@ class PostgresStore:
         delay = 0.0
         while True:
             try:
-                connection = connect(self.url)
+                connection = self._connect()
             except StoreError as exc:
                 if deadline is None:
                     raise
-                delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, delay)
+                delay = self._wait_to_reconnect(exc, deadline, RETRY_SECONDS, delay)
                 continue
             try:
                 schema.ensure_schema(connection, self._location)
@@ -447,16 +467,18 @@ class PostgresStore:
                     raise store_error(self._location, "cannot prepare the database", exc) from exc
                 if deadline is None:
                     deadline = time.monotonic() + RETRY_SECONDS
-                delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, delay)
+                delay = self._wait_to_reconnect(exc, deadline, RETRY_SECONDS, delay)
             except BaseException:
                 connection.close()
                 raise
 
     def _writer_connection(self) -> psycopg.Connection[Any]:
-        """The writer connection, connected again if the last one was lost."""
+        """The writer connection, connected again if the last one was lost (not once the store
+        is closed: a write that waited for the lock meanwhile fails)."""
         if self._writer.broken or self._writer.closed:
             self._writer.close()
-            connection = connect(self.url)
+            self._check_open()
+            connection = self._connect()
             try:
                 self._limit_stalls(connection)
             except BaseException:
@@ -497,24 +519,30 @@ class PostgresStore:
         self._check_open()
         deadline = time.monotonic() + RETRY_SECONDS
         delay = 0.001
+        tries = 0
         self._reader_slots.acquire()
         try:
             while True:
                 try:
                     connection = self._take_reader()
                 except StoreError as exc:
-                    delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, delay)
                     self._check_open()
+                    delay = self._wait_to_reconnect(exc, deadline, RETRY_SECONDS, delay)
                     continue
                 try:
-                    return fn(connection, *args)
+                    found = fn(connection, *args)
+                    self._unreachable_since = None
+                    return found
                 except error as exc:
                     if not connection.broken:
                         raise store_error(self._location, "read failed", exc) from exc
                     # the server dropped it (idle, restarted): its idle siblings are gone too
                     self._drop_idle_readers()
-                    delay = _wait_to_reconnect(self._location, exc, deadline, RETRY_SECONDS, 0.0)
                     self._check_open()
+                    # the first time at once (one dropped connection is no outage)
+                    if tries:
+                        delay = self._wait_to_reconnect(exc, deadline, RETRY_SECONDS, delay)
+                    tries += 1
                 finally:
                     self._give_back(connection)
         finally:
@@ -532,7 +560,51 @@ class PostgresStore:
         with self._reader_lock:
             if self._idle_readers:
                 return self._idle_readers.pop()
-        return connect(self.url)
+        return self._connect()
+
+    # a server that went away -----------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection (writer or reader), noting whether the server refused it."""
+        try:
+            connection = connect(self.url)
+        except StoreError:
+            self.server_refused()
+            raise
+        self._unreachable_since = None
+        return connection
+
+    def server_refused(self) -> None:
+        """A new connection was refused: the outage starts now, unless it started before."""
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
+
+    def server_answered(self) -> None:
+        """A connection was made, or a transaction or a read succeeded: no outage."""
+        self._unreachable_since = None
+
+    def outage_deadline(self, deadline: float, patience: float) -> float:
+        """``deadline``, or sooner once the server has refused connections for ``patience``:
+        the writes and reads that queued up behind a long outage fail at once instead of
+        each waiting as long again."""
+        since = self._unreachable_since
+        return deadline if since is None else min(deadline, since + patience)
+
+    def _wait_to_reconnect(
+        self, exc: Exception, deadline: float, patience: float, delay: float
+    ) -> float:
+        """Sleep as :func:`reconnect_pause` says (or raise), woken by :meth:`close`; the next
+        sleep."""
+        now, following = reconnect_pause(
+            self._location, exc, self.outage_deadline(deadline, patience), patience, delay
+        )
+        self._pause(now)
+        return following
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the store closes meanwhile (then ``StoreError``)."""
+        self._closing.wait(seconds)
+        self._check_open()
 
     def _give_back(self, connection: psycopg.Connection[Any]) -> None:
         """Keep ``connection`` for the next read, unless it is lost, the store closed or
@@ -710,12 +782,3 @@ def reconnect_pause(
             f"{location}: the server could not be reached for {patience:g} s ({one_line(cause)})"
         ) from exc
     return delay, min(max(delay * 2, 0.001), MAX_RECONNECT_SLEEP)
-
-
-def _wait_to_reconnect(
-    location: str, exc: Exception, deadline: float, patience: float, delay: float
-) -> float:
-    """Sleep as :func:`reconnect_pause` says (or raise), and return the next sleep."""
-    now, following = reconnect_pause(location, exc, deadline, patience, delay)
-    time.sleep(now)
-    return following
