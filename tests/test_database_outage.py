@@ -23,27 +23,13 @@ import pytest
 
 from miniengine import Int, Str, asubmit, await_node, find_processes, run, submit
 from miniengine.exceptions import DatabaseUnavailableError, StoreError
-from tests.services.postgres import PostgresServer, running_postgres
+from tests.services.postgres import PostgresServer, get_meta, put_meta, running_postgres
 from tests.workchains.daemon_chains import DaemonGuard, wait_until
 from tests.workchains.outage_chains import UnavailableOnceWorkChain, double
 
 TIMEOUT = 60
 
 Connection = Any  # psycopg.Connection[Any]
-
-
-def _put(connection: Connection, key: str, value: str) -> int:
-    connection.execute(
-        "INSERT INTO miniengine_meta (key, value) VALUES (%s, %s) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-    return 1
-
-
-def _get(connection: Connection, key: str) -> str | None:
-    row = connection.execute("SELECT value FROM miniengine_meta WHERE key = %s", (key,)).fetchone()
-    return None if row is None else str(row[0])
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +81,16 @@ def test_a_write_and_a_read_made_while_the_server_restarts_run_once_it_answers(
     server = stopped_later
     store = PostgresStore(server.create_database())
     try:
-        store.write_sync(_put, "k", "before")
-        assert store.read(_get, "k") == "before"
+        store.write_sync(put_meta, "k", "before")
+        assert store.read(get_meta, "k") == "before"
         failures = _ConnectFailures(monkeypatch)
         server.stop()
         results: dict[str, Any] = {}
 
         def write_then_read() -> None:
             try:
-                results["write"] = store.write_sync(_put, "k", "during")
-                results["read"] = store.read(_get, "k")
+                results["write"] = store.write_sync(put_meta, "k", "during")
+                results["read"] = store.read(get_meta, "k")
             except BaseException as exc:
                 results["error"] = exc
 
@@ -119,7 +105,7 @@ def test_a_write_and_a_read_made_while_the_server_restarts_run_once_it_answers(
         assert results == {"write": 1, "read": "during"}, results
         assert failures.count >= 1
         # the readers kept from before the restart were replaced, not failed on
-        assert store.read(_get, "k") == "during"
+        assert store.read(get_meta, "k") == "during"
     finally:
         store.close()
 
@@ -133,21 +119,21 @@ def test_a_server_that_stays_away_fails_the_write_unavailable_and_nothing_is_wri
     url = server.create_database()
     store = store_module.PostgresStore(url)
     try:
-        store.write_sync(_put, "k", "kept")
+        store.write_sync(put_meta, "k", "kept")
         monkeypatch.setattr(store_module, "RETRY_SECONDS", 0.3)
         server.stop()
         with pytest.raises(
             DatabaseUnavailableError, match=r"could not be reached for 0\.3 s"
         ) as error:
-            store.write_sync(_put, "k", "lost")
+            store.write_sync(put_meta, "k", "lost")
         assert server.password not in str(error.value)
         assert str(server.port) in str(error.value)  # it names the server
         with pytest.raises(DatabaseUnavailableError):
-            store.read(_get, "k")
+            store.read(get_meta, "k")
         server.start()
-        assert store.read(_get, "k") == "kept"
-        store.write_sync(_put, "k", "after")
-        assert store.read(_get, "k") == "after"
+        assert store.read(get_meta, "k") == "kept"
+        store.write_sync(put_meta, "k", "after")
+        assert store.read(get_meta, "k") == "after"
     finally:
         store.close()
 
@@ -166,17 +152,17 @@ def test_once_the_server_stayed_away_for_the_whole_wait_later_writes_fail_at_onc
         failures = _ConnectFailures(monkeypatch)
         server.stop()
         with pytest.raises(DatabaseUnavailableError):
-            store.write_sync(_put, "k", "first")
+            store.write_sync(put_meta, "k", "first")
         waited = failures.count
         assert waited > 1  # it tried again while it waited
         with pytest.raises(DatabaseUnavailableError):
-            store.write_sync(_put, "k", "second")
+            store.write_sync(put_meta, "k", "second")
         with pytest.raises(DatabaseUnavailableError):
-            store.read(_get, "k")
+            store.read(get_meta, "k")
         assert failures.count == waited + 2  # one attempt each
         server.start()
-        store.write_sync(_put, "k", "after")  # the next connection ends the outage
-        assert store.read(_get, "k") == "after"
+        store.write_sync(put_meta, "k", "after")  # the next connection ends the outage
+        assert store.read(get_meta, "k") == "after"
     finally:
         store.close()
 
@@ -194,7 +180,7 @@ def test_closing_the_store_ends_a_write_waiting_for_the_server(
 
     def write() -> None:
         try:
-            store.write_sync(_put, "k", "never")
+            store.write_sync(put_meta, "k", "never")
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -247,13 +233,13 @@ def test_a_write_whose_server_went_down_at_its_commit_learns_after_the_restart_t
 
         def counted(connection: Connection) -> int:
             runs.append("put")
-            return _put(connection, "k", "once")
+            return put_meta(connection, "k", "once")
 
         assert store.write_sync(counted) == 1
         assert runs == ["put"]  # committed: not run again
         assert failures.count >= 1
         monkeypatch.undo()
-        assert store.read(_get, "k") == "once"
+        assert store.read(get_meta, "k") == "once"
     finally:
         store.close()
 

@@ -16,28 +16,15 @@ from miniengine.storage.paths import resolve_db
 from miniengine.storage.postgres.store import PostgresStore
 from miniengine.storage.postgres.transaction import PostgresTransaction
 from miniengine.storage.store import Store
+from tests.services.postgres import get_meta, put_meta
 
 psycopg = pytest.importorskip("psycopg")
 
 Connection = Any  # psycopg.Connection[Any]
 
 
-def _put(connection: Connection, key: str, value: str) -> int:
-    connection.execute(
-        "INSERT INTO miniengine_meta (key, value) VALUES (%s, %s) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-    return 1
-
-
-def _get(connection: Connection, key: str) -> str | None:
-    row = connection.execute("SELECT value FROM miniengine_meta WHERE key = %s", (key,)).fetchone()
-    return None if row is None else str(row[0])
-
-
 def _put_then_fail(connection: Connection, key: str) -> None:
-    _put(connection, key, "never")
+    put_meta(connection, key, "never")
     raise ValueError("the step failed")
 
 
@@ -57,17 +44,17 @@ def test_create_then_reopen(postgres_url: str) -> None:
     first = PostgresStore(postgres_url)
     try:
         assert first.read(read_schema_version) == SCHEMA_VERSION
-        first.write_sync(_put, "greeting", "hello")
+        first.write_sync(put_meta, "greeting", "hello")
         assert ":***@" in first.location and "/test_" in first.location
         assert "***" in repr(first)
     finally:
         first.close()
     assert first.closed
     with pytest.raises(StoreError, match="closed"):
-        first.write_sync(_put, "greeting", "again")
+        first.write_sync(put_meta, "greeting", "again")
     second = PostgresStore(postgres_url)
     try:
-        assert second.read(_get, "greeting") == "hello"
+        assert second.read(get_meta, "greeting") == "hello"
     finally:
         second.close()
 
@@ -76,7 +63,7 @@ def test_a_newer_schema_is_refused_without_the_password(postgres_url: str) -> No
     from miniengine.storage.postgres.schema import SCHEMA_VERSION
 
     store = PostgresStore(postgres_url)
-    store.write_sync(_put, "schema_version", str(SCHEMA_VERSION + 1))
+    store.write_sync(put_meta, "schema_version", str(SCHEMA_VERSION + 1))
     store.close()
     password = psycopg.conninfo.conninfo_to_dict(postgres_url)["password"]
     with pytest.raises(IncompatibleDatabaseError, match="newer miniengine") as error:
@@ -148,51 +135,51 @@ def test_a_session_lost_while_the_store_opens_is_opened_again(
     store = PostgresStore(postgres_url)
     try:
         assert len(calls) == 2
-        store.write_sync(_put, "k", "v")
-        assert store.read(_get, "k") == "v"
+        store.write_sync(put_meta, "k", "v")
+        assert store.read(get_meta, "k") == "v"
     finally:
         store.close()
 
 
 def test_a_transaction_commits_whole_or_not_at_all(store: PostgresStore) -> None:
-    put = PostgresTransaction(store, _put)
+    put = PostgresTransaction(store, put_meta)
     assert put("a", "1") == 1
-    assert store.read(_get, "a") == "1"
+    assert store.read(get_meta, "a") == "1"
     fail = PostgresTransaction(store, _put_then_fail)
     with pytest.raises(ValueError, match="the step failed"):
         fail("b")
-    assert store.read(_get, "b") is None
+    assert store.read(get_meta, "b") is None
     # the writer connection is usable again after the rollback
     assert put.deferring_interrupt("c", "3") == (1, None)
-    assert store.read(_get, "c") == "3"
-    assert "_put" in repr(put)
+    assert store.read(get_meta, "c") == "3"
+    assert "put_meta" in repr(put)
 
 
 def test_a_sql_error_is_a_store_error_and_rolls_back(store: PostgresStore) -> None:
     def broken(connection: Connection) -> None:
-        _put(connection, "d", "4")
+        put_meta(connection, "d", "4")
         connection.execute("SELECT no_such_column FROM miniengine_meta")
 
     with pytest.raises(StoreError, match=r"write failed.*no_such_column"):
         store.write_sync(broken)
-    assert store.read(_get, "d") is None
+    assert store.read(get_meta, "d") is None
     with pytest.raises(StoreError, match="read failed"):
         store.read(lambda connection: connection.execute("SELECT nope").fetchone())
 
 
 async def test_aio_commits_off_the_loop(store: PostgresStore) -> None:
-    put = PostgresTransaction(store, _put)
+    put = PostgresTransaction(store, put_meta)
     loop_thread = threading.get_ident()
     seen: list[int] = []
 
     def put_here(connection: Connection, key: str) -> int:
         seen.append(threading.get_ident())
-        return _put(connection, key, "async")
+        return put_meta(connection, key, "async")
 
     assert await put.aio("e", "5") == 1
     assert await PostgresTransaction(store, put_here).aio("f") == 1
     assert seen and seen[0] != loop_thread
-    assert store.read(_get, "e") == "5" and store.read(_get, "f") == "async"
+    assert store.read(get_meta, "e") == "5" and store.read(get_meta, "f") == "async"
 
 
 def test_a_commit_elsewhere_wakes_a_waiting_thread(postgres_url: str) -> None:
@@ -213,7 +200,7 @@ def test_a_commit_elsewhere_wakes_a_waiting_thread(postgres_url: str) -> None:
         thread.start()
         time.sleep(0.05)  # let it block (an early commit would only make it return sooner)
         committed = time.monotonic()
-        writer.write_sync(_put, "g", "7")
+        writer.write_sync(put_meta, "g", "7")
         assert woke.wait(10)
         latency = time.monotonic() - committed
         thread.join()
@@ -236,7 +223,7 @@ async def test_a_commit_elsewhere_wakes_an_awaiting_task(postgres_url: str) -> N
         await asyncio.sleep(0.05)
         assert not task.done()
         start = time.monotonic()
-        await PostgresTransaction(writer, _put).aio("h", "8")
+        await PostgresTransaction(writer, put_meta).aio("h", "8")
         assert await asyncio.wait_for(task, 10) != marker
         assert time.monotonic() - start < 1.0
         marker = waiter.commit_marker()
@@ -276,7 +263,7 @@ def test_the_listener_comes_back_after_losing_its_connection(store: PostgresStor
     while store.read(listeners) in ([], pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     marker = store.commit_marker()
-    store.write_sync(_put, "i", "9")
+    store.write_sync(put_meta, "i", "9")
     assert store.wait_for_commit(marker, 10) != marker
 
 
@@ -299,8 +286,8 @@ def test_two_stores_creating_the_schema_at_once_both_succeed(postgres_url: str) 
         thread.join()
     try:
         assert errors == [] and len(opened) == 2
-        opened[0].write_sync(_put, "j", "10")
-        assert opened[1].read(_get, "j") == "10"
+        opened[0].write_sync(put_meta, "j", "10")
+        assert opened[1].read(get_meta, "j") == "10"
     finally:
         for store in opened:
             store.close()
@@ -310,17 +297,17 @@ def test_a_deadlock_victim_runs_again_whole(postgres_url: str) -> None:
     first = PostgresStore(postgres_url)
     second = PostgresStore(postgres_url)
     try:
-        first.write_sync(_put, "x", "0")
-        first.write_sync(_put, "y", "0")
+        first.write_sync(put_meta, "x", "0")
+        first.write_sync(put_meta, "y", "0")
         both_hold_one = threading.Barrier(2, timeout=10)
         attempts: list[str] = []
 
         def swap(connection: Connection, mine: str, theirs: str, name: str) -> None:
             attempts.append(name)
-            _put(connection, mine, name)
+            put_meta(connection, mine, name)
             if attempts.count(name) == 1:
                 both_hold_one.wait()  # each holds one row lock and asks for the other's
-            _put(connection, theirs, name)
+            put_meta(connection, theirs, name)
 
         threads = [
             threading.Thread(target=first.write_sync, args=(swap, "x", "y", "first")),
@@ -331,7 +318,7 @@ def test_a_deadlock_victim_runs_again_whole(postgres_url: str) -> None:
         for thread in threads:
             thread.join(30)
         assert len(attempts) == 3  # the victim ran twice, the other once
-        x, y = first.read(_get, "x"), first.read(_get, "y")
+        x, y = first.read(get_meta, "x"), first.read(get_meta, "y")
         assert x == y and x in ("first", "second")  # one whole transaction won last
     finally:
         first.close()
@@ -344,12 +331,12 @@ def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:
     holder = PostgresStore(postgres_url)
     other = PostgresStore(postgres_url)
     try:
-        holder.write_sync(_put, "k", "0")
+        holder.write_sync(put_meta, "k", "0")
         holding = threading.Event()
         release = threading.Event()
 
         def hold(connection: Connection) -> None:
-            _put(connection, "k", "held")
+            put_meta(connection, "k", "held")
             holding.set()
             release.wait(30)
 
@@ -358,11 +345,11 @@ def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:
         assert holding.wait(10)
         start = time.monotonic()
         with pytest.raises(DatabaseLockedError, match="locked"):
-            PostgresTransaction(other, _put).within(0.2, "k", "late")
+            PostgresTransaction(other, put_meta).within(0.2, "k", "late")
         assert time.monotonic() - start < 5
         release.set()
         thread.join()
-        assert other.read(_get, "k") == "held"
+        assert other.read(get_meta, "k") == "held"
     finally:
         holder.close()
         other.close()
@@ -380,17 +367,17 @@ def test_a_writer_stalled_inside_a_transaction_loses_its_session_and_its_locks(
     is not fenced, so it commits after the other's)."""
     stalled = PostgresStore(postgres_url, lease_timeout=2.0)  # its sessions stall 1 s at most
     other = PostgresStore(postgres_url, lease_timeout=2.0)
-    put = PostgresTransaction(other, _put)
+    put = PostgresTransaction(other, put_meta)
     locked, resume = threading.Event(), threading.Event()
     runs: list[str] = []
     errors: list[BaseException] = []
 
     def hold(connection: Connection, key: str) -> None:
         runs.append(key)
-        _put(connection, key, "stalled")  # the row is locked until this transaction ends
+        put_meta(connection, key, "stalled")  # the row is locked until this transaction ends
         locked.set()
         resume.wait(20)  # this process stops here, inside its transaction (the first time)
-        _put(connection, key, "late")
+        put_meta(connection, key, "late")
 
     def run_stalled() -> None:
         try:
@@ -404,13 +391,13 @@ def test_a_writer_stalled_inside_a_transaction_loses_its_session_and_its_locks(
         thread.start()
         assert locked.wait(10)
         put("k", "taken over")  # waits for the row only until the server ends the stall
-        assert not resume.is_set() and other.read(_get, "k") == "taken over"
+        assert not resume.is_set() and other.read(get_meta, "k") == "taken over"
         resume.set()
         thread.join(20)
         assert errors == [] and runs == ["k", "k"]  # run again whole, once
-        assert other.read(_get, "k") == "late"
-        PostgresTransaction(stalled, _put)("j", "again")
-        assert other.read(_get, "j") == "again"
+        assert other.read(get_meta, "k") == "late"
+        PostgresTransaction(stalled, put_meta)("j", "again")
+        assert other.read(get_meta, "j") == "again"
     finally:
         resume.set()
         stalled.close()
@@ -472,8 +459,8 @@ def test_open_backend_chooses_by_location(
 def test_the_writer_and_a_reader_connect_again_after_the_server_dropped_them(
     store: PostgresStore, postgres_url: str
 ) -> None:
-    store.write_sync(_put, "l", "before")
-    assert store.read(_get, "l") == "before"
+    store.write_sync(put_meta, "l", "before")
+    assert store.read(get_meta, "l") == "before"
     backends = store.read(
         lambda connection: [
             int(row[0])
@@ -489,8 +476,8 @@ def test_the_writer_and_a_reader_connect_again_after_the_server_dropped_them(
             other.execute("SELECT pg_terminate_backend(%s)", (pid,))
     finally:
         other.close()
-    store.write_sync(_put, "l", "after")  # nothing was sent on the lost one: run on a new one
-    assert store.read(_get, "l") == "after"  # the read fails once, then runs on a new reader
+    store.write_sync(put_meta, "l", "after")  # nothing was sent on the lost one: run on a new one
+    assert store.read(get_meta, "l") == "after"  # the read fails once, then runs on a new reader
 
 
 def test_a_reader_checks_the_schema_and_never_writes(postgres_url: str) -> None:
@@ -501,20 +488,20 @@ def test_a_reader_checks_the_schema_and_never_writes(postgres_url: str) -> None:
     with pytest.raises(StoreError, match="no miniengine database"):
         PostgresReader(postgres_url)
     store = PostgresStore(postgres_url)
-    store.write_sync(_put, "m", "stored")
+    store.write_sync(put_meta, "m", "stored")
     store.close()
     with PostgresReader(postgres_url) as reader:
         assert reader.check() == SCHEMA_VERSION and "***" in repr(reader)
-        assert reader.read(_get, "m") == "stored"
+        assert reader.read(get_meta, "m") == "stored"
         assert reader.queries.counts().nodes == 0
         with pytest.raises(ReadOnlyDatabaseError, match="read only"):
             reader.provenance.update_label(1, "label", "description")
         with pytest.raises(ReadOnlyDatabaseError):  # the server refuses a write as well
-            reader.read(_put, "m", "changed")
+            reader.read(put_meta, "m", "changed")
         reader.vacuum()
-        assert reader.read(_get, "m") == "stored"
+        assert reader.read(get_meta, "m") == "stored"
     store = PostgresStore(postgres_url)
-    store.write_sync(_put, "schema_version", str(SCHEMA_VERSION + 1))
+    store.write_sync(put_meta, "schema_version", str(SCHEMA_VERSION + 1))
     store.close()
     with pytest.raises(IncompatibleDatabaseError, match="newer miniengine"):
         PostgresReader(postgres_url)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -57,6 +58,22 @@ SETTINGS = {
     "shared_buffers": "32MB",
     "listen_addresses": "127.0.0.1",
 }
+
+
+def put_meta(connection: Any, key: str, value: str) -> int:
+    """Set ``key`` in a miniengine database's ``miniengine_meta`` (a store's write function)."""
+    connection.execute(
+        "INSERT INTO miniengine_meta (key, value) VALUES (%s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+    return 1
+
+
+def get_meta(connection: Any, key: str) -> str | None:
+    """The value of ``key`` in ``miniengine_meta`` (a store's read function)."""
+    row = connection.execute("SELECT value FROM miniengine_meta WHERE key = %s", (key,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def postgres_bin() -> Path | None:
