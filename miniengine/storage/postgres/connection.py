@@ -80,7 +80,7 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A new connection to ``url``; autocommit, since the store issues ``BEGIN`` itself."""
     import psycopg
 
-    try:
+    try:  # (a malformed URL fails in connection_options already)
         return psycopg.connect(url, autocommit=autocommit, **connection_options(url))
     except psycopg.Error as exc:
         raise StoreError(
