@@ -167,6 +167,55 @@ def test_once_the_server_stayed_away_for_the_whole_wait_later_writes_fail_at_onc
         store.close()
 
 
+def test_an_outage_that_ended_unnoticed_does_not_cut_the_wait_for_the_next_one(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store last saw the server refuse connections long ago, and nothing connected since
+    it came back: a new restart is waited for in full, and a connection merely lost (the
+    server up) gets a new one at once."""
+    import time
+
+    from miniengine.storage.postgres import store as store_module
+
+    server = stopped_later
+    store = store_module.PostgresStore(server.create_database())
+    try:
+        # a refused connection 100 s ago, the last one 50 s ago
+        store._unreachable_since = time.monotonic() - 100
+        store._last_refused = time.monotonic() - 50
+        failures = _ConnectFailures(monkeypatch)
+        server.stop()
+        results: dict[str, Any] = {}
+
+        def write() -> None:
+            try:
+                results["write"] = store.write_sync(put_meta, "k", "v")
+            except BaseException as exc:
+                results["error"] = exc
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert failures.first.wait(TIMEOUT)
+        server.start()
+        thread.join(TIMEOUT)
+        assert results == {"write": 1}, results
+        # the writer's session is ended, and the store saw a refusal just now, of an outage
+        # that began 100 s ago (say, an async read's): the write connects again, not give up
+        store.read(
+            lambda connection: connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'miniengine' AND pid <> pg_backend_pid() "
+                "AND query NOT LIKE 'LISTEN%%'"
+            )
+        )
+        store._unreachable_since = time.monotonic() - 100
+        store._last_refused = time.monotonic()
+        assert store.write_sync(put_meta, "k", "w") == 1
+        assert store.read(get_meta, "k") == "w"
+    finally:
+        store.close()
+
+
 def test_closing_the_store_ends_a_write_waiting_for_the_server(
     stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

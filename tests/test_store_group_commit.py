@@ -247,3 +247,31 @@ def test_a_group_whose_commit_the_server_cannot_confirm_is_not_run_again(
     assert sorted(runs) == ["a", "b", "c"]  # once each, in the group
     monkeypatch.undo()
     assert _names(store) == {"a", "b", "c"}
+
+
+def test_a_group_whose_store_closed_while_asking_about_its_commit_is_not_run_again(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the store ends the question about a lost ``COMMIT`` unanswered: that is an
+    unknown outcome too, and no write of the group runs again."""
+    if not _postgres(store):
+        pytest.skip("a sqlite connection is not lost while its process lives")
+    from miniengine.storage.postgres import store as postgres_store
+
+    commit = postgres_store._COMMIT + b"; SELECT pg_terminate_backend(pg_backend_pid())"
+    monkeypatch.setattr(postgres_store, "_COMMIT", commit)
+
+    def closed_while_asking(xid: int, until: float) -> None:
+        store._writer_connection()  # asked on a new connection, as always
+        raise StoreError(f"{store.location}: the store is closed")
+
+    monkeypatch.setattr(store, "_commit_status", closed_while_asking)
+    runs: list[str] = []
+    writes = {name: _counted(store, runs, name) for name in ("a", "b", "c")}
+    outcomes = _queue_behind_the_lock(store, writes)
+    for name, outcome in outcomes.items():
+        assert isinstance(outcome, StoreError), (name, outcome)
+        assert "whether it was committed is unknown" in str(outcome)
+    assert sorted(runs) == ["a", "b", "c"]  # once each, in the group
+    monkeypatch.undo()
+    assert _names(store) == {"a", "b", "c"}

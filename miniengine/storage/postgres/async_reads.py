@@ -177,9 +177,10 @@ class PostgresAsyncReads:
                 if not _unusable(connection) or store.closed:
                     reason: Exception = _Closed() if store.closed else exc
                     raise store_error(store.location, "read failed", reason) from exc
-                # lost (the server restarted, or another read on this loop lost it): again
+                # lost (the server restarted, or another read on this loop lost it): again,
+                # connecting before any outage counts against it
                 now, delay = store_module.reconnect_pause(
-                    store.location, exc, store.outage_deadline(deadline, patience), patience, delay
+                    store.location, exc, deadline, patience, delay
                 )
                 await asyncio.sleep(now)
 

@@ -45,6 +45,7 @@ from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
 from miniengine.storage.postgres.computers import PostgresComputers
 from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
+    CONNECT_TIMEOUT,
     connect,
     is_retryable,
     one_line,
@@ -105,6 +106,10 @@ MAX_IDLE_READERS = 4
 #: How long the listener waits before connecting again after losing its connection.
 LISTEN_RETRY_SECONDS = 0.5
 
+#: An outage is over if no connection was refused for this long (while one lasts, the waiting
+#: writes and reads try at least this often: a refused attempt takes at most CONNECT_TIMEOUT).
+OUTAGE_GAP = CONNECT_TIMEOUT + 1.0
+
 _ACTIVE_STATES = ("created", "running", "waiting")
 
 
@@ -132,6 +137,8 @@ class PostgresStore:
         self._closing = threading.Event()
         #: since when (monotonic) the server refuses new connections; None while it answers
         self._unreachable_since: float | None = None
+        #: when it last refused one (see OUTAGE_GAP)
+        self._last_refused = 0.0
         self._writer = self._open_writer()
         self._write_lock = threading.Lock()
         #: the writes of threads waiting for the write lock, committed together
@@ -291,6 +298,7 @@ class PostgresStore:
                 exc, DatabaseLockedError | DatabaseUnavailableError | _CommitUnknownError
             )
             and not self._writer.broken
+            and not self._closed
         )
 
     def write_sync_within(self, busy_seconds: float, fn: Callable[..., T], *args: Any) -> T:
@@ -376,10 +384,16 @@ class PostgresStore:
                     # this transaction), or the network failed: connect again and learn
                     # whether the transaction committed; if not, run it whole again
                     if commit_sent and xid is not None:
-                        # a write that ran long still waits a little for a restarting server
-                        status = self._commit_status(
-                            xid, max(deadline, time.monotonic() + COMMIT_STATUS_SECONDS)
-                        )
+                        try:
+                            # a write that ran long still waits a little for a restarting server
+                            status = self._commit_status(
+                                xid, max(deadline, time.monotonic() + COMMIT_STATUS_SECONDS)
+                            )
+                        except StoreError as closed:  # the store closed while it asked
+                            raise _CommitUnknownError(
+                                f"{self._location}: write failed, and whether it was committed "
+                                f"is unknown ({closed})"
+                            ) from exc
                         if status == "committed":
                             return result, None
                         if status == "unreachable":
@@ -393,7 +407,13 @@ class PostgresStore:
                                 f"{self._location}: write failed, and whether it was committed "
                                 f"is unknown: {one_line(exc)}"
                             ) from exc
-                    delay = self._wait_to_reconnect(exc, deadline, patience, delay)
+                        # rolled back, by a server that just answered: run it again now
+                        # (within the time the answer took, past the write's own deadline)
+                        if time.monotonic() < deadline + COMMIT_STATUS_SECONDS:
+                            continue
+                    # lost, not refused: the next attempt connects again before any outage
+                    # counts against it
+                    delay = self._wait_to_reconnect(exc, deadline, patience, delay, refused=False)
                     continue
                 if not is_retryable(exc) or time.monotonic() > deadline:
                     raise store_error(self._location, "write failed", exc) from exc
@@ -541,7 +561,9 @@ class PostgresStore:
                     self._check_open()
                     # the first time at once (one dropped connection is no outage)
                     if tries:
-                        delay = self._wait_to_reconnect(exc, deadline, RETRY_SECONDS, delay)
+                        delay = self._wait_to_reconnect(
+                            exc, deadline, RETRY_SECONDS, delay, refused=False
+                        )
                     tries += 1
                 finally:
                     self._give_back(connection)
@@ -575,9 +597,13 @@ class PostgresStore:
         return connection
 
     def server_refused(self) -> None:
-        """A new connection was refused: the outage starts now, unless it started before."""
-        if self._unreachable_since is None:
-            self._unreachable_since = time.monotonic()
+        """A new connection was refused: the outage starts now, unless one is going on (its
+        last refusal within :data:`OUTAGE_GAP`; an older one ended unnoticed, nobody having
+        connected since the server came back)."""
+        now = time.monotonic()
+        if self._unreachable_since is None or now - self._last_refused > OUTAGE_GAP:
+            self._unreachable_since = now
+        self._last_refused = now
 
     def server_answered(self) -> None:
         """A connection was made, or a transaction or a read succeeded: no outage."""
@@ -591,13 +617,20 @@ class PostgresStore:
         return deadline if since is None else min(deadline, since + patience)
 
     def _wait_to_reconnect(
-        self, exc: Exception, deadline: float, patience: float, delay: float
+        self,
+        exc: Exception,
+        deadline: float,
+        patience: float,
+        delay: float,
+        *,
+        refused: bool = True,
     ) -> float:
         """Sleep as :func:`reconnect_pause` says (or raise), woken by :meth:`close`; the next
-        sleep."""
-        now, following = reconnect_pause(
-            self._location, exc, self.outage_deadline(deadline, patience), patience, delay
-        )
+        sleep.  The outage's deadline counts only for a connection that was ``refused``; one
+        that was lost gets another attempt first."""
+        if refused:
+            deadline = self.outage_deadline(deadline, patience)
+        now, following = reconnect_pause(self._location, exc, deadline, patience, delay)
         self._pause(now)
         return following
 
@@ -662,6 +695,7 @@ class PostgresStore:
                 if connection is None:
                     connection = connect(self.url)
                     connection.execute(f"LISTEN {COMMIT_CHANNEL}".encode())
+                    self.server_answered()  # (it tries every half second during an outage)
                     if self._listening.is_set():
                         self._bump()  # commits may have gone unnoticed while reconnecting
                     self._listening.set()
