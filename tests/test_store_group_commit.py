@@ -220,12 +220,12 @@ def test_a_group_whose_connection_was_lost_after_its_commit_is_not_run_again(
     assert _names(store) == {"a", "b", "c", "after"}
 
 
-def test_a_group_whose_commit_the_server_cannot_confirm_is_not_run_again(
-    store: Any, monkeypatch: pytest.MonkeyPatch
+def _commit_lost_with_unknown_outcome(
+    store: Any, monkeypatch: pytest.MonkeyPatch, answer: Callable[[], None]
 ) -> None:
-    """The connection is lost at ``COMMIT`` and the server cannot say whether the transaction
-    committed: every write of the group fails saying so, and none runs again (here the group
-    had committed: a second run would store each write twice)."""
+    """Three writes grouped; the session ends right after their ``COMMIT`` (which went
+    through), and asking the server about it ends with ``answer()`` (on a new connection, as
+    always): every write must fail as "unknown", and none may run again."""
     if not _postgres(store):
         pytest.skip("a sqlite connection is not lost while its process lives")
     from miniengine.storage.postgres import store as postgres_store
@@ -233,11 +233,11 @@ def test_a_group_whose_commit_the_server_cannot_confirm_is_not_run_again(
     commit = postgres_store._COMMIT + b"; SELECT pg_terminate_backend(pg_backend_pid())"
     monkeypatch.setattr(postgres_store, "_COMMIT", commit)
 
-    def cannot_tell(xid: int, until: float) -> None:
-        store._writer_connection()  # asked on a new connection, as always
-        return None
+    def asked(xid: int, until: float) -> None:
+        store._writer_connection()
+        answer()
 
-    monkeypatch.setattr(store, "_commit_status", cannot_tell)
+    monkeypatch.setattr(store, "_commit_status", asked)
     runs: list[str] = []
     writes = {name: _counted(store, runs, name) for name in ("a", "b", "c")}
     outcomes = _queue_behind_the_lock(store, writes)
@@ -247,6 +247,15 @@ def test_a_group_whose_commit_the_server_cannot_confirm_is_not_run_again(
     assert sorted(runs) == ["a", "b", "c"]  # once each, in the group
     monkeypatch.undo()
     assert _names(store) == {"a", "b", "c"}
+
+
+def test_a_group_whose_commit_the_server_cannot_confirm_is_not_run_again(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is lost at ``COMMIT`` and the server cannot say whether the transaction
+    committed: every write of the group fails saying so, and none runs again (here the group
+    had committed: a second run would store each write twice)."""
+    _commit_lost_with_unknown_outcome(store, monkeypatch, lambda: None)
 
 
 def test_a_group_whose_store_closed_while_asking_about_its_commit_is_not_run_again(
@@ -254,24 +263,8 @@ def test_a_group_whose_store_closed_while_asking_about_its_commit_is_not_run_aga
 ) -> None:
     """Closing the store ends the question about a lost ``COMMIT`` unanswered: that is an
     unknown outcome too, and no write of the group runs again."""
-    if not _postgres(store):
-        pytest.skip("a sqlite connection is not lost while its process lives")
-    from miniengine.storage.postgres import store as postgres_store
 
-    commit = postgres_store._COMMIT + b"; SELECT pg_terminate_backend(pg_backend_pid())"
-    monkeypatch.setattr(postgres_store, "_COMMIT", commit)
-
-    def closed_while_asking(xid: int, until: float) -> None:
-        store._writer_connection()  # asked on a new connection, as always
+    def closed() -> None:
         raise StoreError(f"{store.location}: the store is closed")
 
-    monkeypatch.setattr(store, "_commit_status", closed_while_asking)
-    runs: list[str] = []
-    writes = {name: _counted(store, runs, name) for name in ("a", "b", "c")}
-    outcomes = _queue_behind_the_lock(store, writes)
-    for name, outcome in outcomes.items():
-        assert isinstance(outcome, StoreError), (name, outcome)
-        assert "whether it was committed is unknown" in str(outcome)
-    assert sorted(runs) == ["a", "b", "c"]  # once each, in the group
-    monkeypatch.undo()
-    assert _names(store) == {"a", "b", "c"}
+    _commit_lost_with_unknown_outcome(store, monkeypatch, closed)
