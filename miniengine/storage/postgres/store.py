@@ -367,7 +367,7 @@ class PostgresStore:
                 except BaseException:
                     _rollback(connection)
                     raise
-                self._unreachable_since = None
+                self.server_answered()
                 return result, None
             except KeyboardInterrupt as exc:
                 if committed:
@@ -551,7 +551,7 @@ class PostgresStore:
                     continue
                 try:
                     found = fn(connection, *args)
-                    self._unreachable_since = None
+                    self.server_answered()
                     return found
                 except error as exc:
                     if not connection.broken:
@@ -593,7 +593,7 @@ class PostgresStore:
         except StoreError:
             self.server_refused()
             raise
-        self._unreachable_since = None
+        self.server_answered()
         return connection
 
     def server_refused(self) -> None:
