@@ -24,7 +24,7 @@ import pytest
 from miniengine import Int, Str, asubmit, await_node, find_processes, run, submit
 from miniengine.exceptions import DatabaseUnavailableError, StoreError
 from tests.services.postgres import PostgresServer, get_meta, put_meta, running_postgres
-from tests.workchains.daemon_chains import DaemonGuard, wait_until
+from tests.workchains.daemon_chains import AddWorkChain, DaemonGuard, wait_until
 from tests.workchains.outage_chains import UnavailableOnceWorkChain, double
 
 TIMEOUT = 60
@@ -343,6 +343,50 @@ async def test_an_awaited_read_made_while_the_server_restarts_returns_once_it_an
             group.cancel_scope.cancel()
     assert result["node"].pk == node.pk and result["node"].is_finished_ok
     assert ticks > before  # the loop ran while the read waited
+
+
+async def test_a_worker_in_an_application_keeps_its_loop_running_while_the_server_is_down(
+    stopped_later: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker embedded in an application reads on the application's loop (is work ready,
+    are there kill or pause requests): those reads wait for the server in a thread, so the
+    application goes on answering while the server is down, and the worker runs what is
+    submitted once it is back."""
+    import time
+
+    from miniengine.daemon import Worker
+
+    server = stopped_later
+    url = server.create_database()
+    monkeypatch.setenv("MINIENGINE_DB", url)
+    failures = _ConnectFailures(monkeypatch)
+    longest = 0.0  # the longest the loop went without running the ticker
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.005)
+            now = time.monotonic()
+            longest = max(longest, now - last)
+            last = now
+
+    async with Worker(db=url, slots=4), anyio.create_task_group() as group:
+        group.start_soon(tick)
+        await anyio.to_thread.run_sync(server.stop)
+        try:
+            # the worker's reads find the server gone, and wait for it (30 s at most)
+            await anyio.to_thread.run_sync(failures.first.wait, TIMEOUT)
+            await anyio.sleep(2.0)  # the outage lasts two seconds more
+            outage_longest = longest
+        finally:
+            await anyio.to_thread.run_sync(server.start)
+        # a blocked loop would not have run the ticker for the two seconds
+        assert outage_longest < 1.0
+        node = await asubmit(AddWorkChain, x=Int(4), y=Int(5))
+        node = await anyio.to_thread.run_sync(lambda: await_node(node, timeout=TIMEOUT))
+        assert node.is_finished_ok and node.outputs.result.value == 9
+        group.cancel_scope.cancel()
 
 
 def test_the_web_view_answers_503_while_the_server_is_down_and_reads_again_after(

@@ -192,9 +192,16 @@ class Worker:
             free = self.slots - self.busy
             claimed: list[Claim] = []
             try:
-                if self._alone is not None and not store.broker.runs_alone(self._alone, self.id):
+                if self._alone is not None and not await store.broker.runs_alone.aio(
+                    self._alone, self.id
+                ):
                     self._alone = None  # it committed a step (or ended): not the killer
-                if free > 0 and self._alone is None and store.broker.has_ready_task(time.time()):
+                if (
+                    free > 0
+                    and self._alone is None
+                    and await store.broker.has_ready_task.aio(time.time())
+                    and not self.stopping  # (it may have begun to stop during that read)
+                ):
                     claimed = await store.checkpoints.claim_work.aio(
                         self.id,
                         min(free, 64),
@@ -277,7 +284,7 @@ class Worker:
         while True:
             marker = store.commit_marker()  # before the read: a later request changes it
             try:
-                requests = store.control.pending_controls(self.id)
+                requests = await store.control.pending_controls.aio(self.id)
             except StoreError:
                 self._log.problem(
                     "control", "reading control requests failed; retrying", exc_info=True

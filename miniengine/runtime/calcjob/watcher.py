@@ -251,11 +251,11 @@ class DaemonJobWatcher:
                 version = current
                 self._wake = anyio.Event()
                 try:
-                    if jobs.has_unwatched_jobs(time.time()):
+                    if await jobs.has_unwatched_jobs.aio(time.time()):
                         await jobs.claim_jobs.aio(
                             self.owner, self.store.lease_expiry(), time.time()
                         )
-                    rows = jobs.read_watched_jobs(self.owner)
+                    rows = await jobs.read_watched_jobs.aio(self.owner)
                 except Exception:
                     logger.warning("reading the watched jobs failed", exc_info=True)
                     rows = []

@@ -193,7 +193,7 @@ async def _watch_controls(tree: ProcessTree, store: Backend) -> None:
     handled: set[tuple[int, str]] = set()
     while True:
         marker = store.commit_marker()  # before the read: a later request changes it
-        requests = store.control.pending_controls(store.owner)
+        requests = await store.control.pending_controls.aio(store.owner)
         handled &= set(requests)
         for pk, control in requests:
             if (pk, control) not in handled and tree.apply_control(pk, control):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
+from miniengine.storage.interfaces.read import Read
 from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = [
@@ -193,14 +194,18 @@ class Broker(Protocol):
         """The registered workers, oldest first."""
         ...
 
-    def runs_alone(self, task_pk: int, worker: str) -> bool:
-        """Whether ``worker`` still holds ``task_pk`` without progress (it runs it alone)."""
+    @property
+    def runs_alone(self) -> Read[[int, str], bool]:
+        """``(task_pk, worker)``: whether ``worker`` still holds ``task_pk`` without progress (it
+        runs it alone)."""
         ...
 
     # the queue --------------------------------------------------------------------------------
 
-    def has_ready_task(self, now: float) -> bool:
-        """Whether any task is ready to be claimed (cheap: a worker asks before claiming)."""
+    @property
+    def has_ready_task(self) -> Read[[float], bool]:
+        """``(now)``: whether any task is ready to be claimed (cheap: a worker asks before
+        claiming)."""
         ...
 
     def queue_depth(self) -> QueueDepth:

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from miniengine.storage.interfaces.read import Read
 from miniengine.storage.interfaces.transaction import Transaction
 
 if TYPE_CHECKING:
@@ -182,8 +183,10 @@ class CalcJobs(Protocol):
 
     # the job watcher ----------------------------------------------------------------------------
 
-    def has_unwatched_jobs(self, now: float) -> bool:
-        """Whether a job waits for a watcher (cheap: the watcher claims only when one does)."""
+    @property
+    def has_unwatched_jobs(self) -> Read[[float], bool]:
+        """``(now)``: whether a job waits for a watcher (cheap: the watcher claims only when one
+        does)."""
         ...
 
     @property
@@ -192,9 +195,10 @@ class CalcJobs(Protocol):
         lease expired); returns how many were taken."""
         ...
 
-    def read_watched_jobs(self, owner: str) -> list[JobRow]:
-        """The jobs ``owner`` watches that are not known to be done, of unpaused processes,
-        grouped by computer."""
+    @property
+    def read_watched_jobs(self) -> Read[[str], list[JobRow]]:
+        """``(owner)``: the jobs ``owner`` watches that are not known to be done, of unpaused
+        processes, grouped by computer."""
         ...
 
     @property

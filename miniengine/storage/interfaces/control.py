@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from miniengine.storage.interfaces.read import Read
     from miniengine.storage.interfaces.transaction import Transaction
 
 __all__ = [
@@ -108,8 +109,9 @@ class Control(Protocol):
         its parents notified."""
         ...
 
-    def pending_controls(self, owner: str) -> list[ControlRequest]:
-        """The requests waiting for the processes that ``owner`` holds."""
+    @property
+    def pending_controls(self) -> Read[[str], list[ControlRequest]]:
+        """``(owner)``: the requests waiting for the processes that ``owner`` holds."""
         ...
 
     def control_request(self, pk: int) -> str | None:

@@ -143,7 +143,7 @@ class PostgresAsyncReads:
                     pass  # closed meanwhile
             _finish(reader)
 
-    async def _fetch(self, query: str, params: Iterable[Any]) -> list[Any]:
+    async def fetch(self, query: str, params: Iterable[Any]) -> list[Any]:
         """The rows of ``query``; again on a new connection if the server dropped this loop's,
         waiting (without blocking the loop) for a server that went away, as a read on a
         thread does (:meth:`PostgresStore.read`)."""
@@ -187,21 +187,21 @@ class PostgresAsyncReads:
     async def node(self, identifier: int | str) -> NodeRow:
         if isinstance(identifier, int):
             found = (
-                await self._fetch(_NODE_BY_PK, (identifier,)) if identifier in SQL_INTEGERS else []
+                await self.fetch(_NODE_BY_PK, (identifier,)) if identifier in SQL_INTEGERS else []
             )
             if not found:
                 raise NotExistent(f"no node with the pk {identifier}")
             return NodeRow._make(found[0])
-        found = await self._fetch(_NODE_BY_UUID, (identifier.lower(),))
+        found = await self.fetch(_NODE_BY_UUID, (identifier.lower(),))
         if found:
             return NodeRow._make(found[0])
         query = rows.uuid_prefix_query(identifier)
-        pks = [int(row[0]) for row in await self._fetch(*query)] if query is not None else []
+        pks = [int(row[0]) for row in await self.fetch(*query)] if query is not None else []
         if not pks:
             raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
         if len(pks) > 1:
             raise ambiguous_prefix(identifier, pks)
-        found = await self._fetch(_NODE_BY_PK, (pks[0],))
+        found = await self.fetch(_NODE_BY_PK, (pks[0],))
         if not found:  # deleted in between
             raise NotExistent(f"no node with the uuid (or uuid prefix) {identifier!r}")
         return NodeRow._make(found[0])
@@ -212,7 +212,7 @@ class PostgresAsyncReads:
         for start in range(0, len(wanted), PAGE_ROWS):
             page = wanted[start : start + PAGE_ROWS]
             query = f"SELECT {NODE_COLUMNS} FROM nodes WHERE pk = ANY(%s)"
-            for row in await self._fetch(query, (page,)):
+            for row in await self.fetch(query, (page,)):
                 found[row[0]] = NodeRow._make(row)
         return found
 
@@ -221,13 +221,13 @@ class PostgresAsyncReads:
         from miniengine.storage.query_builder_sql import compile_query
 
         compiled = compile_query(spec, POSTGRES)
-        return [tuple(row) for row in await self._fetch(compiled.sql, compiled.params)]
+        return [tuple(row) for row in await self.fetch(compiled.sql, compiled.params)]
 
     def process_rows(
         self, states: Sequence[str] | None, process_label: str | None, limit: int | None
     ) -> AsyncIterator[NodeRow]:
         return process_rows_in_pages(
-            self._fetch, rows.process_rows_query, states, process_label, limit
+            self.fetch, rows.process_rows_query, states, process_label, limit
         )
 
     # the web view's reads --------------------------------------------------------------------
@@ -248,19 +248,19 @@ class PostgresAsyncReads:
             return []
         group_pk = None
         if group is not None:  # one group of that label (the usual case): walk its members
-            groups = await self._fetch(groups_of_label_query(query_rows.POSTGRES), (group,))
+            groups = await self.fetch(groups_of_label_query(query_rows.POSTGRES), (group,))
             if not groups:
                 return []
             group_pk = int(groups[0][0]) if len(groups) == 1 else None
         query = process_page_query(
             query_rows.POSTGRES, states, label, group, since, until, page, limit, group_pk
         )
-        return page_summaries(await self._fetch(*query))
+        return page_summaries(await self.fetch(*query))
 
     async def current_cursor(self) -> ChangeCursor:
         # the pks below the highest one that have not committed yet are gaps a running
         # transaction may still fill: the window below the top is read to find them
-        found = await self._fetch(_TOP_AND_WINDOW, (process_changes.INITIAL_GAP_WINDOW,))
+        found = await self.fetch(_TOP_AND_WINDOW, (process_changes.INITIAL_GAP_WINDOW,))
         top = int(found[0][0]) if found else 0
         active = await process_changes.active_processes(self.process_page, PAGE_ROWS)
         present = [int(row[1]) for row in found if row[1] is not None]
@@ -270,13 +270,13 @@ class PostgresAsyncReads:
         self, cursor: ChangeCursor
     ) -> tuple[ChangeCursor, list[ProcessSummary]]:
         return await process_changes.read_changes(
-            self._fetch, query_rows.POSTGRES, _SNAPSHOT_AND_CHANGES, cursor, True
+            self.fetch, query_rows.POSTGRES, _SNAPSHOT_AND_CHANGES, cursor, True
         )
 
     async def process_detail(self, pk: int) -> ProcessDetail:
         if pk not in SQL_INTEGERS:
             raise NotExistent(f"no process with the pk {pk}")
-        found = await self._fetch(process_detail.detail_query("%s"), (pk,))
+        found = await self.fetch(process_detail.detail_query("%s"), (pk,))
         if not found or found[0][5] is None:
             raise NotExistent(f"no process with the pk {pk}")
         inputs = await self._linked(pk, True, process_detail.INPUT_LINKS)
@@ -284,21 +284,21 @@ class PostgresAsyncReads:
         return process_detail.assemble(pk, found, inputs, outputs)
 
     async def _linked(self, pk: int, incoming: bool, types: Sequence[str]) -> list[LinkedNode]:
-        found = await self._fetch(query_rows.linked_nodes_query(incoming), (pk, list(types)))
+        found = await self.fetch(query_rows.linked_nodes_query(incoming), (pk, list(types)))
         return [LinkedNode._make(row) for row in found]
 
     async def call_tree(self, pk: int, max_depth: int | None = None) -> list[TreeRow]:
         if pk not in SQL_INTEGERS:
             return []
         cte, depth = query_rows._tree(max_depth)
-        found = await self._fetch(cte + SUBTREE_SELECT, (pk, depth))
+        found = await self.fetch(cte + SUBTREE_SELECT, (pk, depth))
         return [TreeRow._make(row) for row in found]
 
     async def reports(self, pk: int, after_id: int | None = None) -> list[LogRow]:
         if pk not in SQL_INTEGERS:
             return []
         after = -1 if after_id is None else max(-1, min(after_id, SQL_INTEGERS[-1]))
-        found = await self._fetch(reports_query(query_rows.POSTGRES), (pk, after))
+        found = await self.fetch(reports_query(query_rows.POSTGRES), (pk, after))
         return [LogRow._make(row) for row in found]
 
     async def linked_nodes(
@@ -313,16 +313,16 @@ class PostgresAsyncReads:
 
         if pk not in SQL_INTEGERS:
             return group_rows.read_extras_row("nodes", pk, None)
-        found = await self._fetch(group_rows.extras_query("nodes"), (pk,))
+        found = await self.fetch(group_rows.extras_query("nodes"), (pk,))
         return group_rows.read_extras_row("nodes", pk, found[0] if found else None)
 
     async def daemon_overview(self) -> DaemonOverview:
         now = time.time()
         dialect = query_rows.POSTGRES
-        workers = await self._fetch(READ_WORKERS, ())
-        queue = await self._fetch(queue_counts_query(dialect), (now,))
+        workers = await self.fetch(READ_WORKERS, ())
+        queue = await self.fetch(queue_counts_query(dialect), (now,))
         first_minute = (now // 60 - 59) * 60
-        minutes = await self._fetch(finished_per_minute_query(dialect), (first_minute,))
+        minutes = await self.fetch(finished_per_minute_query(dialect), (first_minute,))
         return daemon_overview(now, self._store.lease_timeout, workers, queue[0], minutes)
 
 

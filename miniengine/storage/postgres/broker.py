@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.storage.interfaces.broker import QueueDepth, WorkerRow
 from miniengine.storage.postgres import broker_rows, repair_rows
+from miniengine.storage.postgres.read import PostgresRead
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
 if TYPE_CHECKING:
@@ -28,11 +29,13 @@ class PostgresBroker:
         "enqueue",
         "give_back",
         "give_up",
+        "has_ready_task",
         "notify_parents",
         "recover_expired",
         "register_worker",
         "release_owner",
         "repair",
+        "runs_alone",
         "terminate_unowned",
         "wait_for_children",
     )
@@ -51,6 +54,8 @@ class PostgresBroker:
         self.recover_expired = PostgresTransaction(store, broker_rows.recover_expired_tx)
         self.repair = PostgresTransaction(store, repair_rows.repair_tx)
         self.register_worker = PostgresTransaction(store, broker_rows.register_worker_tx)
+        self.has_ready_task = PostgresRead(store, broker_rows.has_ready_task)
+        self.runs_alone = PostgresRead(store, broker_rows.runs_alone)
 
     def renew_on_heartbeat(self, worker: str, busy: Callable[[], int]) -> None:
         def renew(connection: psycopg.Connection[Any], expires: float) -> None:
@@ -63,12 +68,6 @@ class PostgresBroker:
 
     def workers(self) -> list[WorkerRow]:
         return self._store.read(broker_rows.read_workers)
-
-    def runs_alone(self, task_pk: int, worker: str) -> bool:
-        return self._store.read(broker_rows.runs_alone, task_pk, worker)
-
-    def has_ready_task(self, now: float) -> bool:
-        return self._store.read(broker_rows.has_ready_task, now)
 
     def queue_depth(self) -> QueueDepth:
         depth = self._store.read(broker_rows.queue_depth)

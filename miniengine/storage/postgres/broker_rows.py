@@ -26,6 +26,7 @@ from miniengine.storage.interfaces.broker import (
     WorkerRow,
 )
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
+from miniengine.storage.postgres.read import OneQuery
 
 if TYPE_CHECKING:
     from miniengine.storage.postgres.rows import Connection
@@ -345,13 +346,12 @@ def queue_depth(connection: Connection) -> dict[str, int]:
     return {"ready": int(ready[0]), "leased": int(leased[0])}
 
 
-def has_ready_task(connection: Connection, now: float) -> bool:
-    return (
-        connection.execute(
-            "SELECT 1 FROM tasks WHERE status = 'ready' AND not_before <= %s LIMIT 1", (now,)
-        ).fetchone()
-        is not None
-    )
+#: ``(connection, now)``: whether any task is ready to be claimed
+has_ready_task: OneQuery[[float], bool] = OneQuery(
+    "has_ready_task",
+    "SELECT 1 FROM tasks WHERE status = 'ready' AND not_before <= %s LIMIT 1",
+    bool,
+)
 
 
 # workers ----------------------------------------------------------------------------------------
@@ -385,16 +385,13 @@ def renew_worker(
     )
 
 
-def runs_alone(connection: Connection, task_pk: int, worker_id: str) -> bool:
-    """Whether ``worker_id`` still holds ``task_pk`` without progress (see ``claim_tasks_tx``)."""
-    return (
-        connection.execute(
-            "SELECT 1 FROM tasks WHERE pk = %s AND status = 'leased' AND worker = %s "
-            "AND attempts > 1",
-            (task_pk, worker_id),
-        ).fetchone()
-        is not None
-    )
+#: ``(connection, task_pk, worker)``: whether ``worker`` still holds ``task_pk`` without
+#: progress (see ``claim_tasks_tx``)
+runs_alone: OneQuery[[int, str], bool] = OneQuery(
+    "runs_alone",
+    "SELECT 1 FROM tasks WHERE pk = %s AND status = 'leased' AND worker = %s AND attempts > 1",
+    bool,
+)
 
 
 def worker_heartbeats(connection: Connection) -> dict[str, float]:

@@ -28,6 +28,7 @@ from miniengine.storage.interfaces.calcjobs import (
 from miniengine.storage.interfaces.provenance import pack_attributes, unpack_attributes
 from miniengine.storage.postgres import broker_rows, checkpoint_rows
 from miniengine.storage.postgres.clock import SERVER_NOW, lease_seconds
+from miniengine.storage.postgres.read import OneQuery
 from miniengine.storage.postgres.rows import (
     begin_process_tx,
     check_lease,
@@ -216,28 +217,29 @@ def pause_watched_tx(connection: Connection, pks: Sequence[int], message: str) -
             connection.execute(_INSERT_ERROR_LOG, (pk, now, message))
 
 
-def has_unwatched_jobs(connection: Connection, now: float) -> bool:
-    """Whether a job waits for a watcher (cheap: the watcher writes only when one does)."""
-    return (
-        connection.execute(
-            "SELECT 1 FROM calcjob_jobs WHERE done = 0 AND "
-            f"(owner IS NULL OR lease_expires < {SERVER_NOW}) LIMIT 1"
-        ).fetchone()
-        is not None
-    )
+#: ``(connection, now)``: whether a job waits for a watcher (cheap: the watcher writes only
+#: when one does; ``now`` is the server's clock, as for every lease)
+has_unwatched_jobs: OneQuery[[float], bool] = OneQuery(
+    "has_unwatched_jobs",
+    "SELECT 1 FROM calcjob_jobs WHERE done = 0 AND "
+    f"(owner IS NULL OR lease_expires < {SERVER_NOW}) LIMIT 1",
+    bool,
+    lambda now: (),
+)
 
 
-def read_watched_jobs(connection: Connection, owner: str) -> list[JobRow]:
-    """The jobs ``owner`` watches that are not known to be done."""
-    return [
-        _job_row(row)
-        for row in connection.execute(
-            f"SELECT {_JOB_COLUMNS} FROM calcjob_jobs j JOIN nodes n ON n.pk = j.process_pk "
-            "WHERE j.owner = %s AND j.done = 0 AND n.paused = 0 "
-            "ORDER BY j.computer_uuid, j.process_pk",
-            (owner,),
-        )
-    ]
+def _job_rows(rows: Sequence[Sequence[Any]]) -> list[JobRow]:
+    return [_job_row(row) for row in rows]
+
+
+#: ``(connection, owner)``: the jobs ``owner`` watches that are not known to be done
+read_watched_jobs: OneQuery[[str], list[JobRow]] = OneQuery(
+    "read_watched_jobs",
+    f"SELECT {_JOB_COLUMNS} FROM calcjob_jobs j JOIN nodes n ON n.pk = j.process_pk "
+    "WHERE j.owner = %s AND j.done = 0 AND n.paused = 0 "
+    "ORDER BY j.computer_uuid, j.process_pk",
+    _job_rows,
+)
 
 
 def job_done_tx(connection: Connection, pk: int, job_id: str, owner: str,

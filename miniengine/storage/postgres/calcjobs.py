@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CleanableCalcJob, JobRow
 from miniengine.storage.postgres import calcjob_rows
+from miniengine.storage.postgres.read import PostgresRead
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
 if TYPE_CHECKING:
@@ -28,10 +29,12 @@ class PostgresCalcJobs:
         "create_calcjob",
         "drop_job",
         "finish_calcjob",
+        "has_unwatched_jobs",
         "job_done",
         "job_states",
         "pause_stage",
         "pause_watched",
+        "read_watched_jobs",
         "release_jobs",
         "stage_status",
     )
@@ -49,15 +52,11 @@ class PostgresCalcJobs:
         self.pause_watched = PostgresTransaction(store, calcjob_rows.pause_watched_tx)
         self.drop_job = PostgresTransaction(store, calcjob_rows.drop_job_tx)
         self.release_jobs = PostgresTransaction(store, calcjob_rows.release_jobs_tx)
+        self.has_unwatched_jobs = PostgresRead(store, calcjob_rows.has_unwatched_jobs)
+        self.read_watched_jobs = PostgresRead(store, calcjob_rows.read_watched_jobs)
 
     def read_job(self, pk: int) -> JobRow | None:
         return self._store.read(calcjob_rows.read_job, pk)
-
-    def has_unwatched_jobs(self, now: float) -> bool:
-        return self._store.read(calcjob_rows.has_unwatched_jobs, now)
-
-    def read_watched_jobs(self, owner: str) -> list[JobRow]:
-        return self._store.read(calcjob_rows.read_watched_jobs, owner)
 
     @contextlib.contextmanager
     def renewing_jobs(self, owner: str) -> Iterator[None]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from miniengine.storage.postgres import control_rows
+from miniengine.storage.postgres.read import PostgresRead
 from miniengine.storage.postgres.transaction import PostgresTransaction
 
 if TYPE_CHECKING:
-    from miniengine.storage.interfaces.control import ControlRequest
     from miniengine.storage.postgres.store import PostgresStore
 
 __all__ = ["PostgresControl"]
@@ -24,6 +24,7 @@ class PostgresControl:
         "kill_in_database",
         "pause",
         "pause_unloadable",
+        "pending_controls",
         "play",
         "revive",
     )
@@ -37,9 +38,7 @@ class PostgresControl:
         self.pause_unloadable = PostgresTransaction(store, control_rows.pause_unloadable_tx)
         self.honour_pending_kill = PostgresTransaction(store, control_rows.honour_pending_kill)
         self.kill_in_database = PostgresTransaction(store, control_rows.kill_in_database)
-
-    def pending_controls(self, owner: str) -> list[ControlRequest]:
-        return self._store.read(control_rows.pending_controls, owner)
+        self.pending_controls = PostgresRead(store, control_rows.pending_controls)
 
     def control_request(self, pk: int) -> str | None:
         return self._store.read(control_rows.control_request, pk)

@@ -9,7 +9,8 @@ an owner that claims the process meanwhile waits, then sees the request.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from miniengine.exceptions import NotExistent
 from miniengine.storage.interfaces.control import (
@@ -22,6 +23,7 @@ from miniengine.storage.interfaces.control import (
 )
 from miniengine.storage.postgres import broker_rows
 from miniengine.storage.postgres.clock import SERVER_NOW
+from miniengine.storage.postgres.read import OneQuery
 from miniengine.storage.postgres.rows import LIVE_CALLED, check_lease
 from miniengine.storage.rows import SQL_INTEGERS
 
@@ -177,14 +179,16 @@ def play_tx(connection: Connection, pk: int) -> PlayOutcome:
     return PlayOutcome(state, True)
 
 
-def pending_controls(connection: Connection, owner: str) -> list[ControlRequest]:
-    """The control requests for processes that ``owner`` holds."""
-    return [
-        ControlRequest(int(pk), str(control))
-        for pk, control in connection.execute(
-            "SELECT pk, control FROM nodes WHERE owner = %s AND control IS NOT NULL", (owner,)
-        )
-    ]
+def _control_requests(rows: Sequence[Sequence[Any]]) -> list[ControlRequest]:
+    return [ControlRequest(int(pk), str(control)) for pk, control in rows]
+
+
+#: ``(connection, owner)``: the control requests for processes that ``owner`` holds
+pending_controls: OneQuery[[str], list[ControlRequest]] = OneQuery(
+    "pending_controls",
+    "SELECT pk, control FROM nodes WHERE owner = %s AND control IS NOT NULL",
+    _control_requests,
+)
 
 
 def pause_unloadable_tx(connection: Connection, pk: int, owner: str, epoch: int,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from miniengine.storage import broker_rows, repair_rows
 from miniengine.storage.interfaces.broker import QueueDepth, WorkerRow
+from miniengine.storage.sqlite.read import SqliteRead
 from miniengine.storage.sqlite.transaction import SqliteTransaction
 
 if TYPE_CHECKING:
@@ -27,11 +28,13 @@ class SqliteBroker:
         "enqueue",
         "give_back",
         "give_up",
+        "has_ready_task",
         "notify_parents",
         "recover_expired",
         "register_worker",
         "release_owner",
         "repair",
+        "runs_alone",
         "terminate_unowned",
         "wait_for_children",
     )
@@ -50,6 +53,8 @@ class SqliteBroker:
         self.recover_expired = SqliteTransaction(store, broker_rows.recover_expired_tx)
         self.repair = SqliteTransaction(store, repair_rows.repair_tx)
         self.register_worker = SqliteTransaction(store, broker_rows.register_worker_tx)
+        self.has_ready_task = SqliteRead(store, broker_rows.has_ready_task)
+        self.runs_alone = SqliteRead(store, broker_rows.runs_alone)
 
     def renew_on_heartbeat(self, worker: str, busy: Callable[[], int]) -> None:
         def renew(connection: sqlite3.Connection, expires: float) -> None:
@@ -62,12 +67,6 @@ class SqliteBroker:
 
     def workers(self) -> list[WorkerRow]:
         return self._store.read(broker_rows.read_workers)
-
-    def runs_alone(self, task_pk: int, worker: str) -> bool:
-        return self._store.read(broker_rows.runs_alone, task_pk, worker)
-
-    def has_ready_task(self, now: float) -> bool:
-        return self._store.read(broker_rows.has_ready_task, now)
 
     def queue_depth(self) -> QueueDepth:
         depth = self._store.read(broker_rows.queue_depth)

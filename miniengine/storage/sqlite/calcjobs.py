@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from miniengine.storage import calcjob_rows
 from miniengine.storage.interfaces.calcjobs import CalcJobInfo, CleanableCalcJob, JobRow
+from miniengine.storage.sqlite.read import SqliteRead
 from miniengine.storage.sqlite.transaction import SqliteTransaction
 
 if TYPE_CHECKING:
@@ -27,10 +28,12 @@ class SqliteCalcJobs:
         "create_calcjob",
         "drop_job",
         "finish_calcjob",
+        "has_unwatched_jobs",
         "job_done",
         "job_states",
         "pause_stage",
         "pause_watched",
+        "read_watched_jobs",
         "release_jobs",
         "stage_status",
     )
@@ -48,15 +51,11 @@ class SqliteCalcJobs:
         self.pause_watched = SqliteTransaction(store, calcjob_rows.pause_watched_tx)
         self.drop_job = SqliteTransaction(store, calcjob_rows.drop_job_tx)
         self.release_jobs = SqliteTransaction(store, calcjob_rows.release_jobs_tx)
+        self.has_unwatched_jobs = SqliteRead(store, calcjob_rows.has_unwatched_jobs)
+        self.read_watched_jobs = SqliteRead(store, calcjob_rows.read_watched_jobs)
 
     def read_job(self, pk: int) -> JobRow | None:
         return self._store.read(calcjob_rows.read_job, pk)
-
-    def has_unwatched_jobs(self, now: float) -> bool:
-        return self._store.read(calcjob_rows.has_unwatched_jobs, now)
-
-    def read_watched_jobs(self, owner: str) -> list[JobRow]:
-        return self._store.read(calcjob_rows.read_watched_jobs, owner)
 
     @contextlib.contextmanager
     def renewing_jobs(self, owner: str) -> Iterator[None]:
