@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from miniengine.exceptions import IncompatibleDatabaseError, StoreError
+from miniengine.exceptions import IncompatibleDatabaseError, NotExistent, StoreError
 from miniengine.storage.open import open_backend, shared_backend
 from miniengine.storage.paths import resolve_db
 from miniengine.storage.postgres.store import PostgresStore
@@ -80,6 +80,38 @@ def test_an_unreachable_server_is_a_store_error_without_the_password(postgres_ur
     assert "hunter2" not in str(error.value) and ":***@" in str(error.value)
     # one line (libpq's hint on a line of its own is joined), the driver's reason kept
     assert "\n" not in str(error.value) and "Is the server running" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://someone:hunter2@[::1:5432/nothing",  # libpq quotes the URL it cannot parse
+        "postgresql://someone@127.0.0.1:5432/nothing?password=hunter2&broken",
+        "postgresql://someone:hunter%32@127.0.0.1:5432/no thing",  # percent-encoded
+    ],
+)
+def test_a_malformed_url_is_refused_without_its_password_anywhere_in_the_message(
+    url: str,
+) -> None:
+    with pytest.raises(StoreError, match="cannot connect") as error:
+        PostgresStore(url)
+    assert "hunter" not in str(error.value)
+
+
+async def test_a_url_whose_scheme_is_in_capitals_opens_the_database(postgres_url: str) -> None:
+    """URL schemes are case-insensitive, libpq's is not: the scheme is lower-cased first (libpq
+    would refuse it, quoting the whole URL in its error)."""
+    from miniengine import aload_node
+
+    url = "POSTGRESQL" + postgres_url[len("postgresql") :]
+    store = PostgresStore(url)
+    try:
+        store.write_sync(put_meta, "greeting", "hello")
+        assert store.read(get_meta, "greeting") == "hello"
+        with pytest.raises(NotExistent):
+            await aload_node(10**6, db=url)  # the async connection opens too
+    finally:
+        store.close()
 
 
 def test_every_connection_notices_a_vanished_server_unless_the_url_says_otherwise(

@@ -67,7 +67,7 @@ def resolve_db(explicit: str | os.PathLike[str] | None = None) -> Path | str:
     chosen = given if given is not None else from_env or None
     # a file name has no "://": most launches skip the pattern
     if chosen is not None and "://" in chosen and is_postgres_url(chosen):
-        return chosen
+        return lower_scheme(chosen)
     return _resolve_path(given, from_env)
 
 
@@ -75,6 +75,16 @@ def is_postgres_url(value: str) -> bool:
     """Whether ``value`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
     match = _URL.match(value)
     return match is not None and match.group(1).lower() in ("postgresql", "postgres")
+
+
+def lower_scheme(url: str) -> str:
+    """``url`` with its scheme in lower case: ``is_postgres_url`` takes ``POSTGRESQL://`` as
+    URLs are case-insensitive there, but libpq recognises only lower case (and would quote the
+    whole URL, password included, in its error)."""
+    match = _URL.match(url)
+    if match is None:
+        return url
+    return match.group(1).lower() + url[len(match.group(1)) :]
 
 
 def _resolve(explicit: str | None, from_env: str | None) -> Path:

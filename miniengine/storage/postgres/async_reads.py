@@ -26,7 +26,12 @@ from miniengine.storage.interfaces.provenance import LogRow, NodeRow, ambiguous_
 from miniengine.storage.interfaces.queries import LinkedNode, TreeRow
 from miniengine.storage.interfaces.reads import DaemonOverview, ProcessDetail, ProcessSummary
 from miniengine.storage.postgres import query_rows, rows
-from miniengine.storage.postgres.connection import connection_options, store_error
+from miniengine.storage.postgres.connection import (
+    connection_options,
+    one_line,
+    store_error,
+    without_secrets,
+)
 from miniengine.storage.query_rows import (
     SUBTREE_SELECT,
     changes_query,
@@ -114,7 +119,10 @@ class PostgresAsyncReads:
                 **connection_options(self._store.url),
             )
         except psycopg.Error as exc:
-            raise store_error(self._store.location, "cannot connect to the database", exc) from exc
+            raise StoreError(
+                f"{self._store.location}: cannot connect to the database: "
+                f"{without_secrets(one_line(exc), self._store.url)}"
+            ) from exc
 
     def _forget(self, loop: asyncio.AbstractEventLoop, reader: _LoopReader) -> None:
         with self._lock:

@@ -7,10 +7,12 @@ the URL shown in messages never contains the password.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from miniengine.exceptions import DatabaseFullError, ReadOnlyDatabaseError, StoreError
-from miniengine.storage.paths import url_without_password
+from miniengine.storage.paths import lower_scheme, url_without_password
 
 if TYPE_CHECKING:
     import psycopg
@@ -80,12 +82,34 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A new connection to ``url``; autocommit, since the store issues ``BEGIN`` itself."""
     import psycopg
 
+    url = lower_scheme(url)
     try:  # (a malformed URL fails in connection_options already)
         return psycopg.connect(url, autocommit=autocommit, **connection_options(url))
     except psycopg.Error as exc:
         raise StoreError(
-            f"{without_password(url)}: cannot connect to the database: {one_line(exc)}"
+            f"{without_password(url)}: cannot connect to the database: "
+            f"{without_secrets(one_line(exc), url)}"
         ) from exc
+
+
+def without_secrets(text: str, url: str) -> str:
+    """``text``, a driver's message about ``url``, with the URL's password replaced by ``***``:
+    libpq quotes a URL that it cannot parse whole, password included."""
+    text = text.replace(url, without_password(url))
+    for secret in _passwords(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(url: str) -> set[str]:
+    """The password of ``url`` as written and decoded (``user:password@``, ``password=``),
+    found by pattern, since a URL that libpq refuses may not parse here either."""
+    found: list[str] = []
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*)@", url)
+    if userinfo is not None and ":" in userinfo.group(1):
+        found.append(userinfo.group(1).split(":", 1)[1])
+    found += re.findall(r"[?&]password=([^&#]*)", url)
+    return {form for secret in found for form in (secret, unquote(secret)) if form}
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -37,6 +37,7 @@ from miniengine.exceptions import DatabaseLockedError, DatabaseUnavailableError,
 from miniengine.storage.background import BackgroundThread
 from miniengine.storage.group_commit import GroupCommit
 from miniengine.storage.host import current_host
+from miniengine.storage.paths import lower_scheme
 from miniengine.storage.postgres.broker import PostgresBroker
 from miniengine.storage.postgres.caching import PostgresCaching
 from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
@@ -126,7 +127,7 @@ class PostgresStore:
         import psycopg  # only a PostgreSQL store loads the driver
 
         self._psycopg = psycopg
-        self.url = url
+        self.url = url = lower_scheme(url)
         self.lease_timeout = float(lease_timeout)
         self.owner = owner or f"{current_host()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
         #: PostgreSQL says per statement whether a role may write: no up-front check here
