@@ -112,6 +112,22 @@ async def test_asubmit_returns_the_created_node_at_once_and_await_node_waits_for
     assert all(n.is_finished_ok for n in nested)
 
 
+async def test_what_a_worker_block_submits_goes_to_the_worker_database(
+    backend_db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Worker(db=...)`` is the default database of its block: ``asubmit`` there goes where
+    the worker runs it, even with ``$MINIENGINE_DB`` naming another database."""
+    other = tmp_path / "other.sqlite"
+    monkeypatch.setenv("MINIENGINE_DB", str(other))
+    async with Worker(db=backend_db, lease_timeout=LEASE):
+        node = await asubmit(AddWorkChain, x=Int(1), y=Int(2))
+        await await_node(node, timeout=30)
+        assert node.is_finished_ok and node.outputs.result.value == 3
+    assert not other.exists()  # nothing was written to the other database
+    later = await asubmit(AddWorkChain, x=Int(1), y=Int(2))  # after the block: the variable's
+    assert other.exists() and later.pk is not None
+
+
 async def test_await_node_raises_timeout_error_awaited_and_in_a_plain_thread(
     backend_db: Path | str, tmp_path: Path
 ) -> None:

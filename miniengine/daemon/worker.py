@@ -10,6 +10,7 @@ processes whatever user code is doing; if it dies, they expire and other workers
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ import anyio.abc
 from miniengine.core import codec
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import LeaseLostError, MiniengineError, StoreError
+from miniengine.runtime import context
 from miniengine.runtime import submit as submit_module
 from miniengine.runtime.driver import drive_async, set_step_threads
 from miniengine.runtime.mode import DaemonMode
@@ -115,6 +117,8 @@ class Worker:
         self._alone: int | None = None
         #: problems that recur while they last (a locked or full file) are logged once a while
         self._log = ThrottledLog(logger)
+        #: the token that made this worker's database the default of its ``async with`` block
+        self._block: contextvars.Token[str | None] | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -145,6 +149,8 @@ class Worker:
         self.jobs = DaemonJobWatcher(store, self.id)
         await self._task_group.start(self.jobs.run)
         submit_module.register_local_worker(store.location, self)
+        # what the block submits goes to this worker's database, not to the default one
+        self._block = context.serve_in_block(os.fspath(self.path))
         return self
 
     async def __aexit__(
@@ -155,6 +161,9 @@ class Worker:
     ) -> None:
         assert self._task_group is not None and self.store is not None
         submit_module.unregister_local_worker(self.store.location, self)
+        if self._block is not None:
+            context.end_block(self._block)
+            self._block = None
         self.stopping = True
         self._wake_up()
         logger.info(

@@ -89,13 +89,34 @@ def check_same_database(store: Backend, inputs: Any, owner: str) -> None:
             )
 
 
+#: The database of the ``async with Worker(db=...)`` block this code runs in, if any.
+_worker_db: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "miniengine_worker_db", default=None
+)
+
+
+def serve_in_block(db: str) -> contextvars.Token[str | None]:
+    """Make ``db`` the default database of the code that runs in a worker's ``async with``
+    block (and in the tasks started from it): what it submits goes where the worker runs it."""
+    return _worker_db.set(db)
+
+
+def end_block(token: contextvars.Token[str | None]) -> None:
+    try:
+        _worker_db.reset(token)
+    except ValueError:
+        pass  # left in another task than it was entered in (a test fixture): not set there
+
+
 def store_for(db: Backend | str | os.PathLike[str] | None = None) -> Store:
     """The store for an explicit ``db`` (an open backend, a path or a PostgreSQL URL), else the
-    default database."""
+    database of the worker block this runs in, else the default database."""
     if isinstance(db, Store):
         return db
     if db is not None and hasattr(db, "provenance"):
         return cast(Store, db)  # another backend (PostgreSQL): see below
+    if db is None:
+        db = _worker_db.get()
     location = resolve_db(db)
     if isinstance(location, str):
         # A PostgreSQL store serves the Backend part of Store, which is all the runtime may
