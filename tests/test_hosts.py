@@ -78,6 +78,18 @@ def test_a_postgresql_database_has_a_daemon_folder_per_host_and_database(
     assert daemon_folder(URL.replace(":s3cret", ""), "alpha", base) == files.folder
     with_parameter = URL.replace(":s3cret", "") + "&password=s3cret"
     assert daemon_folder(with_parameter, "alpha", base) == files.folder
+    # every spelling of one database: one folder, so its lock keeps a host to one daemon
+    local = "postgresql://me@127.0.0.1:5433/engine"
+    for spelling in (
+        "postgresql://me@localhost:5433/engine?sslmode=prefer",
+        "postgresql://you:pw@127.0.0.1/engine?port=5433&connect_timeout=3",
+        "POSTGRES://me@[::1]:5433/engine",
+        "postgresql://me@127.0.0.1:5433?dbname=engine",
+    ):
+        assert daemon_folder(spelling, "alpha", base) == daemon_folder(local, "alpha", base)
+    assert daemon_folder(local.replace("5433", "5434"), "alpha", base) != daemon_folder(
+        local, "alpha", base
+    )
     files.ensure_folder()
     for folder in (files.folder, files.folder.parent, base):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700

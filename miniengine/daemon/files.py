@@ -3,8 +3,9 @@
 Next to a sqlite database file, as ``<file>.daemon.pid`` etc.  A PostgreSQL database has no
 file, and daemons on several hosts serve it at once: each keeps its files in a folder of its own
 on its host, ``~/.miniengine/daemons/<host>/<database name>-<hash>/`` (0700), where ``<host>`` is
-``$MINIENGINE_HOST`` or the hostname and ``<hash>`` a short hash of the URL without its password,
-so that two databases of the same name on different servers never share a daemon.
+``$MINIENGINE_HOST`` or the hostname and ``<hash>`` a short hash of the database's server and
+name, so that two databases of the same name on different servers never share a daemon, and two
+spellings of one database's URL never get two.
 
 Every one of these files is opened with ``O_NOFOLLOW`` and created 0600: a symbolic link planted
 in place of the log would otherwise make the supervisor (perhaps root) append to a file of the
@@ -25,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.host import current_host
-from miniengine.storage.paths import url_without_password
+from miniengine.storage.paths import lower_scheme, url_without_password
 from miniengine.storage.permissions import check_not_shared, open_private, os_error
 
 __all__ = [
@@ -182,8 +183,8 @@ def daemon_folder(url: str, host: str | None = None, base: Path | None = None) -
 
 
 def _url_folder(url: str) -> str:
-    """``<database name>-<12 hex digits of the URL without password>``: one folder per database,
-    readable by a person and never the same for two servers."""
+    """``<database name>-<12 hex digits>``: one folder per database, readable by a person, never
+    the same for two servers, and the same for every spelling of one database's URL."""
     shown = url_without_password(url)
     parts = urlsplit(shown)
     name = unquote(parts.path.lstrip("/"))
@@ -191,13 +192,31 @@ def _url_folder(url: str) -> str:
         if key == "dbname" and value:
             name = value
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64] or "postgres"
-    # with or without a password (one in the URL, one from ~/.pgpass): the same database
-    netloc = parts.netloc.replace(":***@", "@", 1)
-    query = "&".join(
-        f"{key}={value}"
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if key != "password"
-    )
-    identity = f"{parts.scheme}://{netloc}{parts.path}?{query}"
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(_database_identity(url).encode()).hexdigest()[:12]
     return f"{name}-{digest}"
+
+
+#: Names of this machine's loopback interface: one server answers on all of them.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _database_identity(url: str) -> str:
+    """Which database ``url`` names: its server (host and port) and database name, as libpq
+    reads them.  The user, the password and the connection options (``sslmode``, timeouts) do
+    not change the database, so two spellings of one URL (``?port=`` or ``:port``, ``localhost``
+    or ``127.0.0.1``, with or without ``sslmode``) get one daemon folder, and the lock in it
+    keeps a host to one daemon for the database."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(lower_scheme(url))
+    except Exception:  # no driver, or a URL libpq refuses (the daemon fails on it anyway)
+        return url_without_password(url)
+    hosts = [
+        "localhost" if host.strip().lower() in _LOOPBACK else host.strip().lower()
+        for host in str(given.get("host") or given.get("hostaddr") or "").split(",")
+    ]
+    port = str(given.get("port") or "5432")
+    user = str(given.get("user") or "")
+    dbname = str(given.get("dbname") or user)  # libpq's default: the user's name
+    return f"{','.join(hosts)}:{port}/{dbname}"
