@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -530,6 +531,25 @@ def test_db_info_reports_counts_schema_queue_and_daemon(filled: Filled) -> None:
     assert f"schema version  {SCHEMA_VERSION} (current)" in text
     assert "1 created, 7 finished, 1 excepted, 1 killed (1 paused)" in text
     assert "daemon          not running" in text
+
+
+def test_db_info_counts_the_live_workers_of_other_hosts(backend_db: Path | str) -> None:
+    """Daemons on other hosts (or workers in applications) serve the database too: ``db info``
+    says so, instead of only "not running" for this host's daemon; silent workers do not count."""
+    from miniengine.storage.open import open_backend
+
+    store = open_backend(backend_db)
+    try:
+        now = time.time()
+        store.broker.register_worker("worker:beta:1", 4242, 8, now, "beta")
+        store.broker.register_worker("worker:gamma:2", 4343, 8, now - 3600, "gamma")  # silent
+    finally:
+        store.close()
+    info = json.loads(cli("db", "info", "--json", db=backend_db).ok())
+    assert info["daemon"]["running"] is False  # no daemon on this host
+    assert [(w["host"], w["pid"]) for w in info["live_workers"]] == [("beta", 4242)]
+    text = cli("db", "info", db=backend_db).ok()
+    assert "not running; 1 live worker(s) elsewhere, on beta" in text
 
 
 def _database_at_version(path: Path, version: int) -> None:

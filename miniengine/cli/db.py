@@ -24,6 +24,8 @@ from miniengine.cli.errors import CliError, Handler, guarded
 from miniengine.cli.options import add_db_option, add_json_option, db_location, db_path
 from miniengine.cli.table import emit, format_pairs, json_object
 from miniengine.core.states import ProcessState
+from miniengine.storage.host import current_host
+from miniengine.storage.interfaces.broker import SILENT_AFTER, WorkerRow
 from miniengine.storage.schema import SCHEMA_VERSION
 
 __all__ = ["add_commands"]
@@ -188,6 +190,9 @@ def _info(args: argparse.Namespace) -> int:
     with open_readonly(path) as db:
         version = db.queries.schema_version()
         counts = db.queries.counts()
+        now = time.time()
+        # daemons on several hosts may serve a PostgreSQL database: their workers, live ones
+        live = [row for row in db.broker.workers() if now - row.heartbeat <= SILENT_AFTER]
     nodes, paused, queue = counts.nodes, counts.paused, counts.queue
     daemon = _daemon(path)
     by_state = {state.value: counts.processes.get(state.value, 0) for state in ProcessState}
@@ -208,6 +213,10 @@ def _info(args: argparse.Namespace) -> int:
                     "paused": paused,
                     "queue": None if queue is None else queue._asdict(),
                     "daemon": _daemon_json(daemon),
+                    "live_workers": [
+                        {"id": row.id, "host": row.host, "pid": row.pid, "busy": row.busy}
+                        for row in live
+                    ],
                 }
             )
         )
@@ -234,7 +243,7 @@ def _info(args: argparse.Namespace) -> int:
             "queue",
             "n/a" if queue is None else f"{queue.ready:,} ready, {queue.leased:,} leased",
         ),
-        ("daemon", _daemon_text(daemon)),
+        ("daemon", _daemon_text(daemon) + _elsewhere(live, daemon)),
     ]
     emit(format_pairs(pairs))
     return 0
@@ -251,6 +260,18 @@ def _daemon_json(daemon: dict[str, object] | None) -> dict[str, Any]:
     if daemon is None:
         return {"running": False, "pid": None, "workers": []}
     return {"running": True, "pid": daemon.get("pid"), "workers": _workers(daemon)}
+
+
+def _elsewhere(live: list[WorkerRow], daemon: dict[str, object] | None) -> str:
+    """The live workers that this host's daemon does not account for (other hosts' daemons,
+    workers in applications), as ``db info`` adds them to its daemon line."""
+    mine = set(_workers(daemon)) if daemon is not None else set()
+    here = current_host()
+    others = [row for row in live if not (row.host == here and row.pid in mine)]
+    if not others:
+        return ""
+    hosts = sorted({row.host or "?" for row in others})
+    return f"; {len(others)} live worker(s) elsewhere, on {', '.join(hosts)}"
 
 
 def _daemon_text(daemon: dict[str, object] | None) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from miniengine.daemon.files import DaemonFiles, db_arguments, process_alive, shown
 from miniengine.exceptions import MiniengineError
 from miniengine.storage.host import current_host
-from miniengine.storage.interfaces.broker import MAX_ATTEMPTS
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS, SILENT_AFTER
 from miniengine.storage.paths import ensure_folder, resolve_db
 from miniengine.storage.permissions import check_not_shared
 
@@ -144,10 +144,6 @@ def stop_daemon(db: Path | str, *, timeout: float = 20.0) -> bool:
         os.kill(pid, signal.SIGKILL)
         files.remove()
     return True
-
-
-#: A worker whose last heartbeat is older than this is marked in ``status`` as silent.
-SILENT_AFTER = 60.0
 
 
 def _status(db: Path | str) -> int:

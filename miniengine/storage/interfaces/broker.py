@@ -76,6 +76,10 @@ class QueueDepth(NamedTuple):
     leased: int
 
 
+#: A worker whose last heartbeat is older than this (seconds) is silent: its host may be down.
+SILENT_AFTER = 60.0
+
+
 class WorkerRow(NamedTuple):
     """A registered daemon worker, as ``daemon status`` shows it."""
 

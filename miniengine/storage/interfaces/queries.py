@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 if TYPE_CHECKING:
     from typing import Self
 
-    from miniengine.storage.interfaces.broker import QueueDepth
+    from miniengine.storage.interfaces.broker import Broker, QueueDepth
     from miniengine.storage.interfaces.calcjobs import CalcJobs
     from miniengine.storage.interfaces.provenance import Provenance
     from miniengine.storage.interfaces.query_builder import QueryBuilderBackend
@@ -201,6 +201,9 @@ class Reader(Protocol):
 
     @property
     def calcjobs(self) -> CalcJobs: ...
+
+    @property
+    def broker(self) -> Broker: ...
 
     @property
     def query_builder(self) -> QueryBuilderBackend:

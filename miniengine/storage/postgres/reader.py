@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from miniengine.storage.interfaces.queries import Reader
+    from miniengine.storage.postgres.broker import PostgresBroker
     from miniengine.storage.postgres.calcjobs import PostgresCalcJobs
     from miniengine.storage.postgres.provenance import PostgresProvenance
     from miniengine.storage.postgres.query_builder import PostgresQueryBuilder
@@ -36,7 +37,7 @@ class PostgresReader:
     ``check=False`` skips the schema check; :meth:`check` runs it later.
     """
 
-    __slots__ = ("_calcjobs", "_connection", "_provenance", "location", "queries", "url")
+    __slots__ = ("_broker", "_calcjobs", "_connection", "_provenance", "location", "queries", "url")
 
     readonly = True
 
@@ -60,6 +61,7 @@ class PostgresReader:
         self.queries = PostgresQueries(cast("PostgresStore", self))
         self._provenance: PostgresProvenance | None = None
         self._calcjobs: PostgresCalcJobs | None = None
+        self._broker: PostgresBroker | None = None
 
     # The other concerns are built on first use, as on sqlite; they only call read() for their
     # reads, and their transactions reach the write methods below, which refuse.
@@ -71,6 +73,15 @@ class PostgresReader:
 
             self._provenance = PostgresProvenance(cast("PostgresStore", self))
         return self._provenance
+
+    @property
+    def broker(self) -> PostgresBroker:
+        """The queue and the workers, to read (``db info`` lists the live workers)."""
+        if self._broker is None:
+            from miniengine.storage.postgres.broker import PostgresBroker
+
+            self._broker = PostgresBroker(cast("PostgresStore", self))
+        return self._broker
 
     @property
     def calcjobs(self) -> PostgresCalcJobs:

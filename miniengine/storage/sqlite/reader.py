@@ -23,6 +23,7 @@ from miniengine.storage.sqlite.queries import SqliteQueries
 if TYPE_CHECKING:
     from typing import Self
 
+    from miniengine.storage.sqlite.broker import SqliteBroker
     from miniengine.storage.sqlite.calcjobs import SqliteCalcJobs
     from miniengine.storage.sqlite.provenance import SqliteProvenance
     from miniengine.storage.sqlite.query_builder import SqliteQueryBuilder
@@ -43,7 +44,7 @@ class SqliteReader:
     a fresh backup); :meth:`check` runs it later.
     """
 
-    __slots__ = ("_calcjobs", "_connection", "_provenance", "path", "queries")
+    __slots__ = ("_broker", "_calcjobs", "_connection", "_provenance", "path", "queries")
 
     readonly = True
 
@@ -59,6 +60,7 @@ class SqliteReader:
         self.queries = SqliteQueries(self)
         self._provenance: SqliteProvenance | None = None
         self._calcjobs: SqliteCalcJobs | None = None
+        self._broker: SqliteBroker | None = None
 
     # The other concerns are built on first use: their modules import the checkpoint codec and
     # the data types, which a listing never needs (a read-only command starts in ~100 ms).  They
@@ -71,6 +73,15 @@ class SqliteReader:
 
             self._provenance = SqliteProvenance(cast("Store", self))
         return self._provenance
+
+    @property
+    def broker(self) -> SqliteBroker:
+        """The queue and the workers, to read (``db info`` lists the live workers)."""
+        if self._broker is None:
+            from miniengine.storage.sqlite.broker import SqliteBroker
+
+            self._broker = SqliteBroker(cast("Store", self))
+        return self._broker
 
     @property
     def calcjobs(self) -> SqliteCalcJobs:
