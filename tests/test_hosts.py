@@ -29,7 +29,7 @@ from miniengine.exceptions import StoreError
 from miniengine.storage.host import HOST_ENV_VAR, current_host
 from miniengine.storage.open import open_backend
 from miniengine.storage.schema import SCHEMA_VERSION
-from tests.workchains.daemon_chains import ROOT, GateWorkChain, python_env
+from tests.workchains.daemon_chains import ROOT, DaemonGuard, GateWorkChain, python_env, wait_until
 
 SHOW = (sys.executable, "-m", "miniengine", "process", "show")
 URL = "postgresql://engine:s3cret@db.example:5432/engine?sslmode=verify-full"
@@ -213,6 +213,40 @@ def test_status_on_a_host_without_a_daemon_lists_the_other_hosts_workers(
     ), completed.stdout
     password = postgres_url.split(":")[2].split("@")[0]
     assert password not in completed.stdout + completed.stderr
+
+
+def test_a_daemon_releases_the_workers_of_its_host_that_died_without_a_supervisor(
+    backend_db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host's daemon killed whole (or a reboot) leaves its workers' rows behind; the host's
+    next daemon releases them.  Rows of other hosts, and rows whose process still lives here,
+    are left alone (another machine may share the host name: its heartbeat is not checked
+    against its pid here, only a stale one is)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(HOST_ENV_VAR, "alpha")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(gone.stdout)
+    store = open_backend(backend_db)
+    try:
+        store.broker.register_worker("worker:alpha:dead", dead_pid, 4, 100.0, "alpha")
+        store.broker.register_worker("worker:alpha:alive", os.getpid(), 4, 100.0, "alpha")
+        store.broker.register_worker("worker:beta:dead", dead_pid, 4, 100.0, "beta")
+    finally:
+        store.close()
+
+    def ids() -> set[str]:
+        reader = open_backend(backend_db)
+        try:
+            return {row.id for row in reader.broker.workers()}
+        finally:
+            reader.close()
+
+    with DaemonGuard(backend_db) as daemon:
+        daemon.start("--workers", "1")
+        wait_until(lambda: "worker:alpha:dead" not in ids(), 60, "the dead worker's release")
+        assert {"worker:alpha:alive", "worker:beta:dead"} <= ids()
+        daemon.cli("stop")
 
 
 async def test_the_owner_of_a_live_process_and_its_host_on_both_backends(

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from miniengine.daemon.files import DaemonFiles, db_arguments
+from miniengine.daemon.files import DaemonFiles, db_arguments, process_alive
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import MiniengineError
 from miniengine.storage.host import current_host
@@ -55,6 +55,9 @@ WRITE_PATIENCE = 1.0
 
 #: Seconds between two tries to release the leases of dead workers while the database refuses.
 RELEASE_RETRY = 1.0
+
+#: How often the supervisor looks for workers of its host that died without one (seconds).
+FORGET_EVERY = 10.0
 
 #: The same problem (a locked or full database, an unwritable pid file) is logged at most once
 #: per this many seconds, however often it recurs.
@@ -107,6 +110,7 @@ class Supervisor:
         #: dead workers whose tasks and leases are not released yet (the database refused)
         self._unreleased: list[str] = []
         self._next_release = 0.0
+        self._next_forget = 0.0
         self._log = ThrottledLog(logger, LOG_EVERY)
 
     # signals ---------------------------------------------------------------------------------
@@ -149,6 +153,7 @@ class Supervisor:
                     self._watch(0.1)
                     self._resize()
                     self._check_heartbeats()
+                    self._forget_dead_of_this_host()
                     self._release_dead()
                 except Exception:  # it must outlive whatever fails: the workers depend on it
                     self._log.problem(
@@ -299,6 +304,36 @@ class Supervisor:
             recovered._asdict(),
             delay,
         )
+
+    def _forget_dead_of_this_host(self) -> None:
+        """Release the rows of this host's workers that died with no supervisor to release them
+        (the whole daemon was SIGKILLed, the machine rebooted), as for a worker of ours that
+        died: otherwise ``daemon status`` lists them as silent forever.
+
+        A worker row is taken for dead only if it names this host, its process is gone here
+        and its heartbeat is older than the lease timeout: a live worker on another machine
+        that happens to share the host name renews its heartbeat, and is never touched.
+        """
+        assert self.store is not None
+        if time.monotonic() < self._next_forget:
+            return
+        self._next_forget = time.monotonic() + FORGET_EVERY
+        ours = {slot.worker_id for slot in self.workers}
+        now = time.time()
+        try:
+            rows = self.store.broker.workers()
+        except MiniengineError:
+            return  # the database is away: the next round looks again
+        for row in rows:
+            if (
+                row.host == self.host
+                and row.id not in ours
+                and row.id not in self._unreleased
+                and now - row.heartbeat > self.lease_timeout
+                and not process_alive(row.pid)
+            ):
+                logger.info("worker %s (pid %s) of this host is gone: releasing", row.id, row.pid)
+                self._unreleased.append(row.id)
 
     def _release_dead(self) -> tuple[int, int, RecoveryCounts] | None:
         """Release what the dead workers held, so that their processes continue elsewhere at
