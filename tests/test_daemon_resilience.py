@@ -32,6 +32,7 @@ from miniengine import Int, ProcessState, Str, asubmit, await_node, load_node, s
 from miniengine.control import play
 from miniengine.daemon import Worker
 from miniengine.daemon.files import DaemonFiles
+from miniengine.storage.host import current_host
 from miniengine.storage.interfaces import broker
 from tests.services import sql
 from tests.workchains.daemon_chains import (
@@ -166,7 +167,8 @@ async def test_a_process_whose_class_does_not_import_is_paused_and_plays_once_it
             os.getcwd(),
             "sys.path",
             str(modules),
-            "restart the daemon",
+            f"host {current_host()}, pid {os.getpid()}",  # which of several hosts to fix
+            "restart that host's daemon where that module imports",
             f"`miniengine process play {node.pk}`",
         ):
             assert expected.lower() in status.lower(), (expected, status)

@@ -451,7 +451,8 @@ def unimportable_message(pk: int, class_path: str, error: BaseException) -> str:
         error = error.__cause__  # the module's own error, not our wrapper's
     return (
         f"paused: the daemon cannot import its process class {class_path} (module {module}): "
-        f"{type(error).__name__}: {error}. The worker runs in {os.getcwd()} with sys.path "
-        f"{sys.path}. Restart the daemon where that module imports, then "
+        f"{type(error).__name__}: {error}. The worker (host {current_host()}, pid "
+        f"{os.getpid()}) runs in {os.getcwd()} with sys.path {sys.path}. Restart that host's "
+        "daemon where that module imports, then "
         f"`miniengine process play {pk}`"
     )
