@@ -239,6 +239,8 @@ async def test_the_leases_of_the_sources_owners_are_let_go(
     store = open_backend(miniengine_db)
     try:
         now = time.time()
+        # its heartbeat stopped a minute ago: no daemon serves the source
+        store.broker.register_worker("dead-worker", 4242, 4, now - 60, "gone")
         (claim,) = store.checkpoints.claim_work("dead-worker", 1, now + 600, now, True, 5)
     finally:
         store.close()
@@ -299,6 +301,48 @@ async def test_a_source_that_a_daemon_serves_is_refused(
         with pytest.raises(CopyRefused, match=r"a daemon serves .*stop it first"):
             await anyio.to_thread.run_sync(lambda: copy_database(miniengine_db, target_db))
     assert not target_db.exists()
+
+
+def test_a_source_whose_processes_a_script_runs_is_refused(
+    backend_db: Path | str, tmp_path: Path
+) -> None:
+    """``run()`` in a script holds its processes by leases it renews, with no worker row: a copy
+    made meanwhile would run them again in the target while the script goes on; refused, with
+    the script's owner named, and allowed once the script's process ended."""
+    import threading
+
+    from miniengine import calcfunction
+
+    release = threading.Event()
+
+    @calcfunction
+    def held(x: Int) -> Int:
+        release.wait(60)
+        return Int(x.value + 1)
+
+    result: dict[str, Any] = {}
+    script = threading.Thread(target=lambda: result.update(node=run_get_node(held, Int(1))[1]))
+    script.start()
+    try:
+        store = open_backend(backend_db)
+        try:
+            # (the script's process is begun once a node names it as its owner)
+            deadline = time.monotonic() + 60
+            while not store.queries.counts().processes.get("running"):
+                assert time.monotonic() < deadline, "the script's process did not begin"
+                time.sleep(0.01)
+        finally:
+            store.close()
+        target_db = tmp_path / "target" / "copy.sqlite"
+        with pytest.raises(CopyRefused, match=r"running in a script: .* hold\(s\) their leases"):
+            copy_database(backend_db, target_db)
+        assert not target_db.exists()
+    finally:
+        release.set()
+        script.join(60)
+    assert result["node"].is_finished_ok
+    summary = copy_database(backend_db, tmp_path / "target" / "after.sqlite")
+    assert summary.rows["nodes"] >= 3
 
 
 def test_the_command_refuses_a_source_whose_daemon_runs_here(

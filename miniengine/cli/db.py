@@ -102,7 +102,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "sqlite file or a postgresql:// URL.  Processes in flight go on in DST: the leases of "
         "SRC's owners are let go, so a daemon on DST claims them at once.  DST must be empty "
         "(it is created if missing); the copy is one transaction, so an interrupted copy "
-        "leaves it empty.  Refused while a daemon serves SRC, and when SRC's schema version is "
+        "leaves it empty.  Refused while a daemon or a script's run() runs processes of SRC, "
+        "and when SRC's schema version is "
         f"not this miniengine's ({SCHEMA_VERSION}: run `miniengine db migrate` first).",
     )
     copy.add_argument("source", metavar="SRC", help="the database to copy (a path or URL)")

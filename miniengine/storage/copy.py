@@ -163,6 +163,7 @@ class Dump(Protocol):
     def columns(self) -> dict[str, tuple[str, ...]]: ...
     def count(self, table: str) -> int: ...
     def live_workers(self, since: float) -> list[str]: ...
+    def live_owners(self, now: float) -> dict[str, int]: ...
     def event_watermark(self) -> int: ...
     def rows(self, table: CopiedTable, batch_size: int) -> Iterator[list[tuple[Any, ...]]]: ...
     def repository(self) -> Repository | None: ...
@@ -301,6 +302,15 @@ def _check_source(dump: Dump) -> None:
             f"a daemon serves {dump.location} (workers {', '.join(live)} sent a heartbeat in the "
             f"last {DEFAULT_LEASE_TIMEOUT:g} s); stop it first, then copy (the workers of a "
             f"daemon that died count for {DEFAULT_LEASE_TIMEOUT:g} s after their last heartbeat)"
+        )
+    owners = dump.live_owners(time.time())
+    if owners:
+        held = ", ".join(f"{owner} ({count} process(es))" for owner, count in owners.items())
+        raise CopyRefused(
+            f"processes in {dump.location} are running in a script: {held} hold(s) their leases; "
+            "a copy now would run them again in the target while they go on here. Let the "
+            "script end (or stop it), then copy; the leases of a script that died expire "
+            f"{DEFAULT_LEASE_TIMEOUT:g} s after their last renewal"
         )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from miniengine.exceptions import StoreError
 from miniengine.storage.postgres import computer_rows
 from miniengine.storage.postgres.attribute_rows import DERIVED_COLUMNS, backfill, nul_in_blob
+from miniengine.storage.postgres.clock import SERVER_NOW
 from miniengine.storage.postgres.connection import (
     COMMIT_CHANNEL,
     connect,
@@ -108,6 +109,23 @@ class PostgresDump:
         except self._psycopg.Error as exc:
             raise self._error(f"cannot count the rows of {table}", exc) from exc
         return 0 if row is None else int(row[0])
+
+    def live_owners(self, now: float) -> dict[str, int]:
+        """The owners of process leases that have not expired (by the server's clock, as every
+        lease; ``now`` is for sqlite) other than registered workers (whose heartbeats say
+        whether they live): the scripts running processes with ``run()``, with how many
+        processes each holds."""
+        try:
+            return {
+                str(owner): int(count)
+                for owner, count in self._connection.execute(
+                    "SELECT owner, count(*) FROM nodes WHERE owner IS NOT NULL "
+                    "AND owner NOT IN (SELECT id FROM workers) "
+                    f"AND lease_expires > {SERVER_NOW} GROUP BY owner ORDER BY owner"
+                )
+            }
+        except self._psycopg.Error as exc:
+            raise self._error("cannot read the leases", exc) from exc
 
     def live_workers(self, since: float) -> list[str]:
         """The workers, of any host, whose last heartbeat is after ``since``."""

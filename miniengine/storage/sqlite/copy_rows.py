@@ -86,6 +86,23 @@ class SqliteDump:
         except sqlite3.Error as exc:
             raise self._error(f"cannot count the rows of {table}", exc) from exc
 
+    def live_owners(self, now: float) -> dict[str, int]:
+        """The owners of process leases that have not expired at ``now`` other than registered
+        workers (whose heartbeats say whether they live): the scripts running processes with
+        ``run()``, with how many processes each holds."""
+        try:
+            return {
+                str(owner): int(count)
+                for owner, count in self._connection.execute(
+                    "SELECT owner, count(*) FROM nodes WHERE owner IS NOT NULL "
+                    "AND owner NOT IN (SELECT id FROM workers) "
+                    "AND lease_expires > ? GROUP BY owner ORDER BY owner",
+                    (now,),
+                )
+            }
+        except sqlite3.Error as exc:
+            raise self._error("cannot read the leases", exc) from exc
+
     def live_workers(self, since: float) -> list[str]:
         """The workers whose last heartbeat is after ``since`` (a daemon serves the file)."""
         try:
