@@ -239,8 +239,8 @@ async def test_the_leases_of_the_sources_owners_are_let_go(
     store = open_backend(miniengine_db)
     try:
         now = time.time()
-        # its heartbeat stopped a minute ago: no daemon serves the source
-        store.broker.register_worker("dead-worker", 4242, 4, now - 60, "gone")
+        # its heartbeat stopped two minutes ago: no daemon serves the source
+        store.broker.register_worker("dead-worker", 4242, 4, now - 120, "gone")
         (claim,) = store.checkpoints.claim_work("dead-worker", 1, now + 600, now, True, 5)
     finally:
         store.close()
@@ -334,7 +334,7 @@ def test_a_source_whose_processes_a_script_runs_is_refused(
         finally:
             store.close()
         target_db = tmp_path / "target" / "copy.sqlite"
-        with pytest.raises(CopyRefused, match=r"running in a script: .* hold\(s\) their leases"):
+        with pytest.raises(CopyRefused, match=r"are running: .* hold\(s\) their leases"):
             copy_database(backend_db, target_db)
         assert not target_db.exists()
     finally:
@@ -343,6 +343,26 @@ def test_a_source_whose_processes_a_script_runs_is_refused(
     assert result["node"].is_finished_ok
     summary = copy_database(backend_db, tmp_path / "target" / "after.sqlite")
     assert summary.rows["nodes"] >= 3
+
+
+async def test_a_source_whose_daemon_heartbeats_seldom_is_refused_by_its_live_leases(
+    miniengine_db: Path, tmp_path: Path
+) -> None:
+    """A worker with a long lease timeout (here 120 s) renews its heartbeat every 30 s: one
+    last seen 20 s ago still holds its process, which a copy would run twice."""
+    node = await asubmit(AddWorkChain, x=Int(5), y=Int(6))
+    store = open_backend(miniengine_db)
+    try:
+        now = time.time()
+        store.broker.register_worker("slow-worker", 4242, 4, now - 20, "alpha")
+        store.checkpoints.claim_work("slow-worker", 1, now + 100, now, True, 5)
+    finally:
+        store.close()
+    with pytest.raises(CopyRefused, match=r"slow-worker \(1 process\(es\)\) hold"):
+        await anyio.to_thread.run_sync(
+            lambda: copy_database(miniengine_db, tmp_path / "copy.sqlite")
+        )
+    assert not load_node(node.pk).is_terminated
 
 
 def test_the_command_refuses_a_source_whose_daemon_runs_here(

@@ -110,18 +110,19 @@ class PostgresDump:
             raise self._error(f"cannot count the rows of {table}", exc) from exc
         return 0 if row is None else int(row[0])
 
-    def live_owners(self, now: float) -> dict[str, int]:
+    def live_owners(self, now: float, silent_since: float) -> dict[str, int]:
         """The owners of process leases that have not expired (by the server's clock, as every
-        lease; ``now`` is for sqlite) other than registered workers (whose heartbeats say
-        whether they live): the scripts running processes with ``run()``, with how many
-        processes each holds."""
+        lease; ``now`` is for sqlite), but for workers silent since ``silent_since`` (dead:
+        their leases are let go), with how many processes each holds: scripts running
+        processes with ``run()``, and workers of a daemon."""
         try:
             return {
                 str(owner): int(count)
                 for owner, count in self._connection.execute(
                     "SELECT owner, count(*) FROM nodes WHERE owner IS NOT NULL "
-                    "AND owner NOT IN (SELECT id FROM workers) "
-                    f"AND lease_expires > {SERVER_NOW} GROUP BY owner ORDER BY owner"
+                    "AND owner NOT IN (SELECT id FROM workers WHERE heartbeat <= %s) "
+                    f"AND lease_expires > {SERVER_NOW} GROUP BY owner ORDER BY owner",
+                    (silent_since,),
                 )
             }
         except self._psycopg.Error as exc:
@@ -131,9 +132,10 @@ class PostgresDump:
         """The workers, of any host, whose last heartbeat is after ``since``."""
         try:
             return [
-                f"{worker} (pid {pid} on {hostname})"
-                for worker, pid, hostname in self._connection.execute(
-                    "SELECT id, pid, hostname FROM workers WHERE heartbeat > %s ORDER BY id",
+                f"{worker} (pid {pid} on {host})"
+                for worker, pid, host in self._connection.execute(
+                    "SELECT id, pid, coalesce(nullif(host, ''), hostname) FROM workers "
+                    "WHERE heartbeat > %s ORDER BY id",
                     (since,),
                 )
             ]

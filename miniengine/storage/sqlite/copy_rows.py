@@ -86,18 +86,18 @@ class SqliteDump:
         except sqlite3.Error as exc:
             raise self._error(f"cannot count the rows of {table}", exc) from exc
 
-    def live_owners(self, now: float) -> dict[str, int]:
-        """The owners of process leases that have not expired at ``now`` other than registered
-        workers (whose heartbeats say whether they live): the scripts running processes with
-        ``run()``, with how many processes each holds."""
+    def live_owners(self, now: float, silent_since: float) -> dict[str, int]:
+        """The owners of process leases that have not expired at ``now``, but for workers
+        silent since ``silent_since`` (dead: their leases are let go), with how many processes
+        each holds: scripts running processes with ``run()``, and workers of a daemon."""
         try:
             return {
                 str(owner): int(count)
                 for owner, count in self._connection.execute(
                     "SELECT owner, count(*) FROM nodes WHERE owner IS NOT NULL "
-                    "AND owner NOT IN (SELECT id FROM workers) "
+                    "AND owner NOT IN (SELECT id FROM workers WHERE heartbeat <= ?) "
                     "AND lease_expires > ? GROUP BY owner ORDER BY owner",
-                    (now,),
+                    (silent_since, now),
                 )
             }
         except sqlite3.Error as exc:
@@ -107,9 +107,10 @@ class SqliteDump:
         """The workers whose last heartbeat is after ``since`` (a daemon serves the file)."""
         try:
             return [
-                f"{worker} (pid {pid} on {hostname})"
-                for worker, pid, hostname in self._connection.execute(
-                    "SELECT id, pid, hostname FROM workers WHERE heartbeat > ? ORDER BY id",
+                f"{worker} (pid {pid} on {host})"
+                for worker, pid, host in self._connection.execute(
+                    "SELECT id, pid, coalesce(nullif(host, ''), hostname) FROM workers "
+                    "WHERE heartbeat > ? ORDER BY id",
                     (since,),
                 )
             ]
