@@ -365,6 +365,16 @@ async def test_a_source_whose_daemon_heartbeats_seldom_is_refused_by_its_live_le
     assert not load_node(node.pk).is_terminated
 
 
+def test_a_repository_folder_for_a_sqlite_target_is_refused_before_the_file_is_made(
+    miniengine_db: Path, tmp_path: Path
+) -> None:
+    run_get_node(AddWorkChain, x=Int(1), y=Int(2))
+    target_db = tmp_path / "copy.sqlite"
+    with pytest.raises(CopyRefused, match="keeps its files beside it"):
+        copy_database(miniengine_db, target_db, repository=tmp_path / "elsewhere")
+    assert not target_db.exists()
+
+
 def test_the_command_refuses_a_source_whose_daemon_runs_here(
     miniengine_db: Path, tmp_path: Path
 ) -> None:

@@ -105,6 +105,10 @@ def test_a_password_is_never_shown() -> None:
     shown = url_without_password("postgresql://engine@db/engine?password=s3cret&sslmode=require")
     assert "s3cret" not in shown and "sslmode=require" in shown
     assert url_without_password("postgresql://db/engine") == "postgresql://db/engine"
+    # no host (the socket's, or one given as ?host=): the "//" of the empty authority stays
+    assert url_without_password("postgresql:///engine?host=/run/pg") == (
+        "postgresql:///engine?host=/run/pg"
+    )
 
 
 def test_a_daemon_start_on_an_unreachable_server_says_so_without_the_password(
@@ -122,6 +126,7 @@ def test_a_daemon_start_on_an_unreachable_server_says_so_without_the_password(
     )
     assert completed.returncode == 1
     assert "cannot connect" in completed.stderr and "s3cret" not in completed.stderr
+    assert completed.stderr.startswith("error: ")  # as every other command's
     assert not (tmp_path / ".miniengine").exists()  # no daemon folder for a database not there
 
 

@@ -16,7 +16,7 @@ from miniengine.storage.paths import resolve_db
 from miniengine.storage.postgres.store import PostgresStore
 from miniengine.storage.postgres.transaction import PostgresTransaction
 from miniengine.storage.store import Store
-from tests.services.postgres import get_meta, put_meta
+from tests.services.postgres import PostgresServer, get_meta, put_meta
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -80,6 +80,20 @@ def test_an_unreachable_server_is_a_store_error_without_the_password(postgres_ur
     assert "hunter2" not in str(error.value) and ":***@" in str(error.value)
     # one line (libpq's hint on a line of its own is joined), the driver's reason kept
     assert "\n" not in str(error.value) and "Is the server running" in str(error.value)
+
+
+def test_a_database_the_role_may_not_create_tables_in_says_the_role_must_own_it(
+    postgres_server: PostgresServer,
+) -> None:
+    name = postgres_server.next_name()
+    postgres_server.admin(f'CREATE DATABASE "{name}"')  # owned by the cluster's superuser
+    try:
+        with pytest.raises(StoreError, match="cannot create the schema") as error:
+            PostgresStore(postgres_server.database_url(name))
+        message = str(error.value)
+        assert "the role must own the database" in message and "\n" not in message
+    finally:
+        postgres_server.drop_database(name)
 
 
 @pytest.mark.parametrize(

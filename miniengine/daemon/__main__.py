@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         db = resolve_db(args.db)
     except MiniengineError as exc:
-        print(str(exc), file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     files = DaemonFiles(db)
     if args.command == "worker":  # pragma: no cover - reserved
@@ -213,12 +213,12 @@ def run(args: argparse.Namespace) -> int:
             files.ensure_folder()
             lock = files.lock()
         except MiniengineError as exc:
-            print(str(exc), file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         if lock is None:
             running = files.read()
             holder = f" (pid {running['pid']})" if running is not None else ""
-            print(f"a daemon is already running for {shown(db)}{holder}", file=sys.stderr)
+            print(f"error: a daemon is already running for {shown(db)}{holder}", file=sys.stderr)
             return 1
         try:
             return Supervisor(
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
                 max_attempts=args.max_attempts,
             ).run()
         except MiniengineError as exc:  # the database cannot be opened: say why, in one line
-            print(str(exc), file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         finally:
             lock.close()
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"asked the daemon to {'add' if args.command == 'incr' else 'remove'} a worker")
             return 0
     except (RuntimeError, MiniengineError) as exc:
-        print(str(exc), file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 2
 

@@ -250,8 +250,15 @@ def copy_database(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     started = time.monotonic()
     source_shown, target_shown = shown_location(source), shown_location(target)
-    if _same(resolve_db(source), resolve_db(target)):
+    target_db = resolve_db(target)
+    if _same(resolve_db(source), target_db):
         raise CopyRefused(f"cannot copy {source_shown} onto itself")
+    if repository is not None and isinstance(target_db, Path):  # before the file is created
+        raise CopyRefused(
+            f"{target_shown}: a sqlite database keeps its files beside it "
+            f"({Repository.for_database(target_db).root}); --repository is for a PostgreSQL "
+            "target"
+        )
     dump = open_dump(source)
     with _closing(dump):
         _check_source(dump)

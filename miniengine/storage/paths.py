@@ -113,12 +113,12 @@ def _as_path(value: str, source: str) -> Path:
     shown = url_without_password(value)
     if scheme in ("postgresql", "postgres"):
         raise StoreError(
-            f"{source} is {shown!r}: PostgreSQL is not supported yet here; give the path of "
-            "a sqlite database file instead"
+            f"{source} is {shown!r}, a PostgreSQL database: this works on sqlite database "
+            "files only (a PostgreSQL server does this kind of work itself); give the path of one"
         )
     raise StoreError(
         f"{source} is {shown!r}: {scheme}:// URLs are not supported; give the path of a "
-        "sqlite database file instead"
+        "sqlite database file, or a postgresql:// URL"
     )
 
 
@@ -141,7 +141,11 @@ def url_without_password(url: str) -> str:
             query = urlencode(
                 [(key, "***" if key == "password" else value) for key, value in pairs], safe="*"
             )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if not netloc and url[len(parts.scheme) :].startswith(":///"):
+        # no host (libpq's default, or ?host=): urlunsplit drops the empty authority's "//"
+        shown = parts.scheme + "://" + shown[len(parts.scheme) + 1 :]
+    return shown
 
 
 def ensure_folder(path: Path) -> None:
@@ -163,5 +167,5 @@ def ensure_folder(path: Path) -> None:
         raise StoreError(f"{path}: {folder} is not a folder")
     raise StoreError(
         f"{path}: the folder {folder} does not exist; create it first (mkdir -m 700 {folder}) "
-        f"or correct --db / ${ENV_VAR}"
+        "or correct the path"
     )

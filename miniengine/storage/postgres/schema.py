@@ -481,4 +481,12 @@ def ensure_schema(connection: psycopg.Connection[Any], where: str) -> None:
                 (str(SCHEMA_VERSION),),
             )
     except psycopg.Error as exc:
-        raise StoreError(f"{where}: cannot create the schema: {exc}") from exc
+        from miniengine.storage.postgres.connection import one_line
+
+        hint = ""
+        if getattr(exc, "sqlstate", None) == "42501":  # insufficient_privilege
+            hint = (
+                "; the role must own the database (CREATE DATABASE ... OWNER role) or may "
+                "create tables in its schema public"
+            )
+        raise StoreError(f"{where}: cannot create the schema: {one_line(exc)}{hint}") from exc
