@@ -28,7 +28,8 @@ def _daemon(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="miniengine",
-        description="miniengine: a durable workflow engine on one sqlite file.",
+        description="miniengine: a durable workflow engine on one database (a sqlite file, or "
+        "PostgreSQL for daemons on several hosts).",
     )
     from miniengine import __version__
 
@@ -44,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--db",
-        metavar="PATH",
-        help="database file (default: $MINIENGINE_DB, else ~/.miniengine/engine.sqlite)",
+        metavar="PATH_OR_URL",
+        help="database file or postgresql:// URL (default: $MINIENGINE_DB, else "
+        "~/.miniengine/engine.sqlite)",
     )
     from miniengine.cli.errors import guarded
 

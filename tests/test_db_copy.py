@@ -48,7 +48,7 @@ from miniengine.storage.schema import SCHEMA_VERSION
 from miniengine.testing import open_gate
 from tests.test_cli import cli
 from tests.workchains.control_chains import NappingChain, ParentOfWaiting
-from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain
+from tests.workchains.daemon_chains import AddWorkChain, NestedWorkChain, python_env
 
 LEASE = 2.0
 
@@ -375,6 +375,20 @@ def test_a_repository_folder_for_a_sqlite_target_is_refused_before_the_file_is_m
     assert not target_db.exists()
 
 
+def test_the_command_warns_when_the_variable_overrides_the_folder_it_records(
+    miniengine_db: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    run_get_node(AddWorkChain, x=Int(1), y=Int(2))
+    env = {**python_env(), "MINIENGINE_REPOSITORY": str(tmp_path / "from-variable")}
+    recorded = tmp_path / "recorded"
+    completed = cli(
+        "db", "copy", str(miniengine_db), postgres_url, "--repository", str(recorded), env=env
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "warning: $MINIENGINE_REPOSITORY is" in completed.stderr
+    assert str(recorded) in completed.stderr
+
+
 def test_the_command_refuses_a_source_whose_daemon_runs_here(
     miniengine_db: Path, tmp_path: Path
 ) -> None:
@@ -437,6 +451,16 @@ def test_a_copy_onto_itself_is_refused(miniengine_db: Path) -> None:
     open_backend(miniengine_db).close()
     with pytest.raises(CopyRefused, match="onto itself"):
         copy_database(miniengine_db, miniengine_db)
+
+
+def test_a_postgresql_copy_onto_itself_is_refused_however_its_url_is_spelt(
+    postgres_url: str,
+) -> None:
+    open_backend(postgres_url).close()
+    parts = urlsplit(postgres_url)
+    other = postgres_url.replace(f"@{parts.hostname}:", "@localhost:") + "?sslmode=prefer"
+    with pytest.raises(CopyRefused, match="onto itself"):
+        copy_database(postgres_url, other)
 
 
 # all or nothing ----------------------------------------------------------------------------

@@ -485,6 +485,24 @@ def _verify(copy: Path) -> tuple[int, int]:
 # copy ------------------------------------------------------------------------------------------
 
 
+def _warn_of_repository_variable(recorded: str | None, target: str) -> None:
+    """``--repository`` records a folder that ``$MINIENGINE_REPOSITORY`` overrides where it is
+    set: with both, and different, this shell's scripts and daemons would look elsewhere."""
+    import sys
+
+    from miniengine.storage.postgres.computer_rows import REPOSITORY_ENV_VAR
+
+    variable = os.environ.get(REPOSITORY_ENV_VAR)
+    if not recorded or not variable:
+        return
+    if Path(variable).expanduser().absolute() != Path(recorded).expanduser().absolute():
+        sys.stderr.write(
+            f"warning: ${REPOSITORY_ENV_VAR} is {variable}, and it wins over the folder "
+            f"recorded in {target} ({recorded}) wherever it is set: this shell's scripts and "
+            "daemons would look for the copied files there\n"
+        )
+
+
 def _copy(args: argparse.Namespace) -> int:
     import sys
 
@@ -496,6 +514,7 @@ def _copy(args: argparse.Namespace) -> int:
     args.db_path = source  # for a driver's error: the location without its password
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
+    _warn_of_repository_variable(args.repository, target)
     daemon = DaemonFiles(resolve_db(args.source)).read()
     if daemon is not None:
         raise CliError(

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.host import current_host
-from miniengine.storage.paths import lower_scheme, url_without_password
+from miniengine.storage.paths import database_identity, url_without_password
 from miniengine.storage.permissions import check_not_shared, open_private, os_error
 
 __all__ = [
@@ -192,31 +192,5 @@ def _url_folder(url: str) -> str:
         if key == "dbname" and value:
             name = value
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64] or "postgres"
-    digest = hashlib.sha256(_database_identity(url).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(database_identity(url).encode()).hexdigest()[:12]
     return f"{name}-{digest}"
-
-
-#: Names of this machine's loopback interface: one server answers on all of them.
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-def _database_identity(url: str) -> str:
-    """Which database ``url`` names: its server (host and port) and database name, as libpq
-    reads them.  The user, the password and the connection options (``sslmode``, timeouts) do
-    not change the database, so two spellings of one URL (``?port=`` or ``:port``, ``localhost``
-    or ``127.0.0.1``, with or without ``sslmode``) get one daemon folder, and the lock in it
-    keeps a host to one daemon for the database."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        given = conninfo_to_dict(lower_scheme(url))
-    except Exception:  # no driver, or a URL libpq refuses (the daemon fails on it anyway)
-        return url_without_password(url)
-    hosts = [
-        "localhost" if host.strip().lower() in _LOOPBACK else host.strip().lower()
-        for host in str(given.get("host") or given.get("hostaddr") or "").split(",")
-    ]
-    port = str(given.get("port") or "5432")
-    user = str(given.get("user") or "")
-    dbname = str(given.get("dbname") or user)  # libpq's default: the user's name
-    return f"{','.join(hosts)}:{port}/{dbname}"

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol
 
 from miniengine.exceptions import StoreError
 from miniengine.storage.interfaces.broker import SILENT_AFTER
-from miniengine.storage.paths import resolve_db
+from miniengine.storage.paths import database_identity, resolve_db
 from miniengine.storage.repository import Repository, RepositoryError
 from miniengine.storage.repository_rows import _KEY_IN_MSGPACK
 from miniengine.storage.schema import SCHEMA_VERSION
@@ -286,7 +286,9 @@ def _same(source: Path | str, target: Path | str) -> bool:
             )
         except OSError:
             return False
-    return source == target
+    if isinstance(source, str) and isinstance(target, str):  # one database, however spelt
+        return database_identity(source) == database_identity(target)
+    return False
 
 
 def _check_source(dump: Dump) -> None:

@@ -169,3 +169,30 @@ def ensure_folder(path: Path) -> None:
         f"{path}: the folder {folder} does not exist; create it first (mkdir -m 700 {folder}) "
         "or correct the path"
     )
+
+
+#: Names of this machine's loopback interface: one server answers on all of them.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def database_identity(url: str) -> str:
+    """Which database ``url`` names: its server (host and port) and database name, as libpq
+    reads them.  The user, the password and the connection options (``sslmode``, timeouts) do
+    not change the database, so two spellings of one URL (``?port=`` or ``:port``, ``localhost``
+    or ``127.0.0.1``, with or without ``sslmode``) get one daemon folder, and the lock in it
+    keeps a host to one daemon for the database, and ``db copy`` knows a database it is asked
+    to copy onto itself."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(lower_scheme(url))
+    except Exception:  # no driver, or a URL libpq refuses (the daemon fails on it anyway)
+        return url_without_password(url)
+    hosts = [
+        "localhost" if host.strip().lower() in _LOOPBACK else host.strip().lower()
+        for host in str(given.get("host") or given.get("hostaddr") or "").split(",")
+    ]
+    port = str(given.get("port") or "5432")
+    user = str(given.get("user") or "")
+    dbname = str(given.get("dbname") or user)  # libpq's default: the user's name
+    return f"{','.join(hosts)}:{port}/{dbname}"
