@@ -341,7 +341,7 @@ async def test_a_read_cancelled_mid_query_leaves_the_next_reads_working(
     assert (await async_reads.node(node.pk)).pk == node.pk  # the loop's connection is open
     connection = await async_reads._connection()
     with anyio.move_on_after(0.3) as scope:  # as Starlette cancels a request's task
-        await async_reads._fetch("SELECT pg_sleep(30)", ())
+        await async_reads.fetch("SELECT pg_sleep(30)", ())
     assert scope.cancelled_caught
     assert connection.closed  # what the cancellation did to it
     assert (await async_reads.node(node.pk)).pk == node.pk
