@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from miniengine import Int, Str, asubmit, await_node, find_processes, run, submit
-from miniengine.exceptions import DatabaseUnavailableError, StoreError
+from miniengine.exceptions import DatabaseLockedError, DatabaseUnavailableError, StoreError
 from tests.services.postgres import PostgresServer, get_meta, put_meta, running_postgres
 from tests.workchains.daemon_chains import AddWorkChain, DaemonGuard, wait_until
 from tests.workchains.outage_chains import UnavailableOnceWorkChain, double
@@ -488,6 +488,50 @@ def test_a_step_failing_unavailable_is_handed_back_by_the_daemon_and_runs_again(
     # the replayed step reused the call its first run had finished
     [double] = node.called
     assert double.is_finished_ok and double.outputs.result.value == 42
+
+
+@pytest.mark.parametrize("error", [DatabaseLockedError, DatabaseUnavailableError])
+def test_an_inline_call_whose_end_cannot_be_written_is_not_left_running_by_the_daemon(
+    backend_db: Path | str, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    """The end of an inline calcfunction fails (rows or a file that stayed locked, a server
+    away): the step fails with it, the worker hands the process back, and the call, which would
+    stay RUNNING under the live worker for good, ends EXCEPTED; the replayed step calls afresh
+    and the process finishes."""
+    import importlib
+
+    from miniengine.daemon import Worker
+    from tests.services.sql import is_postgres
+
+    rows = importlib.import_module(
+        "miniengine.storage.postgres.rows" if is_postgres(backend_db) else "miniengine.storage.rows"
+    )
+    real = rows.finish_process_tx
+    failed: list[int] = []
+
+    def fail_once(connection: Connection, finish: Any) -> Any:
+        if not failed:
+            failed.append(finish.pk)
+            raise error("simulated: the end of the call could not be written")
+        return real(connection, finish)
+
+    monkeypatch.setattr(rows, "finish_process_tx", fail_once)  # before the worker's store opens
+
+    async def main() -> Any:
+        async with Worker(db=backend_db, lease_timeout=5.0):
+            node = await asubmit(AddWorkChain, x=Int(1), y=Int(2))
+            return await await_node(node, timeout=TIMEOUT)
+
+    node = anyio.run(main)
+    assert node.is_finished_ok, (node.process_state, node.exception)
+    assert node.outputs.result.value == 3
+    abandoned, called = sorted(node.called, key=lambda call: call.pk)
+    assert abandoned.pk == failed[0] and abandoned.is_excepted
+    # locked: ended by the hand-back; away: its own EXCEPT write went through (the server
+    # answered it), with the failed end as its exception
+    assert ("abandoned" if error is DatabaseLockedError else "simulated") in abandoned.exception
+    assert called.is_finished_ok and called.outputs.result.value == 3
+    assert not find_processes(state=["created", "running", "waiting"], db=backend_db)
 
 
 def test_in_run_mode_a_step_failing_unavailable_ends_the_process_excepted(

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -369,6 +370,37 @@ def test_a_deadlock_victim_runs_again_whole(postgres_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_lock_timeout_of_the_server_is_waited_out_as_any_lock(postgres_url: str) -> None:
+    """An administrator's ``lock_timeout`` (of the database or the role) makes the server end a
+    write that waits for a lock: the write runs again, for its patience, instead of failing
+    with "locked" at once (a daemon excepted processes for it)."""
+    name = urlsplit(postgres_url).path.lstrip("/")
+    holder = PostgresStore(postgres_url)
+    holder.write_sync(lambda c: c.execute(f'ALTER DATABASE "{name}" SET lock_timeout = 50'))
+    other = PostgresStore(postgres_url)  # its sessions start with the 50 ms lock_timeout
+    try:
+        assert other.read(lambda c: c.execute("SHOW lock_timeout").fetchone()[0]) == "50ms"
+        holding, release = threading.Event(), threading.Event()
+
+        def hold(connection: Connection) -> None:
+            put_meta(connection, "k", "held")
+            holding.set()
+            release.wait(30)
+
+        thread = threading.Thread(target=holder.write_sync, args=(hold,))
+        thread.start()
+        assert holding.wait(10)
+        timer = threading.Timer(0.5, release.set)  # the lock lasts ten lock timeouts
+        timer.start()
+        other.write_sync(put_meta, "k", "after")
+        thread.join(30)
+        assert other.read(get_meta, "k") == "after"
+    finally:
+        release.set()
+        holder.close()
+        other.close()
 
 
 def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:

@@ -204,6 +204,29 @@ def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, 
         "AND process_state IN ('created', 'running', 'waiting')",
         (process_pk, owner),
     )
+    # An inline call of the step that failed (a calcfunction or workfunction whose own last
+    # write failed too) stays RUNNING under this owner, whose heartbeat would renew its lease
+    # for as long as the worker lives: it ends EXCEPTED here (the replayed step calls afresh).
+    callers, now = [process_pk], time.time()
+    while callers:
+        caller = callers.pop()
+        for (call,) in connection.execute(
+            "SELECT n.pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = ? "
+            "AND l.link_type IN ('call_calc', 'call_work') AND n.owner = ? "
+            "AND n.process_state = 'running' "
+            "AND n.node_type IN ('process.calcfunction', 'process.workfunction')",
+            (caller, owner),
+        ).fetchall():
+            terminate_unowned(connection, call, "excepted", abandoned_call(caller), now)
+            callers.append(call)
+
+
+def abandoned_call(caller: int) -> str:
+    """Why an inline call was ended when its caller's task was handed back."""
+    return (
+        f"abandoned: the step of process {caller} that called this could not be written, and "
+        "runs again from its checkpoint (calling afresh)"
+    )
 
 
 def terminate_unowned(

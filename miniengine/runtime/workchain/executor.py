@@ -39,14 +39,12 @@ from miniengine.core.ports import NAMESPACE_SEPARATOR, PortNamespace, unflatten_
 from miniengine.core.states import ProcessEvent, ProcessState, transition
 from miniengine.exceptions import (
     CheckpointError,
-    DatabaseUnavailableError,
     InvalidOperation,
-    LeaseLostError,
     MiniengineError,
     OutputValidationError,
     ProcessKilledError,
 )
-from miniengine.runtime.driver import Await, Body, Lifecycle, Write
+from miniengine.runtime.driver import UNWRITABLE, Await, Body, Lifecycle, Write
 from miniengine.runtime.lifecycle import ProcessExecutor, mark_stored
 from miniengine.runtime.mode import Mode, ProcessTree
 from miniengine.runtime.nodes import (
@@ -501,11 +499,10 @@ class _Executor(ProcessExecutor):
             )
             raise
         except BaseException as exc:
-            if isinstance(exc, LeaseLostError | DatabaseUnavailableError) and (
-                self.mode.hands_back_lost_leases
-            ):
-                # a stale run, or the server stopped answering: the worker hands the task
-                # back, and the step runs again from the checkpoint
+            if isinstance(exc, UNWRITABLE) and self.mode.hands_back_lost_leases:
+                # a stale run, rows or a file that stayed locked, or a server that stopped
+                # answering: not the process's failure; the worker hands the task back, and the
+                # step runs again from the checkpoint
                 raise
             yield from self._stop_started()
             self.new_outputs = []

@@ -15,7 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from miniengine.storage.broker_rows import READ_WORKERS  # the same text on every backend
+from miniengine.storage.broker_rows import (  # the same text on every backend
+    READ_WORKERS,
+    abandoned_call,
+)
 from miniengine.storage.interfaces.broker import (
     ACTIVE_STATES,
     MAX_ATTEMPTS,
@@ -256,6 +259,21 @@ def give_back_tx(connection: Connection, task_pk: int, process_pk: int, owner: s
         "AND process_state IN ('created', 'running', 'waiting')",
         (process_pk, owner),
     )
+    # An inline call of the step that failed (a calcfunction or workfunction whose own last
+    # write failed too) stays RUNNING under this owner, whose heartbeat would renew its lease
+    # for as long as the worker lives: it ends EXCEPTED here (the replayed step calls afresh).
+    callers, now = [process_pk], time.time()
+    while callers:
+        caller = callers.pop()
+        for (call,) in connection.execute(
+            "SELECT n.pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = %s "
+            "AND l.link_type IN ('call_calc', 'call_work') AND n.owner = %s "
+            "AND n.process_state = 'running' "
+            "AND n.node_type IN ('process.calcfunction', 'process.workfunction')",
+            (caller, owner),
+        ).fetchall():
+            terminate_unowned(connection, call, "excepted", abandoned_call(caller), now)
+            callers.append(call)
 
 
 def terminate_unowned(

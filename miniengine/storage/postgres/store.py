@@ -376,6 +376,12 @@ class PostgresStore:
                 raise
             except error as exc:
                 if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available
+                    if busy_seconds is None and time.monotonic() < deadline:
+                        # the server's own lock_timeout (set for the database or the role),
+                        # not ours: waited out for the write's patience, as a lock is on sqlite
+                        time.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, MAX_RETRY_SLEEP)
+                        continue
                     raise DatabaseLockedError(
                         f"{self._location}: rows stayed locked by another connection for "
                         f"{patience:g} s"
