@@ -534,6 +534,45 @@ def test_an_inline_call_whose_end_cannot_be_written_is_not_left_running_by_the_d
     assert not find_processes(state=["created", "running", "waiting"], db=backend_db)
 
 
+def test_an_inline_call_left_running_ends_with_its_caller_excepted_by_the_daemon(
+    backend_db: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both writes that end an inline calcfunction fail (a ``statement_timeout``, say): the
+    step fails with a store error, the process ends EXCEPTED, and the call, which its own
+    worker would otherwise hold RUNNING for good (a kill request goes to an owner that no
+    longer runs it), is killed with it."""
+    import importlib
+
+    from miniengine.daemon import Worker
+    from tests.services.sql import is_postgres
+
+    rows = importlib.import_module(
+        "miniengine.storage.postgres.rows" if is_postgres(backend_db) else "miniengine.storage.rows"
+    )
+    real = rows.finish_process_tx
+    failed: list[int] = []
+
+    def fail_twice(connection: Connection, finish: Any) -> Any:
+        if len(failed) < 2:
+            failed.append(finish.pk)
+            raise StoreError("simulated: canceling statement due to statement timeout")
+        return real(connection, finish)
+
+    monkeypatch.setattr(rows, "finish_process_tx", fail_twice)
+
+    async def main() -> Any:
+        async with Worker(db=backend_db, lease_timeout=5.0):
+            node = await asubmit(AddWorkChain, x=Int(1), y=Int(2))
+            return await await_node(node, timeout=TIMEOUT)
+
+    node = anyio.run(main)
+    assert node.is_excepted and "statement timeout" in node.exception
+    [call] = node.called
+    assert failed == [call.pk, call.pk]  # its end, then its EXCEPTED end
+    assert call.is_killed and f"its caller {node.pk} excepted" in (call.process_status or "")
+    assert not find_processes(state=["created", "running", "waiting"], db=backend_db)
+
+
 def test_in_run_mode_a_step_failing_unavailable_ends_the_process_excepted(
     backend_db: Path | str, tmp_path: Path
 ) -> None:

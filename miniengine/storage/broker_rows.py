@@ -207,6 +207,27 @@ def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, 
     # An inline call of the step that failed (a calcfunction or workfunction whose own last
     # write failed too) stays RUNNING under this owner, whose heartbeat would renew its lease
     # for as long as the worker lives: it ends EXCEPTED here (the replayed step calls afresh).
+    end_inline_calls(connection, process_pk, owner, "excepted", abandoned_call(process_pk))
+
+
+def abandoned_call(caller: int) -> str:
+    """Why an inline call was ended when its caller's task was handed back."""
+    return (
+        f"abandoned: the step of process {caller} that called this could not be written, and "
+        "runs again from its checkpoint (calling afresh)"
+    )
+
+
+def end_inline_calls(connection: sqlite3.Connection, process_pk: int, owner: str, state: str,
+                     message: str) -> None:  # fmt: skip
+    """End (``excepted`` or ``killed``, with ``message``) the inline calls of ``process_pk``
+    (its calcfunctions and workfunctions, theirs too) that ``owner`` still holds as RUNNING.
+
+    Called where the run of ``process_pk`` by ``owner`` is over (its end is written, or its task
+    handed back): its inline calls ran inside that run, so they are over too, whatever their
+    rows say (their own end could not be written).  No one else would end them: a kill request
+    goes to an owner that no longer runs them, and the owner's heartbeat renews their lease.
+    """
     callers, now = [process_pk], time.time()
     while callers:
         caller = callers.pop()
@@ -217,16 +238,8 @@ def give_back_tx(connection: sqlite3.Connection, task_pk: int, process_pk: int, 
             "AND n.node_type IN ('process.calcfunction', 'process.workfunction')",
             (caller, owner),
         ).fetchall():
-            terminate_unowned(connection, call, "excepted", abandoned_call(caller), now)
+            terminate_unowned(connection, call, state, message, now)
             callers.append(call)
-
-
-def abandoned_call(caller: int) -> str:
-    """Why an inline call was ended when its caller's task was handed back."""
-    return (
-        f"abandoned: the step of process {caller} that called this could not be written, and "
-        "runs again from its checkpoint (calling afresh)"
-    )
 
 
 def terminate_unowned(

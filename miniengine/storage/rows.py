@@ -238,6 +238,8 @@ def finish_process_tx(connection: sqlite3.Connection, finish: FinishProcess) -> 
     if finish.cascade is not None:
         from miniengine.storage import control_rows
 
+        # the inline calls its run still holds are over with it: ended here, not asked
+        broker_rows.end_inline_calls(connection, finish.pk, finish.owner, "killed", finish.cascade)
         for (child,) in connection.execute(
             "SELECT l.out_pk FROM links l JOIN nodes n ON n.pk = l.out_pk WHERE l.in_pk = ? "
             "AND l.link_type IN ('call_calc', 'call_work') "

@@ -419,6 +419,8 @@ def finish_process_tx(connection: Connection, finish: FinishProcess) -> list[int
     if finish.cascade is not None:
         from miniengine.storage.postgres import control_rows
 
+        # the inline calls its run still holds are over with it: ended here, not asked
+        broker_rows.end_inline_calls(connection, finish.pk, finish.owner, "killed", finish.cascade)
         for (child,) in connection.execute(LIVE_CALLED, (finish.pk,)).fetchall():
             control_rows.kill_tx(connection, child, finish.cascade)
     return output_pks
