@@ -194,6 +194,10 @@ def _integrity(path: Path) -> str:
             "cannot connect to the database",
         ),
         ("mysql://db.example/engine", "mysql:// URLs are not supported", None),
+        # a server's address written another way: never a new sqlite file named by it
+        ("host=db.example dbname=engine password=secret", "libpq connection string", None),
+        ("postgresql:engine", "without the // of a URL", None),
+        (" postgresql://engine:secret@db.example/engine", "with a space before it", None),
     ],
 )
 def test_a_url_is_refused_naming_it_and_creates_nothing(
@@ -213,7 +217,7 @@ def test_a_url_is_refused_naming_it_and_creates_nothing(
         assert expected in message and f"${ENV_VAR}" in message
     else:
         assert launch_expected in message
-    assert value.split("://")[0] in message and "secret" not in message
+    assert value.strip().split("://")[0].split("=")[0] in message and "secret" not in message
     assert list(tmp_path.iterdir()) == []  # no folder named after the scheme
 
     # the commands and the daemon serve PostgreSQL too: they say why they cannot reach this one

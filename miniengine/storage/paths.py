@@ -77,6 +77,27 @@ def is_postgres_url(value: str) -> bool:
     return match is not None and match.group(1).lower() in ("postgresql", "postgres")
 
 
+#: libpq's ``keyword=value`` connection strings (``host=db dbname=engine``)
+_KEYWORDS = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|service|sslmode)\s*=", re.I)
+#: a PostgreSQL scheme without ``//`` (``postgresql:engine``), or a URL after spaces
+_ALMOST_URL = re.compile(r"^\s*(postgres(ql)?:(?!//)|\s+[A-Za-z][A-Za-z0-9+.-]*://)", re.I)
+
+
+def _refuse_address_as_path(value: str, source: str) -> None:
+    if _KEYWORDS.match(value):
+        raise StoreError(
+            f"{source} looks like a libpq connection string (host=... dbname=...); give the "
+            "database as a URL: postgresql://user@host:port/dbname (its password in a password "
+            "file, ~/.pgpass)"
+        )
+    if _ALMOST_URL.match(value):
+        raise StoreError(
+            f"{source} is {url_without_password(value.strip())!r} with a space before it or "
+            "without the // of a URL: give postgresql://user@host:port/dbname, or the path of a "
+            "sqlite database file"
+        )
+
+
 def lower_scheme(url: str) -> str:
     """``url`` with its scheme in lower case: ``is_postgres_url`` takes ``POSTGRESQL://`` as
     URLs are case-insensitive there, but libpq recognises only lower case (and would quote the
@@ -105,9 +126,15 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def _as_path(value: str, source: str) -> Path:
-    """``value`` as an absolute path, or StoreError for a URL (which no backend here serves)."""
+    """``value`` as an absolute path, or StoreError for a URL (which no backend here serves).
+
+    A value that looks like a database server's address written another way (libpq's
+    ``host=... dbname=...``, ``postgresql:name``, a URL after a space) is refused too: taken as
+    a file name, it would quietly start a new sqlite database named by it, password included.
+    """
     match = _URL.match(value)
     if match is None:
+        _refuse_address_as_path(value, source)
         return Path(value).expanduser().absolute()
     scheme = match.group(1).lower()
     shown = url_without_password(value)
