@@ -72,6 +72,24 @@ def test_a_newer_schema_is_refused_without_the_password(postgres_url: str) -> No
     assert password not in str(error.value)
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "0", None])
+def test_a_schema_version_changed_by_hand_is_refused_in_one_line(
+    postgres_url: str, value: str | None
+) -> None:
+    from tests.test_cli import cli
+
+    store = PostgresStore(postgres_url)
+    if value is None:
+        store.write_sync(lambda c: c.execute("DELETE FROM miniengine_meta"))
+    else:
+        store.write_sync(put_meta, "schema_version", value)
+    store.close()
+    with pytest.raises(IncompatibleDatabaseError, match="changed by hand"):
+        PostgresStore(postgres_url)
+    for command in (("process", "list"), ("db", "migrate")):
+        assert "changed by hand" in cli(*command, db=postgres_url).failed()
+
+
 def test_an_unreachable_server_is_a_store_error_without_the_password(postgres_url: str) -> None:
     from tests.services.sshd import free_port
 

@@ -456,6 +456,20 @@ def make_newer_database(path: Path) -> None:
     connection.close()
 
 
+def make_version_negative(path: Path) -> None:
+    Store(path).close()
+    with raw(path) as connection:
+        connection.execute("PRAGMA user_version = -1")
+    connection.close()
+
+
+def make_version_zero(path: Path) -> None:
+    Store(path).close()
+    with raw(path) as connection:
+        connection.execute("PRAGMA user_version = 0")
+    connection.close()
+
+
 def make_foreign_database(path: Path) -> None:
     connection = raw(path)
     connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)")
@@ -475,6 +489,8 @@ def make_short_binary_file(path: Path) -> None:
     ("make", "reason"),
     [
         (make_newer_database, "newer"),
+        (make_version_negative, "changed by hand"),
+        (make_version_zero, "changed by hand"),
         (make_foreign_database, "not a miniengine database"),
         (make_text_file, "not a sqlite database"),
         (make_short_binary_file, "not a sqlite database"),

@@ -333,6 +333,12 @@ def _check_header(path: Path, app_id: int, version: int, tables: int) -> bool:
             f"{path} is not a miniengine database (it is a sqlite file of another program); "
             "it was left untouched"
         )
+    if version < 0 or (version == 0 and tables > 0):
+        raise IncompatibleDatabaseError(
+            f"{path} is a miniengine database, but its schema version ({version}) is not one "
+            "miniengine writes: it was changed by hand. Restore it from a backup, or set the "
+            "version its tables have again (PRAGMA user_version); it was left untouched"
+        )
     if version > SCHEMA_VERSION:
         raise IncompatibleDatabaseError(
             f"{path} was written by a newer miniengine (schema version {version}, this version "

@@ -402,7 +402,17 @@ def read_schema_version(connection: psycopg.Connection[Any]) -> int | None:
     row = connection.execute(
         "SELECT value FROM miniengine_meta WHERE key = 'schema_version'"
     ).fetchone()
-    return int(str(row[0])) if row is not None else 0
+    # (the schema and its version are written in one transaction: a row missing or not a
+    # version was changed by hand, and no migration can start from it)
+    text = None if row is None else str(row[0])
+    if text is None or not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise IncompatibleDatabaseError(
+            "the database has miniengine's tables, but its schema version "
+            f"({'missing' if text is None else repr(text)}) is not one miniengine writes: it "
+            "was changed by hand. Restore the database from a backup, or set the version its "
+            "tables have again (miniengine_meta, key 'schema_version'); it was left untouched"
+        )
+    return int(text)
 
 
 def read_meta(connection: psycopg.Connection[Any], key: str) -> str | None:
