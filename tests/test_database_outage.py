@@ -471,6 +471,28 @@ def test_a_daemon_rides_out_a_server_restart_without_running_a_step_again(
         daemon.cli("stop")
 
 
+def test_a_daemon_stops_gracefully_while_the_server_is_down(
+    stopped_later: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``daemon stop`` during an outage: the supervisor's reads (1 s at most) do not keep it
+    from acting on SIGTERM, so it stops its workers (killing those still waiting for the server
+    after the stop timeout: their leases run out) and ends on its own, within the stop
+    command's wait, instead of being killed with them."""
+    from miniengine.daemon.files import DaemonFiles
+
+    server = stopped_later
+    url = server.create_database()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MINIENGINE_DB", url)
+    with DaemonGuard(url) as daemon:
+        daemon.start("--workers", "2", "--stop-timeout", "1")
+        server.stop()
+        stopped = daemon.cli("stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        log = DaemonFiles(url).log_file.read_text()
+        assert "daemon stopped" in log  # its own last words: it was not SIGKILLed
+
+
 def test_a_step_failing_unavailable_is_handed_back_by_the_daemon_and_runs_again(
     backend_db: Path | str, tmp_path: Path
 ) -> None:

@@ -133,6 +133,9 @@ class Supervisor:
         signal.signal(signal.SIGUSR2, self._on_decr)
         # the store first: a database that cannot be opened must leave no pid file behind
         self.store = open_backend(self.db, owner=f"supervisor:{self.host}:{os.getpid()}")
+        # its reads come round again a moment later: while a database server is away, a read
+        # waiting its 30 s for it would keep the supervisor from stopping or restarting workers
+        self.store.read_patience = min(self.store.read_patience, WRITE_PATIENCE)
         self.files.write(pid=os.getpid(), state="starting", db=self.store.location)
         try:
             for slot in self.workers:

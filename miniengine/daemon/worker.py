@@ -57,6 +57,9 @@ IDLE_WAIT = 1.0
 #: Seconds before a task that a worker had to hand back is tried again.
 RETRY_DELAY = 1.0
 
+#: How long a stopping worker waits to release its tasks and leases (seconds).
+RELEASE_PATIENCE = 5.0
+
 #: Seconds before a worker claims again after a claim failed (the file stayed locked, say).
 CLAIM_RETRY_DELAY = 1.0
 
@@ -177,7 +180,16 @@ class Worker:
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
         try:
-            await self.store.broker.release_owner.aio(self.id)
+            # what it still holds goes back to the queue at once; if the database does not let
+            # it (a server away, a file locked), the leases run out instead: no reason to wait
+            with anyio.move_on_after(RELEASE_PATIENCE) as waited:
+                await self.store.broker.release_owner.aio(self.id)
+            if waited.cancelled_caught:
+                logger.warning(
+                    "could not release this worker's tasks and leases within %g s; they are "
+                    "taken over once their leases run out",
+                    RELEASE_PATIENCE,
+                )
         finally:
             self.store.close()
 

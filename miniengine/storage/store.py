@@ -137,6 +137,8 @@ class Store:
         self._location = str(self.path)  # read at every launch: built once
         self.synchronous = synchronous.upper()
         self.lease_timeout = float(lease_timeout)
+        #: (a read of a local file never waits for a server; set for the backend interface)
+        self.read_patience = 0.0
         #: how often :meth:`wait_for_commit` looks (a daemon worker, idle most of the time and
         #: with several waiters, looks less often than a script waiting for its result)
         self.commit_poll_interval = commit_poll_interval

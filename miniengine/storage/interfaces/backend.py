@@ -32,6 +32,10 @@ class Backend(Protocol):
     owner: str
     lease_timeout: float
     readonly: bool
+    #: How long a read in a thread waits for a database server that went away (seconds); a
+    #: caller with other duties, such as the daemon's supervisor, sets less.  A sqlite file has
+    #: no server: its reads never wait for one.
+    read_patience: float
 
     @property
     def provenance(self) -> Provenance: ...

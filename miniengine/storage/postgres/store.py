@@ -185,6 +185,9 @@ class PostgresStore:
         self._query_builder: PostgresQueryBuilder | None = None  # built on first use
         self._archives: PostgresArchives | None = None  # built on first use
         self._async_reads: PostgresAsyncReads | None = None  # opened on first use
+        #: how long a read in a thread waits for a server that went away: a caller with other
+        #: duties (the daemon's supervisor, which reads again a moment later) waits less
+        self.read_patience = RETRY_SECONDS
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -537,14 +540,15 @@ class PostgresStore:
         """Run ``fn(read_connection, *args)`` in the calling thread, on an autocommit connection
         of the store's pool (every query sees the latest commit); again on a new connection if
         the server had dropped the one taken, waiting for a server that went away (a restart)
-        for :data:`RETRY_SECONDS`.
+        for :attr:`read_patience` (:data:`RETRY_SECONDS`).
 
         A pool rather than a connection per thread as on sqlite: a worker runs a step thread
         per slot (hundreds), and a server connection costs a process and memory there.
         """
         error = self._psycopg.Error
         self._check_open()
-        deadline = time.monotonic() + RETRY_SECONDS
+        patience = self.read_patience
+        deadline = time.monotonic() + patience
         delay = 0.001
         tries = 0
         self._reader_slots.acquire()
@@ -554,7 +558,7 @@ class PostgresStore:
                     connection = self._take_reader()
                 except StoreError as exc:
                     self._check_open()
-                    delay = self._wait_to_reconnect(exc, deadline, RETRY_SECONDS, delay)
+                    delay = self._wait_to_reconnect(exc, deadline, patience, delay)
                     continue
                 try:
                     found = fn(connection, *args)
@@ -569,7 +573,7 @@ class PostgresStore:
                     # the first time at once (one dropped connection is no outage)
                     if tries:
                         delay = self._wait_to_reconnect(
-                            exc, deadline, RETRY_SECONDS, delay, refused=False
+                            exc, deadline, patience, delay, refused=False
                         )
                     tries += 1
                 finally:
