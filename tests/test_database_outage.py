@@ -149,6 +149,7 @@ def test_once_the_server_stayed_away_for_the_whole_wait_later_writes_fail_at_onc
     store = store_module.PostgresStore(server.create_database())
     try:
         monkeypatch.setattr(store_module, "RETRY_SECONDS", 0.5)
+        store.read_patience = 0.5  # (set from RETRY_SECONDS when the store opened)
         failures = _ConnectFailures(monkeypatch)
         server.stop()
         with pytest.raises(DatabaseUnavailableError):
