@@ -42,7 +42,7 @@ def test_the_host_is_the_hostname_unless_the_environment_names_another(
     assert current_host() == socket.gethostname()
     monkeypatch.setenv(HOST_ENV_VAR, "node-07.cluster")
     assert current_host() == "node-07.cluster"
-    for bad in ("a/b", "..", ".hidden", "a:b", "x" * 254, "tab\there"):
+    for bad in ("a/b", "..", ".hidden", "a:b", "x" * 254, "tab\there", "-x", "é"):
         monkeypatch.setenv(HOST_ENV_VAR, bad)
         with pytest.raises(StoreError, match=HOST_ENV_VAR):
             current_host()

@@ -35,7 +35,7 @@ from miniengine.exceptions import (
 )
 from miniengine.runtime.context import store_for
 from miniengine.storage.paths import ENV_VAR
-from miniengine.storage.store import close_all_stores
+from miniengine.storage.store import Store, close_all_stores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,6 +225,14 @@ def test_a_url_is_refused_naming_it_and_creates_nothing(
         line = as_root(*command, db=value, cwd=tmp_path)
         assert expected in line.one_line_error() and "secret" not in line.stderr, command
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_given_as_the_database_is_refused_as_one(tmp_path: Path) -> None:
+    folder = tmp_path / "engine"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(StoreError, match="is a folder, not a database file"):
+        Store(folder)
+    assert list(folder.iterdir()) == []
 
 
 def test_a_missing_folder_is_refused_and_not_created(

@@ -20,9 +20,9 @@ __all__ = ["HOST_ENV_VAR", "current_host"]
 
 HOST_ENV_VAR = "MINIENGINE_HOST"
 
-#: Letters, digits, ``.``, ``-`` and ``_``, not starting with a dot: a hostname, and a safe
-#: folder name.
-_VALID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,252}$")
+#: ASCII letters, digits, ``.``, ``-`` and ``_``, starting with a letter, a digit or ``_``: a
+#: hostname, and a safe folder name (not hidden, and not read as an option on a command line).
+_VALID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,252}$")
 
 
 def current_host() -> str:
@@ -31,12 +31,12 @@ def current_host() -> str:
     if given:
         if not _VALID.match(given):
             raise StoreError(
-                f"${HOST_ENV_VAR} is {given!r}: a host name has 1 to 253 letters, digits, "
-                "'.', '-' or '_' and does not start with a dot"
+                f"${HOST_ENV_VAR} is {given!r}: a host name has 1 to 253 ASCII letters, "
+                "digits, '.', '-' or '_', and starts with a letter, a digit or '_'"
             )
         return given
     name = socket.gethostname()
     if _VALID.match(name):
         return name
     # not expected of a hostname, but it must still be a folder name and a part of an id
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:253] or "localhost"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".-")[:253] or "localhost"

@@ -182,6 +182,8 @@ def ensure_folder(path: Path) -> None:
     exist already: a missing one is much more likely a typo than a wish for a new database.
     """
     folder = path.parent
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a database file")
     if folder.is_dir():
         return
     if path == default_db_path():
