@@ -120,6 +120,15 @@ def test_workers_register_heartbeat_and_are_released(store: Backend) -> None:
     assert store.broker.queue_depth() == QueueDepth(ready=1, leased=0)
 
 
+def test_a_silent_worker_is_forgotten_and_a_live_one_kept(store: Backend) -> None:
+    now = time.time()
+    store.broker.register_worker("worker:silent", 4242, 4, now - 120, "alpha")
+    store.broker.register_worker("worker:live", 4343, 4, now, "alpha")
+    assert store.broker.forget_worker("worker:live", now - 60) is False  # it beat since
+    assert store.broker.forget_worker("worker:silent", now - 60) is True
+    assert [row.id for row in store.broker.workers()] == ["worker:live"]
+
+
 def test_expired_leases_are_recovered_with_counts(store: Backend) -> None:
     pk = begin(store, "worker:gone", time.time() - 1)  # its owner stopped renewing
     counts = store.broker.recover_expired(time.time())

@@ -564,6 +564,8 @@ def test_db_migrate_reports_the_versions_and_adds_the_list_index(tmp_path: Path)
     db = tmp_path / "old.sqlite"
     _database_at_version(db, 2)
     assert cli("process", "list", db=db).ok().rstrip().endswith("Total results: 0")
+    info = cli("db", "info", db=db).ok()  # an old database is described, and told to migrate
+    assert "schema version  2 (this miniengine uses" in info and "db migrate" in info
     out = cli("db", "migrate", db=db).ok()
     assert out.strip() == f"migrated {db} from schema version 2 to {SCHEMA_VERSION}"
     with sqlite3.connect(db) as connection:

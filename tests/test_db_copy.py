@@ -233,15 +233,16 @@ async def test_processes_in_flight_finish_on_the_target(
 async def test_the_leases_of_the_sources_owners_are_let_go(
     miniengine_db: Path, target: str
 ) -> None:
-    """A worker of the source that died holding a task and its process for ten minutes more
-    owns nothing on the target: a worker there runs the process at once."""
+    """A worker of the source that died holding a task and its process (their leases ran
+    out, nobody recovered them yet) owns nothing on the target: a worker there runs the process
+    at once."""
     node = await asubmit(AddWorkChain, x=Int(5), y=Int(6))
     store = open_backend(miniengine_db)
     try:
         now = time.time()
-        # its heartbeat stopped two minutes ago: no daemon serves the source
+        # its heartbeat stopped two minutes ago, its leases ran out a second ago
         store.broker.register_worker("dead-worker", 4242, 4, now - 120, "gone")
-        (claim,) = store.checkpoints.claim_work("dead-worker", 1, now + 600, now, True, 5)
+        (claim,) = store.checkpoints.claim_work("dead-worker", 1, now - 1, now, True, 5)
     finally:
         store.close()
     assert claim.process_pk == node.pk
@@ -348,14 +349,15 @@ def test_a_source_whose_processes_a_script_runs_is_refused(
 async def test_a_source_whose_daemon_heartbeats_seldom_is_refused_by_its_live_leases(
     miniengine_db: Path, tmp_path: Path
 ) -> None:
-    """A worker with a long lease timeout (here 120 s) renews its heartbeat every 30 s: one
-    last seen 20 s ago still holds its process, which a copy would run twice."""
+    """A worker with a long lease timeout (here 600 s) renews its heartbeat every 150 s: one
+    last seen 100 s ago still holds its process, which a copy would run twice; so does one
+    whose host's clock is behind the copying host's."""
     node = await asubmit(AddWorkChain, x=Int(5), y=Int(6))
     store = open_backend(miniengine_db)
     try:
         now = time.time()
-        store.broker.register_worker("slow-worker", 4242, 4, now - 20, "alpha")
-        store.checkpoints.claim_work("slow-worker", 1, now + 100, now, True, 5)
+        store.broker.register_worker("slow-worker", 4242, 4, now - 100, "alpha")
+        store.checkpoints.claim_work("slow-worker", 1, now + 500, now, True, 5)
     finally:
         store.close()
     with pytest.raises(CopyRefused, match=r"slow-worker \(1 process\(es\)\) hold"):

@@ -105,6 +105,10 @@ def test_a_password_is_never_shown() -> None:
     shown = url_without_password("postgresql://engine@db/engine?password=s3cret&sslmode=require")
     assert "s3cret" not in shown and "sslmode=require" in shown
     assert url_without_password("postgresql://db/engine") == "postgresql://db/engine"
+    # a password with an unescaped "/", "?", "#" (the URL parser ends the host part there)
+    for raw in ("pa/ss", "pa?ss#x", "p@ss"):
+        shown = url_without_password(f"postgresql://alice:{raw}@db.example:5432/engine")
+        assert shown == "postgresql://alice:***@db.example:5432/engine", raw
     # no host (the socket's, or one given as ?host=): the "//" of the empty authority stays
     assert url_without_password("postgresql:///engine?host=/run/pg") == (
         "postgresql:///engine?host=/run/pg"

@@ -121,6 +121,8 @@ def test_a_database_the_role_may_not_create_tables_in_says_the_role_must_own_it(
         "postgresql://someone:hunter2@[::1:5432/nothing",  # libpq quotes the URL it cannot parse
         "postgresql://someone@127.0.0.1:5432/nothing?password=hunter2&broken",
         "postgresql://someone:hunter%32@127.0.0.1:5432/no thing",  # percent-encoded
+        "postgresql://someone:hun@ter2@127.0.0.1:5432/nothing",  # an "@" in it, unescaped
+        "POSTGRESQL://someone:hunter2@127.0.0.1:5432/nothing?x",  # capitals, then malformed
     ],
 )
 def test_a_malformed_url_is_refused_without_its_password_anywhere_in_the_message(

@@ -185,6 +185,10 @@ def _daemon(path: Path | str) -> dict[str, object] | None:
 # info ------------------------------------------------------------------------------------------
 
 
+#: The schema version that gave the workers their host (``db info`` lists live workers from it).
+WORKERS_HAVE_HOSTS = 8
+
+
 def _info(args: argparse.Namespace) -> int:
     path = db_location(args)  # a file, or a PostgreSQL URL (its size is the server's business)
     shown = args.db_path  # the URL without its password
@@ -193,7 +197,12 @@ def _info(args: argparse.Namespace) -> int:
         counts = db.queries.counts()
         now = time.time()
         # daemons on several hosts may serve a PostgreSQL database: their workers, live ones
-        live = [row for row in db.broker.workers() if now - row.heartbeat <= SILENT_AFTER]
+        # (an old schema, which info still describes, has no host column: none listed then)
+        live = (
+            [row for row in db.broker.workers() if now - row.heartbeat <= SILENT_AFTER]
+            if version >= WORKERS_HAVE_HOSTS
+            else []
+        )
     nodes, paused, queue = counts.nodes, counts.paused, counts.queue
     daemon = _daemon(path)
     by_state = {state.value: counts.processes.get(state.value, 0) for state in ProcessState}

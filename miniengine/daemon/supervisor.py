@@ -26,7 +26,7 @@ from miniengine.daemon.files import DaemonFiles, db_arguments, process_alive
 from miniengine.daemon.throttle import ThrottledLog
 from miniengine.exceptions import MiniengineError
 from miniengine.storage.host import current_host
-from miniengine.storage.interfaces.broker import MAX_ATTEMPTS, RecoveryCounts
+from miniengine.storage.interfaces.broker import MAX_ATTEMPTS, SILENT_AFTER, RecoveryCounts
 from miniengine.storage.open import open_backend
 
 if TYPE_CHECKING:
@@ -309,34 +309,36 @@ class Supervisor:
         )
 
     def _forget_dead_of_this_host(self) -> None:
-        """Release the rows of this host's workers that died with no supervisor to release them
-        (the whole daemon was SIGKILLed, the machine rebooted), as for a worker of ours that
-        died: otherwise ``daemon status`` lists them as silent forever.
+        """Remove the rows of this host's workers that died with no supervisor left to do so
+        (the whole daemon was SIGKILLed, the machine rebooted): otherwise ``daemon status``
+        lists them as silent forever.  What they held is recovered once their leases run out,
+        as for any dead owner.
 
-        A worker row is taken for dead only if it names this host, its process is gone here
-        and its heartbeat is older than the lease timeout: a live worker on another machine
-        that happens to share the host name renews its heartbeat, and is never touched.
+        Only a row that names this host, whose process is gone here and that has been silent
+        for :data:`SILENT_AFTER` is removed, and only if it is still that silent when removed.
+        A live worker on another machine that happens to share the host name keeps its leases
+        whatever happens to its row: removing it is never more than cosmetic.
         """
         assert self.store is not None
         if time.monotonic() < self._next_forget:
             return
         self._next_forget = time.monotonic() + FORGET_EVERY
         ours = {slot.worker_id for slot in self.workers}
-        now = time.time()
+        silent_since = time.time() - SILENT_AFTER
         try:
-            rows = self.store.broker.workers()
+            for row in self.store.broker.workers():
+                if (
+                    row.host == self.host
+                    and row.id not in ours
+                    and row.heartbeat < silent_since
+                    and not process_alive(row.pid)
+                    and self.store.broker.forget_worker.within(WRITE_PATIENCE, row.id, silent_since)
+                ):
+                    logger.info(
+                        "forgot worker %s (pid %s) of this host: it is gone", row.id, row.pid
+                    )
         except MiniengineError:
-            return  # the database is away: the next round looks again
-        for row in rows:
-            if (
-                row.host == self.host
-                and row.id not in ours
-                and row.id not in self._unreleased
-                and now - row.heartbeat > self.lease_timeout
-                and not process_alive(row.pid)
-            ):
-                logger.info("worker %s (pid %s) of this host is gone: releasing", row.id, row.pid)
-                self._unreleased.append(row.id)
+            return  # the database is away or locked: the next round looks again
 
     def _release_dead(self) -> tuple[int, int, RecoveryCounts] | None:
         """Release what the dead workers held, so that their processes continue elsewhere at

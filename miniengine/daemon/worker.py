@@ -181,9 +181,12 @@ class Worker:
         await self._task_group.__aexit__(None, None, None)
         try:
             # what it still holds goes back to the queue at once; if the database does not let
-            # it (a server away, a file locked), the leases run out instead: no reason to wait
+            # it (a server away, a file locked), the leases run out instead: no reason to wait.
+            # In a thread of its own, abandoned at the limit (closing the store ends its wait):
+            # ``.aio`` would not let go before the write's end, its outcome being wanted.
+            release = self.store.broker.release_owner
             with anyio.move_on_after(RELEASE_PATIENCE) as waited:
-                await self.store.broker.release_owner.aio(self.id)
+                await anyio.to_thread.run_sync(release, self.id, abandon_on_cancel=True)
             if waited.cancelled_caught:
                 logger.warning(
                     "could not release this worker's tasks and leases within %g s; they are "
@@ -210,6 +213,10 @@ class Worker:
         store = self.store
         assert store is not None and self._task_group is not None
         while not self.stopping:
+            # before the reads, which the loop awaits: a wake-up or a commit meanwhile (a submit
+            # in this process, a task ending) makes the wait below return at once
+            marker = store.commit_marker()
+            self._woken = False
             free = self.slots - self.busy
             claimed: list[Claim] = []
             try:
@@ -257,7 +264,7 @@ class Worker:
                 )
             if claimed and len(claimed) < free:
                 continue
-            await self._wait_for_work()
+            await self._wait_for_work(marker)
 
     def _read_ahead(self, claimed: list[Claim]) -> ReadAhead | None:
         """The nodes and checkpoints of the processes of a claim, and the Data nodes those
@@ -282,12 +289,11 @@ class Worker:
             return None
         return ReadAhead(processes, nodes)
 
-    async def _wait_for_work(self) -> None:
-        """Until woken locally (:meth:`_wake_up`), or another connection commits."""
+    async def _wait_for_work(self, marker: int) -> None:
+        """Until woken locally (:meth:`_wake_up`) or another connection committed, since
+        ``marker`` and the reset of the wake-up flag."""
         store = self.store
         assert store is not None
-        marker = store.commit_marker()
-        self._woken = False
         with anyio.CancelScope() as scope:
             self._waiting = scope
             try:

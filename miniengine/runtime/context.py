@@ -104,8 +104,9 @@ def serve_in_block(db: str) -> contextvars.Token[str | None]:
 def end_block(token: contextvars.Token[str | None]) -> None:
     try:
         _worker_db.reset(token)
-    except ValueError:
-        pass  # left in another task than it was entered in (a test fixture): not set there
+    except ValueError:  # left in another task than it was entered in (an async fixture)
+        old = token.old_value
+        _worker_db.set(None if old is contextvars.Token.MISSING else old)
 
 
 def store_for(db: Backend | str | os.PathLike[str] | None = None) -> Store:

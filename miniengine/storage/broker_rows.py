@@ -171,6 +171,16 @@ def notify_parents(connection: sqlite3.Connection, child_pk: int, now: float) ->
             enqueue(connection, parent_pk, f"wake:{parent_pk}:{row[1]}", now)
 
 
+def forget_worker_tx(connection: sqlite3.Connection, worker: str, silent_since: float) -> bool:
+    """Remove the row of ``worker`` if its last heartbeat is older than ``silent_since``."""
+    return (
+        connection.execute(
+            "DELETE FROM workers WHERE id = ? AND heartbeat < ?", (worker, silent_since)
+        ).rowcount
+        == 1
+    )
+
+
 def release_owner_tx(connection: sqlite3.Connection, owner: str) -> Released:
     """Free everything ``owner`` held (it is known to be dead): its tasks become ready again and
     its processes' leases expire now.  Returns (tasks, processes) released."""

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from miniengine.exceptions import StoreError
-from miniengine.storage.interfaces.broker import SILENT_AFTER
 from miniengine.storage.paths import database_identity, resolve_db
 from miniengine.storage.repository import Repository, RepositoryError
 from miniengine.storage.repository_rows import _KEY_IN_MSGPACK
@@ -164,7 +163,7 @@ class Dump(Protocol):
     def columns(self) -> dict[str, tuple[str, ...]]: ...
     def count(self, table: str) -> int: ...
     def live_workers(self, since: float) -> list[str]: ...
-    def live_owners(self, now: float, silent_since: float) -> dict[str, int]: ...
+    def live_owners(self, now: float) -> dict[str, int]: ...
     def event_watermark(self) -> int: ...
     def rows(self, table: CopiedTable, batch_size: int) -> Iterator[list[tuple[Any, ...]]]: ...
     def repository(self) -> Repository | None: ...
@@ -314,17 +313,16 @@ def _check_source(dump: Dump) -> None:
             f"daemon that died count for {DEFAULT_LEASE_TIMEOUT:g} s after their last heartbeat)"
         )
     # a daemon with a long lease timeout heartbeats less often than the check above looks
-    # back, and a script's run() has no worker row: the live leases tell of both
-    now = time.time()
-    owners = dump.live_owners(now, now - SILENT_AFTER)
+    # back, and a script's run() has no worker row: the live leases tell of both (a lease is
+    # renewed with the heartbeat, so one that has not run out may belong to a live owner)
+    owners = dump.live_owners(time.time())
     if owners:
         held = ", ".join(f"{owner} ({count} process(es))" for owner, count in owners.items())
         raise CopyRefused(
             f"processes in {dump.location} are running: {held} hold(s) their leases (a "
             "script's run(), or a daemon's worker); a copy now would run them again in the "
             "target while they go on here. Let them end, or stop the script or daemon, then "
-            "copy; the leases of one that died are let go once they expire, or once its worker "
-            f"was silent for {SILENT_AFTER:g} s"
+            "copy; the leases of one that died run out within its lease timeout"
         )
 
 

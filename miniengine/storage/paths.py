@@ -91,10 +91,9 @@ def _refuse_address_as_path(value: str, source: str) -> None:
             "file, ~/.pgpass)"
         )
     if _ALMOST_URL.match(value):
-        raise StoreError(
-            f"{source} is {url_without_password(value.strip())!r} with a space before it or "
-            "without the // of a URL: give postgresql://user@host:port/dbname, or the path of a "
-            "sqlite database file"
+        raise StoreError(  # (not shown: a password in it may not be where a URL's would be)
+            f"{source} looks like a URL with a space before it, or without the // of one: give "
+            "postgresql://user@host:port/dbname, or the path of a sqlite database file"
         )
 
 
@@ -120,6 +119,9 @@ def default_db_path() -> Path:
     """``~/.miniengine/engine.sqlite`` of the current ``$HOME``."""
     return DEFAULT_DB_PATH.expanduser().absolute()
 
+
+#: ``scheme://`` and what comes before the last ``@`` (the user and password, if any).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
 
 #: ``scheme://`` at the start of a value: a URL, not a file name.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -157,6 +159,13 @@ def url_without_password(url: str) -> str:
         password = parts.password
     except ValueError:
         return "<a URL that cannot be parsed>"
+    userinfo = _USERINFO.match(url)
+    if password is None and userinfo is not None and ":" in userinfo.group(2):
+        # a password with an unescaped "/", "?" or "#", which the parser took for the end of
+        # the host part: masked up to the last "@"
+        user = userinfo.group(2).split(":", 1)[0]
+        if not set(user) & set("/?#@"):
+            return url_without_password(f"{userinfo.group(1)}{user}:x@{url[userinfo.end() :]}")
     netloc = parts.netloc
     if password:
         user, _, host = netloc.rpartition("@")

@@ -164,6 +164,13 @@ class Broker(Protocol):
         ...
 
     @property
+    def forget_worker(self) -> Transaction[[str, float], bool]:
+        """``(worker, silent_since)``: remove the row of a worker whose last heartbeat is older
+        than ``silent_since`` (dead), leaving what it held to recovery once its leases run out;
+        False if it beat since (it lives)."""
+        ...
+
+    @property
     def recover_expired(self) -> Transaction[[float], RecoveryCounts]:
         """``(now)``: repair what owners whose leases expired left behind: their tasks become
         ready again, their submitted processes continue elsewhere, their run-mode processes

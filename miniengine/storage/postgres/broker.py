@@ -27,6 +27,7 @@ class PostgresBroker:
         "ack",
         "claim_tasks",
         "enqueue",
+        "forget_worker",
         "give_back",
         "give_up",
         "has_ready_task",
@@ -51,6 +52,7 @@ class PostgresBroker:
         self.notify_parents = PostgresTransaction(store, broker_rows.notify_parents)
         self.terminate_unowned = PostgresTransaction(store, broker_rows.terminate_unowned)
         self.release_owner = PostgresTransaction(store, broker_rows.release_owner_tx)
+        self.forget_worker = PostgresTransaction(store, broker_rows.forget_worker_tx)
         self.recover_expired = PostgresTransaction(store, broker_rows.recover_expired_tx)
         self.repair = PostgresTransaction(store, repair_rows.repair_tx)
         self.register_worker = PostgresTransaction(store, broker_rows.register_worker_tx)

@@ -228,6 +228,16 @@ def notify_parents(connection: Connection, child_pk: int, now: float) -> None:
             enqueue(connection, parent_pk, f"wake:{parent_pk}:{seq}", now)
 
 
+def forget_worker_tx(connection: Connection, worker: str, silent_since: float) -> bool:
+    """Remove the row of ``worker`` if its last heartbeat is older than ``silent_since``."""
+    return (
+        connection.execute(
+            "DELETE FROM workers WHERE id = %s AND heartbeat < %s", (worker, silent_since)
+        ).rowcount
+        == 1
+    )
+
+
 def release_owner_tx(connection: Connection, owner: str) -> Released:
     """Free everything ``owner`` held (it is known to be dead): its tasks become ready again and
     its processes' leases expire now.  Returns (tasks, processes) released."""

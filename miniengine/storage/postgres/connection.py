@@ -105,11 +105,16 @@ def _passwords(url: str) -> set[str]:
     """The password of ``url`` as written and decoded (``user:password@``, ``password=``),
     found by pattern, since a URL that libpq refuses may not parse here either."""
     found: list[str] = []
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*)@", url)
+    # up to the last "@": a password may hold an unescaped "@" (libpq then reads the rest as
+    # the host and names it in its message), "/" or "?"
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)@", url)
     if userinfo is not None and ":" in userinfo.group(1):
-        found.append(userinfo.group(1).split(":", 1)[1])
+        secret = userinfo.group(1).split(":", 1)[1]
+        # and each piece of it between the "@"s, which libpq may quote apart
+        found += [secret, *secret.split("@")]
     found += re.findall(r"[?&]password=([^&#]*)", url)
-    return {form for secret in found for form in (secret, unquote(secret)) if form}
+    # (a piece of one or two characters would blank the same letters all over the message)
+    return {form for secret in found for form in (secret, unquote(secret)) if len(form) > 2}
 
 
 def is_retryable(exc: BaseException) -> bool:

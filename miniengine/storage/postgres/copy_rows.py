@@ -110,19 +110,16 @@ class PostgresDump:
             raise self._error(f"cannot count the rows of {table}", exc) from exc
         return 0 if row is None else int(row[0])
 
-    def live_owners(self, now: float, silent_since: float) -> dict[str, int]:
-        """The owners of process leases that have not expired (by the server's clock, as every
-        lease; ``now`` is for sqlite), but for workers silent since ``silent_since`` (dead:
-        their leases are let go), with how many processes each holds: scripts running
-        processes with ``run()``, and workers of a daemon."""
+    def live_owners(self, now: float) -> dict[str, int]:
+        """The owners of process leases that have not expired, by the server's clock as every
+        lease (``now`` is for sqlite): scripts running processes with ``run()``, workers of a
+        daemon; with how many processes each holds."""
         try:
             return {
                 str(owner): int(count)
                 for owner, count in self._connection.execute(
                     "SELECT owner, count(*) FROM nodes WHERE owner IS NOT NULL "
-                    "AND owner NOT IN (SELECT id FROM workers WHERE heartbeat <= %s) "
-                    f"AND lease_expires > {SERVER_NOW} GROUP BY owner ORDER BY owner",
-                    (silent_since,),
+                    f"AND lease_expires > {SERVER_NOW} GROUP BY owner ORDER BY owner"
                 )
             }
         except self._psycopg.Error as exc:

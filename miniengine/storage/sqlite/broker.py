@@ -26,6 +26,7 @@ class SqliteBroker:
         "ack",
         "claim_tasks",
         "enqueue",
+        "forget_worker",
         "give_back",
         "give_up",
         "has_ready_task",
@@ -50,6 +51,7 @@ class SqliteBroker:
         self.notify_parents = SqliteTransaction(store, broker_rows.notify_parents)
         self.terminate_unowned = SqliteTransaction(store, broker_rows.terminate_unowned)
         self.release_owner = SqliteTransaction(store, broker_rows.release_owner_tx)
+        self.forget_worker = SqliteTransaction(store, broker_rows.forget_worker_tx)
         self.recover_expired = SqliteTransaction(store, broker_rows.recover_expired_tx)
         self.repair = SqliteTransaction(store, repair_rows.repair_tx)
         self.register_worker = SqliteTransaction(store, broker_rows.register_worker_tx)

@@ -86,18 +86,16 @@ class SqliteDump:
         except sqlite3.Error as exc:
             raise self._error(f"cannot count the rows of {table}", exc) from exc
 
-    def live_owners(self, now: float, silent_since: float) -> dict[str, int]:
-        """The owners of process leases that have not expired at ``now``, but for workers
-        silent since ``silent_since`` (dead: their leases are let go), with how many processes
-        each holds: scripts running processes with ``run()``, and workers of a daemon."""
+    def live_owners(self, now: float) -> dict[str, int]:
+        """The owners of process leases that have not expired at ``now`` (scripts running
+        processes with ``run()``, workers of a daemon), with how many processes each holds."""
         try:
             return {
                 str(owner): int(count)
                 for owner, count in self._connection.execute(
                     "SELECT owner, count(*) FROM nodes WHERE owner IS NOT NULL "
-                    "AND owner NOT IN (SELECT id FROM workers WHERE heartbeat <= ?) "
                     "AND lease_expires > ? GROUP BY owner ORDER BY owner",
-                    (silent_since, now),
+                    (now,),
                 )
             }
         except sqlite3.Error as exc:
