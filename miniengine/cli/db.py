@@ -196,11 +196,12 @@ def _info(args: argparse.Namespace) -> int:
         version = db.queries.schema_version()
         counts = db.queries.counts()
         now = time.time()
-        # daemons on several hosts may serve a PostgreSQL database: their workers, live ones
-        # (an old schema, which info still describes, has no host column: none listed then)
+        # daemons on several hosts may serve a PostgreSQL database: their workers, live ones.
+        # Not a sqlite file's, which only this host serves (its daemon is the pid file's; the
+        # rows of a backup are its original's workers); nor an old schema's, without hosts.
         live = (
             [row for row in db.broker.workers() if now - row.heartbeat <= SILENT_AFTER]
-            if version >= WORKERS_HAVE_HOSTS
+            if isinstance(path, str) and version >= WORKERS_HAVE_HOSTS
             else []
         )
     nodes, paused, queue = counts.nodes, counts.paused, counts.queue
