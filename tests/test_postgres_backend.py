@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -402,25 +404,34 @@ def test_a_lock_timeout_of_the_server_is_waited_out_as_any_lock(postgres_url: st
     other = PostgresStore(postgres_url)  # its sessions start with the 50 ms lock_timeout
     try:
         assert other.read(lambda c: c.execute("SHOW lock_timeout").fetchone()[0]) == "50ms"
-        holding, release = threading.Event(), threading.Event()
-
-        def hold(connection: Connection) -> None:
-            put_meta(connection, "k", "held")
-            holding.set()
-            release.wait(30)
-
-        thread = threading.Thread(target=holder.write_sync, args=(hold,))
-        thread.start()
-        assert holding.wait(10)
-        timer = threading.Timer(0.5, release.set)  # the lock lasts ten lock timeouts
-        timer.start()
-        other.write_sync(put_meta, "k", "after")
-        thread.join(30)
+        with _holding_the_meta_row(holder) as release:
+            threading.Timer(0.5, release.set).start()  # the lock lasts ten lock timeouts
+            other.write_sync(put_meta, "k", "after")
         assert other.read(get_meta, "k") == "after"
     finally:
-        release.set()
         holder.close()
         other.close()
+
+
+@contextmanager
+def _holding_the_meta_row(holder: PostgresStore) -> Iterator[threading.Event]:
+    """A transaction of ``holder`` that has written meta row ``k`` and holds its lock until the
+    event it yields is set (at the latest when the block ends)."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(connection: Connection) -> None:
+        put_meta(connection, "k", "held")
+        holding.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=holder.write_sync, args=(hold,))
+    thread.start()
+    try:
+        assert holding.wait(10)
+        yield release
+    finally:
+        release.set()
+        thread.join(30)
 
 
 def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:
@@ -430,23 +441,11 @@ def test_within_gives_up_on_a_held_lock(postgres_url: str) -> None:
     other = PostgresStore(postgres_url)
     try:
         holder.write_sync(put_meta, "k", "0")
-        holding = threading.Event()
-        release = threading.Event()
-
-        def hold(connection: Connection) -> None:
-            put_meta(connection, "k", "held")
-            holding.set()
-            release.wait(30)
-
-        thread = threading.Thread(target=holder.write_sync, args=(hold,))
-        thread.start()
-        assert holding.wait(10)
-        start = time.monotonic()
-        with pytest.raises(DatabaseLockedError, match="locked"):
-            PostgresTransaction(other, put_meta).within(0.2, "k", "late")
-        assert time.monotonic() - start < 5
-        release.set()
-        thread.join()
+        with _holding_the_meta_row(holder):
+            start = time.monotonic()
+            with pytest.raises(DatabaseLockedError, match="locked"):
+                PostgresTransaction(other, put_meta).within(0.2, "k", "late")
+            assert time.monotonic() - start < 5
         assert other.read(get_meta, "k") == "held"
     finally:
         holder.close()
