@@ -120,8 +120,9 @@ def default_db_path() -> Path:
     return DEFAULT_DB_PATH.expanduser().absolute()
 
 
-#: ``scheme://`` and what comes before the last ``@`` (the user and password, if any).
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
+#: ``scheme://`` and what comes before the last ``@`` (the user and password, if any, as
+#: written: a password may hold an unescaped ``/``, ``?``, ``#`` or ``@``).
+USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
 
 #: ``scheme://`` at the start of a value: a URL, not a file name.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -159,7 +160,7 @@ def url_without_password(url: str) -> str:
         password = parts.password
     except ValueError:
         return "<a URL that cannot be parsed>"
-    userinfo = _USERINFO.match(url)
+    userinfo = USERINFO.match(url)
     if password is None and userinfo is not None and ":" in userinfo.group(2):
         # a password with an unescaped "/", "?" or "#", which the parser took for the end of
         # the host part: masked up to the last "@"

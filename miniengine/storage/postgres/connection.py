@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from miniengine.exceptions import DatabaseFullError, ReadOnlyDatabaseError, StoreError
-from miniengine.storage.paths import lower_scheme, url_without_password
+from miniengine.storage.paths import USERINFO, lower_scheme, url_without_password
 
 if TYPE_CHECKING:
     import psycopg
@@ -107,9 +107,9 @@ def _passwords(url: str) -> set[str]:
     found: list[str] = []
     # up to the last "@": a password may hold an unescaped "@" (libpq then reads the rest as
     # the host and names it in its message), "/" or "?"
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)@", url)
-    if userinfo is not None and ":" in userinfo.group(1):
-        secret = userinfo.group(1).split(":", 1)[1]
+    userinfo = USERINFO.match(url)
+    if userinfo is not None and ":" in userinfo.group(2):
+        secret = userinfo.group(2).split(":", 1)[1]
         # and each piece of it between the "@"s, which libpq may quote apart
         found += [secret, *secret.split("@")]
     found += re.findall(r"[?&]password=([^&#]*)", url)
