@@ -378,13 +378,12 @@ class PostgresStore:
                     return result, exc
                 raise
             except error as exc:
-                if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available
-                    if busy_seconds is None and time.monotonic() < deadline:
-                        # the server's own lock_timeout (set for the database or the role),
-                        # not ours: waited out for the write's patience, as a lock is on sqlite
-                        time.sleep(delay * (0.5 + random.random()))
-                        delay = min(delay * 2, MAX_RETRY_SLEEP)
-                        continue
+                # a lock not available: ours (``busy_seconds``) ran out, or the server's own
+                # lock_timeout (set for the database or the role), which is waited out below for
+                # the write's patience, as a lock is on sqlite
+                locked = getattr(exc, "sqlstate", None) == "55P03"
+                expired = time.monotonic() > deadline
+                if locked and (busy_seconds is not None or expired):
                     raise DatabaseLockedError(
                         f"{self._location}: rows stayed locked by another connection for "
                         f"{patience:g} s"
@@ -425,7 +424,7 @@ class PostgresStore:
                     # counts against it
                     delay = self._wait_to_reconnect(exc, deadline, patience, delay, refused=False)
                     continue
-                if not is_retryable(exc) or time.monotonic() > deadline:
+                if not (locked or is_retryable(exc)) or expired:
                     raise store_error(self._location, "write failed", exc) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, MAX_RETRY_SLEEP)
