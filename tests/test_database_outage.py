@@ -513,14 +513,12 @@ def test_a_step_failing_unavailable_is_handed_back_by_the_daemon_and_runs_again(
     assert double.is_finished_ok and double.outputs.result.value == 42
 
 
-@pytest.mark.parametrize("error", [DatabaseLockedError, DatabaseUnavailableError])
-def test_an_inline_call_whose_end_cannot_be_written_is_not_left_running_by_the_daemon(
-    backend_db: Path | str, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
-) -> None:
-    """The end of an inline calcfunction fails (rows or a file that stayed locked, a server
-    away): the step fails with it, the worker hands the process back, and the call, which would
-    stay RUNNING under the live worker for good, ends EXCEPTED; the replayed step calls afresh
-    and the process finishes."""
+def _add_in_a_worker_whose_call_ends_fail(
+    backend_db: Path | str, monkeypatch: pytest.MonkeyPatch, error: Exception, times: int
+) -> tuple[Any, list[int]]:
+    """An ``AddWorkChain`` run by a worker in which the first ``times`` writes that end a
+    process (``finish_process_tx``, patched before the worker's store opens) raise ``error``;
+    the node once terminated, and the pks whose end failed."""
     import importlib
 
     from miniengine.daemon import Worker
@@ -532,20 +530,33 @@ def test_an_inline_call_whose_end_cannot_be_written_is_not_left_running_by_the_d
     real = rows.finish_process_tx
     failed: list[int] = []
 
-    def fail_once(connection: Connection, finish: Any) -> Any:
-        if not failed:
+    def failing(connection: Connection, finish: Any) -> Any:
+        if len(failed) < times:
             failed.append(finish.pk)
-            raise error("simulated: the end of the call could not be written")
+            raise error
         return real(connection, finish)
 
-    monkeypatch.setattr(rows, "finish_process_tx", fail_once)  # before the worker's store opens
+    monkeypatch.setattr(rows, "finish_process_tx", failing)
 
     async def main() -> Any:
         async with Worker(db=backend_db, lease_timeout=5.0):
             node = await asubmit(AddWorkChain, x=Int(1), y=Int(2))
             return await await_node(node, timeout=TIMEOUT)
 
-    node = anyio.run(main)
+    return anyio.run(main), failed
+
+
+@pytest.mark.parametrize("error", [DatabaseLockedError, DatabaseUnavailableError])
+def test_an_inline_call_whose_end_cannot_be_written_is_not_left_running_by_the_daemon(
+    backend_db: Path | str, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    """The end of an inline calcfunction fails (rows or a file that stayed locked, a server
+    away): the step fails with it, the worker hands the process back, and the call, which would
+    stay RUNNING under the live worker for good, ends EXCEPTED; the replayed step calls afresh
+    and the process finishes."""
+    node, failed = _add_in_a_worker_whose_call_ends_fail(
+        backend_db, monkeypatch, error("simulated: the end of the call could not be written"), 1
+    )
     assert node.is_finished_ok, (node.process_state, node.exception)
     assert node.outputs.result.value == 3
     abandoned, called = sorted(node.called, key=lambda call: call.pk)
@@ -564,31 +575,12 @@ def test_an_inline_call_left_running_ends_with_its_caller_excepted_by_the_daemon
     step fails with a store error, the process ends EXCEPTED, and the call, which its own
     worker would otherwise hold RUNNING for good (a kill request goes to an owner that no
     longer runs it), is killed with it."""
-    import importlib
-
-    from miniengine.daemon import Worker
-    from tests.services.sql import is_postgres
-
-    rows = importlib.import_module(
-        "miniengine.storage.postgres.rows" if is_postgres(backend_db) else "miniengine.storage.rows"
+    node, failed = _add_in_a_worker_whose_call_ends_fail(
+        backend_db,
+        monkeypatch,
+        StoreError("simulated: canceling statement due to statement timeout"),
+        2,
     )
-    real = rows.finish_process_tx
-    failed: list[int] = []
-
-    def fail_twice(connection: Connection, finish: Any) -> Any:
-        if len(failed) < 2:
-            failed.append(finish.pk)
-            raise StoreError("simulated: canceling statement due to statement timeout")
-        return real(connection, finish)
-
-    monkeypatch.setattr(rows, "finish_process_tx", fail_twice)
-
-    async def main() -> Any:
-        async with Worker(db=backend_db, lease_timeout=5.0):
-            node = await asubmit(AddWorkChain, x=Int(1), y=Int(2))
-            return await await_node(node, timeout=TIMEOUT)
-
-    node = anyio.run(main)
     assert node.is_excepted and "statement timeout" in node.exception
     [call] = node.called
     assert failed == [call.pk, call.pk]  # its end, then its EXCEPTED end
